@@ -1,0 +1,5 @@
+"""AlexNet's layers as pure forward/backward pairs on any array module (NumPy or CuPy).
+
+Each module holds one layer: ``forward(...) -> (y, cache)`` and ``backward(dy, cache)``.
+``layers.backend`` is the array-module abstraction and the only importer of CuPy.
+"""

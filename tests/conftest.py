@@ -1,0 +1,41 @@
+"""Shared test fixtures: the backend matrix and the Hypothesis profiles.
+
+``xp`` parametrises a test over the available array modules (NumPy always; CuPy cases
+carry the ``gpu`` marker and skip without a GPU). ``dtype`` parametrises over float32
+and float64. Tolerances per dtype live in ``tests/tolerance.py``.
+
+Under ``CI=true`` the Hypothesis profile ``ci`` is loaded: derandomized, no example
+database, no deadline, so CI runs are repeatable and never flaky on a slow machine.
+"""
+import os
+
+import numpy
+import pytest
+from hypothesis import HealthCheck, settings
+
+from layers import backend
+
+settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile(
+    "dev", deadline=None, max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
+                                     "ci" if os.environ.get("CI") == "true" else "dev"))
+
+
+def _gpu_params():
+    skip = pytest.mark.skipif(backend.gpu_count() == 0, reason="needs CuPy and a CUDA device")
+    return pytest.param("cupy", marks=[pytest.mark.gpu, skip], id="cupy")
+
+
+@pytest.fixture(params=["numpy", _gpu_params()])
+def xp(request):
+    """The array module under test: numpy, or cupy when a GPU is present."""
+    return backend.backend_module(request.param)
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    return numpy.dtype(request.param)
