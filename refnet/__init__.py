@@ -1,0 +1,1 @@
+"""refnet: AlexNet's two-column network, its training, evaluation and benchmarks."""
