@@ -1,0 +1,94 @@
+"""2-D convolution (cross-correlation) with stride, zero padding and groups: im2col + GEMM.
+
+Axis legend: N batch, C input channels, K kernels (output channels), G groups
+(C = G * Cg, K = G * Kg), H/W input height/width, kh/kw kernel height/width,
+OH/OW output height/width, P = N * OH * OW output positions.
+
+The column layout of ``im2col`` / ``col2im`` is documented once, in ``layers.windows``;
+both are re-exported here because they are this layer's core.
+"""
+from typing import NamedTuple
+
+from layers.backend import get_array_module
+from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
+from layers.windows import col2im, im2col
+
+__all__ = ["forward", "backward", "im2col", "col2im", "ConvCache"]
+
+
+class ConvCache(NamedTuple):
+    cols: object        # (G, Cg*kh*kw, P) im2col of the input, for dw
+    w: object           # (K, Cg, kh, kw), for dx
+    x_shape: tuple      # (N, C, H, W)
+    y_shape: tuple      # (N, K, OH, OW)
+    stride: int
+    pad: int
+
+
+def forward(x, w, b, *, stride=1, pad=0, groups=1):
+    """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*s + i, ow*s + j]
+
+    where g = k // Kg is the group of kernel k, s the stride and xpad the input with
+    ``pad`` zeros on each side. Kernel k sees only the Cg = C/G channels of its group
+    (the paper's two columns in one array: conv2, conv4 and conv5 use ``groups=2``).
+    This is cross-correlation (no kernel flip), as in PyTorch ``conv2d`` and Caffe;
+    output size rounds down, ``OH = (H + 2*pad - kh) // stride + 1``, as in both.
+
+    Shapes: x (N, C, H, W); w (K, C // groups, kh, kw); b (K,) -> y (N, K, OH, OW).
+    Computed as one batched GEMM over groups: (G, Kg, Cg*kh*kw) @ (G, Cg*kh*kw, P).
+    """
+    dtype = float_dtype("conv", x, w, b)
+    require_ndim("conv", "x", x, 4, "(N, C, H, W)")
+    require_ndim("conv", "w", w, 4, "(K, C // groups, kh, kw)")
+    require_ndim("conv", "b", b, 1, "(K,)")
+    stride = require_int("conv", "stride", stride, 1)
+    pad = require_int("conv", "pad", pad, 0)
+    groups = require_int("conv", "groups", groups, 1)
+    N, C, H, W = x.shape
+    K, Cg, kh, kw = w.shape
+    if C % groups:
+        raise ValueError(f"conv: input channels C={C} not divisible by groups={groups}")
+    if K % groups:
+        raise ValueError(f"conv: kernels K={K} not divisible by groups={groups}")
+    if C != Cg * groups:
+        raise ValueError(f"conv: x has {C} channels but w expects {Cg} * groups {groups} "
+                         f"= {Cg * groups}")
+    if b.shape[0] != K:
+        raise ValueError(f"conv: b has {b.shape[0]} entries but w has K={K} kernels")
+    OH = output_size("conv", "height", H, kh, stride, pad)
+    OW = output_size("conv", "width", W, kw, stride, pad)
+
+    xp = get_array_module(x, w, b)
+    G, Kg = groups, K // groups
+    cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G)   # (G, Cg*kh*kw, P)
+    wg = w.reshape(G, Kg, Cg * kh * kw)                          # (G, Kg, Cg*kh*kw)
+    yg = xp.matmul(wg, cols)                                     # (G, Kg, P)
+    y = xp.empty((N, K, OH, OW), dtype=dtype)
+    ykn = yg.reshape(K, N, OH, OW).transpose(1, 0, 2, 3)         # (N, K, OH, OW) view
+    xp.add(ykn, b.reshape(1, K, 1, 1), out=y)                    # bias + layout in one pass
+    return y, ConvCache(cols, w, (N, C, H, W), (N, K, OH, OW), stride, pad)
+
+
+def backward(dy, cache):
+    """Gradients of ``forward`` for an upstream gradient ``dy`` (N, K, OH, OW).
+
+        db[k]          = sum_{n, oh, ow} dy[n, k, oh, ow]
+        dw[g]          = dy_g @ cols[g]^T          (Kg, P) @ (P, Cg*kh*kw)
+        dcols[g]       = w_g^T @ dy_g             (Cg*kh*kw, Kg) @ (Kg, P)
+        dx             = col2im(dcols)            (the adjoint of im2col)
+
+    where dy_g (Kg, P) is dy for the kernels of group g with the batch folded into P.
+    Returns ``(dx, dw, db)`` with the shapes and dtype of ``(x, w, b)``.
+    """
+    require_grad("conv", dy, cache.y_shape, cache.cols.dtype)
+    xp = get_array_module(dy)
+    w, cols = cache.w, cache.cols
+    K, Cg, kh, kw = w.shape
+    G = cols.shape[0]
+    dyg = dy.transpose(1, 0, 2, 3).reshape(G, K // G, -1)       # (G, Kg, P), one copy
+    db = dyg.sum(axis=2).reshape(K)                              # (K,)
+    dw = xp.matmul(dyg, cols.transpose(0, 2, 1))                 # (G, Kg, Cg*kh*kw)
+    wg = w.reshape(G, K // G, Cg * kh * kw)                      # (G, Kg, Cg*kh*kw)
+    dcols = xp.matmul(wg.transpose(0, 2, 1), dyg)                # (G, Cg*kh*kw, P)
+    dx = col2im(dcols, cache.x_shape, kh, kw, stride=cache.stride, pad=cache.pad)
+    return dx, dw.reshape(w.shape), db                          # dw (K, Cg, kh, kw)
