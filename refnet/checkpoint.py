@@ -1,0 +1,230 @@
+"""Checkpoints: the whole training state in one HDF5 file, written atomically, checksummed.
+
+A checkpoint is a nested dict ("tree") whose leaves are arrays or JSON values:
+
+    {"format": "refnet-checkpoint-1", "arch": "demo", "step": 120, "epoch": 2,
+     "config": {...}, "model": net.state_dict(), "optimizer": sgd.state_dict(),
+     "schedule": sched.state_dict(), "rng": {"augment": gen.bit_generator.state, ...},
+     "loader": {...}, "history": [...]}
+
+How the tree maps onto HDF5 (no pickle anywhere):
+
+- a dict is a group (``__kind__ = "dict"``), its keys kept in order (``track_order``);
+- a list or tuple that holds arrays or dicts is a group (``__kind__ = "list"``) with
+  members ``"0"``, ``"1"``, ...;
+- an array (NumPy, or CuPy copied to the host) is a dataset; a NumPy scalar is a 0-d
+  dataset with ``__scalar__ = True`` and comes back as the same NumPy scalar type;
+- anything else (int, float, str, bool, None, lists of those, a NumPy Generator's
+  ``bit_generator.state`` with its 128-bit ints) is a JSON string attribute.
+
+The checksum is SHA-256 over the sorted lines ``path<TAB>digest``, one per dataset (dtype,
+shape and bytes) and per JSON attribute; it is stored in the root attribute ``sha256``
+and verified by ``load``. Writing goes to a temporary file in the same directory, which is
+flushed, fsynced and then renamed over the target with ``os.replace``, so a crash never
+leaves a half-written file under a checkpoint's name.
+
+Files in a run directory are named ``ckpt-<step, 8 digits>.h5``; ``latest_valid`` walks
+them newest first and returns the first that loads and verifies.
+"""
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import h5py
+import numpy
+
+from layers import backend
+
+FORMAT = "refnet-checkpoint-1"
+_NAME = re.compile(r"^ckpt-(\d+)\.h5$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, truncated, corrupt or of another format."""
+
+
+# --------------------------------------------------------------------------- writing
+
+def save(path, tree):
+    """Write ``tree`` to ``path`` atomically (temp file, flush, fsync, ``os.replace``)."""
+    path = Path(path)
+    if not isinstance(tree, dict):
+        raise TypeError(f"checkpoint.save: tree must be a dict, got {type(tree).__name__}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    digests = {}
+    try:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            _write_group(f, "", tree, digests)
+            f.attrs["sha256"] = _combine(digests)
+            f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _write_group(group, prefix, obj, digests):
+    if isinstance(obj, dict):
+        group.attrs["__kind__"] = "dict"
+        items = obj.items()
+    else:
+        group.attrs["__kind__"] = "list"
+        items = ((str(i), v) for i, v in enumerate(obj))
+    for key, value in items:
+        if not isinstance(key, str) or "/" in key or key.startswith("__") or key in (".", ""):
+            raise ValueError(f"checkpoint.save: key {key!r} under '{prefix or '/'}' is not "
+                             "a valid name (str without '/', not starting with '__')")
+        here = f"{prefix}/{key}"
+        if _is_array(value):
+            arr = numpy.asarray(backend.asnumpy(value)).copy(order="C")
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"checkpoint.save: {here} has unsupported dtype {arr.dtype}")
+            ds = group.create_dataset(key, data=arr)
+            if isinstance(value, numpy.generic):
+                ds.attrs["__scalar__"] = True
+            digests[here] = _array_digest(arr)
+        elif isinstance(value, dict) or (isinstance(value, (list, tuple))
+                                         and any(_needs_group(v) for v in value)):
+            _write_group(group.create_group(key, track_order=True), here, value, digests)
+        else:
+            try:
+                text = json.dumps(value, allow_nan=True)
+            except TypeError:
+                raise TypeError(f"checkpoint.save: {here} holds a {type(value).__name__}, "
+                                "which is neither an array nor JSON") from None
+            group.attrs[key] = text
+            digests[here + "@"] = hashlib.sha256(text.encode()).hexdigest()
+
+
+def _is_array(v):
+    return isinstance(v, (numpy.ndarray, numpy.generic)) or (
+        hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "__array_namespace__"))
+
+
+def _needs_group(v):
+    return _is_array(v) or isinstance(v, dict) or (
+        isinstance(v, (list, tuple)) and any(_needs_group(x) for x in v))
+
+
+def _array_digest(arr):
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _combine(digests):
+    lines = "".join(f"{k}\t{digests[k]}\n" for k in sorted(digests))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- reading
+
+def load(path):
+    """The tree stored at ``path``; ``CheckpointError`` if it is unreadable or fails its checksum."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        with h5py.File(path, "r") as f:
+            stored = f.attrs.get("sha256")
+            digests = {}
+            tree = _read_group(f, "", digests)
+    except CheckpointError:
+        raise
+    except Exception as e:  # h5py raises OSError/KeyError/RuntimeError on damaged files
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt: "
+                              f"{type(e).__name__}: {e})") from None
+    if stored is None:
+        raise CheckpointError(f"checkpoint {path} has no checksum")
+    if _combine(digests) != stored:
+        raise CheckpointError(f"checkpoint {path} fails its SHA-256 checksum (corrupt)")
+    if tree.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a refnet checkpoint "
+                              f"(format {tree.get('format')!r}, expected {FORMAT!r})")
+    return tree
+
+
+def _read_group(group, prefix, digests):
+    out = {}
+    for key, text in group.attrs.items():
+        if key.startswith("__") or key == "sha256":
+            continue
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        digests[f"{prefix}/{key}@"] = hashlib.sha256(text.encode()).hexdigest()
+        out[key] = json.loads(text)
+    for key, item in group.items():
+        here = f"{prefix}/{key}"
+        if isinstance(item, h5py.Group):
+            out[key] = _read_group(item, here, digests)
+        else:
+            arr = item[()]
+            arr = numpy.asarray(arr)
+            digests[here] = _array_digest(arr.copy(order="C"))
+            out[key] = arr[()] if item.attrs.get("__scalar__", False) else arr
+    if group.attrs.get("__kind__") == "list":
+        return [out[str(i)] for i in range(len(out))]
+    return out
+
+
+# --------------------------------------------------------------------------- run directories
+
+def checkpoint_path(run_dir, step):
+    """``RUN_DIR/ckpt-<step>.h5`` with the step zero-padded to 8 digits."""
+    return Path(run_dir) / f"ckpt-{int(step):08d}.h5"
+
+
+def list_checkpoints(run_dir):
+    """``[(step, path), ...]`` of the checkpoint files in ``run_dir``, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = []
+    for p in run_dir.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_valid(run_dir, warn=print):
+    """``(path, tree)`` of the newest checkpoint in ``run_dir`` that loads and verifies.
+
+    Each newer file that fails is reported through ``warn`` (one line naming it and the
+    reason). Returns ``(None, None)`` when the directory holds no usable checkpoint.
+    """
+    for _step, path in reversed(list_checkpoints(run_dir)):
+        try:
+            return path, load(path)
+        except CheckpointError as e:
+            warn(f"warning: {e}; using the previous checkpoint")
+    return None, None
+
+
+def prune(run_dir, keep):
+    """Delete all but the newest ``keep`` checkpoints in ``run_dir`` (``keep >= 1``)."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    for _step, path in list_checkpoints(run_dir)[:-keep]:
+        path.unlink(missing_ok=True)
