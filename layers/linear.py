@@ -1,0 +1,50 @@
+"""Fully connected (affine) layer.
+
+Axis legend: N batch, F input features (``in``), O output units (``out``).
+x may be (N, F) or (N, ...) with the trailing axes flattened to F in C order (pool5's
+(N, 256, 6, 6) -> (N, 9216), the same order as PyTorch's ``flatten(1)``).
+"""
+from typing import NamedTuple
+
+from layers.backend import get_array_module
+from layers.checks import float_dtype, require_grad, require_ndim
+
+__all__ = ["forward", "backward", "LinearCache"]
+
+
+class LinearCache(NamedTuple):
+    x2: object          # (N, F) input, flattened
+    w: object           # (O, F)
+    x_shape: tuple      # the input's shape, for dx
+
+
+def forward(x, w, b):
+    """y = x @ w.T + b;  x (N, F), w (O, F) (PyTorch's ``nn.Linear`` layout), b (O,) -> y (N, O)."""
+    float_dtype("linear", x, w, b)
+    if x.ndim < 2:
+        raise ValueError(f"linear: x must be (N, F) or (N, ...), got shape {tuple(x.shape)}")
+    require_ndim("linear", "w", w, 2, "(out, in)")
+    require_ndim("linear", "b", b, 1, "(out,)")
+    N = x.shape[0]
+    x2 = x.reshape(N, -1)                                   # (N, F)
+    O, F = w.shape
+    if x2.shape[1] != F:
+        raise ValueError(f"linear: x has {x2.shape[1]} features (shape {tuple(x.shape)}) "
+                         f"but w expects {F}")
+    if b.shape[0] != O:
+        raise ValueError(f"linear: b has {b.shape[0]} entries but w has {O} outputs")
+    xp = get_array_module(x, w, b)
+    y = xp.matmul(x2, w.T)                                  # (N, O)
+    y += b
+    return y, LinearCache(x2, w, tuple(x.shape))
+
+
+def backward(dy, cache):
+    """dx = dy @ w (reshaped to x's shape);  dw = dy.T @ x;  db = sum_n dy[n]."""
+    x2, w = cache.x2, cache.w
+    require_grad("linear", dy, (x2.shape[0], w.shape[0]), w.dtype)
+    xp = get_array_module(dy, w)
+    dx = xp.matmul(dy, w).reshape(cache.x_shape)            # (N, F) -> x's shape
+    dw = xp.matmul(dy.T, x2)                                # (O, F)
+    db = dy.sum(axis=0)                                     # (O,)
+    return dx, dw, db
