@@ -1,0 +1,176 @@
+"""How two arrays are compared, the tolerance table, and the report (table and JSON).
+
+The error measures, for our array ``a`` and PyTorch's ``b`` of the same shape:
+
+    max abs err = max |a - b|
+    max rel err = max |a - b| / max |b|          (a normwise relative error, max norm)
+
+The relative error divides by the largest magnitude of the whole reference array, not
+element by element: an elementwise ratio explodes on entries that are zero up to
+round-off (a gradient that cancels, a ReLU output at 0) and would say nothing about the
+quality of the computation. If ``max |b| == 0`` the relative error is 0 when ``a``
+is also all zeros and infinity otherwise. A row passes when ``max rel err <= tol``.
+
+Tolerances (``TOLERANCE``), per dtype and per kind of comparison:
+
+- float64: 1e-12 for a single layer, 1e-10 for the whole network and for SGD steps
+  (the issue's bounds). Round-off is ~1e-16 per operation; the deepest single-layer
+  reduction here (an 11x11x3 conv, a 5x5x48 grouped conv, the weight gradient summed
+  over N*Ho*Wo positions) stays near 1e-15, and the network's eight layers forward and
+  back stay near 1e-13, so both bounds hold with two orders of margin.
+- float32: unit round-off u = 2**-24 = 6e-8. Summing n products in two different orders
+  (our GEMM versus PyTorch's kernels) differs by about sqrt(n) * u typically and n * u at
+  worst. A single layer's deepest sum has n ~ 1e3-1e4 (weight gradients over positions,
+  5x5x48 windows), so sqrt(n) * u ~ 6e-6: the layer tolerance is 2e-5. The network
+  chains 8 layers forward and 8 back, each adding a relative error of that size and
+  multiplying the incoming one by the layer's conditioning (max pooling and ReLU pass it
+  through, LRN with the paper's alpha barely touches it), and a parameter gradient at the
+  bottom of the net (conv1.weight) is a sum of ~N*55*55 such products: the network
+  tolerance is 16 * 6e-6 rounded up to 1e-4 (measured: see docs/conventions.md).
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import numpy
+
+TOLERANCE = {
+    "float64": {"layer": 1e-12, "network": 1e-10},
+    "float32": {"layer": 2e-5, "network": 1e-4},
+}
+
+
+def tolerance(dtype, kind):
+    """The relative tolerance for ``dtype`` ("float32"|"float64") and ``kind`` ("layer"|"network")."""
+    name = numpy.dtype(dtype).name
+    if name not in TOLERANCE:
+        raise ValueError(f"tolerance: dtype must be float32 or float64, got {name!r}")
+    if kind not in TOLERANCE[name]:
+        raise ValueError(f"tolerance: kind must be one of {sorted(TOLERANCE[name])}, got {kind!r}")
+    return TOLERANCE[name][kind]
+
+
+def errors(ours, theirs):
+    """(max abs err, max rel err) of ``ours`` against the reference ``theirs`` (see module doc)."""
+    a = numpy.asarray(ours, dtype=numpy.float64)
+    b = numpy.asarray(theirs, dtype=numpy.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"errors: shapes differ, ours {a.shape} vs reference {b.shape}")
+    if a.size == 0:
+        return 0.0, 0.0
+    max_abs = float(numpy.max(numpy.abs(a - b)))
+    scale = float(numpy.max(numpy.abs(b)))
+    if scale == 0.0:
+        return max_abs, (0.0 if max_abs == 0.0 else float("inf"))
+    return max_abs, max_abs / scale
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the report.
+
+    ``status`` is PASS/FAIL when ``tol`` is set and INFO for a measurement that is shown,
+    not judged (for example how far Caffe's all-channel LRN is from the authors').
+    """
+    part: str
+    case: str
+    quantity: str
+    max_abs: float
+    max_rel: float
+    tol: float | None
+    status: str
+    note: str = ""
+
+
+def judged(part, case, quantity, ours, theirs, tol, note=""):
+    """A PASS/FAIL row comparing ``ours`` with the reference ``theirs`` at relative ``tol``.
+
+    A shape mismatch, or ours in another floating dtype than the reference (a silent
+    upcast or downcast), is a FAIL with the reason in the note.
+    """
+    a, b = numpy.asarray(ours), numpy.asarray(theirs)
+    if a.shape != b.shape:
+        return Row(part, case, quantity, float("nan"), float("nan"), tol, "FAIL",
+                   f"shape ours {a.shape} vs torch {b.shape}")
+    if a.ndim > 0 and a.dtype != b.dtype:
+        note = f"dtype ours {a.dtype} vs torch {b.dtype}" + (f"; {note}" if note else "")
+        max_abs, max_rel = errors(a, b)
+        return Row(part, case, quantity, max_abs, max_rel, tol, "FAIL", note)
+    max_abs, max_rel = errors(a, b)
+    status = "PASS" if max_rel <= tol else "FAIL"
+    return Row(part, case, quantity, max_abs, max_rel, tol, status, note)
+
+
+def check(part, case, quantity, ok, note="", max_abs=float("nan"), max_rel=float("nan"),
+          tol=None):
+    """A PASS/FAIL row for a condition that is not an array comparison (a shape, a set)."""
+    return Row(part, case, quantity, max_abs, max_rel, tol, "PASS" if ok else "FAIL", note)
+
+
+def info(part, case, quantity, ours, theirs, note=""):
+    """An INFO row: the difference is measured and shown, not judged."""
+    max_abs, max_rel = errors(ours, theirs)
+    return Row(part, case, quantity, max_abs, max_rel, None, "INFO", note)
+
+
+def all_passed(rows):
+    return all(r.status != "FAIL" for r in rows)
+
+
+def _fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float) and numpy.isnan(v):
+        return "-"
+    return f"{v:.2e}"
+
+
+def format_table(rows):
+    """The report as a plain-text table, one row per comparison, then a summary line."""
+    header = ("part", "case", "quantity", "max abs err", "max rel err", "tol", "result")
+    lines = [(r.part, r.case, r.quantity, _fmt(r.max_abs), _fmt(r.max_rel), _fmt(r.tol),
+              r.status + (f"  {r.note}" if r.note else "")) for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+    widths[-1] = len(header[-1])
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
+           "  ".join("-" * w for w in widths)]
+    for line in lines:
+        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+    n_fail = sum(r.status == "FAIL" for r in rows)
+    n_pass = sum(r.status == "PASS" for r in rows)
+    n_info = sum(r.status == "INFO" for r in rows)
+    out.append(f"{n_pass} passed, {n_fail} failed, {n_info} informational")
+    return "\n".join(out)
+
+
+def report_dict(rows, **meta):
+    """The report as a JSON-ready dict: ``meta`` (dtype, seed, ...), ``passed`` and ``rows``.
+
+    Infinite or NaN errors become the strings "inf"/"nan" so the JSON stays standard.
+    """
+    def clean(v):
+        if isinstance(v, float) and not numpy.isfinite(v):
+            return "nan" if numpy.isnan(v) else "inf"
+        return v
+    return {**meta, "passed": all_passed(rows),
+            "rows": [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in rows]}
+
+
+def write_json(report, path):
+    """Write ``report`` to ``path`` atomically (temp file in the same folder, then replace)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".verify-", suffix=".json", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -1,0 +1,217 @@
+"""Every layer of ``layers/`` against its PyTorch twin, at the paper's settings and at stress.
+
+Each case draws inputs and parameters from one seeded generator, runs our forward and
+backward with a random upstream gradient (never all ones), runs the twin with the same
+arrays, and yields one report row per quantity (y, dx, dw, db; loss and dlogits for the
+softmax). Paper cases use the paper's kernel/stride/pad/groups and channel counts with
+smaller spatial sizes (the maths does not depend on them); stress cases pick settings
+where every term matters:
+
+- conv: groups 1/2/4 x stride 1/2/4 x pad 0/1/2 on a non-square input, and a
+  non-square kernel;
+- LRN: alpha 0.1/0.5/1 x size 3/5/7 x k 1/2 (the alpha term is of the order of k, so a
+  wrong alpha/size or k is visible), and beta 0.5/1;
+- pooling: odd and even sizes (floor rounding), the 2/2 ablation, and integer-valued
+  inputs with many tied maxima (the gradient goes to the first maximum in row-major
+  window order, PyTorch's rule);
+- dropout: both modes, training and test, p 0.5 and 0.2, with the same keep-mask;
+- linear and softmax cross-entropy: fc8's size, and large logits (30x) for stability.
+
+Axis legend: N batch, C channels, K kernels, H/W height/width, D features.
+"""
+
+import numpy
+
+import layers.conv
+import layers.dropout
+import layers.linear
+import layers.lrn
+import layers.pool
+import layers.relu
+import layers.softmax
+from verify import twins
+from verify.compare import judged, tolerance
+
+PART = "layers"
+PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+
+
+def _draw(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def _rows(case, ours, ref, tol, note=""):
+    return [judged(PART, case, q, ours[q], ref[q], tol, note) for q in ref]
+
+
+def conv_case(rng, dtype, tol, case, x_shape, w_shape, *, stride, pad, groups):
+    x = _draw(rng, x_shape, dtype)
+    w = _draw(rng, w_shape, dtype, 0.1)
+    b = _draw(rng, w_shape[:1], dtype)
+    y, cache = layers.conv.forward(x, w, b, stride=stride, pad=pad, groups=groups)
+    dy = _draw(rng, y.shape, dtype)
+    dx, dw, db = layers.conv.backward(dy, cache)
+    ref = twins.conv(x, w, b, dy, stride=stride, pad=pad, groups=groups)
+    return _rows(case, {"y": y, "dx": dx, "dw": dw, "db": db}, ref, tol)
+
+
+def conv_cases(rng, dtype, tol):
+    rows = []
+    paper = [  # name, x (N, C, H, W), w (K, C/G, kh, kw), stride, pad, groups
+        ("conv1 11x11/4 pad 0, 3->96 (paper)", (2, 3, 63, 55), (96, 3, 11, 11), 4, 0, 1),
+        ("conv2 5x5/1 pad 2 g2, 96->256 (paper)", (2, 96, 13, 11), (256, 48, 5, 5), 1, 2, 2),
+        ("conv3 3x3/1 pad 1, 256->384 (paper)", (2, 256, 7, 6), (384, 256, 3, 3), 1, 1, 1),
+        ("conv4 3x3/1 pad 1 g2, 384->384 (paper)", (2, 384, 7, 6), (384, 192, 3, 3), 1, 1, 2),
+        ("conv5 3x3/1 pad 1 g2, 384->256 (paper)", (2, 384, 7, 6), (256, 192, 3, 3), 1, 1, 2),
+    ]
+    for name, xs, ws, s, p, g in paper:
+        rows += conv_case(rng, dtype, tol, name, xs, ws, stride=s, pad=p, groups=g)
+    for groups in (1, 2, 4):
+        for stride in (1, 2, 4):
+            for pad in (0, 1, 2):
+                kernel = 3 if stride < 4 else 5
+                name = f"conv {kernel}x{kernel}/{stride} pad {pad} g{groups}, 8->12 on 13x10"
+                rows += conv_case(rng, dtype, tol, name, (2, 8, 13, 10),
+                                  (12, 8 // groups, kernel, kernel),
+                                  stride=stride, pad=pad, groups=groups)
+    rows += conv_case(rng, dtype, tol, "conv 3x5/2 pad 1 g2 (non-square kernel)",
+                      (3, 4, 11, 14), (6, 2, 3, 5), stride=2, pad=1, groups=2)
+    return rows
+
+
+def relu_cases(rng, dtype, tol):
+    x = _draw(rng, (2, 16, 7, 5), dtype)
+    x[rng.random(x.shape) < 0.2] = 0   # exact zeros: the gradient at 0 is 0 in both
+    y, cache = layers.relu.forward(x)
+    dy = _draw(rng, y.shape, dtype)
+    dx = layers.relu.backward(dy, cache)
+    return _rows("relu (20% exact zeros)", {"y": y, "dx": dx}, twins.relu(x, dy), tol)
+
+
+def lrn_case(rng, dtype, tol, case, x_shape, *, size, alpha, beta, k, scale=2.0):
+    x = _draw(rng, x_shape, dtype, scale)
+    y, cache = layers.lrn.forward(x, size=size, alpha=alpha, beta=beta, k=k)
+    dy = _draw(rng, y.shape, dtype)
+    dx = layers.lrn.backward(dy, cache)
+    ref = twins.lrn(x, dy, size=size, alpha=alpha, beta=beta, k=k)
+    return _rows(case, {"y": y, "dx": dx}, ref, tol)
+
+
+def lrn_cases(rng, dtype, tol):
+    rows = lrn_case(rng, dtype, tol, "lrn n=5 alpha=1e-4 beta=0.75 k=2, 96 ch (paper)",
+                    (2, 96, 7, 6), scale=20.0, **PAPER_LRN)
+    for alpha in (0.1, 0.5, 1.0):
+        for size in (3, 5, 7):
+            for k in (1.0, 2.0):
+                rows += lrn_case(rng, dtype, tol,
+                                 f"lrn n={size} alpha={alpha} beta=0.75 k={k:g}, 10 ch",
+                                 (2, 10, 5, 4), size=size, alpha=alpha, beta=0.75, k=k)
+    for beta in (0.5, 1.0):
+        rows += lrn_case(rng, dtype, tol, f"lrn n=5 alpha=1 beta={beta} k=1, 10 ch",
+                         (2, 10, 5, 4), size=5, alpha=1.0, beta=beta, k=1.0)
+    return rows
+
+
+def _tied_windows(x, size, stride):
+    """How many pooling windows hold their maximum more than once (floor rounding)."""
+    N, C, H, W = x.shape
+    count = 0
+    for i in range(0, H - size + 1, stride):
+        for j in range(0, W - size + 1, stride):
+            win = x[:, :, i:i + size, j:j + size].reshape(N, C, -1)   # (N, C, size*size)
+            top = win.max(axis=2, keepdims=True)
+            count += int(numpy.sum((win == top).sum(axis=2) > 1))
+    return count
+
+
+def pool_case(rng, dtype, tol, case, x, *, size, stride):
+    y, cache = layers.pool.forward(x, size=size, stride=stride)
+    dy = _draw(rng, y.shape, dtype)
+    dx = layers.pool.backward(dy, cache)
+    ref = twins.pool(x, dy, size=size, stride=stride)
+    ties = _tied_windows(x, size, stride)
+    note = f"{ties} windows with tied maxima" if ties else ""
+    return _rows(case, {"y": y, "dx": dx}, ref, tol, note)
+
+
+def pool_cases(rng, dtype, tol):
+    rows = []
+    for name, shape, size, stride in [
+            ("maxpool 3/2 on 27x27 -> 13 (paper)", (2, 96, 27, 27), 3, 2),
+            ("maxpool 3/2 on 54x54 -> 26 (floor)", (2, 8, 54, 54), 3, 2),
+            ("maxpool 3/2 on 13x10 (non-square)", (2, 8, 13, 10), 3, 2),
+            ("maxpool 2/2 on 12x9 (ablation, floor)", (2, 8, 12, 9), 2, 2)]:
+        rows += pool_case(rng, dtype, tol, name, _draw(rng, shape, dtype),
+                          size=size, stride=stride)
+    for size, stride in ((3, 2), (2, 2), (3, 1)):
+        x = rng.integers(0, 3, size=(2, 8, 13, 11)).astype(dtype)   # many ties
+        rows += pool_case(rng, dtype, tol, f"maxpool {size}/{stride} ties (ints 0-2)", x,
+                          size=size, stride=stride)
+    return rows
+
+
+def dropout_cases(rng, dtype, tol):
+    rows = []
+    for p in (0.5, 0.2):
+        for mode in ("paper", "inverted"):
+            for train in (True, False):
+                x = _draw(rng, (4, 64), dtype)
+                mask = (rng.random(x.shape) >= p).astype(dtype)   # 1 keep, 0 drop
+                y, cache = layers.dropout.forward(x, p=p, train=train, mask=mask, mode=mode)
+                dy = _draw(rng, y.shape, dtype)
+                dx = layers.dropout.backward(dy, cache)
+                ref = twins.dropout(x, dy, p=p, train=train, mask=mask, mode=mode)
+                name = f"dropout p={p} {mode} {'train' if train else 'test'}"
+                rows += _rows(name, {"y": y, "dx": dx}, ref, tol)
+    return rows
+
+
+def linear_cases(rng, dtype, tol):
+    rows = []
+    for name, n, d_in, d_out in [("linear 4096->1000 (fc8)", 2, 4096, 1000),
+                                 ("linear 37->23", 5, 37, 23)]:
+        x = _draw(rng, (n, d_in), dtype)
+        w = _draw(rng, (d_out, d_in), dtype, 0.05)
+        b = _draw(rng, (d_out,), dtype)
+        y, cache = layers.linear.forward(x, w, b)
+        dy = _draw(rng, y.shape, dtype)
+        dx, dw, db = layers.linear.backward(dy, cache)
+        ref = twins.linear(x, w, b, dy)
+        rows += _rows(name, {"y": y, "dx": dx, "dw": dw, "db": db}, ref, tol)
+    return rows
+
+
+def softmax_cases(rng, dtype, tol):
+    rows = []
+    for name, n, classes, scale in [("softmax CE, 1000 classes", 2, 1000, 3.0),
+                                    ("softmax CE, logits x30", 7, 10, 30.0)]:
+        z = _draw(rng, (n, classes), dtype, scale)
+        labels = rng.integers(0, classes, size=n)
+        loss, cache = layers.softmax.forward(z, labels)
+        dloss = float(rng.uniform(0.5, 2.0))
+        dz = layers.softmax.backward(dloss, cache)
+        ref = twins.softmax_cross_entropy(z, labels, dloss)
+        rows += [judged(PART, name, "loss", numpy.asarray(loss, dtype=dtype), ref["loss"], tol),
+                 judged(PART, name, "dlogits", dz, ref["dlogits"], tol)]
+    return rows
+
+
+CASES = {
+    "conv": conv_cases, "relu": relu_cases, "lrn": lrn_cases, "pool": pool_cases,
+    "dropout": dropout_cases, "linear": linear_cases, "softmax": softmax_cases,
+}
+
+
+def run(dtype="float64", seed=0, which=None):
+    """All layer comparisons (or those named in ``which``) as report rows."""
+    dtype = numpy.dtype(dtype)
+    tol = tolerance(dtype, "layer")
+    names = list(CASES) if which is None else list(which)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise ValueError(f"layer cases: unknown {unknown}, choose from {list(CASES)}")
+    rows = []
+    for name in names:
+        rng = numpy.random.default_rng([seed, list(CASES).index(name)])
+        rows += CASES[name](rng, dtype, tol)
+    return rows

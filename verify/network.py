@@ -1,0 +1,106 @@
+"""The whole network against its PyTorch twin: logits, loss and all 16 parameter gradients.
+
+For each size (``small``: the ``tiny`` and ``demo`` archs, batch 4; ``paper``: ``alexnet``
+at 227x227, batch 2), both modes are compared with the same weights and inputs:
+
+- eval: ``train=False`` (paper dropout multiplies by 1 - p);
+- train: ``train=True`` with the SAME dropout keep-masks given to both sides.
+
+Weights are drawn here, not by refnet's init: N(0, 1/fan_in) weights and N(0, 0.1)
+biases, so about half of every ReLU is active and every layer shapes the result (the
+paper's N(0, 0.01) init shrinks the signal ~100x per layer and leaves the gradients
+dominated by the biases). The small size also runs Caffe's all-channel LRN, and the
+inverted dropout mode, against matching twins.
+"""
+
+import numpy
+
+from refnet import AlexNet
+from refnet.arch import get_arch
+from verify.compare import judged, tolerance
+from verify.twin_network import TwinAlexNet
+
+PART = "network"
+SIZES = {"small": (("tiny", 4), ("demo", 4)), "paper": (("alexnet", 2),)}
+
+
+def random_state(shapes, rng, dtype):
+    """{name: array}: weights N(0, 1/fan_in), biases N(0, 0.1), for ``{name: shape}``."""
+    state = {}
+    for name, shape in shapes.items():
+        if name.endswith(".weight"):
+            fan_in = int(numpy.prod(shape[1:]))
+            state[name] = (rng.standard_normal(shape) / numpy.sqrt(fan_in)).astype(dtype)
+        else:
+            state[name] = (0.1 * rng.standard_normal(shape)).astype(dtype)
+    return state
+
+
+def geometry(arch):
+    """(stride, pad) of conv1..conv5 for an arch name (kernels come from the weights)."""
+    return tuple((c.stride, c.pad) for c in get_arch(arch).convs)
+
+
+def dropout_masks(net_sd, n, p, rng, dtype):
+    """Keep-masks (1 keep, 0 drop) for fc6 and fc7 outputs, shapes (N, D6) and (N, D7)."""
+    return {name: (rng.random((n, net_sd[f"{name}.weight"].shape[0])) >= p).astype(dtype)
+            for name in ("fc6", "fc7")}
+
+
+def make_pair(arch, dtype, rng, **options):
+    """A refnet network with random weights and its twin holding the same weights."""
+    net = AlexNet(arch=arch, dtype=numpy.dtype(dtype).name, **options)
+    shapes = {k: v.shape for k, v in net.state_dict().items()}
+    state = random_state(shapes, rng, dtype)
+    net.load_state_dict(state)
+    twin = TwinAlexNet(
+        state, geometry(arch), columns=options.get("columns", 2),
+        lrn=options.get("lrn", True), lrn_mode=options.get("lrn_mode", "column"),
+        pool=options.get("pool", (3, 2)), dropout=options.get("dropout", 0.5),
+        dropout_mode=options.get("dropout_mode", "paper"))
+    return net, twin, state
+
+
+def compare_modes(case, net, twin, state, x, labels, masks, tol, modes=("eval", "train")):
+    """Rows for logits, loss and every parameter gradient in each of ``modes``."""
+    rows = []
+    for mode in modes:
+        train = mode == "train"
+        m = masks if train else None
+        loss, grads = net.loss_and_grad(x, labels, train=train, masks=m)
+        logits = net.forward(x, train=train, masks=m)
+        t_loss, t_logits, t_grads = twin.loss_and_grad(x, labels, train=train, masks=m)
+        name = f"{case} {mode}"
+        rows.append(judged(PART, name, "logits", logits, t_logits, tol))
+        rows.append(judged(PART, name, "loss", numpy.asarray(loss, dtype=t_loss.dtype),
+                           t_loss, tol))
+        for key in state:
+            rows.append(judged(PART, name, f"d {key}", grads[key], t_grads[key], tol))
+    return rows
+
+
+def run(dtype="float64", seed=0, sizes=("small", "paper")):
+    """Network comparisons at the given sizes, as report rows."""
+    dtype = numpy.dtype(dtype)
+    tol = tolerance(dtype, "network")
+    rows = []
+    for size in sizes:
+        if size not in SIZES:
+            raise ValueError(f"network: size must be one of {list(SIZES)}, got {size!r}")
+        variants = [{}]
+        if size == "small":
+            variants += [{"lrn_mode": "all"}, {"dropout_mode": "inverted"}]
+        for i, (arch, n) in enumerate(SIZES[size]):
+            for j, options in enumerate(variants):
+                if arch == "demo" and options:
+                    continue
+                rng = numpy.random.default_rng([seed, 100 + 10 * i + j])
+                net, twin, state = make_pair(arch, dtype, rng, **options)
+                s = get_arch(arch).input_size
+                x = rng.standard_normal((n, 3, s, s)).astype(dtype)
+                labels = rng.integers(0, state["fc8.weight"].shape[0], size=n)
+                masks = dropout_masks(state, n, 0.5, rng, dtype)
+                label = f"{arch} N={n}" + "".join(f" {k}={v}" for k, v in options.items())
+                rows += compare_modes(label, net, twin, state, x, labels, masks, tol)
+                del net, twin, state
+    return rows

@@ -1,0 +1,103 @@
+"""A PyTorch twin of the whole two-column network, built from refnet's state_dict.
+
+The twin is an ``nn.Module`` written from the paper's description, not from refnet's
+code: conv -> ReLU -> LRN -> max pool twice, conv3 over both columns, conv4 and conv5
+each within its column, max pool, ``torch.flatten`` (channel, row, column order), then
+fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> fc8, softmax cross-entropy (mean).
+Dropout sits after the ReLUs of fc6 and fc7 as in the paper (torchvision puts it before
+fc6 and fc7 instead).
+
+Translations from the paper to PyTorch, each explicit:
+
+- Groups: the two columns are the grouped single-device form; each conv's ``groups`` is
+  read off the weight shapes (in channels / weight.shape[1]).
+- LRN: ``verify.twins.lrn_torch`` (alpha * size, k passed). ``lrn_mode="column"``
+  normalises each column's channels on their own (the authors' code); ``"all"`` runs one
+  LRN over all channels (Caffe's bvlc_alexnet).
+- Dropout: the SAME keep-masks as refnet's run, scaled by the mode
+  (``verify.twins.dropout_torch``).
+
+Axis legend: N batch, C channels, H/W height/width, D features.
+"""
+
+import numpy
+import torch
+from torch import nn
+
+from verify.twins import dropout_torch, lrn_torch, tensor
+
+CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+FCS = ("fc6", "fc7", "fc8")
+
+
+class TwinAlexNet(nn.Module):
+    """The network in PyTorch, from a NumPy ``state_dict`` in refnet's grouped form.
+
+    ``geometry``: five (stride, pad) pairs for conv1..conv5 (kernels come from the
+    weights); ``columns``: how many columns LRN sees in ``"column"`` mode.
+    """
+
+    def __init__(self, state_dict, geometry, *, columns=2, lrn=True, lrn_mode="column",
+                 lrn_params=(5, 1e-4, 0.75, 2.0), pool=(3, 2), dropout=0.5,
+                 dropout_mode="paper"):
+        super().__init__()
+        if lrn_mode not in ("column", "all"):
+            raise ValueError(f"twin: lrn_mode must be 'column' or 'all', got {lrn_mode!r}")
+        if len(geometry) != 5:
+            raise ValueError(f"twin: geometry needs 5 (stride, pad) pairs, got {geometry!r}")
+        self.lrn = lrn
+        self.lrn_groups = columns if lrn_mode == "column" else 1
+        self.lrn_params = dict(zip(("size", "alpha", "beta", "k"), lrn_params))
+        self.pool = nn.MaxPool2d(pool[0], pool[1])      # floor rounding (ceil_mode=False)
+        self.p = dropout
+        self.dropout_mode = dropout_mode
+        dtype = torch.from_numpy(numpy.asarray(state_dict["conv1.weight"][:1])).dtype
+        for name, (stride, pad) in zip(CONVS, geometry):
+            w = state_dict[f"{name}.weight"]                      # (K, C/G, kh, kw)
+            c_in = 3 if name == "conv1" else state_dict[f"{prev}.weight"].shape[0]
+            groups = c_in // w.shape[1]
+            setattr(self, name, nn.Conv2d(c_in, w.shape[0], tuple(w.shape[2:]), stride=stride,
+                                          padding=pad, groups=groups, dtype=dtype))
+            prev = name
+        for name in FCS:
+            w = state_dict[f"{name}.weight"]                      # (Dout, Din)
+            setattr(self, name, nn.Linear(w.shape[1], w.shape[0], dtype=dtype))
+        self.load_state_dict({k: tensor(v) for k, v in state_dict.items()}, strict=True)
+
+    def _lrn(self, h):
+        if not self.lrn:
+            return h
+        return lrn_torch(h, groups=self.lrn_groups, **self.lrn_params)
+
+    def _dropout(self, h, mask, train):
+        if not self.p:
+            return h
+        return dropout_torch(h, mask, p=self.p, train=train, mode=self.dropout_mode)
+
+    def forward(self, x, train=False, masks=None):
+        """Logits (N, classes) for x (N, 3, H, W); ``masks`` {"fc6": (N, D6), "fc7": (N, D7)}."""
+        masks = masks or {}
+        relu = torch.relu
+        h = self.pool(self._lrn(relu(self.conv1(x))))
+        h = self.pool(self._lrn(relu(self.conv2(h))))
+        h = relu(self.conv3(h))
+        h = relu(self.conv4(h))
+        h = self.pool(relu(self.conv5(h)))
+        h = torch.flatten(h, 1)                                   # (N, C*H*W)
+        h = self._dropout(relu(self.fc6(h)), masks.get("fc6"), train)
+        h = self._dropout(relu(self.fc7(h)), masks.get("fc7"), train)
+        return self.fc8(h)
+
+    def loss_and_grad(self, x, labels, train=True, masks=None):
+        """(loss, logits, {param name: gradient}) as NumPy, mean cross-entropy over the batch."""
+        self.zero_grad(set_to_none=True)
+        logits = self.forward(tensor(x), train=train, masks=masks)
+        loss = nn.functional.cross_entropy(
+            logits, torch.from_numpy(numpy.asarray(labels, dtype=numpy.int64)))
+        loss.backward()
+        grads = {name: p.grad.detach().numpy().copy() for name, p in self.named_parameters()}
+        return loss.detach().numpy(), logits.detach().numpy(), grads
+
+    def numpy_state(self):
+        """The parameters as ``{name: NumPy array}`` copies."""
+        return {name: p.detach().numpy().copy() for name, p in self.named_parameters()}
