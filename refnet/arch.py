@@ -1,0 +1,148 @@
+"""The table of architectures: every size, kernel and width of each network, in one place.
+
+All three entries share AlexNet's topology (five convolutions, three fully-connected
+layers, LRN after conv1 and conv2, max pooling after conv1, conv2 and conv5); they differ
+only in sizes. Widths are for both columns together (the grouped single-device form):
+with two columns each column holds half of every layer's kernels.
+
+- ``alexnet``: the paper. Input 227x227: the paper's text says 224, but an 11x11 kernel at
+  stride 4 with no padding gives 55x55 maps (as in its figure) only from 227
+  ((227 - 11) / 4 + 1 = 55); from 224 it gives 54.25. Images are stored at 256x256 and
+  cropped to 227. 60,965,224 parameters.
+- ``demo``: the same topology scaled for ``python -m refnet.train`` on 2 CPU cores:
+  128x128 stored images, 113 crops, conv1 11x11 stride 3 -> 35 -> pool 17 -> conv2 -> 17
+  -> pool 8 -> conv3-5 -> 8 -> pool 3; widths 24/64/96/96/64, fc 512/512, 10 classes.
+- ``tiny``: very small, for finite-difference tests of the whole network. Its last pooled
+  maps are 2x2, so fc6's (channel, row, column) flattening order is exercised.
+
+Spatial sizes follow ``out = (in + 2 pad - kernel) // stride + 1`` for convolutions and
+``floor((in - z) / s) + 1`` for pooling; ``ArchSpec.sizes`` computes them for a pooling
+choice (3/2, the paper, or the 2/2 ablation).
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """One convolution: square kernel, stride, zero padding, and width (both columns)."""
+    kernel: int
+    stride: int
+    pad: int
+    width: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    """One architecture: input size, the five convolutions, fc widths, classes, storage.
+
+    ``store_size``: the side of the square images the data set should store;
+    ``input_size``: the side of the crops the network takes (the data's crop size).
+    """
+    name: str
+    input_size: int
+    convs: tuple          # five ConvSpec: conv1 .. conv5
+    fc: tuple             # widths of fc6 and fc7
+    num_classes: int
+    store_size: int
+
+    @property
+    def crop_size(self):
+        return self.input_size
+
+    def sizes(self, pool=(3, 2)):
+        """Spatial sizes after conv1, pool1, conv2, pool2, conv3-5 and pool5, as a dict.
+
+        ``ValueError`` when a size drops below 1 for this pooling choice.
+        """
+        z, s = pool
+        out = {}
+        h = self.input_size
+        for i, conv in enumerate(self.convs, start=1):
+            h = (h + 2 * conv.pad - conv.kernel) // conv.stride + 1
+            if h < 1:
+                raise ValueError(f"arch {self.name!r}: conv{i} output is {h}x{h}")
+            out[f"conv{i}"] = h
+            if i in (1, 2, 5):
+                h = (h - z) // s + 1
+                if h < 1:
+                    raise ValueError(f"arch {self.name!r}: pool after conv{i} with "
+                                     f"window {z} stride {s} gives {h}x{h}")
+                out[f"pool{i}"] = h
+        return out
+
+    def fc6_inputs(self, pool=(3, 2)):
+        """Number of inputs of fc6: conv5's width times the pooled map's area."""
+        h = self.sizes(pool)["pool5"]
+        return self.convs[4].width * h * h
+
+
+ARCHS = {
+    "alexnet": ArchSpec(
+        name="alexnet", input_size=227,
+        convs=(ConvSpec(11, 4, 0, 96), ConvSpec(5, 1, 2, 256), ConvSpec(3, 1, 1, 384),
+               ConvSpec(3, 1, 1, 384), ConvSpec(3, 1, 1, 256)),
+        fc=(4096, 4096), num_classes=1000, store_size=256),
+    "demo": ArchSpec(
+        name="demo", input_size=113,
+        convs=(ConvSpec(11, 3, 0, 24), ConvSpec(5, 1, 2, 64), ConvSpec(3, 1, 1, 96),
+               ConvSpec(3, 1, 1, 96), ConvSpec(3, 1, 1, 64)),
+        fc=(512, 512), num_classes=10, store_size=128),
+    "tiny": ArchSpec(
+        # 45 -> conv1 3x3/2 pad 1 -> 23 -> pool 11 -> conv2 -> 11 -> pool 5 -> 5 -> pool 2
+        name="tiny", input_size=45,
+        convs=(ConvSpec(3, 2, 1, 4), ConvSpec(5, 1, 2, 8), ConvSpec(3, 1, 1, 8),
+               ConvSpec(3, 1, 1, 8), ConvSpec(3, 1, 1, 8)),
+        fc=(16, 16), num_classes=5, store_size=52),
+}
+
+
+def get_arch(arch):
+    """The ``ArchSpec`` for a name in ``ARCHS`` (or an ``ArchSpec`` given directly)."""
+    if isinstance(arch, ArchSpec):
+        return arch
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {sorted(ARCHS)}, got {arch!r}")
+    return ARCHS[arch]
+
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+GROUPED = ("conv2", "conv4", "conv5")   # layers that see only their own column's inputs
+
+
+def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2)):
+    """``{name: shape}`` of every parameter in the grouped single-device form, in order.
+
+    Names are PyTorch's (``conv1.weight``, ``conv1.bias``, ..., ``fc8.bias``). With
+    ``columns=2``, conv2, conv4 and conv5 are grouped convolutions (groups=2): their
+    weights have half of the previous layer's width as inputs. With ``columns=1`` there
+    is no grouping (the paper's single-GPU comparison keeps the same total widths).
+    """
+    spec = get_arch(spec)
+    if columns not in (1, 2):
+        raise ValueError(f"columns must be 1 or 2, got {columns!r}")
+    classes = spec.num_classes if num_classes is None else int(num_classes)
+    if classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes!r}")
+    for i, conv in enumerate(spec.convs, start=1):
+        if conv.width % columns:
+            raise ValueError(f"arch {spec.name!r}: conv{i} width {conv.width} does not "
+                             f"split into {columns} columns")
+    for name, width in zip(("fc6", "fc7"), spec.fc):
+        if width % columns:
+            raise ValueError(f"arch {spec.name!r}: {name} width {width} does not split "
+                             f"into {columns} columns")
+    shapes = {}
+    c_in = 3
+    for i, conv in enumerate(spec.convs, start=1):
+        name = f"conv{i}"
+        groups = columns if name in GROUPED else 1
+        shapes[f"{name}.weight"] = (conv.width, c_in // groups, conv.kernel, conv.kernel)
+        shapes[f"{name}.bias"] = (conv.width,)
+        c_in = conv.width
+    f_in = spec.fc6_inputs(pool)
+    for name, width in zip(("fc6", "fc7", "fc8"), spec.fc + (classes,)):
+        shapes[f"{name}.weight"] = (width, f_in)
+        shapes[f"{name}.bias"] = (width,)
+        f_in = width
+    return shapes

@@ -1,0 +1,210 @@
+"""Placement: which column lives on which device, and every crossing between columns.
+
+Axis legend: N batch, C channels (one column's or both columns'), H/W height/width,
+F features of a fully-connected layer's input, R rows of a parameter (its outputs).
+
+The paper's network is two columns, one per GPU. Each column holds half of every layer's
+kernels (column 0 the first half of the grouped single-device form's outputs, column 1
+the second), and its parameters, activations, gradients and momentum live on its device.
+Activations cross between columns only here, at the four places the paper's topology
+requires (cuda-convnet2's layers-imagenet-2gpu-model.cfg exchanges at the same places):
+
+    conv3  takes both columns' pool2 maps           (exchange to both columns)
+    fc6    takes both columns' pool5 maps, flattened (exchange to both columns)
+    fc7    takes both columns' fc6 outputs           (exchange to both columns)
+    fc8    takes both columns' fc7 outputs           (exchange to column 0 only:
+                                                      fc8 and the loss live on column 0)
+
+and, only with ``lrn_mode="all"`` (Caffe's LRN over all channels of the grouped form), a
+halo of ``size // 2`` channels at the boundary between the columns before LRN1 and LRN2.
+
+An exchange concatenates, on each destination's device, the parts of all columns along
+axis 1 in column order (so fc6's input is exactly ``torch.flatten`` of the grouped
+model's pool5). Its backward splits each destination's gradient by source column, moves
+the pieces back and sums them on the source's device: an activation read by both columns
+gets the sum of both columns' gradients.
+
+All transfers go through ``layers.backend.to_device`` and every computation runs under
+``layers.backend.device`` of the column that owns its result. With NumPy both columns are
+on the CPU and the transfers are free; with CuPy they are devices 0 and 1 when two GPUs
+are present, else both on device 0 (where ``to_device`` is a no-op).
+"""
+
+import numpy
+
+from layers import backend
+
+
+def default_devices(xp, columns):
+    """Devices for ``columns`` columns: 0 and 1 with two or more GPUs, else all on 0."""
+    if columns == 2 and xp is backend.cupy_module() and backend.gpu_count() >= 2:
+        return (0, 1)
+    return (0,) * columns
+
+
+class Placement:
+    """Columns on devices, the exchanges between them, and how parameters split.
+
+    ``shapes``: ``{name: shape}`` of the grouped single-device form. Every parameter of
+    conv1-conv5, fc6 and fc7 is split along its first axis (its outputs) into ``columns``
+    equal row blocks, block c on column c; fc8 lives whole on column 0.
+    """
+
+    def __init__(self, xp, columns, devices, shapes):
+        if columns not in (1, 2):
+            raise ValueError(f"columns must be 1 or 2, got {columns!r}")
+        devices = tuple(int(d) for d in devices)
+        if len(devices) != columns:
+            raise ValueError(f"need one device per column ({columns}), got {devices!r}")
+        self.xp = xp
+        self.columns = columns
+        self.devices = devices
+        self.shapes = dict(shapes)
+        self.rows = {}    # name -> [(column, first row, last row + 1)]
+        for name, shape in self.shapes.items():
+            if name.startswith("fc8.") or columns == 1:
+                self.rows[name] = [(0, 0, shape[0])]
+            else:
+                r = shape[0] // columns
+                self.rows[name] = [(c, c * r, (c + 1) * r) for c in range(columns)]
+
+    # -- devices -------------------------------------------------------------------
+    def device(self, c):
+        """Context under which column ``c``'s arrays are made and its layers run."""
+        return backend.device(self.xp, self.devices[c])
+
+    def put(self, a, c):
+        """``a`` (host or any device) on column ``c``'s device; no copy when already there."""
+        return backend.to_device(a, self.xp, self.devices[c])
+
+    def broadcast(self, a):
+        """The network's input on every column's device (the input is not an exchange)."""
+        return [self.put(a, c) for c in range(self.columns)]
+
+    # -- the exchanges ---------------------------------------------------------------
+    def exchange(self, parts, dst=None):
+        """Forward exchange: for each column in ``dst`` (default all), the concatenation
+        along axis 1 of every column's part, made on that column's device.
+
+        ``parts[c]``: (N, C_c, ...) on column c. Returns a list aligned with ``dst``.
+        """
+        dst = range(self.columns) if dst is None else dst
+        if self.columns == 1:
+            return [parts[0] for _ in dst]
+        out = []
+        for d in dst:
+            with self.device(d):
+                moved = [self.put(p, d) for p in parts]
+                out.append(self.xp.concatenate(moved, axis=1))  # (N, sum C_c, ...)
+        return out
+
+    def exchange_backward(self, grads, widths, dst=None):
+        """Backward of ``exchange``: ``grads[i]`` is the gradient of destination
+        ``dst[i]``'s concatenation; returns, per source column c, the sum over
+        destinations of their slice ``[:, offset_c : offset_c + widths[c]]``, on c's device.
+        """
+        dst = list(range(self.columns) if dst is None else dst)
+        if self.columns == 1:
+            return [grads[0]]
+        offsets = numpy.concatenate([[0], numpy.cumsum(widths)])
+        out = []
+        for c in range(self.columns):
+            with self.device(c):
+                total = None
+                for d, g in zip(dst, grads):
+                    piece = self.put(g[:, offsets[c]:offsets[c + 1]], c)  # (N, C_c, ...)
+                    if total is None:
+                        # own copy when more pieces are added in place below
+                        total = piece.copy() if len(dst) > 1 else piece
+                    else:
+                        total += piece
+                out.append(total)
+        return out
+
+    def halo_extend(self, parts, n):
+        """Each column's maps with ``n`` neighbouring channels of the other column
+        appended at the shared boundary (column 0: after its last channel; column 1:
+        before its first), for an LRN over all channels of the grouped form.
+        """
+        if self.columns == 1 or n == 0:
+            return list(parts)
+        p0, p1 = parts
+        with self.device(0):
+            e0 = self.xp.concatenate([p0, self.put(p1[:, :n], 0)], axis=1)  # (N, C0+n, H, W)
+        with self.device(1):
+            e1 = self.xp.concatenate([self.put(p0[:, -n:], 1), p1], axis=1)  # (N, n+C1, H, W)
+        return [e0, e1]
+
+    def halo_own(self, ext, n):
+        """The column's own channels of an extended array (views)."""
+        if self.columns == 1 or n == 0:
+            return list(ext)
+        return [ext[0][:, :ext[0].shape[1] - n], ext[1][:, n:]]
+
+    def halo_pad(self, grads, n):
+        """Gradients of the own channels as gradients of the extended arrays (zeros on
+        the halo channels, which nothing downstream reads)."""
+        if self.columns == 1 or n == 0:
+            return list(grads)
+        out = []
+        for c, g in enumerate(grads):
+            with self.device(c):
+                shape = (g.shape[0], g.shape[1] + n) + tuple(g.shape[2:])
+                e = self.xp.zeros(shape, dtype=g.dtype)  # (N, C_c + n, H, W)
+                if c == 0:
+                    e[:, :g.shape[1]] = g
+                else:
+                    e[:, n:] = g
+                out.append(e)
+        return out
+
+    def halo_backward(self, dext, n):
+        """Backward of ``halo_extend``: own-channel gradients plus the halo gradients
+        the other column computed for them."""
+        if self.columns == 1 or n == 0:
+            return list(dext)
+        d0, d1 = dext
+        with self.device(0):
+            g0 = d0[:, :d0.shape[1] - n].copy()                  # (N, C0, H, W)
+            g0[:, -n:] += self.put(d1[:, :n], 0)
+        with self.device(1):
+            g1 = d1[:, n:].copy()                                # (N, C1, H, W)
+            g1[:, :n] += self.put(d0[:, d0.shape[1] - n:], 1)
+        return [g0, g1]
+
+    # -- parameters ----------------------------------------------------------------
+    def split(self, name, full):
+        """Column shards of parameter ``name`` from its full host (NumPy) array: a list
+        of (column, array on its device); each shard owns its memory."""
+        out = []
+        for c, r0, r1 in self.rows[name]:
+            shard = numpy.array(full[r0:r1], copy=True)   # (R_c, ...) owning its memory
+            with self.device(c):
+                out.append((c, self.put(shard, c)))
+        return out
+
+    def split_on_device(self, name, full):
+        """Column shards (views or transfers) of a full array of the net's module."""
+        out = []
+        for c, r0, r1 in self.rows[name]:
+            with self.device(c):
+                out.append((c, self.put(full[r0:r1], c)))
+        return out
+
+    def gather(self, name, shards):
+        """The full parameter ``name`` as a host NumPy array (a copy) from ``shards``
+        (``{column: array}``)."""
+        pieces = [backend.asnumpy(shards[c]) for c, _, _ in self.rows[name]]
+        if len(pieces) == 1:
+            return numpy.array(pieces[0], copy=True)
+        return numpy.concatenate(pieces, axis=0)   # (R, ...)
+
+    def gather_on_device(self, name, shards):
+        """The full ``name`` as an array of the net's module on column 0's device (the
+        shard itself, no copy, when one column owns all of it)."""
+        owners = self.rows[name]
+        if len(owners) == 1:
+            return shards[owners[0][0]]
+        with self.device(0):
+            pieces = [self.put(shards[c], 0) for c, _, _ in owners]
+            return self.xp.concatenate(pieces, axis=0)   # (R, ...)

@@ -1,0 +1,428 @@
+"""AlexNet as the paper ran it: two columns, explicit forward and backward, layer by layer.
+
+Axis legend: N batch, C channels of one column, S side of a square map, F features,
+K classes. A column's layers are plain calls of ``layers.*`` under its device; the only
+crossings between columns are ``Placement.exchange`` (and its backward) in
+``refnet.columns``.
+
+One column, in order (the paper: conv -> ReLU -> LRN -> pool in layers 1 and 2):
+
+    conv1 relu lrn1 pool1  conv2 relu lrn2 pool2  =exchange=>  conv3 relu  conv4 relu
+    conv5 relu pool5  flatten  =exchange=>  fc6 relu dropout  =exchange=>  fc7 relu
+    dropout  =exchange to column 0=>  fc8  softmax cross-entropy (column 0)
+
+With ``columns=1`` (the paper's single-GPU comparison) the same layers run in one column
+with the same total widths and no grouping: conv2, conv4 and conv5 then see all channels
+of the previous layer (their weights are twice as wide as in the grouped form).
+
+Switches for the paper's ablations: ``lrn`` on/off, ``pool=(3, 2)`` (overlapping, the
+paper) or ``(2, 2)``, dropout ``p`` and ``dropout_mode`` (``"paper"``: no scaling in
+training and outputs times (1 - p) at test; ``"inverted"``: PyTorch/Caffe's 1/(1 - p) in
+training), ``lrn_mode`` (``"column"``: each column normalises over its own kernel maps
+only, as the authors' cuda-convnet2 did; ``"all"``: Caffe's one LRN over all channels of
+the grouped form, which needs a halo of ``size // 2`` channels from the other column at
+their shared boundary, exchanged in ``refnet.columns``).
+"""
+
+import math
+
+import numpy
+
+from layers import backend, conv, dropout, linear, lrn, pool, relu, softmax
+from refnet import arch as arch_table
+from refnet import init as init_schemes
+from refnet.columns import Placement, default_devices
+
+LRN_MODES = ("column", "all")
+DROPOUT_MODES = ("paper", "inverted")
+
+
+class AlexNet:
+    """The paper's network on NumPy or CuPy, in one or two columns.
+
+    ``backend``: ``"numpy"``, ``"cupy"``, or an array namespace object (the test suite's
+    device-tagging backend). ``devices``: one device index per column; by default CuPy
+    uses devices 0 and 1 with two GPUs, else 0 for both (and NumPy the CPU).
+    Parameters are zero until ``init`` or ``load_state_dict``.
+    """
+
+    def __init__(self, arch="alexnet", dtype="float32", backend="numpy", *, num_classes=None,
+                 columns=2, lrn=True, lrn_mode="column", lrn_size=5, lrn_alpha=1e-4,
+                 lrn_beta=0.75, lrn_k=2.0, pool=(3, 2), dropout=0.5, dropout_mode="paper",
+                 devices=None):
+        self.spec = arch_table.get_arch(arch)
+        self.dtype = backend_dtype(dtype)
+        self.xp = backend_namespace(backend)
+        if lrn_mode not in LRN_MODES:
+            raise ValueError(f"lrn_mode must be one of {LRN_MODES}, got {lrn_mode!r}")
+        if dropout_mode not in DROPOUT_MODES:
+            raise ValueError(f"dropout_mode must be one of {DROPOUT_MODES}, "
+                             f"got {dropout_mode!r}")
+        if not 0 <= float(dropout) < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        pool = tuple(pool)
+        if len(pool) != 2 or any(int(v) != v or v < 1 for v in pool):
+            raise ValueError(f"pool must be (window, stride) of positive integers, "
+                             f"got {pool!r}")
+        self.pool = (int(pool[0]), int(pool[1]))
+        self.columns = columns
+        self.shapes = arch_table.param_shapes(self.spec, columns=columns,
+                                              num_classes=num_classes, pool=self.pool)
+        self.num_classes = self.shapes["fc8.bias"][0]
+        self.sizes = self.spec.sizes(self.pool)
+        self.lrn = bool(lrn)
+        self.lrn_mode = lrn_mode
+        self.lrn_params = dict(size=int(lrn_size), alpha=float(lrn_alpha),
+                               beta=float(lrn_beta), k=float(lrn_k))
+        self.dropout = float(dropout)
+        self.dropout_mode = dropout_mode
+        if devices is None:
+            devices = default_devices(self.xp, columns)
+        self.placement = Placement(self.xp, columns, devices, self.shapes)
+        self.devices = self.placement.devices
+        # params[c]: {name: shard of column c}; fc8 only in column 0.
+        self.params = [dict() for _ in range(columns)]
+        for name, shape in self.shapes.items():
+            for c, r0, r1 in self.placement.rows[name]:
+                with self.placement.device(c):
+                    self.params[c][name] = self.xp.zeros((r1 - r0,) + shape[1:], self.dtype)
+
+    # -- parameters ------------------------------------------------------------------
+    def init(self, seed=0, scheme="paper"):
+        """Draw the initial parameters (``refnet.init``: "paper", "caffe" or "he")."""
+        self.load_state_dict(init_schemes.initial_params(
+            self.shapes, seed=seed, scheme=scheme, dtype=self.dtype))
+        return self
+
+    def state_dict(self):
+        """``{name: NumPy array}`` in PyTorch's names and the grouped single-device
+        shapes (copies on the host)."""
+        return {name: self.placement.gather(name, self._shards(self.params, name))
+                for name in self.shapes}
+
+    def load_state_dict(self, sd):
+        """Set every parameter from ``sd`` (as ``state_dict`` gives). Wrong or missing
+        names and wrong shapes are refused with ``ValueError`` naming them; values are
+        copied and cast to the net's dtype."""
+        if not isinstance(sd, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+        missing = [n for n in self.shapes if n not in sd]
+        extra = [n for n in sd if n not in self.shapes]
+        if missing or extra:
+            raise ValueError(f"state_dict does not match arch {self.spec.name!r} "
+                             f"(columns={self.columns}): missing {missing}, unexpected {extra}")
+        bad = {n: tuple(numpy.shape(sd[n])) for n in self.shapes
+               if tuple(numpy.shape(sd[n])) != self.shapes[n]}
+        if bad:
+            want = {n: self.shapes[n] for n in bad}
+            raise ValueError(f"state_dict shapes do not match: got {bad}, expected {want}")
+        for name in self.shapes:
+            host = numpy.asarray(backend.asnumpy(sd[name]), dtype=self.dtype)
+            if not numpy.all(numpy.isfinite(host)):
+                raise ValueError(f"state_dict[{name!r}] has non-finite values")
+            for c, shard in self.placement.split(name, host):
+                self.params[c][name] = shard
+
+    def num_params(self):
+        """Number of parameters (60,965,224 for ``alexnet``)."""
+        return sum(math.prod(shape) for shape in self.shapes.values())
+
+    def param_counts(self):
+        """``{layer: number of parameters}`` per layer (weights and biases)."""
+        out = {}
+        for name, shape in self.shapes.items():
+            layer = name.rsplit(".", 1)[0]
+            out[layer] = out.get(layer, 0) + math.prod(shape)
+        return out
+
+    def _shards(self, per_column, name):
+        return {c: per_column[c][name] for c, _, _ in self.placement.rows[name]}
+
+    def full_grads(self, grads):
+        """Per-column gradients (as ``loss_and_grad_columns`` gives) as one dict keyed
+        like ``state_dict``, full shapes, on column 0's device."""
+        return {name: self.placement.gather_on_device(name, self._shards(grads, name))
+                for name in self.shapes}
+
+    def column_grads(self, grads):
+        """A full gradient dict (keyed like ``state_dict``) split into per-column shards."""
+        out = [dict() for _ in range(self.columns)]
+        for name in self.shapes:
+            for c, shard in self.placement.split_on_device(name, grads[name]):
+                out[c][name] = shard
+        return out
+
+    # -- forward and backward --------------------------------------------------------
+    def forward(self, x, train=False, rng=None, masks=None):
+        """Logits (N, K) on column 0's device for images x (N, 3, S, S), mean-subtracted.
+
+        ``train=True`` applies dropout with masks drawn from ``rng`` (a
+        ``numpy.random.Generator``; one full (N, width) mask for fc6 then fc7, so the
+        draws do not depend on the number of columns or the backend) or given in
+        ``masks`` (``{"fc6": (N, 4096), "fc7": (N, 4096)}``, arrays of 0/1).
+        """
+        logits, _ = self._forward(x, train, rng, masks)
+        return logits
+
+    def predict_proba(self, x):
+        """Softmax probabilities (N, K) in eval mode (no dropout), on column 0's device."""
+        logits = self.forward(x, train=False)
+        with self.placement.device(0):
+            return softmax.probabilities(logits)
+
+    def loss_and_grad(self, x, labels, train=True, rng=None, masks=None):
+        """(mean cross-entropy as a float, gradients keyed like ``state_dict`` with full
+        shapes, arrays of the net's module on column 0's device)."""
+        loss, grads = self.loss_and_grad_columns(x, labels, train=train, rng=rng,
+                                                 masks=masks)
+        return loss, self.full_grads(grads)
+
+    def loss_and_grad_columns(self, x, labels, train=True, rng=None, masks=None):
+        """(loss, per-column gradients): ``grads[c]`` holds column c's shards on its
+        device, keyed and split like ``params[c]``; what ``SGD.step`` takes without
+        assembling full arrays."""
+        logits, caches = self._forward(x, train, rng, masks)
+        P = self.placement
+        with P.device(0):
+            labels = self._labels(labels, logits.shape[0])
+            loss, lcache = softmax.forward(logits, labels)
+            dlogits = softmax.backward(self.dtype.type(1), lcache)
+        grads = self._backward(dlogits, caches)
+        return float(loss), grads
+
+    # -- internals -------------------------------------------------------------------
+    def _check_input(self, x):
+        s = self.spec.input_size
+        shape = tuple(getattr(x, "shape", ()))
+        if len(shape) != 4 or shape[1:] != (3, s, s) or shape[0] < 1:
+            raise ValueError(f"AlexNet({self.spec.name!r}): x must have shape "
+                             f"(N, 3, {s}, {s}), got {shape}")
+        if numpy.dtype(x.dtype) != self.dtype:
+            raise TypeError(f"AlexNet: x has dtype {x.dtype} but the net computes in "
+                            f"{self.dtype}; convert it first")
+
+    def _labels(self, labels, n):
+        host = None
+        if isinstance(labels, numpy.ndarray) or not hasattr(labels, "__array_namespace__"):
+            host = numpy.asarray(labels)
+        shape = tuple(getattr(labels, "shape", numpy.shape(labels)))
+        if shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {shape}")
+        if host is not None:
+            if host.dtype.kind not in "iu":
+                raise TypeError(f"labels must be integers, got dtype {host.dtype}")
+            if n and (host.min() < 0 or host.max() >= self.num_classes):
+                raise ValueError(f"labels must be in [0, {self.num_classes}), got "
+                                 f"[{host.min()}, {host.max()}]")
+        return self.placement.put(labels, 0)
+
+    def _dropout_mask(self, name, n, train, rng, masks):
+        """Column shards of a full (N, width) dropout mask, or None to let nothing drop."""
+        if not train or self.dropout == 0:
+            return None
+        width = self.shapes[f"{name}.bias"][0]
+        if masks is not None and name in masks:
+            full = masks[name]
+            if tuple(full.shape) != (n, width):
+                raise ValueError(f"masks[{name!r}] must have shape ({n}, {width}), "
+                                 f"got {tuple(full.shape)}")
+        else:
+            if rng is None:
+                rng = numpy.random.default_rng()
+            full = rng.random((n, width)) >= self.dropout   # keep-mask, as layers.dropout
+        w = width // self.columns
+        out = []
+        for c in range(self.columns):
+            with self.placement.device(c):
+                out.append(self.placement.put(full[:, c * w:(c + 1) * w], c))
+        return out
+
+    def _forward(self, x, train, rng, masks):
+        self._check_input(x)
+        P, p, cols = self.placement, self.params, range(self.columns)
+        caches = [dict() for _ in cols]
+        n = x.shape[0]
+        h = P.broadcast(x)                                   # (N, 3, S, S) per column
+        for i in (1, 2):
+            h = self._conv_relu(h, f"conv{i}", caches)
+            if self.lrn:
+                h = self._lrn_forward(h, f"lrn{i}", caches)
+            h = self._pool_forward(h, f"pool{i}", caches)
+        h = P.exchange(h)                                    # (N, C2 both, S, S) per column
+        for i in (3, 4, 5):
+            h = self._conv_relu(h, f"conv{i}", caches)
+        h = self._pool_forward(h, "pool5", caches)           # (N, C5, S5, S5) per column
+        for c in cols:
+            caches[c]["pool5.shape"] = h[c].shape
+        h = [a.reshape(n, -1) for a in h]                    # (N, C5*S5*S5) per column
+        h = P.exchange(h)                                    # (N, F6) per column
+        for name in ("fc6", "fc7"):
+            h = self._fc_forward(h, name, caches)
+            h = self._relu_forward(h, name, caches)
+            mask = self._dropout_mask(name, n, train, rng, masks)
+            h = self._dropout_forward(h, name, caches, train, mask)
+            h = P.exchange(h, dst=[0] if name == "fc7" else None)
+        (logits,) = self._fc_forward(h, "fc8", caches)       # (N, K) on column 0
+        return logits, caches
+
+    def _backward(self, dlogits, caches):
+        P, cols = self.placement, range(self.columns)
+        grads = [dict() for _ in cols]
+        d = self._fc_backward([dlogits], "fc8", caches, grads)        # (N, F8) on column 0
+        half = self.shapes["fc7.bias"][0] // self.columns
+        d = P.exchange_backward(d, [half] * self.columns, dst=[0])    # (N, F7/cols) each
+        for name, prev in (("fc7", "fc6"), ("fc6", None)):
+            d = self._dropout_backward(d, name, caches)
+            d = self._relu_backward(d, name, caches)
+            d = self._fc_backward(d, name, caches, grads)
+            if prev is not None:
+                half = self.shapes[f"{prev}.bias"][0] // self.columns
+                d = P.exchange_backward(d, [half] * self.columns)
+        shapes5 = [caches[c]["pool5.shape"] for c in cols]
+        d = P.exchange_backward(d, [math.prod(s[1:]) for s in shapes5])
+        d = [d[c].reshape(shapes5[c]) for c in cols]                  # (N, C5, S5, S5)
+        d = self._pool_backward(d, "pool5", caches)
+        for i in (5, 4, 3):
+            d = self._conv_relu_backward(d, f"conv{i}", caches, grads)
+        width2 = self.shapes["conv2.bias"][0] // self.columns
+        d = P.exchange_backward(d, [width2] * self.columns)
+        for i in (2, 1):
+            d = self._pool_backward(d, f"pool{i}", caches)
+            if self.lrn:
+                d = self._lrn_backward(d, f"lrn{i}", caches)
+            d = self._conv_relu_backward(d, f"conv{i}", caches, grads)
+        return grads
+
+    # Each helper runs one layer in every column (or column 0 only, for fc8), under
+    # that column's device, keeping the caches per column.
+    def _conv_relu(self, h, name, caches):
+        spec = self.spec.convs[int(name[-1]) - 1]
+        out = []
+        for c, a in enumerate(h):
+            with self.placement.device(c):
+                w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
+                y, caches[c][name] = conv.forward(a, w, b, stride=spec.stride, pad=spec.pad)
+                y, caches[c][f"{name}.relu"] = relu.forward(y)
+                out.append(y)
+        return out
+
+    def _conv_relu_backward(self, d, name, caches, grads):
+        out = []
+        for c, g in enumerate(d):
+            with self.placement.device(c):
+                g = relu.backward(g, caches[c][f"{name}.relu"])
+                dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
+                    conv.backward(g, caches[c][name])
+                out.append(dx)
+        return out
+
+    def _pool_forward(self, h, name, caches):
+        z, s = self.pool
+        out = []
+        for c, a in enumerate(h):
+            with self.placement.device(c):
+                y, caches[c][name] = pool.forward(a, size=z, stride=s)
+                out.append(y)
+        return out
+
+    def _pool_backward(self, d, name, caches):
+        out = []
+        for c, g in enumerate(d):
+            with self.placement.device(c):
+                out.append(pool.backward(g, caches[c][name]))
+        return out
+
+    def _lrn_halo(self, name):
+        if self.lrn_mode == "column" or self.columns == 1:
+            return 0
+        width = self.shapes[f"conv{name[-1]}.bias"][0] // self.columns
+        return min(self.lrn_params["size"] // 2, width)
+
+    def _lrn_forward(self, h, name, caches):
+        n = self._lrn_halo(name)
+        h = self.placement.halo_extend(h, n)                 # (N, C + n, S, S) with a halo
+        out = []
+        for c, a in enumerate(h):
+            with self.placement.device(c):
+                y, caches[c][name] = lrn.forward(a, **self.lrn_params)
+                out.append(y)
+        return self.placement.halo_own(out, n)               # (N, C, S, S) views
+
+    def _lrn_backward(self, d, name, caches):
+        n = self._lrn_halo(name)
+        d = self.placement.halo_pad(d, n)
+        out = []
+        for c, g in enumerate(d):
+            with self.placement.device(c):
+                out.append(lrn.backward(g, caches[c][name]))
+        return self.placement.halo_backward(out, n)
+
+    def _fc_forward(self, h, name, caches):
+        out = []
+        for c, a in enumerate(h):
+            with self.placement.device(c):
+                w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
+                y, caches[c][name] = linear.forward(a, w, b)
+                out.append(y)
+        return out
+
+    def _fc_backward(self, d, name, caches, grads):
+        out = []
+        for c, g in enumerate(d):
+            with self.placement.device(c):
+                dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
+                    linear.backward(g, caches[c][name])
+                out.append(dx)
+        return out
+
+    def _relu_forward(self, h, name, caches):
+        out = []
+        for c, a in enumerate(h):
+            with self.placement.device(c):
+                y, caches[c][f"{name}.relu"] = relu.forward(a)
+                out.append(y)
+        return out
+
+    def _relu_backward(self, d, name, caches):
+        out = []
+        for c, g in enumerate(d):
+            with self.placement.device(c):
+                out.append(relu.backward(g, caches[c][f"{name}.relu"]))
+        return out
+
+    def _dropout_forward(self, h, name, caches, train, mask):
+        if self.dropout == 0:
+            return h
+        out = []
+        for c, a in enumerate(h):
+            with self.placement.device(c):
+                m = None if mask is None else mask[c]
+                y, caches[c][f"{name}.dropout"] = dropout.forward(
+                    a, p=self.dropout, train=train, mask=m, mode=self.dropout_mode)
+                out.append(y)
+        return out
+
+    def _dropout_backward(self, d, name, caches):
+        if self.dropout == 0:
+            return d
+        out = []
+        for c, g in enumerate(d):
+            with self.placement.device(c):
+                out.append(dropout.backward(g, caches[c][f"{name}.dropout"]))
+        return out
+
+
+def backend_namespace(name):
+    """The array module for ``"numpy"``/``"cupy"``, or a namespace object given as is."""
+    if isinstance(name, str):
+        return backend.backend_module(name)
+    if name is numpy or hasattr(name, "Device") and hasattr(name, "to_device"):
+        return name
+    cupy = backend.cupy_module()
+    if cupy is not None and name is cupy:
+        return name
+    raise ValueError(f"backend must be 'numpy', 'cupy' or an array namespace, got {name!r}")
+
+
+def backend_dtype(dtype):
+    return backend.as_dtype(dtype)

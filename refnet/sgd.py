@@ -1,0 +1,107 @@
+"""Stochastic gradient descent with momentum and weight decay: the paper's rule, or PyTorch's.
+
+With learning rate eps, momentum m, weight decay lambda, gradient g of the mean batch loss:
+
+- ``form="paper"`` (the paper's section 5, and cuda-convnet2):
+      v <- m v - lambda eps w - eps g;      w <- w + v
+- ``form="pytorch"`` (``torch.optim.SGD`` with momentum, dampening 0, no Nesterov):
+      v <- m v + (g + lambda w);            w <- w - eps v
+  (PyTorch's first step sets v = g + lambda w, which is the same with v starting at 0.)
+
+Both keep velocities starting at zero. With eps constant they give the same weights
+(the paper's v is -eps times PyTorch's); right after eps changes they differ: the paper's
+velocity carries the old eps, PyTorch's is rescaled by the new one.
+
+Weight decay applies to weights only unless ``decay_biases=True``: the authors'
+cuda-convnet2 configs set ``wcBias=0`` (the paper's formula names only w). Updates run in
+place on each column's shards, on that column's device, from per-column gradients
+(``AlexNet.loss_and_grad_columns``) or a full gradient dict (``loss_and_grad``).
+"""
+
+import numpy
+
+FORMS = ("paper", "pytorch")
+
+
+class SGD:
+    """SGD over an ``AlexNet``'s parameters; ``lr`` may be changed between steps."""
+
+    def __init__(self, net, lr=0.01, momentum=0.9, weight_decay=5e-4, form="paper",
+                 decay_biases=False):
+        if form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+        for name, value in (("lr", lr), ("momentum", momentum),
+                            ("weight_decay", weight_decay)):
+            if not numpy.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        self.net = net
+        self.lr = float(lr)
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.form = form
+        self.decay_biases = bool(decay_biases)
+        self.velocity = []   # velocity[c]: {name: array like net.params[c][name]}
+        xp = net.xp
+        for c, params in enumerate(net.params):
+            with net.placement.device(c):
+                self.velocity.append({n: xp.zeros_like(w) for n, w in params.items()})
+
+    def decay(self, name):
+        """The weight decay applied to parameter ``name``."""
+        return self.weight_decay if (name.endswith(".weight") or self.decay_biases) else 0.0
+
+    def step(self, grads):
+        """One update from ``grads``: per-column dicts (a list, as
+        ``loss_and_grad_columns`` gives) or one dict keyed like ``state_dict``."""
+        if isinstance(grads, dict):
+            grads = self.net.column_grads(grads)
+        if len(grads) != len(self.net.params):
+            raise ValueError(f"expected gradients for {len(self.net.params)} columns, "
+                             f"got {len(grads)}")
+        lr, m = self.lr, self.momentum
+        for c, params in enumerate(self.net.params):
+            with self.net.placement.device(c):
+                for name, w in params.items():
+                    if name not in grads[c]:
+                        raise ValueError(f"column {c}: no gradient for {name!r}")
+                    g, v, wd = grads[c][name], self.velocity[c][name], self.decay(name)
+                    if tuple(g.shape) != tuple(w.shape):
+                        raise ValueError(f"column {c}: gradient of {name!r} has shape "
+                                         f"{tuple(g.shape)}, parameter {tuple(w.shape)}")
+                    v *= m
+                    if self.form == "paper":     # v = m v - wd lr w - lr g; w += v
+                        if wd:
+                            v -= (wd * lr) * w
+                        v -= lr * g
+                        w += v
+                    else:                        # v = m v + g + wd w; w -= lr v
+                        v += g
+                        if wd:
+                            v += wd * w
+                        w -= lr * v
+
+    def state_dict(self):
+        """``{"velocity/<name>": NumPy array}`` with the net's full (grouped) shapes."""
+        place = self.net.placement
+        return {f"velocity/{name}": place.gather(name, self.net._shards(self.velocity, name))
+                for name in self.net.shapes}
+
+    def load_state_dict(self, sd):
+        """Set the velocities from ``state_dict()``'s form; ``ValueError`` on wrong,
+        missing or extra keys and wrong shapes."""
+        shapes = {f"velocity/{n}": s for n, s in self.net.shapes.items()}
+        missing = [k for k in shapes if k not in sd]
+        extra = [k for k in sd if k not in shapes]
+        if missing or extra:
+            raise ValueError(f"SGD state does not match the net: missing {missing}, "
+                             f"unexpected {extra}")
+        bad = {k: tuple(numpy.shape(sd[k])) for k in shapes
+               if tuple(numpy.shape(sd[k])) != shapes[k]}
+        if bad:
+            raise ValueError(f"SGD state shapes do not match: got {bad}, expected "
+                             f"{ {k: shapes[k] for k in bad} }")
+        for key in shapes:
+            name = key[len("velocity/"):]
+            host = numpy.asarray(sd[key], dtype=self.net.dtype)
+            for c, shard in self.net.placement.split(name, host):
+                self.velocity[c][name] = shard
