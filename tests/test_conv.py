@@ -1,0 +1,173 @@
+"""Convolution: naive-loop reference, finite differences, linearity, groups, im2col adjointness."""
+import numpy
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from layers import backend, conv
+from tests.gradient_check import assert_directional, fixture_settings
+from tests.tolerance import tol
+
+
+def naive_conv(x, w, b, stride, pad, groups):
+    """y[n, k, oh, ow] by explicit loops over every output element (float64, host)."""
+    N, C, H, W = x.shape
+    K, Cg, kh, kw = w.shape
+    Kg = K // groups
+    xpad = numpy.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    OH = (H + 2 * pad - kh) // stride + 1
+    OW = (W + 2 * pad - kw) // stride + 1
+    y = numpy.empty((N, K, OH, OW))
+    for n in range(N):
+        for k in range(K):
+            g = k // Kg
+            for oh in range(OH):
+                for ow in range(OW):
+                    patch = xpad[n, g * Cg:(g + 1) * Cg,
+                                 oh * stride:oh * stride + kh, ow * stride:ow * stride + kw]
+                    y[n, k, oh, ow] = numpy.sum(patch * w[k]) + b[k]
+    return y
+
+
+@st.composite
+def conv_configs(draw, max_kernel=11):
+    """Shapes and hyperparameters with the kernel inside the padded input."""
+    groups = draw(st.integers(1, 4))
+    stride = draw(st.integers(1, 4))
+    pad = draw(st.integers(0, 3))
+    kh = draw(st.integers(1, max_kernel))
+    kw = draw(st.integers(1, max_kernel))
+    h0, w0 = max(1, kh - 2 * pad), max(1, kw - 2 * pad)
+    return dict(N=draw(st.integers(1, 2)), C=groups * draw(st.integers(1, 2)),
+                K=groups * draw(st.integers(1, 2)), H=draw(st.integers(h0, h0 + 5)),
+                W=draw(st.integers(w0, w0 + 5)), kh=kh, kw=kw, stride=stride, pad=pad,
+                groups=groups, seed=draw(st.integers(0, 2**32 - 1)))
+
+
+def draw_arrays(cfg, dtype=numpy.float64):
+    rng = numpy.random.default_rng(cfg["seed"])
+    x = rng.standard_normal((cfg["N"], cfg["C"], cfg["H"], cfg["W"])).astype(dtype)
+    w = rng.standard_normal((cfg["K"], cfg["C"] // cfg["groups"], cfg["kh"], cfg["kw"])
+                            ).astype(dtype)
+    b = rng.standard_normal(cfg["K"]).astype(dtype)
+    return x, w, b, rng
+
+
+def hyper(cfg):
+    return dict(stride=cfg["stride"], pad=cfg["pad"], groups=cfg["groups"])
+
+
+@fixture_settings
+@given(cfg=conv_configs())
+def test_forward_matches_naive_loop(xp, dtype, cfg):
+    x, w, b, _ = draw_arrays(cfg, dtype)
+    y, _ = conv.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), **hyper(cfg))
+    assert y.dtype == dtype and y.shape == naive_conv(x, w, b, **hyper(cfg)).shape
+    ref = naive_conv(x.astype(float), w.astype(float), b.astype(float), **hyper(cfg))
+    # Round-off is bounded by the sum of |terms|: the same conv on |x|, |w|, |b|.
+    scale = naive_conv(abs(x.astype(float)), abs(w.astype(float)), abs(b.astype(float)),
+                       **hyper(cfg))
+    err = abs(backend.asnumpy(y) - ref)
+    assert numpy.all(err <= tol(dtype)["rtol"] * scale + tol(dtype)["atol"])
+
+
+@fixture_settings
+@given(cfg=conv_configs())
+def test_backward_matches_finite_differences(xp, cfg):
+    x, w, b, rng = draw_arrays(cfg)
+    args = [xp.asarray(a) for a in (x, w, b)]
+    y, cache = conv.forward(*args, **hyper(cfg))
+    dy = xp.asarray(rng.standard_normal(y.shape))
+    grads = conv.backward(dy, cache)
+    for a, g in zip(args, grads):
+        assert g.shape == a.shape and g.dtype == a.dtype
+    assert_directional(lambda *a: conv.forward(*a, **hyper(cfg))[0], args, grads, dy, rng)
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(N=2, C=4, K=6, H=5, W=6, kh=3, kw=2, stride=2, pad=1, groups=2, seed=3),
+    dict(N=1, C=3, K=2, H=4, W=4, kh=4, kw=1, stride=1, pad=0, groups=1, seed=4),
+])
+def test_backward_matches_finite_differences_of_naive_loop(xp, cfg):
+    """The backward pass against the naive loop itself, independent of im2col."""
+    x, w, b, rng = draw_arrays(cfg)
+    y, cache = conv.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), **hyper(cfg))
+    dy = rng.standard_normal(y.shape)
+    grads = [backend.asnumpy(g) for g in conv.backward(xp.asarray(dy), cache)]
+    assert_directional(lambda *a: naive_conv(*a, **hyper(cfg)), [x, w, b], grads, dy, rng)
+
+
+@fixture_settings
+@given(cfg=conv_configs(max_kernel=5), a=st.floats(-3, 3), c=st.floats(-3, 3))
+def test_linear_in_x_and_in_w(xp, cfg, a, c):
+    x, w, b, rng = draw_arrays(cfg)
+    x2, w2 = rng.standard_normal(x.shape), rng.standard_normal(w.shape)
+    zero = xp.zeros_like(xp.asarray(b))
+
+    def f(xx, ww):
+        return backend.asnumpy(conv.forward(xp.asarray(xx), xp.asarray(ww), zero,
+                                            **hyper(cfg))[0])
+    # Round-off bound: the conv of absolute values, times the coefficients' size.
+    bound = 1e-12 * (abs(a) + abs(c) + 1) * (f(abs(x) + abs(x2), abs(w) + abs(w2)) + 1)
+    assert numpy.all(abs(f(a * x + c * x2, w) - (a * f(x, w) + c * f(x2, w))) <= bound)
+    assert numpy.all(abs(f(x, a * w + c * w2) - (a * f(x, w) + c * f(x, w2))) <= bound)
+
+
+@fixture_settings
+@given(cfg=conv_configs())
+def test_grouped_equals_per_group_convs_concatenated(xp, dtype, cfg):
+    x, w, b, _ = draw_arrays(cfg, dtype)
+    G, Cg, Kg = cfg["groups"], cfg["C"] // cfg["groups"], cfg["K"] // cfg["groups"]
+    h = dict(stride=cfg["stride"], pad=cfg["pad"])
+    y, _ = conv.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), groups=G, **h)
+    parts = [backend.asnumpy(conv.forward(xp.asarray(x[:, g * Cg:(g + 1) * Cg]),
+                                          xp.asarray(w[g * Kg:(g + 1) * Kg]),
+                                          xp.asarray(b[g * Kg:(g + 1) * Kg]), **h)[0])
+             for g in range(G)]
+    numpy.testing.assert_allclose(backend.asnumpy(y), numpy.concatenate(parts, axis=1),
+                                  **tol(dtype))
+
+
+@fixture_settings
+@given(cfg=conv_configs())
+def test_col2im_is_the_adjoint_of_im2col(xp, cfg):
+    x, w, _, rng = draw_arrays(cfg)
+    h = dict(stride=cfg["stride"], pad=cfg["pad"])
+    cols = conv.im2col(xp.asarray(x), cfg["kh"], cfg["kw"], groups=cfg["groups"], **h)
+    OH = (cfg["H"] + 2 * cfg["pad"] - cfg["kh"]) // cfg["stride"] + 1
+    OW = (cfg["W"] + 2 * cfg["pad"] - cfg["kw"]) // cfg["stride"] + 1
+    G = cfg["groups"]
+    assert cols.shape == (G, cfg["C"] // G * cfg["kh"] * cfg["kw"], cfg["N"] * OH * OW)
+    c = rng.standard_normal(cols.shape)
+    back = backend.asnumpy(conv.col2im(xp.asarray(c), x.shape, cfg["kh"], cfg["kw"], **h))
+    assert back.shape == x.shape
+    lhs = numpy.sum(backend.asnumpy(cols) * c)
+    rhs = numpy.sum(x * back)
+    assert abs(lhs - rhs) <= 1e-12 * numpy.sum(abs(backend.asnumpy(cols) * c)) + 1e-13
+
+
+def test_im2col_layout_is_documented_one(xp):
+    """cols[g, (c, i, j), (n, oh, ow)] = xpad[n, g*Cg + c, oh*s + i, ow*s + j]."""
+    rng = numpy.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 5, 6))
+    s, p, kh, kw, G = 2, 1, 3, 2, 2
+    cols = backend.asnumpy(conv.im2col(xp.asarray(x), kh, kw, stride=s, pad=p, groups=G))
+    xpad = numpy.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    OH, OW = (5 + 2 * p - kh) // s + 1, (6 + 2 * p - kw) // s + 1
+    for g, c, i, j, n, oh, ow in [(0, 1, 2, 1, 1, 2, 3), (1, 0, 0, 0, 0, 0, 0),
+                                  (1, 1, 1, 1, 1, OH - 1, OW - 1)]:
+        row, col = (c * kh + i) * kw + j, (n * OH + oh) * OW + ow
+        assert cols[g, row, col] == xpad[n, g * 2 + c, oh * s + i, ow * s + j]
+
+
+def test_non_contiguous_input_gives_the_same_result(xp):
+    rng = numpy.random.default_rng(6)
+    big = rng.standard_normal((2, 3, 9, 14))
+    view = big[:, :, 1:8, ::2]                       # strided, not contiguous
+    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    for pad in (0, 1):
+        y1, _ = conv.forward(xp.asarray(big)[:, :, 1:8, ::2], xp.asarray(w), xp.asarray(b),
+                             pad=pad)
+        y2, _ = conv.forward(xp.asarray(numpy.ascontiguousarray(view)), xp.asarray(w),
+                             xp.asarray(b), pad=pad)
+        numpy.testing.assert_array_equal(backend.asnumpy(y1), backend.asnumpy(y2))
