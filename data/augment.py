@@ -1,0 +1,242 @@
+"""The paper's augmentation, written once for any array module (NumPy or CuPy).
+
+Axis legend: N batch, S stored side, Cr crop side, 3 RGB channels (last in storage,
+second in the network's NCHW input), V views (10 for the 10-crop evaluation).
+
+Randomness lives on the host. ``draw`` takes a ``numpy.random.Generator`` and returns
+plain NumPy arrays; the view functions take those arrays and the images on their own
+array module (``xp`` comes from ``images``), so a CPU and a GPU run with the same
+generator see bit-identical crops, flips and lighting, and the generator's state is all
+a checkpoint needs to save.
+
+    aug = draw(rng, n, stored_size, crop, lighting_std=0.1)
+        draws, in this order: offsets_y (n,) int64 in [0, S - Cr], offsets_x (n,),
+        flips (n,) bool (p = 0.5), alphas (n, 3) float64 ~ N(0, lighting_std)
+    train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None, dtype="float32")
+        -> (N, 3, Cr, Cr) on images' xp
+    center_view(images, mean_image, crop, *, scale=None, dtype="float32") -> (N, 3, Cr, Cr)
+    ten_views(images, mean_image, crop, *, scale=None, dtype="float32") -> (10, N, 3, Cr, Cr)
+        view order: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right, 4 centre,
+        then 5..9 the horizontal mirrors of 0..4 in the same order.
+    lighting_shift(alphas, eigval, eigvec) -> (N, 3) float64, the RGB constant per image
+
+Every view is, per image n (all in ``dtype``, on the 0-255 scale):
+
+    x[n] = (I[n][window] - M[window] + shift[n]) * scale        then mirrored if flips[n]
+
+where ``images`` I are (N, S, S, 3) uint8, ``window`` is rows oy..oy+Cr-1 and columns
+ox..ox+Cr-1, M is the (S, S, 3) mean image (its window at the same place, mirrored with
+the image: "the matching window of the mean image"), and ``scale`` is None, a scalar or a
+per-channel (3,) factor (e.g. 1 / pixel_std for unit-variance inputs).
+
+PCA lighting (the paper's "fancy PCA"), shift[n] = eigvec @ (alphas[n] * sqrt(eigval)):
+``eigval`` are the variances of the RGB covariance on the 0-255 scale (as stored by
+data.build) and ``eigvec[:, i]`` their unit eigenvectors. The paper's text says
+alpha_i * lambda_i; taken literally with 0-255-scale variances (~14,000 for the top
+component) that shifts colours by ~1,400 levels and nothing learns. The authors' code
+(cuda-convnet2) multiplies alpha by the standard deviation along each axis,
+sqrt(lambda_i) on the 0-255 scale, giving shifts of about +-12 levels; refnet does the
+same (see PAPER.md, "Units of the lighting noise").
+
+Implementation: NumPy copies one window per image (a 128-iteration loop of slice copies,
+about 5x faster than a fancy-index gather on the CPU); other array modules use one
+vectorised gather (one kernel on the GPU). Both are tested equal. When every image has
+the same window (centre and 10-crop views) the whole batch is one slice.
+"""
+
+from typing import NamedTuple
+
+import numpy
+
+from layers.backend import as_dtype, get_array_module
+
+
+class Augmentation(NamedTuple):
+    """Host-side random parameters of one batch (all NumPy arrays)."""
+    offsets_y: numpy.ndarray    # (N,) int64, top row of the crop
+    offsets_x: numpy.ndarray    # (N,) int64, left column of the crop
+    flips: numpy.ndarray        # (N,) bool, mirror horizontally
+    alphas: numpy.ndarray       # (N, 3) float64, lighting coefficients
+
+
+def draw(rng, n, stored_size, crop, *, lighting_std=0.1):
+    """Draw the augmentation of ``n`` images from ``rng`` (order in the module doc)."""
+    if not isinstance(rng, numpy.random.Generator):
+        raise TypeError(f"draw: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    _check_crop("draw", stored_size, crop)
+    if n < 0 or lighting_std < 0:
+        raise ValueError(f"draw: need n >= 0 and lighting_std >= 0, got {n}, {lighting_std}")
+    oy = rng.integers(0, stored_size - crop + 1, size=n, dtype=numpy.int64)
+    ox = rng.integers(0, stored_size - crop + 1, size=n, dtype=numpy.int64)
+    flips = rng.random(n) < 0.5
+    alphas = rng.standard_normal((n, 3)) * lighting_std
+    return Augmentation(oy, ox, flips, alphas)
+
+
+def lighting_shift(alphas, eigval, eigvec):
+    """(N, 3) float64 RGB shift per image: eigvec @ (alphas[n] * sqrt(eigval)).
+
+    sqrt: the authors' units, not the paper's literal alpha * eigval (module doc).
+    """
+    alphas = numpy.asarray(alphas, dtype=numpy.float64)
+    eigval = numpy.asarray(eigval, dtype=numpy.float64)
+    eigvec = numpy.asarray(eigvec, dtype=numpy.float64)
+    if alphas.ndim != 2 or alphas.shape[1] != 3 or eigval.shape != (3,) \
+            or eigvec.shape != (3, 3):
+        raise ValueError(f"lighting_shift: expected alphas (N, 3), eigval (3,), eigvec (3, 3); "
+                         f"got {alphas.shape}, {eigval.shape}, {eigvec.shape}")
+    if (eigval < 0).any():
+        raise ValueError(f"lighting_shift: eigenvalues must be >= 0, got {eigval}")
+    return (alphas * numpy.sqrt(eigval)) @ eigvec.T     # (N, 3)
+
+
+def train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None,
+                dtype="float32"):
+    """Random crops, flips, mean subtraction and PCA lighting: (N, 3, Cr, Cr) on xp.
+
+    ``eigval``/``eigvec`` None: no lighting. ``mean_image`` None: no mean subtraction.
+    """
+    n = _check_images("train_views", images, mean_image, crop)
+    if len(aug.offsets_y) != n:
+        raise ValueError(f"train_views: {n} images but an augmentation of {len(aug.offsets_y)}")
+    shift = None
+    if eigval is not None or eigvec is not None:
+        if eigval is None or eigvec is None:
+            raise ValueError("train_views: give both eigval and eigvec, or neither")
+        shift = lighting_shift(aug.alphas, eigval, eigvec)
+    return crop_windows(images, aug.offsets_y, aug.offsets_x, aug.flips, mean_image, crop,
+                        shift=shift, scale=scale, dtype=dtype)
+
+
+def center_view(images, mean_image, crop, *, scale=None, dtype="float32"):
+    """The centre crop at ((S - Cr) // 2, (S - Cr) // 2), mean-subtracted: (N, 3, Cr, Cr)."""
+    n = _check_images("center_view", images, mean_image, crop)
+    o = (images.shape[1] - crop) // 2
+    return crop_windows(images, numpy.full(n, o), numpy.full(n, o), numpy.zeros(n, bool),
+                        mean_image, crop, scale=scale, dtype=dtype)
+
+
+def ten_views(images, mean_image, crop, *, scale=None, dtype="float32"):
+    """The 10 evaluation crops (order in the module doc): (10, N, 3, Cr, Cr) on xp."""
+    n = _check_images("ten_views", images, mean_image, crop)
+    xp = get_array_module(images)
+    out = xp.empty((10, n, 3, crop, crop), dtype=as_dtype(dtype))
+    for v, (oy, ox, flip) in enumerate(ten_crop_offsets(images.shape[1], crop)):
+        out[v] = crop_windows(images, numpy.full(n, oy), numpy.full(n, ox),
+                              numpy.full(n, flip), mean_image, crop, scale=scale, dtype=dtype)
+    return out
+
+
+def ten_crop_offsets(stored_size, crop):
+    """[(offset_y, offset_x, flip)] of the 10 views, in ``ten_views`` order."""
+    _check_crop("ten_crop_offsets", stored_size, crop)
+    e, c = stored_size - crop, (stored_size - crop) // 2
+    base = [(0, 0), (0, e), (e, 0), (e, e), (c, c)]
+    return [(y, x, False) for y, x in base] + [(y, x, True) for y, x in base]
+
+
+def crop_windows(images, offsets_y, offsets_x, flips, mean_image, crop, *, shift=None,
+                 scale=None, dtype="float32"):
+    """The general view (formula in the module doc); offsets, flips and shift are host arrays.
+
+    images (N, S, S, 3) uint8 on xp -> (N, 3, Cr, Cr) ``dtype`` on xp.
+    """
+    n = _check_images("crop_windows", images, mean_image, crop)
+    dt = as_dtype(dtype)
+    xp = get_array_module(images)
+    oy, ox = numpy.asarray(offsets_y, numpy.int64), numpy.asarray(offsets_x, numpy.int64)
+    flips = numpy.asarray(flips, bool)
+    s = images.shape[1]
+    for name, a in (("offsets_y", oy), ("offsets_x", ox), ("flips", flips)):
+        if a.shape != (n,):
+            raise ValueError(f"crop_windows: {name} has shape {a.shape}, expected ({n},)")
+    if n and (oy.min() < 0 or ox.min() < 0 or oy.max() > s - crop or ox.max() > s - crop):
+        raise ValueError(f"crop_windows: offsets outside [0, {s - crop}] for crop {crop} of {s}")
+    mean = None if mean_image is None else xp.asarray(mean_image).astype(dt, copy=False)
+    shift_x = None if shift is None else xp.asarray(numpy.asarray(shift, numpy.float64)
+                                                    .reshape(n, 3).astype(dt))
+    scale_x = None if scale is None else _scale_array(scale, dt, xp)
+    if n and (oy == oy[0]).all() and (ox == ox[0]).all() and (flips == flips[0]).all():
+        return _same_window(images, int(oy[0]), int(ox[0]), bool(flips[0]), mean, crop,
+                            shift_x, scale_x, dt, xp)
+    if xp is numpy:
+        return _windows_by_loop(images, oy, ox, flips, mean, crop, shift_x, scale_x, dt)
+    return _windows_by_gather(images, oy, ox, flips, mean, crop, shift_x, scale_x, dt, xp)
+
+
+def _same_window(images, oy, ox, flip, mean, crop, shift, scale, dt, xp):
+    cols = slice(ox + crop - 1, ox - 1 if ox > 0 else None, -1) if flip \
+        else slice(ox, ox + crop)
+    x = images[:, oy:oy + crop, cols].astype(dt)              # (N, Cr, Cr, 3)
+    if mean is not None:
+        x -= mean[oy:oy + crop, cols]
+    if shift is not None:
+        x += shift[:, None, None, :]                            # (N, 1, 1, 3)
+    if scale is not None:
+        x *= scale
+    return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))        # (N, 3, Cr, Cr)
+
+
+def _windows_by_loop(images, oy, ox, flips, mean, crop, shift, scale, dt):
+    n = images.shape[0]
+    out = numpy.empty((n, 3, crop, crop), dtype=dt)
+    for i in range(n):
+        y0, x0 = oy[i], ox[i]
+        p = images[i, y0:y0 + crop, x0:x0 + crop]               # (Cr, Cr, 3)
+        m = None if mean is None else mean[y0:y0 + crop, x0:x0 + crop]
+        if flips[i]:
+            p = p[:, ::-1]
+            m = None if m is None else m[:, ::-1]
+        o = out[i]                                              # (3, Cr, Cr) view
+        o[...] = p.transpose(2, 0, 1)                           # (3, Cr, Cr)
+        if m is not None:
+            o -= m.transpose(2, 0, 1)                           # (3, Cr, Cr)
+        if shift is not None:
+            o += shift[i][:, None, None]                        # (3, 1, 1)
+        if scale is not None:
+            o *= scale[:, None, None]                           # (3, 1, 1)
+    return out
+
+
+def _windows_by_gather(images, oy, ox, flips, mean, crop, shift, scale, dt, xp):
+    n = images.shape[0]
+    ar = numpy.arange(crop)
+    rows = oy[:, None] + ar                                     # (N, Cr)
+    cols = numpy.where(flips[:, None], ox[:, None] + crop - 1 - ar, ox[:, None] + ar)  # (N, Cr)
+    rows, cols = xp.asarray(rows), xp.asarray(cols)
+    batch = xp.arange(n)[:, None, None]                         # (N, 1, 1)
+    x = images[batch, rows[:, :, None], cols[:, None, :]].astype(dt)   # (N, Cr, Cr, 3)
+    if mean is not None:
+        x -= mean[rows[:, :, None], cols[:, None, :]]           # (N, Cr, Cr, 3)
+    if shift is not None:
+        x += shift[:, None, None, :]                            # (N, 1, 1, 3)
+    if scale is not None:
+        x *= scale
+    return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))        # (N, 3, Cr, Cr)
+
+
+def _scale_array(scale, dt, xp):
+    a = numpy.asarray(scale, dtype=numpy.float64)
+    if a.shape == ():
+        a = numpy.full(3, float(a))
+    if a.shape != (3,):
+        raise ValueError(f"scale must be a scalar or per-channel (3,), got shape {a.shape}")
+    return xp.asarray(a.astype(dt))
+
+
+def _check_crop(name, stored_size, crop):
+    if not 1 <= crop <= stored_size:
+        raise ValueError(f"{name}: crop must be in [1, {stored_size}], got {crop}")
+
+
+def _check_images(name, images, mean_image, crop):
+    if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"{name}: images must be (N, S, S, 3), got {tuple(images.shape)}")
+    if images.dtype != numpy.uint8:
+        raise TypeError(f"{name}: images must be uint8, got {images.dtype}")
+    s = images.shape[1]
+    _check_crop(name, s, crop)
+    if mean_image is not None and tuple(mean_image.shape) != (s, s, 3):
+        raise ValueError(f"{name}: mean_image must be ({s}, {s}, 3), got "
+                         f"{tuple(mean_image.shape)}")
+    return images.shape[0]

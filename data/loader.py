@@ -1,0 +1,212 @@
+"""Seeded, resumable, prefetching batches from an HDF5 store (format: ``data.store``).
+
+Axis legend: B batch, S stored side, 3 RGB.
+
+    loader = Loader(path, batch_size, *, shuffle=True, seed=0, drop_last=True,
+                    workers=2, prefetch=4, position=(0, 0))
+    for images, labels in loader:      # the rest of the current epoch
+        ...                            # images (B, S, S, 3) uint8, labels (B,) int64, NumPy
+        state = loader.position        # (epoch, index): save it AFTER training on the batch
+    loader.seek(epoch, index)          # or Loader(..., position=state): resume exactly
+    loader.metadata                    # StoreMetadata: mean_image, pca_eigval, pca_eigvec,
+                                       # pixel_std, class_names, wnids, size, count
+    sequential_batches(path, batch_size) # the whole store in file order (evaluation)
+
+Order. Epoch ``e`` visits the images in ``epoch_order(e)``: with ``shuffle`` the
+permutation ``numpy.random.default_rng([seed, e]).permutation(N)``, else 0..N-1. It
+depends only on (seed, e), so an epoch can be replayed or resumed without any saved RNG
+state. Batch k is order[k*B:(k+1)*B]; with ``drop_last`` a final partial batch is skipped.
+
+Position. ``position`` = (epoch, index): the next batch handed out starts at
+order[index]. It advances when a batch is handed out, and becomes (epoch + 1, 0) as soon
+as the last batch of an epoch is handed out; so a checkpoint taken after the training
+step on a batch resumes with the next batch, bit-exactly, mid-epoch or not. Iterating the
+loader yields the remainder of the current epoch; iterate again for the next one.
+
+Workers. ``workers`` threads each open the file themselves after starting and read
+every ``workers``-th batch; ``prefetch`` batches may wait ready. Within a batch, images
+are read in increasing file order (one chunk each, directly into their place in the
+batch), so the disk sees sorted reads and the batch keeps its shuffled order. h5py
+serialises calls into HDF5, so extra threads mostly overlap reading with the consumer's
+computation (NumPy and CuPy release the GIL). ``workers=0`` reads in the calling
+thread. Threads stop and files close when the iteration ends, when the consumer breaks
+out or raises (Ctrl-C included), or on ``close()``.
+"""
+
+import queue
+import threading
+
+import h5py
+import numpy
+from h5py import h5s
+
+from data.store import read_labels, read_metadata
+
+
+class Loader:
+    def __init__(self, path, batch_size, *, shuffle=True, seed=0, drop_last=True, workers=2,
+                 prefetch=4, position=(0, 0)):
+        if batch_size < 1:
+            raise ValueError(f"Loader: batch_size must be >= 1, got {batch_size}")
+        if workers < 0 or prefetch < 1:
+            raise ValueError(f"Loader: need workers >= 0 and prefetch >= 1, "
+                             f"got {workers}, {prefetch}")
+        self.path = path
+        self.metadata = read_metadata(path)
+        self.labels = read_labels(path)
+        self.num_images = len(self.labels)
+        self.batch_size = batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.workers, self.prefetch = workers, prefetch
+        self.seek(*position)
+
+    def __len__(self):
+        """Batches per epoch."""
+        if self.drop_last:
+            return self.num_images // self.batch_size
+        return -(-self.num_images // self.batch_size)
+
+    @property
+    def position(self):
+        return (self._epoch, self._index)
+
+    @property
+    def epoch(self):
+        return self._epoch
+
+    def seek(self, epoch, index=0):
+        """Continue from ``position`` (epoch, index), as saved from ``loader.position``."""
+        epoch, index = int(epoch), int(index)
+        if epoch < 0 or not 0 <= index <= self.num_images:
+            raise ValueError(f"Loader.seek: position ({epoch}, {index}) outside "
+                             f"epoch >= 0, 0 <= index <= {self.num_images}")
+        self._epoch, self._index = epoch, index
+        if not self._batches_left():
+            self._epoch, self._index = epoch + 1, 0
+
+    def epoch_order(self, epoch):
+        """The (N,) int64 order in which epoch ``epoch`` visits the images."""
+        if not self.shuffle:
+            return numpy.arange(self.num_images, dtype=numpy.int64)
+        return numpy.random.default_rng([self.seed, epoch]).permutation(self.num_images)
+
+    def _batches_left(self):
+        left = self.num_images - self._index
+        return left >= self.batch_size or (left > 0 and not self.drop_last)
+
+    def __iter__(self):
+        epoch, start = self._epoch, self._index
+        order = self.epoch_order(epoch)
+        stops = range(start, self.num_images, self.batch_size)
+        batches = [order[i:i + self.batch_size] for i in stops]
+        if batches and self.drop_last and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        source = _read_batches(self.path, batches, self.workers, self.prefetch)
+        try:
+            for k, images in enumerate(source):
+                self._index = start + (k + 1) * self.batch_size
+                if not self._batches_left():
+                    self._epoch, self._index = epoch + 1, 0
+                yield images, self.labels[batches[k]]
+        finally:
+            source.close()
+        self._epoch, self._index = epoch + 1, 0
+
+    def close(self):
+        """Nothing stays open between iterations; kept for symmetry and ``with``."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def sequential_batches(path, batch_size, *, workers=2, prefetch=4):
+    """Every image of a store once, in file order: yields (images, labels) batches."""
+    loader = Loader(path, batch_size, shuffle=False, drop_last=False, workers=workers,
+                    prefetch=prefetch)
+    yield from loader
+
+
+class _Reader:
+    """One open store: reads a list of indices into a (B, S, S, 3) uint8 batch."""
+
+    def __init__(self, path):
+        self.file = h5py.File(path, "r", rdcc_nbytes=0)
+        self.images = self.file["images"]
+        self.shape = self.images.shape[1:]                     # (S, S, 3)
+        self.file_space = self.images.id.get_space()
+        self.mem_space = h5s.create_simple((1,) + self.shape)
+
+    def read(self, indices):
+        out = numpy.empty((len(indices),) + self.shape, dtype=numpy.uint8)   # (B, S, S, 3)
+        for j in numpy.argsort(indices, kind="stable"):        # increasing file order
+            self.file_space.select_hyperslab((int(indices[j]), 0, 0, 0), (1,) + self.shape)
+            self.images.id.read(self.mem_space, self.file_space, out[j:j + 1])
+        return out
+
+    def close(self):
+        self.file.close()
+
+
+def _read_batches(path, batches, workers, prefetch):
+    """Generator of image batches for ``batches`` (lists of indices), in order."""
+    if workers == 0 or len(batches) == 0:
+        reader = _Reader(path)
+        try:
+            for b in batches:
+                yield reader.read(b)
+        finally:
+            reader.close()
+        return
+    workers = min(workers, len(batches))
+    stop = threading.Event()
+    per_queue = max(1, -(-prefetch // workers))
+    queues = [queue.Queue(maxsize=per_queue) for _ in range(workers)]
+    threads = [threading.Thread(target=_worker, args=(path, batches[w::workers], queues[w], stop),
+                                name=f"loader-{w}", daemon=True) for w in range(workers)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(len(batches)):
+            kind, value = queues[k % workers].get()
+            if kind == "error":
+                raise RuntimeError(f"loader worker failed reading {path}: {value!r}") from value
+            yield value
+    finally:
+        stop.set()
+        for q in queues:                   # unblock workers waiting on a full queue
+            while True:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    break
+        for t in threads:
+            t.join()
+
+
+def _worker(path, batches, out, stop):
+    reader = None
+    try:
+        reader = _Reader(path)
+        for b in batches:
+            item = ("ok", reader.read(b))
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+            if stop.is_set():
+                return
+    except Exception as e:  # noqa: BLE001 - handed to the consumer, raised there
+        while not stop.is_set():
+            try:
+                out.put(("error", e), timeout=0.05)
+                break
+            except queue.Full:
+                continue
+    finally:
+        if reader is not None:
+            reader.close()
