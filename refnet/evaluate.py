@@ -1,0 +1,102 @@
+"""``python -m refnet.evaluate``: top-1/top-5 error of a checkpoint, centre crop and 10 crops.
+
+    python -m refnet.evaluate --checkpoint RUN_DIR/ckpt-00001234.h5 --data OUT_DIR
+
+The network is rebuilt from the checkpoint's configuration (arch, columns, LRN, pooling,
+dropout mode, input scaling) and its parameters; the validation images are those of
+``OUT_DIR/val.h5``, preprocessed as in training (the training set's mean image, and the
+pixel-std scaling when the run used it). "center" is the single centre crop; "ten" is
+the paper's test: the 4 corner and centre crops and their mirrors, softmax outputs
+averaged over the 10 views (``refnet.metrics``).
+"""
+
+import argparse
+import json
+import sys
+
+import numpy
+
+from layers import backend
+from refnet import checkpoint
+from refnet.metrics import average_views, topk_errors
+
+
+def predict_views(net, views):
+    """Class probabilities (N, K) on the host: (N, 3, Cr, Cr) views, or (V, N, 3, Cr, Cr)
+    averaged over V (the 10-crop test)."""
+    if views.ndim == 4:
+        return backend.asnumpy(net.predict_proba(views))
+    per_view = numpy.stack([backend.asnumpy(net.predict_proba(v)) for v in views])  # (V, N, K)
+    return average_views(per_view)
+
+
+def evaluate(net, pipeline, views="center", batch=64):
+    """``{"top1": error, "top5": error, "n": images}`` on the pipeline's validation set."""
+    probs, labels = [], []
+    for images, y in pipeline.val_batches(batch):
+        probs.append(predict_views(net, pipeline.eval_views(images, views)))
+        labels.append(y)
+    probs = numpy.concatenate(probs)       # (N, K)
+    labels = numpy.concatenate(labels)     # (N,)
+    errs = topk_errors(probs, labels, ks=(1, 5))
+    return {"top1": errs[1], "top5": errs[5], "n": int(len(labels))}
+
+
+def load_network(path, device="cpu"):
+    """``(net, config)`` rebuilt from a checkpoint file."""
+    from refnet.train import build_network     # the one place that maps config -> net
+    tree = checkpoint.load(path)
+    cfg = dict(tree["config"])
+    cfg["device"] = device
+    num_classes = tree["model"]["fc8.bias"].shape[0]
+    net = build_network(cfg, num_classes)
+    net.load_state_dict(tree["model"])
+    return net, cfg, tree
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m refnet.evaluate",
+        description="Top-1 and top-5 validation error of a checkpoint, with the centre "
+                    "crop and with the paper's 10 crops.")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a ckpt-*.h5 file")
+    p.add_argument("--data", metavar="OUT_DIR", help="data directory with train.h5 and "
+                   "val.h5 (default: the one the run trained on)")
+    p.add_argument("--views", choices=("center", "ten", "both"), default="both")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p
+
+
+def main(argv=None):
+    from refnet.config import UsageError
+    from refnet.train_inputs import DataError, InputPipeline
+    args = build_parser().parse_args(argv)
+    try:
+        if args.batch < 1:
+            raise UsageError(f"--batch must be positive, got {args.batch}")
+        net, cfg, _ = load_network(args.checkpoint, args.device)
+        if args.data:
+            cfg["data"] = args.data
+        pipeline = InputPipeline(cfg)
+        if pipeline.num_classes != net.num_classes:
+            raise DataError(f"{args.data} has {pipeline.num_classes} classes, the "
+                            f"checkpoint {net.num_classes}")
+        views = ("center", "ten") if args.views == "both" else (args.views,)
+        results = {v: evaluate(net, pipeline, views=v, batch=args.batch) for v in views}
+    except (checkpoint.CheckpointError, UsageError, DataError) as e:
+        print(f"refnet.evaluate: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for v, r in results.items():
+            name = "10 crops" if v == "ten" else "centre crop"
+            print(f"{name:12s} top-1 error {100 * r['top1']:.2f}%  top-5 error "
+                  f"{100 * r['top5']:.2f}%  ({r['n']} images)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

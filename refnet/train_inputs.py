@@ -1,0 +1,162 @@
+"""What the training loop feeds the network: batches from the HDF5 store, as views.
+
+Axis legend: N batch, S stored side, Cr crop side, V views.
+
+``InputPipeline(cfg)`` opens ``cfg["data"]/train.h5`` and ``val.h5`` (the format of
+``data.store``), checks them against the architecture, and provides
+
+    train_batches(epoch, start) -> iterator of (images (N, S, S, 3) uint8 host, labels (N,))
+    train_views(images, rng)    -> (N, 3, Cr, Cr) on the network's xp: random crops,
+                                   flips and PCA lighting (``data.augment``) drawn from rng
+    eval_views(images, views)   -> (N, 3, Cr, Cr) ("center") or (10, N, 3, Cr, Cr) ("ten")
+    val_batches(batch)          -> iterator over the validation set in file order
+
+The shuffle order of epoch e is ``numpy.random.default_rng([seed, 3, e]).permutation``
+of the training images: a pure function of (seed, epoch), so a run resumed at batch b of
+epoch e reads exactly the batches it would have read (the position is just (e, b)).
+All views subtract the training set's mean image; with ``input_scale = "pixel_std"``
+they are also divided by the per-channel pixel std (unit-variance inputs, the demo).
+"""
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy
+
+from data import augment
+from data.store import read_metadata
+from layers import backend
+from refnet.arch import get_arch
+
+IN_MEMORY_BYTES = 2 << 30      # stores smaller than this are read into memory once
+
+
+class DataError(ValueError):
+    """A missing or malformed data set: reported as one line."""
+
+
+def ensure_data(cfg, quiet=False):
+    """The data directory to use: ``cfg["data"]``, or the demo set (built once, cached)."""
+    if cfg.get("data"):
+        return str(Path(cfg["data"]).resolve())
+    if cfg["arch"] != "demo":
+        raise DataError(f"--arch {cfg['arch']} needs --data OUT_DIR (the demo set is "
+                        "only for --arch demo)")
+    try:
+        from data.demo import ensure_demo
+    except ImportError as e:
+        raise DataError(f"the demo data set is not available ({e}); pass --data") from None
+    return str(Path(ensure_demo()).resolve())
+
+
+def _read_meta(path):
+    if not os.path.isfile(path):
+        raise DataError(f"data file {path} does not exist (build it with "
+                        "python -m data.build SRC OUT_DIR)")
+    try:
+        meta = read_metadata(str(path))
+        with h5py.File(path, "r") as f:
+            images, labels = f["images"], f["labels"]
+            if images.ndim != 4 or images.shape[3] != 3 or images.dtype != numpy.uint8 \
+                    or labels.shape != (images.shape[0],):
+                raise ValueError(f"images {images.shape} {images.dtype}, labels {labels.shape}")
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"data file {path} is malformed: {e}") from None
+    return meta
+
+
+class InputPipeline:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        root = Path(cfg["data"])
+        self.train_path, self.val_path = root / "train.h5", root / "val.h5"
+        self.meta = _read_meta(self.train_path)
+        self.val_meta = _read_meta(self.val_path)
+        spec = get_arch(cfg["arch"])
+        self.crop = spec.input_size
+        self.size = self.meta.size
+        if self.size < self.crop:
+            raise DataError(f"{self.train_path} stores {self.size}x{self.size} images, but "
+                            f"arch {cfg['arch']} takes {self.crop}x{self.crop} crops "
+                            f"(build the data with --size {spec.store_size})")
+        if self.val_meta.size != self.size or self.val_meta.class_names != self.meta.class_names:
+            raise DataError(f"{self.val_path} does not match {self.train_path} "
+                            "(image size or classes differ)")
+        if self.meta.mean_image is None or self.meta.pixel_std is None:
+            raise DataError(f"{self.train_path} lacks mean_image/pixel_std")
+        if self.meta.count == 0 or self.val_meta.count == 0:
+            raise DataError(f"{root} has an empty split (train {self.meta.count}, "
+                            f"val {self.val_meta.count})")
+        self.num_classes = len(self.meta.class_names)
+        self.class_names = self.meta.class_names
+        self.scale = (1.0 / self.meta.pixel_std) if cfg["input_scale"] == "pixel_std" else None
+        self.xp = backend.backend_module(cfg.get("backend", "numpy"))
+        self.dtype = cfg["dtype"]
+        self.batch = int(cfg["batch"])
+        self.train_count = self.meta.count
+        self.steps_per_epoch = -(-self.meta.count // self.batch)
+        self._train = _Store(self.train_path)
+        self._val = _Store(self.val_path)
+        self.mean = self.xp.asarray(self.meta.mean_image)
+
+    # -- training ------------------------------------------------------------------
+    def order(self, epoch):
+        """The shuffled image indices of ``epoch`` (0-based)."""
+        return numpy.random.default_rng([int(self.cfg["seed"]), 3, int(epoch)]) \
+            .permutation(self.meta.count)
+
+    def train_batches(self, epoch, start=0):
+        order = self.order(epoch)
+        for b in range(start, self.steps_per_epoch):
+            yield self._train.take(order[b * self.batch:(b + 1) * self.batch])
+
+    def train_views(self, images, rng):
+        lighting = float(self.cfg["lighting"])
+        aug = augment.draw(rng, len(images), self.size, self.crop, lighting_std=lighting)
+        eig = (self.meta.pca_eigval, self.meta.pca_eigvec) if lighting > 0 else (None, None)
+        return augment.train_views(self.xp.asarray(images), aug, self.mean, eig[0], eig[1],
+                                   self.crop, scale=self.scale, dtype=self.dtype)
+
+    def labels(self, labels):
+        return numpy.asarray(labels, dtype=numpy.int64)
+
+    # -- evaluation ------------------------------------------------------------------
+    def eval_views(self, images, views="center"):
+        images = self.xp.asarray(images)
+        if views == "center":
+            return augment.center_view(images, self.mean, self.crop, scale=self.scale,
+                                       dtype=self.dtype)
+        if views == "ten":
+            return augment.ten_views(images, self.mean, self.crop, scale=self.scale,
+                                     dtype=self.dtype)
+        raise ValueError(f"views must be 'center' or 'ten', got {views!r}")
+
+    def val_batches(self, batch):
+        n = self.val_meta.count
+        for i in range(0, n, batch):
+            yield self._val.take(numpy.arange(i, min(i + batch, n)))
+
+
+class _Store:
+    """Random access to one split's images and labels (in memory when small)."""
+
+    def __init__(self, path):
+        self.path = path
+        with h5py.File(path, "r") as f:
+            self.labels = f["labels"][()].astype(numpy.int64)
+            nbytes = f["images"].size
+            self.images = f["images"][()] if nbytes <= IN_MEMORY_BYTES else None
+
+    def take(self, idx):
+        idx = numpy.asarray(idx)
+        if self.images is not None:
+            return self.images[idx], self.labels[idx]
+        order = numpy.argsort(idx, kind="stable")
+        with h5py.File(self.path, "r") as f:          # h5py needs increasing indices
+            sorted_images = f["images"][idx[order]]
+        out = numpy.empty_like(sorted_images)
+        out[order] = sorted_images
+        return out, self.labels[idx]
