@@ -1,0 +1,81 @@
+"""Max pooling: naive-loop reference with ties, gradient conservation, finite differences."""
+import numpy
+from hypothesis import given
+from hypothesis import strategies as st
+
+from layers import backend, pool
+from tests.gradient_check import assert_directional, fixture_settings
+from tests.tolerance import tol
+
+
+def naive_pool(x, dy, size, stride):
+    """(y, dx) by loops: the first maximum in row-major window order takes the gradient."""
+    N, C, H, W = x.shape
+    OH, OW = (H - size) // stride + 1, (W - size) // stride + 1
+    y = numpy.empty((N, C, OH, OW))
+    dx = numpy.zeros(x.shape)
+    for n in range(N):
+        for c in range(C):
+            for oh in range(OH):
+                for ow in range(OW):
+                    win = x[n, c, oh * stride:oh * stride + size, ow * stride:ow * stride + size]
+                    p = int(numpy.argmax(win))           # numpy returns the first maximum
+                    i, j = divmod(p, size)
+                    y[n, c, oh, ow] = win[i, j]
+                    dx[n, c, oh * stride + i, ow * stride + j] += dy[n, c, oh, ow]
+    return y, dx
+
+
+@st.composite
+def pool_configs(draw):
+    size = draw(st.integers(1, 4))
+    return dict(shape=(draw(st.integers(1, 2)), draw(st.integers(1, 3)),
+                       draw(st.integers(size, size + 6)), draw(st.integers(size, size + 6))),
+                size=size, stride=draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**32 - 1)))
+
+
+@fixture_settings
+@given(cfg=pool_configs())
+def test_forward_and_backward_match_naive_loop_with_ties(xp, dtype, cfg):
+    rng = numpy.random.default_rng(cfg["seed"])
+    x = rng.integers(-2, 3, cfg["shape"]).astype(dtype)    # few values: many ties
+    h = dict(size=cfg["size"], stride=cfg["stride"])
+    y, cache = pool.forward(xp.asarray(x), **h)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = pool.backward(xp.asarray(dy), cache)
+    y_ref, dx_ref = naive_pool(x, dy.astype(float), **h)
+    assert y.dtype == dtype and dx.dtype == dtype
+    numpy.testing.assert_array_equal(backend.asnumpy(y), y_ref)
+    numpy.testing.assert_allclose(backend.asnumpy(dx), dx_ref, **tol(dtype))
+    # Every output sends its whole gradient to exactly one input.
+    assert abs(float(backend.asnumpy(dx).astype(float).sum()) - dy.astype(float).sum()) \
+        <= tol(dtype)["rtol"] * abs(dy.astype(float)).sum() + tol(dtype)["atol"]
+
+
+@fixture_settings
+@given(cfg=pool_configs())
+def test_backward_matches_finite_differences(xp, cfg):
+    rng = numpy.random.default_rng(cfg["seed"])
+    x = xp.asarray(rng.standard_normal(cfg["shape"]))     # continuous: no ties
+    h = dict(size=cfg["size"], stride=cfg["stride"])
+    y, cache = pool.forward(x, **h)
+    dy = xp.asarray(rng.standard_normal(y.shape))
+    dx = pool.backward(dy, cache)
+    assert_directional(lambda a: pool.forward(a, **h)[0], [x], [dx], dy, rng)
+
+
+def test_tie_gradient_goes_to_first_maximum(xp, dtype):
+    x = numpy.array([[[[1, 5, 5],
+                       [5, 0, 5],
+                       [2, 5, 1]]]], dtype=dtype)
+    y, cache = pool.forward(xp.asarray(x), size=3, stride=2)
+    dx = backend.asnumpy(pool.backward(xp.asarray(numpy.full((1, 1, 1, 1), 0.75, dtype)), cache))
+    expected = numpy.zeros_like(x)
+    expected[0, 0, 0, 1] = 0.75                           # row-major first of the four 5s
+    numpy.testing.assert_array_equal(dx, expected)
+
+
+def test_output_size_rounds_down(xp):
+    x = xp.asarray(numpy.zeros((1, 1, 8, 9)))
+    y, _ = pool.forward(x, size=3, stride=2)
+    assert y.shape == (1, 1, 3, 4)                        # floor((8-3)/2)+1, floor((9-3)/2)+1
