@@ -101,7 +101,6 @@ class Trainer:
         self.rng_dropout = numpy.random.default_rng([seed, 2])
         self.step = 0
         self.epoch = 0            # completed epochs
-        self.batch_index = 0      # batches of the current epoch already used
         self.loss_sum = 0.0       # over the current epoch
         self.loss_count = 0
         self.history = []
@@ -117,7 +116,7 @@ class Trainer:
             "arch": self.cfg["arch"],
             "step": self.step,
             "epoch": self.epoch,
-            "batch_index": self.batch_index,
+            "loader": list(self.pipeline.loader.position),
             "loss_sum": self.loss_sum,
             "loss_count": self.loss_count,
             "config": self.cfg,
@@ -145,15 +144,27 @@ class Trainer:
         self.rng_dropout.bit_generator.state = tree["rng"]["dropout"]
         self.step = int(tree["step"])
         self.epoch = int(tree["epoch"])
-        self.batch_index = int(tree["batch_index"])
+        self.pipeline.loader.seek(*tree["loader"])
         self.loss_sum = float(tree["loss_sum"])
         self.loss_count = int(tree["loss_count"])
         self.history = list(tree["history"])
 
     def save(self):
-        path = checkpoint.save(checkpoint.checkpoint_path(self.run_dir, self.step), self.state())
+        state = self.state()
+        bad = [k for k, v in state["model"].items() if not numpy.all(numpy.isfinite(v))]
+        if bad:
+            raise Diverged(f"parameters {bad[:3]} became NaN/Inf by step {self.step} "
+                           f"(epoch {self.epoch + 1}); the run diverged. Try a lower --lr "
+                           f"(now {self.sgd.lr:g}). {self._last_good()}")
+        path = checkpoint.save(checkpoint.checkpoint_path(self.run_dir, self.step), state)
         checkpoint.prune(self.run_dir, self.cfg["keep"])
         return path
+
+    def _last_good(self):
+        found = checkpoint.list_checkpoints(self.run_dir)
+        if not found:
+            return "No checkpoint had been written yet."
+        return f"The last good checkpoint, {found[-1][1]}, is left as it was."
 
     # -- logging -------------------------------------------------------------------
     def log(self, record):
@@ -170,8 +181,13 @@ class Trainer:
             n_train = self.pipeline.train_count
             bar = Progress(total=n_train, desc=f"epoch {self.epoch + 1}/{epochs}", unit="img",
                            enabled=not cfg["quiet"])
-            bar.count = min(self.batch_index * cfg["batch"], n_train)
-            for images_u8, labels in self.pipeline.train_batches(self.epoch, self.batch_index):
+            bar.count = self.pipeline.loader.position[1] \
+                if self.pipeline.loader.position[0] == self.epoch else 0
+            # a checkpoint written after the last batch of an epoch but before its end
+            # (evaluation, schedule) has the loader already in the next epoch
+            batches = self.pipeline.train_batches() \
+                if self.pipeline.loader.position[0] == self.epoch else ()
+            for images_u8, labels in batches:
                 x = self.pipeline.train_views(images_u8, self.rng_augment)
                 y = self.pipeline.labels(labels)
                 loss, grads = self.net.loss_and_grad_columns(x, y, train=True,
@@ -181,10 +197,9 @@ class Trainer:
                     raise Diverged(
                         f"loss is {loss} at step {self.step + 1} (epoch {self.epoch + 1}); "
                         f"the run diverged. Try a lower --lr (now {self.sgd.lr:g}). "
-                        f"The last good checkpoint is left in {self.run_dir}")
+                        f"{self._last_good()}")
                 self.sgd.step(grads)
                 self.step += 1
-                self.batch_index += 1
                 self.loss_sum += loss
                 self.loss_count += 1
                 images += len(labels)
@@ -218,7 +233,6 @@ class Trainer:
         self.log(record)
         self.sgd.lr = self.schedule.step(errors["top1"])
         self.epoch += 1
-        self.batch_index = 0
         self.loss_sum = 0.0
         self.loss_count = 0
         self.say(f"epoch {record['epoch']}/{cfg['epochs']}: train loss {train_loss:.4f}, "
@@ -269,7 +283,8 @@ def _merge_resumed(saved, cfg, given):
         elif _norm(value) != _norm(old):
             raise UsageError(f"--{key.replace('_', '-')} {value!r} differs from the "
                              f"checkpoint's {old!r}; a resumed run keeps its settings")
-    merged["out"] = cfg["out"]
+    for key in ("out", "quiet", "device"):      # always this invocation's
+        merged[key] = cfg[key]
     return merged
 
 
@@ -319,7 +334,8 @@ def run(argv, stdout=print):
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        trainer.train()
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            trainer.train()      # a non-finite loss is caught and reported by the loop
     finally:
         signal.signal(signal.SIGINT, previous)
     if not cfg["quiet"]:

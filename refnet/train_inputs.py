@@ -5,15 +5,17 @@ Axis legend: N batch, S stored side, Cr crop side, V views.
 ``InputPipeline(cfg)`` opens ``cfg["data"]/train.h5`` and ``val.h5`` (the format of
 ``data.store``), checks them against the architecture, and provides
 
-    train_batches(epoch, start) -> iterator of (images (N, S, S, 3) uint8 host, labels (N,))
+    train_batches()             -> the rest of the current epoch: (images (N, S, S, 3) uint8,
+                                   labels (N,)) from ``loader`` (position: ``loader.position``)
     train_views(images, rng)    -> (N, 3, Cr, Cr) on the network's xp: random crops,
                                    flips and PCA lighting (``data.augment``) drawn from rng
     eval_views(images, views)   -> (N, 3, Cr, Cr) ("center") or (10, N, 3, Cr, Cr) ("ten")
     val_batches(batch)          -> iterator over the validation set in file order
 
-The shuffle order of epoch e is ``numpy.random.default_rng([seed, 3, e]).permutation``
-of the training images: a pure function of (seed, epoch), so a run resumed at batch b of
-epoch e reads exactly the batches it would have read (the position is just (e, b)).
+Training batches come from ``data.loader.Loader`` (shuffled, final partial batch
+dropped): the order of epoch e is ``numpy.random.default_rng([seed, e]).permutation`` of
+the training images, a pure function of (seed, epoch), so a run resumed at the loader's
+saved ``position`` (epoch, image index) reads exactly the batches it would have read.
 All views subtract the training set's mean image; with ``input_scale = "pixel_std"``
 they are also divided by the per-channel pixel std (unit-variance inputs, the demo).
 """
@@ -25,6 +27,7 @@ import h5py
 import numpy
 
 from data import augment
+from data.loader import Loader
 from data.store import read_metadata
 from layers import backend
 from refnet.arch import get_arch
@@ -96,22 +99,21 @@ class InputPipeline:
         self.xp = backend.backend_module(cfg.get("backend", "numpy"))
         self.dtype = cfg["dtype"]
         self.batch = int(cfg["batch"])
-        self.train_count = self.meta.count
-        self.steps_per_epoch = -(-self.meta.count // self.batch)
-        self._train = _Store(self.train_path)
+        if self.batch > self.meta.count:
+            raise DataError(f"--batch {self.batch} is larger than the training set "
+                            f"({self.meta.count} images)")
+        # shuffle order of epoch e: default_rng([seed, e]).permutation(N) (data.loader)
+        self.loader = Loader(str(self.train_path), self.batch, shuffle=True,
+                             seed=int(cfg["seed"]), drop_last=True, workers=1, prefetch=4)
+        self.steps_per_epoch = len(self.loader)
+        self.train_count = self.steps_per_epoch * self.batch
         self._val = _Store(self.val_path)
         self.mean = self.xp.asarray(self.meta.mean_image)
 
     # -- training ------------------------------------------------------------------
-    def order(self, epoch):
-        """The shuffled image indices of ``epoch`` (0-based)."""
-        return numpy.random.default_rng([int(self.cfg["seed"]), 3, int(epoch)]) \
-            .permutation(self.meta.count)
-
-    def train_batches(self, epoch, start=0):
-        order = self.order(epoch)
-        for b in range(start, self.steps_per_epoch):
-            yield self._train.take(order[b * self.batch:(b + 1) * self.batch])
+    def train_batches(self):
+        """The rest of the loader's current epoch: (images (B, S, S, 3) uint8, labels (B,))."""
+        return iter(self.loader)
 
     def train_views(self, images, rng):
         lighting = float(self.cfg["lighting"])
