@@ -1,0 +1,108 @@
+"""``python -m verify``: refnet's numbers against PyTorch's, as a table (and JSON).
+
+    python -m verify                          # everything, float64, both network sizes
+    python -m verify --dtype float32          # float32 on both sides, float32 tolerances
+    python -m verify --only layers,sgd        # some parts: layers, network, sgd, conventions
+    python -m verify --size small --json out.json
+    python -m verify --json -                 # JSON on stdout, the table on stderr
+
+Exit status: 0 when every judged row passes, 1 when any fails, 2 for a usage error.
+The error measure and the tolerances are documented in ``verify.compare``.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import numpy
+
+PARTS = ("layers", "network", "sgd", "conventions")
+SIZES = {"small": ("small",), "paper": ("paper",), "both": ("small", "paper")}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m verify",
+        description="Compare refnet's layers, network and SGD with PyTorch twins.")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="dtype of both sides (default float64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts to run, from {','.join(PARTS)} "
+                             "(default all)")
+    parser.add_argument("--size", choices=tuple(SIZES), default="both",
+                        help="network sizes: small (tiny and demo archs), paper "
+                             "(alexnet at 227, batch 2), or both (default)")
+    parser.add_argument("--json", metavar="PATH",
+                        help="also write the report as JSON to PATH ('-' for stdout, "
+                             "then the table goes to stderr)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_parts(text):
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        raise ValueError(f"--only: unknown part(s) {unknown or text!r}, choose from "
+                         f"{','.join(PARTS)}")
+    return [p for p in PARTS if p in parts]
+
+
+def plan(parts, dtype, seed, sizes):
+    """[(name, thunk returning report rows)] for the chosen parts (imports torch here)."""
+    from verify import conventions, layer_cases, network, sgd
+    steps = []
+    if "layers" in parts:
+        steps += [(f"layers:{name}", lambda n=name: layer_cases.run(dtype, seed, [n]))
+                  for name in layer_cases.CASES]
+    if "network" in parts:
+        steps += [(f"network:{s}", lambda s=s: network.run(dtype, seed, (s,))) for s in sizes]
+    if "sgd" in parts:
+        steps.append(("sgd", lambda: sgd.run(dtype, seed)))
+    if "conventions" in parts:
+        steps.append(("conventions", lambda: conventions.run(dtype, seed)))
+    return steps
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        parts = parse_parts(args.only)
+    except ValueError as e:
+        parser.error(str(e))
+    from data.progress import Progress
+    from verify.compare import all_passed, format_table, report_dict, write_json
+
+    steps = plan(parts, numpy.dtype(args.dtype), args.seed, SIZES[args.size])
+    start = time.perf_counter()
+    rows = []
+    with Progress(total=len(steps), desc="verify", unit="part",
+                  enabled=not args.quiet) as bar:
+        for name, step in steps:
+            bar.update(0, part=name)
+            rows += step()
+            bar.update(1, part=name)
+    elapsed = time.perf_counter() - start
+
+    table_stream = sys.stderr if args.json == "-" else sys.stdout
+    print(f"refnet vs PyTorch {__import__('torch').__version__}, dtype {args.dtype}, "
+          f"seed {args.seed}, parts {','.join(parts)}, {elapsed:.1f} s", file=table_stream)
+    print("max rel err = max|ours - torch| / max|torch| per array; "
+          "PASS when <= tol (see verify/compare.py)", file=table_stream)
+    print(format_table(rows), file=table_stream)
+    if args.json:
+        report = report_dict(rows, dtype=args.dtype, seed=args.seed, parts=parts,
+                             size=args.size, elapsed_s=round(elapsed, 3))
+        if args.json == "-":
+            json.dump(report, sys.stdout, indent=1)
+            sys.stdout.write("\n")
+        else:
+            write_json(report, args.json)
+    return 0 if all_passed(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
