@@ -1,0 +1,178 @@
+"""A small synthetic image-classification set that needs spatial features, built and cached.
+
+    out_dir = ensure_demo()            # -> directory holding train.h5 and val.h5 (S = 128)
+    write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0)
+    render(class_index, rng, width, height) -> (H, W, 3) uint8
+
+Ten classes, told apart only by shape or structure:
+
+    0 circle   1 square   2 triangle   3 cross   4 ring   5 star
+    6 horizontal bars   7 vertical bars   8 checkerboard   9 diagonal stripes
+
+Every image draws its own background and foreground colours (uniform in RGB, at least
+100 levels apart), a mild background gradient, the object's size (radius 22-36% of the
+shorter side), position (inside the central square that the build's centre crop keeps,
+with room for a 113 crop of 128), rotation (any angle for classes 0-5, +-10 degrees for
+the striped classes 6-9, whose orientation is what defines them) and Gaussian noise
+(sigma 6). Mean colour therefore carries almost no class information: a linear
+classifier on it sits near chance (tested), so a network has to learn shapes.
+
+Files are JPEGs (quality 80-95) of varying size (shorter side 128-200) and aspect ratio
+(3:4 to 4:3) in the class-folder layout, SRC/{train,val}/<class>/<class>_<i>.jpg, and go
+through ``data.build`` at size 128. Every image has its own generator seeded by
+(seed, split, class, index), so the set is deterministic.
+
+``ensure_demo`` caches the built store under ``$REFNET_CACHE/demo`` (default
+``~/.cache/refnet/demo``) in a folder named by ``DEMO_VERSION``; changing the generator
+means bumping ``DEMO_VERSION``, which makes the next call rebuild. The store is built in a
+temporary folder and renamed into place when complete, so concurrent or interrupted
+calls never leave a half-built cache.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy
+from PIL import Image
+
+from data.build import build
+
+DEMO_VERSION = 1
+DEMO_SIZE = 128
+DEMO_CROP = 113
+CLASSES = ("circle", "square", "triangle", "cross", "ring", "star",
+           "horizontal_bars", "vertical_bars", "checkerboard", "diagonal_stripes")
+STRIPED = {6, 7, 8, 9}
+SPLITS = {"train": 0, "val": 1}
+
+
+def _mask(cls, u, v):
+    """Boolean mask of class ``cls`` in object coordinates (radius 1, v pointing up)."""
+    au, av = numpy.abs(u), numpy.abs(v)
+    if cls == 0:
+        return u * u + v * v <= 1.0
+    if cls == 1:
+        return (au <= 0.8) & (av <= 0.8)
+    if cls == 2:
+        return (v >= -0.5) & (v <= 1.0 - numpy.sqrt(3.0) * au)
+    if cls == 3:
+        arm = 0.28
+        return ((au <= arm) & (av <= 0.95)) | ((av <= arm) & (au <= 0.95))
+    if cls == 4:
+        rr = u * u + v * v
+        return (rr >= 0.55 ** 2) & (rr <= 1.0)
+    if cls == 5:
+        t = numpy.mod(numpy.arctan2(v, u) * (5.0 / (2.0 * numpy.pi)), 1.0)
+        return numpy.hypot(u, v) <= 0.42 + 0.58 * numpy.abs(1.0 - 2.0 * t)
+    inside = (au <= 0.9) & (av <= 0.9)
+    if cls == 6:
+        return inside & (numpy.floor((v + 0.9) / 0.3) % 2 == 0)
+    if cls == 7:
+        return inside & (numpy.floor((u + 0.9) / 0.3) % 2 == 0)
+    if cls == 8:
+        return inside & ((numpy.floor((u + 0.9) / 0.45) + numpy.floor((v + 0.9) / 0.45)) % 2 == 0)
+    if cls == 9:
+        return inside & (numpy.floor((u + v + 4.0) / 0.35) % 2 == 0)
+    raise ValueError(f"render: class must be in 0..{len(CLASSES) - 1}, got {cls}")
+
+
+def render(cls, rng, width, height):
+    """One (H, W, 3) uint8 image of class ``cls`` (random parameters from ``rng``)."""
+    m = min(width, height)
+    r = rng.uniform(0.22, 0.36) * m
+    room = max(0.0, m / 2 - r - 0.08 * m)
+    cx = width / 2 + rng.uniform(-1, 1) * room
+    cy = height / 2 + rng.uniform(-1, 1) * room
+    theta = rng.uniform(-numpy.pi / 18, numpy.pi / 18) if cls in STRIPED \
+        else rng.uniform(0, 2 * numpy.pi)
+    c, s = numpy.cos(theta), numpy.sin(theta)
+    ys = numpy.arange(height, dtype=numpy.float32)[:, None]          # (H, 1)
+    xs = numpy.arange(width, dtype=numpy.float32)[None, :]           # (1, W)
+    cover = numpy.zeros((height, width), dtype=numpy.float32)
+    for dy in (0.25, 0.75):                      # 2x2 supersampling for smooth edges
+        for dx in (0.25, 0.75):
+            x, y = xs + dx - cx, cy - (ys + dy)                      # y up
+            u, v = (c * x + s * y) / r, (-s * x + c * y) / r         # (H, W) each
+            cover += _mask(cls, u, v)
+    cover = (cover * 0.25)[:, :, None]                               # (H, W, 1)
+    bg = rng.uniform(0, 255, 3)
+    while True:
+        fg = rng.uniform(0, 255, 3)
+        if numpy.linalg.norm(fg - bg) >= 100:
+            break
+    g = rng.uniform(-20, 20, 2) / m
+    gradient = (g[0] * (xs - width / 2) + g[1] * (ys - height / 2))[:, :, None]   # (H, W, 1)
+    img = (bg + gradient) * (1 - cover) + fg * cover                 # (H, W, 3)
+    img += rng.standard_normal(img.shape, dtype=numpy.float32) * 6.0
+    return numpy.clip(numpy.rint(img), 0, 255).astype(numpy.uint8)
+
+
+def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0):
+    """Write the JPEG class-folder tree under ``root``; returns the number of files."""
+    count = 0
+    for split, n in (("train", train_per_class), ("val", val_per_class)):
+        for cls, name in enumerate(CLASSES):
+            folder = os.path.join(root, split, name)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n):
+                rng = numpy.random.default_rng([seed, SPLITS[split], cls, i])
+                short = int(rng.integers(DEMO_SIZE, 201))
+                aspect = rng.uniform(0.75, 4 / 3)
+                w, h = (short, round(short * aspect)) if aspect >= 1 else \
+                    (round(short / aspect), short)
+                img = render(cls, rng, w, h)
+                quality = int(rng.integers(80, 96))
+                Image.fromarray(img).save(os.path.join(folder, f"{name}_{i:04d}.jpg"),
+                                          quality=quality)
+                count += 1
+    return count
+
+
+def default_cache_dir():
+    """``$REFNET_CACHE/demo``, or ``~/.cache/refnet/demo``."""
+    base = os.environ.get("REFNET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                          "refnet")
+    return os.path.join(base, "demo")
+
+
+def ensure_demo(cache_dir=None, *, workers=None, progress=True, train_per_class=150,
+                val_per_class=30):
+    """Build the demo store once (cached) and return the directory with train.h5, val.h5."""
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    stamp = {"version": DEMO_VERSION, "size": DEMO_SIZE, "train_per_class": train_per_class,
+             "val_per_class": val_per_class, "classes": list(CLASSES)}
+    final = os.path.join(root, f"v{DEMO_VERSION}-{train_per_class}-{val_per_class}")
+    if _is_complete(final, stamp):
+        return final
+    os.makedirs(root, exist_ok=True)
+    if os.path.exists(final):                  # not ours or not complete: rebuild it
+        shutil.rmtree(final, ignore_errors=True)
+    work = tempfile.mkdtemp(prefix=".build-", dir=root)
+    try:
+        src, out = os.path.join(work, "src"), os.path.join(work, "out")
+        write_demo_tree(src, train_per_class=train_per_class, val_per_class=val_per_class)
+        if workers is None:
+            workers = min(2, os.cpu_count() or 1)
+        build(src, out, size=DEMO_SIZE, workers=workers, progress=progress)
+        with open(os.path.join(out, "demo.json"), "w") as fh:
+            json.dump(stamp, fh)
+        try:
+            os.rename(out, final)
+        except OSError:
+            if not _is_complete(final, stamp):  # another process won the race: fine
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def _is_complete(folder, stamp):
+    try:
+        with open(os.path.join(folder, "demo.json")) as fh:
+            found = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return found == stamp and all(os.path.isfile(os.path.join(folder, f))
+                                  for f in ("train.h5", "val.h5"))
