@@ -43,7 +43,7 @@ TOLERANCE = {
 
 
 def tolerance(dtype, kind):
-    """The relative tolerance for ``dtype`` ("float32"|"float64") and ``kind`` ("layer"|"network")."""
+    """The relative tolerance for ``dtype`` (float32/float64) and ``kind`` (layer/network)."""
     name = numpy.dtype(dtype).name
     if name not in TOLERANCE:
         raise ValueError(f"tolerance: dtype must be float32 or float64, got {name!r}")
