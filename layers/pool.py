@@ -47,7 +47,7 @@ def forward(x, *, size=3, stride=2):
                 continue
             v = x[:, :, rows, strided_slice(j, OW, stride)]   # (N, C, OH, OW) view
             better = v > y                                  # strict: earlier maxima win ties
-            xp.copyto(y, v, where=better)
+            xp.maximum(y, v, out=y)
             xp.copyto(argmax, index_dtype(i * size + j), where=better)
     return y, PoolCache(argmax, (N, C, H, W), size, stride, dtype)
 
