@@ -24,7 +24,8 @@ model's pool5). Its backward splits each destination's gradient by source column
 the pieces back and sums them on the source's device: an activation read by both columns
 gets the sum of both columns' gradients.
 
-All transfers go through ``layers.backend.to_device`` and every computation runs under
+All transfers go through ``Placement.move`` (``layers.backend.to_device``, after making
+a strided view contiguous on its own device) and every computation runs under
 ``layers.backend.device`` of the column that owns its result. With NumPy both columns are
 on the CPU and the transfers are free; with CuPy they are devices 0 and 1 when two GPUs
 are present, else both on device 0 (where ``to_device`` is a no-op).
@@ -77,6 +78,18 @@ class Placement:
         """``a`` (host or any device) on column ``c``'s device; no copy when already there."""
         return backend.to_device(a, self.xp, self.devices[c])
 
+    def move(self, a, src, dst):
+        """``a``, living on column ``src``'s device, on column ``dst``'s: the transfer
+        every exchange uses. Nothing is copied when both columns share a device; otherwise
+        a strided view is first made contiguous where its data lives (a CuPy kernel may
+        not read another device's memory), then copied across."""
+        if self.devices[src] == self.devices[dst]:
+            return a
+        with self.device(src):
+            a = self.xp.ascontiguousarray(a)
+        with self.device(dst):
+            return self.put(a, dst)
+
     def broadcast(self, a):
         """The network's input on every column's device (the input is not an exchange)."""
         return [self.put(a, c) for c in range(self.columns)]
@@ -94,7 +107,7 @@ class Placement:
         out = []
         for d in dst:
             with self.device(d):
-                moved = [self.put(p, d) for p in parts]
+                moved = [self.move(p, c, d) for c, p in enumerate(parts)]
                 out.append(self.xp.concatenate(moved, axis=1))  # (N, sum C_c, ...)
         return out
 
@@ -112,7 +125,7 @@ class Placement:
             with self.device(c):
                 total = None
                 for d, g in zip(dst, grads):
-                    piece = self.put(g[:, offsets[c]:offsets[c + 1]], c)  # (N, C_c, ...)
+                    piece = self.move(g[:, offsets[c]:offsets[c + 1]], d, c)  # (N, C_c, ...)
                     if total is None:
                         # own copy when more pieces are added in place below
                         total = piece.copy() if len(dst) > 1 else piece
@@ -130,9 +143,9 @@ class Placement:
             return list(parts)
         p0, p1 = parts
         with self.device(0):
-            e0 = self.xp.concatenate([p0, self.put(p1[:, :n], 0)], axis=1)  # (N, C0+n, H, W)
+            e0 = self.xp.concatenate([p0, self.move(p1[:, :n], 1, 0)], axis=1)  # (N, C0+n, H, W)
         with self.device(1):
-            e1 = self.xp.concatenate([self.put(p0[:, -n:], 1), p1], axis=1)  # (N, n+C1, H, W)
+            e1 = self.xp.concatenate([self.move(p0[:, -n:], 0, 1), p1], axis=1)  # (N, n+C1, H, W)
         return [e0, e1]
 
     def halo_own(self, ext, n):
@@ -166,10 +179,10 @@ class Placement:
         d0, d1 = dext
         with self.device(0):
             g0 = d0[:, :d0.shape[1] - n].copy()                  # (N, C0, H, W)
-            g0[:, -n:] += self.put(d1[:, :n], 0)
+            g0[:, -n:] += self.move(d1[:, :n], 1, 0)
         with self.device(1):
             g1 = d1[:, n:].copy()                                # (N, C1, H, W)
-            g1[:, :n] += self.put(d0[:, d0.shape[1] - n:], 1)
+            g1[:, :n] += self.move(d0[:, d0.shape[1] - n:], 0, 1)
         return [g0, g1]
 
     # -- parameters ----------------------------------------------------------------
@@ -184,12 +197,8 @@ class Placement:
         return out
 
     def split_on_device(self, name, full):
-        """Column shards (views or transfers) of a full array of the net's module."""
-        out = []
-        for c, r0, r1 in self.rows[name]:
-            with self.device(c):
-                out.append((c, self.put(full[r0:r1], c)))
-        return out
+        """Column shards (views or transfers) of a full array on column 0's device."""
+        return [(c, self.move(full[r0:r1], 0, c)) for c, r0, r1 in self.rows[name]]
 
     def gather(self, name, shards):
         """The full parameter ``name`` as a host NumPy array (a copy) from ``shards``
@@ -205,6 +214,6 @@ class Placement:
         owners = self.rows[name]
         if len(owners) == 1:
             return shards[owners[0][0]]
+        pieces = [self.move(shards[c], c, 0) for c, _, _ in owners]
         with self.device(0):
-            pieces = [self.put(shards[c], 0) for c, _, _ in owners]
             return self.xp.concatenate(pieces, axis=0)   # (R, ...)

@@ -222,7 +222,7 @@ class AlexNet:
             return None
         width = self.shapes[f"{name}.bias"][0]
         if masks is not None and name in masks:
-            full = masks[name]
+            full = backend.asnumpy(masks[name])          # to the host, then to each column
             if tuple(full.shape) != (n, width):
                 raise ValueError(f"masks[{name!r}] must have shape ({n}, {width}), "
                                  f"got {tuple(full.shape)}")
@@ -231,11 +231,8 @@ class AlexNet:
                 rng = numpy.random.default_rng()
             full = rng.random((n, width)) >= self.dropout   # keep-mask, as layers.dropout
         w = width // self.columns
-        out = []
-        for c in range(self.columns):
-            with self.placement.device(c):
-                out.append(self.placement.put(full[:, c * w:(c + 1) * w], c))
-        return out
+        return [self.placement.put(numpy.ascontiguousarray(full[:, c * w:(c + 1) * w]), c)
+                for c in range(self.columns)]                # (N, width / columns) each
 
     def _forward(self, x, train, rng, masks):
         self._check_input(x)

@@ -13,7 +13,8 @@ access so that a bug shows here even if it would go unnoticed on some machines:
 - plain NumPy arrays (host memory) never mix with tagged arrays: moving host data to a
   device goes through ``tagged.asarray``/``array`` (under the destination device) or
   ``to_device``;
-- ``to_device(a, i)`` is the only way an array changes device (it copies).
+- ``to_device(a, i)`` is the only way an array changes device (it copies), and only
+  for contiguous arrays or host data (as ``layers.backend.to_device`` needs for CuPy).
 Views (slices, reshapes, transposes) keep their base's device. New arrays from creation
 functions (``zeros``, ``empty``, ``asarray`` of host data, ...) get the current device.
 """
@@ -199,7 +200,16 @@ class _Tagged(_Namespace):
 
     @staticmethod
     def to_device(a, index):
-        """The explicit transfer: a copy of ``a`` (tagged or host) on device ``index``."""
+        """The explicit transfer: a copy of ``a`` (tagged or host) on device ``index``.
+
+        As ``layers.backend.to_device`` does for CuPy, a strided view from another device
+        would be made contiguous by a kernel on the destination reading the source's
+        memory, so that is refused: make it contiguous on its own device first.
+        """
+        if isinstance(a, TaggedArray) and a.device_id != int(index) \
+                and not a.flags.c_contiguous:
+            raise DeviceMismatch(f"to_device: a strided view on device {a.device_id} "
+                                 f"copied to device {index}; make it contiguous first")
         out = numpy.array(_plain(a), copy=True).view(TaggedArray)
         out.device_id = int(index)
         return out

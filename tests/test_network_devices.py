@@ -136,3 +136,28 @@ def test_both_columns_on_one_device_also_work():
 def test_devices_must_match_columns():
     with pytest.raises(ValueError, match="device per column"):
         AlexNet("tiny", devices=(0,))
+
+
+def test_each_array_module_matches_numpy(xp):
+    """NumPy, and CuPy where a GPU is present (both columns on the default devices):
+    same seed, same weights; same loss, gradients and SGD step to float64 round-off."""
+    name = "numpy" if xp is numpy else "cupy"
+    rng = numpy.random.default_rng(0)
+    x = rng.standard_normal((3, 3, 45, 45))
+    labels = numpy.array([4, 0, 1])
+    net = AlexNet("tiny", "float64", backend=name, lrn_mode="all").init(seed=2, scheme="he")
+    ref = AlexNet("tiny", "float64", lrn_mode="all").init(seed=2, scheme="he")
+    for key, value in net.state_dict().items():
+        numpy.testing.assert_array_equal(value, ref.state_dict()[key])
+    loss, grads = net.loss_and_grad_columns(xp.asarray(x), labels,
+                                            rng=numpy.random.default_rng(1))
+    ref_loss, ref_grads = ref.loss_and_grad(x, labels, rng=numpy.random.default_rng(1))
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    for key, g in net.full_grads(grads).items():
+        assert backend.get_array_module(g) is xp
+        numpy.testing.assert_allclose(backend.asnumpy(g), ref_grads[key], rtol=1e-11,
+                                      atol=1e-12 * float(numpy.abs(ref_grads[key]).max()))
+    SGD(net).step(grads)
+    SGD(ref).step(ref_grads)
+    for key, value in net.state_dict().items():
+        numpy.testing.assert_allclose(value, ref.state_dict()[key], rtol=1e-12, atol=1e-15)
