@@ -161,7 +161,7 @@ class AlexNet:
         draws do not depend on the number of columns or the backend) or given in
         ``masks`` (``{"fc6": (N, 4096), "fc7": (N, 4096)}``, arrays of 0/1).
         """
-        logits, _ = self._forward(x, train, rng, masks)
+        logits, _ = self._forward(x, train, rng, masks, keep=False)
         return logits
 
     def predict_proba(self, x):
@@ -234,10 +234,11 @@ class AlexNet:
         return [self.placement.put(numpy.ascontiguousarray(full[:, c * w:(c + 1) * w]), c)
                 for c in range(self.columns)]                # (N, width / columns) each
 
-    def _forward(self, x, train, rng, masks):
+    def _forward(self, x, train, rng, masks, keep=True):
+        """(logits, caches); with ``keep=False`` no layer cache outlives its layer."""
         self._check_input(x)
-        P, p, cols = self.placement, self.params, range(self.columns)
-        caches = [dict() for _ in cols]
+        P, cols = self.placement, range(self.columns)
+        caches = [dict() if keep else _Discard() for _ in cols]
         n = x.shape[0]
         h = P.broadcast(x)                                   # (N, 3, S, S) per column
         for i in (1, 2):
@@ -407,6 +408,13 @@ class AlexNet:
             with self.placement.device(c):
                 out.append(dropout.backward(g, caches[c][f"{name}.dropout"]))
         return out
+
+
+class _Discard(dict):
+    """A cache store for forward-only passes: drops what it is given."""
+
+    def __setitem__(self, key, value):
+        pass
 
 
 def backend_namespace(name):
