@@ -13,7 +13,7 @@ __all__ = ["float_dtype", "require_ndim", "require_int", "require_grad", "output
 
 
 def require_ndim(layer, name, a, ndim, axes):
-    """``a.ndim == ndim``, else ``ValueError`` naming the expected axes (e.g. ``"(N, C, H, W)"``)."""
+    """``a.ndim == ndim``, else ``ValueError`` naming the expected axes, e.g. ``(N, C, H, W)``."""
     if a.ndim != ndim:
         raise ValueError(f"{layer}: {name} must be {ndim}-D {axes}, "
                          f"got shape {tuple(a.shape)} ({a.ndim}-D)")
