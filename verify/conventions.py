@@ -202,8 +202,21 @@ def network_dropout_rows(rng, dtype, tol):
                        "inverted dropout is the identity at test, wherever it sits"))
     rows.append(info(PART, "tiny torchvision placement, train", "logits vs ours inverted",
                      tv_train, net_inv.forward(x, train=True, masks=masks),
-                     "masks on fc6/fc7 inputs vs outputs"))
+                     "dropout on pool5 and fc6 outputs vs fc6 and fc7 outputs"))
     return rows
+
+
+def lrn_network_rows(rng, dtype):
+    """The demo network with the authors' per-column LRN against Caffe's all-channel LRN."""
+    from verify.network import make_pair
+    net_column, _, state = make_pair("demo", dtype, rng)
+    net_all, _, _ = make_pair("demo", dtype, rng, lrn_mode="all")
+    net_all.load_state_dict(state)
+    s = ARCHS["demo"].input_size
+    x = (50 * rng.standard_normal((2, 3, s, s))).astype(dtype)   # pixel-like scale
+    return [info(PART, "demo net lrn column vs all, |x|~50", "logits",
+                 net_column.forward(x), net_all.forward(x),
+                 "same weights; LRN outputs differ in channels 10-13 of 24, 30-33 of 64")]
 
 
 def relu_conv_features(twin, tx):
@@ -220,4 +233,5 @@ def run(dtype="float64", seed=0):
     tol = tolerance(dtype, "layer")
     rng = numpy.random.default_rng([seed, 400])
     return (lrn_rows(rng, dtype, tol) + size_rows(dtype) + pool_rows(rng, dtype, tol)
-            + dropout_rows(rng, dtype, tol) + network_dropout_rows(rng, dtype, tol))
+            + dropout_rows(rng, dtype, tol) + network_dropout_rows(rng, dtype, tol)
+            + lrn_network_rows(rng, dtype))
