@@ -43,7 +43,9 @@ class AlexNet:
     ``backend``: ``"numpy"``, ``"cupy"``, or an array namespace object (the test suite's
     device-tagging backend). ``devices``: one device index per column; by default CuPy
     uses devices 0 and 1 with two GPUs, else 0 for both (and NumPy the CPU).
-    Parameters are zero until ``init`` or ``load_state_dict``.
+    Parameters are zero until ``init`` or ``load_state_dict``. Input images are
+    ``spec.input_size`` square (227 for ``alexnet``: the paper's 224 gives no integer
+    55x55 conv1 output; see ``refnet.arch``).
     """
 
     def __init__(self, arch="alexnet", dtype="float32", backend="numpy", *, num_classes=None,
@@ -72,6 +74,8 @@ class AlexNet:
         self.sizes = self.spec.sizes(self.pool)
         self.lrn = bool(lrn)
         self.lrn_mode = lrn_mode
+        if int(lrn_size) != lrn_size or lrn_size < 1 or lrn_size % 2 == 0:
+            raise ValueError(f"lrn_size must be a positive odd integer, got {lrn_size!r}")
         self.lrn_params = dict(size=int(lrn_size), alpha=float(lrn_alpha),
                                beta=float(lrn_beta), k=float(lrn_k))
         self.dropout = float(dropout)
