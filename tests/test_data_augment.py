@@ -132,6 +132,10 @@ def test_ten_views_are_the_right_windows():
         if v >= 5:
             ref = ref[..., ::-1]
         numpy.testing.assert_allclose(views[v], ref, rtol=0, atol=1e-12)
+        # the whole-batch slice used on the GPU for shared windows
+        same = augment._same_window(images, y, x, v >= 5, mean, crop, None, None,
+                                    numpy.dtype("float64"), numpy)
+        numpy.testing.assert_array_equal(same, views[v])
     center = augment.center_view(images, mean, crop, dtype="float64")
     numpy.testing.assert_array_equal(center, views[4])
 

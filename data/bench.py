@@ -1,0 +1,135 @@
+"""Benchmark of the data pipeline: ``python -m data.bench [--json FILE]``.
+
+Measures, on generated data in a temporary folder:
+
+- build speed: images/s of ``data.build`` on ImageNet-sized JPEGs (500x375 and 375x500,
+  quality 90, smooth random content plus noise), with 1 worker process (= per core) and
+  with one per CPU; target >= 100 images/s per core;
+- loader speed: batches/s of ``data.loader.Loader`` at batch 128 for S = 256 (a store of
+  random images written directly), shuffled, with 0 and 2 threads;
+- augmentation: seconds per batch of ``train_views`` (128 images, 227 crops, NumPy,
+  float32) and of ``ten_views``, for comparison with a training step.
+
+Timings exclude process start-up of the build's pool only where said; they are wall-clock
+on whatever else the machine is doing, so run it on an idle machine.
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy
+from PIL import Image
+
+from data import augment
+from data.build import build
+from data.loader import Loader
+from data.progress import Progress
+from data.store import StoreWriter
+
+
+def write_jpegs(root, count, seed=0, progress=True):
+    """``count`` ImageNet-sized JPEGs in a two-class folder tree under ``root``."""
+    rng = numpy.random.default_rng(seed)
+    bar = Progress(total=count, desc="bench: writing JPEGs", unit="img", enabled=progress)
+    for i in range(count):
+        folder = os.path.join(root, "train", f"c{i % 2}")
+        os.makedirs(folder, exist_ok=True)
+        w, h = (500, 375) if i % 3 else (375, 500)
+        small = rng.integers(0, 256, (8, 8, 3), dtype=numpy.uint8)
+        img = numpy.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC))
+        img = numpy.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(numpy.uint8)
+        Image.fromarray(img).save(os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+        bar.update(1)
+    bar.close()
+
+
+def bench_build(tmp, count, workers, progress):
+    src = os.path.join(tmp, "src")
+    if not os.path.isdir(src):
+        write_jpegs(src, count, progress=progress)
+    out = os.path.join(tmp, f"out{workers}")
+    t = time.perf_counter()
+    build(src, out, size=256, workers=workers, progress=progress)
+    return count / (time.perf_counter() - t)
+
+
+def bench_loader(tmp, images, batch, workers, epochs, progress):
+    path = os.path.join(tmp, "loader", "train.h5")
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        rng = numpy.random.default_rng(0)
+        w = StoreWriter(os.path.dirname(path), "train.h5", capacity=images, size=256,
+                        split="train", class_names=["a", "b"], wnids=None, build_id="bench",
+                        settings={})
+        block = rng.integers(0, 256, (16, 256, 256, 3), dtype=numpy.uint8)
+        for i in range(images):
+            w.append(block[i % 16], i % 2, f"{i}.jpg")
+        w.set_stats(numpy.zeros((256, 256, 3)), numpy.ones(3), numpy.eye(3), numpy.ones(3))
+        w.finish()
+        w.commit()
+    loader = Loader(path, batch, workers=workers, seed=1)
+    n = 0
+    t = time.perf_counter()
+    for _ in range(epochs):
+        for _images, _labels in loader:
+            n += 1
+    return n / (time.perf_counter() - t)
+
+
+def bench_augment(repeats=5):
+    rng = numpy.random.default_rng(0)
+    images = rng.integers(0, 256, (128, 256, 256, 3), dtype=numpy.uint8)
+    mean = rng.uniform(0, 255, (256, 256, 3))
+    eigvec = numpy.linalg.qr(rng.standard_normal((3, 3)))[0]
+    eigval = numpy.array([14000.0, 400.0, 60.0])
+    augment.train_views(images, augment.draw(rng, 128, 256, 227), mean, eigval, eigvec, 227)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        augment.train_views(images, augment.draw(rng, 128, 256, 227), mean, eigval, eigvec,
+                            227)
+    train = (time.perf_counter() - t) / repeats
+    t = time.perf_counter()
+    augment.ten_views(images, mean, 227)
+    ten = time.perf_counter() - t
+    return train, ten
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m data.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=300, help="JPEGs for the build benchmark")
+    ap.add_argument("--store-images", type=int, default=1024, help="images in the loader store")
+    ap.add_argument("--epochs", type=int, default=3, help="loader epochs to time")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args(argv)
+    progress = not args.quiet
+    cpus = os.cpu_count() or 1
+    results = {"cpus": cpus}
+    with tempfile.TemporaryDirectory(prefix="refnet-data-bench-") as tmp:
+        results["build_images_per_s_1_worker"] = bench_build(tmp, args.images, 1, progress)
+        results["build_images_per_s_0_workers_in_process"] = \
+            bench_build(tmp, args.images, 0, progress)
+        results[f"build_images_per_s_{cpus}_workers"] = bench_build(tmp, args.images, cpus,
+                                                                    progress)
+        for workers in (0, 2):
+            results[f"loader_batches_per_s_b128_s256_{workers}_threads"] = bench_loader(
+                tmp, args.store_images, 128, workers, args.epochs, progress)
+    train, ten = bench_augment()
+    results["train_views_s_per_batch_128x227_numpy"] = train
+    results["ten_views_s_per_batch_128x227_numpy"] = ten
+    for k, v in results.items():
+        print(f"{k:55s} {v:10.3f}" if isinstance(v, float) else f"{k:55s} {v:10d}")
+    if args.json:
+        tmp_path = args.json + ".tmp"
+        with open(tmp_path, "w") as fh:
+            json.dump(results, fh, indent=1)
+        os.replace(tmp_path, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
