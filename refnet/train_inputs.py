@@ -50,7 +50,7 @@ def ensure_data(cfg, quiet=False):
         from data.demo import ensure_demo
     except ImportError as e:
         raise DataError(f"the demo data set is not available ({e}); pass --data") from None
-    return str(Path(ensure_demo()).resolve())
+    return str(Path(ensure_demo(progress=not quiet)).resolve())
 
 
 def _read_meta(path):
