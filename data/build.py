@@ -21,6 +21,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -164,11 +165,29 @@ def _check_out_dir(out_dir, n_files, size):
     except OSError as e:
         raise BuildError(f"OUT_DIR {out_dir!r} is not writable ({e.strerror}); "
                          "is it on a read-only or full disk?") from None
+    _remove_stale_temporaries(out_dir)
     need = n_files * size * size * 3
     free = shutil.disk_usage(out_dir).free
     if need > free:
         raise BuildError(f"OUT_DIR {out_dir!r} has {free / 1e9:.2f} GB free but the store "
                          f"needs up to {need / 1e9:.2f} GB ({n_files} images at {size}x{size})")
+
+
+def _remove_stale_temporaries(out_dir):
+    """Delete ``.<split>.h5.tmp-<pid>`` left by killed builds whose process is gone."""
+    for name in os.listdir(out_dir):
+        m = re.fullmatch(r"\.(train|val)\.h5\.tmp-(\d+)", name)
+        if m is None or int(m.group(2)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(2)), 0)            # still running: leave it alone
+        except ProcessLookupError:
+            try:
+                os.remove(os.path.join(out_dir, name))
+            except OSError:
+                pass
+        except OSError:
+            pass
 
 
 def _open_writer(out_dir, split, capacity, common):

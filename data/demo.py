@@ -38,6 +38,7 @@ import numpy
 from PIL import Image
 
 from data.build import build
+from data.progress import Progress
 
 DEMO_VERSION = 1
 DEMO_SIZE = 128
@@ -109,9 +110,11 @@ def render(cls, rng, width, height):
     return numpy.clip(numpy.rint(img), 0, 255).astype(numpy.uint8)
 
 
-def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0):
+def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0, progress=True):
     """Write the JPEG class-folder tree under ``root``; returns the number of files."""
     count = 0
+    bar = Progress(total=(train_per_class + val_per_class) * len(CLASSES),
+                   desc="demo: drawing images", unit="img", enabled=progress)
     for split, n in (("train", train_per_class), ("val", val_per_class)):
         for cls, name in enumerate(CLASSES):
             folder = os.path.join(root, split, name)
@@ -127,6 +130,8 @@ def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0):
                 Image.fromarray(img).save(os.path.join(folder, f"{name}_{i:04d}.jpg"),
                                           quality=quality)
                 count += 1
+                bar.update(1)
+    bar.close()
     return count
 
 
@@ -152,7 +157,8 @@ def ensure_demo(cache_dir=None, *, workers=None, progress=True, train_per_class=
     work = tempfile.mkdtemp(prefix=".build-", dir=root)
     try:
         src, out = os.path.join(work, "src"), os.path.join(work, "out")
-        write_demo_tree(src, train_per_class=train_per_class, val_per_class=val_per_class)
+        write_demo_tree(src, train_per_class=train_per_class, val_per_class=val_per_class,
+                        progress=progress)
         if workers is None:
             workers = min(2, os.cpu_count() or 1)
         build(src, out, size=DEMO_SIZE, workers=workers, progress=progress)

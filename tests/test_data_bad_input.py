@@ -142,3 +142,7 @@ def test_killed_build_leaves_no_complete_looking_out(tmp_path):
     names = os.listdir(out)
     assert "train.h5" not in names and "build_report.json" not in names
     assert (out / "val.h5").read_bytes() == b"an older val store that must survive"
+    # the next build clears the dead build's temporary file and succeeds
+    os.remove(src / "3_blocks.jpg")
+    build(str(tmp_path / "src"), str(out), size=S, workers=0, progress=False)
+    assert sorted(os.listdir(out)) == ["build_report.json", "train.h5", "val.h5"]
