@@ -127,6 +127,7 @@ class Trainer:
             "rng": {"augment": self.rng_augment.bit_generator.state,
                     "dropout": self.rng_dropout.bit_generator.state},
             "history": self.history,
+            "inputs": self.pipeline.record(),
         }
 
     def restore(self, tree):

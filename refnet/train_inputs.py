@@ -110,6 +110,13 @@ class InputPipeline:
         self._val = _Store(self.val_path)
         self.mean = self.xp.asarray(self.meta.mean_image)
 
+    def record(self):
+        """What ``refnet.predict`` needs to preprocess a new image like this data set."""
+        return {"store_size": self.size, "crop": self.crop, "dtype": self.dtype,
+                "mean_image": numpy.asarray(self.meta.mean_image),
+                "scale": None if self.scale is None else numpy.asarray(self.scale),
+                "class_names": list(self.class_names)}
+
     # -- training ------------------------------------------------------------------
     def train_batches(self):
         """The rest of the loader's current epoch: (images (B, S, S, 3) uint8, labels (B,))."""

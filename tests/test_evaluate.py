@@ -43,3 +43,85 @@ def test_bad_inputs():
         metrics.topk_errors(numpy.zeros((3, 4)), numpy.array([0, 1, 4]))
     with pytest.raises(ValueError, match="shape"):
         metrics.topk_errors(numpy.zeros((3, 4)), numpy.array([0, 1]))
+
+
+# --------------------------------------------------------------------------- the CLI
+
+import json as _json
+import subprocess
+import sys
+
+import h5py
+
+from refnet import checkpoint
+from refnet.evaluate import load_network
+from tests.train_data import make_tiny_set
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = make_tiny_set(root, per_class=(8, 3))
+    out = root / "run"
+    r = subprocess.run([sys.executable, "-m", "refnet.train", "--data", str(data), "--arch",
+                        "tiny", "--device", "cpu", "--epochs", "2", "--lr", "0.05",
+                        "--out", str(out), "--quiet"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    return data, checkpoint.list_checkpoints(out)[-1][1]
+
+
+def _direct_errors(ckpt, data, views):
+    """Top-1/top-5 error computed image by image with plain NumPy slicing."""
+    net, cfg, tree = load_network(ckpt, "cpu")
+    with h5py.File(data / "train.h5", "r") as f:
+        mean, std = f["mean_image"][()], f["pixel_std"][()]
+    with h5py.File(data / "val.h5", "r") as f:
+        images, labels = f["images"][()], f["labels"][()]
+    s, c = images.shape[1], net.spec.input_size
+    e, m = s - c, (s - c) // 2
+    corners = [(m, m)] if views == "center" else [(0, 0), (0, e), (e, 0), (e, e), (m, m)]
+    flips = [False] if views == "center" else [False, True]
+    wrong1 = wrong5 = 0
+    for img, label in zip(images, labels):
+        probs = []
+        for flip in flips:
+            for oy, ox in corners:
+                x = img[oy:oy + c, ox:ox + c].astype(numpy.float64) - mean[oy:oy + c, ox:ox + c]
+                x = x / std
+                if flip:
+                    x = x[:, ::-1]
+                x = x.transpose(2, 0, 1)[None].astype(numpy.float32)   # (1, 3, c, c)
+                probs.append(numpy.asarray(net.predict_proba(x))[0])
+        p = numpy.mean(probs, axis=0)
+        order = list(numpy.argsort(-p))
+        wrong1 += label not in order[:1]
+        wrong5 += label not in order[:5]
+    return wrong1 / len(labels), wrong5 / len(labels)
+
+
+@pytest.mark.slow
+def test_evaluate_cli_equals_direct_computation(trained):
+    data, ckpt = trained
+    r = subprocess.run([sys.executable, "-m", "refnet.evaluate", "--checkpoint", str(ckpt),
+                        "--data", str(data), "--device", "cpu", "--json", "--batch", "4"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = _json.loads(r.stdout)
+    for views in ("center", "ten"):
+        top1, top5 = _direct_errors(ckpt, data, views)
+        assert got[views]["top1"] == pytest.approx(top1, abs=1e-12)
+        assert got[views]["top5"] == pytest.approx(top5, abs=1e-12)
+        assert got[views]["n"] == 15
+
+
+def test_evaluate_cli_errors(trained, tmp_path):
+    data, ckpt = trained
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"nope")
+    for args in (["--checkpoint", str(bad), "--data", str(data)],
+                 ["--checkpoint", str(ckpt), "--data", str(tmp_path)]):
+        r = subprocess.run([sys.executable, "-m", "refnet.evaluate", *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -1,0 +1,92 @@
+"""``python -m refnet.predict``: the top-5 classes of image files, from a checkpoint.
+
+    python -m refnet.predict --checkpoint RUN_DIR/ckpt-00001234.h5 photo.jpg other.png
+
+Each image goes through the dataset's own preprocessing (``data.decode.decode_image``:
+decode, EXIF orientation, RGB, shorter side to the stored size S, centre crop S x S),
+then the training set's mean image is subtracted (and the pixel-std scaling applied when
+the run used it) on the 10 crops of the paper's test, whose softmax outputs are averaged
+(``--views center`` for the single centre crop). The mean image, pixel std and class
+names are stored in the checkpoint, so the data set is not needed.
+"""
+
+import argparse
+import json
+import sys
+
+import numpy
+
+from data import augment
+from data.decode import BadImage, decode_image
+from refnet import checkpoint
+from refnet.evaluate import load_network, predict_views
+
+
+def preprocess(path, inputs, views="ten"):
+    """The network's input for one image file: (1, 3, Cr, Cr) or (10, 1, 3, Cr, Cr)."""
+    size = int(inputs["store_size"])
+    img = decode_image(path, size)[None]                     # (1, S, S, 3) uint8
+    mean = numpy.asarray(inputs["mean_image"])
+    scale = inputs.get("scale")
+    scale = None if scale is None else numpy.asarray(scale)
+    fn = augment.ten_views if views == "ten" else augment.center_view
+    return fn(img, mean, int(inputs["crop"]), scale=scale, dtype=inputs["dtype"])
+
+
+def predict(net, tree, paths, views="ten", top=5):
+    """``[(path, [(class name, probability), ...])]`` for each image file."""
+    inputs = tree["inputs"]
+    names = list(inputs["class_names"])
+    out = []
+    for path in paths:
+        probs = predict_views(net, preprocess(path, inputs, views))[0]    # (K,)
+        order = numpy.argsort(-probs, kind="stable")[:top]
+        out.append((path, [(names[k], float(probs[k])) for k in order]))
+    return out
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m refnet.predict",
+        description="Top-5 class names and probabilities for image files, with the "
+                    "dataset's preprocessing and the paper's 10-crop averaging.")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a ckpt-*.h5 file")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
+    p.add_argument("--views", choices=("center", "ten"), default="ten")
+    p.add_argument("--top", type=int, default=5, help="classes shown per image")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    return p
+
+
+def main(argv=None):
+    from refnet.config import UsageError
+    args = build_parser().parse_args(argv)
+    status = 0
+    try:
+        if args.top < 1:
+            raise UsageError(f"--top must be positive, got {args.top}")
+        net, _cfg, tree = load_network(args.checkpoint, args.device)
+        if "inputs" not in tree:
+            raise UsageError(f"{args.checkpoint} holds no preprocessing record")
+    except (checkpoint.CheckpointError, UsageError) as e:
+        print(f"refnet.predict: error: {e}", file=sys.stderr)
+        return 2
+    for path in args.images:
+        try:
+            [(_, top)] = predict(net, tree, [path], views=args.views, top=args.top)
+        except (BadImage, OSError) as e:
+            print(f"refnet.predict: error: {path}: {e}", file=sys.stderr)
+            status = 1
+            continue
+        if args.json:
+            print(json.dumps({"image": path, "top": [[n, p] for n, p in top]}))
+        else:
+            print(path)
+            for name, prob in top:
+                print(f"  {prob:7.2%}  {name}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""``python -m refnet.predict`` on a JPEG: the dataset's preprocessing, 10-crop top-5."""
+import json
+import subprocess
+import sys
+
+import numpy
+import pytest
+from PIL import Image
+
+from data.decode import decode_image
+from refnet import checkpoint
+from refnet.evaluate import load_network
+from tests.train_data import CLASSES, make_tiny_set
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pred")
+    data = make_tiny_set(root, per_class=(8, 3))
+    out = root / "run"
+    r = subprocess.run([sys.executable, "-m", "refnet.train", "--data", str(data), "--arch",
+                        "tiny", "--device", "cpu", "--epochs", "1", "--out", str(out),
+                        "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return root, data, checkpoint.list_checkpoints(out)[-1][1]
+
+
+def _jpeg(path, seed):
+    rng = numpy.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=numpy.uint8)).save(path, "JPEG")
+    return path
+
+
+def _direct_top5(ckpt, path):
+    net, cfg, tree = load_network(ckpt, "cpu")
+    inputs = tree["inputs"]
+    img = decode_image(path, int(inputs["store_size"])).astype(numpy.float64)
+    img -= inputs["mean_image"]
+    img *= inputs["scale"]
+    s, c = img.shape[0], int(inputs["crop"])
+    e, m = s - c, (s - c) // 2
+    probs = []
+    for flip in (False, True):
+        for oy, ox in [(0, 0), (0, e), (e, 0), (e, e), (m, m)]:
+            x = img[oy:oy + c, ox:ox + c]
+            x = x[:, ::-1] if flip else x
+            x = x.transpose(2, 0, 1)[None].astype(numpy.float32)
+            probs.append(numpy.asarray(net.predict_proba(x))[0])
+    p = numpy.mean(probs, axis=0)
+    order = numpy.argsort(-p)[:5]
+    return [(inputs["class_names"][k], float(p[k])) for k in order]
+
+
+@pytest.mark.slow
+def test_predict_jpeg_top5(trained, tmp_path):
+    root, data, ckpt = trained
+    images = [_jpeg(tmp_path / "a.jpg", 1), root / "src" / "val" / "disk" / "1.jpg"]
+    r = subprocess.run([sys.executable, "-m", "refnet.predict", "--checkpoint", str(ckpt),
+                        "--device", "cpu", "--json", *map(str, images)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["image"] for row in rows] == list(map(str, images))
+    for row, path in zip(rows, images):
+        expect = _direct_top5(ckpt, path)
+        assert [n for n, _ in row["top"]] == [n for n, _ in expect]
+        numpy.testing.assert_allclose([p for _, p in row["top"]], [p for _, p in expect],
+                                      rtol=1e-5)
+        assert set(n for n, _ in row["top"]) == set(CLASSES)    # 5 classes -> all shown
+    r = subprocess.run([sys.executable, "-m", "refnet.predict", "--checkpoint", str(ckpt),
+                        "--device", "cpu", str(images[0])], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "%" in r.stdout
+
+
+def test_predict_bad_image_and_checkpoint(trained, tmp_path):
+    root, data, ckpt = trained
+    bad = tmp_path / "x.jpg"
+    bad.write_bytes(b"not an image")
+    r = subprocess.run([sys.executable, "-m", "refnet.predict", "--checkpoint", str(ckpt),
+                        "--device", "cpu", str(bad)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "x.jpg" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "refnet.predict", "--checkpoint", str(bad),
+                        str(bad)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
