@@ -69,7 +69,7 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1):
     return y, ConvCache(cols, w, (N, C, H, W), (N, K, OH, OW), stride, pad)
 
 
-def backward(dy, cache):
+def backward(dy, cache, *, need_dx=True):
     """Gradients of ``forward`` for an upstream gradient ``dy`` (N, K, OH, OW).
 
         db[k]          = sum_{n, oh, ow} dy[n, k, oh, ow]
@@ -78,7 +78,9 @@ def backward(dy, cache):
         dx             = col2im(dcols)            (the adjoint of im2col)
 
     where dy_g (Kg, P) is dy for the kernels of group g with the batch folded into P.
-    Returns ``(dx, dw, db)`` with the shapes and dtype of ``(x, w, b)``.
+    Returns ``(dx, dw, db)`` with the shapes and dtype of ``(x, w, b)``. With
+    ``need_dx=False`` (a first layer, whose input is the image) ``dx`` is ``None`` and its
+    GEMM and col2im are skipped.
     """
     require_grad("conv", dy, cache.y_shape, cache.cols.dtype)
     xp = get_array_module(dy)
@@ -91,7 +93,10 @@ def backward(dy, cache):
     # dy_g @ cols^T (the transposed operand with the long P axis falls off the fast path).
     dwt = xp.matmul(cols, dyg.transpose(0, 2, 1))                # (G, Cg*kh*kw, Kg)
     dw = dwt.transpose(0, 2, 1)                                  # (G, Kg, Cg*kh*kw) view
+    dw = dw.reshape(w.shape)                                     # (K, Cg, kh, kw), a copy
+    if not need_dx:
+        return None, dw, db
     wg = w.reshape(G, K // G, Cg * kh * kw)                      # (G, Kg, Cg*kh*kw)
     dcols = xp.matmul(wg.transpose(0, 2, 1), dyg)                # (G, Cg*kh*kw, P)
     dx = col2im(dcols, cache.x_shape, kh, kw, stride=cache.stride, pad=cache.pad)
-    return dx, dw.reshape(w.shape), db                          # dw (K, Cg, kh, kw), a copy
+    return dx, dw, db

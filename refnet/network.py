@@ -313,8 +313,9 @@ class AlexNet:
         for c, g in enumerate(d):
             with self.placement.device(c):
                 g = relu.backward(g, caches[c][f"{name}.relu"])
+                # conv1's input is the image: no gradient needed there.
                 dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
-                    conv.backward(g, caches[c][name])
+                    conv.backward(g, caches[c][name], need_dx=name != "conv1")
                 out.append(dx)
         return out
 

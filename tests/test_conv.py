@@ -171,3 +171,15 @@ def test_non_contiguous_input_gives_the_same_result(xp):
         y2, _ = conv.forward(xp.asarray(numpy.ascontiguousarray(view)), xp.asarray(w),
                              xp.asarray(b), pad=pad)
         numpy.testing.assert_array_equal(backend.asnumpy(y1), backend.asnumpy(y2))
+
+
+def test_backward_without_dx_gives_the_same_dw_and_db(xp, dtype):
+    cfg = dict(N=2, C=3, K=4, H=13, W=11, kh=5, kw=3, stride=2, pad=1, groups=1, seed=8)
+    x, w, b, rng = draw_arrays(cfg, dtype)
+    y, cache = conv.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), **hyper(cfg))
+    dy = xp.asarray(rng.standard_normal(y.shape).astype(dtype))
+    dx, dw, db = conv.backward(dy, cache)
+    none, dw2, db2 = conv.backward(dy, cache, need_dx=False)
+    assert dx is not None and none is None
+    numpy.testing.assert_array_equal(backend.asnumpy(dw2), backend.asnumpy(dw))
+    numpy.testing.assert_array_equal(backend.asnumpy(db2), backend.asnumpy(db))
