@@ -54,7 +54,7 @@ COMMON_DEFAULTS = {
 TRAIN_DEFAULTS = {
     "alexnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
                 "epochs": 90, "patience": 1, "checkpoint_every": 1000},
-    "demo": {"init": "he", "input_scale": "pixel_std", "batch": 64, "lr": 0.01,
+    "demo": {"init": "he", "input_scale": "pixel_std", "batch": 64, "lr": 0.02,
              "epochs": 24, "lr_schedule": "step", "milestones": (18,)},
     "tiny": {"init": "he", "input_scale": "pixel_std", "batch": 8, "lr": 0.01,
              "epochs": 2},
