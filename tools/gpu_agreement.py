@@ -1,0 +1,103 @@
+"""CuPy against NumPy: every layer and the whole two-column network, same inputs.
+
+    python tools/gpu_agreement.py [--arch demo] [--batch 8] [--backend cupy]
+
+For each layer of the grouped single-device form (shapes from ``refnet.bench``'s layer
+table) and for the whole network (loss, logits and all 16 gradients, train mode with the
+same host-drawn dropout masks), runs refnet on NumPy and on ``--backend`` and prints the
+largest relative difference, max|a - b| / max|b|, against a tolerance: float64 1e-12
+(round-off of a different summation order), float32 1e-4 (cuBLAS/TF32-free float32
+GEMMs sum in another order; the depth of the network's reductions, ~10^4 terms, times a
+float32 ulp of 6e-8, stays well under it). The network's two columns run in two device
+contexts (devices 0 and 1 with two GPUs, both 0 with one: the same code path).
+
+``--backend numpy`` compares NumPy with itself: the CPU-safe dry run of this script.
+Exit status 1 if anything exceeds its tolerance.
+"""
+
+import argparse
+import sys
+
+import numpy
+
+from layers import backend
+from refnet.bench import layer_cases, refnet_layer
+from refnet.network import AlexNet
+
+TOLERANCE = {"float64": 1e-12, "float32": 1e-4}
+
+
+def rel(a, b):
+    a, b = backend.asnumpy(a).astype(numpy.float64), backend.asnumpy(b).astype(numpy.float64)
+    scale = numpy.abs(b).max()
+    return float(numpy.abs(a - b).max() / scale) if scale else float(numpy.abs(a).max())
+
+
+def flatten(out):
+    """Arrays of a layer's forward or backward result (caches dropped)."""
+    if isinstance(out, (list, tuple)):
+        arrays = []
+        for item in out:
+            arrays += flatten(item)
+        return arrays
+    return [out] if hasattr(out, "shape") else []
+
+
+def layer_rows(xp, arch, batch, dtype):
+    net = AlexNet(arch, dtype)
+    rows = []
+    rng = numpy.random.default_rng(0)
+    for name, kind, shape, p in layer_cases(net, batch):
+        x = rng.standard_normal(shape).astype(dtype)
+        results = []
+        for mod in (numpy, xp):
+            fwd, bwd = refnet_layer(mod, kind, mod.asarray(x), p, numpy.random.default_rng(1))
+            out = fwd()
+            results.append((flatten(out[0] if kind not in ("lrn",) else [y for y, _ in out]),
+                            flatten(bwd(out))))
+        (y0, g0), (y1, g1) = results
+        rows.append((name, "forward", max(rel(a, b) for a, b in zip(y1, y0))))
+        rows.append((name, "backward", max(rel(a, b) for a, b in zip(g1, g0))))
+    return rows
+
+
+def network_rows(backend_name, arch, batch, dtype):
+    ref = AlexNet(arch, dtype).init(seed=3, scheme="he")
+    net = AlexNet(arch, dtype, backend_name).init(seed=3, scheme="he")
+    rng = numpy.random.default_rng(5)
+    s = ref.spec.input_size
+    x = rng.standard_normal((batch, 3, s, s)).astype(dtype)
+    labels = rng.integers(0, ref.num_classes, batch)
+    loss0, g0 = ref.loss_and_grad(x, labels, train=True, rng=numpy.random.default_rng(7))
+    loss1, g1 = net.loss_and_grad(net.xp.asarray(x), labels, train=True,
+                                  rng=numpy.random.default_rng(7))
+    rows = [("network", "loss", abs(float(loss1) - float(loss0)) / abs(float(loss0))),
+            ("network", "logits", rel(net.forward(net.xp.asarray(x)), ref.forward(x)))]
+    rows += [("network", f"d{name}", rel(g1[name], g0[name])) for name in g0]
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="demo")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--backend", default="cupy", choices=("cupy", "numpy"))
+    args = p.parse_args(argv)
+    xp = backend.backend_module(args.backend)
+    failed = 0
+    for dtype in ("float64", "float32"):
+        tol = TOLERANCE[dtype]
+        rows = layer_rows(xp, args.arch, args.batch, dtype)
+        rows += network_rows(args.backend, args.arch, args.batch, dtype)
+        for layer, quantity, err in rows:
+            ok = err <= tol
+            failed += not ok
+            print(f"{dtype:8s} {layer:8s} {quantity:14s} {err:10.2e} {tol:8.0e} "
+                  f"{'PASS' if ok else 'FAIL'}")
+    print(f"{args.backend} vs numpy ({args.arch}, batch {args.batch}): "
+          f"{'all PASS' if not failed else f'{failed} FAIL'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
