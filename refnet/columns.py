@@ -29,7 +29,20 @@ a strided view contiguous on its own device) and every computation runs under
 ``layers.backend.device`` of the column that owns its result. With NumPy both columns are
 on the CPU and the transfers are free; with CuPy they are devices 0 and 1 when two GPUs
 are present, else both on device 0 (where ``to_device`` is a no-op).
+
+Running the columns: ``Placement.each`` runs one step of every column, each under its
+device. On GPUs the columns' kernels are queued one column after the other and run
+asynchronously. On the CPU with NumPy and at least two cores, the two columns run
+concurrently in two threads, one core each (the paper's one-GPU-per-column mapped onto
+cores): NumPy releases the GIL in its copies, ufuncs and GEMMs, and during these
+sections the BLAS runs one thread per call so the columns do not oversubscribe the cores.
+Each column's arithmetic is the same whichever thread runs it, so results do not depend
+on the threading. This needs ``threadpoolctl`` (to set the BLAS threads); without it
+the columns run one after the other.
 """
+
+import concurrent.futures
+import os
 
 import numpy
 
@@ -51,7 +64,7 @@ class Placement:
     equal row blocks, block c on column c; fc8 lives whole on column 0.
     """
 
-    def __init__(self, xp, columns, devices, shapes):
+    def __init__(self, xp, columns, devices, shapes, *, parallel=None):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns!r}")
         devices = tuple(int(d) for d in devices)
@@ -61,6 +74,11 @@ class Placement:
         self.columns = columns
         self.devices = devices
         self.shapes = dict(shapes)
+        if parallel is None:
+            parallel = xp is numpy and columns > 1 and (os.cpu_count() or 1) > 1
+        self.blas = _blas_controller() if parallel else None
+        self.parallel = self.blas is not None
+        self._pool = None
         self.rows = {}    # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
             if name.startswith("fc8.") or columns == 1:
@@ -73,6 +91,28 @@ class Placement:
     def device(self, c):
         """Context under which column ``c``'s arrays are made and its layers run."""
         return backend.device(self.xp, self.devices[c])
+
+    def each(self, fn, *per_column):
+        """``[fn(c, *args_c) ...]`` for every column c that has arguments, each run under
+        column c's device: ``per_column`` are lists aligned with the columns (a list of
+        one runs column 0 alone, as fc8 does). Concurrent on the CPU (module doc)."""
+        args = list(zip(*per_column)) if per_column else [()] * self.columns
+
+        def run(c):
+            with self.device(c):
+                return fn(c, *args[c])
+        if not self.parallel or len(args) < 2:
+            return [run(c) for c in range(len(args))]
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=len(args) - 1, thread_name_prefix="refnet-column")
+        with self.blas.limit(limits=1, user_api="blas"):
+            others = [self._pool.submit(run, c) for c in range(1, len(args))]
+            try:
+                first = run(0)                   # column 0 in the calling thread
+            finally:
+                concurrent.futures.wait(others)  # never leave a column running
+            return [first] + [f.result() for f in others]
 
     def put(self, a, c):
         """``a`` (host or any device) on column ``c``'s device; no copy when already there."""
@@ -217,3 +257,12 @@ class Placement:
         pieces = [self.move(shards[c], c, 0) for c, _, _ in owners]
         with self.device(0):
             return self.xp.concatenate(pieces, axis=0)   # (R, ...)
+
+
+def _blas_controller():
+    """A threadpoolctl controller of the loaded BLAS, or ``None`` without threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()

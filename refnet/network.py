@@ -295,45 +295,37 @@ class AlexNet:
             d = self._conv_relu_backward(d, f"conv{i}", caches, grads)
         return grads
 
-    # Each helper runs one layer in every column (or column 0 only, for fc8), under
-    # that column's device, keeping the caches per column.
+    # Each helper runs one layer in every column (or column 0 only, for fc8) through
+    # ``Placement.each``: under that column's device, keeping the caches per column.
     def _conv_relu(self, h, name, caches):
         spec = self.spec.convs[int(name[-1]) - 1]
-        out = []
-        for c, a in enumerate(h):
-            with self.placement.device(c):
-                w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
-                y, caches[c][name] = conv.forward(a, w, b, stride=spec.stride, pad=spec.pad)
-                y, caches[c][f"{name}.relu"] = relu.forward(y)
-                out.append(y)
-        return out
+
+        def column(c, a):
+            w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
+            y, caches[c][name] = conv.forward(a, w, b, stride=spec.stride, pad=spec.pad)
+            y, caches[c][f"{name}.relu"] = relu.forward(y)
+            return y
+        return self.placement.each(column, h)
 
     def _conv_relu_backward(self, d, name, caches, grads):
-        out = []
-        for c, g in enumerate(d):
-            with self.placement.device(c):
-                g = relu.backward(g, caches[c][f"{name}.relu"])
-                # conv1's input is the image: no gradient needed there.
-                dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
-                    conv.backward(g, caches[c][name], need_dx=name != "conv1")
-                out.append(dx)
-        return out
+        def column(c, g):
+            g = relu.backward(g, caches[c][f"{name}.relu"])
+            # conv1's input is the image: no gradient needed there.
+            dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
+                conv.backward(g, caches[c][name], need_dx=name != "conv1")
+            return dx
+        return self.placement.each(column, d)
 
     def _pool_forward(self, h, name, caches):
         z, s = self.pool
-        out = []
-        for c, a in enumerate(h):
-            with self.placement.device(c):
-                y, caches[c][name] = pool.forward(a, size=z, stride=s)
-                out.append(y)
-        return out
+
+        def column(c, a):
+            y, caches[c][name] = pool.forward(a, size=z, stride=s)
+            return y
+        return self.placement.each(column, h)
 
     def _pool_backward(self, d, name, caches):
-        out = []
-        for c, g in enumerate(d):
-            with self.placement.device(c):
-                out.append(pool.backward(g, caches[c][name]))
-        return out
+        return self.placement.each(lambda c, g: pool.backward(g, caches[c][name]), d)
 
     def _lrn_halo(self, name):
         if self.lrn_mode == "column" or self.columns == 1:
@@ -344,75 +336,58 @@ class AlexNet:
     def _lrn_forward(self, h, name, caches):
         n = self._lrn_halo(name)
         h = self.placement.halo_extend(h, n)                 # (N, C + n, S, S) with a halo
-        out = []
-        for c, a in enumerate(h):
-            with self.placement.device(c):
-                y, caches[c][name] = lrn.forward(a, **self.lrn_params)
-                out.append(y)
-        return self.placement.halo_own(out, n)               # (N, C, S, S) views
+
+        def column(c, a):
+            y, caches[c][name] = lrn.forward(a, **self.lrn_params)
+            return y
+        return self.placement.halo_own(self.placement.each(column, h), n)  # (N, C, S, S)
 
     def _lrn_backward(self, d, name, caches):
         n = self._lrn_halo(name)
         d = self.placement.halo_pad(d, n)
-        out = []
-        for c, g in enumerate(d):
-            with self.placement.device(c):
-                out.append(lrn.backward(g, caches[c][name]))
+        out = self.placement.each(lambda c, g: lrn.backward(g, caches[c][name]), d)
         return self.placement.halo_backward(out, n)
 
     def _fc_forward(self, h, name, caches):
-        out = []
-        for c, a in enumerate(h):
-            with self.placement.device(c):
-                w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
-                y, caches[c][name] = linear.forward(a, w, b)
-                out.append(y)
-        return out
+        def column(c, a):
+            w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
+            y, caches[c][name] = linear.forward(a, w, b)
+            return y
+        return self.placement.each(column, h)
 
     def _fc_backward(self, d, name, caches, grads):
-        out = []
-        for c, g in enumerate(d):
-            with self.placement.device(c):
-                dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
-                    linear.backward(g, caches[c][name])
-                out.append(dx)
-        return out
+        def column(c, g):
+            dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
+                linear.backward(g, caches[c][name])
+            return dx
+        return self.placement.each(column, d)
 
     def _relu_forward(self, h, name, caches):
-        out = []
-        for c, a in enumerate(h):
-            with self.placement.device(c):
-                y, caches[c][f"{name}.relu"] = relu.forward(a)
-                out.append(y)
-        return out
+        def column(c, a):
+            y, caches[c][f"{name}.relu"] = relu.forward(a)
+            return y
+        return self.placement.each(column, h)
 
     def _relu_backward(self, d, name, caches):
-        out = []
-        for c, g in enumerate(d):
-            with self.placement.device(c):
-                out.append(relu.backward(g, caches[c][f"{name}.relu"]))
-        return out
+        return self.placement.each(
+            lambda c, g: relu.backward(g, caches[c][f"{name}.relu"]), d)
 
     def _dropout_forward(self, h, name, caches, train, mask):
         if self.dropout == 0:
             return h
-        out = []
-        for c, a in enumerate(h):
-            with self.placement.device(c):
-                m = None if mask is None else mask[c]
-                y, caches[c][f"{name}.dropout"] = dropout.forward(
-                    a, p=self.dropout, train=train, mask=m, mode=self.dropout_mode)
-                out.append(y)
-        return out
+
+        def column(c, a):
+            m = None if mask is None else mask[c]
+            y, caches[c][f"{name}.dropout"] = dropout.forward(
+                a, p=self.dropout, train=train, mask=m, mode=self.dropout_mode)
+            return y
+        return self.placement.each(column, h)
 
     def _dropout_backward(self, d, name, caches):
         if self.dropout == 0:
             return d
-        out = []
-        for c, g in enumerate(d):
-            with self.placement.device(c):
-                out.append(dropout.backward(g, caches[c][f"{name}.dropout"]))
-        return out
+        return self.placement.each(
+            lambda c, g: dropout.backward(g, caches[c][f"{name}.dropout"]), d)
 
 
 class _Discard(dict):
