@@ -122,6 +122,16 @@ def to_device(a, xp, index):
     return xp.to_device(a, index)  # a test backend provides its own
 
 
+# Blocked loops (col2im) keep their working set in a core's L2 cache on the CPU; on a
+# GPU one kernel over everything is best, so there is no block limit.
+CPU_BLOCK_BYTES = 1 << 20
+
+
+def block_bytes(xp):
+    """Working-set size for cache-blocked loops: ``CPU_BLOCK_BYTES`` for NumPy, else ``None``."""
+    return CPU_BLOCK_BYTES if xp is numpy else None
+
+
 def float_dtype(name, *arrays):
     """The common floating dtype of ``arrays``; ``TypeError`` naming ``name`` otherwise.
 

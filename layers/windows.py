@@ -14,9 +14,12 @@ grouped convolution is ONE batched matmul over G with large GEMMs inside.
 
 im2col builds a strided view of the padded input and copies it once. col2im adds the
 kh*kw strided slices back (a loop over kernel positions, never over samples), so
-``<im2col(x), c> == <x, col2im(c)>`` exactly in exact arithmetic.
+``<im2col(x), c> == <x, col2im(c)>`` exactly in exact arithmetic. On the CPU col2im runs
+over blocks of channels whose padded maps fit in a core's L2 cache (``block_bytes``), so
+the kh*kw additions hit the cache instead of memory; the order of additions into each
+element, and so the result, is the same for any block size.
 """
-from layers.backend import get_array_module
+from layers.backend import block_bytes, get_array_module
 
 
 def strided_slice(offset, count, stride):
@@ -66,9 +69,14 @@ def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0):
     OW = (W + 2 * pad - kw) // stride + 1
     c6 = cols.reshape(C, kh, kw, N, OH, OW)              # (C, kh, kw, N, OH, OW)
     xpad = xp.zeros((C, N, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)  # channel-major
-    for i in range(kh):
-        rows = strided_slice(i, OH, stride)
-        for j in range(kw):
-            xpad[:, :, rows, strided_slice(j, OW, stride)] += c6[:, i, j]  # (C, N, OH, OW)
+    budget = block_bytes(xp)
+    block = C if budget is None else max(1, budget // (xpad[0].size * xpad.itemsize))
+    rows = [strided_slice(i, OH, stride) for i in range(kh)]
+    cols_ = [strided_slice(j, OW, stride) for j in range(kw)]
+    for c0 in range(0, C, block):
+        xb, cb = xpad[c0:c0 + block], c6[c0:c0 + block]  # (B, N, Hp, Wp), (B, kh, kw, N, OH, OW)
+        for i in range(kh):
+            for j in range(kw):
+                xb[:, :, rows[i], cols_[j]] += cb[:, i, j]  # (B, N, OH, OW)
     x = xpad[:, :, pad:pad + H, pad:pad + W]              # (C, N, H, W)
     return xp.ascontiguousarray(x.transpose(1, 0, 2, 3))  # (N, C, H, W)
