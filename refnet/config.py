@@ -9,11 +9,13 @@ table below is the single place where the demo and the paper's recipe differ:
 - ``demo``: the paper's recipe (crops, flips, PCA lighting, dropout 0.5, momentum 0.9,
   weight decay 5e-4) but He init and inputs divided by the per-channel pixel std:
   PAPER.md ("At demo scale") measured that the paper's init stays at chance at this size.
-  Batch 32, lr 0.02, 12 epochs with lr / 10 after epoch 9: tuned so the default run ends
+  Batch 32, lr 0.02, 10 epochs with lr / 10 after epoch 8: tuned so the default run ends
   above 80% 10-crop val top-1 within 3 minutes on 2 cores, demo build included (measured
-  93-97% over seeds 0-2 in about 100 s; the README's "Training" section). Batch 32
-  rather than 64: about the same images/s and twice the steps per epoch. At 10 epochs,
-  lr 0.01 and 0.02 ended above 90%, lr 0.03 at 82% (one seed each).
+  91-95% over seeds 0-2, ~85 s wall on a quiet machine, ~145 s with a second job keeping
+  both cores busy; the README's "Training" section). Batch 32 rather than 64: about the
+  same images/s and twice the steps per epoch. At 10 epochs lr 0.01 and 0.02 ended above
+  90%, lr 0.03 at 82% (one seed each); 12 epochs gained ~2 points (93-97%) but ran past
+  3 minutes with both cores busy elsewhere.
 - ``tiny``: for tests: a few steps on very small images.
 
 A resumed run takes its configuration from the checkpoint; only the flags in
@@ -58,7 +60,7 @@ TRAIN_DEFAULTS = {
     "alexnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
                 "epochs": 90, "patience": 1, "checkpoint_every": 1000},
     "demo": {"init": "he", "input_scale": "pixel_std", "batch": 32, "lr": 0.02,
-             "epochs": 12, "lr_schedule": "step", "milestones": (9,)},
+             "epochs": 10, "lr_schedule": "step", "milestones": (8,)},
     "tiny": {"init": "he", "input_scale": "pixel_std", "batch": 8, "lr": 0.01,
              "epochs": 2},
 }
