@@ -48,7 +48,8 @@ def forward(x, *, size=3, stride=2):
             v = x[:, :, rows, strided_slice(j, OW, stride)]   # (N, C, OH, OW) view
             better = v > y                                  # strict: earlier maxima win ties
             xp.maximum(y, v, out=y)
-            xp.copyto(argmax, index_dtype(i * size + j), where=better)
+            # positions only grow, so "argmax = p where better" is a maximum with p * better
+            xp.maximum(argmax, better * index_dtype(i * size + j), out=argmax)
     return y, PoolCache(argmax, (N, C, H, W), size, stride, dtype)
 
 
@@ -64,10 +65,9 @@ def backward(dy, cache):
     z, s = cache.size, cache.stride
     _, _, OH, OW = dy.shape
     dx = xp.zeros(cache.x_shape, dtype=dy.dtype)
-    zero = dy.dtype.type(0)
     for i in range(z):
         rows = strided_slice(i, OH, s)
         for j in range(z):
             won = cache.argmax == (i * z + j)               # (N, C, OH, OW) bool
-            dx[:, :, rows, strided_slice(j, OW, s)] += xp.where(won, dy, zero)
+            dx[:, :, rows, strided_slice(j, OW, s)] += dy * won
     return dx

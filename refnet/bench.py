@@ -362,20 +362,49 @@ def peak_memory(args, side):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def peak_rss():
+    """This process's peak resident set in bytes (VmHWM from /proc; ``None`` elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss():
+    """Return freed heap memory to the kernel and restart the peak count from the current
+    resident set (Linux: ``malloc_trim`` and /proc/self/clear_refs); False if impossible."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def memory_probe(args):
-    import resource
+    """Build one side, drop what only set-up needed, then report the peak resident set
+    over two training steps (the model, its libraries and the step's working memory)."""
     ours = RefnetSide(args.arch, args.batch, args.dtype, backend_name(args.device))
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     side = ours
     if args.memory_probe == "torch":
         torch = load_torch()
         torch.set_num_threads(blas_threads())
         side = TorchSide(torch, ours, torch_device(args.device))
         del ours
+    reset = reset_peak_rss()
+    before = peak_rss()
     for _ in range(2):
         side.step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_rss_bytes": peak * 1024, "before_step_rss_bytes": base * 1024}))
+    print(json.dumps({"peak_rss_bytes": peak_rss(), "rss_before_steps_bytes": before,
+                      "peak_reset": reset}))
 
 
 # -- the command ------------------------------------------------------------------------

@@ -32,13 +32,17 @@ are present, else both on device 0 (where ``to_device`` is a no-op).
 
 Running the columns: ``Placement.each`` runs one step of every column, each under its
 device. On GPUs the columns' kernels are queued one column after the other and run
-asynchronously. On the CPU with NumPy and at least two cores, the two columns run
-concurrently in two threads, one core each (the paper's one-GPU-per-column mapped onto
-cores): NumPy releases the GIL in its copies, ufuncs and GEMMs, and during these
-sections the BLAS runs one thread per call so the columns do not oversubscribe the cores.
-Each column's arithmetic is the same whichever thread runs it, so results do not depend
-on the threading. This needs ``threadpoolctl`` (to set the BLAS threads); without it
-the columns run one after the other.
+asynchronously. On the CPU with NumPy and at least two cores, a step whose per-column
+input is small (at most ``PARALLEL_BYTES``) runs the two columns concurrently in two
+threads, one core each, with the BLAS at one thread per call (the paper's
+one-GPU-per-column mapped onto cores; NumPy releases the GIL in its copies, ufuncs and
+GEMMs). Larger steps run the columns one after the other with every BLAS thread: measured
+on the 2-core machine (docs/performance.md), two concurrent single-thread GEMMs on large
+matrices evict each other's cache blocks and run slower than one two-thread GEMM after
+the other, while on small layers (the demo network) the concurrent columns are ~25%
+faster. Each column's arithmetic is the same whichever thread runs it, so results do not
+depend on the threading. This needs ``threadpoolctl`` (to set the BLAS threads); without
+it the columns always run one after the other.
 """
 
 import concurrent.futures
@@ -47,6 +51,9 @@ import os
 import numpy
 
 from layers import backend
+
+# Largest per-column input (bytes) of a step that runs the columns concurrently on the CPU.
+PARALLEL_BYTES = 8 << 20
 
 
 def default_devices(xp, columns):
@@ -95,13 +102,14 @@ class Placement:
     def each(self, fn, *per_column):
         """``[fn(c, *args_c) ...]`` for every column c that has arguments, each run under
         column c's device: ``per_column`` are lists aligned with the columns (a list of
-        one runs column 0 alone, as fc8 does). Concurrent on the CPU (module doc)."""
+        one runs column 0 alone, as fc8 does). Concurrent on the CPU for small steps
+        (module doc)."""
         args = list(zip(*per_column)) if per_column else [()] * self.columns
 
         def run(c):
             with self.device(c):
                 return fn(c, *args[c])
-        if not self.parallel or len(args) < 2:
+        if not self.parallel or len(args) < 2 or _nbytes(args[0]) > PARALLEL_BYTES:
             return [run(c) for c in range(len(args))]
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -257,6 +265,11 @@ class Placement:
         pieces = [self.move(shards[c], c, 0) for c, _, _ in owners]
         with self.device(0):
             return self.xp.concatenate(pieces, axis=0)   # (R, ...)
+
+
+def _nbytes(arrays):
+    """The largest ``nbytes`` among ``arrays`` (0 for none)."""
+    return max((a.nbytes for a in arrays if hasattr(a, "nbytes")), default=0)
 
 
 def _blas_controller():
