@@ -459,6 +459,11 @@ def run(args):
                "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                                       *MALLOC_ENV, "OPENBLAS_THREAD_TIMEOUT")},
                "torch": None if torch is None else torch.__version__}
+    if "memory" in args.parts and args.device == "cpu":
+        # first, while this process holds no network: each probe is a fresh process
+        results["memory"] = {"refnet": peak_memory(args, "refnet")}
+        if torch is not None:
+            results["memory"]["torch"] = peak_memory(args, "torch")
     ours = RefnetSide(args.arch, args.batch, args.dtype, backend_name(args.device))
     theirs = None
     if torch is not None:
@@ -496,11 +501,6 @@ def run(args):
     if "layers" in args.parts:
         results["layers"] = bench_layers(ours, theirs, args.batch, max(1, args.repeats // 2),
                                          args.warmup)
-    if "memory" in args.parts and args.device == "cpu":
-        del ours, theirs
-        results["memory"] = {"refnet": peak_memory(args, "refnet")}
-        if torch is not None:
-            results["memory"]["torch"] = peak_memory(args, "torch")
     return results
 
 
