@@ -33,7 +33,8 @@ are present, else both on device 0 (where ``to_device`` is a no-op).
 Running the columns: ``Placement.each`` runs one step of every column, each under its
 device. On GPUs the columns' kernels are queued one column after the other and run
 asynchronously. On the CPU with NumPy and at least two cores, a step whose per-column
-input is small (at most ``PARALLEL_BYTES``) runs the two columns concurrently in two
+arrays (its inputs, and the weights of an fc layer) are small (at most
+``PARALLEL_BYTES`` each) runs the two columns concurrently in two
 threads, one core each, with the BLAS at one thread per call (the paper's
 one-GPU-per-column mapped onto cores; NumPy releases the GIL in its copies, ufuncs and
 GEMMs). Larger steps run the columns one after the other with every BLAS thread: measured
