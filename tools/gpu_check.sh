@@ -14,6 +14,8 @@
 #   train      a short python -m refnet.train on the demo set on the GPU
 #   bench      python -m refnet.bench on the GPU against PyTorch+cuDNN on the same card:
 #              alexnet, batch 128, float32; then again with TF32 allowed on both sides
+# The limits add up to under 9 minutes, so the whole script fits one 10-minute call of the
+# device tool (run it with timeout_s=600, then give the machine back).
 # Exit status: 0 if every step passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +24,7 @@ if [ "${1:-}" = "--cpu" ]; then mode=cpu; shift; fi
 out=${1:-${OUT:-gpu_results}}
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-export REFNET_CACHE="$out/cache" MPLBACKEND=Agg
+export REFNET_CACHE="$out/cache" MPLBACKEND=Agg CI=true   # CI=true: Hypothesis "ci" profile
 py=${PYTHON:-python3}
 failed=()
 
@@ -38,17 +40,17 @@ step() {  # step NAME SECONDS COMMAND...
 }
 
 if [ $mode = gpu ]; then
-    step env 60 bash -c "nvidia-smi; $py -c 'import numpy, cupy, torch, h5py
+    step env 30 bash -c "nvidia-smi; $py -c 'import numpy, cupy, torch, h5py
 print(\"numpy\", numpy.__version__, \"cupy\", cupy.__version__, \"torch\", torch.__version__,
       \"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version())
 r = cupy.cuda.runtime
 print(\"devices\", r.getDeviceCount(), \"driver\", r.driverGetVersion(), \"runtime\", r.runtimeGetVersion())'"
-    step tests 300 "$py" -m pytest -q -p no:cacheprovider -x
-    step agreement 120 "$py" tools/gpu_agreement.py --arch demo --batch 8
-    step train 150 "$py" -m refnet.train --device gpu --epochs 3 --out "$out/run" --quiet
-    step bench 240 "$py" -m refnet.bench --device gpu --arch alexnet --batch 128 \
+    step tests 200 "$py" -m pytest -q -p no:cacheprovider -x
+    step agreement 60 "$py" tools/gpu_agreement.py --arch demo --batch 8
+    step train 70 "$py" -m refnet.train --device gpu --epochs 2 --out "$out/run" --quiet
+    step bench 130 "$py" -m refnet.bench --device gpu --arch alexnet --batch 128 \
         --parts step,forward,layers --repeats 10 --json "$out/bench_gpu.json"
-    step bench_tf32 120 "$py" -m refnet.bench --device gpu --arch alexnet --batch 128 \
+    step bench_tf32 60 "$py" -m refnet.bench --device gpu --arch alexnet --batch 128 \
         --parts step,forward --repeats 10 --tf32 --json "$out/bench_gpu_tf32.json"
 else
     step cupy_api 120 "$py" -m pytest -q -p no:cacheprovider tests/test_cupy_api.py

@@ -101,9 +101,11 @@ def dropout_torch(tx, mask, *, p, train, mode):
     """
     if mode not in ("paper", "inverted"):
         raise ValueError(f"dropout twin: mode must be 'paper' or 'inverted', got {mode!r}")
+    if train:   # a NumPy mask, or a torch tensor already on tx's device (refnet.bench)
+        mask = mask if isinstance(mask, torch.Tensor) else tensor(mask)
     if mode == "paper":
-        return tx * tensor(mask) if train else tx * (1.0 - p)
-    return tx * tensor(mask) / (1.0 - p) if train else tx
+        return tx * mask if train else tx * (1.0 - p)
+    return tx * mask / (1.0 - p) if train else tx
 
 
 def dropout(x, dy, *, p=0.5, train=True, mask=None, mode="paper"):
