@@ -171,3 +171,24 @@ def test_lrn_mode_all_changes_the_output():
     x, _, _ = random_batch(nets[0], rng, n=1)
     a, b = (net.forward(x) for net in nets)
     assert not numpy.allclose(a, b, rtol=1e-6, atol=0)
+
+
+def test_concurrent_and_sequential_columns_give_identical_results(monkeypatch):
+    """On the CPU the columns run in two threads for small steps and one after the other
+    for large ones (refnet.columns.PARALLEL_BYTES): both paths, bit for bit the same."""
+    from refnet import columns
+    rng = numpy.random.default_rng(11)
+    x = rng.standard_normal((3, 3, 45, 45))
+    labels = numpy.array([0, 3, 4])
+    results = []
+    for limit in (1 << 40, 0):                      # everything concurrent, then nothing
+        monkeypatch.setattr(columns, "PARALLEL_BYTES", limit)
+        net = AlexNet("tiny", "float64", lrn_mode="all").init(seed=4, scheme="he")
+        if limit and not net.placement.parallel:
+            pytest.skip("columns run concurrently only with >= 2 cores and threadpoolctl")
+        loss, grads = net.loss_and_grad(x, labels, rng=numpy.random.default_rng(2))
+        results.append((loss, grads))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert loss_a == loss_b
+    for name in grads_a:
+        numpy.testing.assert_array_equal(grads_a[name], grads_b[name])
