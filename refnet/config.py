@@ -47,6 +47,7 @@ COMMON_DEFAULTS = {
     "dropout": 0.5,
     "dropout_mode": "paper",
     "columns": 2,
+    "conv_cache": "columns",
     "checkpoint_every": 0,
     "keep": 3,
     "log_every": 10,
@@ -67,7 +68,7 @@ TRAIN_DEFAULTS = {
 
 # flags that may change when a run is resumed (they do not alter the arithmetic)
 RESUME_OVERRIDABLE = ("epochs", "data", "out", "quiet", "checkpoint_every", "keep",
-                      "log_every", "device", "final_views", "backend")
+                      "log_every", "device", "final_views", "backend", "conv_cache")
 
 
 class UsageError(ValueError):
@@ -168,6 +169,9 @@ def build_parser():
       help="paper: no scaling in training, x(1-p) at test; inverted: PyTorch's")
     a("--columns", type=int, choices=(1, 2), help="1: one column (the paper's comparison); "
       "2: the paper's two columns")
+    a("--conv-cache", dest="conv_cache", choices=("columns", "input"),
+      help="what each conv keeps for backward: columns (fastest) or input (recomputes "
+           "im2col: ~3 GB less at alexnet batch 128, ~5%% slower)")
     a("--lighting", type=float, help="std of the PCA lighting coefficients (paper 0.1; 0 off)")
     a("--checkpoint-every", dest="checkpoint_every", type=_nonneg_int,
       help="also write a checkpoint every N steps (0: only at the end of each epoch)")

@@ -62,7 +62,8 @@ def build_network(cfg, num_classes):
     return AlexNet(arch=cfg["arch"], dtype=cfg["dtype"], backend=backend_name(cfg["device"]),
                    num_classes=num_classes, columns=int(cfg["columns"]), lrn=bool(cfg["lrn"]),
                    lrn_mode=cfg["lrn_mode"], pool=tuple(cfg["pool"]),
-                   dropout=float(cfg["dropout"]), dropout_mode=cfg["dropout_mode"])
+                   dropout=float(cfg["dropout"]), dropout_mode=cfg["dropout_mode"],
+                   conv_cache=cfg.get("conv_cache", "columns"))
 
 
 def build_optimizer(cfg, net):

@@ -183,3 +183,16 @@ def test_backward_without_dx_gives_the_same_dw_and_db(xp, dtype):
     assert dx is not None and none is None
     numpy.testing.assert_array_equal(backend.asnumpy(dw2), backend.asnumpy(dw))
     numpy.testing.assert_array_equal(backend.asnumpy(db2), backend.asnumpy(db))
+
+
+def test_backward_recomputing_columns_equals_cached_columns(xp, dtype):
+    cfg = dict(N=2, C=4, K=6, H=9, W=8, kh=3, kw=3, stride=2, pad=1, groups=2, seed=9)
+    x, w, b, rng = draw_arrays(cfg, dtype)
+    args = (xp.asarray(x), xp.asarray(w), xp.asarray(b))
+    y1, kept = conv.forward(*args, **hyper(cfg))
+    y2, lean = conv.forward(*args, **hyper(cfg), keep_cols=False)
+    assert kept.x is None and lean.cols is None
+    numpy.testing.assert_array_equal(backend.asnumpy(y1), backend.asnumpy(y2))
+    dy = xp.asarray(rng.standard_normal(y1.shape).astype(dtype))
+    for a, b_ in zip(conv.backward(dy, kept), conv.backward(dy, lean)):
+        numpy.testing.assert_array_equal(backend.asnumpy(a), backend.asnumpy(b_))

@@ -192,3 +192,18 @@ def test_concurrent_and_sequential_columns_give_identical_results(monkeypatch):
     assert loss_a == loss_b
     for name in grads_a:
         numpy.testing.assert_array_equal(grads_a[name], grads_b[name])
+
+
+def test_conv_cache_input_gives_identical_results():
+    rng = numpy.random.default_rng(12)
+    x = rng.standard_normal((2, 3, 45, 45))
+    labels = numpy.array([1, 2])
+    out = []
+    for mode in ("columns", "input"):
+        net = AlexNet("tiny", "float64", conv_cache=mode).init(seed=5, scheme="he")
+        out.append(net.loss_and_grad(x, labels, rng=numpy.random.default_rng(3)))
+    assert out[0][0] == out[1][0]
+    for name, g in out[0][1].items():
+        numpy.testing.assert_array_equal(g, out[1][1][name])
+    with pytest.raises(ValueError, match="conv_cache"):
+        AlexNet("tiny", conv_cache="nothing")
