@@ -513,7 +513,7 @@ def report(r):
     lines = [f"refnet.bench: {r['arch']} batch {r['batch']} {r['dtype']} on {r['device']}"
              f" (conv_cache={r['conv_cache']})"
              + (f" ({r['gpu']})" if r.get("gpu") else ""),
-             f"BLAS: " + "; ".join(f"{b['internal_api']} {b['version']} kernel "
+             "BLAS: " + "; ".join(f"{b['internal_api']} {b['version']} kernel "
                                    f"{b['architecture']} threads {b['num_threads']}"
                                    for b in r["blas"]) + f"; torch {r['torch']}",
              f"env: {r['env']}",

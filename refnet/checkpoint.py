@@ -179,9 +179,8 @@ def _read_group(group, prefix, digests):
         if isinstance(item, h5py.Group):
             out[key] = _read_group(item, here, digests)
         else:
-            arr = item[()]
-            arr = numpy.asarray(arr)
-            digests[here] = _array_digest(arr.copy(order="C"))
+            arr = numpy.asarray(item[()])      # tobytes() is C order whatever the layout
+            digests[here] = _array_digest(arr)
             out[key] = arr[()] if item.attrs.get("__scalar__", False) else arr
     if group.attrs.get("__kind__") == "list":
         return [out[str(i)] for i in range(len(out))]

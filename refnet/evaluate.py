@@ -43,11 +43,12 @@ def evaluate(net, pipeline, views="center", batch=64):
 
 
 def load_network(path, device="cpu"):
-    """``(net, config)`` rebuilt from a checkpoint file."""
-    from refnet.train import build_network     # the one place that maps config -> net
+    """``(net, config, tree)`` rebuilt from a checkpoint file, for ``device``."""
+    from refnet.train import backend_name, build_network   # config -> net, in one place
     tree = checkpoint.load(path)
     cfg = dict(tree["config"])
     cfg["device"] = device
+    cfg["backend"] = backend_name(device)   # the data pipeline reads it: keep both in step
     num_classes = tree["model"]["fc8.bias"].shape[0]
     net = build_network(cfg, num_classes)
     net.load_state_dict(tree["model"])

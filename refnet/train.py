@@ -26,7 +26,6 @@ stderr); 130 interrupted (a checkpoint was written first).
 
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -151,8 +150,8 @@ class Trainer:
         self.loss_count = int(tree["loss_count"])
         self.history = list(tree["history"])
 
-    def save(self):
-        state = self.state()
+    def save(self, state=None):
+        state = self.state() if state is None else state
         bad = [k for k, v in state["model"].items() if not numpy.all(numpy.isfinite(v))]
         if bad:
             raise Diverged(f"parameters {bad[:3]} became NaN/Inf by step {self.step} "
@@ -180,15 +179,14 @@ class Trainer:
         while self.epoch < epochs:
             t0 = time.perf_counter()
             images = 0
-            n_train = self.pipeline.train_count
-            bar = Progress(total=n_train, desc=f"epoch {self.epoch + 1}/{epochs}", unit="img",
+            bar = Progress(total=self.pipeline.train_count,
+                           desc=f"epoch {self.epoch + 1}/{epochs}", unit="img",
                            enabled=not cfg["quiet"])
-            bar.count = self.pipeline.loader.position[1] \
-                if self.pipeline.loader.position[0] == self.epoch else 0
             # a checkpoint written after the last batch of an epoch but before its end
             # (evaluation, schedule) has the loader already in the next epoch
-            batches = self.pipeline.train_batches() \
-                if self.pipeline.loader.position[0] == self.epoch else ()
+            in_epoch = self.pipeline.loader.position[0] == self.epoch
+            bar.count = self.pipeline.loader.position[1] if in_epoch else 0
+            batches = self.pipeline.train_batches() if in_epoch else ()
             for images_u8, labels in batches:
                 x = self.pipeline.train_views(images_u8, self.rng_augment)
                 y = self.pipeline.labels(labels)
@@ -205,9 +203,9 @@ class Trainer:
                 self.loss_sum += loss
                 self.loss_count += 1
                 images += len(labels)
-                rate = images / max(time.perf_counter() - t0, 1e-9)
                 bar.update(len(labels), loss=loss, lr=self.sgd.lr)
                 if self.step % cfg["log_every"] == 0:
+                    rate = images / max(time.perf_counter() - t0, 1e-9)
                     self.log({"kind": "interval", "step": self.step, "epoch": self.epoch + 1,
                               "loss": loss, "lr": self.sgd.lr, "images_per_s": rate})
                 if self.interrupt:
@@ -242,14 +240,14 @@ class Trainer:
                  f"{100 * errors['top5']:.1f}% ({'10 crops' if views == 'ten' else 'centre crop'}),"
                  f" lr {record['lr']:g}, {seconds:.1f} s, {record['images_per_s']:.0f} img/s",
                  flush=True)
-        self.save()
-        self.plots()
+        state = self.state()               # one copy of the network to the host per epoch
+        self.save(state)
+        self.plots(state["model"]["conv1.weight"])
 
-    def plots(self):
+    def plots(self, conv1):
         if self.history:
             plot_curves(self.history, self.run_dir / "curves.png")
-        plot_conv1(self.net.state_dict()["conv1.weight"], self.cfg["columns"],
-                   self.run_dir / "conv1_filters.png")
+        plot_conv1(conv1, self.cfg["columns"], self.run_dir / "conv1_filters.png")
 
 
 def _nest(flat):

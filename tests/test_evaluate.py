@@ -53,22 +53,13 @@ import sys
 
 import h5py
 
-from refnet import checkpoint
 from refnet.evaluate import load_network
-from tests.train_data import make_tiny_set
+from tests.train_data import trained_tiny_run
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    data = make_tiny_set(root, per_class=(8, 3))
-    out = root / "run"
-    r = subprocess.run([sys.executable, "-m", "refnet.train", "--data", str(data), "--arch",
-                        "tiny", "--device", "cpu", "--epochs", "2", "--lr", "0.05",
-                        "--out", str(out), "--quiet"], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr
-    return data, checkpoint.list_checkpoints(out)[-1][1]
+    return trained_tiny_run(tmp_path_factory.mktemp("eval"), "--epochs", "2", "--lr", "0.05")
 
 
 def _direct_errors(ckpt, data, views):

@@ -8,21 +8,14 @@ import pytest
 from PIL import Image
 
 from data.decode import decode_image
-from refnet import checkpoint
 from refnet.evaluate import load_network
-from tests.train_data import CLASSES, make_tiny_set
+from tests.train_data import CLASSES, trained_tiny_run
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("pred")
-    data = make_tiny_set(root, per_class=(8, 3))
-    out = root / "run"
-    r = subprocess.run([sys.executable, "-m", "refnet.train", "--data", str(data), "--arch",
-                        "tiny", "--device", "cpu", "--epochs", "1", "--out", str(out),
-                        "--quiet"], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return root, data, checkpoint.list_checkpoints(out)[-1][1]
+    return (root, *trained_tiny_run(root, "--epochs", "1"))
 
 
 def _jpeg(path, seed):

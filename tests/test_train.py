@@ -4,7 +4,6 @@ Every run is a real subprocess of the CLI on the ``tiny`` arch and a 5-class ima
 built with ``data.build`` (tests/train_data.py), so these tests see what a user sees.
 """
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import numpy
 import pytest
 
 from refnet import checkpoint
+from refnet.train import _flatten as _flat
 from tests.train_data import make_tiny_set
 
 pytestmark = pytest.mark.slow
@@ -53,16 +53,6 @@ def assert_bit_identical(a, b):
             assert fa[k].dtype == fb[k].dtype and fa[k].tobytes() == fb[k].tobytes(), (part, k)
     assert a["rng"] == b["rng"] and a["loader"] == b["loader"] and a["step"] == b["step"]
     assert a["schedule"] == b["schedule"]
-
-
-def _flat(tree, prefix=""):
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, prefix + k + "/"))
-        else:
-            out[prefix + k] = v
-    return out
 
 
 def test_short_run_lowers_loss_and_writes_outputs(data_dir, tmp_path):

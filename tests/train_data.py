@@ -5,10 +5,14 @@ SGD lower the loss. Images are written as JPEG and PNG, then stored at 52x52 (th
 ``tiny`` arch's stored size).
 """
 
+import subprocess
+import sys
+
 import numpy
 from PIL import Image
 
 from data.build import build
+from refnet import checkpoint
 
 CLASSES = ("bar", "corner", "disk", "ring", "square")
 
@@ -41,3 +45,15 @@ def make_tiny_set(root, per_class=(8, 3), seed=0, size=52):
     out = root / "data"
     build(str(src), str(out), size=size, workers=0, progress=False)
     return out
+
+
+def trained_tiny_run(root, *flags):
+    """Build the tiny set under ``root``, train the ``tiny`` arch on it in a subprocess
+    with ``flags``; returns (data dir, path of the newest checkpoint)."""
+    data = make_tiny_set(root, per_class=(8, 3))
+    out = root / "run"
+    r = subprocess.run([sys.executable, "-m", "refnet.train", "--data", str(data), "--arch",
+                        "tiny", "--device", "cpu", "--out", str(out), "--quiet", *flags],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return data, checkpoint.list_checkpoints(out)[-1][1]

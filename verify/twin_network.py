@@ -52,13 +52,13 @@ class TwinAlexNet(nn.Module):
         self.p = dropout
         self.dropout_mode = dropout_mode
         dtype = torch.from_numpy(numpy.asarray(state_dict["conv1.weight"][:1])).dtype
+        c_in = 3                                                  # the image's channels
         for name, (stride, pad) in zip(CONVS, geometry):
             w = state_dict[f"{name}.weight"]                      # (K, C/G, kh, kw)
-            c_in = 3 if name == "conv1" else state_dict[f"{prev}.weight"].shape[0]
             groups = c_in // w.shape[1]
             setattr(self, name, nn.Conv2d(c_in, w.shape[0], tuple(w.shape[2:]), stride=stride,
                                           padding=pad, groups=groups, dtype=dtype))
-            prev = name
+            c_in = w.shape[0]
         for name in FCS:
             w = state_dict[f"{name}.weight"]                      # (Dout, Din)
             setattr(self, name, nn.Linear(w.shape[1], w.shape[0], dtype=dtype))
