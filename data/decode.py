@@ -69,8 +69,6 @@ def decode_image(path, size, *, max_pixels=DEFAULT_MAX_PIXELS, jpeg_draft=True):
             img.load()
             img = ImageOps.exif_transpose(img)
             rgb = to_rgb(img)
-        except BadImage:
-            raise
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise BadImage(f"cannot decode: {e}") from None
     return resize_center_crop(rgb, size)

@@ -30,7 +30,7 @@ batch), so the disk sees sorted reads and the batch keeps its shuffled order. h5
 serialises calls into HDF5, so extra threads mostly overlap reading with the consumer's
 computation (NumPy and CuPy release the GIL). ``workers=0`` reads in the calling
 thread. Threads stop and files close when the iteration ends, when the consumer breaks
-out or raises (Ctrl-C included), or on ``close()``.
+out or raises (Ctrl-C included).
 """
 
 import queue
@@ -111,15 +111,6 @@ class Loader:
         finally:
             source.close()
         self._epoch, self._index = epoch + 1, 0
-
-    def close(self):
-        """Nothing stays open between iterations; kept for symmetry and ``with``."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def sequential_batches(path, batch_size, *, workers=2, prefetch=4):

@@ -83,7 +83,6 @@ class StoreWriter:
                  build_id, settings):
         self.final = os.path.join(out_dir, name)
         self.tmp = os.path.join(out_dir, f".{name}.tmp-{os.getpid()}")
-        self.size = size
         self.count = 0
         self.labels, self.filenames = [], []
         self.file = h5py.File(self.tmp, "w")

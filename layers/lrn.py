@@ -51,7 +51,7 @@ def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
     size = require_int("lrn", "size", size, 1)
     if size % 2 == 0:
         raise ValueError(f"lrn: size must be odd (a centred window), got {size}")
-    for name, value, low in (("alpha", alpha, 0.0), ("k", k, None), ("beta", beta, None)):
+    for name, value in (("alpha", alpha), ("k", k), ("beta", beta)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(f"lrn: {name} must be a real number, got {value!r}")
     if alpha < 0:

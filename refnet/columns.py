@@ -105,7 +105,7 @@ class Placement:
         column c's device: ``per_column`` are lists aligned with the columns (a list of
         one runs column 0 alone, as fc8 does). Concurrent on the CPU for small steps
         (module doc)."""
-        args = list(zip(*per_column)) if per_column else [()] * self.columns
+        args = list(zip(*per_column))
 
         def run(c):
             with self.device(c):

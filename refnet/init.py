@@ -18,6 +18,8 @@ same seed gives the same weights on NumPy and CuPy, and for two columns and the 
 single-device form.
 """
 
+import math
+
 import numpy
 
 SCHEMES = ("paper", "caffe", "he")
@@ -27,10 +29,7 @@ _ONE_BIAS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 
 def fan_in(shape):
     """Inputs per output unit of a weight of this shape: prod(shape[1:])."""
-    n = 1
-    for d in shape[1:]:
-        n *= d
-    return n
+    return math.prod(shape[1:])
 
 
 def weight_std(scheme, layer, shape):

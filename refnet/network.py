@@ -38,7 +38,7 @@ from refnet import init as init_schemes
 from refnet.columns import Placement, default_devices
 
 LRN_MODES = ("column", "all")
-DROPOUT_MODES = ("paper", "inverted")
+DROPOUT_MODES = dropout.MODES
 CONV_CACHES = ("columns", "input")   # what a conv keeps for backward (layers.conv keep_cols)
 
 
@@ -79,7 +79,6 @@ class AlexNet:
         self.shapes = arch_table.param_shapes(self.spec, columns=columns,
                                               num_classes=num_classes, pool=self.pool)
         self.num_classes = self.shapes["fc8.bias"][0]
-        self.sizes = self.spec.sizes(self.pool)
         self.lrn = bool(lrn)
         self.lrn_mode = lrn_mode
         if int(lrn_size) != lrn_size or lrn_size < 1 or lrn_size % 2 == 0:
@@ -262,8 +261,6 @@ class AlexNet:
         for i in (3, 4, 5):
             h = self._conv_relu(h, f"conv{i}", caches)
         h = self._pool_forward(h, "pool5", caches)           # (N, C5, S5, S5) per column
-        for c in cols:
-            caches[c]["pool5.shape"] = h[c].shape
         h = [a.reshape(n, -1) for a in h]                    # (N, C5*S5*S5) per column
         h = P.exchange(h)                                    # (N, F6) per column
         for name in ("fc6", "fc7"):
@@ -288,7 +285,7 @@ class AlexNet:
             if prev is not None:
                 half = self.shapes[f"{prev}.bias"][0] // self.columns
                 d = P.exchange_backward(d, [half] * self.columns)
-        shapes5 = [caches[c]["pool5.shape"] for c in cols]
+        shapes5 = [caches[c]["pool5"].argmax.shape for c in cols]     # pool5's output
         d = P.exchange_backward(d, [math.prod(s[1:]) for s in shapes5])
         d = [d[c].reshape(shapes5[c]) for c in cols]                  # (N, C5, S5, S5)
         d = self._pool_backward(d, "pool5", caches)

@@ -91,8 +91,7 @@ def test_flip_is_an_involution():
     mirrored = augment.crop_windows(images, oy, ox, numpy.ones(n, bool), mean, crop,
                                     dtype="float64")
     assert not numpy.array_equal(plain, mirrored)
-    numpy.testing.assert_array_equal(mirrored[..., ::-1], plain)
-    numpy.testing.assert_array_equal(mirrored[..., ::-1][..., ::-1], mirrored)
+    numpy.testing.assert_array_equal(mirrored[..., ::-1], plain)   # mirroring twice = plain
 
 
 def test_lighting_adds_one_rgb_constant_per_image_equal_to_the_formula():
@@ -141,6 +140,8 @@ def test_ten_views_are_the_right_windows():
 
 
 def test_views_agree_across_array_modules(xp):
+    if xp is numpy:   # the same call twice; NumPy's paths are compared with each other above
+        pytest.skip("compares CuPy with NumPy")
     rng = numpy.random.default_rng(4)
     n, s, crop = 4, 16, 13
     images = rng.integers(0, 256, (n, s, s, 3), dtype=numpy.uint8)
