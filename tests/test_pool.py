@@ -1,5 +1,6 @@
 """Max pooling: naive-loop reference with ties, gradient conservation, finite differences."""
 import numpy
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -50,6 +51,24 @@ def test_forward_and_backward_match_naive_loop_with_ties(xp, dtype, cfg):
     # Every output sends its whole gradient to exactly one input.
     assert abs(float(backend.asnumpy(dx).astype(float).sum()) - dy.astype(float).sum()) \
         <= tol(dtype)["rtol"] * abs(dy.astype(float)).sum() + tol(dtype)["atol"]
+
+
+@fixture_settings
+@given(cfg=pool_configs(), budget=st.sampled_from([1, 300, 2000, 10**9]))
+def test_blocks_of_planes_give_the_naive_loop_exactly(xp, dtype, cfg, budget):
+    # Integer x (many ties) and integer dy: every sum is exact, so any blocking of the
+    # (N, C) planes (one channel per block ... one block) must equal the loop bit for bit.
+    rng = numpy.random.default_rng(cfg["seed"])
+    x = rng.integers(-2, 3, cfg["shape"]).astype(dtype)
+    h = dict(size=cfg["size"], stride=cfg["stride"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pool, "block_bytes", lambda _: budget)
+        y, cache = pool.forward(xp.asarray(x), **h)
+        dy = rng.integers(-3, 4, y.shape).astype(dtype)
+        dx = pool.backward(xp.asarray(dy), cache)
+    y_ref, dx_ref = naive_pool(x, dy.astype(float), **h)
+    numpy.testing.assert_array_equal(backend.asnumpy(y), y_ref)
+    numpy.testing.assert_array_equal(backend.asnumpy(dx), dx_ref)
 
 
 @fixture_settings
