@@ -5,15 +5,22 @@ Axis legend: N batch, C input channels, K kernels (output channels), G groups
 OH/OW output height/width, P = N * OH * OW output positions.
 
 The column layout of ``im2col`` / ``col2im`` is documented once, in ``layers.windows``;
-both are re-exported here because they are this layer's core.
+both are re-exported here because they are this layer's core. ``algo="winograd"`` computes
+the same stride-1 convolution with fewer multiplications (``layers.winograd``).
 """
 from typing import NamedTuple
 
 from layers.backend import get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from layers.windows import col2im, im2col
+from layers import winograd
 
-__all__ = ["forward", "backward", "im2col", "col2im", "ConvCache"]
+__all__ = ["forward", "backward", "im2col", "col2im", "ConvCache", "ALGOS", "WINOGRAD_TILES"]
+
+ALGOS = ("gemm", "winograd")
+# Default Winograd output tile m per kernel size r: the fastest F(m, r) per layer measured
+# at alexnet batch 128 (docs/performance.md); other sizes use m = 2.
+WINOGRAD_TILES = {3: 2, 5: 3}
 
 
 class ConvCache(NamedTuple):
@@ -26,7 +33,7 @@ class ConvCache(NamedTuple):
     pad: int
 
 
-def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True):
+def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", tile=None):
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*s + i, ow*s + j]
 
     where g = k // Kg is the group of kernel k, s the stride and xpad the input with
@@ -42,6 +49,12 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True):
     only ``x`` (kh*kw/stride^2 times smaller) and backward recomputes the columns, as
     Caffe and PyTorch do: at alexnet batch 128 that is ~3 GB less memory for a backward
     ~10-15% slower (docs/performance.md). The results are identical.
+
+    ``algo="winograd"`` (stride 1, square kernels only): Winograd's F(tile x tile, kh x kh)
+    (``layers.winograd``), the same convolution with 2-4x fewer multiplications and a
+    different rounding (float32 relative error up to ~2e-5 for 5x5 kernels instead of
+    ~1e-6; float64 ~1e-14). ``tile`` is its output tile, default ``WINOGRAD_TILES``.
+    ``keep_cols`` then chooses between keeping the transformed input tiles and ``x``.
     """
     dtype = float_dtype("conv", x, w, b)
     require_ndim("conv", "x", x, 4, "(N, C, H, W)")
@@ -63,6 +76,15 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True):
         raise ValueError(f"conv: b has {b.shape[0]} entries but w has K={K} kernels")
     OH = output_size("conv", "height", H, kh, stride, pad)
     OW = output_size("conv", "width", W, kw, stride, pad)
+    if algo not in ALGOS:
+        raise ValueError(f"conv: algo must be one of {ALGOS}, got {algo!r}")
+    if algo == "winograd":
+        tile = _winograd_tile(stride, kh, kw, tile)
+        return winograd.forward(x, w, b, pad=pad, groups=groups, tile=tile,
+                                keep_transformed=keep_cols)
+    if tile is not None:
+        raise ValueError(f"conv: tile applies only to algo='winograd', got tile={tile!r} "
+                         f"with algo={algo!r}")
 
     xp = get_array_module(x, w, b)
     G, Kg = groups, K // groups
@@ -76,6 +98,22 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True):
     return y, ConvCache(*cached, w, (N, C, H, W), (N, K, OH, OW), stride, pad)
 
 
+def _winograd_tile(stride, kh, kw, tile):
+    """The Winograd output tile for these arguments, or ``ValueError`` saying what rules it out."""
+    if stride != 1:
+        raise ValueError(f"conv: algo='winograd' needs stride 1, got stride={stride}")
+    if kh != kw:
+        raise ValueError(f"conv: algo='winograd' needs a square kernel, got {kh}x{kw}")
+    if tile is None:
+        return WINOGRAD_TILES.get(kh, 2)
+    tile = require_int("conv", "tile", tile, 1)
+    if tile + kh - 2 > winograd.MAX_POINTS:
+        raise ValueError(f"conv: tile={tile} with a {kh}x{kw} kernel needs "
+                         f"{tile + kh - 2} interpolation points, at most "
+                         f"{winograd.MAX_POINTS} are defined")
+    return tile
+
+
 def backward(dy, cache, *, need_dx=True):
     """Gradients of ``forward`` for an upstream gradient ``dy`` (N, K, OH, OW).
 
@@ -87,8 +125,12 @@ def backward(dy, cache, *, need_dx=True):
     where dy_g (Kg, P) is dy for the kernels of group g with the batch folded into P.
     Returns ``(dx, dw, db)`` with the shapes and dtype of ``(x, w, b)``. With
     ``need_dx=False`` (a first layer, whose input is the image) ``dx`` is ``None`` and its
-    GEMM and col2im are skipped.
+    GEMM and col2im are skipped. A cache from ``algo="winograd"`` takes that algorithm's
+    backward (``layers.winograd.backward``), the exact adjoint of its forward.
     """
+    if isinstance(cache, winograd.WinogradCache):
+        require_grad("conv", dy, cache.y_shape, cache.u.dtype)
+        return winograd.backward(dy, cache, need_dx=need_dx)
     w = cache.w
     require_grad("conv", dy, cache.y_shape, w.dtype)
     xp = get_array_module(dy)

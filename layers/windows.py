@@ -38,6 +38,19 @@ def padded(x, pad):
     return out
 
 
+def window_view(xpad, kh, kw, stride, OH, OW):
+    """The (C, kh, kw, N, OH, OW) strided view ``xpad[n, c, oh*stride + i, ow*stride + j]``.
+
+    ``xpad`` (N, C, Hp, Wp) is already padded; no copy is made.
+    """
+    xp = get_array_module(xpad)
+    N, C = xpad.shape[:2]
+    sN, sC, sH, sW = xpad.strides
+    return xp.lib.stride_tricks.as_strided(
+        xpad, shape=(C, kh, kw, N, OH, OW),
+        strides=(sC, sH, sW, sN, sH * stride, sW * stride))  # (C, kh, kw, N, OH, OW)
+
+
 def im2col(x, kh, kw, *, stride=1, pad=0, groups=1):
     """Columns of ``x`` (N, C, H, W) -> (G, C/G * kh * kw, N * OH * OW); layout in the module doc.
 
@@ -48,11 +61,7 @@ def im2col(x, kh, kw, *, stride=1, pad=0, groups=1):
     N, C, H, W = x.shape
     OH = (H + 2 * pad - kh) // stride + 1
     OW = (W + 2 * pad - kw) // stride + 1
-    xpad = padded(x, pad)                                 # (N, C, H+2p, W+2p)
-    sN, sC, sH, sW = xpad.strides
-    view = xp.lib.stride_tricks.as_strided(
-        xpad, shape=(C, kh, kw, N, OH, OW),
-        strides=(sC, sH, sW, sN, sH * stride, sW * stride))  # (C, kh, kw, N, OH, OW), no copy
+    view = window_view(padded(x, pad), kh, kw, stride, OH, OW)  # (C, kh, kw, N, OH, OW)
     cols = xp.ascontiguousarray(view)                     # the one copy
     return cols.reshape(groups, C // groups * kh * kw, N * OH * OW)  # (G, Cg*kh*kw, P)
 
@@ -69,6 +78,20 @@ def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0):
     OW = (W + 2 * pad - kw) // stride + 1
     c6 = cols.reshape(C, kh, kw, N, OH, OW)              # (C, kh, kw, N, OH, OW)
     xpad = xp.zeros((C, N, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)  # channel-major
+    add_windows(c6, xpad, stride)
+    x = xpad[:, :, pad:pad + H, pad:pad + W]              # (C, N, H, W)
+    return xp.ascontiguousarray(x.transpose(1, 0, 2, 3))  # (N, C, H, W)
+
+
+def add_windows(c6, xpad, stride):
+    """``xpad[c, n, oh*stride + i, ow*stride + j] += c6[c, i, j, n, oh, ow]``, in place.
+
+    The adjoint of ``window_view`` for a channel-major accumulator ``xpad`` (C, N, Hp, Wp).
+    Runs over blocks of channels whose maps fit in L2 (``block_bytes``); each element
+    receives its additions in the same (i, j) order for any block size.
+    """
+    xp = get_array_module(c6)
+    C, kh, kw, N, OH, OW = c6.shape
     budget = block_bytes(xp)
     block = C if budget is None else max(1, budget // (xpad[0].size * xpad.itemsize))
     rows = [strided_slice(i, OH, stride) for i in range(kh)]
@@ -78,5 +101,3 @@ def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0):
         for i in range(kh):
             for j in range(kw):
                 xb[:, :, rows[i], cols_[j]] += cb[:, i, j]  # (B, N, OH, OW)
-    x = xpad[:, :, pad:pad + H, pad:pad + W]              # (C, N, H, W)
-    return xp.ascontiguousarray(x.transpose(1, 0, 2, 3))  # (N, C, H, W)

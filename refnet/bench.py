@@ -153,8 +153,10 @@ def gemm_peak(xp, dtype, sync, n=2048, repeats=5):
 
 # -- the two sides --------------------------------------------------------------------------
 class RefnetSide:
-    def __init__(self, arch, batch, dtype, backend_name, seed=0, conv_cache="columns"):
-        self.net = AlexNet(arch, dtype, backend_name, conv_cache=conv_cache).init(seed)
+    def __init__(self, arch, batch, dtype, backend_name, seed=0, conv_cache="columns",
+                 conv_algo="winograd"):
+        self.net = AlexNet(arch, dtype, backend_name, conv_cache=conv_cache,
+                           conv_algo=conv_algo).init(seed)
         self.xp = self.net.xp
         self.opt = SGD(self.net, lr=1e-4)
         rng = numpy.random.default_rng(seed)
@@ -355,7 +357,7 @@ def peak_memory(args, side):
     """Peak RSS (bytes) of a subprocess that builds one side and runs training steps."""
     cmd = [sys.executable, "-m", "refnet.bench", "--memory-probe", side, "--arch", args.arch,
            "--batch", str(args.batch), "--dtype", args.dtype, "--device", args.device,
-           "--conv-cache", args.conv_cache, "--keep-env"]
+           "--conv-cache", args.conv_cache, "--conv-algo", args.conv_algo, "--keep-env"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
     if out.returncode != 0:
         return None
@@ -393,7 +395,7 @@ def memory_probe(args):
     """Build one side, drop what only set-up needed, then report the peak resident set
     over two training steps (the model, its libraries and the step's working memory)."""
     ours = RefnetSide(args.arch, args.batch, args.dtype, backend_name(args.device),
-                      conv_cache=args.conv_cache)
+                      conv_cache=args.conv_cache, conv_algo=args.conv_algo)
     side = ours
     if args.memory_probe == "torch":
         torch = load_torch()
@@ -430,6 +432,8 @@ def parse_args(argv):
     p.add_argument("--no-torch", action="store_true", help="time refnet alone")
     p.add_argument("--conv-cache", default="columns", choices=("columns", "input"),
                    help="what refnet's convs keep for backward (AlexNet conv_cache)")
+    p.add_argument("--conv-algo", default="winograd", choices=("winograd", "gemm"),
+                   help="refnet's stride-1 convolutions (AlexNet conv_algo)")
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 on both sides")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
     p.add_argument("--keep-env", action="store_true",
@@ -458,7 +462,7 @@ def run(args):
     torch = None if args.no_torch else load_torch()
     threads = blas_threads()
     results = {"arch": args.arch, "batch": args.batch, "dtype": args.dtype,
-               "conv_cache": args.conv_cache,
+               "conv_cache": args.conv_cache, "conv_algo": args.conv_algo,
                "device": args.device, "blas": blas_info(), "threads": threads,
                "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                                       *MALLOC_ENV, "OPENBLAS_THREAD_TIMEOUT")},
@@ -469,7 +473,7 @@ def run(args):
         if torch is not None:
             results["memory"]["torch"] = peak_memory(args, "torch")
     ours = RefnetSide(args.arch, args.batch, args.dtype, backend_name(args.device),
-                      conv_cache=args.conv_cache)
+                      conv_cache=args.conv_cache, conv_algo=args.conv_algo)
     theirs = None
     if torch is not None:
         torch.set_num_threads(threads)
@@ -511,7 +515,7 @@ def run(args):
 
 def report(r):
     lines = [f"refnet.bench: {r['arch']} batch {r['batch']} {r['dtype']} on {r['device']}"
-             f" (conv_cache={r['conv_cache']})"
+             f" (conv_cache={r['conv_cache']}, conv_algo={r.get('conv_algo', 'gemm')})"
              + (f" ({r['gpu']})" if r.get("gpu") else ""),
              "BLAS: " + "; ".join(f"{b['internal_api']} {b['version']} kernel "
                                    f"{b['architecture']} threads {b['num_threads']}"

@@ -48,6 +48,7 @@ COMMON_DEFAULTS = {
     "dropout_mode": "paper",
     "columns": 2,
     "conv_cache": "columns",
+    "conv_algo": "winograd",
     "checkpoint_every": 0,
     "keep": 3,
     "log_every": 10,
@@ -172,6 +173,9 @@ def build_parser():
     a("--conv-cache", dest="conv_cache", choices=("columns", "input"),
       help="what each conv keeps for backward: columns (fastest) or input (recomputes "
            "im2col: ~3 GB less at alexnet batch 128, ~5%% slower)")
+    a("--conv-algo", dest="conv_algo", choices=("winograd", "gemm"),
+      help="winograd (default): conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; "
+           "gemm: im2col + GEMM everywhere (the reference rounding)")
     a("--lighting", type=float, help="std of the PCA lighting coefficients (paper 0.1; 0 off)")
     a("--checkpoint-every", dest="checkpoint_every", type=_nonneg_int,
       help="also write a checkpoint every N steps (0: only at the end of each epoch)")

@@ -23,9 +23,14 @@ only, as the authors' cuda-convnet2 did; ``"all"``: Caffe's one LRN over all cha
 the grouped form, which needs a halo of ``size // 2`` channels from the other column at
 their shared boundary, exchanged in ``refnet.columns``).
 
-Memory: ``conv_cache="columns"`` (default, fastest) keeps each convolution's im2col
-columns for backward; ``"input"`` keeps only its input and recomputes them, ~3 GB less at
-alexnet batch 128 for a ~5% slower step (same numbers either way).
+Convolutions: ``conv_algo="winograd"`` (default) computes the stride-1 layers (conv2-5)
+by Winograd's minimal filtering (``layers.winograd``: 2-4x fewer multiplications, float32
+relative error ~1e-5 instead of ~1e-6) and conv1 by im2col + GEMM; ``"gemm"`` uses
+im2col + GEMM everywhere (the reference form; the two agree to float64 round-off).
+
+Memory: ``conv_cache="columns"`` (default, fastest) keeps what each convolution's backward
+reads (im2col columns, or Winograd's transformed input tiles); ``"input"`` keeps only its
+input and recomputes them (same numbers either way; figures in docs/performance.md).
 """
 
 import math
@@ -40,6 +45,7 @@ from refnet.columns import Placement, default_devices
 LRN_MODES = ("column", "all")
 DROPOUT_MODES = dropout.MODES
 CONV_CACHES = ("columns", "input")   # what a conv keeps for backward (layers.conv keep_cols)
+CONV_ALGOS = ("winograd", "gemm")    # winograd: stride-1 layers by layers.winograd
 
 
 class AlexNet:
@@ -56,7 +62,7 @@ class AlexNet:
     def __init__(self, arch="alexnet", dtype="float32", backend="numpy", *, num_classes=None,
                  columns=2, lrn=True, lrn_mode="column", lrn_size=5, lrn_alpha=1e-4,
                  lrn_beta=0.75, lrn_k=2.0, pool=(3, 2), dropout=0.5, dropout_mode="paper",
-                 devices=None, conv_cache="columns"):
+                 devices=None, conv_cache="columns", conv_algo="winograd"):
         self.spec = arch_table.get_arch(arch)
         self.dtype = backend_dtype(dtype)
         self.xp = backend_namespace(backend)
@@ -68,6 +74,9 @@ class AlexNet:
         if conv_cache not in CONV_CACHES:
             raise ValueError(f"conv_cache must be one of {CONV_CACHES}, got {conv_cache!r}")
         self.keep_cols = conv_cache == "columns"
+        if conv_algo not in CONV_ALGOS:
+            raise ValueError(f"conv_algo must be one of {CONV_ALGOS}, got {conv_algo!r}")
+        self.conv_algo = conv_algo
         if not 0 <= float(dropout) < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         pool = tuple(pool)
@@ -304,11 +313,13 @@ class AlexNet:
     # ``Placement.each``: under that column's device, keeping the caches per column.
     def _conv_relu(self, h, name, caches):
         spec = self.spec.convs[int(name[-1]) - 1]
+        winograd = self.conv_algo == "winograd" and spec.stride == 1
+        algo = "winograd" if winograd else "gemm"
 
         def column(c, a):
             w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
             y, caches[c][name] = conv.forward(a, w, b, stride=spec.stride, pad=spec.pad,
-                                              keep_cols=self.keep_cols)
+                                              keep_cols=self.keep_cols, algo=algo)
             y, caches[c][f"{name}.relu"] = relu.forward(y)
             return y
         return self.placement.each(column, h)

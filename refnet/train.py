@@ -62,7 +62,9 @@ def build_network(cfg, num_classes):
                    num_classes=num_classes, columns=int(cfg["columns"]), lrn=bool(cfg["lrn"]),
                    lrn_mode=cfg["lrn_mode"], pool=tuple(cfg["pool"]),
                    dropout=float(cfg["dropout"]), dropout_mode=cfg["dropout_mode"],
-                   conv_cache=cfg.get("conv_cache", "columns"))
+                   conv_cache=cfg.get("conv_cache", "columns"),
+                   # checkpoints written before conv_algo existed were trained with gemm
+                   conv_algo=cfg.get("conv_algo", "gemm"))
 
 
 def build_optimizer(cfg, net):

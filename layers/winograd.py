@@ -1,0 +1,228 @@
+"""Stride-1 convolution by Winograd's minimal filtering, F(m x m, r x r): fewer multiplications.
+
+Axis legend: N batch, C input channels, K kernels, G groups (C = G * Cg, K = G * Kg),
+H/W input height/width, r kernel size (r x r), OH/OW output height/width, m output tile
+size, n = m + r - 1 input tile size, T/S tiles down/across (T = ceil(OH / m)),
+P = N * T * S tiles, xi an index over the n*n transform-domain positions.
+
+One output tile (m x m) of a cross-correlation with an r x r kernel g, from the n x n
+input tile d that covers it (Lavin & Gray 2016, "Fast algorithms for convolutional
+neural networks")::
+
+    Y = A^T [ (G g G^T) * (B^T d B) ] A          * elementwise, Y (m, m), d (n, n)
+
+With U = G g G^T and V = B^T d B flattened to n*n positions, the channel sums become one
+GEMM per position: M[xi] = U[xi] (Kg, Cg) @ V[xi] (Cg, P). A direct convolution spends
+r*r multiply-adds per output and input channel; this spends n*n per m*m outputs, e.g.
+16/4 = 4 instead of 9 for F(2x2, 3x3) and 36/4 = 9 instead of 25 for F(2x2, 5x5). The
+transforms are small matrix products, done here as GEMMs with Kronecker-product matrices.
+
+Backward is the exact adjoint of those linear maps (it is not an approximation: the
+forward equals the convolution, so its adjoint equals the convolution's):
+
+    dM[xi]  = (A kron A) dY                dY: the output gradient cut into m x m tiles
+    dU[xi]  = dM[xi] @ V[xi]^T             ->  dw = (G kron G)^T dU
+    dV[xi]  = U[xi]^T @ dM[xi]             ->  dd = (B kron B) dV, overlap-added into dx
+
+The matrices come from Toom-Cook: evaluating polynomials at n points (``POINTS``, e.g.
+0, 1, -1 and infinity for F(2, 3)) and interpolating, computed exactly in fractions
+(``transforms``). Rounding differs from im2col + GEMM; the error grows with m and r
+(tests/test_winograd.py measures it against float64), which is why the tile is a choice.
+"""
+from fractions import Fraction
+from functools import lru_cache
+from math import gcd, lcm
+from typing import NamedTuple
+
+from layers.backend import get_array_module
+from layers.windows import add_windows, window_view
+
+__all__ = ["forward", "backward", "transforms", "WinogradCache", "POINTS", "MAX_POINTS"]
+
+# The finite interpolation points of F(m, r), by their number m + r - 2 (infinity is
+# always added last). Any distinct points give exact algorithms; these were chosen for the
+# smallest float32 error among small integers and halves/thirds, measured on alexnet-sized
+# conv2 (F(2,5), F(3,5)) and conv3 (F(3,3), F(4,3)) layers: e.g. F(2,5) with 0, +-1, +-2
+# had 3x the error of 0, 1, -1, 2, -1/2 (tests/test_winograd.py keeps the bounds).
+POINTS = {
+    0: (), 1: (0,), 2: (0, 1), 3: (0, 1, -1),
+    4: (0, -1, 2, Fraction(1, 2)),
+    5: (0, 1, -1, 2, Fraction(-1, 2)),
+    6: (0, 1, -1, 2, Fraction(-3, 2), Fraction(1, 3)),
+    7: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2)),
+    8: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2), 3),
+    9: (0, 1, -1, 2, -2, Fraction(1, 2), Fraction(-1, 2), 3, -3),
+}
+MAX_POINTS = max(POINTS)
+
+
+class WinogradCache(NamedTuple):
+    v: object           # (C, n*n, P) transformed input tiles, for dw (None: recompute from x)
+    x: object           # (N, C, H, W) the input when v is None, else None
+    u: object           # (n*n, G, Kg, Cg) transformed kernels, for dx
+    w_shape: tuple      # (K, Cg, r, r)
+    x_shape: tuple      # (N, C, H, W)
+    y_shape: tuple      # (N, K, OH, OW)
+    pad: int
+    tile: int           # m
+
+
+def _vandermonde(points, k):
+    """Rows (1, a, a^2, ..., a^(k-1)) for each finite point a, then (0, ..., 0, 1) for infinity."""
+    rows = [[a ** i for i in range(k)] for a in points]
+    return rows + [[Fraction(0)] * (k - 1) + [Fraction(1)]]
+
+
+def _inverse(a):
+    """Exact inverse of a square matrix of Fractions (Gauss-Jordan)."""
+    n = len(a)
+    aug = [list(row) + [Fraction(int(i == j)) for j in range(n)] for i, row in enumerate(a)]
+    for col in range(n):
+        pivot = next(r for r in range(col, n) if aug[r][col] != 0)
+        aug[col], aug[pivot] = aug[pivot], aug[col]
+        scale = aug[col][col]
+        aug[col] = [v / scale for v in aug[col]]
+        for r in range(n):
+            if r != col and aug[r][col] != 0:
+                f = aug[r][col]
+                aug[r] = [v - f * p for v, p in zip(aug[r], aug[col])]
+    return [row[n:] for row in aug]
+
+
+@lru_cache(maxsize=None)
+def transforms(m, r):
+    """Exact (AT, G, BT) of F(m, r) as tuples of Fraction rows: AT (m, n), G (n, r), BT (n, n).
+
+    For 1-D data d (n,) and kernel g (r,): ``AT @ ((G @ g) * (BT @ d))`` equals
+    ``y[i] = sum_k g[k] * d[i + k]`` for i < m. Derivation: linear convolution of an m- and
+    an r-term polynomial is evaluation at n points, a product, and interpolation,
+    c = Vn^-1 ((Vm a) * (Vr g)); correlation is its transpose in a, so AT = Vm^T, G = Vr,
+    BT = Vn^-T. Each row of BT is then scaled to coprime integers and G's row divided to match.
+    """
+    if m < 1 or r < 1:
+        raise ValueError(f"winograd: tile m={m} and kernel r={r} must be >= 1")
+    n = m + r - 1
+    if n - 1 > MAX_POINTS:
+        raise ValueError(f"winograd: F({m}, {r}) needs {n - 1} finite points, "
+                         f"at most {MAX_POINTS} are defined")
+    points = [Fraction(a) for a in POINTS[n - 1]]
+    vm, vr, vn = _vandermonde(points, m), _vandermonde(points, r), _vandermonde(points, n)
+    at = [list(col) for col in zip(*vm)]                  # (m, n)
+    g = [list(row) for row in vr]                         # (n, r)
+    bt = [list(col) for col in zip(*_inverse(vn))]        # (n, n) = Vn^-T
+    for j, row in enumerate(bt):
+        s = Fraction(lcm(*(v.denominator for v in row)), gcd(*(v.numerator for v in row)))
+        bt[j] = [v * s for v in row]
+        g[j] = [v / s for v in g[j]]
+    return tuple(map(tuple, at)), tuple(map(tuple, g)), tuple(map(tuple, bt))
+
+
+def _kron(xp, a, dtype):
+    """The Kronecker product a kron a of a Fraction matrix, as an xp array of ``dtype``."""
+    m = xp.asarray([[float(v) for v in row] for row in a], dtype=dtype)
+    return xp.kron(m, m)
+
+
+def tiles(OH, OW, m):
+    """(T, S): the number of m x m output tiles down and across."""
+    return -(-OH // m), -(-OW // m)
+
+
+def _input_tiles(x, pad, m, r):
+    """The overlapping n x n input tiles of x, stride m: (C, n*n, P) contiguous.
+
+    x is zero-padded by ``pad`` on the top/left and as far as the last tile needs on the
+    bottom/right (tiles may run past the output by up to m - 1 rows and columns).
+    """
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    n = m + r - 1
+    T, S = tiles(H + 2 * pad - r + 1, W + 2 * pad - r + 1, m)
+    xpad = xp.zeros((N, C, T * m + r - 1, S * m + r - 1), dtype=x.dtype)
+    xpad[:, :, pad:pad + H, pad:pad + W] = x
+    d = xp.ascontiguousarray(window_view(xpad, n, n, m, T, S))   # (C, n, n, N, T, S)
+    return d.reshape(C, n * n, N * T * S)                        # (C, n*n, P)
+
+
+def _transform_input(x, pad, m, r):
+    """V = (B^T kron B^T) d for every input tile: (C, n*n, P)."""
+    xp = get_array_module(x)
+    bt = _kron(xp, transforms(m, r)[2], x.dtype)                 # (n*n, n*n)
+    return xp.matmul(bt, _input_tiles(x, pad, m, r))             # (C, n*n, P)
+
+
+def _by_position(v, groups):
+    """(C, n*n, P) -> a (n*n, G, Cg, P) view: one (Cg, P) matrix per position and group."""
+    C, nn, P = v.shape
+    return v.reshape(groups, C // groups, nn, P).transpose(2, 0, 1, 3)
+
+
+def forward(x, w, b, *, pad, groups, tile, keep_transformed=True):
+    """y = conv(x, w, stride=1, pad) + b by F(tile x tile, r x r); see the module doc.
+
+    Shapes: x (N, C, H, W); w (K, C // groups, r, r); b (K,) -> y (N, K, OH, OW) with
+    OH = H + 2*pad - r + 1. Arguments are validated by ``layers.conv.forward``, which is
+    the public entry point (``algo="winograd"``). ``keep_transformed``: the cache keeps V
+    (n*n/m^2 times the input's size per tile row) or, with False, only x (V recomputed).
+    """
+    xp = get_array_module(x, w, b)
+    N, C, H, W = x.shape
+    K, Cg, r, _ = w.shape
+    G, Kg, m = groups, K // groups, tile
+    n = m + r - 1
+    OH, OW = H + 2 * pad - r + 1, W + 2 * pad - r + 1
+    T, S = tiles(OH, OW, m)
+    at, g, _ = transforms(m, r)
+    gk = _kron(xp, g, x.dtype)                                   # (n*n, r*r)
+    u = xp.matmul(gk, w.reshape(K * Cg, r * r).T)                # (n*n, K*Cg)
+    u = u.reshape(n * n, G, Kg, Cg)                              # (n*n, G, Kg, Cg)
+    v = _transform_input(x, pad, m, r)                           # (C, n*n, P)
+    mm = xp.matmul(u, _by_position(v, G))                        # (n*n, G, Kg, P)
+    yt = xp.matmul(_kron(xp, at, x.dtype), mm.reshape(n * n, -1))  # (m*m, K*P)
+    yt = yt.reshape(m, m, K, N, T, S)                            # (m, m, K, N, T, S)
+    y = xp.empty((N, K, OH, OW), dtype=x.dtype)
+    bias = b.reshape(1, K, 1, 1)
+    for i in range(m):
+        for j in range(m):
+            part = yt[i, j, :, :, :-(-(OH - i) // m), :-(-(OW - j) // m)]  # (K, N, T', S')
+            xp.add(part.transpose(1, 0, 2, 3), bias, out=y[:, :, i::m, j::m])
+    kept = (v, None) if keep_transformed else (None, x)
+    return y, WinogradCache(*kept, u, w.shape, x.shape, y.shape, pad, m)
+
+
+def backward(dy, cache, *, need_dx=True):
+    """(dx, dw, db) of ``forward``: the adjoint of each of its linear steps (module doc)."""
+    xp = get_array_module(dy)
+    N, C, H, W = cache.x_shape
+    K, Cg, r, _ = cache.w_shape
+    _, _, OH, OW = cache.y_shape
+    m = cache.tile
+    n = m + r - 1
+    G, Kg = C // Cg, K // (C // Cg)
+    T, S = tiles(OH, OW, m)
+    at, g, bt = transforms(m, r)
+    db = dy.sum(axis=(0, 2, 3))                                  # (K,)
+    dyt = xp.zeros((m, m, K, N, T, S), dtype=dy.dtype)           # dy cut into m x m tiles
+    for i in range(m):
+        for j in range(m):
+            dyt[i, j, :, :, :-(-(OH - i) // m), :-(-(OW - j) // m)] = \
+                dy[:, :, i::m, j::m].transpose(1, 0, 2, 3)       # (K, N, T', S')
+    dm = xp.matmul(_kron(xp, at, dy.dtype).T, dyt.reshape(m * m, -1))  # (n*n, K*P)
+    dm = dm.reshape(n * n, G, Kg, N * T * S)                     # (n*n, G, Kg, P)
+    v = cache.v
+    if v is None:
+        v = _transform_input(cache.x, cache.pad, m, r)           # (C, n*n, P)
+    # dU^T = V @ dM^T: the long P axis as the reduction of a non-transposed left operand
+    dut = xp.matmul(_by_position(v, G), dm.transpose(0, 1, 3, 2))  # (n*n, G, Cg, Kg)
+    dwt = xp.matmul(_kron(xp, g, dy.dtype).T, dut.reshape(n * n, -1))  # (r*r, G*Cg*Kg)
+    dw = dwt.reshape(r, r, G, Cg, Kg).transpose(2, 4, 3, 0, 1)   # (G, Kg, Cg, r, r) view
+    dw = dw.reshape(K, Cg, r, r)                                 # a copy
+    if not need_dx:
+        return None, dw, db
+    dv = xp.empty((C, n * n, N * T * S), dtype=dy.dtype)
+    xp.matmul(cache.u.transpose(0, 1, 3, 2), dm, out=_by_position(dv, G))  # (n*n, G, Cg, P)
+    dd = xp.matmul(_kron(xp, bt, dy.dtype).T, dv)                # (C, n*n, P)
+    xpad = xp.zeros((C, N, T * m + r - 1, S * m + r - 1), dtype=dy.dtype)  # channel-major
+    add_windows(dd.reshape(C, n, n, N, T, S), xpad, m)
+    dx = xpad[:, :, cache.pad:cache.pad + H, cache.pad:cache.pad + W]  # (C, N, H, W)
+    return xp.ascontiguousarray(dx.transpose(1, 0, 2, 3)), dw, db      # (N, C, H, W)
