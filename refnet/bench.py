@@ -15,7 +15,9 @@ Environment, printed with the results:
   so; ``--keep-env`` turns that off. Tests and CI never change them.
 - glibc returns large freed buffers to the kernel and re-faults them on every call,
   which halves PyTorch's speed here; the bench sets ``MALLOC_MMAP_THRESHOLD_`` and
-  ``MALLOC_TRIM_THRESHOLD_`` for both sides (in the same re-exec).
+  ``MALLOC_TRIM_THRESHOLD_`` for both sides (in the same re-exec), and
+  ``MALLOC_ARENA_MAX=1`` so refnet's second column thread shares that heap
+  (``refnet.cpu``; PyTorch's step measured the same with and without it).
 - ``OPENBLAS_THREAD_TIMEOUT=4`` so idle BLAS threads stop spinning.
 - PyTorch gets ``torch.set_num_threads`` equal to the BLAS threads.
 
@@ -44,7 +46,8 @@ from refnet.network import AlexNet
 from refnet.sgd import SGD
 
 REEXEC_FLAG = "REFNET_BENCH_REEXEC"
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "17179869184"}
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "17179869184",
+              "MALLOC_ARENA_MAX": "1"}
 
 
 # -- environment ---------------------------------------------------------------------
@@ -222,8 +225,10 @@ def layer_cases(net, batch):
     z, st = net.pool
     for i, spec in enumerate(net.spec.convs, start=1):
         w = shapes[f"conv{i}.weight"]
+        algo = "winograd" if net.conv_algo == "winograd" and spec.stride == 1 else "gemm"
         cases.append((f"conv{i}", "conv", (batch, c_in, s, s),
-                      dict(w=w, stride=spec.stride, pad=spec.pad, groups=c_in // w[1])))
+                      dict(w=w, stride=spec.stride, pad=spec.pad, groups=c_in // w[1],
+                           algo=algo)))
         c_in, s = w[0], sizes[f"conv{i}"]
         cases.append((f"relu{i}", "relu", (batch, c_in, s, s), {}))
         if i in (1, 2):
@@ -249,7 +254,7 @@ def refnet_layer(xp, kind, x, p, rng):
     if kind == "conv":
         w = xp.asarray(rng.standard_normal(p["w"]).astype(dtype) * 0.01)
         b = xp.zeros(p["w"][0], dtype=dtype)
-        kw = dict(stride=p["stride"], pad=p["pad"], groups=p["groups"])
+        kw = dict(stride=p["stride"], pad=p["pad"], groups=p["groups"], algo=p["algo"])
         fwd = lambda: conv.forward(x, w, b, **kw)  # noqa: E731
         bwd = lambda y, c: conv.backward(y, c)     # noqa: E731
     elif kind == "lrn":

@@ -32,18 +32,20 @@ are present, else both on device 0 (where ``to_device`` is a no-op).
 
 Running the columns: ``Placement.each`` runs one step of every column, each under its
 device. On GPUs the columns' kernels are queued one column after the other and run
-asynchronously. On the CPU with NumPy and at least two cores, a step whose per-column
-arrays (its inputs, and the weights of an fc layer) are small (at most
-``PARALLEL_BYTES`` each) runs the two columns concurrently in two
-threads, one core each, with the BLAS at one thread per call (the paper's
-one-GPU-per-column mapped onto cores; NumPy releases the GIL in its copies, ufuncs and
-GEMMs). Larger steps run the columns one after the other with every BLAS thread: measured
-on the 2-core machine (docs/performance.md), two concurrent single-thread GEMMs on large
-matrices evict each other's cache blocks and run slower than one two-thread GEMM after
-the other, while on small layers (the demo network) the concurrent columns are ~25%
-faster. Each column's arithmetic is the same whichever thread runs it, so results do not
-depend on the threading. This needs ``threadpoolctl`` (to set the BLAS threads); without
-it the columns always run one after the other.
+asynchronously. On the CPU with NumPy and at least two cores the two columns run
+concurrently in two threads, one core each, with the BLAS at one thread per call (the
+paper's one-GPU-per-column mapped onto cores; NumPy releases the GIL in its copies, ufuncs
+and GEMMs). Measured on the 2-core machine at alexnet batch 128 (docs/performance.md):
+3.4-3.8 s per training step against 3.9-4.1 s with the columns one after the other and
+both BLAS threads each. Two concurrent single-thread GEMMs on large matrices run slower
+than one two-thread GEMM after the other (cache contention), but everything else a layer
+does (copies, LRN, pooling, Winograd's transforms) is single-threaded NumPy and gains the
+second core. This needs one malloc arena for both threads: glibc serves a second thread's
+large blocks from fresh mmaps (re-faulted on every call) unless ``MALLOC_ARENA_MAX=1``
+or ``refnet.cpu.tune_malloc()``, which the command-line programs call. Each column's
+arithmetic is the same whichever thread runs it, so results do not depend on the
+threading. This needs ``threadpoolctl`` (to set the BLAS threads); without it the columns
+run one after the other.
 """
 
 import concurrent.futures
@@ -52,10 +54,6 @@ import os
 import numpy
 
 from layers import backend
-
-# Largest per-column input (bytes) of a step that runs the columns concurrently on the CPU.
-PARALLEL_BYTES = 8 << 20
-
 
 def default_devices(xp, columns):
     """Devices for ``columns`` columns: 0 and 1 with two or more GPUs, else all on 0."""
@@ -103,14 +101,13 @@ class Placement:
     def each(self, fn, *per_column):
         """``[fn(c, *args_c) ...]`` for every column c that has arguments, each run under
         column c's device: ``per_column`` are lists aligned with the columns (a list of
-        one runs column 0 alone, as fc8 does). Concurrent on the CPU for small steps
-        (module doc)."""
+        one runs column 0 alone, as fc8 does). Concurrent on the CPU (module doc)."""
         args = list(zip(*per_column))
 
         def run(c):
             with self.device(c):
                 return fn(c, *args[c])
-        if not self.parallel or len(args) < 2 or _nbytes(args[0]) > PARALLEL_BYTES:
+        if not self.parallel or len(args) < 2:
             return [run(c) for c in range(len(args))]
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -266,11 +263,6 @@ class Placement:
         pieces = [self.move(shards[c], c, 0) for c, _, _ in owners]
         with self.device(0):
             return self.xp.concatenate(pieces, axis=0)   # (R, ...)
-
-
-def _nbytes(arrays):
-    """The largest ``nbytes`` among ``arrays`` (0 for none)."""
-    return max((a.nbytes for a in arrays if hasattr(a, "nbytes")), default=0)
 
 
 def _blas_controller():

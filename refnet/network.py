@@ -365,23 +365,19 @@ class AlexNet:
         out = self.placement.each(lambda c, g: lrn.backward(g, caches[c][name]), d)
         return self.placement.halo_backward(out, n)
 
-    # fc layers hand their weights to ``each`` too: the size of a step, which decides
-    # whether the columns run concurrently on the CPU, is the weights' here.
     def _fc_forward(self, h, name, caches):
-        def column(c, a, w):
-            y, caches[c][name] = linear.forward(a, w, self.params[c][f"{name}.bias"])
+        def column(c, a):
+            w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
+            y, caches[c][name] = linear.forward(a, w, b)
             return y
-        return self.placement.each(column, h, self._weights(name, len(h)))
+        return self.placement.each(column, h)
 
     def _fc_backward(self, d, name, caches, grads):
-        def column(c, g, _):
+        def column(c, g):
             dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
                 linear.backward(g, caches[c][name])
             return dx
-        return self.placement.each(column, d, self._weights(name, len(d)))
-
-    def _weights(self, name, n):
-        return [self.params[c][f"{name}.weight"] for c in range(n)]
+        return self.placement.each(column, d)
 
     def _relu_forward(self, h, name, caches):
         def column(c, a):

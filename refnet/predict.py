@@ -89,4 +89,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from refnet.cpu import tune_malloc
+    tune_malloc()                   # keep freed buffers mapped (refnet.cpu)
     sys.exit(main())

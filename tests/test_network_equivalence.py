@@ -173,19 +173,18 @@ def test_lrn_mode_all_changes_the_output():
     assert not numpy.allclose(a, b, rtol=1e-6, atol=0)
 
 
-def test_concurrent_and_sequential_columns_give_identical_results(monkeypatch):
-    """On the CPU the columns run in two threads for small steps and one after the other
-    for large ones (refnet.columns.PARALLEL_BYTES): both paths, bit for bit the same."""
-    from refnet import columns
+def test_concurrent_and_sequential_columns_give_identical_results():
+    """On the CPU the columns run in two threads (refnet.columns); one after the other
+    (``placement.parallel = False``) gives the same numbers bit for bit."""
     rng = numpy.random.default_rng(11)
     x = rng.standard_normal((3, 3, 45, 45))
     labels = numpy.array([0, 3, 4])
     results = []
-    for limit in (1 << 40, 0):                      # everything concurrent, then nothing
-        monkeypatch.setattr(columns, "PARALLEL_BYTES", limit)
+    for parallel in (True, False):
         net = AlexNet("tiny", "float64", lrn_mode="all").init(seed=4, scheme="he")
-        if limit and not net.placement.parallel:
+        if parallel and not net.placement.parallel:
             pytest.skip("columns run concurrently only with >= 2 cores and threadpoolctl")
+        net.placement.parallel = parallel
         loss, grads = net.loss_and_grad(x, labels, rng=numpy.random.default_rng(2))
         results.append((loss, grads))
     (loss_a, grads_a), (loss_b, grads_b) = results
