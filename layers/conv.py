@@ -33,7 +33,8 @@ class ConvCache(NamedTuple):
     pad: int
 
 
-def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", tile=None):
+def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", tile=None,
+            cols=None):
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*s + i, ow*s + j]
 
     where g = k // Kg is the group of kernel k, s the stride and xpad the input with
@@ -55,6 +56,10 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     different rounding (float32 relative error up to ~2e-5 for 5x5 kernels instead of
     ~1e-6; float64 ~1e-14). ``tile`` is its output tile, default ``WINOGRAD_TILES``.
     ``keep_cols`` then chooses between keeping the transformed input tiles and ``x``.
+
+    ``cols``: ``im2col(x, kh, kw, stride=stride, pad=pad, groups=groups)`` when the caller
+    already has it (the network's two columns run conv1 on the same image: on one device
+    they share one im2col and one cached copy). Used as is, never written to.
     """
     dtype = float_dtype("conv", x, w, b)
     require_ndim("conv", "x", x, 4, "(N, C, H, W)")
@@ -88,7 +93,11 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
 
     xp = get_array_module(x, w, b)
     G, Kg = groups, K // groups
-    cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G)   # (G, Cg*kh*kw, P)
+    if cols is None:
+        cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G)   # (G, Cg*kh*kw, P)
+    elif tuple(cols.shape) != (G, Cg * kh * kw, N * OH * OW) or cols.dtype != dtype:
+        raise ValueError(f"conv: cols has shape {tuple(cols.shape)} and dtype {cols.dtype}, "
+                         f"im2col of x gives {(G, Cg * kh * kw, N * OH * OW)} {dtype}")
     wg = w.reshape(G, Kg, Cg * kh * kw)                          # (G, Kg, Cg*kh*kw)
     yg = xp.matmul(wg, cols)                                     # (G, Kg, P)
     y = xp.empty((N, K, OH, OW), dtype=dtype)

@@ -179,6 +179,7 @@ def forward(x, w, b, *, pad, groups, tile, keep_transformed=True):
     v = _transform_input(x, pad, m, r)                           # (C, n*n, P)
     mm = xp.matmul(u, _by_position(v, G))                        # (n*n, G, Kg, P)
     yt = xp.matmul(_kron(xp, at, x.dtype), mm.reshape(n * n, -1))  # (m*m, K*P)
+    pass  # del mm
     yt = yt.reshape(m, m, K, N, T, S)                            # (m, m, K, N, T, S)
     y = xp.empty((N, K, OH, OW), dtype=x.dtype)
     bias = b.reshape(1, K, 1, 1)
@@ -209,6 +210,7 @@ def backward(dy, cache, *, need_dx=True):
                 dy[:, :, i::m, j::m].transpose(1, 0, 2, 3)       # (K, N, T', S')
     dm = xp.matmul(_kron(xp, at, dy.dtype).T, dyt.reshape(m * m, -1))  # (n*n, K*P)
     dm = dm.reshape(n * n, G, Kg, N * T * S)                     # (n*n, G, Kg, P)
+    del dyt                          # here and below: temporaries go as soon as they are used
     v = cache.v
     if v is None:
         v = _transform_input(cache.x, cache.pad, m, r)           # (C, n*n, P)
@@ -217,12 +219,16 @@ def backward(dy, cache, *, need_dx=True):
     dwt = xp.matmul(_kron(xp, g, dy.dtype).T, dut.reshape(n * n, -1))  # (r*r, G*Cg*Kg)
     dw = dwt.reshape(r, r, G, Cg, Kg).transpose(2, 4, 3, 0, 1)   # (G, Kg, Cg, r, r) view
     dw = dw.reshape(K, Cg, r, r)                                 # a copy
+    del v, dut
     if not need_dx:
         return None, dw, db
-    dv = xp.empty((C, n * n, N * T * S), dtype=dy.dtype)
-    xp.matmul(cache.u.transpose(0, 1, 3, 2), dm, out=_by_position(dv, G))  # (n*n, G, Cg, P)
+    dv = xp.matmul(cache.u.transpose(0, 1, 3, 2), dm)            # (n*n, G, Cg, P)
+    del dm
+    dv = dv.reshape(n * n, C, N * T * S).transpose(1, 0, 2)      # (C, n*n, P) view
     dd = xp.matmul(_kron(xp, bt, dy.dtype).T, dv)                # (C, n*n, P)
+    del dv
     xpad = xp.zeros((C, N, T * m + r - 1, S * m + r - 1), dtype=dy.dtype)  # channel-major
     add_windows(dd.reshape(C, n, n, N, T, S), xpad, m)
+    del dd
     dx = xpad[:, :, cache.pad:cache.pad + H, cache.pad:cache.pad + W]  # (C, N, H, W)
     return xp.ascontiguousarray(dx.transpose(1, 0, 2, 3)), dw, db      # (N, C, H, W)

@@ -120,6 +120,12 @@ class Placement:
                 concurrent.futures.wait(others)  # never leave a column running
             return [first] + [f.result() for f in others]
 
+    def shared_input(self, per_column):
+        """True when every column's input is the same array on the same device (conv1's
+        image with both columns on one device), so work on it can be shared."""
+        return (len(per_column) > 1 and len(set(self.devices)) == 1
+                and all(a is per_column[0] for a in per_column))
+
     def put(self, a, c):
         """``a`` (host or any device) on column ``c``'s device; no copy when already there."""
         return backend.to_device(a, self.xp, self.devices[c])

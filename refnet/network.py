@@ -316,10 +316,18 @@ class AlexNet:
         winograd = self.conv_algo == "winograd" and spec.stride == 1
         algo = "winograd" if winograd else "gemm"
 
+        cols = None
+        if algo == "gemm" and self.placement.shared_input(h):
+            # conv1: both columns read the same image on one device: one im2col for both
+            with self.placement.device(0):
+                cols = conv.im2col(h[0], spec.kernel, spec.kernel, stride=spec.stride,
+                                   pad=spec.pad)
+
         def column(c, a):
             w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
             y, caches[c][name] = conv.forward(a, w, b, stride=spec.stride, pad=spec.pad,
-                                              keep_cols=self.keep_cols, algo=algo)
+                                              keep_cols=self.keep_cols, algo=algo,
+                                              cols=cols)
             y, caches[c][f"{name}.relu"] = relu.forward(y)
             return y
         return self.placement.each(column, h)

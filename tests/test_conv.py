@@ -196,3 +196,17 @@ def test_backward_recomputing_columns_equals_cached_columns(xp, dtype):
     dy = xp.asarray(rng.standard_normal(y1.shape).astype(dtype))
     for a, b_ in zip(conv.backward(dy, kept), conv.backward(dy, lean)):
         numpy.testing.assert_array_equal(backend.asnumpy(a), backend.asnumpy(b_))
+
+
+def test_precomputed_cols_are_used_as_given_and_checked(xp, dtype):
+    cfg = dict(N=2, C=4, K=6, H=9, W=8, kh=3, kw=3, stride=2, pad=1, groups=2, seed=10)
+    x, w, b, rng = draw_arrays(cfg, dtype)
+    args = (xp.asarray(x), xp.asarray(w), xp.asarray(b))
+    cols = conv.im2col(args[0], 3, 3, stride=2, pad=1, groups=2)
+    y1, c1 = conv.forward(*args, **hyper(cfg))
+    y2, c2 = conv.forward(*args, **hyper(cfg), cols=cols)
+    assert c2.cols is cols                                 # kept as given, not copied
+    numpy.testing.assert_array_equal(backend.asnumpy(y1), backend.asnumpy(y2))
+    with pytest.raises(ValueError, match=r"cols has shape \(2, 18, 41\).*gives \(2, 18, 40\)"):
+        conv.forward(*args, stride=2, pad=1, groups=2,
+                     cols=xp.zeros((2, 18, 41), dtype=dtype))

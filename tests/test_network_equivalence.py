@@ -206,3 +206,13 @@ def test_conv_cache_input_gives_identical_results():
         numpy.testing.assert_array_equal(g, out[1][1][name])
     with pytest.raises(ValueError, match="conv_cache"):
         AlexNet("tiny", conv_cache="nothing")
+
+
+def test_columns_on_one_device_share_conv1_columns():
+    """Both columns' conv1 read the same image: on one device they share one im2col."""
+    rng = numpy.random.default_rng(13)
+    net = AlexNet("tiny", "float64").init(seed=5, scheme="he")
+    x = rng.standard_normal((2, 3, 45, 45))
+    _, caches = net._forward(x, train=False, rng=None, masks=None)
+    assert caches[0]["conv1"].cols is caches[1]["conv1"].cols
+    assert caches[0]["conv2"].v is not caches[1]["conv2"].v
