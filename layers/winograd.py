@@ -57,7 +57,8 @@ MAX_POINTS = max(POINTS)
 
 
 class WinogradCache(NamedTuple):
-    v: object           # (C, n*n, P) transformed input tiles, for dw (None: recompute from x)
+    v: object           # per batch chunk, (C, n*n, Pc) transformed input tiles, for dw
+                        # (None: recompute them from x)
     x: object           # (N, C, H, W) the input when v is None, else None
     u: object           # (n*n, G, Kg, Cg) transformed kernels, for dx
     w_shape: tuple      # (K, Cg, r, r)
@@ -65,6 +66,7 @@ class WinogradCache(NamedTuple):
     y_shape: tuple      # (N, K, OH, OW)
     pad: int
     tile: int           # m
+    chunks: tuple       # slices of the batch that forward ran one after the other
 
 
 def _vandermonde(points, k):
@@ -157,13 +159,28 @@ def _by_position(v, groups):
     return v.reshape(groups, C // groups, nn, P).transpose(2, 0, 1, 3)
 
 
+def batch_chunks(N, per_sample_bytes):
+    """Slices of the batch so that each chunk's largest temporary stays near
+    ``CHUNK_BYTES``: the transform-domain arrays are n*n/m^2 times the size of the
+    output, so a whole batch would make the largest temporaries of the network
+    (0.26 GB per column for alexnet's conv2 at batch 128), and the chunks' GEMMs are
+    still large (>= 1 sample, typically 30-100)."""
+    size = max(1, min(N, CHUNK_BYTES // max(1, per_sample_bytes)))
+    return [slice(i, min(N, i + size)) for i in range(0, N, size)]
+
+
+# Budget (bytes) of the largest per-chunk temporary (the product M or its gradient).
+CHUNK_BYTES = 32 << 20
+
+
 def forward(x, w, b, *, pad, groups, tile, keep_transformed=True):
     """y = conv(x, w, stride=1, pad) + b by F(tile x tile, r x r); see the module doc.
 
     Shapes: x (N, C, H, W); w (K, C // groups, r, r); b (K,) -> y (N, K, OH, OW) with
     OH = H + 2*pad - r + 1. Arguments are validated by ``layers.conv.forward``, which is
-    the public entry point (``algo="winograd"``). ``keep_transformed``: the cache keeps V
-    (n*n/m^2 times the input's size per tile row) or, with False, only x (V recomputed).
+    the public entry point (``algo="winograd"``). The batch runs in chunks
+    (``batch_chunks``). ``keep_transformed``: the cache keeps each chunk's V (n*n/m^2
+    times the input's size) or, with False, only x (V recomputed, chunk by chunk).
     """
     xp = get_array_module(x, w, b)
     N, C, H, W = x.shape
@@ -176,23 +193,28 @@ def forward(x, w, b, *, pad, groups, tile, keep_transformed=True):
     gk = _kron(xp, g, x.dtype)                                   # (n*n, r*r)
     u = xp.matmul(gk, w.reshape(K * Cg, r * r).T)                # (n*n, K*Cg)
     u = u.reshape(n * n, G, Kg, Cg)                              # (n*n, G, Kg, Cg)
-    v = _transform_input(x, pad, m, r)                           # (C, n*n, P)
-    mm = xp.matmul(u, _by_position(v, G))                        # (n*n, G, Kg, P)
-    yt = xp.matmul(_kron(xp, at, x.dtype), mm.reshape(n * n, -1))  # (m*m, K*P)
-    pass  # del mm
-    yt = yt.reshape(m, m, K, N, T, S)                            # (m, m, K, N, T, S)
+    atk = _kron(xp, at, x.dtype)                                 # (m*m, n*n)
     y = xp.empty((N, K, OH, OW), dtype=x.dtype)
     bias = b.reshape(1, K, 1, 1)
-    for i in range(m):
-        for j in range(m):
-            part = yt[i, j, :, :, :-(-(OH - i) // m), :-(-(OW - j) // m)]  # (K, N, T', S')
-            xp.add(part.transpose(1, 0, 2, 3), bias, out=y[:, :, i::m, j::m])
-    kept = (v, None) if keep_transformed else (None, x)
-    return y, WinogradCache(*kept, u, w.shape, x.shape, y.shape, pad, m)
+    chunks = batch_chunks(N, n * n * max(K, C) * T * S * x.itemsize)
+    kept = []
+    for nb in chunks:
+        v = _transform_input(x[nb], pad, m, r)                   # (C, n*n, Pc)
+        mm = xp.matmul(u, _by_position(v, G))                    # (n*n, G, Kg, Pc)
+        yt = xp.matmul(atk, mm.reshape(n * n, -1))               # (m*m, K*Pc)
+        yt = yt.reshape(m, m, K, -1, T, S)                       # (m, m, K, Nc, T, S)
+        for i in range(m):
+            for j in range(m):
+                part = yt[i, j, :, :, :-(-(OH - i) // m), :-(-(OW - j) // m)]  # (K, Nc, T', S')
+                xp.add(part.transpose(1, 0, 2, 3), bias, out=y[nb, :, i::m, j::m])
+        kept.append(v)
+    kept = (tuple(kept), None) if keep_transformed else (None, x)
+    return y, WinogradCache(*kept, u, w.shape, x.shape, y.shape, pad, m, tuple(chunks))
 
 
 def backward(dy, cache, *, need_dx=True):
-    """(dx, dw, db) of ``forward``: the adjoint of each of its linear steps (module doc)."""
+    """(dx, dw, db) of ``forward``: the adjoint of each of its linear steps (module doc),
+    over the same batch chunks; dU sums the chunks' contributions."""
     xp = get_array_module(dy)
     N, C, H, W = cache.x_shape
     K, Cg, r, _ = cache.w_shape
@@ -202,33 +224,32 @@ def backward(dy, cache, *, need_dx=True):
     G, Kg = C // Cg, K // (C // Cg)
     T, S = tiles(OH, OW, m)
     at, g, bt = transforms(m, r)
+    atk, btk = _kron(xp, at, dy.dtype), _kron(xp, bt, dy.dtype)
     db = dy.sum(axis=(0, 2, 3))                                  # (K,)
-    dyt = xp.zeros((m, m, K, N, T, S), dtype=dy.dtype)           # dy cut into m x m tiles
-    for i in range(m):
-        for j in range(m):
-            dyt[i, j, :, :, :-(-(OH - i) // m), :-(-(OW - j) // m)] = \
-                dy[:, :, i::m, j::m].transpose(1, 0, 2, 3)       # (K, N, T', S')
-    dm = xp.matmul(_kron(xp, at, dy.dtype).T, dyt.reshape(m * m, -1))  # (n*n, K*P)
-    dm = dm.reshape(n * n, G, Kg, N * T * S)                     # (n*n, G, Kg, P)
-    del dyt                          # here and below: temporaries go as soon as they are used
-    v = cache.v
-    if v is None:
-        v = _transform_input(cache.x, cache.pad, m, r)           # (C, n*n, P)
-    # dU^T = V @ dM^T: the long P axis as the reduction of a non-transposed left operand
-    dut = xp.matmul(_by_position(v, G), dm.transpose(0, 1, 3, 2))  # (n*n, G, Cg, Kg)
+    dut = xp.zeros((n * n, G, Cg, Kg), dtype=dy.dtype)           # dU^T, summed over chunks
+    xpad = xp.zeros((C, N, T * m + r - 1, S * m + r - 1), dtype=dy.dtype) if need_dx else None
+    for k, nb in enumerate(cache.chunks):
+        v = cache.v[k] if cache.v is not None else _transform_input(
+            cache.x[nb], cache.pad, m, r)                        # (C, n*n, Pc)
+        nc = v.shape[2] // (T * S)
+        dyt = xp.zeros((m, m, K, nc, T, S), dtype=dy.dtype)      # dy cut into m x m tiles
+        for i in range(m):
+            for j in range(m):
+                dyt[i, j, :, :, :-(-(OH - i) // m), :-(-(OW - j) // m)] = \
+                    dy[nb, :, i::m, j::m].transpose(1, 0, 2, 3)  # (K, Nc, T', S')
+        dm = xp.matmul(atk.T, dyt.reshape(m * m, -1))            # (n*n, K*Pc)
+        dm = dm.reshape(n * n, G, Kg, -1)                        # (n*n, G, Kg, Pc)
+        # dU^T = V @ dM^T: the long P axis as the reduction of a non-transposed left operand
+        dut += xp.matmul(_by_position(v, G), dm.transpose(0, 1, 3, 2))  # (n*n, G, Cg, Kg)
+        if need_dx:
+            dv = xp.matmul(cache.u.transpose(0, 1, 3, 2), dm)    # (n*n, G, Cg, Pc)
+            dv = dv.reshape(n * n, C, -1).transpose(1, 0, 2)     # (C, n*n, Pc) view
+            dd = xp.matmul(btk.T, dv)                            # (C, n*n, Pc)
+            add_windows(dd.reshape(C, n, n, nc, T, S), xpad[:, nb], m)
     dwt = xp.matmul(_kron(xp, g, dy.dtype).T, dut.reshape(n * n, -1))  # (r*r, G*Cg*Kg)
     dw = dwt.reshape(r, r, G, Cg, Kg).transpose(2, 4, 3, 0, 1)   # (G, Kg, Cg, r, r) view
     dw = dw.reshape(K, Cg, r, r)                                 # a copy
-    del v, dut
     if not need_dx:
         return None, dw, db
-    dv = xp.matmul(cache.u.transpose(0, 1, 3, 2), dm)            # (n*n, G, Cg, P)
-    del dm
-    dv = dv.reshape(n * n, C, N * T * S).transpose(1, 0, 2)      # (C, n*n, P) view
-    dd = xp.matmul(_kron(xp, bt, dy.dtype).T, dv)                # (C, n*n, P)
-    del dv
-    xpad = xp.zeros((C, N, T * m + r - 1, S * m + r - 1), dtype=dy.dtype)  # channel-major
-    add_windows(dd.reshape(C, n, n, N, T, S), xpad, m)
-    del dd
     dx = xpad[:, :, cache.pad:cache.pad + H, cache.pad:cache.pad + W]  # (C, N, H, W)
     return xp.ascontiguousarray(dx.transpose(1, 0, 2, 3)), dw, db      # (N, C, H, W)
