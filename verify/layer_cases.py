@@ -8,7 +8,8 @@ smaller spatial sizes (the maths does not depend on them); stress cases pick set
 where every term matters:
 
 - conv: groups 1/2/4 x stride 1/2/4 x pad 0/1/2 on a non-square input, and a
-  non-square kernel;
+  non-square kernel; Winograd (``algo="winograd"``) for the paper's stride-1 layers at
+  their default tiles, and every tile 1-4 of 3x3 and 5x5 kernels with groups and padding;
 - LRN: alpha 0.1/0.5/1 x size 3/5/7 x k 1/2 (the alpha term is of the order of k, so a
   wrong alpha/size or k is visible), and beta 0.5/1;
 - pooling: odd and even sizes (floor rounding), the 2/2 ablation, and integer-valued
@@ -44,11 +45,11 @@ def _rows(case, ours, ref, tol, note=""):
     return [judged(PART, case, q, ours[q], ref[q], tol, note) for q in ref]
 
 
-def conv_case(rng, dtype, tol, case, x_shape, w_shape, *, stride, pad, groups):
+def conv_case(rng, dtype, tol, case, x_shape, w_shape, *, stride, pad, groups, **algo):
     x = _draw(rng, x_shape, dtype)
     w = _draw(rng, w_shape, dtype, 0.1)
     b = _draw(rng, w_shape[:1], dtype)
-    y, cache = layers.conv.forward(x, w, b, stride=stride, pad=pad, groups=groups)
+    y, cache = layers.conv.forward(x, w, b, stride=stride, pad=pad, groups=groups, **algo)
     dy = _draw(rng, y.shape, dtype)
     dx, dw, db = layers.conv.backward(dy, cache)
     ref = twins.conv(x, w, b, dy, stride=stride, pad=pad, groups=groups)
@@ -66,6 +67,15 @@ def conv_cases(rng, dtype, tol):
     ]
     for name, xs, ws, s, p, g in paper:
         rows += conv_case(rng, dtype, tol, name, xs, ws, stride=s, pad=p, groups=g)
+        if s == 1:
+            rows += conv_case(rng, dtype, tol, name.replace("(paper)", "winograd"), xs, ws,
+                              stride=s, pad=p, groups=g, algo="winograd")
+    for kernel, tiles in ((3, (1, 2, 3, 4)), (5, (1, 2, 3))):
+        for tile in tiles:
+            name = f"conv {kernel}x{kernel}/1 pad 2 g2 winograd F({tile}, {kernel}), 8->12"
+            rows += conv_case(rng, dtype, tol, name, (2, 8, 13, 10),
+                              (12, 4, kernel, kernel), stride=1, pad=2, groups=2,
+                              algo="winograd", tile=tile)
     for groups in (1, 2, 4):
         for stride in (1, 2, 4):
             for pad in (0, 1, 2):
