@@ -332,12 +332,14 @@ class AlexNet:
             return y
         return self.placement.each(column, h)
 
+    # Backward pops each cache as its layer is done, so what a layer kept is freed
+    # before the layers below it allocate (the step's peak memory).
     def _conv_relu_backward(self, d, name, caches, grads):
         def column(c, g):
-            g = relu.backward(g, caches[c][f"{name}.relu"])
+            g = relu.backward(g, caches[c].pop(f"{name}.relu"))
             # conv1's input is the image: no gradient needed there.
             dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
-                conv.backward(g, caches[c][name], need_dx=name != "conv1")
+                conv.backward(g, caches[c].pop(name), need_dx=name != "conv1")
             return dx
         return self.placement.each(column, d)
 
@@ -350,7 +352,7 @@ class AlexNet:
         return self.placement.each(column, h)
 
     def _pool_backward(self, d, name, caches):
-        return self.placement.each(lambda c, g: pool.backward(g, caches[c][name]), d)
+        return self.placement.each(lambda c, g: pool.backward(g, caches[c].pop(name)), d)
 
     def _lrn_halo(self, name):
         if self.lrn_mode == "column" or self.columns == 1:
@@ -370,7 +372,7 @@ class AlexNet:
     def _lrn_backward(self, d, name, caches):
         n = self._lrn_halo(name)
         d = self.placement.halo_pad(d, n)
-        out = self.placement.each(lambda c, g: lrn.backward(g, caches[c][name]), d)
+        out = self.placement.each(lambda c, g: lrn.backward(g, caches[c].pop(name)), d)
         return self.placement.halo_backward(out, n)
 
     def _fc_forward(self, h, name, caches):
@@ -383,7 +385,7 @@ class AlexNet:
     def _fc_backward(self, d, name, caches, grads):
         def column(c, g):
             dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
-                linear.backward(g, caches[c][name])
+                linear.backward(g, caches[c].pop(name))
             return dx
         return self.placement.each(column, d)
 
@@ -395,7 +397,7 @@ class AlexNet:
 
     def _relu_backward(self, d, name, caches):
         return self.placement.each(
-            lambda c, g: relu.backward(g, caches[c][f"{name}.relu"]), d)
+            lambda c, g: relu.backward(g, caches[c].pop(f"{name}.relu")), d)
 
     def _dropout_forward(self, h, name, caches, train, mask):
         if self.dropout == 0:
@@ -412,7 +414,7 @@ class AlexNet:
         if self.dropout == 0:
             return d
         return self.placement.each(
-            lambda c, g: dropout.backward(g, caches[c][f"{name}.dropout"]), d)
+            lambda c, g: dropout.backward(g, caches[c].pop(f"{name}.dropout")), d)
 
 
 class _Discard(dict):
