@@ -18,9 +18,11 @@ from layers import winograd
 __all__ = ["forward", "backward", "im2col", "col2im", "ConvCache", "ALGOS", "WINOGRAD_TILES"]
 
 ALGOS = ("gemm", "winograd")
-# Default Winograd output tile m per kernel size r: the fastest F(m, r) per layer measured
-# at alexnet batch 128 (docs/performance.md); other sizes use m = 2.
-WINOGRAD_TILES = {3: 2, 5: 3}
+# Default Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) measured
+# on alexnet's layers at batch 128 (docs/performance.md). In float32, F(3, 3) is as fast as
+# F(2, 3) with 3-5x its error, so 3x3 kernels keep m = 2; in float64 (GEMMs at half the
+# speed) F(3, 3) is ~10% faster with an error of ~4e-15. Other sizes use m = 2.
+WINOGRAD_TILES = {("float32", 3): 2, ("float32", 5): 3, ("float64", 3): 3, ("float64", 5): 3}
 
 
 class ConvCache(NamedTuple):
@@ -84,7 +86,7 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     if algo not in ALGOS:
         raise ValueError(f"conv: algo must be one of {ALGOS}, got {algo!r}")
     if algo == "winograd":
-        tile = _winograd_tile(stride, kh, kw, tile)
+        tile = _winograd_tile(stride, kh, kw, tile, dtype)
         return winograd.forward(x, w, b, pad=pad, groups=groups, tile=tile,
                                 keep_transformed=keep_cols)
     if tile is not None:
@@ -107,14 +109,14 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     return y, ConvCache(*cached, w, (N, C, H, W), (N, K, OH, OW), stride, pad)
 
 
-def _winograd_tile(stride, kh, kw, tile):
+def _winograd_tile(stride, kh, kw, tile, dtype):
     """The Winograd output tile for these arguments, or ``ValueError`` saying what rules it out."""
     if stride != 1:
         raise ValueError(f"conv: algo='winograd' needs stride 1, got stride={stride}")
     if kh != kw:
         raise ValueError(f"conv: algo='winograd' needs a square kernel, got {kh}x{kw}")
     if tile is None:
-        return WINOGRAD_TILES.get(kh, 2)
+        return WINOGRAD_TILES.get((dtype.name, kh), 2)
     tile = require_int("conv", "tile", tile, 1)
     if tile + kh - 2 > winograd.MAX_POINTS:
         raise ValueError(f"conv: tile={tile} with a {kh}x{kw} kernel needs "
