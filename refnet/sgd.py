@@ -52,33 +52,39 @@ class SGD:
 
     def step(self, grads):
         """One update from ``grads``: per-column dicts (a list, as
-        ``loss_and_grad_columns`` gives) or one dict keyed like ``state_dict``."""
+        ``loss_and_grad_columns`` gives) or one dict keyed like ``state_dict``. Every
+        gradient is checked before any parameter changes; the columns update concurrently
+        on the CPU (``Placement.each``), each under its device."""
         if isinstance(grads, dict):
             grads = self.net.column_grads(grads)
         if len(grads) != len(self.net.params):
             raise ValueError(f"expected gradients for {len(self.net.params)} columns, "
                              f"got {len(grads)}")
-        lr, m = self.lr, self.momentum
         for c, params in enumerate(self.net.params):
-            with self.net.placement.device(c):
-                for name, w in params.items():
-                    if name not in grads[c]:
-                        raise ValueError(f"column {c}: no gradient for {name!r}")
-                    g, v, wd = grads[c][name], self.velocity[c][name], self.decay(name)
-                    if tuple(g.shape) != tuple(w.shape):
-                        raise ValueError(f"column {c}: gradient of {name!r} has shape "
-                                         f"{tuple(g.shape)}, parameter {tuple(w.shape)}")
-                    v *= m
-                    if self.form == "paper":     # v = m v - wd lr w - lr g; w += v
-                        if wd:
-                            v -= (wd * lr) * w
-                        v -= lr * g
-                        w += v
-                    else:                        # v = m v + g + wd w; w -= lr v
-                        v += g
-                        if wd:
-                            v += wd * w
-                        w -= lr * v
+            for name, w in params.items():
+                if name not in grads[c]:
+                    raise ValueError(f"column {c}: no gradient for {name!r}")
+                g = grads[c][name]
+                if tuple(g.shape) != tuple(w.shape):
+                    raise ValueError(f"column {c}: gradient of {name!r} has shape "
+                                     f"{tuple(g.shape)}, parameter {tuple(w.shape)}")
+        self.net.placement.each(self._update_column, self.net.params, grads)
+
+    def _update_column(self, c, params, grads):
+        lr, m = self.lr, self.momentum
+        for name, w in params.items():
+            g, v, wd = grads[name], self.velocity[c][name], self.decay(name)
+            v *= m
+            if self.form == "paper":     # v = m v - wd lr w - lr g; w += v
+                if wd:
+                    v -= (wd * lr) * w
+                v -= lr * g
+                w += v
+            else:                        # v = m v + g + wd w; w -= lr v
+                v += g
+                if wd:
+                    v += wd * w
+                w -= lr * v
 
     def state_dict(self):
         """``{"velocity/<name>": NumPy array}`` with the net's full (grouped) shapes."""

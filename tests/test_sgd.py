@@ -154,3 +154,19 @@ def test_bad_states_and_options_are_refused():
         cols = net.column_grads(g)
         cols[1]["conv1.weight"] = numpy.zeros((3, 3))
         opt.step(cols)
+
+
+def test_a_bad_gradient_leaves_every_parameter_and_velocity_unchanged():
+    """The gradients are all checked before any update: a wrong shape in column 1's last
+    layer must not leave column 0 (or column 1's earlier layers) already stepped."""
+    net, opt = setup("paper")
+    rng = numpy.random.default_rng(7)
+    opt.step(random_grads(net, rng))                    # non-zero velocities
+    before = net.state_dict(), opt.state_dict()
+    cols = net.column_grads(random_grads(net, rng))
+    cols[1]["fc7.bias"] = numpy.zeros(3)
+    with pytest.raises(ValueError, match="fc7.bias"):
+        opt.step(cols)
+    for old, new in zip(before, (net.state_dict(), opt.state_dict())):
+        for key in old:
+            numpy.testing.assert_array_equal(old[key], new[key])
