@@ -130,6 +130,13 @@ def tiles(OH, OW, m):
     return -(-OH // m), -(-OW // m)
 
 
+def _tile_positions(OH, OW, m):
+    """``(i, j, T', S')`` for each position (i, j) of an m x m output tile: the outputs
+    ``y[:, :, i::m, j::m]`` are that position in the first T' x S' tiles (the last tile
+    row and column may run past the output)."""
+    return [(i, j, -(-(OH - i) // m), -(-(OW - j) // m)) for i in range(m) for j in range(m)]
+
+
 def _input_tiles(x, pad, m, r):
     """The overlapping n x n input tiles of x, stride m: (C, n*n, P) contiguous.
 
@@ -159,6 +166,10 @@ def _by_position(v, groups):
     return v.reshape(groups, C // groups, nn, P).transpose(2, 0, 1, 3)
 
 
+# Budget (bytes) of the largest per-chunk temporary (the product M or its gradient).
+CHUNK_BYTES = 32 << 20
+
+
 def batch_chunks(N, per_sample_bytes):
     """Slices of the batch so that each chunk's largest temporary stays near
     ``CHUNK_BYTES``: the transform-domain arrays are n*n/m^2 times the size of the
@@ -167,10 +178,6 @@ def batch_chunks(N, per_sample_bytes):
     still large (>= 1 sample, typically 30-100)."""
     size = max(1, min(N, CHUNK_BYTES // max(1, per_sample_bytes)))
     return [slice(i, min(N, i + size)) for i in range(0, N, size)]
-
-
-# Budget (bytes) of the largest per-chunk temporary (the product M or its gradient).
-CHUNK_BYTES = 32 << 20
 
 
 def forward(x, w, b, *, pad, groups, tile, keep_transformed=True):
@@ -197,18 +204,17 @@ def forward(x, w, b, *, pad, groups, tile, keep_transformed=True):
     y = xp.empty((N, K, OH, OW), dtype=x.dtype)
     bias = b.reshape(1, K, 1, 1)
     chunks = batch_chunks(N, n * n * max(K, C) * T * S * x.itemsize)
-    kept = []
+    vs = []
     for nb in chunks:
         v = _transform_input(x[nb], pad, m, r)                   # (C, n*n, Pc)
         mm = xp.matmul(u, _by_position(v, G))                    # (n*n, G, Kg, Pc)
         yt = xp.matmul(atk, mm.reshape(n * n, -1))               # (m*m, K*Pc)
         yt = yt.reshape(m, m, K, -1, T, S)                       # (m, m, K, Nc, T, S)
-        for i in range(m):
-            for j in range(m):
-                part = yt[i, j, :, :, :-(-(OH - i) // m), :-(-(OW - j) // m)]  # (K, Nc, T', S')
-                xp.add(part.transpose(1, 0, 2, 3), bias, out=y[nb, :, i::m, j::m])
-        kept.append(v)
-    kept = (tuple(kept), None) if keep_transformed else (None, x)
+        for i, j, t, s in _tile_positions(OH, OW, m):
+            part = yt[i, j, :, :, :t, :s]                        # (K, Nc, T', S')
+            xp.add(part.transpose(1, 0, 2, 3), bias, out=y[nb, :, i::m, j::m])
+        vs.append(v)
+    kept = (tuple(vs), None) if keep_transformed else (None, x)
     return y, WinogradCache(*kept, u, w.shape, x.shape, y.shape, pad, m, tuple(chunks))
 
 
@@ -221,7 +227,8 @@ def backward(dy, cache, *, need_dx=True):
     _, _, OH, OW = cache.y_shape
     m = cache.tile
     n = m + r - 1
-    G, Kg = C // Cg, K // (C // Cg)
+    G = C // Cg
+    Kg = K // G
     T, S = tiles(OH, OW, m)
     at, g, bt = transforms(m, r)
     atk, btk = _kron(xp, at, dy.dtype), _kron(xp, bt, dy.dtype)
@@ -233,10 +240,9 @@ def backward(dy, cache, *, need_dx=True):
             cache.x[nb], cache.pad, m, r)                        # (C, n*n, Pc)
         nc = v.shape[2] // (T * S)
         dyt = xp.zeros((m, m, K, nc, T, S), dtype=dy.dtype)      # dy cut into m x m tiles
-        for i in range(m):
-            for j in range(m):
-                dyt[i, j, :, :, :-(-(OH - i) // m), :-(-(OW - j) // m)] = \
-                    dy[nb, :, i::m, j::m].transpose(1, 0, 2, 3)  # (K, Nc, T', S')
+        for i, j, t, s in _tile_positions(OH, OW, m):
+            part = dy[nb, :, i::m, j::m].transpose(1, 0, 2, 3)   # (K, Nc, T', S')
+            dyt[i, j, :, :, :t, :s] = part
         dm = xp.matmul(atk.T, dyt.reshape(m * m, -1))            # (n*n, K*Pc)
         dm = dm.reshape(n * n, G, Kg, -1)                        # (n*n, G, Kg, Pc)
         # dU^T = V @ dM^T: the long P axis as the reduction of a non-transposed left operand

@@ -71,17 +71,23 @@ def test_forward_matches_naive_loop(xp, dtype, cfg):
     assert numpy.all(err <= tol(dtype)["rtol"] * scale + tol(dtype)["atol"])
 
 
-@fixture_settings
-@given(cfg=conv_configs())
-def test_backward_matches_finite_differences(xp, cfg):
+def assert_backward_matches_finite_differences(xp, cfg, **conv_args):
+    """conv.backward(..., forward with ``conv_args``) against float64 finite differences,
+    with a random upstream gradient; shared with the Winograd tests."""
     x, w, b, rng = draw_arrays(cfg)
     args = [xp.asarray(a) for a in (x, w, b)]
-    y, cache = conv.forward(*args, **hyper(cfg))
+    y, cache = conv.forward(*args, **conv_args)
     dy = xp.asarray(rng.standard_normal(y.shape))
     grads = conv.backward(dy, cache)
     for a, g in zip(args, grads):
         assert g.shape == a.shape and g.dtype == a.dtype
-    assert_directional(lambda *a: conv.forward(*a, **hyper(cfg))[0], args, grads, dy, rng)
+    assert_directional(lambda *a: conv.forward(*a, **conv_args)[0], args, grads, dy, rng)
+
+
+@fixture_settings
+@given(cfg=conv_configs())
+def test_backward_matches_finite_differences(xp, cfg):
+    assert_backward_matches_finite_differences(xp, cfg, **hyper(cfg))
 
 
 @pytest.mark.parametrize("cfg", [

@@ -28,6 +28,12 @@ def naive_view(images, oy, ox, flips, mean, crop, shift=None, scale=None):
     return out
 
 
+def stored_images(rng, n, s):
+    """(images (N, S, S, 3) uint8, mean image (S, S, 3) float64 on the 0-255 scale)."""
+    images = rng.integers(0, 256, (n, s, s, 3), dtype=numpy.uint8)
+    return images, rng.uniform(0, 255, (s, s, 3))
+
+
 def random_eig(rng):
     eigvec = numpy.linalg.qr(rng.standard_normal((3, 3)))[0]
     return numpy.array([9000.0, 400.0, 60.0]) * rng.uniform(0.5, 1.5, 3), eigvec
@@ -41,8 +47,7 @@ def test_views_match_naive_loops(data):
     dtype = numpy.dtype(data.draw(st.sampled_from(["float32", "float64"])))
     seed = data.draw(st.integers(0, 2**32 - 1))
     rng = numpy.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, s, s, 3), dtype=numpy.uint8)
-    mean = rng.uniform(0, 255, (s, s, 3))
+    images, mean = stored_images(rng, n, s)
     eigval, eigvec = random_eig(rng)
     scale = rng.uniform(0.01, 0.05, 3)
     aug = augment.draw(rng, n, s, crop)
@@ -83,8 +88,7 @@ def test_draw_is_reproducible_from_the_generator_state():
 def test_flip_is_an_involution():
     rng = numpy.random.default_rng(1)
     n, s, crop = 5, 12, 9
-    images = rng.integers(0, 256, (n, s, s, 3), dtype=numpy.uint8)
-    mean = rng.uniform(0, 255, (s, s, 3))
+    images, mean = stored_images(rng, n, s)
     oy, ox = rng.integers(0, s - crop + 1, n), rng.integers(0, s - crop + 1, n)
     plain = augment.crop_windows(images, oy, ox, numpy.zeros(n, bool), mean, crop,
                                  dtype="float64")
@@ -97,8 +101,7 @@ def test_flip_is_an_involution():
 def test_lighting_adds_one_rgb_constant_per_image_equal_to_the_formula():
     rng = numpy.random.default_rng(2)
     n, s, crop = 6, 10, 7
-    images = rng.integers(0, 256, (n, s, s, 3), dtype=numpy.uint8)
-    mean = rng.uniform(0, 255, (s, s, 3))
+    images, mean = stored_images(rng, n, s)
     eigval, eigvec = random_eig(rng)
     aug = augment.draw(rng, n, s, crop)
     lit = augment.train_views(images, aug, mean, eigval, eigvec, crop, dtype="float64")
@@ -118,8 +121,7 @@ def test_lighting_adds_one_rgb_constant_per_image_equal_to_the_formula():
 def test_ten_views_are_the_right_windows():
     rng = numpy.random.default_rng(3)
     n, s, crop = 3, 11, 8
-    images = rng.integers(0, 256, (n, s, s, 3), dtype=numpy.uint8)
-    mean = rng.uniform(0, 255, (s, s, 3))
+    images, mean = stored_images(rng, n, s)
     views = augment.ten_views(images, mean, crop, dtype="float64")
     assert views.shape == (10, n, 3, crop, crop)
     e, c = s - crop, (s - crop) // 2
@@ -144,8 +146,7 @@ def test_views_agree_across_array_modules(xp):
         pytest.skip("compares CuPy with NumPy")
     rng = numpy.random.default_rng(4)
     n, s, crop = 4, 16, 13
-    images = rng.integers(0, 256, (n, s, s, 3), dtype=numpy.uint8)
-    mean = rng.uniform(0, 255, (s, s, 3))
+    images, mean = stored_images(rng, n, s)
     eigval, eigvec = random_eig(rng)
     aug = augment.draw(rng, n, s, crop)
     ref = augment.train_views(images, aug, mean, eigval, eigvec, crop, scale=0.02,

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from layers import backend, conv, winograd
 from refnet.network import AlexNet
-from tests.gradient_check import assert_directional, fixture_settings
-from tests.test_conv import draw_arrays, naive_conv
+from tests.gradient_check import fixture_settings
+from tests.test_conv import assert_backward_matches_finite_differences, draw_arrays, naive_conv
 
 
 @pytest.mark.parametrize("m,r", [(m, r) for m in range(1, 7) for r in range(1, 7)
@@ -62,15 +62,7 @@ def test_forward_matches_naive_loop_in_float64(xp, cfg):
 @fixture_settings
 @given(cfg=winograd_configs())
 def test_backward_matches_finite_differences(xp, cfg):
-    x, w, b, rng = draw_arrays(cfg)
-    args = [xp.asarray(a) for a in (x, w, b)]
-    y, cache = conv.forward(*args, **winograd_args(cfg))
-    dy = xp.asarray(rng.standard_normal(y.shape))
-    grads = conv.backward(dy, cache)
-    for a, g in zip(args, grads):
-        assert g.shape == a.shape and g.dtype == a.dtype
-    assert_directional(lambda *a: conv.forward(*a, **winograd_args(cfg))[0], args, grads,
-                       dy, rng)
+    assert_backward_matches_finite_differences(xp, cfg, **winograd_args(cfg))
 
 
 @fixture_settings
