@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from layers.backend import get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
+from layers.layout import batch_places, channel_major, check_layout, dims, shape
 from layers.windows import col2im, im2col
 from layers import winograd
 
@@ -29,14 +30,15 @@ class ConvCache(NamedTuple):
     cols: object        # (G, Cg*kh*kw, P) im2col of the input, for dw (None: recompute)
     x: object           # (N, C, H, W) the input when cols is None, else None
     w: object           # (K, Cg, kh, kw), for dx
-    x_shape: tuple      # (N, C, H, W)
-    y_shape: tuple      # (N, K, OH, OW)
+    x_shape: tuple      # (N, C, H, W) in ``layout``
+    y_shape: tuple      # (N, K, OH, OW) in ``layout``
     stride: int
     pad: int
+    layout: str
 
 
 def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", tile=None,
-            cols=None):
+            cols=None, layout="NCHW"):
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*s + i, ow*s + j]
 
     where g = k // Kg is the group of kernel k, s the stride and xpad the input with
@@ -47,6 +49,9 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
 
     Shapes: x (N, C, H, W); w (K, C // groups, kh, kw); b (K,) -> y (N, K, OH, OW).
     Computed as one batched GEMM over groups: (G, Kg, Cg*kh*kw) @ (G, Cg*kh*kw, P).
+    ``layout="CHWN"`` takes x as (C, H, W, N) and gives y as (K, OH, OW, N), the batch
+    innermost (``layers.layout``): the same arithmetic, faster copies, and the GEMM's
+    output is y itself.
 
     ``keep_cols``: the cache keeps the im2col columns (fastest backward), or, with False,
     only ``x`` (kh*kw/stride^2 times smaller) and backward recomputes the columns, as
@@ -59,18 +64,19 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     instead of ~5e-7; float64 ~1e-14). ``tile`` is its output tile, default ``WINOGRAD_TILES``.
     ``keep_cols`` then chooses between keeping the transformed input tiles and ``x``.
 
-    ``cols``: ``im2col(x, kh, kw, stride=stride, pad=pad, groups=groups)`` when the caller
+    ``cols``: ``im2col(x, kh, kw, stride=stride, pad=pad, groups=groups, layout=layout)`` when the caller
     already has it (the network's two columns run conv1 on the same image: on one device
     they share one im2col and one cached copy). Used as is, never written to.
     """
     dtype = float_dtype("conv", x, w, b)
-    require_ndim("conv", "x", x, 4, "(N, C, H, W)")
+    layout = check_layout("conv", layout)
+    require_ndim("conv", "x", x, 4, f"({', '.join(layout)})")
     require_ndim("conv", "w", w, 4, "(K, C // groups, kh, kw)")
     require_ndim("conv", "b", b, 1, "(K,)")
     stride = require_int("conv", "stride", stride, 1)
     pad = require_int("conv", "pad", pad, 0)
     groups = require_int("conv", "groups", groups, 1)
-    N, C, H, W = x.shape
+    N, C, H, W = dims(x.shape, layout)
     K, Cg, kh, kw = w.shape
     if C % groups:
         raise ValueError(f"conv: input channels C={C} not divisible by groups={groups}")
@@ -90,7 +96,7 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
             raise ValueError("conv: cols (im2col columns) apply only to algo='gemm'")
         tile = _winograd_tile(stride, kh, kw, tile, dtype)
         return winograd.forward(x, w, b, pad=pad, groups=groups, tile=tile,
-                                keep_transformed=keep_cols)
+                                keep_transformed=keep_cols, layout=layout)
     if tile is not None:
         raise ValueError(f"conv: tile applies only to algo='winograd', got tile={tile!r} "
                          f"with algo={algo!r}")
@@ -98,17 +104,18 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     xp = get_array_module(x, w, b)
     G, Kg = groups, K // groups
     if cols is None:
-        cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G)   # (G, Cg*kh*kw, P)
+        cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G, layout=layout)  # (G, Cg*kh*kw, P)
     elif tuple(cols.shape) != (G, Cg * kh * kw, N * OH * OW) or cols.dtype != dtype:
         raise ValueError(f"conv: cols has shape {tuple(cols.shape)} and dtype {cols.dtype}, "
                          f"im2col of x gives {(G, Cg * kh * kw, N * OH * OW)} {dtype}")
     wg = w.reshape(G, Kg, Cg * kh * kw)                          # (G, Kg, Cg*kh*kw)
     yg = xp.matmul(wg, cols)                                     # (G, Kg, P)
-    y = xp.empty((N, K, OH, OW), dtype=dtype)
-    ykn = yg.reshape(K, N, OH, OW).transpose(1, 0, 2, 3)         # (N, K, OH, OW) view
-    xp.add(ykn, b.reshape(1, K, 1, 1), out=y)                    # bias + layout in one pass
+    A, B = batch_places(N, layout)
+    y = xp.empty(shape(N, K, OH, OW, layout), dtype=dtype)
+    # bias + layout in one pass (for CHWN, yg is already y's memory order)
+    xp.add(yg.reshape(K, A, OH, OW, B), b.reshape(K, 1, 1, 1, 1), out=channel_major(y, layout))
     cached = (cols, None) if keep_cols else (None, x)
-    return y, ConvCache(*cached, w, (N, C, H, W), (N, K, OH, OW), stride, pad)
+    return y, ConvCache(*cached, w, tuple(x.shape), tuple(y.shape), stride, pad, layout)
 
 
 def _winograd_tile(stride, kh, kw, tile, dtype):
@@ -148,11 +155,14 @@ def backward(dy, cache, *, need_dx=True):
     require_grad("conv", dy, cache.y_shape, w.dtype)
     xp = get_array_module(dy)
     K, Cg, kh, kw = w.shape
-    G = cache.x_shape[1] // Cg
+    layout = cache.layout
+    G = dims(cache.x_shape, layout)[1] // Cg
     cols = cache.cols
     if cols is None:                                             # keep_cols=False
-        cols = im2col(cache.x, kh, kw, stride=cache.stride, pad=cache.pad, groups=G)
-    dyg = dy.transpose(1, 0, 2, 3).reshape(G, K // G, -1)       # (G, Kg, P), one copy
+        cols = im2col(cache.x, kh, kw, stride=cache.stride, pad=cache.pad, groups=G,
+                      layout=layout)
+    # (G, Kg, P): one copy for NCHW, a view for CHWN
+    dyg = channel_major(dy, layout).reshape(G, K // G, -1)
     db = dyg.sum(axis=2).reshape(K)                              # (K,)
     # dw^T = cols @ dy_g^T: measured 2-4x faster in NumPy's batched matmul than
     # dy_g @ cols^T (the transposed operand with the long P axis falls off the fast path).
@@ -163,5 +173,6 @@ def backward(dy, cache, *, need_dx=True):
         return None, dw, db
     wg = w.reshape(G, K // G, Cg * kh * kw)                      # (G, Kg, Cg*kh*kw)
     dcols = xp.matmul(wg.transpose(0, 2, 1), dyg)                # (G, Cg*kh*kw, P)
-    dx = col2im(dcols, cache.x_shape, kh, kw, stride=cache.stride, pad=cache.pad)
+    dx = col2im(dcols, cache.x_shape, kh, kw, stride=cache.stride, pad=cache.pad,
+                layout=layout)
     return dx, dw, db

@@ -3,7 +3,9 @@
 Axis legend: N batch, C input channels, K kernels, G groups (C = G * Cg, K = G * Kg),
 H/W input height/width, r kernel size (r x r), OH/OW output height/width, m output tile
 size, n = m + r - 1 input tile size, T/S tiles down/across (T = ceil(OH / m)),
-P = N * T * S tiles, xi an index over the n*n transform-domain positions.
+P = N * T * S tiles (ordered like im2col's positions: ``layers.windows``), Pc the tiles of
+one chunk of tile rows, A/B the batch's places in the channel-major view
+(``layers.layout``), xi an index over the n*n transform-domain positions.
 
 One output tile (m x m) of a cross-correlation with an r x r kernel g, from the n x n
 input tile d that covers it (Lavin & Gray 2016, "Fast algorithms for convolutional
@@ -35,7 +37,8 @@ from math import gcd, lcm
 from typing import NamedTuple
 
 from layers.backend import get_array_module
-from layers.windows import add_windows, window_view
+from layers.layout import batch_places, channel_major, dims, shape
+from layers.windows import add_windows, strided_slice, window_view
 
 __all__ = ["forward", "backward", "transforms", "WinogradCache", "POINTS", "MAX_POINTS"]
 
@@ -57,16 +60,17 @@ MAX_POINTS = max(POINTS)
 
 
 class WinogradCache(NamedTuple):
-    v: object           # per batch chunk, (C, n*n, Pc) transformed input tiles, for dw
-                        # (None: recompute them from x)
-    x: object           # (N, C, H, W) the input when v is None, else None
+    v: object           # per chunk of tile rows, (C, n*n, Pc) transformed input tiles,
+                        # for dw (None: recompute them from x)
+    x: object           # the input when v is None, else None
     u: object           # (n*n, G, Kg, Cg) transformed kernels, for dx
     w_shape: tuple      # (K, Cg, r, r)
-    x_shape: tuple      # (N, C, H, W)
-    y_shape: tuple      # (N, K, OH, OW)
+    x_shape: tuple      # (N, C, H, W) in ``layout``
+    y_shape: tuple      # (N, K, OH, OW) in ``layout``
     pad: int
     tile: int           # m
-    chunks: tuple       # slices of the batch that forward ran one after the other
+    chunks: tuple       # slices of the tile rows that forward ran one after the other
+    layout: str
 
 
 def _vandermonde(points, k):
@@ -137,27 +141,31 @@ def _tile_positions(OH, OW, m):
     return [(i, j, -(-(OH - i) // m), -(-(OW - j) // m)) for i in range(m) for j in range(m)]
 
 
-def _input_tiles(x, pad, m, r):
-    """The overlapping n x n input tiles of x, stride m: (C, n*n, P) contiguous.
-
-    x is zero-padded by ``pad`` on the top/left and as far as the last tile needs on the
-    bottom/right (tiles may run past the output by up to m - 1 rows and columns).
-    """
+def _padded(x, pad, m, r, layout):
+    """x as a contiguous channel-major (C, A, Hp, Wp, B) array zero-padded by ``pad`` on
+    the top/left and as far as the last tile needs on the bottom/right (tiles may run
+    past the output by up to m - 1 rows and columns)."""
     xp = get_array_module(x)
-    N, C, H, W = x.shape
-    n = m + r - 1
+    N, C, H, W = dims(x.shape, layout)
+    A, B = batch_places(N, layout)
     T, S = tiles(H + 2 * pad - r + 1, W + 2 * pad - r + 1, m)
-    xpad = xp.zeros((N, C, T * m + r - 1, S * m + r - 1), dtype=x.dtype)
-    xpad[:, :, pad:pad + H, pad:pad + W] = x
-    d = xp.ascontiguousarray(window_view(xpad, n, n, m, T, S))   # (C, n, n, N, T, S)
-    return d.reshape(C, n * n, N * T * S)                        # (C, n*n, P)
+    xpad = xp.zeros((C, A, T * m + r - 1, S * m + r - 1, B), dtype=x.dtype)
+    xpad[:, :, pad:pad + H, pad:pad + W] = channel_major(x, layout)
+    return xpad
 
 
-def _transform_input(x, pad, m, r):
-    """V = (B^T kron B^T) d for every input tile: (C, n*n, P)."""
-    xp = get_array_module(x)
-    bt = _kron(xp, transforms(m, r)[2], x.dtype)                 # (n*n, n*n)
-    return xp.matmul(bt, _input_tiles(x, pad, m, r))             # (C, n*n, P)
+def _transform_input(xpad, rows, m, r):
+    """V = (B^T kron B^T) d for the input tiles d of tile rows ``rows`` (a slice):
+    (C, n*n, Pc), Pc = A * rows * S * B tiles in the layout's order."""
+    xp = get_array_module(xpad)
+    n = m + r - 1
+    C, A, Hp, Wp, B = xpad.shape
+    S = (Wp - r + 1) // m
+    part = xpad[:, :, rows.start * m:rows.stop * m + r - 1]     # (C, A, rows*m + r-1, Wp, B)
+    d = xp.ascontiguousarray(window_view(part, n, n, m, rows.stop - rows.start, S))
+    d = d.reshape(C, n * n, -1)                                  # (C, n*n, Pc) tiles
+    bt = _kron(xp, transforms(m, r)[2], xpad.dtype)              # (n*n, n*n)
+    return xp.matmul(bt, d)                                      # (C, n*n, Pc)
 
 
 def _by_position(v, groups):
@@ -170,27 +178,44 @@ def _by_position(v, groups):
 CHUNK_BYTES = 32 << 20
 
 
-def batch_chunks(N, per_sample_bytes):
-    """Slices of the batch so that each chunk's largest temporary stays near
+def row_chunks(T, per_row_bytes):
+    """Slices of the T tile rows so that each chunk's largest temporary stays near
     ``CHUNK_BYTES``: the transform-domain arrays are n*n/m^2 times the size of the
     output, so a whole batch would make the largest temporaries of the network
-    (0.26 GB per column for alexnet's conv2 at batch 128), and the chunks' GEMMs are
-    still large (>= 1 sample, typically 30-100)."""
-    size = max(1, min(N, CHUNK_BYTES // max(1, per_sample_bytes)))
-    return [slice(i, min(N, i + size)) for i in range(0, N, size)]
+    (0.26 GB per column for alexnet's conv2 at batch 128), while a chunk of tile rows
+    of the whole batch still gives large GEMMs (>= 1 row: S * N tiles)."""
+    size = max(1, min(T, CHUNK_BYTES // max(1, per_row_bytes)))
+    return [slice(i, min(T, i + size)) for i in range(0, T, size)]
 
 
-def forward(x, w, b, *, pad, groups, tile, keep_transformed=True):
+def _chunk_positions(OH, OW, m, rows):
+    """``(i, j, out_rows, out_cols, count, S')`` for each position (i, j) of an m x m
+    output tile in the chunk of tile rows ``rows``: the chunk's outputs
+    ``y[..., out_rows, out_cols]`` are that position in its first ``count`` tile rows
+    and S' tile columns (the last tile row and column may run past the output)."""
+    out = []
+    for i, j, t, s in _tile_positions(OH, OW, m):
+        count = min(rows.stop, t) - rows.start
+        if count > 0:
+            out.append((i, j, strided_slice(rows.start * m + i, count, m),
+                        strided_slice(j, s, m), count, s))
+    return out
+
+
+def forward(x, w, b, *, pad, groups, tile, keep_transformed=True, layout="NCHW"):
     """y = conv(x, w, stride=1, pad) + b by F(tile x tile, r x r); see the module doc.
 
     Shapes: x (N, C, H, W); w (K, C // groups, r, r); b (K,) -> y (N, K, OH, OW) with
-    OH = H + 2*pad - r + 1. Arguments are validated by ``layers.conv.forward``, which is
-    the public entry point (``algo="winograd"``). The batch runs in chunks
-    (``batch_chunks``). ``keep_transformed``: the cache keeps each chunk's V (n*n/m^2
-    times the input's size) or, with False, only x (V recomputed, chunk by chunk).
+    OH = H + 2*pad - r + 1; x and y in ``layout`` (``layers.layout``: "CHWN" takes
+    (C, H, W, N) and gives (K, OH, OW, N)). Arguments are validated by
+    ``layers.conv.forward``, which is the public entry point (``algo="winograd"``). The
+    tile rows run in chunks (``row_chunks``). ``keep_transformed``: the cache keeps each
+    chunk's V (n*n/m^2 times the input's size) or, with False, only x (V recomputed,
+    chunk by chunk).
     """
     xp = get_array_module(x, w, b)
-    N, C, H, W = x.shape
+    N, C, H, W = dims(x.shape, layout)
+    A, B = batch_places(N, layout)
     K, Cg, r, _ = w.shape
     G, Kg, m = groups, K // groups, tile
     n = m + r - 1
@@ -201,30 +226,34 @@ def forward(x, w, b, *, pad, groups, tile, keep_transformed=True):
     u = xp.matmul(gk, w.reshape(K * Cg, r * r).T)                # (n*n, K*Cg)
     u = u.reshape(n * n, G, Kg, Cg)                              # (n*n, G, Kg, Cg)
     atk = _kron(xp, at, x.dtype)                                 # (m*m, n*n)
-    y = xp.empty((N, K, OH, OW), dtype=x.dtype)
-    bias = b.reshape(1, K, 1, 1)
-    chunks = batch_chunks(N, n * n * max(K, C) * T * S * x.itemsize)
+    y = xp.empty(shape(N, K, OH, OW, layout), dtype=x.dtype)
+    y5 = channel_major(y, layout)                                # (K, A, OH, OW, B) view
+    bias = b.reshape(K, 1, 1, 1, 1)
+    xpad = _padded(x, pad, m, r, layout)                         # (C, A, Hp, Wp, B)
+    chunks = row_chunks(T, n * n * max(K, C) * N * S * x.itemsize)
     vs = []
-    for nb in chunks:
-        v = _transform_input(x[nb], pad, m, r)                   # (C, n*n, Pc)
+    for rows in chunks:
+        v = _transform_input(xpad, rows, m, r)                   # (C, n*n, Pc)
         mm = xp.matmul(u, _by_position(v, G))                    # (n*n, G, Kg, Pc)
         yt = xp.matmul(atk, mm.reshape(n * n, -1))               # (m*m, K*Pc)
-        yt = yt.reshape(m, m, K, -1, T, S)                       # (m, m, K, Nc, T, S)
-        for i, j, t, s in _tile_positions(OH, OW, m):
-            part = yt[i, j, :, :, :t, :s]                        # (K, Nc, T', S')
-            xp.add(part.transpose(1, 0, 2, 3), bias, out=y[nb, :, i::m, j::m])
+        yt = yt.reshape(m, m, K, A, -1, S, B)                    # (m, m, K, A, Tc, S, B)
+        for i, j, oh, ow, t, s in _chunk_positions(OH, OW, m, rows):
+            xp.add(yt[i, j, :, :, :t, :s], bias, out=y5[:, :, oh, ow])  # (K, A, t, s, B)
         vs.append(v)
     kept = (tuple(vs), None) if keep_transformed else (None, x)
-    return y, WinogradCache(*kept, u, w.shape, x.shape, y.shape, pad, m, tuple(chunks))
+    return y, WinogradCache(*kept, u, w.shape, tuple(x.shape), tuple(y.shape), pad, m,
+                            tuple(chunks), layout)
 
 
 def backward(dy, cache, *, need_dx=True):
     """(dx, dw, db) of ``forward``: the adjoint of each of its linear steps (module doc),
-    over the same batch chunks; dU sums the chunks' contributions."""
+    over the same chunks of tile rows; dU sums the chunks' contributions."""
     xp = get_array_module(dy)
-    N, C, H, W = cache.x_shape
+    layout = cache.layout
+    N, C, H, W = dims(cache.x_shape, layout)
+    A, B = batch_places(N, layout)
     K, Cg, r, _ = cache.w_shape
-    _, _, OH, OW = cache.y_shape
+    _, _, OH, OW = dims(cache.y_shape, layout)
     m = cache.tile
     n = m + r - 1
     G = C // Cg
@@ -232,17 +261,17 @@ def backward(dy, cache, *, need_dx=True):
     T, S = tiles(OH, OW, m)
     at, g, bt = transforms(m, r)
     atk, btk = _kron(xp, at, dy.dtype), _kron(xp, bt, dy.dtype)
-    db = dy.sum(axis=(0, 2, 3))                                  # (K,)
+    dy5 = channel_major(dy, layout)                              # (K, A, OH, OW, B) view
+    db = dy5.sum(axis=(1, 2, 3, 4))                              # (K,)
     dut = xp.zeros((n * n, G, Cg, Kg), dtype=dy.dtype)           # dU^T, summed over chunks
-    xpad = xp.zeros((C, N, T * m + r - 1, S * m + r - 1), dtype=dy.dtype) if need_dx else None
-    for k, nb in enumerate(cache.chunks):
-        v = cache.v[k] if cache.v is not None else _transform_input(
-            cache.x[nb], cache.pad, m, r)                        # (C, n*n, Pc)
-        nc = v.shape[2] // (T * S)
-        dyt = xp.zeros((m, m, K, nc, T, S), dtype=dy.dtype)      # dy cut into m x m tiles
-        for i, j, t, s in _tile_positions(OH, OW, m):
-            part = dy[nb, :, i::m, j::m].transpose(1, 0, 2, 3)   # (K, Nc, T', S')
-            dyt[i, j, :, :, :t, :s] = part
+    xpad = None if cache.v is not None else _padded(cache.x, cache.pad, m, r, layout)
+    dxpad = xp.zeros((C, A, T * m + r - 1, S * m + r - 1, B), dtype=dy.dtype) if need_dx else None
+    for k, rows in enumerate(cache.chunks):
+        v = cache.v[k] if cache.v is not None else _transform_input(xpad, rows, m, r)
+        tc = rows.stop - rows.start                              # v: (C, n*n, Pc)
+        dyt = xp.zeros((m, m, K, A, tc, S, B), dtype=dy.dtype)   # dy cut into m x m tiles
+        for i, j, oh, ow, t, s in _chunk_positions(OH, OW, m, rows):
+            dyt[i, j, :, :, :t, :s] = dy5[:, :, oh, ow]          # (K, A, t, s, B)
         dm = xp.matmul(atk.T, dyt.reshape(m * m, -1))            # (n*n, K*Pc)
         dm = dm.reshape(n * n, G, Kg, -1)                        # (n*n, G, Kg, Pc)
         # dU^T = V @ dM^T: the long P axis as the reduction of a non-transposed left operand
@@ -251,11 +280,14 @@ def backward(dy, cache, *, need_dx=True):
             dv = xp.matmul(cache.u.transpose(0, 1, 3, 2), dm)    # (n*n, G, Cg, Pc)
             dv = dv.reshape(n * n, C, -1).transpose(1, 0, 2)     # (C, n*n, Pc) view
             dd = xp.matmul(btk.T, dv)                            # (C, n*n, Pc)
-            add_windows(dd.reshape(C, n, n, nc, T, S), xpad[:, nb], m)
+            add_windows(dd.reshape(C, n, n, A, tc, S, B),
+                        dxpad[:, :, rows.start * m:rows.stop * m + r - 1], m)
     dwt = xp.matmul(_kron(xp, g, dy.dtype).T, dut.reshape(n * n, -1))  # (r*r, G*Cg*Kg)
     dw = dwt.reshape(r, r, G, Cg, Kg).transpose(2, 4, 3, 0, 1)   # (G, Kg, Cg, r, r) view
     dw = dw.reshape(K, Cg, r, r)                                 # a copy
     if not need_dx:
         return None, dw, db
-    dx = xpad[:, :, cache.pad:cache.pad + H, cache.pad:cache.pad + W]  # (C, N, H, W)
-    return xp.ascontiguousarray(dx.transpose(1, 0, 2, 3)), dw, db      # (N, C, H, W)
+    p = cache.pad
+    dx = xp.empty(cache.x_shape, dtype=dy.dtype)
+    channel_major(dx, layout)[...] = dxpad[:, :, p:p + H, p:p + W]
+    return dx, dw, db

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layers import backend, conv
+from layers.layout import LAYOUTS, transpose
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
 
@@ -41,7 +42,8 @@ def conv_configs(draw, max_kernel=11):
     return dict(N=draw(st.integers(1, 2)), C=groups * draw(st.integers(1, 2)),
                 K=groups * draw(st.integers(1, 2)), H=draw(st.integers(h0, h0 + 5)),
                 W=draw(st.integers(w0, w0 + 5)), kh=kh, kw=kw, stride=stride, pad=pad,
-                groups=groups, seed=draw(st.integers(0, 2**32 - 1)))
+                groups=groups, seed=draw(st.integers(0, 2**32 - 1)),
+                layout=draw(st.sampled_from(LAYOUTS)))
 
 
 def draw_arrays(cfg, dtype=numpy.float64):
@@ -57,25 +59,39 @@ def hyper(cfg):
     return dict(stride=cfg["stride"], pad=cfg["pad"], groups=cfg["groups"])
 
 
+def in_layout(x, cfg):
+    """x (NCHW, as drawn) in the config's layout (NCHW when it names none)."""
+    return transpose(x, "NCHW", cfg.get("layout", "NCHW"))
+
+
+def from_layout(y, cfg):
+    """y (a host array in the config's layout) as NCHW."""
+    return transpose(backend.asnumpy(y), cfg.get("layout", "NCHW"), "NCHW")
+
+
 @fixture_settings
 @given(cfg=conv_configs())
 def test_forward_matches_naive_loop(xp, dtype, cfg):
     x, w, b, _ = draw_arrays(cfg, dtype)
-    y, _ = conv.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), **hyper(cfg))
+    y, _ = conv.forward(xp.asarray(in_layout(x, cfg)), xp.asarray(w), xp.asarray(b),
+                        **hyper(cfg), layout=cfg["layout"])
+    y = from_layout(y, cfg)
     ref = naive_conv(x.astype(float), w.astype(float), b.astype(float), **hyper(cfg))
     assert y.dtype == dtype and y.shape == ref.shape
     # Round-off is bounded by the sum of |terms|: the same conv on |x|, |w|, |b|.
     scale = naive_conv(abs(x.astype(float)), abs(w.astype(float)), abs(b.astype(float)),
                        **hyper(cfg))
-    err = abs(backend.asnumpy(y) - ref)
+    err = abs(y - ref)
     assert numpy.all(err <= tol(dtype)["rtol"] * scale + tol(dtype)["atol"])
 
 
 def assert_backward_matches_finite_differences(xp, cfg, **conv_args):
     """conv.backward(..., forward with ``conv_args``) against float64 finite differences,
-    with a random upstream gradient; shared with the Winograd tests."""
+    with a random upstream gradient, in the config's layout; shared with the Winograd
+    tests."""
     x, w, b, rng = draw_arrays(cfg)
-    args = [xp.asarray(a) for a in (x, w, b)]
+    conv_args["layout"] = cfg["layout"]
+    args = [xp.asarray(a) for a in (in_layout(x, cfg), w, b)]
     y, cache = conv.forward(*args, **conv_args)
     dy = xp.asarray(rng.standard_normal(y.shape))
     grads = conv.backward(dy, cache)
@@ -138,7 +154,8 @@ def test_grouped_equals_per_group_convs_concatenated(xp, dtype, cfg):
 @given(cfg=conv_configs())
 def test_col2im_is_the_adjoint_of_im2col(xp, cfg):
     x, w, _, rng = draw_arrays(cfg)
-    h = dict(stride=cfg["stride"], pad=cfg["pad"])
+    x = in_layout(x, cfg)
+    h = dict(stride=cfg["stride"], pad=cfg["pad"], layout=cfg["layout"])
     cols = conv.im2col(xp.asarray(x), cfg["kh"], cfg["kw"], groups=cfg["groups"], **h)
     OH = (cfg["H"] + 2 * cfg["pad"] - cfg["kh"]) // cfg["stride"] + 1
     OW = (cfg["W"] + 2 * cfg["pad"] - cfg["kw"]) // cfg["stride"] + 1
@@ -152,17 +169,21 @@ def test_col2im_is_the_adjoint_of_im2col(xp, cfg):
     assert abs(lhs - rhs) <= 1e-12 * numpy.sum(abs(backend.asnumpy(cols) * c)) + 1e-13
 
 
-def test_im2col_layout_is_documented_one(xp):
-    """cols[g, (c, i, j), (n, oh, ow)] = xpad[n, g*Cg + c, oh*s + i, ow*s + j]."""
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_im2col_layout_is_documented_one(xp, layout):
+    """cols[g, (c, i, j), p] = xpad[n, g*Cg + c, oh*s + i, ow*s + j] with p over
+    (n, oh, ow) for NCHW and (oh, ow, n) for CHWN."""
     rng = numpy.random.default_rng(5)
     x = rng.standard_normal((2, 4, 5, 6))
     s, p, kh, kw, G = 2, 1, 3, 2, 2
-    cols = backend.asnumpy(conv.im2col(xp.asarray(x), kh, kw, stride=s, pad=p, groups=G))
+    cols = backend.asnumpy(conv.im2col(xp.asarray(transpose(x, "NCHW", layout)), kh, kw,
+                                       stride=s, pad=p, groups=G, layout=layout))
     xpad = numpy.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
     OH, OW = (5 + 2 * p - kh) // s + 1, (6 + 2 * p - kw) // s + 1
     for g, c, i, j, n, oh, ow in [(0, 1, 2, 1, 1, 2, 3), (1, 0, 0, 0, 0, 0, 0),
                                   (1, 1, 1, 1, 1, OH - 1, OW - 1)]:
-        row, col = (c * kh + i) * kw + j, (n * OH + oh) * OW + ow
+        row = (c * kh + i) * kw + j
+        col = (n * OH + oh) * OW + ow if layout == "NCHW" else (oh * OW + ow) * 2 + n
         assert cols[g, row, col] == xpad[n, g * 2 + c, oh * s + i, ow * s + j]
 
 

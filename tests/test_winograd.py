@@ -8,9 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layers import backend, conv, winograd
+from layers.layout import LAYOUTS, transpose
 from refnet.network import AlexNet
 from tests.gradient_check import fixture_settings
-from tests.test_conv import assert_backward_matches_finite_differences, draw_arrays, naive_conv
+from tests.test_conv import (assert_backward_matches_finite_differences, draw_arrays,
+                             from_layout, in_layout, naive_conv)
 
 
 @pytest.mark.parametrize("m,r", [(m, r) for m in range(1, 7) for r in range(1, 7)
@@ -40,7 +42,8 @@ def winograd_configs(draw):
     return dict(N=draw(st.integers(1, 2)), C=groups * draw(st.integers(1, 2)),
                 K=groups * draw(st.integers(1, 2)), H=draw(st.integers(h0, h0 + 6)),
                 W=draw(st.integers(h0, h0 + 6)), kh=r, kw=r, stride=1, pad=pad,
-                groups=groups, tile=tile, seed=draw(st.integers(0, 2**32 - 1)))
+                groups=groups, tile=tile, seed=draw(st.integers(0, 2**32 - 1)),
+                layout=draw(st.sampled_from(LAYOUTS)))
 
 
 def winograd_args(cfg):
@@ -51,12 +54,13 @@ def winograd_args(cfg):
 @given(cfg=winograd_configs())
 def test_forward_matches_naive_loop_in_float64(xp, cfg):
     x, w, b, _ = draw_arrays(cfg)
-    y, _ = conv.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), **winograd_args(cfg))
+    y, _ = conv.forward(xp.asarray(in_layout(x, cfg)), xp.asarray(w), xp.asarray(b),
+                        **winograd_args(cfg), layout=cfg["layout"])
     h = dict(stride=1, pad=cfg["pad"], groups=cfg["groups"])
     ref = naive_conv(x, w, b, **h)
     scale = naive_conv(abs(x), abs(w), abs(b), **h)    # the sum of |terms|
     # The transforms amplify round-off by at most ~1e2 for these tiles (F(4, 5) included).
-    assert numpy.all(abs(backend.asnumpy(y) - ref) <= 1e-13 * scale + 1e-14)
+    assert numpy.all(abs(from_layout(y, cfg) - ref) <= 1e-13 * scale + 1e-14)
 
 
 @fixture_settings
@@ -69,9 +73,9 @@ def test_backward_matches_finite_differences(xp, cfg):
 @given(cfg=winograd_configs())
 def test_gradients_equal_im2col_gradients_in_float64(xp, cfg):
     x, w, b, rng = draw_arrays(cfg)
-    args = [xp.asarray(a) for a in (x, w, b)]
-    y1, c1 = conv.forward(*args, **winograd_args(cfg))
-    y2, c2 = conv.forward(*args, pad=cfg["pad"], groups=cfg["groups"])
+    args = [xp.asarray(a) for a in (in_layout(x, cfg), w, b)]
+    y1, c1 = conv.forward(*args, **winograd_args(cfg), layout=cfg["layout"])
+    y2, c2 = conv.forward(*args, pad=cfg["pad"], groups=cfg["groups"], layout=cfg["layout"])
     dy = xp.asarray(rng.standard_normal(y1.shape))
     for a1, a2 in zip((y1, *conv.backward(dy, c1)), (y2, *conv.backward(dy, c2))):
         a1, a2 = backend.asnumpy(a1), backend.asnumpy(a2)
@@ -164,17 +168,19 @@ def test_network_refuses_unknown_conv_algo():
         AlexNet("tiny", conv_algo="fft")
 
 
-def test_batch_chunks_give_the_same_convolution(monkeypatch, xp):
-    """One sample per chunk (``CHUNK_BYTES`` tiny) against one chunk for the whole batch;
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_row_chunks_give_the_same_convolution(monkeypatch, xp, layout):
+    """One tile row per chunk (``CHUNK_BYTES`` tiny) against one chunk for all rows;
     keeping V and recomputing it stay bit-identical when chunked."""
     cfg = dict(N=5, C=4, K=6, H=7, W=9, kh=3, kw=3, stride=1, pad=1, groups=2, seed=14)
     x, w, b, rng = draw_arrays(cfg)
-    args = [xp.asarray(a) for a in (x, w, b)]
-    y1, c1 = conv.forward(*args, pad=1, groups=2, algo="winograd")
+    args = [xp.asarray(a) for a in (transpose(x, "NCHW", layout), w, b)]
+    opts = dict(pad=1, groups=2, algo="winograd", tile=2, layout=layout)
+    y1, c1 = conv.forward(*args, **opts)
     monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
-    y2, c2 = conv.forward(*args, pad=1, groups=2, algo="winograd")
-    _, c3 = conv.forward(*args, pad=1, groups=2, algo="winograd", keep_cols=False)
-    assert len(c1.chunks) == 1 and len(c2.chunks) == 5 and len(c2.v) == 5
+    y2, c2 = conv.forward(*args, **opts)
+    _, c3 = conv.forward(*args, keep_cols=False, **opts)
+    assert len(c1.chunks) == 1 and len(c2.chunks) == 4 and len(c2.v) == 4   # ceil(7 / 2) tile rows
     dy = xp.asarray(rng.standard_normal(y1.shape))
     g1, g2, g3 = (conv.backward(dy, c) for c in (c1, c2, c3))
     for a1, a2 in zip((y1, *g1), (y2, *g2)):
