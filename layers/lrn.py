@@ -1,42 +1,69 @@
 """Local response normalization across channels, the paper's form (section 3.3).
 
-Axis legend: N batch, C channels, H/W height/width; n the window size (``size``).
+Axis legend: N batch, C channels, H/W height/width; n the window size (``size``);
+A/B the batch's places in the channel-major view (C, A, H, W, B) of ``layers.layout``.
 The window of channel c is the channels c - n//2 .. c + n//2, clipped at 0 and C-1.
+
+Each pass is elementwise or a sum over neighbouring channels, so the layer runs over
+blocks of positions (samples, or rows of the maps for the batch-innermost layout) of
+about ``block_bytes``: the ~10 passes of forward and backward then work in a core's cache
+instead of streaming the whole array through memory each time. Every element sees the
+same operations in the same order for any blocking, so the results do not depend on it.
 """
 import numbers
 from typing import NamedTuple
 
-from layers.backend import get_array_module
+from layers.backend import block_bytes, get_array_module
 from layers.checks import float_dtype, require_grad, require_int, require_ndim
+from layers.layout import channel_major, check_layout
 
 __all__ = ["forward", "backward", "channel_window_sum", "LrnCache"]
 
 
 class LrnCache(NamedTuple):
-    x: object           # (N, C, H, W) input
-    s: object           # (N, C, H, W) k + alpha * windowsum(x^2)
-    scale: object       # (N, C, H, W) s^-beta, so y = x * scale
+    x: object           # (N, C, H, W) input, in ``layout``
+    s: object           # k + alpha * windowsum(x^2), like x
+    scale: object       # s^-beta, so y = x * scale; like x
     size: int
     alpha: float
     beta: float
+    layout: str
 
 
 def channel_window_sum(a, size):
-    """out[:, c] = sum of a[:, c'] over |c' - c| <= size // 2, clipped at the channel edges.
+    """out[c] = sum of a[c'] over |c' - c| <= size // 2 along axis 0 (channels first),
+    clipped at the channel edges.
 
     ``size`` shifted slice additions, no padding and no cumulative sum (which would lose
     small terms to cancellation in float32). The window is symmetric, so this linear map
     is its own transpose: backward uses it unchanged.
     """
-    out = a.copy()                                          # (N, C, H, W), offset 0
-    C = a.shape[1]
+    out = a.copy()                                          # (C, ...), offset 0
+    C = a.shape[0]
     for d in range(1, min(size // 2, C - 1) + 1):
-        out[:, d:] += a[:, :-d]                             # channel c gets c - d
-        out[:, :-d] += a[:, d:]                             # channel c gets c + d
+        out[d:] += a[:-d]                                   # channel c gets c - d
+        out[:-d] += a[d:]                                   # channel c gets c + d
     return out
 
 
-def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
+def _blocks(x5_shape, itemsize, xp):
+    """Index tuples covering the channel-major (C, A, H, W, B) in blocks of about
+    ``block_bytes`` (all channels each): several a when one fits (NCHW: samples), else
+    runs of rows of one a (CHWN: rows of the whole batch's maps, at least one); one
+    block on a GPU."""
+    C, A, H, W, B = x5_shape
+    budget = block_bytes(xp)
+    if budget is None:
+        return [(slice(None),)]
+    rows = max(1, budget // (C * W * B * itemsize))
+    if rows >= H:
+        step = rows // H
+        return [(slice(None), slice(a, a + step)) for a in range(0, A, step)]
+    return [(slice(None), slice(a, a + 1), slice(h, h + rows))
+            for a in range(A) for h in range(0, H, rows)]
+
+
+def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW"):
     """b[c] = a[c] / (k + alpha * sum_{c' = max(0, c-n/2)}^{min(C-1, c+n/2)} a[c']^2)^beta
 
     The paper's defaults: n=5, alpha=1e-4, beta=0.75, k=2. alpha multiplies the sum as
@@ -44,10 +71,12 @@ def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
     cuda-convnet and ONNX divide alpha by n (a twin of this layer takes
     ``alpha_framework = n * alpha``, and k=2 explicitly: Caffe's and PyTorch's default k
     is 1). The window is clipped at the channel edges (the same as zero-padding a^2).
-    ``size`` must be odd so the window is centred.
+    ``size`` must be odd so the window is centred. x is (N, C, H, W), or (C, H, W, N)
+    with ``layout="CHWN"``; y has x's shape.
     """
     dtype = float_dtype("lrn", x)
-    require_ndim("lrn", "x", x, 4, "(N, C, H, W)")
+    layout = check_layout("lrn", layout)
+    require_ndim("lrn", "x", x, 4, f"({', '.join(layout)})")
     size = require_int("lrn", "size", size, 1)
     if size % 2 == 0:
         raise ValueError(f"lrn: size must be odd (a centred window), got {size}")
@@ -60,12 +89,17 @@ def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
         raise ValueError(f"lrn: k must be > 0 (so the denominator is positive), got {k}")
     xp = get_array_module(x)
     t = dtype.type
-    s = channel_window_sum(x * x, size)                     # (N, C, H, W) window sums
-    s *= t(alpha)
-    s += t(k)                                               # s = k + alpha * sum a^2
-    scale = xp.power(s, t(-beta))                           # s^-beta
-    y = x * scale
-    return y, LrnCache(x, s, scale, size, float(alpha), float(beta))
+    y, s, scale = (xp.empty(x.shape, dtype=dtype) for _ in range(3))
+    x5, y5, s5, scale5 = (channel_major(a, layout) for a in (x, y, s, scale))
+    for blk in _blocks(x5.shape, x.itemsize, xp):
+        xb = x5[blk]                                        # (C, A', H', W, B)
+        sb = channel_window_sum(xb * xb, size)              # window sums of a^2
+        sb *= t(alpha)
+        sb += t(k)                                          # s = k + alpha * sum a^2
+        s5[blk] = sb
+        xp.power(sb, t(-beta), out=scale5[blk])             # s^-beta
+        xp.multiply(xb, scale5[blk], out=y5[blk])
+    return y, LrnCache(x, s, scale, size, float(alpha), float(beta), layout)
 
 
 def backward(dy, cache):
@@ -74,14 +108,20 @@ def backward(dy, cache):
     with s = k + alpha * windowsum(x^2) and y the forward output. The second term is the
     window sum's transpose, which is the window sum itself (the window is symmetric).
     """
-    x, s, scale = cache.x, cache.s, cache.scale
+    x = cache.x
     require_grad("lrn", dy, x.shape, x.dtype)
+    xp = get_array_module(dy)
     t = x.dtype.type
-    dy_scale = dy * scale                                   # dy * s^-beta
-    r = dy_scale * x
-    r /= s                                                  # dy * y / s
-    dx = channel_window_sum(r, cache.size)                  # (N, C, H, W)
-    dx *= x
-    dx *= t(-2.0 * cache.alpha * cache.beta)
-    dx += dy_scale
+    dx = xp.empty(x.shape, dtype=x.dtype)
+    x5, s5, scale5, dy5, dx5 = (channel_major(a, cache.layout)
+                                for a in (x, cache.s, cache.scale, dy, dx))
+    for blk in _blocks(x5.shape, x.itemsize, xp):
+        xb = x5[blk]                                        # (C, A', H', W, B)
+        dy_scale = dy5[blk] * scale5[blk]                   # dy * s^-beta
+        r = dy_scale * xb
+        r /= s5[blk]                                        # dy * y / s
+        dxb = channel_window_sum(r, cache.size)
+        dxb *= xb
+        dxb *= t(-2.0 * cache.alpha * cache.beta)
+        xp.add(dxb, dy_scale, out=dx5[blk])
     return dx

@@ -2,59 +2,68 @@
 
 Axis legend: N batch, C channels, H/W input height/width, OH/OW output height/width,
 z window size (z x z), s stride, p = i*z + j a window position in row-major order,
-(a, b) a phase, R = ceil(H / s) and Q = ceil(W / s) a phase plane's height and width.
+(a, b) a phase, R = ceil(H / s) and Q = ceil(W / s) a phase plane's height and width;
+A/B the batch's places in the channel-major view (C, A, H, W, B) of ``layers.layout``.
 
 How it is computed (the same comparisons and additions, in the same order, as a loop
 over the z*z window positions of strided slices of x, so the results are bit-identical):
-x is split once into its s*s phase planes, ``ph[a, b] = x[:, :, a::s, b::s]`` zero-padded
-to (R, Q). Window position (i, j) of output (oh, ow) is then
+x is split once into its s*s phase planes, ``ph[a, b] = x[..., a::s, b::s, ...]``
+zero-padded to (R, Q). Window position (i, j) of output (oh, ow) is then
 ``ph[i % s, j % s][oh + i // s, ow + j // s]``: flattened, a planes-wide array shifted by
-``d = (i // s) * Q + j // s``. So each window position is ONE contiguous 1-D slice, and each
-step of the max (or of the gradient scatter) is one long contiguous ufunc instead of a
-strided 4-D one (about 4x faster in NumPy). The price is computing on the (R, Q) grid
-instead of (OH, OW) (a few % more points; the extra ones see padding and are dropped).
-On the CPU the planes go through in blocks of about ``block_bytes`` of input, so each
-block's work stays in cache; on a GPU in two halves, so the copy stays under x's size.
+``d = ((i // s) * Q + j // s) * B``. So each window position is ONE contiguous 1-D slice,
+and each step of the max (or of the gradient scatter) is one long contiguous ufunc
+instead of a strided 4-D one (about 4x faster in NumPy). The price is computing on the
+(R, Q) grid instead of (OH, OW) (a few % more points; the extra ones see padding and are
+dropped). On the CPU the planes go through in blocks of about ``block_bytes`` of input,
+so each block's work stays in cache; on a GPU in two halves, so the copy stays under
+x's size. Both layouts (``layout="NCHW"`` or ``"CHWN"``) run this same code on the
+channel-major view; in CHWN the phase copies move runs of N contiguous values.
 """
 import math
 from typing import NamedTuple
 
 from layers.backend import block_bytes, get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
+from layers.layout import channel_major, check_layout, dims, shape
 
 __all__ = ["forward", "backward", "PoolCache"]
 
 
 class PoolCache(NamedTuple):
-    argmax: object      # (N, C, OH, OW) uint8/int32: window position p of the first maximum
-    x_shape: tuple      # (N, C, H, W)
+    argmax: object      # (N, C, OH, OW) in ``layout``, uint8/int32: the window position p
+                        # of the first maximum
+    x_shape: tuple      # (N, C, H, W) in ``layout``
     size: int
     stride: int
     dtype: object
+    layout: str
 
 
-def forward(x, *, size=3, stride=2):
+def forward(x, *, size=3, stride=2, layout="NCHW"):
     """y[n, c, oh, ow] = max_{0 <= i, j < z} x[n, c, oh*s + i, ow*s + j]
 
     The paper's overlapping pooling is z=3, s=2 (z=2, s=2 is its non-overlapping ablation).
     Output size rounds down, ``OH = (H - z) // s + 1``, like PyTorch's default
     (``ceil_mode=False``); Caffe rounds up, so its pooled maps can be one larger.
     The window position of the first maximum in row-major order is kept for backward.
+    ``layout="CHWN"`` takes x as (C, H, W, N) and gives y as (C, OH, OW, N).
     """
     dtype = float_dtype("pool", x)
-    require_ndim("pool", "x", x, 4, "(N, C, H, W)")
+    layout = check_layout("pool", layout)
+    require_ndim("pool", "x", x, 4, f"({', '.join(layout)})")
     size = require_int("pool", "size", size, 1)
     stride = require_int("pool", "stride", stride, 1)
-    N, C, H, W = x.shape
+    N, C, H, W = dims(x.shape, layout)
     OH = output_size("pool", "height", H, size, stride, 0)
     OW = output_size("pool", "width", W, size, stride, 0)
     xp = get_array_module(x)
     index_dtype = xp.uint8 if size * size <= 256 else xp.int32
-    y = xp.empty((N, C, OH, OW), dtype=x.dtype)
-    argmax = xp.empty((N, C, OH, OW), dtype=index_dtype)
-    for block in _plane_blocks(x.shape, x.itemsize, xp):
-        y[block], argmax[block] = _max_block(x[block], size, stride, OH, OW, index_dtype)
-    return y, PoolCache(argmax, (N, C, H, W), size, stride, dtype)
+    y = xp.empty(shape(N, C, OH, OW, layout), dtype=x.dtype)
+    argmax = xp.empty(y.shape, dtype=index_dtype)
+    x5, y5, a5 = (channel_major(a, layout) for a in (x, y, argmax))   # (C, A, ., ., B)
+    for block in _plane_blocks(x5.shape, x.itemsize, xp):
+        y5[block], a5[block] = _max_block(x5[block], size, stride, OH, OW, index_dtype)
+    return y, PoolCache(argmax, tuple(x.shape), size, stride, dtype, layout)
 
 
 def backward(dy, cache):
@@ -68,72 +77,76 @@ def backward(dy, cache):
     require_grad("pool", dy, cache.argmax.shape, cache.dtype)
     xp = get_array_module(dy)
     dx = xp.empty(cache.x_shape, dtype=dy.dtype)
-    for block in _plane_blocks(cache.x_shape, dy.itemsize, xp):
-        _scatter_block(dy[block], cache.argmax[block], cache.size, cache.stride, dx[block])
+    dy5, a5, dx5 = (channel_major(a, cache.layout) for a in (dy, cache.argmax, dx))
+    for block in _plane_blocks(dx5.shape, dy.itemsize, xp):
+        _scatter_block(dy5[block], a5[block], cache.size, cache.stride, dx5[block])
     return dx
 
 
-def _plane_blocks(x_shape, itemsize, xp):
-    """(n, c) index pairs covering (N, C) in blocks of about ``block_bytes`` of input planes.
+def _plane_blocks(x5_shape, itemsize, xp):
+    """(c, a) index pairs covering the channel-major (C, A, H, W, B) in blocks of about
+    ``block_bytes`` of input.
 
-    Whole samples when one fits, else balanced runs of channels of one sample. On a GPU
-    (no block limit) the batch is halved, so the phase copy stays smaller than x.
+    All channels of one or more a (NCHW: whole samples) when they fit, else balanced
+    runs of channels of one a (CHWN: runs of whole-batch channel planes). On a GPU (no
+    block limit) the planes are halved, so the phase copy stays smaller than x.
     """
-    N, C, H, W = x_shape
-    plane = H * W * itemsize
+    C, A, H, W, B = x5_shape
+    plane = H * W * B * itemsize
     sample = max(1, C * plane)
-    budget = block_bytes(xp) or max(1, -(-N * sample // 2))
+    budget = block_bytes(xp) or max(1, -(-A * sample // 2))
     if sample <= budget:
         step = budget // sample
-        return [(slice(n, n + step), slice(None)) for n in range(0, N, step)]
+        return [(slice(None), slice(a, a + step)) for a in range(0, A, step)]
     step = -(-C // -(-sample // budget))                 # C split into equal runs
-    return [(slice(n, n + 1), slice(c, c + step)) for n in range(N) for c in range(0, C, step)]
+    return [(slice(c, c + step), slice(a, a + 1)) for a in range(A) for c in range(0, C, step)]
 
 
 def _phases(x, s):
-    """ph[a, b, n, c, r, q] = x[n, c, r*s + a, q*s + b], 0 past the edge: (s, s, N, C, R, Q)."""
+    """ph[a, b, c, a', r, q, b'] = x[c, a', r*s + a, q*s + b, b'], 0 past the edge:
+    (s, s, C, A, R, Q, B) from a channel-major block x (C, A, H, W, B)."""
     xp = get_array_module(x)
-    N, C, H, W = x.shape
-    ph = xp.zeros((s, s, N, C, -(-H // s), -(-W // s)), dtype=x.dtype)
+    C, A, H, W, B = x.shape
+    ph = xp.zeros((s, s, C, A, -(-H // s), -(-W // s), B), dtype=x.dtype)
     for a in range(s):
         for b in range(s):
-            part = x[:, :, a::s, b::s]                     # (N, C, ceil((H-a)/s), ceil((W-b)/s))
+            part = x[:, :, a::s, b::s]                     # (C, A, ceil((H-a)/s), ceil((W-b)/s), B)
             ph[a, b, :, :, :part.shape[2], :part.shape[3]] = part
     return ph
 
 
 def _unphase(ph, x):
-    """The reverse of ``_phases``: x[n, c, r*s + a, q*s + b] = ph[a, b, n, c, r, q] (into x)."""
+    """The reverse of ``_phases``: x[c, a', r*s + a, q*s + b, b'] = ph[a, b, c, a', r, q, b']."""
     s = ph.shape[0]
     for a in range(s):
         for b in range(s):
-            part = x[:, :, a::s, b::s]                     # (N, C, ceil((H-a)/s), ceil((W-b)/s))
+            part = x[:, :, a::s, b::s]                     # (C, A, ceil((H-a)/s), ceil((W-b)/s), B)
             part[...] = ph[a, b, :, :, :part.shape[2], :part.shape[3]]
 
 
 def _on_grid(a, grid):
-    """a (N, C, OH, OW) in the corner of a zero (N, C, R, Q) grid, flattened: (N*C*R*Q,)."""
+    """a (C, A, OH, OW, B) in the corner of a zero (C, A, R, Q, B) grid, flattened."""
     xp = get_array_module(a)
     g = xp.zeros(grid, dtype=a.dtype)
     g[:, :, :a.shape[2], :a.shape[3]] = a
-    return g.reshape(-1)                                  # (N*C*R*Q,)
+    return g.reshape(-1)                                  # (C*A*R*Q*B,)
 
 
-def _taps(z, s, Q):
+def _taps(z, s, Q, B):
     """(p, a, b, d) per window position p = i*z + j: its phase and flat shift d."""
-    return [(i * z + j, i % s, j % s, (i // s) * Q + j // s)
+    return [(i * z + j, i % s, j % s, ((i // s) * Q + j // s) * B)
             for i in range(z) for j in range(z)]
 
 
 def _max_block(x, z, s, OH, OW, index_dtype):
-    """(y, argmax) of one block of planes x (N, C, H, W), computed on the phase grid."""
+    """(y, argmax) of one channel-major block x (C, A, H, W, B), computed on the phase grid."""
     xp = get_array_module(x)
-    ph = _phases(x, s)                                    # (s, s, N, C, R, Q)
-    grid = ph.shape[2:]                                   # (N, C, R, Q)
-    flat = ph.reshape(s, s, -1)                           # (s, s, N*C*R*Q)
-    taps = _taps(z, s, grid[3])
+    ph = _phases(x, s)                                    # (s, s, C, A, R, Q, B)
+    grid = ph.shape[2:]                                   # (C, A, R, Q, B)
+    flat = ph.reshape(s, s, -1)                           # (s, s, C*A*R*Q*B)
+    taps = _taps(z, s, grid[3], grid[4])
     L = flat.shape[2] - taps[-1][3]                       # every output is below L
-    y = flat[0, 0].copy()                                 # (N*C*R*Q,), position 0
+    y = flat[0, 0].copy()                                 # (C*A*R*Q*B,), position 0
     argmax = xp.zeros(y.shape, dtype=index_dtype)
     y_, argmax_ = y[:L], argmax[:L]
     for p, a, b, d in taps[1:]:
@@ -142,21 +155,21 @@ def _max_block(x, z, s, OH, OW, index_dtype):
         xp.maximum(y_, v, out=y_)
         # positions only grow, so "argmax = p where better" is a maximum with p * better
         xp.maximum(argmax_, better * index_dtype(p), out=argmax_)
-    y, argmax = y.reshape(grid), argmax.reshape(grid)     # (N, C, R, Q) each
+    y, argmax = y.reshape(grid), argmax.reshape(grid)     # (C, A, R, Q, B) each
     return y[:, :, :OH, :OW], argmax[:, :, :OH, :OW]
 
 
 def _scatter_block(dy, argmax, z, s, dx):
-    """dx (N, C, H, W) of one block of planes: the scatter on the phase grid, unphased."""
+    """dx (C, A, H, W, B) of one channel-major block: the scatter on the phase grid, unphased."""
     xp = get_array_module(dy)
-    N, C, H, W = dx.shape
-    grid = (N, C, -(-H // s), -(-W // s))                 # (N, C, R, Q)
-    dph = xp.zeros((s, s, math.prod(grid)), dtype=dy.dtype)  # (s, s, N*C*R*Q)
-    taps = _taps(z, s, grid[3])
+    C, A, H, W, B = dx.shape
+    grid = (C, A, -(-H // s), -(-W // s), B)              # (C, A, R, Q, B)
+    dph = xp.zeros((s, s, math.prod(grid)), dtype=dy.dtype)  # (s, s, C*A*R*Q*B)
+    taps = _taps(z, s, grid[3], B)
     L = dph.shape[2] - taps[-1][3]
     # Off the outputs dy is 0 and sends +0, which leaves every sum (all start at +0) as is.
     dy, argmax = _on_grid(dy, grid)[:L], _on_grid(argmax, grid)[:L]   # (L,) each
     for p, a, b, d in taps:
         v = dph[a, b, d:d + L]                            # (L,) position p of every window
         xp.add(v, dy * (argmax == p), out=v)
-    _unphase(dph.reshape((s, s) + grid), dx)              # (s, s, N, C, R, Q) -> dx
+    _unphase(dph.reshape((s, s) + grid), dx)              # (s, s, C, A, R, Q, B) -> dx

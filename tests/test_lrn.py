@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layers import backend, lrn
+from layers.layout import LAYOUTS, transpose
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
 
@@ -26,7 +27,8 @@ def lrn_configs(draw):
                        draw(st.integers(1, 3)), draw(st.integers(1, 3))),
                 size=draw(st.sampled_from([1, 3, 5, 7, 9])),
                 alpha=draw(st.floats(1e-3, 1.0)), beta=draw(st.floats(0.5, 1.0)),
-                k=draw(st.floats(0.5, 3.0)), seed=draw(st.integers(0, 2**32 - 1)))
+                k=draw(st.floats(0.5, 3.0)), seed=draw(st.integers(0, 2**32 - 1)),
+                layout=draw(st.sampled_from(LAYOUTS)))
 
 
 def hyper(cfg):
@@ -37,22 +39,42 @@ def hyper(cfg):
 @given(cfg=lrn_configs())
 def test_forward_matches_naive_loop(xp, dtype, cfg):
     x = numpy.random.default_rng(cfg["seed"]).standard_normal(cfg["shape"]).astype(dtype)
-    y, _ = lrn.forward(xp.asarray(x), **hyper(cfg))
+    lay = cfg["layout"]
+    y, _ = lrn.forward(xp.asarray(transpose(x, "NCHW", lay)), **hyper(cfg), layout=lay)
+    y = transpose(backend.asnumpy(y), lay, "NCHW")
     assert y.dtype == dtype and y.shape == x.shape
-    numpy.testing.assert_allclose(backend.asnumpy(y), naive_lrn(x.astype(float), **hyper(cfg)),
-                                  **tol(dtype))
+    numpy.testing.assert_allclose(y, naive_lrn(x.astype(float), **hyper(cfg)), **tol(dtype))
 
 
 @fixture_settings
 @given(cfg=lrn_configs())
 def test_backward_matches_finite_differences(xp, cfg):
     rng = numpy.random.default_rng(cfg["seed"])
-    x = xp.asarray(rng.standard_normal(cfg["shape"]))
-    y, cache = lrn.forward(x, **hyper(cfg))
+    x = xp.asarray(transpose(rng.standard_normal(cfg["shape"]), "NCHW", cfg["layout"]))
+    h = dict(hyper(cfg), layout=cfg["layout"])
+    y, cache = lrn.forward(x, **h)
     dy = xp.asarray(rng.standard_normal(y.shape))
     dx = lrn.backward(dy, cache)
     assert dx.dtype == x.dtype and dx.shape == x.shape
-    assert_directional(lambda a: lrn.forward(a, **hyper(cfg))[0], [x], [dx], dy, rng)
+    assert_directional(lambda a: lrn.forward(a, **h)[0], [x], [dx], dy, rng)
+
+
+@fixture_settings
+@given(cfg=lrn_configs(), budget=st.sampled_from([1, 200, 3000]))
+def test_blocks_give_the_unblocked_result_exactly(xp, dtype, cfg, budget):
+    """Any blocking (a row, a few rows, samples) repeats the same operations per element."""
+    rng = numpy.random.default_rng(cfg["seed"])
+    x = xp.asarray(rng.standard_normal(cfg["shape"]).astype(dtype))
+    dy = xp.asarray(rng.standard_normal(cfg["shape"]).astype(dtype))
+    h = dict(hyper(cfg), layout=cfg["layout"])
+    results = []
+    for bytes_ in (budget, 10**9):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(lrn, "block_bytes", lambda _: bytes_)
+            y, cache = lrn.forward(x, **h)
+            results.append([backend.asnumpy(a) for a in (y, lrn.backward(dy, cache))])
+    for a, b in zip(*results):
+        numpy.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("size", [1, 3, 5])

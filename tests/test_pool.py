@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from layers import backend, pool
+from layers.layout import LAYOUTS, transpose
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
 
@@ -32,7 +33,20 @@ def pool_configs(draw):
     size = draw(st.integers(1, 4))
     return dict(shape=(draw(st.integers(1, 2)), draw(st.integers(1, 3)),
                        draw(st.integers(size, size + 6)), draw(st.integers(size, size + 6))),
-                size=size, stride=draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**32 - 1)))
+                size=size, stride=draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**32 - 1)),
+                layout=draw(st.sampled_from(LAYOUTS)))
+
+
+def pool_in_layout(xp, x, dy_of_y, cfg):
+    """(y, dx) as NCHW host arrays from pool in the config's layout; ``dy_of_y`` gives
+    the NCHW upstream gradient for the NCHW output y."""
+    lay = cfg["layout"]
+    y, cache = pool.forward(xp.asarray(transpose(x, "NCHW", lay)), size=cfg["size"],
+                            stride=cfg["stride"], layout=lay)
+    y = transpose(backend.asnumpy(y), lay, "NCHW")
+    dy = dy_of_y(y)
+    dx = pool.backward(xp.asarray(transpose(dy, "NCHW", lay)), cache)
+    return y, dy, transpose(backend.asnumpy(dx), lay, "NCHW")
 
 
 @fixture_settings
@@ -41,15 +55,14 @@ def test_forward_and_backward_match_naive_loop_with_ties(xp, dtype, cfg):
     rng = numpy.random.default_rng(cfg["seed"])
     x = rng.integers(-2, 3, cfg["shape"]).astype(dtype)    # few values: many ties
     h = dict(size=cfg["size"], stride=cfg["stride"])
-    y, cache = pool.forward(xp.asarray(x), **h)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    dx = pool.backward(xp.asarray(dy), cache)
+    y, dy, dx = pool_in_layout(xp, x, lambda y: rng.standard_normal(y.shape).astype(dtype),
+                               cfg)
     y_ref, dx_ref = naive_pool(x, dy.astype(float), **h)
     assert y.dtype == dtype and dx.dtype == dtype
-    numpy.testing.assert_array_equal(backend.asnumpy(y), y_ref)
-    numpy.testing.assert_allclose(backend.asnumpy(dx), dx_ref, **tol(dtype))
+    numpy.testing.assert_array_equal(y, y_ref)
+    numpy.testing.assert_allclose(dx, dx_ref, **tol(dtype))
     # Every output sends its whole gradient to exactly one input.
-    assert abs(float(backend.asnumpy(dx).astype(float).sum()) - dy.astype(float).sum()) \
+    assert abs(float(dx.astype(float).sum()) - dy.astype(float).sum()) \
         <= tol(dtype)["rtol"] * abs(dy.astype(float)).sum() + tol(dtype)["atol"]
 
 
@@ -63,20 +76,20 @@ def test_blocks_of_planes_give_the_naive_loop_exactly(xp, dtype, cfg, budget):
     h = dict(size=cfg["size"], stride=cfg["stride"])
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pool, "block_bytes", lambda _: budget)
-        y, cache = pool.forward(xp.asarray(x), **h)
-        dy = rng.integers(-3, 4, y.shape).astype(dtype)
-        dx = pool.backward(xp.asarray(dy), cache)
+        y, dy, dx = pool_in_layout(xp, x, lambda y: rng.integers(-3, 4, y.shape).astype(dtype),
+                                   cfg)
     y_ref, dx_ref = naive_pool(x, dy.astype(float), **h)
-    numpy.testing.assert_array_equal(backend.asnumpy(y), y_ref)
-    numpy.testing.assert_array_equal(backend.asnumpy(dx), dx_ref)
+    numpy.testing.assert_array_equal(y, y_ref)
+    numpy.testing.assert_array_equal(dx, dx_ref)
 
 
 @fixture_settings
 @given(cfg=pool_configs())
 def test_backward_matches_finite_differences(xp, cfg):
     rng = numpy.random.default_rng(cfg["seed"])
-    x = xp.asarray(rng.standard_normal(cfg["shape"]))     # continuous: no ties
-    h = dict(size=cfg["size"], stride=cfg["stride"])
+    x = rng.standard_normal(cfg["shape"])                 # continuous: no ties
+    x = xp.asarray(transpose(x, "NCHW", cfg["layout"]))
+    h = dict(size=cfg["size"], stride=cfg["stride"], layout=cfg["layout"])
     y, cache = pool.forward(x, **h)
     dy = xp.asarray(rng.standard_normal(y.shape))
     dx = pool.backward(dy, cache)
