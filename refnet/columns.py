@@ -147,11 +147,13 @@ class Placement:
         return [self.put(a, c) for c in range(self.columns)]
 
     # -- the exchanges ---------------------------------------------------------------
-    def exchange(self, parts, dst=None):
+    def exchange(self, parts, dst=None, axis=1):
         """Forward exchange: for each column in ``dst`` (default all), the concatenation
-        along axis 1 of every column's part, made on that column's device.
+        along ``axis`` (the channels or features) of every column's part, made on that
+        column's device.
 
-        ``parts[c]``: (N, C_c, ...) on column c. Returns a list aligned with ``dst``.
+        ``parts[c]``: (N, C_c, ...) on column c with ``axis=1``, (C_c, ..., N) with
+        ``axis=0`` (the network's batch-innermost maps). Returns a list aligned with ``dst``.
         """
         dst = range(self.columns) if dst is None else dst
         if self.columns == 1:
@@ -160,13 +162,14 @@ class Placement:
         for d in dst:
             with self.device(d):
                 moved = [self.move(p, c, d) for c, p in enumerate(parts)]
-                out.append(self.xp.concatenate(moved, axis=1))  # (N, sum C_c, ...)
+                out.append(self.xp.concatenate(moved, axis=axis))  # sum C_c along axis
         return out
 
-    def exchange_backward(self, grads, widths, dst=None):
+    def exchange_backward(self, grads, widths, dst=None, axis=1):
         """Backward of ``exchange``: ``grads[i]`` is the gradient of destination
         ``dst[i]``'s concatenation; returns, per source column c, the sum over
-        destinations of their slice ``[:, offset_c : offset_c + widths[c]]``, on c's device.
+        destinations of their slice ``offset_c : offset_c + widths[c]`` along ``axis``,
+        on c's device.
         """
         dst = list(range(self.columns) if dst is None else dst)
         if self.columns == 1:
@@ -177,7 +180,8 @@ class Placement:
             with self.device(c):
                 total = None
                 for d, g in zip(dst, grads):
-                    piece = self.move(g[:, offsets[c]:offsets[c + 1]], d, c)  # (N, C_c, ...)
+                    part = _along(axis, slice(offsets[c], offsets[c + 1]))
+                    piece = self.move(g[part], d, c)             # column c's channels
                     if total is None:
                         # own copy when more pieces are added in place below
                         total = piece.copy() if len(dst) > 1 else piece
@@ -186,27 +190,31 @@ class Placement:
                 out.append(total)
         return out
 
-    def halo_extend(self, parts, n):
-        """Each column's maps with ``n`` neighbouring channels of the other column
-        appended at the shared boundary (column 0: after its last channel; column 1:
-        before its first), for an LRN over all channels of the grouped form.
+    def halo_extend(self, parts, n, axis=1):
+        """Each column's maps with ``n`` neighbouring channels (along ``axis``) of the
+        other column appended at the shared boundary (column 0: after its last channel;
+        column 1: before its first), for an LRN over all channels of the grouped form.
         """
         if self.columns == 1 or n == 0:
             return list(parts)
         p0, p1 = parts
+        c0 = p0.shape[axis]
         with self.device(0):
-            e0 = self.xp.concatenate([p0, self.move(p1[:, :n], 1, 0)], axis=1)  # (N, C0+n, H, W)
+            halo = self.move(p1[_along(axis, slice(0, n))], 1, 0)
+            e0 = self.xp.concatenate([p0, halo], axis=axis)      # C0 + n channels
         with self.device(1):
-            e1 = self.xp.concatenate([self.move(p0[:, -n:], 0, 1), p1], axis=1)  # (N, n+C1, H, W)
+            halo = self.move(p0[_along(axis, slice(c0 - n, c0))], 0, 1)
+            e1 = self.xp.concatenate([halo, p1], axis=axis)      # n + C1 channels
         return [e0, e1]
 
-    def halo_own(self, ext, n):
+    def halo_own(self, ext, n, axis=1):
         """The column's own channels of an extended array (views)."""
         if self.columns == 1 or n == 0:
             return list(ext)
-        return [ext[0][:, :ext[0].shape[1] - n], ext[1][:, n:]]
+        return [ext[0][_along(axis, slice(0, ext[0].shape[axis] - n))],
+                ext[1][_along(axis, slice(n, None))]]
 
-    def halo_pad(self, grads, n):
+    def halo_pad(self, grads, n, axis=1):
         """Gradients of the own channels as gradients of the extended arrays (zeros on
         the halo channels, which nothing downstream reads)."""
         if self.columns == 1 or n == 0:
@@ -214,27 +222,27 @@ class Placement:
         out = []
         for c, g in enumerate(grads):
             with self.device(c):
-                shape = (g.shape[0], g.shape[1] + n) + tuple(g.shape[2:])
-                e = self.xp.zeros(shape, dtype=g.dtype)  # (N, C_c + n, H, W)
-                if c == 0:
-                    e[:, :g.shape[1]] = g
-                else:
-                    e[:, n:] = g
+                shape = list(g.shape)
+                shape[axis] += n
+                e = self.xp.zeros(tuple(shape), dtype=g.dtype)   # C_c + n channels
+                own = slice(0, g.shape[axis]) if c == 0 else slice(n, None)
+                e[_along(axis, own)] = g
                 out.append(e)
         return out
 
-    def halo_backward(self, dext, n):
+    def halo_backward(self, dext, n, axis=1):
         """Backward of ``halo_extend``: own-channel gradients plus the halo gradients
         the other column computed for them."""
         if self.columns == 1 or n == 0:
             return list(dext)
         d0, d1 = dext
+        c0 = d0.shape[axis] - n
         with self.device(0):
-            g0 = d0[:, :d0.shape[1] - n].copy()                  # (N, C0, H, W)
-            g0[:, -n:] += self.move(d1[:, :n], 1, 0)
+            g0 = d0[_along(axis, slice(0, c0))].copy()           # column 0's C0 channels
+            g0[_along(axis, slice(c0 - n, c0))] += self.move(d1[_along(axis, slice(0, n))], 1, 0)
         with self.device(1):
-            g1 = d1[:, n:].copy()                                # (N, C1, H, W)
-            g1[:, :n] += self.move(d0[:, d0.shape[1] - n:], 0, 1)
+            g1 = d1[_along(axis, slice(n, None))].copy()         # column 1's C1 channels
+            g1[_along(axis, slice(0, n))] += self.move(d0[_along(axis, slice(c0, None))], 0, 1)
         return [g0, g1]
 
     # -- parameters ----------------------------------------------------------------
@@ -269,6 +277,11 @@ class Placement:
         pieces = [self.move(shards[c], c, 0) for c, _, _ in owners]
         with self.device(0):
             return self.xp.concatenate(pieces, axis=0)   # (R, ...)
+
+
+def _along(axis, s):
+    """An index that applies slice ``s`` to ``axis`` and takes everything before it."""
+    return (slice(None),) * axis + (s,)
 
 
 def _blas_controller():

@@ -28,6 +28,13 @@ by Winograd's minimal filtering (``layers.winograd``: 2-4x fewer multiplications
 relative error ~1e-5 instead of ~1e-6) and conv1 by im2col + GEMM; ``"gemm"`` uses
 im2col + GEMM everywhere (the reference form; the two agree to float64 round-off).
 
+Layout: the maps from the input to pool5 are kept as (C, H, W, N), the batch innermost
+(``layout="CHWN"``, the default and the layout of the authors' cuda-convnet), which makes
+every copy of conv, Winograd, pooling and LRN move runs of N contiguous values; the input
+image (N, 3, S, S) is transposed once, and fc6 reads pool5's (C*S*S, N) maps as the
+transpose of torch.flatten's (N, F). ``layout="NCHW"`` runs the same layers in PyTorch's
+layout (the same numbers; slower copies).
+
 Memory: ``conv_cache="columns"`` (default, fastest) keeps what each convolution's backward
 reads (im2col columns, or Winograd's transformed input tiles); ``"input"`` keeps only its
 input and recomputes them (same numbers either way; figures in docs/performance.md).
@@ -38,6 +45,7 @@ import math
 import numpy
 
 from layers import backend, conv, dropout, linear, lrn, pool, relu, softmax
+from layers import layout as layouts
 from refnet import arch as arch_table
 from refnet import init as init_schemes
 from refnet.columns import Placement, default_devices
@@ -62,7 +70,7 @@ class AlexNet:
     def __init__(self, arch="alexnet", dtype="float32", backend="numpy", *, num_classes=None,
                  columns=2, lrn=True, lrn_mode="column", lrn_size=5, lrn_alpha=1e-4,
                  lrn_beta=0.75, lrn_k=2.0, pool=(3, 2), dropout=0.5, dropout_mode="paper",
-                 devices=None, conv_cache="columns", conv_algo="winograd"):
+                 devices=None, conv_cache="columns", conv_algo="winograd", layout="CHWN"):
         self.spec = arch_table.get_arch(arch)
         self.dtype = backend_dtype(dtype)
         self.xp = backend_namespace(backend)
@@ -77,6 +85,8 @@ class AlexNet:
         if conv_algo not in CONV_ALGOS:
             raise ValueError(f"conv_algo must be one of {CONV_ALGOS}, got {conv_algo!r}")
         self.conv_algo = conv_algo
+        self.layout = layouts.check_layout("AlexNet", layout)
+        self._axis = layouts.channel_axis(self.layout)      # channels of the conv maps
         if not 0 <= float(dropout) < 1:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         pool = tuple(pool)
@@ -260,18 +270,22 @@ class AlexNet:
         P, cols = self.placement, range(self.columns)
         caches = [dict() if keep else _Discard() for _ in cols]
         n = x.shape[0]
-        h = P.broadcast(x)                                   # (N, 3, S, S) per column
+        # maps in the net's layout from here to pool5: (C, S, S, N) for CHWN, transposed
+        # once on column 0's device and given to every column from there
+        with P.device(0):
+            x = layouts.transpose(P.put(x, 0), "NCHW", self.layout)
+        h = P.broadcast(x)
         for i in (1, 2):
             h = self._conv_relu(h, f"conv{i}", caches)
             if self.lrn:
                 h = self._lrn_forward(h, f"lrn{i}", caches)
             h = self._pool_forward(h, f"pool{i}", caches)
-        h = P.exchange(h)                                    # (N, C2 both, S, S) per column
+        h = P.exchange(h, axis=self._axis)                   # both columns' C2 channels
         for i in (3, 4, 5):
             h = self._conv_relu(h, f"conv{i}", caches)
-        h = self._pool_forward(h, "pool5", caches)           # (N, C5, S5, S5) per column
-        h = [a.reshape(n, -1) for a in h]                    # (N, C5*S5*S5) per column
-        h = P.exchange(h)                                    # (N, F6) per column
+        h = self._pool_forward(h, "pool5", caches)           # (C5, S5, S5, N) per column
+        h = P.exchange(self._flatten(h, n), axis=self._features)
+        h = [a.T for a in h] if self._features == 0 else h   # (N, F6) per column (views)
         for name in ("fc6", "fc7"):
             h = self._fc_forward(h, name, caches)
             h = self._relu_forward(h, name, caches)
@@ -295,19 +309,37 @@ class AlexNet:
                 half = self.shapes[f"{prev}.bias"][0] // self.columns
                 d = P.exchange_backward(d, [half] * self.columns)
         shapes5 = [caches[c]["pool5"].argmax.shape for c in cols]     # pool5's output
-        d = P.exchange_backward(d, [math.prod(s[1:]) for s in shapes5])
-        d = [d[c].reshape(shapes5[c]) for c in cols]                  # (N, C5, S5, S5)
+        if self._features == 0:
+            d = [g.T for g in d]                                      # (F6, N) views
+        widths = [math.prod(s) // s[self._batch] for s in shapes5]
+        d = P.exchange_backward(d, widths, axis=self._features)
+        d = [d[c].reshape(shapes5[c]) for c in cols]                  # (C5, S5, S5, N)
         d = self._pool_backward(d, "pool5", caches)
         for i in (5, 4, 3):
             d = self._conv_relu_backward(d, f"conv{i}", caches, grads)
         width2 = self.shapes["conv2.bias"][0] // self.columns
-        d = P.exchange_backward(d, [width2] * self.columns)
+        d = P.exchange_backward(d, [width2] * self.columns, axis=self._axis)
         for i in (2, 1):
             d = self._pool_backward(d, f"pool{i}", caches)
             if self.lrn:
                 d = self._lrn_backward(d, f"lrn{i}", caches)
             d = self._conv_relu_backward(d, f"conv{i}", caches, grads)
         return grads
+
+    @property
+    def _batch(self):
+        """The batch axis of the conv maps (0 for NCHW, 3 for CHWN)."""
+        return 0 if self.layout == "NCHW" else 3
+
+    @property
+    def _features(self):
+        """The axis along which pool5's flattened maps are exchanged: 1 for (N, F), 0
+        for (F, N)."""
+        return 1 if self.layout == "NCHW" else 0
+
+    def _flatten(self, h, n):
+        """pool5's maps as (N, F) for NCHW or (F, N) for CHWN, F in (C, S, S) order."""
+        return [a.reshape(n, -1) if self.layout == "NCHW" else a.reshape(-1, n) for a in h]
 
     # Each helper runs one layer in every column (or column 0 only, for fc8) through
     # ``Placement.each``: under that column's device, keeping the caches per column.
@@ -321,13 +353,13 @@ class AlexNet:
             # conv1: both columns read the same image on one device: one im2col for both
             with self.placement.device(0):
                 cols = conv.im2col(h[0], spec.kernel, spec.kernel, stride=spec.stride,
-                                   pad=spec.pad)
+                                   pad=spec.pad, layout=self.layout)
 
         def column(c, a):
             w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
             y, caches[c][name] = conv.forward(a, w, b, stride=spec.stride, pad=spec.pad,
                                               keep_cols=self.keep_cols, algo=algo,
-                                              cols=cols)
+                                              cols=cols, layout=self.layout)
             y, caches[c][f"{name}.relu"] = relu.forward(y)
             return y
         return self.placement.each(column, h)
@@ -347,7 +379,7 @@ class AlexNet:
         z, s = self.pool
 
         def column(c, a):
-            y, caches[c][name] = pool.forward(a, size=z, stride=s)
+            y, caches[c][name] = pool.forward(a, size=z, stride=s, layout=self.layout)
             return y
         return self.placement.each(column, h)
 
@@ -361,19 +393,19 @@ class AlexNet:
         return min(self.lrn_params["size"] // 2, width)
 
     def _lrn_forward(self, h, name, caches):
-        n = self._lrn_halo(name)
-        h = self.placement.halo_extend(h, n)                 # (N, C + n, S, S) with a halo
+        n, axis = self._lrn_halo(name), self._axis
+        h = self.placement.halo_extend(h, n, axis)           # C + n channels with a halo
 
         def column(c, a):
-            y, caches[c][name] = lrn.forward(a, **self.lrn_params)
+            y, caches[c][name] = lrn.forward(a, **self.lrn_params, layout=self.layout)
             return y
-        return self.placement.halo_own(self.placement.each(column, h), n)  # (N, C, S, S)
+        return self.placement.halo_own(self.placement.each(column, h), n, axis)  # C channels
 
     def _lrn_backward(self, d, name, caches):
-        n = self._lrn_halo(name)
-        d = self.placement.halo_pad(d, n)
+        n, axis = self._lrn_halo(name), self._axis
+        d = self.placement.halo_pad(d, n, axis)
         out = self.placement.each(lambda c, g: lrn.backward(g, caches[c].pop(name)), d)
-        return self.placement.halo_backward(out, n)
+        return self.placement.halo_backward(out, n, axis)
 
     def _fc_forward(self, h, name, caches):
         def column(c, a):

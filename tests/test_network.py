@@ -64,6 +64,7 @@ def test_switches_change_shapes_where_they_should():
     (dict(dropout=1.0), "dropout"), (dict(dropout_mode="x"), "dropout_mode"),
     (dict(pool=(3,)), "pool"), (dict(backend="jax"), "backend"),
     (dict(num_classes=0), "num_classes"), (dict(lrn_size=4), "lrn_size"),
+    (dict(layout="NHWC"), "layout must be one of .*NHWC"),
 ])
 def test_bad_options_are_refused(kwargs, match):
     kwargs = {"arch": "tiny", **kwargs}

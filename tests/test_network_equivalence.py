@@ -123,6 +123,9 @@ CONFIGS = [
     dict(dropout_mode="inverted", dropout=0.3),
     dict(columns=1),
     dict(columns=1, lrn_mode="all", dropout=0.0),
+    dict(layout="NCHW"),                      # the default is CHWN (batch innermost)
+    dict(layout="NCHW", lrn_mode="all"),
+    dict(layout="NCHW", columns=1, conv_algo="gemm"),
 ]
 
 
