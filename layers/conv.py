@@ -13,10 +13,11 @@ from typing import NamedTuple
 from layers.backend import get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from layers.layout import batch_places, channel_major, check_layout, dims, shape
-from layers.windows import col2im, im2col
+from layers.windows import col2im, im2col, im2col_parts
 from layers import winograd
 
-__all__ = ["forward", "backward", "im2col", "col2im", "ConvCache", "ALGOS", "WINOGRAD_TILES"]
+__all__ = ["forward", "backward", "im2col", "im2col_parts", "col2im", "ConvCache", "ALGOS",
+           "WINOGRAD_TILES"]
 
 ALGOS = ("gemm", "winograd")
 # Default Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) measured

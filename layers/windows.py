@@ -63,13 +63,31 @@ def im2col(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW"):
     ``OH = (H + 2*pad - kh) // stride + 1`` (rounds down, like PyTorch and Caffe).
     Callers validate arguments (``layers.conv.forward`` does); this is the raw kernel.
     """
+    cols, fills = im2col_parts(x, kh, kw, stride=stride, pad=pad, groups=groups,
+                               layout=layout, parts=1)
+    fills[0]()
+    return cols
+
+
+def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2):
+    """``im2col`` split for concurrent work: ``(cols, fills)`` where ``cols`` is allocated
+    but not yet written and each of the ``parts`` callables copies one band of output
+    rows into it. Once every fill has run, in any order or concurrently (they write
+    disjoint parts), ``cols`` equals ``im2col(x, ...)``.
+    """
     xp = get_array_module(x)
     N, C, H, W = dims(x.shape, layout)
     OH = (H + 2 * pad - kh) // stride + 1
     OW = (W + 2 * pad - kw) // stride + 1
     x5 = channel_major(padded(x, pad, layout), layout)   # (C, A, Hp, Wp, B)
-    cols = xp.ascontiguousarray(window_view(x5, kh, kw, stride, OH, OW))  # the one copy
-    return cols.reshape(groups, C // groups * kh * kw, N * OH * OW)  # (G, Cg*kh*kw, P)
+    view = window_view(x5, kh, kw, stride, OH, OW)       # (C, kh, kw, A, OH, OW, B)
+    cols = xp.empty(view.shape, dtype=x.dtype)
+
+    def fill(rows):
+        cols[:, :, :, :, rows] = view[:, :, :, :, rows]  # the one copy, a band of OH
+    bands = [slice(OH * i // parts, OH * (i + 1) // parts) for i in range(parts)]
+    fills = [lambda rows=rows: fill(rows) for rows in bands]
+    return cols.reshape(groups, C // groups * kh * kw, N * OH * OW), fills  # (G, Cg*kh*kw, P)
 
 
 def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0, layout="NCHW"):

@@ -350,10 +350,13 @@ class AlexNet:
 
         cols = None
         if algo == "gemm" and self.placement.shared_input(h):
-            # conv1: both columns read the same image on one device: one im2col for both
+            # conv1: both columns read the same image on one device: one im2col for both,
+            # its bands of rows copied by the columns' threads
             with self.placement.device(0):
-                cols = conv.im2col(h[0], spec.kernel, spec.kernel, stride=spec.stride,
-                                   pad=spec.pad, layout=self.layout)
+                cols, fills = conv.im2col_parts(h[0], spec.kernel, spec.kernel,
+                                                stride=spec.stride, pad=spec.pad,
+                                                layout=self.layout, parts=self.columns)
+            self.placement.each(lambda c, fill: fill(), fills)
 
         def column(c, a):
             w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]

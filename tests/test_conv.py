@@ -170,6 +170,21 @@ def test_col2im_is_the_adjoint_of_im2col(xp, cfg):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+def test_im2col_in_parts_equals_im2col(xp, layout, parts):
+    """The bands of rows, filled in reverse order, give exactly ``im2col`` (7 parts of 4
+    output rows: some bands are empty)."""
+    x = xp.asarray(numpy.random.default_rng(4).standard_normal((2, 4, 9, 7)))
+    h = dict(stride=2, pad=1, groups=2, layout=layout)
+    cols, fills = conv.im2col_parts(x, 3, 2, parts=parts, **h)
+    assert len(fills) == parts
+    for fill in reversed(fills):
+        fill()
+    numpy.testing.assert_array_equal(backend.asnumpy(cols),
+                                     backend.asnumpy(conv.im2col(x, 3, 2, **h)))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_im2col_layout_is_documented_one(xp, layout):
     """cols[g, (c, i, j), p] = xpad[n, g*Cg + c, oh*s + i, ow*s + j] with p over
     (n, oh, ow) for NCHW and (oh, ow, n) for CHWN."""
