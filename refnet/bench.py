@@ -2,7 +2,8 @@
 
 Times, interleaved in one process, refnet and PyTorch on the same architecture, batch,
 dtype and weights: the whole training step (forward, backward, SGD), forward only, and
-each layer of the grouped single-device form (forward and backward apart). Reports the
+each layer of the grouped single-device form (forward and backward apart; ours with the
+maps in the network's layout, batch innermost by default, PyTorch's in NCHW). Reports the
 median and min/max over the timed repeats (after warm-up), images/s, the ratio
 refnet/PyTorch (> 1 means refnet is faster), the effective GFLOP/s against this
 machine's GEMM peak (measured here), and the peak resident memory of each side's
@@ -41,6 +42,7 @@ import numpy
 
 from data.progress import Progress
 from layers import backend, conv, linear, lrn, pool, relu, softmax
+from layers.layout import channel_axis, transpose
 from refnet.arch import get_arch
 from refnet.network import AlexNet
 from refnet.sgd import SGD
@@ -249,24 +251,32 @@ def layer_cases(net, batch):
     return cases
 
 
-def refnet_layer(xp, kind, x, p, rng):
+MAP_KINDS = ("conv", "relu", "lrn", "pool")   # layers that see the net's map layout
+
+
+def refnet_layer(xp, kind, x, p, rng, layout="NCHW"):
     """(forward, backward) callables for one layer of ours; backward takes forward's
-    output and uses the layer's output as its upstream gradient (timing only)."""
+    output and uses the layer's output as its upstream gradient (timing only). Maps
+    (``MAP_KINDS``) are given and computed in ``layout``, the network's."""
     dtype = x.dtype
     if kind == "conv":
         w = xp.asarray(rng.standard_normal(p["w"]).astype(dtype) * 0.01)
         b = xp.zeros(p["w"][0], dtype=dtype)
-        kw = dict(stride=p["stride"], pad=p["pad"], groups=p["groups"], algo=p["algo"])
+        kw = dict(stride=p["stride"], pad=p["pad"], groups=p["groups"], algo=p["algo"],
+                  layout=layout)
         fwd = lambda: conv.forward(x, w, b, **kw)  # noqa: E731
         bwd = lambda y, c: conv.backward(y, c)     # noqa: E731
     elif kind == "lrn":
         g, hyper = p["groups"], {k: p[k] for k in ("size", "alpha", "beta", "k")}
-        parts = [x[:, i * x.shape[1] // g:(i + 1) * x.shape[1] // g] for i in range(g)]
+        axis, C = channel_axis(layout), x.shape[channel_axis(layout)]
+        parts = [x[(slice(None),) * axis + (slice(i * C // g, (i + 1) * C // g),)]
+                 for i in range(g)]
         parts = [xp.ascontiguousarray(a) for a in parts]
-        fwd = lambda: [lrn.forward(a, **hyper) for a in parts]  # noqa: E731
+        fwd = lambda: [lrn.forward(a, **hyper, layout=layout) for a in parts]  # noqa: E731
         return fwd, (lambda out: [lrn.backward(y, c) for y, c in out])
     elif kind == "pool":
-        fwd = lambda: pool.forward(x, size=p["size"], stride=p["stride"])  # noqa: E731
+        fwd = lambda: pool.forward(x, size=p["size"], stride=p["stride"],  # noqa: E731
+                                   layout=layout)
         bwd = lambda y, c: pool.backward(y, c)     # noqa: E731
     elif kind == "relu":
         fwd = lambda: relu.forward(x)              # noqa: E731
@@ -334,9 +344,10 @@ def bench_layers(ours, theirs, batch, repeats, warmup):
     bar = Progress(total=len(cases), desc="layers", unit="layer")
     for name, kind, shape, p in cases:
         x_np = rng.standard_normal(shape).astype(net.dtype)
-        x = xp.asarray(x_np)
+        layout = net.layout if kind in MAP_KINDS else "NCHW"
+        x = xp.asarray(transpose(x_np, "NCHW", layout))
         row = {"layer": name}
-        f, b = refnet_layer(xp, kind, x, p, numpy.random.default_rng(4))
+        f, b = refnet_layer(xp, kind, x, p, numpy.random.default_rng(4), layout)
         sides = [("refnet", f, b, ours.sync)]
         if theirs is not None:
             tf, tb = torch_layer(theirs.torch, kind, x_np, p, numpy.random.default_rng(4),
