@@ -2,8 +2,9 @@
 
 Times, interleaved in one process, refnet and PyTorch on the same architecture, batch,
 dtype and weights: the whole training step (forward, backward, SGD), forward only, and
-each layer of the grouped single-device form (forward and backward apart; ours with the
-maps in the network's layout, batch innermost by default, PyTorch's in NCHW). Reports the
+each layer (forward and backward apart; PyTorch's as the grouped single-device layer with
+its threads, NCHW; ours as the network runs it, each column's share on its own core in
+the network's layout, batch innermost by default). Reports the
 median and min/max over the timed repeats (after warm-up), images/s, the ratio
 refnet/PyTorch (> 1 means refnet is faster), the effective GFLOP/s against this
 machine's GEMM peak (measured here), and the peak resident memory of each side's
@@ -335,8 +336,28 @@ def torch_layer(torch, kind, x_np, p, rng, device):
     return op, backward
 
 
+def column_shares(net, name, kind, shape, p):
+    """[(x shape, params)] per column of one grouped-form layer, split as the network
+    splits it: conv1 and conv3 read all input channels, conv2/4/5, ReLU, LRN and pooling
+    their column's own; every conv and fc layer computes its column's half of the
+    outputs; fc8 and the loss live on column 0 alone. (LRN over all channels, Caffe's
+    mode, is timed per column without its 2-channel halo.)"""
+    G = net.columns
+    if kind == "softmax" or name == "fc8" or G == 1:
+        return [(shape, p)]
+    if kind == "linear":
+        return [(shape, dict(p, w=(p["w"][0] // G, p["w"][1])))] * G
+    N, C, H, W = shape
+    if kind == "conv":
+        w = p["w"]
+        return [((N, C // p["groups"], H, W), dict(p, w=(w[0] // G,) + w[1:], groups=1))] * G
+    return [((N, C // G, H, W), dict(p, groups=1) if kind == "lrn" else p)] * G
+
+
 def bench_layers(ours, theirs, batch, repeats, warmup):
-    """Per-layer forward and backward times of both sides, interleaved."""
+    """Per-layer forward and backward times of both sides, interleaved. Ours runs each
+    layer as the network does: its columns' shares through ``Placement.each`` (on the
+    CPU concurrently, one core each; conv1 without the network's shared im2col)."""
     net, xp = ours.net, ours.xp
     rng = numpy.random.default_rng(3)
     rows = []
@@ -345,9 +366,17 @@ def bench_layers(ours, theirs, batch, repeats, warmup):
     for name, kind, shape, p in cases:
         x_np = rng.standard_normal(shape).astype(net.dtype)
         layout = net.layout if kind in MAP_KINDS else "NCHW"
-        x = xp.asarray(transpose(x_np, "NCHW", layout))
         row = {"layer": name}
-        f, b = refnet_layer(xp, kind, x, p, numpy.random.default_rng(4), layout)
+        per_column = []
+        for c, (col_shape, q) in enumerate(column_shares(net, name, kind, shape, p)):
+            xc = rng.standard_normal(col_shape).astype(net.dtype)
+            with net.placement.device(c):
+                xc = xp.asarray(transpose(xc, "NCHW", layout))
+                per_column.append(refnet_layer(xp, kind, xc, q, numpy.random.default_rng(4),
+                                               layout))
+        each = net.placement.each
+        f = lambda: each(lambda c, fb: fb[0](), per_column)                 # noqa: E731
+        b = lambda outs: each(lambda c, fb, out: fb[1](out), per_column, outs)  # noqa: E731
         sides = [("refnet", f, b, ours.sync)]
         if theirs is not None:
             tf, tb = torch_layer(theirs.torch, kind, x_np, p, numpy.random.default_rng(4),
@@ -554,6 +583,8 @@ def report(r):
             lines.append(f"{part:8s} refnet speed / PyTorch speed = "
                          f"{r[part]['speedup_vs_torch']:.2f}x")
     if "layers" in r:
+        lines.append("per layer: ours as the network runs it (each column's share on its "
+                     "core, concurrently), PyTorch's grouped layer on its threads")
         lines.append(f"{'layer':8s} {'ours fwd':>9s} {'ours bwd':>9s} {'torch fwd':>9s} "
                      f"{'torch bwd':>9s} {'torch/ours (fwd+bwd)':>21s}   (ms)")
         for row in r["layers"]:
