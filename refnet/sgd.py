@@ -20,6 +20,8 @@ place on each column's shards, on that column's device, from per-column gradient
 
 import numpy
 
+from layers.backend import block_bytes
+
 FORMS = ("paper", "pytorch")
 
 
@@ -74,17 +76,27 @@ class SGD:
         lr, m = self.lr, self.momentum
         for name, w in params.items():
             g, v, wd = grads[name], self.velocity[c][name], self.decay(name)
-            v *= m
-            if self.form == "paper":     # v = m v - wd lr w - lr g; w += v
-                if wd:
-                    v -= (wd * lr) * w
-                v -= lr * g
-                w += v
-            else:                        # v = m v + g + wd w; w -= lr v
-                v += g
-                if wd:
-                    v += wd * w
-                w -= lr * v
+            # In blocks of rows of about block_bytes on the CPU (one block on a GPU), so
+            # the four passes over each parameter work in cache; the same operations per
+            # element in the same order, so the blocking changes no result.
+            budget = block_bytes(self.net.xp)
+            row = max(1, w[:1].nbytes)
+            step = w.shape[0] if budget is None else max(1, budget // row)
+            for r in range(0, w.shape[0], step):
+                self._update_block(w[r:r + step], v[r:r + step], g[r:r + step], lr, m, wd)
+
+    def _update_block(self, w, v, g, lr, m, wd):
+        v *= m
+        if self.form == "paper":     # v = m v - wd lr w - lr g; w += v
+            if wd:
+                v -= (wd * lr) * w
+            v -= lr * g
+            w += v
+        else:                        # v = m v + g + wd w; w -= lr v
+            v += g
+            if wd:
+                v += wd * w
+            w -= lr * v
 
     def state_dict(self):
         """``{"velocity/<name>": NumPy array}`` with the net's full (grouped) shapes."""

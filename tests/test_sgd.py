@@ -6,7 +6,7 @@ hyperparameters are chosen so every term (momentum, weight decay, lr) is visible
 import numpy
 import pytest
 
-from refnet import SGD, AlexNet
+from refnet import SGD, AlexNet, sgd
 
 LR, MOMENTUM, WD = 0.05, 0.7, 0.03
 
@@ -26,9 +26,14 @@ def decay_of(name, decay_biases):
     return WD if name.endswith(".weight") or decay_biases else 0.0
 
 
+@pytest.mark.parametrize("budget", [None, 1, 500])
 @pytest.mark.parametrize("decay_biases", [False, True])
 @pytest.mark.parametrize("form", ["paper", "pytorch"])
-def test_two_steps_equal_the_formula(form, decay_biases):
+def test_two_steps_equal_the_formula(monkeypatch, form, decay_biases, budget):
+    """``budget``: the update's block size in bytes (None: the default); 1 and 500 bytes
+    update one row or a few rows at a time."""
+    if budget is not None:
+        monkeypatch.setattr(sgd, "block_bytes", lambda xp: budget)
     rng = numpy.random.default_rng(1)
     net, opt = setup(form, decay_biases)
     w = net.state_dict()

@@ -93,9 +93,11 @@ PAPER_LAYERS = {
 @pytest.mark.parametrize("layer", sorted(PAPER_LAYERS))
 def test_float32_error_on_paper_layers_is_within_verify_layer_tolerance(layer):
     """Default tiles in float32 against float64 im2col: the normwise relative error
-    (max |a - b| / max |b|) of y, dx, dw, db stays under 1.5e-5 (measured: up to 1.3e-5,
-    conv2's dw by F(3x3, 5x5); im2col's is ~5e-7), inside verify's float32 layer
-    tolerance of 2e-5 with room for PyTorch's own float32 error (~5e-7)."""
+    (max |a - b| / max |b|) of y, dx, dw, db stays under 1.5e-5 (measured at this seed:
+    up to 1.4e-5, conv2's dw by F(4x4, 5x5); im2col's is ~5e-7), inside verify's float32
+    layer tolerance of 2e-5 with room for PyTorch's own float32 error (~5e-7). Over
+    other seeds conv2's error by F(4x4, 5x5) and by F(3x3, 5x5) alike reaches 1.7-1.8e-5
+    (docs/performance.md); the bound here is for this seed's data."""
     xs, ws, pad, groups = PAPER_LAYERS[layer]
     rng = numpy.random.default_rng(11)
     x, w = rng.standard_normal(xs), 0.05 * rng.standard_normal(ws)
