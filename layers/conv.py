@@ -21,13 +21,14 @@ __all__ = ["forward", "backward", "im2col", "im2col_parts", "col2im", "ConvCache
 
 ALGOS = ("gemm", "winograd")
 # Default Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) measured
-# on alexnet's layers at batch 128 in the batch-innermost layout (docs/performance.md).
-# F(3, 3) is 13-15% faster than F(2, 3) for conv3-conv5 (float32 normwise error ~2e-6
-# instead of ~7e-7; float64 ~4e-15) and as fast as F(4, 3). F(4, 5) is 15% faster than
-# F(3, 5) for conv2 (13% in float64) with the same float32 error, 1.2-1.8e-5 across
-# seeds for both (with the interpolation points of ``winograd.POINTS``). Other sizes
-# use m = 2.
-WINOGRAD_TILES = {("float32", 3): 3, ("float32", 5): 4, ("float64", 3): 3, ("float64", 5): 4}
+# on alexnet's layers at batch 128 in the batch-innermost layout (docs/performance.md),
+# within the float32 error conv2 needs anyway. 3x3 (conv3-conv5): F(5, 3) is 15-20%
+# faster than F(3, 3) and F(4, 3) (which tie), and 30% faster than F(2, 3); float32
+# normwise error 0.7-1.3e-5 over five seeds (F(3, 3) ~2e-6, F(2, 3) ~7e-7). 5x5 (conv2):
+# F(4, 5) is 15% faster than F(3, 5) with the same error, 1.2-1.8e-5 across seeds for
+# both (with the interpolation points of ``winograd.POINTS``). Float64 takes the same
+# tiles (errors ~1e-14, 13-20% faster). Other sizes use m = 2.
+WINOGRAD_TILES = {("float32", 3): 5, ("float32", 5): 4, ("float64", 3): 5, ("float64", 5): 4}
 
 
 class ConvCache(NamedTuple):

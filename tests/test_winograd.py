@@ -94,7 +94,8 @@ PAPER_LAYERS = {
 def test_float32_error_on_paper_layers_is_within_verify_layer_tolerance(layer):
     """Default tiles in float32 against float64 im2col: the normwise relative error
     (max |a - b| / max |b|) of y, dx, dw, db stays under 1.5e-5 (measured at this seed:
-    up to 1.4e-5, conv2's dw by F(4x4, 5x5); im2col's is ~5e-7), inside verify's float32
+    up to 1.4e-5, conv2's dw by F(4x4, 5x5), and 1.2e-5 for conv3 by F(5x5, 3x3);
+    im2col's is ~5e-7), inside verify's float32
     layer tolerance of 2e-5 with room for PyTorch's own float32 error (~5e-7). Over
     other seeds conv2's error by F(4x4, 5x5) and by F(3x3, 5x5) alike reaches 1.7-1.8e-5
     (docs/performance.md); the bound here is for this seed's data."""
