@@ -354,10 +354,17 @@ def column_shares(net, name, kind, shape, p):
     return [((N, C // G, H, W), dict(p, groups=1) if kind == "lrn" else p)] * G
 
 
-def bench_layers(ours, theirs, batch, repeats, warmup):
-    """Per-layer forward and backward times of both sides, interleaved. Ours runs each
-    layer as the network does: its columns' shares through ``Placement.each`` (on the
-    CPU concurrently, one core each; conv1 without the network's shared im2col)."""
+def _each_here(fn, *per_column):
+    """``Placement.each``'s contract, run one after the other on the calling thread."""
+    return [fn(c, *args) for c, args in enumerate(zip(*per_column))]
+
+
+def bench_layers(ours, theirs, batch, repeats, warmup, form="network"):
+    """Per-layer forward and backward times of both sides, interleaved. ``form``:
+    "network" runs each of our layers as the network does, its columns' shares through
+    ``Placement.each`` (on the CPU concurrently, one core each; conv1 without the
+    network's shared im2col); "grouped" calls it once with both columns' channels (the
+    grouped single-device layer, as PyTorch's), on the calling thread."""
     net, xp = ours.net, ours.xp
     rng = numpy.random.default_rng(3)
     rows = []
@@ -368,13 +375,14 @@ def bench_layers(ours, theirs, batch, repeats, warmup):
         layout = net.layout if kind in MAP_KINDS else "NCHW"
         row = {"layer": name}
         per_column = []
-        for c, (col_shape, q) in enumerate(column_shares(net, name, kind, shape, p)):
+        shares = column_shares(net, name, kind, shape, p) if form == "network" else [(shape, p)]
+        for c, (col_shape, q) in enumerate(shares):
             xc = rng.standard_normal(col_shape).astype(net.dtype)
             with net.placement.device(c):
                 xc = xp.asarray(transpose(xc, "NCHW", layout))
                 per_column.append(refnet_layer(xp, kind, xc, q, numpy.random.default_rng(4),
                                                layout))
-        each = net.placement.each
+        each = net.placement.each if form == "network" else _each_here
         f = lambda: each(lambda c, fb: fb[0](), per_column)                 # noqa: E731
         b = lambda outs: each(lambda c, fb, out: fb[1](out), per_column, outs)  # noqa: E731
         sides = [("refnet", f, b, ours.sync)]
@@ -481,6 +489,9 @@ def parse_args(argv):
                    help="what refnet's convs keep for backward (AlexNet conv_cache)")
     p.add_argument("--conv-algo", default="winograd", choices=("winograd", "gemm"),
                    help="refnet's stride-1 convolutions (AlexNet conv_algo)")
+    p.add_argument("--layers-as", default="network", choices=("network", "grouped"),
+                   help="per-layer rows: our layers as the network runs them (each "
+                        "column's share, concurrently; default) or as one grouped call")
     p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 on both sides")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
     p.add_argument("--keep-env", action="store_true",
@@ -556,7 +567,8 @@ def run(args):
         results[part] = res
     if "layers" in args.parts:
         results["layers"] = bench_layers(ours, theirs, args.batch, max(1, args.repeats // 2),
-                                         args.warmup)
+                                         args.warmup, args.layers_as)
+        results["layers_as"] = args.layers_as
     return results
 
 
@@ -583,8 +595,10 @@ def report(r):
             lines.append(f"{part:8s} refnet speed / PyTorch speed = "
                          f"{r[part]['speedup_vs_torch']:.2f}x")
     if "layers" in r:
-        lines.append("per layer: ours as the network runs it (each column's share on its "
-                     "core, concurrently), PyTorch's grouped layer on its threads")
+        ours_as = ("as the network runs it (each column's share on its core, concurrently)"
+                   if r.get("layers_as", "network") == "network" else
+                   "as one grouped call on the BLAS threads")
+        lines.append(f"per layer: ours {ours_as}, PyTorch's grouped layer on its threads")
         lines.append(f"{'layer':8s} {'ours fwd':>9s} {'ours bwd':>9s} {'torch fwd':>9s} "
                      f"{'torch bwd':>9s} {'torch/ours (fwd+bwd)':>21s}   (ms)")
         for row in r["layers"]:

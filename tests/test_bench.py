@@ -10,7 +10,8 @@ import pytest
 from refnet import bench
 
 
-@pytest.mark.parametrize("extra", [["--no-torch"], ["--conv-algo", "gemm", "--no-torch"]])
+@pytest.mark.parametrize("extra", [["--no-torch"], ["--conv-algo", "gemm", "--no-torch"],
+                                   ["--layers-as", "grouped", "--no-torch"]])
 def test_bench_runs_on_the_tiny_net_and_writes_json(tmp_path, extra):
     out = tmp_path / "bench.json"
     bench.main(["--arch", "tiny", "--batch", "2", "--repeats", "1", "--warmup", "0",
