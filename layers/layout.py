@@ -70,8 +70,8 @@ def channel_major(x, layout):
 
 
 def transpose(x, src, dst):
-    """``x`` (4-D, in layout ``src``) in layout ``dst`` as a contiguous array (a copy
-    unless the layouts are the same)."""
+    """``x`` (4-D, in layout ``src``) in layout ``dst``: a contiguous copy, or ``x``
+    itself when the layouts are the same."""
     if src == dst:
         return x
     order = (3, 0, 1, 2) if src == "CHWN" else (1, 2, 3, 0)   # to NCHW, to CHWN

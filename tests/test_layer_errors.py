@@ -81,6 +81,21 @@ def test_lrn_errors(hyper, message):
         lrn.forward(arr(1, 3, 2, 2), **hyper)
 
 
+@pytest.mark.parametrize("name, call", [
+    ("conv", lambda x, **k: conv.forward(x, arr(3, 2, 3, 3), arr(3), **k)),
+    ("pool", lambda x, **k: pool.forward(x, **k)),
+    ("lrn", lambda x, **k: lrn.forward(x, **k)),
+])
+def test_layouts_are_named_and_checked(name, call):
+    with pytest.raises(ValueError, match=rf"{name}: layout must be one of "
+                                         r"\('NCHW', 'CHWN'\), got 'NHWC'"):
+        call(arr(1, 2, 5, 5), layout="NHWC")
+    # a wrong number of axes is reported with the layout's own axis names
+    with pytest.raises(ValueError, match=rf"{name}: x must be 4-D \(C, H, W, N\), "
+                                         r"got shape \(5, 5\)"):
+        call(arr(5, 5), layout="CHWN")
+
+
 def test_lrn_pool_relu_input_errors():
     with pytest.raises(ValueError, match=r"lrn: x must be 4-D .* got shape \(3, 2\)"):
         lrn.forward(arr(3, 2))
