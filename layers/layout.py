@@ -16,18 +16,17 @@ One code path serves both: a layer works on the **channel-major view**
     NCHW: A = N, B = 1     x5 = x.transpose(1, 0, 2, 3)[..., None]
     CHWN: A = 1, B = N     x5 = x[:, None]
 
-a strided view (no copy) whose memory order is the array's own, so slicing H and W on it
-is the same code for both layouts and a contiguous copy of a view ordered
-(..., A, H, W, B) keeps the batch where the layout has it. Flattening (A, OH, OW, B)
-gives the order of positions P in im2col and Winograd's tiles: (N, OH, OW) for NCHW and
-(OH, OW, N) for CHWN.
+a strided view of the array (no copy), so slicing H and W on it is the same code for
+both layouts, and a contiguous copy of a view ordered (..., A, H, W, B) keeps the batch
+where the layout has it: outside the map for NCHW, innermost for CHWN. Flattening
+(A, OH, OW, B) gives the order of positions P in im2col and Winograd's tiles:
+(N, OH, OW) for NCHW and (OH, OW, N) for CHWN.
 """
 
 from layers.backend import get_array_module
 
-__all__ = ["LAYOUTS", "check_layout", "dims", "shape", "channel_major", "channel_axis",
-           "batch_places",
-           "transpose"]
+__all__ = ["LAYOUTS", "check_layout", "dims", "shape", "channel_axis", "batch_places",
+           "channel_major", "transpose"]
 
 LAYOUTS = ("NCHW", "CHWN")
 
