@@ -27,3 +27,21 @@ def test_bench_refuses_bad_options(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--batch", "0"])
     assert "--batch and --repeats must be >= 1" in capsys.readouterr().err
+
+
+def test_column_shares_match_the_networks_own_shards():
+    """The per-layer bench times each column's share as the network holds it: the conv
+    and fc weight shapes of the shares are the network's per-column parameter shapes,
+    and each conv share reads as many input channels as its weight expects."""
+    net = bench.AlexNet("alexnet")
+    for name, kind, shape, p in bench.layer_cases(net, 4):
+        shares = bench.column_shares(net, name, kind, shape, p)
+        if kind in ("conv", "linear"):
+            assert [tuple(q["w"]) for _, q in shares] == \
+                [tuple(net.params[c][f"{name}.weight"].shape) for c in range(len(shares))]
+        if kind == "conv":
+            assert all(s[1] == q["w"][1] for s, q in shares)
+        if name in ("fc8", "softmax"):
+            assert len(shares) == 1
+        else:
+            assert len(shares) == net.columns
