@@ -65,13 +65,14 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
 
     ``algo="winograd"`` (stride 1, square kernels only): Winograd's F(tile x tile, kh x kh)
     (``layers.winograd``), the same convolution with 2-4x fewer multiplications and a
-    different rounding (float32 normwise relative error up to ~1.3e-5 for 5x5 kernels
-    instead of ~5e-7; float64 ~1e-14). ``tile`` is its output tile, default ``WINOGRAD_TILES``.
+    different rounding (float32 normwise relative error 1-2e-5 with the default tiles
+    instead of ~5e-7; float64 ~1e-14). ``tile`` is its output tile, default
+    ``WINOGRAD_TILES``.
     ``keep_cols`` then chooses between keeping the transformed input tiles and ``x``.
 
-    ``cols``: ``im2col(x, kh, kw, stride=stride, pad=pad, groups=groups, layout=layout)`` when the caller
-    already has it (the network's two columns run conv1 on the same image: on one device
-    they share one im2col and one cached copy). Used as is, never written to.
+    ``cols``: ``im2col(x, kh, kw, stride=stride, pad=pad, groups=groups, layout=layout)``
+    when the caller already has it (the network's two columns run conv1 on the same image:
+    on one device they share one im2col and one cached copy). Used as is, never written to.
     """
     dtype = float_dtype("conv", x, w, b)
     layout = check_layout("conv", layout)

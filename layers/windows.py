@@ -58,7 +58,8 @@ def window_view(x5, kh, kw, stride, OH, OW):
 
 
 def im2col(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW"):
-    """Columns of ``x`` (in ``layout``) -> (G, C/G * kh * kw, N * OH * OW); layout in the module doc.
+    """Columns of ``x`` (in ``layout``) -> (G, C/G * kh * kw, N * OH * OW), laid out as
+    the module doc says.
 
     ``OH = (H + 2*pad - kh) // stride + 1`` (rounds down, like PyTorch and Caffe).
     Callers validate arguments (``layers.conv.forward`` does); this is the raw kernel.
@@ -124,7 +125,8 @@ def add_windows(c7, acc, stride):
     rows = [strided_slice(i, OH, stride) for i in range(kh)]
     cols_ = [strided_slice(j, OW, stride) for j in range(kw)]
     for c0 in range(0, C, block):
-        ab, cb = acc[c0:c0 + block], c7[c0:c0 + block]   # (Cb, A, Hp, Wp, B), (Cb, kh, kw, A, OH, OW, B)
+        ab = acc[c0:c0 + block]                          # (Cb, A, Hp, Wp, B)
+        cb = c7[c0:c0 + block]                           # (Cb, kh, kw, A, OH, OW, B)
         for i in range(kh):
             for j in range(kw):
                 ab[:, :, rows[i], cols_[j]] += cb[:, i, j]  # (Cb, A, OH, OW, B)
