@@ -3,7 +3,8 @@
     python tools/gpu_agreement.py [--arch demo] [--batch 8] [--backend cupy]
 
 For each layer of the grouped single-device form (shapes from ``refnet.bench``'s layer
-table) and for the whole network (loss, logits and all 16 gradients, train mode with the
+table; conv, ReLU, LRN and pooling in both map layouts, NCHW and the network's CHWN) and
+for the whole network (loss, logits and all 16 gradients, train mode with the
 same host-drawn dropout masks), runs refnet on NumPy and on ``--backend`` and prints the
 largest relative difference, max|a - b| / max|b|, against a tolerance: float64 1e-12
 (round-off of a different summation order), float32 1e-4 (cuBLAS/TF32-free float32
@@ -21,7 +22,8 @@ import sys
 import numpy
 
 from layers import backend
-from refnet.bench import layer_cases, refnet_layer
+from layers.layout import LAYOUTS, transpose
+from refnet.bench import MAP_KINDS, layer_cases, refnet_layer
 from refnet.network import AlexNet
 from verify.compare import errors
 
@@ -49,15 +51,19 @@ def layer_rows(xp, arch, batch, dtype):
     rng = numpy.random.default_rng(0)
     for name, kind, shape, p in layer_cases(net, batch):
         x = rng.standard_normal(shape).astype(dtype)
-        results = []
-        for mod in (numpy, xp):
-            fwd, bwd = refnet_layer(mod, kind, mod.asarray(x), p, numpy.random.default_rng(1))
-            out = fwd()
-            results.append((flatten(out[0] if kind not in ("lrn",) else [y for y, _ in out]),
-                            flatten(bwd(out))))
-        (y0, g0), (y1, g1) = results
-        rows.append((name, "forward", max(rel(a, b) for a, b in zip(y1, y0))))
-        rows.append((name, "backward", max(rel(a, b) for a, b in zip(g1, g0))))
+        for layout in LAYOUTS if kind in MAP_KINDS else ("NCHW",):
+            xl = transpose(x, "NCHW", layout)
+            results = []
+            for mod in (numpy, xp):
+                fwd, bwd = refnet_layer(mod, kind, mod.asarray(xl), p,
+                                        numpy.random.default_rng(1), layout)
+                out = fwd()
+                results.append((flatten(out[0] if kind != "lrn" else [y for y, _ in out]),
+                                flatten(bwd(out))))
+            (y0, g0), (y1, g1) = results
+            label = name if layout == "NCHW" else f"{name} {layout}"
+            rows.append((label, "forward", max(rel(a, b) for a, b in zip(y1, y0))))
+            rows.append((label, "backward", max(rel(a, b) for a, b in zip(g1, g0))))
     return rows
 
 
@@ -92,7 +98,7 @@ def main(argv=None):
         for layer, quantity, err in rows:
             ok = err <= tol
             failed += not ok
-            print(f"{dtype:8s} {layer:8s} {quantity:14s} {err:10.2e} {tol:8.0e} "
+            print(f"{dtype:8s} {layer:13s} {quantity:14s} {err:10.2e} {tol:8.0e} "
                   f"{'PASS' if ok else 'FAIL'}")
     print(f"{args.backend} vs numpy ({args.arch}, batch {args.batch}): "
           f"{'all PASS' if not failed else f'{failed} FAIL'}")
