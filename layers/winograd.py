@@ -36,6 +36,8 @@ from functools import lru_cache
 from math import gcd, lcm
 from typing import NamedTuple
 
+import numpy
+
 from layers.backend import get_array_module
 from layers.layout import batch_places, channel_major, dims, shape
 from layers.windows import add_windows, strided_slice, window_view
@@ -127,10 +129,22 @@ def transforms(m, r):
     return tuple(map(tuple, at)), tuple(map(tuple, g)), tuple(map(tuple, bt))
 
 
-def _kron(xp, a, dtype):
-    """The Kronecker product a kron a of a Fraction matrix, as an xp array of ``dtype``."""
-    m = xp.asarray([[float(v) for v in row] for row in a], dtype=dtype)
-    return xp.kron(m, m)
+OUTPUT, KERNEL, INPUT = range(3)    # which of ``transforms(m, r)``: AT, G, BT
+
+
+@lru_cache(maxsize=None)
+def _kron_host(m, r, which, dtype_name):
+    """M kron M for M = ``transforms(m, r)[which]``: a read-only NumPy array, made once."""
+    mat = numpy.array([[float(v) for v in row] for row in transforms(m, r)[which]],
+                      dtype=dtype_name)
+    k = numpy.kron(mat, mat)
+    k.flags.writeable = False
+    return k
+
+
+def _kron(xp, m, r, which, dtype):
+    """``_kron_host`` as an array of ``xp`` (no copy for NumPy) of ``dtype``."""
+    return xp.asarray(_kron_host(m, r, which, numpy.dtype(dtype).name))
 
 
 def tiles(OH, OW, m):
@@ -168,7 +182,7 @@ def _transform_input(xpad, rows, m, r):
     part = xpad[:, :, rows.start * m:rows.stop * m + r - 1]     # (C, A, rows*m + r-1, Wp, B)
     d = xp.ascontiguousarray(window_view(part, n, n, m, rows.stop - rows.start, S))
     d = d.reshape(C, n * n, -1)                                  # (C, n*n, Pc) tiles
-    bt = _kron(xp, transforms(m, r)[2], xpad.dtype)              # (n*n, n*n)
+    bt = _kron(xp, m, r, INPUT, xpad.dtype)                      # (n*n, n*n)
     return xp.matmul(bt, d)                                      # (C, n*n, Pc)
 
 
@@ -225,11 +239,10 @@ def forward(x, w, b, *, pad, groups, tile, keep_transformed=True, layout="NCHW")
     n = m + r - 1
     OH, OW = H + 2 * pad - r + 1, W + 2 * pad - r + 1
     T, S = tiles(OH, OW, m)
-    at, g, _ = transforms(m, r)
-    gk = _kron(xp, g, x.dtype)                                   # (n*n, r*r)
+    gk = _kron(xp, m, r, KERNEL, x.dtype)                        # (n*n, r*r)
     u = xp.matmul(gk, w.reshape(K * Cg, r * r).T)                # (n*n, K*Cg)
     u = u.reshape(n * n, G, Kg, Cg)                              # (n*n, G, Kg, Cg)
-    atk = _kron(xp, at, x.dtype)                                 # (m*m, n*n)
+    atk = _kron(xp, m, r, OUTPUT, x.dtype)                       # (m*m, n*n)
     y = xp.empty(shape(N, K, OH, OW, layout), dtype=x.dtype)
     y5 = channel_major(y, layout)                                # (K, A, OH, OW, B) view
     bias = b.reshape(K, 1, 1, 1, 1)
@@ -263,8 +276,7 @@ def backward(dy, cache, *, need_dx=True):
     G = C // Cg
     Kg = K // G
     T, S = tiles(OH, OW, m)
-    at, g, bt = transforms(m, r)
-    atk, btk = _kron(xp, at, dy.dtype), _kron(xp, bt, dy.dtype)
+    atk, btk = _kron(xp, m, r, OUTPUT, dy.dtype), _kron(xp, m, r, INPUT, dy.dtype)
     dy5 = channel_major(dy, layout)                              # (K, A, OH, OW, B) view
     db = dy5.sum(axis=(1, 2, 3, 4))                              # (K,)
     dut = xp.zeros((n * n, G, Cg, Kg), dtype=dy.dtype)           # dU^T, summed over chunks
@@ -286,7 +298,8 @@ def backward(dy, cache, *, need_dx=True):
             dd = xp.matmul(btk.T, dv)                            # (C, n*n, Pc)
             add_windows(dd.reshape(C, n, n, A, tc, S, B),
                         dxpad[:, :, rows.start * m:rows.stop * m + r - 1], m)
-    dwt = xp.matmul(_kron(xp, g, dy.dtype).T, dut.reshape(n * n, -1))  # (r*r, G*Cg*Kg)
+    gk = _kron(xp, m, r, KERNEL, dy.dtype)                       # (n*n, r*r)
+    dwt = xp.matmul(gk.T, dut.reshape(n * n, -1))                # (r*r, G*Cg*Kg)
     dw = dwt.reshape(r, r, G, Cg, Kg).transpose(2, 4, 3, 0, 1)   # (G, Kg, Cg, r, r) view
     dw = dw.reshape(K, Cg, r, r)                                 # a copy
     if not need_dx:
