@@ -110,7 +110,8 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     xp = get_array_module(x, w, b)
     G, Kg = groups, K // groups
     if cols is None:
-        cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G, layout=layout)  # (G, Cg*kh*kw, P)
+        # (G, Cg*kh*kw, P)
+        cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G, layout=layout)
     elif tuple(cols.shape) != (G, Cg * kh * kw, N * OH * OW) or cols.dtype != dtype:
         raise ValueError(f"conv: cols has shape {tuple(cols.shape)} and dtype {cols.dtype}, "
                          f"im2col of x gives {(G, Cg * kh * kw, N * OH * OW)} {dtype}")

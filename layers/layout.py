@@ -26,7 +26,7 @@ where the layout has it: outside the map for NCHW, innermost for CHWN. Flattenin
 from layers.backend import get_array_module
 
 __all__ = ["LAYOUTS", "check_layout", "dims", "shape", "channel_axis", "batch_places",
-           "channel_major", "transpose"]
+           "channel_major", "transpose", "along"]
 
 LAYOUTS = ("NCHW", "CHWN")
 
@@ -66,6 +66,12 @@ def channel_major(x, layout):
     if layout == "NCHW":
         return x.transpose(1, 0, 2, 3)[..., None]          # (C, N, H, W, 1)
     return x[:, None]                                      # (C, 1, H, W, N)
+
+
+def along(axis, s):
+    """An index applying slice ``s`` to ``axis`` and taking everything before it, e.g.
+    ``x[along(channel_axis(layout), slice(0, n))]``: the first n channels in any layout."""
+    return (slice(None),) * axis + (s,)
 
 
 def transpose(x, src, dst):

@@ -24,6 +24,8 @@ over blocks of channels whose padded maps fit in a core's L2 cache (``block_byte
 the kh*kw additions hit the cache instead of memory; the order of additions into each
 element, and so the result, is the same for any block size.
 """
+from functools import partial
+
 from layers.backend import block_bytes, get_array_module
 from layers.layout import batch_places, channel_major, dims, shape
 
@@ -87,7 +89,7 @@ def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2
     def fill(rows):
         cols[:, :, :, :, rows] = view[:, :, :, :, rows]  # the one copy, a band of OH
     bands = [slice(OH * i // parts, OH * (i + 1) // parts) for i in range(parts)]
-    fills = [lambda rows=rows: fill(rows) for rows in bands]
+    fills = [partial(fill, rows) for rows in bands]
     return cols.reshape(groups, C // groups * kh * kw, N * OH * OW), fills  # (G, Cg*kh*kw, P)
 
 
@@ -105,7 +107,16 @@ def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0, layout="NCHW"):
     c7 = cols.reshape(C, kh, kw, A, OH, OW, B)           # (C, kh, kw, A, OH, OW, B)
     acc = xp.zeros((C, A, H + 2 * pad, W + 2 * pad, B), dtype=cols.dtype)  # channel-major
     add_windows(c7, acc, stride)
-    x = xp.empty(tuple(x_shape), dtype=cols.dtype)
+    return cropped(acc, x_shape, pad, layout)
+
+
+def cropped(acc, x_shape, pad, layout):
+    """A new array of ``x_shape`` (in ``layout``) holding ``acc[:, :, pad:pad + H,
+    pad:pad + W]``: a padded channel-major accumulator (C, A, Hp, Wp, B) without its
+    padding (``pad`` rows and columns before the map, any number after it)."""
+    xp = get_array_module(acc)
+    _, _, H, W = dims(x_shape, layout)
+    x = xp.empty(tuple(x_shape), dtype=acc.dtype)
     channel_major(x, layout)[...] = acc[:, :, pad:pad + H, pad:pad + W]
     return x
 

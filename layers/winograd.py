@@ -40,7 +40,7 @@ import numpy
 
 from layers.backend import get_array_module
 from layers.layout import batch_places, channel_major, dims, shape
-from layers.windows import add_windows, strided_slice, window_view
+from layers.windows import add_windows, cropped, strided_slice, window_view
 
 __all__ = ["forward", "backward", "transforms", "WinogradCache", "POINTS", "MAX_POINTS"]
 
@@ -152,13 +152,6 @@ def tiles(OH, OW, m):
     return -(-OH // m), -(-OW // m)
 
 
-def _tile_positions(OH, OW, m):
-    """``(i, j, T', S')`` for each position (i, j) of an m x m output tile: the outputs
-    ``y[:, :, i::m, j::m]`` are that position in the first T' x S' tiles (the last tile
-    row and column may run past the output)."""
-    return [(i, j, -(-(OH - i) // m), -(-(OW - j) // m)) for i in range(m) for j in range(m)]
-
-
 def _padded(x, pad, m, r, layout):
     """x as a contiguous channel-major (C, A, Hp, Wp, B) array zero-padded by ``pad`` on
     the top/left and as far as the last tile needs on the bottom/right (tiles may run
@@ -210,13 +203,18 @@ def _chunk_positions(OH, OW, m, rows):
     """``(i, j, out_rows, out_cols, count, S')`` for each position (i, j) of an m x m
     output tile in the chunk of tile rows ``rows``: the chunk's outputs
     ``y[..., out_rows, out_cols]`` are that position in its first ``count`` tile rows
-    and S' tile columns (the last tile row and column may run past the output)."""
+    and S' tile columns. Position (i, j) exists in the first T' = ceil((OH - i) / m)
+    tile rows and S' = ceil((OW - j) / m) tile columns (the last tile row and column may
+    run past the output)."""
     out = []
-    for i, j, t, s in _tile_positions(OH, OW, m):
-        count = min(rows.stop, t) - rows.start
-        if count > 0:
-            out.append((i, j, strided_slice(rows.start * m + i, count, m),
-                        strided_slice(j, s, m), count, s))
+    for i in range(m):
+        count = min(rows.stop, -(-(OH - i) // m)) - rows.start  # of this row's T'
+        if count <= 0:
+            continue
+        out_rows = strided_slice(rows.start * m + i, count, m)
+        for j in range(m):
+            s = -(-(OW - j) // m)                                # S'
+            out.append((i, j, out_rows, strided_slice(j, s, m), count, s))
     return out
 
 
@@ -267,7 +265,7 @@ def backward(dy, cache, *, need_dx=True):
     over the same chunks of tile rows; dU sums the chunks' contributions."""
     xp = get_array_module(dy)
     layout = cache.layout
-    N, C, H, W = dims(cache.x_shape, layout)
+    N, C, _, _ = dims(cache.x_shape, layout)
     A, B = batch_places(N, layout)
     K, Cg, r, _ = cache.w_shape
     _, _, OH, OW = dims(cache.y_shape, layout)
@@ -281,7 +279,9 @@ def backward(dy, cache, *, need_dx=True):
     db = dy5.sum(axis=(1, 2, 3, 4))                              # (K,)
     dut = xp.zeros((n * n, G, Cg, Kg), dtype=dy.dtype)           # dU^T, summed over chunks
     xpad = None if cache.v is not None else _padded(cache.x, cache.pad, m, r, layout)
-    dxpad = xp.zeros((C, A, T * m + r - 1, S * m + r - 1, B), dtype=dy.dtype) if need_dx else None
+    dxpad = None                                                 # like _padded's xpad
+    if need_dx:
+        dxpad = xp.zeros((C, A, T * m + r - 1, S * m + r - 1, B), dtype=dy.dtype)
     for k, rows in enumerate(cache.chunks):
         v = cache.v[k] if cache.v is not None else _transform_input(xpad, rows, m, r)
         tc = rows.stop - rows.start                              # v: (C, n*n, Pc)
@@ -304,7 +304,4 @@ def backward(dy, cache, *, need_dx=True):
     dw = dw.reshape(K, Cg, r, r)                                 # a copy
     if not need_dx:
         return None, dw, db
-    p = cache.pad
-    dx = xp.empty(cache.x_shape, dtype=dy.dtype)
-    channel_major(dx, layout)[...] = dxpad[:, :, p:p + H, p:p + W]
-    return dx, dw, db
+    return cropped(dxpad, cache.x_shape, cache.pad, layout), dw, db

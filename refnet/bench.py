@@ -43,7 +43,7 @@ import numpy
 
 from data.progress import Progress
 from layers import backend, conv, linear, lrn, pool, relu, softmax
-from layers.layout import channel_axis, transpose
+from layers.layout import along, channel_axis, transpose
 from refnet.arch import get_arch
 from refnet.network import AlexNet
 from refnet.sgd import SGD
@@ -269,9 +269,9 @@ def refnet_layer(xp, kind, x, p, rng, layout="NCHW"):
         bwd = lambda y, c: conv.backward(y, c)     # noqa: E731
     elif kind == "lrn":
         g, hyper = p["groups"], {k: p[k] for k in ("size", "alpha", "beta", "k")}
-        axis, C = channel_axis(layout), x.shape[channel_axis(layout)]
-        parts = [x[(slice(None),) * axis + (slice(i * C // g, (i + 1) * C // g),)]
-                 for i in range(g)]
+        axis = channel_axis(layout)
+        C = x.shape[axis]
+        parts = [x[along(axis, slice(i * C // g, (i + 1) * C // g))] for i in range(g)]
         parts = [xp.ascontiguousarray(a) for a in parts]
         fwd = lambda: [lrn.forward(a, **hyper, layout=layout) for a in parts]  # noqa: E731
         return fwd, (lambda out: [lrn.backward(y, c) for y, c in out])

@@ -54,6 +54,7 @@ import os
 import numpy
 
 from layers import backend
+from layers.layout import along
 
 def default_devices(xp, columns):
     """Devices for ``columns`` columns: 0 and 1 with two or more GPUs, else all on 0."""
@@ -180,7 +181,7 @@ class Placement:
             with self.device(c):
                 total = None
                 for d, g in zip(dst, grads):
-                    part = _along(axis, slice(offsets[c], offsets[c + 1]))
+                    part = along(axis, slice(offsets[c], offsets[c + 1]))
                     piece = self.move(g[part], d, c)             # column c's channels
                     if total is None:
                         # own copy when more pieces are added in place below
@@ -200,10 +201,10 @@ class Placement:
         p0, p1 = parts
         c0 = p0.shape[axis]
         with self.device(0):
-            halo = self.move(p1[_along(axis, slice(0, n))], 1, 0)
+            halo = self.move(p1[along(axis, slice(0, n))], 1, 0)
             e0 = self.xp.concatenate([p0, halo], axis=axis)      # C0 + n channels
         with self.device(1):
-            halo = self.move(p0[_along(axis, slice(c0 - n, c0))], 0, 1)
+            halo = self.move(p0[along(axis, slice(c0 - n, c0))], 0, 1)
             e1 = self.xp.concatenate([halo, p1], axis=axis)      # n + C1 channels
         return [e0, e1]
 
@@ -211,8 +212,8 @@ class Placement:
         """The column's own channels of an extended array (views)."""
         if self.columns == 1 or n == 0:
             return list(ext)
-        return [ext[0][_along(axis, slice(0, ext[0].shape[axis] - n))],
-                ext[1][_along(axis, slice(n, None))]]
+        return [ext[0][along(axis, slice(0, ext[0].shape[axis] - n))],
+                ext[1][along(axis, slice(n, None))]]
 
     def halo_pad(self, grads, n, axis=1):
         """Gradients of the own channels as gradients of the extended arrays (zeros on
@@ -226,7 +227,7 @@ class Placement:
                 shape[axis] += n
                 e = self.xp.zeros(tuple(shape), dtype=g.dtype)   # C_c + n channels
                 own = slice(0, g.shape[axis]) if c == 0 else slice(n, None)
-                e[_along(axis, own)] = g
+                e[along(axis, own)] = g
                 out.append(e)
         return out
 
@@ -238,11 +239,13 @@ class Placement:
         d0, d1 = dext
         c0 = d0.shape[axis] - n
         with self.device(0):
-            g0 = d0[_along(axis, slice(0, c0))].copy()           # column 0's C0 channels
-            g0[_along(axis, slice(c0 - n, c0))] += self.move(d1[_along(axis, slice(0, n))], 1, 0)
+            g0 = d0[along(axis, slice(0, c0))].copy()           # column 0's C0 channels
+            halo = self.move(d1[along(axis, slice(0, n))], 1, 0)
+            g0[along(axis, slice(c0 - n, c0))] += halo
         with self.device(1):
-            g1 = d1[_along(axis, slice(n, None))].copy()         # column 1's C1 channels
-            g1[_along(axis, slice(0, n))] += self.move(d0[_along(axis, slice(c0, None))], 0, 1)
+            g1 = d1[along(axis, slice(n, None))].copy()         # column 1's C1 channels
+            halo = self.move(d0[along(axis, slice(c0, None))], 0, 1)
+            g1[along(axis, slice(0, n))] += halo
         return [g0, g1]
 
     # -- parameters ----------------------------------------------------------------
@@ -277,11 +280,6 @@ class Placement:
         pieces = [self.move(shards[c], c, 0) for c, _, _ in owners]
         with self.device(0):
             return self.xp.concatenate(pieces, axis=0)   # (R, ...)
-
-
-def _along(axis, s):
-    """An index that applies slice ``s`` to ``axis`` and takes everything before it."""
-    return (slice(None),) * axis + (s,)
 
 
 def _blas_controller():

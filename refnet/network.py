@@ -284,8 +284,9 @@ class AlexNet:
         for i in (3, 4, 5):
             h = self._conv_relu(h, f"conv{i}", caches)
         h = self._pool_forward(h, "pool5", caches)           # (C5, S5, S5, N) per column
-        h = P.exchange(self._flatten(h, n), axis=self._features)
-        h = [a.T for a in h] if self._features == 0 else h   # (N, F6) per column (views)
+        # flattened, pool5's features sit where its channels were: (N, F) or (F, N)
+        h = P.exchange(self._flatten(h, n), axis=self._axis)
+        h = [a.T for a in h] if self._axis == 0 else h       # (N, F6) per column (views)
         for name in ("fc6", "fc7"):
             h = self._fc_forward(h, name, caches)
             h = self._relu_forward(h, name, caches)
@@ -309,10 +310,10 @@ class AlexNet:
                 half = self.shapes[f"{prev}.bias"][0] // self.columns
                 d = P.exchange_backward(d, [half] * self.columns)
         shapes5 = [caches[c]["pool5"].argmax.shape for c in cols]     # pool5's output
-        if self._features == 0:
+        if self._axis == 0:
             d = [g.T for g in d]                                      # (F6, N) views
-        widths = [math.prod(s) // s[self._batch] for s in shapes5]
-        d = P.exchange_backward(d, widths, axis=self._features)
+        widths = [math.prod(layouts.dims(s, self.layout)[1:]) for s in shapes5]  # C*S*S
+        d = P.exchange_backward(d, widths, axis=self._axis)
         d = [d[c].reshape(shapes5[c]) for c in cols]                  # (C5, S5, S5, N)
         d = self._pool_backward(d, "pool5", caches)
         for i in (5, 4, 3):
@@ -325,17 +326,6 @@ class AlexNet:
                 d = self._lrn_backward(d, f"lrn{i}", caches)
             d = self._conv_relu_backward(d, f"conv{i}", caches, grads)
         return grads
-
-    @property
-    def _batch(self):
-        """The batch axis of the conv maps (0 for NCHW, 3 for CHWN)."""
-        return 0 if self.layout == "NCHW" else 3
-
-    @property
-    def _features(self):
-        """The axis along which pool5's flattened maps are exchanged: 1 for (N, F), 0
-        for (F, N)."""
-        return 1 if self.layout == "NCHW" else 0
 
     def _flatten(self, h, n):
         """pool5's maps as (N, F) for NCHW or (F, N) for CHWN, F in (C, S, S) order."""

@@ -74,12 +74,12 @@ class SGD:
 
     def _update_column(self, c, params, grads):
         lr, m = self.lr, self.momentum
+        # In blocks of rows of about block_bytes on the CPU (one block on a GPU), so the
+        # four passes over each parameter work in cache; the same operations per element
+        # in the same order, so the blocking changes no result.
+        budget = block_bytes(self.net.xp)
         for name, w in params.items():
             g, v, wd = grads[name], self.velocity[c][name], self.decay(name)
-            # In blocks of rows of about block_bytes on the CPU (one block on a GPU), so
-            # the four passes over each parameter work in cache; the same operations per
-            # element in the same order, so the blocking changes no result.
-            budget = block_bytes(self.net.xp)
             row = max(1, w[:1].nbytes)
             step = w.shape[0] if budget is None else max(1, budget // row)
             for r in range(0, w.shape[0], step):
