@@ -1,11 +1,12 @@
-"""refnet: AlexNet's two-column network, its training, evaluation and benchmarks.
+"""refnet: AlexNet's two-column network, its options, training and evaluation.
 
-    from refnet import AlexNet, SGD, ReduceOnPlateau, StepSchedule, ARCHS
+    from refnet import AlexNet, NetOptions, build_network, SGD, ReduceOnPlateau, StepSchedule
 """
 from refnet.arch import ARCHS, ArchSpec, ConvSpec, param_shapes
-from refnet.network import AlexNet
+from refnet.network import AlexNet, build_network
+from refnet.options import NetOptions
 from refnet.schedule import ReduceOnPlateau, StepSchedule
 from refnet.sgd import SGD
 
-__all__ = ["AlexNet", "SGD", "ReduceOnPlateau", "StepSchedule", "ARCHS", "ArchSpec",
-           "ConvSpec", "param_shapes"]
+__all__ = ["AlexNet", "NetOptions", "build_network", "SGD", "ReduceOnPlateau",
+           "StepSchedule", "ARCHS", "ArchSpec", "ConvSpec", "param_shapes"]

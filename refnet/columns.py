@@ -1,4 +1,4 @@
-"""Placement: which column lives on which device, and every crossing between columns.
+"""Placement: which column lives on which device, how parameters split, how columns run.
 
 Axis legend: N batch, C channels (one column's or both columns'), H/W height/width,
 F features of a fully-connected layer's input, R rows of a parameter (its outputs).
@@ -6,8 +6,9 @@ F features of a fully-connected layer's input, R rows of a parameter (its output
 The paper's network is two columns, one per GPU. Each column holds half of every layer's
 kernels (column 0 the first half of the grouped single-device form's outputs, column 1
 the second), and its parameters, activations, gradients and momentum live on its device.
-Activations cross between columns only here, at the four places the paper's topology
-requires (cuda-convnet2's layers-imagenet-2gpu-model.cfg exchanges at the same places):
+Activations cross between columns only at the four places the paper's topology requires
+(the authors' cuda-convnet2 configuration exchanges at the same places), through the
+layers of ``refnet.exchange``:
 
     conv3  takes both columns' pool2 maps           (exchange to both columns)
     fc6    takes both columns' pool5 maps, flattened (exchange to both columns)
@@ -17,12 +18,6 @@ requires (cuda-convnet2's layers-imagenet-2gpu-model.cfg exchanges at the same p
 
 and, only with ``lrn_mode="all"`` (Caffe's LRN over all channels of the grouped form), a
 halo of ``size // 2`` channels at the boundary between the columns before LRN1 and LRN2.
-
-An exchange concatenates, on each destination's device, the parts of all columns along
-axis 1 in column order (so fc6's input is exactly ``torch.flatten`` of the grouped
-model's pool5). Its backward splits each destination's gradient by source column, moves
-the pieces back and sums them on the source's device: an activation read by both columns
-gets the sum of both columns' gradients.
 
 All transfers go through ``Placement.move`` (``layers.backend.to_device``, after making
 a strided view contiguous on its own device) and every computation runs under
@@ -35,12 +30,11 @@ device. On GPUs the columns' kernels are queued one column after the other and r
 asynchronously. On the CPU with NumPy and at least two cores the two columns run
 concurrently in two threads, one core each, with the BLAS at one thread per call (the
 paper's one-GPU-per-column mapped onto cores; NumPy releases the GIL in its copies, ufuncs
-and GEMMs). Measured on the 2-core machine at alexnet batch 128 (docs/performance.md):
-3.4-3.8 s per training step against 3.9-4.1 s with the columns one after the other and
-both BLAS threads each. Two concurrent single-thread GEMMs on large matrices run slower
-than one two-thread GEMM after the other (cache contention), but everything else a layer
-does (copies, LRN, pooling, Winograd's transforms) is single-threaded NumPy and gains the
-second core. This needs one malloc arena for both threads: glibc serves a second thread's
+and GEMMs). Two concurrent single-thread GEMMs on large matrices run slower than one
+two-thread GEMM after the other (cache contention), but everything else a layer does
+(copies, LRN, pooling, Winograd's transforms) is single-threaded NumPy and gains the
+second core, so the step is faster overall (docs/performance.md has the figures). This
+needs one malloc arena for both threads: glibc serves a second thread's
 large blocks from fresh mmaps (re-faulted on every call) unless ``MALLOC_ARENA_MAX=1``
 or ``refnet.cpu.tune_malloc()``, which the command-line programs call. Each column's
 arithmetic is the same whichever thread runs it, so results do not depend on the
@@ -54,7 +48,7 @@ import os
 import numpy
 
 from layers import backend
-from layers.layout import along
+
 
 def default_devices(xp, columns):
     """Devices for ``columns`` columns: 0 and 1 with two or more GPUs, else all on 0."""
@@ -142,111 +136,6 @@ class Placement:
             a = self.xp.ascontiguousarray(a)
         with self.device(dst):
             return self.put(a, dst)
-
-    def broadcast(self, a):
-        """The network's input on every column's device (the input is not an exchange)."""
-        return [self.put(a, c) for c in range(self.columns)]
-
-    # -- the exchanges ---------------------------------------------------------------
-    def exchange(self, parts, dst=None, axis=1):
-        """Forward exchange: for each column in ``dst`` (default all), the concatenation
-        along ``axis`` (the channels or features) of every column's part, made on that
-        column's device.
-
-        ``parts[c]``: (N, C_c, ...) on column c with ``axis=1``, (C_c, ..., N) with
-        ``axis=0`` (the network's batch-innermost maps). Returns a list aligned with ``dst``.
-        """
-        dst = range(self.columns) if dst is None else dst
-        if self.columns == 1:
-            return [parts[0] for _ in dst]
-        out = []
-        for d in dst:
-            with self.device(d):
-                moved = [self.move(p, c, d) for c, p in enumerate(parts)]
-                out.append(self.xp.concatenate(moved, axis=axis))  # sum C_c along axis
-        return out
-
-    def exchange_backward(self, grads, widths, dst=None, axis=1):
-        """Backward of ``exchange``: ``grads[i]`` is the gradient of destination
-        ``dst[i]``'s concatenation; returns, per source column c, the sum over
-        destinations of their slice ``offset_c : offset_c + widths[c]`` along ``axis``,
-        on c's device.
-        """
-        dst = list(range(self.columns) if dst is None else dst)
-        if self.columns == 1:
-            return [grads[0]]
-        offsets = numpy.concatenate([[0], numpy.cumsum(widths)])
-        out = []
-        for c in range(self.columns):
-            with self.device(c):
-                total = None
-                for d, g in zip(dst, grads):
-                    part = along(axis, slice(offsets[c], offsets[c + 1]))
-                    piece = self.move(g[part], d, c)             # column c's channels
-                    if total is None:
-                        # own copy when more pieces are added in place below
-                        total = piece.copy() if len(dst) > 1 else piece
-                    else:
-                        total += piece
-                out.append(total)
-        return out
-
-    def halo_extend(self, parts, n, axis=1):
-        """Each column's maps with ``n`` neighbouring channels (along ``axis``) of the
-        other column appended at the shared boundary (column 0: after its last channel;
-        column 1: before its first), for an LRN over all channels of the grouped form.
-        """
-        if self.columns == 1 or n == 0:
-            return list(parts)
-        p0, p1 = parts
-        c0 = p0.shape[axis]
-        with self.device(0):
-            halo = self.move(p1[along(axis, slice(0, n))], 1, 0)
-            e0 = self.xp.concatenate([p0, halo], axis=axis)      # C0 + n channels
-        with self.device(1):
-            halo = self.move(p0[along(axis, slice(c0 - n, c0))], 0, 1)
-            e1 = self.xp.concatenate([halo, p1], axis=axis)      # n + C1 channels
-        return [e0, e1]
-
-    def halo_own(self, ext, n, axis=1):
-        """The column's own channels of an extended array (views)."""
-        if self.columns == 1 or n == 0:
-            return list(ext)
-        return [ext[0][along(axis, slice(0, ext[0].shape[axis] - n))],
-                ext[1][along(axis, slice(n, None))]]
-
-    def halo_pad(self, grads, n, axis=1):
-        """Gradients of the own channels as gradients of the extended arrays (zeros on
-        the halo channels, which nothing downstream reads)."""
-        if self.columns == 1 or n == 0:
-            return list(grads)
-        out = []
-        for c, g in enumerate(grads):
-            with self.device(c):
-                shape = list(g.shape)
-                shape[axis] += n
-                e = self.xp.zeros(tuple(shape), dtype=g.dtype)   # C_c + n channels
-                own = slice(0, g.shape[axis]) if c == 0 else slice(n, None)
-                e[along(axis, own)] = g
-                out.append(e)
-        return out
-
-    def halo_backward(self, dext, n, axis=1):
-        """Backward of ``halo_extend``: own-channel gradients plus the halo gradients
-        the other column computed for them."""
-        if self.columns == 1 or n == 0:
-            return list(dext)
-        d0, d1 = dext
-        c0 = d0.shape[axis] - n
-        with self.device(0):
-            g0 = d0[along(axis, slice(0, c0))].copy()           # column 0's C0 channels
-            halo = self.move(d1[along(axis, slice(0, n))], 1, 0)
-            g0[along(axis, slice(c0 - n, c0))] += halo
-        with self.device(1):
-            g1 = d1[along(axis, slice(n, None))].copy()         # column 1's C1 channels
-            halo = self.move(d0[along(axis, slice(c0, None))], 0, 1)
-            g1[along(axis, slice(0, n))] += halo
-        return [g0, g1]
 
     # -- parameters ----------------------------------------------------------------
     def split(self, name, full):

@@ -7,15 +7,11 @@ table below is the single place where the demo and the paper's recipe differ:
 - ``alexnet``: the paper: N(0, 0.01) init with biases 1 ("paper"), inputs on the 0-255
   scale minus the mean image, batch 128, lr 0.01, 90 epochs, lr / 10 on plateau.
 - ``demo``: the paper's recipe (crops, flips, PCA lighting, dropout 0.5, momentum 0.9,
-  weight decay 5e-4) but He init and inputs divided by the per-channel pixel std:
-  PAPER.md ("At demo scale") measured that the paper's init stays at chance at this size.
-  Batch 32, lr 0.02, 10 epochs with lr / 10 after epoch 8: tuned so the default run ends
-  above 80% 10-crop val top-1 within 3 minutes on 2 cores, demo build included (measured
-  91-95% over seeds 0-2, ~85 s wall on a quiet machine, ~145 s with a second job keeping
-  both cores busy; the README's "Training" section). Batch 32 rather than 64: about the
-  same images/s and twice the steps per epoch. At 10 epochs lr 0.01 and 0.02 ended above
-  90%, lr 0.03 at 82% (one seed each); 12 epochs gained ~2 points (93-97%) but ran past
-  3 minutes with both cores busy elsewhere.
+  weight decay 5e-4) but He init and inputs divided by the per-channel pixel std, because
+  the paper's init stays at chance at this size (docs/paper.md, "At demo scale").
+  Batch 32, lr 0.02, 10 epochs with lr / 10 after epoch 8: tuned so the default run
+  ends well above 80% 10-crop val top-1 within minutes on 2 cores (the runs behind these
+  choices are in docs/performance.md, "The demo's defaults").
 - ``tiny``: for tests: a few steps on very small images.
 
 A resumed run takes its configuration from the checkpoint; only the flags in
@@ -26,7 +22,9 @@ error, because it would break the bit-exact continuation).
 import argparse
 import time
 
-from refnet.arch import ARCHS
+from refnet.init import SCHEMES
+from refnet.options import CHOICES, DEVICES
+from refnet.sgd import FORMS
 
 COMMON_DEFAULTS = {
     "arch": "demo",
@@ -134,25 +132,25 @@ def build_parser():
     a = p.add_argument
     a("--data", metavar="OUT_DIR", help="data set directory with train.h5 and val.h5 "
       "(from python -m data.build); default: the demo set, built on first use")
-    a("--arch", choices=sorted(ARCHS), help="network size (default demo)")
+    a("--arch", choices=CHOICES["arch"], help="network size (default demo)")
     a("--batch", type=_positive(int), help="images per SGD step (per-arch default)")
     a("--lr", type=_positive(float), help="learning rate (per-arch default)")
     a("--epochs", type=_positive(int), help="total epochs; a resumed run continues until it")
-    a("--device", choices=("cpu", "gpu", "auto"),
+    a("--device", choices=DEVICES,
       help="cpu: NumPy; gpu: CuPy, columns on devices 0 and 1 when there are two; "
            "auto (default): gpu when CuPy sees a device")
-    a("--dtype", choices=("float32", "float64"), help="compute dtype (default float32)")
+    a("--dtype", choices=CHOICES["dtype"], help="compute dtype (default float32)")
     a("--seed", type=int, help="seed of the init, shuffling, augmentation and dropout "
       "(default 0)")
     a("--out", metavar="RUN_DIR", help="run directory (default runs/<arch>-<time>)")
     a("--resume", action="store_true", default=False,
       help="continue from the newest valid checkpoint in RUN_DIR (--out)")
-    a("--init", choices=("paper", "caffe", "he"), help="weight init (per-arch default)")
+    a("--init", choices=SCHEMES, help="weight init (per-arch default)")
     a("--input-scale", dest="input_scale", choices=("none", "pixel_std"),
       help="after subtracting the mean image, divide by the per-channel pixel std or not")
     a("--momentum", type=float, help="SGD momentum (default 0.9)")
     a("--weight-decay", dest="weight_decay", type=float, help="weight decay (default 5e-4)")
-    a("--sgd-form", dest="sgd_form", choices=("paper", "pytorch"),
+    a("--sgd-form", dest="sgd_form", choices=FORMS,
       help="momentum update: the paper's v = mu v - eps wd w - eps g, or PyTorch's")
     a("--lr-schedule", dest="lr_schedule", choices=("plateau", "step"),
       help="plateau: lr / 10 when val error stops improving (paper); step: at --milestones")
@@ -161,19 +159,19 @@ def build_parser():
       "e.g. 30,60")
     a("--no-lrn", dest="lrn", action="store_false", default=None,
       help="ablation: no local response normalization")
-    a("--lrn-mode", dest="lrn_mode", choices=("column", "all"),
+    a("--lrn-mode", dest="lrn_mode", choices=CHOICES["lrn_mode"],
       help="column: each column normalizes its own maps (the authors); all: Caffe's LRN "
            "over all channels")
     a("--pool", type=_pool, help="max pooling WINDOW,STRIDE: 3,2 (paper) or 2,2 (ablation)")
     a("--dropout", type=float, help="dropout probability on fc6/fc7 (0 disables)")
-    a("--dropout-mode", dest="dropout_mode", choices=("paper", "inverted"),
+    a("--dropout-mode", dest="dropout_mode", choices=CHOICES["dropout_mode"],
       help="paper: no scaling in training, x(1-p) at test; inverted: PyTorch's")
-    a("--columns", type=int, choices=(1, 2), help="1: one column (the paper's comparison); "
+    a("--columns", type=int, choices=CHOICES["columns"], help="1: one column (the paper's comparison); "
       "2: the paper's two columns")
-    a("--conv-cache", dest="conv_cache", choices=("columns", "input"),
+    a("--conv-cache", dest="conv_cache", choices=CHOICES["conv_cache"],
       help="what each conv keeps for backward: columns (fastest) or input (recomputes "
            "im2col: ~3 GB less at alexnet batch 128, ~5%% slower)")
-    a("--conv-algo", dest="conv_algo", choices=("winograd", "gemm"),
+    a("--conv-algo", dest="conv_algo", choices=CHOICES["conv_algo"],
       help="winograd (default): conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; "
            "gemm: im2col + GEMM everywhere (the reference rounding)")
     a("--lighting", type=float, help="std of the PCA lighting coefficients (paper 0.1; 0 off)")

@@ -18,7 +18,10 @@ import numpy
 
 from layers import backend
 from refnet import checkpoint
+from refnet.config import UsageError
 from refnet.metrics import average_views, topk_errors
+from refnet.network import build_network
+from refnet.options import DEVICES, NetOptions, backend_for_device
 
 
 def predict_views(net, views):
@@ -43,14 +46,22 @@ def evaluate(net, pipeline, views="center", batch=64):
 
 
 def load_network(path, device="cpu"):
-    """``(net, config, tree)`` rebuilt from a checkpoint file, for ``device``."""
-    from refnet.train import backend_name, build_network   # config -> net, in one place
+    """``(net, config, tree)`` rebuilt from a checkpoint file, for ``device``: the
+    network from the options the checkpoint stores (from its training configuration
+    for checkpoints written before options were stored), on ``device``'s backend."""
     tree = checkpoint.load(path)
     cfg = dict(tree["config"])
     cfg["device"] = device
-    cfg["backend"] = backend_name(device)   # the data pipeline reads it: keep both in step
+    try:
+        cfg["backend"] = backend_for_device(device)   # the data pipeline reads it too
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     num_classes = tree["model"]["fc8.bias"].shape[0]
-    net = build_network(cfg, num_classes)
+    if "network" in tree:
+        options = NetOptions.from_dict(tree["network"], backend=cfg["backend"], devices=None)
+    else:
+        options = NetOptions.from_config(cfg, num_classes=num_classes)
+    net = build_network(options)
     net.load_state_dict(tree["model"])
     return net, cfg, tree
 
@@ -65,13 +76,12 @@ def build_parser():
                    "val.h5 (default: the one the run trained on)")
     p.add_argument("--views", choices=("center", "ten", "both"), default="both")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
 def main(argv=None):
-    from refnet.config import UsageError
     from refnet.train_inputs import DataError, InputPipeline
     args = build_parser().parse_args(argv)
     try:

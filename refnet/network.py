@@ -1,27 +1,30 @@
 """AlexNet as the paper ran it: two columns, explicit forward and backward, layer by layer.
 
 Axis legend: N batch, C channels of one column, S side of a square map, F features,
-K classes. A column's layers are plain calls of ``layers.*`` under its device; the only
-crossings between columns are ``Placement.exchange`` (and its backward) in
-``refnet.columns``.
+K classes. A column's layers are plain calls of ``layers.*`` under its device
+(``refnet.columns.Placement``); the only crossings between columns are the layers of
+``refnet.exchange``.
 
-One column, in order (the paper: conv -> ReLU -> LRN -> pool in layers 1 and 2):
+One column, in order (the paper: conv -> ReLU -> LRN -> pool in layers 1 and 2); the
+network is this list (``AlexNet.layers``), run forward in order and backward in reverse:
 
-    conv1 relu lrn1 pool1  conv2 relu lrn2 pool2  =exchange=>  conv3 relu  conv4 relu
-    conv5 relu pool5  flatten  =exchange=>  fc6 relu dropout  =exchange=>  fc7 relu
-    dropout  =exchange to column 0=>  fc8  softmax cross-entropy (column 0)
+    input  conv1 relu lrn1 pool1  conv2 relu lrn2 pool2  =exchange=>  conv3 relu
+    conv4 relu  conv5 relu pool5  =exchange=>  flatten  fc6 relu dropout  =exchange=>
+    fc7 relu dropout  =exchange to column 0=>  fc8  softmax cross-entropy (column 0)
 
 With ``columns=1`` (the paper's single-GPU comparison) the same layers run in one column
 with the same total widths and no grouping: conv2, conv4 and conv5 then see all channels
 of the previous layer (their weights are twice as wide as in the grouped form).
 
+Every option is a field of ``refnet.options.NetOptions`` (validated there, once);
+``AlexNet(**kwargs)`` and ``build_network(options)`` build the same network.
 Switches for the paper's ablations: ``lrn`` on/off, ``pool=(3, 2)`` (overlapping, the
 paper) or ``(2, 2)``, dropout ``p`` and ``dropout_mode`` (``"paper"``: no scaling in
 training and outputs times (1 - p) at test; ``"inverted"``: PyTorch/Caffe's 1/(1 - p) in
 training), ``lrn_mode`` (``"column"``: each column normalises over its own kernel maps
 only, as the authors' cuda-convnet2 did; ``"all"``: Caffe's one LRN over all channels of
 the grouped form, which needs a halo of ``size // 2`` channels from the other column at
-their shared boundary, exchanged in ``refnet.columns``).
+their shared boundary, exchanged by ``refnet.exchange.halo_forward``).
 
 Convolutions: ``conv_algo="winograd"`` (default) computes the stride-1 layers (conv2-5)
 by Winograd's minimal filtering (``layers.winograd``: 2-4x fewer multiplications, float32
@@ -46,76 +49,70 @@ import numpy
 
 from layers import backend, conv, dropout, linear, lrn, pool, relu, softmax
 from layers import layout as layouts
+from layers.backend import backend_module
 from refnet import arch as arch_table
+from refnet import exchange
 from refnet import init as init_schemes
 from refnet.columns import Placement, default_devices
-
-LRN_MODES = ("column", "all")
-DROPOUT_MODES = dropout.MODES
-CONV_CACHES = ("columns", "input")   # what a conv keeps for backward (layers.conv keep_cols)
-CONV_ALGOS = ("winograd", "gemm")    # winograd: stride-1 layers by layers.winograd
+from refnet.options import NetOptions
 
 
 class AlexNet:
     """The paper's network on NumPy or CuPy, in one or two columns.
 
-    ``backend``: ``"numpy"``, ``"cupy"``, or an array namespace object (the test suite's
-    device-tagging backend). ``devices``: one device index per column; by default CuPy
-    uses devices 0 and 1 with two GPUs, else 0 for both (and NumPy the CPU).
-    Parameters are zero until ``init`` or ``load_state_dict``. Input images are
-    ``spec.input_size`` square (227 for ``alexnet``: the paper's 224 gives no integer
-    55x55 conv1 output; see ``refnet.arch``).
+    ``AlexNet(arch, dtype, backend, **options)`` takes the fields of
+    ``refnet.options.NetOptions`` (``build_network(options)`` takes the object);
+    ``self.options`` holds them. ``backend``: ``"numpy"``, ``"cupy"``, or an array
+    namespace object (the test suite's device-tagging backend). ``devices``: one device
+    index per column; by default CuPy uses devices 0 and 1 with two GPUs, else 0 for
+    both (and NumPy the CPU). Parameters are zero until ``init`` or ``load_state_dict``.
+    Input images are ``spec.input_size`` square (227 for ``alexnet``: the paper's 224
+    gives no integer 55x55 conv1 output; see ``refnet.arch``).
     """
 
-    def __init__(self, arch="alexnet", dtype="float32", backend="numpy", *, num_classes=None,
-                 columns=2, lrn=True, lrn_mode="column", lrn_size=5, lrn_alpha=1e-4,
-                 lrn_beta=0.75, lrn_k=2.0, pool=(3, 2), dropout=0.5, dropout_mode="paper",
-                 devices=None, conv_cache="columns", conv_algo="winograd", layout="CHWN"):
-        self.spec = arch_table.get_arch(arch)
-        self.dtype = backend_dtype(dtype)
-        self.xp = backend_namespace(backend)
-        if lrn_mode not in LRN_MODES:
-            raise ValueError(f"lrn_mode must be one of {LRN_MODES}, got {lrn_mode!r}")
-        if dropout_mode not in DROPOUT_MODES:
-            raise ValueError(f"dropout_mode must be one of {DROPOUT_MODES}, "
-                             f"got {dropout_mode!r}")
-        if conv_cache not in CONV_CACHES:
-            raise ValueError(f"conv_cache must be one of {CONV_CACHES}, got {conv_cache!r}")
-        self.keep_cols = conv_cache == "columns"
-        if conv_algo not in CONV_ALGOS:
-            raise ValueError(f"conv_algo must be one of {CONV_ALGOS}, got {conv_algo!r}")
-        self.conv_algo = conv_algo
-        self.layout = layouts.check_layout("AlexNet", layout)
-        self._axis = layouts.channel_axis(self.layout)      # channels of the conv maps
-        if not 0 <= float(dropout) < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        pool = tuple(pool)
-        if len(pool) != 2 or any(int(v) != v or v < 1 for v in pool):
-            raise ValueError(f"pool must be (window, stride) of positive integers, "
-                             f"got {pool!r}")
-        self.pool = (int(pool[0]), int(pool[1]))
-        self.columns = columns
-        self.shapes = arch_table.param_shapes(self.spec, columns=columns,
-                                              num_classes=num_classes, pool=self.pool)
+    def __init__(self, arch="alexnet", dtype="float32", backend="numpy", **options):
+        opts = NetOptions(arch=arch, dtype=dtype, backend=backend, **options)
+        self.options = opts
+        self.spec = opts.spec
+        self.dtype = numpy.dtype(opts.dtype)
+        self.xp = (backend_module(opts.backend) if isinstance(opts.backend, str)
+                   else opts.backend)
+        self.columns, self.pool, self.layout = opts.columns, opts.pool, opts.layout
+        self.lrn, self.lrn_mode, self.lrn_params = opts.lrn, opts.lrn_mode, opts.lrn_params
+        self.dropout, self.dropout_mode = opts.dropout, opts.dropout_mode
+        self.conv_algo, self.keep_cols = opts.conv_algo, opts.conv_cache == "columns"
+        self.shapes = arch_table.param_shapes(self.spec, columns=self.columns,
+                                              num_classes=opts.num_classes, pool=self.pool)
         self.num_classes = self.shapes["fc8.bias"][0]
-        self.lrn = bool(lrn)
-        self.lrn_mode = lrn_mode
-        if int(lrn_size) != lrn_size or lrn_size < 1 or lrn_size % 2 == 0:
-            raise ValueError(f"lrn_size must be a positive odd integer, got {lrn_size!r}")
-        self.lrn_params = dict(size=int(lrn_size), alpha=float(lrn_alpha),
-                               beta=float(lrn_beta), k=float(lrn_k))
-        self.dropout = float(dropout)
-        self.dropout_mode = dropout_mode
-        if devices is None:
-            devices = default_devices(self.xp, columns)
-        self.placement = Placement(self.xp, columns, devices, self.shapes)
+        devices = opts.devices or default_devices(self.xp, self.columns)
+        self.placement = Placement(self.xp, self.columns, devices, self.shapes)
         self.devices = self.placement.devices
         # params[c]: {name: shard of column c}; fc8 only in column 0.
-        self.params = [dict() for _ in range(columns)]
+        self.params = [dict() for _ in range(self.columns)]
         for name, shape in self.shapes.items():
             for c, r0, r1 in self.placement.rows[name]:
                 with self.placement.device(c):
                     self.params[c][name] = self.xp.zeros((r1 - r0,) + shape[1:], self.dtype)
+        self.layers = self._layer_list()
+
+    def _layer_list(self):
+        """The network as a list of steps (module doc), each run in every column."""
+        axis = layouts.channel_axis(self.layout)       # channels of the conv maps
+        seq = [Input("input")]
+        for i in (1, 2):
+            seq += [Conv(f"conv{i}"), Relu(f"relu{i}")]
+            seq += [Lrn(f"lrn{i}")] if self.lrn else []
+            seq += [Pool(f"pool{i}")]
+        seq += [Exchange("to_conv3", axis)]            # both columns' pool2 maps
+        for i in (3, 4, 5):
+            seq += [Conv(f"conv{i}"), Relu(f"relu{i}")]
+        seq += [Pool("pool5"), Exchange("to_fc6", axis), Flatten("flatten")]
+        for name, nxt, to in (("fc6", "fc7", None), ("fc7", "fc8", (0,))):
+            seq += [Linear(name), Relu(f"relu_{name}")]
+            seq += [Dropout(f"dropout_{name}", name)] if self.dropout else []
+            seq += [Exchange(f"to_{nxt}", 1, to)]       # (N, F) features
+        seq += [Linear("fc8")]                         # (N, K) on column 0
+        return seq
 
     # -- parameters ------------------------------------------------------------------
     def init(self, seed=0, scheme="paper"):
@@ -127,8 +124,23 @@ class AlexNet:
     def state_dict(self):
         """``{name: NumPy array}`` in PyTorch's names and the grouped single-device
         shapes (copies on the host)."""
-        return {name: self.placement.gather(name, self._shards(self.params, name))
+        return self.gather(self.params)
+
+    def gather(self, per_column):
+        """Per-column dicts keyed and split like ``params`` (the parameters, their
+        gradients or an optimizer's velocities) as one dict of full host NumPy arrays
+        keyed like ``state_dict`` (copies)."""
+        return {name: self.placement.gather(name, self._shards(per_column, name))
                 for name in self.shapes}
+
+    def scatter(self, full):
+        """A dict of full host arrays keyed like ``state_dict`` as per-column dicts of
+        shards on each column's device (copies), the inverse of ``gather``."""
+        out = [dict() for _ in range(self.columns)]
+        for name in self.shapes:
+            for c, shard in self.placement.split(name, full[name]):
+                out[c][name] = shard
+        return out
 
     def load_state_dict(self, sd):
         """Set every parameter from ``sd`` (as ``state_dict`` gives). Wrong or missing
@@ -146,12 +158,13 @@ class AlexNet:
         if bad:
             want = {n: self.shapes[n] for n in bad}
             raise ValueError(f"state_dict shapes do not match: got {bad}, expected {want}")
+        host = {}
         for name in self.shapes:
-            host = numpy.asarray(backend.asnumpy(sd[name]), dtype=self.dtype)
-            if not numpy.all(numpy.isfinite(host)):
+            host[name] = numpy.asarray(backend.asnumpy(sd[name]), dtype=self.dtype)
+            if not numpy.all(numpy.isfinite(host[name])):
                 raise ValueError(f"state_dict[{name!r}] has non-finite values")
-            for c, shard in self.placement.split(name, host):
-                self.params[c][name] = shard
+        for params, shards in zip(self.params, self.scatter(host)):
+            params.update(shards)
 
     def num_params(self):
         """Number of parameters (60,965,224 for ``alexnet``)."""
@@ -191,7 +204,7 @@ class AlexNet:
         draws do not depend on the number of columns or the backend) or given in
         ``masks`` (``{"fc6": (N, 4096), "fc7": (N, 4096)}``, arrays of 0/1).
         """
-        logits, _ = self._forward(x, train, rng, masks, keep=False)
+        logits, _ = self._forward(x, _Pass(train, rng, masks, keep=False))
         return logits
 
     def predict_proba(self, x):
@@ -211,16 +224,33 @@ class AlexNet:
         """(loss, per-column gradients): ``grads[c]`` holds column c's shards on its
         device, keyed and split like ``params[c]``; what ``SGD.step`` takes without
         assembling full arrays."""
-        logits, caches = self._forward(x, train, rng, masks)
-        P = self.placement
-        with P.device(0):
+        logits, caches = self._forward(x, _Pass(train, rng, masks, keep=True))
+        with self.placement.device(0):
             labels = self._labels(labels, logits.shape[0])
             loss, lcache = softmax.forward(logits, labels)
             dlogits = softmax.backward(self.dtype.type(1), lcache)
-        grads = self._backward(dlogits, caches)
+        grads = [dict() for _ in range(self.columns)]
+        d = [dlogits]
+        # Each cache is popped as its layer is done, so what a layer kept is freed
+        # before the layers below it allocate (the step's peak memory).
+        for layer in reversed(self.layers):
+            d = layer.backward(self, d, caches.pop(layer.name), grads)
         return float(loss), grads
 
-    # -- internals -------------------------------------------------------------------
+    def _forward(self, x, run):
+        """(logits, {layer name: cache}); with ``run.keep`` False no cache is kept."""
+        self._check_input(x)
+        run.n = x.shape[0]
+        caches, h = {}, x
+        for layer in self.layers:
+            h, cache = layer.forward(self, h, run)
+            if run.keep:
+                caches[layer.name] = cache
+            del cache                          # eval: freed before the next layer runs
+        (logits,) = h
+        return logits, caches
+
+    # -- checks and dropout masks ------------------------------------------------------
     def _check_input(self, x):
         s = self.spec.input_size
         shape = tuple(getattr(x, "shape", ()))
@@ -246,220 +276,205 @@ class AlexNet:
                                  f"[{host.min()}, {host.max()}]")
         return self.placement.put(labels, 0)
 
-    def _dropout_mask(self, name, n, train, rng, masks):
-        """Column shards of a full (N, width) dropout mask, or None to let nothing drop."""
-        if not train or self.dropout == 0:
+    def dropout_masks(self, name, run):
+        """Column shards of a full (N, width) keep-mask for layer ``name``'s outputs (from
+        ``run.masks`` or drawn from ``run.rng``), or None outside training."""
+        if not run.train:
             return None
-        width = self.shapes[f"{name}.bias"][0]
-        if masks is not None and name in masks:
-            full = backend.asnumpy(masks[name])          # to the host, then to each column
+        n, width = run.n, self.shapes[f"{name}.bias"][0]
+        if run.masks is not None and name in run.masks:
+            full = backend.asnumpy(run.masks[name])      # to the host, then to each column
             if tuple(full.shape) != (n, width):
                 raise ValueError(f"masks[{name!r}] must have shape ({n}, {width}), "
                                  f"got {tuple(full.shape)}")
         else:
-            if rng is None:
-                rng = numpy.random.default_rng()
+            rng = numpy.random.default_rng() if run.rng is None else run.rng
             full = rng.random((n, width)) >= self.dropout   # keep-mask, as layers.dropout
         w = width // self.columns
         return [self.placement.put(numpy.ascontiguousarray(full[:, c * w:(c + 1) * w]), c)
                 for c in range(self.columns)]                # (N, width / columns) each
 
-    def _forward(self, x, train, rng, masks, keep=True):
-        """(logits, caches); with ``keep=False`` no layer cache outlives its layer."""
-        self._check_input(x)
-        P, cols = self.placement, range(self.columns)
-        caches = [dict() if keep else _Discard() for _ in cols]
-        n = x.shape[0]
-        # maps in the net's layout from here to pool5: (C, S, S, N) for CHWN, transposed
-        # once on column 0's device and given to every column from there
+
+def build_network(options):
+    """The ``AlexNet`` that ``options`` (a ``refnet.options.NetOptions``) describes: the
+    one way the commands, the benchmark and ``verify`` build a network."""
+    if not isinstance(options, NetOptions):
+        raise TypeError(f"build_network takes a NetOptions, got {type(options).__name__}")
+    return AlexNet(**options.kwargs())
+
+
+class _Pass:
+    """What one forward pass needs besides the maps: training or not, dropout's
+    generator or given masks, the batch size, and whether to keep the caches."""
+
+    def __init__(self, train, rng, masks, keep):
+        self.train, self.rng, self.masks, self.keep, self.n = train, rng, masks, keep, None
+
+
+# -- the layers of the list -----------------------------------------------------------------
+# Each runs one layer in every column that has an input (fc8: column 0 only) through
+# ``Placement.each``, under that column's device, on the CPU concurrently: forward(net,
+# h, run) -> (h, cache) and backward(net, d, cache, grads) -> d, with h and d lists
+# aligned with the columns and the cache a list of the layer's per-column caches.
+
+class _Layer:
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def _split(pairs):
+    """[(y, cache) per column] -> ([y...], [cache...])."""
+    return [y for y, _ in pairs], [c for _, c in pairs]
+
+
+class Input(_Layer):
+    """The images (N, 3, S, S) in the net's layout, on every column's device: transposed
+    once on column 0's and given to the others from there. No gradient flows back."""
+
+    def forward(self, net, x, run):
+        P = net.placement
         with P.device(0):
-            x = layouts.transpose(P.put(x, 0), "NCHW", self.layout)
-        h = P.broadcast(x)
-        for i in (1, 2):
-            h = self._conv_relu(h, f"conv{i}", caches)
-            if self.lrn:
-                h = self._lrn_forward(h, f"lrn{i}", caches)
-            h = self._pool_forward(h, f"pool{i}", caches)
-        h = P.exchange(h, axis=self._axis)                   # both columns' C2 channels
-        for i in (3, 4, 5):
-            h = self._conv_relu(h, f"conv{i}", caches)
-        h = self._pool_forward(h, "pool5", caches)           # (C5, S5, S5, N) per column
-        # flattened, pool5's features sit where its channels were: (N, F) or (F, N)
-        h = P.exchange(self._flatten(h, n), axis=self._axis)
-        h = [a.T for a in h] if self._axis == 0 else h       # (N, F6) per column (views)
-        for name in ("fc6", "fc7"):
-            h = self._fc_forward(h, name, caches)
-            h = self._relu_forward(h, name, caches)
-            mask = self._dropout_mask(name, n, train, rng, masks)
-            h = self._dropout_forward(h, name, caches, train, mask)
-            h = P.exchange(h, dst=[0] if name == "fc7" else None)
-        (logits,) = self._fc_forward(h, "fc8", caches)       # (N, K) on column 0
-        return logits, caches
+            x = layouts.transpose(P.put(x, 0), "NCHW", net.layout)
+        return [P.put(x, c) for c in range(net.columns)], None
 
-    def _backward(self, dlogits, caches):
-        P, cols = self.placement, range(self.columns)
-        grads = [dict() for _ in cols]
-        d = self._fc_backward([dlogits], "fc8", caches, grads)        # (N, F8) on column 0
-        half = self.shapes["fc7.bias"][0] // self.columns
-        d = P.exchange_backward(d, [half] * self.columns, dst=[0])    # (N, F7/cols) each
-        for name, prev in (("fc7", "fc6"), ("fc6", None)):
-            d = self._dropout_backward(d, name, caches)
-            d = self._relu_backward(d, name, caches)
-            d = self._fc_backward(d, name, caches, grads)
-            if prev is not None:
-                half = self.shapes[f"{prev}.bias"][0] // self.columns
-                d = P.exchange_backward(d, [half] * self.columns)
-        shapes5 = [caches[c]["pool5"].argmax.shape for c in cols]     # pool5's output
-        if self._axis == 0:
-            d = [g.T for g in d]                                      # (F6, N) views
-        widths = [math.prod(layouts.dims(s, self.layout)[1:]) for s in shapes5]  # C*S*S
-        d = P.exchange_backward(d, widths, axis=self._axis)
-        d = [d[c].reshape(shapes5[c]) for c in cols]                  # (C5, S5, S5, N)
-        d = self._pool_backward(d, "pool5", caches)
-        for i in (5, 4, 3):
-            d = self._conv_relu_backward(d, f"conv{i}", caches, grads)
-        width2 = self.shapes["conv2.bias"][0] // self.columns
-        d = P.exchange_backward(d, [width2] * self.columns, axis=self._axis)
-        for i in (2, 1):
-            d = self._pool_backward(d, f"pool{i}", caches)
-            if self.lrn:
-                d = self._lrn_backward(d, f"lrn{i}", caches)
-            d = self._conv_relu_backward(d, f"conv{i}", caches, grads)
-        return grads
+    def backward(self, net, d, cache, grads):
+        return None
 
-    def _flatten(self, h, n):
-        """pool5's maps as (N, F) for NCHW or (F, N) for CHWN, F in (C, S, S) order."""
-        return [a.reshape(n, -1) if self.layout == "NCHW" else a.reshape(-1, n) for a in h]
 
-    # Each helper runs one layer in every column (or column 0 only, for fc8) through
-    # ``Placement.each``: under that column's device, keeping the caches per column.
-    def _conv_relu(self, h, name, caches):
-        spec = self.spec.convs[int(name[-1]) - 1]
-        winograd = self.conv_algo == "winograd" and spec.stride == 1
-        algo = "winograd" if winograd else "gemm"
+class Conv(_Layer):
+    """A column's share of conv1-5 (``layers.conv``): Winograd for stride-1 layers
+    with ``conv_algo="winograd"``, else im2col + GEMM."""
 
-        cols = None
-        if algo == "gemm" and self.placement.shared_input(h):
+    def forward(self, net, h, run):
+        spec = net.spec.convs[int(self.name[-1]) - 1]
+        algo = "winograd" if net.conv_algo == "winograd" and spec.stride == 1 else "gemm"
+        P, cols = net.placement, None
+        if algo == "gemm" and P.shared_input(h):
             # conv1: both columns read the same image on one device: one im2col for both,
             # its bands of rows copied by the columns' threads
-            with self.placement.device(0):
+            with P.device(0):
                 cols, fills = conv.im2col_parts(h[0], spec.kernel, spec.kernel,
                                                 stride=spec.stride, pad=spec.pad,
-                                                layout=self.layout, parts=self.columns)
-            self.placement.each(lambda c, fill: fill(), fills)
+                                                layout=net.layout, parts=net.columns)
+            P.each(lambda c, fill: fill(), fills)
 
         def column(c, a):
-            w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
-            y, caches[c][name] = conv.forward(a, w, b, stride=spec.stride, pad=spec.pad,
-                                              keep_cols=self.keep_cols, algo=algo,
-                                              cols=cols, layout=self.layout)
-            y, caches[c][f"{name}.relu"] = relu.forward(y)
-            return y
-        return self.placement.each(column, h)
+            w, b = net.params[c][f"{self.name}.weight"], net.params[c][f"{self.name}.bias"]
+            return conv.forward(a, w, b, stride=spec.stride, pad=spec.pad,
+                                keep_cols=net.keep_cols, algo=algo, cols=cols,
+                                layout=net.layout)
+        return _split(P.each(column, h))
 
-    # Backward pops each cache as its layer is done, so what a layer kept is freed
-    # before the layers below it allocate (the step's peak memory).
-    def _conv_relu_backward(self, d, name, caches, grads):
-        def column(c, g):
-            g = relu.backward(g, caches[c].pop(f"{name}.relu"))
+    def backward(self, net, d, cache, grads):
+        def column(c, g, k):
             # conv1's input is the image: no gradient needed there.
-            dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
-                conv.backward(g, caches[c].pop(name), need_dx=name != "conv1")
+            dx, grads[c][f"{self.name}.weight"], grads[c][f"{self.name}.bias"] = \
+                conv.backward(g, k, need_dx=self.name != "conv1")
             return dx
-        return self.placement.each(column, d)
+        return net.placement.each(column, d, cache)
 
-    def _pool_forward(self, h, name, caches):
-        z, s = self.pool
 
+class Linear(_Layer):
+    """A column's share of fc6 and fc7 (half of the outputs each), or fc8 on column 0."""
+
+    def forward(self, net, h, run):
         def column(c, a):
-            y, caches[c][name] = pool.forward(a, size=z, stride=s, layout=self.layout)
-            return y
-        return self.placement.each(column, h)
+            p = net.params[c]
+            return linear.forward(a, p[f"{self.name}.weight"], p[f"{self.name}.bias"])
+        return _split(net.placement.each(column, h))
 
-    def _pool_backward(self, d, name, caches):
-        return self.placement.each(lambda c, g: pool.backward(g, caches[c].pop(name)), d)
-
-    def _lrn_halo(self, name):
-        if self.lrn_mode == "column" or self.columns == 1:
-            return 0
-        width = self.shapes[f"conv{name[-1]}.bias"][0] // self.columns
-        return min(self.lrn_params["size"] // 2, width)
-
-    def _lrn_forward(self, h, name, caches):
-        n, axis = self._lrn_halo(name), self._axis
-        h = self.placement.halo_extend(h, n, axis)           # C + n channels with a halo
-
-        def column(c, a):
-            y, caches[c][name] = lrn.forward(a, **self.lrn_params, layout=self.layout)
-            return y
-        return self.placement.halo_own(self.placement.each(column, h), n, axis)  # C channels
-
-    def _lrn_backward(self, d, name, caches):
-        n, axis = self._lrn_halo(name), self._axis
-        d = self.placement.halo_pad(d, n, axis)
-        out = self.placement.each(lambda c, g: lrn.backward(g, caches[c].pop(name)), d)
-        return self.placement.halo_backward(out, n, axis)
-
-    def _fc_forward(self, h, name, caches):
-        def column(c, a):
-            w, b = self.params[c][f"{name}.weight"], self.params[c][f"{name}.bias"]
-            y, caches[c][name] = linear.forward(a, w, b)
-            return y
-        return self.placement.each(column, h)
-
-    def _fc_backward(self, d, name, caches, grads):
-        def column(c, g):
-            dx, grads[c][f"{name}.weight"], grads[c][f"{name}.bias"] = \
-                linear.backward(g, caches[c].pop(name))
+    def backward(self, net, d, cache, grads):
+        def column(c, g, k):
+            dx, grads[c][f"{self.name}.weight"], grads[c][f"{self.name}.bias"] = \
+                linear.backward(g, k)
             return dx
-        return self.placement.each(column, d)
-
-    def _relu_forward(self, h, name, caches):
-        def column(c, a):
-            y, caches[c][f"{name}.relu"] = relu.forward(a)
-            return y
-        return self.placement.each(column, h)
-
-    def _relu_backward(self, d, name, caches):
-        return self.placement.each(
-            lambda c, g: relu.backward(g, caches[c].pop(f"{name}.relu")), d)
-
-    def _dropout_forward(self, h, name, caches, train, mask):
-        if self.dropout == 0:
-            return h
-
-        def column(c, a):
-            m = None if mask is None else mask[c]
-            y, caches[c][f"{name}.dropout"] = dropout.forward(
-                a, p=self.dropout, train=train, mask=m, mode=self.dropout_mode)
-            return y
-        return self.placement.each(column, h)
-
-    def _dropout_backward(self, d, name, caches):
-        if self.dropout == 0:
-            return d
-        return self.placement.each(
-            lambda c, g: dropout.backward(g, caches[c].pop(f"{name}.dropout")), d)
+        return net.placement.each(column, d, cache)
 
 
-class _Discard(dict):
-    """A cache store for forward-only passes: drops what it is given."""
+class Relu(_Layer):
+    def forward(self, net, h, run):
+        return _split(net.placement.each(lambda c, a: relu.forward(a), h))
 
-    def __setitem__(self, key, value):
-        pass
-
-
-def backend_namespace(name):
-    """The array module for ``"numpy"``/``"cupy"``, or a namespace object given as is."""
-    if isinstance(name, str):
-        return backend.backend_module(name)
-    if name is numpy or hasattr(name, "Device") and hasattr(name, "to_device"):
-        return name
-    cupy = backend.cupy_module()
-    if cupy is not None and name is cupy:
-        return name
-    raise ValueError(f"backend must be 'numpy', 'cupy' or an array namespace, got {name!r}")
+    def backward(self, net, d, cache, grads):
+        return net.placement.each(lambda c, g, k: relu.backward(g, k), d, cache)
 
 
-def backend_dtype(dtype):
-    return backend.as_dtype(dtype)
+class Pool(_Layer):
+    def forward(self, net, h, run):
+        z, s = net.pool
+        return _split(net.placement.each(
+            lambda c, a: pool.forward(a, size=z, stride=s, layout=net.layout), h))
+
+    def backward(self, net, d, cache, grads):
+        return net.placement.each(lambda c, g, k: pool.backward(g, k), d, cache)
+
+
+class Lrn(_Layer):
+    """LRN over each column's own maps, or (``lrn_mode="all"`` with two columns) over
+    its maps extended by a halo of the other column's (``refnet.exchange``)."""
+
+    def forward(self, net, h, run):
+        P, axis = net.placement, layouts.channel_axis(net.layout)
+        n = 0
+        if net.lrn_mode == "all":
+            n = min(net.lrn_params["size"] // 2, h[0].shape[axis])
+        h, halo = exchange.halo_forward(h, place=P, n=n, axis=axis)    # C + n channels
+        h, caches = _split(P.each(
+            lambda c, a: lrn.forward(a, **net.lrn_params, layout=net.layout), h))
+        return exchange.trim_forward(h, halo), (halo, caches)          # C channels
+
+    def backward(self, net, d, cache, grads):
+        P, (halo, caches) = net.placement, cache
+        d = exchange.trim_backward(d, halo, place=P)
+        d = P.each(lambda c, g, k: lrn.backward(g, k), d, caches)
+        return exchange.halo_backward(d, halo, place=P)
+
+
+class Dropout(_Layer):
+    """Dropout on fc6's or fc7's outputs, one keep-mask drawn for both columns."""
+
+    def __init__(self, name, fc):
+        super().__init__(name)
+        self.fc = fc
+
+    def forward(self, net, h, run):
+        mask = net.dropout_masks(self.fc, run) or [None] * len(h)
+        return _split(net.placement.each(
+            lambda c, a, m: dropout.forward(a, p=net.dropout, train=run.train, mask=m,
+                                            mode=net.dropout_mode), h, mask))
+
+    def backward(self, net, d, cache, grads):
+        return net.placement.each(lambda c, g, k: dropout.backward(g, k), d, cache)
+
+
+class Exchange(_Layer):
+    """Every column's output concatenated on the columns ``to`` (all by default),
+    along ``axis`` (``refnet.exchange``)."""
+
+    def __init__(self, name, axis, to=None):
+        super().__init__(name)
+        self.axis, self.to = axis, to
+
+    def forward(self, net, h, run):
+        return exchange.forward(h, place=net.placement, axis=self.axis, to=self.to)
+
+    def backward(self, net, d, cache, grads):
+        return exchange.backward(d, cache, place=net.placement)
+
+
+class Flatten(_Layer):
+    """pool5's maps as fc6's input (N, F), F in (C, S, S) order (``torch.flatten``):
+    for CHWN the (C, S, S, N) maps are (F, N) and fc6 reads their transpose (a view)."""
+
+    def forward(self, net, h, run):
+        if net.layout == "NCHW":
+            return [a.reshape(a.shape[0], -1) for a in h], [a.shape for a in h]
+        return [a.reshape(-1, a.shape[-1]).T for a in h], [a.shape for a in h]
+
+    def backward(self, net, d, cache, grads):
+        if net.layout == "NCHW":
+            return [g.reshape(s) for g, s in zip(d, cache)]
+        return [g.T.reshape(s) for g, s in zip(d, cache)]           # (C, S, S, N) views

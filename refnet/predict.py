@@ -19,7 +19,9 @@ import numpy
 from data import augment
 from data.decode import BadImage, decode_image
 from refnet import checkpoint
+from refnet.config import UsageError
 from refnet.evaluate import load_network, predict_views
+from refnet.options import DEVICES
 
 
 def preprocess(path, inputs, views="ten"):
@@ -54,13 +56,12 @@ def build_parser():
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     p.add_argument("--views", choices=("center", "ten"), default="ten")
     p.add_argument("--top", type=int, default=5, help="classes shown per image")
-    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object per image")
     return p
 
 
 def main(argv=None):
-    from refnet.config import UsageError
     args = build_parser().parse_args(argv)
     status = 0
     try:

@@ -100,9 +100,7 @@ class SGD:
 
     def state_dict(self):
         """``{"velocity/<name>": NumPy array}`` with the net's full (grouped) shapes."""
-        place = self.net.placement
-        return {f"velocity/{name}": place.gather(name, self.net._shards(self.velocity, name))
-                for name in self.net.shapes}
+        return {f"velocity/{name}": v for name, v in self.net.gather(self.velocity).items()}
 
     def load_state_dict(self, sd):
         """Set the velocities from ``state_dict()``'s form; ``ValueError`` on wrong,
@@ -118,8 +116,7 @@ class SGD:
         if bad:
             raise ValueError(f"SGD state shapes do not match: got {bad}, expected "
                              f"{ {k: shapes[k] for k in bad} }")
-        for key in shapes:
-            name = key[len("velocity/"):]
-            host = numpy.asarray(sd[key], dtype=self.net.dtype)
-            for c, shard in self.net.placement.split(name, host):
-                self.velocity[c][name] = shard
+        full = {key[len("velocity/"):]: numpy.asarray(sd[key], dtype=self.net.dtype)
+                for key in shapes}
+        for velocity, shards in zip(self.velocity, self.net.scatter(full)):
+            velocity.update(shards)

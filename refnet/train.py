@@ -36,35 +36,22 @@ import numpy
 from data.progress import Progress
 from refnet import checkpoint
 from refnet.config import RESUME_OVERRIDABLE, UsageError, build_parser, resolve
-from layers import backend
 from refnet.evaluate import evaluate
-from refnet.network import AlexNet
+from refnet.network import build_network
+from refnet.options import NetOptions, backend_for_device
 from refnet.plots import plot_conv1, plot_curves
 from refnet.schedule import ReduceOnPlateau, StepSchedule
 from refnet.sgd import SGD
 from refnet.train_inputs import DataError, InputPipeline, ensure_data
 
 
-def backend_name(device):
-    """"numpy" or "cupy" for --device cpu|gpu|auto (auto: CuPy when it sees a GPU)."""
-    if device == "cpu":
-        return "numpy"
-    if device == "gpu":
-        if backend.gpu_count() == 0:
-            raise UsageError("--device gpu: CuPy sees no CUDA device (use --device cpu)")
-        return "cupy"
-    return "cupy" if backend.gpu_count() > 0 else "numpy"
-
-
-def build_network(cfg, num_classes):
-    """The ``AlexNet`` a configuration describes (its ablation switches included)."""
-    return AlexNet(arch=cfg["arch"], dtype=cfg["dtype"], backend=backend_name(cfg["device"]),
-                   num_classes=num_classes, columns=int(cfg["columns"]), lrn=bool(cfg["lrn"]),
-                   lrn_mode=cfg["lrn_mode"], pool=tuple(cfg["pool"]),
-                   dropout=float(cfg["dropout"]), dropout_mode=cfg["dropout_mode"],
-                   conv_cache=cfg.get("conv_cache", "columns"),
-                   # checkpoints written before conv_algo existed were trained with gemm
-                   conv_algo=cfg.get("conv_algo", "gemm"))
+def network_options(cfg, num_classes):
+    """The ``NetOptions`` a training configuration describes (its ablation switches
+    included); ``UsageError`` for a value the options refuse."""
+    try:
+        return NetOptions.from_config(cfg, num_classes=num_classes)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def build_optimizer(cfg, net):
@@ -95,7 +82,7 @@ class Trainer:
         self.err = err or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.run_dir = Path(cfg["out"])
         self.pipeline = InputPipeline(cfg)
-        self.net = build_network(cfg, self.pipeline.num_classes)
+        self.net = build_network(network_options(cfg, self.pipeline.num_classes))
         self.sgd = build_optimizer(cfg, self.net)
         self.schedule = build_schedule(cfg)
         seed = int(cfg["seed"])
@@ -122,6 +109,7 @@ class Trainer:
             "loss_sum": self.loss_sum,
             "loss_count": self.loss_count,
             "config": self.cfg,
+            "network": self.net.options.to_dict(),
             "model": self.net.state_dict(),
             "lr": self.sgd.lr,
             "optimizer": _nest(self.sgd.state_dict()),
@@ -318,7 +306,10 @@ def run(argv, stdout=print):
     elif checkpoint.list_checkpoints(run_dir):
         raise UsageError(f"{run_dir} already holds checkpoints; add --resume to continue "
                          "it or choose another --out")
-    cfg["backend"] = backend_name(cfg["device"])
+    try:
+        cfg["backend"] = backend_for_device(cfg["device"])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     cfg["data"] = ensure_data(cfg, quiet=cfg["quiet"])
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, out=stdout)

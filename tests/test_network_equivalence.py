@@ -12,6 +12,7 @@ import pytest
 from layers import conv, dropout, linear, lrn, pool, relu, softmax
 from refnet import AlexNet
 from refnet.arch import GROUPED
+from refnet.network import _Pass
 
 RTOL = 1e-12
 
@@ -216,6 +217,6 @@ def test_columns_on_one_device_share_conv1_columns():
     rng = numpy.random.default_rng(13)
     net = AlexNet("tiny", "float64").init(seed=5, scheme="he")
     x = rng.standard_normal((2, 3, 45, 45))
-    _, caches = net._forward(x, train=False, rng=None, masks=None)
-    assert caches[0]["conv1"].cols is caches[1]["conv1"].cols
-    assert caches[0]["conv2"].v is not caches[1]["conv2"].v
+    _, caches = net._forward(x, _Pass(train=False, rng=None, masks=None, keep=True))
+    assert caches["conv1"][0].cols is caches["conv1"][1].cols
+    assert caches["conv2"][0].v is not caches["conv2"][1].v

@@ -15,7 +15,7 @@ inverted dropout mode, against matching twins.
 
 import numpy
 
-from refnet import AlexNet
+from refnet import NetOptions, build_network
 from refnet.arch import get_arch
 from verify.compare import judged, tolerance
 from verify.twin_network import TwinAlexNet
@@ -49,16 +49,20 @@ def dropout_masks(net_sd, n, p, rng, dtype):
 
 def make_pair(arch, dtype, rng, **options):
     """A refnet network with random weights and its twin holding the same weights."""
-    net = AlexNet(arch=arch, dtype=numpy.dtype(dtype).name, **options)
-    shapes = {k: v.shape for k, v in net.state_dict().items()}
-    state = random_state(shapes, rng, dtype)
+    opts = NetOptions(arch=arch, dtype=numpy.dtype(dtype).name, **options)
+    net = build_network(opts)
+    state = random_state(net.shapes, rng, dtype)
     net.load_state_dict(state)
-    twin = TwinAlexNet(
-        state, geometry(arch), columns=options.get("columns", 2),
-        lrn=options.get("lrn", True), lrn_mode=options.get("lrn_mode", "column"),
-        pool=options.get("pool", (3, 2)), dropout=options.get("dropout", 0.5),
-        dropout_mode=options.get("dropout_mode", "paper"))
-    return net, twin, state
+    return net, twin_of(opts, state), state
+
+
+def twin_of(opts, state):
+    """The PyTorch twin of the network ``opts`` (a ``NetOptions``) holding ``state``."""
+    p = opts.lrn_params
+    return TwinAlexNet(state, geometry(opts.arch), columns=opts.columns, lrn=opts.lrn,
+                       lrn_mode=opts.lrn_mode,
+                       lrn_params=(p["size"], p["alpha"], p["beta"], p["k"]),
+                       pool=opts.pool, dropout=opts.dropout, dropout_mode=opts.dropout_mode)
 
 
 def compare_modes(case, net, twin, state, x, labels, masks, tol, modes=("eval", "train")):

@@ -21,7 +21,7 @@ PyTorch gets two parameter groups, weight_decay=lam for weights and 0 for biases
 import numpy
 import torch
 
-from refnet import AlexNet, SGD
+from refnet import SGD, build_network
 from refnet.arch import get_arch
 from verify.compare import Row, errors, judged, tolerance
 from verify.network import dropout_masks, make_pair
@@ -52,7 +52,7 @@ def run(dtype="float64", seed=0, arch="tiny", batch=4):
     tol = tolerance(dtype, "network")
     rng = numpy.random.default_rng([seed, 300])
     net_p, twin, state = make_pair(arch, dtype, rng)           # refnet, pytorch form
-    net_a = AlexNet(arch=arch, dtype=dtype.name)                 # refnet, paper form
+    net_a = build_network(net_p.options)                         # refnet, paper form
     net_a.load_state_dict(state)
     s = get_arch(arch).input_size
     batches = []

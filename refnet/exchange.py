@@ -1,0 +1,132 @@
+"""The crossings between columns, as layers: ``forward -> (y, cache)``, ``backward(dy, cache)``.
+
+Axis legend: N batch, C channels (one column's, or the concatenation of all columns'),
+S side of a square map, F features, n the halo's width in channels.
+
+Every argument ``parts`` (``grads``) is a list aligned with the columns of ``place`` (a
+``refnet.columns.Placement``): ``parts[c]`` lives on column c's device. The axis of the
+crossing is the channel axis of the maps (1 for NCHW, 0 for the network's CHWN; for an
+fc layer's (N, F) input, 1). Every move goes through ``Placement.move``.
+
+``forward`` / ``backward`` -- the exchange before conv3, fc6, fc7 and fc8:
+
+    y[d] = concatenate([parts[0], parts[1], ...], axis)     on each destination d
+    dx[c] = sum over destinations d of dy[d][offset_c : offset_c + width_c]  (along axis)
+
+so an activation read by both columns gets the sum of both columns' gradients. With one
+column there is nothing to exchange: y = parts, dx = dy.
+
+``halo_forward`` / ``halo_backward`` -- LRN over all channels of the grouped form
+(``lrn_mode="all"``): each column's maps with n neighbouring channels of the other column
+appended at their shared boundary (column 0 after its last channel, column 1 before its
+first); backward adds the halo's gradient to the channels it was copied from.
+``trim_forward`` / ``trim_backward`` -- the column's own channels of such an extended
+array (views), and backward zeros on the halo channels.
+"""
+
+from typing import NamedTuple
+
+from layers.layout import along
+
+
+class ExchangeCache(NamedTuple):
+    widths: tuple       # each source column's width along ``axis``
+    targets: tuple      # the destination columns, in the order of y
+    axis: int
+
+
+class HaloCache(NamedTuple):
+    n: int              # halo channels on each side of the boundary (0: no halo)
+    axis: int
+
+
+def forward(parts, *, place, axis=1, to=None):
+    """(y, cache): ``y[i]`` the concatenation of every column's part along ``axis``, made
+    on the device of destination column ``to[i]`` (default: every column)."""
+    targets = tuple(range(place.columns) if to is None else to)
+    widths = tuple(p.shape[axis] for p in parts)
+    cache = ExchangeCache(widths, targets, axis)
+    if place.columns == 1:
+        return [parts[0] for _ in targets], cache
+    out = []
+    for d in targets:
+        with place.device(d):
+            moved = [place.move(p, c, d) for c, p in enumerate(parts)]
+            out.append(place.xp.concatenate(moved, axis=axis))   # sum of widths on axis
+    return out, cache
+
+
+def backward(grads, cache, *, place):
+    """dx per source column, on its device: its slice of every destination's gradient,
+    summed over the destinations."""
+    if place.columns == 1:
+        return [grads[0]]
+    out, start = [], 0
+    for c, width in enumerate(cache.widths):
+        own = along(cache.axis, slice(start, start + width))     # column c's channels
+        start += width
+        with place.device(c):
+            pieces = [place.move(g[own], d, c) for d, g in zip(cache.targets, grads)]
+            total = pieces[0].copy() if len(pieces) > 1 else pieces[0]  # summed in place
+            for piece in pieces[1:]:
+                total += piece
+        out.append(total)
+    return out
+
+
+def halo_forward(parts, *, place, n, axis=1):
+    """(extended maps, cache): column 0's C0 + n channels, column 1's n + C1."""
+    cache = HaloCache(n if place.columns > 1 else 0, axis)
+    if cache.n == 0:
+        return list(parts), cache
+    p0, p1 = parts
+    c0 = p0.shape[axis]
+    with place.device(0):
+        halo = place.move(p1[along(axis, slice(0, n))], 1, 0)
+        e0 = place.xp.concatenate([p0, halo], axis=axis)          # C0 + n channels
+    with place.device(1):
+        halo = place.move(p0[along(axis, slice(c0 - n, c0))], 0, 1)
+        e1 = place.xp.concatenate([halo, p1], axis=axis)          # n + C1 channels
+    return [e0, e1], cache
+
+
+def halo_backward(grads, cache, *, place):
+    """Own-channel gradients plus the halo gradients the other column computed for them."""
+    n, axis = cache
+    if n == 0:
+        return list(grads)
+    d0, d1 = grads
+    c0 = d0.shape[axis] - n
+    with place.device(0):
+        g0 = d0[along(axis, slice(0, c0))].copy()                 # column 0's C0 channels
+        g0[along(axis, slice(c0 - n, c0))] += place.move(d1[along(axis, slice(0, n))], 1, 0)
+    with place.device(1):
+        g1 = d1[along(axis, slice(n, None))].copy()               # column 1's C1 channels
+        g1[along(axis, slice(0, n))] += place.move(d0[along(axis, slice(c0, None))], 0, 1)
+    return [g0, g1]
+
+
+def trim_forward(ext, cache):
+    """Each column's own channels of ``halo_forward``'s extended arrays (views)."""
+    n, axis = cache
+    if n == 0:
+        return list(ext)
+    return [ext[0][along(axis, slice(0, ext[0].shape[axis] - n))],
+            ext[1][along(axis, slice(n, None))]]
+
+
+def trim_backward(grads, cache, *, place):
+    """Gradients of the own channels as gradients of the extended arrays: zeros on the
+    halo channels (nothing downstream read them)."""
+    n, axis = cache
+    if n == 0:
+        return list(grads)
+    out = []
+    for c, g in enumerate(grads):
+        with place.device(c):
+            shape = list(g.shape)
+            shape[axis] += n
+            e = place.xp.zeros(tuple(shape), dtype=g.dtype)       # C_c + n channels
+            e[along(axis, slice(0, g.shape[axis]) if c == 0 else slice(n, None))] = g
+        out.append(e)
+    return out

@@ -1,0 +1,232 @@
+"""The network's options: one frozen dataclass, validated once, and the values each may take.
+
+    opts = NetOptions(arch="demo", dtype="float32", conv_algo="gemm")
+    net = build_network(opts)                    # refnet.network; AlexNet(**kwargs) too
+    NetOptions.from_dict(opts.to_dict()) == opts # what a checkpoint stores
+
+Every option of ``AlexNet`` is a field here, and every option's allowed values are
+spelled once, in ``CHOICES`` (the command lines, the benchmark and ``verify`` take their
+choices from it). ``NetOptions(...)`` validates on construction and raises ``ValueError``
+(``TypeError`` for the dtype) naming the option and the offending value; the fields are
+then normalised (dtype as its name, pool and devices as tuples of ints, numbers as
+floats), so two options objects describing the same network compare equal.
+
+Fields:
+
+- ``arch``: a name of ``refnet.arch.ARCHS`` (or an ``ArchSpec``), the sizes;
+- ``dtype``: "float32" or "float64", the compute dtype;
+- ``backend``: "numpy" or "cupy" (or an array namespace object, the test suite's
+  device-tagging backend); ``devices``: one device index per column, or None for the
+  default (CuPy: devices 0 and 1 with two GPUs, else 0 for both);
+- ``num_classes``: fc8's width (None: the arch's);
+- ``columns``: 2, the paper's two columns, or 1, its single-column comparison;
+- ``lrn``, ``lrn_mode``, ``lrn_size``, ``lrn_alpha``, ``lrn_beta``, ``lrn_k``: local
+  response normalisation on/off, over each column's maps ("column", the authors') or
+  over all maps of the grouped form ("all", Caffe's), and its hyperparameters (the
+  paper's n=5, alpha=1e-4, beta=0.75, k=2; alpha multiplies the window sum as is);
+- ``pool``: (window, stride) of max pooling, (3, 2) the paper's, (2, 2) its ablation;
+- ``dropout``, ``dropout_mode``: the drop probability of fc6/fc7 and its scaling
+  ("paper": x(1 - p) at test; "inverted": 1/(1 - p) in training);
+- ``conv_algo``: "winograd" (stride-1 layers by Winograd's minimal filtering, conv1 by
+  im2col + GEMM) or "gemm" (im2col + GEMM everywhere);
+- ``conv_cache``: what a convolution keeps for backward, "columns" (its im2col columns
+  or transformed tiles) or "input" (recomputed in backward);
+- ``layout``: "CHWN" (batch innermost, the default) or "NCHW", the maps' memory layout
+  from the input to pool5 (the network's inputs, outputs and parameters do not change).
+"""
+
+import dataclasses
+import numbers
+
+import numpy
+
+from layers import backend as backends
+from layers.conv import ALGOS as CONV_ALGOS
+from layers.dropout import MODES as DROPOUT_MODES
+from layers.layout import LAYOUTS
+from refnet.arch import ARCHS, ArchSpec
+
+DTYPES = ("float32", "float64")
+BACKENDS = ("numpy", "cupy")
+DEVICES = ("cpu", "gpu", "auto")     # the command lines' --device, see backend_for_device
+
+CHOICES = {
+    "arch": tuple(ARCHS),
+    "dtype": DTYPES,
+    "backend": BACKENDS,
+    "columns": (1, 2),
+    "lrn_mode": ("column", "all"),
+    "dropout_mode": DROPOUT_MODES,
+    "conv_algo": CONV_ALGOS,
+    "conv_cache": ("columns", "input"),
+    "layout": LAYOUTS,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class NetOptions:
+    """Everything that decides what an ``AlexNet`` computes and where (module doc)."""
+    arch: object = "alexnet"
+    dtype: str = "float32"
+    backend: object = "numpy"
+    num_classes: object = None
+    columns: int = 2
+    lrn: bool = True
+    lrn_mode: str = "column"
+    lrn_size: int = 5
+    lrn_alpha: float = 1e-4
+    lrn_beta: float = 0.75
+    lrn_k: float = 2.0
+    pool: tuple = (3, 2)
+    dropout: float = 0.5
+    dropout_mode: str = "paper"
+    conv_algo: str = "winograd"
+    conv_cache: str = "columns"
+    layout: str = "CHWN"
+    devices: object = None
+
+    def __post_init__(self):
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        if not isinstance(self.arch, ArchSpec):
+            _choose("arch", self.arch)
+        put("dtype", backends.as_dtype(self.dtype).name)
+        if isinstance(self.backend, str):
+            _choose("backend", self.backend)
+        elif not _is_namespace(self.backend):
+            raise ValueError(f"backend must be one of {BACKENDS} or an array namespace, "
+                             f"got {self.backend!r}")
+        if self.num_classes is not None:
+            put("num_classes", _integer("num_classes", self.num_classes, 1))
+        if isinstance(self.columns, bool) or self.columns not in CHOICES["columns"]:
+            raise ValueError(f"columns must be 1 or 2, got {self.columns!r}")
+        put("columns", int(self.columns))
+        put("lrn", _flag("lrn", self.lrn))
+        for name in ("lrn_mode", "dropout_mode", "conv_algo", "conv_cache", "layout"):
+            _choose(name, getattr(self, name))
+        size = _integer("lrn_size", self.lrn_size, 1)
+        if size % 2 == 0:
+            raise ValueError(f"lrn_size must be a positive odd integer, got {self.lrn_size!r}")
+        put("lrn_size", size)
+        put("lrn_alpha", _real("lrn_alpha", self.lrn_alpha, 0.0, strict=False))
+        put("lrn_beta", _real("lrn_beta", self.lrn_beta, 0.0, strict=False))
+        put("lrn_k", _real("lrn_k", self.lrn_k, 0.0, strict=True))
+        pool = tuple(self.pool) if isinstance(self.pool, (tuple, list)) else (self.pool,)
+        if len(pool) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Real)
+                                 or int(v) != v or v < 1 for v in pool):
+            raise ValueError(f"pool must be (window, stride) of positive integers, "
+                             f"got {self.pool!r}")
+        put("pool", (int(pool[0]), int(pool[1])))
+        p = _real("dropout", self.dropout, 0.0, strict=False)
+        if not p < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        put("dropout", p)
+        if self.devices is not None:
+            devices = tuple(self.devices)
+            if len(devices) != self.columns or any(
+                    isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0
+                    for d in devices):
+                raise ValueError(f"devices: need one device per column ({self.columns}), "
+                                 f"each an index >= 0; got {self.devices!r}")
+            put("devices", tuple(int(d) for d in devices))
+
+    @property
+    def spec(self):
+        """The ``ArchSpec`` of ``arch``."""
+        return self.arch if isinstance(self.arch, ArchSpec) else ARCHS[self.arch]
+
+    @property
+    def lrn_params(self):
+        """``layers.lrn.forward``'s hyperparameters: {size, alpha, beta, k}."""
+        return dict(size=self.lrn_size, alpha=self.lrn_alpha, beta=self.lrn_beta,
+                    k=self.lrn_k)
+
+    def kwargs(self):
+        """The fields as keyword arguments of ``AlexNet``."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes):
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        """JSON-able fields, for a checkpoint: arch by name, backend by name (a
+        namespace object is stored as "numpy"), tuples as lists."""
+        out = {}
+        for name, value in self.kwargs().items():
+            if name == "arch":
+                value = self.spec.name
+            elif name == "backend" and not isinstance(value, str):
+                value = "numpy"
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, d, **changes):
+        """Options from ``to_dict()``'s form (unknown keys refused), with ``changes``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown network options {unknown}")
+        return cls(**{**d, **changes})
+
+    @classmethod
+    def from_config(cls, cfg, **changes):
+        """Options from a training configuration (``refnet.config``'s dict: the keys it
+        shares with the fields; ``device`` gives the backend), with ``changes``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        given = {k: v for k, v in cfg.items() if k in known and v is not None}
+        given.setdefault("backend", backend_for_device(cfg.get("device", "cpu")))
+        # checkpoints written before conv_algo existed were trained with gemm
+        given.setdefault("conv_algo", "gemm")
+        return cls(**{**given, **changes})
+
+
+def backend_for_device(device):
+    """"numpy" or "cupy" for a command line's --device cpu|gpu|auto (auto: CuPy when it
+    sees a GPU); ``ValueError`` for --device gpu without one."""
+    _choose("device", device, DEVICES)
+    if device == "cpu":
+        return "numpy"
+    if device == "gpu":
+        if backends.gpu_count() == 0:
+            raise ValueError("--device gpu: CuPy sees no CUDA device (use --device cpu)")
+        return "cupy"
+    return "cupy" if backends.gpu_count() > 0 else "numpy"
+
+
+def _choose(name, value, choices=None):
+    choices = CHOICES[name] if choices is None else choices
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _integer(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value \
+            or value < minimum:
+        kind = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+    return int(value)
+
+
+def _real(name, value, low, strict):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not numpy.isfinite(value) or (value <= low if strict else value < low):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, "
+                         f"got {value!r}")
+    return float(value)
+
+
+def _flag(name, value):
+    if not isinstance(value, (bool, numpy.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _is_namespace(obj):
+    """NumPy, CuPy, or an object providing devices like them (a test backend)."""
+    cupy = backends.cupy_module()
+    return obj is numpy or (cupy is not None and obj is cupy) or (
+        hasattr(obj, "Device") and hasattr(obj, "to_device"))
