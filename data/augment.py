@@ -36,11 +36,11 @@ alpha_i * lambda_i; taken literally with 0-255-scale variances (~14,000 for the 
 component) that shifts colours by ~1,400 levels and nothing learns. The authors' code
 (cuda-convnet2) multiplies alpha by the standard deviation along each axis,
 sqrt(lambda_i) on the 0-255 scale, giving shifts of about +-12 levels; refnet does the
-same (see PAPER.md, "Units of the lighting noise").
+same (docs/paper.md, "Data").
 
 Implementation: NumPy copies one window per image, straight into its (3, Cr, Cr) slot of
-the output (a 128-iteration loop of cache-sized slice operations, measured 3-5x faster
-than a fancy-index gather or a whole-batch slice on the CPU); other array modules use
+the output (a loop of cache-sized slice operations, faster than a fancy-index gather or a
+whole-batch slice on the CPU: docs/performance.md); other array modules use
 one vectorised gather (one kernel on the GPU), or one whole-batch slice when every image
 has the same window (centre and 10-crop views). All paths are tested equal.
 """

@@ -170,7 +170,7 @@ def build_parser():
       "2: the paper's two columns")
     a("--conv-cache", dest="conv_cache", choices=CHOICES["conv_cache"],
       help="what each conv keeps for backward: columns (fastest) or input (recomputes "
-           "im2col: ~3 GB less at alexnet batch 128, ~5%% slower)")
+           "its columns or tiles in backward: less memory kept, a slower step)")
     a("--conv-algo", dest="conv_algo", choices=CHOICES["conv_algo"],
       help="winograd (default): conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; "
            "gemm: im2col + GEMM everywhere (the reference rounding)")

@@ -2,10 +2,8 @@
 
 A training step allocates and frees several GB of large temporaries. By default glibc
 returns every block above its mmap threshold (at most 32 MiB) to the kernel when it is
-freed, so the next step faults the same memory back in page by page (~1 us per 4 KiB):
-measured at alexnet batch 128, float32, 2 cores (docs/performance.md), 7.7 s per step
-with the columns one after the other and 5.3-6.3 s concurrent, against 3.6-3.8 s with
-the settings below. A second thread has its own malloc arena, whose heaps cannot hold
+freed, so the next step faults the same memory back in page by page, which makes a
+CPU step about twice as slow (docs/performance.md, "Process settings"). A second thread has its own malloc arena, whose heaps cannot hold
 blocks over 64 MiB, so with the threshold raised its large blocks would still be fresh
 mmaps: one arena for the whole process fixes that for the column threads.
 

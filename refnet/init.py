@@ -8,7 +8,7 @@ its number of inputs for a fully-connected layer):
 - ``"caffe"``: Caffe's bvlc_alexnet: as the paper but the non-zero biases are 0.1
   ("initialization to 1 gave flat loss") and fc6/fc7 weights have std 0.005.
 - ``"he"``: W ~ N(0, 2 / fan_in), all biases 0. Not the paper's: at demo scale the paper's
-  init stays at chance (PAPER.md, "At demo scale"), a scaled init trains in minutes.
+  init stays at chance (docs/paper.md, "At demo scale"), a scaled init trains in minutes.
 
 Every weight is drawn with ``numpy.random.Generator(PCG64(seed))`` in float64, in the
 full grouped single-device shape, in the fixed order of ``param_shapes`` (conv1.weight,
