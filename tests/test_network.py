@@ -59,24 +59,6 @@ def test_switches_change_shapes_where_they_should():
     assert AlexNet("tiny", num_classes=3).num_classes == 3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(arch="vgg"), "arch"), (dict(columns=3), "columns"), (dict(lrn_mode="x"), "lrn_mode"),
-    (dict(dropout=1.0), "dropout"), (dict(dropout_mode="x"), "dropout_mode"),
-    (dict(pool=(3,)), "pool"), (dict(backend="jax"), "backend"),
-    (dict(num_classes=0), "num_classes"), (dict(lrn_size=4), "lrn_size"),
-    (dict(layout="NHWC"), "layout must be one of .*NHWC"),
-])
-def test_bad_options_are_refused(kwargs, match):
-    kwargs = {"arch": "tiny", **kwargs}
-    with pytest.raises(ValueError, match=match):
-        AlexNet(**kwargs)
-
-
-def test_bad_dtype_is_refused():
-    with pytest.raises(TypeError, match="dtype"):
-        AlexNet("tiny", dtype="float16")
-
-
 # -- state_dict ------------------------------------------------------------------------
 def test_state_dict_round_trip_gives_the_same_outputs():
     rng = numpy.random.default_rng(0)
