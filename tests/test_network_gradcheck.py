@@ -15,7 +15,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from layers import softmax
 from refnet import AlexNet
-from tests.test_network_equivalence import grouped_loss_and_grad, random_batch, random_state
+from tests.grouped_network import grouped_loss_and_grad, random_batch, random_state
 from tests.tolerance import FD
 
 MARGIN = 1e-4
