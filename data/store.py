@@ -29,6 +29,8 @@ from typing import NamedTuple
 import h5py
 import numpy
 
+from data import files
+
 FORMAT_VERSION = 1
 STR = h5py.string_dtype("utf-8")
 
@@ -82,7 +84,7 @@ class StoreWriter:
     def __init__(self, out_dir, name, *, capacity, size, split, class_names, wnids,
                  build_id, settings):
         self.final = os.path.join(out_dir, name)
-        self.tmp = os.path.join(out_dir, f".{name}.tmp-{os.getpid()}")
+        self.tmp = files.temporary_path(self.final)
         self.count = 0
         self.labels, self.filenames = [], []
         self.file = h5py.File(self.tmp, "w")
@@ -121,15 +123,13 @@ class StoreWriter:
         self.images.resize(self.count, axis=0)
         f.create_dataset("labels", data=numpy.asarray(self.labels, dtype=numpy.int64))
         f.create_dataset("filenames", data=numpy.array(self.filenames, dtype=object), dtype=STR)
-        f.flush()
         f.close()
         self.file = None
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        files.sync_file(self.tmp)     # durable before either split of a build is renamed
 
     def commit(self):
         """Replace the final name with the finished temporary file."""
-        os.replace(self.tmp, self.final)
+        files.commit(self.tmp, self.final)
 
     def abort(self):
         """Close and remove the temporary file (after an error or interrupt)."""
@@ -139,7 +139,4 @@ class StoreWriter:
             except Exception:
                 pass
             self.file = None
-        try:
-            os.remove(self.tmp)
-        except OSError:
-            pass
+        files.discard(self.tmp)
