@@ -15,7 +15,6 @@ on whatever else the machine is doing, so run it on an idle machine.
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from PIL import Image
 
 from data import augment
 from data.build import build
+from data.files import write_json
 from data.loader import Loader
 from data.progress import Progress
 from data.store import StoreWriter
@@ -124,10 +124,7 @@ def main(argv=None):
     for k, v in results.items():
         print(f"{k:55s} {v:10.3f}" if isinstance(v, float) else f"{k:55s} {v:10d}")
     if args.json:
-        tmp_path = args.json + ".tmp"
-        with open(tmp_path, "w") as fh:
-            json.dump(results, fh, indent=1)
-        os.replace(tmp_path, args.json)
+        write_json(args.json, results)
     return 0
 
 

@@ -14,20 +14,20 @@ Bad input is never fatal: every file that cannot be used is listed with its reas
 set was written (even with skipped files), 1 when no usable training image was found,
 2 for an unreadable SRC or an OUT_DIR that cannot be written (read-only, full, not a
 directory), 130 when interrupted. Nothing half-written replaces a good store: both files
-are written under temporary names and renamed only after both are complete.
+are written under temporary names (``data.files``) and renamed only after both are complete;
+a later build removes the temporaries that a killed one left.
 """
 
 import argparse
-import json
 import multiprocessing
 import os
-import re
 import shutil
 import sys
 import uuid
 from typing import NamedTuple
 
 from data.decode import DEFAULT_MAX_PIXELS, RESAMPLE, ALPHA_BACKGROUND, BadImage, decode_image
+from data.files import remove_stale_temporaries, write_json
 from data.pixel_stats import PixelStats, image_sums
 from data.progress import Progress
 from data.sources import find_sources
@@ -165,29 +165,12 @@ def _check_out_dir(out_dir, n_files, size):
     except OSError as e:
         raise BuildError(f"OUT_DIR {out_dir!r} is not writable ({e.strerror}); "
                          "is it on a read-only or full disk?") from None
-    _remove_stale_temporaries(out_dir)
+    remove_stale_temporaries(out_dir, names=("train.h5", "val.h5", REPORT))
     need = n_files * size * size * 3
     free = shutil.disk_usage(out_dir).free
     if need > free:
         raise BuildError(f"OUT_DIR {out_dir!r} has {free / 1e9:.2f} GB free but the store "
                          f"needs up to {need / 1e9:.2f} GB ({n_files} images at {size}x{size})")
-
-
-def _remove_stale_temporaries(out_dir):
-    """Delete ``.<split>.h5.tmp-<pid>`` left by killed builds whose process is gone."""
-    for name in os.listdir(out_dir):
-        m = re.fullmatch(r"\.(train|val)\.h5\.tmp-(\d+)", name)
-        if m is None or int(m.group(2)) == os.getpid():
-            continue
-        try:
-            os.kill(int(m.group(2)), 0)            # still running: leave it alone
-        except ProcessLookupError:
-            try:
-                os.remove(os.path.join(out_dir, name))
-            except OSError:
-                pass
-        except OSError:
-            pass
 
 
 def _open_writer(out_dir, split, capacity, common):
@@ -211,13 +194,8 @@ def _write_report(out_dir, src, sources, counts, skipped, build_id):
               "num_classes": len(sources.class_names), "train": counts["train"],
               "val": counts["val"],
               "skipped": [{"path": p, "reason": r} for p, r in skipped]}
-    tmp = path + f".tmp-{os.getpid()}"
     try:
-        with open(tmp, "w") as fh:
-            json.dump(report, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_json(path, report)
     except OSError as e:
         raise BuildError(f"cannot write {path!r}: {e.strerror} (disk full or read-only?)") \
             from None

@@ -44,6 +44,7 @@ import numpy
 from PIL import Image
 
 from data.build import build
+from data.files import write_json
 from data.progress import Progress
 
 DEMO_VERSION = 2
@@ -168,8 +169,7 @@ def ensure_demo(cache_dir=None, *, workers=None, progress=True, train_per_class=
         if workers is None:
             workers = min(2, os.cpu_count() or 1)
         build(src, out, size=DEMO_SIZE, workers=workers, progress=progress)
-        with open(os.path.join(out, "demo.json"), "w") as fh:
-            json.dump(stamp, fh)
+        write_json(os.path.join(out, "demo.json"), stamp)
         try:
             os.rename(out, final)
         except OSError:

@@ -23,10 +23,11 @@ as the last batch of an epoch is handed out; so a checkpoint taken after the tra
 step on a batch resumes with the next batch, bit-exactly, mid-epoch or not. Iterating the
 loader yields the remainder of the current epoch; iterate again for the next one.
 
-Workers. ``workers`` threads each open the file themselves after starting and read
-every ``workers``-th batch; ``prefetch`` batches may wait ready. Within a batch, images
-are read in increasing file order (one chunk each, directly into their place in the
-batch), so the disk sees sorted reads and the batch keeps its shuffled order. h5py
+Workers. ``workers`` threads each open the file themselves after starting (a
+``data.store.StoreReader`` that always reads from the file) and read every
+``workers``-th batch; ``prefetch`` batches may wait ready. Within a batch, images are
+read in increasing file order (one chunk each, directly into their place in the batch),
+so the disk sees sorted reads and the batch keeps its shuffled order. h5py
 serialises calls into HDF5, so extra threads mostly overlap reading with the consumer's
 computation (NumPy and CuPy release the GIL). ``workers=0`` reads in the calling
 thread. Threads stop and files close when the iteration ends, when the consumer breaks
@@ -36,11 +37,9 @@ out or raises (Ctrl-C included).
 import queue
 import threading
 
-import h5py
 import numpy
-from h5py import h5s
 
-from data.store import read_labels, read_metadata
+from data.store import StoreReader
 
 
 class Loader:
@@ -52,9 +51,9 @@ class Loader:
             raise ValueError(f"Loader: need workers >= 0 and prefetch >= 1, "
                              f"got {workers}, {prefetch}")
         self.path = path
-        self.metadata = read_metadata(path)
-        self.labels = read_labels(path)
-        self.num_images = len(self.labels)
+        with StoreReader(path, memory_limit=0) as store:       # StoreError if not a store
+            self.metadata, self.labels = store.metadata, store.labels
+        self.num_images = self.metadata.count
         self.batch_size = batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.workers, self.prefetch = workers, prefetch
@@ -120,34 +119,13 @@ def sequential_batches(path, batch_size, *, workers=2, prefetch=4):
     yield from loader
 
 
-class _Reader:
-    """One open store: reads a list of indices into a (B, S, S, 3) uint8 batch."""
-
-    def __init__(self, path):
-        self.file = h5py.File(path, "r", rdcc_nbytes=0)
-        self.images = self.file["images"]
-        self.shape = self.images.shape[1:]                     # (S, S, 3)
-        self.file_space = self.images.id.get_space()
-        self.mem_space = h5s.create_simple((1,) + self.shape)
-
-    def read(self, indices):
-        out = numpy.empty((len(indices),) + self.shape, dtype=numpy.uint8)   # (B, S, S, 3)
-        for j in numpy.argsort(indices, kind="stable"):        # increasing file order
-            self.file_space.select_hyperslab((int(indices[j]), 0, 0, 0), (1,) + self.shape)
-            self.images.id.read(self.mem_space, self.file_space, out[j:j + 1])
-        return out
-
-    def close(self):
-        self.file.close()
-
-
 def _read_batches(path, batches, workers, prefetch):
     """Generator of image batches for ``batches`` (lists of indices), in order."""
     if workers == 0 or len(batches) == 0:
-        reader = _Reader(path)
+        reader = StoreReader(path, memory_limit=0)
         try:
             for b in batches:
-                yield reader.read(b)
+                yield reader.take(b)
         finally:
             reader.close()
         return
@@ -180,9 +158,9 @@ def _read_batches(path, batches, workers, prefetch):
 def _worker(path, batches, out, stop):
     reader = None
     try:
-        reader = _Reader(path)
+        reader = StoreReader(path, memory_limit=0)
         for b in batches:
-            item = ("ok", reader.read(b))
+            item = ("ok", reader.take(b))
             while not stop.is_set():
                 try:
                     out.put(item, timeout=0.05)

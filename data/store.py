@@ -1,4 +1,4 @@
-"""The HDF5 store: what ``data.build`` writes and ``data.loader`` reads.
+"""The HDF5 store: what ``data.build`` writes and ``data.loader`` and ``refnet`` read.
 
 One file per split, ``OUT_DIR/train.h5`` and ``OUT_DIR/val.h5``:
 
@@ -17,9 +17,11 @@ Attributes: ``format_version`` (int), ``size`` (S), ``split`` ("train"/"val"),
 ``build_id`` (the same string in both files of one build), ``settings`` (JSON text:
 resample filter, alpha background, jpeg draft, source layout, ...).
 
-Writing goes through ``StoreWriter``, which writes ``.<name>.tmp-<pid>`` in OUT_DIR and
-only ``os.replace``-s it onto the final name in ``commit`` after a flush and close, so a
-killed build never leaves a complete-looking ``train.h5``.
+Reading goes through ``StoreReader`` (checked on opening, ``StoreError`` naming the file
+otherwise; metadata, labels, images by index). Writing goes through ``StoreWriter``, which
+writes ``.<name>.tmp-<pid>`` in OUT_DIR (``data.files``) and only ``os.replace``-s it onto
+the final name in ``commit`` after a close and fsync, so a killed build never leaves a
+complete-looking ``train.h5``.
 """
 
 import json
@@ -28,9 +30,13 @@ from typing import NamedTuple
 
 import h5py
 import numpy
+from h5py import h5s
+
+from data import files
 
 FORMAT_VERSION = 1
 STR = h5py.string_dtype("utf-8")
+IN_MEMORY_BYTES = 2 << 30      # StoreReader: stores with fewer image bytes are read once
 
 
 class StoreMetadata(NamedTuple):
@@ -49,31 +55,129 @@ class StoreMetadata(NamedTuple):
     settings: dict
 
 
-def read_metadata(path):
-    """The ``StoreMetadata`` of the store at ``path`` (ValueError if it is not one)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"read_metadata: no such store file {path!r}")
-    with h5py.File(path, "r") as f:
-        version = f.attrs.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {version!r}, expected {FORMAT_VERSION}")
-
-        def opt(name):
-            return f[name][()] if name in f else None
-        wnids = [s.decode() for s in f["wnids"][()]] if "wnids" in f else None
-        return StoreMetadata(
-            path=path, count=int(f["images"].shape[0]), size=int(f.attrs["size"]),
-            split=str(f.attrs["split"]),
-            class_names=[s.decode() for s in f["class_names"][()]], wnids=wnids,
-            mean_image=opt("mean_image"), pca_eigval=opt("pca_eigval"),
-            pca_eigvec=opt("pca_eigvec"), pixel_std=opt("pixel_std"),
-            build_id=str(f.attrs["build_id"]), settings=json.loads(f.attrs["settings"]))
+class StoreError(ValueError):
+    """A store file that is missing or malformed; the message is one line naming the file."""
 
 
-def read_labels(path):
-    """All labels of a store, (N,) int64."""
-    with h5py.File(path, "r") as f:
-        return f["labels"][()]
+class StoreReader:
+    """One split of the store, opened for reading: the one reader of stores in the project.
+
+    Axis legend: N images, B asked for, S stored side, 3 RGB.
+
+        with StoreReader(path, memory_limit=IN_MEMORY_BYTES) as store:
+            store.metadata          # StoreMetadata
+            store.count             # N
+            store.labels            # (N,) int64
+            store.take(indices)     # (B, S, S, 3) uint8: image j is indices[j]
+
+    Opening checks everything a reader relies on (format_version, the datasets and
+    attributes, shapes and dtypes, labels in range of class_names) and raises
+    ``StoreError`` with a one-line message naming the file. ``take`` reads the asked images
+    in increasing file order, one chunk each, directly into their place in the result,
+    so the disk sees sorted reads whatever the order asked. When all images take at most
+    ``memory_limit`` bytes, the first ``take`` reads them into memory at once (and closes
+    the file); later ones index memory. ``memory_limit=0`` always reads from the file
+    (the loader's workers, which read each image once per epoch). Not shared between
+    threads: ``take`` moves the reader's selection in the file.
+    """
+
+    def __init__(self, path, *, memory_limit=IN_MEMORY_BYTES):
+        self.path = os.fspath(path)
+        self.memory_limit = memory_limit
+        self._file = self._images = None
+        if not os.path.isfile(self.path):
+            raise StoreError(f"store file {self.path} does not exist (build it with "
+                             "python -m data.build SRC OUT_DIR)")
+        try:
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=0)   # each chunk is read once
+            self.metadata, self.labels = _read_checked(self._file, self.path)
+            self._dataset = self._file["images"]
+            self._shape = self._dataset.shape[1:]                     # (S, S, 3)
+            self._file_space = self._dataset.id.get_space()
+            self._mem_space = h5s.create_simple((1,) + self._shape)
+        except StoreError:
+            self.close()
+            raise
+        except Exception as e:          # h5py: OSError, KeyError, ... on a damaged file
+            self.close()
+            raise StoreError(f"store file {self.path} is malformed: {e}") from None
+
+    @property
+    def count(self):
+        return self.metadata.count
+
+    def take(self, indices):
+        """Images ``indices`` (B,) as (B, S, S, 3) uint8, in the order asked."""
+        indices = numpy.asarray(indices)
+        if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
+            raise ValueError(f"StoreReader.take: indices must be 1-D integers, got "
+                             f"{indices.shape} {indices.dtype}")
+        indices = indices.astype(numpy.int64, copy=False)
+        if indices.size and (indices.min() < 0 or indices.max() >= self.count):
+            raise IndexError(f"StoreReader.take: indices {indices.min()}..{indices.max()} "
+                             f"outside 0..{self.count - 1} of {self.path}")
+        if self._images is None and self._dataset.nbytes <= self.memory_limit:
+            self._images = self._dataset[()]                           # (N, S, S, 3)
+            self.close()
+        if self._images is not None:
+            return self._images[indices]
+        out = numpy.empty((len(indices),) + self._shape, dtype=numpy.uint8)  # (B, S, S, 3)
+        for j in numpy.argsort(indices, kind="stable"):               # increasing file order
+            self._file_space.select_hyperslab((int(indices[j]), 0, 0, 0), (1,) + self._shape)
+            self._dataset.id.read(self._mem_space, self._file_space, out[j:j + 1])
+        return out
+
+    def close(self):
+        """Close the file (images already read into memory stay readable)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _read_checked(f, path):
+    """(StoreMetadata, labels (N,) int64) of the open store ``f``, or ``StoreError``."""
+    def malformed(what):
+        return StoreError(f"store file {path} is malformed: {what}")
+    version = f.attrs.get("format_version")
+    if version is None:
+        raise malformed("no attribute format_version (not written by data.build?)")
+    if version != FORMAT_VERSION:
+        raise malformed(f"format_version {version}, expected {FORMAT_VERSION}")
+    missing = [name for name in ("images", "labels", "class_names") if name not in f]
+    missing += [f"attribute {name}" for name in ("size", "split", "build_id", "settings")
+                if name not in f.attrs]
+    if missing:
+        raise malformed("no " + ", ".join(missing))
+    images, labels, size = f["images"], f["labels"], int(f.attrs["size"])
+    n = images.shape[0] if images.ndim else 0
+    if images.shape != (n, size, size, 3) or images.dtype != numpy.uint8:
+        raise malformed(f"images {images.shape} {images.dtype}, expected "
+                        f"(N, {size}, {size}, 3) uint8")
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise malformed(f"labels {labels.shape} {labels.dtype} for {n} images")
+    class_names = [s.decode() for s in f["class_names"][()]]
+    labels = labels[()].astype(numpy.int64, copy=False)
+    if n and (labels.min() < 0 or labels.max() >= len(class_names)):
+        raise malformed(f"labels {labels.min()}..{labels.max()} outside the "
+                        f"{len(class_names)} classes")
+    stats = {}
+    for name, shape in (("mean_image", (size, size, 3)), ("pca_eigval", (3,)),
+                        ("pca_eigvec", (3, 3)), ("pixel_std", (3,))):
+        stats[name] = f[name][()] if name in f else None
+        if stats[name] is not None and stats[name].shape != shape:
+            raise malformed(f"{name} {stats[name].shape}, expected {shape}")
+    wnids = [s.decode() for s in f["wnids"][()]] if "wnids" in f else None
+    meta = StoreMetadata(
+        path=path, count=n, size=size, split=str(f.attrs["split"]),
+        class_names=class_names, wnids=wnids, **stats, build_id=str(f.attrs["build_id"]),
+        settings=json.loads(f.attrs["settings"]))
+    return meta, labels
 
 
 class StoreWriter:
@@ -82,7 +186,7 @@ class StoreWriter:
     def __init__(self, out_dir, name, *, capacity, size, split, class_names, wnids,
                  build_id, settings):
         self.final = os.path.join(out_dir, name)
-        self.tmp = os.path.join(out_dir, f".{name}.tmp-{os.getpid()}")
+        self.tmp = files.temporary_path(self.final)
         self.count = 0
         self.labels, self.filenames = [], []
         self.file = h5py.File(self.tmp, "w")
@@ -121,15 +225,13 @@ class StoreWriter:
         self.images.resize(self.count, axis=0)
         f.create_dataset("labels", data=numpy.asarray(self.labels, dtype=numpy.int64))
         f.create_dataset("filenames", data=numpy.array(self.filenames, dtype=object), dtype=STR)
-        f.flush()
         f.close()
         self.file = None
-        with open(self.tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        files.sync_file(self.tmp)     # durable before either split of a build is renamed
 
     def commit(self):
         """Replace the final name with the finished temporary file."""
-        os.replace(self.tmp, self.final)
+        files.commit(self.tmp, self.final)
 
     def abort(self):
         """Close and remove the temporary file (after an error or interrupt)."""
@@ -139,7 +241,4 @@ class StoreWriter:
             except Exception:
                 pass
             self.file = None
-        try:
-            os.remove(self.tmp)
-        except OSError:
-            pass
+        files.discard(self.tmp)

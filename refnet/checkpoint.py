@@ -19,9 +19,9 @@ How the tree maps onto HDF5 (no pickle anywhere):
 
 The checksum is SHA-256 over the sorted lines ``path<TAB>digest``, one per dataset (dtype,
 shape and bytes) and per JSON attribute; it is stored in the root attribute ``sha256``
-and verified by ``load``. Writing goes to a temporary file in the same directory, which is
-flushed, fsynced and then renamed over the target with ``os.replace``, so a crash never
-leaves a half-written file under a checkpoint's name.
+and verified by ``load``. Writing goes through ``data.files.atomic_path`` (a temporary file in
+the same directory, fsynced, then renamed over the target with ``os.replace``), so a crash
+never leaves a half-written file under a checkpoint's name.
 
 Files in a run directory are named ``ckpt-<step, 8 digits>.h5``; ``latest_valid`` walks
 them newest first and returns the first that loads and verifies.
@@ -29,13 +29,13 @@ them newest first and returns the first that loads and verifies.
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
 import h5py
 import numpy
 
+from data.files import atomic_path
 from layers import backend
 
 FORMAT = "refnet-checkpoint-1"
@@ -49,25 +49,15 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------- writing
 
 def save(path, tree):
-    """Write ``tree`` to ``path`` atomically (temp file, flush, fsync, ``os.replace``)."""
+    """Write ``tree`` to ``path`` atomically (``data.files.atomic_path``)."""
     path = Path(path)
     if not isinstance(tree, dict):
         raise TypeError(f"checkpoint.save: tree must be a dict, got {type(tree).__name__}")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     digests = {}
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w", track_order=True) as f:
             _write_group(f, "", tree, digests)
             f.attrs["sha256"] = _combine(digests)
-            f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
     return path
 
 
@@ -124,19 +114,6 @@ def _array_digest(arr):
 def _combine(digests):
     lines = "".join(f"{k}\t{digests[k]}\n" for k in sorted(digests))
     return hashlib.sha256(lines.encode()).hexdigest()
-
-
-def _fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reading

@@ -1,9 +1,9 @@
 """The run's pictures: training curves and the first layer's kernels (the paper's Figure 3).
 
-Both use matplotlib's Agg backend (no display needed) and are written atomically.
+Both use matplotlib's Agg backend (no display needed) and are written atomically
+(``data.files.atomic_path``).
 """
 
-import os
 from pathlib import Path
 
 import numpy
@@ -13,13 +13,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
+from data.files import atomic_path  # noqa: E402
+
 
 def _save(fig, path):
+    """``fig`` as a PNG at ``path``, written atomically (``data.files.atomic_path``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")    # the temporary's name has no .png
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -2,15 +2,17 @@
 
 Axis legend: N batch, S stored side, Cr crop side, V views.
 
-``InputPipeline(cfg)`` opens ``cfg["data"]/train.h5`` and ``val.h5`` (the format of
-``data.store``), checks them against the architecture, and provides
+``InputPipeline(cfg)`` opens ``cfg["data"]/train.h5`` and ``val.h5`` with
+``data.store.StoreReader`` (which checks the format; its errors become ``DataError``),
+checks them against the architecture, and provides
 
     train_batches()             -> the rest of the current epoch: (images (N, S, S, 3) uint8,
                                    labels (N,)) from ``loader`` (position: ``loader.position``)
     train_views(images, rng)    -> (N, 3, Cr, Cr) on the network's xp: random crops,
                                    flips and PCA lighting (``data.augment``) drawn from rng
     eval_views(images, views)   -> (N, 3, Cr, Cr) ("center") or (10, N, 3, Cr, Cr) ("ten")
-    val_batches(batch)          -> iterator over the validation set in file order
+    val_batches(batch)          -> iterator over the validation set in file order (read
+                                   into memory once when small; evaluation uses it too)
 
 Training batches come from ``data.loader.Loader`` (shuffled, final partial batch
 dropped): the order of epoch e is ``numpy.random.default_rng([seed, e]).permutation`` of
@@ -20,19 +22,15 @@ All views subtract the training set's mean image; with ``input_scale = "pixel_st
 they are also divided by the per-channel pixel std (unit-variance inputs, the demo).
 """
 
-import os
 from pathlib import Path
 
-import h5py
 import numpy
 
 from data import augment
 from data.loader import Loader
-from data.store import read_metadata
+from data.store import StoreError, StoreReader
 from layers import backend
 from refnet.arch import get_arch
-
-IN_MEMORY_BYTES = 2 << 30      # stores smaller than this are read into memory once
 
 
 class DataError(ValueError):
@@ -53,22 +51,12 @@ def ensure_data(cfg, quiet=False):
     return str(Path(ensure_demo(progress=not quiet)).resolve())
 
 
-def _read_meta(path):
-    if not os.path.isfile(path):
-        raise DataError(f"data file {path} does not exist (build it with "
-                        "python -m data.build SRC OUT_DIR)")
+def _open_store(path):
+    """``data.store.StoreReader(path)``, its errors as ``DataError``."""
     try:
-        meta = read_metadata(str(path))
-        with h5py.File(path, "r") as f:
-            images, labels = f["images"], f["labels"]
-            if images.ndim != 4 or images.shape[3] != 3 or images.dtype != numpy.uint8 \
-                    or labels.shape != (images.shape[0],):
-                raise ValueError(f"images {images.shape} {images.dtype}, labels {labels.shape}")
-    except DataError:
-        raise
-    except Exception as e:
-        raise DataError(f"data file {path} is malformed: {e}") from None
-    return meta
+        return StoreReader(path)
+    except StoreError as e:
+        raise DataError(str(e)) from None
 
 
 class InputPipeline:
@@ -76,8 +64,10 @@ class InputPipeline:
         self.cfg = cfg
         root = Path(cfg["data"])
         self.train_path, self.val_path = root / "train.h5", root / "val.h5"
-        self.meta = _read_meta(self.train_path)
-        self.val_meta = _read_meta(self.val_path)
+        with _open_store(self.train_path) as train:     # the loader reads the images
+            self.meta = train.metadata
+        self._val = _open_store(self.val_path)          # in memory once read, when small
+        self.val_meta = self._val.metadata
         spec = get_arch(cfg["arch"])
         self.crop = spec.input_size
         self.size = self.meta.size
@@ -107,7 +97,6 @@ class InputPipeline:
                              seed=int(cfg["seed"]), drop_last=True, workers=1, prefetch=4)
         self.steps_per_epoch = len(self.loader)
         self.train_count = self.steps_per_epoch * self.batch
-        self._val = _Store(self.val_path)
         self.mean = self.xp.asarray(self.meta.mean_image)
 
     def record(self):
@@ -144,28 +133,9 @@ class InputPipeline:
         raise ValueError(f"views must be 'center' or 'ten', got {views!r}")
 
     def val_batches(self, batch):
-        n = self.val_meta.count
+        """The validation set in file order: (images (B, S, S, 3) uint8, labels (B,))."""
+        n = self._val.count
         for i in range(0, n, batch):
-            yield self._val.take(numpy.arange(i, min(i + batch, n)))
+            idx = numpy.arange(i, min(i + batch, n))
+            yield self._val.take(idx), self._val.labels[idx]
 
-
-class _Store:
-    """Random access to one split's images and labels (in memory when small)."""
-
-    def __init__(self, path):
-        self.path = path
-        with h5py.File(path, "r") as f:
-            self.labels = f["labels"][()].astype(numpy.int64)
-            nbytes = f["images"].size
-            self.images = f["images"][()] if nbytes <= IN_MEMORY_BYTES else None
-
-    def take(self, idx):
-        idx = numpy.asarray(idx)
-        if self.images is not None:
-            return self.images[idx], self.labels[idx]
-        order = numpy.argsort(idx, kind="stable")
-        with h5py.File(self.path, "r") as f:          # h5py needs increasing indices
-            sorted_images = f["images"][idx[order]]
-        out = numpy.empty_like(sorted_images)
-        out[order] = sorted_images
-        return out, self.labels[idx]

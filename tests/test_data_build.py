@@ -9,7 +9,7 @@ from PIL import Image
 
 from data import build as build_mod
 from data.build import BuildError, NothingUsable, build, main
-from data.store import read_metadata
+from data.store import StoreReader
 
 S = 32
 
@@ -109,7 +109,8 @@ def test_geometry_shorter_side_then_centre_crop(tmp_path):
 
 def test_mean_and_pca_equal_direct_numpy(built):
     root, _, _ = built
-    meta = read_metadata(str(root / "out" / "train.h5"))
+    with StoreReader(root / "out" / "train.h5") as store:
+        meta = store.metadata
     with h5py.File(root / "out" / "train.h5", "r") as f:
         images = f["images"][()].astype(numpy.float64)
     numpy.testing.assert_allclose(meta.mean_image, images.mean(axis=0), rtol=1e-13, atol=1e-12)
@@ -123,7 +124,8 @@ def test_mean_and_pca_equal_direct_numpy(built):
                                   atol=1e-9 * eigval[0])
     numpy.testing.assert_allclose(meta.pixel_std, pixels.std(axis=0), rtol=1e-12)
     assert (numpy.diff(meta.pca_eigval) <= 0).all()
-    val = read_metadata(str(root / "out" / "val.h5"))
+    with StoreReader(root / "out" / "val.h5") as store:
+        val = store.metadata
     assert val.mean_image is None and val.build_id == meta.build_id
     assert meta.class_names == ["cat", "dog", "emu"] and meta.wnids is None
 
@@ -151,7 +153,8 @@ def test_ilsvrc2012_layout_with_a_fake_devkit(tmp_path):
         .write_text("".join(f"{t}\n" for t in truth))
     summary = build(str(src), str(tmp_path / "out"), size=S, workers=0, progress=False)
     assert summary.layout == "ilsvrc2012"
-    meta = read_metadata(str(tmp_path / "out" / "val.h5"))
+    with StoreReader(tmp_path / "out" / "val.h5") as store:
+        meta = store.metadata
     assert meta.wnids == ["n00000001", "n00000002", "n00000003"]     # sorted WNIDs
     assert meta.class_names == ["apple", "kiwi", "zebra"]
     with h5py.File(tmp_path / "out" / "val.h5", "r") as f:

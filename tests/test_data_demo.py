@@ -5,7 +5,7 @@ import os
 import numpy
 
 from data import demo
-from data.store import read_metadata
+from data.store import StoreReader
 
 
 def mean_colours(per_class, seed):
@@ -50,8 +50,9 @@ def test_render_is_deterministic_and_varied():
 def test_ensure_demo_builds_once_and_rebuilds_on_a_new_version(tmp_path, monkeypatch):
     out = demo.ensure_demo(str(tmp_path), workers=0, progress=False, train_per_class=3,
                            val_per_class=1)
-    train = read_metadata(os.path.join(out, "train.h5"))
-    val = read_metadata(os.path.join(out, "val.h5"))
+    with StoreReader(os.path.join(out, "train.h5")) as a, \
+            StoreReader(os.path.join(out, "val.h5")) as b:
+        train, val = a.metadata, b.metadata
     assert train.count == 30 and val.count == 10 and train.size == demo.DEMO_SIZE
     assert train.class_names == sorted(demo.CLASSES) and train.pixel_std.shape == (3,)
     stamp = os.path.join(out, "demo.json")

@@ -5,7 +5,7 @@ import numpy
 import pytest
 
 from data.loader import Loader, sequential_batches
-from data.store import StoreWriter, read_metadata
+from data.store import StoreReader, StoreWriter
 
 N, S = 23, 4
 
@@ -118,11 +118,12 @@ def test_breaking_out_stops_the_workers(store):
 
 
 def test_metadata_and_bad_arguments(store):
-    meta = read_metadata(store)
+    with StoreReader(store) as reader:
+        meta = reader.metadata
     loader = Loader(store, 5)
     assert loader.metadata.class_names == meta.class_names == ["a", "b", "c", "d", "e"]
     assert meta.count == N and meta.size == S and meta.pca_eigvec.shape == (3, 3)
     with pytest.raises(ValueError, match="batch_size"):
         Loader(store, 0)
-    with pytest.raises(ValueError, match="no such store"):
+    with pytest.raises(ValueError, match="does not exist"):
         Loader(store + ".missing", 5)

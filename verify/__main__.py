@@ -73,8 +73,9 @@ def main(argv=None):
         parts = parse_parts(args.only)
     except ValueError as e:
         parser.error(str(e))
+    from data.files import write_json
     from data.progress import Progress
-    from verify.compare import all_passed, format_table, report_dict, write_json
+    from verify.compare import all_passed, format_table, report_dict
 
     steps = plan(parts, numpy.dtype(args.dtype), args.seed, SIZES[args.size])
     start = time.perf_counter()
@@ -100,7 +101,7 @@ def main(argv=None):
             json.dump(report, sys.stdout, indent=1)
             sys.stdout.write("\n")
         else:
-            write_json(report, args.json)
+            write_json(args.json, report)
     return 0 if all_passed(rows) else 1
 
 

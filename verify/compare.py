@@ -30,9 +30,6 @@ Tolerances (``TOLERANCE``), per dtype and per kind of comparison:
 """
 
 import dataclasses
-import json
-import os
-import tempfile
 
 import numpy
 
@@ -158,19 +155,3 @@ def report_dict(rows, **meta):
     return {**meta, "passed": all_passed(rows),
             "rows": [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in rows]}
 
-
-def write_json(report, path):
-    """Write ``report`` to ``path`` atomically (temp file in the same folder, then replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".verify-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
