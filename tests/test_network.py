@@ -3,7 +3,6 @@
 Equivalence with the grouped single-device form is in test_network_equivalence.py,
 finite differences in test_network_gradcheck.py, placement in test_network_devices.py.
 """
-import json
 import math
 
 import numpy
@@ -218,19 +217,3 @@ def test_bad_inputs_are_refused():
         net.loss_and_grad(x, numpy.array([0]))
     with pytest.raises(TypeError, match="labels"):
         net.loss_and_grad(x, numpy.array([0.0, 1.0]))
-
-
-@pytest.mark.slow
-def test_full_size_alexnet_forward_backward_float64_batch2():
-    rng = numpy.random.default_rng(0)
-    net = AlexNet("alexnet", "float64").init(seed=0)
-    x = rng.standard_normal((2, 3, 227, 227))
-    labels = numpy.array([3, 999])
-    logits = net.forward(x)
-    assert logits.shape == (2, 1000) and numpy.all(numpy.isfinite(logits))
-    loss, grads = net.loss_and_grad(x, labels, rng=rng)
-    assert numpy.isfinite(loss)
-    for name, g in grads.items():
-        assert g.shape == net.shapes[name], name
-        assert numpy.all(numpy.isfinite(g)), name
-    assert json.dumps({"loss": loss})  # a plain float
