@@ -1,4 +1,4 @@
-"""``python -m refnet.bench`` at toy size: it runs, writes its JSON, and refuses bad options.
+"""``python -m bench`` at toy size: it runs, writes its JSON, and refuses bad options.
 
 Timings themselves are never asserted (speed is measured by the bench, not by tests);
 this only keeps the measurement CLI working, with and without PyTorch's side.
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from refnet import bench
+from bench import __main__ as bench
 
 
 @pytest.mark.parametrize("extra", [["--no-torch"], ["--conv-algo", "gemm", "--no-torch"],

@@ -1,4 +1,4 @@
-"""``python -m refnet.bench``: refnet's training step against a PyTorch twin, side by side.
+"""``python -m bench``: refnet's training step against a PyTorch twin, side by side.
 
 Times, interleaved in one process, refnet and PyTorch on the same architecture, batch,
 dtype and weights: the whole training step (forward, backward, SGD), forward only, and
@@ -27,8 +27,8 @@ Without torch installed the bench still runs and reports refnet alone. On a GPU
 (``--device gpu``) PyTorch runs with cuDNN on the same card; ``--tf32`` allows TF32 on
 both sides (CuPy's ``CUPY_TF32=1`` and PyTorch's matmul/cuDNN flags).
 
-The PyTorch network twin is ``verify.twin_network.TwinAlexNet``, imported lazily: the
-bench is a measurement CLI and is the one place in ``refnet`` that uses ``verify``.
+The PyTorch network twin is ``verify.twin_network.TwinAlexNet``, imported lazily, so the
+bench runs without torch.
 """
 
 import argparse
@@ -70,7 +70,7 @@ def reexec_if_needed(argv, keep_env):
     env[REEXEC_FLAG] = "1"
     print(f"bench: re-executing with {', '.join(changed) or 'OPENBLAS_CORETYPE/L2_SIZE (not set)'} unset "
           f"and {', '.join(MALLOC_ENV)} set (both sides)", file=sys.stderr, flush=True)
-    os.execve(sys.executable, [sys.executable, "-m", "refnet.bench", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "bench", *argv], env)
 
 
 def blas_info():
@@ -410,7 +410,7 @@ def bench_layers(ours, theirs, batch, repeats, warmup, form="network"):
 # -- peak memory (a fresh subprocess per side) ------------------------------------------------
 def peak_memory(args, side):
     """Peak RSS (bytes) of a subprocess that builds one side and runs training steps."""
-    cmd = [sys.executable, "-m", "refnet.bench", "--memory-probe", side, "--arch", args.arch,
+    cmd = [sys.executable, "-m", "bench", "--memory-probe", side, "--arch", args.arch,
            "--batch", str(args.batch), "--dtype", args.dtype, "--device", args.device,
            "--conv-cache", args.conv_cache, "--conv-algo", args.conv_algo, "--keep-env"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
@@ -475,7 +475,7 @@ def torch_device(device):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m refnet.bench", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     p.add_argument("--arch", default="alexnet", help="architecture (default alexnet)")
     p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
@@ -573,7 +573,7 @@ def run(args):
 
 
 def report(r):
-    lines = [f"refnet.bench: {r['arch']} batch {r['batch']} {r['dtype']} on {r['device']}"
+    lines = [f"bench: {r['arch']} batch {r['batch']} {r['dtype']} on {r['device']}"
              f" (conv_cache={r['conv_cache']}, conv_algo={r.get('conv_algo', 'gemm')})"
              + (f" ({r['gpu']})" if r.get("gpu") else ""),
              "BLAS: " + "; ".join(f"{b['internal_api']} {b['version']} kernel "
