@@ -7,15 +7,17 @@ import json
 
 import pytest
 
-from bench import __main__ as bench
+from bench.__main__ import main
+from bench.layers import column_shares, layer_cases
+from refnet import AlexNet
 
 
 @pytest.mark.parametrize("extra", [["--no-torch"], ["--conv-algo", "gemm", "--no-torch"],
                                    ["--layers-as", "grouped", "--no-torch"]])
 def test_bench_runs_on_the_tiny_net_and_writes_json(tmp_path, extra):
     out = tmp_path / "bench.json"
-    bench.main(["--arch", "tiny", "--batch", "2", "--repeats", "1", "--warmup", "0",
-                "--parts", "step,forward,layers", "--keep-env", "--json", str(out), *extra])
+    main(["--arch", "tiny", "--batch", "2", "--repeats", "1", "--warmup", "0",
+          "--parts", "step,forward,layers", "--keep-env", "--json", str(out), *extra])
     r = json.loads(out.read_text())
     assert r["step"]["refnet"]["median_s"] > 0
     names = [row["layer"] for row in r["layers"]]
@@ -25,7 +27,7 @@ def test_bench_runs_on_the_tiny_net_and_writes_json(tmp_path, extra):
 
 def test_bench_refuses_bad_options(capsys):
     with pytest.raises(SystemExit):
-        bench.main(["--batch", "0"])
+        main(["--batch", "0"])
     assert "--batch and --repeats must be >= 1" in capsys.readouterr().err
 
 
@@ -33,9 +35,9 @@ def test_column_shares_match_the_networks_own_shards():
     """The per-layer bench times each column's share as the network holds it: the conv
     and fc weight shapes of the shares are the network's per-column parameter shapes,
     and each conv share reads as many input channels as its weight expects."""
-    net = bench.AlexNet("alexnet")
-    for name, kind, shape, p in bench.layer_cases(net, 4):
-        shares = bench.column_shares(net, name, kind, shape, p)
+    net = AlexNet("alexnet")
+    for name, kind, shape, p in layer_cases(net, 4):
+        shares = column_shares(net, name, kind, shape, p)
         if kind in ("conv", "linear"):
             assert [tuple(q["w"]) for _, q in shares] == \
                 [tuple(net.params[c][f"{name}.weight"].shape) for c in range(len(shares))]

@@ -2,7 +2,7 @@
 
     python tools/gpu_agreement.py [--arch demo] [--batch 8] [--backend cupy]
 
-For each layer of the grouped single-device form (shapes from ``bench``'s layer
+For each layer of the grouped single-device form (shapes from ``bench.layers``' layer
 table; conv, ReLU, LRN and pooling in both map layouts, NCHW and the network's CHWN) and
 for the whole network (loss, logits and all 16 gradients, train mode with the
 same host-drawn dropout masks), runs refnet on NumPy and on ``--backend`` and prints the
@@ -23,7 +23,7 @@ import numpy
 
 from layers import backend
 from layers.layout import LAYOUTS, transpose
-from bench.__main__ import MAP_KINDS, layer_cases, refnet_layer
+from bench.layers import MAP_KINDS, layer_cases, refnet_layer
 from refnet.network import AlexNet
 from verify.compare import errors
 
