@@ -30,31 +30,33 @@ import numpy
 from bench.env import blas_info, blas_threads, reexec_if_needed, reported_env
 from bench.flops import step_flops
 from bench.layers import time_layers
-from bench.memory import peak_memory, run_probe
+from bench.memory import SIDES, peak_memory, run_probe
 from bench.report import report, write_json
-from bench.sides import RefnetSide, TorchSide, backend_name, load_torch, torch_device
+from bench.sides import RefnetSide, TorchSide, load_torch
 from bench.timing import gemm_peak, interleave
-from layers import backend
-from refnet.arch import get_arch
+from refnet import NetOptions
+from refnet.options import CHOICES, DEVICES, backend_for_device
 
 PARTS = ("step", "forward", "layers", "memory")
+BENCH_DEVICES = tuple(d for d in DEVICES if d != "auto")   # the results name the device
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    p.add_argument("--arch", default="alexnet", help="architecture (default alexnet)")
+    p.add_argument("--arch", default="alexnet", choices=CHOICES["arch"],
+                   help="architecture (default alexnet)")
     p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    p.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
+    p.add_argument("--dtype", default="float32", choices=CHOICES["dtype"])
+    p.add_argument("--device", default="cpu", choices=BENCH_DEVICES)
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs (default 1)")
     p.add_argument("--parts", default=",".join(PARTS),
                    help=f"comma list of {', '.join(PARTS)} (default all)")
     p.add_argument("--no-torch", action="store_true", help="time refnet alone")
-    p.add_argument("--conv-cache", default="columns", choices=("columns", "input"),
-                   help="what refnet's convs keep for backward (AlexNet conv_cache)")
-    p.add_argument("--conv-algo", default="winograd", choices=("winograd", "gemm"),
-                   help="refnet's stride-1 convolutions (AlexNet conv_algo)")
+    p.add_argument("--conv-cache", default="columns", choices=CHOICES["conv_cache"],
+                   help="what refnet's convs keep for backward (NetOptions.conv_cache)")
+    p.add_argument("--conv-algo", default="winograd", choices=CHOICES["conv_algo"],
+                   help="refnet's stride-1 convolutions (NetOptions.conv_algo)")
     p.add_argument("--layers-as", default="network", choices=("network", "grouped"),
                    help="per-layer rows: our layers as the network runs them (each "
                         "column's share, concurrently; default) or as one grouped call")
@@ -62,15 +64,11 @@ def parse_args(argv):
     p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
     p.add_argument("--keep-env", action="store_true",
                    help="do not re-execute with the OpenBLAS overrides unset")
-    p.add_argument("--memory-probe", choices=("refnet", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--memory-probe", choices=SIDES, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
         p.error(f"--batch and --repeats must be >= 1 and --warmup >= 0, got "
                 f"{args.batch}, {args.repeats}, {args.warmup}")
-    try:
-        get_arch(args.arch)
-    except ValueError as e:
-        p.error(str(e))
     args.parts = set(args.parts.split(","))
     bad = args.parts - set(PARTS)
     if bad:
@@ -78,12 +76,22 @@ def parse_args(argv):
     return args
 
 
+def net_options(args):
+    """The ``NetOptions`` of refnet's network for the parsed ``args`` (the library's
+    defaults for every option the bench has no flag for)."""
+    try:
+        backend = backend_for_device(args.device)
+    except ValueError as e:
+        raise SystemExit(f"bench: {e}")
+    return NetOptions(arch=args.arch, dtype=args.dtype, backend=backend,
+                      conv_cache=args.conv_cache, conv_algo=args.conv_algo)
+
+
 def run(args):
     """The results dict of the parts ``args`` asks for (``bench.report`` lists its keys)."""
-    if args.device == "gpu" and backend.gpu_count() == 0:
-        raise SystemExit("bench: --device gpu needs CuPy and a CUDA device")
     if args.tf32:
-        os.environ["CUPY_TF32"] = "1"
+        os.environ["CUPY_TF32"] = "1"      # before anything imports CuPy
+    options = net_options(args)
     torch = None if args.no_torch else load_torch()
     threads = blas_threads()
     results = {"arch": args.arch, "batch": args.batch, "dtype": args.dtype,
@@ -96,15 +104,14 @@ def run(args):
         results["memory"] = {"refnet": peak_memory(args, "refnet")}
         if torch is not None:
             results["memory"]["torch"] = peak_memory(args, "torch")
-    ours = RefnetSide(args.arch, args.batch, args.dtype, backend_name(args.device),
-                      conv_cache=args.conv_cache, conv_algo=args.conv_algo)
+    ours = RefnetSide(options, args.batch)
     theirs = None
     if torch is not None:
         torch.set_num_threads(threads)
         if args.tf32:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        theirs = TorchSide(torch, ours, torch_device(args.device))
+        theirs = TorchSide(torch, ours)
         if args.device == "gpu":
             results["gpu"] = torch.cuda.get_device_name(0)
     fwd_flops, step_fl = step_flops(ours.net)
@@ -142,7 +149,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.memory_probe:
-        return run_probe(args)
+        return run_probe(args.memory_probe, net_options(args), args.batch)
     reexec_if_needed(argv, args.keep_env)
     results = run(args)
     print(report(results))

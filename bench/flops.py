@@ -12,7 +12,7 @@ def step_flops(net):
     Forward: every conv and fc GEMM. Backward: dW for every layer and dX for every layer
     but conv1 (its input is the image).
     """
-    sizes = net.spec.sizes(net.pool)
+    sizes = net.options.spec.sizes(net.options.pool)
     fwd = bwd = 0
     for i in range(1, 6):
         k, cg, kh, kw = net.shapes[f"conv{i}.weight"]

@@ -31,23 +31,25 @@ MAP_KINDS = ("conv", "relu", "lrn", "pool")   # layers that see the net's map la
 
 def layer_cases(net, batch):
     """[(name, kind, x shape, params)] for every layer of the grouped form of ``net``, in
-    order, at ``batch`` images. params: conv {w (shape), stride, pad, groups, algo}; lrn
-    {groups, size, alpha, beta, k}; pool {size, stride}; linear {w (shape)}."""
-    sizes, shapes = net.spec.sizes(net.pool), net.shapes
-    cases, c_in, s = [], 3, net.spec.input_size
-    z, st = net.pool
-    for i, spec in enumerate(net.spec.convs, start=1):
+    order, at ``batch`` images, read off ``net.options`` and ``net.shapes``. params: conv
+    {w (shape), stride, pad, groups, algo}; lrn {groups, size, alpha, beta, k}; pool
+    {size, stride}; linear {w (shape)}."""
+    opts, shapes = net.options, net.shapes
+    sizes = opts.spec.sizes(opts.pool)
+    cases, c_in, s = [], 3, opts.spec.input_size
+    z, st = opts.pool
+    for i, spec in enumerate(opts.spec.convs, start=1):
         w = shapes[f"conv{i}.weight"]
-        algo = "winograd" if net.conv_algo == "winograd" and spec.stride == 1 else "gemm"
+        algo = "winograd" if opts.conv_algo == "winograd" and spec.stride == 1 else "gemm"
         cases.append((f"conv{i}", "conv", (batch, c_in, s, s),
                       dict(w=w, stride=spec.stride, pad=spec.pad, groups=c_in // w[1],
                            algo=algo)))
         c_in, s = w[0], sizes[f"conv{i}"]
         cases.append((f"relu{i}", "relu", (batch, c_in, s, s), {}))
-        if i in (1, 2):
+        if i in (1, 2) and opts.lrn:
             cases.append((f"lrn{i}", "lrn", (batch, c_in, s, s),
-                          dict(groups=net.columns if net.lrn_mode == "column" else 1,
-                               **net.lrn_params)))
+                          dict(groups=opts.columns if opts.lrn_mode == "column" else 1,
+                               **opts.lrn_params)))
         if i in (1, 2, 5):
             cases.append((f"pool{i}", "pool", (batch, c_in, s, s), dict(size=z, stride=st)))
             s = sizes[f"pool{i}"]
@@ -148,7 +150,7 @@ def column_shares(net, name, kind, shape, p):
     their column's own; every conv and fc layer computes its column's half of the
     outputs; fc8 and the loss live on column 0 alone. (LRN over all channels, Caffe's
     mode, is timed per column without its 2-channel halo.)"""
-    G = net.columns
+    G = net.options.columns
     if kind == "softmax" or name == "fc8" or G == 1:
         return [(shape, p)]
     if kind == "linear":
@@ -173,18 +175,19 @@ def time_layers(ours, theirs, batch, repeats, warmup, form="network"):
     shared im2col); "grouped" calls it once with both columns' channels (the grouped
     single-device layer, as PyTorch's), on the calling thread."""
     net, xp = ours.net, ours.xp
+    dtype, net_layout = net.options.dtype, net.options.layout
     rng = numpy.random.default_rng(3)
     rows = []
     cases = layer_cases(net, batch)
     bar = Progress(total=len(cases), desc="layers", unit="layer")
     for name, kind, shape, p in cases:
-        x_np = rng.standard_normal(shape).astype(net.dtype)
-        layout = net.layout if kind in MAP_KINDS else "NCHW"
+        x_np = rng.standard_normal(shape).astype(dtype)
+        layout = net_layout if kind in MAP_KINDS else "NCHW"
         row = {"layer": name}
         per_column = []
         shares = column_shares(net, name, kind, shape, p) if form == "network" else [(shape, p)]
         for c, (col_shape, q) in enumerate(shares):
-            xc = rng.standard_normal(col_shape).astype(net.dtype)
+            xc = rng.standard_normal(col_shape).astype(dtype)
             with net.placement.device(c):
                 xc = xp.asarray(transpose(xc, "NCHW", layout))
                 per_column.append(refnet_layer(xp, kind, xc, q, numpy.random.default_rng(4),

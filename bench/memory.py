@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from bench.env import blas_threads
-from bench.sides import RefnetSide, TorchSide, backend_name, load_torch, torch_device
+from bench.sides import RefnetSide, TorchSide, load_torch
 
 SIDES = ("refnet", "torch")
 
@@ -58,21 +58,19 @@ def reset_peak_rss():
     return True
 
 
-def run_probe(args):
-    """The probe process: build the side ``args.memory_probe`` names, drop what only
-    set-up needed, then print the peak resident set over two training steps (the model,
-    its libraries and the step's working memory) as one JSON line."""
-    ours = RefnetSide(args.arch, args.batch, args.dtype, backend_name(args.device),
-                      conv_cache=args.conv_cache, conv_algo=args.conv_algo)
-    side = ours
-    if args.memory_probe == "torch":
+def run_probe(side, options, batch):
+    """The probe process: build ``side`` ("refnet" or "torch") for the network
+    ``options`` (a ``NetOptions``) at ``batch``, drop what only set-up needed, then print
+    the peak resident set over two training steps (the model, its libraries and the
+    step's working memory) as one JSON line."""
+    measured = RefnetSide(options, batch)
+    if side == "torch":
         torch = load_torch()
         torch.set_num_threads(blas_threads())
-        side = TorchSide(torch, ours, torch_device(args.device))
-        del ours
+        measured = TorchSide(torch, measured)     # the refnet side is freed here
     reset = reset_peak_rss()
     before = peak_rss()
     for _ in range(2):
-        side.step()
+        measured.step()
     print(json.dumps({"peak_rss_bytes": peak_rss(), "rss_before_steps_bytes": before,
                       "peak_reset": reset}))

@@ -12,8 +12,7 @@ torch is imported lazily (``load_torch``), so the bench runs without it.
 import numpy
 
 from layers import backend
-from refnet.network import AlexNet
-from refnet.sgd import SGD
+from refnet import SGD, build_network
 
 
 def load_torch():
@@ -25,23 +24,22 @@ def load_torch():
     return torch
 
 
-def torch_device(device):
-    """PyTorch's device for the bench's --device: "cuda" for "gpu", else "cpu"."""
-    return "cuda" if device == "gpu" else "cpu"
+def torch_device(options):
+    """PyTorch's device for a network's ``NetOptions``: "cuda" for CuPy, else "cpu"."""
+    return "cuda" if options.backend == "cupy" else "cpu"
 
 
 class RefnetSide:
-    """refnet's network (paper init from ``seed``), SGD, and a random batch of ``batch``."""
+    """The network ``options`` (a ``NetOptions``) describes, with the paper's init from
+    ``seed``, SGD, and a random batch of ``batch`` images and labels."""
 
-    def __init__(self, arch, batch, dtype, backend_name, seed=0, conv_cache="columns",
-                 conv_algo="winograd"):
-        self.net = AlexNet(arch, dtype, backend_name, conv_cache=conv_cache,
-                           conv_algo=conv_algo).init(seed)
+    def __init__(self, options, batch, seed=0):
+        self.net = build_network(options).init(seed)
         self.xp = self.net.xp
         self.opt = SGD(self.net, lr=1e-4)
         rng = numpy.random.default_rng(seed)
-        s = self.net.spec.input_size
-        self.x = self.xp.asarray(rng.standard_normal((batch, 3, s, s)).astype(dtype))
+        s = options.spec.input_size
+        self.x = self.xp.asarray(rng.standard_normal((batch, 3, s, s)).astype(options.dtype))
         self.labels = rng.integers(0, self.net.num_classes, batch)
         self.rng = numpy.random.default_rng(seed + 1)
 
@@ -60,16 +58,17 @@ class RefnetSide:
 
 
 class TorchSide:
-    """The PyTorch twin of ``refnet_side``'s network, with its weights and batch, on
-    ``device`` ("cpu" or "cuda"); SGD with the paper's momentum and weight decay."""
+    """The PyTorch twin (``verify.network.twin_of``) of ``refnet_side``'s network, with
+    its weights and batch, on the matching device (``torch_device``); SGD with the
+    paper's momentum and weight decay."""
 
-    def __init__(self, torch, refnet_side, device):
-        from verify.twin_network import TwinAlexNet
+    def __init__(self, torch, refnet_side):
+        from verify.network import twin_of
         net = refnet_side.net
-        geometry = [(c.stride, c.pad) for c in net.spec.convs]
+        opts = net.options
         self.torch = torch
-        self.device = device
-        self.model = TwinAlexNet(net.state_dict(), geometry, pool=net.pool).to(device)
+        self.device = device = torch_device(opts)
+        self.model = twin_of(opts, net.state_dict()).to(device)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9,
                                    weight_decay=5e-4)
         x = backend.asnumpy(refnet_side.x)
@@ -78,7 +77,7 @@ class TorchSide:
         n = x.shape[0]
         rng = numpy.random.default_rng(2)
         self.masks = {name: torch.from_numpy(rng.random((n, net.shapes[f"{name}.bias"][0]))
-                                             >= net.dropout).to(device)
+                                             >= opts.dropout).to(device)
                       for name in ("fc6", "fc7")}
 
     def step(self):
@@ -96,6 +95,3 @@ class TorchSide:
         if self.device != "cpu":
             self.torch.cuda.synchronize()
 
-
-def backend_name(device):
-    return "cupy" if device == "gpu" else "numpy"

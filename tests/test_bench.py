@@ -9,7 +9,7 @@ import pytest
 
 from bench.__main__ import main
 from bench.layers import column_shares, layer_cases
-from refnet import AlexNet
+from refnet import NetOptions, build_network
 
 
 @pytest.mark.parametrize("extra", [["--no-torch"], ["--conv-algo", "gemm", "--no-torch"],
@@ -35,7 +35,7 @@ def test_column_shares_match_the_networks_own_shards():
     """The per-layer bench times each column's share as the network holds it: the conv
     and fc weight shapes of the shares are the network's per-column parameter shapes,
     and each conv share reads as many input channels as its weight expects."""
-    net = AlexNet("alexnet")
+    net = build_network(NetOptions(arch="alexnet"))
     for name, kind, shape, p in layer_cases(net, 4):
         shares = column_shares(net, name, kind, shape, p)
         if kind in ("conv", "linear"):
