@@ -45,8 +45,9 @@ def reexec_if_needed(argv, keep_env):
     env.update(MALLOC_ENV)
     env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     env[REEXEC_FLAG] = "1"
-    print(f"bench: re-executing with {', '.join(changed) or 'OPENBLAS_CORETYPE/L2_SIZE (not set)'} unset "
-          f"and {', '.join(MALLOC_ENV)} set (both sides)", file=sys.stderr, flush=True)
+    unset = ", ".join(changed) or "OPENBLAS_CORETYPE/L2_SIZE (not set)"
+    print(f"bench: re-executing with {unset} unset and {', '.join(MALLOC_ENV)} set "
+          f"(both sides)", file=sys.stderr, flush=True)
     os.execve(sys.executable, [sys.executable, "-m", "bench", *argv], env)
 
 

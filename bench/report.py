@@ -28,9 +28,9 @@ def report(r):
             if side in r[part]:
                 s = r[part][side]
                 lines.append(f"{part:8s} {side:7s} median {s['median_s']:.3f} s "
-                             f"[{s['min_s']:.3f}, {s['max_s']:.3f}]  {s['images_per_s']:7.1f} img/s"
-                             f"  {s['gflops']:6.0f} GFLOP/s ({100 * s['fraction_of_gemm_peak']:.0f}%"
-                             f" of GEMM peak)")
+                             f"[{s['min_s']:.3f}, {s['max_s']:.3f}]  "
+                             f"{s['images_per_s']:7.1f} img/s  {s['gflops']:6.0f} GFLOP/s "
+                             f"({100 * s['fraction_of_gemm_peak']:.0f}% of GEMM peak)")
         if "speedup_vs_torch" in r[part]:
             lines.append(f"{part:8s} refnet speed / PyTorch speed = "
                          f"{r[part]['speedup_vs_torch']:.2f}x")
