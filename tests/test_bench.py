@@ -1,41 +1,73 @@
-"""``python -m refnet.bench`` at toy size: it runs, writes its JSON, and refuses bad options.
+"""``python -m bench`` at toy size: it runs, writes its JSON, and refuses bad options.
 
 Timings themselves are never asserted (speed is measured by the bench, not by tests);
-this only keeps the measurement CLI working, with and without PyTorch's side.
+this only keeps the measurement CLI working, with and without PyTorch's side, and keeps
+the library standing without it.
 """
+import argparse
+import ast
 import json
+import pathlib
 
 import pytest
 
-from refnet import bench
+from bench.__main__ import main
+from bench.layers import column_shares, layer_cases
+from bench.memory import peak_memory
+from bench.report import write_json
+from refnet import NetOptions, build_network
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("extra", [["--no-torch"], ["--conv-algo", "gemm", "--no-torch"],
                                    ["--layers-as", "grouped", "--no-torch"]])
 def test_bench_runs_on_the_tiny_net_and_writes_json(tmp_path, extra):
     out = tmp_path / "bench.json"
-    bench.main(["--arch", "tiny", "--batch", "2", "--repeats", "1", "--warmup", "0",
-                "--parts", "step,forward,layers", "--keep-env", "--json", str(out), *extra])
+    main(["--arch", "tiny", "--batch", "2", "--repeats", "1", "--warmup", "0",
+          "--parts", "step,forward,layers", "--keep-env", "--json", str(out), *extra])
     r = json.loads(out.read_text())
     assert r["step"]["refnet"]["median_s"] > 0
     names = [row["layer"] for row in r["layers"]]
     assert names[:4] == ["conv1", "relu1", "lrn1", "pool1"] and names[-1] == "softmax"
     assert all(row["refnet_forward"] > 0 for row in r["layers"])
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]   # no temporary left
 
 
 def test_bench_refuses_bad_options(capsys):
     with pytest.raises(SystemExit):
-        bench.main(["--batch", "0"])
+        main(["--batch", "0"])
     assert "--batch and --repeats must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--conv-algo", "fft"])
+    assert "invalid choice: 'fft'" in capsys.readouterr().err
+
+
+def test_memory_probe_runs_python_m_bench_in_a_fresh_process():
+    args = argparse.Namespace(arch="tiny", batch=2, dtype="float32", device="cpu",
+                              conv_cache="columns", conv_algo="winograd")
+    r = peak_memory(args, "refnet")
+    assert r is not None and set(r) == {"peak_rss_bytes", "rss_before_steps_bytes",
+                                        "peak_reset"}
+
+
+def test_json_write_is_atomic(tmp_path):
+    """A failed write leaves the previous file whole and no temporary behind."""
+    path = tmp_path / "r.json"
+    write_json(path, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
 def test_column_shares_match_the_networks_own_shards():
     """The per-layer bench times each column's share as the network holds it: the conv
     and fc weight shapes of the shares are the network's per-column parameter shapes,
     and each conv share reads as many input channels as its weight expects."""
-    net = bench.AlexNet("alexnet")
-    for name, kind, shape, p in bench.layer_cases(net, 4):
-        shares = bench.column_shares(net, name, kind, shape, p)
+    net = build_network(NetOptions(arch="alexnet"))
+    for name, kind, shape, p in layer_cases(net, 4):
+        shares = column_shares(net, name, kind, shape, p)
         if kind in ("conv", "linear"):
             assert [tuple(q["w"]) for _, q in shares] == \
                 [tuple(net.params[c][f"{name}.weight"].shape) for c in range(len(shares))]
@@ -45,3 +77,31 @@ def test_column_shares_match_the_networks_own_shards():
             assert len(shares) == 1
         else:
             assert len(shares) == net.columns
+
+
+def test_layer_cases_follow_the_networks_options():
+    net = build_network(NetOptions(arch="tiny", lrn=False, columns=1, pool=(2, 2),
+                                   conv_algo="gemm"))
+    cases = layer_cases(net, 2)
+    assert not [c for c in cases if c[1] == "lrn"]
+    assert {c[3]["algo"] for c in cases if c[1] == "conv"} == {"gemm"}
+    assert all(c[3] == dict(size=2, stride=2) for c in cases if c[1] == "pool")
+    assert all(len(column_shares(net, *c)) == 1 for c in cases)
+
+
+def test_the_library_imports_neither_bench_nor_verify_nor_a_framework():
+    """layers/, data/ and refnet/ stand without the tools built on them."""
+    banned = {"bench", "verify", "torch", "jax", "onnxruntime"}
+    found = []
+    for package in ("layers", "data", "refnet"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                    names = [node.module]
+                else:
+                    continue
+                found += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names
+                          if n.split(".")[0] in banned]
+    assert found == []

@@ -2,7 +2,7 @@
 
     python tools/gpu_agreement.py [--arch demo] [--batch 8] [--backend cupy]
 
-For each layer of the grouped single-device form (shapes from ``refnet.bench``'s layer
+For each layer of the grouped single-device form (shapes from ``bench.layers``' layer
 table; conv, ReLU, LRN and pooling in both map layouts, NCHW and the network's CHWN) and
 for the whole network (loss, logits and all 16 gradients, train mode with the
 same host-drawn dropout masks), runs refnet on NumPy and on ``--backend`` and prints the
@@ -23,8 +23,9 @@ import numpy
 
 from layers import backend
 from layers.layout import LAYOUTS, transpose
-from refnet.bench import MAP_KINDS, layer_cases, refnet_layer
-from refnet.network import AlexNet
+from bench.layers import MAP_KINDS, layer_cases, refnet_layer
+from refnet import NetOptions, build_network
+from refnet.options import CHOICES
 from verify.compare import errors
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-4}
@@ -46,7 +47,7 @@ def flatten(out):
 
 
 def layer_rows(xp, arch, batch, dtype):
-    net = AlexNet(arch, dtype)
+    net = build_network(NetOptions(arch=arch, dtype=dtype))
     rows = []
     rng = numpy.random.default_rng(0)
     for name, kind, shape, p in layer_cases(net, batch):
@@ -68,8 +69,9 @@ def layer_rows(xp, arch, batch, dtype):
 
 
 def network_rows(backend_name, arch, batch, dtype):
-    ref = AlexNet(arch, dtype).init(seed=3, scheme="he")
-    net = AlexNet(arch, dtype, backend_name).init(seed=3, scheme="he")
+    opts = NetOptions(arch=arch, dtype=dtype)
+    ref = build_network(opts).init(seed=3, scheme="he")
+    net = build_network(opts.replace(backend=backend_name)).init(seed=3, scheme="he")
     rng = numpy.random.default_rng(5)
     s = ref.spec.input_size
     x = rng.standard_normal((batch, 3, s, s)).astype(dtype)
@@ -85,9 +87,9 @@ def network_rows(backend_name, arch, batch, dtype):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--arch", default="demo")
+    p.add_argument("--arch", default="demo", choices=CHOICES["arch"])
     p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--backend", default="cupy", choices=("cupy", "numpy"))
+    p.add_argument("--backend", default="cupy", choices=CHOICES["backend"])
     args = p.parse_args(argv)
     xp = backend.backend_module(args.backend)
     failed = 0

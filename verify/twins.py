@@ -101,7 +101,7 @@ def dropout_torch(tx, mask, *, p, train, mode):
     """
     if mode not in ("paper", "inverted"):
         raise ValueError(f"dropout twin: mode must be 'paper' or 'inverted', got {mode!r}")
-    if train:   # a NumPy mask, or a torch tensor already on tx's device (refnet.bench)
+    if train:   # a NumPy mask, or a torch tensor already on tx's device (the bench)
         mask = mask if isinstance(mask, torch.Tensor) else tensor(mask)
     if mode == "paper":
         return tx * mask if train else tx * (1.0 - p)

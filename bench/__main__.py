@@ -1,0 +1,162 @@
+"""``python -m bench``: refnet's training step against a PyTorch twin, side by side.
+
+Times, interleaved in one process, refnet and PyTorch on the same architecture, batch,
+dtype and weights: the whole training step (forward, backward, SGD), forward only, and
+each layer (forward and backward apart; PyTorch's as the grouped single-device layer with
+its threads, NCHW; ours as the network runs it, each column's share on its own core in
+the network's layout, batch innermost by default). Reports the median and min/max over
+the timed repeats (after warm-up), images/s, the ratio refnet/PyTorch (> 1 means refnet
+is faster), the effective GFLOP/s against this machine's GEMM peak (measured here), and
+the peak resident memory of each side's training step (each measured in a fresh
+subprocess).
+
+Before timing, the bench re-executes itself once with its environment settings (the
+BLAS kernel and glibc malloc; ``bench.env`` says which and why) and prints them with the
+results. Without torch installed it still runs and reports refnet alone. On a GPU
+(``--device gpu``) PyTorch runs with cuDNN on the same card; ``--tf32`` allows TF32 on
+both sides (CuPy's ``CUPY_TF32=1`` and PyTorch's matmul/cuDNN flags).
+
+Modules: ``bench.env`` (environment, BLAS), ``bench.sides`` (the two networks),
+``bench.timing``, ``bench.flops``, ``bench.layers`` (per-layer cases), ``bench.memory``
+(peak RSS probes), ``bench.report`` (text and JSON).
+"""
+
+import argparse
+import os
+import sys
+
+import numpy
+
+from bench.env import blas_info, blas_threads, reexec_if_needed, reported_env
+from bench.flops import step_flops
+from bench.layers import time_layers
+from bench.memory import SIDES, peak_memory, run_probe
+from bench.report import report, write_json
+from bench.sides import RefnetSide, TorchSide, load_torch
+from bench.timing import gemm_peak, interleave
+from refnet import NetOptions
+from refnet.options import CHOICES, DEVICES, backend_for_device
+
+PARTS = ("step", "forward", "layers", "memory")
+BENCH_DEVICES = tuple(d for d in DEVICES if d != "auto")   # the results name the device
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="alexnet", choices=CHOICES["arch"],
+                   help="architecture (default alexnet)")
+    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
+    p.add_argument("--dtype", default="float32", choices=CHOICES["dtype"])
+    p.add_argument("--device", default="cpu", choices=BENCH_DEVICES)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs (default 1)")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"comma list of {', '.join(PARTS)} (default all)")
+    p.add_argument("--no-torch", action="store_true", help="time refnet alone")
+    p.add_argument("--conv-cache", default="columns", choices=CHOICES["conv_cache"],
+                   help="what refnet's convs keep for backward (NetOptions.conv_cache)")
+    p.add_argument("--conv-algo", default="winograd", choices=CHOICES["conv_algo"],
+                   help="refnet's stride-1 convolutions (NetOptions.conv_algo)")
+    p.add_argument("--layers-as", default="network", choices=("network", "grouped"),
+                   help="per-layer rows: our layers as the network runs them (each "
+                        "column's share, concurrently; default) or as one grouped call")
+    p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 on both sides")
+    p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+    p.add_argument("--keep-env", action="store_true",
+                   help="do not re-execute with the OpenBLAS overrides unset")
+    p.add_argument("--memory-probe", choices=SIDES, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
+        p.error(f"--batch and --repeats must be >= 1 and --warmup >= 0, got "
+                f"{args.batch}, {args.repeats}, {args.warmup}")
+    args.parts = set(args.parts.split(","))
+    bad = args.parts - set(PARTS)
+    if bad:
+        p.error(f"unknown --parts {sorted(bad)}")
+    return args
+
+
+def net_options(args):
+    """The ``NetOptions`` of refnet's network for the parsed ``args`` (the library's
+    defaults for every option the bench has no flag for)."""
+    try:
+        backend = backend_for_device(args.device)
+    except ValueError as e:
+        raise SystemExit(f"bench: {e}")
+    return NetOptions(arch=args.arch, dtype=args.dtype, backend=backend,
+                      conv_cache=args.conv_cache, conv_algo=args.conv_algo)
+
+
+def run(args):
+    """The results dict of the parts ``args`` asks for (``bench.report`` lists its keys)."""
+    if args.tf32:
+        os.environ["CUPY_TF32"] = "1"      # before anything imports CuPy
+    options = net_options(args)
+    torch = None if args.no_torch else load_torch()
+    threads = blas_threads()
+    results = {"arch": args.arch, "batch": args.batch, "dtype": args.dtype,
+               "conv_cache": args.conv_cache, "conv_algo": args.conv_algo,
+               "device": args.device, "blas": blas_info(), "threads": threads,
+               "env": reported_env(),
+               "torch": None if torch is None else torch.__version__}
+    if "memory" in args.parts and args.device == "cpu":
+        # first, while this process holds no network: each probe is a fresh process
+        results["memory"] = {"refnet": peak_memory(args, "refnet")}
+        if torch is not None:
+            results["memory"]["torch"] = peak_memory(args, "torch")
+    ours = RefnetSide(options, args.batch)
+    theirs = None
+    if torch is not None:
+        torch.set_num_threads(threads)
+        if args.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        theirs = TorchSide(torch, ours)
+        if args.device == "gpu":
+            results["gpu"] = torch.cuda.get_device_name(0)
+    fwd_flops, step_fl = step_flops(ours.net)
+    peak = gemm_peak(ours.xp, numpy.dtype(args.dtype), ours.sync)
+    results["gemm_peak_gflops"] = peak
+    results["flops_per_image"] = {"forward": fwd_flops, "step": step_fl}
+
+    def sync():
+        ours.sync()
+        if theirs is not None:
+            theirs.sync()
+
+    for part, flops in (("step", step_fl), ("forward", fwd_flops)):
+        if part not in args.parts:
+            continue
+        cases = {"refnet": getattr(ours, part)}
+        if theirs is not None:
+            cases["torch"] = getattr(theirs, part)
+        res = interleave(cases, args.repeats, args.warmup, sync, part)
+        for side in res.values():
+            side["images_per_s"] = args.batch / side["median_s"]
+            side["gflops"] = flops * args.batch / side["median_s"] / 1e9
+            side["fraction_of_gemm_peak"] = side["gflops"] / peak
+        if "torch" in res:
+            res["speedup_vs_torch"] = res["torch"]["median_s"] / res["refnet"]["median_s"]
+        results[part] = res
+    if "layers" in args.parts:
+        results["layers"] = time_layers(ours, theirs, args.batch, max(1, args.repeats // 2),
+                                        args.warmup, args.layers_as)
+        results["layers_as"] = args.layers_as
+    return results
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    if args.memory_probe:
+        return run_probe(args.memory_probe, net_options(args), args.batch)
+    reexec_if_needed(argv, args.keep_env)
+    results = run(args)
+    print(report(results))
+    if args.json:
+        write_json(args.json, results)
+        print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

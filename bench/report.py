@@ -1,0 +1,78 @@
+"""The bench's results as text (``report``) and as a JSON file (``write_json``).
+
+The results are the dict ``python -m bench`` builds: arch, batch, dtype, conv_cache,
+conv_algo, device, blas, threads, env, torch, gemm_peak_gflops, flops_per_image, and
+where measured step and forward ({refnet, torch: summary with images_per_s, gflops,
+fraction_of_gemm_peak}, speedup_vs_torch), layers (``bench.layers.time_layers``' rows)
+with layers_as, memory ({side: probe result}) and gpu.
+"""
+
+import json
+import os
+
+
+def report(r):
+    """The results ``r`` as lines of text: the set-up, then each measured part."""
+    lines = [f"bench: {r['arch']} batch {r['batch']} {r['dtype']} on {r['device']}"
+             f" (conv_cache={r['conv_cache']}, conv_algo={r.get('conv_algo', 'gemm')})"
+             + (f" ({r['gpu']})" if r.get("gpu") else ""),
+             "BLAS: " + "; ".join(f"{b['internal_api']} {b['version']} kernel "
+                                   f"{b['architecture']} threads {b['num_threads']}"
+                                   for b in r["blas"]) + f"; torch {r['torch']}",
+             f"env: {r['env']}",
+             f"GEMM peak ({r['dtype']}, 2048^3): {r['gemm_peak_gflops']:.0f} GFLOP/s"]
+    for part in ("step", "forward"):
+        if part not in r:
+            continue
+        for side in ("refnet", "torch"):
+            if side in r[part]:
+                s = r[part][side]
+                lines.append(f"{part:8s} {side:7s} median {s['median_s']:.3f} s "
+                             f"[{s['min_s']:.3f}, {s['max_s']:.3f}]  "
+                             f"{s['images_per_s']:7.1f} img/s  {s['gflops']:6.0f} GFLOP/s "
+                             f"({100 * s['fraction_of_gemm_peak']:.0f}% of GEMM peak)")
+        if "speedup_vs_torch" in r[part]:
+            lines.append(f"{part:8s} refnet speed / PyTorch speed = "
+                         f"{r[part]['speedup_vs_torch']:.2f}x")
+    if "layers" in r:
+        ours_as = ("as the network runs it (each column's share on its core, concurrently)"
+                   if r.get("layers_as", "network") == "network" else
+                   "as one grouped call on the BLAS threads")
+        lines.append(f"per layer: ours {ours_as}, PyTorch's grouped layer on its threads")
+        lines.append(f"{'layer':8s} {'ours fwd':>9s} {'ours bwd':>9s} {'torch fwd':>9s} "
+                     f"{'torch bwd':>9s} {'torch/ours (fwd+bwd)':>21s}   (ms)")
+        for row in r["layers"]:
+            ours = row["refnet_forward"] + row["refnet_backward"]
+            t = [row.get("torch_forward"), row.get("torch_backward")]
+            ratio = f"{(t[0] + t[1]) / ours:21.2f}" if t[0] is not None else ""
+            tf = "".join(f" {1e3 * v:9.1f}" if v is not None else " " * 10 for v in t)
+            lines.append(f"{row['layer']:8s} {1e3 * row['refnet_forward']:9.1f} "
+                         f"{1e3 * row['refnet_backward']:9.1f}{tf} {ratio}")
+    if "memory" in r:
+        for side, m in r["memory"].items():
+            if m:
+                lines.append(f"peak RSS {side:7s} {m['peak_rss_bytes'] / 2**30:.2f} GiB")
+    return "\n".join(lines)
+
+
+# LOCAL until merge: swap for the shared atomic writer ``data.files.write_json(path, obj,
+# *, indent=1)`` (same signature and effect) when that branch lands, and delete this one.
+def write_json(path, obj, *, indent=1):
+    """Write ``obj`` as JSON to ``path`` atomically: into ``.<name>.tmp-<pid>`` in the
+    same folder, flushed to disk, then ``os.replace``-d onto ``path``, so a reader sees
+    the old file or the whole new one; on any error the temporary is removed."""
+    folder, name = os.path.split(os.fspath(path))
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=indent)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,56 @@
+"""Wall-clock timing: one call, rounds of several callables interleaved, the GEMM peak.
+
+Every time is taken between two calls of the side's ``sync`` (a no-op on the CPU, a
+device synchronisation on a GPU), so queued GPU work is counted where it was issued.
+"""
+
+import statistics
+import time
+
+import numpy
+
+from data.progress import Progress
+
+
+def timed(fn, sync):
+    """Seconds that ``fn()`` takes, from a synchronised start to a synchronised end."""
+    sync()
+    t = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t
+
+
+def summary(times):
+    """{median_s, min_s, max_s, runs} of a list of seconds."""
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "runs": len(times)}
+
+
+def interleave(cases, repeats, warmup, sync, desc):
+    """{name: summary} of the callables ``cases`` ({name: fn}): each run ``warmup`` times
+    untimed, then ``repeats`` rounds in which each runs once, in turn, so a change in the
+    machine's speed during the run touches every case alike."""
+    for fn in cases.values():
+        for _ in range(warmup):
+            fn()
+    out = {name: [] for name in cases}
+    bar = Progress(total=repeats * len(cases), desc=desc, unit="run")
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            out[name].append(timed(fn, sync))
+            bar.update(1)
+    bar.close()
+    return {name: summary(t) for name, t in out.items()}
+
+
+def gemm_peak(xp, dtype, sync, n=2048, repeats=10):
+    """GFLOP/s of an n x n x n GEMM in ``dtype`` on ``xp``: the fastest of ``repeats``.
+    A peak rather than a median, because a high peak is the conservative reference for
+    the fraction-of-peak figures (docs/performance.md: how much the median moves)."""
+    rng = numpy.random.default_rng(0)
+    a = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
+    b = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
+    xp.matmul(a, b)
+    times = [timed(lambda: xp.matmul(a, b), sync) for _ in range(repeats)]
+    return 2 * n ** 3 / min(times) / 1e9
