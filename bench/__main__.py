@@ -31,7 +31,8 @@ from bench.env import blas_info, blas_threads, reexec_if_needed, reported_env
 from bench.flops import step_flops
 from bench.layers import time_layers
 from bench.memory import SIDES, peak_memory, run_probe
-from bench.report import report, write_json
+from bench.report import report
+from data.files import write_json
 from bench.sides import RefnetSide, TorchSide, load_torch
 from bench.timing import gemm_peak, interleave
 from refnet import NetOptions

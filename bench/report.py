@@ -1,4 +1,4 @@
-"""The bench's results as text (``report``) and as a JSON file (``write_json``).
+"""The bench's results as text (``report``); the JSON file is written by ``data.files.write_json``.
 
 The results are the dict ``python -m bench`` builds: arch, batch, dtype, conv_cache,
 conv_algo, device, blas, threads, env, torch, gemm_peak_gflops, flops_per_image, and
@@ -7,8 +7,6 @@ fraction_of_gemm_peak}, speedup_vs_torch), layers (``bench.layers.time_layers``'
 with layers_as, memory ({side: probe result}) and gpu.
 """
 
-import json
-import os
 
 
 def report(r):
@@ -53,26 +51,3 @@ def report(r):
             if m:
                 lines.append(f"peak RSS {side:7s} {m['peak_rss_bytes'] / 2**30:.2f} GiB")
     return "\n".join(lines)
-
-
-# LOCAL until merge: swap for the shared atomic writer ``data.files.write_json(path, obj,
-# *, indent=1)`` (same signature and effect) when that branch lands, and delete this one.
-def write_json(path, obj, *, indent=1):
-    """Write ``obj`` as JSON to ``path`` atomically: into ``.<name>.tmp-<pid>`` in the
-    same folder, flushed to disk, then ``os.replace``-d onto ``path``, so a reader sees
-    the old file or the whole new one; on any error the temporary is removed."""
-    folder, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=indent)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
