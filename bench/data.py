@@ -1,4 +1,4 @@
-"""Benchmark of the data pipeline: ``python -m data.bench [--json FILE]``.
+"""Benchmark of the data pipeline: ``python -m bench.data [--json FILE]``.
 
 Measures, on generated data in a temporary folder:
 
@@ -99,7 +99,7 @@ def bench_augment(repeats=5):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m data.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m bench.data", description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=300, help="JPEGs for the build benchmark")
     ap.add_argument("--store-images", type=int, default=1024, help="images in the loader store")
     ap.add_argument("--epochs", type=int, default=3, help="loader epochs to time")
