@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import numpy
 
+from layers import blocking
 from layers.backend import get_array_module
 from layers.layout import batch_places, channel_major, dims, shape
 from layers.windows import add_windows, cropped, strided_slice, window_view
@@ -185,18 +186,13 @@ def _by_position(v, groups):
     return v.reshape(groups, C // groups, nn, P).transpose(2, 0, 1, 3)
 
 
-# Budget (bytes) of the largest per-chunk temporary (the product M or its gradient).
-CHUNK_BYTES = 32 << 20
-
-
 def row_chunks(T, per_row_bytes):
-    """Slices of the T tile rows so that each chunk's largest temporary stays near
-    ``CHUNK_BYTES``: the transform-domain arrays are n*n/m^2 times the size of the
-    output, so a whole batch would make the largest temporaries of the network
-    (0.26 GB per column for alexnet's conv2 at batch 128), while a chunk of tile rows
-    of the whole batch still gives large GEMMs (>= 1 row: S * N tiles)."""
-    size = max(1, min(T, CHUNK_BYTES // max(1, per_row_bytes)))
-    return [slice(i, min(T, i + size)) for i in range(0, T, size)]
+    """Slices of the T tile rows, each chunk's largest temporary (the product M or its
+    gradient, ``per_row_bytes`` per tile row) near ``blocking.CHUNK_BYTES``: the
+    transform-domain arrays are n*n/m^2 times the size of the output, so a whole batch
+    would make the largest temporaries of the network, while a chunk of tile rows of the
+    whole batch still gives large GEMMs (at least one row: S * N tiles)."""
+    return blocking.runs(T, per_row_bytes, blocking.CHUNK_BYTES)
 
 
 def _chunk_positions(OH, OW, m, rows):

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, conv
+from layers import backend, blocking, conv
 from layers.layout import LAYOUTS, transpose
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
@@ -167,6 +167,23 @@ def test_col2im_is_the_adjoint_of_im2col(xp, cfg):
     lhs = numpy.sum(backend.asnumpy(cols) * c)
     rhs = numpy.sum(x * back)
     assert abs(lhs - rhs) <= 1e-12 * numpy.sum(abs(backend.asnumpy(cols) * c)) + 1e-13
+
+
+@fixture_settings
+@given(cfg=conv_configs(max_kernel=5), budget=st.sampled_from([1, 100, 1000]))
+def test_col2im_in_blocks_of_channels_is_bit_identical(xp, cfg, budget):
+    """Each element receives its kh*kw additions in the same order for any block size."""
+    x, _, _, rng = draw_arrays(cfg)
+    x = in_layout(x, cfg)
+    h = dict(stride=cfg["stride"], pad=cfg["pad"], layout=cfg["layout"])
+    shape = conv.im2col(xp.asarray(x), cfg["kh"], cfg["kw"], groups=cfg["groups"], **h).shape
+    c = xp.asarray(rng.standard_normal(shape))
+    results = []
+    for bytes_ in (budget, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(blocking, "block_bytes", lambda _: bytes_)
+            results.append(backend.asnumpy(conv.col2im(c, x.shape, cfg["kh"], cfg["kw"], **h)))
+    numpy.testing.assert_array_equal(*results)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, lrn
+from layers import backend, blocking, lrn
 from layers.layout import LAYOUTS, transpose
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
@@ -70,7 +70,7 @@ def test_blocks_give_the_unblocked_result_exactly(xp, dtype, cfg, budget):
     results = []
     for bytes_ in (budget, 10**9):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(lrn, "block_bytes", lambda _: bytes_)
+            patch.setattr(blocking, "block_bytes", lambda _: bytes_)
             y, cache = lrn.forward(x, **h)
             results.append([backend.asnumpy(a) for a in (y, lrn.backward(dy, cache))])
     for a, b in zip(*results):

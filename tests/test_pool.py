@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, pool
+from layers import backend, blocking, pool
 from layers.layout import LAYOUTS, transpose
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
@@ -75,7 +75,7 @@ def test_blocks_of_planes_give_the_naive_loop_exactly(xp, dtype, cfg, budget):
     x = rng.integers(-2, 3, cfg["shape"]).astype(dtype)
     h = dict(size=cfg["size"], stride=cfg["stride"])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pool, "block_bytes", lambda _: budget)
+        patch.setattr(blocking, "block_bytes", lambda _: budget)
         y, dy, dx = pool_in_layout(xp, x, lambda y: rng.integers(-3, 4, y.shape).astype(dtype),
                                    cfg)
     y_ref, dx_ref = naive_pool(x, dy.astype(float), **h)

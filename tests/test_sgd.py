@@ -6,7 +6,8 @@ hyperparameters are chosen so every term (momentum, weight decay, lr) is visible
 import numpy
 import pytest
 
-from refnet import SGD, AlexNet, sgd
+from layers import blocking
+from refnet import SGD, AlexNet
 
 LR, MOMENTUM, WD = 0.05, 0.7, 0.03
 
@@ -33,7 +34,7 @@ def test_two_steps_equal_the_formula(monkeypatch, form, decay_biases, budget):
     """``budget``: the update's block size in bytes (None: the default); 1 and 500 bytes
     update one row or a few rows at a time."""
     if budget is not None:
-        monkeypatch.setattr(sgd, "block_bytes", lambda xp: budget)
+        monkeypatch.setattr(blocking, "block_bytes", lambda xp: budget)
     rng = numpy.random.default_rng(1)
     net, opt = setup(form, decay_biases)
     w = net.state_dict()

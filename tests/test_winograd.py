@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, conv, winograd
+from layers import backend, blocking, conv, winograd
 from layers.layout import LAYOUTS, transpose
 from refnet.network import AlexNet
 from tests.gradient_check import fixture_settings
@@ -173,14 +173,14 @@ def test_network_refuses_unknown_conv_algo():
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_row_chunks_give_the_same_convolution(monkeypatch, xp, layout):
-    """One tile row per chunk (``CHUNK_BYTES`` tiny) against one chunk for all rows;
+    """One tile row per chunk (``blocking.CHUNK_BYTES`` tiny) against one chunk for all rows;
     keeping V and recomputing it stay bit-identical when chunked."""
     cfg = dict(N=5, C=4, K=6, H=7, W=9, kh=3, kw=3, stride=1, pad=1, groups=2, seed=14)
     x, w, b, rng = draw_arrays(cfg)
     args = [xp.asarray(a) for a in (transpose(x, "NCHW", layout), w, b)]
     opts = dict(pad=1, groups=2, algo="winograd", tile=2, layout=layout)
     y1, c1 = conv.forward(*args, **opts)
-    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(blocking, "CHUNK_BYTES", 1)
     y2, c2 = conv.forward(*args, **opts)
     _, c3 = conv.forward(*args, keep_cols=False, **opts)
     assert len(c1.chunks) == 1 and len(c2.chunks) == 4 and len(c2.v) == 4   # ceil(7 / 2) tile rows
