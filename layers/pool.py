@@ -12,7 +12,7 @@ zero-padded to (R, Q). Window position (i, j) of output (oh, ow) is then
 ``ph[i % s, j % s][oh + i // s, ow + j // s]``: flattened, a planes-wide array shifted by
 ``d = ((i // s) * Q + j // s) * B``. So each window position is ONE contiguous 1-D slice,
 and each step of the max (or of the gradient scatter) is one long contiguous ufunc
-instead of a strided 4-D one (about 4x faster in NumPy). The price is computing on the
+instead of a strided 4-D one (docs/performance.md has the timings). The price is computing on the
 (R, Q) grid instead of (OH, OW) (a few % more points; the extra ones see padding and are
 dropped). On the CPU the planes go through in blocks of input of about a core's cache
 (``layers.blocking``), so each block's work stays in cache; on a GPU in two halves, so

@@ -46,14 +46,9 @@ from layers.windows import add_windows, cropped, strided_slice, window_view
 __all__ = ["forward", "backward", "transforms", "WinogradCache", "POINTS", "MAX_POINTS"]
 
 # The finite interpolation points of F(m, r), by their number m + r - 2 (infinity is
-# always added last). Any distinct points give exact algorithms; these were chosen for the
-# smallest float32 error among small integers and halves/thirds, measured on alexnet-sized
-# conv2 (F(2,5), F(3,5), F(4,5)) and conv3 (F(3,3), F(4,3)) layers: e.g. F(2,5) with
-# 0, +-1, +-2 had 3x the error of 0, 1, -1, 2, -1/2. For F(4,5) (7 points) all 495 sets
-# of 0, 1, -1 and four of +-2, +-1/2, +-3/2, +-2/3, +-3, +-1/3 were tried: the set below
-# and its mirror image (every point negated) gave the lowest worst case over five seeds,
-# 1.2-1.7e-5, against 1.4-1.7e-5 for 0, +-1, +-2, +-1/2 and up to 2.4e-5 for sets with
-# +-3 (tests/test_winograd.py keeps the bounds).
+# always added last). Any distinct points give exact algorithms; these are the ones with
+# the smallest float32 error on alexnet-sized layers among small integers, halves and
+# thirds (the search: docs/performance.md; tests/test_winograd.py keeps the bounds).
 POINTS = {
     0: (), 1: (0,), 2: (0, 1), 3: (0, 1, -1),
     4: (0, -1, 2, Fraction(1, 2)),
