@@ -42,9 +42,10 @@ def runs(count, item_bytes, budget, *, balanced=False):
     is ``None``.
 
     Greedy: ``budget // item_bytes`` items per slice, the last one shorter.
-    ``balanced=True``: as many slices as ``ceil(count * item_bytes / budget)``, of equal
-    length (the last one shorter by less than one slice), so none is a small remainder;
-    a slice may then exceed ``budget`` by less than one item per slice.
+    ``balanced=True``: ``ceil(count / parts)`` items per slice (the last one shorter) for
+    ``parts = ceil(count * item_bytes / budget)``, the fewest slices the budget allows,
+    evened out instead of filled to the budget; a slice may then exceed ``budget`` by
+    less than one item.
     """
     if budget is None or count == 0:
         return [slice(0, count)]

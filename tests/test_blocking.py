@@ -24,9 +24,12 @@ def test_runs_cover_the_range_once_in_order_within_the_budget(count, item, budge
         # as many items as fit, at least one: only the last run is shorter
         assert all(n == max(1, budget // max(1, item)) for n in lengths[:-1])
     else:
-        # ceil(total / budget) runs of equal length, the last shorter by less than one run
-        assert len(runs) == min(count, -(-count * max(1, item) // budget))
+        # at most ceil(total / budget) runs, of equal length but the last, each within
+        # one item of the budget
+        item = max(1, item)
+        assert len(runs) <= min(count, -(-count * item // budget))
         assert all(n == lengths[0] for n in lengths[:-1]) and lengths[-1] <= lengths[0]
+        assert lengths[0] == 1 or lengths[0] * item < budget + item
 
 
 @given(outer=st.integers(1, 6), inner=st.integers(1, 9), inner_bytes=st.integers(1, 40),
