@@ -3,7 +3,8 @@
 Several layers make a few elementwise passes over a large array (LRN, pooling's phase
 planes, col2im's kh*kw additions, the SGD update). On the CPU they run over blocks of
 about ``CPU_BLOCK_BYTES``, a core's L2 cache, so every pass after the first reads the
-cache instead of memory. On a GPU one kernel over everything is best: no block limit.
+cache instead of memory. On a GPU one kernel over everything is best: no block limit
+(except that pooling, whose blocks copy their input, runs in halves: ``copy_block_bytes``).
 Winograd's transform-domain temporaries are n*n/m^2 times the size of the output, so its
 tile rows run in chunks of about ``CHUNK_BYTES`` on every device, to bound memory.
 
