@@ -20,6 +20,9 @@ import contextlib
 
 import numpy
 
+# Re-exported (the cache-blocking budget); the policy lives in ``layers.blocking``.
+from layers.blocking import CPU_BLOCK_BYTES, block_bytes  # noqa: F401
+
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 _cupy = None
@@ -120,16 +123,6 @@ def to_device(a, xp, index):
                 out.set(numpy.ascontiguousarray(a))
             return out
     return xp.to_device(a, index)  # a test backend provides its own
-
-
-# Blocked loops (col2im) keep their working set in a core's L2 cache on the CPU; on a
-# GPU one kernel over everything is best, so there is no block limit.
-CPU_BLOCK_BYTES = 1 << 20
-
-
-def block_bytes(xp):
-    """Working-set size for cache-blocked loops: ``CPU_BLOCK_BYTES`` for NumPy, else ``None``."""
-    return CPU_BLOCK_BYTES if xp is numpy else None
 
 
 def float_dtype(name, *arrays):

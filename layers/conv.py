@@ -20,14 +20,10 @@ __all__ = ["forward", "backward", "im2col", "im2col_parts", "col2im", "ConvCache
            "WINOGRAD_TILES"]
 
 ALGOS = ("gemm", "winograd")
-# Default Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) measured
-# on alexnet's layers at batch 128 in the batch-innermost layout (docs/performance.md),
-# within the float32 error conv2 needs anyway. 3x3 (conv3-conv5): F(5, 3) is 15-20%
-# faster than F(3, 3) and F(4, 3) (which tie), and 30% faster than F(2, 3); float32
-# normwise error 0.7-1.3e-5 over five seeds (F(3, 3) ~2e-6, F(2, 3) ~7e-7). 5x5 (conv2):
-# F(4, 5) is 15% faster than F(3, 5) with the same error, 1.2-1.8e-5 across seeds for
-# both (with the interpolation points of ``winograd.POINTS``). Float64 takes the same
-# tiles (errors ~1e-14, 13-20% faster). Other sizes use m = 2.
+# Default Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) on
+# alexnet's layers in the batch-innermost layout whose float32 error stays within what
+# conv2 needs anyway; float64 takes the same tiles. Other sizes use m = 2. The timings and
+# errors behind the choice: docs/performance.md.
 WINOGRAD_TILES = {("float32", 3): 5, ("float32", 5): 4, ("float64", 3): 5, ("float64", 5): 4}
 
 
@@ -60,14 +56,13 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
 
     ``keep_cols``: the cache keeps the im2col columns (fastest backward), or, with False,
     only ``x`` (kh*kw/stride^2 times smaller) and backward recomputes the columns, as
-    Caffe and PyTorch do: at alexnet batch 128 that is ~3 GB less memory for a backward
-    ~10-15% slower (docs/performance.md). The results are identical.
+    Caffe and PyTorch do: less memory for a slower backward (docs/performance.md). The
+    results are identical.
 
     ``algo="winograd"`` (stride 1, square kernels only): Winograd's F(tile x tile, kh x kh)
     (``layers.winograd``), the same convolution with 2-4x fewer multiplications and a
-    different rounding (float32 normwise relative error 1-2e-5 with the default tiles
-    instead of ~5e-7; float64 ~1e-14). ``tile`` is its output tile, default
-    ``WINOGRAD_TILES``.
+    different rounding, whose error grows with the tile (measured in docs/performance.md).
+    ``tile`` is its output tile, default ``WINOGRAD_TILES``.
     ``keep_cols`` then chooses between keeping the transformed input tiles and ``x``.
 
     ``cols``: ``im2col(x, kh, kw, stride=stride, pad=pad, groups=groups, layout=layout)``
@@ -171,8 +166,8 @@ def backward(dy, cache, *, need_dx=True):
     # (G, Kg, P): one copy for NCHW, a view for CHWN
     dyg = channel_major(dy, layout).reshape(G, K // G, -1)
     db = dyg.sum(axis=2).reshape(K)                              # (K,)
-    # dw^T = cols @ dy_g^T: measured 2-4x faster in NumPy's batched matmul than
-    # dy_g @ cols^T (the transposed operand with the long P axis falls off the fast path).
+    # dw^T = cols @ dy_g^T rather than dy_g @ cols^T: NumPy's batched matmul is faster
+    # when the long P axis is not in a transposed operand (docs/performance.md).
     dwt = xp.matmul(cols, dyg.transpose(0, 2, 1))                # (G, Cg*kh*kw, Kg)
     dw = dwt.transpose(0, 2, 1)                                  # (G, Kg, Cg*kh*kw) view
     dw = dw.reshape(w.shape)                                     # (K, Cg, kh, kw), a copy

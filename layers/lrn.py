@@ -6,14 +6,15 @@ The window of channel c is the channels c - n//2 .. c + n//2, clipped at 0 and C
 
 Each pass is elementwise or a sum over neighbouring channels, so the layer runs over
 blocks of positions (samples, or rows of the maps for the batch-innermost layout) of
-about ``block_bytes``: the ~10 passes of forward and backward then work in a core's cache
-instead of streaming the whole array through memory each time. Every element sees the
+about ``layers.blocking``'s budget: the ~10 passes of forward and backward then work in a
+core's cache instead of streaming the whole array through memory each time. Every element sees the
 same operations in the same order for any blocking, so the results do not depend on it.
 """
 import numbers
 from typing import NamedTuple
 
-from layers.backend import block_bytes, get_array_module
+from layers import blocking
+from layers.backend import get_array_module
 from layers.checks import float_dtype, require_grad, require_int, require_ndim
 from layers.layout import channel_major, check_layout
 
@@ -48,19 +49,13 @@ def channel_window_sum(a, size):
 
 def _blocks(x5_shape, itemsize, xp):
     """Index tuples covering the channel-major (C, A, H, W, B) in blocks of about
-    ``block_bytes`` (all channels each): several a when one fits (NCHW: samples), else
-    runs of rows of one a (CHWN: rows of the whole batch's maps, at least one); one
-    block on a GPU."""
+    ``blocking.block_bytes`` (all channels each): several a when one fits (NCHW:
+    samples), else runs of rows of one a (CHWN: rows of the whole batch's maps, at least
+    one); one block on a GPU."""
     C, A, H, W, B = x5_shape
-    budget = block_bytes(xp)
-    if budget is None:
-        return [(slice(None),)]
-    rows = max(1, budget // (C * W * B * itemsize))
-    if rows >= H:
-        step = rows // H
-        return [(slice(None), slice(a, a + step)) for a in range(0, A, step)]
-    return [(slice(None), slice(a, a + 1), slice(h, h + rows))
-            for a in range(A) for h in range(0, H, rows)]
+    budget = blocking.block_bytes(xp)
+    return [(slice(None), a, h)
+            for a, h in blocking.nested_runs(A, H, C * W * B * itemsize, budget)]
 
 
 def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW"):

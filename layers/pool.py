@@ -12,17 +12,19 @@ zero-padded to (R, Q). Window position (i, j) of output (oh, ow) is then
 ``ph[i % s, j % s][oh + i // s, ow + j // s]``: flattened, a planes-wide array shifted by
 ``d = ((i // s) * Q + j // s) * B``. So each window position is ONE contiguous 1-D slice,
 and each step of the max (or of the gradient scatter) is one long contiguous ufunc
-instead of a strided 4-D one (about 4x faster in NumPy). The price is computing on the
+instead of a strided 4-D one (docs/performance.md has the timings). The price is computing on the
 (R, Q) grid instead of (OH, OW) (a few % more points; the extra ones see padding and are
-dropped). On the CPU the planes go through in blocks of about ``block_bytes`` of input,
-so each block's work stays in cache; on a GPU in two halves, so the copy stays under
-x's size. Both layouts (``layout="NCHW"`` or ``"CHWN"``) run this same code on the
-channel-major view; in CHWN the phase copies move runs of N contiguous values.
+dropped). On the CPU the planes go through in blocks of input of about a core's cache
+(``layers.blocking``), so each block's work stays in cache; on a GPU in two halves, so
+the copy stays under x's size. Both layouts (``layout="NCHW"`` or ``"CHWN"``) run this
+same code on the channel-major view; in CHWN the phase copies move runs of N contiguous
+values.
 """
 import math
 from typing import NamedTuple
 
-from layers.backend import block_bytes, get_array_module
+from layers import blocking
+from layers.backend import get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from layers.layout import channel_major, check_layout, dims, shape
 
@@ -85,21 +87,14 @@ def backward(dy, cache):
 
 def _plane_blocks(x5_shape, itemsize, xp):
     """(c, a) index pairs covering the channel-major (C, A, H, W, B) in blocks of about
-    ``block_bytes`` of input.
-
-    All channels of one or more a (NCHW: whole samples) when they fit, else balanced
-    runs of channels of one a (CHWN: runs of whole-batch channel planes). On a GPU (no
-    block limit) the planes are halved, so the phase copy stays smaller than x.
-    """
+    ``blocking.copy_block_bytes`` of input: all channels of one or more a (NCHW: whole
+    samples) when they fit, else balanced runs of channels of one a (CHWN: runs of
+    whole-batch channel planes). On a GPU, halves of x, so the phase copy stays smaller
+    than x."""
     C, A, H, W, B = x5_shape
     plane = H * W * B * itemsize
-    sample = max(1, C * plane)
-    budget = block_bytes(xp) or max(1, -(-A * sample // 2))
-    if sample <= budget:
-        step = budget // sample
-        return [(slice(None), slice(a, a + step)) for a in range(0, A, step)]
-    step = -(-C // -(-sample // budget))                 # C split into equal runs
-    return [(slice(c, c + step), slice(a, a + 1)) for a in range(A) for c in range(0, C, step)]
+    budget = blocking.copy_block_bytes(xp, A * max(1, C * plane))
+    return [(c, a) for a, c in blocking.nested_runs(A, C, plane, budget, balanced=True)]
 
 
 def _phases(x, s):

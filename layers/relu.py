@@ -29,4 +29,4 @@ def backward(dy, cache):
     """
     y = cache.y
     require_grad("relu", dy, y.shape, y.dtype)
-    return dy * (y > 0)             # a product with the mask: ~6x faster than where()
+    return dy * (y > 0)     # a product with the mask: faster than where (docs/performance.md)

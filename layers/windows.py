@@ -20,13 +20,14 @@ and the GEMM's (K, P) output is already a CHWN array.
 im2col builds a strided view of the padded input and copies it once. col2im adds the
 kh*kw strided slices back (a loop over kernel positions, never over samples), so
 ``<im2col(x), c> == <x, col2im(c)>`` exactly in exact arithmetic. On the CPU col2im runs
-over blocks of channels whose padded maps fit in a core's L2 cache (``block_bytes``), so
+over blocks of channels whose padded maps fit in a core's L2 cache (``layers.blocking``), so
 the kh*kw additions hit the cache instead of memory; the order of additions into each
 element, and so the result, is the same for any block size.
 """
 from functools import partial
 
-from layers.backend import block_bytes, get_array_module
+from layers import blocking
+from layers.backend import get_array_module
 from layers.layout import batch_places, channel_major, dims, shape
 
 
@@ -126,18 +127,16 @@ def add_windows(c7, acc, stride):
 
     The adjoint of ``window_view`` for a contiguous channel-major accumulator ``acc``
     (C, A, Hp, Wp, B). Runs over blocks of channels whose maps fit in L2
-    (``block_bytes``); each element receives its additions in the same (i, j) order for
-    any block size.
+    (``blocking.block_bytes``); each element receives its additions in the same (i, j)
+    order for any block size.
     """
     xp = get_array_module(c7)
     C, kh, kw, A, OH, OW, B = c7.shape
-    budget = block_bytes(xp)
-    block = C if budget is None else max(1, budget // (acc[0].size * acc.itemsize))
     rows = [strided_slice(i, OH, stride) for i in range(kh)]
     cols_ = [strided_slice(j, OW, stride) for j in range(kw)]
-    for c0 in range(0, C, block):
-        ab = acc[c0:c0 + block]                          # (Cb, A, Hp, Wp, B)
-        cb = c7[c0:c0 + block]                           # (Cb, kh, kw, A, OH, OW, B)
+    for block in blocking.runs(C, acc[0].nbytes, blocking.block_bytes(xp)):
+        ab = acc[block]                                  # (Cb, A, Hp, Wp, B)
+        cb = c7[block]                                   # (Cb, kh, kw, A, OH, OW, B)
         for i in range(kh):
             for j in range(kw):
                 ab[:, :, rows[i], cols_[j]] += cb[:, i, j]  # (Cb, A, OH, OW, B)

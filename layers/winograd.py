@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import numpy
 
+from layers import blocking
 from layers.backend import get_array_module
 from layers.layout import batch_places, channel_major, dims, shape
 from layers.windows import add_windows, cropped, strided_slice, window_view
@@ -45,14 +46,9 @@ from layers.windows import add_windows, cropped, strided_slice, window_view
 __all__ = ["forward", "backward", "transforms", "WinogradCache", "POINTS", "MAX_POINTS"]
 
 # The finite interpolation points of F(m, r), by their number m + r - 2 (infinity is
-# always added last). Any distinct points give exact algorithms; these were chosen for the
-# smallest float32 error among small integers and halves/thirds, measured on alexnet-sized
-# conv2 (F(2,5), F(3,5), F(4,5)) and conv3 (F(3,3), F(4,3)) layers: e.g. F(2,5) with
-# 0, +-1, +-2 had 3x the error of 0, 1, -1, 2, -1/2. For F(4,5) (7 points) all 495 sets
-# of 0, 1, -1 and four of +-2, +-1/2, +-3/2, +-2/3, +-3, +-1/3 were tried: the set below
-# and its mirror image (every point negated) gave the lowest worst case over five seeds,
-# 1.2-1.7e-5, against 1.4-1.7e-5 for 0, +-1, +-2, +-1/2 and up to 2.4e-5 for sets with
-# +-3 (tests/test_winograd.py keeps the bounds).
+# always added last). Any distinct points give exact algorithms; these are the ones with
+# the smallest float32 error on alexnet-sized layers among small integers, halves and
+# thirds (the search: docs/performance.md; tests/test_winograd.py keeps the bounds).
 POINTS = {
     0: (), 1: (0,), 2: (0, 1), 3: (0, 1, -1),
     4: (0, -1, 2, Fraction(1, 2)),
@@ -185,18 +181,13 @@ def _by_position(v, groups):
     return v.reshape(groups, C // groups, nn, P).transpose(2, 0, 1, 3)
 
 
-# Budget (bytes) of the largest per-chunk temporary (the product M or its gradient).
-CHUNK_BYTES = 32 << 20
-
-
 def row_chunks(T, per_row_bytes):
-    """Slices of the T tile rows so that each chunk's largest temporary stays near
-    ``CHUNK_BYTES``: the transform-domain arrays are n*n/m^2 times the size of the
-    output, so a whole batch would make the largest temporaries of the network
-    (0.26 GB per column for alexnet's conv2 at batch 128), while a chunk of tile rows
-    of the whole batch still gives large GEMMs (>= 1 row: S * N tiles)."""
-    size = max(1, min(T, CHUNK_BYTES // max(1, per_row_bytes)))
-    return [slice(i, min(T, i + size)) for i in range(0, T, size)]
+    """Slices of the T tile rows, each chunk's largest temporary (the product M or its
+    gradient, ``per_row_bytes`` per tile row) near ``blocking.CHUNK_BYTES``: the
+    transform-domain arrays are n*n/m^2 times the size of the output, so a whole batch
+    would make the largest temporaries of the network, while a chunk of tile rows of the
+    whole batch still gives large GEMMs (at least one row: S * N tiles)."""
+    return blocking.runs(T, per_row_bytes, blocking.CHUNK_BYTES)
 
 
 def _chunk_positions(OH, OW, m, rows):

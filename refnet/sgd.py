@@ -20,7 +20,7 @@ place on each column's shards, on that column's device, from per-column gradient
 
 import numpy
 
-from layers.backend import block_bytes
+from layers import blocking
 
 FORMS = ("paper", "pytorch")
 
@@ -77,13 +77,11 @@ class SGD:
         # In blocks of rows of about block_bytes on the CPU (one block on a GPU), so the
         # four passes over each parameter work in cache; the same operations per element
         # in the same order, so the blocking changes no result.
-        budget = block_bytes(self.net.xp)
+        budget = blocking.block_bytes(self.net.xp)
         for name, w in params.items():
             g, v, wd = grads[name], self.velocity[c][name], self.decay(name)
-            row = max(1, w[:1].nbytes)
-            step = w.shape[0] if budget is None else max(1, budget // row)
-            for r in range(0, w.shape[0], step):
-                self._update_block(w[r:r + step], v[r:r + step], g[r:r + step], lr, m, wd)
+            for r in blocking.runs(w.shape[0], w[:1].nbytes, budget):
+                self._update_block(w[r], v[r], g[r], lr, m, wd)
 
     def _update_block(self, w, v, g, lr, m, wd):
         v *= m

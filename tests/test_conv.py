@@ -1,10 +1,12 @@
-"""Convolution: naive-loop reference, finite differences, linearity, groups, im2col adjointness."""
+"""Convolution: both fast paths (im2col, Winograd) against ``layers.reference``, the
+reference against a naive loop and finite differences, linearity, groups, im2col
+adjointness."""
 import numpy
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, conv
+from layers import backend, blocking, conv, reference, winograd
 from layers.layout import LAYOUTS, transpose
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
@@ -46,6 +48,24 @@ def conv_configs(draw, max_kernel=11):
                 layout=draw(st.sampled_from(LAYOUTS)))
 
 
+@st.composite
+def winograd_configs(draw):
+    """Stride-1 square-kernel convolutions with a tile the point table supports."""
+    groups = draw(st.integers(1, 3))
+    r = draw(st.integers(1, 5))
+    tile = draw(st.integers(1, min(4, winograd.MAX_POINTS + 2 - r)))
+    pad = draw(st.integers(0, 2))
+    h0 = max(1, r - 2 * pad)
+    return dict(N=draw(st.integers(1, 2)), C=groups * draw(st.integers(1, 2)),
+                K=groups * draw(st.integers(1, 2)), H=draw(st.integers(h0, h0 + 6)),
+                W=draw(st.integers(h0, h0 + 6)), kh=r, kw=r, stride=1, pad=pad,
+                groups=groups, tile=tile, seed=draw(st.integers(0, 2**32 - 1)),
+                layout=draw(st.sampled_from(LAYOUTS)))
+
+
+CONFIGS = {"gemm": conv_configs(), "winograd": winograd_configs()}
+
+
 def draw_arrays(cfg, dtype=numpy.float64):
     rng = numpy.random.default_rng(cfg["seed"])
     x = rng.standard_normal((cfg["N"], cfg["C"], cfg["H"], cfg["W"])).astype(dtype)
@@ -59,6 +79,26 @@ def hyper(cfg):
     return dict(stride=cfg["stride"], pad=cfg["pad"], groups=cfg["groups"])
 
 
+def conv_args(cfg, algo):
+    """``conv.forward``'s keyword arguments for ``cfg`` by ``algo`` (without the layout)."""
+    if algo == "winograd":
+        return dict(pad=cfg["pad"], groups=cfg["groups"], algo="winograd", tile=cfg["tile"])
+    return hyper(cfg)
+
+
+def growth(algo, cfg):
+    """How much the algorithm can amplify round-off relative to the direct sum of |terms|:
+    1 for im2col; for Winograd F(m, r) the largest entry of |AT| ((|G| 1) * (|BT| 1)) / r,
+    a 1-D tile's sum of |terms| through the transforms over the direct sum's, squared for
+    the two dimensions."""
+    if algo == "gemm":
+        return 1.0
+    at, g, bt = (abs(numpy.array(a, dtype=float))
+                 for a in winograd.transforms(cfg["tile"], cfg["kh"]))
+    through = at @ ((g @ numpy.ones(g.shape[1])) * (bt @ numpy.ones(bt.shape[1])))
+    return float(through.max() / cfg["kh"]) ** 2
+
+
 def in_layout(x, cfg):
     """x (NCHW, as drawn) in the config's layout (NCHW when it names none)."""
     return transpose(x, "NCHW", cfg.get("layout", "NCHW"))
@@ -69,13 +109,41 @@ def from_layout(y, cfg):
     return transpose(backend.asnumpy(y), cfg.get("layout", "NCHW"), "NCHW")
 
 
+@pytest.mark.parametrize("algo", conv.ALGOS)
+@fixture_settings
+@given(data=st.data())
+def test_forward_and_backward_match_reference(xp, dtype, algo, data):
+    """y, dx, dw, db of the fast path in the drawn layout against ``layers.reference`` in
+    float64 on the same inputs and a random dy: within the dtype's tolerance of the sum
+    of |terms| (the reference on |x|, |w|, |b|, |dy|; its largest for Winograd), times
+    the algorithm's ``growth``."""
+    cfg = data.draw(CONFIGS[algo])
+    x, w, b, rng = draw_arrays(cfg, dtype)
+    x64, w64, b64 = (a.astype(float) for a in (x, w, b))
+    y_ref = reference.conv_forward(x64, w64, b64, **hyper(cfg))
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    refs = (y_ref, *reference.conv_backward(dy.astype(float), x64, w64, **hyper(cfg)))
+    scales = (reference.conv_forward(abs(x64), abs(w64), abs(b64), **hyper(cfg)),
+              *reference.conv_backward(abs(dy.astype(float)), abs(x64), abs(w64),
+                                       **hyper(cfg)))
+    y, cache = conv.forward(xp.asarray(in_layout(x, cfg)), xp.asarray(w), xp.asarray(b),
+                            **conv_args(cfg, algo), layout=cfg["layout"])
+    dx, dw, db = conv.backward(xp.asarray(in_layout(dy, cfg)), cache)
+    got = (from_layout(y, cfg), from_layout(dx, cfg), backend.asnumpy(dw), backend.asnumpy(db))
+    bound = tol(dtype)["rtol"] * growth(algo, cfg)
+    for name, a, ref, scale in zip(("y", "dx", "dw", "db"), got, refs, scales):
+        assert a.dtype == dtype and a.shape == ref.shape, name
+        if algo == "winograd":   # a tile's transforms mix its elements' round-off
+            scale = scale.max()
+        assert numpy.all(abs(a - ref) <= bound * scale + tol(dtype)["atol"]), name
+
+
 @fixture_settings
 @given(cfg=conv_configs())
-def test_forward_matches_naive_loop(xp, dtype, cfg):
+def test_reference_forward_matches_naive_loop(xp, dtype, cfg):
     x, w, b, _ = draw_arrays(cfg, dtype)
-    y, _ = conv.forward(xp.asarray(in_layout(x, cfg)), xp.asarray(w), xp.asarray(b),
-                        **hyper(cfg), layout=cfg["layout"])
-    y = from_layout(y, cfg)
+    y = backend.asnumpy(reference.conv_forward(xp.asarray(x), xp.asarray(w), xp.asarray(b),
+                                               **hyper(cfg)))
     ref = naive_conv(x.astype(float), w.astype(float), b.astype(float), **hyper(cfg))
     assert y.dtype == dtype and y.shape == ref.shape
     # Round-off is bounded by the sum of |terms|: the same conv on |x|, |w|, |b|.
@@ -85,38 +153,50 @@ def test_forward_matches_naive_loop(xp, dtype, cfg):
     assert numpy.all(err <= tol(dtype)["rtol"] * scale + tol(dtype)["atol"])
 
 
-def assert_backward_matches_finite_differences(xp, cfg, **conv_args):
-    """conv.backward(..., forward with ``conv_args``) against float64 finite differences,
-    with a random upstream gradient, in the config's layout; shared with the Winograd
-    tests."""
-    x, w, b, rng = draw_arrays(cfg)
-    conv_args["layout"] = cfg["layout"]
-    args = [xp.asarray(a) for a in (in_layout(x, cfg), w, b)]
-    y, cache = conv.forward(*args, **conv_args)
-    dy = xp.asarray(rng.standard_normal(y.shape))
-    grads = conv.backward(dy, cache)
-    for a, g in zip(args, grads):
-        assert g.shape == a.shape and g.dtype == a.dtype
-    assert_directional(lambda *a: conv.forward(*a, **conv_args)[0], args, grads, dy, rng)
-
-
 @fixture_settings
 @given(cfg=conv_configs())
-def test_backward_matches_finite_differences(xp, cfg):
-    assert_backward_matches_finite_differences(xp, cfg, **hyper(cfg))
+def test_reference_backward_matches_finite_differences(xp, cfg):
+    x, w, b, rng = draw_arrays(cfg)
+    args = [xp.asarray(a) for a in (x, w, b)]
+    y = reference.conv_forward(*args, **hyper(cfg))
+    dy = xp.asarray(rng.standard_normal(y.shape))
+    grads = reference.conv_backward(dy, args[0], args[1], **hyper(cfg))
+    for a, g in zip(args, grads):
+        assert g.shape == a.shape and g.dtype == a.dtype
+    assert_directional(lambda *a: reference.conv_forward(*a, **hyper(cfg)), args, grads, dy,
+                       rng)
 
 
 @pytest.mark.parametrize("cfg", [
     dict(N=2, C=4, K=6, H=5, W=6, kh=3, kw=2, stride=2, pad=1, groups=2, seed=3),
     dict(N=1, C=3, K=2, H=4, W=4, kh=4, kw=1, stride=1, pad=0, groups=1, seed=4),
 ])
-def test_backward_matches_finite_differences_of_naive_loop(xp, cfg):
-    """The backward pass against the naive loop itself, independent of im2col."""
+def test_reference_backward_matches_finite_differences_of_naive_loop(xp, cfg):
+    """The reference's backward against the naive loop itself, independent of its forward."""
     x, w, b, rng = draw_arrays(cfg)
-    y, cache = conv.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b), **hyper(cfg))
+    y = naive_conv(x, w, b, **hyper(cfg))
     dy = rng.standard_normal(y.shape)
-    grads = [backend.asnumpy(g) for g in conv.backward(xp.asarray(dy), cache)]
+    grads = [backend.asnumpy(g) for g in reference.conv_backward(
+        xp.asarray(dy), xp.asarray(x), xp.asarray(w), **hyper(cfg))]
     assert_directional(lambda *a: naive_conv(*a, **hyper(cfg)), [x, w, b], grads, dy, rng)
+
+
+@pytest.mark.parametrize("algo", conv.ALGOS)
+@fixture_settings
+@given(data=st.data())
+def test_backward_matches_finite_differences(xp, algo, data):
+    """The fast path's own backward against float64 finite differences of its forward,
+    in the drawn layout, with a random upstream gradient."""
+    cfg = data.draw(CONFIGS[algo])
+    x, w, b, rng = draw_arrays(cfg)
+    opts = dict(conv_args(cfg, algo), layout=cfg["layout"])
+    args = [xp.asarray(a) for a in (in_layout(x, cfg), w, b)]
+    y, cache = conv.forward(*args, **opts)
+    dy = xp.asarray(rng.standard_normal(y.shape))
+    grads = conv.backward(dy, cache)
+    for a, g in zip(args, grads):
+        assert g.shape == a.shape and g.dtype == a.dtype
+    assert_directional(lambda *a: conv.forward(*a, **opts)[0], args, grads, dy, rng)
 
 
 @fixture_settings
@@ -167,6 +247,23 @@ def test_col2im_is_the_adjoint_of_im2col(xp, cfg):
     lhs = numpy.sum(backend.asnumpy(cols) * c)
     rhs = numpy.sum(x * back)
     assert abs(lhs - rhs) <= 1e-12 * numpy.sum(abs(backend.asnumpy(cols) * c)) + 1e-13
+
+
+@fixture_settings
+@given(cfg=conv_configs(max_kernel=5), budget=st.sampled_from([1, 100, 1000]))
+def test_col2im_in_blocks_of_channels_is_bit_identical(xp, cfg, budget):
+    """Each element receives its kh*kw additions in the same order for any block size."""
+    x, _, _, rng = draw_arrays(cfg)
+    x = in_layout(x, cfg)
+    h = dict(stride=cfg["stride"], pad=cfg["pad"], layout=cfg["layout"])
+    shape = conv.im2col(xp.asarray(x), cfg["kh"], cfg["kw"], groups=cfg["groups"], **h).shape
+    c = xp.asarray(rng.standard_normal(shape))
+    results = []
+    for bytes_ in (budget, None):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(blocking, "block_bytes", lambda _: bytes_)
+            results.append(backend.asnumpy(conv.col2im(c, x.shape, cfg["kh"], cfg["kw"], **h)))
+    numpy.testing.assert_array_equal(*results)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

@@ -1,12 +1,17 @@
-"""SGD: each step equal to its formula computed independently here, in both forms.
+"""SGD: the blocked update equal to ``layers.reference.sgd_update`` bit for bit, in both
+forms; the reference's forms against each other and the closed form of a first step.
 
 Gradients are random arrays (not the network's), so the update rule is tested alone;
 hyperparameters are chosen so every term (momentum, weight decay, lr) is visible.
 """
 import numpy
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from refnet import SGD, AlexNet, sgd
+from layers import blocking, reference
+from refnet import SGD, AlexNet
+from tests.gradient_check import fixture_settings
 
 LR, MOMENTUM, WD = 0.05, 0.7, 0.03
 
@@ -26,35 +31,61 @@ def decay_of(name, decay_biases):
     return WD if name.endswith(".weight") or decay_biases else 0.0
 
 
-@pytest.mark.parametrize("budget", [None, 1, 500])
-@pytest.mark.parametrize("decay_biases", [False, True])
-@pytest.mark.parametrize("form", ["paper", "pytorch"])
-def test_two_steps_equal_the_formula(monkeypatch, form, decay_biases, budget):
-    """``budget``: the update's block size in bytes (None: the default); 1 and 500 bytes
-    update one row or a few rows at a time."""
-    if budget is not None:
-        monkeypatch.setattr(sgd, "block_bytes", lambda xp: budget)
-    rng = numpy.random.default_rng(1)
-    net, opt = setup(form, decay_biases)
+@fixture_settings
+@given(data=st.data())
+def test_steps_equal_the_reference_update_bit_for_bit(dtype, data):
+    """Two steps (the second exercises momentum) of the blocked update, with blocks of
+    ``budget`` bytes (None: the default; 1 and 500: one row or a few rows at a time),
+    against ``reference.sgd_update`` on the full arrays: the same operations per element
+    in the same order, so the same bits."""
+    form = data.draw(st.sampled_from(["paper", "pytorch"]), label="form")
+    decay_biases = data.draw(st.booleans(), label="decay_biases")
+    budget = data.draw(st.sampled_from([None, 1, 500, 5000]), label="budget")
+    lr, momentum, wd = (data.draw(st.floats(lo, hi), label=name) for name, lo, hi in
+                        (("lr", 1e-3, 0.5), ("momentum", 0.1, 0.99), ("wd", 1e-3, 0.1)))
+    rng = numpy.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    net = AlexNet("tiny", dtype.name).init(seed=0, scheme="he")
+    opt = SGD(net, lr=lr, momentum=momentum, weight_decay=wd, form=form,
+              decay_biases=decay_biases)
     w = net.state_dict()
     v = {n: numpy.zeros_like(a) for n, a in w.items()}
-    for _ in range(2):                      # the second step exercises the momentum term
-        g = random_grads(net, rng)
-        opt.step(g)
-        for n in w:
-            wd = decay_of(n, decay_biases)
-            if form == "paper":
-                v[n] = MOMENTUM * v[n] - wd * LR * w[n] - LR * g[n]
-                w[n] = w[n] + v[n]
-            else:
-                v[n] = MOMENTUM * v[n] + (g[n] + wd * w[n])
-                w[n] = w[n] - LR * v[n]
-        got = net.state_dict()
-        vel = opt.state_dict()
-        for n in w:
-            numpy.testing.assert_allclose(got[n], w[n], rtol=1e-13, atol=1e-15, err_msg=n)
-            numpy.testing.assert_allclose(vel[f"velocity/{n}"], v[n], rtol=1e-13,
-                                          atol=1e-15, err_msg=n)
+    with pytest.MonkeyPatch.context() as patch:
+        if budget is not None:
+            patch.setattr(blocking, "block_bytes", lambda xp: budget)
+        for _ in range(2):
+            g = {n: rng.standard_normal(s).astype(dtype) for n, s in net.shapes.items()}
+            opt.step(g)
+            for n in w:
+                w[n], v[n] = reference.sgd_update(w[n], v[n], g[n], lr=lr, momentum=momentum,
+                                                  weight_decay=opt.decay(n), form=form)
+    got, vel = net.state_dict(), opt.state_dict()
+    for n in w:
+        assert got[n].dtype == dtype
+        numpy.testing.assert_array_equal(got[n], w[n], err_msg=n)
+        numpy.testing.assert_array_equal(vel[f"velocity/{n}"], v[n], err_msg=n)
+
+
+def test_reference_update_forms_and_first_step():
+    """From v = 0 both forms step to w - lr (g + wd w); at constant lr they keep the same
+    w with v_paper = -lr v_pytorch; after lr changes from lr1 to lr2 they differ by
+    m (lr2 - lr1) v_pytorch (the velocity before that step)."""
+    rng = numpy.random.default_rng(2)
+    w0, g1, g2, g3 = (rng.standard_normal((5, 7)) for _ in range(4))
+    h = dict(momentum=MOMENTUM, weight_decay=WD)
+    wa, va = wb, vb = w0, numpy.zeros_like(w0)
+    for i, g in enumerate((g1, g2)):
+        wa, va = reference.sgd_update(wa, va, g, lr=LR, form="paper", **h)
+        wb, vb = reference.sgd_update(wb, vb, g, lr=LR, form="pytorch", **h)
+        if i == 0:
+            numpy.testing.assert_allclose(wa, w0 - LR * (g1 + WD * w0), rtol=1e-14)
+        numpy.testing.assert_allclose(wa, wb, rtol=1e-13)
+        numpy.testing.assert_allclose(va, -LR * vb, rtol=1e-13)
+    lr2 = 0.2
+    wa3, _ = reference.sgd_update(wa, va, g3, lr=lr2, form="paper", **h)
+    wb3, _ = reference.sgd_update(wb, vb, g3, lr=lr2, form="pytorch", **h)
+    numpy.testing.assert_allclose(wa3 - wb3, MOMENTUM * (lr2 - LR) * vb, rtol=1e-9)
+    with pytest.raises(ValueError, match="form must be 'paper' or 'pytorch', got 'adam'"):
+        reference.sgd_update(w0, vb, g1, lr=LR, form="adam", **h)
 
 
 def test_biases_are_not_decayed_by_default():

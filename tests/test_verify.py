@@ -1,10 +1,11 @@
-"""verify/: the PyTorch comparisons pass, and the checker can fail.
+"""verify/: the PyTorch and fast-path comparisons pass, and the checker can fail.
 
 The comparisons themselves are the tests of refnet against PyTorch (layers at the paper's
 settings and at stress, the small networks in eval and train mode, three SGD steps, the
-measured conventions). The other half shows the checker is not vacuous: a twin with a
-convention left untranslated (LRN's alpha without the factor size, PyTorch's default k,
-Caffe's ceil rounding, Caffe's all-channel LRN, the wrong dropout mode) is reported FAIL.
+measured conventions) and of the fast paths against ``layers.reference``. The other half
+shows the checker is not vacuous: a twin with a convention left untranslated (LRN's
+alpha without the factor size, PyTorch's default k, Caffe's ceil rounding, Caffe's
+all-channel LRN, the wrong dropout mode), or a wrong reference, is reported FAIL.
 """
 import json
 import subprocess
@@ -16,7 +17,9 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verify import compare, conventions, layer_cases, network, sgd, twins
+from layers import reference
+from verify import (compare, conventions, layer_cases, network, reference_cases, sgd,
+                    twins)
 from verify.__main__ import main
 from verify.twin_network import TwinAlexNet
 
@@ -105,6 +108,17 @@ def test_conventions(dtype):
     assert by[("lrn paper params, |x|~50", "ours vs torch alpha as is")].max_rel > 0.1
 
 
+def test_fast_paths_match_reference(dtype):
+    rows = reference_cases.run(dtype, seed=0)
+    assert not failed(rows), compare.format_table(failed(rows))
+    assert {r.part for r in rows} == {"reference"}
+    cases = " | ".join(r.case for r in rows)
+    for word in ("im2col NCHW", "im2col CHWN", "winograd F(4, 5) CHWN", "winograd F(5, 3) NCHW",
+                 "maxpool 3/2 on 55x55", "ties", "lrn n=5", "sgd paper form", "sgd pytorch form"):
+        assert word in cases, word
+    assert {r.quantity for r in rows} == {"y", "dx", "dw", "db", "w", "v"}
+
+
 # -- the checker can fail -----------------------------------------------------------------
 
 def lrn_untranslated(x, dy, *, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
@@ -130,6 +144,16 @@ def test_wrong_lrn_twin_fails(monkeypatch, wrong):
               if r.quantity == "y" and (wrong is lrn_untranslated or "k=2" in r.case)]
     assert len(judged) >= 10 and all(r.status == "FAIL" for r in judged)
     assert main(["--only", "layers", "--quiet"]) == 1
+
+
+def test_wrong_reference_lrn_fails(monkeypatch):
+    """A reference with Caffe's alpha / size: the fast LRN no longer matches it."""
+    original = reference.lrn_forward
+    monkeypatch.setattr(reference, "lrn_forward", lambda x, *, size, alpha, **kw: original(
+        x, size=size, alpha=alpha / size, **kw))
+    rows = reference_cases.run("float64", seed=0, which=["lrn"])
+    assert all(r.status == "FAIL" for r in rows if r.quantity == "y")
+    assert main(["--only", "reference", "--quiet"]) == 1
 
 
 def test_ceil_rounding_twin_fails(monkeypatch):

@@ -1,18 +1,16 @@
-"""Winograd convolution: exact transforms, naive-loop and im2col agreement, finite differences,
-float32 error bounds, and the errors of ``conv.forward(..., algo="winograd")``."""
+"""Winograd convolution: exact transforms, every tile against ``layers.reference``, float32
+error bounds, and the errors of ``conv.forward(..., algo="winograd")``. The drawn
+configurations shared with im2col (reference, finite differences) are in test_conv.py."""
 from fractions import Fraction
 
 import numpy
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from layers import backend, conv, winograd
+from layers import backend, blocking, conv, reference, winograd
 from layers.layout import LAYOUTS, transpose
 from refnet.network import AlexNet
-from tests.gradient_check import fixture_settings
-from tests.test_conv import (assert_backward_matches_finite_differences, draw_arrays,
-                             from_layout, in_layout, naive_conv)
+from tests.test_conv import conv_args, draw_arrays, from_layout, growth, hyper, in_layout
+from tests.tolerance import tol
 
 
 @pytest.mark.parametrize("m,r", [(m, r) for m in range(1, 7) for r in range(1, 7)
@@ -31,55 +29,29 @@ def test_transforms_compute_correlation_exactly(m, r):
         assert y == [sum(g[k] * d[i + k] for k in range(r)) for i in range(m)]
 
 
-@st.composite
-def winograd_configs(draw):
-    """Stride-1 square-kernel convolutions with a tile the point table supports."""
-    groups = draw(st.integers(1, 3))
-    r = draw(st.integers(1, 5))
-    tile = draw(st.integers(1, min(4, winograd.MAX_POINTS + 2 - r)))
-    pad = draw(st.integers(0, 2))
-    h0 = max(1, r - 2 * pad)
-    return dict(N=draw(st.integers(1, 2)), C=groups * draw(st.integers(1, 2)),
-                K=groups * draw(st.integers(1, 2)), H=draw(st.integers(h0, h0 + 6)),
-                W=draw(st.integers(h0, h0 + 6)), kh=r, kw=r, stride=1, pad=pad,
-                groups=groups, tile=tile, seed=draw(st.integers(0, 2**32 - 1)),
-                layout=draw(st.sampled_from(LAYOUTS)))
-
-
-def winograd_args(cfg):
-    return dict(pad=cfg["pad"], groups=cfg["groups"], algo="winograd", tile=cfg["tile"])
-
-
-@fixture_settings
-@given(cfg=winograd_configs())
-def test_forward_matches_naive_loop_in_float64(xp, cfg):
-    x, w, b, _ = draw_arrays(cfg)
-    y, _ = conv.forward(xp.asarray(in_layout(x, cfg)), xp.asarray(w), xp.asarray(b),
-                        **winograd_args(cfg), layout=cfg["layout"])
-    h = dict(stride=1, pad=cfg["pad"], groups=cfg["groups"])
-    ref = naive_conv(x, w, b, **h)
-    scale = naive_conv(abs(x), abs(w), abs(b), **h)    # the sum of |terms|
-    # The transforms amplify round-off by at most ~1e2 for these tiles (F(4, 5) included).
-    assert numpy.all(abs(from_layout(y, cfg) - ref) <= 1e-13 * scale + 1e-14)
-
-
-@fixture_settings
-@given(cfg=winograd_configs())
-def test_backward_matches_finite_differences(xp, cfg):
-    assert_backward_matches_finite_differences(xp, cfg, **winograd_args(cfg))
-
-
-@fixture_settings
-@given(cfg=winograd_configs())
-def test_gradients_equal_im2col_gradients_in_float64(xp, cfg):
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("m,r", [(m, r) for r in range(1, 6) for m in range(1, 11)
+                                 if m + r - 2 <= winograd.MAX_POINTS])
+def test_every_tile_matches_reference_in_float64(xp, m, r, layout):
+    """Every F(m, r) the point table defines, forward and backward, against
+    ``layers.reference`` on a grouped, padded input whose size no tile divides, within
+    float64's tolerance times the tile's round-off ``growth``."""
+    cfg = dict(N=2, C=4, K=6, H=11, W=10, kh=r, kw=r, stride=1, pad=1, groups=2, seed=m * 10 + r,
+               tile=m, layout=layout)
     x, w, b, rng = draw_arrays(cfg)
-    args = [xp.asarray(a) for a in (in_layout(x, cfg), w, b)]
-    y1, c1 = conv.forward(*args, **winograd_args(cfg), layout=cfg["layout"])
-    y2, c2 = conv.forward(*args, pad=cfg["pad"], groups=cfg["groups"], layout=cfg["layout"])
-    dy = xp.asarray(rng.standard_normal(y1.shape))
-    for a1, a2 in zip((y1, *conv.backward(dy, c1)), (y2, *conv.backward(dy, c2))):
-        a1, a2 = backend.asnumpy(a1), backend.asnumpy(a2)
-        assert abs(a1 - a2).max() <= 1e-12 * abs(a2).max() + 1e-14
+    h = hyper(cfg)
+    y_ref = reference.conv_forward(x, w, b, **h)
+    dy = rng.standard_normal(y_ref.shape)
+    refs = (y_ref, *reference.conv_backward(dy, x, w, **h))
+    scales = (reference.conv_forward(abs(x), abs(w), abs(b), **h),
+              *reference.conv_backward(abs(dy), abs(x), abs(w), **h))
+    y, cache = conv.forward(xp.asarray(in_layout(x, cfg)), xp.asarray(w), xp.asarray(b),
+                            **conv_args(cfg, "winograd"), layout=layout)
+    dx, dw, db = conv.backward(xp.asarray(in_layout(dy, cfg)), cache)
+    got = (from_layout(y, cfg), from_layout(dx, cfg), backend.asnumpy(dw), backend.asnumpy(db))
+    bound = tol(numpy.float64)["rtol"] * growth("winograd", cfg)
+    for name, a, ref, scale in zip(("y", "dx", "dw", "db"), got, refs, scales):
+        assert numpy.all(abs(a - ref) <= bound * scale.max()), name
 
 
 # (x shape, w shape, pad, groups): alexnet's conv2..conv5 at batch 4, the grouped form.
@@ -173,14 +145,14 @@ def test_network_refuses_unknown_conv_algo():
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_row_chunks_give_the_same_convolution(monkeypatch, xp, layout):
-    """One tile row per chunk (``CHUNK_BYTES`` tiny) against one chunk for all rows;
+    """One tile row per chunk (``blocking.CHUNK_BYTES`` tiny) against one chunk for all rows;
     keeping V and recomputing it stay bit-identical when chunked."""
     cfg = dict(N=5, C=4, K=6, H=7, W=9, kh=3, kw=3, stride=1, pad=1, groups=2, seed=14)
     x, w, b, rng = draw_arrays(cfg)
     args = [xp.asarray(a) for a in (transpose(x, "NCHW", layout), w, b)]
     opts = dict(pad=1, groups=2, algo="winograd", tile=2, layout=layout)
     y1, c1 = conv.forward(*args, **opts)
-    monkeypatch.setattr(winograd, "CHUNK_BYTES", 1)
+    monkeypatch.setattr(blocking, "CHUNK_BYTES", 1)
     y2, c2 = conv.forward(*args, **opts)
     _, c3 = conv.forward(*args, keep_cols=False, **opts)
     assert len(c1.chunks) == 1 and len(c2.chunks) == 4 and len(c2.v) == 4   # ceil(7 / 2) tile rows

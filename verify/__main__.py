@@ -2,7 +2,8 @@
 
     python -m verify                          # everything, float64, both network sizes
     python -m verify --dtype float32          # float32 on both sides, float32 tolerances
-    python -m verify --only layers,sgd        # some parts: layers, network, sgd, conventions
+    python -m verify --only layers,sgd        # some parts: layers, network, sgd, conventions,
+                                              # reference (fast paths vs layers.reference)
     python -m verify --size small --json out.json
     python -m verify --json -                 # JSON on stdout, the table on stderr
 
@@ -17,14 +18,15 @@ import time
 
 import numpy
 
-PARTS = ("layers", "network", "sgd", "conventions")
+PARTS = ("layers", "network", "sgd", "conventions", "reference")
 SIZES = {"small": ("small",), "paper": ("paper",), "both": ("small", "paper")}
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m verify",
-        description="Compare refnet's layers, network and SGD with PyTorch twins.")
+        description="Compare refnet's layers, network and SGD with PyTorch twins, and "
+                    "its fast paths with layers.reference.")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="dtype of both sides (default float64)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
@@ -52,7 +54,7 @@ def parse_parts(text):
 
 def plan(parts, dtype, seed, sizes):
     """[(name, thunk returning report rows)] for the chosen parts (imports torch here)."""
-    from verify import conventions, layer_cases, network, sgd
+    from verify import conventions, layer_cases, network, reference_cases, sgd
     steps = []
     if "layers" in parts:
         steps += [(f"layers:{name}", lambda n=name: layer_cases.run(dtype, seed, [n]))
@@ -63,6 +65,9 @@ def plan(parts, dtype, seed, sizes):
         steps.append(("sgd", lambda: sgd.run(dtype, seed)))
     if "conventions" in parts:
         steps.append(("conventions", lambda: conventions.run(dtype, seed)))
+    if "reference" in parts:
+        steps += [(f"reference:{name}", lambda n=name: reference_cases.run(dtype, seed, [n]))
+                  for name in reference_cases.CASES]
     return steps
 
 
@@ -91,8 +96,9 @@ def main(argv=None):
     table_stream = sys.stderr if args.json == "-" else sys.stdout
     print(f"refnet vs PyTorch {__import__('torch').__version__}, dtype {args.dtype}, "
           f"seed {args.seed}, parts {','.join(parts)}, {elapsed:.1f} s", file=table_stream)
-    print("max rel err = max|ours - torch| / max|torch| per array; "
-          "PASS when <= tol (see verify/compare.py)", file=table_stream)
+    print("max rel err = max|ours - ref| / max|ref| per array (ref: PyTorch, or "
+          "layers.reference in part reference); PASS when <= tol (see verify/compare.py)",
+          file=table_stream)
     print(format_table(rows), file=table_stream)
     if args.json:
         report = report_dict(rows, dtype=args.dtype, seed=args.seed, parts=parts,

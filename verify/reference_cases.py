@@ -1,0 +1,162 @@
+"""Every fast path of ``layers/`` against its plain form ``layers.reference``, at paper-like
+settings.
+
+The fast paths are clever (im2col and Winograd's transforms, pooling on phase planes, LRN
+and the SGD update in cache blocks, and all of them in the batch-innermost layout the
+network runs); the reference computes the same formula the obvious way. Each case draws
+its arrays from one seeded generator, runs the fast path in each layout (NCHW and CHWN,
+converted back to NCHW for the comparison) and the reference once, with a random upstream
+gradient, and yields one row per quantity, judged at the layer tolerance of
+``verify.compare``. No PyTorch here: these rows check refnet against itself.
+
+- conv: alexnet's five layers (their kernels, strides, pads, groups and channel counts on
+  smaller maps), by im2col and, for the stride-1 layers, by Winograd at its default tiles;
+- pooling: pool1's 3/2 windows on 55x55 maps (larger than a cache block, so the planes run
+  in blocks) and integer inputs with many tied maxima;
+- LRN: lrn1's shape (the maps span several cache blocks in both layouts) at the paper's
+  settings with inputs large enough for the alpha term to matter, and at alpha = 0.5;
+- SGD: three steps of the demo network in both forms, the learning rate changed before
+  the third (its fc layers span several row blocks), weights and velocities.
+
+Axis legend: N batch, C channels, K kernels, H/W height/width.
+"""
+
+import numpy
+
+import layers.conv
+import layers.lrn
+import layers.pool
+from layers import reference
+from layers.layout import LAYOUTS, transpose
+from refnet import SGD, AlexNet
+from verify.compare import judged, tolerance
+
+PART = "reference"
+PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+
+
+def _draw(rng, shape, dtype, scale=1.0):
+    return (scale * rng.standard_normal(shape)).astype(dtype)
+
+
+def _rows(case, ours, ref, tol, note=""):
+    return [judged(PART, case, q, ours[q], ref[q], tol, note) for q in ref]
+
+
+def _nchw(a, layout):
+    return transpose(a, layout, "NCHW")
+
+
+def conv_cases(rng, dtype, tol):
+    rows = []
+    paper = [  # name, x (N, C, H, W), w (K, C/G, kh, kw), stride, pad, groups
+        ("conv1 11x11/4 pad 0, 3->96", (2, 3, 63, 55), (96, 3, 11, 11), 4, 0, 1),
+        ("conv2 5x5/1 pad 2 g2, 96->256", (2, 96, 13, 11), (256, 48, 5, 5), 1, 2, 2),
+        ("conv3 3x3/1 pad 1, 256->384", (2, 256, 7, 6), (384, 256, 3, 3), 1, 1, 1),
+        ("conv4 3x3/1 pad 1 g2, 384->384", (2, 384, 7, 6), (384, 192, 3, 3), 1, 1, 2),
+        ("conv5 3x3/1 pad 1 g2, 384->256", (2, 384, 7, 6), (256, 192, 3, 3), 1, 1, 2),
+    ]
+    for name, xs, ws, stride, pad, groups in paper:
+        h = dict(stride=stride, pad=pad, groups=groups)
+        x, w, b = _draw(rng, xs, dtype), _draw(rng, ws, dtype, 0.1), _draw(rng, ws[:1], dtype)
+        y = reference.conv_forward(x, w, b, **h)
+        dy = _draw(rng, y.shape, dtype)
+        dx, dw, db = reference.conv_backward(dy, x, w, **h)
+        ref = {"y": y, "dx": dx, "dw": dw, "db": db}
+        tiles = layers.conv.WINOGRAD_TILES.get((numpy.dtype(dtype).name, ws[2]), 2)
+        algos = [("im2col", {})] + ([(f"winograd F({tiles}, {ws[2]})", dict(algo="winograd"))]
+                                    if stride == 1 else [])
+        for algo, opts in algos:
+            for layout in LAYOUTS:
+                ours_y, cache = layers.conv.forward(transpose(x, "NCHW", layout), w, b, **h,
+                                                    layout=layout, **opts)
+                ours_dx, ours_dw, ours_db = layers.conv.backward(
+                    transpose(dy, "NCHW", layout), cache)
+                ours = {"y": _nchw(ours_y, layout), "dx": _nchw(ours_dx, layout),
+                        "dw": ours_dw, "db": ours_db}
+                rows += _rows(f"{name} {algo} {layout}", ours, ref, tol)
+    return rows
+
+
+def pool_cases(rng, dtype, tol):
+    rows = []
+    inputs = [("maxpool 3/2 on 55x55, 96 ch (pool1)", _draw(rng, (2, 96, 55, 55), dtype)),
+              ("maxpool 3/2 on 27x27, ties (ints 0-2)",
+               rng.integers(0, 3, size=(2, 96, 27, 27)).astype(dtype))]
+    for name, x in inputs:
+        y, argmax = reference.pool_forward(x, size=3, stride=2)
+        dy = _draw(rng, y.shape, dtype)
+        dx = reference.pool_backward(dy, argmax, x.shape, size=3, stride=2)
+        for layout in LAYOUTS:
+            ours_y, cache = layers.pool.forward(transpose(x, "NCHW", layout), size=3, stride=2,
+                                                layout=layout)
+            ours_dx = layers.pool.backward(transpose(dy, "NCHW", layout), cache)
+            ours = {"y": _nchw(ours_y, layout), "dx": _nchw(ours_dx, layout)}
+            rows += _rows(f"{name} {layout}", ours, {"y": y, "dx": dx}, tol)
+    return rows
+
+
+def lrn_cases(rng, dtype, tol):
+    rows = []
+    for name, h, scale in [("lrn n=5 alpha=1e-4 beta=0.75 k=2 (paper), 55x55", PAPER_LRN, 20.0),
+                           ("lrn n=7 alpha=0.5 beta=0.75 k=1, 55x55",
+                            dict(size=7, alpha=0.5, beta=0.75, k=1.0), 2.0)]:
+        x = _draw(rng, (2, 96, 55, 55), dtype, scale)
+        dy = _draw(rng, x.shape, dtype)
+        ref = {"y": reference.lrn_forward(x, **h), "dx": reference.lrn_backward(dy, x, **h)}
+        for layout in LAYOUTS:
+            ours_y, cache = layers.lrn.forward(transpose(x, "NCHW", layout), **h,
+                                               layout=layout)
+            ours_dx = layers.lrn.backward(transpose(dy, "NCHW", layout), cache)
+            ours = {"y": _nchw(ours_y, layout), "dx": _nchw(ours_dx, layout)}
+            rows += _rows(f"{name} {layout}", ours, ref, tol)
+    return rows
+
+
+def _worst(case, quantity, ours, ref, tol):
+    """One row for all parameters: the worst one (a FAIL first, then the largest error),
+    or a note that every one is bit-identical."""
+    rows = [judged(PART, case, quantity, ours[k], ref[k], tol, note=k) for k in ref]
+    worst = max(rows, key=lambda r: (r.status == "FAIL", r.max_rel))
+    if worst.status == "PASS" and all(numpy.array_equal(ours[k], ref[k]) for k in ref):
+        worst.note = f"all {len(ref)} arrays bit-identical"
+    return worst
+
+
+def sgd_cases(rng, dtype, tol, lrs=(0.01, 0.01, 0.001), momentum=0.9, weight_decay=5e-4):
+    rows = []
+    for form in ("paper", "pytorch"):
+        net = AlexNet("demo", numpy.dtype(dtype).name).init(seed=0)
+        opt = SGD(net, lr=lrs[0], momentum=momentum, weight_decay=weight_decay, form=form)
+        w = net.state_dict()
+        v = {n: numpy.zeros_like(a) for n, a in w.items()}
+        for t, lr in enumerate(lrs, start=1):
+            g = {n: _draw(rng, s, dtype) for n, s in net.shapes.items()}
+            opt.lr = lr
+            opt.step(g)
+            for n in w:
+                w[n], v[n] = reference.sgd_update(w[n], v[n], g[n], lr=lr, momentum=momentum,
+                                                  weight_decay=opt.decay(n), form=form)
+            case = f"sgd {form} form, demo net, step {t} lr={lr:g}"
+            velocity = opt.state_dict()
+            rows += [_worst(case, "w", net.state_dict(), w, tol),
+                     _worst(case, "v", {n: velocity[f"velocity/{n}"] for n in v}, v, tol)]
+    return rows
+
+
+CASES = {"conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases, "sgd": sgd_cases}
+
+
+def run(dtype="float64", seed=0, which=None):
+    """All fast-path comparisons (or those named in ``which``) as report rows."""
+    dtype = numpy.dtype(dtype)
+    tol = tolerance(dtype, "layer")
+    names = list(CASES) if which is None else list(which)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise ValueError(f"reference cases: unknown {unknown}, choose from {list(CASES)}")
+    rows = []
+    for name in names:
+        rng = numpy.random.default_rng([seed, 100 + list(CASES).index(name)])
+        rows += CASES[name](rng, dtype, tol)
+    return rows
