@@ -20,9 +20,6 @@ import contextlib
 
 import numpy
 
-# Re-exported (the cache-blocking budget); the policy lives in ``layers.blocking``.
-from layers.blocking import CPU_BLOCK_BYTES, block_bytes  # noqa: F401
-
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
 _cupy = None
