@@ -1,6 +1,7 @@
 """Winograd convolution: exact transforms, every tile against ``layers.reference``, float32
 error bounds, and the errors of ``conv.forward(..., algo="winograd")``. The drawn
-configurations shared with im2col (reference, finite differences) are in test_conv.py."""
+configurations shared with im2col (reference, finite differences) are tested in
+test_conv.py, drawn by tests/conv_cases.py."""
 from fractions import Fraction
 
 import numpy
@@ -9,7 +10,7 @@ import pytest
 from layers import backend, blocking, conv, reference, winograd
 from layers.layout import LAYOUTS, transpose
 from refnet.network import AlexNet
-from tests.test_conv import conv_args, draw_arrays, from_layout, growth, hyper, in_layout
+from tests.conv_cases import conv_args, draw_arrays, from_layout, growth, hyper, in_layout
 from tests.tolerance import tol
 
 
@@ -136,11 +137,6 @@ def test_network_with_winograd_equals_network_with_gemm_in_float64():
     assert abs(l1 - l2) <= 1e-12 * abs(l2)
     for key in g2:
         assert abs(g1[key] - g2[key]).max() <= 1e-11 * abs(g2[key]).max() + 1e-15, key
-
-
-def test_network_refuses_unknown_conv_algo():
-    with pytest.raises(ValueError, match="conv_algo must be one of"):
-        AlexNet("tiny", conv_algo="fft")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
