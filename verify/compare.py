@@ -90,14 +90,35 @@ def judged(part, case, quantity, ours, theirs, tol, note=""):
     a, b = numpy.asarray(ours), numpy.asarray(theirs)
     if a.shape != b.shape:
         return Row(part, case, quantity, float("nan"), float("nan"), tol, "FAIL",
-                   f"shape ours {a.shape} vs torch {b.shape}")
+                   f"shape ours {a.shape} vs reference {b.shape}")
     if a.ndim > 0 and a.dtype != b.dtype:
-        note = f"dtype ours {a.dtype} vs torch {b.dtype}" + (f"; {note}" if note else "")
+        note = f"dtype ours {a.dtype} vs reference {b.dtype}" + (f"; {note}" if note else "")
         max_abs, max_rel = errors(a, b)
         return Row(part, case, quantity, max_abs, max_rel, tol, "FAIL", note)
     max_abs, max_rel = errors(a, b)
     status = "PASS" if max_rel <= tol else "FAIL"
     return Row(part, case, quantity, max_abs, max_rel, tol, status, note)
+
+
+def judged_rows(part, case, ours, theirs, tol, note=""):
+    """One ``judged`` row per quantity of the dict ``theirs``, against ``ours[quantity]``."""
+    return [judged(part, case, q, ours[q], theirs[q], tol, note) for q in theirs]
+
+
+def worst(part, case, quantity, ours, theirs, tol):
+    """One row for two dicts of arrays (every parameter): the worst comparison (a FAIL
+    first, then the largest error), noting when every array is bit-identical."""
+    judged_rows = [judged(part, case, quantity, ours[k], theirs[k], tol, note=k)
+                   for k in theirs]
+    row = max(judged_rows, key=lambda r: (r.status == "FAIL", r.max_rel))
+    if row.status == "PASS" and all(numpy.array_equal(ours[k], theirs[k]) for k in theirs):
+        row.note = f"all {len(theirs)} arrays bit-identical"
+    return row
+
+
+def draw(rng, shape, dtype, scale=1.0):
+    """``scale`` times standard normal draws of ``shape`` from ``rng``, in ``dtype``."""
+    return (scale * rng.standard_normal(shape)).astype(dtype)
 
 
 def check(part, case, quantity, ok, note="", max_abs=float("nan"), max_rel=float("nan"),

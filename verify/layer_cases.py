@@ -31,26 +31,30 @@ import layers.pool
 import layers.relu
 import layers.softmax
 from verify import twins
-from verify.compare import judged, tolerance
+from refnet import NetOptions
+from verify.compare import draw, judged, judged_rows, tolerance
 
 PART = "layers"
-PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
-
-
-def _draw(rng, shape, dtype, scale=1.0):
-    return (scale * rng.standard_normal(shape)).astype(dtype)
+PAPER_LRN = NetOptions().lrn_params                  # n=5, alpha=1e-4, beta=0.75, k=2
+PAPER_CONVS = [  # name, x (N, C, H, W), w (K, C/G, kh, kw), stride, pad, groups
+    ("conv1 11x11/4 pad 0, 3->96", (2, 3, 63, 55), (96, 3, 11, 11), 4, 0, 1),
+    ("conv2 5x5/1 pad 2 g2, 96->256", (2, 96, 13, 11), (256, 48, 5, 5), 1, 2, 2),
+    ("conv3 3x3/1 pad 1, 256->384", (2, 256, 7, 6), (384, 256, 3, 3), 1, 1, 1),
+    ("conv4 3x3/1 pad 1 g2, 384->384", (2, 384, 7, 6), (384, 192, 3, 3), 1, 1, 2),
+    ("conv5 3x3/1 pad 1 g2, 384->256", (2, 384, 7, 6), (256, 192, 3, 3), 1, 1, 2),
+]  # the paper's channels and kernels at smaller spatial sizes
 
 
 def _rows(case, ours, ref, tol, note=""):
-    return [judged(PART, case, q, ours[q], ref[q], tol, note) for q in ref]
+    return judged_rows(PART, case, ours, ref, tol, note)
 
 
 def conv_case(rng, dtype, tol, case, x_shape, w_shape, *, stride, pad, groups, **algo):
-    x = _draw(rng, x_shape, dtype)
-    w = _draw(rng, w_shape, dtype, 0.1)
-    b = _draw(rng, w_shape[:1], dtype)
+    x = draw(rng, x_shape, dtype)
+    w = draw(rng, w_shape, dtype, 0.1)
+    b = draw(rng, w_shape[:1], dtype)
     y, cache = layers.conv.forward(x, w, b, stride=stride, pad=pad, groups=groups, **algo)
-    dy = _draw(rng, y.shape, dtype)
+    dy = draw(rng, y.shape, dtype)
     dx, dw, db = layers.conv.backward(dy, cache)
     ref = twins.conv(x, w, b, dy, stride=stride, pad=pad, groups=groups)
     return _rows(case, {"y": y, "dx": dx, "dw": dw, "db": db}, ref, tol)
@@ -58,17 +62,10 @@ def conv_case(rng, dtype, tol, case, x_shape, w_shape, *, stride, pad, groups, *
 
 def conv_cases(rng, dtype, tol):
     rows = []
-    paper = [  # name, x (N, C, H, W), w (K, C/G, kh, kw), stride, pad, groups
-        ("conv1 11x11/4 pad 0, 3->96 (paper)", (2, 3, 63, 55), (96, 3, 11, 11), 4, 0, 1),
-        ("conv2 5x5/1 pad 2 g2, 96->256 (paper)", (2, 96, 13, 11), (256, 48, 5, 5), 1, 2, 2),
-        ("conv3 3x3/1 pad 1, 256->384 (paper)", (2, 256, 7, 6), (384, 256, 3, 3), 1, 1, 1),
-        ("conv4 3x3/1 pad 1 g2, 384->384 (paper)", (2, 384, 7, 6), (384, 192, 3, 3), 1, 1, 2),
-        ("conv5 3x3/1 pad 1 g2, 384->256 (paper)", (2, 384, 7, 6), (256, 192, 3, 3), 1, 1, 2),
-    ]
-    for name, xs, ws, s, p, g in paper:
-        rows += conv_case(rng, dtype, tol, name, xs, ws, stride=s, pad=p, groups=g)
+    for name, xs, ws, s, p, g in PAPER_CONVS:
+        rows += conv_case(rng, dtype, tol, f"{name} (paper)", xs, ws, stride=s, pad=p, groups=g)
         if s == 1:
-            rows += conv_case(rng, dtype, tol, name.replace("(paper)", "winograd"), xs, ws,
+            rows += conv_case(rng, dtype, tol, f"{name} winograd", xs, ws,
                               stride=s, pad=p, groups=g, algo="winograd")
     for kernel, tiles in ((3, (1, 2, 3, 4)), (5, (1, 2, 3))):
         for tile in tiles:
@@ -90,18 +87,18 @@ def conv_cases(rng, dtype, tol):
 
 
 def relu_cases(rng, dtype, tol):
-    x = _draw(rng, (2, 16, 7, 5), dtype)
+    x = draw(rng, (2, 16, 7, 5), dtype)
     x[rng.random(x.shape) < 0.2] = 0   # exact zeros: the gradient at 0 is 0 in both
     y, cache = layers.relu.forward(x)
-    dy = _draw(rng, y.shape, dtype)
+    dy = draw(rng, y.shape, dtype)
     dx = layers.relu.backward(dy, cache)
     return _rows("relu (20% exact zeros)", {"y": y, "dx": dx}, twins.relu(x, dy), tol)
 
 
 def lrn_case(rng, dtype, tol, case, x_shape, *, size, alpha, beta, k, scale=2.0):
-    x = _draw(rng, x_shape, dtype, scale)
+    x = draw(rng, x_shape, dtype, scale)
     y, cache = layers.lrn.forward(x, size=size, alpha=alpha, beta=beta, k=k)
-    dy = _draw(rng, y.shape, dtype)
+    dy = draw(rng, y.shape, dtype)
     dx = layers.lrn.backward(dy, cache)
     ref = twins.lrn(x, dy, size=size, alpha=alpha, beta=beta, k=k)
     return _rows(case, {"y": y, "dx": dx}, ref, tol)
@@ -136,7 +133,7 @@ def _tied_windows(x, size, stride):
 
 def pool_case(rng, dtype, tol, case, x, *, size, stride):
     y, cache = layers.pool.forward(x, size=size, stride=stride)
-    dy = _draw(rng, y.shape, dtype)
+    dy = draw(rng, y.shape, dtype)
     dx = layers.pool.backward(dy, cache)
     ref = twins.pool(x, dy, size=size, stride=stride)
     ties = _tied_windows(x, size, stride)
@@ -151,7 +148,7 @@ def pool_cases(rng, dtype, tol):
             ("maxpool 3/2 on 54x54 -> 26 (floor)", (2, 8, 54, 54), 3, 2),
             ("maxpool 3/2 on 13x10 (non-square)", (2, 8, 13, 10), 3, 2),
             ("maxpool 2/2 on 12x9 (ablation, floor)", (2, 8, 12, 9), 2, 2)]:
-        rows += pool_case(rng, dtype, tol, name, _draw(rng, shape, dtype),
+        rows += pool_case(rng, dtype, tol, name, draw(rng, shape, dtype),
                           size=size, stride=stride)
     for size, stride in ((3, 2), (2, 2), (3, 1)):
         x = rng.integers(0, 3, size=(2, 8, 13, 11)).astype(dtype)   # many ties
@@ -165,10 +162,10 @@ def dropout_cases(rng, dtype, tol):
     for p in (0.5, 0.2):
         for mode in ("paper", "inverted"):
             for train in (True, False):
-                x = _draw(rng, (4, 64), dtype)
+                x = draw(rng, (4, 64), dtype)
                 mask = (rng.random(x.shape) >= p).astype(dtype)   # 1 keep, 0 drop
                 y, cache = layers.dropout.forward(x, p=p, train=train, mask=mask, mode=mode)
-                dy = _draw(rng, y.shape, dtype)
+                dy = draw(rng, y.shape, dtype)
                 dx = layers.dropout.backward(dy, cache)
                 ref = twins.dropout(x, dy, p=p, train=train, mask=mask, mode=mode)
                 name = f"dropout p={p} {mode} {'train' if train else 'test'}"
@@ -180,11 +177,11 @@ def linear_cases(rng, dtype, tol):
     rows = []
     for name, n, d_in, d_out in [("linear 4096->1000 (fc8)", 2, 4096, 1000),
                                  ("linear 37->23", 5, 37, 23)]:
-        x = _draw(rng, (n, d_in), dtype)
-        w = _draw(rng, (d_out, d_in), dtype, 0.05)
-        b = _draw(rng, (d_out,), dtype)
+        x = draw(rng, (n, d_in), dtype)
+        w = draw(rng, (d_out, d_in), dtype, 0.05)
+        b = draw(rng, (d_out,), dtype)
         y, cache = layers.linear.forward(x, w, b)
-        dy = _draw(rng, y.shape, dtype)
+        dy = draw(rng, y.shape, dtype)
         dx, dw, db = layers.linear.backward(dy, cache)
         ref = twins.linear(x, w, b, dy)
         rows += _rows(name, {"y": y, "dx": dx, "dw": dw, "db": db}, ref, tol)
@@ -195,7 +192,7 @@ def softmax_cases(rng, dtype, tol):
     rows = []
     for name, n, classes, scale in [("softmax CE, 1000 classes", 2, 1000, 3.0),
                                     ("softmax CE, logits x30", 7, 10, 30.0)]:
-        z = _draw(rng, (n, classes), dtype, scale)
+        z = draw(rng, (n, classes), dtype, scale)
         labels = rng.integers(0, classes, size=n)
         loss, cache = layers.softmax.forward(z, labels)
         dloss = float(rng.uniform(0.5, 2.0))

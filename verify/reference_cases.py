@@ -29,18 +29,14 @@ import layers.pool
 from layers import reference
 from layers.layout import LAYOUTS, transpose
 from refnet import SGD, AlexNet
-from verify.compare import judged, tolerance
+from verify.compare import draw, judged_rows, tolerance, worst
+from verify.layer_cases import PAPER_CONVS, PAPER_LRN
 
 PART = "reference"
-PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
-
-
-def _draw(rng, shape, dtype, scale=1.0):
-    return (scale * rng.standard_normal(shape)).astype(dtype)
 
 
 def _rows(case, ours, ref, tol, note=""):
-    return [judged(PART, case, q, ours[q], ref[q], tol, note) for q in ref]
+    return judged_rows(PART, case, ours, ref, tol, note)
 
 
 def _nchw(a, layout):
@@ -49,18 +45,11 @@ def _nchw(a, layout):
 
 def conv_cases(rng, dtype, tol):
     rows = []
-    paper = [  # name, x (N, C, H, W), w (K, C/G, kh, kw), stride, pad, groups
-        ("conv1 11x11/4 pad 0, 3->96", (2, 3, 63, 55), (96, 3, 11, 11), 4, 0, 1),
-        ("conv2 5x5/1 pad 2 g2, 96->256", (2, 96, 13, 11), (256, 48, 5, 5), 1, 2, 2),
-        ("conv3 3x3/1 pad 1, 256->384", (2, 256, 7, 6), (384, 256, 3, 3), 1, 1, 1),
-        ("conv4 3x3/1 pad 1 g2, 384->384", (2, 384, 7, 6), (384, 192, 3, 3), 1, 1, 2),
-        ("conv5 3x3/1 pad 1 g2, 384->256", (2, 384, 7, 6), (256, 192, 3, 3), 1, 1, 2),
-    ]
-    for name, xs, ws, stride, pad, groups in paper:
+    for name, xs, ws, stride, pad, groups in PAPER_CONVS:
         h = dict(stride=stride, pad=pad, groups=groups)
-        x, w, b = _draw(rng, xs, dtype), _draw(rng, ws, dtype, 0.1), _draw(rng, ws[:1], dtype)
+        x, w, b = draw(rng, xs, dtype), draw(rng, ws, dtype, 0.1), draw(rng, ws[:1], dtype)
         y = reference.conv_forward(x, w, b, **h)
-        dy = _draw(rng, y.shape, dtype)
+        dy = draw(rng, y.shape, dtype)
         dx, dw, db = reference.conv_backward(dy, x, w, **h)
         ref = {"y": y, "dx": dx, "dw": dw, "db": db}
         tiles = layers.conv.WINOGRAD_TILES.get((numpy.dtype(dtype).name, ws[2]), 2)
@@ -80,12 +69,12 @@ def conv_cases(rng, dtype, tol):
 
 def pool_cases(rng, dtype, tol):
     rows = []
-    inputs = [("maxpool 3/2 on 55x55, 96 ch (pool1)", _draw(rng, (2, 96, 55, 55), dtype)),
+    inputs = [("maxpool 3/2 on 55x55, 96 ch (pool1)", draw(rng, (2, 96, 55, 55), dtype)),
               ("maxpool 3/2 on 27x27, ties (ints 0-2)",
                rng.integers(0, 3, size=(2, 96, 27, 27)).astype(dtype))]
     for name, x in inputs:
         y, argmax = reference.pool_forward(x, size=3, stride=2)
-        dy = _draw(rng, y.shape, dtype)
+        dy = draw(rng, y.shape, dtype)
         dx = reference.pool_backward(dy, argmax, x.shape, size=3, stride=2)
         for layout in LAYOUTS:
             ours_y, cache = layers.pool.forward(transpose(x, "NCHW", layout), size=3, stride=2,
@@ -101,8 +90,8 @@ def lrn_cases(rng, dtype, tol):
     for name, h, scale in [("lrn n=5 alpha=1e-4 beta=0.75 k=2 (paper), 55x55", PAPER_LRN, 20.0),
                            ("lrn n=7 alpha=0.5 beta=0.75 k=1, 55x55",
                             dict(size=7, alpha=0.5, beta=0.75, k=1.0), 2.0)]:
-        x = _draw(rng, (2, 96, 55, 55), dtype, scale)
-        dy = _draw(rng, x.shape, dtype)
+        x = draw(rng, (2, 96, 55, 55), dtype, scale)
+        dy = draw(rng, x.shape, dtype)
         ref = {"y": reference.lrn_forward(x, **h), "dx": reference.lrn_backward(dy, x, **h)}
         for layout in LAYOUTS:
             ours_y, cache = layers.lrn.forward(transpose(x, "NCHW", layout), **h,
@@ -114,13 +103,7 @@ def lrn_cases(rng, dtype, tol):
 
 
 def _worst(case, quantity, ours, ref, tol):
-    """One row for all parameters: the worst one (a FAIL first, then the largest error),
-    or a note that every one is bit-identical."""
-    rows = [judged(PART, case, quantity, ours[k], ref[k], tol, note=k) for k in ref]
-    worst = max(rows, key=lambda r: (r.status == "FAIL", r.max_rel))
-    if worst.status == "PASS" and all(numpy.array_equal(ours[k], ref[k]) for k in ref):
-        worst.note = f"all {len(ref)} arrays bit-identical"
-    return worst
+    return worst(PART, case, quantity, ours, ref, tol)
 
 
 def sgd_cases(rng, dtype, tol, lrs=(0.01, 0.01, 0.001), momentum=0.9, weight_decay=5e-4):
@@ -131,7 +114,7 @@ def sgd_cases(rng, dtype, tol, lrs=(0.01, 0.01, 0.001), momentum=0.9, weight_dec
         w = net.state_dict()
         v = {n: numpy.zeros_like(a) for n, a in w.items()}
         for t, lr in enumerate(lrs, start=1):
-            g = {n: _draw(rng, s, dtype) for n, s in net.shapes.items()}
+            g = {n: draw(rng, s, dtype) for n, s in net.shapes.items()}
             opt.lr = lr
             opt.step(g)
             for n in w:

@@ -23,7 +23,7 @@ import torch
 
 from refnet import SGD, build_network
 from refnet.arch import get_arch
-from verify.compare import Row, errors, judged, tolerance
+from verify.compare import Row, errors, tolerance, worst
 from verify.network import dropout_masks, make_pair
 
 PART = "sgd"
@@ -41,9 +41,7 @@ def torch_optimizer(twin, lr):
 
 
 def _worst(case, quantity, ours, theirs, tol):
-    """One row for all parameters: the worst one (a FAIL first, then the largest error)."""
-    rows = [judged(PART, case, quantity, ours[k], theirs[k], tol, note=k) for k in theirs]
-    return max(rows, key=lambda r: (r.status == "FAIL", r.max_rel))
+    return worst(PART, case, quantity, ours, theirs, tol)
 
 
 def run(dtype="float64", seed=0, arch="tiny", batch=4):
