@@ -108,11 +108,14 @@ def torch_layer(torch, kind, x_np, p, rng, device):
     F = torch.nn.functional
     x = torch.from_numpy(x_np).to(device).requires_grad_(True)
     dtype = x.dtype
+
+    def weights():
+        w = torch.from_numpy(rng.standard_normal(p["w"]).astype(x_np.dtype) * 0.01)
+        b = torch.zeros(p["w"][0], dtype=dtype)
+        return w.to(device).requires_grad_(True), b.to(device).requires_grad_(True)
+
     if kind == "conv":
-        w = torch.from_numpy(rng.standard_normal(p["w"]).astype(x_np.dtype) * 0.01).to(device)
-        b = torch.zeros(p["w"][0], dtype=dtype, device=device)
-        w.requires_grad_(True)
-        b.requires_grad_(True)
+        w, b = weights()
         op = lambda: F.conv2d(x, w, b, stride=p["stride"], padding=p["pad"],  # noqa: E731
                               groups=p["groups"])
         inputs = (x, w, b)
@@ -127,10 +130,7 @@ def torch_layer(torch, kind, x_np, p, rng, device):
         op = lambda: F.relu(x)  # noqa: E731
         inputs = (x,)
     elif kind == "linear":
-        w = torch.from_numpy(rng.standard_normal(p["w"]).astype(x_np.dtype) * 0.01).to(device)
-        b = torch.zeros(p["w"][0], dtype=dtype, device=device)
-        w.requires_grad_(True)
-        b.requires_grad_(True)
+        w, b = weights()
         op = lambda: F.linear(x, w, b)  # noqa: E731
         inputs = (x, w, b)
     else:

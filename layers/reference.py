@@ -28,6 +28,18 @@ def _conv_shapes(x, w, stride, pad, groups):
     return N, groups, Cg, K // groups, kh, kw, OH, OW
 
 
+def _by_group(x, w, pad, groups):
+    """(xpad, xpad by group, w by group): x zero-padded by ``pad`` on each side of H and
+    W, and both split along their channels into the groups."""
+    xp = get_array_module(x)
+    xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))     # (N, C, Hp, Wp)
+    N, C = x.shape[:2]
+    K, Cg, kh, kw = w.shape
+    xg = xpad.reshape(N, groups, Cg, *xpad.shape[2:])               # (N, G, Cg, Hp, Wp)
+    wg = w.reshape(groups, K // groups, Cg, kh, kw)                 # (G, Kg, Cg, kh, kw)
+    return xpad, xg, wg
+
+
 def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] xpad[n, g*Cg + c, oh*s + i, ow*s + j]
 
@@ -38,9 +50,7 @@ def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):
     """
     xp = get_array_module(x, w, b)
     N, G, Cg, Kg, kh, kw, OH, OW = _conv_shapes(x, w, stride, pad, groups)
-    xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    xg = xpad.reshape(N, G, Cg, *xpad.shape[2:])                    # (N, G, Cg, Hp, Wp)
-    wg = w.reshape(G, Kg, Cg, kh, kw)                               # (G, Kg, Cg, kh, kw)
+    _, xg, wg = _by_group(x, w, pad, groups)
     y = xp.zeros((N, G, Kg, OH, OW), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -60,9 +70,7 @@ def conv_backward(dy, x, w, *, stride=1, pad=0, groups=1):
     """
     xp = get_array_module(dy, x, w)
     N, G, Cg, Kg, kh, kw, OH, OW = _conv_shapes(x, w, stride, pad, groups)
-    xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    xg = xpad.reshape(N, G, Cg, *xpad.shape[2:])                    # (N, G, Cg, Hp, Wp)
-    wg = w.reshape(G, Kg, Cg, kh, kw)                               # (G, Kg, Cg, kh, kw)
+    xpad, xg, wg = _by_group(x, w, pad, groups)
     dyg = dy.reshape(N, G, Kg, OH, OW)                              # (N, G, Kg, OH, OW)
     dxg = xp.zeros(xg.shape, dtype=x.dtype)                         # (N, G, Cg, Hp, Wp)
     dwg = xp.zeros(wg.shape, dtype=w.dtype)                         # (G, Kg, Cg, kh, kw)
