@@ -32,6 +32,7 @@ from layers.layout import along
 class ExchangeCache(NamedTuple):
     widths: tuple       # each source column's width along ``axis``
     targets: tuple      # the destination columns, in the order of y
+    devices: tuple      # each column's device (where each part came from)
     axis: int
 
 
@@ -45,7 +46,7 @@ def forward(parts, *, place, axis=1, to=None):
     on the device of destination column ``to[i]`` (default: every column)."""
     targets = tuple(range(place.columns) if to is None else to)
     widths = tuple(p.shape[axis] for p in parts)
-    cache = ExchangeCache(widths, targets, axis)
+    cache = ExchangeCache(widths, targets, tuple(place.devices), axis)
     if place.columns == 1:
         return [parts[0] for _ in targets], cache
     out = []
@@ -59,6 +60,7 @@ def forward(parts, *, place, axis=1, to=None):
 def backward(grads, cache, *, place):
     """dx per source column, on its device: its slice of every destination's gradient,
     summed over the destinations."""
+    assert tuple(place.devices) == cache.devices, "the cache comes from another placement"
     if place.columns == 1:
         return [grads[0]]
     out, start = [], 0

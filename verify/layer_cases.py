@@ -32,6 +32,7 @@ import layers.relu
 import layers.softmax
 from verify import twins
 from refnet import NetOptions
+from refnet.options import CHOICES
 from verify.compare import draw, judged, judged_rows, tolerance
 
 PART = "layers"
@@ -160,7 +161,7 @@ def pool_cases(rng, dtype, tol):
 def dropout_cases(rng, dtype, tol):
     rows = []
     for p in (0.5, 0.2):
-        for mode in ("paper", "inverted"):
+        for mode in CHOICES["dropout_mode"]:
             for train in (True, False):
                 x = draw(rng, (4, 64), dtype)
                 mask = (rng.random(x.shape) >= p).astype(dtype)   # 1 keep, 0 drop

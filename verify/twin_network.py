@@ -24,6 +24,7 @@ import numpy
 import torch
 from torch import nn
 
+from refnet.options import CHOICES
 from verify.twins import dropout_torch, lrn_torch, tensor
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -41,8 +42,9 @@ class TwinAlexNet(nn.Module):
                  lrn_params=(5, 1e-4, 0.75, 2.0), pool=(3, 2), dropout=0.5,
                  dropout_mode="paper"):
         super().__init__()
-        if lrn_mode not in ("column", "all"):
-            raise ValueError(f"twin: lrn_mode must be 'column' or 'all', got {lrn_mode!r}")
+        if lrn_mode not in CHOICES["lrn_mode"]:
+            raise ValueError(f"twin: lrn_mode must be one of {CHOICES['lrn_mode']}, "
+                             f"got {lrn_mode!r}")
         if len(geometry) != 5:
             raise ValueError(f"twin: geometry needs 5 (stride, pad) pairs, got {geometry!r}")
         self.lrn = lrn

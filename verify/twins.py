@@ -25,6 +25,8 @@ import numpy
 import torch
 import torch.nn.functional as F
 
+from refnet.options import CHOICES
+
 
 def tensor(a, grad=False):
     """A torch tensor holding a copy of the NumPy array ``a`` (same dtype)."""
@@ -99,8 +101,9 @@ def dropout_torch(tx, mask, *, p, train, mode):
     paper:    train y = x * mask;             test y = x * (1 - p)
     inverted: train y = x * mask / (1 - p);   test y = x          (PyTorch's F.dropout)
     """
-    if mode not in ("paper", "inverted"):
-        raise ValueError(f"dropout twin: mode must be 'paper' or 'inverted', got {mode!r}")
+    if mode not in CHOICES["dropout_mode"]:
+        raise ValueError(f"dropout twin: mode must be one of {CHOICES['dropout_mode']}, "
+                         f"got {mode!r}")
     if train:   # a NumPy mask, or a torch tensor already on tx's device (the bench)
         mask = mask if isinstance(mask, torch.Tensor) else tensor(mask)
     if mode == "paper":
