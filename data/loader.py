@@ -39,7 +39,7 @@ import threading
 
 import numpy
 
-from data.store import StoreReader
+from data.store import StoreError, StoreReader
 
 
 class Loader:
@@ -141,6 +141,8 @@ def _read_batches(path, batches, workers, prefetch):
         for k in range(len(batches)):
             kind, value = queues[k % workers].get()
             if kind == "error":
+                if isinstance(value, StoreError):
+                    raise value                    # already names the file and the problem
                 raise RuntimeError(f"loader worker failed reading {path}: {value!r}") from value
             yield value
     finally:

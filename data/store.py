@@ -116,16 +116,21 @@ class StoreReader:
         if indices.size and (indices.min() < 0 or indices.max() >= self.count):
             raise IndexError(f"StoreReader.take: indices {indices.min()}..{indices.max()} "
                              f"outside 0..{self.count - 1} of {self.path}")
-        if self._images is None and self._dataset.nbytes <= self.memory_limit:
-            self._images = self._dataset[()]                           # (N, S, S, 3)
-            self.close()
-        if self._images is not None:
-            return self._images[indices]
-        out = numpy.empty((len(indices),) + self._shape, dtype=numpy.uint8)  # (B, S, S, 3)
-        for j in numpy.argsort(indices, kind="stable"):               # increasing file order
-            self._file_space.select_hyperslab((int(indices[j]), 0, 0, 0), (1,) + self._shape)
-            self._dataset.id.read(self._mem_space, self._file_space, out[j:j + 1])
-        return out
+        try:
+            if self._images is None and self._dataset.nbytes <= self.memory_limit:
+                self._images = self._dataset[()]                       # (N, S, S, 3)
+                self.close()
+            if self._images is not None:
+                return self._images[indices]
+            out = numpy.empty((len(indices),) + self._shape, dtype=numpy.uint8)  # (B, S, S, 3)
+            for j in numpy.argsort(indices, kind="stable"):           # increasing file order
+                self._file_space.select_hyperslab((int(indices[j]), 0, 0, 0),
+                                                  (1,) + self._shape)
+                self._dataset.id.read(self._mem_space, self._file_space, out[j:j + 1])
+            return out
+        except OSError as e:        # h5py: a file truncated or damaged since it was opened
+            raise StoreError(f"store file {self.path} could not be read (changed, truncated "
+                             f"or damaged since it was opened?): {e}") from None
 
     def close(self):
         """Close the file (images already read into memory stay readable)."""

@@ -115,6 +115,12 @@ class Placement:
                 concurrent.futures.wait(others)  # never leave a column running
             return [first] + [f.result() for f in others]
 
+    def close(self):
+        """Stop the column threads (idle ones; ``each`` never leaves one running)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def shared_input(self, per_column):
         """True when every column's input is the same array on the same device (conv1's
         image with both columns on one device), so work on it can be shared."""

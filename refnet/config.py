@@ -20,8 +20,9 @@ error, because it would break the bit-exact continuation).
 """
 
 import argparse
-import time
+import math
 
+from refnet.arch import ARCHS
 from refnet.init import SCHEMES
 from refnet.options import CHOICES, DEVICES
 from refnet.sgd import FORMS
@@ -65,22 +66,57 @@ TRAIN_DEFAULTS = {
              "epochs": 2},
 }
 
-# flags that may change when a run is resumed (they do not alter the arithmetic)
+# flags that may change when a run is resumed: they do not alter the arithmetic, or (the
+# learning rate and its schedule) change it from the resumed step on, as asked
 RESUME_OVERRIDABLE = ("epochs", "data", "out", "quiet", "checkpoint_every", "keep",
-                      "log_every", "device", "final_views", "backend", "conv_cache")
+                      "log_every", "device", "final_views", "backend", "conv_cache",
+                      "lr", "lr_schedule", "patience", "milestones")
+RESUME_SCHEDULE = ("lr", "lr_schedule", "patience", "milestones")   # logged when changed
+
+EXIT_CODES = """exit status:
+  0    done
+  1    the run diverged (the loss or a parameter became NaN/Inf): the message names the
+       step and gives the command that resumes from the last good checkpoint
+  2    a usage or data error: one line naming the offending value
+  3    an unexpected failure (a bug, or the machine): the traceback, then one line
+  130  interrupted (Ctrl-C): a checkpoint is written first when it is safe to"""
 
 
 class UsageError(ValueError):
     """A wrong command line or unusable input: reported as one line, exit status 2."""
 
 
+def _number(kind, minimum, strict=False):
+    """An argparse type: a finite ``kind`` >= ``minimum`` (> with ``strict``)."""
+    def parse(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
+                from None
+        if not math.isfinite(v) or (v <= minimum if strict else v < minimum):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>' if strict else '>='} {minimum:g}, got {text!r}")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
+_positive_int = _number(int, 0, strict=True)
+_positive_float = _number(float, 0.0, strict=True)
+_nonneg_int = _number(int, 0)
+_nonneg_float = _number(float, 0.0)
+
+
 def _pool(text):
     try:
         z, s = (int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--pool takes WINDOW,STRIDE such as 3,2; got {text!r}")
+        raise argparse.ArgumentTypeError(f"takes WINDOW,STRIDE such as 3,2; got {text!r}") \
+            from None
     if z < 1 or s < 1:
-        raise argparse.ArgumentTypeError(f"--pool values must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
     return (z, s)
 
 
@@ -88,31 +124,26 @@ def _milestones(text):
     try:
         ms = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--milestones takes epochs such as 30,60; got {text!r}")
+        raise argparse.ArgumentTypeError(f"takes epochs such as 30,60; got {text!r}") from None
+    if any(m < 1 for m in ms) or list(ms) != sorted(set(ms)):
+        raise argparse.ArgumentTypeError(f"must be increasing positive epochs, got {text!r}")
     return ms
 
 
-def _positive(kind):
-    def parse(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}")
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
-        return v
-    parse.__name__ = kind.__name__
-    return parse
+def _dropout(text):
+    p = _nonneg_float(text)
+    if not p < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return p
 
 
-def _nonneg_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return v
+def _per_arch(key):
+    """"demo 32, alexnet 128, tiny 8": a per-architecture default, for the help text."""
+    values = {arch: TRAIN_DEFAULTS[arch].get(key, COMMON_DEFAULTS.get(key))
+              for arch in TRAIN_DEFAULTS}
+    show = lambda v: (",".join(map(str, v)) if isinstance(v, tuple)  # noqa: E731
+                      else "none" if v is None else v)
+    return ", ".join(f"{arch} {show(v)}" for arch, v in values.items())
 
 
 class _Parser(argparse.ArgumentParser):
@@ -122,63 +153,82 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
+    """The command line; each help text states its default once (``None`` here means
+    "not given": ``resolve`` fills it from the tables above)."""
     p = _Parser(
         prog="python -m refnet.train",
         description="Train AlexNet (or the scaled demo network) with the paper's recipe. "
                     "With no arguments: build the demo data set once (cached) and train "
                     "the demo network on it.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=None)
     a = p.add_argument
     a("--data", metavar="OUT_DIR", help="data set directory with train.h5 and val.h5 "
       "(from python -m data.build); default: the demo set, built on first use")
     a("--arch", choices=CHOICES["arch"], help="network size (default demo)")
-    a("--batch", type=_positive(int), help="images per SGD step (per-arch default)")
-    a("--lr", type=_positive(float), help="learning rate (per-arch default)")
-    a("--epochs", type=_positive(int), help="total epochs; a resumed run continues until it")
+    a("--batch", type=_positive_int,
+      help=f"images per SGD step (default per arch: {_per_arch('batch')})")
+    a("--lr", type=_positive_float,
+      help=f"learning rate (default per arch: {_per_arch('lr')}); with --resume: the rate "
+           "from the resumed step on (the change is logged)")
+    a("--epochs", type=_positive_int, help="total epochs; a resumed run continues until it "
+      f"(default per arch: {_per_arch('epochs')})")
     a("--device", choices=DEVICES,
       help="cpu: NumPy; gpu: CuPy, columns on devices 0 and 1 when there are two; "
            "auto (default): gpu when CuPy sees a device")
     a("--dtype", choices=CHOICES["dtype"], help="compute dtype (default float32)")
-    a("--seed", type=int, help="seed of the init, shuffling, augmentation and dropout "
-      "(default 0)")
-    a("--out", metavar="RUN_DIR", help="run directory (default runs/<arch>-<time>)")
+    a("--seed", type=_nonneg_int, help="seed of the init, shuffling, augmentation and "
+      "dropout (default 0)")
+    a("--out", metavar="RUN_DIR", help="run directory (default runs/<arch>-<time>, made "
+      "unique); one run at a time may use it")
     a("--resume", action="store_true", default=False,
       help="continue from the newest valid checkpoint in RUN_DIR (--out)")
-    a("--init", choices=SCHEMES, help="weight init (per-arch default)")
+    a("--allow-other-data", dest="allow_other_data", action="store_true", default=False,
+      help="with --resume: continue on a data set of another build than the run's "
+           "(refused otherwise)")
+    a("--init", choices=SCHEMES, help=f"weight init (default per arch: {_per_arch('init')})")
     a("--input-scale", dest="input_scale", choices=("none", "pixel_std"),
-      help="after subtracting the mean image, divide by the per-channel pixel std or not")
-    a("--momentum", type=float, help="SGD momentum (default 0.9)")
-    a("--weight-decay", dest="weight_decay", type=float, help="weight decay (default 5e-4)")
+      help="after subtracting the mean image, divide by the per-channel pixel std or not "
+           f"(default per arch: {_per_arch('input_scale')})")
+    a("--momentum", type=_nonneg_float, help="SGD momentum (default 0.9)")
+    a("--weight-decay", dest="weight_decay", type=_nonneg_float,
+      help="weight decay (default 5e-4)")
     a("--sgd-form", dest="sgd_form", choices=FORMS,
-      help="momentum update: the paper's v = mu v - eps wd w - eps g, or PyTorch's")
+      help="momentum update: the paper's v = mu v - eps wd w - eps g, or PyTorch's "
+           "(default paper)")
     a("--lr-schedule", dest="lr_schedule", choices=("plateau", "step"),
-      help="plateau: lr / 10 when val error stops improving (paper); step: at --milestones")
-    a("--patience", type=_nonneg_int, help="plateau: epochs without improvement allowed")
+      help="plateau: lr / 10 when val error stops improving (paper); step: at "
+           f"--milestones (default per arch: {_per_arch('lr_schedule')})")
+    a("--patience", type=_nonneg_int, help="plateau: epochs without improvement allowed "
+      f"(default per arch: {_per_arch('patience')})")
     a("--milestones", type=_milestones, help="step: epochs at which lr is divided by 10, "
-      "e.g. 30,60")
+      f"e.g. 30,60 (default per arch: {_per_arch('milestones')})")
     a("--no-lrn", dest="lrn", action="store_false", default=None,
       help="ablation: no local response normalization")
     a("--lrn-mode", dest="lrn_mode", choices=CHOICES["lrn_mode"],
-      help="column: each column normalizes its own maps (the authors); all: Caffe's LRN "
-           "over all channels")
-    a("--pool", type=_pool, help="max pooling WINDOW,STRIDE: 3,2 (paper) or 2,2 (ablation)")
-    a("--dropout", type=float, help="dropout probability on fc6/fc7 (0 disables)")
+      help="column (default): each column normalizes its own maps (the authors); all: "
+           "Caffe's LRN over all channels")
+    a("--pool", type=_pool, help="max pooling WINDOW,STRIDE: 3,2 (paper, default) or 2,2 "
+      "(ablation)")
+    a("--dropout", type=_dropout, help="dropout probability on fc6/fc7, in [0, 1); 0 "
+      "disables (default 0.5)")
     a("--dropout-mode", dest="dropout_mode", choices=CHOICES["dropout_mode"],
-      help="paper: no scaling in training, x(1-p) at test; inverted: PyTorch's")
-    a("--columns", type=int, choices=CHOICES["columns"], help="1: one column (the paper's comparison); "
-      "2: the paper's two columns")
+      help="paper (default): no scaling in training, x(1-p) at test; inverted: PyTorch's")
+    a("--columns", type=int, choices=CHOICES["columns"], help="1: one column (the paper's "
+      "comparison); 2: the paper's two columns (default)")
     a("--conv-cache", dest="conv_cache", choices=CHOICES["conv_cache"],
-      help="what each conv keeps for backward: columns (fastest) or input (recomputes "
-           "its columns or tiles in backward: less memory kept, a slower step)")
+      help="what each conv keeps for backward: columns (default, fastest) or input "
+           "(recomputes its columns or tiles in backward: less memory kept, a slower step)")
     a("--conv-algo", dest="conv_algo", choices=CHOICES["conv_algo"],
       help="winograd (default): conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; "
            "gemm: im2col + GEMM everywhere (the reference rounding)")
-    a("--lighting", type=float, help="std of the PCA lighting coefficients (paper 0.1; 0 off)")
+    a("--lighting", type=_nonneg_float, help="std of the PCA lighting coefficients "
+      "(paper and default 0.1; 0 off)")
     a("--checkpoint-every", dest="checkpoint_every", type=_nonneg_int,
-      help="also write a checkpoint every N steps (0: only at the end of each epoch)")
-    a("--keep", type=_positive(int), help="number of checkpoints kept (default 3)")
-    a("--log-every", dest="log_every", type=_positive(int),
+      help="also write a checkpoint every N steps; 0: only at the end of each epoch "
+           f"(default per arch: {_per_arch('checkpoint_every')})")
+    a("--keep", type=_positive_int, help="number of checkpoints kept (default 3)")
+    a("--log-every", dest="log_every", type=_positive_int,
       help="steps between interval records in log.jsonl (default 10)")
     a("--eval-views", dest="eval_views", choices=("center", "ten"),
       help="views for the per-epoch validation (default center)")
@@ -189,20 +239,22 @@ def build_parser():
 
 
 def resolve(args):
-    """A plain dict with every setting, from the parsed ``args`` and the defaults table."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k != "resume"}
+    """(cfg, given): a plain dict with every setting, from the parsed ``args`` and the
+    defaults tables, and the settings given on the command line. ``UsageError`` for a
+    combination no flag's parser can judge alone (a pooling the arch's maps cannot take).
+    ``cfg["out"]`` is None when no --out was given (``refnet.run_dir`` names the folder)."""
+    given = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("resume", "allow_other_data")}
     arch = given.get("arch", COMMON_DEFAULTS["arch"])
     cfg = dict(COMMON_DEFAULTS)
     cfg.update(TRAIN_DEFAULTS[arch])
     cfg.update(given)
-    if cfg["out"] is None:
-        cfg["out"] = f"runs/{arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg["pool"] = list(cfg["pool"])
     cfg["milestones"] = list(cfg["milestones"]) if cfg["milestones"] else []
     if cfg["lr_schedule"] == "step" and not cfg["milestones"] and "milestones" in given:
         raise UsageError("--milestones is empty")
-    if not 0 <= cfg["dropout"] < 1:
-        raise UsageError(f"--dropout must be in [0, 1), got {cfg['dropout']}")
-    if cfg["momentum"] < 0 or cfg["weight_decay"] < 0:
-        raise UsageError("--momentum and --weight-decay must be >= 0")
+    try:
+        ARCHS[arch].sizes(tuple(cfg["pool"]))
+    except ValueError as e:
+        raise UsageError(f"--pool {','.join(map(str, cfg['pool']))}: {e}") from None
     return cfg, given

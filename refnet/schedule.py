@@ -69,6 +69,11 @@ class ReduceOnPlateau:
             self.bad_epochs = 0
         return self.lr
 
+    def set_lr(self, lr):
+        """Continue from learning rate ``lr`` (a resumed run given ``--lr``): the counts
+        of epochs and reductions stay."""
+        self.lr = _check_positive("lr", lr)
+
     def state_dict(self):
         return {"kind": "plateau", "lr": self.lr, "factor": self.factor,
                 "patience": self.patience, "max_reductions": self.max_reductions,
@@ -113,6 +118,14 @@ class StepSchedule:
         self.lr = self.lr_at(self.epoch)
         return self.lr
 
+    def set_lr(self, lr):
+        """Continue from learning rate ``lr`` at the current epoch: the base rate becomes
+        what gives ``lr`` after the milestones already reached, so later milestones divide
+        ``lr`` itself."""
+        k = sum(1 for m in self.milestones if self.epoch >= m)
+        self.base_lr = _check_positive("lr", lr) / self.factor ** k
+        self.lr = self.lr_at(self.epoch)
+
     def state_dict(self):
         return {"kind": "step", "lr": self.base_lr, "milestones": list(self.milestones),
                 "factor": self.factor, "epoch": self.epoch}
@@ -123,6 +136,17 @@ class StepSchedule:
         self.__dict__.update(fresh.__dict__)
         self.epoch = int(state["epoch"])
         self.lr = self.lr_at(self.epoch)
+
+
+def from_state(state):
+    """The schedule a ``state_dict()`` describes (either kind)."""
+    kinds = {"plateau": ReduceOnPlateau, "step": StepSchedule}
+    kind = state.get("kind") if isinstance(state, dict) else None
+    if kind not in kinds:
+        raise ValueError(f"unknown schedule state kind {kind!r}, expected one of {list(kinds)}")
+    schedule = kinds[kind]()
+    schedule.load_state_dict(state)
+    return schedule
 
 
 def _check_kind(state, kind):

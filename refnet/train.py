@@ -2,13 +2,13 @@
 
     python -m refnet.train                       # demo: build the demo set once, train, report
     python -m refnet.train --data OUT_DIR --arch alexnet --batch 128 --lr 0.01 --epochs 90
-    python -m refnet.train --out RUN_DIR --resume --epochs 30
+    python -m refnet.train --out RUN_DIR --resume --epochs 30 [--lr 0.001]
 
 One step: a batch of uint8 images from the loader -> random crops, flips and PCA lighting
-(``refnet.inputs``) -> ``net.loss_and_grad`` (dropout on its own generator) -> the loss is
-checked to be finite -> ``SGD.step``. At the end of every epoch: validation top-1/top-5
-error, the learning-rate schedule, one line of summary, a record in ``log.jsonl``, a
-checkpoint, and the plots.
+(``refnet.train_inputs``) -> ``net.loss_and_grad_columns`` (dropout on its own
+generator) -> the loss is checked to be finite -> ``SGD.step``. At the end of every
+epoch: validation top-1/top-5 error, the learning-rate schedule, one line of summary, a
+record in ``log.jsonl``, a checkpoint, and the plots.
 
 Determinism (what makes a killed-and-resumed run bit-identical on the CPU): every random
 draw comes from one of three seeded ``numpy.random.Generator`` (init from ``seed``;
@@ -17,32 +17,52 @@ e from ``(seed, e)`` inside the loader), and the checkpoint holds the generator 
 the loader position, the parameters, the velocities, the schedule and the running sums of
 the current epoch. Nothing depends on the clock or on thread timing.
 
-Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``),
-``curves.png``, ``conv1_filters.png``.
+Failures end cleanly. The data, the network and the checkpoint to resume are checked
+before the run folder is made, so a refused start leaves nothing behind. The run then
+locks its folder (``refnet.run_dir``: one run per folder), removes the temporaries of
+killed writers and, when resuming, cuts ``log.jsonl`` back to the checkpoint's step. The
+loader's threads and the data files are closed whatever ends the run, before the process
+exits (a thread left reading HDF5 at interpreter exit would hang it). The first Ctrl-C
+during training finishes the step and writes a checkpoint; during evaluation or a
+checkpoint write, or a second time, it stops at once (checkpoints are written atomically,
+so the last good one stays as it was).
 
-Exit status: 0 done; 1 the loss became NaN/Inf; 2 a usage or data error (one line on
-stderr); 130 interrupted (a checkpoint was written first).
+Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``),
+``curves.png``, ``conv1_filters.png``, ``.lock``.
+
+Exit status (also in ``--help``): 0 done; 1 diverged (NaN/Inf), with the command that
+resumes at a lower learning rate; 2 a usage or data error (one line on stderr); 3 an
+unexpected failure (traceback, then one line); 130 interrupted.
 """
 
+import contextlib
 import json
 import math
+import shlex
 import signal
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import numpy
 
+from data.files import remove_stale_temporaries
 from data.progress import Progress
-from refnet import checkpoint
-from refnet.config import RESUME_OVERRIDABLE, UsageError, build_parser, resolve
+from data.store import StoreError
+from refnet import checkpoint, run_dir
+from refnet.config import (RESUME_OVERRIDABLE, RESUME_SCHEDULE, UsageError, build_parser,
+                           resolve)
 from refnet.evaluate import evaluate
 from refnet.network import build_network
 from refnet.options import NetOptions, backend_for_device
 from refnet.plots import plot_conv1, plot_curves
 from refnet.schedule import ReduceOnPlateau, StepSchedule
+from refnet.schedule import from_state as schedule_from_state
 from refnet.sgd import SGD
 from refnet.train_inputs import DataError, InputPipeline, ensure_data
+
+PROG = "refnet.train"
 
 
 def network_options(cfg, num_classes):
@@ -59,30 +79,47 @@ def build_optimizer(cfg, net):
                weight_decay=float(cfg["weight_decay"]), form=cfg["sgd_form"])
 
 
-def build_schedule(cfg):
+def build_schedule(cfg, lr=None):
+    lr = float(cfg["lr"]) if lr is None else lr
     if cfg["lr_schedule"] == "step":
-        return StepSchedule(lr=float(cfg["lr"]), milestones=cfg["milestones"])
-    return ReduceOnPlateau(lr=float(cfg["lr"]), patience=int(cfg["patience"]))
+        return StepSchedule(lr=lr, milestones=cfg["milestones"])
+    return ReduceOnPlateau(lr=lr, patience=int(cfg["patience"]))
 
 
 class Diverged(RuntimeError):
-    """The loss became NaN or Inf."""
+    """The loss or a parameter became NaN or Inf."""
 
 
 class Interrupted(Exception):
-    """SIGINT received; raised between steps after the checkpoint is written."""
+    """SIGINT received: ``Interrupted(path, written, phase)``, the checkpoint to resume
+    from (None: none yet), whether it was written for the interrupt, and what the run was
+    doing."""
+
+    def message(self):
+        path, written, phase = self.args
+        if path is None:
+            return f"interrupted while {phase}, before any checkpoint was written"
+        what = (f"checkpoint written to {path}" if written else
+                f"interrupted while {phase}; the last checkpoint, {path}, is intact")
+        return (f"{'interrupted; ' if written else ''}{what}; continue with --resume "
+                f"--out {shlex.quote(str(Path(path).parent))}")
 
 
 class Trainer:
-    """The state of one run and the loop over it."""
+    """The state of one run and the loop over it. ``close()`` (or ``with``) releases the
+    data files and the columns' threads."""
 
     def __init__(self, cfg, out=print, err=None):
         self.cfg = cfg
         self.say = out if not cfg["quiet"] else (lambda *a, **k: None)
         self.err = err or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.run_dir = Path(cfg["out"])
+        self.run_dir = None if cfg["out"] is None else Path(cfg["out"])
         self.pipeline = InputPipeline(cfg)
-        self.net = build_network(network_options(cfg, self.pipeline.num_classes))
+        try:
+            self.net = build_network(network_options(cfg, self.pipeline.num_classes))
+        except BaseException:
+            self.pipeline.close()
+            raise
         self.sgd = build_optimizer(cfg, self.net)
         self.schedule = build_schedule(cfg)
         seed = int(cfg["seed"])
@@ -94,6 +131,17 @@ class Trainer:
         self.loss_count = 0
         self.history = []
         self.interrupt = False
+        self.phase = "setup"      # "train" while steps run (module doc: Ctrl-C)
+
+    def close(self):
+        self.pipeline.close()
+        self.net.placement.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     # -- state ---------------------------------------------------------------------
     def fresh_start(self):
@@ -129,7 +177,7 @@ class Trainer:
             self.sgd.load_state_dict(_flatten(tree["optimizer"]))
         except (ValueError, KeyError, TypeError) as e:
             raise UsageError(f"checkpoint does not fit this network: {e}") from None
-        self.schedule.load_state_dict(tree["schedule"])
+        self.schedule = schedule_from_state(tree["schedule"])   # the kind the run had
         self.sgd.lr = float(tree["lr"])
         self.rng_augment.bit_generator.state = tree["rng"]["augment"]
         self.rng_dropout.bit_generator.state = tree["rng"]["dropout"]
@@ -140,22 +188,42 @@ class Trainer:
         self.loss_count = int(tree["loss_count"])
         self.history = list(tree["history"])
 
+    def reschedule(self, saved_cfg, given):
+        """Apply the learning rate and schedule flags given on resuming (``given``) over
+        the checkpoint's (``saved_cfg``): the rate from now on is ``--lr`` if given, else
+        the resumed one; a changed schedule continues from the resumed epoch. Returns
+        ``{setting: [old, new]}`` for the log."""
+        changes = {k: [saved_cfg.get(k), given[k]] for k in RESUME_SCHEDULE
+                   if k in given and _norm(given[k]) != _norm(saved_cfg.get(k))}
+        if not changes:
+            return {}
+        lr = float(given.get("lr", self.sgd.lr))
+        changes["lr"] = [self.sgd.lr, lr]
+        if any(k != "lr" for k in changes):            # another schedule: same epoch count
+            epoch = self.schedule.epoch
+            self.schedule = build_schedule(self.cfg, lr)
+            self.schedule.epoch = epoch
+        self.schedule.set_lr(lr)
+        self.sgd.lr = lr
+        return changes
+
     def save(self, state=None):
         state = self.state() if state is None else state
         bad = [k for k, v in state["model"].items() if not numpy.all(numpy.isfinite(v))]
         if bad:
             raise Diverged(f"parameters {bad[:3]} became NaN/Inf by step {self.step} "
-                           f"(epoch {self.epoch + 1}); the run diverged. Try a lower --lr "
-                           f"(now {self.sgd.lr:g}). {self._last_good()}")
-        path = checkpoint.save(checkpoint.checkpoint_path(self.run_dir, self.step), state)
-        checkpoint.prune(self.run_dir, self.cfg["keep"])
+                           f"(epoch {self.epoch + 1})")
+        self.phase, phase = "save", self.phase
+        try:
+            path = checkpoint.save(checkpoint.checkpoint_path(self.run_dir, self.step), state)
+            checkpoint.prune(self.run_dir, self.cfg["keep"])
+        finally:
+            self.phase = phase
         return path
 
-    def _last_good(self):
-        found = checkpoint.list_checkpoints(self.run_dir)
-        if not found:
-            return "No checkpoint had been written yet."
-        return f"The last good checkpoint, {found[-1][1]}, is left as it was."
+    def last_checkpoint(self):
+        found = checkpoint.list_checkpoints(self.run_dir) if self.run_dir else []
+        return found[-1][1] if found else None
 
     # -- logging -------------------------------------------------------------------
     def log(self, record):
@@ -176,37 +244,40 @@ class Trainer:
             # (evaluation, schedule) has the loader already in the next epoch
             in_epoch = self.pipeline.loader.position[0] == self.epoch
             bar.count = self.pipeline.loader.position[1] if in_epoch else 0
-            batches = self.pipeline.train_batches() if in_epoch else ()
-            for images_u8, labels in batches:
-                x = self.pipeline.train_views(images_u8, self.rng_augment)
-                y = self.pipeline.labels(labels)
-                loss, grads = self.net.loss_and_grad_columns(x, y, train=True,
-                                                             rng=self.rng_dropout)
-                loss = float(loss)
-                if not math.isfinite(loss):
-                    raise Diverged(
-                        f"loss is {loss} at step {self.step + 1} (epoch {self.epoch + 1}); "
-                        f"the run diverged. Try a lower --lr (now {self.sgd.lr:g}). "
-                        f"{self._last_good()}")
-                self.sgd.step(grads)
-                self.step += 1
-                self.loss_sum += loss
-                self.loss_count += 1
-                images += len(labels)
-                bar.update(len(labels), loss=loss, lr=self.sgd.lr)
-                if self.step % cfg["log_every"] == 0:
-                    rate = images / max(time.perf_counter() - t0, 1e-9)
-                    self.log({"kind": "interval", "step": self.step, "epoch": self.epoch + 1,
-                              "loss": loss, "lr": self.sgd.lr, "images_per_s": rate})
-                if self.interrupt:
-                    bar.close()
-                    path = self.save()
-                    raise Interrupted(path)
-                if cfg["checkpoint_every"] and self.step % cfg["checkpoint_every"] == 0:
-                    self.save()
+            # closing: whatever ends the loop, the loader's threads stop and are joined
+            with contextlib.closing(self.pipeline.train_batches() if in_epoch
+                                    else iter(())) as batches:
+                self.phase = "train"
+                for images_u8, labels in batches:
+                    images += len(labels)
+                    self.train_step(images_u8, labels, bar, t0, images)
+                self.phase = "epoch-end"
             bar.close()
             self.end_epoch(time.perf_counter() - t0, images)
         return self.history
+
+    def train_step(self, images_u8, labels, bar, t0, images):
+        cfg = self.cfg
+        x = self.pipeline.train_views(images_u8, self.rng_augment)
+        y = self.pipeline.labels(labels)
+        loss, grads = self.net.loss_and_grad_columns(x, y, train=True, rng=self.rng_dropout)
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise Diverged(f"loss is {loss} at step {self.step + 1} (epoch {self.epoch + 1})")
+        self.sgd.step(grads)
+        self.step += 1
+        self.loss_sum += loss
+        self.loss_count += 1
+        bar.update(len(labels), loss=loss, lr=self.sgd.lr)
+        if self.step % cfg["log_every"] == 0:
+            rate = images / max(time.perf_counter() - t0, 1e-9)
+            self.log({"kind": "interval", "step": self.step, "epoch": self.epoch + 1,
+                      "loss": loss, "lr": self.sgd.lr, "images_per_s": rate})
+        if self.interrupt:
+            bar.close()
+            raise Interrupted(self.save(), True, "training")
+        if cfg["checkpoint_every"] and self.step % cfg["checkpoint_every"] == 0:
+            self.save()
 
     def end_epoch(self, seconds, images):
         cfg = self.cfg
@@ -271,8 +342,10 @@ def _merge_resumed(saved, cfg, given):
         if key in RESUME_OVERRIDABLE:
             merged[key] = value
         elif _norm(value) != _norm(old):
+            may = ", ".join("--" + k.replace("_", "-") for k in RESUME_SCHEDULE)
             raise UsageError(f"--{key.replace('_', '-')} {value!r} differs from the "
-                             f"checkpoint's {old!r}; a resumed run keeps its settings")
+                             f"checkpoint's {old!r}; a resumed run keeps its settings "
+                             f"(it may change {may}, --epochs and how it runs)")
     for key in ("out", "quiet", "device"):      # always this invocation's
         merged[key] = cfg[key]
     return merged
@@ -282,84 +355,165 @@ def _norm(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-def run(argv, stdout=print):
+def _check_same_data(tree, pipeline, allow_other):
+    """A resumed run reads the data set it trained on, unless told otherwise."""
+    was = tree.get("inputs", {}).get("build_id")
+    now = pipeline.meta.build_id
+    if was is None or was == now or allow_other:
+        return
+    raise UsageError(f"{pipeline.train_path} is another build of the data (build {now}) "
+                     f"than the one this run trained on (build {was}); pass "
+                     "--allow-other-data to continue on it")
+
+
+def _resume_command(run_path, lr):
+    return f"python -m refnet.train --out {shlex.quote(str(run_path))} --resume --lr {lr:g}"
+
+
+def _restart_command(argv, lr):
+    """``argv`` with ``--lr`` replaced by ``lr``: the command to start over."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--lr":
+            skip = True
+        elif not arg.startswith("--lr="):
+            out.append(arg)
+    return "python -m refnet.train " + shlex.join(out + ["--lr", f"{lr:g}"])
+
+
+def run(argv=None, stdout=print):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     cfg, given = resolve(args)
-    run_dir = Path(cfg["out"])
+    explicit = "out" in given
+    if explicit and Path(cfg["out"]).exists() and not Path(cfg["out"]).is_dir():
+        raise UsageError(f"--out {cfg['out']} is a file, not a run folder")
+    if args.allow_other_data and not args.resume:
+        raise UsageError("--allow-other-data goes with --resume")
     tree = None
     if args.resume:
-        if "out" not in given:
+        if not explicit:
             raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
         path, tree = checkpoint.latest_valid(
-            run_dir, warn=lambda m: print(m, file=sys.stderr, flush=True))
+            cfg["out"], warn=lambda m: print(m, file=sys.stderr, flush=True))
         if tree is None:
-            if checkpoint.list_checkpoints(run_dir):
-                raise UsageError(f"no valid checkpoint in {run_dir} (all are corrupt)")
-            print(f"note: no checkpoint in {run_dir}; starting a new run", file=sys.stderr)
+            if checkpoint.list_checkpoints(cfg["out"]):
+                raise UsageError(f"no valid checkpoint in {cfg['out']} (all are corrupt)")
+            print(f"note: no checkpoint in {cfg['out']}; starting a new run", file=sys.stderr)
         else:
             if "arch" in given and given["arch"] != tree.get("arch"):
                 raise UsageError(f"checkpoint {path} is for arch {tree.get('arch')!r}, "
                                  f"not {given['arch']!r}")
             cfg = _merge_resumed(tree["config"], cfg, given)
-            if not cfg["quiet"]:
-                stdout(f"resuming from {path} (step {tree['step']}, epoch {tree['epoch']})")
-    elif checkpoint.list_checkpoints(run_dir):
-        raise UsageError(f"{run_dir} already holds checkpoints; add --resume to continue "
+    elif explicit and checkpoint.list_checkpoints(cfg["out"]):
+        raise UsageError(f"{cfg['out']} already holds checkpoints; add --resume to continue "
                          "it or choose another --out")
     try:
         cfg["backend"] = backend_for_device(cfg["device"])
     except ValueError as e:
         raise UsageError(str(e)) from None
     cfg["data"] = ensure_data(cfg, quiet=cfg["quiet"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, out=stdout)
-    if tree is None:
-        trainer.fresh_start()
-    else:
-        trainer.restore(tree)
-
-    def on_sigint(signum, frame):
-        if trainer.interrupt:          # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        trainer.interrupt = True
-        print("\ninterrupt: finishing this step and writing a checkpoint "
-              "(Ctrl-C again to abort)", file=sys.stderr, flush=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
-        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            trainer.train()      # a non-finite loss is caught and reported by the loop
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    # everything is checked before the run folder is made: a refused start leaves nothing
+    with Trainer(cfg, out=stdout) as trainer:
+        changes = {}
+        if tree is None:
+            trainer.fresh_start()
+        else:
+            _check_same_data(tree, trainer.pipeline, args.allow_other_data)
+            trainer.restore(tree)
+            changes = trainer.reschedule(tree["config"], given)
+        try:
+            folder, lock, created = run_dir.claim(
+                cfg["out"] or run_dir.default_name(cfg["arch"]), unique=not explicit)
+        except run_dir.RunDirBusy as e:
+            raise UsageError(str(e)) from None
+        try:
+            cfg["out"], trainer.run_dir = str(folder), folder
+            if tree is None and checkpoint.list_checkpoints(folder):     # made meanwhile
+                if created:
+                    run_dir.remove_if_empty(folder)
+                raise UsageError(f"{folder} already holds checkpoints; add --resume to "
+                                 "continue it or choose another --out")
+            remove_stale_temporaries(folder)
+            if tree is not None:
+                run_dir.trim_log(folder, trainer.step)
+                trainer.log({"kind": "resume", "step": trainer.step, "epoch": trainer.epoch,
+                             "checkpoint": path.name, "changes": changes})
+                if not cfg["quiet"]:
+                    stdout(f"resuming from {path} (step {tree['step']}, epoch "
+                           f"{tree['epoch']})" + "".join(f"; {k} {a!r} -> {b!r}"
+                                                         for k, (a, b) in changes.items()))
+            _train_with_sigint(trainer, argv)
+        finally:
+            lock.release()
     if not cfg["quiet"]:
         last = trainer.history[-1] if trainer.history else None
         if last:
             stdout(f"done: val top-1 error {100 * last['val_top1_error']:.1f}% "
                    f"(accuracy {100 * (1 - last['val_top1_error']):.1f}%), top-5 error "
                    f"{100 * last['val_top5_error']:.1f}% after {last['epoch']} epochs")
-        newest = checkpoint.list_checkpoints(run_dir)
-        stdout(f"outputs in {run_dir}/: log.jsonl, curves.png, conv1_filters.png, "
-               f"{newest[-1][1].name if newest else 'no checkpoint'}")
+        newest = trainer.last_checkpoint()
+        stdout(f"outputs in {folder}/: log.jsonl, curves.png, conv1_filters.png, "
+               f"{newest.name if newest else 'no checkpoint'}")
     return trainer
 
 
+def _train_with_sigint(trainer, argv):
+    """``trainer.train()`` with Ctrl-C handled as the module doc says; a divergence is
+    re-raised with the command that continues at a tenth of the learning rate."""
+    def on_sigint(signum, frame):
+        if trainer.phase != "train" or trainer.interrupt:  # evaluating, saving, or again
+            raise KeyboardInterrupt
+        trainer.interrupt = True
+        print("\ninterrupt: finishing this step and writing a checkpoint "
+              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            trainer.train()      # a non-finite loss is caught and reported by the loop
+    except KeyboardInterrupt:
+        phase = {"epoch-end": "evaluating", "save": "writing a checkpoint"}.get(
+            trainer.phase, trainer.phase)
+        raise Interrupted(trainer.last_checkpoint(), False, phase) from None
+    except Diverged as e:
+        lower = trainer.sgd.lr / 10
+        good = trainer.last_checkpoint()
+        if good is not None:
+            advice = (f"The last good checkpoint, {good.name}, is left as it was; continue "
+                      f"from it at a tenth of the learning rate: "
+                      f"{_resume_command(trainer.run_dir, lower)}")
+        else:
+            advice = (f"No checkpoint had been written yet; start again at a tenth of the "
+                      f"learning rate: {_restart_command(argv, lower)}")
+        raise Diverged(f"{e}: the run diverged at lr {trainer.sgd.lr:g}. {advice}") from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def main(argv=None):
-    prog = "refnet.train"
     try:
         run(argv)
     except Interrupted as e:
-        print(f"{prog}: interrupted; checkpoint written to {e.args[0]}; continue with "
-              f"--resume --out {Path(e.args[0]).parent}", file=sys.stderr)
+        print(f"{PROG}: {e.message()}", file=sys.stderr)
         return 130
     except Diverged as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
-    except (UsageError, DataError) as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
+    except (UsageError, DataError, StoreError, checkpoint.CheckpointError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{prog}: aborted", file=sys.stderr)
+        print(f"{PROG}: interrupted; files written before stay as they were (checkpoints "
+              "are replaced atomically)", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug or the machine: say so, then exit
+        traceback.print_exc()
+        print(f"{PROG}: error: unexpected {type(e).__name__}: {e} (the traceback above is "
+              "for a bug report; checkpoints already written are intact)", file=sys.stderr)
+        return 3
     return 0
 
 

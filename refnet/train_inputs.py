@@ -67,41 +67,60 @@ class InputPipeline:
         with _open_store(self.train_path) as train:     # the loader reads the images
             self.meta = train.metadata
         self._val = _open_store(self.val_path)          # in memory once read, when small
-        self.val_meta = self._val.metadata
-        spec = get_arch(cfg["arch"])
-        self.crop = spec.input_size
-        self.size = self.meta.size
-        if self.size < self.crop:
-            raise DataError(f"{self.train_path} stores {self.size}x{self.size} images, but "
-                            f"arch {cfg['arch']} takes {self.crop}x{self.crop} crops "
-                            f"(build the data with --size {spec.store_size})")
-        if self.val_meta.size != self.size or self.val_meta.class_names != self.meta.class_names:
-            raise DataError(f"{self.val_path} does not match {self.train_path} "
-                            "(image size or classes differ)")
-        if self.meta.mean_image is None or self.meta.pixel_std is None:
-            raise DataError(f"{self.train_path} lacks mean_image/pixel_std")
-        if self.meta.count == 0 or self.val_meta.count == 0:
-            raise DataError(f"{root} has an empty split (train {self.meta.count}, "
-                            f"val {self.val_meta.count})")
-        self.num_classes = len(self.meta.class_names)
-        self.class_names = self.meta.class_names
-        self.scale = (1.0 / self.meta.pixel_std) if cfg["input_scale"] == "pixel_std" else None
-        self.xp = backend.backend_module(cfg.get("backend", "numpy"))
-        self.dtype = cfg["dtype"]
-        self.batch = int(cfg["batch"])
-        if self.batch > self.meta.count:
-            raise DataError(f"--batch {self.batch} is larger than the training set "
-                            f"({self.meta.count} images)")
-        # shuffle order of epoch e: default_rng([seed, e]).permutation(N) (data.loader)
-        self.loader = Loader(str(self.train_path), self.batch, shuffle=True,
-                             seed=int(cfg["seed"]), drop_last=True, workers=1, prefetch=4)
-        self.steps_per_epoch = len(self.loader)
-        self.train_count = self.steps_per_epoch * self.batch
+        try:
+            self.val_meta = self._val.metadata
+            spec = get_arch(cfg["arch"])
+            self.crop = spec.input_size
+            self.size = self.meta.size
+            if self.size < self.crop:
+                raise DataError(f"{self.train_path} stores {self.size}x{self.size} images, "
+                                f"but arch {cfg['arch']} takes {self.crop}x{self.crop} crops "
+                                f"(build the data with --size {spec.store_size})")
+            if (self.val_meta.size != self.size
+                    or self.val_meta.class_names != self.meta.class_names):
+                raise DataError(f"{self.val_path} does not match {self.train_path} "
+                                "(image size or classes differ)")
+            if self.val_meta.build_id != self.meta.build_id:
+                raise DataError(f"{self.val_path} and {self.train_path} come from different "
+                                f"builds ({self.val_meta.build_id} and {self.meta.build_id}); "
+                                "rebuild both with python -m data.build")
+            if len(self.meta.class_names) < 2:
+                raise DataError(f"{self.train_path} has {len(self.meta.class_names)} class; "
+                                "classification needs at least two")
+            if self.meta.mean_image is None or self.meta.pixel_std is None:
+                raise DataError(f"{self.train_path} lacks mean_image/pixel_std")
+            if self.meta.count == 0 or self.val_meta.count == 0:
+                raise DataError(f"{root} has an empty split (train {self.meta.count}, "
+                                f"val {self.val_meta.count})")
+            self.num_classes = len(self.meta.class_names)
+            self.class_names = self.meta.class_names
+            self.scale = (1.0 / self.meta.pixel_std if cfg["input_scale"] == "pixel_std"
+                          else None)
+            self.xp = backend.backend_module(cfg.get("backend", "numpy"))
+            self.dtype = cfg["dtype"]
+            self.batch = int(cfg["batch"])
+            if self.batch > self.meta.count:
+                raise DataError(f"--batch {self.batch} is larger than the training set "
+                                f"({self.meta.count} images)")
+            # shuffle order of epoch e: default_rng([seed, e]).permutation(N) (data.loader)
+            self.loader = Loader(str(self.train_path), self.batch, shuffle=True,
+                                 seed=int(cfg["seed"]), drop_last=True, workers=1, prefetch=4)
+            self.steps_per_epoch = len(self.loader)
+            self.train_count = self.steps_per_epoch * self.batch
+        except BaseException:
+            self._val.close()
+            raise
         self.mean = self.xp.asarray(self.meta.mean_image)
 
+    def close(self):
+        """Close the validation file (the loader's readers close with its iteration)."""
+        self._val.close()
+
     def record(self):
-        """What ``refnet.predict`` needs to preprocess a new image like this data set."""
+        """What ``refnet.predict`` needs to preprocess a new image like this data set,
+        and the build it came from (a resumed run checks it)."""
         return {"store_size": self.size, "crop": self.crop, "dtype": self.dtype,
+                "build_id": self.meta.build_id,
                 "mean_image": numpy.asarray(self.meta.mean_image),
                 "scale": None if self.scale is None else numpy.asarray(self.scale),
                 "class_names": list(self.class_names)}

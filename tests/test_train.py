@@ -149,7 +149,8 @@ def test_sigint_writes_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err and "checkpoint written" in err
+    # a checkpoint written for the interrupt, or (Ctrl-C while evaluating) the last one
+    assert "Traceback" not in err and f"--resume --out {out}" in err
     step, path = checkpoint.list_checkpoints(out)[-1]
     tree = checkpoint.load(path)
     assert tree["step"] == step and step < 40 * 10
