@@ -72,10 +72,14 @@ class InputPipeline:
             spec = get_arch(cfg["arch"])
             self.crop = spec.input_size
             self.size = self.meta.size
-            if self.size < self.crop:
-                raise DataError(f"{self.train_path} stores {self.size}x{self.size} images, "
-                                f"but arch {cfg['arch']} takes {self.crop}x{self.crop} crops "
-                                f"(build the data with --size {spec.store_size})")
+            if self.size != spec.store_size:
+                # a crop of another size of image would see a different part of each image
+                # than the arch is made for (a 113 crop of a 256 image: a fifth of it)
+                raise DataError(
+                    f"{self.train_path} stores {self.size}x{self.size} images, but arch "
+                    f"{cfg['arch']} takes {self.crop}x{self.crop} crops of "
+                    f"{spec.store_size}x{spec.store_size} images; rebuild it with "
+                    f"python -m data.build SRC {root} --size {spec.store_size}")
             if (self.val_meta.size != self.size
                     or self.val_meta.class_names != self.meta.class_names):
                 raise DataError(f"{self.val_path} does not match {self.train_path} "

@@ -367,3 +367,11 @@ def test_the_loader_threads_are_joined_whatever_ends_the_epoch(data_dir, tmp_pat
             trainer.train()
         alive = [t.name for t in threading.enumerate() if t.name.startswith("loader-")]
         assert alive == [] and caught.value is not None
+
+
+def test_a_store_of_another_image_size_is_refused_naming_the_fix(tmp_path):
+    """A crop of a larger image than the arch is made for would see only part of it."""
+    data = make_tiny_set(tmp_path / "big", per_class=(8, 3), size=64)     # tiny stores 52
+    r = train(*args(data, tmp_path / "run"))
+    assert r.returncode == 2, r.stderr
+    assert "stores 64x64 images" in r.stderr and "--size 52" in r.stderr
