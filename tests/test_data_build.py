@@ -220,3 +220,19 @@ def test_nothing_usable_raises(tmp_path):
     os.makedirs(tmp_path / "src" / "train" / "a")
     with pytest.raises(NothingUsable):
         build(str(tmp_path / "src"), str(tmp_path / "out"), size=S, workers=0, progress=False)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--size", "0", "argument --size: must be >= 1, got '0'"),
+    ("--size", "-256", "argument --size: must be >= 1, got '-256'"),
+    ("--size", "big", "argument --size: expected an integer, got 'big'"),
+    ("--workers", "-1", "argument --workers: must be >= 0, got '-1'"),
+    ("--max-pixels", "0", "argument --max-pixels: must be >= 1, got '0'"),
+])
+def test_cli_refuses_bad_values_when_parsing(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), str(tmp_path / "out"), flag, value])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"python -m data.build: error: {message} (see --help)\n"
+    assert list(tmp_path.iterdir()) == []                      # refused before any work
+

@@ -1,0 +1,64 @@
+"""Ctrl-C ends every command within seconds: exit 130, one line, no traceback, nothing
+half-written.
+
+Each command is interrupted while it is provably mid-work: a FIFO among the images
+blocks the decoder, or the command has printed its first progress line.
+"""
+import os
+import signal
+
+import numpy
+import pytest
+from PIL import Image
+
+from tests.interrupts import Command, ends_cleanly
+
+S = 16
+
+
+def image_tree(src, blocking=None):
+    """Two classes (8 + 1 train images, 1 val each); ``blocking``: the relative path of a
+    FIFO added to train/a, sorted after the images, whose opening blocks until a writer
+    comes: a decoder stuck mid-build."""
+    rng = numpy.random.default_rng(0)
+    for split, counts in (("train", {"a": 8, "b": 1}), ("val", {"a": 1, "b": 1})):
+        for cls, n in counts.items():
+            os.makedirs(src / split / cls)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=numpy.uint8)).save(
+                    src / split / cls / f"{i}.jpg")
+    if blocking:
+        os.mkfifo(src / blocking)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("workers, presses", [(0, 1), (2, 1), (2, 2)])
+def test_data_build_ctrl_c_stops_workers_and_leaves_the_old_stores(tmp_path, workers,
+                                                                   presses):
+    """One Ctrl-C, or a double tap (whose second press waits for the quick clean-up)."""
+    image_tree(tmp_path / "src", blocking="train/a/9_blocks.jpg")
+    out = tmp_path / "out"
+    os.makedirs(out)
+    (out / "val.h5").write_bytes(b"an older store that must survive")
+    cmd = Command(["-m", "data.build", tmp_path / "src", out, "--size", S,
+                   "--workers", workers])
+    cmd.wait_for(lambda line: line.startswith("build train"))   # the first images are in
+    cmd.wait_until(lambda: any(".train.h5.tmp-" in n for n in os.listdir(out)))
+    _, err = ends_cleanly(cmd, "data.build", presses=presses)
+    assert [line for line in err if not line.startswith("build ")] == [
+        f"data.build: interrupted; nothing was written in place of the stores in "
+        f"{str(out)!r}, and no temporary file is left"]
+    assert sorted(os.listdir(out)) == ["val.h5"]                  # no temporary left
+    assert (out / "val.h5").read_bytes() == b"an older store that must survive"
+
+
+def test_a_command_started_to_ignore_ctrl_c_keeps_ignoring_it(tmp_path):
+    """A background job of a script starts with SIGINT ignored; the commands keep it so."""
+    code = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            "from data.cli import run_command; "
+            "sys.exit(run_command(lambda: print('ready') or time.sleep(1.5) or 7, 'job'))")
+    cmd = Command(["-c", code])
+    cmd.wait_for(lambda line: line == "ready", stream="out")
+    os.killpg(cmd.proc.pid, signal.SIGINT)
+    rc, _, err = cmd.finish()
+    assert rc == 7 and err == []
