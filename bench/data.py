@@ -3,8 +3,9 @@
 Measures, on generated data in a temporary folder:
 
 - build speed: images/s of ``data.build`` on ImageNet-sized JPEGs (500x375 and 375x500,
-  quality 90, smooth random content plus noise), with 1 worker process (= per core) and
-  with one per CPU; target >= 100 images/s per core;
+  quality 90, smooth random content plus noise; two classes, a fifth of the files in
+  val/), with 1 worker process (= per core) and with one per CPU; target >= 100
+  images/s per core;
 - loader speed: batches/s of ``data.loader.Loader`` at batch 128 for S = 256 (a store of
   random images written directly), shuffled, with 0 and 2 threads;
 - augmentation: seconds per batch of ``train_views`` (128 images, 227 crops, NumPy,
@@ -32,11 +33,13 @@ from data.store import StoreWriter
 
 
 def write_jpegs(root, count, seed=0, progress=True):
-    """``count`` ImageNet-sized JPEGs in a two-class folder tree under ``root``."""
+    """``count`` (>= 10) ImageNet-sized JPEGs in a two-class folder tree under ``root``,
+    one in five in the validation split."""
     rng = numpy.random.default_rng(seed)
     bar = Progress(total=count, desc="bench: writing JPEGs", unit="img", enabled=progress)
     for i in range(count):
-        folder = os.path.join(root, "train", f"c{i % 2}")
+        split = "val" if i % 10 >= 8 else "train"
+        folder = os.path.join(root, split, f"c{i % 2}")
         os.makedirs(folder, exist_ok=True)
         w, h = (500, 375) if i % 3 else (375, 500)
         small = rng.integers(0, 256, (8, 8, 3), dtype=numpy.uint8)

@@ -9,10 +9,13 @@ SRC layouts are described in ``data.sources``; each file is decoded by
 back in file order, so a build is deterministic whatever the number of workers); the
 format written is described in ``data.store``.
 
-Bad input is never fatal: every file that cannot be used is listed with its reason in
-``OUT_DIR/build_report.json`` and summarised at the end. Exit status: 0 when a training
-set was written (even with skipped files), 1 when no usable training image was found,
-2 for a bad option, an unreadable SRC or an OUT_DIR that cannot be written (read-only,
+SRC must hold at least two classes and a validation split (SRC/val/<class>/..., or the
+official layout's flat val/); otherwise nothing is built. Bad files are never fatal:
+every file that cannot be used is listed with its reason in ``OUT_DIR/build_report.json``
+and summarised at the end, and so is every class left without an image in a split.
+Exit status: 0 when a training set was written (even with skipped files), 1 when no
+usable training image was found, 2 for a bad option, an unusable SRC (unreadable, fewer
+than two classes, no validation split) or an OUT_DIR that cannot be written (read-only,
 full, not a directory), 130 when interrupted (Ctrl-C).
 
 Nothing half-written replaces a good store: both files are written under temporary
@@ -62,6 +65,7 @@ class BuildSummary(NamedTuple):
     val_count: int
     skipped: list          # [(relpath, reason)]
     report_path: str
+    empty_classes: dict    # {"train": [class], "val": [class]}: classes without an image
 
 
 def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS,
@@ -69,8 +73,8 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
     """Build OUT_DIR/train.h5 and OUT_DIR/val.h5 from ``src``; returns a ``BuildSummary``.
 
     ``workers``: decoding processes (None: one per CPU; 0: decode in this process).
-    Raises ``BuildError`` for SRC/OUT_DIR problems, ``NothingUsable`` when no training
-    image decodes,
+    Raises ``BuildError`` for SRC/OUT_DIR problems (fewer than two classes, no validation
+    split included), ``NothingUsable`` when no training image decodes,
     ``KeyboardInterrupt`` on Ctrl-C (``InterruptedAfterCommit`` when it came during the
     final renames).
     """
@@ -83,6 +87,7 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
         sources = find_sources(src)
     except (ValueError, OSError) as e:
         raise BuildError(str(e)) from None
+    _check_sources(src, sources)
     _check_out_dir(out_dir, len(sources.train) + len(sources.val), size)
     settings = {"resample": RESAMPLE.name, "alpha_background": list(ALPHA_BACKGROUND),
                 "jpeg_draft": jpeg_draft, "max_pixels": max_pixels, "layout": sources.layout,
@@ -94,7 +99,7 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
     writers, committed = [], False
     pool = _start_pool(workers)
     try:
-        counts = {}
+        counts, empty = {}, {}
         for split, files in (("train", sources.train), ("val", sources.val)):
             w = _open_writer(out_dir, split, len(files), common)
             writers.append(w)
@@ -114,16 +119,18 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
                 bar.update(1, skipped=len(skipped))
             bar.close()
             counts[split] = w.count
+            empty[split] = _empty_classes(sources, w.labels)
             if split == "train":
                 if w.count == 0:
                     _write_report(out_dir, src, sources, {"train": 0, "val": 0}, skipped,
-                                  build_id)
+                                  build_id, {"train": empty["train"], "val": []})
                     raise NothingUsable(f"no usable training image under {src!r} "
                                         f"({len(files)} candidate files)")
                 _guarded(w.set_stats, *stats.finish(), path=w.tmp)
             _guarded(w.finish, path=w.tmp)
         with interrupts_held():            # the report and both stores, or none of them
-            report_path = _write_report(out_dir, src, sources, counts, skipped, build_id)
+            report_path = _write_report(out_dir, src, sources, counts, skipped, build_id,
+                                        empty)
             for w in writers:
                 w.commit()
             committed = True
@@ -142,7 +149,34 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
                 pool.terminate()        # workers may be mid-file: stop them now
             pool.join()
     return BuildSummary(out_dir, sources.layout, len(sources.class_names), counts["train"],
-                        counts["val"], skipped, report_path)
+                        counts["val"], skipped, report_path, empty)
+
+
+def _check_sources(src, sources):
+    """Refuse what no training run can use: fewer than two classes, no validation split."""
+    n = len(sources.class_names)
+    if n < 2:
+        raise BuildError(f"SRC {src!r} has {n} class folder(s) in train/ "
+                         f"({', '.join(map(repr, sources.class_names))}); a classifier "
+                         "needs at least 2: one folder of images per class, "
+                         "SRC/train/<class>/...")
+    if sources.val:
+        return
+    val_dir = os.path.join(src, "val")
+    if not os.path.isdir(val_dir):
+        raise BuildError(f"SRC {src!r} has no val/ folder; a validation split is needed: "
+                         "put some images of each class in SRC/val/<class>/, with the "
+                         "class folder names of SRC/train/")
+    raise BuildError(f"SRC {src!r}: val/ holds no image files for the classes of train/; "
+                     "a validation split is needed: SRC/val/<class>/..., with the class "
+                     "folder names of SRC/train/")
+
+
+def _empty_classes(sources, labels):
+    """Names of the classes without an image in ``labels`` (WNIDs when known)."""
+    names = sources.wnids or sources.class_names
+    present = set(labels)
+    return [name for k, name in enumerate(names) if k not in present]
 
 
 def _decode_task(task):
@@ -238,11 +272,11 @@ def _guarded(fn, *args, path):
             from None
 
 
-def _write_report(out_dir, src, sources, counts, skipped, build_id):
+def _write_report(out_dir, src, sources, counts, skipped, build_id, empty):
     path = os.path.join(out_dir, REPORT)
     report = {"src": os.path.abspath(src), "layout": sources.layout, "build_id": build_id,
               "num_classes": len(sources.class_names), "train": counts["train"],
-              "val": counts["val"],
+              "val": counts["val"], "empty_classes": empty,
               "skipped": [{"path": p, "reason": r} for p, r in skipped]}
     try:
         write_json(path, report)
@@ -267,13 +301,19 @@ def format_summary(summary, limit=20):
         lines.append(f"  skipped {p}: {r}")
     if len(summary.skipped) > limit:
         lines.append(f"  ... {len(summary.skipped) - limit} more in {summary.report_path}")
+    for split, names in summary.empty_classes.items():
+        if names:
+            shown = ", ".join(map(repr, names[:limit]))
+            more = f" and {len(names) - limit} more" if len(names) > limit else ""
+            lines.append(f"warning: {len(names)} class(es) without a usable {split} image: "
+                         f"{shown}{more} (listed in {summary.report_path})")
     return "\n".join(lines)
 
 
 EXIT_CODES = {0: "the stores were written (even with skipped files)",
               1: "no usable training image (build_report.json says why)",
-              2: "a bad option value, an unreadable SRC or an OUT_DIR that cannot be "
-                 "written",
+              2: "a bad option value, an unusable SRC (unreadable, fewer than two classes, "
+                 "no val/ split) or an OUT_DIR that cannot be written",
               130: "interrupted (Ctrl-C); no half-written store is left"}
 
 
