@@ -1,5 +1,6 @@
 """Ctrl-C ends every command within seconds: exit 130, one line, no traceback, nothing
-half-written.
+half-written. (refnet.evaluate and refnet.predict: in their own test files, which train
+the checkpoint they need.)
 
 Each command is interrupted while it is provably mid-work: a FIFO among the images
 blocks the decoder, or the command has printed its first progress line.
@@ -11,7 +12,7 @@ import numpy
 import pytest
 from PIL import Image
 
-from tests.interrupts import Command, ends_cleanly
+from tests.interrupts import Command, ends_cleanly, without_cupy
 
 S = 16
 
@@ -50,6 +51,29 @@ def test_data_build_ctrl_c_stops_workers_and_leaves_the_old_stores(tmp_path, wor
         f"{str(out)!r}, and no temporary file is left"]
     assert sorted(os.listdir(out)) == ["val.h5"]                  # no temporary left
     assert (out / "val.h5").read_bytes() == b"an older store that must survive"
+
+
+def test_verify_ctrl_c_mid_run_writes_no_report(tmp_path):
+    pytest.importorskip("torch")
+    os.makedirs(tmp_path / "out")
+    cmd = Command(["-m", "verify", "--only", "layers", "--size", "small", "--json",
+                   tmp_path / "out" / "r.json"], env=without_cupy(tmp_path / "env"))
+    cmd.wait_for(lambda line: line.startswith("verify ["))        # the first part runs
+    ends_cleanly(cmd, "verify")
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_verify_without_pytorch_says_how_to_install_it():
+    """No ModuleNotFoundError traceback: one line and exit 2 (torch blocked by a None
+    entry in sys.modules, which makes ``import torch`` raise ImportError)."""
+    code = ("import runpy, sys; sys.modules['torch'] = None; "
+            "sys.argv = ['verify', '--only', 'sgd']; "
+            "runpy.run_module('verify', run_name='__main__', alter_sys=True)")
+    cmd = Command(["-c", code])
+    rc, out, err = cmd.finish(timeout=60)
+    assert rc == 2 and out == [], err
+    assert err == ["verify: error: python -m verify needs PyTorch: "
+                   "pip install -e '.[verify]'"]
 
 
 def test_a_command_started_to_ignore_ctrl_c_keeps_ignoring_it(tmp_path):
