@@ -53,6 +53,31 @@ def test_data_build_ctrl_c_stops_workers_and_leaves_the_old_stores(tmp_path, wor
     assert (out / "val.h5").read_bytes() == b"an older store that must survive"
 
 
+def test_bench_data_ctrl_c_removes_its_folder_and_writes_no_json(tmp_path):
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    cmd = Command(["-m", "bench.data", "--images", 40, "--json", tmp_path / "r.json"],
+                  env=env)
+    cmd.wait_for(lambda line: line.startswith("bench: writing JPEGs"))
+    ends_cleanly(cmd, "bench.data")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signals")
+@pytest.mark.parametrize("when", ["during the re-exec", "after it"])
+def test_bench_ctrl_c_in_the_re_executed_process(tmp_path, when):
+    """The bench re-executes itself (bench.env) unless the environment already has its
+    settings: a Ctrl-C during the exec is held until the new process handles it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.pop("REFNET_BENCH_REEXEC", None)
+    cmd = Command(["-m", "bench", "--arch", "tiny", "--batch", 2, "--no-torch", "--parts",
+                   "step", "--repeats", 10000, "--json", tmp_path / "r.json"], env=env)
+    cmd.wait_for(lambda line: line.startswith("bench: re-executing"))   # SIGINT held
+    if when == "after it":
+        cmd.wait_for(lambda line: line.startswith("step ["))     # timing the steps
+    ends_cleanly(cmd, "bench")
+    assert os.listdir(tmp_path) == []
+
+
 def test_verify_ctrl_c_mid_run_writes_no_report(tmp_path):
     pytest.importorskip("torch")
     os.makedirs(tmp_path / "out")
