@@ -16,6 +16,10 @@ results. Without torch installed it still runs and reports refnet alone. On a GP
 (``--device gpu``) PyTorch runs with cuDNN on the same card; ``--tf32`` allows TF32 on
 both sides (CuPy's ``CUPY_TF32=1`` and PyTorch's matmul/cuDNN flags).
 
+Exit status: 0 when measured, 2 for a bad option value (or ``--device gpu`` without a
+GPU), 130 when interrupted (Ctrl-C; in the re-executed process too, and nothing is
+written then).
+
 Modules: ``bench.env`` (environment, BLAS), ``bench.sides`` (the two networks),
 ``bench.timing``, ``bench.flops``, ``bench.layers`` (per-layer cases), ``bench.memory``
 (peak RSS probes), ``bench.report`` (text and JSON).
@@ -32,6 +36,7 @@ from bench.flops import step_flops
 from bench.layers import time_layers
 from bench.memory import SIDES, peak_memory, run_probe
 from bench.report import report
+from data.cli import USAGE, Parser, nonnegative_int, positive_int, run_command
 from data.files import write_json
 from bench.sides import RefnetSide, TorchSide, load_torch
 from bench.timing import gemm_peak, interleave
@@ -42,34 +47,52 @@ PARTS = ("step", "forward", "layers", "memory")
 BENCH_DEVICES = tuple(d for d in DEVICES if d != "auto")   # the results name the device
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+EXIT_CODES = {0: "measured (and the JSON written when asked)",
+              2: "a bad option value (one line names it), or --device gpu without one"}
+
+
+def build_parser():
+    p = Parser(prog="python -m bench", description=__doc__.split("\n")[0],
+               exit_codes=EXIT_CODES)
     p.add_argument("--arch", default="alexnet", choices=CHOICES["arch"],
                    help="architecture (default alexnet)")
-    p.add_argument("--batch", type=int, default=128, help="batch size (default 128)")
-    p.add_argument("--dtype", default="float32", choices=CHOICES["dtype"])
-    p.add_argument("--device", default="cpu", choices=BENCH_DEVICES)
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs (default 1)")
+    p.add_argument("--batch", type=positive_int, default=128, help="batch size (default 128)")
+    p.add_argument("--dtype", default="float32", choices=CHOICES["dtype"],
+                   help="dtype of both sides (default float32)")
+    p.add_argument("--device", default="cpu", choices=BENCH_DEVICES,
+                   help="where both sides run (default cpu)")
+    p.add_argument("--repeats", type=positive_int, default=5,
+                   help="timed repeats (default 5)")
+    p.add_argument("--warmup", type=nonnegative_int, default=1,
+                   help="untimed warm-up runs (default 1)")
     p.add_argument("--parts", default=",".join(PARTS),
                    help=f"comma list of {', '.join(PARTS)} (default all)")
-    p.add_argument("--no-torch", action="store_true", help="time refnet alone")
+    p.add_argument("--no-torch", action="store_true",
+                   help="time refnet alone (default: PyTorch's side too, when installed)")
     p.add_argument("--conv-cache", default="columns", choices=CHOICES["conv_cache"],
-                   help="what refnet's convs keep for backward (NetOptions.conv_cache)")
+                   help="what refnet's convs keep for backward (NetOptions.conv_cache; "
+                        "default columns)")
     p.add_argument("--conv-algo", default="winograd", choices=CHOICES["conv_algo"],
-                   help="refnet's stride-1 convolutions (NetOptions.conv_algo)")
+                   help="refnet's stride-1 convolutions (NetOptions.conv_algo; default "
+                        "winograd)")
     p.add_argument("--layers-as", default="network", choices=("network", "grouped"),
                    help="per-layer rows: our layers as the network runs them (each "
-                        "column's share, concurrently; default) or as one grouped call")
-    p.add_argument("--tf32", action="store_true", help="GPU: allow TF32 on both sides")
-    p.add_argument("--json", metavar="PATH", help="write the results as JSON to PATH")
+                        "column's share, concurrently) or as one grouped call "
+                        "(default network)")
+    p.add_argument("--tf32", action="store_true",
+                   help="GPU: allow TF32 on both sides (default: full float32)")
+    p.add_argument("--json", metavar="PATH",
+                   help="write the results as JSON to PATH (default: printed only)")
     p.add_argument("--keep-env", action="store_true",
-                   help="do not re-execute with the OpenBLAS overrides unset")
+                   help="do not re-execute with the OpenBLAS overrides unset (default: "
+                        "re-execute once, see bench.env)")
     p.add_argument("--memory-probe", choices=SIDES, help=argparse.SUPPRESS)
+    return p
+
+
+def parse_args(argv):
+    p = build_parser()
     args = p.parse_args(argv)
-    if args.batch < 1 or args.repeats < 1 or args.warmup < 0:
-        p.error(f"--batch and --repeats must be >= 1 and --warmup >= 0, got "
-                f"{args.batch}, {args.repeats}, {args.warmup}")
     args.parts = set(args.parts.split(","))
     bad = args.parts - set(PARTS)
     if bad:
@@ -83,7 +106,8 @@ def net_options(args):
     try:
         backend = backend_for_device(args.device)
     except ValueError as e:
-        raise SystemExit(f"bench: {e}")
+        print(f"bench: error: {e}", file=sys.stderr)
+        raise SystemExit(USAGE) from None
     return NetOptions(arch=args.arch, dtype=args.dtype, backend=backend,
                       conv_cache=args.conv_cache, conv_algo=args.conv_algo)
 
@@ -157,7 +181,8 @@ def main(argv=None):
     if args.json:
         write_json(args.json, results)
         print(f"results written to {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command(main, "bench"))

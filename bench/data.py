@@ -3,8 +3,9 @@
 Measures, on generated data in a temporary folder:
 
 - build speed: images/s of ``data.build`` on ImageNet-sized JPEGs (500x375 and 375x500,
-  quality 90, smooth random content plus noise), with 1 worker process (= per core) and
-  with one per CPU; target >= 100 images/s per core;
+  quality 90, smooth random content plus noise; two classes, a fifth of the files in
+  val/), with 1 worker process (= per core) and with one per CPU; target >= 100
+  images/s per core;
 - loader speed: batches/s of ``data.loader.Loader`` at batch 128 for S = 256 (a store of
   random images written directly), shuffled, with 0 and 2 threads;
 - augmentation: seconds per batch of ``train_views`` (128 images, 227 crops, NumPy,
@@ -12,9 +13,11 @@ Measures, on generated data in a temporary folder:
 
 Timings exclude process start-up of the build's pool only where said; they are wall-clock
 on whatever else the machine is doing, so run it on an idle machine.
+
+Exit status: 0 when measured, 2 for a bad option value, 130 when interrupted (Ctrl-C:
+the temporary folder is removed and no JSON is written).
 """
 
-import argparse
 import os
 import sys
 import tempfile
@@ -25,6 +28,7 @@ from PIL import Image
 
 from data import augment
 from data.build import build
+from data.cli import Parser, int_at_least, positive_int, run_command
 from data.files import write_json
 from data.loader import Loader
 from data.progress import Progress
@@ -32,11 +36,13 @@ from data.store import StoreWriter
 
 
 def write_jpegs(root, count, seed=0, progress=True):
-    """``count`` ImageNet-sized JPEGs in a two-class folder tree under ``root``."""
+    """``count`` (>= 10) ImageNet-sized JPEGs in a two-class folder tree under ``root``,
+    one in five in the validation split."""
     rng = numpy.random.default_rng(seed)
     bar = Progress(total=count, desc="bench: writing JPEGs", unit="img", enabled=progress)
     for i in range(count):
-        folder = os.path.join(root, "train", f"c{i % 2}")
+        split = "val" if i % 10 >= 8 else "train"
+        folder = os.path.join(root, split, f"c{i % 2}")
         os.makedirs(folder, exist_ok=True)
         w, h = (500, 375) if i % 3 else (375, 500)
         small = rng.integers(0, 256, (8, 8, 3), dtype=numpy.uint8)
@@ -98,14 +104,29 @@ def bench_augment(repeats=5):
     return train, ten
 
 
+EXIT_CODES = {0: "measured (and the JSON written when asked)",
+              2: "a bad option value (one line names it)"}
+
+
+def build_parser():
+    ap = Parser(prog="python -m bench.data", description=__doc__.split("\n")[0],
+                exit_codes=EXIT_CODES)
+    ap.add_argument("--images", type=int_at_least(10), default=300,
+                    help="JPEGs for the build benchmark, at least 10 (default 300)")
+    ap.add_argument("--store-images", type=int_at_least(128), default=1024,
+                    help="images in the loader store, at least one batch of 128 "
+                         "(default 1024)")
+    ap.add_argument("--epochs", type=positive_int, default=3,
+                    help="loader epochs to time (default 3)")
+    ap.add_argument("--json", metavar="PATH",
+                    help="also write the results to this JSON file (default: printed only)")
+    ap.add_argument("--quiet", action="store_true",
+                    help="no progress bars (default: progress bars on stderr)")
+    return ap
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m bench.data", description=__doc__.split("\n")[0])
-    ap.add_argument("--images", type=int, default=300, help="JPEGs for the build benchmark")
-    ap.add_argument("--store-images", type=int, default=1024, help="images in the loader store")
-    ap.add_argument("--epochs", type=int, default=3, help="loader epochs to time")
-    ap.add_argument("--json", help="also write the results to this JSON file")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     progress = not args.quiet
     cpus = os.cpu_count() or 1
     results = {"cpus": cpus}
@@ -129,4 +150,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, "bench.data"))

@@ -16,11 +16,14 @@ Printed with the results, and set before anything is timed:
 
 The environment is read when a process starts, so the settings take effect through one
 ``os.execve`` of ``python -m bench`` with the same arguments; ``REEXEC_FLAG`` marks the
-second process so it never re-executes again.
+second process so it never re-executes again. A Ctrl-C during the exec is held back
+until the new process can handle it (``data.cli.run_command``).
 """
 
 import os
 import sys
+
+from data.cli import interrupts_held
 
 REEXEC_FLAG = "REFNET_BENCH_REEXEC"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "17179869184",
@@ -46,9 +49,12 @@ def reexec_if_needed(argv, keep_env):
     env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     env[REEXEC_FLAG] = "1"
     unset = ", ".join(changed) or "OPENBLAS_CORETYPE/L2_SIZE (not set)"
-    print(f"bench: re-executing with {unset} unset and {', '.join(MALLOC_ENV)} set "
-          f"(both sides)", file=sys.stderr, flush=True)
-    os.execve(sys.executable, [sys.executable, "-m", "bench", *argv], env)
+    # Ctrl-C is held back (SIGINT blocked) across the exec, which keeps the signal mask
+    # and pending signals, until the new process's data.cli.run_command handles it.
+    with interrupts_held():                 # left only when the exec fails
+        print(f"bench: re-executing with {unset} unset and {', '.join(MALLOC_ENV)} set "
+              f"(both sides)", file=sys.stderr, flush=True)
+        os.execve(sys.executable, [sys.executable, "-m", "bench", *argv], env)
 
 
 def reported_env():

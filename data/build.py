@@ -9,16 +9,22 @@ SRC layouts are described in ``data.sources``; each file is decoded by
 back in file order, so a build is deterministic whatever the number of workers); the
 format written is described in ``data.store``.
 
-Bad input is never fatal: every file that cannot be used is listed with its reason in
-``OUT_DIR/build_report.json`` and summarised at the end. Exit status: 0 when a training
-set was written (even with skipped files), 1 when no usable training image was found,
-2 for an unreadable SRC or an OUT_DIR that cannot be written (read-only, full, not a
-directory), 130 when interrupted. Nothing half-written replaces a good store: both files
-are written under temporary names (``data.files``) and renamed only after both are complete;
-a later build removes the temporaries that a killed one left.
+SRC must hold at least two classes and a validation split (SRC/val/<class>/..., or the
+official layout's flat val/); otherwise nothing is built. Bad files are never fatal:
+every file that cannot be used is listed with its reason in ``OUT_DIR/build_report.json``
+and summarised at the end, and so is every class left without an image in a split.
+Exit status: 0 when a training set was written (even with skipped files), 1 when no
+usable training image was found, 2 for a bad option, an unusable SRC (unreadable, fewer
+than two classes, no validation split) or an OUT_DIR that cannot be written (read-only,
+full, not a directory), 130 when interrupted (Ctrl-C).
+
+Nothing half-written replaces a good store: both files are written under temporary
+names (``data.files``) and renamed, with the report, only after both are complete, with
+Ctrl-C held back during the renames; a later build removes the temporaries that a killed
+one left. On Ctrl-C the worker processes (which ignore it: the terminal sends it to the
+whole process group) are terminated and the temporaries removed within seconds.
 """
 
-import argparse
 import multiprocessing
 import os
 import shutil
@@ -26,6 +32,8 @@ import sys
 import uuid
 from typing import NamedTuple
 
+from data.cli import (Parser, ignore_interrupts, interrupts_held, nonnegative_int,
+                      positive_int, run_command, starting_workers)
 from data.decode import DEFAULT_MAX_PIXELS, RESAMPLE, ALPHA_BACKGROUND, BadImage, decode_image
 from data.files import remove_stale_temporaries, write_json
 from data.pixel_stats import PixelStats, image_sums
@@ -44,6 +52,11 @@ class NothingUsable(Exception):
     """No training image could be decoded (exit status 1)."""
 
 
+class InterruptedAfterCommit(KeyboardInterrupt):
+    """Ctrl-C came while the finished stores were being renamed into place: it took
+    effect after the renames, so OUT_DIR holds the complete new build."""
+
+
 class BuildSummary(NamedTuple):
     out_dir: str
     layout: str
@@ -52,6 +65,7 @@ class BuildSummary(NamedTuple):
     val_count: int
     skipped: list          # [(relpath, reason)]
     report_path: str
+    empty_classes: dict    # {"train": [class], "val": [class]}: classes without an image
 
 
 def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS,
@@ -59,16 +73,21 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
     """Build OUT_DIR/train.h5 and OUT_DIR/val.h5 from ``src``; returns a ``BuildSummary``.
 
     ``workers``: decoding processes (None: one per CPU; 0: decode in this process).
-    Raises ``BuildError`` for SRC/OUT_DIR problems, ``NothingUsable`` when no training
-    image decodes.
+    Raises ``BuildError`` for SRC/OUT_DIR problems (fewer than two classes, no validation
+    split included), ``NothingUsable`` when no training image decodes,
+    ``KeyboardInterrupt`` on Ctrl-C (``InterruptedAfterCommit`` when it came during the
+    final renames).
     """
     if size < 1:
         raise ValueError(f"build: size must be >= 1, got {size}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"build: workers must be >= 0, got {workers}")
     stream = stream if stream is not None else sys.stderr
     try:
         sources = find_sources(src)
     except (ValueError, OSError) as e:
         raise BuildError(str(e)) from None
+    _check_sources(src, sources)
     _check_out_dir(out_dir, len(sources.train) + len(sources.val), size)
     settings = {"resample": RESAMPLE.name, "alpha_background": list(ALPHA_BACKGROUND),
                 "jpeg_draft": jpeg_draft, "max_pixels": max_pixels, "layout": sources.layout,
@@ -77,10 +96,10 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
     skipped = list(sources.skipped)
     common = dict(size=size, class_names=sources.class_names, wnids=sources.wnids,
                   build_id=build_id, settings=settings)
-    writers = []
+    writers, committed = [], False
     pool = _start_pool(workers)
     try:
-        counts = {}
+        counts, empty = {}, {}
         for split, files in (("train", sources.train), ("val", sources.val)):
             w = _open_writer(out_dir, split, len(files), common)
             writers.append(w)
@@ -88,8 +107,7 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
             bar = Progress(total=len(files), desc=f"build {split}", unit="img",
                            enabled=progress, stream=stream)
             tasks = [(os.path.join(src, p), size, max_pixels, jpeg_draft) for p, _ in files]
-            results = pool.imap(_decode_task, tasks, chunksize=4) if pool \
-                else map(_decode_task, tasks)
+            results = _pool_results(pool, tasks) if pool else map(_decode_task, tasks)
             for (rel, label), res in zip(files, results):
                 if res[0] == "bad":
                     skipped.append((rel, res[1]))
@@ -101,30 +119,64 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
                 bar.update(1, skipped=len(skipped))
             bar.close()
             counts[split] = w.count
+            empty[split] = _empty_classes(sources, w.labels)
             if split == "train":
                 if w.count == 0:
                     _write_report(out_dir, src, sources, {"train": 0, "val": 0}, skipped,
-                                  build_id)
+                                  build_id, {"train": empty["train"], "val": []})
                     raise NothingUsable(f"no usable training image under {src!r} "
                                         f"({len(files)} candidate files)")
                 _guarded(w.set_stats, *stats.finish(), path=w.tmp)
             _guarded(w.finish, path=w.tmp)
-        report_path = _write_report(out_dir, src, sources, counts, skipped, build_id)
-        for w in writers:
-            w.commit()
-    except BaseException:
-        for w in writers:
-            w.abort()
-        if pool:
-            pool.terminate()
-            pool = None
+        with interrupts_held():            # the report and both stores, or none of them
+            report_path = _write_report(out_dir, src, sources, counts, skipped, build_id,
+                                        empty)
+            for w in writers:
+                w.commit()
+            committed = True
+    except KeyboardInterrupt:
+        if committed:
+            raise InterruptedAfterCommit() from None
         raise
     finally:
+        if not committed:
+            for w in writers:
+                w.abort()
         if pool:
-            pool.close()
+            if committed:
+                pool.close()
+            else:
+                pool.terminate()        # workers may be mid-file: stop them now
             pool.join()
     return BuildSummary(out_dir, sources.layout, len(sources.class_names), counts["train"],
-                        counts["val"], skipped, report_path)
+                        counts["val"], skipped, report_path, empty)
+
+
+def _check_sources(src, sources):
+    """Refuse what no training run can use: fewer than two classes, no validation split."""
+    n = len(sources.class_names)
+    if n < 2:
+        raise BuildError(f"SRC {src!r} has {n} class folder(s) in train/ "
+                         f"({', '.join(map(repr, sources.class_names))}); a classifier "
+                         "needs at least 2: one folder of images per class, "
+                         "SRC/train/<class>/...")
+    if sources.val:
+        return
+    val_dir = os.path.join(src, "val")
+    if not os.path.isdir(val_dir):
+        raise BuildError(f"SRC {src!r} has no val/ folder; a validation split is needed: "
+                         "put some images of each class in SRC/val/<class>/, with the "
+                         "class folder names of SRC/train/")
+    raise BuildError(f"SRC {src!r}: val/ holds no image files for the classes of train/; "
+                     "a validation split is needed: SRC/val/<class>/..., with the class "
+                     "folder names of SRC/train/")
+
+
+def _empty_classes(sources, labels):
+    """Names of the classes without an image in ``labels`` (WNIDs when known)."""
+    names = sources.wnids or sources.class_names
+    present = set(labels)
+    return [name for k, name in enumerate(names) if k not in present]
 
 
 def _decode_task(task):
@@ -139,15 +191,47 @@ def _decode_task(task):
     return ("ok", image, s, o)
 
 
+def _pool_results(pool, tasks, chunk=4):
+    """``map(_decode_task, tasks)`` in the pool, in order. Each chunk's result is waited
+    for with Ctrl-C held back, so that it takes effect here, between results (within
+    0.1 s), never inside the pool's own locking, where it could hang the terminate."""
+    chunks = [tasks[i:i + chunk] for i in range(0, len(tasks), chunk)]
+    with interrupts_held():
+        it = pool.imap(_decode_chunk, chunks)
+    for _ in chunks:
+        while True:
+            with interrupts_held():
+                try:
+                    results = it.next(timeout=0.1)
+                    break
+                except multiprocessing.TimeoutError:
+                    pass
+        yield from results
+
+
+def _decode_chunk(tasks):
+    return [_decode_task(t) for t in tasks]
+
+
 def _start_pool(workers):
     if workers is None:
         workers = os.cpu_count() or 1
-    if workers < 0:
-        raise ValueError(f"build: workers must be >= 0, got {workers}")
     if workers == 0:
         return None
-    # spawn: workers start clean (no inherited HDF5 handles or threads) and open files themselves
-    return multiprocessing.get_context("spawn").Pool(workers)
+    # spawn: workers start clean (no inherited HDF5 handles or threads) and open files
+    # themselves. They ignore Ctrl-C, so that only this process stops, and terminates
+    # them: workers dying of it mid-task leave the pool unable to finish or terminate.
+    pool = None
+    try:
+        with starting_workers():
+            pool = multiprocessing.get_context("spawn").Pool(workers,
+                                                             initializer=ignore_interrupts)
+    except KeyboardInterrupt:               # held while they started, raised once they had
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        raise
+    return pool
 
 
 def _check_out_dir(out_dir, n_files, size):
@@ -188,11 +272,11 @@ def _guarded(fn, *args, path):
             from None
 
 
-def _write_report(out_dir, src, sources, counts, skipped, build_id):
+def _write_report(out_dir, src, sources, counts, skipped, build_id, empty):
     path = os.path.join(out_dir, REPORT)
     report = {"src": os.path.abspath(src), "layout": sources.layout, "build_id": build_id,
               "num_classes": len(sources.class_names), "train": counts["train"],
-              "val": counts["val"],
+              "val": counts["val"], "empty_classes": empty,
               "skipped": [{"path": p, "reason": r} for p, r in skipped]}
     try:
         write_json(path, report)
@@ -217,23 +301,46 @@ def format_summary(summary, limit=20):
         lines.append(f"  skipped {p}: {r}")
     if len(summary.skipped) > limit:
         lines.append(f"  ... {len(summary.skipped) - limit} more in {summary.report_path}")
+    for split, names in summary.empty_classes.items():
+        if names:
+            shown = ", ".join(map(repr, names[:limit]))
+            more = f" and {len(names) - limit} more" if len(names) > limit else ""
+            lines.append(f"warning: {len(names)} class(es) without a usable {split} image: "
+                         f"{shown}{more} (listed in {summary.report_path})")
     return "\n".join(lines)
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m data.build", description=__doc__.split("\n")[0])
+EXIT_CODES = {0: "the stores were written (even with skipped files)",
+              1: "no usable training image (build_report.json says why)",
+              2: "a bad option value, an unusable SRC (unreadable, fewer than two classes, "
+                 "no val/ split) or an OUT_DIR that cannot be written",
+              130: "interrupted (Ctrl-C); no half-written store is left"}
+
+
+def build_parser():
+    ap = Parser(prog="python -m data.build", description=__doc__.split("\n")[0],
+                exit_codes=EXIT_CODES)
     ap.add_argument("src", help="image tree: SRC/train/<class>/*, SRC/val/<class>/* "
                                 "or the official ILSVRC-2012 layout")
     ap.add_argument("out_dir", help="where train.h5, val.h5 and build_report.json go")
-    ap.add_argument("--size", type=int, default=256, help="stored side S (default 256)")
-    ap.add_argument("--workers", type=int, default=None, help="decoding processes "
-                    "(default: one per CPU; 0: in this process)")
-    ap.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                    help="skip images with more pixels (decompression-bomb limit)")
+    ap.add_argument("--size", type=positive_int, default=256,
+                    help="stored side S in pixels (default 256)")
+    ap.add_argument("--workers", type=nonnegative_int, default=None,
+                    help="decoding processes; 0 decodes in this process "
+                         "(default: one per CPU)")
+    ap.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                    help="skip images with more pixels, a decompression-bomb limit "
+                         f"(default {DEFAULT_MAX_PIXELS})")
     ap.add_argument("--no-jpeg-draft", action="store_true",
-                    help="decode JPEGs at full resolution before resizing")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = ap.parse_args(argv)
+                    help="decode JPEGs at full resolution before resizing (default: "
+                         "large JPEGs are shrunk while decoding, to no less than 2S)")
+    ap.add_argument("--quiet", action="store_true",
+                    help="no progress bar (default: a progress bar on stderr)")
+    return ap
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     try:
         summary = build(args.src, args.out_dir, size=args.size, workers=args.workers,
                         max_pixels=args.max_pixels, jpeg_draft=not args.no_jpeg_draft,
@@ -244,12 +351,17 @@ def main(argv=None):
     except NothingUsable as e:
         print(f"data.build: error: {e}", file=sys.stderr)
         return 1
+    except InterruptedAfterCommit:
+        print(f"data.build: interrupted after the new stores were written; "
+              f"{args.out_dir!r} holds the complete build", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("data.build: interrupted; no store was written", file=sys.stderr)
+        print(f"data.build: interrupted; nothing was written in place of the stores in "
+              f"{args.out_dir!r}, and no temporary file is left", file=sys.stderr)
         return 130
     print(format_summary(summary), file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, "data.build"))

@@ -8,14 +8,17 @@ dropout mode, input scaling) and its parameters; the validation images are those
 pixel-std scaling when the run used it). "center" is the single centre crop; "ten" is
 the paper's test: the 4 corner and centre crops and their mirrors, softmax outputs
 averaged over the 10 views (``refnet.metrics``).
+
+Exit status: 0 evaluated, 2 for a bad option or a checkpoint or data directory that
+cannot be used (one line says which), 130 when interrupted (Ctrl-C).
 """
 
-import argparse
 import json
 import sys
 
 import numpy
 
+from data.cli import Parser, existing_file, positive_int, run_command
 from layers import backend
 from refnet import checkpoint
 from refnet.config import UsageError
@@ -66,18 +69,29 @@ def load_network(path, device="cpu"):
     return net, cfg, tree
 
 
+EXIT_CODES = {0: "evaluated",
+              2: "a bad option value, or a checkpoint or data directory that cannot be "
+                 "used (one line says which)"}
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m refnet.evaluate",
+    p = Parser(
+        prog="python -m refnet.evaluate", exit_codes=EXIT_CODES,
         description="Top-1 and top-5 validation error of a checkpoint, with the centre "
                     "crop and with the paper's 10 crops.")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a ckpt-*.h5 file")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", type=existing_file,
+                   help="a ckpt-*.h5 file (required)")
     p.add_argument("--data", metavar="OUT_DIR", help="data directory with train.h5 and "
                    "val.h5 (default: the one the run trained on)")
-    p.add_argument("--views", choices=("center", "ten", "both"), default="both")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--views", choices=("center", "ten", "both"), default="both",
+                   help="centre crop, the paper's 10 crops, or both (default both)")
+    p.add_argument("--batch", type=positive_int, default=64,
+                   help="validation images per forward pass (default 64)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="cpu: NumPy; gpu: CuPy; auto: gpu when CuPy sees a device "
+                        "(default auto)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (default: one line per view)")
     return p
 
 
@@ -85,8 +99,6 @@ def main(argv=None):
     from refnet.train_inputs import DataError, InputPipeline
     args = build_parser().parse_args(argv)
     try:
-        if args.batch < 1:
-            raise UsageError(f"--batch must be positive, got {args.batch}")
         net, cfg, _ = load_network(args.checkpoint, args.device)
         if args.data:
             cfg["data"] = args.data
@@ -112,4 +124,4 @@ def main(argv=None):
 if __name__ == "__main__":
     from refnet.cpu import tune_malloc
     tune_malloc()                   # keep freed buffers mapped (refnet.cpu)
-    sys.exit(main())
+    sys.exit(run_command(main, "refnet.evaluate"))

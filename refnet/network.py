@@ -65,7 +65,8 @@ class AlexNet:
     ``self.options`` holds them. ``backend``: ``"numpy"``, ``"cupy"``, or an array
     namespace object (the test suite's device-tagging backend). ``devices``: one device
     index per column; by default CuPy uses devices 0 and 1 with two GPUs, else 0 for
-    both (and NumPy the CPU). Parameters are zero until ``init`` or ``load_state_dict``.
+    both (and NumPy the CPU). Parameters are unset until ``init`` or ``load_state_dict``:
+    ``forward`` (and what calls it) and ``state_dict`` raise ``RuntimeError`` until then.
     Input images are ``spec.input_size`` square (227 for ``alexnet``: the paper's 224
     gives no integer 55x55 conv1 output; see ``refnet.arch``).
     """
@@ -93,6 +94,7 @@ class AlexNet:
             for c, r0, r1 in self.placement.rows[name]:
                 with self.placement.device(c):
                     self.params[c][name] = self.xp.zeros((r1 - r0,) + shape[1:], self.dtype)
+        self._params_set = False                         # by load_state_dict (and init)
         self.layers = self._layer_list()
 
     def _layer_list(self):
@@ -124,6 +126,7 @@ class AlexNet:
     def state_dict(self):
         """``{name: NumPy array}`` in PyTorch's names and the grouped single-device
         shapes (copies on the host)."""
+        self._require_params()
         return self.gather(self.params)
 
     def gather(self, per_column):
@@ -165,6 +168,12 @@ class AlexNet:
                 raise ValueError(f"state_dict[{name!r}] has non-finite values")
         for params, shards in zip(self.params, self.scatter(host)):
             params.update(shards)
+        self._params_set = True
+
+    def _require_params(self):
+        if not self._params_set:
+            raise RuntimeError("AlexNet: parameters are not set; call net.init(seed=...) "
+                               "or net.load_state_dict(...) first")
 
     def num_params(self):
         """Number of parameters (60,965,224 for ``alexnet``)."""
@@ -239,6 +248,7 @@ class AlexNet:
 
     def _forward(self, x, run):
         """(logits, {layer name: cache}); with ``run.keep`` False no cache is kept."""
+        self._require_params()
         self._check_input(x)
         run.n = x.shape[0]
         caches, h = {}, x

@@ -8,15 +8,19 @@ then the training set's mean image is subtracted (and the pixel-std scaling appl
 the run used it) on the 10 crops of the paper's test, whose softmax outputs are averaged
 (``--views center`` for the single centre crop). The mean image, pixel std and class
 names are stored in the checkpoint, so the data set is not needed.
+
+Exit status: 0 every image classified, 1 some image could not be read (the others are
+still classified), 2 for a bad option or a checkpoint that cannot be used, 130 when
+interrupted (Ctrl-C).
 """
 
-import argparse
 import json
 import sys
 
 import numpy
 
 from data import augment
+from data.cli import Parser, existing_file, positive_int, run_command
 from data.decode import BadImage, decode_image
 from refnet import checkpoint
 from refnet.config import UsageError
@@ -47,17 +51,29 @@ def predict(net, tree, paths, views="ten", top=5):
     return out
 
 
+EXIT_CODES = {0: "every image was classified",
+              1: "some image could not be read (the others are still classified)",
+              2: "a bad option value, or a checkpoint that cannot be used (one line "
+                 "says which)"}
+
+
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="python -m refnet.predict",
+    p = Parser(
+        prog="python -m refnet.predict", exit_codes=EXIT_CODES,
         description="Top-5 class names and probabilities for image files, with the "
                     "dataset's preprocessing and the paper's 10-crop averaging.")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="a ckpt-*.h5 file")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", type=existing_file,
+                   help="a ckpt-*.h5 file (required)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--views", choices=("center", "ten"), default="ten")
-    p.add_argument("--top", type=int, default=5, help="classes shown per image")
-    p.add_argument("--device", choices=DEVICES, default="auto")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image")
+    p.add_argument("--views", choices=("center", "ten"), default="ten",
+                   help="the centre crop, or the paper's 10 crops averaged (default ten)")
+    p.add_argument("--top", type=positive_int, default=5,
+                   help="classes shown per image (default 5)")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="cpu: NumPy; gpu: CuPy; auto: gpu when CuPy sees a device "
+                        "(default auto)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per image (default: a few text lines)")
     return p
 
 
@@ -65,8 +81,6 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     status = 0
     try:
-        if args.top < 1:
-            raise UsageError(f"--top must be positive, got {args.top}")
         net, _cfg, tree = load_network(args.checkpoint, args.device)
         if "inputs" not in tree:
             raise UsageError(f"{args.checkpoint} holds no preprocessing record")
@@ -92,4 +106,4 @@ def main(argv=None):
 if __name__ == "__main__":
     from refnet.cpu import tune_malloc
     tune_malloc()                   # keep freed buffers mapped (refnet.cpu)
-    sys.exit(main())
+    sys.exit(run_command(main, "refnet.predict"))

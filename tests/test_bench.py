@@ -29,13 +29,18 @@ def test_bench_runs_on_the_tiny_net_and_writes_json(tmp_path, extra):
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]   # no temporary left
 
 
-def test_bench_refuses_bad_options(capsys):
-    with pytest.raises(SystemExit):
-        main(["--batch", "0"])
-    assert "--batch and --repeats must be >= 1" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["--conv-algo", "fft"])
-    assert "invalid choice: 'fft'" in capsys.readouterr().err
+@pytest.mark.parametrize("argv, words", [
+    (["--batch", "0"], "argument --batch: must be >= 1, got '0'"),
+    (["--repeats", "-1"], "argument --repeats: must be >= 1, got '-1'"),
+    (["--warmup", "-1"], "argument --warmup: must be >= 0, got '-1'"),
+    (["--conv-algo", "fft"], "invalid choice: 'fft'"),
+    (["--parts", "step,nap"], "unknown --parts ['nap']"),
+])
+def test_bench_refuses_bad_options(capsys, argv, words):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and words in err and len(err.splitlines()) == 1, err
 
 
 def test_memory_probe_runs_python_m_bench_in_a_fresh_process():

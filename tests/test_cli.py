@@ -1,16 +1,28 @@
-"""Every CLI answers --help (exit 0, describes its main options) without side effects."""
+"""Every CLI answers --help (exit 0, describes its main options) without side effects;
+the commands built on data.cli state each option's default once and list their exit
+codes."""
+import argparse
+import importlib
 import subprocess
 import sys
 
 import pytest
+
+EXIT_STATUS = ["exit status:", "  2    ", "  130  interrupted (Ctrl-C)"]
 
 
 @pytest.mark.parametrize("module, words", [
     ("refnet.train", ["--data", "--arch", "--resume", "--epochs", "--device", "--no-lrn",
                       "--pool", "--dropout-mode", "--checkpoint-every", "--keep",
                       "--lr-schedule", "--quiet"]),
-    ("refnet.evaluate", ["--checkpoint", "--data", "--views"]),
-    ("refnet.predict", ["--checkpoint", "IMAGE", "--top"]),
+    ("refnet.evaluate", ["--checkpoint", "--data", "--views", *EXIT_STATUS]),
+    ("refnet.predict", ["--checkpoint", "IMAGE", "--top", *EXIT_STATUS]),
+    ("data.build", ["SRC", "--size", "--workers", "--max-pixels", "  1    no usable training",
+                    *EXIT_STATUS]),
+    ("verify", ["--only", "--dtype", "  1    some row fails", "PyTorch is not installed",
+                *EXIT_STATUS]),
+    ("bench", ["--arch", "--batch", "--repeats", *EXIT_STATUS]),
+    ("bench.data", ["--images", "--epochs", *EXIT_STATUS]),
 ])
 def test_help(module, words, tmp_path):
     r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
@@ -19,6 +31,28 @@ def test_help(module, words, tmp_path):
     for w in words:
         assert w in r.stdout, (module, w)
     assert list(tmp_path.iterdir()) == []           # --help writes nothing
+
+
+PARSERS = {"data.build": "data.build", "refnet.evaluate": "refnet.evaluate",
+           "refnet.predict": "refnet.predict", "verify": "verify.__main__",
+           "bench": "bench.__main__", "bench.data": "bench.data"}
+
+
+@pytest.mark.parametrize("command", PARSERS)
+def test_every_option_states_its_default_once(command):
+    parser = importlib.import_module(PARSERS[command]).build_parser()
+    options = [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS
+               and not isinstance(a, argparse._HelpAction)]
+    assert options
+    for a in options:
+        if a.required:
+            assert "(required)" in a.help, (command, a.dest)
+        else:
+            assert a.help.count("default") == 1 and "None" not in a.help, (command, a.help)
+    assert parser.epilog.splitlines()[0] == "exit status:"
+    codes = [line.split()[0] for line in parser.epilog.splitlines()[1:]
+             if not line.startswith(" " * 7)]
+    assert codes[0] == "0" and codes[-2:] == ["2", "130"], (command, codes)
 
 
 def test_train_config_table_defaults():

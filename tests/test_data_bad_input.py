@@ -52,10 +52,14 @@ def bad_tree(tmp_path_factory):
     Image.fromarray(rgb[:, :, 0]).save(d / "gray.jpg", quality=95)
     Image.fromarray(numpy.array([[[9, 99, 199]]], numpy.uint8)).save(d / "one_pixel.png")
     Image.fromarray(rng.integers(0, 256, (60, 60, 3), dtype=numpy.uint8)).save(d / "huge.png")
+    for folder in ("train/y", "val/x"):                  # a second class, a validation split
+        os.makedirs(root / "src" / folder)
+        (root / "src" / folder / "other.jpg").write_bytes(good)
     summary = build(str(root / "src"), str(root / "out"), size=S, workers=2, progress=False,
                     max_pixels=50 * 50)
     with h5py.File(root / "out" / "train.h5", "r") as f:
-        stored = {n.decode(): im for n, im in zip(f["filenames"][()], f["images"][()])}
+        stored = {n.decode(): im for n, im in zip(f["filenames"][()], f["images"][()])
+                  if n.decode().startswith("train/x/")}
     report = json.loads((root / "out" / "build_report.json").read_text())
     return d, rgb, summary, stored, report
 
@@ -71,7 +75,7 @@ def test_bad_files_are_skipped_with_reasons(bad_tree):
     assert reasons["truncated_data.jpg"].startswith("cannot decode")
     assert reasons["huge.png"].startswith("decompression bomb")
     assert {os.path.basename(s["path"]): s["reason"] for s in report["skipped"]} == reasons
-    assert summary.train_count == len(stored) == 9
+    assert len(stored) == 9 and summary.train_count == 9 + 1       # + train/y/other.jpg
 
 
 def test_odd_files_are_converted(bad_tree):
@@ -119,6 +123,10 @@ def test_killed_build_leaves_no_complete_looking_out(tmp_path):
     for i in range(3):
         (src / f"{i}.jpg").write_bytes(jpeg_bytes(rng.integers(0, 256, (20, 20, 3), numpy.uint8)))
     os.mkfifo(src / "3_blocks.jpg")                    # opening it blocks the decoder forever
+    for folder in ("train/b", "val/a"):                  # a second class, a validation split
+        os.makedirs(tmp_path / "src" / folder)
+        (tmp_path / "src" / folder / "0.jpg").write_bytes(
+            jpeg_bytes(rng.integers(0, 256, (20, 20, 3), numpy.uint8)))
     out = tmp_path / "out"
     os.makedirs(out)
     (out / "val.h5").write_bytes(b"an older val store that must survive")

@@ -47,6 +47,15 @@ def write_tree(root, rng, counts={"train": 4, "val": 2}, classes=("cat", "dog", 
     return files
 
 
+def complete_tree(src, cls):
+    """Make SRC buildable around class ``cls``: a second class (sorted after it in
+    train/) and a validation split, one small image each."""
+    image = Image.fromarray(numpy.full((S, S, 3), 128, numpy.uint8))
+    for folder in ("train/zz_other", f"val/{cls}"):
+        os.makedirs(src / folder)
+        image.save(src / folder / "0.png")
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("tree")
@@ -82,6 +91,7 @@ def test_no_draft_option_decodes_at_full_resolution(built, tmp_path):
     src = tmp_path / "src" / "train" / "x"
     os.makedirs(src)
     os.link(files["train/emu/big.jpg"], src / "big.jpg")
+    complete_tree(tmp_path / "src", "x")
     build(str(tmp_path / "src"), str(tmp_path / "out"), size=S, workers=0,
           jpeg_draft=False, progress=False)
     with h5py.File(tmp_path / "out" / "train.h5", "r") as f:
@@ -98,6 +108,7 @@ def test_geometry_shorter_side_then_centre_crop(tmp_path):
     tall = numpy.zeros((4 * S, 2 * S, 3), numpy.uint8)  # halved to S x 2S, crop rows S/2..3S/2
     tall[S:3 * S] = 255
     Image.fromarray(tall).save(src / "tall.png")
+    complete_tree(tmp_path / "src", "a")
     build(str(tmp_path / "src"), str(tmp_path / "out"), size=S, workers=0, progress=False)
     with h5py.File(tmp_path / "out" / "train.h5", "r") as f:
         images = f["images"][()]
@@ -172,6 +183,9 @@ def test_cli_exit_codes_and_clear_errors(tmp_path, capsys):
     src = tmp_path / "src" / "train" / "a"
     os.makedirs(src)
     (src / "junk.jpg").write_bytes(b"not an image at all")
+    for folder in ("train/b", "val/a"):
+        os.makedirs(tmp_path / "src" / folder)
+        (tmp_path / "src" / folder / "junk.jpg").write_bytes(b"not an image either")
     assert main([str(tmp_path / "src"), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 1
     assert "no usable training image" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out" / "train.h5")
@@ -184,7 +198,7 @@ def test_cli_exit_codes_and_clear_errors(tmp_path, capsys):
 
 
 def test_full_disk_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
-    write_tree(tmp_path / "src", numpy.random.default_rng(2), {"train": 2})
+    write_tree(tmp_path / "src", numpy.random.default_rng(2), {"train": 2, "val": 1})
     out = tmp_path / "out"
 
     class Usage:
@@ -205,7 +219,7 @@ def test_full_disk_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
                     reason="root ignores directory permissions")
 def test_read_only_out_dir_is_a_clear_error(tmp_path):
-    write_tree(tmp_path / "src", numpy.random.default_rng(3), {"train": 1})
+    write_tree(tmp_path / "src", numpy.random.default_rng(3), {"train": 1, "val": 1})
     out = tmp_path / "out"
     os.makedirs(out)
     os.chmod(out, 0o500)
@@ -217,6 +231,64 @@ def test_read_only_out_dir_is_a_clear_error(tmp_path):
 
 
 def test_nothing_usable_raises(tmp_path):
-    os.makedirs(tmp_path / "src" / "train" / "a")
+    for folder in ("train/a", "train/b", "val/a"):
+        os.makedirs(tmp_path / "src" / folder)
+    (tmp_path / "src" / "val" / "a" / "0.jpg").write_bytes(b"not an image")
     with pytest.raises(NothingUsable):
         build(str(tmp_path / "src"), str(tmp_path / "out"), size=S, workers=0, progress=False)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--size", "0", "argument --size: must be >= 1, got '0'"),
+    ("--size", "-256", "argument --size: must be >= 1, got '-256'"),
+    ("--size", "big", "argument --size: expected an integer, got 'big'"),
+    ("--workers", "-1", "argument --workers: must be >= 0, got '-1'"),
+    ("--max-pixels", "0", "argument --max-pixels: must be >= 1, got '0'"),
+])
+def test_cli_refuses_bad_values_when_parsing(tmp_path, capsys, flag, value, message):
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path), str(tmp_path / "out"), flag, value])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == f"python -m data.build: error: {message} (see --help)\n"
+    assert list(tmp_path.iterdir()) == []                      # refused before any work
+
+
+def test_fewer_than_two_classes_is_refused(tmp_path, capsys):
+    src = tmp_path / "src"
+    write_tree(src, numpy.random.default_rng(4), classes=("cat",))
+    assert main([str(src), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"data.build: error: SRC {str(src)!r} has 1 class folder(s) in train/ "
+                   "('cat'); a classifier needs at least 2: one folder of images per "
+                   "class, SRC/train/<class>/..."]
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_missing_validation_split_is_refused_saying_how_to_lay_it_out(tmp_path, capsys):
+    src = tmp_path / "src"
+    write_tree(src, numpy.random.default_rng(5), {"train": 2})
+    assert main([str(src), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 2
+    [err] = capsys.readouterr().err.splitlines()
+    assert "no val/ folder; a validation split is needed: put some images of each " \
+           "class in SRC/val/<class>/" in err and repr(str(src)) in err
+    os.makedirs(src / "val" / "cat")                           # a val/ without images
+    assert main([str(src), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 2
+    assert "val/ holds no image files" in capsys.readouterr().err
+
+
+def test_empty_classes_are_named_in_a_warning_and_the_report(tmp_path, capsys):
+    src = tmp_path / "src"
+    write_tree(src, numpy.random.default_rng(6), classes=("cat", "dog"))
+    os.makedirs(src / "train" / "emu")                         # no images at all
+    os.makedirs(src / "train" / "fox")
+    (src / "train" / "fox" / "0.jpg").write_bytes(b"not an image")   # none usable
+    assert main([str(src), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    report = json.loads((tmp_path / "out" / "build_report.json").read_text())
+    assert report["empty_classes"] == {"train": ["emu", "fox"], "val": ["emu", "fox"]}
+    assert report["num_classes"] == 4
+    path = str(tmp_path / "out" / "build_report.json")
+    assert f"warning: 2 class(es) without a usable train image: 'emu', 'fox' (listed in " \
+           f"{path})" in err
+    assert f"warning: 2 class(es) without a usable val image: 'emu', 'fox' (listed in " \
+           f"{path})" in err

@@ -48,6 +48,7 @@ def test_bad_inputs():
 # --------------------------------------------------------------------------- the CLI
 
 import json as _json
+import os
 import subprocess
 import sys
 
@@ -116,3 +117,51 @@ def test_evaluate_cli_errors(trained, tmp_path):
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "0"], "argument --batch: must be >= 1, got '0'"),
+    (["--batch", "-2"], "argument --batch: must be >= 1, got '-2'"),
+    (["--checkpoint", "{tmp}/missing.h5"], "argument --checkpoint: '{tmp}/missing.h5' does "
+                                           "not exist"),
+    (["--checkpoint", "{tmp}"], "argument --checkpoint: '{tmp}' is a directory, not a file"),
+])
+def test_evaluate_refuses_bad_values_when_parsing(tmp_path, capsys, args, message):
+    from refnet.evaluate import main
+    ckpt = tmp_path / "c.h5"
+    ckpt.write_bytes(b"never read")
+    argv = ["--checkpoint", str(ckpt), *[a.format(tmp=tmp_path) for a in args]]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert capsys.readouterr().err == \
+        f"python -m refnet.evaluate: error: {message.format(tmp=tmp_path)} (see --help)\n"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_evaluate_ctrl_c_mid_evaluation(trained, tmp_path):
+    """Interrupted while evaluating 4000 images (well past start-up: 2 s of CPU time,
+    about 5 times what imports and loading take): exit 130 and one line."""
+    from data.store import StoreReader, StoreWriter
+    from tests.interrupts import Command, cpu_seconds, ends_cleanly, without_cupy
+    data, ckpt = trained
+    big = tmp_path / "data"
+    big.mkdir()
+    os.link(data / "train.h5", big / "train.h5")
+    with StoreReader(data / "val.h5") as store:
+        m = store.metadata
+    n = 4000
+    w = StoreWriter(str(big), "val.h5", capacity=n, size=m.size, split="val",
+                    class_names=m.class_names, wnids=m.wnids, build_id=m.build_id,
+                    settings=m.settings)
+    images = numpy.random.default_rng(0).integers(0, 256, (16, m.size, m.size, 3),
+                                                  dtype=numpy.uint8)
+    for i in range(n):
+        w.append(images[i % 16], i % len(m.class_names), f"{i}.png")
+    w.finish()
+    w.commit()
+    cmd = Command(["-m", "refnet.evaluate", "--checkpoint", ckpt, "--data", big, "--device",
+                   "cpu", "--views", "ten", "--batch", 8], env=without_cupy(tmp_path))
+    cmd.wait_until(lambda: cpu_seconds(cmd.proc.pid) > 2.0)
+    out, err = ends_cleanly(cmd, "refnet.evaluate")
+    assert out == [] and err == ["refnet.evaluate: interrupted"]

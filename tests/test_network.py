@@ -30,7 +30,7 @@ def test_alexnet_has_the_papers_parameter_count_per_layer():
 
 
 def test_net_counts_and_names_match_the_table():
-    net = AlexNet("demo")
+    net = AlexNet("demo").init(seed=0)
     assert net.num_params() == sum(math.prod(s) for s in param_shapes("demo").values())
     assert list(net.state_dict()) == list(param_shapes("demo"))
     assert sum(net.param_counts().values()) == net.num_params()
@@ -91,7 +91,7 @@ def test_state_dict_is_json_free_numpy_and_cast_to_net_dtype():
 
 
 def test_bad_state_dicts_are_refused_naming_the_problem():
-    net = AlexNet("tiny")
+    net = AlexNet("tiny").init(seed=0)
     sd = net.state_dict()
     missing = dict(sd)
     del missing["conv3.bias"]
@@ -108,6 +108,27 @@ def test_bad_state_dicts_are_refused_naming_the_problem():
     # A two-column state does not load into the one-column net (conv2 is twice as wide).
     with pytest.raises(ValueError, match="conv2.weight"):
         AlexNet("tiny", columns=1).load_state_dict(sd)
+
+
+def test_a_net_without_parameters_refuses_to_run_until_they_are_set():
+    """Parameters are zeros until init or load_state_dict: every use of them raises
+    instead of silently computing with zeros; a refused load_state_dict sets nothing."""
+    net = AlexNet("tiny", "float64")
+    s = net.spec.input_size
+    x, labels = numpy.zeros((2, 3, s, s)), numpy.array([0, 1])
+    uses = [lambda: net.forward(x), lambda: net.predict_proba(x),
+            lambda: net.loss_and_grad(x, labels, train=False),
+            lambda: net.loss_and_grad_columns(x, labels, train=False), net.state_dict]
+    sd = AlexNet("tiny", "float64").init(seed=1).state_dict()
+    with pytest.raises(ValueError):
+        net.load_state_dict({**sd, "fc7.bias": numpy.full(16, numpy.nan)})
+    for use in uses:
+        with pytest.raises(RuntimeError, match=r"parameters are not set; call net\.init"):
+            use()
+    net.load_state_dict(sd)
+    for use in uses:
+        use()
+    assert numpy.isfinite(AlexNet("tiny", "float64").init(seed=1).forward(x)).all()
 
 
 def test_column_shards_are_row_blocks_of_the_grouped_arrays():

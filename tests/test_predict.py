@@ -1,5 +1,6 @@
 """``python -m refnet.predict`` on a JPEG: the dataset's preprocessing, 10-crop top-5."""
 import json
+import os
 import subprocess
 import sys
 
@@ -78,3 +79,49 @@ def test_predict_bad_image_and_checkpoint(trained, tmp_path):
                         str(bad)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_predict_refuses_bad_values_when_parsing(tmp_path, capsys):
+    from refnet.predict import main
+    ckpt = tmp_path / "c.h5"
+    ckpt.write_bytes(b"never read")
+    for argv, message in [
+            (["--checkpoint", str(ckpt), "--top", "0", "x.jpg"],
+             "argument --top: must be >= 1, got '0'"),
+            (["--checkpoint", str(tmp_path / "none.h5"), "x.jpg"],
+             f"argument --checkpoint: '{tmp_path / 'none.h5'}' does not exist"),
+            (["--checkpoint", str(tmp_path), "x.jpg"],
+             f"argument --checkpoint: '{tmp_path}' is a directory, not a file")]:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert capsys.readouterr().err == \
+            f"python -m refnet.predict: error: {message} (see --help)\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_predict_ctrl_c_mid_run(trained, tmp_path):
+    """The second image is a FIFO that predict opens and then waits on for data: it is
+    interrupted there, after the first image's answer."""
+    from tests.interrupts import Command, ends_cleanly, without_cupy
+    root, data, ckpt = trained
+    fifo = tmp_path / "waits.jpg"
+    os.mkfifo(fifo)
+    cmd = Command(["-m", "refnet.predict", "--checkpoint", ckpt, "--device", "cpu",
+                   _jpeg(tmp_path / "a.jpg", 1), fifo], env=without_cupy(tmp_path))
+    writer = []
+
+    def reading():                           # opens once predict has opened the FIFO
+        try:
+            writer.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:                      # ENXIO: no reader yet
+            return False
+        return True
+    try:
+        cmd.wait_until(reading)
+        out, err = ends_cleanly(cmd, "refnet.predict")
+    finally:
+        for fd in writer:
+            os.close(fd)
+    assert out[0] == str(tmp_path / "a.jpg") and len(out) == 6      # its top 5
+    assert err == ["refnet.predict: interrupted"]

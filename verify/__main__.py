@@ -7,39 +7,46 @@
     python -m verify --size small --json out.json
     python -m verify --json -                 # JSON on stdout, the table on stderr
 
-Exit status: 0 when every judged row passes, 1 when any fails, 2 for a usage error.
+Exit status: 0 when every judged row passes, 1 when any fails, 2 for a usage error or
+without PyTorch (pip install -e '.[verify]'), 130 when interrupted (Ctrl-C).
 The error measure and the tolerances are documented in ``verify.compare``.
 """
 
-import argparse
 import json
 import sys
 import time
 
 import numpy
 
+from data.cli import USAGE, Parser, nonnegative_int, run_command
+
 PARTS = ("layers", "network", "sgd", "conventions", "reference")
 SIZES = {"small": ("small",), "paper": ("paper",), "both": ("small", "paper")}
+EXIT_CODES = {0: "every judged row passes", 1: "some row fails (the table says which)",
+              2: "a bad option value, or PyTorch is not installed (pip install -e "
+                 "'.[verify]')"}
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m verify",
+    parser = Parser(
+        prog="python -m verify", exit_codes=EXIT_CODES,
         description="Compare refnet's layers, network and SGD with PyTorch twins, and "
                     "its fast paths with layers.reference.")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="dtype of both sides (default float64)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random draw")
+    parser.add_argument("--seed", type=nonnegative_int, default=0,
+                        help="seed of every random draw (default 0)")
     parser.add_argument("--only", default=",".join(PARTS),
                         help=f"comma-separated parts to run, from {','.join(PARTS)} "
                              "(default all)")
     parser.add_argument("--size", choices=tuple(SIZES), default="both",
                         help="network sizes: small (tiny and demo archs), paper "
-                             "(alexnet at 227, batch 2), or both (default)")
+                             "(alexnet at 227, batch 2), or both (default both)")
     parser.add_argument("--json", metavar="PATH",
                         help="also write the report as JSON to PATH ('-' for stdout, "
-                             "then the table goes to stderr)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+                             "then the table goes to stderr; default: the table only)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (default: a progress bar on stderr)")
     return parser
 
 
@@ -78,6 +85,12 @@ def main(argv=None):
         parts = parse_parts(args.only)
     except ValueError as e:
         parser.error(str(e))
+    try:
+        import torch                        # every part compares against it
+    except ImportError:
+        print("verify: error: python -m verify needs PyTorch: pip install -e '.[verify]'",
+              file=sys.stderr)
+        return USAGE
     from data.files import write_json
     from data.progress import Progress
     from verify.compare import all_passed, format_table, report_dict
@@ -94,7 +107,7 @@ def main(argv=None):
     elapsed = time.perf_counter() - start
 
     table_stream = sys.stderr if args.json == "-" else sys.stdout
-    print(f"refnet vs PyTorch {__import__('torch').__version__}, dtype {args.dtype}, "
+    print(f"refnet vs PyTorch {torch.__version__}, dtype {args.dtype}, "
           f"seed {args.seed}, parts {','.join(parts)}, {elapsed:.1f} s", file=table_stream)
     print("max rel err = max|ours - ref| / max|ref| per array (ref: PyTorch, or "
           "layers.reference in part reference); PASS when <= tol (see verify/compare.py)",
@@ -112,4 +125,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, "verify"))

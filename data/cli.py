@@ -1,0 +1,221 @@
+"""What the command lines share: flags checked where they are parsed, one-line errors,
+the exit codes in ``--help``, and a clean end on Ctrl-C.
+
+    p = Parser(prog="python -m data.build", description=..., exit_codes={0: ..., 1: ...})
+    p.add_argument("--size", type=positive_int, default=256, help="... (default 256)")
+    if __name__ == "__main__":
+        sys.exit(run_command(main, "data.build"))
+
+Exit codes (each command's ``--help`` lists its own): 0 success, 2 a usage error (a bad
+flag value, a missing or unusable input), 130 interrupted (Ctrl-C); 1 is each command's
+own failure.
+
+``Parser`` is an ``argparse.ArgumentParser`` whose errors are one line on stderr (no usage
+block), exit status 2, and whose epilog lists the exit codes. The flag types raise
+``argparse.ArgumentTypeError`` naming the value, so a bad value never gets past parsing.
+
+Ctrl-C (``run_command``): the first one raises ``KeyboardInterrupt`` in the main thread
+as usual, so ``finally`` blocks and ``data.files.atomic_path`` remove what was half
+written; ``run_command`` then prints one line and returns 130. From the first Ctrl-C on,
+another one ends the process at once (status 130, one line), after killing the command's
+worker processes, in case the clean-up itself hangs; a temporary ``.<name>.tmp-<pid>``
+it leaves is removed by the next run (``data.files.remove_stale_temporaries``). A second
+Ctrl-C within ``DOUBLE_TAP_S`` of the first (a double tap) takes effect only when that
+time is up, so that a clean-up which ends meanwhile (most take well under a second) ends
+the process normally, its files tidied.
+"""
+
+import _thread
+import argparse
+import atexit
+import math
+import os
+import signal
+import sys
+import textwrap
+import threading
+import time
+from contextlib import contextmanager
+
+INTERRUPTED = 130
+USAGE = 2
+DOUBLE_TAP_S = 1.0       # a second Ctrl-C this soon after the first waits out the rest
+COMMON_EXIT_CODES = {USAGE: "usage error: a bad option value or an unusable input "
+                            "(one line names it)",
+                     INTERRUPTED: "interrupted (Ctrl-C); nothing is left half-written"}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` with one-line errors (exit 2) and the exit codes as epilog.
+
+    ``exit_codes``: ``{status: meaning}`` of the command's own statuses; 2 and 130 are
+    added unless given. The description is one paragraph, wrapped here.
+    """
+
+    def __init__(self, *, exit_codes, **kwargs):
+        codes = {**exit_codes, **{k: v for k, v in COMMON_EXIT_CODES.items()
+                                  if k not in exit_codes}}
+        lines = [textwrap.fill(meaning, width=79, initial_indent=f"  {code:<4d} ",
+                               subsequent_indent=" " * 7)
+                 for code, meaning in sorted(codes.items())]
+        if kwargs.get("description"):       # printed as written, so wrapped here
+            kwargs["description"] = textwrap.fill(kwargs["description"], width=79)
+        super().__init__(epilog="exit status:\n" + "\n".join(lines),
+                         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    def error(self, message):
+        self.exit(USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_at_least(minimum):
+    """An ``argparse`` type: ``int(text)`` when it is >= ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+positive_int = int_at_least(1)
+nonnegative_int = int_at_least(0)
+
+
+def existing_file(text):
+    """``text`` when it names a readable regular file (an ``argparse`` type)."""
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"{text!r} does not exist")
+    if not os.access(text, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text!r} is not readable (permission denied)")
+    return text
+
+
+def run_command(main, name):
+    """``main()``'s exit status; on Ctrl-C one line "NAME: interrupted" and 130.
+
+    ``main`` handles ``KeyboardInterrupt`` itself when it has more to say (what was kept);
+    this catches the rest. Call it in the main thread only (it sets the SIGINT handler).
+    A ``KeyboardInterrupt`` that lands in a weakref callback or a ``__del__`` is swallowed
+    by Python ("Exception ignored in ..."); ``sys.unraisablehook`` raises it again. (One
+    swallowed by a library's bare ``except:`` is lost; the next Ctrl-C ends the process.)
+    """
+    state = {"interrupted": False, "again": False, "running": True, "first": -math.inf}
+    main_thread = threading.main_thread().ident
+
+    def stop_now():
+        _kill_worker_processes()
+        os.write(2, f"{name}: interrupted again; stopping now\n".encode())
+        os._exit(INTERRUPTED)
+
+    def on_interrupt(signum, frame):
+        if state["again"]:                  # the first one, swallowed: raise it again
+            state["again"] = False
+            raise KeyboardInterrupt
+        if state["interrupted"]:
+            wait = state["first"] + DOUBLE_TAP_S - time.monotonic()
+            if wait <= 0:
+                stop_now()
+            timer = threading.Timer(wait, stop_now)     # a double tap: a clean-up that
+            timer.daemon = True                         # ends meanwhile ends the
+            timer.start()                               # process normally
+            return
+        state.update(interrupted=True, first=time.monotonic())
+        raise KeyboardInterrupt
+
+    def raise_again():                      # from a timer thread, after the callback
+        if state["again"] and state["running"]:
+            if hasattr(signal, "pthread_kill"):
+                signal.pthread_kill(main_thread, signal.SIGINT)     # wakes a blocking call
+            else:
+                _thread.interrupt_main()
+
+    previous = sys.unraisablehook
+
+    def on_unraisable(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            if state["running"]:
+                state["again"] = True
+                timer = threading.Timer(0.05, raise_again)
+                timer.daemon = True
+                timer.start()
+        else:
+            previous(unraisable)
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return main()                       # started to ignore Ctrl-C (a background job)
+    signal.signal(signal.SIGINT, on_interrupt)
+    # the last exit step: ignore Ctrl-C, which Python would otherwise reset to kill the
+    # process by SIGINT, after the exit status is chosen (threads are joined before it)
+    atexit.register(signal.signal, signal.SIGINT, signal.SIG_IGN)
+    sys.unraisablehook = on_unraisable
+    try:
+        if hasattr(signal, "pthread_sigmask"):  # held back across an exec (bench.env):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})   # handled now
+        return main()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr, flush=True)
+        return INTERRUPTED
+    finally:
+        # from here on (the interpreter's shut-down too) Ctrl-C ends the process
+        state.update(running=False, again=False, interrupted=True)
+        sys.unraisablehook = previous
+
+
+def ignore_interrupts():
+    """Make this process ignore SIGINT: a worker process's initializer, so that a Ctrl-C
+    (sent by the terminal to the whole process group) reaches only the parent, which
+    stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def starting_workers():
+    """Start worker processes in the body: they ignore SIGINT from their first
+    instruction (an ignored signal stays ignored across ``exec``, and Python then installs
+    no ``KeyboardInterrupt`` handler), while a Ctrl-C meant for this process is held back
+    until the body ends. Only in the main thread; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with interrupts_held():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _kill_worker_processes():
+    mp = sys.modules.get("multiprocessing")
+    if mp is None:
+        return
+    try:
+        for p in mp.active_children():
+            p.kill()
+    except Exception:       # noqa: BLE001 - best effort on the way out
+        pass
+
+
+@contextmanager
+def interrupts_held():
+    """Hold Ctrl-C back for the body (SIGINT blocked in this thread): a press meanwhile
+    takes effect, as ``KeyboardInterrupt``, when the body ends, never half-way through it.
+    Also on entry, for a press that came just before. A no-op where signals cannot be
+    blocked (Windows)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    # pthread_sigmask runs the pending handlers after changing the mask, so a
+    # KeyboardInterrupt can come out of the call that blocks: read the mask first
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
