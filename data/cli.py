@@ -81,8 +81,26 @@ def int_at_least(minimum):
     return parse
 
 
+def number_at_least(minimum, *, strict=False):
+    """An ``argparse`` type: ``float(text)`` when it is finite and >= ``minimum`` (>
+    with ``strict``); NaN and infinities are refused."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'>' if strict else '>='} {minimum:g}, got {text!r}")
+        return value
+    parse.__name__ = f"number {'>' if strict else '>='} {minimum:g}"
+    return parse
+
+
 positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
+positive_number = number_at_least(0, strict=True)
+nonnegative_number = number_at_least(0)
 
 
 def existing_file(text):

@@ -20,8 +20,9 @@ error, because it would break the bit-exact continuation).
 """
 
 import argparse
-import math
 
+from data.cli import (Parser, nonnegative_int, nonnegative_number, positive_int,
+                      positive_number)
 from refnet.arch import ARCHS
 from refnet.init import SCHEMES
 from refnet.options import CHOICES, DEVICES
@@ -73,40 +74,19 @@ RESUME_OVERRIDABLE = ("epochs", "data", "out", "quiet", "checkpoint_every", "kee
                       "lr", "lr_schedule", "patience", "milestones")
 RESUME_SCHEDULE = ("lr", "lr_schedule", "patience", "milestones")   # logged when changed
 
-EXIT_CODES = """exit status:
-  0    done
-  1    the run diverged (the loss or a parameter became NaN/Inf): the message names the
-       step and gives the command that resumes from the last good checkpoint
-  2    a usage or data error: one line naming the offending value
-  3    an unexpected failure (a bug, or the machine): the traceback, then one line
-  130  interrupted (Ctrl-C): a checkpoint is written first when it is safe to"""
+EXIT_CODES = {
+    0: "done",
+    1: "the run diverged (the loss or a parameter became NaN/Inf): the message names the "
+       "step and gives the command that resumes from the last good checkpoint",
+    2: "a usage or data error: one line naming the offending value",
+    3: "an unexpected failure (a bug, or the machine): the traceback, then one line",
+    130: "interrupted (Ctrl-C): during training the step is finished and a checkpoint "
+         "written first; during evaluation or a checkpoint write it stops at once",
+}
 
 
 class UsageError(ValueError):
     """A wrong command line or unusable input: reported as one line, exit status 2."""
-
-
-def _number(kind, minimum, strict=False):
-    """An argparse type: a finite ``kind`` >= ``minimum`` (> with ``strict``)."""
-    def parse(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") \
-                from None
-        if not math.isfinite(v) or (v <= minimum if strict else v < minimum):
-            raise argparse.ArgumentTypeError(
-                f"must be a finite number {'>' if strict else '>='} {minimum:g}, got {text!r}")
-        return v
-    parse.__name__ = kind.__name__
-    return parse
-
-
-_positive_int = _number(int, 0, strict=True)
-_positive_float = _number(float, 0.0, strict=True)
-_nonneg_int = _number(int, 0)
-_nonneg_float = _number(float, 0.0)
 
 
 def _pool(text):
@@ -131,7 +111,7 @@ def _milestones(text):
 
 
 def _dropout(text):
-    p = _nonneg_float(text)
+    p = nonnegative_number(text)
     if not p < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
     return p
@@ -146,38 +126,31 @@ def _per_arch(key):
     return ", ".join(f"{arch} {show(v)}" for arch, v in values.items())
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        # one line, no usage dump: "refnet.train: error: ..."
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser():
     """The command line; each help text states its default once (``None`` here means
     "not given": ``resolve`` fills it from the tables above)."""
-    p = _Parser(
+    p = Parser(
         prog="python -m refnet.train",
         description="Train AlexNet (or the scaled demo network) with the paper's recipe. "
                     "With no arguments: build the demo data set once (cached) and train "
                     "the demo network on it.",
-        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=None)
+        exit_codes=EXIT_CODES, argument_default=None)
     a = p.add_argument
     a("--data", metavar="OUT_DIR", help="data set directory with train.h5 and val.h5 "
       "(from python -m data.build); default: the demo set, built on first use")
     a("--arch", choices=CHOICES["arch"], help="network size (default demo)")
-    a("--batch", type=_positive_int,
+    a("--batch", type=positive_int,
       help=f"images per SGD step (default per arch: {_per_arch('batch')})")
-    a("--lr", type=_positive_float,
+    a("--lr", type=positive_number,
       help=f"learning rate (default per arch: {_per_arch('lr')}); with --resume: the rate "
            "from the resumed step on (the change is logged)")
-    a("--epochs", type=_positive_int, help="total epochs; a resumed run continues until it "
+    a("--epochs", type=positive_int, help="total epochs; a resumed run continues until it "
       f"(default per arch: {_per_arch('epochs')})")
     a("--device", choices=DEVICES,
       help="cpu: NumPy; gpu: CuPy, columns on devices 0 and 1 when there are two; "
            "auto (default): gpu when CuPy sees a device")
     a("--dtype", choices=CHOICES["dtype"], help="compute dtype (default float32)")
-    a("--seed", type=_nonneg_int, help="seed of the init, shuffling, augmentation and "
+    a("--seed", type=nonnegative_int, help="seed of the init, shuffling, augmentation and "
       "dropout (default 0)")
     a("--out", metavar="RUN_DIR", help="run directory (default runs/<arch>-<time>, made "
       "unique); one run at a time may use it")
@@ -190,8 +163,8 @@ def build_parser():
     a("--input-scale", dest="input_scale", choices=("none", "pixel_std"),
       help="after subtracting the mean image, divide by the per-channel pixel std or not "
            f"(default per arch: {_per_arch('input_scale')})")
-    a("--momentum", type=_nonneg_float, help="SGD momentum (default 0.9)")
-    a("--weight-decay", dest="weight_decay", type=_nonneg_float,
+    a("--momentum", type=nonnegative_number, help="SGD momentum (default 0.9)")
+    a("--weight-decay", dest="weight_decay", type=nonnegative_number,
       help="weight decay (default 5e-4)")
     a("--sgd-form", dest="sgd_form", choices=FORMS,
       help="momentum update: the paper's v = mu v - eps wd w - eps g, or PyTorch's "
@@ -199,7 +172,7 @@ def build_parser():
     a("--lr-schedule", dest="lr_schedule", choices=("plateau", "step"),
       help="plateau: lr / 10 when val error stops improving (paper); step: at "
            f"--milestones (default per arch: {_per_arch('lr_schedule')})")
-    a("--patience", type=_nonneg_int, help="plateau: epochs without improvement allowed "
+    a("--patience", type=nonnegative_int, help="plateau: epochs without improvement allowed "
       f"(default per arch: {_per_arch('patience')})")
     a("--milestones", type=_milestones, help="step: epochs at which lr is divided by 10, "
       f"e.g. 30,60 (default per arch: {_per_arch('milestones')})")
@@ -222,13 +195,13 @@ def build_parser():
     a("--conv-algo", dest="conv_algo", choices=CHOICES["conv_algo"],
       help="winograd (default): conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; "
            "gemm: im2col + GEMM everywhere (the reference rounding)")
-    a("--lighting", type=_nonneg_float, help="std of the PCA lighting coefficients "
+    a("--lighting", type=nonnegative_number, help="std of the PCA lighting coefficients "
       "(paper and default 0.1; 0 off)")
-    a("--checkpoint-every", dest="checkpoint_every", type=_nonneg_int,
+    a("--checkpoint-every", dest="checkpoint_every", type=nonnegative_int,
       help="also write a checkpoint every N steps; 0: only at the end of each epoch "
            f"(default per arch: {_per_arch('checkpoint_every')})")
-    a("--keep", type=_positive_int, help="number of checkpoints kept (default 3)")
-    a("--log-every", dest="log_every", type=_positive_int,
+    a("--keep", type=positive_int, help="number of checkpoints kept (default 3)")
+    a("--log-every", dest="log_every", type=positive_int,
       help="steps between interval records in log.jsonl (default 10)")
     a("--eval-views", dest="eval_views", choices=("center", "ten"),
       help="views for the per-epoch validation (default center)")

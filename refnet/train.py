@@ -518,6 +518,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from data.cli import run_command
     from refnet.cpu import tune_malloc
     tune_malloc()                   # keep freed buffers mapped (refnet.cpu)
-    sys.exit(main())
+    sys.exit(run_command(main, PROG))
