@@ -32,9 +32,10 @@ import sys
 import uuid
 from typing import NamedTuple
 
-from data.cli import (Parser, ignore_interrupts, interrupts_held, nonnegative_int,
-                      positive_int, run_command, starting_workers)
-from data.decode import DEFAULT_MAX_PIXELS, RESAMPLE, ALPHA_BACKGROUND, BadImage, decode_image
+from data.cli import (Parser, fraction, ignore_interrupts, interrupts_held,
+                      nonnegative_int, positive_int, run_command, starting_workers)
+from data.decode import (ALPHA_BACKGROUND, DEFAULT_MAX_PIXELS, RESAMPLE, BadImage,
+                         decode_image_sized)
 from data.files import remove_stale_temporaries, write_json
 from data.pixel_stats import PixelStats, image_sums
 from data.progress import Progress
@@ -42,6 +43,7 @@ from data.sources import find_sources
 from data.store import StoreWriter
 
 REPORT = "build_report.json"
+VAL_FRACTION = 0.1      # held out of each class for validation when SRC has no val split
 
 
 class BuildError(Exception):
@@ -66,13 +68,17 @@ class BuildSummary(NamedTuple):
     skipped: list          # [(relpath, reason)]
     report_path: str
     empty_classes: dict    # {"train": [class], "val": [class]}: classes without an image
+    upscaled: int = 0      # images whose shorter side was below size (enlarged)
+    size: int = 0
 
 
 def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS,
-          jpeg_draft=True, progress=True, stream=None):
+          jpeg_draft=True, progress=True, stream=None, val_fraction=VAL_FRACTION):
     """Build OUT_DIR/train.h5 and OUT_DIR/val.h5 from ``src``; returns a ``BuildSummary``.
 
     ``workers``: decoding processes (None: one per CPU; 0: decode in this process).
+    ``val_fraction``: the share of each class held out for validation when SRC has no
+    validation split (``data.sources``); 0 requires SRC/val/.
     Raises ``BuildError`` for SRC/OUT_DIR problems (fewer than two classes, no validation
     split included), ``NothingUsable`` when no training image decodes,
     ``KeyboardInterrupt`` on Ctrl-C (``InterruptedAfterCommit`` when it came during the
@@ -84,14 +90,15 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
         raise ValueError(f"build: workers must be >= 0, got {workers}")
     stream = stream if stream is not None else sys.stderr
     try:
-        sources = find_sources(src)
+        sources = find_sources(src, val_fraction)
     except (ValueError, OSError) as e:
         raise BuildError(str(e)) from None
-    _check_sources(src, sources)
+    _check_sources(src, sources, val_fraction)
     _check_out_dir(out_dir, len(sources.train) + len(sources.val), size)
     settings = {"resample": RESAMPLE.name, "alpha_background": list(ALPHA_BACKGROUND),
                 "jpeg_draft": jpeg_draft, "max_pixels": max_pixels, "layout": sources.layout,
-                "crop": "shorter side to size, centre crop", "exif_transpose": True}
+                "crop": "shorter side to size, centre crop", "exif_transpose": True,
+                "val_fraction": val_fraction if sources.layout.endswith("-split") else None}
     build_id = uuid.uuid4().hex
     skipped = list(sources.skipped)
     common = dict(size=size, class_names=sources.class_names, wnids=sources.wnids,
@@ -99,7 +106,7 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
     writers, committed = [], False
     pool = _start_pool(workers)
     try:
-        counts, empty = {}, {}
+        counts, empty, small = {}, {}, 0       # small: images upscaled to size
         for split, files in (("train", sources.train), ("val", sources.val)):
             w = _open_writer(out_dir, split, len(files), common)
             writers.append(w)
@@ -112,7 +119,8 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
                 if res[0] == "bad":
                     skipped.append((rel, res[1]))
                 else:
-                    image, rgb_sum, rgb_outer = res[1:]
+                    image, rgb_sum, rgb_outer, upscaled = res[1:]
+                    small += upscaled
                     _guarded(w.append, image, label, rel, path=w.tmp)
                     if stats is not None:
                         stats.add_sums(image, rgb_sum, rgb_outer)
@@ -149,19 +157,23 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
                 pool.terminate()        # workers may be mid-file: stop them now
             pool.join()
     return BuildSummary(out_dir, sources.layout, len(sources.class_names), counts["train"],
-                        counts["val"], skipped, report_path, empty)
+                        counts["val"], skipped, report_path, empty, small, size)
 
 
-def _check_sources(src, sources):
+def _check_sources(src, sources, val_fraction):
     """Refuse what no training run can use: fewer than two classes, no validation split."""
     n = len(sources.class_names)
     if n < 2:
-        raise BuildError(f"SRC {src!r} has {n} class folder(s) in train/ "
+        where = "in SRC" if sources.layout == "classes-split" else "in train/"
+        raise BuildError(f"SRC {src!r} has {n} class folder(s) {where} "
                          f"({', '.join(map(repr, sources.class_names))}); a classifier "
                          "needs at least 2: one folder of images per class, "
-                         "SRC/train/<class>/...")
+                         "SRC/<class>/... or SRC/train/<class>/...")
     if sources.val:
         return
+    if val_fraction > 0:
+        raise BuildError(f"SRC {src!r}: no validation image could be held out (classes of "
+                         "one image each?); add images, or a SRC/val/<class>/... split")
     val_dir = os.path.join(src, "val")
     if not os.path.isdir(val_dir):
         raise BuildError(f"SRC {src!r} has no val/ folder; a validation split is needed: "
@@ -182,13 +194,14 @@ def _empty_classes(sources, labels):
 def _decode_task(task):
     path, size, max_pixels, jpeg_draft = task
     try:
-        image = decode_image(path, size, max_pixels=max_pixels, jpeg_draft=jpeg_draft)
+        image, (w, h) = decode_image_sized(path, size, max_pixels=max_pixels,
+                                           jpeg_draft=jpeg_draft)
     except BadImage as e:
         return ("bad", str(e))
     except Exception as e:  # noqa: BLE001 - one odd file must never stop a build
         return ("bad", f"unexpected {type(e).__name__}: {e}")
     s, o = image_sums(image)
-    return ("ok", image, s, o)
+    return ("ok", image, s, o, min(w, h) < size)
 
 
 def _pool_results(pool, tasks, chunk=4):
@@ -301,6 +314,9 @@ def format_summary(summary, limit=20):
         lines.append(f"  skipped {p}: {r}")
     if len(summary.skipped) > limit:
         lines.append(f"  ... {len(summary.skipped) - limit} more in {summary.report_path}")
+    if summary.upscaled:
+        lines.append(f"notice: {summary.upscaled} image(s) smaller than {summary.size}x"
+                     f"{summary.size} were upscaled to it (their detail is what it was)")
     for split, names in summary.empty_classes.items():
         if names:
             shown = ", ".join(map(repr, names[:limit]))
@@ -320,8 +336,9 @@ EXIT_CODES = {0: "the stores were written (even with skipped files)",
 def build_parser():
     ap = Parser(prog="python -m data.build", description=__doc__.split("\n")[0],
                 exit_codes=EXIT_CODES)
-    ap.add_argument("src", help="image tree: SRC/train/<class>/*, SRC/val/<class>/* "
-                                "or the official ILSVRC-2012 layout")
+    ap.add_argument("src", help="image tree: SRC/train/<class>/* and SRC/val/<class>/*, "
+                                "SRC/<class>/* (validation held out), or the official "
+                                "ILSVRC-2012 layout")
     ap.add_argument("out_dir", help="where train.h5, val.h5 and build_report.json go")
     ap.add_argument("--size", type=positive_int, default=256,
                     help="stored side S in pixels (default 256)")
@@ -334,6 +351,11 @@ def build_parser():
     ap.add_argument("--no-jpeg-draft", action="store_true",
                     help="decode JPEGs at full resolution before resizing (default: "
                          "large JPEGs are shrunk while decoding, to no less than 2S)")
+    ap.add_argument("--val-fraction", dest="val_fraction", type=fraction,
+                    default=VAL_FRACTION,
+                    help="share of each class held out for validation when SRC has no "
+                         "val/ split, chosen by a hash of each file's path; 0: require "
+                         f"SRC/val/ (default {VAL_FRACTION})")
     ap.add_argument("--quiet", action="store_true",
                     help="no progress bar (default: a progress bar on stderr)")
     return ap
@@ -344,7 +366,7 @@ def main(argv=None):
     try:
         summary = build(args.src, args.out_dir, size=args.size, workers=args.workers,
                         max_pixels=args.max_pixels, jpeg_draft=not args.no_jpeg_draft,
-                        progress=not args.quiet)
+                        progress=not args.quiet, val_fraction=args.val_fraction)
     except BuildError as e:
         print(f"data.build: error: {e}", file=sys.stderr)
         return 2

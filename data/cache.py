@@ -105,19 +105,26 @@ def fingerprint(src):
     return h.hexdigest()
 
 
-def cached_store(src, size, *, val_fraction=0.1, workers=None, progress=True, build=None):
+def cached_store(src, size, *, val_fraction=0.1, workers=None, progress=True, notice=None):
     """The store of the image tree ``src`` at ``size``, built into the cache once.
 
     ``val_fraction``: the share of each class held out for validation when ``src`` has no
-    val/ split (``data.sources``). ``build``: the builder (``data.build.build``)."""
-    if build is None:
-        from data.build import build
+    val/ split (``data.sources``). ``notice(text)``: told when a build starts and how it
+    went (skipped files, upscaled images). ``data.build``'s errors pass through."""
+    from data.build import build, format_summary
     src = os.path.abspath(src)
     stamp = {"source": src, "fingerprint": fingerprint(src), "size": int(size),
              "val_fraction": float(val_fraction)}
     key = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(src) or "data")
     final = os.path.join(cache_root(), "stores", f"{name}-{size}-{key}")
-    return cached(final, stamp, lambda out: build(src, out, size=size, workers=workers,
-                                                  progress=progress,
-                                                  val_fraction=val_fraction))
+
+    def make(out):
+        if notice:
+            notice(f"building the store of {src} at {size}x{size} into {final} (once; "
+                   "rebuilt when the images change)")
+        summary = build(src, out, size=size, workers=workers, progress=progress,
+                        val_fraction=val_fraction)
+        if notice:
+            notice(format_summary(summary).replace(out, final))
+    return cached(final, stamp, make)

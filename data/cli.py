@@ -97,6 +97,14 @@ def number_at_least(minimum, *, strict=False):
     return parse
 
 
+def fraction(text):
+    """An ``argparse`` type: a number in [0, 1)."""
+    value = number_at_least(0)(text)
+    if not value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
 positive_int = int_at_least(1)
 nonnegative_int = int_at_least(0)
 positive_number = number_at_least(0, strict=True)

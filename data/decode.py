@@ -43,6 +43,12 @@ class BadImage(Exception):
 
 def decode_image(path, size, *, max_pixels=DEFAULT_MAX_PIXELS, jpeg_draft=True):
     """Decode ``path`` into an (S, S, 3) uint8 RGB array (S = ``size``); see the module doc."""
+    return decode_image_sized(path, size, max_pixels=max_pixels, jpeg_draft=jpeg_draft)[0]
+
+
+def decode_image_sized(path, size, *, max_pixels=DEFAULT_MAX_PIXELS, jpeg_draft=True):
+    """``(decode_image(...), (width, height))``: the image and its size in the file (an
+    image whose shorter side is below ``size`` was upscaled)."""
     if size < 1:
         raise ValueError(f"decode_image: size must be >= 1, got {size}")
     try:
@@ -71,7 +77,7 @@ def decode_image(path, size, *, max_pixels=DEFAULT_MAX_PIXELS, jpeg_draft=True):
             rgb = to_rgb(img)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise BadImage(f"cannot decode: {e}") from None
-    return resize_center_crop(rgb, size)
+    return resize_center_crop(rgb, size), (w, h)
 
 
 def to_rgb(img):

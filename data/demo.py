@@ -30,21 +30,19 @@ through ``data.build`` at size 128. Every image has its own generator seeded by
 
 ``ensure_demo`` caches the built store under ``$REFNET_CACHE/demo`` (default
 ``~/.cache/refnet/demo``) in a folder named by ``DEMO_VERSION``; changing the generator
-means bumping ``DEMO_VERSION``, which makes the next call rebuild. The store is built in a
-temporary folder and renamed into place when complete, so concurrent or interrupted
-calls never leave a half-built cache.
+means bumping ``DEMO_VERSION``, which makes the next call rebuild (``data.cache.cached``:
+the store is built in a temporary folder and renamed into place when complete, so
+concurrent or interrupted calls never leave a half-built cache).
 """
 
-import json
 import os
 import shutil
-import tempfile
 
 import numpy
 from PIL import Image
 
 from data.build import build
-from data.files import write_json
+from data.cache import cache_root, cached
 from data.progress import Progress
 
 DEMO_VERSION = 2
@@ -144,47 +142,26 @@ def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0, prog
 
 def default_cache_dir():
     """``$REFNET_CACHE/demo``, or ``~/.cache/refnet/demo``."""
-    base = os.environ.get("REFNET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                          "refnet")
-    return os.path.join(base, "demo")
+    return os.path.join(cache_root(), "demo")
 
 
 def ensure_demo(cache_dir=None, *, workers=None, progress=True, train_per_class=150,
                 val_per_class=30):
-    """Build the demo store once (cached) and return the directory with train.h5, val.h5."""
+    """Build the demo store once (cached, ``data.cache``) and return the directory with
+    train.h5 and val.h5."""
     root = cache_dir if cache_dir is not None else default_cache_dir()
     stamp = {"version": DEMO_VERSION, "size": DEMO_SIZE, "train_per_class": train_per_class,
              "val_per_class": val_per_class, "classes": list(CLASSES)}
-    final = os.path.join(root, f"v{DEMO_VERSION}-{train_per_class}-{val_per_class}")
-    if _is_complete(final, stamp):
-        return final
-    os.makedirs(root, exist_ok=True)
-    if os.path.exists(final):                  # not ours or not complete: rebuild it
-        shutil.rmtree(final, ignore_errors=True)
-    work = tempfile.mkdtemp(prefix=".build-", dir=root)
-    try:
-        src, out = os.path.join(work, "src"), os.path.join(work, "out")
-        write_demo_tree(src, train_per_class=train_per_class, val_per_class=val_per_class,
-                        progress=progress)
-        if workers is None:
-            workers = min(2, os.cpu_count() or 1)
-        build(src, out, size=DEMO_SIZE, workers=workers, progress=progress)
-        write_json(os.path.join(out, "demo.json"), stamp)
+    if workers is None:
+        workers = min(2, os.cpu_count() or 1)
+
+    def make(out):
+        src = out + "-src"
         try:
-            os.rename(out, final)
-        except OSError:
-            if not _is_complete(final, stamp):  # another process won the race: fine
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return final
-
-
-def _is_complete(folder, stamp):
-    try:
-        with open(os.path.join(folder, "demo.json")) as fh:
-            found = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    return found == stamp and all(os.path.isfile(os.path.join(folder, f))
-                                  for f in ("train.h5", "val.h5"))
+            write_demo_tree(src, train_per_class=train_per_class, val_per_class=val_per_class,
+                            progress=progress)
+            build(src, out, size=DEMO_SIZE, workers=workers, progress=progress)
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
+    return cached(os.path.join(root, f"v{DEMO_VERSION}-{train_per_class}-{val_per_class}"),
+                  stamp, make)

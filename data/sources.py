@@ -1,6 +1,7 @@
-"""Which files make up a dataset, and their labels: the two source layouts.
+"""Which files make up a dataset, and their labels: the source layouts.
 
-    find_sources(src) -> Sources(layout, class_names, wnids, train, val, skipped)
+    find_sources(src, val_fraction=0.0) -> Sources(layout, class_names, wnids, train, val,
+                                                   skipped)
 
 ``train`` and ``val`` are lists of (relative path, label), relative to SRC, in sorted path
 order; ``skipped`` lists (relative path, reason) for files that cannot get a label.
@@ -13,6 +14,13 @@ Class-folder layout (``layout="folders"``)::
 Classes are the sorted folder names of SRC/train; a val folder naming a class not in
 train is skipped with a reason. If every class name looks like a WordNet id (n + 8
 digits), ``wnids`` = class names.
+
+Without a validation split, with ``val_fraction`` > 0, a share of each class is held
+out for validation (``held_out``: chosen by a hash of each file's path, so the split is
+deterministic and stable): ``layout="folders-split"`` for SRC/train/<class>/... with no
+val images, ``layout="classes-split"`` for a plain tree of class folders::
+
+    SRC/<class>/**/<file>
 
 Official ILSVRC-2012 layout (``layout="ilsvrc2012"``), recognised when SRC holds the
 devkit (``**/data/meta.mat`` up to three levels down) and a flat ``SRC/val``::
@@ -27,6 +35,7 @@ WNID; ``class_names`` are their ``words``. Line k of the ground-truth file holds
 ILSVRC2012_ID of ``ILSVRC2012_val_<k>.JPEG`` (1-based). Reading meta.mat needs SciPy.
 """
 
+import hashlib
 import os
 import re
 from typing import NamedTuple
@@ -45,30 +54,79 @@ class Sources(NamedTuple):
     skipped: list        # [(relpath, reason)]
 
 
-def find_sources(src):
-    """Discover the dataset under ``src``; ValueError with a clear message if unusable."""
+def find_sources(src, val_fraction=0.0):
+    """Discover the dataset under ``src``; ValueError with a clear message if unusable.
+
+    ``val_fraction`` > 0: when SRC has no validation images (no val/, or SRC/<class>/
+    folders with no train/ at all), hold that share of each class out for validation
+    (``held_out``)."""
     if not os.path.isdir(src):
         raise ValueError(f"SRC {src!r} is not a readable directory")
     if not os.access(src, os.R_OK | os.X_OK):
         raise ValueError(f"SRC {src!r} is not readable (permission denied)")
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     train_dir = os.path.join(src, "train")
     if not os.path.isdir(train_dir):
-        raise ValueError(f"SRC {src!r} has no train/ folder (expected SRC/train/<class>/...)")
+        if val_fraction > 0 and _subdirs(src):
+            return held_out(_classes(src, ""), val_fraction, "classes-split")
+        raise ValueError(f"SRC {src!r} has no train/ folder (expected SRC/train/<class>/..."
+                         + (", or SRC/<class>/... with a held-out validation share)"
+                            if val_fraction > 0 else ")"))
     meta = _find_meta(src)
     val_dir = os.path.join(src, "val")
     flat_val = os.path.isdir(val_dir) and any(
         e.is_file() for e in os.scandir(val_dir) if not e.name.startswith("."))
     if meta is not None and flat_val:
         return _ilsvrc(src, meta)
-    return _folders(src)
+    sources = _folders(src)
+    if not sources.val and val_fraction > 0:
+        return held_out(sources, val_fraction, "folders-split")
+    return sources
+
+
+def held_out(sources, fraction, layout):
+    """``sources`` with about ``fraction`` of each class's training files moved to val.
+
+    A file goes to val when the hash of its relative path, read as a number in [0, 1),
+    is below ``fraction``: the choice depends on the file alone, not on the listing, so
+    it is the same on every machine and stays put when other files come or go. A class
+    of two or more files keeps at least one in each split (the file with the lowest
+    hash moves to val when none did; with the highest stays in train when all did)."""
+    by_class = {}
+    for path, label in sources.train:
+        by_class.setdefault(label, []).append((_unit_hash(path), path))
+    train, val = [], []
+    for label in sorted(by_class):
+        files = sorted(by_class[label])                  # by hash
+        k = sum(1 for u, _ in files if u < fraction)
+        if len(files) >= 2:
+            k = min(max(k, 1), len(files) - 1)
+        val += [(p, label) for _, p in files[:k]]
+        train += [(p, label) for _, p in files[k:]]
+    return sources._replace(layout=layout, train=sorted(train), val=sorted(val))
+
+
+def _unit_hash(path):
+    """A number in [0, 1) from the SHA-256 of ``path`` (with / separators)."""
+    digest = hashlib.sha256(path.replace(os.sep, "/").encode()).hexdigest()
+    return int(digest[:13], 16) / 16 ** 13
+
+
+def _classes(src, rel):
+    """Sources with one class per folder of SRC/rel and every file in train."""
+    classes = _subdirs(os.path.join(src, rel))
+    if not classes:
+        raise ValueError(f"SRC {src!r}: {rel or '.'}/ holds no class folders")
+    train = [(p, i) for i, c in enumerate(classes) for p in _files(src, os.path.join(rel, c))]
+    wnids = list(classes) if all(WNID.match(c) for c in classes) else None
+    return Sources("folders", list(classes), wnids, train, [], [])
 
 
 def _folders(src):
-    classes = _subdirs(os.path.join(src, "train"))
-    if not classes:
-        raise ValueError(f"SRC {src!r}: train/ holds no class folders")
+    sources = _classes(src, "train")
+    classes, train = sources.class_names, sources.train
     index = {c: i for i, c in enumerate(classes)}
-    train = [(p, index[c]) for c in classes for p in _files(src, os.path.join("train", c))]
     val, skipped = [], []
     if os.path.isdir(os.path.join(src, "val")):
         for c in _subdirs(os.path.join(src, "val")):

@@ -21,7 +21,7 @@ error, because it would break the bit-exact continuation).
 
 import argparse
 
-from data.cli import (Parser, nonnegative_int, nonnegative_number, positive_int,
+from data.cli import (Parser, fraction, nonnegative_int, nonnegative_number, positive_int,
                       positive_number)
 from refnet.arch import ARCHS
 from refnet.init import SCHEMES
@@ -55,8 +55,18 @@ COMMON_DEFAULTS = {
     "eval_views": "center",
     "final_views": "ten",
     "lighting": 0.1,
+    "val_fraction": 0.1,
+    "early_stop": False,
     "quiet": False,
 }
+
+# A data set of the user's own (``--data`` given with the demo arch): the demo's recipe
+# tuned on the synthetic shapes would stop too early or run too long elsewhere, so the
+# epochs adapt: the paper's divide-by-10 on plateau (patience 2), and the run stops once
+# the three reductions are spent and the error no longer improves (``early_stop``), at
+# most ``epochs`` epochs. Flags given on the command line win.
+OWN_DATA_DEFAULTS = {"lr_schedule": "plateau", "patience": 2, "milestones": None,
+                     "epochs": 60, "early_stop": True}
 
 TRAIN_DEFAULTS = {
     "alexnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
@@ -110,13 +120,6 @@ def _milestones(text):
     return ms
 
 
-def _dropout(text):
-    p = nonnegative_number(text)
-    if not p < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return p
-
-
 def _per_arch(key):
     """"demo 32, alexnet 128, tiny 8": a per-architecture default, for the help text."""
     values = {arch: TRAIN_DEFAULTS[arch].get(key, COMMON_DEFAULTS.get(key))
@@ -136,8 +139,19 @@ def build_parser():
                     "the demo network on it.",
         exit_codes=EXIT_CODES, argument_default=None)
     a = p.add_argument
-    a("--data", metavar="OUT_DIR", help="data set directory with train.h5 and val.h5 "
-      "(from python -m data.build); default: the demo set, built on first use")
+    a("--data", metavar="DIR", help="a folder of images (DIR/<class>/... or "
+      "DIR/train/<class>/... and DIR/val/<class>/...: its store is built at the arch's "
+      "size into the cache once), or a data set directory with train.h5 and val.h5 (from "
+      "python -m data.build); default: the demo set, built on first use. With the demo "
+      "arch, a --data of your own trains until the validation error stops improving "
+      f"(at most {OWN_DATA_DEFAULTS['epochs']} epochs, lr / 10 on plateaus, patience "
+      f"{OWN_DATA_DEFAULTS['patience']})")
+    a("--val-fraction", dest="val_fraction", type=fraction,
+      help="share of each class held out for validation when the image folder has no "
+           "val/ split (default 0.1)")
+    a("--early-stop", dest="early_stop", action="store_true", default=None,
+      help="stop once the plateau schedule's reductions are spent and the error no longer "
+           "improves (default: on for a --data of your own with the demo arch)")
     a("--arch", choices=CHOICES["arch"], help="network size (default demo)")
     a("--batch", type=positive_int,
       help=f"images per SGD step (default per arch: {_per_arch('batch')})")
@@ -183,7 +197,7 @@ def build_parser():
            "Caffe's LRN over all channels")
     a("--pool", type=_pool, help="max pooling WINDOW,STRIDE: 3,2 (paper, default) or 2,2 "
       "(ablation)")
-    a("--dropout", type=_dropout, help="dropout probability on fc6/fc7, in [0, 1); 0 "
+    a("--dropout", type=fraction, help="dropout probability on fc6/fc7, in [0, 1); 0 "
       "disables (default 0.5)")
     a("--dropout-mode", dest="dropout_mode", choices=CHOICES["dropout_mode"],
       help="paper (default): no scaling in training, x(1-p) at test; inverted: PyTorch's")
@@ -221,6 +235,8 @@ def resolve(args):
     arch = given.get("arch", COMMON_DEFAULTS["arch"])
     cfg = dict(COMMON_DEFAULTS)
     cfg.update(TRAIN_DEFAULTS[arch])
+    if arch == "demo" and "data" in given:
+        cfg.update(OWN_DATA_DEFAULTS)
     cfg.update(given)
     cfg["pool"] = list(cfg["pool"])
     cfg["milestones"] = list(cfg["milestones"]) if cfg["milestones"] else []

@@ -13,7 +13,9 @@ Exit status: 0 evaluated, 2 for a bad option or a checkpoint or data directory t
 cannot be used (one line says which), 130 when interrupted (Ctrl-C).
 """
 
+import argparse
 import json
+import os
 import sys
 
 import numpy
@@ -48,11 +50,36 @@ def evaluate(net, pipeline, views="center", batch=64):
     return {"top1": errs[1], "top5": errs[5], "n": int(len(labels))}
 
 
+def checkpoint_argument(text):
+    """An ``argparse`` type for ``--checkpoint``: a checkpoint file, or a run directory
+    holding at least one (``load_network`` takes its newest valid one)."""
+    if os.path.isdir(text):
+        if not checkpoint.list_checkpoints(text):
+            raise argparse.ArgumentTypeError(f"{text!r} holds no checkpoint "
+                                             "(ckpt-<step>.h5)")
+        return text
+    return existing_file(text)
+
+
+def add_checkpoint_argument(parser):
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
+                        type=checkpoint_argument,
+                        help="a ckpt-*.h5 file, or a run directory: its newest valid "
+                             "checkpoint (required)")
+
+
 def load_network(path, device="cpu"):
-    """``(net, config, tree)`` rebuilt from a checkpoint file, for ``device``: the
-    network from the options the checkpoint stores (from its training configuration
-    for checkpoints written before options were stored), on ``device``'s backend."""
-    tree = checkpoint.load(path)
+    """``(net, config, tree)`` rebuilt from a checkpoint file (or a run directory's
+    newest valid checkpoint), for ``device``: the network from the options the
+    checkpoint stores (from its training configuration for checkpoints written before
+    options were stored), on ``device``'s backend."""
+    if os.path.isdir(path):
+        found, tree = checkpoint.latest_valid(
+            path, warn=lambda m: print(m, file=sys.stderr, flush=True))
+        if tree is None:
+            raise checkpoint.CheckpointError(f"no valid checkpoint in {path}")
+    else:
+        tree = checkpoint.load(path)
     cfg = dict(tree["config"])
     cfg["device"] = device
     try:
@@ -79,10 +106,10 @@ def build_parser():
         prog="python -m refnet.evaluate", exit_codes=EXIT_CODES,
         description="Top-1 and top-5 validation error of a checkpoint, with the centre "
                     "crop and with the paper's 10 crops.")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", type=existing_file,
-                   help="a ckpt-*.h5 file (required)")
-    p.add_argument("--data", metavar="OUT_DIR", help="data directory with train.h5 and "
-                   "val.h5 (default: the one the run trained on)")
+    add_checkpoint_argument(p)
+    p.add_argument("--data", metavar="DIR", help="data directory with train.h5 and "
+                   "val.h5, or a folder of images (its store is built at the arch's size "
+                   "into the cache once) (default: the one the run trained on)")
     p.add_argument("--views", choices=("center", "ten", "both"), default="both",
                    help="centre crop, the paper's 10 crops, or both (default both)")
     p.add_argument("--batch", type=positive_int, default=64,
@@ -96,12 +123,13 @@ def build_parser():
 
 
 def main(argv=None):
-    from refnet.train_inputs import DataError, InputPipeline
+    from refnet.train_inputs import DataError, InputPipeline, ensure_data
     args = build_parser().parse_args(argv)
     try:
         net, cfg, _ = load_network(args.checkpoint, args.device)
-        if args.data:
-            cfg["data"] = args.data
+        if args.data:                  # a store, or a folder of images (built, cached)
+            cfg["data"] = ensure_data({**cfg, "data": args.data},
+                                      say=lambda m: print(m, file=sys.stderr, flush=True))
         pipeline = InputPipeline(cfg)
         if pipeline.num_classes != net.num_classes:
             raise DataError(f"{args.data} has {pipeline.num_classes} classes, the "

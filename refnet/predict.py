@@ -20,11 +20,11 @@ import sys
 import numpy
 
 from data import augment
-from data.cli import Parser, existing_file, positive_int, run_command
+from data.cli import Parser, positive_int, run_command
 from data.decode import BadImage, decode_image
 from refnet import checkpoint
 from refnet.config import UsageError
-from refnet.evaluate import load_network, predict_views
+from refnet.evaluate import add_checkpoint_argument, load_network, predict_views
 from refnet.options import DEVICES
 
 
@@ -62,8 +62,7 @@ def build_parser():
         prog="python -m refnet.predict", exit_codes=EXIT_CODES,
         description="Top-5 class names and probabilities for image files, with the "
                     "dataset's preprocessing and the paper's 10-crop averaging.")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", type=existing_file,
-                   help="a ckpt-*.h5 file (required)")
+    add_checkpoint_argument(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     p.add_argument("--views", choices=("center", "ten"), default="ten",
                    help="the centre crop, or the paper's 10 crops averaged (default ten)")

@@ -69,6 +69,13 @@ class ReduceOnPlateau:
             self.bad_epochs = 0
         return self.lr
 
+    @property
+    def spent(self):
+        """True once every allowed reduction was made and the error has again not
+        improved for more than ``patience`` epochs: nothing more to expect (early stop)."""
+        return (self.max_reductions is not None and self.reductions >= self.max_reductions
+                and self.bad_epochs > self.patience)
+
     def set_lr(self, lr):
         """Continue from learning rate ``lr`` (a resumed run given ``--lr``): the counts
         of epochs and reductions stay."""
@@ -117,6 +124,8 @@ class StepSchedule:
         self.epoch += 1
         self.lr = self.lr_at(self.epoch)
         return self.lr
+
+    spent = False           # a fixed schedule never ends a run early
 
     def set_lr(self, lr):
         """Continue from learning rate ``lr`` at the current epoch: the base rate becomes

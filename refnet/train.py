@@ -233,8 +233,8 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------
     def train(self):
         cfg = self.cfg
-        epochs = int(cfg["epochs"])
-        while self.epoch < epochs:
+        while self.epoch < int(cfg["epochs"]):       # an early stop lowers it
+            epochs = int(cfg["epochs"])
             t0 = time.perf_counter()
             images = 0
             bar = Progress(total=self.pipeline.train_count,
@@ -284,15 +284,25 @@ class Trainer:
         last = self.epoch + 1 == int(cfg["epochs"])
         views = cfg["final_views"] if last else cfg["eval_views"]
         errors = evaluate(self.net, self.pipeline, views=views, batch=cfg["batch"])
+        lr = self.sgd.lr
+        next_lr = self.schedule.step(errors["top1"])
+        stop = bool(cfg.get("early_stop")) and self.schedule.spent and not last
+        if stop:                        # the last epoch after all: its views are the final
+            if views != cfg["final_views"]:
+                views = cfg["final_views"]
+                errors = evaluate(self.net, self.pipeline, views=views, batch=cfg["batch"])
+            cfg["epochs"] = self.epoch + 1              # what a resume continues to
         train_loss = self.loss_sum / max(self.loss_count, 1)
         record = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step,
                   "train_loss": train_loss,
                   "val_top1_error": errors["top1"], "val_top5_error": errors["top5"],
-                  "val_views": views, "lr": self.sgd.lr, "seconds": seconds,
+                  "val_views": views, "lr": lr, "seconds": seconds,
                   "images_per_s": images / seconds if seconds > 0 else 0.0}
+        if stop:
+            record["early_stop"] = True
         self.history.append(record)
         self.log(record)
-        self.sgd.lr = self.schedule.step(errors["top1"])
+        self.sgd.lr = next_lr
         self.epoch += 1
         self.loss_sum = 0.0
         self.loss_count = 0
@@ -301,6 +311,10 @@ class Trainer:
                  f"{100 * errors['top5']:.1f}% ({'10 crops' if views == 'ten' else 'centre crop'}),"
                  f" lr {record['lr']:g}, {seconds:.1f} s, {record['images_per_s']:.0f} img/s",
                  flush=True)
+        if stop:
+            self.say(f"stopped early after epoch {record['epoch']}: the validation error "
+                     f"stopped improving after {self.schedule.reductions} reductions of the "
+                     "learning rate (--early-stop)", flush=True)
         state = self.state()               # one copy of the network to the host per epoch
         self.save(state)
         self.plots(state["model"]["conv1.weight"])
@@ -414,7 +428,7 @@ def run(argv=None, stdout=print):
         cfg["backend"] = backend_for_device(cfg["device"])
     except ValueError as e:
         raise UsageError(str(e)) from None
-    cfg["data"] = ensure_data(cfg, quiet=cfg["quiet"])
+    cfg["data"] = ensure_data(cfg, quiet=cfg["quiet"], say=stdout)
     # everything is checked before the run folder is made: a refused start leaves nothing
     with Trainer(cfg, out=stdout) as trainer:
         changes = {}

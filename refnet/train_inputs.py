@@ -22,6 +22,7 @@ All views subtract the training set's mean image; with ``input_scale = "pixel_st
 they are also divided by the per-channel pixel std (unit-variance inputs, the demo).
 """
 
+import sys
 from pathlib import Path
 
 import numpy
@@ -37,10 +38,16 @@ class DataError(ValueError):
     """A missing or malformed data set: reported as one line."""
 
 
-def ensure_data(cfg, quiet=False):
-    """The data directory to use: ``cfg["data"]``, or the demo set (built once, cached)."""
+def ensure_data(cfg, quiet=False, say=None):
+    """The data directory to use: ``cfg["data"]`` when it holds train.h5 and val.h5; for
+    a folder of images, its store at the arch's stored size, built into the cache once
+    (``data.cache.cached_store``; rebuilt when the images or the settings change); with
+    no ``--data``, the demo set (built once, cached)."""
     if cfg.get("data"):
-        return str(Path(cfg["data"]).resolve())
+        path = Path(cfg["data"]).resolve()
+        if not path.is_dir() or (path / "train.h5").exists() or (path / "val.h5").exists():
+            return str(path)                        # a store (or missing: said later)
+        return str(Path(images_store(path, cfg, quiet, say)).resolve())
     if cfg["arch"] != "demo":
         raise DataError(f"--arch {cfg['arch']} needs --data OUT_DIR (the demo set is "
                         "only for --arch demo)")
@@ -49,6 +56,20 @@ def ensure_data(cfg, quiet=False):
     except ImportError as e:
         raise DataError(f"the demo data set is not available ({e}); pass --data") from None
     return str(Path(ensure_demo(progress=not quiet)).resolve())
+
+
+def images_store(src, cfg, quiet=False, say=None):
+    """The cached store of the image tree ``src`` for ``cfg``'s arch (module doc)."""
+    from data.build import BuildError, NothingUsable
+    from data.cache import cached_store
+    size = get_arch(cfg["arch"]).store_size
+    say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        out = cached_store(src, size, val_fraction=float(cfg.get("val_fraction", 0.1)),
+                           progress=not quiet, notice=None if quiet else say)
+    except (BuildError, NothingUsable) as e:
+        raise DataError(f"--data {src}: {e}") from None
+    return out
 
 
 def _open_store(path):

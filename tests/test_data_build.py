@@ -260,20 +260,59 @@ def test_fewer_than_two_classes_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err == [f"data.build: error: SRC {str(src)!r} has 1 class folder(s) in train/ "
                    "('cat'); a classifier needs at least 2: one folder of images per "
-                   "class, SRC/train/<class>/..."]
+                   "class, SRC/<class>/... or SRC/train/<class>/..."]
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_a_missing_validation_split_is_refused_saying_how_to_lay_it_out(tmp_path, capsys):
+def test_without_held_out_share_a_missing_validation_split_is_refused(tmp_path, capsys):
     src = tmp_path / "src"
     write_tree(src, numpy.random.default_rng(5), {"train": 2})
-    assert main([str(src), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 2
+    argv = [str(src), str(tmp_path / "out"), "--quiet", "--workers", "0", "--val-fraction", "0"]
+    assert main(argv) == 2
     [err] = capsys.readouterr().err.splitlines()
     assert "no val/ folder; a validation split is needed: put some images of each " \
            "class in SRC/val/<class>/" in err and repr(str(src)) in err
     os.makedirs(src / "val" / "cat")                           # a val/ without images
-    assert main([str(src), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 2
+    assert main(argv) == 2
     assert "val/ holds no image files" in capsys.readouterr().err
+
+
+def split_of(out):
+    """{split: sorted file names} of a built store."""
+    names = {}
+    for split in ("train", "val"):
+        with h5py.File(out / f"{split}.h5", "r") as f:
+            names[split] = sorted(s.decode() for s in f["filenames"][()])
+        StoreReader(out / f"{split}.h5").close()               # a valid store
+    return names
+
+
+@pytest.mark.parametrize("layout, tree", [("folders-split", "train/"), ("classes-split", "")])
+def test_a_share_of_each_class_is_held_out_for_validation(tmp_path, layout, tree):
+    """SRC/train/<class>/ without val/, or a plain SRC/<class>/ tree: the default
+    --val-fraction holds out a deterministic share of each class, every class in both."""
+    src = tmp_path / "src"
+    files = write_tree(src, numpy.random.default_rng(7), {"train": 12})
+    if not tree:                                               # SRC/<class>/... instead
+        for c in ("cat", "dog", "emu"):
+            os.rename(src / "train" / c, src / c)
+        os.rmdir(src / "train")
+    summary = build(str(src), str(tmp_path / "a"), size=S, workers=0, progress=False,
+                    val_fraction=0.25)
+    assert summary.layout == layout
+    names = split_of(tmp_path / "a")
+    assert not set(names["train"]) & set(names["val"])
+    assert len(names["train"]) + len(names["val"]) == len(files)
+    for c in ("cat", "dog", "emu"):
+        assert any(n.startswith(f"{tree}{c}/") for n in names["val"]), (c, names["val"])
+    assert 3 <= len(names["val"]) <= 18                        # about a quarter of 36
+    # the same split again, and a new image moves no other one
+    Image.fromarray(numpy.zeros((S, S, 3), numpy.uint8)).save(src / tree / "cat" / "new.png")
+    build(str(src), str(tmp_path / "b"), size=S, workers=0, progress=False, val_fraction=0.25)
+    again = split_of(tmp_path / "b")
+    new = f"{tree}cat/new.png"
+    assert [n for n in again["val"] if n != new] == names["val"]
+    assert [n for n in again["train"] if n != new] == names["train"]
 
 
 def test_empty_classes_are_named_in_a_warning_and_the_report(tmp_path, capsys):

@@ -55,7 +55,7 @@ def test_ensure_demo_builds_once_and_rebuilds_on_a_new_version(tmp_path, monkeyp
         train, val = a.metadata, b.metadata
     assert train.count == 30 and val.count == 10 and train.size == demo.DEMO_SIZE
     assert train.class_names == sorted(demo.CLASSES) and train.pixel_std.shape == (3,)
-    stamp = os.path.join(out, "demo.json")
+    stamp = os.path.join(out, "stamp.json")
     mtime = os.path.getmtime(os.path.join(out, "train.h5"))
     assert demo.ensure_demo(str(tmp_path), workers=0, progress=False, train_per_class=3,
                             val_per_class=1) == out

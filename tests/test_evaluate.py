@@ -124,7 +124,8 @@ def test_evaluate_cli_errors(trained, tmp_path):
     (["--batch", "-2"], "argument --batch: must be >= 1, got '-2'"),
     (["--checkpoint", "{tmp}/missing.h5"], "argument --checkpoint: '{tmp}/missing.h5' does "
                                            "not exist"),
-    (["--checkpoint", "{tmp}"], "argument --checkpoint: '{tmp}' is a directory, not a file"),
+    (["--checkpoint", "{tmp}"], "argument --checkpoint: '{tmp}' holds no checkpoint "
+                                "(ckpt-<step>.h5)"),
 ])
 def test_evaluate_refuses_bad_values_when_parsing(tmp_path, capsys, args, message):
     from refnet.evaluate import main

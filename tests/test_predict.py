@@ -91,7 +91,7 @@ def test_predict_refuses_bad_values_when_parsing(tmp_path, capsys):
             (["--checkpoint", str(tmp_path / "none.h5"), "x.jpg"],
              f"argument --checkpoint: '{tmp_path / 'none.h5'}' does not exist"),
             (["--checkpoint", str(tmp_path), "x.jpg"],
-             f"argument --checkpoint: '{tmp_path}' is a directory, not a file")]:
+             f"argument --checkpoint: '{tmp_path}' holds no checkpoint (ckpt-<step>.h5)")]:
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2

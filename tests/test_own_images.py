@@ -1,0 +1,116 @@
+"""Your own images: a folder of images trains in one command, at the arch's size.
+
+Each run is a real subprocess with its own empty cache (``REFNET_CACHE``), on trees of
+shapes in several sizes and colour modes (tests/own_images.py).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from refnet import checkpoint
+from refnet.config import OWN_DATA_DEFAULTS, build_parser, resolve
+from refnet.schedule import ReduceOnPlateau
+from tests.own_images import write_image_tree
+
+pytestmark = pytest.mark.slow
+
+
+def run(module, *argv, cache):
+    env = {**os.environ, "REFNET_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def tiny(tree, out, *extra):
+    return ["--data", str(tree), "--arch", "tiny", "--device", "cpu", "--out", str(out),
+            "--batch", "8", "--epochs", "1", "--seed", "1", *extra]
+
+
+def stores(cache):
+    folder = cache / "stores"
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) \
+        if folder.exists() else []
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["classes", "train-val"])
+def test_a_folder_of_images_trains_in_one_command(tmp_path, split):
+    tree, cache = tmp_path / "photos", tmp_path / "cache"
+    write_image_tree(tree, classes=3, per_class=16, split=split)
+    r = run("refnet.train", *tiny(tree, tmp_path / "a"), cache=cache)
+    assert r.returncode == 0, r.stderr
+    assert "building the store of" in r.stdout and "at 52x52" in r.stdout
+    assert "were upscaled" in r.stdout                # the 24- and 40-pixel images
+    assert len(stores(cache)) == 1
+    tree_ckpt = checkpoint.load(checkpoint.list_checkpoints(tmp_path / "a")[-1][1])
+    assert tree_ckpt["inputs"]["store_size"] == 52
+    # built once: a second run reuses it; a new image rebuilds it
+    r = run("refnet.train", *tiny(tree, tmp_path / "b"), cache=cache)
+    assert r.returncode == 0 and "building the store" not in r.stdout
+    write_image_tree(tree / ("train" if split else ""), classes=1, per_class=1, seed=9)
+    r = run("refnet.train", *tiny(tree, tmp_path / "c"), cache=cache)
+    assert r.returncode == 0 and "building the store" in r.stdout
+    # evaluate and predict take the run directory; evaluate the image folder too
+    r = run("refnet.evaluate", "--checkpoint", str(tmp_path / "c"), "--data", str(tree),
+            "--device", "cpu", "--json", cache=cache)
+    assert r.returncode == 0, r.stderr
+    assert set(json.loads(r.stdout)) == {"center", "ten"}
+    image = next(p for p in sorted((tree / ("val" if split else "")).rglob("*.jpg")))
+    r = run("refnet.predict", "--checkpoint", str(tmp_path / "c"), str(image), "--top", "2",
+            "--device", "cpu", cache=cache)
+    assert r.returncode == 0 and str(image) in r.stdout, r.stderr
+
+
+def test_the_held_out_fraction_is_a_flag(tmp_path):
+    tree, cache = tmp_path / "photos", tmp_path / "cache"
+    write_image_tree(tree, classes=2, per_class=20)
+    r = run("refnet.train", *tiny(tree, tmp_path / "a", "--val-fraction", "0.5"), cache=cache)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((cache / "stores" / stores(cache)[0] / "build_report.json").read_text())
+    assert report["layout"] == "classes-split" and 12 <= report["val"] <= 28
+
+
+def test_a_folder_that_is_not_a_data_set_is_one_line(tmp_path):
+    tree = tmp_path / "one"
+    write_image_tree(tree, classes=1, per_class=4)
+    r = run("refnet.train", *tiny(tree, tmp_path / "a"), cache=tmp_path / "cache")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "needs at least 2" in r.stderr and not (tmp_path / "a").exists()
+
+
+def test_own_data_with_the_demo_arch_adapts_its_epochs():
+    cfg, _ = resolve(build_parser().parse_args(["--data", "somewhere"]))
+    assert {k: cfg[k] for k in OWN_DATA_DEFAULTS} == {**OWN_DATA_DEFAULTS, "milestones": []}
+    cfg, _ = resolve(build_parser().parse_args(["--data", "x", "--epochs", "5"]))
+    assert cfg["epochs"] == 5 and cfg["early_stop"]            # flags given win
+    cfg, _ = resolve(build_parser().parse_args([]))             # the demo set: its recipe
+    assert cfg["lr_schedule"] == "step" and not cfg["early_stop"]
+
+
+def test_plateau_schedule_is_spent_after_its_reductions():
+    s = ReduceOnPlateau(lr=1.0, patience=0, max_reductions=2)
+    errors = [0.5, 0.6, 0.6, 0.6]                # better, then reduce, reduce, and stale
+    spent = []
+    for e in errors:
+        s.step(e)
+        spent.append(s.spent)
+    assert s.reductions == 2 and spent == [False, False, False, True]
+
+
+def test_early_stop_ends_a_run_whose_error_no_longer_improves(tmp_path):
+    tree, cache = tmp_path / "photos", tmp_path / "cache"
+    write_image_tree(tree, classes=2, per_class=12)
+    out = tmp_path / "a"
+    argv = tiny(tree, out, "--early-stop", "--patience", "0", "--lr", "1e-9",
+                "--lr-schedule", "plateau")
+    argv[argv.index("--epochs") + 1] = "30"
+    r = run("refnet.train", *argv, cache=cache)
+    assert r.returncode == 0, r.stderr
+    assert "stopped early after epoch" in r.stdout
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    epochs = [x for x in records if x["kind"] == "epoch"]
+    assert len(epochs) < 30 and epochs[-1]["early_stop"] and epochs[-1]["val_views"] == "ten"
+    tree_ckpt = checkpoint.load(checkpoint.list_checkpoints(out)[-1][1])
+    assert tree_ckpt["config"]["epochs"] == len(epochs)        # what a resume continues to
