@@ -20,6 +20,7 @@ error, because it would break the bit-exact continuation).
 """
 
 import argparse
+import math
 
 from data.cli import (Parser, fraction, nonnegative_int, nonnegative_number, positive_int,
                       positive_number)
@@ -60,13 +61,19 @@ COMMON_DEFAULTS = {
     "quiet": False,
 }
 
-# A data set of the user's own (``--data`` given with the demo arch): the demo's recipe
-# tuned on the synthetic shapes would stop too early or run too long elsewhere, so the
-# epochs adapt: the paper's divide-by-10 on plateau (patience 2), and the run stops once
-# the three reductions are spent and the error no longer improves (``early_stop``), at
-# most ``epochs`` epochs. Flags given on the command line win.
-OWN_DATA_DEFAULTS = {"lr_schedule": "plateau", "patience": 2, "milestones": None,
-                     "epochs": 60, "early_stop": True}
+# A data set of the user's own (``--data`` given with the demo arch): the demo's recipe,
+# tuned on the synthetic shapes, would stop too early or run too long elsewhere, so the
+# epochs adapt to the data set's size: the paper's divide-by-10 on plateau, and the run
+# stops once the three reductions are spent and the error no longer improves
+# (``early_stop``). "auto" is resolved once the number of steps per epoch is known
+# (``resolve_auto``): a plateau must last AUTO_PLATEAU_STEPS steps (at least 2 epochs;
+# the demo net needs ~200 steps to leave chance, so a small data set gets many epochs of
+# patience), and the run takes at most AUTO_MAX_STEPS steps (at least 60 epochs).
+# Flags given on the command line win.
+OWN_DATA_DEFAULTS = {"lr_schedule": "plateau", "patience": "auto", "milestones": None,
+                     "epochs": "auto", "early_stop": True}
+AUTO_PLATEAU_STEPS = 400
+AUTO_MAX_STEPS = 6000
 
 TRAIN_DEFAULTS = {
     "alexnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
@@ -143,9 +150,9 @@ def build_parser():
       "DIR/train/<class>/... and DIR/val/<class>/...: its store is built at the arch's "
       "size into the cache once), or a data set directory with train.h5 and val.h5 (from "
       "python -m data.build); default: the demo set, built on first use. With the demo "
-      "arch, a --data of your own trains until the validation error stops improving "
-      f"(at most {OWN_DATA_DEFAULTS['epochs']} epochs, lr / 10 on plateaus, patience "
-      f"{OWN_DATA_DEFAULTS['patience']})")
+      "arch, a --data of your own trains until the validation error stops improving: lr "
+      f"/ 10 on plateaus of {AUTO_PLATEAU_STEPS} steps (at least 2 epochs), at most "
+      f"{AUTO_MAX_STEPS} steps (at least 60 epochs)")
     a("--val-fraction", dest="val_fraction", type=fraction,
       help="share of each class held out for validation when the image folder has no "
            "val/ split (default 0.1)")
@@ -223,6 +230,16 @@ def build_parser():
       help="views for the validation after the last epoch (default ten, the paper's)")
     a("--quiet", action="store_true", default=None, help="no progress bar or summaries")
     return p
+
+
+def resolve_auto(cfg, steps_per_epoch):
+    """Replace "auto" patience and epochs (``OWN_DATA_DEFAULTS``) by numbers for a data
+    set of ``steps_per_epoch`` steps per epoch, in place."""
+    if cfg.get("patience") == "auto":
+        cfg["patience"] = max(2, math.ceil(AUTO_PLATEAU_STEPS / steps_per_epoch))
+    if cfg.get("epochs") == "auto":
+        cfg["epochs"] = max(60, math.ceil(AUTO_MAX_STEPS / steps_per_epoch))
+    return cfg
 
 
 def resolve(args):

@@ -52,7 +52,7 @@ from data.progress import Progress
 from data.store import StoreError
 from refnet import checkpoint, run_dir
 from refnet.config import (RESUME_OVERRIDABLE, RESUME_SCHEDULE, UsageError, build_parser,
-                           resolve)
+                           resolve, resolve_auto)
 from refnet.evaluate import evaluate
 from refnet.network import build_network
 from refnet.options import NetOptions, backend_for_device
@@ -115,6 +115,7 @@ class Trainer:
         self.err = err or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.run_dir = None if cfg["out"] is None else Path(cfg["out"])
         self.pipeline = InputPipeline(cfg)
+        resolve_auto(cfg, self.pipeline.steps_per_epoch)     # own data: patience, epochs
         try:
             self.net = build_network(network_options(cfg, self.pipeline.num_classes))
         except BaseException:

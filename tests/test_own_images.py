@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from refnet import checkpoint
-from refnet.config import OWN_DATA_DEFAULTS, build_parser, resolve
+from refnet.config import OWN_DATA_DEFAULTS, build_parser, resolve, resolve_auto
 from refnet.schedule import ReduceOnPlateau
 from tests.own_images import write_image_tree
 
@@ -83,6 +83,10 @@ def test_a_folder_that_is_not_a_data_set_is_one_line(tmp_path):
 def test_own_data_with_the_demo_arch_adapts_its_epochs():
     cfg, _ = resolve(build_parser().parse_args(["--data", "somewhere"]))
     assert {k: cfg[k] for k in OWN_DATA_DEFAULTS} == {**OWN_DATA_DEFAULTS, "milestones": []}
+    small = resolve_auto(dict(cfg), steps_per_epoch=10)         # 320 images at batch 32
+    large = resolve_auto(dict(cfg), steps_per_epoch=5000)       # 160,000 images
+    assert (small["patience"], small["epochs"]) == (40, 600)
+    assert (large["patience"], large["epochs"]) == (2, 60)
     cfg, _ = resolve(build_parser().parse_args(["--data", "x", "--epochs", "5"]))
     assert cfg["epochs"] == 5 and cfg["early_stop"]            # flags given win
     cfg, _ = resolve(build_parser().parse_args([]))             # the demo set: its recipe
