@@ -3,9 +3,10 @@
 A training step allocates and frees several GB of large temporaries. By default glibc
 returns every block above its mmap threshold (at most 32 MiB) to the kernel when it is
 freed, so the next step faults the same memory back in page by page, which makes a
-CPU step about twice as slow (docs/performance.md, "Process settings"). A second thread has its own malloc arena, whose heaps cannot hold
-blocks over 64 MiB, so with the threshold raised its large blocks would still be fresh
-mmaps: one arena for the whole process fixes that for the column threads.
+CPU step about twice as slow (docs/performance.md, "Process settings"). A second thread
+has its own malloc arena, whose heaps cannot hold blocks over 64 MiB, so with the
+threshold raised its large blocks would still be fresh mmaps: one arena for the whole
+process fixes that for the column threads.
 
 ``tune_malloc`` applies, through ``mallopt``: no mmap below 1 GiB, no trimming of the
 heap, one arena. The environment variables ``MALLOC_MMAP_THRESHOLD_``,
