@@ -45,8 +45,10 @@ def ensure_data(cfg, quiet=False, say=None):
     no ``--data``, the demo set (built once, cached)."""
     if cfg.get("data"):
         path = Path(cfg["data"]).resolve()
-        if not path.is_dir() or (path / "train.h5").exists() or (path / "val.h5").exists():
-            return str(path)                        # a store (or missing: said later)
+        folders = path.is_dir() and any(p.is_dir() and not p.name.startswith(".")
+                                        for p in path.iterdir())
+        if not folders or (path / "train.h5").exists() or (path / "val.h5").exists():
+            return str(path)                        # a store (or none: said when opened)
         return str(Path(images_store(path, cfg, quiet, say)).resolve())
     if cfg["arch"] != "demo":
         raise DataError(f"--arch {cfg['arch']} needs --data OUT_DIR (the demo set is "

@@ -25,6 +25,19 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
                                      "ci" if os.environ.get("CI") == "true" else "dev"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Every test, and every process it starts, uses a cache of its own: the suite never
+    reads or writes the user's ``$REFNET_CACHE`` or ``~/.cache/refnet``."""
+    previous = os.environ.get("REFNET_CACHE")
+    os.environ["REFNET_CACHE"] = str(tmp_path_factory.mktemp("refnet-cache"))
+    yield os.environ["REFNET_CACHE"]
+    if previous is None:
+        del os.environ["REFNET_CACHE"]
+    else:
+        os.environ["REFNET_CACHE"] = previous
+
+
 def _gpu_params():
     skip = pytest.mark.skipif(backend.gpu_count() == 0, reason="needs CuPy and a CUDA device")
     return pytest.param("cupy", marks=[pytest.mark.gpu, skip], id="cupy")
