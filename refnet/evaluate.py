@@ -61,11 +61,16 @@ def checkpoint_argument(text):
     return existing_file(text)
 
 
-def add_checkpoint_argument(parser):
+def add_network_arguments(parser):
+    """``--checkpoint`` and ``--device``: which trained network, on what (evaluate,
+    predict)."""
     parser.add_argument("--checkpoint", required=True, metavar="CKPT",
                         type=checkpoint_argument,
                         help="a ckpt-*.h5 file, or a run directory: its newest valid "
                              "checkpoint (required)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="cpu: NumPy; gpu: CuPy; auto: gpu when CuPy sees a device "
+                             "(default auto)")
 
 
 def load_network(path, device="cpu"):
@@ -106,7 +111,7 @@ def build_parser():
         prog="python -m refnet.evaluate", exit_codes=EXIT_CODES,
         description="Top-1 and top-5 validation error of a checkpoint, with the centre "
                     "crop and with the paper's 10 crops.")
-    add_checkpoint_argument(p)
+    add_network_arguments(p)
     p.add_argument("--data", metavar="DIR", help="data directory with train.h5 and "
                    "val.h5, or a folder of images (its store is built at the arch's size "
                    "into the cache once) (default: the one the run trained on)")
@@ -114,9 +119,6 @@ def build_parser():
                    help="centre crop, the paper's 10 crops, or both (default both)")
     p.add_argument("--batch", type=positive_int, default=64,
                    help="validation images per forward pass (default 64)")
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="cpu: NumPy; gpu: CuPy; auto: gpu when CuPy sees a device "
-                        "(default auto)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (default: one line per view)")
     return p

@@ -24,8 +24,7 @@ from data.cli import Parser, positive_int, run_command
 from data.decode import BadImage, decode_image
 from refnet import checkpoint
 from refnet.config import UsageError
-from refnet.evaluate import add_checkpoint_argument, load_network, predict_views
-from refnet.options import DEVICES
+from refnet.evaluate import add_network_arguments, load_network, predict_views
 
 
 def preprocess(path, inputs, views="ten"):
@@ -62,15 +61,12 @@ def build_parser():
         prog="python -m refnet.predict", exit_codes=EXIT_CODES,
         description="Top-5 class names and probabilities for image files, with the "
                     "dataset's preprocessing and the paper's 10-crop averaging.")
-    add_checkpoint_argument(p)
+    add_network_arguments(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
     p.add_argument("--views", choices=("center", "ten"), default="ten",
                    help="the centre crop, or the paper's 10 crops averaged (default ten)")
     p.add_argument("--top", type=positive_int, default=5,
                    help="classes shown per image (default 5)")
-    p.add_argument("--device", choices=DEVICES, default="auto",
-                   help="cpu: NumPy; gpu: CuPy; auto: gpu when CuPy sees a device "
-                        "(default auto)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per image (default: a few text lines)")
     return p
