@@ -370,6 +370,23 @@ def _norm(v):
     return list(v) if isinstance(v, tuple) else v
 
 
+def _resumed(cfg, given):
+    """``(cfg, path, tree)`` of the run to resume in ``cfg["out"]``: its newest valid
+    checkpoint and its configuration with the flags allowed to change; ``tree`` None (and
+    ``cfg`` as given) when the folder holds no checkpoint yet."""
+    path, tree = checkpoint.latest_valid(
+        cfg["out"], warn=lambda m: print(m, file=sys.stderr, flush=True))
+    if tree is None:
+        if checkpoint.list_checkpoints(cfg["out"]):
+            raise UsageError(f"no valid checkpoint in {cfg['out']} (all are corrupt)")
+        print(f"note: no checkpoint in {cfg['out']}; starting a new run", file=sys.stderr)
+        return cfg, None, None
+    if "arch" in given and given["arch"] != tree.get("arch"):
+        raise UsageError(f"checkpoint {path} is for arch {tree.get('arch')!r}, "
+                         f"not {given['arch']!r}")
+    return _merge_resumed(tree["config"], cfg, given), path, tree
+
+
 def _check_same_data(tree, pipeline, allow_other):
     """A resumed run reads the data set it trained on, unless told otherwise."""
     was = tree.get("inputs", {}).get("build_id")
@@ -407,21 +424,11 @@ def run(argv=None, stdout=print):
         raise UsageError(f"--out {cfg['out']} is a file, not a run folder")
     if args.allow_other_data and not args.resume:
         raise UsageError("--allow-other-data goes with --resume")
-    tree = None
+    path, tree = None, None
     if args.resume:
         if not explicit:
             raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
-        path, tree = checkpoint.latest_valid(
-            cfg["out"], warn=lambda m: print(m, file=sys.stderr, flush=True))
-        if tree is None:
-            if checkpoint.list_checkpoints(cfg["out"]):
-                raise UsageError(f"no valid checkpoint in {cfg['out']} (all are corrupt)")
-            print(f"note: no checkpoint in {cfg['out']}; starting a new run", file=sys.stderr)
-        else:
-            if "arch" in given and given["arch"] != tree.get("arch"):
-                raise UsageError(f"checkpoint {path} is for arch {tree.get('arch')!r}, "
-                                 f"not {given['arch']!r}")
-            cfg = _merge_resumed(tree["config"], cfg, given)
+        cfg, path, tree = _resumed(cfg, given)
     elif explicit and checkpoint.list_checkpoints(cfg["out"]):
         raise UsageError(f"{cfg['out']} already holds checkpoints; add --resume to continue "
                          "it or choose another --out")
