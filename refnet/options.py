@@ -19,7 +19,8 @@ Fields:
   device-tagging backend); ``devices``: one device index per column, or None for the
   default (CuPy: devices 0 and 1 with two GPUs, else 0 for both);
 - ``num_classes``: fc8's width (None: the arch's);
-- ``columns``: 2, the paper's two columns, or 1, its single-column comparison;
+- ``columns``: 2, the paper's two columns, or 1, its single-column comparison (None: the
+  arch's default, 2, or 1 for the one-column ``zfnet`` archs, which refuse 2);
 - ``lrn``, ``lrn_mode``, ``lrn_size``, ``lrn_alpha``, ``lrn_beta``, ``lrn_k``: local
   response normalisation on/off, over each column's maps ("column", the authors') or
   over all maps of the grouped form ("all", Caffe's), and its hyperparameters (the
@@ -44,7 +45,7 @@ from layers import backend as backends
 from layers.conv import ALGOS as CONV_ALGOS
 from layers.dropout import MODES as DROPOUT_MODES
 from layers.layout import LAYOUTS
-from refnet.arch import ARCHS, ArchSpec
+from refnet.arch import ARCHS, ArchSpec, check_columns
 
 DTYPES = ("float32", "float64")
 BACKENDS = ("numpy", "cupy")
@@ -70,7 +71,7 @@ class NetOptions:
     dtype: str = "float32"
     backend: object = "numpy"
     num_classes: object = None
-    columns: int = 2
+    columns: object = None
     lrn: bool = True
     lrn_mode: str = "column"
     lrn_size: int = 5
@@ -97,9 +98,12 @@ class NetOptions:
                              f"got {self.backend!r}")
         if self.num_classes is not None:
             put("num_classes", _integer("num_classes", self.num_classes, 1))
+        if self.columns is None:
+            put("columns", max(self.spec.columns))
         if isinstance(self.columns, bool) or self.columns not in CHOICES["columns"]:
             raise ValueError(f"columns must be 1 or 2, got {self.columns!r}")
         put("columns", int(self.columns))
+        check_columns(self.spec, self.columns)
         put("lrn", _flag("lrn", self.lrn))
         for name in ("lrn_mode", "dropout_mode", "conv_algo", "conv_cache", "layout"):
             _choose(name, getattr(self, name))
