@@ -145,13 +145,18 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 GROUPED = ("conv2", "conv4", "conv5")   # layers that see only their own column's inputs
 
 
-def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2)):
+HEADS = ("fc", "gap")
+
+
+def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc"):
     """``{name: shape}`` of every parameter in the grouped single-device form, in order.
 
     Names are PyTorch's (``conv1.weight``, ``conv1.bias``, ..., ``fc8.bias``). With
     ``columns=2``, conv2, conv4 and conv5 are grouped convolutions (groups=2): their
     weights have half of the previous layer's width as inputs. With ``columns=1`` there
     is no grouping (the paper's single-GPU comparison keeps the same total widths).
+    ``head="gap"``: fc6-fc8 replaced by one 1x1 convolution ``head`` (classes, conv5's
+    width, 1, 1) whose output is averaged over the positions (no fc widths are used).
     """
     spec = get_arch(spec)
     if columns not in (1, 2):
@@ -164,7 +169,9 @@ def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2)):
         if conv.width % columns:
             raise ValueError(f"arch {spec.name!r}: conv{i} width {conv.width} does not "
                              f"split into {columns} columns")
-    for name, width in zip(("fc6", "fc7"), spec.fc):
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    for name, width in zip(("fc6", "fc7"), spec.fc if head == "fc" else ()):
         if width % columns:
             raise ValueError(f"arch {spec.name!r}: {name} width {width} does not split "
                              f"into {columns} columns")
@@ -176,6 +183,10 @@ def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2)):
         shapes[f"{name}.weight"] = (conv.width, c_in // groups, conv.kernel, conv.kernel)
         shapes[f"{name}.bias"] = (conv.width,)
         c_in = conv.width
+    if head == "gap":
+        shapes["head.weight"] = (classes, c_in, 1, 1)
+        shapes["head.bias"] = (classes,)
+        return shapes
     f_in = spec.fc6_inputs(pool)
     for name, width in zip(("fc6", "fc7", "fc8"), spec.fc + (classes,)):
         shapes[f"{name}.weight"] = (width, f_in)

@@ -48,6 +48,7 @@ COMMON_DEFAULTS = {
     "dropout": 0.5,
     "dropout_mode": "paper",
     "columns": 2,
+    "head": "fc",
     "conv_cache": "columns",
     "conv_algo": "winograd",
     "checkpoint_every": 0,
@@ -213,6 +214,8 @@ def build_parser():
       "disables (default 0.5)")
     a("--dropout-mode", dest="dropout_mode", choices=CHOICES["dropout_mode"],
       help="paper (default): no scaling in training, x(1-p) at test; inverted: PyTorch's")
+    a("--head", choices=CHOICES["head"], help="fc (default): the paper's fc6-fc8; gap: a 1x1 "
+      "convolution from conv5's maps to the classes, averaged over positions (no fc layers)")
     a("--columns", type=int, choices=CHOICES["columns"], help="1: one column (the paper's "
       "comparison; the zfnet archs' only choice and default); 2: the paper's two columns "
       "(default)")

@@ -32,6 +32,10 @@ Fields:
   im2col + GEMM) or "gemm" (im2col + GEMM everywhere);
 - ``conv_cache``: what a convolution keeps for backward, "columns" (its im2col columns
   or transformed tiles) or "input" (recomputed in backward);
+- ``head``: "fc" (the paper's fc6-fc8 after pool5) or "gap" (Network-in-Network and
+  GoogLeNet's global-average-pooling head: a 1x1 convolution ``head`` from conv5's ReLU
+  output, before pool5, to the classes, averaged over the positions; no fc layers, so
+  ``dropout`` and ``dropout_mode`` then have nothing to act on);
 - ``layout``: "CHWN" (batch innermost, the default) or "NCHW", the maps' memory layout
   from the input to pool5 (the network's inputs, outputs and parameters do not change).
 """
@@ -45,7 +49,7 @@ from layers import backend as backends
 from layers.conv import ALGOS as CONV_ALGOS
 from layers.dropout import MODES as DROPOUT_MODES
 from layers.layout import LAYOUTS
-from refnet.arch import ARCHS, ArchSpec, check_columns
+from refnet.arch import ARCHS, HEADS, ArchSpec, check_columns
 
 DTYPES = ("float32", "float64")
 BACKENDS = ("numpy", "cupy")
@@ -61,6 +65,7 @@ CHOICES = {
     "conv_algo": CONV_ALGOS,
     "conv_cache": ("columns", "input"),
     "layout": LAYOUTS,
+    "head": HEADS,
 }
 
 
@@ -84,6 +89,7 @@ class NetOptions:
     conv_algo: str = "winograd"
     conv_cache: str = "columns"
     layout: str = "CHWN"
+    head: str = "fc"
     devices: object = None
 
     def __post_init__(self):
@@ -105,7 +111,8 @@ class NetOptions:
         put("columns", int(self.columns))
         check_columns(self.spec, self.columns)
         put("lrn", _flag("lrn", self.lrn))
-        for name in ("lrn_mode", "dropout_mode", "conv_algo", "conv_cache", "layout"):
+        for name in ("lrn_mode", "dropout_mode", "conv_algo", "conv_cache", "layout",
+                     "head"):
             _choose(name, getattr(self, name))
         size = _integer("lrn_size", self.lrn_size, 1)
         if size % 2 == 0:
