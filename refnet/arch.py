@@ -1,6 +1,6 @@
 """The table of architectures: every size, kernel and width of each network, in one place.
 
-All three entries share AlexNet's topology (five convolutions, three fully-connected
+All entries share AlexNet's topology (five convolutions, three fully-connected
 layers, LRN after conv1 and conv2, max pooling after conv1, conv2 and conv5); they differ
 only in sizes. Widths are for both columns together (the grouped single-device form):
 with two columns each column holds half of every layer's kernels.
@@ -14,6 +14,21 @@ with two columns each column holds half of every layer's kernels.
   -> pool 8 -> conv3-5 -> 8 -> pool 3; widths 24/64/96/96/64, fc 512/512, 10 classes.
 - ``tiny``: very small, for finite-difference tests of the whole network. Its last pooled
   maps are 2x2, so fc6's (channel, row, column) flattening order is exercised.
+- ``zfnet``: Zeiler & Fergus's single model ("Visualizing and Understanding Convolutional
+  Networks", ECCV 2014, arXiv 1311.2901, their Fig. 3): conv1 96 7x7 stride 2, conv2 256
+  5x5 stride 2, conv3-5 384/384/256 3x3, fc 4096/4096, one column (no grouping: the
+  widths would split, but a grouped ZFNet is no published network, so ``columns=2`` is
+  refused). Their figure gives 224 -> 110 -> pool 55 -> 26 -> pool 13 -> 13 -> pool 6;
+  110 -> 55 and 26 -> 13 need a pooling that rounds up (Caffe's), while ours rounds down
+  ((110 - 3) // 2 + 1 = 54), so no input size or padding gives all seven sizes. We keep
+  the pooled sizes, which fix every weight shape (fc6 reads 256 x 6 x 6 = 9216 as theirs):
+  input 225, conv1 pad 1 -> (225 + 2 - 7) / 2 + 1 = 111 -> pool 55; conv2 pad 1 ->
+  (55 + 2 - 5) / 2 + 1 = 27 -> pool 13; conv3-5 pad 1 -> 13 -> pool 6; every division
+  exact (no input row is dropped). conv1 and conv2 are one row larger than in their figure.
+  Stored at 256 like AlexNet. LRN after conv1 and conv2 as in AlexNet (they normalise
+  across feature maps in layers 1 and 2). 62,357,608 parameters.
+- ``zfnet-wide``: their larger model, conv3/4/5 of 512/1024/512 maps, the rest as
+  ``zfnet``.
 
 Spatial sizes follow ``out = (in + 2 pad - kernel) // stride + 1`` for convolutions and
 ``floor((in - z) / s) + 1`` for pooling; ``ArchSpec.sizes`` computes them for a pooling
@@ -45,6 +60,7 @@ class ArchSpec:
     fc: tuple             # widths of fc6 and fc7
     num_classes: int
     store_size: int
+    columns: tuple = (1, 2)   # the column counts this arch allows; the largest is the default
 
     @property
     def crop_size(self):
@@ -94,6 +110,18 @@ ARCHS = {
         convs=(ConvSpec(3, 2, 1, 4), ConvSpec(5, 1, 2, 8), ConvSpec(3, 1, 1, 8),
                ConvSpec(3, 1, 1, 8), ConvSpec(3, 1, 1, 8)),
         fc=(16, 16), num_classes=5, store_size=52),
+    "zfnet": ArchSpec(
+        # 225 -> conv1 7x7/2 pad 1 -> 111 -> pool 55 -> conv2 5x5/2 pad 1 -> 27 -> pool 13
+        # -> conv3-5 -> 13 -> pool 6 (module doc: their figure's 110 and 26 need ceil pooling)
+        name="zfnet", input_size=225,
+        convs=(ConvSpec(7, 2, 1, 96), ConvSpec(5, 2, 1, 256), ConvSpec(3, 1, 1, 384),
+               ConvSpec(3, 1, 1, 384), ConvSpec(3, 1, 1, 256)),
+        fc=(4096, 4096), num_classes=1000, store_size=256, columns=(1,)),
+    "zfnet-wide": ArchSpec(
+        name="zfnet-wide", input_size=225,
+        convs=(ConvSpec(7, 2, 1, 96), ConvSpec(5, 2, 1, 256), ConvSpec(3, 1, 1, 512),
+               ConvSpec(3, 1, 1, 1024), ConvSpec(3, 1, 1, 512)),
+        fc=(4096, 4096), num_classes=1000, store_size=256, columns=(1,)),
 }
 
 
@@ -106,21 +134,34 @@ def get_arch(arch):
     return ARCHS[arch]
 
 
+def check_columns(spec, columns):
+    """``ValueError`` unless ``spec`` allows ``columns`` columns."""
+    if columns not in spec.columns:
+        raise ValueError(f"arch {spec.name!r} allows columns {spec.columns}, got {columns!r} "
+                         f"(a one-column network: its authors trained it ungrouped)")
+
+
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 GROUPED = ("conv2", "conv4", "conv5")   # layers that see only their own column's inputs
 
 
-def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2)):
+HEADS = ("fc", "gap")
+
+
+def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc"):
     """``{name: shape}`` of every parameter in the grouped single-device form, in order.
 
     Names are PyTorch's (``conv1.weight``, ``conv1.bias``, ..., ``fc8.bias``). With
     ``columns=2``, conv2, conv4 and conv5 are grouped convolutions (groups=2): their
     weights have half of the previous layer's width as inputs. With ``columns=1`` there
     is no grouping (the paper's single-GPU comparison keeps the same total widths).
+    ``head="gap"``: fc6-fc8 replaced by one 1x1 convolution ``head`` (classes, conv5's
+    width, 1, 1) whose output is averaged over the positions (no fc widths are used).
     """
     spec = get_arch(spec)
     if columns not in (1, 2):
         raise ValueError(f"columns must be 1 or 2, got {columns!r}")
+    check_columns(spec, columns)
     classes = spec.num_classes if num_classes is None else int(num_classes)
     if classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes!r}")
@@ -128,7 +169,9 @@ def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2)):
         if conv.width % columns:
             raise ValueError(f"arch {spec.name!r}: conv{i} width {conv.width} does not "
                              f"split into {columns} columns")
-    for name, width in zip(("fc6", "fc7"), spec.fc):
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+    for name, width in zip(("fc6", "fc7"), spec.fc if head == "fc" else ()):
         if width % columns:
             raise ValueError(f"arch {spec.name!r}: {name} width {width} does not split "
                              f"into {columns} columns")
@@ -140,6 +183,10 @@ def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2)):
         shapes[f"{name}.weight"] = (conv.width, c_in // groups, conv.kernel, conv.kernel)
         shapes[f"{name}.bias"] = (conv.width,)
         c_in = conv.width
+    if head == "gap":
+        shapes["head.weight"] = (classes, c_in, 1, 1)
+        shapes["head.bias"] = (classes,)
+        return shapes
     f_in = spec.fc6_inputs(pool)
     for name, width in zip(("fc6", "fc7", "fc8"), spec.fc + (classes,)):
         shapes[f"{name}.weight"] = (width, f_in)

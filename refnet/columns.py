@@ -16,6 +16,9 @@ layers of ``refnet.exchange``:
     fc8    takes both columns' fc7 outputs           (exchange to column 0 only:
                                                       fc8 and the loss live on column 0)
 
+(with ``head="gap"``, the last three give way to one: the 1x1 convolution ``head`` takes
+both columns' conv5 maps, exchanged to column 0 only, where it and the loss live)
+
 and, only with ``lrn_mode="all"`` (Caffe's LRN over all channels of the grouped form), a
 halo of ``size // 2`` channels at the boundary between the columns before LRN1 and LRN2.
 
@@ -62,7 +65,8 @@ class Placement:
 
     ``shapes``: ``{name: shape}`` of the grouped single-device form. Every parameter of
     conv1-conv5, fc6 and fc7 is split along its first axis (its outputs) into ``columns``
-    equal row blocks, block c on column c; fc8 lives whole on column 0.
+    equal row blocks, block c on column c; fc8 (or the "gap" head's 1x1 convolution)
+    lives whole on column 0.
     """
 
     def __init__(self, xp, columns, devices, shapes, *, parallel=None):
@@ -82,7 +86,7 @@ class Placement:
         self._pool = None
         self.rows = {}    # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
-            if name.startswith("fc8.") or columns == 1:
+            if name.startswith(("fc8.", "head.")) or columns == 1:
                 self.rows[name] = [(0, 0, shape[0])]
             else:
                 r = shape[0] // columns

@@ -24,7 +24,7 @@ import math
 
 from data.cli import (Parser, fraction, nonnegative_int, nonnegative_number, positive_int,
                       positive_number)
-from refnet.arch import ARCHS
+from refnet.arch import ARCHS, check_columns
 from refnet.init import SCHEMES
 from refnet.options import CHOICES, DEVICES
 from refnet.sgd import FORMS
@@ -48,6 +48,7 @@ COMMON_DEFAULTS = {
     "dropout": 0.5,
     "dropout_mode": "paper",
     "columns": 2,
+    "head": "fc",
     "conv_cache": "columns",
     "conv_algo": "winograd",
     "checkpoint_every": 0,
@@ -82,6 +83,11 @@ TRAIN_DEFAULTS = {
              "epochs": 10, "lr_schedule": "step", "milestones": (8,)},
     "tiny": {"init": "he", "input_scale": "pixel_std", "batch": 8, "lr": 0.01,
              "epochs": 2},
+    # Zeiler & Fergus: batch 128, lr 0.01, 70 epochs, one GPU (one column)
+    "zfnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
+              "epochs": 70, "patience": 1, "checkpoint_every": 1000, "columns": 1},
+    "zfnet-wide": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
+                   "epochs": 70, "patience": 1, "checkpoint_every": 1000, "columns": 1},
 }
 
 # flags that may change when a run is resumed: they do not alter the arithmetic, or (the
@@ -208,8 +214,11 @@ def build_parser():
       "disables (default 0.5)")
     a("--dropout-mode", dest="dropout_mode", choices=CHOICES["dropout_mode"],
       help="paper (default): no scaling in training, x(1-p) at test; inverted: PyTorch's")
+    a("--head", choices=CHOICES["head"], help="fc (default): the paper's fc6-fc8; gap: a 1x1 "
+      "convolution from conv5's maps to the classes, averaged over positions (no fc layers)")
     a("--columns", type=int, choices=CHOICES["columns"], help="1: one column (the paper's "
-      "comparison); 2: the paper's two columns (default)")
+      "comparison; the zfnet archs' only choice and default); 2: the paper's two columns "
+      "(default)")
     a("--conv-cache", dest="conv_cache", choices=CHOICES["conv_cache"],
       help="what each conv keeps for backward: columns (default, fastest) or input "
            "(recomputes its columns or tiles in backward: less memory kept, a slower step)")
@@ -263,4 +272,8 @@ def resolve(args):
         ARCHS[arch].sizes(tuple(cfg["pool"]))
     except ValueError as e:
         raise UsageError(f"--pool {','.join(map(str, cfg['pool']))}: {e}") from None
+    try:
+        check_columns(ARCHS[arch], cfg["columns"])
+    except ValueError as e:
+        raise UsageError(f"--columns {cfg['columns']}: {e}") from None
     return cfg, given

@@ -91,7 +91,8 @@ def load_network(path, device="cpu"):
         cfg["backend"] = backend_for_device(device)   # the data pipeline reads it too
     except ValueError as e:
         raise UsageError(str(e)) from None
-    num_classes = tree["model"]["fc8.bias"].shape[0]
+    model = tree["model"]
+    num_classes = (model["fc8.bias"] if "fc8.bias" in model else model["head.bias"]).shape[0]
     if "network" in tree:
         options = NetOptions.from_dict(tree["network"], backend=cfg["backend"], devices=None)
     else:

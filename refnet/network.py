@@ -12,6 +12,16 @@ network is this list (``AlexNet.layers``), run forward in order and backward in 
     conv4 relu  conv5 relu pool5  =exchange=>  flatten  fc6 relu dropout  =exchange=>
     fc7 relu dropout  =exchange to column 0=>  fc8  softmax cross-entropy (column 0)
 
+With ``head="gap"`` (Network-in-Network / GoogLeNet's head) the end of the list is instead
+
+    conv5 relu  =exchange to column 0=>  head (1x1 conv to the K classes)  gap  softmax
+
+reading conv5's ReLU output before pool5 (as those networks read their last conv maps
+unpooled). The 1x1 convolution needs every channel of both columns, like conv3, so it
+takes one exchange either way; it lives whole on column 0, like fc8, where the loss is
+(per-column halves of the classes would need the same exchange to both columns plus a
+second one to gather the logits).
+
 With ``columns=1`` (the paper's single-GPU comparison) the same layers run in one column
 with the same total widths and no grouping: conv2, conv4 and conv5 then see all channels
 of the previous layer (their weights are twice as wide as in the grouped form).
@@ -47,7 +57,7 @@ import math
 
 import numpy
 
-from layers import backend, conv, dropout, linear, lrn, pool, relu, softmax
+from layers import backend, conv, dropout, gap, linear, lrn, pool, relu, softmax
 from layers import layout as layouts
 from layers.backend import backend_module
 from refnet import arch as arch_table
@@ -82,13 +92,15 @@ class AlexNet:
         self.lrn, self.lrn_mode, self.lrn_params = opts.lrn, opts.lrn_mode, opts.lrn_params
         self.dropout, self.dropout_mode = opts.dropout, opts.dropout_mode
         self.conv_algo, self.keep_cols = opts.conv_algo, opts.conv_cache == "columns"
+        self.head = opts.head
         self.shapes = arch_table.param_shapes(self.spec, columns=self.columns,
-                                              num_classes=opts.num_classes, pool=self.pool)
-        self.num_classes = self.shapes["fc8.bias"][0]
+                                              num_classes=opts.num_classes, pool=self.pool,
+                                              head=self.head)
+        self.num_classes = self.shapes["fc8.bias" if self.head == "fc" else "head.bias"][0]
         devices = opts.devices or default_devices(self.xp, self.columns)
         self.placement = Placement(self.xp, self.columns, devices, self.shapes)
         self.devices = self.placement.devices
-        # params[c]: {name: shard of column c}; fc8 only in column 0.
+        # params[c]: {name: shard of column c}; fc8 (or head) only in column 0.
         self.params = [dict() for _ in range(self.columns)]
         for name, shape in self.shapes.items():
             for c, r0, r1 in self.placement.rows[name]:
@@ -108,6 +120,8 @@ class AlexNet:
         seq += [Exchange("to_conv3", axis)]            # both columns' pool2 maps
         for i in (3, 4, 5):
             seq += [Conv(f"conv{i}"), Relu(f"relu{i}")]
+        if self.head == "gap":                         # conv5's maps, unpooled
+            return seq + [Exchange("to_head", axis, (0,)), Conv("head"), Gap("gap")]
         seq += [Pool("pool5"), Exchange("to_fc6", axis), Flatten("flatten")]
         for name, nxt, to in (("fc6", "fc7", None), ("fc7", "fc8", (0,))):
             seq += [Linear(name), Relu(f"relu_{name}")]
@@ -115,6 +129,12 @@ class AlexNet:
             seq += [Exchange(f"to_{nxt}", 1, to)]       # (N, F) features
         seq += [Linear("fc8")]                         # (N, K) on column 0
         return seq
+
+    def conv_spec(self, name):
+        """The ``ConvSpec`` of conv1..conv5, or of the "gap" head (1x1, stride 1, no pad)."""
+        if name == "head":
+            return arch_table.ConvSpec(1, 1, 0, self.num_classes)
+        return self.spec.convs[int(name[-1]) - 1]
 
     # -- parameters ------------------------------------------------------------------
     def init(self, seed=0, scheme="paper"):
@@ -355,12 +375,14 @@ class Input(_Layer):
 
 
 class Conv(_Layer):
-    """A column's share of conv1-5 (``layers.conv``): Winograd for stride-1 layers
-    with ``conv_algo="winograd"``, else im2col + GEMM."""
+    """A column's share of conv1-5 (``layers.conv``), or the "gap" head's 1x1 convolution
+    on column 0: Winograd for stride-1 layers with kernels over 1x1 with
+    ``conv_algo="winograd"``, else im2col + GEMM (a 1x1 convolution is one GEMM)."""
 
     def forward(self, net, h, run):
-        spec = net.spec.convs[int(self.name[-1]) - 1]
-        algo = "winograd" if net.conv_algo == "winograd" and spec.stride == 1 else "gemm"
+        spec = net.conv_spec(self.name)
+        algo = "winograd" if (net.conv_algo == "winograd" and spec.stride == 1
+                              and spec.kernel > 1) else "gemm"
         P, cols = net.placement, None
         if algo == "gemm" and P.shared_input(h):
             # conv1: both columns read the same image on one device: one im2col for both,
@@ -473,6 +495,16 @@ class Exchange(_Layer):
 
     def backward(self, net, d, cache, grads):
         return exchange.backward(d, cache, place=net.placement)
+
+
+class Gap(_Layer):
+    """The "gap" head's average of each class map over its positions: (N, K) logits."""
+
+    def forward(self, net, h, run):
+        return _split(net.placement.each(lambda c, a: gap.forward(a, layout=net.layout), h))
+
+    def backward(self, net, d, cache, grads):
+        return net.placement.each(lambda c, g, k: gap.backward(g, k), d, cache)
 
 
 class Flatten(_Layer):

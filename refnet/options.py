@@ -19,7 +19,8 @@ Fields:
   device-tagging backend); ``devices``: one device index per column, or None for the
   default (CuPy: devices 0 and 1 with two GPUs, else 0 for both);
 - ``num_classes``: fc8's width (None: the arch's);
-- ``columns``: 2, the paper's two columns, or 1, its single-column comparison;
+- ``columns``: 2, the paper's two columns, or 1, its single-column comparison (None: the
+  arch's default, 2, or 1 for the one-column ``zfnet`` archs, which refuse 2);
 - ``lrn``, ``lrn_mode``, ``lrn_size``, ``lrn_alpha``, ``lrn_beta``, ``lrn_k``: local
   response normalisation on/off, over each column's maps ("column", the authors') or
   over all maps of the grouped form ("all", Caffe's), and its hyperparameters (the
@@ -31,6 +32,10 @@ Fields:
   im2col + GEMM) or "gemm" (im2col + GEMM everywhere);
 - ``conv_cache``: what a convolution keeps for backward, "columns" (its im2col columns
   or transformed tiles) or "input" (recomputed in backward);
+- ``head``: "fc" (the paper's fc6-fc8 after pool5) or "gap" (Network-in-Network and
+  GoogLeNet's global-average-pooling head: a 1x1 convolution ``head`` from conv5's ReLU
+  output, before pool5, to the classes, averaged over the positions; no fc layers, so
+  ``dropout`` and ``dropout_mode`` then have nothing to act on);
 - ``layout``: "CHWN" (batch innermost, the default) or "NCHW", the maps' memory layout
   from the input to pool5 (the network's inputs, outputs and parameters do not change).
 """
@@ -44,7 +49,7 @@ from layers import backend as backends
 from layers.conv import ALGOS as CONV_ALGOS
 from layers.dropout import MODES as DROPOUT_MODES
 from layers.layout import LAYOUTS
-from refnet.arch import ARCHS, ArchSpec
+from refnet.arch import ARCHS, HEADS, ArchSpec, check_columns
 
 DTYPES = ("float32", "float64")
 BACKENDS = ("numpy", "cupy")
@@ -60,6 +65,7 @@ CHOICES = {
     "conv_algo": CONV_ALGOS,
     "conv_cache": ("columns", "input"),
     "layout": LAYOUTS,
+    "head": HEADS,
 }
 
 
@@ -70,7 +76,7 @@ class NetOptions:
     dtype: str = "float32"
     backend: object = "numpy"
     num_classes: object = None
-    columns: int = 2
+    columns: object = None
     lrn: bool = True
     lrn_mode: str = "column"
     lrn_size: int = 5
@@ -83,6 +89,7 @@ class NetOptions:
     conv_algo: str = "winograd"
     conv_cache: str = "columns"
     layout: str = "CHWN"
+    head: str = "fc"
     devices: object = None
 
     def __post_init__(self):
@@ -97,11 +104,15 @@ class NetOptions:
                              f"got {self.backend!r}")
         if self.num_classes is not None:
             put("num_classes", _integer("num_classes", self.num_classes, 1))
+        if self.columns is None:
+            put("columns", max(self.spec.columns))
         if isinstance(self.columns, bool) or self.columns not in CHOICES["columns"]:
             raise ValueError(f"columns must be 1 or 2, got {self.columns!r}")
         put("columns", int(self.columns))
+        check_columns(self.spec, self.columns)
         put("lrn", _flag("lrn", self.lrn))
-        for name in ("lrn_mode", "dropout_mode", "conv_algo", "conv_cache", "layout"):
+        for name in ("lrn_mode", "dropout_mode", "conv_algo", "conv_cache", "layout",
+                     "head"):
             _choose(name, getattr(self, name))
         size = _integer("lrn_size", self.lrn_size, 1)
         if size % 2 == 0:

@@ -5,12 +5,13 @@ function the whole-network finite-difference check differentiates
 
 Written independently of ``refnet.columns`` and ``refnet.exchange``: one array per layer
 holding both columns' channels, conv2/conv4/conv5 as grouped convolutions (groups=2),
-LRN applied per group (the authors' way) or over all channels (Caffe's). Everything in
-float64.
+LRN applied per group (the authors' way) or over all channels (Caffe's); with
+``head="gap"``, conv5's ReLU output -> 1x1 convolution over all channels -> global average
+pooling (no pool5, no fc layers). Everything in float64.
 """
 import numpy
 
-from layers import conv, dropout, linear, lrn, pool, relu, softmax
+from layers import conv, dropout, gap, linear, lrn, pool, relu, softmax
 from refnet.arch import GROUPED
 
 RTOL = 1e-12
@@ -19,7 +20,7 @@ RTOL = 1e-12
 def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
     """(logits, loss, grads, relu_inputs, pool_inputs) of the grouped single-device form.
 
-    Configuration (arch, columns, lrn, pool, dropout) is read from ``net``; parameters
+    Configuration (arch, columns, lrn, pool, dropout, head) is read from ``net``; parameters
     from ``sd`` (full grouped shapes); ``masks``: full (N, width) keep-masks for fc6/fc7.
     """
     spec, G = net.spec, net.columns
@@ -51,20 +52,14 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
         h = run("relu", relu.forward, h)
         if i in (1, 2) and net.lrn:
             h = lrn_grouped(h)
-        if i in (1, 2, 5):
+        if i in (1, 2, 5) and not (i == 5 and net.head == "gap"):
             pool_inputs.append(h)
             h = run("pool", pool.forward, h, size=net.pool[0], stride=net.pool[1])
-    shape5 = h.shape
-    h = h.reshape(h.shape[0], -1)                             # (N, C*S*S), torch.flatten
-    for name in ("fc6", "fc7", "fc8"):
-        h = run(("linear", name), linear.forward, h, sd[f"{name}.weight"], sd[f"{name}.bias"])
-        if name != "fc8":
-            relu_inputs.append(h)
-            h = run("relu", relu.forward, h)
-            if net.dropout:
-                h = run("dropout", dropout.forward, h, p=net.dropout, train=train,
-                        mask=masks[name] if train else None, mode=net.dropout_mode)
-    logits = h
+    if net.head == "gap":
+        h = run(("conv", "head"), conv.forward, h, sd["head.weight"], sd["head.bias"])
+        logits = run("gap", gap.forward, h)                   # (N, K)
+    else:
+        logits = _fc_layers(net, sd, h, run, relu_inputs, masks, train)
     loss, lcache = softmax.forward(logits, labels)
     d = softmax.backward(numpy.float64(1), lcache)
     grads = {}
@@ -73,6 +68,10 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
             d = relu.backward(d, cache)
         elif kind == "pool":
             d = pool.backward(d, cache)
+        elif kind == "gap":
+            d = gap.backward(d, cache)
+        elif kind == "flatten":
+            d = d.reshape(cache)
         elif kind == "dropout":
             d = dropout.backward(d, cache)
         elif kind == "lrn":
@@ -82,9 +81,21 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
             layer, name = kind
             back = conv.backward if layer == "conv" else linear.backward
             d, grads[f"{name}.weight"], grads[f"{name}.bias"] = back(d, cache)
-            if name == "fc6":
-                d = d.reshape(shape5)
     return logits, float(loss), grads, relu_inputs, pool_inputs
+
+
+def _fc_layers(net, sd, h, run, relu_inputs, masks, train):
+    """fc6-fc8 on pool5's maps h: (N, K) logits."""
+    h = run("flatten", lambda a: (a.reshape(a.shape[0], -1), a.shape), h)  # (N, C*S*S)
+    for name in ("fc6", "fc7", "fc8"):
+        h = run(("linear", name), linear.forward, h, sd[f"{name}.weight"], sd[f"{name}.bias"])
+        if name != "fc8":
+            relu_inputs.append(h)
+            h = run("relu", relu.forward, h)
+            if net.dropout:
+                h = run("dropout", dropout.forward, h, p=net.dropout, train=train,
+                        mask=masks[name] if train else None, mode=net.dropout_mode)
+    return h
 
 
 def random_state(net, rng, bias_scale=0.1):
@@ -104,7 +115,7 @@ def random_batch(net, rng, n=3):
     x = rng.standard_normal((n, 3, s, s))
     labels = rng.integers(0, net.num_classes, n)
     masks = {name: rng.random((n, net.shapes[f"{name}.bias"][0])) >= net.dropout
-             for name in ("fc6", "fc7")}
+             for name in ("fc6", "fc7") if f"{name}.bias" in net.shapes}   # none for "gap"
     return x, labels, masks
 
 

@@ -238,3 +238,27 @@ def test_bad_inputs_are_refused():
         net.loss_and_grad(x, numpy.array([0]))
     with pytest.raises(TypeError, match="labels"):
         net.loss_and_grad(x, numpy.array([0.0, 1.0]))
+
+
+# -- the global-average-pooling head -------------------------------------------------------
+def test_gap_head_parameter_count():
+    """head="gap": AlexNet's five convolutions plus a 1x1 convolution from conv5's 256
+    maps to the 1000 classes; no fc layers."""
+    convs = 34_944 + 307_456 + 885_120 + 663_936 + 442_624      # PAPER_COUNTS, 2,334,080
+    head = 1000 * 256 * 1 * 1 + 1000                             # 257,000
+    net = AlexNet("alexnet", head="gap")
+    assert net.param_counts() == {**{k: v for k, v in PAPER_COUNTS.items()
+                                     if k.startswith("conv")}, "head": head}
+    assert net.num_params() == convs + head == 2_591_080
+    assert net.shapes["head.weight"] == (1000, 256, 1, 1)
+    assert list(net.shapes)[-2:] == ["head.weight", "head.bias"]
+    assert net.placement.rows["head.weight"] == [(0, 0, 1000)]  # whole, on column 0
+    assert AlexNet("alexnet", head="gap", num_classes=10).shapes["head.bias"] == (10,)
+
+
+def test_gap_head_reads_conv5_unpooled():
+    names = [layer.name for layer in AlexNet("tiny", head="gap").layers]
+    assert names[-5:] == ["conv5", "relu5", "to_head", "head", "gap"]
+    assert "pool5" not in names and "fc6" not in names
+    with pytest.raises(ValueError, match="head must be one of"):
+        AlexNet("tiny", head="avg")

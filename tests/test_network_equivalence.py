@@ -23,6 +23,9 @@ CONFIGS = [
     dict(layout="NCHW"),                      # the default is CHWN (batch innermost)
     dict(layout="NCHW", lrn_mode="all"),
     dict(layout="NCHW", columns=1, conv_algo="gemm"),
+    dict(head="gap"),                         # 1x1 conv on column 0 + global average pool
+    dict(head="gap", columns=1, lrn_mode="all"),
+    dict(head="gap", layout="NCHW", conv_algo="gemm"),
 ]
 
 

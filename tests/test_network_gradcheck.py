@@ -52,8 +52,9 @@ def loss_at(net, sd, x, labels, masks):
 
 
 @pytest.mark.parametrize("options", [dict(), dict(lrn_mode="all", pool=(2, 2)),
-                                     dict(columns=1, dropout_mode="inverted")],
-                         ids=["paper", "lrn-all-pool2", "one-column-inverted"])
+                                     dict(columns=1, dropout_mode="inverted"),
+                                     dict(head="gap")],
+                         ids=["paper", "lrn-all-pool2", "one-column-inverted", "gap-head"])
 def test_whole_network_gradient_matches_finite_differences(options):
     net, sd, x, labels, masks = setup_away_from_kinks(options)
     loss, grads = net.loss_and_grad(x, labels, train=True, masks=masks)

@@ -12,6 +12,8 @@ where every term matters:
   their default tiles, and every tile 1-4 of 3x3 and 5x5 kernels with groups and padding;
 - LRN: alpha 0.1/0.5/1 x size 3/5/7 x k 1/2 (the alpha term is of the order of k, so a
   wrong alpha/size or k is visible), and beta 0.5/1;
+- global average pooling: ZFNet/AlexNet-sized class maps (1000 classes at 6x6) in both
+  layouts, against ``F.adaptive_avg_pool2d``;
 - pooling: odd and even sizes (floor rounding), the 2/2 ablation, and integer-valued
   inputs with many tied maxima (the gradient goes to the first maximum in row-major
   window order, PyTorch's rule);
@@ -25,7 +27,9 @@ import numpy
 
 import layers.conv
 import layers.dropout
+import layers.gap
 import layers.linear
+import layers.layout
 import layers.lrn
 import layers.pool
 import layers.relu
@@ -94,6 +98,19 @@ def relu_cases(rng, dtype, tol):
     dy = draw(rng, y.shape, dtype)
     dx = layers.relu.backward(dy, cache)
     return _rows("relu (20% exact zeros)", {"y": y, "dx": dx}, twins.relu(x, dy), tol)
+
+
+def gap_cases(rng, dtype, tol):
+    rows = []
+    for name, shape, layout in (("gap 1000 classes 6x6 -> (N, 1000)", (2, 1000, 6, 6), "NCHW"),
+                                ("gap 7x5 (non-square), CHWN", (3, 16, 7, 5), "CHWN")):
+        x = draw(rng, shape, dtype)                                 # (N, C, H, W)
+        xl = layers.layout.transpose(x, "NCHW", layout)
+        y, cache = layers.gap.forward(xl, layout=layout)
+        dy = draw(rng, y.shape, dtype)
+        dx = layers.layout.transpose(layers.gap.backward(dy, cache), layout, "NCHW")
+        rows += _rows(name, {"y": y, "dx": dx}, twins.gap(x, dy), tol)
+    return rows
 
 
 def lrn_case(rng, dtype, tol, case, x_shape, *, size, alpha, beta, k, scale=2.0):
@@ -207,6 +224,7 @@ def softmax_cases(rng, dtype, tol):
 CASES = {
     "conv": conv_cases, "relu": relu_cases, "lrn": lrn_cases, "pool": pool_cases,
     "dropout": dropout_cases, "linear": linear_cases, "softmax": softmax_cases,
+    "gap": gap_cases,           # last: each case's seed is its index here
 }
 
 

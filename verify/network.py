@@ -1,4 +1,4 @@
-"""The whole network against its PyTorch twin: logits, loss and all 16 parameter gradients.
+"""The whole network against its PyTorch twin: logits, loss and every parameter gradient.
 
 For each size (``small``: the ``tiny`` and ``demo`` archs, batch 4; ``paper``: ``alexnet``
 at 227x227, batch 2), both modes are compared with the same weights and inputs:
@@ -9,8 +9,9 @@ at 227x227, batch 2), both modes are compared with the same weights and inputs:
 Weights are drawn here, not by refnet's init: N(0, 1/fan_in) weights and N(0, 0.1)
 biases, so about half of every ReLU is active and every layer shapes the result (the
 paper's N(0, 0.01) init shrinks the signal ~100x per layer and leaves the gradients
-dominated by the biases). The small size also runs Caffe's all-channel LRN, and the
-inverted dropout mode, against matching twins.
+dominated by the biases). The small size also runs Caffe's all-channel LRN, the
+inverted dropout mode, and the global-average-pooling head (``head="gap"``), against
+matching twins.
 """
 
 import numpy
@@ -44,7 +45,7 @@ def geometry(arch):
 def dropout_masks(net_sd, n, p, rng, dtype):
     """Keep-masks (1 keep, 0 drop) for fc6 and fc7 outputs, shapes (N, D6) and (N, D7)."""
     return {name: (rng.random((n, net_sd[f"{name}.weight"].shape[0])) >= p).astype(dtype)
-            for name in ("fc6", "fc7")}
+            for name in ("fc6", "fc7") if f"{name}.weight" in net_sd}   # none for "gap"
 
 
 def make_pair(arch, dtype, rng, **options):
@@ -62,7 +63,8 @@ def twin_of(opts, state):
     return TwinAlexNet(state, geometry(opts.arch), columns=opts.columns, lrn=opts.lrn,
                        lrn_mode=opts.lrn_mode,
                        lrn_params=(p["size"], p["alpha"], p["beta"], p["k"]),
-                       pool=opts.pool, dropout=opts.dropout, dropout_mode=opts.dropout_mode)
+                       pool=opts.pool, dropout=opts.dropout, dropout_mode=opts.dropout_mode,
+                       head=opts.head)
 
 
 def compare_modes(case, net, twin, state, x, labels, masks, tol, modes=("eval", "train")):
@@ -93,7 +95,7 @@ def run(dtype="float64", seed=0, sizes=("small", "paper")):
             raise ValueError(f"network: size must be one of {list(SIZES)}, got {size!r}")
         variants = [{}]
         if size == "small":
-            variants += [{"lrn_mode": "all"}, {"dropout_mode": "inverted"}]
+            variants += [{"lrn_mode": "all"}, {"dropout_mode": "inverted"}, {"head": "gap"}]
         for i, (arch, n) in enumerate(SIZES[size]):
             for j, options in enumerate(variants):
                 if arch == "demo" and options:
@@ -102,7 +104,7 @@ def run(dtype="float64", seed=0, sizes=("small", "paper")):
                 net, twin, state = make_pair(arch, dtype, rng, **options)
                 s = get_arch(arch).input_size
                 x = rng.standard_normal((n, 3, s, s)).astype(dtype)
-                labels = rng.integers(0, state["fc8.weight"].shape[0], size=n)
+                labels = rng.integers(0, net.num_classes, size=n)
                 masks = dropout_masks(state, n, 0.5, rng, dtype)
                 label = f"{arch} N={n}" + "".join(f" {k}={v}" for k, v in options.items())
                 rows += compare_modes(label, net, twin, state, x, labels, masks, tol)

@@ -5,7 +5,8 @@ code: conv -> ReLU -> LRN -> max pool twice, conv3 over both columns, conv4 and 
 each within its column, max pool, ``torch.flatten`` (channel, row, column order), then
 fc6 -> ReLU -> dropout -> fc7 -> ReLU -> dropout -> fc8, softmax cross-entropy (mean).
 Dropout sits after the ReLUs of fc6 and fc7 as in the paper (torchvision puts it before
-fc6 and fc7 instead).
+fc6 and fc7 instead). With ``head="gap"`` the end is instead conv5 -> ReLU -> 1x1
+``head`` convolution -> ``F.adaptive_avg_pool2d(., 1)`` flattened (no pool5, no fc layers).
 
 Translations from the paper to PyTorch, each explicit:
 
@@ -40,8 +41,11 @@ class TwinAlexNet(nn.Module):
 
     def __init__(self, state_dict, geometry, *, columns=2, lrn=True, lrn_mode="column",
                  lrn_params=(5, 1e-4, 0.75, 2.0), pool=(3, 2), dropout=0.5,
-                 dropout_mode="paper"):
+                 dropout_mode="paper", head="fc"):
         super().__init__()
+        if head not in CHOICES["head"]:
+            raise ValueError(f"twin: head must be one of {CHOICES['head']}, got {head!r}")
+        self.head_kind = head
         if lrn_mode not in CHOICES["lrn_mode"]:
             raise ValueError(f"twin: lrn_mode must be one of {CHOICES['lrn_mode']}, "
                              f"got {lrn_mode!r}")
@@ -61,7 +65,10 @@ class TwinAlexNet(nn.Module):
             setattr(self, name, nn.Conv2d(c_in, w.shape[0], tuple(w.shape[2:]), stride=stride,
                                           padding=pad, groups=groups, dtype=dtype))
             c_in = w.shape[0]
-        for name in FCS:
+        if head == "gap":
+            w = state_dict["head.weight"]                         # (classes, C5, 1, 1)
+            self.head = nn.Conv2d(c_in, w.shape[0], 1, dtype=dtype)
+        for name in FCS if head == "fc" else ():
             w = state_dict[f"{name}.weight"]                      # (Dout, Din)
             setattr(self, name, nn.Linear(w.shape[1], w.shape[0], dtype=dtype))
         self.load_state_dict({k: tensor(v) for k, v in state_dict.items()}, strict=True)
@@ -84,7 +91,10 @@ class TwinAlexNet(nn.Module):
         h = self.pool(self._lrn(relu(self.conv2(h))))
         h = relu(self.conv3(h))
         h = relu(self.conv4(h))
-        h = self.pool(relu(self.conv5(h)))
+        h = relu(self.conv5(h))
+        if self.head_kind == "gap":
+            return nn.functional.adaptive_avg_pool2d(self.head(h), 1).flatten(1)
+        h = self.pool(h)
         h = torch.flatten(h, 1)                                   # (N, C*H*W)
         h = self._dropout(relu(self.fc6(h)), masks.get("fc6"), train)
         h = self._dropout(relu(self.fc7(h)), masks.get("fc7"), train)

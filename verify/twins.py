@@ -95,6 +95,14 @@ def pool(x, dy, *, size=3, stride=2, ceil_mode=False):
     return {"y": y.detach().numpy(), "dx": dx}
 
 
+def gap(x, dy):
+    """``F.adaptive_avg_pool2d(x, 1)``, flattened to (N, C): the mean over (H, W)."""
+    tx = tensor(x, True)
+    y = F.adaptive_avg_pool2d(tx, 1).flatten(1)
+    (dx,) = _grads(y, (tx,), dy)
+    return {"y": y.detach().numpy(), "dx": dx}
+
+
 def dropout_torch(tx, mask, *, p, train, mode):
     """Dropout with a given keep-mask (1 keep, 0 drop) on a torch tensor.
 
