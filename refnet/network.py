@@ -266,6 +266,36 @@ class AlexNet:
             d = layer.backward(self, d, caches.pop(layer.name), grads)
         return float(loss), grads
 
+    def features(self, x, upto="relu_fc7"):
+        """The output (N, F) of layer ``upto`` (a name in ``self.layers``) for images x,
+        in eval mode, on column 0's device: each column's part concatenated in column
+        order (fc6 and fc7 split their F outputs in halves over two columns). The default
+        is fc7's ReLU, the last hidden layer (4096 features for ``alexnet``); in the
+        paper's dropout mode fc8 reads these times (1 - p). ``ValueError`` for a name
+        not in the list or a layer whose output is not (N, F) (the conv maps). Where every
+        column holds all features (after an exchange, until the next layer with weights)
+        column 0's are returned."""
+        names = [layer.name for layer in self.layers]
+        if upto not in names:
+            raise ValueError(f"features: no layer {upto!r}; the layers are {names}")
+        self._require_params()
+        self._check_input(x)
+        run = _Pass(False, None, None, keep=False)
+        run.n, h = x.shape[0], x
+        whole = True             # every column holds all of h, not its part
+        for layer in self.layers[:names.index(upto) + 1]:
+            h, _ = layer.forward(self, h, run)
+            splits = f"{layer.name}.weight" in self.shapes     # a column's share of outputs
+            whole = isinstance(layer, (Input, Exchange)) or (whole and not splits)
+        if any(a.ndim != 2 for a in h):
+            raise ValueError(f"features: {upto!r} gives maps of shape {h[0].shape} per "
+                             "column, not (N, F) features")
+        if whole:
+            h = h[:1]
+        P = self.placement
+        with P.device(0):
+            return self.xp.concatenate([P.put(a, 0) for a in h], axis=1)   # (N, F)
+
     def _forward(self, x, run):
         """(logits, {layer name: cache}); with ``run.keep`` False no cache is kept."""
         self._require_params()

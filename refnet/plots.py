@@ -84,3 +84,48 @@ def plot_conv1(weight, columns, path):
         ax.axis("off")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def neighbors_figsize(rows, k):
+    """(width, height) in inches of ``plot_neighbors``'s grid (multiples of 0.5, so the
+    PNG is exactly 100 times that in pixels): a 1.5 inch cell per image, 3 for the bars."""
+    return 1.5 * (k + 1) + 3.0, 2.0 * rows + 0.5
+
+
+def plot_neighbors(rows, path):
+    """The paper's Figure 4: one row per query, its picture, its top classes as bars, and
+    its nearest training images captioned with class name and distance.
+
+    ``rows``: dicts with ``image`` (H, W, 3) uint8, ``caption``, ``top`` [(class name,
+    probability)] and ``neighbors`` [(image, class name, distance)], nearest first;
+    optionally ``label``, the true class name, whose bar is drawn green.
+    """
+    k = max(len(r["neighbors"]) for r in rows)
+    fig, axes = plt.subplots(len(rows), k + 2, figsize=neighbors_figsize(len(rows), k),
+                             squeeze=False, gridspec_kw={"width_ratios": [1, 2] + [1] * k})
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.3 / height, top=1 - 0.75 / height,
+                        wspace=0.12, hspace=0.45)
+    fig.suptitle("query | top-5 classes (true class green) | nearest training images by "
+                 "fc7 features, Euclidean distance", fontsize=10)
+    for ax_row, row in zip(axes, rows):
+        ax_row[0].imshow(row["image"])
+        ax_row[0].set_title(row["caption"], fontsize=8)
+        bars = ax_row[1]
+        names = [n for n, _ in row["top"]]
+        probs = [p for _, p in row["top"]]
+        y = numpy.arange(len(names))
+        colors = ["#a1d99b" if n == row.get("label") else "#9ecae1" for n in names]
+        bars.barh(y, probs, color=colors, height=0.8)        # the true class in green
+        for yi, (name, p) in zip(y, row["top"]):
+            bars.text(0.02, yi, f"{name}  {p:.1%}", va="center", fontsize=7)
+        bars.set_xlim(0, 1)
+        bars.set_ylim(len(names) - 0.5, -0.5)        # the most probable on top
+        bars.set_yticks([])
+        bars.tick_params(axis="x", labelsize=6)
+        for ax, (img, name, dist) in zip(ax_row[2:], row["neighbors"]):
+            ax.imshow(img)
+            ax.set_title(f"{name}\n{dist:.3g}", fontsize=7)
+        for ax in [ax_row[0], *ax_row[2:]]:
+            ax.axis("off")
+    return _save(fig, path)

@@ -1,0 +1,144 @@
+"""``python -m refnet.summary``: each layer's output shape, parameters and FLOPs.
+
+    python -m refnet.summary --arch alexnet
+
+The table is read off the network's own layer list (``AlexNet.layers``) and parameter
+shapes, so every architecture of ``refnet.arch.ARCHS`` appears with no table of its own.
+Shapes are per image in the grouped single-device form, both columns together: maps as
+(C, H, W), features as (F,).
+
+FLOPs: forward, per image, a multiply-add counted as 2. Convolutions count the direct
+form, 2 K (C / groups) kh kw Ho Wo, whatever algorithm computes them (Winograd does
+fewer multiplications); fully-connected layers 2 F_out F_in. Bias additions, ReLU, LRN,
+pooling, dropout and the exchanges between columns count 0. For ``alexnet``: 60,965,224
+parameters and 0.72 G multiply-adds (1.45 GFLOP) per image. A training step's backward
+adds dW for every layer and dX for every layer but the first (its input is the image):
+``step_flops``.
+
+Exit status: 0 printed, 2 for a bad option, 130 when interrupted (Ctrl-C).
+"""
+
+import math
+import sys
+from typing import NamedTuple
+
+from data.cli import Parser, run_command
+from refnet.arch import ARCHS
+from refnet.network import build_network
+from refnet.options import NetOptions
+
+
+class Row(NamedTuple):
+    """One layer of the table: its output shape per image, parameters and FLOPs."""
+    name: str
+    kind: str
+    shape: tuple
+    params: int
+    flops: int
+
+
+def _conv(net, layer, shape):
+    spec = net.spec.convs[int(layer.name[-1]) - 1]
+    _, h, w = shape
+    ho = (h + 2 * spec.pad - spec.kernel) // spec.stride + 1
+    wo = (w + 2 * spec.pad - spec.kernel) // spec.stride + 1
+    weight = net.shapes[f"{layer.name}.weight"]          # (K, C / groups, kh, kw)
+    return (weight[0], ho, wo), 2 * math.prod(weight) * ho * wo
+
+
+def _pool(net, layer, shape):
+    (z, s), (c, h, w) = net.pool, shape
+    return (c, (h - z) // s + 1, (w - z) // s + 1), 0
+
+
+def _linear(net, layer, shape):
+    out, inp = net.shapes[f"{layer.name}.weight"]        # (F_out, F_in)
+    if shape != (inp,):
+        raise ValueError(f"summary: {layer.name} takes {inp} features, gets {shape}")
+    return (out,), 2 * out * inp
+
+
+# how each kind of layer changes the per-image shape, and its forward FLOPs
+SHAPE_RULES = {
+    "Input": lambda net, layer, shape: (shape, 0),
+    "Conv": _conv,
+    "Pool": _pool,
+    "Linear": _linear,
+    "Flatten": lambda net, layer, shape: ((math.prod(shape),), 0),
+    "Relu": lambda net, layer, shape: (shape, 0),
+    "Lrn": lambda net, layer, shape: (shape, 0),
+    "Dropout": lambda net, layer, shape: (shape, 0),
+    "Exchange": lambda net, layer, shape: (shape, 0),
+}
+
+
+def layer_table(net):
+    """``[Row]``, one per layer of ``net.layers`` in order (module doc)."""
+    counts = net.param_counts()
+    s = net.spec.input_size
+    shape, rows = (3, s, s), []
+    for layer in net.layers:
+        kind = type(layer).__name__
+        if kind not in SHAPE_RULES:
+            raise ValueError(f"summary: no shape rule for layer {layer!r}; add one to "
+                             "refnet.summary.SHAPE_RULES")
+        shape, flops = SHAPE_RULES[kind](net, layer, shape)
+        rows.append(Row(layer.name, kind, shape, counts.get(layer.name, 0), flops))
+    return rows
+
+
+def forward_flops(net):
+    """Forward FLOPs per image of ``net`` (module doc)."""
+    return sum(r.flops for r in layer_table(net))
+
+
+def step_flops(net):
+    """(forward FLOPs, training-step FLOPs) per image: the backward pass computes dW for
+    every conv and fc layer (as many FLOPs as its forward) and dX for every one but the
+    first (the image needs no gradient)."""
+    counted = [r.flops for r in layer_table(net) if r.flops]
+    fwd = sum(counted)
+    return fwd, fwd + 2 * fwd - counted[0]
+
+
+def format_table(name, rows):
+    """The table of one architecture as text lines, totals last."""
+    head = f"{'layer':<12s} {'kind':<9s} {'output':>16s} {'params':>12s} {'FLOPs':>15s}"
+    lines = [f"arch {name}", head, "-" * len(head)]
+    for r in rows:
+        shape = "x".join(str(d) for d in r.shape)
+        lines.append(f"{r.name:<12s} {r.kind:<9s} {shape:>16s} {r.params:>12,d} "
+                     f"{r.flops:>15,d}")
+    params, flops = sum(r.params for r in rows), sum(r.flops for r in rows)
+    lines += ["-" * len(head),
+              f"{'total':<12s} {'':<9s} {'':>16s} {params:>12,d} {flops:>15,d}",
+              f"{params:,d} parameters; {flops // 2:,d} multiply-adds = "
+              f"{flops / 1e9:.4g} GFLOP forward per image"]
+    return lines
+
+
+EXIT_CODES = {0: "printed"}
+
+
+def build_parser():
+    p = Parser(
+        prog="python -m refnet.summary", exit_codes=EXIT_CODES,
+        description="Each layer's output shape, parameters and forward FLOPs per image "
+                    "(a multiply-add is 2 FLOPs; conv and fc only: bias, ReLU, LRN, "
+                    "pooling and dropout count 0), with the totals.")
+    p.add_argument("--arch", choices=(*ARCHS, "all"), default="all",
+                   help="the architecture, or all of them (default all)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    names = list(ARCHS) if args.arch == "all" else [args.arch]
+    for i, name in enumerate(names):
+        net = build_network(NetOptions(arch=name))
+        print(("\n" if i else "") + "\n".join(format_table(name, layer_table(net))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main, "refnet.summary"))
