@@ -38,7 +38,7 @@ class Row(NamedTuple):
 
 
 def _conv(net, layer, shape):
-    spec = net.spec.convs[int(layer.name[-1]) - 1]
+    spec = net.conv_spec(layer.name)                     # conv1-5, or the gap head's 1x1
     _, h, w = shape
     ho = (h + 2 * spec.pad - spec.kernel) // spec.stride + 1
     wo = (w + 2 * spec.pad - spec.kernel) // spec.stride + 1
@@ -69,6 +69,7 @@ SHAPE_RULES = {
     "Lrn": lambda net, layer, shape: (shape, 0),
     "Dropout": lambda net, layer, shape: (shape, 0),
     "Exchange": lambda net, layer, shape: (shape, 0),
+    "Gap": lambda net, layer, shape: ((shape[0],), 0),   # averages count 0, like pooling
 }
 
 

@@ -11,10 +11,11 @@ from refnet.options import NetOptions
 from refnet.summary import layer_table, step_flops
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHS))
-@pytest.mark.parametrize("columns", [1, 2])
-def test_totals_equal_the_network_counts(arch, columns):
-    net = build_network(NetOptions(arch=arch, columns=columns))
+@pytest.mark.parametrize("arch, columns, head", [
+    (arch, columns, head) for arch in sorted(ARCHS) for columns in ARCHS[arch].columns
+    for head in ("fc", "gap")])
+def test_totals_equal_the_network_counts(arch, columns, head):
+    net = build_network(NetOptions(arch=arch, columns=columns, head=head))
     rows = layer_table(net)
     assert [r.name for r in rows] == [layer.name for layer in net.layers]
     assert sum(r.params for r in rows) == net.num_params()
