@@ -234,7 +234,7 @@ def train_one(args, variant, seed, folder, say):
     resume = bool(list_checkpoints(folder))
     if not resume and (folder / "log.jsonl").exists():
         (folder / "log.jsonl").unlink()             # a run killed before its checkpoint
-    say(f"{folder.name}: {'resuming' if resume else 'training'}")
+    say(f"{folder.name}: {'resuming' if resume else 'training'}", flush=True)
     proc = subprocess.Popen(train_command(args, variant, seed, folder, resume))
     try:
         return proc.wait()
@@ -334,7 +334,7 @@ def plot_differences(summary, path):
     panels) beside the paper's reported figures."""
     from refnet.plots import _save, plt
     names = [n for n in summary["variants"] if n != PAPER]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 1.1 + 0.7 * max(len(names), 1)), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 1.8 + 0.7 * max(len(names), 1)), sharey=True)
     for ax, metric, title in zip(axes, ("top1", "top5"), ("top-1 error", "top-5 error")):
         for i, name in enumerate(names):
             e = summary["variants"][name]
@@ -345,28 +345,33 @@ def plot_differences(summary, path):
                        if d["low"] is not None else None)
                 ax.errorbar([d["mean"]], [y + 0.12], xerr=err, fmt="o", color="C0",
                             capsize=4, label="measured (95% CI)" if i == 0 else None)
-            value = e["paper"][metric]
+            value, text = e["paper"][metric], e["paper"]["text"][metric]
             if value is not None:
-                ax.plot([value], [y - 0.12], "D", color="C3",
-                        label="paper" if i == 0 or "paper" not in
-                        [h.get_label() for h in ax.lines] else None)
-            ax.annotate(f"paper {e['paper']['text'][metric]}", xy=(1.0, y), xycoords=(
-                "axes fraction", "data"), xytext=(-4, -14), textcoords="offset points",
-                ha="right", fontsize=8, color="C3")
+                ax.plot([value], [y - 0.12], "D", color="C3", label="paper")
+                ax.annotate(f"paper {text}", xy=(value, y - 0.12), xytext=(7, -3),
+                            textcoords="offset points", fontsize=8, color="C3")
+            else:
+                ax.annotate(f"paper: {text}", xy=(0.98, y - 0.12), xycoords=(
+                    "axes fraction", "data"), ha="right", va="center", fontsize=8, color="C3")
         ax.axvline(0, color="0.5", lw=0.8)
-        ax.set_title(f"{title}: variant - paper configuration (points)")
-        ax.set_xlabel("difference in error (percentage points; > 0: worse without it)")
+        ax.margins(x=0.25)
+        ax.set_title(f"{title}: variant - paper configuration", fontsize=10)
+        ax.set_xlabel("difference (percentage points; > 0: worse without the choice)", fontsize=9)
         ax.set_yticks(range(len(names)))
         ax.set_yticklabels(names[::-1])
         ax.set_ylim(-0.7, len(names) - 0.3)
         ax.grid(axis="x", alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        if handles:
-            ax.legend(handles, labels, loc="lower left", fontsize=8)
+    legend = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
     n = max((e["n"] for e in summary["variants"].values()), default=0)
     fig.suptitle(f"Ablations: {n} seeds, paired differences against the paper configuration",
                  fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    if legend:
+        fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend),
+                   fontsize=8, frameon=False)
     return _save(fig, path)
 
 
@@ -425,6 +430,10 @@ def build_parser():
     return p
 
 
+def _error(message):
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
 def main(argv=None, say=print):
     args = build_parser().parse_args(argv)
     if args.epochs is None:
@@ -444,15 +453,15 @@ def main(argv=None, say=print):
                 if status == 130:
                     raise KeyboardInterrupt
                 if status == 2:
-                    say(f"{PROG}: error: {folder.name} was refused (its message is above)")
+                    _error(f"error: {folder.name} was refused (its message is above)")
                     return 2
                 if status != 0:
-                    say(f"{PROG}: {folder.name} failed with status {status}; continuing")
+                    _error(f"{folder.name} failed with status {status}; continuing with the others")
                     failed.append(folder.name)
                     continue
                 records = read_log(folder)
             else:
-                say(f"{folder.name}: skipped, finished ({records[-1]['epoch']} epochs)")
+                say(f"{folder.name}: skipped, finished ({records[-1]['epoch']} epochs)", flush=True)
             runs.append(run_summary(name, seed, folder, records))
     summary = summarize(runs, variants, seeds, args.target)
     summary.update(arch=args.arch, epochs=args.epochs, data=args.data or "demo set",
@@ -462,7 +471,7 @@ def main(argv=None, say=print):
     say(format_table(summary))
     say(f"written: {out / 'ablations.json'}, {out / 'ablations.png'}")
     if failed:
-        say(f"{PROG}: {len(failed)} run(s) failed: {', '.join(failed)}; re-run to retry")
+        _error(f"{len(failed)} run(s) failed: {', '.join(failed)}; re-run to retry them")
         return 1
     return 0
 
