@@ -1,7 +1,7 @@
 """``python -m refnet.ablate``: the paper's ablations, each a normal training run.
 
     python -m refnet.ablate --seeds 3 --out /tmp/abl                 # demo set, all variants
-    python -m refnet.ablate --data DIR --arch demo --epochs 10 --variants no-lrn pool-2-2 --out OUT
+    python -m refnet.ablate --data DIR --epochs 10 --variants no-lrn pool-2-2 --out OUT
 
 The paper's configuration and one variant per design choice (``VARIANTS``) are trained on
 the same seeds 0..N-1, each as ``python -m refnet.train ... --out OUT/runs/<variant>-s<seed>
@@ -207,7 +207,8 @@ def run_summary(variant, seed, folder, records):
 
 
 def epochs_to_target(run, target):
-    """The first epoch (1-based) whose val top-1 error is <= ``target`` points; None if never."""
+    """The first epoch (1-based) whose val top-1 error is <= ``target`` points (None:
+    never)."""
     for epoch, err in enumerate(run["top1_by_epoch"], start=1):
         if err <= target:
             return epoch
@@ -289,7 +290,7 @@ def summarize(runs, variants, seeds, target=None):
                         "same seed), t with n-1 degrees of freedom",
             "target_top1_error": target, "target_rule": rule,
             "seeds": list(seeds), "variants": table,
-            "runs": [{k: v for k, v in r.items()} for r in runs]}
+            "runs": runs}
 
 
 def _pm(stat):
@@ -314,10 +315,15 @@ def format_table(summary):
         d = e.get("difference", {})
         paper = e.get("paper")
         ett = e["epochs_to_target"]
-        rows.append((name, str(e["n"]), _pm(e["top1_error"]), _pm(e["top5_error"]),
-                     _diff(d.get("top1")) if paper else "", _diff(d.get("top5")) if paper else "",
-                     f"{paper['text']['top1']} / {paper['text']['top5']}" if paper else "",
-                     "-" if ett["mean"] is None else f"{ett['mean']:.1f} ({ett['reached']}/{e['n']})"))
+        reached = ("-" if ett["mean"] is None
+                   else f"{ett['mean']:.1f} ({ett['reached']}/{e['n']})")
+        if paper:
+            rows.append((name, str(e["n"]), _pm(e["top1_error"]), _pm(e["top5_error"]),
+                         _diff(d["top1"]), _diff(d["top5"]),
+                         f"{paper['text']['top1']} / {paper['text']['top5']}", reached))
+        else:
+            rows.append((name, str(e["n"]), _pm(e["top1_error"]), _pm(e["top5_error"]),
+                         "", "", "", reached))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     target = summary["target_top1_error"]
@@ -356,7 +362,8 @@ def plot_differences(summary, path):
         ax.axvline(0, color="0.5", lw=0.8)
         ax.margins(x=0.25)
         ax.set_title(f"{title}: variant - paper configuration", fontsize=10)
-        ax.set_xlabel("difference (percentage points; > 0: worse without the choice)", fontsize=9)
+        ax.set_xlabel("difference (percentage points; > 0: worse without the choice)",
+                      fontsize=9)
         ax.set_yticks(range(len(names)))
         ax.set_yticklabels(names[::-1])
         ax.set_ylim(-0.7, len(names) - 0.3)
@@ -456,12 +463,14 @@ def main(argv=None, say=print):
                     _error(f"error: {folder.name} was refused (its message is above)")
                     return 2
                 if status != 0:
-                    _error(f"{folder.name} failed with status {status}; continuing with the others")
+                    _error(f"{folder.name} failed with status {status}; continuing with "
+                           "the others")
                     failed.append(folder.name)
                     continue
                 records = read_log(folder)
             else:
-                say(f"{folder.name}: skipped, finished ({records[-1]['epoch']} epochs)", flush=True)
+                say(f"{folder.name}: skipped, finished ({records[-1]['epoch']} epochs)",
+                    flush=True)
             runs.append(run_summary(name, seed, folder, records))
     summary = summarize(runs, variants, seeds, args.target)
     summary.update(arch=args.arch, epochs=args.epochs, data=args.data or "demo set",
