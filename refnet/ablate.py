@@ -338,7 +338,7 @@ def format_table(summary):
 def plot_differences(summary, path):
     """Per variant, the paired differences with their 95% intervals (top-1 and top-5
     panels) beside the paper's reported figures."""
-    from refnet.plots import _save, plt
+    from refnet.plots import plt, save_figure
     names = [n for n in summary["variants"] if n != PAPER]
     fig, axes = plt.subplots(1, 2, figsize=(11, 1.8 + 0.7 * max(len(names), 1)), sharey=True)
     for ax, metric, title in zip(axes, ("top1", "top5"), ("top-1 error", "top-5 error")):
@@ -379,7 +379,7 @@ def plot_differences(summary, path):
     if legend:
         fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend),
                    fontsize=8, frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -- the command line ------------------------------------------------------------------

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from data.files import atomic_path  # noqa: E402
 
 
-def _save(fig, path):
+def save_figure(fig, path):
     """``fig`` as a PNG at ``path``, written atomically (``data.files.atomic_path``)."""
     path = Path(path)
     try:
@@ -42,7 +42,7 @@ def plot_curves(history, path):
     ax_err.set_ylim(0, 100)
     ax_err.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def kernel_grid(w, cols=8):
@@ -83,7 +83,7 @@ def plot_conv1(weight, columns, path):
                      else f"conv1 ({per} kernels)")
         ax.axis("off")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def neighbors_figsize(rows, k):
@@ -128,4 +128,4 @@ def plot_neighbors(rows, path):
             ax.set_title(f"{name}\n{dist:.3g}", fontsize=7)
         for ax in [ax_row[0], *ax_row[2:]]:
             ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
