@@ -116,6 +116,23 @@ def worst(part, case, quantity, ours, theirs, tol):
     return row
 
 
+def run_cases(cases, what, dtype, seed, which=None, offset=0):
+    """Rows of the named ``cases`` (``{name: fn(rng, dtype, tol)}``; all when ``which``
+    is None) at the layer tolerance, case k drawing from ``default_rng([seed, offset + k])``
+    (k its index in ``cases``, so each case's numbers do not depend on which others run)."""
+    dtype = numpy.dtype(dtype)
+    tol = tolerance(dtype, "layer")
+    names = list(cases) if which is None else list(which)
+    unknown = [n for n in names if n not in cases]
+    if unknown:
+        raise ValueError(f"{what}: unknown {unknown}, choose from {list(cases)}")
+    rows = []
+    for name in names:
+        rng = numpy.random.default_rng([seed, offset + list(cases).index(name)])
+        rows += cases[name](rng, dtype, tol)
+    return rows
+
+
 def draw(rng, shape, dtype, scale=1.0):
     """``scale`` times standard normal draws of ``shape`` from ``rng``, in ``dtype``."""
     return (scale * rng.standard_normal(shape)).astype(dtype)

@@ -37,7 +37,7 @@ import layers.softmax
 from verify import twins
 from refnet import NetOptions
 from refnet.options import CHOICES
-from verify.compare import draw, judged, judged_rows, tolerance
+from verify.compare import draw, judged, judged_rows, run_cases
 
 PART = "layers"
 PAPER_LRN = NetOptions().lrn_params                  # n=5, alpha=1e-4, beta=0.75, k=2
@@ -230,14 +230,4 @@ CASES = {
 
 def run(dtype="float64", seed=0, which=None):
     """All layer comparisons (or those named in ``which``) as report rows."""
-    dtype = numpy.dtype(dtype)
-    tol = tolerance(dtype, "layer")
-    names = list(CASES) if which is None else list(which)
-    unknown = [n for n in names if n not in CASES]
-    if unknown:
-        raise ValueError(f"layer cases: unknown {unknown}, choose from {list(CASES)}")
-    rows = []
-    for name in names:
-        rng = numpy.random.default_rng([seed, list(CASES).index(name)])
-        rows += CASES[name](rng, dtype, tol)
-    return rows
+    return run_cases(CASES, "layer cases", dtype, seed, which)

@@ -29,7 +29,7 @@ import layers.pool
 from layers import reference
 from layers.layout import LAYOUTS, transpose
 from refnet import SGD, AlexNet
-from verify.compare import draw, judged_rows, tolerance, worst
+from verify.compare import draw, judged_rows, run_cases, worst
 from verify.layer_cases import PAPER_CONVS, PAPER_LRN
 
 PART = "reference"
@@ -132,14 +132,4 @@ CASES = {"conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases, "sgd": sgd_ca
 
 def run(dtype="float64", seed=0, which=None):
     """All fast-path comparisons (or those named in ``which``) as report rows."""
-    dtype = numpy.dtype(dtype)
-    tol = tolerance(dtype, "layer")
-    names = list(CASES) if which is None else list(which)
-    unknown = [n for n in names if n not in CASES]
-    if unknown:
-        raise ValueError(f"reference cases: unknown {unknown}, choose from {list(CASES)}")
-    rows = []
-    for name in names:
-        rng = numpy.random.default_rng([seed, 100 + list(CASES).index(name)])
-        rows += CASES[name](rng, dtype, tol)
-    return rows
+    return run_cases(CASES, "reference cases", dtype, seed, which, offset=100)
