@@ -31,7 +31,7 @@ import sys
 
 import numpy
 
-from bench.env import blas_info, blas_threads, reexec_if_needed, reported_env
+from bench.env import PROCESSES, blas_info, blas_threads, reexec_if_needed, reported_env
 from bench.flops import step_flops
 from bench.layers import time_layers
 from bench.memory import SIDES, peak_memory, run_probe
@@ -83,6 +83,10 @@ def build_parser():
                    help="GPU: allow TF32 on both sides (default: full float32)")
     p.add_argument("--json", metavar="PATH",
                    help="write the results as JSON to PATH (default: printed only)")
+    p.add_argument("--process", choices=tuple(PROCESSES), default="tuned",
+                   help="malloc settings of both sides: tuned (refnet.cpu.tune_malloc's), "
+                        "plain (none, as a notebook or a script has it) or thresholds "
+                        "(mmap/trim thresholds without one arena) (default tuned)")
     p.add_argument("--keep-env", action="store_true",
                    help="do not re-execute with the OpenBLAS overrides unset (default: "
                         "re-execute once, see bench.env)")
@@ -122,7 +126,7 @@ def run(args):
     results = {"arch": args.arch, "batch": args.batch, "dtype": args.dtype,
                "conv_cache": args.conv_cache, "conv_algo": args.conv_algo,
                "device": args.device, "blas": blas_info(), "threads": threads,
-               "env": reported_env(),
+               "env": reported_env(), "process": args.process,
                "torch": None if torch is None else torch.__version__}
     if "memory" in args.parts and args.device == "cpu":
         # first, while this process holds no network: each probe is a fresh process
@@ -175,7 +179,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.memory_probe:
         return run_probe(args.memory_probe, net_options(args), args.batch)
-    reexec_if_needed(argv, args.keep_env)
+    reexec_if_needed(argv, args.keep_env, args.process)
     results = run(args)
     print(report(results))
     if args.json:

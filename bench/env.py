@@ -28,32 +28,43 @@ from data.cli import interrupts_held
 REEXEC_FLAG = "REFNET_BENCH_REEXEC"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "17179869184",
               "MALLOC_ARENA_MAX": "1"}
+# --process: the malloc settings of both sides. "tuned" (default): all three, what
+# refnet.cpu.tune_malloc does; "plain": none, a process as a notebook or a script has it;
+# "thresholds": the two thresholds without the arena setting, a common tuning recipe.
+PROCESSES = {"tuned": MALLOC_ENV, "plain": {},
+             "thresholds": {k: v for k, v in MALLOC_ENV.items() if k != "MALLOC_ARENA_MAX"}}
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REPORTED = (*OPENBLAS_OVERRIDES, *MALLOC_ENV, "OPENBLAS_THREAD_TIMEOUT")
 
 
-def reexec_if_needed(argv, keep_env):
+def process_env(environ, process):
+    """``environ`` with the malloc settings of ``process`` (``PROCESSES``) and no others."""
+    env = {k: v for k, v in environ.items() if k not in MALLOC_ENV}
+    env.update(PROCESSES[process])
+    return env
+
+
+def reexec_if_needed(argv, keep_env, process="tuned"):
     """Re-run ``python -m bench argv`` once with the OpenBLAS overrides unset and the
-    malloc settings; returns (without re-running) when ``keep_env``, in the re-executed
-    process, or when the environment already has them."""
+    malloc settings of ``process``; returns (without re-running) when ``keep_env``, in
+    the re-executed process, or when the environment already is so."""
     if keep_env or os.environ.get(REEXEC_FLAG):
         return
-    env = dict(os.environ)
+    env = process_env(os.environ, process)
     changed = [k for k in OPENBLAS_OVERRIDES if k in env]
-    missing = [k for k, v in MALLOC_ENV.items() if env.get(k) != v]
-    if not changed and not missing and env.get("OPENBLAS_THREAD_TIMEOUT"):
+    if not changed and env == dict(os.environ) and env.get("OPENBLAS_THREAD_TIMEOUT"):
         return
     for k in changed:
         del env[k]
-    env.update(MALLOC_ENV)
     env.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
     env[REEXEC_FLAG] = "1"
     unset = ", ".join(changed) or "OPENBLAS_CORETYPE/L2_SIZE (not set)"
     # Ctrl-C is held back (SIGINT blocked) across the exec, which keeps the signal mask
     # and pending signals, until the new process's data.cli.run_command handles it.
     with interrupts_held():                 # left only when the exec fails
-        print(f"bench: re-executing with {unset} unset and {', '.join(MALLOC_ENV)} set "
-              f"(both sides)", file=sys.stderr, flush=True)
+        print(f"bench: re-executing with {unset} unset and the {process!r} process "
+              f"settings ({', '.join(PROCESSES[process]) or 'no malloc setting'}, both "
+              "sides)", file=sys.stderr, flush=True)
         os.execve(sys.executable, [sys.executable, "-m", "bench", *argv], env)
 
 

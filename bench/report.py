@@ -17,7 +17,7 @@ def report(r):
              "BLAS: " + "; ".join(f"{b['internal_api']} {b['version']} kernel "
                                    f"{b['architecture']} threads {b['num_threads']}"
                                    for b in r["blas"]) + f"; torch {r['torch']}",
-             f"env: {r['env']}",
+             f"process settings: {r.get('process', 'tuned')}; env: {r['env']}",
              f"GEMM peak ({r['dtype']}, 2048^3): {r['gemm_peak_gflops']:.0f} GFLOP/s"]
     for part in ("step", "forward"):
         if part not in r:

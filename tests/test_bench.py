@@ -77,3 +77,13 @@ def test_layer_cases_follow_the_networks_options():
     assert {c[3]["algo"] for c in cases if c[1] == "conv"} == {"gemm"}
     assert all(c[3] == dict(size=2, stride=2) for c in cases if c[1] == "pool")
     assert all(len(column_shares(net, *c)) == 1 for c in cases)
+
+
+def test_process_settings_set_exactly_their_malloc_variables():
+    from bench.env import MALLOC_ENV, process_env
+    start = {"PATH": "/bin", "MALLOC_ARENA_MAX": "4", "MALLOC_TRIM_THRESHOLD_": "1"}
+    assert process_env(start, "tuned") == {"PATH": "/bin", **MALLOC_ENV}
+    assert process_env(start, "plain") == {"PATH": "/bin"}
+    thresholds = process_env(start, "thresholds")
+    assert "MALLOC_ARENA_MAX" not in thresholds
+    assert thresholds["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
