@@ -1,0 +1,74 @@
+"""A network's weights as a safetensors file: no pickle, readable by PyTorch as is.
+
+    save_safetensors(net, "alexnet.safetensors")
+    net = load_safetensors("alexnet.safetensors")             # options from the metadata
+    net = load_safetensors(path, backend="cupy")              # the same, on GPUs
+
+The file holds the network's ``state_dict`` (PyTorch's parameter names, the grouped
+single-device shapes, C-contiguous, the net's dtype) and, in its string metadata,
+``"refnet.options"``: the network's options (``NetOptions.to_dict()``) as JSON, and
+``"format"``: ``"pt"``, so ``safetensors.torch.load_file`` gives PyTorch users a dict of
+tensors they can load into a model of the same shapes. A file written elsewhere (no refnet
+options) loads into a network whose options are given: ``load_safetensors(path,
+options=NetOptions(...))``; names and shapes are then checked by ``load_state_dict``.
+
+``safetensors`` is imported here only, when called (``pip install -e '.[interop]'``).
+The file is written atomically (``data.files.atomic_path``).
+"""
+
+import json
+
+import numpy
+
+from data.files import atomic_path
+from refnet.network import build_network
+from refnet.options import NetOptions
+
+OPTIONS_KEY = "refnet.options"
+
+
+def _safetensors_numpy():
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ImportError("safetensors files need the safetensors package: "
+                          "pip install -e '.[interop]'") from None
+    return safetensors.numpy
+
+
+def save_safetensors(net, path):
+    """Write ``net``'s parameters and options to ``path`` (module doc)."""
+    st = _safetensors_numpy()
+    tensors = {name: numpy.ascontiguousarray(a) for name, a in net.state_dict().items()}
+    metadata = {"format": "pt", OPTIONS_KEY: json.dumps(net.options.to_dict())}
+    with atomic_path(path) as tmp:
+        st.save_file(tensors, tmp, metadata=metadata)
+    return path
+
+
+def read_safetensors(path):
+    """``(tensors, options)``: the file's arrays and the refnet options in its metadata
+    (None for a file written elsewhere)."""
+    st = _safetensors_numpy()
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+        tensors = st.load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - OSError, or safetensors' own SafetensorError
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+    text = metadata.get(OPTIONS_KEY)
+    return tensors, None if text is None else NetOptions.from_dict(json.loads(text))
+
+
+def load_safetensors(path, options=None, **changes):
+    """The network stored in ``path``: built from the file's options (or ``options``,
+    required for a file without them), with ``changes`` (e.g. ``backend="cupy"``), and
+    its parameters loaded (names and shapes checked, values cast to the net's dtype)."""
+    tensors, stored = read_safetensors(path)
+    options = options or stored
+    if options is None:
+        raise ValueError(f"{path} holds no refnet options; pass options=NetOptions(...)")
+    net = build_network(options.replace(**changes) if changes else options)
+    net.load_state_dict(tensors)
+    return net
