@@ -2,6 +2,7 @@
 time, the exit codes in --help, and the end on Ctrl-C (a second one ends a clean-up that
 hangs; one that Python swallows in a ``__del__`` is raised again)."""
 import argparse
+import time
 
 import pytest
 
@@ -132,7 +133,10 @@ sys.exit(run_command(main, "demo"))
     # multiprocessing's resource tracker may then warn that the pool's semaphores leaked
     assert rc == 130 and err[0] == "demo: interrupted again; stopping now", err
     assert not any("Traceback" in line for line in err)
+    deadline = time.monotonic() + 10          # SIGKILLed: gone once the kernel reaps them
     for pid in pids:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert not _alive(pid), pid
 
 
