@@ -73,6 +73,28 @@ def add_network_arguments(parser):
                              "(default auto)")
 
 
+def add_data_argument(parser):
+    """``--data``: the data set a trained network is run on (evaluate, neighbors)."""
+    parser.add_argument("--data", metavar="DIR", help="data directory with train.h5 and "
+                        "val.h5, or a folder of images (its store is built at the arch's "
+                        "size into the cache once) (default: the one the run trained on)")
+
+
+def open_data(net, cfg, data=None):
+    """The ``InputPipeline`` of the run's data set, or of ``data`` (a store, or a folder
+    of images, built and cached), checked to have ``net``'s number of classes."""
+    from refnet.train_inputs import DataError, InputPipeline, ensure_data
+    if data:
+        cfg = dict(cfg, data=ensure_data(
+            {**cfg, "data": data}, say=lambda m: print(m, file=sys.stderr, flush=True)))
+    pipeline = InputPipeline(cfg)
+    if pipeline.num_classes != net.num_classes:
+        pipeline.close()
+        raise DataError(f"{cfg['data']} has {pipeline.num_classes} classes, the "
+                        f"checkpoint {net.num_classes}")
+    return pipeline
+
+
 def load_network(path, device="cpu"):
     """``(net, config, tree)`` rebuilt from a checkpoint file (or a run directory's
     newest valid checkpoint), for ``device``: the network from the options the
@@ -113,9 +135,7 @@ def build_parser():
         description="Top-1 and top-5 validation error of a checkpoint, with the centre "
                     "crop and with the paper's 10 crops.")
     add_network_arguments(p)
-    p.add_argument("--data", metavar="DIR", help="data directory with train.h5 and "
-                   "val.h5, or a folder of images (its store is built at the arch's size "
-                   "into the cache once) (default: the one the run trained on)")
+    add_data_argument(p)
     p.add_argument("--views", choices=("center", "ten", "both"), default="both",
                    help="centre crop, the paper's 10 crops, or both (default both)")
     p.add_argument("--batch", type=positive_int, default=64,
@@ -126,19 +146,16 @@ def build_parser():
 
 
 def main(argv=None):
-    from refnet.train_inputs import DataError, InputPipeline, ensure_data
+    from refnet.train_inputs import DataError
     args = build_parser().parse_args(argv)
     try:
         net, cfg, _ = load_network(args.checkpoint, args.device)
-        if args.data:                  # a store, or a folder of images (built, cached)
-            cfg["data"] = ensure_data({**cfg, "data": args.data},
-                                      say=lambda m: print(m, file=sys.stderr, flush=True))
-        pipeline = InputPipeline(cfg)
-        if pipeline.num_classes != net.num_classes:
-            raise DataError(f"{args.data} has {pipeline.num_classes} classes, the "
-                            f"checkpoint {net.num_classes}")
-        views = ("center", "ten") if args.views == "both" else (args.views,)
-        results = {v: evaluate(net, pipeline, views=v, batch=args.batch) for v in views}
+        pipeline = open_data(net, cfg, args.data)
+        try:
+            views = ("center", "ten") if args.views == "both" else (args.views,)
+            results = {v: evaluate(net, pipeline, views=v, batch=args.batch) for v in views}
+        finally:
+            pipeline.close()
     except (checkpoint.CheckpointError, UsageError, DataError) as e:
         print(f"refnet.evaluate: error: {e}", file=sys.stderr)
         return 2

@@ -30,7 +30,8 @@ from data.store import StoreReader
 from layers import backend
 from refnet import checkpoint
 from refnet.config import UsageError
-from refnet.evaluate import add_network_arguments, load_network, predict_views
+from refnet.evaluate import (add_data_argument, add_network_arguments, load_network,
+                             open_data, predict_views)
 from refnet.predict import preprocess
 
 NEIGHBORS = 6           # training images per query, as in the paper's figure
@@ -169,9 +170,7 @@ def build_parser():
     queries.add_argument("--count", type=positive_int, default=5,
                          help="validation images spread over the validation set, as "
                               "queries when no --images are given (default 5)")
-    p.add_argument("--data", metavar="DIR", help="data directory with train.h5 and "
-                   "val.h5, or a folder of images (its store is built at the arch's size "
-                   "into the cache once) (default: the one the run trained on)")
+    add_data_argument(p)
     p.add_argument("--batch", type=positive_int, default=64,
                    help="training images per forward pass (default 64)")
     p.add_argument("--out", required=True, type=png_path, metavar="PNG",
@@ -182,18 +181,12 @@ def build_parser():
 
 def main(argv=None):
     from refnet.plots import plot_neighbors
-    from refnet.train_inputs import DataError, InputPipeline, ensure_data
+    from refnet.train_inputs import DataError
     args = build_parser().parse_args(argv)
-    say = lambda m: print(m, file=sys.stderr, flush=True)      # noqa: E731
     try:
         net, cfg, tree = load_network(args.checkpoint, args.device)
-        if args.data:
-            cfg["data"] = ensure_data({**cfg, "data": args.data}, say=say)
-        pipeline = InputPipeline(cfg)
+        pipeline = open_data(net, cfg, args.data)
         try:
-            if pipeline.num_classes != net.num_classes:
-                raise DataError(f"{cfg['data']} has {pipeline.num_classes} classes, the "
-                                f"checkpoint {net.num_classes}")
             if args.images:
                 if "inputs" not in tree:
                     raise UsageError(f"{args.checkpoint} holds no preprocessing record")
