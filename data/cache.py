@@ -23,7 +23,7 @@ import re
 import shutil
 import tempfile
 
-from data.files import write_json
+from data.files import process_running, write_json
 
 STAMP = "stamp.json"
 _WORK = re.compile(r"\.build-(\d+)-.*")
@@ -74,18 +74,8 @@ def cached(final, stamp, make):
 def _remove_dead_builds(root):
     for entry in os.listdir(root):
         m = _WORK.fullmatch(entry)
-        if m and not _running(int(m.group(1))):
+        if m and not process_running(int(m.group(1))):
             shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
-
-
-def _running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 def fingerprint(src):

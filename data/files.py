@@ -114,7 +114,7 @@ def remove_stale_temporaries(folder, names=None):
         if m is None or (names is not None and m.group(1) not in names):
             continue
         pid = int(m.group(2))
-        if pid == os.getpid() or _running(pid):
+        if pid == os.getpid() or process_running(pid):
             continue
         try:
             os.remove(os.path.join(folder, entry))
@@ -124,7 +124,8 @@ def remove_stale_temporaries(folder, names=None):
     return removed
 
 
-def _running(pid):
+def process_running(pid):
+    """Whether process ``pid`` exists (or cannot be checked: another user's)."""
     try:
         os.kill(pid, 0)                      # signal 0: only asks whether pid exists
     except ProcessLookupError:

@@ -1,6 +1,7 @@
 """NetOptions: every network option validated once, its allowed values defined once."""
 import dataclasses
 
+import numpy
 import pytest
 
 from refnet import AlexNet, NetOptions, build_network
@@ -34,15 +35,10 @@ def test_bad_dtype_is_a_type_error():
 
 def test_values_are_normalised_so_equal_networks_have_equal_options():
     a = NetOptions(arch="demo", dtype="float64", pool=[2, 2], dropout=0, devices=[0, 0])
-    b = NetOptions(arch="demo", dtype=numpy_dtype("float64"), pool=(2, 2), dropout=0.0,
+    b = NetOptions(arch="demo", dtype=numpy.dtype("float64"), pool=(2, 2), dropout=0.0,
                    devices=(0, 0))
     assert a == b and a.pool == (2, 2) and a.dtype == "float64"
     assert isinstance(a.dropout, float)
-
-
-def numpy_dtype(name):
-    import numpy
-    return numpy.dtype(name)
 
 
 def test_options_are_frozen_and_replace_validates():
