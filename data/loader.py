@@ -3,7 +3,8 @@
 Axis legend: B batch, S stored side, 3 RGB.
 
     loader = Loader(path, batch_size, *, shuffle=True, seed=0, drop_last=True,
-                    workers=2, prefetch=4, position=(0, 0))
+                    workers=2, prefetch=4, position=(0, 0), shard=(0, 1),
+                    with_indices=False)
     for images, labels in loader:      # the rest of the current epoch
         ...                            # images (B, S, S, 3) uint8, labels (B,) int64, NumPy
         state = loader.position        # (epoch, index): save it AFTER training on the batch
@@ -22,6 +23,13 @@ order[index]. It advances when a batch is handed out, and becomes (epoch + 1, 0)
 as the last batch of an epoch is handed out; so a checkpoint taken after the training
 step on a batch resumes with the next batch, bit-exactly, mid-epoch or not. Iterating the
 loader yields the remainder of the current epoch; iterate again for the next one.
+
+Shards. With ``shard=(r, R)`` (rank r of a data-parallel job of R ranks,
+``refnet.distributed``) every batch is still chosen from the whole epoch's order, and
+this loader reads only part r of it: ``numpy.array_split`` of the batch into R parts,
+which differ in size by at most one. The position stays the whole job's, so a
+checkpoint resumes on any number of ranks. ``with_indices=True`` yields (images,
+labels, indices), the store indices of the images (for per-sample random draws).
 
 Workers. ``workers`` threads each open the file themselves after starting (a
 ``data.store.StoreReader`` that always reads from the file) and read every
@@ -44,7 +52,7 @@ from data.store import StoreError, StoreReader
 
 class Loader:
     def __init__(self, path, batch_size, *, shuffle=True, seed=0, drop_last=True, workers=2,
-                 prefetch=4, position=(0, 0)):
+                 prefetch=4, position=(0, 0), shard=(0, 1), with_indices=False):
         if batch_size < 1:
             raise ValueError(f"Loader: batch_size must be >= 1, got {batch_size}")
         if workers < 0 or prefetch < 1:
@@ -57,6 +65,11 @@ class Loader:
         self.batch_size = batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.workers, self.prefetch = workers, prefetch
+        rank, ranks = (int(v) for v in shard)
+        if not 0 <= rank < ranks or ranks > batch_size:
+            raise ValueError(f"Loader: shard {tuple(shard)} must be (rank, ranks) with "
+                             f"0 <= rank < ranks <= batch_size ({batch_size})")
+        self.shard, self.with_indices = (rank, ranks), with_indices
         self.seek(*position)
 
     def __len__(self):
@@ -100,13 +113,19 @@ class Loader:
         batches = [order[i:i + self.batch_size] for i in stops]
         if batches and self.drop_last and len(batches[-1]) < self.batch_size:
             batches.pop()
+        rank, ranks = self.shard
+        if ranks > 1:               # this rank's part of every batch (module doc)
+            batches = [numpy.array_split(b, ranks)[rank] for b in batches]
         source = _read_batches(self.path, batches, self.workers, self.prefetch)
         try:
             for k, images in enumerate(source):
                 self._index = start + (k + 1) * self.batch_size
                 if not self._batches_left():
                     self._epoch, self._index = epoch + 1, 0
-                yield images, self.labels[batches[k]]
+                if self.with_indices:
+                    yield images, self.labels[batches[k]], batches[k]
+                else:
+                    yield images, self.labels[batches[k]]
         finally:
             source.close()
         self._epoch, self._index = epoch + 1, 0

@@ -80,7 +80,7 @@ class Placement:
         self.devices = devices
         self.shapes = dict(shapes)
         if parallel is None:
-            parallel = xp is numpy and columns > 1 and (os.cpu_count() or 1) > 1
+            parallel = xp is numpy and columns > 1 and usable_cores() > 1
         self.blas = _blas_controller() if parallel else None
         self.parallel = self.blas is not None
         self._pool = None
@@ -179,6 +179,14 @@ class Placement:
         pieces = [self.move(shards[c], c, 0) for c, _, _ in owners]
         with self.device(0):
             return self.xp.concatenate(pieces, axis=0)   # (R, ...)
+
+
+def usable_cores():
+    """The cores this process may run on (its affinity mask: a data-parallel rank's
+    share, ``refnet.distributed.share_cores``), or the machine's count off Linux."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _blas_controller():

@@ -38,16 +38,23 @@ def predict_views(net, views):
     return average_views(per_view)
 
 
-def evaluate(net, pipeline, views="center", batch=64):
-    """``{"top1": error, "top5": error, "n": images}`` on the pipeline's validation set."""
-    probs, labels = [], []
-    for images, y in pipeline.val_batches(batch):
-        probs.append(predict_views(net, pipeline.eval_views(images, views)))
-        labels.append(y)
-    probs = numpy.concatenate(probs)       # (N, K)
-    labels = numpy.concatenate(labels)     # (N,)
-    errs = topk_errors(probs, labels, ks=(1, 5))
-    return {"top1": errs[1], "top5": errs[5], "n": int(len(labels))}
+def evaluate(net, pipeline, views="center", batch=64, world=None):
+    """``{"top1": error, "top5": error, "n": images}`` on the pipeline's validation set.
+    With a ``world`` of several ranks (``refnet.distributed``) each rank evaluates its
+    block of the set and the counts of misses are summed: the same errors, exactly."""
+    part = (0, 1) if world is None else (world.rank, world.size)
+    counts = numpy.zeros(3)                # misses at top-1, misses at top-5, images
+    for images, y in pipeline.val_batches(batch, part=part):
+        probs = predict_views(net, pipeline.eval_views(images, views))     # (B, K)
+        errs = topk_errors(probs, y, ks=(1, 5))
+        counts += [errs[1] * len(y), errs[5] * len(y), len(y)]
+    counts = numpy.rint(counts)            # whole numbers (each error is misses / B)
+    if world is not None:
+        world.allreduce(counts)
+    if counts[2] == 0:
+        raise ValueError("evaluate: the validation set is empty")
+    return {"top1": counts[0] / counts[2], "top5": counts[1] / counts[2],
+            "n": int(counts[2])}
 
 
 def checkpoint_argument(text):

@@ -130,6 +130,12 @@ class AlexNet:
         seq += [Linear("fc8")]                         # (N, K) on column 0
         return seq
 
+    def dropout_widths(self):
+        """``{layer: width}`` of the layers whose outputs dropout masks, in the order
+        their masks are drawn (``masks=`` of ``forward`` takes these names)."""
+        return {layer.fc: self.shapes[f"{layer.fc}.bias"][0]
+                for layer in self.layers if isinstance(layer, Dropout)}
+
     def conv_spec(self, name):
         """The ``ConvSpec`` of conv1..conv5, or of the "gap" head (1x1, stride 1, no pad)."""
         if name == "head":

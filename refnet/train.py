@@ -11,11 +11,19 @@ epoch: validation top-1/top-5 error, the learning-rate schedule, one line of sum
 record in ``log.jsonl``, a checkpoint, and the plots.
 
 Determinism (what makes a killed-and-resumed run bit-identical on the CPU): every random
-draw comes from one of three seeded ``numpy.random.Generator`` (init from ``seed``;
-augmentation and dropout from ``[seed, 1]`` and ``[seed, 2]``; the shuffle order of epoch
-e from ``(seed, e)`` inside the loader), and the checkpoint holds the generator states,
-the loader position, the parameters, the velocities, the schedule and the running sums of
-the current epoch. Nothing depends on the clock or on thread timing.
+draw is a pure function of the seed: the init from ``seed``; the shuffle order of epoch e
+from ``(seed, e)`` inside the loader; each training image's crop, flip, lighting and
+dropout masks from ``(seed, e, its index in the store)`` (``refnet.sample_draws``). The
+checkpoint holds the loader position, the parameters, the velocities, the schedule and
+the running sums of the current epoch. Nothing depends on the clock or on thread timing.
+
+Data parallel: ``mpiexec -n R python -m refnet.train [the same flags]`` trains one model
+on R ranks (``refnet.distributed``): ``--batch`` stays the global batch, each rank
+computes its slice of it, the gradients are summed by one allreduce per step, and since no
+draw depends on the rank or on R, the model is the one a single process trains (up to the
+order of the sums). Rank 0 alone writes the run folder (checkpoints, log, plots) and
+shows progress; every rank checks, before training, that it can open the data (and its
+GPU), and a failure of one rank ends the whole job with its message.
 
 Failures end cleanly. The data, the network and the checkpoint to resume are checked
 before the run folder is made, so a refused start leaves nothing behind. The run then
@@ -38,6 +46,7 @@ unexpected failure (traceback, then one line); 130 interrupted.
 import contextlib
 import json
 import math
+import os
 import shlex
 import signal
 import sys
@@ -48,9 +57,12 @@ from pathlib import Path
 import numpy
 
 from data.files import remove_stale_temporaries
+from refnet import sample_draws
 from data.progress import Progress
 from data.store import StoreError
 from refnet import checkpoint, run_dir
+from refnet.distributed import (DistributedError, GradientReducer, Solo, checksum,
+                                column_devices, current_world, share_cores)
 from refnet.config import (RESUME_OVERRIDABLE, RESUME_SCHEDULE, UsageError, build_parser,
                            resolve, resolve_auto)
 from refnet.evaluate import evaluate
@@ -65,11 +77,17 @@ from refnet.train_inputs import DataError, InputPipeline, ensure_data
 PROG = "refnet.train"
 
 
-def network_options(cfg, num_classes):
+def network_options(cfg, num_classes, world=None):
     """The ``NetOptions`` a training configuration describes (its ablation switches
-    included); ``UsageError`` for a value the options refuse."""
+    included), with a data-parallel rank's GPUs; ``UsageError`` for a value the options
+    refuse."""
     try:
-        return NetOptions.from_config(cfg, num_classes=num_classes)
+        opts = NetOptions.from_config(cfg, num_classes=num_classes)
+        if world is not None and world.size > 1 and opts.backend == "cupy":
+            from layers import backend
+            opts = opts.replace(devices=column_devices(
+                world.local_rank, world.local_size, backend.gpu_count(), opts.columns))
+        return opts
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -109,23 +127,23 @@ class Trainer:
     """The state of one run and the loop over it. ``close()`` (or ``with``) releases the
     data files and the columns' threads."""
 
-    def __init__(self, cfg, out=print, err=None):
+    def __init__(self, cfg, out=print, err=None, world=None):
         self.cfg = cfg
+        self.world = Solo() if world is None else world
         self.say = out if not cfg["quiet"] else (lambda *a, **k: None)
         self.err = err or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.run_dir = None if cfg["out"] is None else Path(cfg["out"])
-        self.pipeline = InputPipeline(cfg)
+        self.pipeline = InputPipeline(cfg, shard=(self.world.rank, self.world.size))
         resolve_auto(cfg, self.pipeline.steps_per_epoch)     # own data: patience, epochs
         try:
-            self.net = build_network(network_options(cfg, self.pipeline.num_classes))
+            self.net = build_network(network_options(cfg, self.pipeline.num_classes,
+                                                     self.world))
         except BaseException:
             self.pipeline.close()
             raise
         self.sgd = build_optimizer(cfg, self.net)
         self.schedule = build_schedule(cfg)
-        seed = int(cfg["seed"])
-        self.rng_augment = numpy.random.default_rng([seed, 1])
-        self.rng_dropout = numpy.random.default_rng([seed, 2])
+        self.reducer = None if self.world.size == 1 else GradientReducer(self.world, self.net)
         self.step = 0
         self.epoch = 0            # completed epochs
         self.loss_sum = 0.0       # over the current epoch
@@ -163,10 +181,9 @@ class Trainer:
             "lr": self.sgd.lr,
             "optimizer": _nest(self.sgd.state_dict()),
             "schedule": self.schedule.state_dict(),
-            "rng": {"augment": self.rng_augment.bit_generator.state,
-                    "dropout": self.rng_dropout.bit_generator.state},
             "history": self.history,
             "inputs": self.pipeline.record(),
+            "world_size": self.world.size,
         }
 
     def restore(self, tree):
@@ -180,8 +197,6 @@ class Trainer:
             raise UsageError(f"checkpoint does not fit this network: {e}") from None
         self.schedule = schedule_from_state(tree["schedule"])   # the kind the run had
         self.sgd.lr = float(tree["lr"])
-        self.rng_augment.bit_generator.state = tree["rng"]["augment"]
-        self.rng_dropout.bit_generator.state = tree["rng"]["dropout"]
         self.step = int(tree["step"])
         self.epoch = int(tree["epoch"])
         self.pipeline.loader.seek(*tree["loader"])
@@ -214,13 +229,30 @@ class Trainer:
         if bad:
             raise Diverged(f"parameters {bad[:3]} became NaN/Inf by step {self.step} "
                            f"(epoch {self.epoch + 1})")
+        self.check_replicas(state)
+        path = checkpoint.checkpoint_path(self.run_dir, self.step)
+        if not self.world.is_root:                    # rank 0 writes the run folder
+            return path
         self.phase, phase = "save", self.phase
         try:
-            path = checkpoint.save(checkpoint.checkpoint_path(self.run_dir, self.step), state)
+            path = checkpoint.save(path, state)
             checkpoint.prune(self.run_dir, self.cfg["keep"])
         finally:
             self.phase = phase
         return path
+
+    def check_replicas(self, state):
+        """Every rank's parameters and velocities are bit-identical (a data-parallel job);
+        ``DistributedError`` on every rank, before anything is written, if not."""
+        if self.world.size == 1:
+            return
+        mine = checksum({**state["model"], **_flatten(state["optimizer"])})
+        sums = self.world.allgather(mine)
+        if len(set(sums)) > 1:
+            differ = [r for r, s in enumerate(sums) if s != sums[0]]
+            raise DistributedError(f"the replicas differ at step {self.step}: the "
+                                   f"parameters of rank(s) {differ} are not rank 0's "
+                                   "(checksums); no checkpoint was written")
 
     def last_checkpoint(self):
         found = checkpoint.list_checkpoints(self.run_dir) if self.run_dir else []
@@ -228,6 +260,9 @@ class Trainer:
 
     # -- logging -------------------------------------------------------------------
     def log(self, record):
+        if not self.world.is_root:
+            return
+        record = {**record, "world_size": self.world.size}
         with open(self.run_dir / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
@@ -249,27 +284,36 @@ class Trainer:
             with contextlib.closing(self.pipeline.train_batches() if in_epoch
                                     else iter(())) as batches:
                 self.phase = "train"
-                for images_u8, labels in batches:
-                    images += len(labels)
-                    self.train_step(images_u8, labels, bar, t0, images)
+                for images_u8, labels, indices in batches:
+                    images += self.pipeline.batch          # the global batch
+                    self.train_step(images_u8, labels, indices, bar, t0, images)
                 self.phase = "epoch-end"
             bar.close()
             self.end_epoch(time.perf_counter() - t0, images)
         return self.history
 
-    def train_step(self, images_u8, labels, bar, t0, images):
+    def train_step(self, images_u8, labels, indices, bar, t0, images):
         cfg = self.cfg
-        x = self.pipeline.train_views(images_u8, self.rng_augment)
+        x = self.pipeline.train_views(images_u8, indices, self.epoch)
         y = self.pipeline.labels(labels)
-        loss, grads = self.net.loss_and_grad_columns(x, y, train=True, rng=self.rng_dropout)
+        masks = sample_draws.dropout_masks(cfg["seed"], self.epoch, indices,
+                                           self.net.dropout_widths(), self.net.dropout)
+        loss, grads = self.net.loss_and_grad_columns(x, y, train=True, masks=masks)
         loss = float(loss)
+        if self.reducer is not None:       # the global batch's gradient, on every rank
+            loss, (interrupts,) = self.reducer.reduce(grads, loss, len(labels),
+                                                      self.pipeline.batch,
+                                                      extras=(self.interrupt,))
+            self.interrupt = interrupts > 0    # a Ctrl-C on any rank stops them all here
+            if math.isfinite(loss) and not self.reducer.finite():
+                loss = math.nan
         if not math.isfinite(loss):
             raise Diverged(f"loss is {loss} at step {self.step + 1} (epoch {self.epoch + 1})")
         self.sgd.step(grads)
         self.step += 1
         self.loss_sum += loss
         self.loss_count += 1
-        bar.update(len(labels), loss=loss, lr=self.sgd.lr)
+        bar.update(self.pipeline.batch, loss=loss, lr=self.sgd.lr)
         if self.step % cfg["log_every"] == 0:
             rate = images / max(time.perf_counter() - t0, 1e-9)
             self.log({"kind": "interval", "step": self.step, "epoch": self.epoch + 1,
@@ -284,14 +328,16 @@ class Trainer:
         cfg = self.cfg
         last = self.epoch + 1 == int(cfg["epochs"])
         views = cfg["final_views"] if last else cfg["eval_views"]
-        errors = evaluate(self.net, self.pipeline, views=views, batch=cfg["batch"])
+        errors = evaluate(self.net, self.pipeline, views=views, batch=cfg["batch"],
+                          world=self.world)
         lr = self.sgd.lr
         next_lr = self.schedule.step(errors["top1"])
         stop = bool(cfg.get("early_stop")) and self.schedule.spent and not last
         if stop:                        # the last epoch after all: its views are the final
             if views != cfg["final_views"]:
                 views = cfg["final_views"]
-                errors = evaluate(self.net, self.pipeline, views=views, batch=cfg["batch"])
+                errors = evaluate(self.net, self.pipeline, views=views, batch=cfg["batch"],
+                                  world=self.world)
             cfg["epochs"] = self.epoch + 1              # what a resume continues to
         train_loss = self.loss_sum / max(self.loss_count, 1)
         record = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step,
@@ -321,6 +367,8 @@ class Trainer:
         self.plots(state["model"]["conv1.weight"])
 
     def plots(self, conv1):
+        if not self.world.is_root:
+            return
         if self.history:
             plot_curves(self.history, self.run_dir / "curves.png")
         plot_conv1(conv1, self.cfg["columns"], self.run_dir / "conv1_filters.png")
@@ -415,10 +463,13 @@ def _restart_command(argv, lr):
     return "python -m refnet.train " + shlex.join(out + ["--lr", f"{lr:g}"])
 
 
-def run(argv=None, stdout=print):
+def run(argv=None, stdout=print, world=None):
+    world = Solo() if world is None else world
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     cfg, given = resolve(args)
+    if not world.is_root:
+        cfg["quiet"] = True                  # rank 0 alone shows progress (module doc)
     explicit = "out" in given
     if explicit and Path(cfg["out"]).exists() and not Path(cfg["out"]).is_dir():
         raise UsageError(f"--out {cfg['out']} is a file, not a run folder")
@@ -429,6 +480,8 @@ def run(argv=None, stdout=print):
         if not explicit:
             raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
         cfg, path, tree = _resumed(cfg, given)
+        if not world.is_root:
+            cfg["quiet"] = True
     elif explicit and checkpoint.list_checkpoints(cfg["out"]):
         raise UsageError(f"{cfg['out']} already holds checkpoints; add --resume to continue "
                          "it or choose another --out")
@@ -436,9 +489,12 @@ def run(argv=None, stdout=print):
         cfg["backend"] = backend_for_device(cfg["device"])
     except ValueError as e:
         raise UsageError(str(e)) from None
-    cfg["data"] = ensure_data(cfg, quiet=cfg["quiet"], say=stdout)
+    # rank 0 first: it may build the demo set or a folder's store into the cache
+    cfg["data"] = _on_every_rank(world, lambda: ensure_data(cfg, quiet=cfg["quiet"],
+                                                            say=stdout), root_first=True)
+    cores = share_cores(world) if world.size > 1 and cfg["backend"] == "numpy" else None
     # everything is checked before the run folder is made: a refused start leaves nothing
-    with Trainer(cfg, out=stdout) as trainer:
+    with _on_every_rank(world, lambda: _trainer(cfg, stdout, world)) as trainer:
         changes = {}
         if tree is None:
             trainer.fresh_start()
@@ -446,30 +502,26 @@ def run(argv=None, stdout=print):
             _check_same_data(tree, trainer.pipeline, args.allow_other_data)
             trainer.restore(tree)
             changes = trainer.reschedule(tree["config"], given)
-        try:
-            folder, lock, created = run_dir.claim(
-                cfg["out"] or run_dir.default_name(cfg["arch"]), unique=not explicit)
-        except run_dir.RunDirBusy as e:
-            raise UsageError(str(e)) from None
+        folder, lock = _claim_run_dir(world, cfg, explicit, tree)
         try:
             cfg["out"], trainer.run_dir = str(folder), folder
-            if tree is None and checkpoint.list_checkpoints(folder):     # made meanwhile
-                if created:
-                    run_dir.remove_if_empty(folder)
-                raise UsageError(f"{folder} already holds checkpoints; add --resume to "
-                                 "continue it or choose another --out")
-            remove_stale_temporaries(folder)
+            if world.is_root:
+                remove_stale_temporaries(folder)
             if tree is not None:
-                run_dir.trim_log(folder, trainer.step)
+                if world.is_root:
+                    run_dir.trim_log(folder, trainer.step)
                 trainer.log({"kind": "resume", "step": trainer.step, "epoch": trainer.epoch,
                              "checkpoint": path.name, "changes": changes})
                 if not cfg["quiet"]:
                     stdout(f"resuming from {path} (step {tree['step']}, epoch "
                            f"{tree['epoch']})" + "".join(f"; {k} {a!r} -> {b!r}"
                                                          for k, (a, b) in changes.items()))
+            if world.size > 1:
+                _announce_world(trainer, cores, stdout)
             _train_with_sigint(trainer, argv)
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
     if not cfg["quiet"]:
         last = trainer.history[-1] if trainer.history else None
         if last:
@@ -480,6 +532,94 @@ def run(argv=None, stdout=print):
         stdout(f"outputs in {folder}/: log.jsonl, curves.png, conv1_filters.png, "
                f"{newest.name if newest else 'no checkpoint'}")
     return trainer
+
+
+def _trainer(cfg, stdout, world):
+    trainer = Trainer(cfg, out=stdout, world=world)
+    if world.size > 1 and trainer.net.xp is not numpy:
+        try:
+            world.use_nccl(trainer.net.devices[0])
+        except BaseException:
+            trainer.close()
+            raise
+    return trainer
+
+
+class StartFailed(UsageError):
+    """A data-parallel job could not start on some rank; raised on every rank alike."""
+
+
+def _on_every_rank(world, make, root_first=False):
+    """``make()`` on every rank (rank 0 before the others when ``root_first``); if it
+    fails on any rank, every rank raises ``StartFailed`` with the failing ranks' own
+    messages, so no rank goes on to wait for the others. A world of one just calls it."""
+    if world.size == 1:
+        return make()
+
+    def attempt():
+        try:
+            return make(), None
+        except (UsageError, DataError, StoreError, checkpoint.CheckpointError,
+                DistributedError) as e:
+            return None, str(e)
+        except Exception as e:  # noqa: BLE001 - reported by every rank, below
+            return None, f"unexpected {type(e).__name__}: {e}"
+
+    made, error = None, None
+    if root_first:
+        if world.is_root:
+            made, error = attempt()
+        first = world.bcast(error)
+        if first is not None:
+            raise StartFailed(f"rank 0 ({world.host}): {first}")
+    if not (root_first and world.is_root):
+        made, error = attempt()
+    failures = [f for f in world.allgather([world.rank, world.host, error]) if f[2]]
+    if failures:
+        if made is not None and hasattr(made, "close"):
+            made.close()
+        raise StartFailed("; ".join(f"rank {r} ({host}): {e}" for r, host, e in failures))
+    return made
+
+
+def _claim_run_dir(world, cfg, explicit, tree):
+    """``(folder, lock)``: rank 0 claims the run folder (``refnet.run_dir``) and tells
+    the others its name (their lock is None)."""
+    folder, lock, error = None, None, None
+    if world.is_root:
+        try:
+            folder, lock, created = run_dir.claim(
+                cfg["out"] or run_dir.default_name(cfg["arch"]), unique=not explicit)
+        except run_dir.RunDirBusy as e:
+            error = str(e)
+        else:
+            if tree is None and checkpoint.list_checkpoints(folder):     # made meanwhile
+                lock.release()
+                if created:
+                    run_dir.remove_if_empty(folder)
+                error = (f"{folder} already holds checkpoints; add --resume to continue "
+                         "it or choose another --out")
+    answer = world.bcast({"folder": None if folder is None else str(folder),
+                          "error": error})
+    if answer["error"]:
+        raise UsageError(answer["error"])
+    return Path(answer["folder"]), lock
+
+
+def _announce_world(trainer, cores, stdout):
+    """Rank 0 says (and logs) which process is which rank: mpiexec names a lost rank by
+    its process id."""
+    ranks = trainer.world.describe()
+    slices = [len(part) for part in numpy.array_split(numpy.arange(trainer.pipeline.batch),
+                                                      trainer.world.size)]
+    trainer.log({"kind": "world", "step": trainer.step, "ranks": ranks,
+                 "batch_slices": slices, "cores_per_rank": cores})
+    if not trainer.cfg["quiet"]:
+        where = ", ".join(f"rank {d['rank']} pid {d['pid']} on {d['host']}" for d in ranks)
+        what = f"{cores} core(s) each" if cores else f"GPUs, columns on {trainer.net.devices}"
+        stdout(f"data parallel over {trainer.world.size} ranks ({what}): {where}; global "
+               f"batch {trainer.pipeline.batch} = {' + '.join(map(str, slices))}",
+               flush=True)
 
 
 def _train_with_sigint(trainer, argv):
@@ -515,28 +655,61 @@ def _train_with_sigint(trainer, argv):
         signal.signal(signal.SIGINT, previous)
 
 
-def main(argv=None):
+def main(argv=None, world=None):
+    """Run and map the outcome to an exit status (module doc). In a data-parallel job
+    the failures every rank reaches together (a refused start, divergence, an agreed
+    interrupt, replicas that differ) end each rank with the same status, rank 0 saying
+    why; anything that strikes one rank alone aborts the whole job (``MPI_Abort``) after
+    that rank says what and where, so no rank is left waiting in a collective."""
+    if world is None:
+        try:
+            world = current_world()
+        except DistributedError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if world.is_root else (
+        lambda msg: None)
+    alone = world.size > 1                     # a failure of this rank only: abort all
     try:
-        run(argv)
+        run(argv, world=world)
     except Interrupted as e:
-        print(f"{PROG}: {e.message()}", file=sys.stderr)
+        say(f"{PROG}: {e.message()}")
         return 130
     except Diverged as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        say(f"{PROG}: error: {e}")
         return 1
-    except (UsageError, DataError, StoreError, checkpoint.CheckpointError) as e:
+    except (UsageError, DistributedError) as e:     # the same on every rank
+        say(f"{PROG}: error: {e}")
+        return 2
+    except (DataError, StoreError, checkpoint.CheckpointError) as e:
+        if alone:                                  # reading or writing on this rank
+            return _abort_job(world, 2, f"{PROG}: error: {e}")
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; files written before stay as they were (checkpoints "
-              "are replaced atomically)", file=sys.stderr)
+        message = (f"{PROG}: interrupted; files written before stay as they were "
+                   "(checkpoints are replaced atomically)")
+        if alone:
+            return _abort_job(world, 130, message)
+        print(message, file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a bug or the machine: say so, then exit
         traceback.print_exc()
-        print(f"{PROG}: error: unexpected {type(e).__name__}: {e} (the traceback above is "
-              "for a bug report; checkpoints already written are intact)", file=sys.stderr)
+        message = (f"{PROG}: error: unexpected {type(e).__name__}: {e} (the traceback above "
+                   "is for a bug report; checkpoints already written are intact)")
+        if alone:
+            return _abort_job(world, 3, message)
+        print(message, file=sys.stderr)
         return 3
     return 0
+
+
+def _abort_job(world, code, message):
+    """One rank failed on its own: say so, naming the rank, and end every rank."""
+    print(f"{message} [rank {world.rank} of {world.size}, pid {os.getpid()} on "
+          f"{world.host}; ending the job]", file=sys.stderr, flush=True)
+    world.abort(code)
+    return code
 
 
 if __name__ == "__main__":

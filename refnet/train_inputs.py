@@ -7,9 +7,13 @@ Axis legend: N batch, S stored side, Cr crop side, V views.
 checks them against the architecture, and provides
 
     train_batches()             -> the rest of the current epoch: (images (N, S, S, 3) uint8,
-                                   labels (N,)) from ``loader`` (position: ``loader.position``)
-    train_views(images, rng)    -> (N, 3, Cr, Cr) on the network's xp: random crops,
-                                   flips and PCA lighting (``data.augment``) drawn from rng
+                                   labels (N,), store indices (N,)) from ``loader``
+                                   (position: ``loader.position``)
+    train_views(images, indices, epoch)
+                                -> (N, 3, Cr, Cr) on the network's xp: random crops,
+                                   flips and PCA lighting (``data.augment``), each image's
+                                   drawn from (seed, epoch, its index)
+                                   (``refnet.sample_draws``)
     eval_views(images, views)   -> (N, 3, Cr, Cr) ("center") or (10, N, 3, Cr, Cr) ("ten")
     val_batches(batch)          -> iterator over the validation set in file order (read
                                    into memory once when small; evaluation uses it too)
@@ -31,6 +35,7 @@ from data import augment
 from data.loader import Loader
 from data.store import StoreError, StoreReader
 from layers import backend
+from refnet import sample_draws
 from refnet.arch import get_arch
 
 
@@ -83,7 +88,10 @@ def _open_store(path):
 
 
 class InputPipeline:
-    def __init__(self, cfg):
+    """``shard=(r, R)``: the training batches are rank r's part of each global batch (a
+    data-parallel job, ``refnet.distributed``); the validation set is whole."""
+
+    def __init__(self, cfg, shard=(0, 1)):
         self.cfg = cfg
         root = Path(cfg["data"])
         self.train_path, self.val_path = root / "train.h5", root / "val.h5"
@@ -130,8 +138,12 @@ class InputPipeline:
                 raise DataError(f"--batch {self.batch} is larger than the training set "
                                 f"({self.meta.count} images)")
             # shuffle order of epoch e: default_rng([seed, e]).permutation(N) (data.loader)
+            if self.batch < shard[1]:
+                raise DataError(f"--batch {self.batch} is smaller than the number of "
+                                f"ranks ({shard[1]}): every rank needs an image of each batch")
             self.loader = Loader(str(self.train_path), self.batch, shuffle=True,
-                                 seed=int(cfg["seed"]), drop_last=True, workers=1, prefetch=4)
+                                 seed=int(cfg["seed"]), drop_last=True, workers=1, prefetch=4,
+                                 shard=shard, with_indices=True)
             self.steps_per_epoch = len(self.loader)
             self.train_count = self.steps_per_epoch * self.batch
         except BaseException:
@@ -157,9 +169,10 @@ class InputPipeline:
         """The rest of the loader's current epoch: (images (B, S, S, 3) uint8, labels (B,))."""
         return iter(self.loader)
 
-    def train_views(self, images, rng):
+    def train_views(self, images, indices, epoch):
         lighting = float(self.cfg["lighting"])
-        aug = augment.draw(rng, len(images), self.size, self.crop, lighting_std=lighting)
+        aug = sample_draws.augmentation(self.cfg["seed"], epoch, indices, self.size,
+                                        self.crop, lighting_std=lighting)
         eig = (self.meta.pca_eigval, self.meta.pca_eigvec) if lighting > 0 else (None, None)
         return augment.train_views(self.xp.asarray(images), aug, self.mean, eig[0], eig[1],
                                    self.crop, scale=self.scale, dtype=self.dtype)
@@ -178,10 +191,13 @@ class InputPipeline:
                                      dtype=self.dtype)
         raise ValueError(f"views must be 'center' or 'ten', got {views!r}")
 
-    def val_batches(self, batch):
-        """The validation set in file order: (images (B, S, S, 3) uint8, labels (B,))."""
-        n = self._val.count
-        for i in range(0, n, batch):
-            idx = numpy.arange(i, min(i + batch, n))
+    def val_batches(self, batch, part=(0, 1)):
+        """The validation set in file order: (images (B, S, S, 3) uint8, labels (B,));
+        with ``part=(r, R)`` only the r-th of R contiguous blocks of it (a rank's share
+        of the evaluation, ``numpy.array_split``'s blocks)."""
+        r, ranks = part
+        block = numpy.array_split(numpy.arange(self._val.count), ranks)[r]
+        for i in range(0, len(block), batch):
+            idx = block[i:i + batch]
             yield self._val.take(idx), self._val.labels[idx]
 
