@@ -36,7 +36,10 @@ LRN: refnet (and the paper) computes b = a / (k + alpha * sum_{window} a^2)^beta
 alpha as is. ONNX's LRN computes y = x / (bias + (alpha / size) * square_sum)^beta over
 channels c - floor((size-1)/2) .. c + ceil((size-1)/2), clipped at the edges (the same
 window for odd sizes), so it is written with ``alpha = refnet's alpha * size`` and
-``bias = k`` (ONNX's default bias is 1, the paper's k is 2).
+``bias = k`` (ONNX's default bias is 1, the paper's k is 2). ONNX stores these
+attributes as float32: the paper's alpha gives 5e-4, not a float32 number, so a float64
+export normalises with alpha off by ~5e-8 relative (LRN outputs ~4e-11 apart); alphas
+whose alpha * size is a float32 number (0.025 * 5 = 1/8) are exact.
 
 The model's ``metadata_props`` hold ``refnet.options`` (``net.options.to_dict()`` as JSON)
 and ``refnet.version``. ``onnx`` is imported only here, inside the functions that use it

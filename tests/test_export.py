@@ -246,3 +246,13 @@ def test_command_errors_are_one_line_and_exit_2(run_dir, tmp_path, capsys, monke
     assert "pip install -e '.[interop]'" in _error(capsys, ["--checkpoint", ckpt,
                                                             "--onnx", out])
     assert not any(p.suffix == ".onnx" for p in tmp_path.iterdir())
+
+
+def test_the_verify_part_runs_and_passes(monkeypatch):
+    from verify import against_onnxruntime as part
+    assert part.NAME == "onnxruntime" and part.available() is None
+    rows = part.run("float32", seed=0, sizes=("small",))
+    assert {r.part for r in rows} == {"onnxruntime"} and len(rows) > 200
+    assert all(r.status == "PASS" for r in rows), [r for r in rows if r.status != "PASS"]
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert part.available() == "onnxruntime not installed (pip install -e '.[interop]')"

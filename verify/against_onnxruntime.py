@@ -25,14 +25,17 @@ values) so that LRN changes the maps by a few percent and a wrong alpha, k or wi
 seen; dropout 0.3, so the test-time factor is not 1/2.
 
 Tolerances (``verify.compare.tolerance``): each layer's row, a prefix of the network, at
-the layer tolerance (float32 measured <= 3e-6 with refnet's Winograd convolutions, below
-2e-5; float64 ~1e-15, below 1e-12); the logits and probabilities at the network's.
+the layer tolerance (float32 measured <= 9e-6 with refnet's Winograd convolutions, below
+2e-5; float64 <= 8e-15, below 1e-12); the logits and probabilities at the network's.
+ONNX's LRN attributes are float32: alpha is chosen above so that alpha * size is a
+float32 number; with the paper's alpha the float64 difference is shown as an INFO row
+(``float32_attributes_row``).
 """
 
 import numpy
 
 from refnet import NetOptions, build_network
-from verify.compare import judged, tolerance
+from verify.compare import info, judged, tolerance
 
 NAME = "onnxruntime"
 PART = "onnxruntime"
@@ -146,4 +149,21 @@ def run(dtype, seed, sizes=("small", "paper")):
         x = rng.standard_normal((n, 3, s, s)).astype(dtype)
         label = " ".join([arch, f"b{n}"] + [f"{key}={v}" for key, v in changes.items()])
         rows += compare(f"{label} {runtime_name(dtype)}", net, x)
+    if "small" in sizes and dtype == numpy.float64:
+        rows.append(float32_attributes_row(seed))
     return rows
+
+
+def float32_attributes_row(seed):
+    """An INFO row: ONNX stores LRN's alpha, beta and bias as float32 attributes, so the
+    paper's alpha (1e-4, 5e-4 once times size, not a float32 number) moves a float64
+    export's LRN output by a few 1e-11 relative, past the layer tolerance (the runs above
+    use alpha 0.025, whose alpha * size = 1/8 is exact)."""
+    from refnet.export import onnx_model
+    rng = numpy.random.default_rng([seed, 99])
+    net = make_net("tiny", numpy.float64, rng, lrn_alpha=1e-4)
+    x = rng.standard_normal((3, 3, 45, 45))
+    got = run_model(onnx_model(net, outputs=["lrn1"]), x)["lrn1"]
+    return info(PART, "tiny b3 lrn_alpha=1e-4 reference evaluator", "lrn1", got,
+                numpy.asarray(net.features(x, upto="lrn1", maps=True)),
+                note="ONNX's float32 LRN attributes; no bound")
