@@ -172,6 +172,19 @@ def test_features_maps_are_nchw_in_both_layouts():
         a.features(x, upto="pool5")
 
 
+def test_features_maps_of_two_tagged_devices_gather_on_column_0():
+    from tests.device_backend import tagged
+    a, x = make("tiny", "float64")
+    b = build_network(a.options.replace(backend=tagged, devices=(0, 1)))
+    b.load_state_dict(a.state_dict())
+    with tagged.Device(0):
+        xt = tagged.asarray(x)
+    for name in ("lrn1", "conv3", "relu5"):
+        got = b.features(xt, upto=name, maps=True)
+        assert got.device_id == 0
+        assert rel(numpy.asarray(got), a.features(x, upto=name, maps=True)) <= F64
+
+
 def test_to_onnx_writes_atomically_and_refuses_bad_arguments(tmp_path):
     net, x = make("tiny", "float32")
     path = export.to_onnx(net, tmp_path / "net.onnx", outputs="conv2")
