@@ -272,14 +272,16 @@ class AlexNet:
             d = layer.backward(self, d, caches.pop(layer.name), grads)
         return float(loss), grads
 
-    def features(self, x, upto="relu_fc7"):
+    def features(self, x, upto="relu_fc7", maps=False):
         """The output (N, F) of layer ``upto`` (a name in ``self.layers``) for images x,
         in eval mode, on column 0's device: each column's part concatenated in column
         order (fc6 and fc7 split their F outputs in halves over two columns). The default
         is fc7's ReLU, the last hidden layer (4096 features for ``alexnet``); in the
         paper's dropout mode fc8 reads these times (1 - p). ``ValueError`` for a name
-        not in the list or a layer whose output is not (N, F) (the conv maps). Where every
-        column holds all features (after an exchange, until the next layer with weights)
+        not in the list or, unless ``maps``, a layer whose output is not (N, F) (the conv
+        maps). ``maps=True`` gives those as (N, C, H, W) whatever the layout, the
+        columns' channels side by side (the grouped single-device form). Where every
+        column holds all of them (after an exchange, until the next layer with weights)
         column 0's are returned."""
         names = [layer.name for layer in self.layers]
         if upto not in names:
@@ -293,14 +295,17 @@ class AlexNet:
             h, _ = layer.forward(self, h, run)
             splits = f"{layer.name}.weight" in self.shapes     # a column's share of outputs
             whole = isinstance(layer, (Input, Exchange)) or (whole and not splits)
-        if any(a.ndim != 2 for a in h):
+        if any(a.ndim != 2 for a in h) and not maps:
             raise ValueError(f"features: {upto!r} gives maps of shape {h[0].shape} per "
                              "column, not (N, F) features")
         if whole:
             h = h[:1]
         P = self.placement
         with P.device(0):
-            return self.xp.concatenate([P.put(a, 0) for a in h], axis=1)   # (N, F)
+            h = [P.put(a, 0) for a in h]
+            if h[0].ndim == 4:
+                h = [layouts.transpose(a, self.layout, "NCHW") for a in h]
+            return self.xp.concatenate(h, axis=1)           # (N, F) or (N, C, H, W)
 
     def _forward(self, x, run):
         """(logits, {layer name: cache}); with ``run.keep`` False no cache is kept."""

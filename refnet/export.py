@@ -1,0 +1,323 @@
+"""``python -m refnet.export``: the network as an ONNX graph, from refnet's own weights.
+
+    python -m refnet.export --checkpoint RUN_DIR --onnx alexnet.onnx
+    python -m refnet.export --checkpoint CKPT --onnx net.onnx --outputs conv1,lrn1,pool5
+
+    model = onnx_model(net, outputs=("conv1", "relu1"))   # an onnx.ModelProto, in memory
+    to_onnx(net, "alexnet.onnx")                          # written atomically
+
+The graph is written node by node with onnx's helper API (``onnx.helper.make_node``,
+``make_graph``, ``make_model``, ``onnx.numpy_helper.from_array``) from
+``net.state_dict()``: no other framework is involved. It follows ``net.layers`` in the
+grouped single-device form (every map NCHW, both columns' channels side by side), and
+each layer's result is the tensor named after the layer, so ``outputs=`` can expose any
+of them for a layer-by-layer comparison with ``net.features(x, upto=NAME, maps=True)``:
+
+    input (N, 3, S, S), N symbolic, the net's dtype (float32 or float64)
+    Conv      conv1..conv5 and the "gap" head; pads, strides, and group = input channels
+              / the weight's input channels (2 for conv2, conv4, conv5 of the two-column
+              net; conv3 and the fc layers read both columns' outputs, so group 1)
+    Relu      relu1..relu5, relu_fc6, relu_fc7
+    LRN       lrn1, lrn2 (below); with lrn_mode="column" and two columns: Split into the
+              columns' halves, one LRN each, Concat
+    MaxPool   pool1, pool2, pool5: window and stride from options.pool, no padding,
+              floor rounding (ceil_mode 0)
+    Identity  the exchanges between columns (to_conv3, to_fc6, ...): in the grouped
+              form the columns' maps are already side by side
+    Flatten   flatten (axis 1): pool5's (C, S, S) in C order, fc6's input order in
+              refnet in either layout (the CHWN maps' transpose is this same order)
+    Gemm      fc6, fc7, fc8: y = x W^T + b (transB=1, W (out, in) as stored)
+    Mul       dropout_fc6, dropout_fc7 with dropout_mode="paper": the test-time x (1 - p)
+              (an Identity with "inverted", whose test time is the identity)
+    GlobalAveragePool + Flatten   the "gap" head's average over positions
+    outputs   "logits" (N, K) and "probabilities" = Softmax(logits, axis=1)
+
+LRN: refnet (and the paper) computes b = a / (k + alpha * sum_{window} a^2)^beta with
+alpha as is. ONNX's LRN computes y = x / (bias + (alpha / size) * square_sum)^beta over
+channels c - floor((size-1)/2) .. c + ceil((size-1)/2), clipped at the edges (the same
+window for odd sizes), so it is written with ``alpha = refnet's alpha * size`` and
+``bias = k`` (ONNX's default bias is 1, the paper's k is 2). ONNX stores these
+attributes as float32: the paper's alpha gives 5e-4, not a float32 number, so a float64
+export normalises with alpha off by ~5e-8 relative (LRN outputs ~4e-11 apart); alphas
+whose alpha * size is a float32 number (0.025 * 5 = 1/8) are exact.
+
+The model's ``metadata_props`` hold ``refnet.options`` (``net.options.to_dict()`` as JSON)
+and ``refnet.version``. ``onnx`` is imported only here, inside the functions that use it
+(``pip install -e '.[interop]'``). ONNX Runtime runs the float32 graph; it has no float64
+LRN kernel, so a float64 export is for onnx's reference evaluator or other runtimes.
+How the export is checked: ``tests/test_export.py`` and ``python -m verify``'s
+``onnxruntime`` part (``verify/against_onnxruntime.py``).
+
+Exit status: 0 written, 2 for a bad option, a checkpoint that cannot be used, an output
+path that cannot be written or onnx not installed (one line says which), 130 when
+interrupted (Ctrl-C).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy
+
+from data.cli import Parser, run_command
+from data.files import atomic_path
+from refnet import checkpoint
+from refnet.config import UsageError
+from refnet.evaluate import add_network_arguments, load_network
+from refnet.network import (Conv, Dropout, Exchange, Flatten, Gap, Input, Linear, Lrn,
+                            Pool, Relu)
+
+OPSET = 17               # every operator used here is unchanged in opsets 13-17
+OPTIONS_KEY = "refnet.options"
+VERSION_KEY = "refnet.version"
+
+
+def _onnx():
+    try:
+        import onnx
+        import onnx.numpy_helper
+    except ImportError:
+        raise ImportError("ONNX export needs the onnx package: "
+                          "pip install -e '.[interop]'") from None
+    return onnx
+
+
+def refnet_version():
+    """The installed refnet's version ("unknown" when it runs from a bare checkout)."""
+    from importlib import metadata
+    try:
+        return metadata.version("refnet")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def output_names(net):
+    """The names ``outputs=`` accepts: every layer of ``net.layers`` after the input."""
+    return [layer.name for layer in net.layers if not isinstance(layer, Input)]
+
+
+def lrn_attributes(params):
+    """ONNX LRN's attributes for refnet's ``{size, alpha, beta, k}`` (module doc)."""
+    return dict(size=params["size"], alpha=params["alpha"] * params["size"],
+                beta=params["beta"], bias=params["k"])
+
+
+def lrn_groups(net):
+    """Channel groups each normalised on their own: the columns with ``lrn_mode="column"``,
+    one group with ``"all"`` (Caffe's LRN across the column boundary) or one column."""
+    return net.columns if net.lrn_mode == "column" else 1
+
+
+def dropout_scale(net):
+    """The test-time factor of dropout: 1 - p in the paper's mode, None (identity) else."""
+    return 1.0 - net.dropout if net.dropout_mode == "paper" else None
+
+
+class _Graph:
+    """The nodes and initializers of the graph being built; ``last`` is the newest
+    tensor, named after the layer that made it."""
+
+    def __init__(self, onnx, dtype):
+        self.onnx, self.dtype = onnx, dtype
+        self.nodes, self.weights, self.last = [], [], "input"
+
+    def node(self, op, inputs, output, **attrs):
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], name=output,
+                                                     **attrs))
+        self.last = output
+        return output
+
+    def weight(self, name, array):
+        self.weights.append(self.onnx.numpy_helper.from_array(
+            numpy.ascontiguousarray(array, dtype=self.dtype), name))
+        return name
+
+
+def _conv(g, net, layer, sd, channels):
+    """A Conv node; returns its output channels. ``channels``: its input's."""
+    spec = net.conv_spec(layer.name)
+    w = sd[f"{layer.name}.weight"]                   # (K, C / group, kh, kw)
+    if channels % w.shape[1]:
+        raise ValueError(f"export: {layer.name} weight {w.shape} does not divide "
+                         f"{channels} input channels into groups")
+    g.node("Conv", [g.last, g.weight(f"{layer.name}.weight", w),
+                    g.weight(f"{layer.name}.bias", sd[f"{layer.name}.bias"])], layer.name,
+           kernel_shape=[spec.kernel, spec.kernel], strides=[spec.stride, spec.stride],
+           pads=[spec.pad] * 4, group=channels // w.shape[1])
+    return w.shape[0]
+
+
+def _lrn(g, net, name):
+    attrs = lrn_attributes(net.lrn_params)
+    groups = lrn_groups(net)
+    if groups == 1:
+        g.node("LRN", [g.last], name, **attrs)
+        return
+    source = g.last
+    parts = [f"{name}/column{c}" for c in range(groups)]
+    g.nodes.append(g.onnx.helper.make_node("Split", [source], parts, name=f"{name}/split",
+                                           axis=1))          # equal halves (N, C/2, H, W)
+    for part in parts:
+        g.node("LRN", [part], f"{part}/lrn", **attrs)
+    g.node("Concat", [f"{p}/lrn" for p in parts], name, axis=1)
+
+
+def _add_layer(g, net, layer, sd, channels):
+    """The nodes of one layer of ``net.layers``; returns the channels of its output."""
+    name = layer.name
+    if isinstance(layer, Input):
+        return channels
+    if isinstance(layer, Conv):
+        return _conv(g, net, layer, sd, channels)
+    if isinstance(layer, Relu):
+        g.node("Relu", [g.last], name)
+    elif isinstance(layer, Lrn):
+        _lrn(g, net, name)
+    elif isinstance(layer, Pool):
+        z, s = net.pool
+        g.node("MaxPool", [g.last], name, kernel_shape=[z, z], strides=[s, s], ceil_mode=0)
+    elif isinstance(layer, Exchange):
+        g.node("Identity", [g.last], name)
+    elif isinstance(layer, Flatten):
+        g.node("Flatten", [g.last], name, axis=1)
+    elif isinstance(layer, Linear):
+        g.node("Gemm", [g.last, g.weight(f"{name}.weight", sd[f"{name}.weight"]),
+                        g.weight(f"{name}.bias", sd[f"{name}.bias"])], name, transB=1)
+    elif isinstance(layer, Dropout):
+        scale = dropout_scale(net)
+        if scale is None:
+            g.node("Identity", [g.last], name)
+        else:
+            g.node("Mul", [g.last, g.weight(f"{name}.scale", numpy.asarray(scale))], name)
+    elif isinstance(layer, Gap):
+        g.node("GlobalAveragePool", [g.last], f"{name}/maps")       # (N, K, 1, 1)
+        g.node("Flatten", [g.last], name, axis=1)                   # (N, K)
+    else:
+        raise ValueError(f"export: no ONNX form for layer {layer!r}")
+    return channels
+
+
+def onnx_model(net, outputs=(), dtype=None):
+    """The ``onnx.ModelProto`` of ``net`` (module doc), checked by ``onnx.checker``.
+
+    ``outputs``: names of layers (``output_names(net)``) whose results become graph
+    outputs too, after "logits" and "probabilities". ``dtype``: "float32" or "float64"
+    (default the net's); the weights are cast to it. ``RuntimeError`` when the net's
+    parameters are not set; ``ValueError`` for an unknown output name or dtype.
+    """
+    onnx = _onnx()
+    helper = onnx.helper
+    outputs = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    known = output_names(net)
+    unknown = [n for n in outputs if n not in known]
+    if unknown:
+        raise ValueError(f"export: outputs {unknown} are not layers of the network; "
+                         f"choose from {known}")
+    dtype = numpy.dtype(net.dtype if dtype is None else dtype)
+    if dtype.name not in ("float32", "float64"):
+        raise ValueError(f"export: dtype must be float32 or float64, got {dtype.name!r}")
+    sd = net.state_dict()
+    g = _Graph(onnx, dtype)
+    channels = 3
+    for layer in net.layers:
+        channels = _add_layer(g, net, layer, sd, channels)
+    g.node("Identity", [g.last], "logits")
+    g.node("Softmax", ["logits"], "probabilities", axis=1)
+
+    elem = helper.np_dtype_to_tensor_dtype(dtype)
+    s = net.spec.input_size
+    graph = helper.make_graph(
+        g.nodes, f"refnet-{net.spec.name}",
+        [helper.make_tensor_value_info("input", elem, ["N", 3, s, s])],
+        [helper.make_tensor_value_info(n, elem, ["N", net.num_classes])
+         for n in ("logits", "probabilities")],
+        initializer=g.weights,
+        doc_string="refnet's network (refnet.export): NCHW images, mean-subtracted, "
+                   "to logits and softmax probabilities")
+    opset = [helper.make_opsetid("", OPSET)]
+    model = helper.make_model(graph, opset_imports=opset, producer_name="refnet",
+                              producer_version=refnet_version(),
+                              ir_version=helper.find_min_ir_version_for(opset))
+    helper.set_model_props(model, {OPTIONS_KEY: json.dumps(net.options.to_dict()),
+                                   VERSION_KEY: refnet_version()})
+    if outputs:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        types = {v.name: v for v in inferred.graph.value_info}
+        model.graph.output.extend(types[n] for n in dict.fromkeys(outputs))
+    onnx.checker.check_model(model)
+    return model
+
+
+def to_onnx(net, path, outputs=(), dtype=None):
+    """Write ``onnx_model(net, outputs, dtype)`` to ``path`` atomically; returns ``path``."""
+    onnx = _onnx()
+    model = onnx_model(net, outputs=outputs, dtype=dtype)
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, tmp)
+    return path
+
+
+# -- the command line -------------------------------------------------------------------
+
+def new_file(text):
+    """An ``argparse`` type: a file path whose folder exists and is writable."""
+    folder = os.path.dirname(text) or "."
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} is not writable")
+    return text
+
+
+def name_list(text):
+    """An ``argparse`` type: comma-separated names (checked against the net later)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer names, got {text!r}")
+    return names
+
+
+EXIT_CODES = {0: "written",
+              2: "a bad option value, a checkpoint that cannot be used, an output path "
+                 "that cannot be written, or onnx not installed (pip install -e "
+                 "'.[interop]'); one line says which"}
+
+
+def build_parser():
+    p = Parser(
+        prog="python -m refnet.export", exit_codes=EXIT_CODES,
+        description="Write a checkpoint's network as an ONNX model: NCHW images in, "
+                    "logits and softmax probabilities out, and any named layer's result "
+                    "as an extra output.")
+    add_network_arguments(p)
+    p.add_argument("--onnx", required=True, metavar="OUT", type=new_file,
+                   help="the .onnx file to write (atomically; required)")
+    p.add_argument("--outputs", type=name_list, default=[], metavar="NAMES",
+                   help="comma-separated layer names (conv1,relu1,lrn1,pool1,...,fc8) "
+                        "whose results become graph outputs too (default none)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="the graph's float type (default: the checkpoint's; ONNX "
+                        "Runtime runs float32 only, having no float64 LRN)")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        net, _cfg, _tree = load_network(args.checkpoint, args.device)
+        to_onnx(net, args.onnx, outputs=args.outputs, dtype=args.dtype)
+    except (checkpoint.CheckpointError, UsageError, ValueError, ImportError, OSError) as e:
+        print(f"refnet.export: error: {e}", file=sys.stderr)
+        return 2
+    size = os.path.getsize(args.onnx) / 2**20
+    extra = f", outputs {','.join(args.outputs)}" if args.outputs else ""
+    print(f"wrote {args.onnx} ({size:.1f} MiB, {net.spec.name}, opset {OPSET}, "
+          f"{args.dtype or net.dtype.name}{extra})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_command(main, "refnet.export"))
