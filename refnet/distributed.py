@@ -240,8 +240,10 @@ class GradientReducer:
                 self.buffer = xp.empty(self.size + len(extras), dtype=self.net.dtype)
             buf = self.buffer
             for c, name, shape, offset, size in self.layout:
+                with P.device(c):                   # a transfer needs a contiguous array
+                    g = xp.ascontiguousarray(grads[c][name])
                 part = buf[offset:offset + size].reshape(shape)
-                xp.multiply(P.put(grads[c][name], 0), scale, out=part)
+                xp.multiply(P.put(g, 0), scale, out=part)
             buf[self.size:] = xp.asarray(numpy.array(extras, dtype=self.net.dtype))
             self.world.allreduce(buf)
             for c, name, shape, offset, size in self.layout:

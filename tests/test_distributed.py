@@ -1,0 +1,434 @@
+"""Data parallel (refnet.distributed): the pieces in one process, the job under mpiexec.
+
+The unit tests check the parts a multi-rank job is made of against plain references: the
+per-sample draws do not depend on the batch a sample is in, a loader's shards tile each
+batch, the fused reducer's sum over simulated ranks is the one-process gradient (also on
+two tagged devices, the NCCL path's packing), and the rank-to-GPU mapping. The slow tests
+start ``mpiexec`` (the mpich wheel's) with a timeout, so a hang fails instead of blocking.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy
+import pytest
+
+from data.loader import Loader
+from refnet import checkpoint, distributed, sample_draws
+from refnet.distributed import (DistributedError, GradientReducer, Solo, column_devices,
+                                core_share, launched_size)
+from refnet.network import AlexNet
+from tests import device_backend
+from tests.train_data import make_tiny_set
+
+TIMEOUT = 180
+
+
+# -- one process ----------------------------------------------------------------------
+def test_launched_size_reads_the_launchers_environment():
+    assert launched_size({}) == 1
+    assert launched_size({"PMI_SIZE": "4"}) == 4
+    assert launched_size({"OMPI_COMM_WORLD_SIZE": "3"}) == 3
+    with pytest.raises(DistributedError, match="PMI_SIZE='x'"):
+        launched_size({"PMI_SIZE": "x"})
+
+
+def test_a_world_of_one_needs_no_mpi(monkeypatch):
+    for name in distributed.LAUNCHER_SIZE:
+        monkeypatch.delenv(name, raising=False)
+    world = distributed.current_world()
+    assert isinstance(world, Solo) and world.size == 1 and world.is_root
+    buf = numpy.arange(3.0)
+    assert world.allreduce(buf) is buf and world.allgather({"a": 1}) == [{"a": 1}]
+
+
+def test_mpiexec_without_mpi4py_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    monkeypatch.setattr(distributed.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(DistributedError, match=r"2 ranks but mpi4py .*\[dist\]"):
+        distributed.current_world()
+
+
+@pytest.mark.parametrize("local_rank,local_size,gpus,columns,want", [
+    (0, 1, 2, 2, (0, 1)), (1, 2, 4, 2, (2, 3)), (1, 2, 2, 2, (1, 1)),
+    (0, 1, 1, 2, (0, 0)), (2, 4, 8, 1, (2,)), (3, 4, 4, 2, (3, 3))])
+def test_column_devices(local_rank, local_size, gpus, columns, want):
+    assert column_devices(local_rank, local_size, gpus, columns) == want
+
+
+def test_column_devices_refuses_a_node_short_of_gpus():
+    with pytest.raises(DistributedError, match="3 ranks .* has 2"):
+        column_devices(2, 3, 2, 2)
+
+
+def test_core_share_tiles_the_cores():
+    cores = list(range(7))
+    shares = [core_share(r, 3, cores) for r in range(3)]
+    assert shares == [[0, 1, 2], [3, 4], [5, 6]]
+    assert core_share(2, 4, [0, 1]) == [0]          # more ranks than cores: one each
+    assert core_share(0, 1, [3, 1]) == [1, 3]
+
+
+def test_sample_draws_depend_on_the_sample_not_the_batch():
+    idx = numpy.array([7, 2, 11, 5])
+    whole = sample_draws.augmentation(4, 3, idx, 52, 45, lighting_std=0.1)
+    for i, k in enumerate(idx):
+        one = sample_draws.augmentation(4, 3, [k], 52, 45, lighting_std=0.1)
+        for a, b in zip(whole, one):
+            assert numpy.array_equal(a[i:i + 1], b)
+    later = sample_draws.augmentation(4, 4, idx, 52, 45, lighting_std=0.1)
+    assert not numpy.array_equal(whole.alphas, later.alphas)     # another epoch
+    masks = sample_draws.dropout_masks(4, 3, idx, {"fc6": 64, "fc7": 32}, 0.5)
+    part = sample_draws.dropout_masks(4, 3, idx[2:], {"fc6": 64, "fc7": 32}, 0.5)
+    assert masks["fc6"].shape == (4, 64) and masks["fc7"].shape == (4, 32)
+    assert numpy.array_equal(masks["fc6"][2:], part["fc6"])
+    assert numpy.array_equal(masks["fc7"][2:], part["fc7"])
+    assert not numpy.array_equal(masks["fc6"][0], masks["fc6"][1])
+    big = sample_draws.dropout_masks(0, 0, numpy.arange(200), {"fc6": 100}, 0.3)
+    assert abs(big["fc6"].mean() - 0.7) < 0.01
+
+
+def test_sample_draws_refuse_bad_indices():
+    with pytest.raises(ValueError, match="1-d integer"):
+        sample_draws.augmentation(0, 0, numpy.zeros((2, 2), int), 52, 45)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_tiny_set(tmp_path_factory.mktemp("dp"), per_class=(16, 4))
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_loader_shards_tile_every_batch(data_dir, ranks):
+    path = str(data_dir / "train.h5")
+    whole = Loader(path, 8, seed=5, workers=0, position=(1, 16), with_indices=True)
+    parts = [Loader(path, 8, seed=5, workers=0, position=(1, 16), shard=(r, ranks),
+                    with_indices=True) for r in range(ranks)]
+    for batch, *shards in zip(whole, *parts):
+        images, labels, indices = batch
+        assert numpy.array_equal(numpy.concatenate([s[2] for s in shards]), indices)
+        assert numpy.array_equal(numpy.concatenate([s[1] for s in shards]), labels)
+        assert numpy.array_equal(numpy.concatenate([s[0] for s in shards]), images)
+        assert max(len(s[2]) for s in shards) - min(len(s[2]) for s in shards) <= 1
+    assert all(p.position == whole.position == (2, 0) for p in parts)
+
+
+def test_loader_refuses_a_bad_shard(data_dir):
+    with pytest.raises(ValueError, match=r"shard \(2, 2\)"):
+        Loader(str(data_dir / "train.h5"), 8, shard=(2, 2))
+    with pytest.raises(ValueError, match="ranks <= batch_size"):
+        Loader(str(data_dir / "train.h5"), 2, shard=(0, 3))
+
+
+class SimulatedRanks:
+    """R worlds in one process: each rank's reduce packs its buffer; the sum is formed
+    when the last rank reduces (ranks run in order 1..R-1, then 0 gets the total)."""
+
+    def __init__(self, size):
+        self.size, self.packed = size, []
+
+    def world(self, rank):
+        sim = self
+
+        class World(Solo):
+            def allreduce(self, buf):
+                if self.rank != 0:
+                    sim.packed.append(buf.copy())
+                else:
+                    for other in sim.packed:
+                        buf += other
+                return buf
+        w = World()
+        w.rank, w.size = rank, self.size
+        return w
+
+
+def _net(backend="numpy", devices=None, seed=1):
+    net = AlexNet("tiny", dtype="float64", backend=backend, devices=devices, conv_algo="gemm")
+    net.init(seed=seed, scheme="he")
+    return net
+
+
+def _batch(rng, n, put=numpy.asarray):
+    x = rng.standard_normal((n, 3, 45, 45))
+    return put(x), rng.integers(0, 5, n)
+
+
+@pytest.mark.parametrize("sizes", [(5, 5), (4, 3, 3)])
+def test_reducer_sum_over_ranks_is_the_global_gradient(sizes):
+    rng = numpy.random.default_rng(0)
+    x, y = _batch(rng, sum(sizes))
+    idx = numpy.arange(sum(sizes)) + 100
+    masks = sample_draws.dropout_masks(9, 2, idx, _net().dropout_widths(), 0.5)
+    ref_net = _net()
+    ref_loss, ref = ref_net.loss_and_grad(x, y, masks=masks)
+    sim = SimulatedRanks(len(sizes))
+    bounds = numpy.cumsum((0,) + sizes)
+    order = list(range(1, len(sizes))) + [0]          # rank 0 last: it sees the sum
+    for r in order:
+        lo, hi = bounds[r], bounds[r + 1]
+        net = _net()
+        part = {k: v[lo:hi] for k, v in masks.items()}
+        loss, grads = net.loss_and_grad_columns(x[lo:hi], y[lo:hi], masks=part)
+        reducer = GradientReducer(sim.world(r), net)
+        total_loss, (flag,) = reducer.reduce(grads, loss, hi - lo, sum(sizes),
+                                             extras=(r == 2,))
+    full = net.full_grads(grads)
+    for k in ref:
+        err = numpy.abs(full[k] - ref[k]).max() / numpy.abs(ref[k]).max()
+        assert err < 1e-12, (k, err)
+    assert abs(total_loss - ref_loss) < 1e-12 * abs(ref_loss)
+    assert flag == (1.0 if len(sizes) == 3 else 0.0)       # an extra is summed too
+    assert reducer.finite()
+    reducer.buffer[0] = numpy.nan
+    assert not reducer.finite()
+
+
+def test_reducer_packs_on_column_zeros_device_and_unpacks_to_each_column():
+    """The NCCL path's plumbing on two tagged devices: the flat buffer lives on column 0's
+    device (the rank's NCCL device), each column's gradients go back to its own device;
+    a transfer left out raises DeviceMismatch."""
+    tagged = device_backend.tagged
+    rng = numpy.random.default_rng(3)
+    nets = [_net(tagged, (0, 1)) for _ in range(2)]
+    with tagged.Device(0):
+        x, y = _batch(rng, 6, tagged.asarray)
+    sim = SimulatedRanks(2)
+    results = []
+    for r in (1, 0):
+        net = nets[r]
+        with tagged.Device(0):
+            xs = x[3 * r:3 * r + 3]
+        loss, grads = net.loss_and_grad_columns(xs, y[3 * r:3 * r + 3], train=False)
+        reducer = GradientReducer(sim.world(r), net)
+        reducer.reduce(grads, loss, 3, 6)
+        assert reducer.buffer.device_id == 0
+        for c in range(2):
+            for name, g in grads[c].items():
+                assert g.device_id == net.devices[c], (c, name)
+        results.append(grads)
+    ref = _net().loss_and_grad(numpy.asarray(x), y, train=False)[1]
+    full = nets[0].full_grads(results[-1])
+    for k in ref:
+        got = numpy.asarray(full[k])
+        assert numpy.abs(got - ref[k]).max() <= 1e-12 * numpy.abs(ref[k]).max(), k
+
+
+@pytest.mark.filterwarnings("ignore:.*nccl library could not be loaded")
+def test_nccl_bootstrap_goes_through_cupyx_with_mpi(monkeypatch):
+    """use_nccl asks cupyx.distributed for an NCCL communicator bootstrapped by MPI,
+    under the rank's device; allreduce then hands device buffers to it."""
+    cupy = pytest.importorskip("cupy")
+    import cupyx.distributed
+    calls = []
+
+    class FakeComm:
+        def all_reduce(self, a, b, op):
+            calls.append(("all_reduce", a is b, op))
+
+    class FakeDevice:
+        def __init__(self, i):
+            self.i = i
+
+        def __enter__(self):
+            calls.append(("device", self.i))
+
+        def __exit__(self, *exc):
+            return False
+
+    def init(n, rank, **kw):
+        calls.append(("init", n, rank, kw))
+        return FakeComm()
+    monkeypatch.setattr(cupyx.distributed, "init_process_group", init)
+    monkeypatch.setattr(cupy.cuda, "Device", FakeDevice)
+    world = distributed.MpiWorld.__new__(distributed.MpiWorld)
+    world.rank, world.size, world.nccl = 1, 2, None
+    world.use_nccl(3)
+    assert calls[:2] == [("device", 3), ("init", 2, 1, {"backend": "nccl", "use_mpi": True})]
+    world.allreduce(SimpleNamespace(shape=(4,)))               # a device array
+    assert calls[-1] == ("all_reduce", True, "sum")
+
+
+def test_checksum_sees_one_changed_bit():
+    a = {"w": numpy.arange(6.0).reshape(2, 3), "b": numpy.zeros(2)}
+    b = {k: v.copy() for k, v in a.items()}
+    assert distributed.checksum(a) == distributed.checksum(b)
+    b["w"].view(numpy.uint64)[1, 1] ^= 1
+    assert distributed.checksum(a) != distributed.checksum(b)
+
+
+# -- under mpiexec ----------------------------------------------------------------------
+MPIEXEC = shutil.which("mpiexec")
+needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found (pip install "
+                                                       "-e '.[dist]')")
+
+
+def train_args(data_dir, out, *extra):
+    return ["-m", "refnet.train", "--data", str(data_dir), "--arch", "tiny", "--device",
+            "cpu", "--out", str(out), "--seed", "3", "--batch", "8", "--lr", "0.01",
+            "--dtype", "float64", "--quiet", *extra]
+
+
+def mpirun(ranks, args, timeout=TIMEOUT, **kw):
+    cmd = [MPIEXEC, "-n", str(ranks), sys.executable, *args] if ranks > 1 else [
+        sys.executable, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def last_state(out):
+    return checkpoint.latest_valid(out, warn=pytest.fail)[1]
+
+
+def max_rel(a, b):
+    return max(numpy.abs(a[k] - b[k]).max() / numpy.abs(b[k]).max() for k in b)
+
+
+def flat_state(tree):
+    from refnet.train import _flatten
+    return {**tree["model"], **{f"v/{k}": v for k, v in _flatten(tree["optimizer"]).items()}}
+
+
+def records(out, kind):
+    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+            if r["kind"] == kind]
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_ranks_train_the_one_process_model(data_dir, tmp_path):
+    runs = {}
+    for name, ranks in (("one", 1), ("two", 2), ("two_again", 2), ("three", 3)):
+        out = tmp_path / name
+        r = mpirun(ranks, train_args(data_dir, out, "--epochs", "2"))
+        assert r.returncode == 0, r.stderr
+        runs[name] = out
+    one, two = last_state(runs["one"]), last_state(runs["two"])
+    assert two["step"] == one["step"] == 20
+    assert max_rel(flat_state(two), flat_state(one)) < 1e-12
+    assert max_rel(flat_state(last_state(runs["three"])), flat_state(one)) < 1e-12
+    again = flat_state(last_state(runs["two_again"]))
+    assert all(again[k].tobytes() == v.tobytes() for k, v in flat_state(two).items())
+    # the validation errors: counts summed over the ranks' blocks, the same numbers
+    for name in ("two", "three"):
+        got = [(e["val_top1_error"], e["val_top5_error"]) for e in records(runs[name], "epoch")]
+        want = [(e["val_top1_error"], e["val_top5_error"]) for e in records(runs["one"], "epoch")]
+        assert got == want
+    world = records(runs["three"], "world")[0]
+    assert world["world_size"] == 3 and [d["rank"] for d in world["ranks"]] == [0, 1, 2]
+    assert world["batch_slices"] == [3, 3, 2]
+    cores = sorted(os.sched_getaffinity(0))
+    assert world["cores_per_rank"] == len(core_share(0, 3, cores))
+    assert all(r["world_size"] == 3 for r in records(runs["three"], "epoch"))
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_resume_on_the_same_and_on_another_number_of_ranks(data_dir, tmp_path):
+    whole = tmp_path / "whole"
+    assert mpirun(2, train_args(data_dir, whole, "--epochs", "2")).returncode == 0
+    for ranks in (2, 3):
+        out = tmp_path / f"resumed{ranks}"
+        r = mpirun(2, train_args(data_dir, out, "--epochs", "1"))
+        assert r.returncode == 0, r.stderr
+        r = mpirun(ranks, train_args(data_dir, out, "--epochs", "2", "--resume"))
+        assert r.returncode == 0, r.stderr
+        got, want = flat_state(last_state(out)), flat_state(last_state(whole))
+        if ranks == 2:
+            assert all(got[k].tobytes() == v.tobytes() for k, v in want.items())
+        else:
+            assert max_rel(got, want) < 1e-12
+
+
+def _wait_for(predicate, seconds):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(data_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd = [MPIEXEC, "-n", "2", sys.executable,
+           *train_args(data_dir, out, "--epochs", "1000", "--checkpoint-every", "5")]
+    cmd.remove("--quiet")
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: (out / "log.jsonl").exists() and checkpoint.list_checkpoints(out)
+                         and records(out, "world"), 90), "the job did not start"
+        victim = records(out, "world")[0]["ranks"][1]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        stdout, stderr = job.communicate(timeout=60)
+        assert time.monotonic() - killed < 60
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.communicate()
+    assert job.returncode != 0
+    assert f"PID {victim}" in stdout + stderr              # mpiexec names the process
+    assert f"rank 1 pid {victim}" in stdout                # and the start line its rank
+    state = last_state(out)                               # intact: resumes
+    r = mpirun(1, train_args(data_dir, out, "--resume", "--epochs", str(state["epoch"] + 1)))
+    assert r.returncode == 0, r.stderr
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_a_rank_that_cannot_open_its_data_fails_the_start(data_dir, tmp_path):
+    out = tmp_path / "run"
+    bad = tmp_path / "missing"
+    bad.mkdir()
+    cmd = [MPIEXEC, "-n", "1", sys.executable, *train_args(data_dir, out), ":",
+           "-n", "1", sys.executable, *train_args(bad, out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2, r.stderr
+    assert "rank 1" in r.stderr and str(bad) in r.stderr
+    assert "rank 0 (" not in r.stderr                    # rank 0's data was fine
+    assert not out.exists()                              # a refused start leaves nothing
+
+
+FAULTY_RANK = r'''
+import sys
+import refnet.sgd, refnet.train
+calls = {"n": 0}
+step = refnet.sgd.SGD.step
+def failing(self, grads):
+    calls["n"] += 1
+    if calls["n"] == 3:
+        raise RuntimeError("injected fault in the SGD step")
+    return step(self, grads)
+refnet.sgd.SGD.step = failing
+sys.exit(refnet.train.main(sys.argv[1:]))
+'''
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_an_error_on_one_rank_aborts_every_rank(data_dir, tmp_path):
+    out = tmp_path / "run"
+    args = train_args(data_dir, out, "--epochs", "50")
+    cmd = [MPIEXEC, "-n", "1", sys.executable, *args, ":",
+           "-n", "1", sys.executable, "-c", FAULTY_RANK, *args[2:]]
+    start = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert time.monotonic() - start < 60
+    assert r.returncode != 0
+    assert "injected fault" in r.stderr and "[rank 1 of 2" in r.stderr
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_divergence_stops_every_rank_together(data_dir, tmp_path):
+    out = tmp_path / "run"
+    r = mpirun(2, train_args(data_dir, out, "--epochs", "3", "--lr", "1e12"))
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.count("diverged") == 1                 # said once, by rank 0
