@@ -231,7 +231,7 @@ def test_pytorch_scheme_draws_pytorchs_default_bounds():
     for layer, module in modules.items():
         w, b = params[f"{layer}.weight"], params[f"{layer}.bias"]
         bound = max(numpy.abs(w).max(), numpy.abs(b).max())
-        torch_bound = float(module.weight.abs().max())
+        torch_bound = float(module.weight.detach().abs().max())
         assert bound <= 1 / numpy.sqrt(numpy.prod(w.shape[1:]))
         assert torch_bound == pytest.approx(bound, rel=2e-3), layer
         assert w.std() == pytest.approx(bound / numpy.sqrt(3), rel=0.02)
