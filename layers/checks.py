@@ -9,7 +9,8 @@ import numbers
 
 from layers.backend import float_dtype
 
-__all__ = ["float_dtype", "require_ndim", "require_int", "require_grad", "output_size"]
+__all__ = ["float_dtype", "require_ndim", "require_int", "require_grad", "output_size",
+           "window_count"]
 
 
 def require_ndim(layer, name, a, ndim, axes):
@@ -38,8 +39,26 @@ def require_grad(layer, dy, shape, dtype, name="dy"):
         raise TypeError(f"{layer}: {name} has dtype {got} but the forward pass ran in {dtype}")
 
 
-def output_size(layer, axis, size, kernel, stride, pad):
-    """Windows along one axis: ``floor((size + 2*pad - kernel) / stride) + 1`` (rounds down).
+def window_count(size, kernel, stride, pad=0, rounding="floor"):
+    """Windows along one axis of ``size`` (+ ``pad`` on each side): ``floor((size + 2*pad
+    - kernel) / stride) + 1``, or with ``rounding="ceil"`` (Caffe's pooling, PyTorch's
+    ``ceil_mode=True``) ``ceil(...) + 1`` less a last window that would start past the
+    input and its leading pad (so every window starts inside; the last may be clipped).
+    May be < 1 when the kernel is larger than the padded input (the caller refuses it)."""
+    span = size + 2 * pad - kernel
+    if rounding == "floor":
+        return span // stride + 1
+    if rounding != "ceil":
+        raise ValueError(f"rounding must be 'floor' or 'ceil', got {rounding!r}")
+    count = -(-span // stride) + 1
+    if (count - 1) * stride >= size + pad:
+        count -= 1
+    return count
+
+
+def output_size(layer, axis, size, kernel, stride, pad, rounding="floor"):
+    """Windows along one axis: ``window_count`` (``floor((size + 2*pad - kernel) / stride)
+    + 1`` unless ``rounding="ceil"``).
 
     ``ValueError`` when the kernel is larger than the padded input along ``axis``.
     """
@@ -47,4 +66,4 @@ def output_size(layer, axis, size, kernel, stride, pad):
     if kernel > padded:
         raise ValueError(f"{layer}: kernel {axis} {kernel} is larger than the padded input "
                          f"{axis} {padded} (= {size} + 2*{pad})")
-    return (padded - kernel) // stride + 1
+    return window_count(size, kernel, stride, pad, rounding)

@@ -1,34 +1,42 @@
-"""Max pooling over (H, W) windows, no padding.
+"""Max pooling over (H, W) windows, no padding; the output size rounded down or up.
 
 Axis legend: N batch, C channels, H/W input height/width, OH/OW output height/width,
 z window size (z x z), s stride, p = i*z + j a window position in row-major order,
-(a, b) a phase, R = ceil(H / s) and Q = ceil(W / s) a phase plane's height and width;
+(a, b) a phase, R >= ceil(H / s) and Q >= ceil(W / s) a phase plane's height and width;
 A/B the batch's places in the channel-major view (C, A, H, W, B) of ``layers.layout``.
 
 How it is computed (the same comparisons and additions, in the same order, as a loop
 over the z*z window positions of strided slices of x, so the results are bit-identical):
 x is split once into its s*s phase planes, ``ph[a, b] = x[..., a::s, b::s, ...]``
-zero-padded to (R, Q). Window position (i, j) of output (oh, ow) is then
+padded to (R, Q). Window position (i, j) of output (oh, ow) is then
 ``ph[i % s, j % s][oh + i // s, ow + j // s]``: flattened, a planes-wide array shifted by
 ``d = ((i // s) * Q + j // s) * B``. So each window position is ONE contiguous 1-D slice,
 and each step of the max (or of the gradient scatter) is one long contiguous ufunc
-instead of a strided 4-D one (docs/performance.md has the timings). The price is computing on the
-(R, Q) grid instead of (OH, OW) (a few % more points; the extra ones see padding and are
-dropped). On the CPU the planes go through in blocks of input of about a core's cache
-(``layers.blocking``), so each block's work stays in cache; on a GPU in two halves, so
-the copy stays under x's size. Both layouts (``layout="NCHW"`` or ``"CHWN"``) run this
-same code on the channel-major view; in CHWN the phase copies move runs of N contiguous
-values.
+instead of a strided 4-D one (docs/performance.md has the timings). The price is
+computing on the (R, Q) grid instead of (OH, OW) (a few % more points; the extra ones
+see padding and are dropped). The padding is 0 while every window is whole (no output
+reads it); with ``rounding="ceil"`` and a last window clipped at the edge it is -inf,
+and the grid grows to OH + (z - 1) // s rows (OW + (z - 1) // s columns) so that the
+clipped window's missing positions lie on it: they are -inf and never win (a window's
+first position always lies inside). On the CPU the planes go through in blocks of
+input of about a core's cache (``layers.blocking``), so each block's work stays in
+cache; on a GPU in two halves, so the copy stays under x's size. Both layouts
+(``layout="NCHW"`` or ``"CHWN"``) run this same code on the channel-major view; in CHWN
+the phase copies move runs of N contiguous values.
 """
 import math
 from typing import NamedTuple
+
+import numpy
 
 from layers import blocking
 from layers.backend import get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from layers.layout import channel_major, check_layout, dims, shape
 
-__all__ = ["forward", "backward", "PoolCache"]
+__all__ = ["forward", "backward", "PoolCache", "ROUNDINGS"]
+
+ROUNDINGS = ("floor", "ceil")   # output size: PyTorch's default, or Caffe's (ceil_mode=True)
 
 
 class PoolCache(NamedTuple):
@@ -41,23 +49,29 @@ class PoolCache(NamedTuple):
     layout: str
 
 
-def forward(x, *, size=3, stride=2, layout="NCHW"):
-    """y[n, c, oh, ow] = max_{0 <= i, j < z} x[n, c, oh*s + i, ow*s + j]
+def forward(x, *, size=3, stride=2, rounding="floor", layout="NCHW"):
+    """y[n, c, oh, ow] = max_{0 <= i, j < z} x[n, c, oh*s + i, ow*s + j]  (inside x only)
 
     The paper's overlapping pooling is z=3, s=2 (z=2, s=2 is its non-overlapping ablation).
-    Output size rounds down, ``OH = (H - z) // s + 1``, like PyTorch's default
-    (``ceil_mode=False``); Caffe rounds up, so its pooled maps can be one larger.
-    The window position of the first maximum in row-major order is kept for backward.
-    ``layout="CHWN"`` takes x as (C, H, W, N) and gives y as (C, OH, OW, N).
+    ``rounding="floor"`` (default): ``OH = (H - z) // s + 1``, every window whole, like
+    PyTorch's default (``ceil_mode=False``). ``"ceil"``: ``OH = ceil((H - z) / s) + 1``,
+    less a last window that would start at or past H (PyTorch's ``ceil_mode=True``,
+    Caffe's default, cuda-convnet's), so the last window may be clipped at the edge. The
+    two agree whenever s divides H - z (AlexNet's 55 -> 27 -> 13 -> 6); on 54 floor
+    gives 26, ceil 27. The window position p = i*z + j of the first maximum in row-major
+    order is kept for backward. ``layout="CHWN"`` takes x as (C, H, W, N) and gives y as
+    (C, OH, OW, N).
     """
     dtype = float_dtype("pool", x)
     layout = check_layout("pool", layout)
     require_ndim("pool", "x", x, 4, f"({', '.join(layout)})")
     size = require_int("pool", "size", size, 1)
     stride = require_int("pool", "stride", stride, 1)
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"pool: rounding must be one of {ROUNDINGS}, got {rounding!r}")
     N, C, H, W = dims(x.shape, layout)
-    OH = output_size("pool", "height", H, size, stride, 0)
-    OW = output_size("pool", "width", W, size, stride, 0)
+    OH = output_size("pool", "height", H, size, stride, 0, rounding)
+    OW = output_size("pool", "width", W, size, stride, 0, rounding)
     xp = get_array_module(x)
     index_dtype = xp.uint8 if size * size <= 256 else xp.int32
     y = xp.empty(shape(N, C, OH, OW, layout), dtype=x.dtype)
@@ -97,12 +111,20 @@ def _plane_blocks(x5_shape, itemsize, xp):
     return [(c, a) for a, c in blocking.nested_runs(A, C, plane, budget, balanced=True)]
 
 
-def _phases(x, s):
-    """ph[a, b, c, a', r, q, b'] = x[c, a', r*s + a, q*s + b, b'], 0 past the edge:
+def _grid(x5_shape, z, s, OH, OW):
+    """(C, A, R, Q, B): the phase grid of a channel-major block (C, A, H, W, B) with
+    (OH, OW) outputs: every input position and every tap of every output lies on it."""
+    C, A, H, W, B = x5_shape
+    reach = (z - 1) // s                                  # taps past an output's own cell
+    return (C, A, max(-(-H // s), OH + reach), max(-(-W // s), OW + reach), B)
+
+
+def _phases(x, s, grid, fill):
+    """ph[a, b, c, a', r, q, b'] = x[c, a', r*s + a, q*s + b, b'], ``fill`` past the edge:
     (s, s, C, A, R, Q, B) from a channel-major block x (C, A, H, W, B)."""
     xp = get_array_module(x)
-    C, A, H, W, B = x.shape
-    ph = xp.zeros((s, s, C, A, -(-H // s), -(-W // s), B), dtype=x.dtype)
+    ph = xp.full((s, s) + grid, fill, dtype=x.dtype) if fill else \
+        xp.zeros((s, s) + grid, dtype=x.dtype)
     for a in range(s):
         for b in range(s):
             part = x[:, :, a::s, b::s]                     # (C, A, ceil((H-a)/s), ceil((W-b)/s), B)
@@ -134,10 +156,14 @@ def _taps(z, s, Q, B):
 
 
 def _max_block(x, z, s, OH, OW, index_dtype):
-    """(y, argmax) of one channel-major block x (C, A, H, W, B), computed on the phase grid."""
+    """(y, argmax) of one channel-major block x (C, A, H, W, B), computed on the phase grid.
+    Past the input the planes hold 0 when every window is whole (floor: no output reads
+    it), else -inf (ceil: clipped windows read it, and -inf never wins)."""
     xp = get_array_module(x)
-    ph = _phases(x, s)                                    # (s, s, C, A, R, Q, B)
-    grid = ph.shape[2:]                                   # (C, A, R, Q, B)
+    H, W = x.shape[2:4]
+    whole = (OH - 1) * s + z <= H and (OW - 1) * s + z <= W
+    grid = _grid(x.shape, z, s, OH, OW)                   # (C, A, R, Q, B)
+    ph = _phases(x, s, grid, 0 if whole else -numpy.inf)  # (s, s, C, A, R, Q, B)
     flat = ph.reshape(s, s, -1)                           # (s, s, C*A*R*Q*B)
     taps = _taps(z, s, grid[3], grid[4])
     L = flat.shape[2] - taps[-1][3]                       # every output is below L
@@ -157,10 +183,9 @@ def _max_block(x, z, s, OH, OW, index_dtype):
 def _scatter_block(dy, argmax, z, s, dx):
     """dx (C, A, H, W, B) of one channel-major block: the scatter on the phase grid, unphased."""
     xp = get_array_module(dy)
-    C, A, H, W, B = dx.shape
-    grid = (C, A, -(-H // s), -(-W // s), B)              # (C, A, R, Q, B)
+    grid = _grid(dx.shape, z, s, dy.shape[2], dy.shape[3])   # (C, A, R, Q, B), as forward's
     dph = xp.zeros((s, s, math.prod(grid)), dtype=dy.dtype)  # (s, s, C*A*R*Q*B)
-    taps = _taps(z, s, grid[3], B)
+    taps = _taps(z, s, grid[3], grid[4])
     L = dph.shape[2] - taps[-1][3]
     # Off the outputs dy is 0 and sends +0, which leaves every sum (all start at +0) as is.
     dy, argmax = _on_grid(dy, grid)[:L], _on_grid(argmax, grid)[:L]   # (L,) each

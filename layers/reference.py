@@ -11,6 +11,7 @@ Winograd, ``layers.pool`` on phase planes, ``layers.lrn`` in cache blocks, the S
 of ``refnet.sgd`` in row blocks) are tested against these.
 """
 from layers.backend import get_array_module
+from layers.checks import window_count
 
 __all__ = ["conv_forward", "conv_backward", "pool_forward", "pool_backward",
            "lrn_forward", "lrn_backward", "sgd_update"]
@@ -84,39 +85,48 @@ def conv_backward(dy, x, w, *, stride=1, pad=0, groups=1):
     return xp.ascontiguousarray(dx), dwg.reshape(w.shape), dy.sum(axis=(0, 2, 3))
 
 
-def pool_forward(x, *, size=3, stride=2):
+def pool_forward(x, *, size=3, stride=2, rounding="floor"):
     """(y, argmax): y[n, c, oh, ow] = max_{0 <= i, j < z} x[n, c, oh*s + i, ow*s + j]
 
-    no padding, OH = (H - z) // s + 1 (floor). argmax (N, C, OH, OW) holds the window
-    position p = i*z + j of the first maximum in row-major window order. Window by window.
+    no padding. ``rounding="floor"``: OH = (H - z) // s + 1, every window whole;
+    ``"ceil"``: OH = ceil((H - z) / s) + 1 less a window that would start at or past H,
+    the last window clipped to the input (positions past the edge take no part).
+    argmax (N, C, OH, OW) holds the window position p = i*z + j of the first maximum in
+    row-major window order (p counts the whole z x z window, clipped or not). Window by
+    window.
     """
     xp = get_array_module(x)
     N, C, H, W = x.shape
-    OH, OW = (H - size) // stride + 1, (W - size) // stride + 1
+    OH = window_count(H, size, stride, rounding=rounding)
+    OW = window_count(W, size, stride, rounding=rounding)
     y = xp.empty((N, C, OH, OW), dtype=x.dtype)
     argmax = xp.empty((N, C, OH, OW), dtype=xp.int64)
     for oh in range(OH):
         for ow in range(OW):
             win = x[:, :, oh * stride:oh * stride + size, ow * stride:ow * stride + size]
-            win = win.reshape(N, C, size * size)                   # (N, C, z*z), row-major
-            argmax[:, :, oh, ow] = win.argmax(axis=2)              # the first maximum
-            y[:, :, oh, ow] = win.max(axis=2)
+            h, w = win.shape[2:]                                   # size x size unless clipped
+            i, j = divmod(win.reshape(N, C, h * w).argmax(axis=2), w)  # the first maximum
+            argmax[:, :, oh, ow] = i * size + j
+            y[:, :, oh, ow] = win.max(axis=(2, 3))
     return y, argmax
 
 
 def pool_backward(dy, argmax, x_shape, *, size=3, stride=2):
     """dx[n, c, oh*s + i, ow*s + j] += dy[n, c, oh, ow] for (i, j) = divmod(argmax, z):
-    each window sends its gradient to its first maximum; overlapping windows accumulate."""
+    each window sends its gradient to its first maximum; overlapping windows accumulate.
+    Windows clipped at the edge (ceil rounding) are handled on a grid grown to hold them
+    whole, cut back to x's shape at the end."""
     xp = get_array_module(dy)
     N, C, OH, OW = dy.shape
-    dx = xp.zeros(x_shape, dtype=dy.dtype)
+    H, W = max(x_shape[2], (OH - 1) * stride + size), max(x_shape[3], (OW - 1) * stride + size)
+    dx = xp.zeros((N, C, H, W), dtype=dy.dtype)
     positions = xp.arange(size * size)
     for oh in range(OH):
         for ow in range(OW):
             winner = argmax[:, :, oh, ow, None] == positions       # (N, C, z*z) one-hot
             sent = (winner * dy[:, :, oh, ow, None]).reshape(N, C, size, size)
             dx[:, :, oh * stride:oh * stride + size, ow * stride:ow * stride + size] += sent
-    return dx
+    return dx[:, :, :x_shape[2], :x_shape[3]]
 
 
 def _lrn_denominator(x, size, alpha, k):

@@ -19,8 +19,10 @@ with two columns each column holds half of every layer's kernels.
   5x5 stride 2, conv3-5 384/384/256 3x3, fc 4096/4096, one column (no grouping: the
   widths would split, but a grouped ZFNet is no published network, so ``columns=2`` is
   refused). Their figure gives 224 -> 110 -> pool 55 -> 26 -> pool 13 -> 13 -> pool 6;
-  110 -> 55 and 26 -> 13 need a pooling that rounds up (Caffe's), while ours rounds down
-  ((110 - 3) // 2 + 1 = 54), so no input size or padding gives all seven sizes. We keep
+  110 -> 55 and 26 -> 13 need a pooling that rounds up (Caffe's), while refnet's default
+  rounds down ((110 - 3) // 2 + 1 = 54), so with floor pooling no input size or padding
+  gives all seven sizes (with ``pool_rounding="ceil"`` an input of 224, conv1 pad 1 and
+  conv2 pad 0 give all seven; ``zfnet`` keeps floor and the sizes below). We keep
   the pooled sizes, which fix every weight shape (fc6 reads 256 x 6 x 6 = 9216 as theirs):
   input 225, conv1 pad 1 -> (225 + 2 - 7) / 2 + 1 = 111 -> pool 55; conv2 pad 1 ->
   (55 + 2 - 5) / 2 + 1 = 27 -> pool 13; conv3-5 pad 1 -> 13 -> pool 6; every division
@@ -31,11 +33,14 @@ with two columns each column holds half of every layer's kernels.
   ``zfnet``.
 
 Spatial sizes follow ``out = (in + 2 pad - kernel) // stride + 1`` for convolutions and
-``floor((in - z) / s) + 1`` for pooling; ``ArchSpec.sizes`` computes them for a pooling
-choice (3/2, the paper, or the 2/2 ablation).
+``floor((in - z) / s) + 1`` for pooling (``ceil`` with ``pool_rounding="ceil"``, Caffe's:
+``layers.checks.window_count``); ``ArchSpec.sizes`` computes them for a pooling choice
+(3/2, the paper, or the 2/2 ablation) and rounding.
 """
 
 import dataclasses
+
+from layers.checks import window_count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,8 +71,9 @@ class ArchSpec:
     def crop_size(self):
         return self.input_size
 
-    def sizes(self, pool=(3, 2)):
-        """Spatial sizes after conv1, pool1, conv2, pool2, conv3-5 and pool5, as a dict.
+    def sizes(self, pool=(3, 2), rounding="floor"):
+        """Spatial sizes after conv1, pool1, conv2, pool2, conv3-5 and pool5, as a dict,
+        pooling rounded down (``rounding="floor"``) or up (``"ceil"``).
 
         ``ValueError`` when a size drops below 1 for this pooling choice.
         """
@@ -80,16 +86,16 @@ class ArchSpec:
                 raise ValueError(f"arch {self.name!r}: conv{i} output is {h}x{h}")
             out[f"conv{i}"] = h
             if i in (1, 2, 5):
-                h = (h - z) // s + 1
+                h = window_count(h, z, s, rounding=rounding)
                 if h < 1:
                     raise ValueError(f"arch {self.name!r}: pool after conv{i} with "
                                      f"window {z} stride {s} gives {h}x{h}")
                 out[f"pool{i}"] = h
         return out
 
-    def fc6_inputs(self, pool=(3, 2)):
+    def fc6_inputs(self, pool=(3, 2), rounding="floor"):
         """Number of inputs of fc6: conv5's width times the pooled map's area."""
-        h = self.sizes(pool)["pool5"]
+        h = self.sizes(pool, rounding)["pool5"]
         return self.convs[4].width * h * h
 
 
@@ -148,13 +154,15 @@ GROUPED = ("conv2", "conv4", "conv5")   # layers that see only their own column'
 HEADS = ("fc", "gap")
 
 
-def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc"):
+def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc",
+                 pool_rounding="floor"):
     """``{name: shape}`` of every parameter in the grouped single-device form, in order.
 
     Names are PyTorch's (``conv1.weight``, ``conv1.bias``, ..., ``fc8.bias``). With
     ``columns=2``, conv2, conv4 and conv5 are grouped convolutions (groups=2): their
     weights have half of the previous layer's width as inputs. With ``columns=1`` there
     is no grouping (the paper's single-GPU comparison keeps the same total widths).
+    ``pool_rounding``: how pooled sizes round (fc6's inputs depend on it).
     ``head="gap"``: fc6-fc8 replaced by one 1x1 convolution ``head`` (classes, conv5's
     width, 1, 1) whose output is averaged over the positions (no fc widths are used).
     """
@@ -187,7 +195,7 @@ def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc"):
         shapes["head.weight"] = (classes, c_in, 1, 1)
         shapes["head.bias"] = (classes,)
         return shapes
-    f_in = spec.fc6_inputs(pool)
+    f_in = spec.fc6_inputs(pool, pool_rounding)
     for name, width in zip(("fc6", "fc7", "fc8"), spec.fc + (classes,)):
         shapes[f"{name}.weight"] = (width, f_in)
         shapes[f"{name}.bias"] = (width,)

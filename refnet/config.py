@@ -14,6 +14,10 @@ table below is the single place where the demo and the paper's recipe differ:
   choices are in docs/performance.md, "The demo's defaults").
 - ``tiny``: for tests: a few steps on very small images.
 
+``--conventions NAME`` (``refnet.conventions``: paper, cuda-convnet2, caffe, torchvision)
+applies a named bundle over the arch's defaults: LRN's alpha, k and channels, pooling
+rounding, dropout form, the init scheme (and torchvision's arch); flags given still win.
+
 A resumed run takes its configuration from the checkpoint; only the flags in
 ``RESUME_OVERRIDABLE`` may differ on the command line (anything else that differs is an
 error, because it would break the bit-exact continuation).
@@ -24,6 +28,7 @@ import math
 
 from data.cli import (Parser, fraction, nonnegative_int, nonnegative_number, positive_int,
                       positive_number)
+from refnet import conventions
 from refnet.arch import ARCHS, check_columns
 from refnet.init import SCHEMES
 from refnet.options import CHOICES, DEVICES
@@ -45,6 +50,7 @@ COMMON_DEFAULTS = {
     "lrn": True,
     "lrn_mode": "column",
     "pool": (3, 2),
+    "pool_rounding": "floor",
     "dropout": 0.5,
     "dropout_mode": "paper",
     "columns": 2,
@@ -186,7 +192,8 @@ def build_parser():
     a("--allow-other-data", dest="allow_other_data", action="store_true", default=False,
       help="with --resume: continue on a data set of another build than the run's "
            "(refused otherwise)")
-    a("--init", choices=SCHEMES, help=f"weight init (default per arch: {_per_arch('init')})")
+    a("--init", choices=SCHEMES, help=f"weight init (default per arch: {_per_arch('init')}; "
+      "with --conventions the preset's)")
     a("--input-scale", dest="input_scale", choices=("none", "pixel_std"),
       help="after subtracting the mean image, divide by the per-channel pixel std or not "
            f"(default per arch: {_per_arch('input_scale')})")
@@ -210,12 +217,21 @@ def build_parser():
            "Caffe's LRN over all channels")
     a("--pool", type=_pool, help="max pooling WINDOW,STRIDE: 3,2 (paper, default) or 2,2 "
       "(ablation)")
+    a("--pool-rounding", dest="pool_rounding", choices=CHOICES["pool_rounding"],
+      help="pooled size rounded down (floor, default: PyTorch's) or up (ceil: Caffe's and "
+           "cuda-convnet's, the last window clipped); equal on alexnet's sizes")
     a("--dropout", type=fraction, help="dropout probability on fc6/fc7, in [0, 1); 0 "
       "disables (default 0.5)")
     a("--dropout-mode", dest="dropout_mode", choices=CHOICES["dropout_mode"],
       help="paper (default): no scaling in training, x(1-p) at test; inverted: PyTorch's")
     a("--head", choices=CHOICES["head"], help="fc (default): the paper's fc6-fc8; gap: a 1x1 "
       "convolution from conv5's maps to the classes, averaged over positions (no fc layers)")
+    a("--conventions", choices=CHOICES["conventions"],
+      help="a named bundle of conventions applied over the arch's defaults: LRN's alpha "
+           "scaling, k and channels, pooling rounding, dropout form and placement and the "
+           "init scheme as the paper, the authors' cuda-convnet2, Caffe's bvlc_alexnet or "
+           "torchvision (its owt arch) have them (docs/conventions.md); flags given win "
+           "(default: none)")
     a("--columns", type=int, choices=CHOICES["columns"], help="1: one column (the paper's "
       "comparison; the zfnet archs' only choice and default); 2: the paper's two columns "
       "(default)")
@@ -258,18 +274,25 @@ def resolve(args):
     ``cfg["out"]`` is None when no --out was given (``refnet.run_dir`` names the folder)."""
     given = {k: v for k, v in vars(args).items()
              if v is not None and k not in ("resume", "allow_other_data")}
-    arch = given.get("arch", COMMON_DEFAULTS["arch"])
+    preset = {}
+    if "conventions" in given:
+        try:
+            preset = conventions.settings(given["conventions"], arch_given="arch" in given)
+        except ValueError as e:
+            raise UsageError(f"--conventions {given['conventions']}: {e}") from None
+    arch = given.get("arch", preset.get("arch", COMMON_DEFAULTS["arch"]))
     cfg = dict(COMMON_DEFAULTS)
     cfg.update(TRAIN_DEFAULTS[arch])
     if arch == "demo" and "data" in given:
         cfg.update(OWN_DATA_DEFAULTS)
+    cfg.update(preset)                      # the named conventions over the arch's defaults
     cfg.update(given)
     cfg["pool"] = list(cfg["pool"])
     cfg["milestones"] = list(cfg["milestones"]) if cfg["milestones"] else []
     if cfg["lr_schedule"] == "step" and not cfg["milestones"] and "milestones" in given:
         raise UsageError("--milestones is empty")
     try:
-        ARCHS[arch].sizes(tuple(cfg["pool"]))
+        ARCHS[arch].sizes(tuple(cfg["pool"]), cfg["pool_rounding"])
     except ValueError as e:
         raise UsageError(f"--pool {','.join(map(str, cfg['pool']))}: {e}") from None
     try:

@@ -27,14 +27,17 @@ with the same total widths and no grouping: conv2, conv4 and conv5 then see all 
 of the previous layer (their weights are twice as wide as in the grouped form).
 
 Every option is a field of ``refnet.options.NetOptions`` (validated there, once);
-``AlexNet(**kwargs)`` and ``build_network(options)`` build the same network.
+``AlexNet(**kwargs)`` and ``build_network(options)`` build the same network;
+``AlexNet(conventions="caffe", **kwargs)`` starts from a named preset
+(``refnet.conventions``; the fields given win, and ``init`` draws with the preset's scheme).
 Switches for the paper's ablations: ``lrn`` on/off, ``pool=(3, 2)`` (overlapping, the
-paper) or ``(2, 2)``, dropout ``p`` and ``dropout_mode`` (``"paper"``: no scaling in
-training and outputs times (1 - p) at test; ``"inverted"``: PyTorch/Caffe's 1/(1 - p) in
-training), ``lrn_mode`` (``"column"``: each column normalises over its own kernel maps
-only, as the authors' cuda-convnet2 did; ``"all"``: Caffe's one LRN over all channels of
-the grouped form, which needs a halo of ``size // 2`` channels from the other column at
-their shared boundary, exchanged by ``refnet.exchange.halo_forward``).
+paper) or ``(2, 2)``, ``pool_rounding`` (``"floor"``, or Caffe's ``"ceil"``), dropout
+``p`` and ``dropout_mode`` (``"paper"``: no scaling in training and outputs times
+(1 - p) at test; ``"inverted"``: PyTorch/Caffe's 1/(1 - p) in training), ``lrn_mode``
+(``"column"``: each column normalises over its own kernel maps only, as the authors'
+cuda-convnet2 did; ``"all"``: Caffe's one LRN over all channels of the grouped form,
+which needs a halo of ``size // 2`` channels from the other column at their shared
+boundary, exchanged by ``refnet.exchange.halo_forward``).
 
 Convolutions: ``conv_algo="winograd"`` (default) computes the stride-1 layers (conv2-5)
 by Winograd's minimal filtering (``layers.winograd``: 2-4x fewer multiplications, float32
@@ -61,6 +64,7 @@ from layers import backend, conv, dropout, gap, linear, lrn, pool, relu, softmax
 from layers import layout as layouts
 from layers.backend import backend_module
 from refnet import arch as arch_table
+from refnet.conventions import init_scheme as preset_init
 from refnet import exchange
 from refnet import init as init_schemes
 from refnet.columns import Placement, default_devices
@@ -78,11 +82,24 @@ class AlexNet:
     both (and NumPy the CPU). Parameters are unset until ``init`` or ``load_state_dict``:
     ``forward`` (and what calls it) and ``state_dict`` raise ``RuntimeError`` until then.
     Input images are ``spec.input_size`` square (227 for ``alexnet``: the paper's 224
-    gives no integer 55x55 conv1 output; see ``refnet.arch``).
+    gives no integer 55x55 conv1 output; see ``refnet.arch``). ``conventions``: a name of
+    ``refnet.conventions.CONVENTIONS``; the options are then ``NetOptions.preset(name,
+    **given)`` (``arch`` None: the preset's arch, else ``"alexnet"``), and ``init``'s
+    default scheme is the preset's.
     """
 
-    def __init__(self, arch="alexnet", dtype="float32", backend="numpy", **options):
-        opts = NetOptions(arch=arch, dtype=dtype, backend=backend, **options)
+    def __init__(self, arch=None, dtype="float32", backend="numpy", conventions=None,
+                 **options):
+        given = dict(options, dtype=dtype, backend=backend)
+        if arch is not None:
+            given["arch"] = arch
+        if conventions is None:
+            opts = NetOptions(**given)
+            self.init_scheme = "paper"
+        else:
+            opts = NetOptions.preset(conventions, **given)
+            self.init_scheme = preset_init(conventions)
+        self.conventions = conventions
         self.options = opts
         self.spec = opts.spec
         self.dtype = numpy.dtype(opts.dtype)
@@ -93,9 +110,11 @@ class AlexNet:
         self.dropout, self.dropout_mode = opts.dropout, opts.dropout_mode
         self.conv_algo, self.keep_cols = opts.conv_algo, opts.conv_cache == "columns"
         self.head = opts.head
+        self.pool_rounding = opts.pool_rounding
         self.shapes = arch_table.param_shapes(self.spec, columns=self.columns,
                                               num_classes=opts.num_classes, pool=self.pool,
-                                              head=self.head)
+                                              head=self.head,
+                                              pool_rounding=self.pool_rounding)
         self.num_classes = self.shapes["fc8.bias" if self.head == "fc" else "head.bias"][0]
         devices = opts.devices or default_devices(self.xp, self.columns)
         self.placement = Placement(self.xp, self.columns, devices, self.shapes)
@@ -143,8 +162,11 @@ class AlexNet:
         return self.spec.convs[int(name[-1]) - 1]
 
     # -- parameters ------------------------------------------------------------------
-    def init(self, seed=0, scheme="paper"):
-        """Draw the initial parameters (``refnet.init``: "paper", "caffe" or "he")."""
+    def init(self, seed=0, scheme=None):
+        """Draw the initial parameters (``refnet.init.SCHEMES``: "paper", "caffe",
+        "cuda-convnet2", "pytorch" or "he"; None: ``self.init_scheme``, the preset's
+        scheme when built with ``conventions``, else "paper")."""
+        scheme = self.init_scheme if scheme is None else scheme
         self.load_state_dict(init_schemes.initial_params(
             self.shapes, seed=seed, scheme=scheme, dtype=self.dtype))
         return self
@@ -479,7 +501,8 @@ class Pool(_Layer):
     def forward(self, net, h, run):
         z, s = net.pool
         return _split(net.placement.each(
-            lambda c, a: pool.forward(a, size=z, stride=s, layout=net.layout), h))
+            lambda c, a: pool.forward(a, size=z, stride=s, rounding=net.pool_rounding,
+                                      layout=net.layout), h))
 
     def backward(self, net, d, cache, grads):
         return net.placement.each(lambda c, g, k: pool.backward(g, k), d, cache)

@@ -3,6 +3,7 @@
     opts = NetOptions(arch="demo", dtype="float32", conv_algo="gemm")
     net = build_network(opts)                    # refnet.network; AlexNet(**kwargs) too
     NetOptions.from_dict(opts.to_dict()) == opts # what a checkpoint stores
+    NetOptions.preset("caffe", arch="demo")      # a named bundle, given fields winning
 
 Every option of ``AlexNet`` is a field here, and every option's allowed values are
 spelled once, in ``CHOICES`` (the command lines, the benchmark and ``verify`` take their
@@ -26,6 +27,8 @@ Fields:
   over all maps of the grouped form ("all", Caffe's), and its hyperparameters (the
   paper's n=5, alpha=1e-4, beta=0.75, k=2; alpha multiplies the window sum as is);
 - ``pool``: (window, stride) of max pooling, (3, 2) the paper's, (2, 2) its ablation;
+  ``pool_rounding``: the pooled size rounded down ("floor", PyTorch's default) or up
+  ("ceil", Caffe's and cuda-convnet's; the last window clipped at the edge);
 - ``dropout``, ``dropout_mode``: the drop probability of fc6/fc7 and its scaling
   ("paper": x(1 - p) at test; "inverted": 1/(1 - p) in training);
 - ``conv_algo``: "winograd" (stride-1 layers by Winograd's minimal filtering, conv1 by
@@ -38,6 +41,10 @@ Fields:
   ``dropout`` and ``dropout_mode`` then have nothing to act on);
 - ``layout``: "CHWN" (batch innermost, the default) or "NCHW", the maps' memory layout
   from the input to pool5 (the network's inputs, outputs and parameters do not change).
+
+``NetOptions.preset(name, **fields)``: the options of a named bundle of conventions
+(``refnet.conventions``: "paper", "cuda-convnet2", "caffe", "torchvision"), the fields
+given winning over the preset's; ``CHOICES["conventions"]`` lists the names.
 """
 
 import dataclasses
@@ -49,6 +56,8 @@ from layers import backend as backends
 from layers.conv import ALGOS as CONV_ALGOS
 from layers.dropout import MODES as DROPOUT_MODES
 from layers.layout import LAYOUTS
+from layers.pool import ROUNDINGS
+from refnet import conventions
 from refnet.arch import ARCHS, HEADS, ArchSpec, check_columns
 
 DTYPES = ("float32", "float64")
@@ -61,11 +70,13 @@ CHOICES = {
     "backend": BACKENDS,
     "columns": (1, 2),
     "lrn_mode": ("column", "all"),
+    "pool_rounding": ROUNDINGS,
     "dropout_mode": DROPOUT_MODES,
     "conv_algo": CONV_ALGOS,
     "conv_cache": ("columns", "input"),
     "layout": LAYOUTS,
     "head": HEADS,
+    "conventions": conventions.NAMES,     # NetOptions.preset's names (not a field)
 }
 
 
@@ -84,6 +95,7 @@ class NetOptions:
     lrn_beta: float = 0.75
     lrn_k: float = 2.0
     pool: tuple = (3, 2)
+    pool_rounding: str = "floor"
     dropout: float = 0.5
     dropout_mode: str = "paper"
     conv_algo: str = "winograd"
@@ -111,8 +123,8 @@ class NetOptions:
         put("columns", int(self.columns))
         check_columns(self.spec, self.columns)
         put("lrn", _flag("lrn", self.lrn))
-        for name in ("lrn_mode", "dropout_mode", "conv_algo", "conv_cache", "layout",
-                     "head"):
+        for name in ("lrn_mode", "pool_rounding", "dropout_mode", "conv_algo", "conv_cache",
+                     "layout", "head"):
             _choose(name, getattr(self, name))
         size = _integer("lrn_size", self.lrn_size, 1)
         if size % 2 == 0:
@@ -181,6 +193,15 @@ class NetOptions:
         if unknown:
             raise ValueError(f"unknown network options {unknown}")
         return cls(**{**d, **changes})
+
+    @classmethod
+    def preset(cls, name, **fields):
+        """The options of the named conventions (``refnet.conventions.CONVENTIONS``), with
+        ``fields`` winning over the preset's values. ``ValueError`` names an unknown
+        preset and the choices; a preset's ``"init"`` is ``net.init``'s, not a field
+        (``refnet.conventions.init_scheme``)."""
+        given = conventions.fields(name, arch_given="arch" in fields)
+        return cls(**{**given, **fields})
 
     @classmethod
     def from_config(cls, cfg, **changes):

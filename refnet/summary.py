@@ -23,6 +23,7 @@ import sys
 from typing import NamedTuple
 
 from data.cli import Parser, run_command
+from layers.checks import window_count
 from refnet.arch import ARCHS
 from refnet.network import build_network
 from refnet.options import NetOptions
@@ -48,7 +49,8 @@ def _conv(net, layer, shape):
 
 def _pool(net, layer, shape):
     (z, s), (c, h, w) = net.pool, shape
-    return (c, (h - z) // s + 1, (w - z) // s + 1), 0
+    r = net.pool_rounding
+    return (c, window_count(h, z, s, rounding=r), window_count(w, z, s, rounding=r)), 0
 
 
 def _linear(net, layer, shape):

@@ -1,5 +1,6 @@
 """Max pooling: the phase-plane fast path against ``layers.reference`` with ties and in
-blocks, the reference against finite differences, gradient conservation."""
+blocks, both roundings of the output size, the reference against finite differences,
+gradient conservation, and ceil rounding against PyTorch's ``ceil_mode=True``."""
 import numpy
 import pytest
 from hypothesis import given
@@ -17,7 +18,8 @@ def pool_configs(draw):
     return dict(shape=(draw(st.integers(1, 2)), draw(st.integers(1, 3)),
                        draw(st.integers(size, size + 6)), draw(st.integers(size, size + 6))),
                 size=size, stride=draw(st.integers(1, 3)), seed=draw(st.integers(0, 2**32 - 1)),
-                layout=draw(st.sampled_from(LAYOUTS)))
+                layout=draw(st.sampled_from(LAYOUTS)),
+                rounding=draw(st.sampled_from(pool.ROUNDINGS)))
 
 
 def pool_in_layout(xp, x, dy_of_y, cfg):
@@ -25,7 +27,7 @@ def pool_in_layout(xp, x, dy_of_y, cfg):
     ``dy_of_y`` gives the NCHW upstream gradient for the NCHW output y."""
     lay = cfg["layout"]
     y, cache = pool.forward(xp.asarray(transpose(x, "NCHW", lay)), size=cfg["size"],
-                            stride=cfg["stride"], layout=lay)
+                            stride=cfg["stride"], rounding=cfg["rounding"], layout=lay)
     y = transpose(backend.asnumpy(y), lay, "NCHW")
     argmax = transpose(backend.asnumpy(cache.argmax), lay, "NCHW")
     dy = dy_of_y(y)
@@ -36,7 +38,7 @@ def pool_in_layout(xp, x, dy_of_y, cfg):
 def reference_pool(x, dy, cfg):
     """(y, argmax, dx) of ``layers.reference`` for x and dy (NCHW)."""
     h = dict(size=cfg["size"], stride=cfg["stride"])
-    y, argmax = reference.pool_forward(x, **h)
+    y, argmax = reference.pool_forward(x, **h, rounding=cfg.get("rounding", "floor"))
     return y, argmax, reference.pool_backward(dy, argmax, x.shape, **h)
 
 
@@ -83,10 +85,12 @@ def test_reference_backward_matches_finite_differences(xp, data):
     rng = numpy.random.default_rng(cfg["seed"])
     x = xp.asarray(rng.standard_normal(cfg["shape"]))     # continuous: no ties
     h = dict(size=cfg["size"], stride=cfg["stride"])
-    y, argmax = reference.pool_forward(x, **h)
+    rounding = cfg["rounding"]
+    y, argmax = reference.pool_forward(x, **h, rounding=rounding)
     dy = xp.asarray(rng.standard_normal(y.shape))
     dx = reference.pool_backward(dy, argmax, x.shape, **h)
-    assert_directional(lambda a: reference.pool_forward(a, **h)[0], [x], [dx], dy, rng)
+    assert_directional(lambda a: reference.pool_forward(a, **h, rounding=rounding)[0],
+                       [x], [dx], dy, rng)
 
 
 @fixture_settings
@@ -95,7 +99,8 @@ def test_backward_matches_finite_differences(xp, cfg):
     rng = numpy.random.default_rng(cfg["seed"])
     x = rng.standard_normal(cfg["shape"])                 # continuous: no ties
     x = xp.asarray(transpose(x, "NCHW", cfg["layout"]))
-    h = dict(size=cfg["size"], stride=cfg["stride"], layout=cfg["layout"])
+    h = dict(size=cfg["size"], stride=cfg["stride"], layout=cfg["layout"],
+             rounding=cfg["rounding"])
     y, cache = pool.forward(x, **h)
     dy = xp.asarray(rng.standard_normal(y.shape))
     dx = pool.backward(dy, cache)
@@ -131,3 +136,47 @@ def test_output_size_rounds_down(xp):
     x = xp.asarray(numpy.zeros((1, 1, 8, 9)))
     y, _ = pool.forward(x, size=3, stride=2)
     assert y.shape == (1, 1, 3, 4)                        # floor((8-3)/2)+1, floor((9-3)/2)+1
+
+
+def test_output_size_rounds_up_with_ceil(xp):
+    x = xp.asarray(numpy.zeros((1, 1, 8, 9)))
+    y, _ = pool.forward(x, size=3, stride=2, rounding="ceil")
+    assert y.shape == (1, 1, 4, 4)                        # ceil((8-3)/2)+1, ceil((9-3)/2)+1
+    # a window that would start past the input is dropped: 5 wide, 1-windows at stride 3
+    # cover starts 0 and 3 (ceil((5-1)/3)+1 = 3 would start the third at 6 >= 5)
+    y, _ = pool.forward(xp.asarray(numpy.zeros((1, 1, 5, 5))), size=1, stride=3,
+                        rounding="ceil")
+    assert y.shape == (1, 1, 2, 2)
+    with pytest.raises(ValueError, match="rounding must be one of"):
+        pool.forward(x, size=3, stride=2, rounding="up")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape, size, stride", [
+    ((2, 3, 54, 54), 3, 2),        # AlexNet's 227 at 224: floor 26, ceil 27
+    ((2, 4, 12, 13), 3, 2),        # pool5 at 224: floor 5, ceil 6 (and an odd side)
+    ((1, 2, 10, 11), 3, 3),        # non-overlapping, clipped last window
+    ((1, 2, 9, 8), 2, 2),          # the paper's 2/2 ablation on odd sides
+    ((2, 2, 8, 11), 4, 3),
+])
+def test_ceil_matches_torch_forward_and_backward(layout, shape, size, stride):
+    torch = pytest.importorskip("torch")
+    rng = numpy.random.default_rng(sum(shape) + 10 * size + stride)
+    x = rng.standard_normal(shape) - 3.0                  # all negative: padding must not win
+    y, cache = pool.forward(transpose(x, "NCHW", layout), size=size, stride=stride,
+                            rounding="ceil", layout=layout)
+    y = transpose(y, layout, "NCHW")
+    dy = rng.standard_normal(y.shape)                     # random upstream gradient
+    dx = transpose(pool.backward(transpose(dy, "NCHW", layout), cache), layout, "NCHW")
+    tx = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(tx, size, stride, ceil_mode=True)
+    ty.backward(torch.tensor(dy))
+    floor = torch.nn.functional.max_pool2d(tx, size, stride).shape
+    assert y.shape == tuple(ty.shape) and y.shape[2:] != tuple(floor[2:])
+    numpy.testing.assert_array_equal(y, ty.detach().numpy())
+    numpy.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-13, atol=1e-15)
+    y_ref, argmax_ref = reference.pool_forward(x, size=size, stride=stride, rounding="ceil")
+    numpy.testing.assert_array_equal(y_ref, y)
+    numpy.testing.assert_allclose(
+        reference.pool_backward(dy, argmax_ref, x.shape, size=size, stride=stride), dx,
+        rtol=1e-13, atol=1e-15)

@@ -63,7 +63,8 @@ def twin_of(opts, state):
     return TwinAlexNet(state, geometry(opts.arch), columns=opts.columns, lrn=opts.lrn,
                        lrn_mode=opts.lrn_mode,
                        lrn_params=(p["size"], p["alpha"], p["beta"], p["k"]),
-                       pool=opts.pool, dropout=opts.dropout, dropout_mode=opts.dropout_mode,
+                       pool=opts.pool, pool_rounding=opts.pool_rounding,
+                       dropout=opts.dropout, dropout_mode=opts.dropout_mode,
                        head=opts.head)
 
 

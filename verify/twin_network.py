@@ -40,8 +40,8 @@ class TwinAlexNet(nn.Module):
     """
 
     def __init__(self, state_dict, geometry, *, columns=2, lrn=True, lrn_mode="column",
-                 lrn_params=(5, 1e-4, 0.75, 2.0), pool=(3, 2), dropout=0.5,
-                 dropout_mode="paper", head="fc"):
+                 lrn_params=(5, 1e-4, 0.75, 2.0), pool=(3, 2), pool_rounding="floor",
+                 dropout=0.5, dropout_mode="paper", head="fc"):
         super().__init__()
         if head not in CHOICES["head"]:
             raise ValueError(f"twin: head must be one of {CHOICES['head']}, got {head!r}")
@@ -54,7 +54,7 @@ class TwinAlexNet(nn.Module):
         self.lrn = lrn
         self.lrn_groups = columns if lrn_mode == "column" else 1
         self.lrn_params = dict(zip(("size", "alpha", "beta", "k"), lrn_params))
-        self.pool = nn.MaxPool2d(pool[0], pool[1])      # floor rounding (ceil_mode=False)
+        self.pool = nn.MaxPool2d(pool[0], pool[1], ceil_mode=pool_rounding == "ceil")
         self.p = dropout
         self.dropout_mode = dropout_mode
         dtype = torch.from_numpy(numpy.asarray(state_dict["conv1.weight"][:1])).dtype
