@@ -21,7 +21,8 @@ of them for a layer-by-layer comparison with ``net.features(x, upto=NAME, maps=T
     LRN       lrn1, lrn2 (below); with lrn_mode="column" and two columns: Split into the
               columns' halves, one LRN each, Concat
     MaxPool   pool1, pool2, pool5: window and stride from options.pool, no padding,
-              floor rounding (ceil_mode 0)
+              options.pool_rounding as ceil_mode (0 floor, 1 ceil: the last window may
+              hang over the edge, PyTorch's and ONNX's rule)
     Identity  the exchanges between columns (to_conv3, to_fc6, ...): in the grouped
               form the columns' maps are already side by side
     Flatten   flatten (axis 1): pool5's (C, S, S) in C order, fc6's input order in
@@ -176,7 +177,8 @@ def _add_layer(g, net, layer, sd, channels):
         _lrn(g, net, name)
     elif isinstance(layer, Pool):
         z, s = net.pool
-        g.node("MaxPool", [g.last], name, kernel_shape=[z, z], strides=[s, s], ceil_mode=0)
+        ceil = int(net.options.pool_rounding == "ceil")      # Caffe's rounding: ceil_mode 1
+        g.node("MaxPool", [g.last], name, kernel_shape=[z, z], strides=[s, s], ceil_mode=ceil)
     elif isinstance(layer, Exchange):
         g.node("Identity", [g.last], name)
     elif isinstance(layer, Flatten):

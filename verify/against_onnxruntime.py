@@ -44,7 +44,8 @@ BASE = dict(lrn_alpha=0.025, dropout=0.3)         # every term of LRN and dropou
 VARIANTS = {"columns=1": dict(columns=1), "lrn=False": dict(lrn=False),
             "lrn_mode=all": dict(lrn_mode="all"), "pool=(2,2)": dict(pool=(2, 2)),
             "dropout_mode=inverted": dict(dropout_mode="inverted"),
-            "head=gap": dict(head="gap"), "layout=NCHW": dict(layout="NCHW")}
+            "head=gap": dict(head="gap"), "layout=NCHW": dict(layout="NCHW"),
+            "pool=(2,2) ceil": dict(pool=(2, 2), pool_rounding="ceil")}
 
 
 def available():
