@@ -8,7 +8,12 @@ and measures, on this machine:
   buffers): the median time, the algorithm bandwidth (buffer bytes / time) and the bus
   bandwidth (algorithm bandwidth x 2 (R - 1) / R, what each link carries in a ring);
 - one data-parallel training step (forward and backward of each rank's slice of the
-  global batch, the fused reduce, SGD) and the fraction of it spent in the reduce.
+  global batch, the reduce, SGD) and the fraction of it spent waiting for the reduce
+  after the backward pass: "fused", one allreduce of the whole buffer after backward,
+  and "overlap", the buckets sent while backward runs (``GradientReducer``'s hook).
+  MPI moves a non-blocking allreduce on only inside MPI calls (the hook pokes it after
+  each layer) unless the MPI library has a progress thread (MPICH:
+  ``MPIR_CVAR_ASYNC_PROGRESS=1``); times are the slowest rank's.
 
 The ranks run in the benchmark's tuned process settings (``bench.env``: glibc malloc
 keeps freed buffers, OpenBLAS picks its own kernel). Each rank gets its share of the cores (``refnet.distributed.share_cores``), as
@@ -77,7 +82,8 @@ def main(argv=None):
 
 
 def worker(args):
-    from refnet.distributed import GradientReducer, current_world, share_cores
+    from refnet.distributed import (BUCKET_BYTES, GradientReducer, current_world,
+                                    share_cores)
     from refnet.network import build_network
     from refnet.sgd import SGD
     world = current_world()
@@ -85,7 +91,7 @@ def worker(args):
     say = print if world.is_root else (lambda *a, **k: None)
     net = build_network(NetOptions(arch=args.arch, dtype=args.dtype))
     net.init(seed=0)
-    reducer = GradientReducer(world, net)
+    reducer = GradientReducer(world, net, bucket_bytes=None)
     nbytes = reducer.size * net.dtype.itemsize
     buf = numpy.random.default_rng(world.rank).standard_normal(reducer.size).astype(net.dtype)
     world.allreduce(buf)                                    # warm-up: connections, pages
@@ -111,26 +117,37 @@ def worker(args):
     x = rng.standard_normal((share, 3, size, size)).astype(net.dtype)
     y = rng.integers(0, net.num_classes, share)
     sgd = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    parts = {"compute": [], "reduce": [], "sgd": []}
-    for step in range(args.steps + 1):
-        world.allreduce(numpy.zeros(1))
-        t0 = time.perf_counter()
-        loss, grads = net.loss_and_grad_columns(x, y, rng=numpy.random.default_rng(step))
-        t1 = time.perf_counter()
-        reducer.reduce(grads, loss, share, args.batch)
-        t2 = time.perf_counter()
-        sgd.step(grads)
-        t3 = time.perf_counter()
-        if step:                                            # after the warm-up
-            for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
-                parts[k].append(v)
-    med = {k: float(numpy.median(v)) for k, v in parts.items()}
-    step_s = sum(med.values())
-    frac = med["reduce"] / step_s
-    say(f"data parallel step, {args.arch} global batch {args.batch} ({share} per rank), "
-        f"{args.dtype}: {step_s:.3f} s = compute {med['compute']:.3f} + reduce "
-        f"{med['reduce']:.3f} + SGD {med['sgd']:.3f}; communication {100 * frac:.1f}% of "
-        f"the step; {args.batch / step_s:.1f} images/s", flush=True)
+    steps = {}
+    for mode in ("fused", "overlap"):
+        reducer = GradientReducer(world, net, bucket_bytes=None if mode == "fused"
+                                  else BUCKET_BYTES)
+        parts = {"compute": [], "reduce": [], "sgd": []}
+        for step in range(args.steps + 1):
+            world.allreduce(numpy.zeros(1))
+            t0 = time.perf_counter()
+            if mode == "overlap":
+                reducer.begin(share, args.batch)
+            loss, grads = net.loss_and_grad_columns(
+                x, y, rng=numpy.random.default_rng(step),
+                on_grads=reducer.ready if mode == "overlap" else None)
+            t1 = time.perf_counter()
+            reducer.reduce(grads, loss, share, args.batch)
+            t2 = time.perf_counter()
+            sgd.step(grads)
+            t3 = time.perf_counter()
+            if step:                                        # after the warm-up
+                for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
+                    parts[k].append(max(world.allgather(v)))    # the slowest rank's
+        med = {k: float(numpy.median(v)) for k, v in parts.items()}
+        total = sum(med.values())
+        steps[mode] = {**med, "total_s": total, "communication_fraction": med["reduce"] / total,
+                       "buckets": len(reducer.buckets) + 1}
+        say(f"data parallel step ({mode}: {steps[mode]['buckets']} allreduce(s)), "
+            f"{args.arch} global batch {args.batch} ({share} per rank), {args.dtype}: "
+            f"{total:.3f} s = forward+backward {med['compute']:.3f} + reduce after backward "
+            f"{med['reduce']:.3f} + SGD {med['sgd']:.3f}; communication "
+            f"{100 * med['reduce'] / total:.1f}% of the step; {args.batch / total:.1f} "
+            "images/s", flush=True)
     blas = blas_info()
     say(f"BLAS: {blas[0]['internal_api']} {blas[0]['version']} {blas[0]['architecture']}, "
         f"{blas[0]['num_threads']} thread(s) per rank" if blas else "BLAS: unknown")
@@ -140,8 +157,7 @@ def worker(args):
             "dtype": args.dtype, "parameters": reducer.size, "bytes": nbytes,
             "allreduce_s": {"median": t_ar, "min": min(per_call), "max": max(per_call)},
             "algbw_GBps": algbw, "busbw_GBps": busbw,
-            "step": {"global_batch": args.batch, "per_rank": share, **med,
-                     "total_s": step_s, "communication_fraction": frac},
+            "step": {"global_batch": args.batch, "per_rank": share, **steps},
             "blas": blas, "host": os.uname().nodename})
     return 0
 

@@ -4,7 +4,8 @@ Model parallel within a replica, data parallel across replicas. Each rank holds 
 replica of the network, whose two columns keep their own devices as in one process
 (``column_devices``); the ranks split every global batch between them, and after each
 backward pass their gradients are summed by one allreduce of one flat buffer
-(``GradientReducer``). Nothing here opens a socket or writes a collective: MPI (through
+(``GradientReducer``, in a few large buckets, each sent as soon as the backward pass
+has made it). Nothing here opens a socket or writes a collective: MPI (through
 mpi4py) launches the ranks, finds them, and reduces NumPy buffers; on GPUs the gradient
 buffer goes through NCCL (``cupyx.distributed``'s ``NCCLBackend``, bootstrapped by MPI).
 
@@ -16,6 +17,8 @@ buffer goes through NCCL (``cupyx.distributed``'s ``NCCLBackend``, bootstrapped 
     world.abort(code)                             # end every rank (a failure of one rank)
 
     reducer = GradientReducer(world, net)
+    reducer.begin(count, total)                    # this rank's images of the global batch
+    loss, grads = net.loss_and_grad_columns(x, y, ..., on_grads=reducer.ready)
     loss, extras = reducer.reduce(grads, loss, count, total, extras=(flag, ...))
 
 A world of one (``Solo``) imports nothing: a plain ``python -m refnet.train`` runs as it
@@ -92,6 +95,16 @@ class Solo:
     def allreduce(self, buf):
         return buf
 
+    def iallreduce(self, buf):
+        """Start summing ``buf`` in place; returns a request for ``wait``."""
+        return None
+
+    def wait(self, requests):
+        """Wait until the started allreduces are done."""
+
+    def progress(self, requests):
+        """Let started allreduces move on (MPI progresses only inside its calls)."""
+
     def use_nccl(self, device):
         """Nothing to connect in a world of one."""
 
@@ -114,7 +127,7 @@ class MpiWorld(Solo):
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
         self.host = MPI.Get_processor_name()
-        self.nccl = None
+        self.nccl = self.stream = None
 
     def allgather(self, obj):
         data = numpy.frombuffer(json.dumps(obj).encode(), dtype=numpy.uint8)
@@ -139,11 +152,38 @@ class MpiWorld(Solo):
         (after ``use_nccl``)."""
         if isinstance(buf, numpy.ndarray):
             self.comm.Allreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
-        elif self.nccl is not None:
-            self.nccl.all_reduce(buf, buf, op="sum")
         else:
-            raise DistributedError("a device array needs NCCL: call use_nccl(device) first")
+            self.wait([self.iallreduce(buf)])
         return buf
+
+    def iallreduce(self, buf):
+        """Start summing ``buf`` in place: ``MPI_Iallreduce`` for a NumPy array; for a
+        CuPy array NCCL on this rank's communication stream, after the work queued so
+        far on the current stream (every NCCL call goes on that one stream, in the same
+        order on every rank)."""
+        if isinstance(buf, numpy.ndarray):
+            return self.comm.Iallreduce(self.MPI.IN_PLACE, buf, op=self.MPI.SUM)
+        if self.nccl is None:
+            raise DistributedError("a device array needs NCCL: call use_nccl(device) first")
+        import cupy
+        if self.stream is None:
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.stream.wait_event(cupy.cuda.get_current_stream().record())
+        self.nccl.all_reduce(buf, buf, op="sum", stream=self.stream)
+        return self.stream
+
+    def wait(self, requests):
+        mpi = [r for r in requests if isinstance(r, self.MPI.Request)]
+        if mpi:
+            self.MPI.Request.Waitall(mpi)
+        if len(mpi) < len(requests):            # NCCL's: the current stream waits
+            import cupy
+            cupy.cuda.get_current_stream().wait_event(self.stream.record())
+
+    def progress(self, requests):
+        mpi = [r for r in requests if isinstance(r, self.MPI.Request)]
+        if mpi:
+            self.MPI.Request.Testall(mpi)
 
     def use_nccl(self, device):
         """Connect the ranks' GPUs (``device``: this rank's, where the gradient buffer
@@ -206,50 +246,118 @@ def share_cores(world):
 
 
 # -- the fused gradient allreduce ---------------------------------------------------------
+BUCKET_BYTES = 25 * 2**20     # a bucket closes at the first layer that fills 25 MiB
+EXTRAS = 4                    # scalars reduced with the last bucket: the loss and flags
+
+
 class GradientReducer:
-    """Every gradient of every column in one flat buffer on column 0's device, reduced by
-    one allreduce per step together with a few scalars (the loss, flags).
+    """Every gradient of every column in one flat buffer on column 0's device, reduced in
+    a few large buckets per step, the last one with a few scalars (the loss, flags).
 
-    Layout: the columns in order, each column's gradients by sorted name, flattened;
-    then the extras. Packing multiplies each local gradient by count / total (count
-    this rank's images, total the global batch), so the sum over ranks is the global
-    mean (module doc)."""
+    Layout: the layers in backward order (fc8 first, conv1 last), in each layer the
+    columns in order and the parameters by name, flattened; then the extras. Packing
+    multiplies each local gradient by count / total (count this rank's images, total
+    the global batch), so the sum over ranks is the global mean (module doc). A bucket
+    is the run of layers up to the first that brings it to ``bucket_bytes``
+    (``None``: the whole buffer in one allreduce).
 
-    def __init__(self, world, net):
+    Overlap. ``begin(count, total)`` before the backward pass, and ``ready`` as the
+    network's ``on_grads`` hook: a layer's gradients are packed as soon as the backward
+    pass has made them, and a full bucket's allreduce starts at once (non-blocking:
+    ``MPI_Iallreduce``, or NCCL on its own stream) while the layers below compute;
+    ``reduce`` packs what is left, starts the last bucket and waits for all. AlexNet's
+    fc layers hold 96% of its parameters and come first in backward, so nearly all the
+    traffic can hide behind the convolutions' backward (docs/distributed.md). Without
+    the hook, ``reduce`` packs and reduces everything after the backward pass. The sums
+    are the same either way: each element is the sum of the same R numbers."""
+
+    def __init__(self, world, net, bucket_bytes=BUCKET_BYTES):
         self.world, self.net = world, net
-        self.layout = []
-        offset = 0
-        for c in range(net.columns):
-            for name in sorted(net.params[c]):
-                shape = tuple(net.params[c][name].shape)
-                size = int(numpy.prod(shape))
-                self.layout.append((c, name, shape, offset, size))
-                offset += size
+        self.layout = {}          # layer -> [(column, name, shape, offset, size)]
+        self.buckets = []         # (first element, end element, the layer that closes it)
+        offset = start = 0
+        itemsize = numpy.dtype(net.dtype).itemsize
+        for layer in reversed(net.layers):
+            names = sorted(n for n in net.params[0] if n.startswith(f"{layer.name}."))
+            if not names:
+                continue
+            entries = self.layout.setdefault(layer.name, [])
+            for c in range(net.columns):
+                for name in (n for n in names if n in net.params[c]):
+                    shape = tuple(net.params[c][name].shape)
+                    size = int(numpy.prod(shape))
+                    entries.append((c, name, shape, offset, size))
+                    offset += size
+            if bucket_bytes is not None and (offset - start) * itemsize >= bucket_bytes:
+                self.buckets.append((start, offset, layer.name))
+                start = offset
         self.size = offset
+        self.tail = start          # the last bucket: [tail, size) and the extras
+        self.closing = {layer: (a, b) for a, b, layer in self.buckets}
         self.buffer = None
+        self.scale = None
+        self.packed, self.pending = set(), []
+
+    def begin(self, count, total):
+        """A step starts: this rank has ``count`` of the ``total`` images."""
+        self.scale = count / total
+        self.packed, self.pending = set(), []
+
+    def ready(self, layer, grads):
+        """``on_grads`` hook: pack ``layer``'s gradients; start its bucket when full."""
+        if self.scale is None:
+            raise RuntimeError("GradientReducer.ready before begin(count, total)")
+        self._pack(layer, grads)
+        if layer in self.closing:
+            a, b = self.closing[layer]
+            with self.net.placement.device(0):
+                self.pending.append(self.world.iallreduce(self.buffer[a:b]))
+        else:
+            self.world.progress(self.pending)
 
     def reduce(self, grads, loss, count, total, extras=()):
         """Sum ``grads`` (per column, as ``loss_and_grad_columns`` gives) over the ranks,
         replacing them in ``grads``; returns (the global mean loss, the summed ``extras``
-        as floats). ``count``: this rank's images, ``total``: the global batch."""
-        P, xp = self.net.placement, self.net.xp
-        scale = count / total
-        extras = [float(loss) * scale] + [float(e) for e in extras]
+        as floats, at most ``EXTRAS - 1``). ``count``: this rank's images, ``total``: the
+        global batch."""
+        if self.scale is None:
+            self.begin(count, total)
+        elif self.scale != count / total:
+            raise ValueError(f"reduce: {count} of {total} images, but begin() was told "
+                             f"a share of {self.scale}")
+        if len(extras) >= EXTRAS:
+            raise ValueError(f"reduce: at most {EXTRAS - 1} extras, got {len(extras)}")
+        for layer in self.layout:                   # without the hook: everything now
+            if layer not in self.packed:
+                self._pack(layer, grads)
+        P, xp, buf = self.net.placement, self.net.xp, self.buffer
+        values = numpy.zeros(EXTRAS)
+        values[:1 + len(extras)] = [float(loss) * self.scale] + [float(e) for e in extras]
         with P.device(0):
-            if self.buffer is None or self.buffer.size != self.size + len(extras):
-                self.buffer = xp.empty(self.size + len(extras), dtype=self.net.dtype)
-            buf = self.buffer
-            for c, name, shape, offset, size in self.layout:
-                with P.device(c):                   # a transfer needs a contiguous array
-                    g = xp.ascontiguousarray(grads[c][name])
-                part = buf[offset:offset + size].reshape(shape)
-                xp.multiply(P.put(g, 0), scale, out=part)
-            buf[self.size:] = xp.asarray(numpy.array(extras, dtype=self.net.dtype))
-            self.world.allreduce(buf)
-            for c, name, shape, offset, size in self.layout:
-                grads[c][name] = P.put(buf[offset:offset + size].reshape(shape), c)
+            self.pending += [self.world.iallreduce(buf[a:b])
+                             for a, b, _ in self.buckets[len(self.pending):]]
+            buf[self.size:] = xp.asarray(values.astype(self.net.dtype))
+            self.pending.append(self.world.iallreduce(buf[self.tail:]))
+            self.world.wait(self.pending)
+            for entries in self.layout.values():
+                for c, name, shape, offset, size in entries:
+                    grads[c][name] = P.put(buf[offset:offset + size].reshape(shape), c)
             summed = backend.asnumpy(buf[self.size:]).astype(numpy.float64)
-        return float(summed[0]), [float(v) for v in summed[1:]]
+        self.scale, self.pending = None, []
+        return float(summed[0]), [float(v) for v in summed[1:1 + len(extras)]]
+
+    def _pack(self, layer, grads):
+        P, xp = self.net.placement, self.net.xp
+        if self.buffer is None:
+            with P.device(0):
+                self.buffer = xp.empty(self.size + EXTRAS, dtype=self.net.dtype)
+        for c, name, shape, offset, size in self.layout[layer]:
+            with P.device(c):                   # a transfer needs a contiguous array
+                g = xp.ascontiguousarray(grads[c][name])
+            with P.device(0):
+                part = self.buffer[offset:offset + size].reshape(shape)
+                xp.multiply(P.put(g, 0), self.scale, out=part)
+        self.packed.add(layer)
 
     def finite(self):
         """Whether the last reduced buffer holds only finite numbers (every rank sees the

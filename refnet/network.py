@@ -277,10 +277,14 @@ class AlexNet:
                                                  masks=masks)
         return loss, self.full_grads(grads)
 
-    def loss_and_grad_columns(self, x, labels, train=True, rng=None, masks=None):
+    def loss_and_grad_columns(self, x, labels, train=True, rng=None, masks=None,
+                              on_grads=None):
         """(loss, per-column gradients): ``grads[c]`` holds column c's shards on its
         device, keyed and split like ``params[c]``; what ``SGD.step`` takes without
-        assembling full arrays."""
+        assembling full arrays. ``on_grads(name, grads)``, if given, is called as soon
+        as the backward pass has made layer ``name``'s parameter gradients (fc8 first,
+        conv1 last): a data-parallel reducer starts sending them while the layers below
+        are still computing (``refnet.distributed``)."""
         logits, caches = self._forward(x, _Pass(train, rng, masks, keep=True))
         with self.placement.device(0):
             labels = self._labels(labels, logits.shape[0])
@@ -292,6 +296,8 @@ class AlexNet:
         # before the layers below it allocate (the step's peak memory).
         for layer in reversed(self.layers):
             d = layer.backward(self, d, caches.pop(layer.name), grads)
+            if on_grads is not None and f"{layer.name}.weight" in self.shapes:
+                on_grads(layer.name, grads)
         return float(loss), grads
 
     def features(self, x, upto="relu_fc7", maps=False):

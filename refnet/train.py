@@ -298,7 +298,12 @@ class Trainer:
         y = self.pipeline.labels(labels)
         masks = sample_draws.dropout_masks(cfg["seed"], self.epoch, indices,
                                            self.net.dropout_widths(), self.net.dropout)
-        loss, grads = self.net.loss_and_grad_columns(x, y, train=True, masks=masks)
+        hook = None
+        if self.reducer is not None:       # sends each bucket as backward makes it
+            self.reducer.begin(len(labels), self.pipeline.batch)
+            hook = self.reducer.ready
+        loss, grads = self.net.loss_and_grad_columns(x, y, train=True, masks=masks,
+                                                     on_grads=hook)
         loss = float(loss)
         if self.reducer is not None:       # the global batch's gradient, on every rank
             loss, (interrupts,) = self.reducer.reduce(grads, loss, len(labels),

@@ -126,22 +126,29 @@ def test_loader_refuses_a_bad_shard(data_dir):
 
 
 class SimulatedRanks:
-    """R worlds in one process: each rank's reduce packs its buffer; the sum is formed
-    when the last rank reduces (ranks run in order 1..R-1, then 0 gets the total)."""
+    """R worlds in one process, run one after the other, rank 0 last: the other ranks'
+    allreduces keep a copy of their buffer, and rank 0's k-th allreduce adds the others'
+    k-th buffers to its own (so rank 0 ends with the sums)."""
 
     def __init__(self, size):
-        self.size, self.packed = size, []
+        self.size, self.sent = size, {r: [] for r in range(size)}
 
     def world(self, rank):
         sim = self
 
         class World(Solo):
-            def allreduce(self, buf):
+            def iallreduce(self, buf):
+                mine = sim.sent[self.rank]
                 if self.rank != 0:
-                    sim.packed.append(buf.copy())
+                    mine.append(buf.copy())
                 else:
-                    for other in sim.packed:
-                        buf += other
+                    for r in range(1, sim.size):
+                        buf += sim.sent[r][len(mine)]
+                    mine.append(None)
+                return ("request", len(mine))
+
+            def allreduce(self, buf):
+                self.iallreduce(buf)
                 return buf
         w = World()
         w.rank, w.size = rank, self.size
@@ -159,8 +166,10 @@ def _batch(rng, n, put=numpy.asarray):
     return put(x), rng.integers(0, 5, n)
 
 
+@pytest.mark.parametrize("bucket_bytes", [None, 1, 600])
+@pytest.mark.parametrize("hook", [False, True])
 @pytest.mark.parametrize("sizes", [(5, 5), (4, 3, 3)])
-def test_reducer_sum_over_ranks_is_the_global_gradient(sizes):
+def test_reducer_sum_over_ranks_is_the_global_gradient(sizes, hook, bucket_bytes):
     rng = numpy.random.default_rng(0)
     x, y = _batch(rng, sum(sizes))
     idx = numpy.arange(sum(sizes)) + 100
@@ -174,8 +183,11 @@ def test_reducer_sum_over_ranks_is_the_global_gradient(sizes):
         lo, hi = bounds[r], bounds[r + 1]
         net = _net()
         part = {k: v[lo:hi] for k, v in masks.items()}
-        loss, grads = net.loss_and_grad_columns(x[lo:hi], y[lo:hi], masks=part)
-        reducer = GradientReducer(sim.world(r), net)
+        reducer = GradientReducer(sim.world(r), net, bucket_bytes=bucket_bytes)
+        if hook:
+            reducer.begin(hi - lo, sum(sizes))
+        loss, grads = net.loss_and_grad_columns(x[lo:hi], y[lo:hi], masks=part,
+                                                on_grads=reducer.ready if hook else None)
         total_loss, (flag,) = reducer.reduce(grads, loss, hi - lo, sum(sizes),
                                              extras=(r == 2,))
     full = net.full_grads(grads)
@@ -187,6 +199,38 @@ def test_reducer_sum_over_ranks_is_the_global_gradient(sizes):
     assert reducer.finite()
     reducer.buffer[0] = numpy.nan
     assert not reducer.finite()
+
+
+def test_buckets_start_during_backward_in_backward_order():
+    """With the hook, a full bucket's allreduce starts before the layers below it have
+    run backward: every layer its own bucket (1 byte) gives one start per layer, fc8's
+    first, each right after that layer's gradients exist."""
+    events = []
+
+    class Recording(Solo):
+        def iallreduce(self, buf):
+            events.append(("start", buf.size))
+
+    net = _net()
+    reducer = GradientReducer(Recording(), net, bucket_bytes=1)
+
+    def hook(layer, grads):
+        events.append(("grads", layer))
+        reducer.ready(layer, grads)
+    rng = numpy.random.default_rng(2)
+    x, y = _batch(rng, 4)
+    reducer.begin(4, 8)
+    loss, grads = net.loss_and_grad_columns(x, y, train=False, on_grads=hook)
+    reducer.reduce(grads, loss, 4, 8)
+    layers = [e[1] for e in events if e[0] == "grads"]
+    assert layers == ["fc8", "fc7", "fc6", "conv5", "conv4", "conv3", "conv2", "conv1"]
+    sizes = {layer: sum(e[4] for e in entries) for layer, entries in reducer.layout.items()}
+    for i, layer in enumerate(layers):
+        assert events[2 * i:2 * i + 2] == [("grads", layer), ("start", sizes[layer])]
+    assert events[16:] == [("start", distributed.EXTRAS)]      # the loss and flags
+    with pytest.raises(ValueError, match="share"):
+        reducer.begin(4, 8)
+        reducer.reduce(grads, loss, 3, 8)
 
 
 def test_reducer_packs_on_column_zeros_device_and_unpacks_to_each_column():
@@ -219,17 +263,18 @@ def test_reducer_packs_on_column_zeros_device_and_unpacks_to_each_column():
         assert numpy.abs(got - ref[k]).max() <= 1e-12 * numpy.abs(ref[k]).max(), k
 
 
-@pytest.mark.filterwarnings("ignore:.*nccl library could not be loaded")
+@pytest.mark.filterwarnings("ignore::UserWarning")
 def test_nccl_bootstrap_goes_through_cupyx_with_mpi(monkeypatch):
     """use_nccl asks cupyx.distributed for an NCCL communicator bootstrapped by MPI,
-    under the rank's device; allreduce then hands device buffers to it."""
+    under the rank's device; device buffers then go to it on one communication stream
+    that first waits for the compute stream, and the compute stream waits for it."""
     cupy = pytest.importorskip("cupy")
     import cupyx.distributed
     calls = []
 
     class FakeComm:
-        def all_reduce(self, a, b, op):
-            calls.append(("all_reduce", a is b, op))
+        def all_reduce(self, a, b, op, stream):
+            calls.append(("all_reduce", a is b, op, stream.name))
 
     class FakeDevice:
         def __init__(self, i):
@@ -241,17 +286,33 @@ def test_nccl_bootstrap_goes_through_cupyx_with_mpi(monkeypatch):
         def __exit__(self, *exc):
             return False
 
+    class FakeStream:
+        def __init__(self, name="comm", non_blocking=False):
+            self.name = name
+
+        def record(self):
+            return f"event of {self.name}"
+
+        def wait_event(self, event):
+            calls.append((self.name, "waits for", event))
+
     def init(n, rank, **kw):
         calls.append(("init", n, rank, kw))
         return FakeComm()
+    compute = FakeStream("compute")
     monkeypatch.setattr(cupyx.distributed, "init_process_group", init)
     monkeypatch.setattr(cupy.cuda, "Device", FakeDevice)
+    monkeypatch.setattr(cupy.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(cupy.cuda, "get_current_stream", lambda: compute)
     world = distributed.MpiWorld.__new__(distributed.MpiWorld)
-    world.rank, world.size, world.nccl = 1, 2, None
+    world.rank, world.size, world.nccl, world.stream = 1, 2, None, None
+    world.MPI = SimpleNamespace(Request=type("Request", (), {}))
     world.use_nccl(3)
     assert calls[:2] == [("device", 3), ("init", 2, 1, {"backend": "nccl", "use_mpi": True})]
     world.allreduce(SimpleNamespace(shape=(4,)))               # a device array
-    assert calls[-1] == ("all_reduce", True, "sum")
+    assert calls[2:] == [("comm", "waits for", "event of compute"),
+                         ("all_reduce", True, "sum", "comm"),
+                         ("compute", "waits for", "event of comm")]
 
 
 def test_checksum_sees_one_changed_bit():
