@@ -26,6 +26,17 @@ With ``columns=1`` (the paper's single-GPU comparison) the same layers run in on
 with the same total widths and no grouping: conv2, conv4 and conv5 then see all channels
 of the previous layer (their weights are twice as wide as in the grouped form).
 
+torchvision's AlexNet (arch ``owt``, one column, no LRN) runs the same list with an
+average pooling after pool5 and dropout moved onto fc6's and fc7's inputs
+(``dropout_placement="before"``, its default):
+
+    conv5 relu pool5 avgpool  =exchange=>  flatten dropout  fc6 relu dropout
+    =exchange=>  fc7 relu  =exchange to column 0=>  fc8
+
+The layers keep their names (conv1 ... fc8); parameters are named by the arch
+(``AlexNet.key``: conv1's weight is ``conv1.weight``, for ``owt`` torchvision's
+``features.0.weight``) in ``shapes``, ``params``, gradients and ``state_dict`` alike.
+
 Every option is a field of ``refnet.options.NetOptions`` (validated there, once);
 ``AlexNet(**kwargs)`` and ``build_network(options)`` build the same network.
 Switches for the paper's ablations: ``lrn`` on/off, ``pool=(3, 2)`` (overlapping, the
