@@ -80,8 +80,8 @@ class ArchSpec:
     param_names: tuple = ()   # (layer, prefix) pairs where the parameters' names differ
 
     def param_prefix(self, layer):
-        """The name of ``layer``'s parameters (``conv1`` -> ``conv1.weight``; for ``owt``
-        ``features.0.weight``)."""
+        """The prefix of ``layer``'s parameter names: ``layer`` itself (``conv1.weight``)
+        or the arch's name for it (``owt``: ``features.0``, as in ``features.0.weight``)."""
         return dict(self.param_names).get(layer, layer)
 
     @property
