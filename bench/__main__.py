@@ -101,6 +101,9 @@ def parse_args(argv):
     bad = args.parts - set(PARTS)
     if bad:
         p.error(f"unknown --parts {sorted(bad)}")
+    if args.arch == "owt" and not args.no_torch:
+        p.error("--arch owt: the PyTorch twin mirrors the paper's network, not "
+                "torchvision's; add --no-torch to time refnet alone")
     return args
 
 

@@ -39,7 +39,7 @@ def layer_cases(net, batch):
     cases, c_in, s = [], 3, opts.spec.input_size
     z, st = opts.pool
     for i, spec in enumerate(opts.spec.convs, start=1):
-        w = shapes[f"conv{i}.weight"]
+        w = shapes[net.key(f"conv{i}", "weight")]
         algo = "winograd" if opts.conv_algo == "winograd" and spec.stride == 1 else "gemm"
         cases.append((f"conv{i}", "conv", (batch, c_in, s, s),
                       dict(w=w, stride=spec.stride, pad=spec.pad, groups=c_in // w[1],
@@ -55,7 +55,7 @@ def layer_cases(net, batch):
             s = sizes[f"pool{i}"]
     f_in = c_in * s * s
     for name in ("fc6", "fc7", "fc8"):
-        w = shapes[f"{name}.weight"]
+        w = shapes[net.key(name, "weight")]
         cases.append((name, "linear", (batch, f_in), dict(w=w)))
         f_in = w[0]
     cases.append(("softmax", "softmax", (batch, f_in), {}))

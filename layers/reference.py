@@ -7,14 +7,16 @@ z pooling window size.
 Each function is the obvious computation of its formula: NCHW only, float32 or float64,
 any array module (taken from the inputs), nothing blocked, chunked, transformed or
 copied into a cleverer layout. The fast paths beside them (``layers.conv`` by im2col or
-Winograd, ``layers.pool`` on phase planes, ``layers.lrn`` in cache blocks, the SGD update
-of ``refnet.sgd`` in row blocks) are tested against these.
+Winograd, ``layers.pool`` on phase planes, ``layers.adaptive_pool`` as two averaging
+matrices, ``layers.lrn`` in cache blocks, the SGD update of ``refnet.sgd`` in row blocks)
+are tested against these.
 """
 from layers.backend import get_array_module
 from layers.checks import window_count
 
 __all__ = ["conv_forward", "conv_backward", "pool_forward", "pool_backward",
-           "lrn_forward", "lrn_backward", "sgd_update"]
+           "adaptive_pool_forward", "adaptive_pool_backward", "lrn_forward", "lrn_backward",
+           "sgd_update"]
 
 
 def _window(offset, count, stride):
@@ -127,6 +129,39 @@ def pool_backward(dy, argmax, x_shape, *, size=3, stride=2):
             sent = (winner * dy[:, :, oh, ow, None]).reshape(N, C, size, size)
             dx[:, :, oh * stride:oh * stride + size, ow * stride:ow * stride + size] += sent
     return dx[:, :, :x_shape[2], :x_shape[3]]
+
+
+def _bin(i, size, out):
+    """Positions floor(i size / out) to ceil((i + 1) size / out), end excluded."""
+    return slice(i * size // out, -(-(i + 1) * size // out))
+
+
+def adaptive_pool_forward(x, out):
+    """y[n, c, i, j] = the mean of x[n, c] over the rows of bin i and the columns of bin j
+    (``_bin``), (OH, OW) = ``out``. Bin by bin."""
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    OH, OW = out
+    y = xp.empty((N, C, OH, OW), dtype=x.dtype)
+    for i in range(OH):
+        for j in range(OW):
+            y[:, :, i, j] = x[:, :, _bin(i, H, OH), _bin(j, W, OW)].mean(axis=(2, 3))
+    return y
+
+
+def adaptive_pool_backward(dy, x_shape):
+    """dx[n, c, bin i, bin j] += dy[n, c, i, j] / (positions in the bin): overlapping
+    bins accumulate."""
+    xp = get_array_module(dy)
+    N, C, H, W = x_shape
+    OH, OW = dy.shape[2:]
+    dx = xp.zeros(x_shape, dtype=dy.dtype)
+    for i in range(OH):
+        for j in range(OW):
+            rows, cols = _bin(i, H, OH), _bin(j, W, OW)
+            count = (rows.stop - rows.start) * (cols.stop - cols.start)
+            dx[:, :, rows, cols] += dy[:, :, i, j, None, None] / count
+    return dx
 
 
 def _lrn_denominator(x, size, alpha, k):

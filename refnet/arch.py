@@ -2,8 +2,9 @@
 
 All entries share AlexNet's topology (five convolutions, three fully-connected
 layers, LRN after conv1 and conv2, max pooling after conv1, conv2 and conv5); they differ
-only in sizes. Widths are for both columns together (the grouped single-device form):
-with two columns each column holds half of every layer's kernels.
+in sizes, and ``owt`` also in the defaults of three options and an average pooling (below).
+Widths are for both columns together (the grouped single-device form): with two columns
+each column holds half of every layer's kernels.
 
 - ``alexnet``: the paper. Input 227x227: the paper's text says 224, but an 11x11 kernel at
   stride 4 with no padding gives 55x55 maps (as in its figure) only from 227
@@ -31,6 +32,17 @@ with two columns each column holds half of every layer's kernels.
   across feature maps in layers 1 and 2). 62,357,608 parameters.
 - ``zfnet-wide``: their larger model, conv3/4/5 of 512/1024/512 maps, the rest as
   ``zfnet``.
+- ``owt``: torchvision's AlexNet (``torchvision.models.alexnet``), the one-column model of
+  Krizhevsky's "One weird trick for parallelizing convolutional neural networks" (arXiv
+  1404.5997): conv1 64 11x11 stride 4 pad 2, conv2 192 5x5, conv3-5 384/256/256 3x3,
+  fc 4096/4096, input 224 (224 + 4 - 11) // 4 + 1 = 55 -> pool 27 -> 27 -> pool 13 -> 13
+  -> pool 6, then an adaptive average pooling to 6x6 (``avgpool``: the identity at 224,
+  it makes fc6 read 256 x 6 x 6 = 9216 features at any input size). One column; by default
+  no LRN and inverted dropout placed before fc6 and fc7 (``lrn``, ``dropout_mode`` and
+  ``dropout_placement`` below: NetOptions takes them as its defaults for this arch, and
+  explicit options still win). Its parameters carry torchvision's names (``param_names``:
+  conv1 is ``features.0``, fc8 ``classifier.6``, ...), so torchvision's ``state_dict``
+  loads as is. Stored at 256. 61,100,840 parameters.
 
 Spatial sizes follow ``out = (in + 2 pad - kernel) // stride + 1`` for convolutions and
 ``floor((in - z) / s) + 1`` for pooling (``ceil`` with ``pool_rounding="ceil"``, Caffe's:
@@ -66,14 +78,25 @@ class ArchSpec:
     num_classes: int
     store_size: int
     columns: tuple = (1, 2)   # the column counts this arch allows; the largest is the default
+    avgpool: int = 0          # side of an adaptive average pooling after pool5; 0: none
+    lrn: bool = True          # defaults of the NetOptions fields of the same names
+    dropout_mode: str = "paper"
+    dropout_placement: str = "after"
+    param_names: tuple = ()   # (layer, prefix) pairs where the parameters' names differ
+
+    def param_prefix(self, layer):
+        """The prefix of ``layer``'s parameter names: ``layer`` itself (``conv1.weight``)
+        or the arch's name for it (``owt``: ``features.0``, as in ``features.0.weight``)."""
+        return dict(self.param_names).get(layer, layer)
 
     @property
     def crop_size(self):
         return self.input_size
 
     def sizes(self, pool=(3, 2), rounding="floor"):
-        """Spatial sizes after conv1, pool1, conv2, pool2, conv3-5 and pool5, as a dict,
-        pooling rounded down (``rounding="floor"``) or up (``"ceil"``).
+        """Spatial sizes after conv1, pool1, conv2, pool2, conv3-5, pool5 (and the average
+        pooling, where the arch has one), as a dict, pooling rounded down
+        (``rounding="floor"``) or up (``"ceil"``).
 
         ``ValueError`` when a size drops below 1 for this pooling choice.
         """
@@ -91,11 +114,14 @@ class ArchSpec:
                     raise ValueError(f"arch {self.name!r}: pool after conv{i} with "
                                      f"window {z} stride {s} gives {h}x{h}")
                 out[f"pool{i}"] = h
+        if self.avgpool:
+            out["avgpool"] = self.avgpool
         return out
 
     def fc6_inputs(self, pool=(3, 2), rounding="floor"):
         """Number of inputs of fc6: conv5's width times the pooled map's area."""
-        h = self.sizes(pool, rounding)["pool5"]
+        sizes = self.sizes(pool, rounding)
+        h = sizes["avgpool" if self.avgpool else "pool5"]
         return self.convs[4].width * h * h
 
 
@@ -128,6 +154,18 @@ ARCHS = {
         convs=(ConvSpec(7, 2, 1, 96), ConvSpec(5, 2, 1, 256), ConvSpec(3, 1, 1, 512),
                ConvSpec(3, 1, 1, 1024), ConvSpec(3, 1, 1, 512)),
         fc=(4096, 4096), num_classes=1000, store_size=256, columns=(1,)),
+    "owt": ArchSpec(
+        # 224 -> conv1 11x11/4 pad 2 -> 55 -> pool 27 -> 27 -> pool 13 -> 13 -> pool 6
+        # -> average pooling to 6 (the identity here); torchvision's layer indices as names
+        name="owt", input_size=224,
+        convs=(ConvSpec(11, 4, 2, 64), ConvSpec(5, 1, 2, 192), ConvSpec(3, 1, 1, 384),
+               ConvSpec(3, 1, 1, 256), ConvSpec(3, 1, 1, 256)),
+        fc=(4096, 4096), num_classes=1000, store_size=256, columns=(1,), avgpool=6,
+        lrn=False, dropout_mode="inverted", dropout_placement="before",
+        param_names=(("conv1", "features.0"), ("conv2", "features.3"),
+                     ("conv3", "features.6"), ("conv4", "features.8"),
+                     ("conv5", "features.10"), ("fc6", "classifier.1"),
+                     ("fc7", "classifier.4"), ("fc8", "classifier.6"))),
 }
 
 
@@ -155,10 +193,12 @@ HEADS = ("fc", "gap")
 
 
 def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc",
-                 pool_rounding="floor"):
+                 pool_rounding="floor", refnet_names=False):
     """``{name: shape}`` of every parameter in the grouped single-device form, in order.
 
-    Names are PyTorch's (``conv1.weight``, ``conv1.bias``, ..., ``fc8.bias``). With
+    Names are PyTorch's (``conv1.weight``, ``conv1.bias``, ..., ``fc8.bias``), or the
+    arch's ``param_names`` where it has them (``owt``: torchvision's ``features.0.weight``
+    ... ``classifier.6.bias``) unless ``refnet_names`` (the layers' own names). With
     ``columns=2``, conv2, conv4 and conv5 are grouped convolutions (groups=2): their
     weights have half of the previous layer's width as inputs. With ``columns=1`` there
     is no grouping (the paper's single-GPU comparison keeps the same total widths).
@@ -194,10 +234,18 @@ def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc",
     if head == "gap":
         shapes["head.weight"] = (classes, c_in, 1, 1)
         shapes["head.bias"] = (classes,)
+    else:
+        f_in = spec.fc6_inputs(pool, pool_rounding)
+        for name, width in zip(("fc6", "fc7", "fc8"), spec.fc + (classes,)):
+            shapes[f"{name}.weight"] = (width, f_in)
+            shapes[f"{name}.bias"] = (width,)
+            f_in = width
+    if refnet_names:
         return shapes
-    f_in = spec.fc6_inputs(pool, pool_rounding)
-    for name, width in zip(("fc6", "fc7", "fc8"), spec.fc + (classes,)):
-        shapes[f"{name}.weight"] = (width, f_in)
-        shapes[f"{name}.bias"] = (width,)
-        f_in = width
-    return shapes
+    return {param_key(spec, name): shape for name, shape in shapes.items()}
+
+
+def param_key(spec, name):
+    """The arch's name of the parameter refnet calls ``name`` (``"conv1.weight"``)."""
+    layer, kind = name.rsplit(".", 1)
+    return f"{spec.param_prefix(layer)}.{kind}"

@@ -66,10 +66,11 @@ class Placement:
     ``shapes``: ``{name: shape}`` of the grouped single-device form. Every parameter of
     conv1-conv5, fc6 and fc7 is split along its first axis (its outputs) into ``columns``
     equal row blocks, block c on column c; fc8 (or the "gap" head's 1x1 convolution)
-    lives whole on column 0.
+    lives whole on column 0: the names in ``whole`` (default: those of ``fc8.`` and
+    ``head.``).
     """
 
-    def __init__(self, xp, columns, devices, shapes, *, parallel=None):
+    def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns!r}")
         devices = tuple(int(d) for d in devices)
@@ -86,7 +87,8 @@ class Placement:
         self._pool = None
         self.rows = {}    # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
-            if name.startswith(("fc8.", "head.")) or columns == 1:
+            on_one = name in whole if whole is not None else name.startswith(("fc8.", "head."))
+            if on_one or columns == 1:
                 self.rows[name] = [(0, 0, shape[0])]
             else:
                 r = shape[0] // columns

@@ -13,6 +13,11 @@ table below is the single place where the demo and the paper's recipe differ:
   ends well above 80% 10-crop val top-1 within minutes on 2 cores (the runs behind these
   choices are in docs/performance.md, "The demo's defaults").
 - ``tiny``: for tests: a few steps on very small images.
+- ``owt``: torchvision's AlexNet with torchvision's ImageNet recipe (its
+  references/classification README and train.py: 8 GPUs x 32 images, lr 0.01, 90 epochs,
+  lr / 10 every 30, momentum 0.9, weight decay 1e-4, PyTorch's SGD form), inputs divided
+  by the pixel std as torchvision normalises them; one column, no LRN, inverted dropout.
+  He init: refnet has no scheme for PyTorch's layer defaults (uniform in +-1/sqrt(fan_in)).
 
 ``--conventions NAME`` (``refnet.conventions``: paper, cuda-convnet2, caffe, torchvision)
 applies a named bundle over the arch's defaults: LRN's alpha, k and channels, pooling
@@ -94,6 +99,10 @@ TRAIN_DEFAULTS = {
               "epochs": 70, "patience": 1, "checkpoint_every": 1000, "columns": 1},
     "zfnet-wide": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
                    "epochs": 70, "patience": 1, "checkpoint_every": 1000, "columns": 1},
+    "owt": {"init": "pytorch", "input_scale": "pixel_std", "batch": 256, "lr": 0.01,
+            "epochs": 90, "lr_schedule": "step", "milestones": (30, 60),
+            "weight_decay": 1e-4, "sgd_form": "pytorch", "checkpoint_every": 1000,
+            "columns": 1, "lrn": False, "dropout_mode": "inverted"},
 }
 
 # flags that may change when a run is resumed: they do not alter the arithmetic, or (the
@@ -211,7 +220,7 @@ def build_parser():
     a("--milestones", type=_milestones, help="step: epochs at which lr is divided by 10, "
       f"e.g. 30,60 (default per arch: {_per_arch('milestones')})")
     a("--no-lrn", dest="lrn", action="store_false", default=None,
-      help="ablation: no local response normalization")
+      help="ablation: no local response normalization (owt has none)")
     a("--lrn-mode", dest="lrn_mode", choices=CHOICES["lrn_mode"],
       help="column (default): each column normalizes its own maps (the authors); all: "
            "Caffe's LRN over all channels")
@@ -220,10 +229,15 @@ def build_parser():
     a("--pool-rounding", dest="pool_rounding", choices=CHOICES["pool_rounding"],
       help="pooled size rounded down (floor, default: PyTorch's) or up (ceil: Caffe's and "
            "cuda-convnet's, the last window clipped); equal on alexnet's sizes")
-    a("--dropout", type=fraction, help="dropout probability on fc6/fc7, in [0, 1); 0 "
-      "disables (default 0.5)")
+    a("--dropout", type=fraction, help="dropout probability, in [0, 1); 0 disables "
+      "(default 0.5)")
     a("--dropout-mode", dest="dropout_mode", choices=CHOICES["dropout_mode"],
-      help="paper (default): no scaling in training, x(1-p) at test; inverted: PyTorch's")
+      help="paper (default but for owt): no scaling in training, x(1-p) at test; "
+           "inverted: PyTorch's")
+    a("--dropout-placement", dest="dropout_placement",
+      choices=CHOICES["dropout_placement"],
+      help="after (default but for owt): on fc6's and fc7's outputs, the paper's; before: "
+           "on fc6's and fc7's inputs, torchvision's (the owt arch's default)")
     a("--head", choices=CHOICES["head"], help="fc (default): the paper's fc6-fc8; gap: a 1x1 "
       "convolution from conv5's maps to the classes, averaged over positions (no fc layers)")
     a("--conventions", choices=CHOICES["conventions"],
@@ -233,7 +247,7 @@ def build_parser():
            "torchvision (its owt arch) have them (docs/conventions.md); flags given win "
            "(default: none)")
     a("--columns", type=int, choices=CHOICES["columns"], help="1: one column (the paper's "
-      "comparison; the zfnet archs' only choice and default); 2: the paper's two columns "
+      "comparison; the zfnet and owt archs' only choice and default); 2: the paper's two columns "
       "(default)")
     a("--conv-cache", dest="conv_cache", choices=CHOICES["conv_cache"],
       help="what each conv keeps for backward: columns (default, fastest) or input "

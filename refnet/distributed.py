@@ -278,8 +278,8 @@ class GradientReducer:
         offset = start = 0
         itemsize = numpy.dtype(net.dtype).itemsize
         for layer in reversed(net.layers):
-            names = sorted(n for n in net.params[0] if n.startswith(f"{layer.name}."))
-            if not names:
+            names = [net.key(layer.name, kind) for kind in ("bias", "weight")]
+            if names[1] not in net.shapes:
                 continue
             entries = self.layout.setdefault(layer.name, [])
             for c in range(net.columns):

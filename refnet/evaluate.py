@@ -121,10 +121,11 @@ def load_network(path, device="cpu"):
     except ValueError as e:
         raise UsageError(str(e)) from None
     model = tree["model"]
-    num_classes = (model["fc8.bias"] if "fc8.bias" in model else model["head.bias"]).shape[0]
     if "network" in tree:
         options = NetOptions.from_dict(tree["network"], backend=cfg["backend"], devices=None)
-    else:
+    else:                          # written before the options were stored: paper archs
+        num_classes = (model["fc8.bias"] if "fc8.bias" in model
+                       else model["head.bias"]).shape[0]
         options = NetOptions.from_config(cfg, num_classes=num_classes)
     net = build_network(options)
     net.load_state_dict(tree["model"])

@@ -26,6 +26,17 @@ With ``columns=1`` (the paper's single-GPU comparison) the same layers run in on
 with the same total widths and no grouping: conv2, conv4 and conv5 then see all channels
 of the previous layer (their weights are twice as wide as in the grouped form).
 
+torchvision's AlexNet (arch ``owt``, one column, no LRN) runs the same list with an
+average pooling after pool5 and dropout moved onto fc6's and fc7's inputs
+(``dropout_placement="before"``, its default):
+
+    conv5 relu pool5 avgpool  =exchange=>  flatten dropout  fc6 relu dropout
+    =exchange=>  fc7 relu  =exchange to column 0=>  fc8
+
+The layers keep their names (conv1 ... fc8); parameters are named by the arch
+(``AlexNet.key``: conv1's weight is ``conv1.weight``, for ``owt`` torchvision's
+``features.0.weight``) in ``shapes``, ``params``, gradients and ``state_dict`` alike.
+
 Every option is a field of ``refnet.options.NetOptions`` (validated there, once);
 ``AlexNet(**kwargs)`` and ``build_network(options)`` build the same network;
 ``AlexNet(conventions="caffe", **kwargs)`` starts from a named preset
@@ -60,7 +71,7 @@ import math
 
 import numpy
 
-from layers import backend, conv, dropout, gap, linear, lrn, pool, relu, softmax
+from layers import adaptive_pool, backend, conv, dropout, gap, linear, lrn, pool, relu, softmax
 from layers import layout as layouts
 from layers.backend import backend_module
 from refnet import arch as arch_table
@@ -108,6 +119,7 @@ class AlexNet:
         self.columns, self.pool, self.layout = opts.columns, opts.pool, opts.layout
         self.lrn, self.lrn_mode, self.lrn_params = opts.lrn, opts.lrn_mode, opts.lrn_params
         self.dropout, self.dropout_mode = opts.dropout, opts.dropout_mode
+        self.dropout_placement = opts.dropout_placement
         self.conv_algo, self.keep_cols = opts.conv_algo, opts.conv_cache == "columns"
         self.head = opts.head
         self.pool_rounding = opts.pool_rounding
@@ -115,9 +127,11 @@ class AlexNet:
                                               num_classes=opts.num_classes, pool=self.pool,
                                               head=self.head,
                                               pool_rounding=self.pool_rounding)
-        self.num_classes = self.shapes["fc8.bias" if self.head == "fc" else "head.bias"][0]
+        last = "fc8" if self.head == "fc" else "head"
+        self.num_classes = self.shapes[self.key(last, "bias")][0]
         devices = opts.devices or default_devices(self.xp, self.columns)
-        self.placement = Placement(self.xp, self.columns, devices, self.shapes)
+        self.placement = Placement(self.xp, self.columns, devices, self.shapes,
+                                   whole=(self.key(last, "weight"), self.key(last, "bias")))
         self.devices = self.placement.devices
         # params[c]: {name: shard of column c}; fc8 (or head) only in column 0.
         self.params = [dict() for _ in range(self.columns)]
@@ -141,19 +155,40 @@ class AlexNet:
             seq += [Conv(f"conv{i}"), Relu(f"relu{i}")]
         if self.head == "gap":                         # conv5's maps, unpooled
             return seq + [Exchange("to_head", axis, (0,)), Conv("head"), Gap("gap")]
-        seq += [Pool("pool5"), Exchange("to_fc6", axis), Flatten("flatten")]
+        seq += [Pool("pool5")]
+        seq += [AdaptivePool("avgpool")] if self.spec.avgpool else []
+        seq += [Exchange("to_fc6", axis), Flatten("flatten")]
+        # the outputs dropout acts on: the paper's fc6 and fc7, or torchvision's inputs of
+        # fc6 and fc7 (the flattened maps, whole in every column, and fc6's output)
+        dropped = ("fc6", "fc7") if self.dropout_placement == "after" else ("flatten", "fc6")
+        seq += [Dropout("dropout_flatten", "flatten")] if "flatten" in dropped else []
         for name, nxt, to in (("fc6", "fc7", None), ("fc7", "fc8", (0,))):
             seq += [Linear(name), Relu(f"relu_{name}")]
-            seq += [Dropout(f"dropout_{name}", name)] if self.dropout else []
+            seq += [Dropout(f"dropout_{name}", name)] if name in dropped else []
             seq += [Exchange(f"to_{nxt}", 1, to)]       # (N, F) features
         seq += [Linear("fc8")]                         # (N, K) on column 0
+        if not self.dropout:
+            seq = [layer for layer in seq if not isinstance(layer, Dropout)]
         return seq
 
     def dropout_widths(self):
-        """``{layer: width}`` of the layers whose outputs dropout masks, in the order
-        their masks are drawn (``masks=`` of ``forward`` takes these names)."""
-        return {layer.fc: self.shapes[f"{layer.fc}.bias"][0]
+        """``{name: width}`` of the dropout masks, in the order they are drawn
+        (``masks=`` of ``forward`` takes these names: "fc6", "fc7", or "flatten" and
+        "fc6" with dropout before the fc layers)."""
+        return {layer.source: self.mask_width(layer.source)
                 for layer in self.layers if isinstance(layer, Dropout)}
+
+    def mask_width(self, name):
+        """The width of layer ``name``'s outputs, which a dropout mask covers."""
+        if name == "flatten":
+            return self.shapes[self.key("fc6", "weight")][1]
+        return self.shapes[self.key(name, "bias")][0]
+
+    def key(self, layer, kind):
+        """The name of ``layer``'s ``kind`` ("weight" or "bias") parameter in ``shapes``,
+        ``params`` and ``state_dict``: ``conv1.weight``, or the arch's name for it
+        (``owt``: torchvision's ``features.0.weight``)."""
+        return f"{self.spec.param_prefix(layer)}.{kind}"
 
     def conv_spec(self, name):
         """The ``ConvSpec`` of conv1..conv5, or of the "gap" head (1x1, stride 1, no pad)."""
@@ -165,15 +200,23 @@ class AlexNet:
     def init(self, seed=0, scheme=None):
         """Draw the initial parameters (``refnet.init.SCHEMES``: "paper", "caffe",
         "cuda-convnet2", "pytorch" or "he"; None: ``self.init_scheme``, the preset's
-        scheme when built with ``conventions``, else "paper")."""
+        scheme when built with ``conventions``, else "paper"). The schemes read the
+        layers' own names, conv1 ... fc8, whatever the arch calls them."""
         scheme = self.init_scheme if scheme is None else scheme
-        self.load_state_dict(init_schemes.initial_params(
-            self.shapes, seed=seed, scheme=scheme, dtype=self.dtype))
+        shapes = arch_table.param_shapes(self.spec, columns=self.columns,
+                                         num_classes=self.num_classes, pool=self.pool,
+                                         head=self.head, pool_rounding=self.pool_rounding,
+                                         refnet_names=True)
+        drawn = init_schemes.initial_params(shapes, seed=seed, scheme=scheme,
+                                            dtype=self.dtype)
+        self.load_state_dict({arch_table.param_key(self.spec, n): a
+                              for n, a in drawn.items()})
         return self
 
     def state_dict(self):
-        """``{name: NumPy array}`` in PyTorch's names and the grouped single-device
-        shapes (copies on the host)."""
+        """``{name: NumPy array}`` in PyTorch's names (``conv1.weight``; for ``owt``
+        torchvision's, ``features.0.weight``) and the grouped single-device shapes (copies
+        on the host)."""
         self._require_params()
         return self.gather(self.params)
 
@@ -228,12 +271,11 @@ class AlexNet:
         return sum(math.prod(shape) for shape in self.shapes.values())
 
     def param_counts(self):
-        """``{layer: number of parameters}`` per layer (weights and biases)."""
-        out = {}
-        for name, shape in self.shapes.items():
-            layer = name.rsplit(".", 1)[0]
-            out[layer] = out.get(layer, 0) + math.prod(shape)
-        return out
+        """``{layer: number of parameters}`` per layer of ``layers`` that has any (weights
+        and biases), by the layers' names (conv1 ... fc8, or head)."""
+        return {layer.name: sum(math.prod(self.shapes[self.key(layer.name, kind)])
+                                for kind in ("weight", "bias"))
+                for layer in self.layers if isinstance(layer, (Conv, Linear))}
 
     def _shards(self, per_column, name):
         return {c: per_column[c][name] for c, _, _ in self.placement.rows[name]}
@@ -257,9 +299,11 @@ class AlexNet:
         """Logits (N, K) on column 0's device for images x (N, 3, S, S), mean-subtracted.
 
         ``train=True`` applies dropout with masks drawn from ``rng`` (a
-        ``numpy.random.Generator``; one full (N, width) mask for fc6 then fc7, so the
-        draws do not depend on the number of columns or the backend) or given in
-        ``masks`` (``{"fc6": (N, 4096), "fc7": (N, 4096)}``, arrays of 0/1).
+        ``numpy.random.Generator``; one full (N, width) mask per dropout layer, in the
+        list's order, so the draws do not depend on the number of columns or the backend)
+        or given in ``masks``, arrays of 0/1 keyed by the layer whose output is dropped:
+        ``{"fc6": (N, 4096), "fc7": (N, 4096)}`` with ``dropout_placement="after"``,
+        ``{"flatten": (N, 9216), "fc6": (N, 4096)}`` with "before".
         """
         logits, _ = self._forward(x, _Pass(train, rng, masks, keep=False))
         return logits
@@ -296,7 +340,7 @@ class AlexNet:
         # before the layers below it allocate (the step's peak memory).
         for layer in reversed(self.layers):
             d = layer.backward(self, d, caches.pop(layer.name), grads)
-            if on_grads is not None and f"{layer.name}.weight" in self.shapes:
+            if on_grads is not None and self.key(layer.name, "weight") in self.shapes:
                 on_grads(layer.name, grads)
         return float(loss), grads
 
@@ -321,7 +365,7 @@ class AlexNet:
         whole = True             # every column holds all of h, not its part
         for layer in self.layers[:names.index(upto) + 1]:
             h, _ = layer.forward(self, h, run)
-            splits = f"{layer.name}.weight" in self.shapes     # a column's share of outputs
+            splits = isinstance(layer, (Conv, Linear))         # a column's share of outputs
             whole = isinstance(layer, (Input, Exchange)) or (whole and not splits)
         if any(a.ndim != 2 for a in h) and not maps:
             raise ValueError(f"features: {upto!r} gives maps of shape {h[0].shape} per "
@@ -377,10 +421,12 @@ class AlexNet:
 
     def dropout_masks(self, name, run):
         """Column shards of a full (N, width) keep-mask for layer ``name``'s outputs (from
-        ``run.masks`` or drawn from ``run.rng``), or None outside training."""
+        ``run.masks`` or drawn from ``run.rng``), or None outside training. fc6's and
+        fc7's outputs are split over the columns; the flattened maps, fc6's input, are
+        whole in every column, and so is each column's copy of their mask."""
         if not run.train:
             return None
-        n, width = run.n, self.shapes[f"{name}.bias"][0]
+        n, width = run.n, self.mask_width(name)
         if run.masks is not None and name in run.masks:
             full = backend.asnumpy(run.masks[name])      # to the host, then to each column
             if tuple(full.shape) != (n, width):
@@ -389,6 +435,8 @@ class AlexNet:
         else:
             rng = numpy.random.default_rng() if run.rng is None else run.rng
             full = rng.random((n, width)) >= self.dropout   # keep-mask, as layers.dropout
+        if name == "flatten":
+            return [self.placement.put(full, c) for c in range(self.columns)]  # (N, width)
         w = width // self.columns
         return [self.placement.put(numpy.ascontiguousarray(full[:, c * w:(c + 1) * w]), c)
                 for c in range(self.columns)]                # (N, width / columns) each
@@ -463,7 +511,8 @@ class Conv(_Layer):
             P.each(lambda c, fill: fill(), fills)
 
         def column(c, a):
-            w, b = net.params[c][f"{self.name}.weight"], net.params[c][f"{self.name}.bias"]
+            w, b = net.params[c][net.key(self.name, "weight")], \
+                net.params[c][net.key(self.name, "bias")]
             return conv.forward(a, w, b, stride=spec.stride, pad=spec.pad,
                                 keep_cols=net.keep_cols, algo=algo, cols=cols,
                                 layout=net.layout)
@@ -472,8 +521,8 @@ class Conv(_Layer):
     def backward(self, net, d, cache, grads):
         def column(c, g, k):
             # conv1's input is the image: no gradient needed there.
-            dx, grads[c][f"{self.name}.weight"], grads[c][f"{self.name}.bias"] = \
-                conv.backward(g, k, need_dx=self.name != "conv1")
+            dx, grads[c][net.key(self.name, "weight")], grads[c][net.key(self.name, "bias")] \
+                = conv.backward(g, k, need_dx=self.name != "conv1")
             return dx
         return net.placement.each(column, d, cache)
 
@@ -484,13 +533,14 @@ class Linear(_Layer):
     def forward(self, net, h, run):
         def column(c, a):
             p = net.params[c]
-            return linear.forward(a, p[f"{self.name}.weight"], p[f"{self.name}.bias"])
+            return linear.forward(a, p[net.key(self.name, "weight")],
+                                  p[net.key(self.name, "bias")])
         return _split(net.placement.each(column, h))
 
     def backward(self, net, d, cache, grads):
         def column(c, g, k):
-            dx, grads[c][f"{self.name}.weight"], grads[c][f"{self.name}.bias"] = \
-                linear.backward(g, k)
+            dx, grads[c][net.key(self.name, "weight")], grads[c][net.key(self.name, "bias")] \
+                = linear.backward(g, k)
             return dx
         return net.placement.each(column, d, cache)
 
@@ -536,14 +586,15 @@ class Lrn(_Layer):
 
 
 class Dropout(_Layer):
-    """Dropout on fc6's or fc7's outputs, one keep-mask drawn for both columns."""
+    """Dropout on the outputs of layer ``source`` (fc6, fc7 or the flattened maps), one
+    keep-mask drawn for both columns."""
 
-    def __init__(self, name, fc):
+    def __init__(self, name, source):
         super().__init__(name)
-        self.fc = fc
+        self.source = source
 
     def forward(self, net, h, run):
-        mask = net.dropout_masks(self.fc, run) or [None] * len(h)
+        mask = net.dropout_masks(self.source, run) or [None] * len(h)
         return _split(net.placement.each(
             lambda c, a, m: dropout.forward(a, p=net.dropout, train=run.train, mask=m,
                                             mode=net.dropout_mode), h, mask))
@@ -565,6 +616,19 @@ class Exchange(_Layer):
 
     def backward(self, net, d, cache, grads):
         return exchange.backward(d, cache, place=net.placement)
+
+
+class AdaptivePool(_Layer):
+    """Average pooling of pool5's maps to the arch's ``avgpool`` side (``owt``: 6x6, the
+    identity at 224 pixels), each column its own maps."""
+
+    def forward(self, net, h, run):
+        side = net.spec.avgpool
+        return _split(net.placement.each(
+            lambda c, a: adaptive_pool.forward(a, side, layout=net.layout), h))
+
+    def backward(self, net, d, cache, grads):
+        return net.placement.each(lambda c, g, k: adaptive_pool.backward(g, k), d, cache)
 
 
 class Gap(_Layer):

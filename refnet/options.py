@@ -21,16 +21,21 @@ Fields:
   default (CuPy: devices 0 and 1 with two GPUs, else 0 for both);
 - ``num_classes``: fc8's width (None: the arch's);
 - ``columns``: 2, the paper's two columns, or 1, its single-column comparison (None: the
-  arch's default, 2, or 1 for the one-column ``zfnet`` archs, which refuse 2);
+  arch's default, 2, or 1 for the one-column ``zfnet`` and ``owt`` archs, which refuse 2);
 - ``lrn``, ``lrn_mode``, ``lrn_size``, ``lrn_alpha``, ``lrn_beta``, ``lrn_k``: local
   response normalisation on/off, over each column's maps ("column", the authors') or
   over all maps of the grouped form ("all", Caffe's), and its hyperparameters (the
-  paper's n=5, alpha=1e-4, beta=0.75, k=2; alpha multiplies the window sum as is);
+  paper's n=5, alpha=1e-4, beta=0.75, k=2; alpha multiplies the window sum as is;
+  ``lrn`` None: the arch's default, True but for ``owt``);
 - ``pool``: (window, stride) of max pooling, (3, 2) the paper's, (2, 2) its ablation;
   ``pool_rounding``: the pooled size rounded down ("floor", PyTorch's default) or up
   ("ceil", Caffe's and cuda-convnet's; the last window clipped at the edge);
-- ``dropout``, ``dropout_mode``: the drop probability of fc6/fc7 and its scaling
-  ("paper": x(1 - p) at test; "inverted": 1/(1 - p) in training);
+- ``dropout``, ``dropout_mode``, ``dropout_placement``: the drop probability, its
+  scaling ("paper": x(1 - p) at test; "inverted": 1/(1 - p) in training) and where it
+  acts ("after": on fc6's and fc7's ReLU outputs, the paper's; "before": on fc6's and
+  fc7's inputs, torchvision's, i.e. on the flattened pool5 maps and fc6's ReLU output);
+  ``dropout_mode`` and ``dropout_placement`` None: the arch's defaults ("paper" and
+  "after", "inverted" and "before" for ``owt``);
 - ``conv_algo``: "winograd" (stride-1 layers by Winograd's minimal filtering, conv1 by
   im2col + GEMM) or "gemm" (im2col + GEMM everywhere);
 - ``conv_cache``: what a convolution keeps for backward, "columns" (its im2col columns
@@ -72,6 +77,7 @@ CHOICES = {
     "lrn_mode": ("column", "all"),
     "pool_rounding": ROUNDINGS,
     "dropout_mode": DROPOUT_MODES,
+    "dropout_placement": ("after", "before"),
     "conv_algo": CONV_ALGOS,
     "conv_cache": ("columns", "input"),
     "layout": LAYOUTS,
@@ -88,7 +94,7 @@ class NetOptions:
     backend: object = "numpy"
     num_classes: object = None
     columns: object = None
-    lrn: bool = True
+    lrn: object = None
     lrn_mode: str = "column"
     lrn_size: int = 5
     lrn_alpha: float = 1e-4
@@ -97,7 +103,8 @@ class NetOptions:
     pool: tuple = (3, 2)
     pool_rounding: str = "floor"
     dropout: float = 0.5
-    dropout_mode: str = "paper"
+    dropout_mode: object = None
+    dropout_placement: object = None
     conv_algo: str = "winograd"
     conv_cache: str = "columns"
     layout: str = "CHWN"
@@ -122,9 +129,12 @@ class NetOptions:
             raise ValueError(f"columns must be 1 or 2, got {self.columns!r}")
         put("columns", int(self.columns))
         check_columns(self.spec, self.columns)
+        for name in ("lrn", "dropout_mode", "dropout_placement"):    # None: the arch's
+            if getattr(self, name) is None:
+                put(name, getattr(self.spec, name))
         put("lrn", _flag("lrn", self.lrn))
-        for name in ("lrn_mode", "pool_rounding", "dropout_mode", "conv_algo", "conv_cache",
-                     "layout", "head"):
+        for name in ("lrn_mode", "pool_rounding", "dropout_mode", "dropout_placement",
+                     "conv_algo", "conv_cache", "layout", "head"):
             _choose(name, getattr(self, name))
         size = _integer("lrn_size", self.lrn_size, 1)
         if size % 2 == 0:

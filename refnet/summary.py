@@ -43,7 +43,7 @@ def _conv(net, layer, shape):
     _, h, w = shape
     ho = (h + 2 * spec.pad - spec.kernel) // spec.stride + 1
     wo = (w + 2 * spec.pad - spec.kernel) // spec.stride + 1
-    weight = net.shapes[f"{layer.name}.weight"]          # (K, C / groups, kh, kw)
+    weight = net.shapes[net.key(layer.name, "weight")]   # (K, C / groups, kh, kw)
     return (weight[0], ho, wo), 2 * math.prod(weight) * ho * wo
 
 
@@ -54,7 +54,7 @@ def _pool(net, layer, shape):
 
 
 def _linear(net, layer, shape):
-    out, inp = net.shapes[f"{layer.name}.weight"]        # (F_out, F_in)
+    out, inp = net.shapes[net.key(layer.name, "weight")]  # (F_out, F_in)
     if shape != (inp,):
         raise ValueError(f"summary: {layer.name} takes {inp} features, gets {shape}")
     return (out,), 2 * out * inp
@@ -72,6 +72,7 @@ SHAPE_RULES = {
     "Dropout": lambda net, layer, shape: (shape, 0),
     "Exchange": lambda net, layer, shape: (shape, 0),
     "Gap": lambda net, layer, shape: ((shape[0],), 0),   # averages count 0, like pooling
+    "AdaptivePool": lambda net, layer, shape: ((shape[0],) + (net.spec.avgpool,) * 2, 0),
 }
 
 
@@ -106,15 +107,17 @@ def step_flops(net):
 
 def format_table(name, rows):
     """The table of one architecture as text lines, totals last."""
-    head = f"{'layer':<12s} {'kind':<9s} {'output':>16s} {'params':>12s} {'FLOPs':>15s}"
+    n = max([12] + [len(r.name) for r in rows])          # column widths: the longest
+    k = max([9] + [len(r.kind) for r in rows])
+    head = f"{'layer':<{n}s} {'kind':<{k}s} {'output':>16s} {'params':>12s} {'FLOPs':>15s}"
     lines = [f"arch {name}", head, "-" * len(head)]
     for r in rows:
         shape = "x".join(str(d) for d in r.shape)
-        lines.append(f"{r.name:<12s} {r.kind:<9s} {shape:>16s} {r.params:>12,d} "
+        lines.append(f"{r.name:<{n}s} {r.kind:<{k}s} {shape:>16s} {r.params:>12,d} "
                      f"{r.flops:>15,d}")
     params, flops = sum(r.params for r in rows), sum(r.flops for r in rows)
     lines += ["-" * len(head),
-              f"{'total':<12s} {'':<9s} {'':>16s} {params:>12,d} {flops:>15,d}",
+              f"{'total':<{n}s} {'':<{k}s} {'':>16s} {params:>12,d} {flops:>15,d}",
               f"{params:,d} parameters; {flops // 2:,d} multiply-adds = "
               f"{flops / 1e9:.4g} GFLOP forward per image"]
     return lines

@@ -369,14 +369,14 @@ class Trainer:
                      "learning rate (--early-stop)", flush=True)
         state = self.state()               # one copy of the network to the host per epoch
         self.save(state)
-        self.plots(state["model"]["conv1.weight"])
+        self.plots(state["model"][self.net.key("conv1", "weight")])
 
     def plots(self, conv1):
         if not self.world.is_root:
             return
         if self.history:
             plot_curves(self.history, self.run_dir / "curves.png")
-        plot_conv1(conv1, self.cfg["columns"], self.run_dir / "conv1_filters.png")
+        plot_conv1(conv1, self.net.columns, self.run_dir / "conv1_filters.png")
 
 
 def _nest(flat):

@@ -5,23 +5,32 @@ function the whole-network finite-difference check differentiates
 
 Written independently of ``refnet.columns`` and ``refnet.exchange``: one array per layer
 holding both columns' channels, conv2/conv4/conv5 as grouped convolutions (groups=2),
-LRN applied per group (the authors' way) or over all channels (Caffe's); with
-``head="gap"``, conv5's ReLU output -> 1x1 convolution over all channels -> global average
-pooling (no pool5, no fc layers). Everything in float64.
+LRN applied per group (the authors' way) or over all channels (Caffe's); the arch's
+adaptive average pooling after pool5 where it has one; dropout after fc6's and fc7's ReLU
+or (``dropout_placement="before"``) on fc6's and fc7's inputs; with ``head="gap"``,
+conv5's ReLU output -> 1x1 convolution over all channels -> global average pooling (no
+pool5, no fc layers). Everything in float64.
 """
+import dataclasses
+
 import numpy
 
-from layers import conv, dropout, gap, linear, lrn, pool, relu, softmax
-from refnet.arch import GROUPED
+from layers import adaptive_pool, conv, dropout, gap, linear, lrn, pool, relu, softmax
+from refnet.arch import ARCHS, GROUPED
 
 RTOL = 1e-12
+
+# the tiny arch with an adaptive average pooling that is not the identity (owt's is, at
+# 224): pool5's 2x2 maps averaged up to 3x3 over overlapping bins
+TINY_AVGPOOL = dataclasses.replace(ARCHS["tiny"], name="tiny-avgpool", avgpool=3)
 
 
 def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
     """(logits, loss, grads, relu_inputs, pool_inputs) of the grouped single-device form.
 
     Configuration (arch, columns, lrn, pool, dropout, head) is read from ``net``; parameters
-    from ``sd`` (full grouped shapes); ``masks``: full (N, width) keep-masks for fc6/fc7.
+    from ``sd`` (full grouped shapes); ``masks``: full (N, width) keep-masks keyed by the
+    dropped layer's name (``random_batch``).
     """
     spec, G = net.spec, net.columns
     tape = []
@@ -55,6 +64,8 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
         if i in (1, 2, 5) and not (i == 5 and net.head == "gap"):
             pool_inputs.append(h)
             h = run("pool", pool.forward, h, size=net.pool[0], stride=net.pool[1])
+    if spec.avgpool and net.head == "fc":
+        h = run("avgpool", adaptive_pool.forward, h, spec.avgpool)
     if net.head == "gap":
         h = run(("conv", "head"), conv.forward, h, sd["head.weight"], sd["head.bias"])
         logits = run("gap", gap.forward, h)                   # (N, K)
@@ -70,6 +81,8 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
             d = pool.backward(d, cache)
         elif kind == "gap":
             d = gap.backward(d, cache)
+        elif kind == "avgpool":
+            d = adaptive_pool.backward(d, cache)
         elif kind == "flatten":
             d = d.reshape(cache)
         elif kind == "dropout":
@@ -86,16 +99,32 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
 
 def _fc_layers(net, sd, h, run, relu_inputs, masks, train):
     """fc6-fc8 on pool5's maps h: (N, K) logits."""
+    def drop(h, name):
+        if not net.dropout or name not in dropped:
+            return h
+        return run("dropout", dropout.forward, h, p=net.dropout, train=train,
+                   mask=masks[name] if train else None, mode=net.dropout_mode)
+
+    dropped = dropped_outputs(net)
     h = run("flatten", lambda a: (a.reshape(a.shape[0], -1), a.shape), h)  # (N, C*S*S)
+    h = drop(h, "flatten")
     for name in ("fc6", "fc7", "fc8"):
         h = run(("linear", name), linear.forward, h, sd[f"{name}.weight"], sd[f"{name}.bias"])
         if name != "fc8":
             relu_inputs.append(h)
             h = run("relu", relu.forward, h)
-            if net.dropout:
-                h = run("dropout", dropout.forward, h, p=net.dropout, train=train,
-                        mask=masks[name] if train else None, mode=net.dropout_mode)
+            h = drop(h, name)
     return h
+
+
+def dropped_outputs(net):
+    """{layer whose output dropout acts on: its width}: fc6's and fc7's outputs (the
+    paper), or fc6's input and fc6's output (torchvision); none for the "gap" head."""
+    if net.head == "gap":
+        return {}
+    if net.dropout_placement == "after":
+        return {"fc6": net.shapes["fc6.bias"][0], "fc7": net.shapes["fc7.bias"][0]}
+    return {"flatten": net.shapes["fc6.weight"][1], "fc6": net.shapes["fc6.bias"][0]}
 
 
 def random_state(net, rng, bias_scale=0.1):
@@ -114,8 +143,8 @@ def random_batch(net, rng, n=3):
     s = net.spec.input_size
     x = rng.standard_normal((n, 3, s, s))
     labels = rng.integers(0, net.num_classes, n)
-    masks = {name: rng.random((n, net.shapes[f"{name}.bias"][0])) >= net.dropout
-             for name in ("fc6", "fc7") if f"{name}.bias" in net.shapes}   # none for "gap"
+    masks = {name: rng.random((n, width)) >= net.dropout
+             for name, width in dropped_outputs(net).items()}
     return x, labels, masks
 
 

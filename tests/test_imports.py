@@ -1,7 +1,9 @@
 """The package's direction of dependence, read from the source: no import cycle, and the
 library (layers/, data/, refnet/) imports neither its tools (verify/, bench/) nor a
 framework. Imports are collected with ``ast`` from every statement, inside functions too,
-so a lazy import counts the same as one at the top."""
+so a lazy import counts the same as one at the top, except the few in ``LAZY_FRAMEWORKS``:
+a framework that one library function needs to read its file format, imported inside that
+function only (never at module level, which the test checks)."""
 import ast
 import pathlib
 
@@ -11,6 +13,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 LIBRARY = ("layers", "data", "refnet")
 TOOLS = ("verify", "bench")
 FRAMEWORKS = ("torch", "jax", "jaxlib", "onnxruntime", "tensorflow")
+# module -> frameworks it may import inside its functions: refnet.weights.read_pth reads a
+# PyTorch file with torch.load(weights_only=True), the only safe reader of that format
+LAZY_FRAMEWORKS = {"refnet.weights": {"torch"}}
 
 
 def modules():
@@ -23,12 +28,24 @@ def modules():
     return out
 
 
-def imports(path, known):
+def outside_functions(tree):
+    """The nodes of ``tree`` that are not inside a function or lambda body."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            todo.extend(ast.iter_child_nodes(node))
+
+
+def imports(path, known, module_level=False):
     """What ``path`` imports: the project's modules it names (``from refnet import SGD``
     names the package ``refnet``, ``from refnet import sgd`` the module ``refnet.sgd``)
-    and the top-level names of other packages."""
+    and the top-level names of other packages; with ``module_level``, only the imports
+    outside function bodies."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in (outside_functions(tree) if module_level else ast.walk(tree)):
         if isinstance(node, ast.Import):
             for a in node.names:
                 found.add(a.name if a.name in known else a.name.split(".")[0])
@@ -47,9 +64,18 @@ GRAPH = {name: imports(path, modules()) for name, path in modules().items()}
 
 @pytest.mark.parametrize("package", LIBRARY)
 def test_the_library_imports_no_tool_and_no_framework(package):
-    bad = {name: sorted(n for n in deps if n.split(".")[0] in TOOLS + FRAMEWORKS)
+    bad = {name: sorted(n for n in deps if n.split(".")[0] in TOOLS + FRAMEWORKS
+                        and n not in LAZY_FRAMEWORKS.get(name, ()))
            for name, deps in GRAPH.items() if name.split(".")[0] == package}
     assert not {k: v for k, v in bad.items() if v}
+
+
+def test_the_allowed_lazy_framework_imports_are_inside_functions_only():
+    paths = modules()
+    for name, allowed in LAZY_FRAMEWORKS.items():
+        top = imports(paths[name], paths, module_level=True)
+        assert not top & allowed, f"{name} imports {sorted(top & allowed)} at module level"
+        assert allowed <= GRAPH[name], f"{name} no longer imports {sorted(allowed)}: drop it"
 
 
 def test_layers_import_nothing_of_ours_but_layers_and_data_not_refnet():

@@ -10,8 +10,8 @@ import pytest
 
 from refnet import AlexNet
 from refnet.network import _Pass
-from tests.grouped_network import (assert_close, grouped_loss_and_grad, random_batch,
-                                   random_state)
+from tests.grouped_network import (TINY_AVGPOOL, assert_close, grouped_loss_and_grad,
+                                   random_batch, random_state)
 
 CONFIGS = [
     dict(),
@@ -26,13 +26,19 @@ CONFIGS = [
     dict(head="gap"),                         # 1x1 conv on column 0 + global average pool
     dict(head="gap", columns=1, lrn_mode="all"),
     dict(head="gap", layout="NCHW", conv_algo="gemm"),
+    dict(dropout_placement="before", dropout_mode="inverted"),   # torchvision's placement
+    dict(dropout_placement="before", columns=1, layout="NCHW"),
+    dict(arch="tiny-avgpool"),                # pool5's 2x2 maps averaged up to 3x3
+    dict(arch="tiny-avgpool", layout="NCHW", dropout_placement="before"),
 ]
 
 
 @pytest.mark.parametrize("options", CONFIGS, ids=[str(c) or "paper" for c in CONFIGS])
 def test_columns_equal_grouped_single_device(options):
     rng = numpy.random.default_rng(7)
-    net = AlexNet("tiny", "float64", **options)
+    options = dict(options)
+    arch = TINY_AVGPOOL if options.pop("arch", "tiny") == "tiny-avgpool" else "tiny"
+    net = AlexNet(arch, "float64", **options)
     sd = random_state(net, rng)
     net.load_state_dict(sd)
     x, labels, masks = random_batch(net, rng)

@@ -15,7 +15,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from layers import softmax
 from refnet import AlexNet
-from tests.grouped_network import grouped_loss_and_grad, random_batch, random_state
+from tests.grouped_network import (TINY_AVGPOOL, grouped_loss_and_grad, random_batch,
+                                   random_state)
 from tests.tolerance import FD
 
 MARGIN = 1e-4
@@ -34,7 +35,7 @@ def setup_away_from_kinks(options):
     """(net, state, x, labels, masks) for the first seed whose activations keep MARGIN."""
     for seed in range(50):
         rng = numpy.random.default_rng(seed)
-        net = AlexNet("tiny", "float64", **options)
+        net = AlexNet(**{"arch": "tiny", **options}, dtype="float64")
         sd = random_state(net, rng, bias_scale=0.3)
         x, labels, masks = random_batch(net, rng, n=2)
         _, _, _, relu_in, pool_in = grouped_loss_and_grad(net, sd, x, labels, masks)
@@ -53,8 +54,11 @@ def loss_at(net, sd, x, labels, masks):
 
 @pytest.mark.parametrize("options", [dict(), dict(lrn_mode="all", pool=(2, 2)),
                                      dict(columns=1, dropout_mode="inverted"),
-                                     dict(head="gap")],
-                         ids=["paper", "lrn-all-pool2", "one-column-inverted", "gap-head"])
+                                     dict(head="gap"),
+                                     dict(arch=TINY_AVGPOOL, dropout_placement="before",
+                                          dropout_mode="inverted")],
+                         ids=["paper", "lrn-all-pool2", "one-column-inverted", "gap-head",
+                              "avgpool-dropout-before"])
 def test_whole_network_gradient_matches_finite_differences(options):
     net, sd, x, labels, masks = setup_away_from_kinks(options)
     loss, grads = net.loss_and_grad(x, labels, train=True, masks=masks)

@@ -26,9 +26,9 @@ def test_totals_equal_the_network_counts(arch, columns, head):
 def _direct_flops(net):
     """Forward FLOPs from the weights' shapes and ``ArchSpec.sizes`` (the oracle)."""
     sizes = net.spec.sizes(net.pool)
-    fwd = sum(2 * _prod(net.shapes[f"conv{i}.weight"]) * sizes[f"conv{i}"] ** 2
+    fwd = sum(2 * _prod(net.shapes[net.key(f"conv{i}", "weight")]) * sizes[f"conv{i}"] ** 2
               for i in range(1, 6))
-    return fwd + sum(2 * _prod(net.shapes[f"{n}.weight"]) for n in ("fc6", "fc7", "fc8"))
+    return fwd + sum(2 * _prod(net.shapes[net.key(n, "weight")]) for n in ("fc6", "fc7", "fc8"))
 
 
 def _prod(shape):
@@ -47,7 +47,7 @@ def test_flops_equal_a_direct_count(arch, pool):
         pytest.skip(f"{arch} has no {pool} pooling")
     fwd, step = step_flops(net)
     assert fwd == _direct_flops(net)
-    conv1 = 2 * _prod(net.shapes["conv1.weight"]) * net.spec.sizes(pool)["conv1"] ** 2
+    conv1 = 2 * _prod(net.shapes[net.key("conv1", "weight")]) * net.spec.sizes(pool)["conv1"] ** 2
     assert step == 3 * fwd - conv1          # dW everywhere, dX but for conv1
 
 

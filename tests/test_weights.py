@@ -5,7 +5,8 @@ import numpy
 import pytest
 
 from refnet import NetOptions, build_network
-from refnet.weights import OPTIONS_KEY, load_safetensors, read_safetensors, save_safetensors
+from refnet.weights import (OPTIONS_KEY, load_safetensors, match_options, read_safetensors,
+                            save_safetensors)
 
 safetensors = pytest.importorskip("safetensors")
 
@@ -40,14 +41,21 @@ def test_pytorch_loads_the_file_into_the_twin(tmp_path):
     numpy.testing.assert_allclose(logits, net.forward(x), rtol=1e-12, atol=1e-14)
 
 
-def test_a_file_without_options_needs_them_and_bad_files_are_one_error(tmp_path):
+def test_a_file_without_options_loads_into_the_arch_it_matches_or_needs_them(tmp_path):
     from safetensors.numpy import save_file
-    net = build_network(NetOptions(arch="tiny", dtype="float32")).init(seed=0)
+    net = build_network(NetOptions(arch="tiny", dtype="float32", num_classes=7)).init(seed=0)
     save_file(net.state_dict(), str(tmp_path / "plain.safetensors"))
     tensors, stored = read_safetensors(tmp_path / "plain.safetensors")
     assert stored is None and set(tensors) == set(net.shapes)
-    with pytest.raises(ValueError, match="holds no refnet options"):
-        load_safetensors(tmp_path / "plain.safetensors")
+    matched = load_safetensors(tmp_path / "plain.safetensors")     # names and shapes: tiny
+    assert (matched.options.arch, matched.columns, matched.num_classes) == ("tiny", 2, 7)
+    one = build_network(NetOptions(arch="tiny", columns=1)).init(seed=0)
+    assert match_options(one.state_dict()) == NetOptions(arch="tiny", columns=1,
+                                                         num_classes=5)
+    del tensors["conv1.bias"]
+    save_file(tensors, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ValueError, match="holds no refnet options and no arch"):
+        load_safetensors(tmp_path / "partial.safetensors")
     loaded = load_safetensors(tmp_path / "plain.safetensors", options=net.options)
     numpy.testing.assert_array_equal(loaded.state_dict()["fc8.bias"],
                                      net.state_dict()["fc8.bias"])

@@ -58,7 +58,15 @@ def make_pair(arch, dtype, rng, **options):
 
 
 def twin_of(opts, state):
-    """The PyTorch twin of the network ``opts`` (a ``NetOptions``) holding ``state``."""
+    """The PyTorch twin of the network ``opts`` (a ``NetOptions``) holding ``state``.
+    ``ValueError`` for what the twin does not mirror: the ``owt`` arch's layout
+    (torchvision's names, the average pooling, dropout before fc6 and fc7), which is
+    checked against torchvision's own class instead (tests/test_owt.py)."""
+    spec = opts.spec
+    if spec.param_names or spec.avgpool or opts.dropout_placement != "after":
+        raise ValueError(f"the PyTorch twin mirrors the paper's network, not arch "
+                         f"{spec.name!r} with dropout_placement="
+                         f"{opts.dropout_placement!r}")
     p = opts.lrn_params
     return TwinAlexNet(state, geometry(opts.arch), columns=opts.columns, lrn=opts.lrn,
                        lrn_mode=opts.lrn_mode,
