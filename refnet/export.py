@@ -66,8 +66,8 @@ from data.files import atomic_path
 from refnet import checkpoint
 from refnet.config import UsageError
 from refnet.evaluate import add_network_arguments, load_network
-from refnet.network import (Conv, Dropout, Exchange, Flatten, Gap, Input, Linear, Lrn,
-                            Pool, Relu)
+from refnet.network import (AdaptivePool, Conv, Dropout, Exchange, Flatten, Gap, Input,
+                            Linear, Lrn, Pool, Relu)
 
 OPSET = 17               # every operator used here is unchanged in opsets 13-17
 OPTIONS_KEY = "refnet.options"
@@ -138,12 +138,12 @@ class _Graph:
 def _conv(g, net, layer, sd, channels):
     """A Conv node; returns its output channels. ``channels``: its input's."""
     spec = net.conv_spec(layer.name)
-    w = sd[f"{layer.name}.weight"]                   # (K, C / group, kh, kw)
+    wkey, bkey = net.key(layer.name, "weight"), net.key(layer.name, "bias")
+    w = sd[wkey]                                     # (K, C / group, kh, kw)
     if channels % w.shape[1]:
         raise ValueError(f"export: {layer.name} weight {w.shape} does not divide "
                          f"{channels} input channels into groups")
-    g.node("Conv", [g.last, g.weight(f"{layer.name}.weight", w),
-                    g.weight(f"{layer.name}.bias", sd[f"{layer.name}.bias"])], layer.name,
+    g.node("Conv", [g.last, g.weight(wkey, w), g.weight(bkey, sd[bkey])], layer.name,
            kernel_shape=[spec.kernel, spec.kernel], strides=[spec.stride, spec.stride],
            pads=[spec.pad] * 4, group=channels // w.shape[1])
     return w.shape[0]
@@ -162,6 +162,22 @@ def _lrn(g, net, name):
     for part in parts:
         g.node("LRN", [part], f"{part}/lrn", **attrs)
     g.node("Concat", [f"{p}/lrn" for p in parts], name, axis=1)
+
+
+def _adaptive_pool(g, net, name):
+    """``owt``'s average pooling to a fixed side: the identity where pool5 already has
+    that side (224 pixels), an AveragePool where the side divides pool5's evenly (the
+    same bins as PyTorch's rule then); other sizes have no single ONNX operator."""
+    side = net.spec.avgpool
+    have = net.spec.sizes(net.pool, net.pool_rounding)["pool5"]
+    if have == side:
+        g.node("Identity", [g.last], name)
+    elif have % side == 0:
+        k = have // side
+        g.node("AveragePool", [g.last], name, kernel_shape=[k, k], strides=[k, k])
+    else:
+        raise ValueError(f"export: average pooling of {have}x{have} maps to {side}x{side} "
+                         "has bins of unequal size, which no ONNX operator computes")
 
 
 def _add_layer(g, net, layer, sd, channels):
@@ -184,8 +200,11 @@ def _add_layer(g, net, layer, sd, channels):
     elif isinstance(layer, Flatten):
         g.node("Flatten", [g.last], name, axis=1)
     elif isinstance(layer, Linear):
-        g.node("Gemm", [g.last, g.weight(f"{name}.weight", sd[f"{name}.weight"]),
-                        g.weight(f"{name}.bias", sd[f"{name}.bias"])], name, transB=1)
+        wkey, bkey = net.key(name, "weight"), net.key(name, "bias")
+        g.node("Gemm", [g.last, g.weight(wkey, sd[wkey]), g.weight(bkey, sd[bkey])], name,
+               transB=1)
+    elif isinstance(layer, AdaptivePool):
+        _adaptive_pool(g, net, name)
     elif isinstance(layer, Dropout):
         scale = dropout_scale(net)
         if scale is None:

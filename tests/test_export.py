@@ -77,8 +77,12 @@ def test_onnxruntime_float32_gives_refnet_logits(arch):
 
 
 @pytest.mark.slow
-def test_onnxruntime_float32_alexnet_batch_2():
-    net, x = make("alexnet", "float32")
+@pytest.mark.parametrize("arch, changes", [("alexnet", {}), ("owt", {}),
+                                           ("owt", {"dropout_mode": "paper"})])
+def test_onnxruntime_float32_full_size_batch_2(arch, changes):
+    """The paper's net, and torchvision's (its names on the initializers, the average
+    pooling, dropout before fc6 and fc7)."""
+    net, x = make(arch, "float32", **changes)
     got = run_export(net, x[:2])
     assert rel(got["logits"], net.forward(x[:2])) <= F32
     assert rel(got["probabilities"], net.predict_proba(x[:2])) <= F32
