@@ -50,7 +50,7 @@ print(\"devices\", r.getDeviceCount(), \"driver\", r.driverGetVersion(), \"runti
     step train 70 "$py" -m refnet.train --device gpu --epochs 2 --out "$out/run" --quiet
     step bench 130 "$py" -m bench --device gpu --arch alexnet --batch 128 \
         --parts step,forward,layers --repeats 10 --json "$out/bench_gpu.json"
-    step bench_tf32 60 "$py" -m bench --device gpu --arch alexnet --batch 128 \
+    step bench_tf32 50 "$py" -m bench --device gpu --arch alexnet --batch 128 \
         --parts step,forward --repeats 10 --tf32 --json "$out/bench_gpu_tf32.json"
 else
     step cupy_api 120 "$py" -m pytest -q -p no:cacheprovider tests/test_cupy_api.py
