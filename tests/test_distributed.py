@@ -493,3 +493,32 @@ def test_divergence_stops_every_rank_together(data_dir, tmp_path):
     r = mpirun(2, train_args(data_dir, out, "--epochs", "3", "--lr", "1e12"))
     assert r.returncode == 1, r.stderr
     assert r.stderr.count("diverged") == 1                 # said once, by rank 0
+
+
+DRIFTING_RANK = r'''
+import sys
+import refnet.sgd, refnet.train
+step = refnet.sgd.SGD.step
+calls = {"n": 0}
+def drifting(self, grads):
+    step(self, grads)
+    calls["n"] += 1
+    if calls["n"] == 3:                   # this replica drifts by one ulp-sized nudge
+        w = self.net.params[0][sorted(self.net.params[0])[0]]
+        w.reshape(-1)[0] += 1e-9
+refnet.sgd.SGD.step = drifting
+sys.exit(refnet.train.main(sys.argv[1:]))
+'''
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_replicas_that_drift_apart_stop_the_job_before_a_checkpoint(data_dir, tmp_path):
+    out = tmp_path / "run"
+    args = train_args(data_dir, out, "--epochs", "2", "--checkpoint-every", "5")
+    cmd = [MPIEXEC, "-n", "1", sys.executable, *args, ":",
+           "-n", "1", sys.executable, "-c", DRIFTING_RANK, *args[2:]]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2, r.stderr
+    assert "replicas differ at step 5" in r.stderr and "rank(s) [1]" in r.stderr
+    assert checkpoint.list_checkpoints(out) == []          # nothing written
