@@ -1,5 +1,9 @@
 """Every layer of ``layers/`` against its PyTorch twin, at the paper's settings and at stress.
 
+The same cases run against another framework's twins (``verify.jax_twins``: the same
+functions, written in JAX) with ``run(..., twins=, part=)``; each case function takes
+an ``Against`` (the twins module and the report's part name).
+
 Each case draws inputs and parameters from one seeded generator, runs our forward and
 backward with a random upstream gradient (never all ones), runs the twin with the same
 arrays, and yields one report row per quantity (y, dx, dw, db; loss and dlogits for the
@@ -23,6 +27,9 @@ where every term matters:
 Axis legend: N batch, C channels, K kernels, H/W height/width, D features.
 """
 
+import functools
+from typing import NamedTuple
+
 import numpy
 
 import layers.conv
@@ -34,7 +41,6 @@ import layers.lrn
 import layers.pool
 import layers.relu
 import layers.softmax
-from verify import twins
 from refnet import NetOptions
 from refnet.options import CHOICES
 from verify.compare import draw, judged, judged_rows, run_cases
@@ -50,32 +56,40 @@ PAPER_CONVS = [  # name, x (N, C, H, W), w (K, C/G, kh, kw), stride, pad, groups
 ]  # the paper's channels and kernels at smaller spatial sizes
 
 
-def _rows(case, ours, ref, tol, note=""):
-    return judged_rows(PART, case, ours, ref, tol, note)
+class Against(NamedTuple):
+    """What the cases compare with: a module of twins (``verify.twins``' functions) and
+    the part name of the report rows."""
+    twins: object
+    part: str
 
 
-def conv_case(rng, dtype, tol, case, x_shape, w_shape, *, stride, pad, groups, **algo):
+def _rows(against, case, ours, ref, tol, note=""):
+    return judged_rows(against.part, case, ours, ref, tol, note)
+
+
+def conv_case(rng, dtype, tol, against, case, x_shape, w_shape, *, stride, pad, groups, **algo):
     x = draw(rng, x_shape, dtype)
     w = draw(rng, w_shape, dtype, 0.1)
     b = draw(rng, w_shape[:1], dtype)
     y, cache = layers.conv.forward(x, w, b, stride=stride, pad=pad, groups=groups, **algo)
     dy = draw(rng, y.shape, dtype)
     dx, dw, db = layers.conv.backward(dy, cache)
-    ref = twins.conv(x, w, b, dy, stride=stride, pad=pad, groups=groups)
-    return _rows(case, {"y": y, "dx": dx, "dw": dw, "db": db}, ref, tol)
+    ref = against.twins.conv(x, w, b, dy, stride=stride, pad=pad, groups=groups)
+    return _rows(against, case, {"y": y, "dx": dx, "dw": dw, "db": db}, ref, tol)
 
 
-def conv_cases(rng, dtype, tol):
+def conv_cases(rng, dtype, tol, against):
     rows = []
     for name, xs, ws, s, p, g in PAPER_CONVS:
-        rows += conv_case(rng, dtype, tol, f"{name} (paper)", xs, ws, stride=s, pad=p, groups=g)
+        rows += conv_case(rng, dtype, tol, against, f"{name} (paper)", xs, ws,
+                          stride=s, pad=p, groups=g)
         if s == 1:
-            rows += conv_case(rng, dtype, tol, f"{name} winograd", xs, ws,
+            rows += conv_case(rng, dtype, tol, against, f"{name} winograd", xs, ws,
                               stride=s, pad=p, groups=g, algo="winograd")
     for kernel, tiles in ((3, (1, 2, 3, 4)), (5, (1, 2, 3))):
         for tile in tiles:
             name = f"conv {kernel}x{kernel}/1 pad 2 g2 winograd F({tile}, {kernel}), 8->12"
-            rows += conv_case(rng, dtype, tol, name, (2, 8, 13, 10),
+            rows += conv_case(rng, dtype, tol, against, name, (2, 8, 13, 10),
                               (12, 4, kernel, kernel), stride=1, pad=2, groups=2,
                               algo="winograd", tile=tile)
     for groups in (1, 2, 4):
@@ -83,24 +97,25 @@ def conv_cases(rng, dtype, tol):
             for pad in (0, 1, 2):
                 kernel = 3 if stride < 4 else 5
                 name = f"conv {kernel}x{kernel}/{stride} pad {pad} g{groups}, 8->12 on 13x10"
-                rows += conv_case(rng, dtype, tol, name, (2, 8, 13, 10),
+                rows += conv_case(rng, dtype, tol, against, name, (2, 8, 13, 10),
                                   (12, 8 // groups, kernel, kernel),
                                   stride=stride, pad=pad, groups=groups)
-    rows += conv_case(rng, dtype, tol, "conv 3x5/2 pad 1 g2 (non-square kernel)",
+    rows += conv_case(rng, dtype, tol, against, "conv 3x5/2 pad 1 g2 (non-square kernel)",
                       (3, 4, 11, 14), (6, 2, 3, 5), stride=2, pad=1, groups=2)
     return rows
 
 
-def relu_cases(rng, dtype, tol):
+def relu_cases(rng, dtype, tol, against):
     x = draw(rng, (2, 16, 7, 5), dtype)
     x[rng.random(x.shape) < 0.2] = 0   # exact zeros: the gradient at 0 is 0 in both
     y, cache = layers.relu.forward(x)
     dy = draw(rng, y.shape, dtype)
     dx = layers.relu.backward(dy, cache)
-    return _rows("relu (20% exact zeros)", {"y": y, "dx": dx}, twins.relu(x, dy), tol)
+    return _rows(against, "relu (20% exact zeros)", {"y": y, "dx": dx},
+                 against.twins.relu(x, dy), tol)
 
 
-def gap_cases(rng, dtype, tol):
+def gap_cases(rng, dtype, tol, against):
     rows = []
     for name, shape, layout in (("gap 1000 classes 6x6 -> (N, 1000)", (2, 1000, 6, 6), "NCHW"),
                                 ("gap 7x5 (non-square), CHWN", (3, 16, 7, 5), "CHWN")):
@@ -109,30 +124,31 @@ def gap_cases(rng, dtype, tol):
         y, cache = layers.gap.forward(xl, layout=layout)
         dy = draw(rng, y.shape, dtype)
         dx = layers.layout.transpose(layers.gap.backward(dy, cache), layout, "NCHW")
-        rows += _rows(name, {"y": y, "dx": dx}, twins.gap(x, dy), tol)
+        rows += _rows(against, name, {"y": y, "dx": dx}, against.twins.gap(x, dy), tol)
     return rows
 
 
-def lrn_case(rng, dtype, tol, case, x_shape, *, size, alpha, beta, k, scale=2.0):
+def lrn_case(rng, dtype, tol, against, case, x_shape, *, size, alpha, beta, k, scale=2.0):
     x = draw(rng, x_shape, dtype, scale)
     y, cache = layers.lrn.forward(x, size=size, alpha=alpha, beta=beta, k=k)
     dy = draw(rng, y.shape, dtype)
     dx = layers.lrn.backward(dy, cache)
-    ref = twins.lrn(x, dy, size=size, alpha=alpha, beta=beta, k=k)
-    return _rows(case, {"y": y, "dx": dx}, ref, tol)
+    ref = against.twins.lrn(x, dy, size=size, alpha=alpha, beta=beta, k=k)
+    return _rows(against, case, {"y": y, "dx": dx}, ref, tol)
 
 
-def lrn_cases(rng, dtype, tol):
-    rows = lrn_case(rng, dtype, tol, "lrn n=5 alpha=1e-4 beta=0.75 k=2, 96 ch (paper)",
+def lrn_cases(rng, dtype, tol, against):
+    rows = lrn_case(rng, dtype, tol, against,
+                    "lrn n=5 alpha=1e-4 beta=0.75 k=2, 96 ch (paper)",
                     (2, 96, 7, 6), scale=20.0, **PAPER_LRN)
     for alpha in (0.1, 0.5, 1.0):
         for size in (3, 5, 7):
             for k in (1.0, 2.0):
-                rows += lrn_case(rng, dtype, tol,
+                rows += lrn_case(rng, dtype, tol, against,
                                  f"lrn n={size} alpha={alpha} beta=0.75 k={k:g}, 10 ch",
                                  (2, 10, 5, 4), size=size, alpha=alpha, beta=0.75, k=k)
     for beta in (0.5, 1.0):
-        rows += lrn_case(rng, dtype, tol, f"lrn n=5 alpha=1 beta={beta} k=1, 10 ch",
+        rows += lrn_case(rng, dtype, tol, against, f"lrn n=5 alpha=1 beta={beta} k=1, 10 ch",
                          (2, 10, 5, 4), size=5, alpha=1.0, beta=beta, k=1.0)
     return rows
 
@@ -149,33 +165,33 @@ def _tied_windows(x, size, stride):
     return count
 
 
-def pool_case(rng, dtype, tol, case, x, *, size, stride):
+def pool_case(rng, dtype, tol, against, case, x, *, size, stride):
     y, cache = layers.pool.forward(x, size=size, stride=stride)
     dy = draw(rng, y.shape, dtype)
     dx = layers.pool.backward(dy, cache)
-    ref = twins.pool(x, dy, size=size, stride=stride)
+    ref = against.twins.pool(x, dy, size=size, stride=stride)
     ties = _tied_windows(x, size, stride)
     note = f"{ties} windows with tied maxima" if ties else ""
-    return _rows(case, {"y": y, "dx": dx}, ref, tol, note)
+    return _rows(against, case, {"y": y, "dx": dx}, ref, tol, note)
 
 
-def pool_cases(rng, dtype, tol):
+def pool_cases(rng, dtype, tol, against):
     rows = []
     for name, shape, size, stride in [
             ("maxpool 3/2 on 27x27 -> 13 (paper)", (2, 96, 27, 27), 3, 2),
             ("maxpool 3/2 on 54x54 -> 26 (floor)", (2, 8, 54, 54), 3, 2),
             ("maxpool 3/2 on 13x10 (non-square)", (2, 8, 13, 10), 3, 2),
             ("maxpool 2/2 on 12x9 (ablation, floor)", (2, 8, 12, 9), 2, 2)]:
-        rows += pool_case(rng, dtype, tol, name, draw(rng, shape, dtype),
+        rows += pool_case(rng, dtype, tol, against, name, draw(rng, shape, dtype),
                           size=size, stride=stride)
     for size, stride in ((3, 2), (2, 2), (3, 1)):
         x = rng.integers(0, 3, size=(2, 8, 13, 11)).astype(dtype)   # many ties
-        rows += pool_case(rng, dtype, tol, f"maxpool {size}/{stride} ties (ints 0-2)", x,
-                          size=size, stride=stride)
+        rows += pool_case(rng, dtype, tol, against, f"maxpool {size}/{stride} ties (ints 0-2)",
+                          x, size=size, stride=stride)
     return rows
 
 
-def dropout_cases(rng, dtype, tol):
+def dropout_cases(rng, dtype, tol, against):
     rows = []
     for p in (0.5, 0.2):
         for mode in CHOICES["dropout_mode"]:
@@ -185,13 +201,13 @@ def dropout_cases(rng, dtype, tol):
                 y, cache = layers.dropout.forward(x, p=p, train=train, mask=mask, mode=mode)
                 dy = draw(rng, y.shape, dtype)
                 dx = layers.dropout.backward(dy, cache)
-                ref = twins.dropout(x, dy, p=p, train=train, mask=mask, mode=mode)
+                ref = against.twins.dropout(x, dy, p=p, train=train, mask=mask, mode=mode)
                 name = f"dropout p={p} {mode} {'train' if train else 'test'}"
-                rows += _rows(name, {"y": y, "dx": dx}, ref, tol)
+                rows += _rows(against, name, {"y": y, "dx": dx}, ref, tol)
     return rows
 
 
-def linear_cases(rng, dtype, tol):
+def linear_cases(rng, dtype, tol, against):
     rows = []
     for name, n, d_in, d_out in [("linear 4096->1000 (fc8)", 2, 4096, 1000),
                                  ("linear 37->23", 5, 37, 23)]:
@@ -201,12 +217,12 @@ def linear_cases(rng, dtype, tol):
         y, cache = layers.linear.forward(x, w, b)
         dy = draw(rng, y.shape, dtype)
         dx, dw, db = layers.linear.backward(dy, cache)
-        ref = twins.linear(x, w, b, dy)
-        rows += _rows(name, {"y": y, "dx": dx, "dw": dw, "db": db}, ref, tol)
+        ref = against.twins.linear(x, w, b, dy)
+        rows += _rows(against, name, {"y": y, "dx": dx, "dw": dw, "db": db}, ref, tol)
     return rows
 
 
-def softmax_cases(rng, dtype, tol):
+def softmax_cases(rng, dtype, tol, against):
     rows = []
     for name, n, classes, scale in [("softmax CE, 1000 classes", 2, 1000, 3.0),
                                     ("softmax CE, logits x30", 7, 10, 30.0)]:
@@ -215,9 +231,10 @@ def softmax_cases(rng, dtype, tol):
         loss, cache = layers.softmax.forward(z, labels)
         dloss = float(rng.uniform(0.5, 2.0))
         dz = layers.softmax.backward(dloss, cache)
-        ref = twins.softmax_cross_entropy(z, labels, dloss)
-        rows += [judged(PART, name, "loss", numpy.asarray(loss, dtype=dtype), ref["loss"], tol),
-                 judged(PART, name, "dlogits", dz, ref["dlogits"], tol)]
+        ref = against.twins.softmax_cross_entropy(z, labels, dloss)
+        rows += [judged(against.part, name, "loss", numpy.asarray(loss, dtype=dtype),
+                        ref["loss"], tol),
+                 judged(against.part, name, "dlogits", dz, ref["dlogits"], tol)]
     return rows
 
 
@@ -228,6 +245,12 @@ CASES = {
 }
 
 
-def run(dtype="float64", seed=0, which=None):
-    """All layer comparisons (or those named in ``which``) as report rows."""
-    return run_cases(CASES, "layer cases", dtype, seed, which)
+def run(dtype="float64", seed=0, which=None, twins=None, part=PART):
+    """All layer comparisons (or those named in ``which``) as report rows, against
+    ``twins`` (a module with ``verify.twins``' functions; default PyTorch's, imported
+    here) under the part name ``part``."""
+    if twins is None:
+        from verify import twins                   # PyTorch, only when it is the reference
+    against = Against(twins, part)
+    cases = {name: functools.partial(fn, against=against) for name, fn in CASES.items()}
+    return run_cases(cases, "layer cases", dtype, seed, which)

@@ -12,6 +12,10 @@ paper's N(0, 0.01) init shrinks the signal ~100x per layer and leaves the gradie
 dominated by the biases). The small size also runs Caffe's all-channel LRN, the
 inverted dropout mode, and the global-average-pooling head (``head="gap"``), against
 matching twins.
+
+``run(..., make_twin=, part=)`` compares with another framework's network instead
+(``verify.jax_network.jax_twin_of``: the same cases, weights and masks; PyTorch is
+imported only for its own twin).
 """
 
 import numpy
@@ -19,7 +23,6 @@ import numpy
 from refnet import NetOptions, build_network
 from refnet.arch import get_arch
 from verify.compare import judged, tolerance
-from verify.twin_network import TwinAlexNet
 
 PART = "network"
 SIZES = {"small": (("tiny", 4), ("demo", 4)), "paper": (("alexnet", 2),)}
@@ -48,13 +51,14 @@ def dropout_masks(net_sd, n, p, rng, dtype):
             for name in ("fc6", "fc7") if f"{name}.weight" in net_sd}   # none for "gap"
 
 
-def make_pair(arch, dtype, rng, **options):
-    """A refnet network with random weights and its twin holding the same weights."""
+def make_pair(arch, dtype, rng, *, make_twin=None, **options):
+    """A refnet network with random weights and its twin holding the same weights
+    (``make_twin(opts, state)``, default ``twin_of``: PyTorch's)."""
     opts = NetOptions(arch=arch, dtype=numpy.dtype(dtype).name, **options)
     net = build_network(opts)
     state = random_state(net.shapes, rng, dtype)
     net.load_state_dict(state)
-    return net, twin_of(opts, state), state
+    return net, (make_twin or twin_of)(opts, state), state
 
 
 def twin_of(opts, state):
@@ -67,6 +71,7 @@ def twin_of(opts, state):
         raise ValueError(f"the PyTorch twin mirrors the paper's network, not arch "
                          f"{spec.name!r} with dropout_placement="
                          f"{opts.dropout_placement!r}")
+    from verify.twin_network import TwinAlexNet          # torch, only for this twin
     p = opts.lrn_params
     return TwinAlexNet(state, geometry(opts.arch), columns=opts.columns, lrn=opts.lrn,
                        lrn_mode=opts.lrn_mode,
@@ -76,7 +81,8 @@ def twin_of(opts, state):
                        head=opts.head)
 
 
-def compare_modes(case, net, twin, state, x, labels, masks, tol, modes=("eval", "train")):
+def compare_modes(case, net, twin, state, x, labels, masks, tol, modes=("eval", "train"),
+                  part=PART):
     """Rows for logits, loss and every parameter gradient in each of ``modes``."""
     rows = []
     for mode in modes:
@@ -86,16 +92,17 @@ def compare_modes(case, net, twin, state, x, labels, masks, tol, modes=("eval", 
         logits = net.forward(x, train=train, masks=m)
         t_loss, t_logits, t_grads = twin.loss_and_grad(x, labels, train=train, masks=m)
         name = f"{case} {mode}"
-        rows.append(judged(PART, name, "logits", logits, t_logits, tol))
-        rows.append(judged(PART, name, "loss", numpy.asarray(loss, dtype=t_loss.dtype),
+        rows.append(judged(part, name, "logits", logits, t_logits, tol))
+        rows.append(judged(part, name, "loss", numpy.asarray(loss, dtype=t_loss.dtype),
                            t_loss, tol))
         for key in state:
-            rows.append(judged(PART, name, f"d {key}", grads[key], t_grads[key], tol))
+            rows.append(judged(part, name, f"d {key}", grads[key], t_grads[key], tol))
     return rows
 
 
-def run(dtype="float64", seed=0, sizes=("small", "paper")):
-    """Network comparisons at the given sizes, as report rows."""
+def run(dtype="float64", seed=0, sizes=("small", "paper"), make_twin=None, part=PART):
+    """Network comparisons at the given sizes, as report rows: against ``make_twin(opts,
+    state)`` (default ``twin_of``, PyTorch's) under the part name ``part``."""
     dtype = numpy.dtype(dtype)
     tol = tolerance(dtype, "network")
     rows = []
@@ -110,12 +117,14 @@ def run(dtype="float64", seed=0, sizes=("small", "paper")):
                 if arch == "demo" and options:
                     continue
                 rng = numpy.random.default_rng([seed, 100 + 10 * i + j])
-                net, twin, state = make_pair(arch, dtype, rng, **options)
+                net, twin, state = make_pair(arch, dtype, rng, make_twin=make_twin,
+                                             **options)
                 s = get_arch(arch).input_size
                 x = rng.standard_normal((n, 3, s, s)).astype(dtype)
                 labels = rng.integers(0, net.num_classes, size=n)
                 masks = dropout_masks(state, n, 0.5, rng, dtype)
                 label = f"{arch} N={n}" + "".join(f" {k}={v}" for k, v in options.items())
-                rows += compare_modes(label, net, twin, state, x, labels, masks, tol)
+                rows += compare_modes(label, net, twin, state, x, labels, masks, tol,
+                                      part=part)
                 del net, twin, state
     return rows
