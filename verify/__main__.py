@@ -1,4 +1,5 @@
-"""``python -m verify``: refnet's numbers against PyTorch's, as a table (and JSON).
+"""``python -m verify``: refnet's numbers against PyTorch's (or other frameworks'), as a
+table (and JSON).
 
     python -m verify                          # everything, float64, both network sizes
     python -m verify --dtype float32          # float32 on both sides, float32 tolerances
@@ -6,10 +7,18 @@
                                               # reference (fast paths vs layers.reference)
     python -m verify --size small --json out.json
     python -m verify --json -                 # JSON on stdout, the table on stderr
+    python -m verify --against jax            # the same cases against JAX's autodiff
+    python -m verify --against torch,onnxruntime,jax   # one table, a column each
+
+One framework prints every comparison; several print one table with a row per layer and
+direction and a column per framework (``verify.framework_table``), then any failing
+rows. The frameworks are ``verify.frameworks``' entries; one that is not installed is
+shown as skipped, with the reason.
 
 Exit status: 0 when every judged row passes, 1 when any fails, 2 for a usage error or
-without PyTorch (pip install -e '.[verify]'), 130 when interrupted (Ctrl-C).
-The error measure and the tolerances are documented in ``verify.compare``.
+when no framework asked for is installed (PyTorch: pip install -e '.[verify]'), 130 when
+interrupted (Ctrl-C). The error measure and the tolerances are documented in
+``verify.compare``.
 """
 
 import json
@@ -19,26 +28,32 @@ import time
 import numpy
 
 from data.cli import USAGE, Parser, nonnegative_int, run_command
+from verify import frameworks
+from verify.against_torch import PARTS
 
-PARTS = ("layers", "network", "sgd", "conventions", "reference")
 SIZES = {"small": ("small",), "paper": ("paper",), "both": ("small", "paper")}
 EXIT_CODES = {0: "every judged row passes", 1: "some row fails (the table says which)",
               2: "a bad option value, or PyTorch is not installed (pip install -e "
-                 "'.[verify]')"}
+                 "'.[verify]'), or none of the --against frameworks is"}
 
 
 def build_parser():
     parser = Parser(
         prog="python -m verify", exit_codes=EXIT_CODES,
-        description="Compare refnet's layers, network and SGD with PyTorch twins, and "
-                    "its fast paths with layers.reference.")
+        description="Compare refnet's layers, network and SGD with PyTorch twins (or "
+                    "other frameworks': --against), and its fast paths with "
+                    "layers.reference.")
     parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                         help="dtype of both sides (default float64)")
     parser.add_argument("--seed", type=nonnegative_int, default=0,
                         help="seed of every random draw (default 0)")
+    parser.add_argument("--against", default=",".join(frameworks.DEFAULT),
+                        help="comma-separated frameworks to compare with, from "
+                             f"{','.join(frameworks.MODULES)}; several give one table "
+                             "with a column each (default torch)")
     parser.add_argument("--only", default=",".join(PARTS),
                         help=f"comma-separated parts to run, from {','.join(PARTS)} "
-                             "(default all)")
+                             "(torch's; jax runs layers and network; default all)")
     parser.add_argument("--size", choices=tuple(SIZES), default="both",
                         help="network sizes: small (tiny and demo archs), paper "
                              "(alexnet at 227, batch 2), or both (default both)")
@@ -59,23 +74,28 @@ def parse_parts(text):
     return [p for p in PARTS if p in parts]
 
 
-def plan(parts, dtype, seed, sizes):
-    """[(name, thunk returning report rows)] for the chosen parts (imports torch here)."""
-    from verify import conventions, layer_cases, network, reference_cases, sgd
-    steps = []
-    if "layers" in parts:
-        steps += [(f"layers:{name}", lambda n=name: layer_cases.run(dtype, seed, [n]))
-                  for name in layer_cases.CASES]
-    if "network" in parts:
-        steps += [(f"network:{s}", lambda s=s: network.run(dtype, seed, (s,))) for s in sizes]
-    if "sgd" in parts:
-        steps.append(("sgd", lambda: sgd.run(dtype, seed)))
-    if "conventions" in parts:
-        steps.append(("conventions", lambda: conventions.run(dtype, seed)))
-    if "reference" in parts:
-        steps += [(f"reference:{name}", lambda n=name: reference_cases.run(dtype, seed, [n]))
-                  for name in reference_cases.CASES]
-    return steps
+def print_report(stream, modules, results, args, parts, elapsed):
+    """One framework: every row (``format_table``); several: one table, then the failures."""
+    from verify.compare import format_table
+    from verify.framework_table import format_framework_table
+    skipped = {n: m.available() for n, m in modules.items() if n not in results}
+    settings = f"dtype {args.dtype}, seed {args.seed}, parts {','.join(parts)}, {elapsed:.1f} s"
+    if len(modules) == 1:
+        (name, module), = modules.items()
+        print(f"refnet vs {frameworks.title(module)}, {settings}", file=stream)
+        reference = getattr(module, "REFERENCE", getattr(module, "TITLE", name))
+        print("max rel err = max|ours - ref| / max|ref| per array (ref: "
+              f"{reference}); PASS when <= tol (see verify/compare.py)", file=stream)
+        print(format_table(results[name]), file=stream)
+        return
+    titles = {n: frameworks.title(modules[n]) for n in results}
+    print(f"refnet vs {', '.join(titles.values())}, {settings}", file=stream)
+    print("cell = the worst max rel err (max|ours - ref| / max|ref| per array) of a layer's "
+          "judged rows; PASS when each is <= its tol (see verify/compare.py)", file=stream)
+    print(format_framework_table(results, skipped, titles), file=stream)
+    failing = [r for rows in results.values() for r in rows if r.status == "FAIL"]
+    if failing:
+        print("\nfailing rows:\n" + format_table(failing), file=stream)
 
 
 def main(argv=None):
@@ -83,39 +103,47 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         parts = parse_parts(args.only)
+        names = frameworks.parse(args.against)
     except ValueError as e:
         parser.error(str(e))
-    try:
-        import torch                        # every part compares against it
-    except ImportError:
+    modules = {name: frameworks.load(name) for name in names}
+    reasons = {name: m.available() for name, m in modules.items()}
+    if names == ["torch"] and reasons["torch"]:
         print("verify: error: python -m verify needs PyTorch: pip install -e '.[verify]'",
               file=sys.stderr)
         return USAGE
+    if all(reasons.values()):
+        print("verify: error: no framework to compare with: "
+              + "; ".join(f"{n}: {r}" for n, r in reasons.items()), file=sys.stderr)
+        return USAGE
     from data.files import write_json
     from data.progress import Progress
-    from verify.compare import all_passed, format_table, report_dict
+    from verify.compare import all_passed, report_dict
 
-    steps = plan(parts, numpy.dtype(args.dtype), args.seed, SIZES[args.size])
+    dtype = numpy.dtype(args.dtype)
+    steps = [(name, label, step) for name, m in modules.items() if not reasons[name]
+             for label, step in frameworks.steps(m, dtype, args.seed, parts=parts,
+                                                 sizes=SIZES[args.size])]
+    results = {name: [] for name in names if not reasons[name]}
     start = time.perf_counter()
-    rows = []
     with Progress(total=len(steps), desc="verify", unit="part",
                   enabled=not args.quiet) as bar:
-        for name, step in steps:
-            bar.update(0, part=name)
-            rows += step()
-            bar.update(1, part=name)
+        for name, label, step in steps:
+            bar.update(0, part=label)
+            results[name] += step()
+            bar.update(1, part=label)
     elapsed = time.perf_counter() - start
 
     table_stream = sys.stderr if args.json == "-" else sys.stdout
-    print(f"refnet vs PyTorch {torch.__version__}, dtype {args.dtype}, "
-          f"seed {args.seed}, parts {','.join(parts)}, {elapsed:.1f} s", file=table_stream)
-    print("max rel err = max|ours - ref| / max|ref| per array (ref: PyTorch, or "
-          "layers.reference in part reference); PASS when <= tol (see verify/compare.py)",
-          file=table_stream)
-    print(format_table(rows), file=table_stream)
+    print_report(table_stream, modules, results, args, parts, elapsed)
+    rows = [r for name in results for r in results[name]]
     if args.json:
         report = report_dict(rows, dtype=args.dtype, seed=args.seed, parts=parts,
-                             size=args.size, elapsed_s=round(elapsed, 3))
+                             size=args.size, elapsed_s=round(elapsed, 3),
+                             frameworks={n: f"skipped ({reasons[n]})" if reasons[n]
+                                         else frameworks.title(modules[n]) for n in names})
+        for row, name in zip(report["rows"], [n for n in results for _ in results[n]]):
+            row["framework"] = name
         if args.json == "-":
             json.dump(report, sys.stdout, indent=1)
             sys.stdout.write("\n")

@@ -1,0 +1,100 @@
+"""One table across frameworks: a row per layer and direction, a column per framework,
+each cell the worst judged comparison there (``python -m verify --against a,b,c``).
+
+Which layer and direction a report row (``verify.compare.Row``) belongs to:
+
+- layer: rows of PyTorch's parts ``network``, ``sgd``, ``conventions`` and ``reference``
+  belong to that part. Every other row names its layer as the first word of its case,
+  trailing digits dropped (``conv1 11x11/4 ...`` -> conv, ``lrn n=5 ...`` -> lrn,
+  ``maxpool 3/2 ...`` -> pool); a case that starts with an architecture's name
+  (``refnet.arch.ARCHS``: ``tiny N=4 train``, ``alexnet b2``) compares the whole
+  network -> network.
+- direction: ``bwd`` when the quantity is a gradient (its name starts with "d": dx, dw,
+  db, dlogits, "d conv1.weight"), else ``fwd`` (y, loss, logits, a layer's output);
+  ``-`` for ``sgd`` and ``conventions``, which are neither.
+
+A cell is the largest relative error among the judged (PASS/FAIL) rows, with FAIL when
+any of them fails; INFO rows are not judged and not counted; ``-`` where the framework
+has no row. A framework that could not run has "skipped" in every cell, its reason in
+the column's header and in a line under the table.
+"""
+
+import re
+
+import numpy
+
+from refnet.arch import ARCHS
+
+OWN_PARTS = ("network", "sgd", "conventions", "reference")   # PyTorch's, by part name
+NO_DIRECTION = ("sgd", "conventions")
+ALIASES = {"maxpool": "pool"}
+ORDER = ("conv", "relu", "lrn", "pool", "dropout", "linear", "softmax", "gap", "network",
+         "sgd", "conventions", "reference")
+
+
+def layer_of(row):
+    """The layer a row belongs to (module doc)."""
+    if row.part in OWN_PARTS:
+        return row.part
+    word = row.case.split()[0] if row.case.split() else row.case
+    if word in ARCHS:
+        return "network"
+    word = re.sub(r"\d+$", "", word)
+    return ALIASES.get(word, word)
+
+
+def direction_of(row):
+    """``fwd``, ``bwd`` or ``-`` (module doc)."""
+    if layer_of(row) in NO_DIRECTION:
+        return "-"
+    return "bwd" if row.quantity.startswith("d") else "fwd"
+
+
+def worst(rows):
+    """(largest max rel err, "PASS"/"FAIL") of the judged rows, or None if none is judged."""
+    judged = [r for r in rows if r.status in ("PASS", "FAIL")]
+    if not judged:
+        return None
+    errs = [r.max_rel for r in judged if not numpy.isnan(r.max_rel)]
+    failed = any(r.status == "FAIL" for r in judged)
+    return (max(errs) if errs else float("nan")), ("FAIL" if failed else "PASS")
+
+
+def cell(result):
+    if result is None:
+        return "-"
+    err, status = result
+    return f"{'-' if numpy.isnan(err) else f'{err:.1e}'} {status}"
+
+
+def keys_in_order(results):
+    """The (layer, direction) pairs present, in ``ORDER`` (others after, as met)."""
+    seen = list(dict.fromkeys((layer_of(r), direction_of(r))
+                              for rows in results.values() if rows for r in rows))
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return sorted(seen, key=lambda k: (rank.get(k[0], len(ORDER)), seen.index(k)))
+
+
+def format_framework_table(results, skipped, titles=None):
+    """The table (module doc). ``results``: {framework: rows}, in column order, for those
+    that ran; ``skipped``: {framework: reason} for those that could not, shown after;
+    ``titles``: {framework: what the header's second line says, e.g. 'PyTorch 2.13.0'}."""
+    titles = titles or {}
+    names = list(results) + [n for n in skipped if n not in results]
+    table = [["layer", "dir", *names],
+             ["", "", *(f"skipped ({skipped[n]})" if n in skipped else titles.get(n, "")
+                        for n in names)]]
+    for layer, direction in keys_in_order(results):
+        line = [layer, direction]
+        for n in names:
+            mine = [r for r in results.get(n, ())
+                    if layer_of(r) == layer and direction_of(r) == direction]
+            line.append("skipped" if n in skipped else cell(worst(mine)))
+        table.append(line)
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
+    out.insert(2, "  ".join("-" * w for w in widths))
+    out += [f"{n}: skipped ({skipped[n]})" for n in names if n in skipped]
+    out += [f"{n}: {sum(r.status == 'PASS' for r in results[n])} passed, "
+            f"{sum(r.status == 'FAIL' for r in results[n])} failed" for n in results]
+    return "\n".join(out)
