@@ -9,9 +9,10 @@ Which layer and direction a report row (``verify.compare.Row``) belongs to:
   ``maxpool 3/2 ...`` -> pool); a case that starts with an architecture's name
   (``refnet.arch.ARCHS``: ``tiny N=4 train``, ``alexnet b2``) compares the whole
   network -> network.
-- direction: ``bwd`` when the quantity is a gradient (its name starts with "d": dx, dw,
-  db, dlogits, "d conv1.weight"), else ``fwd`` (y, loss, logits, a layer's output);
-  ``-`` for ``sgd`` and ``conventions``, which are neither.
+- direction: ``bwd`` when the quantity is a gradient (dx, dw, db, dlogits, or "d "
+  and a parameter's name: "d conv1.weight"), else ``fwd`` (y, loss, logits, a layer's
+  output such as conv1 or dropout_fc6); ``-`` for ``sgd`` and ``conventions``, which
+  are neither.
 
 A cell is the largest relative error among the judged (PASS/FAIL) rows, with FAIL when
 any of them fails; INFO rows are not judged and not counted; ``-`` where the framework
@@ -28,6 +29,7 @@ from refnet.arch import ARCHS
 OWN_PARTS = ("network", "sgd", "conventions", "reference")   # PyTorch's, by part name
 NO_DIRECTION = ("sgd", "conventions")
 ALIASES = {"maxpool": "pool"}
+GRADIENTS = ("dx", "dw", "db", "dlogits")
 ORDER = ("conv", "relu", "lrn", "pool", "dropout", "linear", "softmax", "gap", "network",
          "sgd", "conventions", "reference")
 
@@ -47,7 +49,8 @@ def direction_of(row):
     """``fwd``, ``bwd`` or ``-`` (module doc)."""
     if layer_of(row) in NO_DIRECTION:
         return "-"
-    return "bwd" if row.quantity.startswith("d") else "fwd"
+    gradient = row.quantity in GRADIENTS or row.quantity.startswith("d ")
+    return "bwd" if gradient else "fwd"
 
 
 def worst(rows):

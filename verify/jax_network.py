@@ -17,7 +17,8 @@ per column. The columns exchange at exactly conv3, fc6, fc7 and fc8, which read 
 The group counts above are this module's own statement of the paper (``GROUPS``); the
 weight shapes are only checked against them. Options as in ``refnet.NetOptions``:
 ``lrn_mode="all"`` (Caffe's) runs one LRN over all channels, ``lrn=False`` none,
-``dropout_mode`` the scaling, ``pool`` the window and stride, ``head="gap"`` ends with
+``dropout_mode`` the scaling, ``pool`` the window and stride, ``pool_rounding`` floor
+or Caffe's ceil, ``head="gap"`` ends with
 conv5 -> ReLU -> a 1x1 convolution over both columns to the classes -> the mean over
 (H, W) instead of pool5 and fc6-fc8. Dropout uses given keep-masks (1 keep, 0 drop) for
 fc6's and fc7's outputs, the same ones refnet's run gets.
@@ -47,6 +48,7 @@ class Spec(NamedTuple):
     lrn_groups: int          # columns for lrn_mode "column", 1 for "all"
     lrn_params: tuple        # (size, alpha, beta, k)
     pool: tuple              # (window, stride)
+    pool_rounding: str       # "floor" or "ceil"
     dropout: float
     dropout_mode: str
     head: str
@@ -58,7 +60,7 @@ def spec_of(opts, geometry):
     return Spec(tuple(tuple(g) for g in geometry), opts.columns, opts.lrn,
                 opts.columns if opts.lrn_mode == "column" else 1,
                 (p["size"], p["alpha"], p["beta"], p["k"]), tuple(opts.pool),
-                opts.dropout, opts.dropout_mode, opts.head)
+                opts.pool_rounding, opts.dropout, opts.dropout_mode, opts.head)
 
 
 def groups(name, spec):
@@ -93,7 +95,8 @@ def logits_of(params, x, masks, spec, train):
                                  groups=spec.lrn_groups)
 
     def pool(h):
-        return layer.pool_forward(h, size=spec.pool[0], stride=spec.pool[1])
+        return layer.pool_forward(h, size=spec.pool[0], stride=spec.pool[1],
+                                  rounding=spec.pool_rounding)
 
     def fc(name, h):
         return layer.linear_forward(h, params[f"{name}.weight"], params[f"{name}.bias"])

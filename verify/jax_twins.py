@@ -19,7 +19,8 @@ Formulas (the paper's; where JAX's own operators would differ, the code says so)
 - lrn: b_c = a_c / (k + alpha * sum_{|c' - c| <= n // 2} a_c'^2)^beta, alpha NOT divided
   by n, the window clipped at the edges of the channels (of each column's channels when
   ``groups`` > 1): a banded 0/1 matrix over channels times a^2.
-- max pooling: ``lax.reduce_window`` with ``lax.max``, no padding (floor rounding). Its
+- max pooling: ``lax.reduce_window`` with ``lax.max``, no padding (floor rounding), or
+  for Caffe's ceil rounding -inf past the edge for the clipped last window. Its
   derivative gives a tied window's gradient to the first maximum in row-major order, as
   refnet does (measured here on integer inputs with hundreds of ties).
 - dropout with a given keep-mask m: paper y = x m (train), x (1 - p) (test);
@@ -95,10 +96,23 @@ def lrn_forward(a, *, size, alpha, beta, k, groups=1):
     return a / (k + alpha * window) ** beta
 
 
-def pool_forward(x, *, size, stride):
-    """Max over size x size windows at ``stride``, no padding: (N, C, H, W) -> (N, C, Ho, Wo)."""
+def pool_size(h, size, stride, rounding):
+    """Pooled side: floor((h - z) / s) + 1, or for "ceil" ceil((h - z) / s) + 1 less a
+    last window that would start at or past h."""
+    if rounding == "floor":
+        return (h - size) // stride + 1
+    out = -(-(h - size) // stride) + 1
+    return out - 1 if (out - 1) * stride >= h else out
+
+
+def pool_forward(x, *, size, stride, rounding="floor"):
+    """Max over size x size windows at ``stride``: (N, C, H, W) -> (N, C, Ho, Wo); a window
+    clipped at the edge ("ceil") sees -inf where it leaves x."""
+    H, W = x.shape[2:]
+    extra = [(pool_size(n, size, stride, rounding) - 1) * stride + size - n for n in (H, W)]
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, size, size),
-                             (1, 1, stride, stride), "VALID")
+                             (1, 1, stride, stride),
+                             ((0, 0), (0, 0), (0, max(extra[0], 0)), (0, max(extra[1], 0))))
 
 
 def dropout_forward(x, mask, *, p, train, mode):
@@ -135,7 +149,7 @@ def cross_entropy(z, labels):
 _conv = compiled_vjp(conv_forward, static=("stride", "pad", "groups"))
 _relu = compiled_vjp(relu_forward)
 _lrn = compiled_vjp(lrn_forward, static=("size", "groups"))
-_pool = compiled_vjp(pool_forward, static=("size", "stride"))
+_pool = compiled_vjp(pool_forward, static=("size", "stride", "rounding"))
 _gap = compiled_vjp(gap_forward)
 _dropout = compiled_vjp(dropout_forward, static=("mode",))
 _linear = compiled_vjp(linear_forward)
@@ -157,8 +171,9 @@ def lrn(x, dy, *, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
     return {"y": y, "dx": dx}
 
 
-def pool(x, dy, *, size=3, stride=2):
-    y, (dx,) = _pool((x,), dy, size=size, stride=stride)
+def pool(x, dy, *, size=3, stride=2, ceil_mode=False):
+    y, (dx,) = _pool((x,), dy, size=size, stride=stride,
+                     rounding="ceil" if ceil_mode else "floor")
     return {"y": y, "dx": dx}
 
 
