@@ -79,17 +79,20 @@ def print_report(stream, modules, results, args, parts, elapsed):
     from verify.compare import format_table
     from verify.framework_table import format_framework_table
     skipped = {n: m.available() for n, m in modules.items() if n not in results}
-    settings = f"dtype {args.dtype}, seed {args.seed}, parts {','.join(parts)}, {elapsed:.1f} s"
+    settings = f"dtype {args.dtype}, seed {args.seed}, parts {{}}, {elapsed:.1f} s"
     if len(modules) == 1:
         (name, module), = modules.items()
-        print(f"refnet vs {frameworks.title(module)}, {settings}", file=stream)
+        ran = [p for p in parts if p in getattr(module, "PARTS", parts)]   # its own parts
+        print(f"refnet vs {frameworks.title(module)}, {settings.format(','.join(ran))}",
+              file=stream)
         reference = getattr(module, "REFERENCE", getattr(module, "TITLE", name))
         print("max rel err = max|ours - ref| / max|ref| per array (ref: "
               f"{reference}); PASS when <= tol (see verify/compare.py)", file=stream)
         print(format_table(results[name]), file=stream)
         return
     titles = {n: frameworks.title(modules[n]) for n in results}
-    print(f"refnet vs {', '.join(titles.values())}, {settings}", file=stream)
+    print(f"refnet vs {', '.join(titles.values())}, {settings.format(','.join(parts))}",
+          file=stream)
     print("cell = the worst max rel err (max|ours - ref| / max|ref| per array) of a layer's "
           "judged rows; PASS when each is <= its tol (see verify/compare.py)", file=stream)
     print(format_framework_table(results, skipped, titles), file=stream)
