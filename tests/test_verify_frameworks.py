@@ -74,11 +74,11 @@ def test_table_has_a_column_per_framework_and_the_worst_cell():
 
 
 def test_cli_one_table_skipped_framework_shown(registry, capsys):
-    assert main(["--against", "a,b", "--quiet"]) == 0
+    assert main(["--against", "b,a", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "refnet vs A 1.0" in out
     header = out.splitlines()[2].split()
-    assert header == ["layer", "dir", "a", "b"]
+    assert header == ["layer", "dir", "b", "a"]                # the order asked for
     assert "skipped (b is not installed)" in out.splitlines()[3]
     assert "b: skipped (b is not installed)" in out
 

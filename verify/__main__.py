@@ -95,7 +95,7 @@ def print_report(stream, modules, results, args, parts, elapsed):
           file=stream)
     print("cell = the worst max rel err (max|ours - ref| / max|ref| per array) of a layer's "
           "judged rows; PASS when each is <= its tol (see verify/compare.py)", file=stream)
-    print(format_framework_table(results, skipped, titles), file=stream)
+    print(format_framework_table(results, skipped, titles, order=list(modules)), file=stream)
     failing = [r for rows in results.values() for r in rows if r.status == "FAIL"]
     if failing:
         print("\nfailing rows:\n" + format_table(failing), file=stream)

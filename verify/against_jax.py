@@ -24,7 +24,7 @@ def available():
     try:
         importlib.import_module("jax")
     except ImportError:
-        return "JAX is not installed (pip install -e '.[verify]')"
+        return "JAX is not installed: pip install -e '.[verify]'"
     return None
 
 

@@ -21,7 +21,7 @@ def available():
     try:
         importlib.import_module("torch")
     except ImportError:
-        return f"PyTorch is not installed ({INSTALL})"
+        return f"PyTorch is not installed: {INSTALL}"
     return None
 
 

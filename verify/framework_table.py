@@ -78,12 +78,13 @@ def keys_in_order(results):
     return sorted(seen, key=lambda k: (rank.get(k[0], len(ORDER)), seen.index(k)))
 
 
-def format_framework_table(results, skipped, titles=None):
-    """The table (module doc). ``results``: {framework: rows}, in column order, for those
-    that ran; ``skipped``: {framework: reason} for those that could not, shown after;
-    ``titles``: {framework: what the header's second line says, e.g. 'PyTorch 2.13.0'}."""
+def format_framework_table(results, skipped, titles=None, order=None):
+    """The table (module doc). ``results``: {framework: rows} for those that ran;
+    ``skipped``: {framework: reason} for those that could not; ``titles``: {framework:
+    the header's second line, e.g. 'PyTorch 2.13.0'}; ``order``: the columns' order
+    (default: those that ran, then the skipped)."""
     titles = titles or {}
-    names = list(results) + [n for n in skipped if n not in results]
+    names = list(order or [*results, *(n for n in skipped if n not in results)])
     table = [["layer", "dir", *names],
              ["", "", *(f"skipped ({skipped[n]})" if n in skipped else titles.get(n, "")
                         for n in names)]]
