@@ -137,3 +137,9 @@ def test_wrong_conv_group_count_is_refused(monkeypatch):
     monkeypatch.setitem(jax_network.GROUPS, "conv3", "columns")
     with pytest.raises(ValueError, match="conv3"):
         jax_network.JaxAlexNet(state, twin.spec)
+
+
+def test_torchvision_layout_is_refused():
+    from refnet import NetOptions
+    with pytest.raises(ValueError, match="'owt'"):
+        jax_network.jax_twin_of(NetOptions(arch="owt"), state=None)

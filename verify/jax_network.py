@@ -164,5 +164,11 @@ class JaxAlexNet:
 
 def jax_twin_of(opts, state):
     """The JAX network of ``opts`` (a ``refnet.NetOptions``) holding ``state``; the
-    signature of ``verify.network.twin_of``."""
+    signature of ``verify.network.twin_of``. ``ValueError`` for what it does not write:
+    the ``owt`` arch's layout (torchvision's names, average pooling, dropout before fc6
+    and fc7)."""
+    if opts.spec.param_names or opts.spec.avgpool or opts.dropout_placement != "after":
+        raise ValueError(f"jax network: written for the paper's network, not arch "
+                         f"{opts.spec.name!r} with dropout_placement="
+                         f"{opts.dropout_placement!r}")
     return JaxAlexNet(state, spec_of(opts, geometry(opts.arch)))
