@@ -51,7 +51,11 @@ def test_rows_map_to_layer_and_direction():
              (row("jax", "tiny N=4 train", "d conv1.weight", 0), ("network", "bwd")),
              (row("jax", "lrn n=3 alpha=0.1 beta=0.75 k=1, 10 ch", "dx", 0), ("lrn", "bwd")),
              (row("onnxruntime", "tiny b3 reference evaluator", "dropout_fc6", 0),
-              ("network", "fwd")),
+              ("dropout", "fwd")),                   # one layer's output inside the net
+             (row("onnxruntime", "alexnet b2", "relu_fc7", 0), ("relu", "fwd")),
+             (row("onnxruntime", "alexnet b2", "fc8", 0), ("linear", "fwd")),
+             (row("onnxruntime", "alexnet b2", "logits", 0), ("network", "fwd")),
+             (row("onnxruntime", "alexnet b2", "to_conv3", 0), ("network", "fwd")),
              (row("sgd", "tiny step 1 lr=0.01", "w, paper form vs torch", 0), ("sgd", "-")),
              (row("reference", "lrn n=5 CHWN", "dx", 0), ("reference", "bwd"))]
     for r, expected in cases:

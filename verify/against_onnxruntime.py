@@ -155,6 +155,16 @@ def run(dtype, seed, sizes=("small", "paper")):
     return rows
 
 
+def steps(dtype, seed, *, parts=("network",), sizes=("small", "paper")):
+    """[(label, thunk returning report rows)], one per network size (ONNX has no
+    backward and no layer cases of its own: its rows are the network's layer outputs,
+    so it runs with the network part)."""
+    if "network" not in parts:
+        return []
+    return [(f"onnxruntime network:{size}", lambda size=size: run(dtype, seed, (size,)))
+            for size in sizes]
+
+
 def float32_attributes_row(seed):
     """An INFO row: ONNX stores LRN's alpha, beta and bias as float32 attributes, so the
     paper's alpha (1e-4, 5e-4 once times size, not a float32 number) moves a float64

@@ -8,7 +8,8 @@ Which layer and direction a report row (``verify.compare.Row``) belongs to:
   trailing digits dropped (``conv1 11x11/4 ...`` -> conv, ``lrn n=5 ...`` -> lrn,
   ``maxpool 3/2 ...`` -> pool); a case that starts with an architecture's name
   (``refnet.arch.ARCHS``: ``tiny N=4 train``, ``alexnet b2``) compares the whole
-  network -> network.
+  network -> network, except a row whose quantity is one layer's output inside it
+  (ONNX's intermediate outputs: ``conv1``, ``relu_fc6``, ``fc8``) -> that kind of layer.
 - direction: ``bwd`` when the quantity is a gradient (dx, dw, db, dlogits, or "d "
   and a parameter's name: "d conv1.weight"), else ``fwd`` (y, loss, logits, a layer's
   output such as conv1 or dropout_fc6); ``-`` for ``sgd`` and ``conventions``, which
@@ -29,6 +30,11 @@ from refnet.arch import ARCHS
 OWN_PARTS = ("network", "sgd", "conventions", "reference")   # PyTorch's, by part name
 NO_DIRECTION = ("sgd", "conventions")
 ALIASES = {"maxpool": "pool"}
+# a whole network's row whose quantity is one layer's output (ONNX's intermediate
+# outputs: conv1, relu_fc6, dropout_fc7, fc8, head) counts for that kind of layer
+LAYER_OUTPUT = re.compile(r"^(conv|head|fc|relu|lrn|pool|dropout|gap)(\d|_|$)[\w]*$")
+LAYER_KINDS = {"conv": "conv", "head": "conv", "fc": "linear", "relu": "relu", "lrn": "lrn",
+               "pool": "pool", "dropout": "dropout", "gap": "gap"}
 GRADIENTS = ("dx", "dw", "db", "dlogits")
 ORDER = ("conv", "relu", "lrn", "pool", "dropout", "linear", "softmax", "gap", "network",
          "sgd", "conventions", "reference")
@@ -40,7 +46,8 @@ def layer_of(row):
         return row.part
     word = row.case.split()[0] if row.case.split() else row.case
     if word in ARCHS:
-        return "network"
+        inner = LAYER_OUTPUT.match(row.quantity)      # one layer's output inside a net
+        return LAYER_KINDS[inner.group(1)] if inner else "network"
     word = re.sub(r"\d+$", "", word)
     return ALIASES.get(word, word)
 
