@@ -9,7 +9,7 @@ table below is the single place where the demo and the paper's recipe differ:
 - ``demo``: the paper's recipe (crops, flips, PCA lighting, dropout 0.5, momentum 0.9,
   weight decay 5e-4) but He init and inputs divided by the per-channel pixel std, because
   the paper's init stays at chance at this size (docs/paper.md, "At demo scale").
-  Batch 32, lr 0.02, 10 epochs with lr / 10 after epoch 8: tuned so the default run
+  Batch 32, lr 0.015, 10 epochs with lr / 10 after epoch 8: tuned so the default run
   ends well above 80% 10-crop val top-1 within minutes on 2 cores (the runs behind these
   choices are in docs/performance.md, "The demo's defaults").
 - ``tiny``: for tests: a few steps on very small images.
@@ -17,7 +17,7 @@ table below is the single place where the demo and the paper's recipe differ:
   references/classification README and train.py: 8 GPUs x 32 images, lr 0.01, 90 epochs,
   lr / 10 every 30, momentum 0.9, weight decay 1e-4, PyTorch's SGD form), inputs divided
   by the pixel std as torchvision normalises them; one column, no LRN, inverted dropout.
-  He init: refnet has no scheme for PyTorch's layer defaults (uniform in +-1/sqrt(fan_in)).
+  PyTorch's layer defaults as the init ("pytorch": uniform in +-1/sqrt(fan_in)).
 
 ``--conventions NAME`` (``refnet.conventions``: paper, cuda-convnet2, caffe, torchvision)
 applies a named bundle over the arch's defaults: LRN's alpha, k and channels, pooling
@@ -90,7 +90,7 @@ AUTO_MAX_STEPS = 6000
 TRAIN_DEFAULTS = {
     "alexnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
                 "epochs": 90, "patience": 1, "checkpoint_every": 1000},
-    "demo": {"init": "he", "input_scale": "pixel_std", "batch": 32, "lr": 0.02,
+    "demo": {"init": "he", "input_scale": "pixel_std", "batch": 32, "lr": 0.015,
              "epochs": 10, "lr_schedule": "step", "milestones": (8,)},
     "tiny": {"init": "he", "input_scale": "pixel_std", "batch": 8, "lr": 0.01,
              "epochs": 2},
