@@ -111,6 +111,19 @@ positive_number = number_at_least(0, strict=True)
 nonnegative_number = number_at_least(0)
 
 
+def new_file(text):
+    """``text`` when it can name a new file: its folder exists and is writable, and it is
+    not a directory (an ``argparse`` type)."""
+    folder = os.path.dirname(text) or "."
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} is not writable")
+    return text
+
+
 def existing_file(text):
     """``text`` when it names a readable regular file (an ``argparse`` type)."""
     if os.path.isdir(text):

@@ -61,7 +61,7 @@ import sys
 
 import numpy
 
-from data.cli import Parser, run_command
+from data.cli import Parser, new_file, run_command
 from data.files import atomic_path
 from refnet import checkpoint
 from refnet.config import UsageError
@@ -281,16 +281,6 @@ def to_onnx(net, path, outputs=(), dtype=None):
 
 # -- the command line -------------------------------------------------------------------
 
-def new_file(text):
-    """An ``argparse`` type: a file path whose folder exists and is writable."""
-    folder = os.path.dirname(text) or "."
-    if os.path.isdir(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
-    if not os.path.isdir(folder):
-        raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} is not writable")
-    return text
 
 
 def name_list(text):

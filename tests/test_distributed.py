@@ -457,28 +457,39 @@ def test_a_rank_that_cannot_open_its_data_fails_the_start(data_dir, tmp_path):
     assert not out.exists()                              # a refused start leaves nothing
 
 
-FAULTY_RANK = r'''
+# Rank 1 of an MPMD job runs this instead of python -m refnet.train: the training step
+# with a fault on its third call, "raise" (an error on that rank alone) or "drift" (its
+# replica moves away from the others).
+ONE_FAULTY_RANK = r'''
 import sys
 import refnet.sgd, refnet.train
-calls = {"n": 0}
+fault, argv = sys.argv[1], sys.argv[2:]
 step = refnet.sgd.SGD.step
-def failing(self, grads):
+calls = {"n": 0}
+def patched(self, grads):
     calls["n"] += 1
-    if calls["n"] == 3:
+    if calls["n"] == 3 and fault == "raise":
         raise RuntimeError("injected fault in the SGD step")
-    return step(self, grads)
-refnet.sgd.SGD.step = failing
-sys.exit(refnet.train.main(sys.argv[1:]))
+    step(self, grads)
+    if calls["n"] == 3 and fault == "drift":
+        w = self.net.params[0][sorted(self.net.params[0])[0]]
+        w.reshape(-1)[0] += 1e-9
+refnet.sgd.SGD.step = patched
+sys.exit(refnet.train.main(argv))
 '''
+
+
+def with_faulty_rank_1(fault, args):
+    """mpiexec of 2 ranks: rank 0 as usual, rank 1 with ``fault`` (ONE_FAULTY_RANK)."""
+    return [MPIEXEC, "-n", "1", sys.executable, *args, ":",
+            "-n", "1", sys.executable, "-c", ONE_FAULTY_RANK, fault, *args[2:]]
 
 
 @needs_mpi
 @pytest.mark.slow
 def test_an_error_on_one_rank_aborts_every_rank(data_dir, tmp_path):
     out = tmp_path / "run"
-    args = train_args(data_dir, out, "--epochs", "50")
-    cmd = [MPIEXEC, "-n", "1", sys.executable, *args, ":",
-           "-n", "1", sys.executable, "-c", FAULTY_RANK, *args[2:]]
+    cmd = with_faulty_rank_1("raise", train_args(data_dir, out, "--epochs", "50"))
     start = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     assert time.monotonic() - start < 60
@@ -495,29 +506,12 @@ def test_divergence_stops_every_rank_together(data_dir, tmp_path):
     assert r.stderr.count("diverged") == 1                 # said once, by rank 0
 
 
-DRIFTING_RANK = r'''
-import sys
-import refnet.sgd, refnet.train
-step = refnet.sgd.SGD.step
-calls = {"n": 0}
-def drifting(self, grads):
-    step(self, grads)
-    calls["n"] += 1
-    if calls["n"] == 3:                   # this replica drifts by one ulp-sized nudge
-        w = self.net.params[0][sorted(self.net.params[0])[0]]
-        w.reshape(-1)[0] += 1e-9
-refnet.sgd.SGD.step = drifting
-sys.exit(refnet.train.main(sys.argv[1:]))
-'''
-
-
 @needs_mpi
 @pytest.mark.slow
 def test_replicas_that_drift_apart_stop_the_job_before_a_checkpoint(data_dir, tmp_path):
     out = tmp_path / "run"
-    args = train_args(data_dir, out, "--epochs", "2", "--checkpoint-every", "5")
-    cmd = [MPIEXEC, "-n", "1", sys.executable, *args, ":",
-           "-n", "1", sys.executable, "-c", DRIFTING_RANK, *args[2:]]
+    cmd = with_faulty_rank_1("drift", train_args(data_dir, out, "--epochs", "2",
+                                                 "--checkpoint-every", "5"))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 2, r.stderr
     assert "replicas differ at step 5" in r.stderr and "rank(s) [1]" in r.stderr
