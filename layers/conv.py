@@ -14,6 +14,7 @@ from layers.backend import get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from layers.layout import batch_places, channel_major, check_layout, dims, shape
 from layers.windows import col2im, im2col, im2col_parts
+from layers.workspace import FRESH
 from layers import winograd
 
 __all__ = ["forward", "backward", "im2col", "im2col_parts", "col2im", "ConvCache", "ALGOS",
@@ -39,7 +40,7 @@ class ConvCache(NamedTuple):
 
 
 def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", tile=None,
-            cols=None, layout="NCHW"):
+            cols=None, layout="NCHW", ws=FRESH):
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*s + i, ow*s + j]
 
     where g = k // Kg is the group of kernel k, s the stride and xpad the input with
@@ -68,6 +69,8 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     ``cols``: ``im2col(x, kh, kw, stride=stride, pad=pad, groups=groups, layout=layout)``
     when the caller already has it (the network's two columns run conv1 on the same image:
     on one device they share one im2col and one cached copy). Used as is, never written to.
+
+    ``ws``: where y and the large temporaries come from (``layers.workspace``).
     """
     dtype = float_dtype("conv", x, w, b)
     layout = check_layout("conv", layout)
@@ -97,7 +100,7 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
             raise ValueError("conv: cols (im2col columns) apply only to algo='gemm'")
         tile = _winograd_tile(stride, kh, kw, tile, dtype)
         return winograd.forward(x, w, b, pad=pad, groups=groups, tile=tile,
-                                keep_transformed=keep_cols, layout=layout)
+                                keep_transformed=keep_cols, layout=layout, ws=ws)
     if tile is not None:
         raise ValueError(f"conv: tile applies only to algo='winograd', got tile={tile!r} "
                          f"with algo={algo!r}")
@@ -106,16 +109,20 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     G, Kg = groups, K // groups
     if cols is None:
         # (G, Cg*kh*kw, P)
-        cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G, layout=layout)
+        cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G, layout=layout, ws=ws)
     elif tuple(cols.shape) != (G, Cg * kh * kw, N * OH * OW) or cols.dtype != dtype:
         raise ValueError(f"conv: cols has shape {tuple(cols.shape)} and dtype {cols.dtype}, "
                          f"im2col of x gives {(G, Cg * kh * kw, N * OH * OW)} {dtype}")
     wg = w.reshape(G, Kg, Cg * kh * kw)                          # (G, Kg, Cg*kh*kw)
-    yg = xp.matmul(wg, cols)                                     # (G, Kg, P)
     A, B = batch_places(N, layout)
-    y = xp.empty(shape(N, K, OH, OW, layout), dtype=dtype)
-    # bias + layout in one pass (for CHWN, yg is already y's memory order)
-    xp.add(yg.reshape(K, A, OH, OW, B), b.reshape(K, 1, 1, 1, 1), out=channel_major(y, layout))
+    y = ws.empty(xp, shape(N, K, OH, OW, layout), dtype)
+    if layout == "CHWN":             # the GEMM's (G, Kg, P) output is y's memory order
+        xp.matmul(wg, cols, out=y.reshape(G, Kg, -1))            # (G, Kg, P)
+        y += b.reshape(K, 1, 1, 1)
+    else:                            # bias + layout in one pass
+        yg = xp.matmul(wg, cols, out=ws.empty(xp, (G, Kg, N * OH * OW), dtype))  # (G, Kg, P)
+        xp.add(yg.reshape(K, A, OH, OW, B), b.reshape(K, 1, 1, 1, 1),
+               out=channel_major(y, layout))
     cached = (cols, None) if keep_cols else (None, x)
     return y, ConvCache(*cached, w, tuple(x.shape), tuple(y.shape), stride, pad, layout)
 
@@ -136,7 +143,7 @@ def _winograd_tile(stride, kh, kw, tile, dtype):
     return tile
 
 
-def backward(dy, cache, *, need_dx=True):
+def backward(dy, cache, *, need_dx=True, ws=FRESH):
     """Gradients of ``forward`` for an upstream gradient ``dy`` (N, K, OH, OW).
 
         db[k]          = sum_{n, oh, ow} dy[n, k, oh, ow]
@@ -148,11 +155,12 @@ def backward(dy, cache, *, need_dx=True):
     Returns ``(dx, dw, db)`` with the shapes and dtype of ``(x, w, b)``. With
     ``need_dx=False`` (a first layer, whose input is the image) ``dx`` is ``None`` and its
     GEMM and col2im are skipped. A cache from ``algo="winograd"`` takes that algorithm's
-    backward (``layers.winograd.backward``), the exact adjoint of its forward.
+    backward (``layers.winograd.backward``), the exact adjoint of its forward. ``ws``:
+    where the gradients and the large temporaries come from (``layers.workspace``).
     """
     if isinstance(cache, winograd.WinogradCache):
         require_grad("conv", dy, cache.y_shape, cache.u.dtype)
-        return winograd.backward(dy, cache, need_dx=need_dx)
+        return winograd.backward(dy, cache, need_dx=need_dx, ws=ws)
     w = cache.w
     require_grad("conv", dy, cache.y_shape, w.dtype)
     xp = get_array_module(dy)
@@ -162,9 +170,11 @@ def backward(dy, cache, *, need_dx=True):
     cols = cache.cols
     if cols is None:                                             # keep_cols=False
         cols = im2col(cache.x, kh, kw, stride=cache.stride, pad=cache.pad, groups=G,
-                      layout=layout)
-    # (G, Kg, P): one copy for NCHW, a view for CHWN
-    dyg = channel_major(dy, layout).reshape(G, K // G, -1)
+                      layout=layout, ws=ws)
+    dy5 = channel_major(dy, layout)                              # (K, A, OH, OW, B)
+    if layout == "NCHW":                  # made contiguous, so P is one axis (CHWN: as is)
+        dy5 = ws.copy(xp, dy5)
+    dyg = dy5.reshape(G, K // G, -1)                             # (G, Kg, P), a view
     db = dyg.sum(axis=2).reshape(K)                              # (K,)
     # dw^T = cols @ dy_g^T rather than dy_g @ cols^T: NumPy's batched matmul is faster
     # when the long P axis is not in a transposed operand (docs/performance.md).
@@ -174,7 +184,8 @@ def backward(dy, cache, *, need_dx=True):
     if not need_dx:
         return None, dw, db
     wg = w.reshape(G, K // G, Cg * kh * kw)                      # (G, Kg, Cg*kh*kw)
-    dcols = xp.matmul(wg.transpose(0, 2, 1), dyg)                # (G, Cg*kh*kw, P)
+    dcols = xp.matmul(wg.transpose(0, 2, 1), dyg,
+                      out=ws.empty(xp, cols.shape, dy.dtype))    # (G, Cg*kh*kw, P)
     dx = col2im(dcols, cache.x_shape, kh, kw, stride=cache.stride, pad=cache.pad,
-                layout=layout)
+                layout=layout, ws=ws)
     return dx, dw, db

@@ -51,6 +51,7 @@ import os
 import numpy
 
 from layers import backend
+from layers.workspace import Workspace
 
 
 def default_devices(xp, columns):
@@ -67,7 +68,9 @@ class Placement:
     conv1-conv5, fc6 and fc7 is split along its first axis (its outputs) into ``columns``
     equal row blocks, block c on column c; fc8 (or the "gap" head's 1x1 convolution)
     lives whole on column 0: the names in ``whole`` (default: those of ``fc8.`` and
-    ``head.``).
+    ``head.``). ``workspaces[c]``: where column c's layers and the exchanges into it take
+    their large arrays (``layers.workspace``; one per column, so the column threads never
+    share one).
     """
 
     def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None):
@@ -85,6 +88,7 @@ class Placement:
         self.blas = _blas_controller() if parallel else None
         self.parallel = self.blas is not None
         self._pool = None
+        self.workspaces = [Workspace() for _ in range(columns)]
         self.rows = {}    # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
             on_one = name in whole if whole is not None else name.startswith(("fc8.", "head."))
@@ -120,6 +124,12 @@ class Placement:
             finally:
                 concurrent.futures.wait(others)  # never leave a column running
             return [first] + [f.result() for f in others]
+
+    def new_pass(self):
+        """A pass through the network starts: each workspace lets go of the buffers the
+        previous pass did not use (``layers.workspace.Workspace.trim``)."""
+        for ws in self.workspaces:
+            ws.trim()
 
     def close(self):
         """Stop the column threads (idle ones; ``each`` never leaves one running)."""

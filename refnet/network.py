@@ -360,6 +360,7 @@ class AlexNet:
             raise ValueError(f"features: no layer {upto!r}; the layers are {names}")
         self._require_params()
         self._check_input(x)
+        self.placement.new_pass()
         run = _Pass(False, None, None, keep=False)
         run.n, h = x.shape[0], x
         whole = True             # every column holds all of h, not its part
@@ -383,6 +384,7 @@ class AlexNet:
         """(logits, {layer name: cache}); with ``run.keep`` False no cache is kept."""
         self._require_params()
         self._check_input(x)
+        self.placement.new_pass()
         run.n = x.shape[0]
         caches, h = {}, x
         for layer in self.layers:
@@ -484,7 +486,7 @@ class Input(_Layer):
     def forward(self, net, x, run):
         P = net.placement
         with P.device(0):
-            x = layouts.transpose(P.put(x, 0), "NCHW", net.layout)
+            x = layouts.transpose(P.put(x, 0), "NCHW", net.layout, ws=P.workspaces[0])
         return [P.put(x, c) for c in range(net.columns)], None
 
     def backward(self, net, d, cache, grads):
@@ -507,7 +509,8 @@ class Conv(_Layer):
             with P.device(0):
                 cols, fills = conv.im2col_parts(h[0], spec.kernel, spec.kernel,
                                                 stride=spec.stride, pad=spec.pad,
-                                                layout=net.layout, parts=net.columns)
+                                                layout=net.layout, parts=net.columns,
+                                                ws=P.workspaces[0])
             P.each(lambda c, fill: fill(), fills)
 
         def column(c, a):
@@ -515,14 +518,15 @@ class Conv(_Layer):
                 net.params[c][net.key(self.name, "bias")]
             return conv.forward(a, w, b, stride=spec.stride, pad=spec.pad,
                                 keep_cols=net.keep_cols, algo=algo, cols=cols,
-                                layout=net.layout)
+                                layout=net.layout, ws=P.workspaces[c])
         return _split(P.each(column, h))
 
     def backward(self, net, d, cache, grads):
         def column(c, g, k):
             # conv1's input is the image: no gradient needed there.
             dx, grads[c][net.key(self.name, "weight")], grads[c][net.key(self.name, "bias")] \
-                = conv.backward(g, k, need_dx=self.name != "conv1")
+                = conv.backward(g, k, need_dx=self.name != "conv1",
+                                ws=net.placement.workspaces[c])
             return dx
         return net.placement.each(column, d, cache)
 
@@ -534,34 +538,39 @@ class Linear(_Layer):
         def column(c, a):
             p = net.params[c]
             return linear.forward(a, p[net.key(self.name, "weight")],
-                                  p[net.key(self.name, "bias")])
+                                  p[net.key(self.name, "bias")],
+                                  ws=net.placement.workspaces[c])
         return _split(net.placement.each(column, h))
 
     def backward(self, net, d, cache, grads):
         def column(c, g, k):
             dx, grads[c][net.key(self.name, "weight")], grads[c][net.key(self.name, "bias")] \
-                = linear.backward(g, k)
+                = linear.backward(g, k, ws=net.placement.workspaces[c])
             return dx
         return net.placement.each(column, d, cache)
 
 
 class Relu(_Layer):
     def forward(self, net, h, run):
-        return _split(net.placement.each(lambda c, a: relu.forward(a), h))
+        ws = net.placement.workspaces
+        return _split(net.placement.each(lambda c, a: relu.forward(a, ws=ws[c]), h))
 
     def backward(self, net, d, cache, grads):
-        return net.placement.each(lambda c, g, k: relu.backward(g, k), d, cache)
+        ws = net.placement.workspaces
+        return net.placement.each(lambda c, g, k: relu.backward(g, k, ws=ws[c]), d, cache)
 
 
 class Pool(_Layer):
     def forward(self, net, h, run):
         z, s = net.pool
+        ws = net.placement.workspaces
         return _split(net.placement.each(
             lambda c, a: pool.forward(a, size=z, stride=s, rounding=net.pool_rounding,
-                                      layout=net.layout), h))
+                                      layout=net.layout, ws=ws[c]), h))
 
     def backward(self, net, d, cache, grads):
-        return net.placement.each(lambda c, g, k: pool.backward(g, k), d, cache)
+        ws = net.placement.workspaces
+        return net.placement.each(lambda c, g, k: pool.backward(g, k, ws=ws[c]), d, cache)
 
 
 class Lrn(_Layer):
@@ -575,13 +584,14 @@ class Lrn(_Layer):
             n = min(net.lrn_params["size"] // 2, h[0].shape[axis])
         h, halo = exchange.halo_forward(h, place=P, n=n, axis=axis)    # C + n channels
         h, caches = _split(P.each(
-            lambda c, a: lrn.forward(a, **net.lrn_params, layout=net.layout), h))
+            lambda c, a: lrn.forward(a, **net.lrn_params, layout=net.layout,
+                                     ws=P.workspaces[c]), h))
         return exchange.trim_forward(h, halo), (halo, caches)          # C channels
 
     def backward(self, net, d, cache, grads):
         P, (halo, caches) = net.placement, cache
         d = exchange.trim_backward(d, halo, place=P)
-        d = P.each(lambda c, g, k: lrn.backward(g, k), d, caches)
+        d = P.each(lambda c, g, k: lrn.backward(g, k, ws=P.workspaces[c]), d, caches)
         return exchange.halo_backward(d, halo, place=P)
 
 
@@ -595,12 +605,14 @@ class Dropout(_Layer):
 
     def forward(self, net, h, run):
         mask = net.dropout_masks(self.source, run) or [None] * len(h)
+        ws = net.placement.workspaces
         return _split(net.placement.each(
             lambda c, a, m: dropout.forward(a, p=net.dropout, train=run.train, mask=m,
-                                            mode=net.dropout_mode), h, mask))
+                                            mode=net.dropout_mode, ws=ws[c]), h, mask))
 
     def backward(self, net, d, cache, grads):
-        return net.placement.each(lambda c, g, k: dropout.backward(g, k), d, cache)
+        ws = net.placement.workspaces
+        return net.placement.each(lambda c, g, k: dropout.backward(g, k, ws=ws[c]), d, cache)
 
 
 class Exchange(_Layer):
