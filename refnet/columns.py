@@ -126,10 +126,10 @@ class Placement:
             return [first] + [f.result() for f in others]
 
     def new_pass(self):
-        """A pass through the network starts: each workspace lets go of the buffers the
-        previous pass did not use (``layers.workspace.Workspace.trim``)."""
+        """A pass through the network starts: each workspace plans from the previous one
+        (``layers.workspace.Workspace.new_pass``)."""
         for ws in self.workspaces:
-            ws.trim()
+            ws.new_pass()
 
     def close(self):
         """Stop the column threads (idle ones; ``each`` never leaves one running)."""
