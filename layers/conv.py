@@ -10,6 +10,8 @@ the same stride-1 convolution with fewer multiplications (``layers.winograd``).
 """
 from typing import NamedTuple
 
+import numpy
+
 from layers.backend import get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from layers.layout import batch_places, channel_major, check_layout, dims, shape
@@ -18,14 +20,27 @@ from layers.workspace import FRESH
 from layers import winograd
 
 __all__ = ["forward", "backward", "im2col", "im2col_parts", "col2im", "ConvCache", "ALGOS",
-           "WINOGRAD_TILES"]
+           "WINOGRAD_TILES", "winograd_tile"]
 
 ALGOS = ("gemm", "winograd")
-# Default Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) on
+# The largest Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) on
 # alexnet's layers in the batch-innermost layout whose float32 error stays within what
-# conv2 needs anyway; float64 takes the same tiles. Other sizes use m = 2. The timings and
+# conv2 needs anyway; float64 takes the same tiles. Other sizes use m = 2. A layer takes
+# the tile up to this one that fits its output best (``winograd_tile``). The timings and
 # errors behind the choice: docs/performance.md.
 WINOGRAD_TILES = {("float32", 3): 5, ("float32", 5): 4, ("float64", 3): 5, ("float64", 5): 4}
+
+
+def winograd_tile(r, OH, OW, dtype):
+    """The default output tile m of Winograd's F(m x m, r x r) for an OH x OW output:
+    among 2 .. ``WINOGRAD_TILES[(dtype, r)]`` (smaller tiles round off less), the one
+    with the least transform-domain work n^2 * ceil(OH / m) * ceil(OW / m), n = m + r - 1
+    (the products' multiplications per channel pair; a tile that does not divide the
+    output also computes the rest of its last row and column), the larger on ties.
+    alexnet's layers keep ``WINOGRAD_TILES``; the demo's 8x8 maps take F(4x4, 3x3)."""
+    top = WINOGRAD_TILES.get((numpy.dtype(dtype).name, r), 2)
+    return min(range(2, max(2, top) + 1),
+               key=lambda m: ((m + r - 1) ** 2 * -(-OH // m) * -(-OW // m), -m))
 
 
 class ConvCache(NamedTuple):
@@ -63,7 +78,7 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     ``algo="winograd"`` (stride 1, square kernels only): Winograd's F(tile x tile, kh x kh)
     (``layers.winograd``), the same convolution with 2-4x fewer multiplications and a
     different rounding, whose error grows with the tile (measured in docs/performance.md).
-    ``tile`` is its output tile, default ``WINOGRAD_TILES``.
+    ``tile`` is its output tile, default ``winograd_tile(kh, OH, OW, dtype)``.
     ``keep_cols`` then chooses between keeping the transformed input tiles and ``x``.
 
     ``cols``: ``im2col(x, kh, kw, stride=stride, pad=pad, groups=groups, layout=layout)``
@@ -98,7 +113,7 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     if algo == "winograd":
         if cols is not None:
             raise ValueError("conv: cols (im2col columns) apply only to algo='gemm'")
-        tile = _winograd_tile(stride, kh, kw, tile, dtype)
+        tile = _winograd_tile(stride, kh, kw, tile, dtype, OH, OW)
         return winograd.forward(x, w, b, pad=pad, groups=groups, tile=tile,
                                 keep_transformed=keep_cols, layout=layout, ws=ws)
     if tile is not None:
@@ -127,14 +142,14 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     return y, ConvCache(*cached, w, tuple(x.shape), tuple(y.shape), stride, pad, layout)
 
 
-def _winograd_tile(stride, kh, kw, tile, dtype):
+def _winograd_tile(stride, kh, kw, tile, dtype, OH, OW):
     """The Winograd output tile for these arguments, or ``ValueError`` saying what rules it out."""
     if stride != 1:
         raise ValueError(f"conv: algo='winograd' needs stride 1, got stride={stride}")
     if kh != kw:
         raise ValueError(f"conv: algo='winograd' needs a square kernel, got {kh}x{kw}")
     if tile is None:
-        return WINOGRAD_TILES.get((dtype.name, kh), 2)
+        return winograd_tile(kh, OH, OW, dtype)
     tile = require_int("conv", "tile", tile, 1)
     if tile + kh - 2 > winograd.MAX_POINTS:
         raise ValueError(f"conv: tile={tile} with a {kh}x{kw} kernel needs "

@@ -52,7 +52,7 @@ def conv_cases(rng, dtype, tol):
         dy = draw(rng, y.shape, dtype)
         dx, dw, db = reference.conv_backward(dy, x, w, **h)
         ref = {"y": y, "dx": dx, "dw": dw, "db": db}
-        tiles = layers.conv.WINOGRAD_TILES.get((numpy.dtype(dtype).name, ws[2]), 2)
+        tiles = layers.conv.winograd_tile(ws[2], *y.shape[2:], dtype)
         algos = [("im2col", {})] + ([(f"winograd F({tiles}, {ws[2]})", dict(algo="winograd"))]
                                     if stride == 1 else [])
         for algo, opts in algos:
