@@ -65,13 +65,22 @@ layout (the same numbers; slower copies).
 Memory: ``conv_cache="columns"`` (default, fastest) keeps what each convolution's backward
 reads (im2col columns, or Winograd's transformed input tiles); ``"input"`` keeps only its
 input and recomputes them (same numbers either way; figures in docs/performance.md).
+conv1 with both columns on one device keeps only the image whatever the setting
+(``Conv``: its columns are made block by block in cache, in forward and in backward).
+Every large array comes from the column's workspace (``Placement.workspaces``,
+``layers.workspace``): memory kept from pass to pass and planned after the first, and
+handed out again only once nothing refers to it. What the network returns is the
+caller's: gradients, logits and features stay as they are whatever runs next (holding
+them keeps their memory out of the next pass's plan, nothing more).
 """
 
 import math
+from typing import NamedTuple
 
 import numpy
 
-from layers import adaptive_pool, backend, conv, dropout, gap, linear, lrn, pool, relu, softmax
+from layers import adaptive_pool, backend, conv, conv_blocks, dropout, gap, linear, lrn, pool
+from layers import relu, softmax
 from layers import layout as layouts
 from layers.backend import backend_module
 from refnet import arch as arch_table
@@ -496,32 +505,47 @@ class Input(_Layer):
 class Conv(_Layer):
     """A column's share of conv1-5 (``layers.conv``), or the "gap" head's 1x1 convolution
     on column 0: Winograd for stride-1 layers with kernels over 1x1 with
-    ``conv_algo="winograd"``, else im2col + GEMM (a 1x1 convolution is one GEMM)."""
+    ``conv_algo="winograd"``, else im2col + GEMM (a 1x1 convolution is one GEMM).
+
+    conv1 with every column on one device (all read the same image): one convolution
+    by blocks of output positions (``layers.conv_blocks``) with the columns' kernels
+    stacked, its output rows split between the column threads; each column's output is
+    its channels of the result, and only the image is kept for backward."""
 
     def forward(self, net, h, run):
         spec = net.conv_spec(self.name)
         algo = "winograd" if (net.conv_algo == "winograd" and spec.stride == 1
                               and spec.kernel > 1) else "gemm"
-        P, cols = net.placement, None
-        if algo == "gemm" and P.shared_input(h):
-            # conv1: both columns read the same image on one device: one im2col for both,
-            # its bands of rows copied by the columns' threads
-            with P.device(0):
-                cols, fills = conv.im2col_parts(h[0], spec.kernel, spec.kernel,
-                                                stride=spec.stride, pad=spec.pad,
-                                                layout=net.layout, parts=net.columns,
-                                                ws=P.workspaces[0])
-            P.each(lambda c, fill: fill(), fills)
+        P = net.placement
+        if algo == "gemm" and self.name == "conv1" and P.shared_input(h):
+            return self._forward_shared(net, h[0], spec)
 
         def column(c, a):
             w, b = net.params[c][net.key(self.name, "weight")], \
                 net.params[c][net.key(self.name, "bias")]
             return conv.forward(a, w, b, stride=spec.stride, pad=spec.pad,
-                                keep_cols=net.keep_cols, algo=algo, cols=cols,
-                                layout=net.layout, ws=P.workspaces[c])
+                                keep_cols=net.keep_cols, algo=algo, layout=net.layout,
+                                ws=P.workspaces[c])
         return _split(P.each(column, h))
 
+    def _forward_shared(self, net, x, spec):
+        P, xp, columns = net.placement, net.xp, range(net.columns)
+        with P.device(0):
+            w = xp.concatenate([net.params[c][net.key(self.name, "weight")] for c in columns])
+            b = xp.concatenate([net.params[c][net.key(self.name, "bias")] for c in columns])
+            y, cache, runs = conv_blocks.forward_parts(
+                x, w, b, stride=spec.stride, pad=spec.pad, layout=net.layout,
+                parts=net.columns, ws=P.workspaces[0])       # w: (K of all columns, ...)
+        P.each(lambda c, fill: fill(), runs)
+        k = y.shape[layouts.channel_axis(net.layout)] // net.columns
+        axis = layouts.channel_axis(net.layout)
+        ys = [y[layouts.along(axis, slice(c * k, (c + 1) * k))] for c in columns]
+        return ys, _Shared(cache, k)
+
     def backward(self, net, d, cache, grads):
+        if isinstance(cache, _Shared):
+            return self._backward_shared(net, d, cache, grads)
+
         def column(c, g, k):
             # conv1's input is the image: no gradient needed there.
             dx, grads[c][net.key(self.name, "weight")], grads[c][net.key(self.name, "bias")] \
@@ -529,6 +553,23 @@ class Conv(_Layer):
                                 ws=net.placement.workspaces[c])
             return dx
         return net.placement.each(column, d, cache)
+
+    def _backward_shared(self, net, d, cache, grads):
+        P = net.placement
+        runs = conv_blocks.backward_parts(d, cache.cache, parts=net.columns)
+        partials = P.each(lambda c, run: run(), runs)           # dw^T of each band of rows
+        with P.device(0):
+            dw, db = conv_blocks.gradients(d, partials, cache.cache)
+        k = cache.kernels
+        for c in range(net.columns):                            # column c's kernels
+            grads[c][net.key(self.name, "weight")] = dw[c * k:(c + 1) * k]
+            grads[c][net.key(self.name, "bias")] = db[c * k:(c + 1) * k]
+        return None                                             # the image has no gradient
+
+
+class _Shared(NamedTuple):
+    cache: object       # layers.conv_blocks.BlocksCache of all columns' kernels
+    kernels: int        # each column's
 
 
 class Linear(_Layer):
