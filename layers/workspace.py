@@ -26,19 +26,29 @@ nothing anybody still holds (a layer's cache, gradients or logits the caller kep
 view of either) is ever written by a later request; a kept array only keeps its piece
 out of circulation (and the memory alive, even after the workspace lets it go).
 
+The memory is the workspace's own: anonymous mappings (``mmap``), never the C
+library's heap, so what a workspace lets go goes back to the system at once and the
+memory it keeps is all there is, in a plain process or one with malloc's thresholds or
+arenas changed alike.
+
 Where a request goes. A pass through a network asks for the same sizes in the same
 order every time. Requests of at least ``PLAN_BYTES`` are recorded with their lifetimes
 (from the request to the death of the array, in request counts); at the end of a pass
-(``new_pass``) its record becomes a plan: offsets in one arena, placed greedily by
-size (largest first, each at the lowest offset free for its lifetime), so that pieces
-whose lifetimes do not overlap share memory and the arena is close to the pass's peak
-of live bytes. Later passes that ask for the same sizes get those offsets, after a check
-that no live piece overlaps. A few plans are kept (training steps, evaluation passes).
-Everything else (requests below ``PLAN_BYTES``, requests off every plan, pieces a
-live array still covers, arrays that outlived their pass) comes from kept buffers
-handed out whole, the smallest free one of at least the request and at most ``FIT``
-times it (``_Pool``); a buffer no pass used for ``KEEP_PASSES`` passes is let go.
+(``new_pass``) its record becomes a plan: offsets in one arena, placed greedily by size
+(largest first, each at the lowest offset free for its lifetime), so that pieces whose
+lifetimes do not overlap share memory and the arena is close to the pass's peak of live
+bytes. Later passes that ask for the same sizes get those offsets, after a check that no
+live piece overlaps. A few plans are kept (training steps, evaluation passes).
+
+- Before the first plan, and off every plan, a request gets a mapping of its own, let
+  go with its array: the process then holds no more than the pass's live arrays, as
+  malloc would in a plain process.
+- Requests below ``PLAN_BYTES`` once a plan exists, pieces a live array still covers,
+  and requests whose arrays outlived their pass last time come from kept buffers handed
+  out whole: the smallest free one of at least the request and at most ``FIT`` times it
+  (``_Pool``); a buffer no pass used for ``KEEP_PASSES`` passes is let go.
 """
+import mmap
 import threading
 import weakref
 
@@ -47,11 +57,10 @@ import numpy
 __all__ = ["FRESH", "Fresh", "Workspace", "MIN_BYTES", "PLAN_BYTES", "FIT", "GRAIN",
            "KEEP_PASSES", "MAX_PLANS"]
 
-MIN_BYTES = 1 << 20     # smaller arrays come from malloc's heap, which keeps them
+MIN_BYTES = 1 << 20     # smaller arrays come from xp (malloc's heap keeps those)
 PLAN_BYTES = 4 << 20    # requests planned in the arena; smaller ones from the pool
 FIT = 2.0               # a pool buffer serves requests down to 1/FIT of its size
 GRAIN = 1 << 12         # sizes and offsets rounded up to pages (4 KiB)
-ALIGN = 64              # the arena's first byte: a cache line
 KEEP_PASSES = 2         # a pool buffer unused for this many passes is let go
 MAX_PLANS = 4           # plans kept, the most recently used first
 
@@ -89,7 +98,7 @@ class Workspace(Fresh):
     def __init__(self):
         self._lock = threading.Lock()
         self._pool = _Pool()
-        self._arena = None       # a memoryview of the arena, ALIGN-aligned, or None
+        self._arena = None       # a memoryview of the arena's mapping, or None
         self._plans = []         # [sizes, offsets] (offset None: from the pool), newest first
         self._matching = []      # the plans this pass has followed so far
         self._trace = []         # this pass's planned-size requests: [size, first, last]
@@ -112,7 +121,7 @@ class Workspace(Fresh):
             elif self._plans:
                 piece = self._pool.take(size)
             else:                                    # nothing kept before the first plan
-                piece = numpy.empty(size, numpy.uint8)
+                piece = numpy.frombuffer(_mapped(size), numpy.uint8)
         return piece[:nbytes].view(dtype).reshape(shape)
 
     def _planned(self, size):
@@ -120,8 +129,8 @@ class Workspace(Fresh):
         j = len(self._trace)
         self._note_deaths(j)
         self._matching = [p for p in self._matching if j < len(p[0]) and p[0][j] == size]
-        if not self._matching:                       # off every plan: as malloc would
-            piece, offset = numpy.empty(size, numpy.uint8), None
+        if not self._matching:                       # off every plan: its own mapping
+            piece, offset = numpy.frombuffer(_mapped(size), numpy.uint8), None
         else:
             offset = self._matching[0][1][j]
             if offset is not None and (offset + size > len(self._arena) or any(
@@ -162,7 +171,7 @@ class Workspace(Fresh):
                 need = max((o + n for o, n in zip(followed[0][1], sizes) if o is not None),
                            default=0)
                 if self._arena is None or need > len(self._arena):
-                    self._arena = _aligned(need)     # pieces of the old arena keep it alive
+                    self._arena = _mapped(need)      # pieces of the old arena keep it alive
                     self._live = []                  # and no longer overlap anything
                 self._pool.drop_free()               # what served it before is not needed
             self._plans = (followed + [p for p in self._plans if p not in followed])[:MAX_PLANS]
@@ -202,7 +211,7 @@ class _Pool:
                     and (best is None or n < len(best[0])):
                 best = entry
         if best is None:
-            best = [memoryview(numpy.empty(size, numpy.uint8)), 0, None]
+            best = [_mapped(size), 0, None]
             self.buffers.append(best)
         piece = numpy.frombuffer(best[0], numpy.uint8)
         best[1], best[2] = self.now, weakref.ref(piece)
@@ -223,11 +232,22 @@ class _Pool:
         return sum(len(e[0]) for e in self.buffers)
 
 
-def _aligned(nbytes):
-    """A memoryview of ``nbytes`` fresh bytes starting on an ``ALIGN`` boundary."""
-    raw = numpy.empty(nbytes + ALIGN, numpy.uint8)
-    skip = -raw.ctypes.data % ALIGN
-    return memoryview(raw[skip:skip + nbytes])
+def _mapped(nbytes):
+    """A memoryview of ``nbytes`` of fresh memory mapped for it alone (an anonymous
+    ``mmap``: page-aligned, zero-filled on first touch, given back to the system as soon
+    as the last array over it is gone, whatever the C library's malloc settings),
+    with transparent huge pages asked for where the system has them, as NumPy does for
+    its own large arrays."""
+    if hasattr(mmap, "MAP_PRIVATE"):                 # POSIX: private, not shared memory
+        m = mmap.mmap(-1, max(1, nbytes), flags=mmap.MAP_PRIVATE)
+    else:
+        m = mmap.mmap(-1, max(1, nbytes))
+    if hasattr(m, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            m.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+    return memoryview(m)
 
 
 def _offsets(trace):

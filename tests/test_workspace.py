@@ -154,6 +154,6 @@ def test_views_have_the_requested_shape_and_dtype(dtype):
         a = ws.empty(numpy, (64, 64, 1024), dtype)        # at least PLAN_BYTES
         assert a.shape == (64, 64, 1024) and a.dtype == numpy.dtype(dtype)
         assert a.flags.c_contiguous and a.flags.writeable
-        aligned = a.ctypes.data % workspace.ALIGN == 0
+        aligned = a.ctypes.data % workspace.GRAIN == 0
         del a
-    assert aligned                                        # from the arena
+    assert aligned                                        # pages
