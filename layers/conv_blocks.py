@@ -6,7 +6,7 @@ batch's places in the channel-major view (``layers.layout``).
 
 The same convolution as ``layers.conv`` with ``algo="gemm"`` and one group, computed
 differently: the output positions are cut into blocks whose im2col columns
-(C*kh*kw, Pb) fit in half a core's cache (``layers.blocking``; runs of output columns
+(C*kh*kw, Pb) stay in a core's caches (about 2 MiB, ``_blocks``; runs of output columns
 within a row, or of whole rows), and for each block the columns are copied out of the
 input and multiplied at once:
 
@@ -151,13 +151,15 @@ def _bands(OH, parts):
 
 def _blocks(view, rows, xp):
     """(row slice, column slice) blocks of the band ``rows``: whole rows while their
-    columns fit in half of ``blocking.block_bytes``, else runs of output columns."""
+    columns fit in twice ``blocking.block_bytes`` (the fastest block measured,
+    docs/performance.md: the GEMM's packing reads them from L2 and L3), else even runs
+    of output columns."""
     C, kh, kw, A, OH, OW, B = view.shape
     budget = blocking.block_bytes(xp)
     per_column = C * kh * kw * A * B * view.itemsize                 # one output column
     out = []
     for r, c in blocking.nested_runs(rows.stop - rows.start, OW, per_column,
-                                     None if budget is None else budget // 2):
+                                     None if budget is None else 2 * budget, balanced=True):
         out.append((slice(rows.start + r.start, rows.start + r.stop), c))
     return out
 

@@ -490,13 +490,29 @@ def _split(pairs):
 
 class Input(_Layer):
     """The images (N, 3, S, S) in the net's layout, on every column's device: transposed
-    once on column 0's and given to the others from there. No gradient flows back."""
+    once on column 0's and given to the others from there (with every column on one
+    device, the column threads copy a band of rows each). No gradient flows back."""
 
     def forward(self, net, x, run):
         P = net.placement
         with P.device(0):
-            x = layouts.transpose(P.put(x, 0), "NCHW", net.layout, ws=P.workspaces[0])
+            x = P.put(x, 0)
+            if net.layout == "CHWN" and len(set(P.devices)) == 1 and net.columns > 1:
+                y = P.workspaces[0].empty(net.xp, layouts.shape(*x.shape, net.layout),
+                                          x.dtype)
+                s = x.shape[2]
+                bands = [slice(s * c // net.columns, s * (c + 1) // net.columns)
+                         for c in range(net.columns)]
+                P.each(lambda c, rows: self._copy(x, y, rows), bands)
+                x = y
+            else:
+                x = layouts.transpose(x, "NCHW", net.layout, ws=P.workspaces[0])
         return [P.put(x, c) for c in range(net.columns)], None
+
+    @staticmethod
+    def _copy(x, y, rows):
+        """Rows ``rows`` of the images x (N, C, H, W) into y (C, H, W, N)."""
+        y[:, rows] = x[:, :, rows].transpose(1, 2, 3, 0)
 
     def backward(self, net, d, cache, grads):
         return None
