@@ -21,7 +21,7 @@ import statistics
 
 import numpy
 
-from bench.timing import timed
+from bench.timing import SETTLE_S, settle, timed
 from data.progress import Progress
 from layers import conv, linear, lrn, pool, relu, softmax
 from layers.layout import along, channel_axis, transpose
@@ -167,13 +167,14 @@ def _each_in_turn(fn, *per_column):
     return [fn(c, *args) for c, args in enumerate(zip(*per_column))]
 
 
-def time_layers(ours, theirs, batch, repeats, warmup, form="network"):
+def time_layers(ours, theirs, batch, repeats, warmup, form="network", pause=SETTLE_S):
     """[{layer, refnet_forward, refnet_backward[, torch_forward, torch_backward]}]: the
     median seconds of each layer's forward and backward on both sides (``theirs`` None:
     ours alone), interleaved. ``form``: "network" runs each of our layers as the network
     does, its columns' shares through ``Placement.each`` (conv1 without the network's
     shared im2col); "grouped" calls it once with both columns' channels (the grouped
-    single-device layer, as PyTorch's), on the calling thread."""
+    single-device layer, as PyTorch's), on the calling thread. ``pause``: seconds of
+    ``bench.timing.settle`` before each timed call."""
     net, xp = ours.net, ours.xp
     dtype, net_layout = net.options.dtype, net.options.layout
     rng = numpy.random.default_rng(3)
@@ -203,8 +204,10 @@ def time_layers(ours, theirs, batch, repeats, warmup, form="network"):
         samples = {f"{s}_{part}": [] for s, *_ in sides for part in ("forward", "backward")}
         for rep in range(warmup + repeats):
             for side, fwd, bwd, sync in sides:
+                settle(pause)
                 tf_ = timed(fwd, sync)
                 out = fwd()
+                settle(pause)
                 tb_ = timed(lambda: bwd(out), sync)
                 if rep >= warmup:
                     samples[f"{side}_forward"].append(tf_)

@@ -1,7 +1,8 @@
 """The bench's results as text (``report``); the JSON file is written by ``data.files.write_json``.
 
 The results are the dict ``python -m bench`` builds: arch, batch, dtype, conv_cache,
-conv_algo, device, blas, threads, env, torch, gemm_peak_gflops, flops_per_image, and
+conv_algo, device, blas, threads, env, process, settle_s, torch, gemm_peak_gflops,
+flops_per_image, and
 where measured step and forward ({refnet, torch: summary with images_per_s, gflops,
 fraction_of_gemm_peak}, speedup_vs_torch), layers (``bench.layers.time_layers``' rows)
 with layers_as, memory ({side: probe result}) and gpu.
@@ -17,7 +18,8 @@ def report(r):
              "BLAS: " + "; ".join(f"{b['internal_api']} {b['version']} kernel "
                                    f"{b['architecture']} threads {b['num_threads']}"
                                    for b in r["blas"]) + f"; torch {r['torch']}",
-             f"process settings: {r.get('process', 'tuned')}; env: {r['env']}",
+             f"process settings: {r.get('process', 'tuned')}; env: {r['env']}; "
+             f"settle {1000 * r.get('settle_s', 0):.0f} ms before each timed run",
              f"GEMM peak ({r['dtype']}, 2048^3): {r['gemm_peak_gflops']:.0f} GFLOP/s"]
     for part in ("step", "forward"):
         if part not in r:
