@@ -36,12 +36,11 @@ paper's one-GPU-per-column mapped onto cores; NumPy releases the GIL in its copi
 and GEMMs). Two concurrent single-thread GEMMs on large matrices run slower than one
 two-thread GEMM after the other (cache contention), but everything else a layer does
 (copies, LRN, pooling, Winograd's transforms) is single-threaded NumPy and gains the
-second core, so the step is faster overall (docs/performance.md has the figures). This
-needs one malloc arena for both threads: glibc serves a second thread's
-large blocks from fresh mmaps (re-faulted on every call) unless ``MALLOC_ARENA_MAX=1``
-or ``refnet.cpu.tune_malloc()``, which the command-line programs call. Each column's
-arithmetic is the same whichever thread runs it, so results do not depend on the
-threading. This needs ``threadpoolctl`` (to set the BLAS threads); without it the columns
+second core, so the step is faster overall (docs/performance.md has the figures). Each
+column's large arrays come from its own workspace (``workspaces``, ``layers.workspace``):
+glibc would serve a second thread's large blocks from fresh mmaps, re-faulted on every
+call, whatever the process's malloc settings. Each column's arithmetic is the same
+whichever thread runs it, so results do not depend on the threading. This needs ``threadpoolctl`` (to set the BLAS threads); without it the columns
 run one after the other.
 """
 
