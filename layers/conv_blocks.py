@@ -93,9 +93,11 @@ def forward_parts(x, w, b, *, stride=1, pad=0, layout="NCHW", parts=2, ws=FRESH)
     y5 = channel_major(y, layout)                                 # (K, A, OH, OW, B)
 
     def run(rows):
-        for r, c in _blocks(view, rows, xp):
-            cols = _columns(xp, view, r, c)                       # (C*kh*kw, Pb)
-            prod = xp.matmul(wm, cols)                            # (K, Pb)
+        blocks = _blocks(view, rows, xp)
+        scratch = _Scratch(xp, view, blocks, (K,), dtype)
+        for r, c in blocks:
+            cols = scratch.columns(view, r, c)                    # (C*kh*kw, Pb)
+            prod = xp.matmul(wm, cols, out=scratch.take(0, (K, cols.shape[1])))  # (K, Pb)
             xp.add(prod.reshape(y5[:, :, r, c].shape), b5, out=y5[:, :, r, c])
     return y, cache, [partial(run, rows) for rows in _bands(OH, parts)]
 
@@ -118,10 +120,18 @@ def backward_parts(dys, cache, *, parts=2):
 
     def run(rows):
         dwt = xp.zeros((C * kh * kw, K), dtype=w.dtype)           # dw^T of this band
-        for r, c in _blocks(view, rows, xp):
-            cols = _columns(xp, view, r, c)                       # (C*kh*kw, Pb)
-            d = xp.concatenate([d5[:, :, r, c].reshape(d5.shape[0], -1) for d5 in d5s])
-            dwt += xp.matmul(cols, d.T)                           # (C*kh*kw, K)
+        part = xp.empty_like(dwt)
+        blocks = _blocks(view, rows, xp)
+        scratch = _Scratch(xp, view, blocks, (K,), w.dtype)
+        for r, c in blocks:
+            cols = scratch.columns(view, r, c)                    # (C*kh*kw, Pb)
+            d = scratch.take(0, (K, cols.shape[1]))               # dy of the block
+            k = 0
+            for d5 in d5s:                                        # the pieces' kernels
+                piece = d5[:, :, r, c]                            # (K_i, A, rb, cb, B)
+                d[k:k + piece.shape[0]].reshape(piece.shape)[...] = piece
+                k += piece.shape[0]
+            dwt += xp.matmul(cols, d.T, out=part)                 # (C*kh*kw, K)
         return dwt
     return [partial(run, rows) for rows in _bands(OH, parts)]
 
@@ -164,7 +174,25 @@ def _blocks(view, rows, xp):
     return out
 
 
-def _columns(xp, view, r, c):
-    """The im2col columns of one block: (C*kh*kw, Pb), a contiguous copy."""
-    block = view[:, :, :, :, r, c]                                # (C, kh, kw, A, rb, cb, B)
-    return xp.ascontiguousarray(block).reshape(-1, block[0, 0, 0].size)
+class _Scratch:
+    """A band's working arrays, made once for its largest block and reused by every
+    block (each block's columns, and arrays of (rows, Pb) for ``rows`` in ``widths``):
+    no allocation per block."""
+
+    def __init__(self, xp, view, blocks, widths, dtype):
+        C, kh, kw, A, _, _, B = view.shape
+        most = max((r.stop - r.start) * (c.stop - c.start) for r, c in blocks) * A * B
+        self.rows = C * kh * kw
+        self.cols = xp.empty(self.rows * most, dtype=dtype)
+        self.others = [xp.empty(w * most, dtype=dtype) for w in widths]
+
+    def columns(self, view, r, c):
+        """The im2col columns of one block: (C*kh*kw, Pb), copied into the scratch."""
+        block = view[:, :, :, :, r, c]                            # (C, kh, kw, A, rb, cb, B)
+        cols = self.cols[:block.size].reshape(block.shape)
+        cols[...] = block
+        return cols.reshape(self.rows, -1)
+
+    def take(self, i, shape):
+        """Scratch array ``i`` as ``shape``."""
+        return self.others[i][:shape[0] * shape[1]].reshape(shape)
