@@ -39,15 +39,18 @@ def report(r):
                    if r.get("layers_as", "network") == "network" else
                    "as one grouped call on the BLAS threads")
         lines.append(f"per layer: ours {ours_as}, PyTorch's grouped layer on its threads")
-        lines.append(f"{'layer':8s} {'ours fwd':>9s} {'ours bwd':>9s} {'torch fwd':>9s} "
-                     f"{'torch bwd':>9s} {'torch/ours (fwd+bwd)':>21s}   (ms)")
+        lines.append(f"{'layer':8s} {'ours fwd':>9s} {'ours bwd':>9s} {'share':>6s} "
+                     f"{'torch fwd':>9s} {'torch bwd':>9s} {'torch/ours (fwd+bwd)':>21s}   "
+                     "(ms; share: of the sum of our layers)")
+        total = sum(row["refnet_forward"] + row["refnet_backward"] for row in r["layers"])
         for row in r["layers"]:
             ours = row["refnet_forward"] + row["refnet_backward"]
             t = [row.get("torch_forward"), row.get("torch_backward")]
             ratio = f"{(t[0] + t[1]) / ours:21.2f}" if t[0] is not None else ""
             tf = "".join(f" {1e3 * v:9.1f}" if v is not None else " " * 10 for v in t)
             lines.append(f"{row['layer']:8s} {1e3 * row['refnet_forward']:9.1f} "
-                         f"{1e3 * row['refnet_backward']:9.1f}{tf} {ratio}")
+                         f"{1e3 * row['refnet_backward']:9.1f} {100 * ours / total:5.1f}%"
+                         f"{tf} {ratio}")
     if "memory" in r:
         for side, m in r["memory"].items():
             if m:
