@@ -88,8 +88,9 @@ def build_parser():
                         "plain (none, as a notebook or a script has it) or thresholds "
                         "(mmap/trim thresholds without one arena) (default tuned)")
     p.add_argument("--settle-ms", type=nonnegative_int, default=round(SETTLE_S * 1000),
-                   help="busy wait before each timed run, so the other side's idle threads "
-                        "stop spinning (bench.timing; 0: none; default %(default)s)")
+                   help="milliseconds of busy wait before each timed run, so the other "
+                        "side's idle threads stop spinning (bench.timing; 0: none; "
+                        f"default {round(SETTLE_S * 1000)})")
     p.add_argument("--keep-env", action="store_true",
                    help="do not re-execute with the OpenBLAS overrides unset (default: "
                         "re-execute once, see bench.env)")
