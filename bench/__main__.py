@@ -39,7 +39,7 @@ from bench.report import report
 from data.cli import USAGE, Parser, nonnegative_int, positive_int, run_command
 from data.files import write_json
 from bench.sides import RefnetSide, TorchSide, load_torch
-from bench.timing import gemm_peak, interleave
+from bench.timing import SETTLE_S, gemm_peak, interleave
 from refnet import NetOptions
 from refnet.options import CHOICES, DEVICES, backend_for_device
 
@@ -87,6 +87,10 @@ def build_parser():
                    help="malloc settings of both sides: tuned (refnet.cpu.tune_malloc's), "
                         "plain (none, as a notebook or a script has it) or thresholds "
                         "(mmap/trim thresholds without one arena) (default tuned)")
+    p.add_argument("--settle-ms", type=nonnegative_int, default=round(SETTLE_S * 1000),
+                   help="milliseconds of busy wait before each timed run, so the other "
+                        "side's idle threads stop spinning (bench.timing; 0: none; "
+                        f"default {round(SETTLE_S * 1000)})")
     p.add_argument("--keep-env", action="store_true",
                    help="do not re-execute with the OpenBLAS overrides unset (default: "
                         "re-execute once, see bench.env)")
@@ -130,6 +134,7 @@ def run(args):
                "conv_cache": args.conv_cache, "conv_algo": args.conv_algo,
                "device": args.device, "blas": blas_info(), "threads": threads,
                "env": reported_env(), "process": args.process,
+               "settle_s": args.settle_ms / 1000,
                "torch": None if torch is None else torch.__version__}
     if "memory" in args.parts and args.device == "cpu":
         # first, while this process holds no network: each probe is a fresh process
@@ -162,7 +167,8 @@ def run(args):
         cases = {"refnet": getattr(ours, part)}
         if theirs is not None:
             cases["torch"] = getattr(theirs, part)
-        res = interleave(cases, args.repeats, args.warmup, sync, part)
+        res = interleave(cases, args.repeats, args.warmup, sync, part,
+                         pause=args.settle_ms / 1000)
         for side in res.values():
             side["images_per_s"] = args.batch / side["median_s"]
             side["gflops"] = flops * args.batch / side["median_s"] / 1e9
@@ -172,7 +178,8 @@ def run(args):
         results[part] = res
     if "layers" in args.parts:
         results["layers"] = time_layers(ours, theirs, args.batch, max(1, args.repeats // 2),
-                                        args.warmup, args.layers_as)
+                                        args.warmup, args.layers_as,
+                                        pause=args.settle_ms / 1000)
         results["layers_as"] = args.layers_as
     return results
 

@@ -21,9 +21,9 @@ import statistics
 
 import numpy
 
-from bench.timing import timed
+from bench.timing import SETTLE_S, settle, timed
 from data.progress import Progress
-from layers import conv, linear, lrn, pool, relu, softmax
+from layers import conv, conv_blocks, linear, lrn, pool, relu, softmax
 from layers.layout import along, channel_axis, transpose
 
 MAP_KINDS = ("conv", "relu", "lrn", "pool")   # layers that see the net's map layout
@@ -162,18 +162,51 @@ def column_shares(net, name, kind, shape, p):
     return [((N, C // G, H, W), dict(p, groups=1) if kind == "lrn" else p)] * G
 
 
+def _shares_conv1(net, name, p):
+    """Whether the network runs this case as its shared conv1 (``refnet.network.Conv``:
+    every column on one device, im2col + GEMM)."""
+    P = net.placement
+    return (name == "conv1" and p["algo"] == "gemm" and net.columns > 1
+            and len(set(P.devices)) == 1)
+
+
+def shared_conv1(net, x, p, rng, layout):
+    """(forward, backward) of conv1 as the network runs it with its columns on one
+    device: one convolution by blocks (``layers.conv_blocks``) of every column's kernels,
+    the output rows split between the columns' threads (``Placement.each``)."""
+    P, xp, G = net.placement, net.xp, net.columns
+    w = xp.asarray(rng.standard_normal(p["w"]).astype(x.dtype) * 0.01)
+    b = xp.zeros(p["w"][0], dtype=x.dtype)
+    axis = channel_axis(layout)
+    k = p["w"][0] // G
+
+    def forward():
+        y, cache, runs = conv_blocks.forward_parts(x, w, b, stride=p["stride"], pad=p["pad"],
+                                                   layout=layout, parts=G)
+        P.each(lambda c, run: run(), runs)
+        return [y[along(axis, slice(c * k, (c + 1) * k))] for c in range(G)], cache
+
+    def backward(out):
+        ys, cache = out
+        partials = P.each(lambda c, run: run(), conv_blocks.backward_parts(ys, cache, parts=G))
+        return conv_blocks.gradients(ys, partials, cache)
+    return forward, backward
+
+
 def _each_in_turn(fn, *per_column):
     """``Placement.each``'s contract, run one after the other on the calling thread."""
     return [fn(c, *args) for c, args in enumerate(zip(*per_column))]
 
 
-def time_layers(ours, theirs, batch, repeats, warmup, form="network"):
+def time_layers(ours, theirs, batch, repeats, warmup, form="network", pause=SETTLE_S):
     """[{layer, refnet_forward, refnet_backward[, torch_forward, torch_backward]}]: the
     median seconds of each layer's forward and backward on both sides (``theirs`` None:
     ours alone), interleaved. ``form``: "network" runs each of our layers as the network
-    does, its columns' shares through ``Placement.each`` (conv1 without the network's
-    shared im2col); "grouped" calls it once with both columns' channels (the grouped
-    single-device layer, as PyTorch's), on the calling thread."""
+    does, its columns' shares through ``Placement.each`` (conv1 as one convolution by
+    blocks over both columns, ``shared_conv1``); "grouped" calls it once with both
+    columns' channels (the grouped
+    single-device layer, as PyTorch's), on the calling thread. ``pause``: seconds of
+    ``bench.timing.settle`` before each timed call."""
     net, xp = ours.net, ours.xp
     dtype, net_layout = net.options.dtype, net.options.layout
     rng = numpy.random.default_rng(3)
@@ -195,6 +228,9 @@ def time_layers(ours, theirs, batch, repeats, warmup, form="network"):
         each = net.placement.each if form == "network" else _each_in_turn
         f = lambda: each(lambda c, fb: fb[0](), per_column)                 # noqa: E731
         b = lambda outs: each(lambda c, fb, out: fb[1](out), per_column, outs)  # noqa: E731
+        if form == "network" and _shares_conv1(net, name, p):
+            f, b = shared_conv1(net, xp.asarray(transpose(x_np, "NCHW", layout)), p,
+                                numpy.random.default_rng(4), layout)
         sides = [("refnet", f, b, ours.sync)]
         if theirs is not None:
             tf, tb = torch_layer(theirs.torch, kind, x_np, p, numpy.random.default_rng(4),
@@ -203,8 +239,10 @@ def time_layers(ours, theirs, batch, repeats, warmup, form="network"):
         samples = {f"{s}_{part}": [] for s, *_ in sides for part in ("forward", "backward")}
         for rep in range(warmup + repeats):
             for side, fwd, bwd, sync in sides:
+                settle(pause)
                 tf_ = timed(fwd, sync)
                 out = fwd()
+                settle(pause)
                 tb_ = timed(lambda: bwd(out), sync)
                 if rep >= warmup:
                     samples[f"{side}_forward"].append(tf_)

@@ -1,7 +1,8 @@
 """The bench's results as text (``report``); the JSON file is written by ``data.files.write_json``.
 
 The results are the dict ``python -m bench`` builds: arch, batch, dtype, conv_cache,
-conv_algo, device, blas, threads, env, torch, gemm_peak_gflops, flops_per_image, and
+conv_algo, device, blas, threads, env, process, settle_s, torch, gemm_peak_gflops,
+flops_per_image, and
 where measured step and forward ({refnet, torch: summary with images_per_s, gflops,
 fraction_of_gemm_peak}, speedup_vs_torch), layers (``bench.layers.time_layers``' rows)
 with layers_as, memory ({side: probe result}) and gpu.
@@ -17,7 +18,8 @@ def report(r):
              "BLAS: " + "; ".join(f"{b['internal_api']} {b['version']} kernel "
                                    f"{b['architecture']} threads {b['num_threads']}"
                                    for b in r["blas"]) + f"; torch {r['torch']}",
-             f"process settings: {r.get('process', 'tuned')}; env: {r['env']}",
+             f"process settings: {r.get('process', 'tuned')}; env: {r['env']}; "
+             f"settle {1000 * r.get('settle_s', 0):.0f} ms before each timed run",
              f"GEMM peak ({r['dtype']}, 2048^3): {r['gemm_peak_gflops']:.0f} GFLOP/s"]
     for part in ("step", "forward"):
         if part not in r:
@@ -37,15 +39,18 @@ def report(r):
                    if r.get("layers_as", "network") == "network" else
                    "as one grouped call on the BLAS threads")
         lines.append(f"per layer: ours {ours_as}, PyTorch's grouped layer on its threads")
-        lines.append(f"{'layer':8s} {'ours fwd':>9s} {'ours bwd':>9s} {'torch fwd':>9s} "
-                     f"{'torch bwd':>9s} {'torch/ours (fwd+bwd)':>21s}   (ms)")
+        lines.append(f"{'layer':8s} {'ours fwd':>9s} {'ours bwd':>9s} {'share':>6s} "
+                     f"{'torch fwd':>9s} {'torch bwd':>9s} {'torch/ours (fwd+bwd)':>21s}   "
+                     "(ms; share: of the sum of our layers)")
+        total = sum(row["refnet_forward"] + row["refnet_backward"] for row in r["layers"])
         for row in r["layers"]:
             ours = row["refnet_forward"] + row["refnet_backward"]
             t = [row.get("torch_forward"), row.get("torch_backward")]
             ratio = f"{(t[0] + t[1]) / ours:21.2f}" if t[0] is not None else ""
             tf = "".join(f" {1e3 * v:9.1f}" if v is not None else " " * 10 for v in t)
             lines.append(f"{row['layer']:8s} {1e3 * row['refnet_forward']:9.1f} "
-                         f"{1e3 * row['refnet_backward']:9.1f}{tf} {ratio}")
+                         f"{1e3 * row['refnet_backward']:9.1f} {100 * ours / total:5.1f}%"
+                         f"{tf} {ratio}")
     if "memory" in r:
         for side, m in r["memory"].items():
             if m:

@@ -2,6 +2,14 @@
 
 Every time is taken between two calls of the side's ``sync`` (a no-op on the CPU, a
 device synchronisation on a GPU), so queued GPU work is counted where it was issued.
+
+Between interleaved runs the machine settles for ``SETTLE_S``: PyTorch's OpenMP threads
+keep spinning for about 5-10 ms after its last parallel region (GNU OpenMP's default
+wait policy), so a case timed right after PyTorch's runs with one of two cores taken
+(measured on the demo network: refnet's step 36 ms alone or 10-20 ms after PyTorch's,
+42-50 ms right after it; PyTorch's own step is the same either way). The pause is a
+busy wait, not a sleep: on the virtual machines measured, a core left idle for a few
+ms comes back slower (docs/performance.md).
 """
 
 import statistics
@@ -27,10 +35,21 @@ def summary(times):
             "runs": len(times)}
 
 
-def interleave(cases, repeats, warmup, sync, desc):
+SETTLE_S = 0.02
+
+
+def settle(seconds=SETTLE_S):
+    """Busy-wait ``seconds`` (module doc)."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def interleave(cases, repeats, warmup, sync, desc, pause=SETTLE_S):
     """{name: summary} of the callables ``cases`` ({name: fn}): each run ``warmup`` times
     untimed, then ``repeats`` rounds in which each runs once, in turn, so a change in the
-    machine's speed during the run touches every case alike."""
+    machine's speed during the run touches every case alike; ``pause`` seconds of
+    ``settle`` before each timed run."""
     for fn in cases.values():
         for _ in range(warmup):
             fn()
@@ -38,6 +57,7 @@ def interleave(cases, repeats, warmup, sync, desc):
     bar = Progress(total=repeats * len(cases), desc=desc, unit="run")
     for _ in range(repeats):
         for name, fn in cases.items():
+            settle(pause)
             out[name].append(timed(fn, sync))
             bar.update(1)
     bar.close()

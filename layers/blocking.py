@@ -21,7 +21,7 @@ __all__ = ["CPU_BLOCK_BYTES", "CHUNK_BYTES", "block_bytes", "copy_block_bytes", 
            "nested_runs"]
 
 CPU_BLOCK_BYTES = 1 << 20   # about one core's L2 cache
-CHUNK_BYTES = 32 << 20      # Winograd's largest per-chunk temporary (docs/performance.md)
+CHUNK_BYTES = 64 << 20      # Winograd's largest per-chunk temporary (docs/performance.md)
 
 
 def block_bytes(xp):

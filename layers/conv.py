@@ -10,21 +10,37 @@ the same stride-1 convolution with fewer multiplications (``layers.winograd``).
 """
 from typing import NamedTuple
 
+import numpy
+
 from layers.backend import get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from layers.layout import batch_places, channel_major, check_layout, dims, shape
 from layers.windows import col2im, im2col, im2col_parts
+from layers.workspace import FRESH
 from layers import winograd
 
 __all__ = ["forward", "backward", "im2col", "im2col_parts", "col2im", "ConvCache", "ALGOS",
-           "WINOGRAD_TILES"]
+           "WINOGRAD_TILES", "winograd_tile"]
 
 ALGOS = ("gemm", "winograd")
-# Default Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) on
+# The largest Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) on
 # alexnet's layers in the batch-innermost layout whose float32 error stays within what
-# conv2 needs anyway; float64 takes the same tiles. Other sizes use m = 2. The timings and
+# conv2 needs anyway; float64 takes the same tiles. Other sizes use m = 2. A layer takes
+# the tile up to this one that fits its output best (``winograd_tile``). The timings and
 # errors behind the choice: docs/performance.md.
 WINOGRAD_TILES = {("float32", 3): 5, ("float32", 5): 4, ("float64", 3): 5, ("float64", 5): 4}
+
+
+def winograd_tile(r, OH, OW, dtype):
+    """The default output tile m of Winograd's F(m x m, r x r) for an OH x OW output:
+    among 2 .. ``WINOGRAD_TILES[(dtype, r)]`` (smaller tiles round off less), the one
+    with the least transform-domain work n^2 * ceil(OH / m) * ceil(OW / m), n = m + r - 1
+    (the products' multiplications per channel pair; a tile that does not divide the
+    output also computes the rest of its last row and column), the larger on ties.
+    alexnet's layers keep ``WINOGRAD_TILES``; the demo's 8x8 maps take F(4x4, 3x3)."""
+    top = WINOGRAD_TILES.get((numpy.dtype(dtype).name, r), 2)
+    return min(range(2, max(2, top) + 1),
+               key=lambda m: ((m + r - 1) ** 2 * -(-OH // m) * -(-OW // m), -m))
 
 
 class ConvCache(NamedTuple):
@@ -39,7 +55,7 @@ class ConvCache(NamedTuple):
 
 
 def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", tile=None,
-            cols=None, layout="NCHW"):
+            cols=None, layout="NCHW", ws=FRESH):
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*s + i, ow*s + j]
 
     where g = k // Kg is the group of kernel k, s the stride and xpad the input with
@@ -62,12 +78,14 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     ``algo="winograd"`` (stride 1, square kernels only): Winograd's F(tile x tile, kh x kh)
     (``layers.winograd``), the same convolution with 2-4x fewer multiplications and a
     different rounding, whose error grows with the tile (measured in docs/performance.md).
-    ``tile`` is its output tile, default ``WINOGRAD_TILES``.
+    ``tile`` is its output tile, default ``winograd_tile(kh, OH, OW, dtype)``.
     ``keep_cols`` then chooses between keeping the transformed input tiles and ``x``.
 
     ``cols``: ``im2col(x, kh, kw, stride=stride, pad=pad, groups=groups, layout=layout)``
     when the caller already has it (the network's two columns run conv1 on the same image:
     on one device they share one im2col and one cached copy). Used as is, never written to.
+
+    ``ws``: where y and the large temporaries come from (``layers.workspace``).
     """
     dtype = float_dtype("conv", x, w, b)
     layout = check_layout("conv", layout)
@@ -95,9 +113,9 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     if algo == "winograd":
         if cols is not None:
             raise ValueError("conv: cols (im2col columns) apply only to algo='gemm'")
-        tile = _winograd_tile(stride, kh, kw, tile, dtype)
+        tile = _winograd_tile(stride, kh, kw, tile, dtype, OH, OW)
         return winograd.forward(x, w, b, pad=pad, groups=groups, tile=tile,
-                                keep_transformed=keep_cols, layout=layout)
+                                keep_transformed=keep_cols, layout=layout, ws=ws)
     if tile is not None:
         raise ValueError(f"conv: tile applies only to algo='winograd', got tile={tile!r} "
                          f"with algo={algo!r}")
@@ -106,28 +124,32 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     G, Kg = groups, K // groups
     if cols is None:
         # (G, Cg*kh*kw, P)
-        cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G, layout=layout)
+        cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G, layout=layout, ws=ws)
     elif tuple(cols.shape) != (G, Cg * kh * kw, N * OH * OW) or cols.dtype != dtype:
         raise ValueError(f"conv: cols has shape {tuple(cols.shape)} and dtype {cols.dtype}, "
                          f"im2col of x gives {(G, Cg * kh * kw, N * OH * OW)} {dtype}")
     wg = w.reshape(G, Kg, Cg * kh * kw)                          # (G, Kg, Cg*kh*kw)
-    yg = xp.matmul(wg, cols)                                     # (G, Kg, P)
     A, B = batch_places(N, layout)
-    y = xp.empty(shape(N, K, OH, OW, layout), dtype=dtype)
-    # bias + layout in one pass (for CHWN, yg is already y's memory order)
-    xp.add(yg.reshape(K, A, OH, OW, B), b.reshape(K, 1, 1, 1, 1), out=channel_major(y, layout))
+    y = ws.empty(xp, shape(N, K, OH, OW, layout), dtype)
+    if layout == "CHWN":             # the GEMM's (G, Kg, P) output is y's memory order
+        xp.matmul(wg, cols, out=y.reshape(G, Kg, -1))            # (G, Kg, P)
+        y += b.reshape(K, 1, 1, 1)
+    else:                            # bias + layout in one pass
+        yg = xp.matmul(wg, cols, out=ws.empty(xp, (G, Kg, N * OH * OW), dtype))  # (G, Kg, P)
+        xp.add(yg.reshape(K, A, OH, OW, B), b.reshape(K, 1, 1, 1, 1),
+               out=channel_major(y, layout))
     cached = (cols, None) if keep_cols else (None, x)
     return y, ConvCache(*cached, w, tuple(x.shape), tuple(y.shape), stride, pad, layout)
 
 
-def _winograd_tile(stride, kh, kw, tile, dtype):
+def _winograd_tile(stride, kh, kw, tile, dtype, OH, OW):
     """The Winograd output tile for these arguments, or ``ValueError`` saying what rules it out."""
     if stride != 1:
         raise ValueError(f"conv: algo='winograd' needs stride 1, got stride={stride}")
     if kh != kw:
         raise ValueError(f"conv: algo='winograd' needs a square kernel, got {kh}x{kw}")
     if tile is None:
-        return WINOGRAD_TILES.get((dtype.name, kh), 2)
+        return winograd_tile(kh, OH, OW, dtype)
     tile = require_int("conv", "tile", tile, 1)
     if tile + kh - 2 > winograd.MAX_POINTS:
         raise ValueError(f"conv: tile={tile} with a {kh}x{kw} kernel needs "
@@ -136,7 +158,7 @@ def _winograd_tile(stride, kh, kw, tile, dtype):
     return tile
 
 
-def backward(dy, cache, *, need_dx=True):
+def backward(dy, cache, *, need_dx=True, ws=FRESH):
     """Gradients of ``forward`` for an upstream gradient ``dy`` (N, K, OH, OW).
 
         db[k]          = sum_{n, oh, ow} dy[n, k, oh, ow]
@@ -148,11 +170,12 @@ def backward(dy, cache, *, need_dx=True):
     Returns ``(dx, dw, db)`` with the shapes and dtype of ``(x, w, b)``. With
     ``need_dx=False`` (a first layer, whose input is the image) ``dx`` is ``None`` and its
     GEMM and col2im are skipped. A cache from ``algo="winograd"`` takes that algorithm's
-    backward (``layers.winograd.backward``), the exact adjoint of its forward.
+    backward (``layers.winograd.backward``), the exact adjoint of its forward. ``ws``:
+    where the gradients and the large temporaries come from (``layers.workspace``).
     """
     if isinstance(cache, winograd.WinogradCache):
         require_grad("conv", dy, cache.y_shape, cache.u.dtype)
-        return winograd.backward(dy, cache, need_dx=need_dx)
+        return winograd.backward(dy, cache, need_dx=need_dx, ws=ws)
     w = cache.w
     require_grad("conv", dy, cache.y_shape, w.dtype)
     xp = get_array_module(dy)
@@ -162,9 +185,11 @@ def backward(dy, cache, *, need_dx=True):
     cols = cache.cols
     if cols is None:                                             # keep_cols=False
         cols = im2col(cache.x, kh, kw, stride=cache.stride, pad=cache.pad, groups=G,
-                      layout=layout)
-    # (G, Kg, P): one copy for NCHW, a view for CHWN
-    dyg = channel_major(dy, layout).reshape(G, K // G, -1)
+                      layout=layout, ws=ws)
+    dy5 = channel_major(dy, layout)                              # (K, A, OH, OW, B)
+    if layout == "NCHW":                  # made contiguous, so P is one axis (CHWN: as is)
+        dy5 = ws.copy(xp, dy5)
+    dyg = dy5.reshape(G, K // G, -1)                             # (G, Kg, P), a view
     db = dyg.sum(axis=2).reshape(K)                              # (K,)
     # dw^T = cols @ dy_g^T rather than dy_g @ cols^T: NumPy's batched matmul is faster
     # when the long P axis is not in a transposed operand (docs/performance.md).
@@ -174,7 +199,8 @@ def backward(dy, cache, *, need_dx=True):
     if not need_dx:
         return None, dw, db
     wg = w.reshape(G, K // G, Cg * kh * kw)                      # (G, Kg, Cg*kh*kw)
-    dcols = xp.matmul(wg.transpose(0, 2, 1), dyg)                # (G, Cg*kh*kw, P)
+    dcols = xp.matmul(wg.transpose(0, 2, 1), dyg,
+                      out=ws.empty(xp, cols.shape, dy.dtype))    # (G, Cg*kh*kw, P)
     dx = col2im(dcols, cache.x_shape, kh, kw, stride=cache.stride, pad=cache.pad,
-                layout=layout)
+                layout=layout, ws=ws)
     return dx, dw, db

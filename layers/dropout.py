@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from layers.backend import get_array_module
 from layers.checks import float_dtype, require_grad
+from layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "MODES", "DropoutCache"]
 
@@ -27,14 +28,15 @@ class DropoutCache(NamedTuple):
     dtype: object
 
 
-def forward(x, *, p=0.5, train, rng=None, mask=None, mode="paper"):
+def forward(x, *, p=0.5, train, rng=None, mask=None, mode="paper", ws=FRESH):
     """Training: y = x * m * c; test: y = x * c', where m is the keep-mask and
 
         mode="paper"     c = 1,          c' = 1 - p   (the paper: "multiply by 0.5 at test")
         mode="inverted"  c = 1 / (1-p),  c' = 1       (PyTorch, Caffe, cuda-convnet2 dropout)
 
     Both give E[y_train] = y_test. The paper drops with p = 0.5 after fc6's and fc7's
-    ReLU; torchvision's AlexNet puts dropout before fc6 and fc7 instead.
+    ReLU; torchvision's AlexNet puts dropout before fc6 and fc7 instead. ``ws``: where y
+    comes from (``layers.workspace``).
     """
     dtype = float_dtype("dropout", x)
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
@@ -43,10 +45,13 @@ def forward(x, *, p=0.5, train, rng=None, mask=None, mode="paper"):
         raise ValueError(f"dropout: mode must be one of {MODES}, got {mode!r}")
     xp = get_array_module(x)
     shape = tuple(x.shape)
+    y = ws.empty(xp, shape, dtype)
     if not train:
         if mode == "paper":
-            return x * dtype.type(1 - p), DropoutCache(None, 1 - p, shape, dtype)
-        return x.copy(), DropoutCache(None, 1.0, shape, dtype)
+            return xp.multiply(x, dtype.type(1 - p), out=y), DropoutCache(None, 1 - p, shape,
+                                                                           dtype)
+        y[...] = x
+        return y, DropoutCache(None, 1.0, shape, dtype)
     if mask is None:
         if rng is None or not hasattr(rng, "random"):
             raise ValueError("dropout: training needs rng (a numpy.random.Generator) or a "
@@ -60,16 +65,21 @@ def forward(x, *, p=0.5, train, rng=None, mask=None, mode="paper"):
             raise TypeError(f"dropout: mask dtype must be bool or {dtype}, got {mask.dtype}")
         mask = xp.asarray(mask)
     scale = 1.0 / (1 - p) if mode == "inverted" else 1.0
-    y = x * mask
+    xp.multiply(x, mask, out=y)
     if scale != 1.0:
         y *= dtype.type(scale)
     return y, DropoutCache(mask, scale, shape, dtype)
 
 
-def backward(dy, cache):
+def backward(dy, cache, *, ws=FRESH):
     """dx = dy * m * c in training, dy * c' at test (the same factors as forward)."""
     require_grad("dropout", dy, cache.shape, cache.dtype)
-    dx = dy * cache.mask if cache.mask is not None else dy.copy()
+    xp = get_array_module(dy)
+    dx = ws.empty(xp, cache.shape, cache.dtype)
+    if cache.mask is not None:
+        xp.multiply(dy, cache.mask, out=dx)
+    else:
+        dx[...] = dy
     if cache.scale != 1.0:
         dx *= cache.dtype.type(cache.scale)
     return dx

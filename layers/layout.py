@@ -24,6 +24,7 @@ where the layout has it: outside the map for NCHW, innermost for CHWN. Flattenin
 """
 
 from layers.backend import get_array_module
+from layers.workspace import FRESH
 
 __all__ = ["LAYOUTS", "check_layout", "dims", "shape", "channel_axis", "batch_places",
            "channel_major", "transpose", "along"]
@@ -74,10 +75,10 @@ def along(axis, s):
     return (slice(None),) * axis + (s,)
 
 
-def transpose(x, src, dst):
-    """``x`` (4-D, in layout ``src``) in layout ``dst``: a contiguous copy, or ``x``
-    itself when the layouts are the same."""
+def transpose(x, src, dst, ws=FRESH):
+    """``x`` (4-D, in layout ``src``) in layout ``dst``: a contiguous copy from ``ws``
+    (``layers.workspace``), or ``x`` itself when the layouts are the same."""
     if src == dst:
         return x
     order = (3, 0, 1, 2) if src == "CHWN" else (1, 2, 3, 0)   # to NCHW, to CHWN
-    return get_array_module(x).ascontiguousarray(x.transpose(order))
+    return ws.copy(get_array_module(x), x.transpose(order))

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from layers.backend import get_array_module
 from layers.checks import float_dtype, require_grad, require_ndim
+from layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "LinearCache"]
 
@@ -18,8 +19,9 @@ class LinearCache(NamedTuple):
     x_shape: tuple      # the input's shape, for dx
 
 
-def forward(x, w, b):
-    """y = x @ w.T + b;  x (N, F), w (O, F) (PyTorch's ``nn.Linear`` layout), b (O,) -> y (N, O)."""
+def forward(x, w, b, *, ws=FRESH):
+    """y = x @ w.T + b;  x (N, F), w (O, F) (PyTorch's ``nn.Linear`` layout), b (O,) -> y (N, O).
+    ``ws``: where y comes from (``layers.workspace``)."""
     float_dtype("linear", x, w, b)
     if x.ndim < 2:
         raise ValueError(f"linear: x must be (N, F) or (N, ...), got shape {tuple(x.shape)}")
@@ -34,17 +36,18 @@ def forward(x, w, b):
     if b.shape[0] != O:
         raise ValueError(f"linear: b has {b.shape[0]} entries but w has {O} outputs")
     xp = get_array_module(x, w, b)
-    y = xp.matmul(x2, w.T)                                  # (N, O)
+    y = xp.matmul(x2, w.T, out=ws.empty(xp, (N, O), w.dtype))   # (N, O)
     y += b
     return y, LinearCache(x2, w, tuple(x.shape))
 
 
-def backward(dy, cache):
+def backward(dy, cache, *, ws=FRESH):
     """dx = dy @ w (reshaped to x's shape);  dw = dy.T @ x;  db = sum_n dy[n]."""
     x2, w = cache.x2, cache.w
     require_grad("linear", dy, (x2.shape[0], w.shape[0]), w.dtype)
     xp = get_array_module(dy, w)
-    dx = xp.matmul(dy, w).reshape(cache.x_shape)            # (N, F) -> x's shape
-    dw = xp.matmul(dy.T, x2)                                # (O, F)
+    dx = xp.matmul(dy, w, out=ws.empty(xp, x2.shape, w.dtype))  # (N, F)
+    dx = dx.reshape(cache.x_shape)                          # x's shape
+    dw = xp.matmul(dy.T, x2, out=ws.empty(xp, w.shape, w.dtype))  # (O, F)
     db = dy.sum(axis=0)                                     # (O,)
     return dx, dw, db

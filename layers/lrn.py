@@ -17,6 +17,7 @@ from layers import blocking
 from layers.backend import get_array_module
 from layers.checks import float_dtype, require_grad, require_int, require_ndim
 from layers.layout import channel_major, check_layout
+from layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "channel_window_sum", "LrnCache"]
 
@@ -31,15 +32,18 @@ class LrnCache(NamedTuple):
     layout: str
 
 
-def channel_window_sum(a, size):
+def channel_window_sum(a, size, out=None):
     """out[c] = sum of a[c'] over |c' - c| <= size // 2 along axis 0 (channels first),
-    clipped at the channel edges.
+    clipped at the channel edges; into ``out`` (a's shape, not overlapping a) if given.
 
     ``size`` shifted slice additions, no padding and no cumulative sum (which would lose
     small terms to cancellation in float32). The window is symmetric, so this linear map
     is its own transpose: backward uses it unchanged.
     """
-    out = a.copy()                                          # (C, ...), offset 0
+    if out is None:
+        out = a.copy()                                      # (C, ...), offset 0
+    else:
+        out[...] = a
     C = a.shape[0]
     for d in range(1, min(size // 2, C - 1) + 1):
         out[d:] += a[:-d]                                   # channel c gets c - d
@@ -58,7 +62,7 @@ def _blocks(x5_shape, itemsize, xp):
             for a, h in blocking.nested_runs(A, H, C * W * B * itemsize, budget)]
 
 
-def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW"):
+def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW", ws=FRESH):
     """b[c] = a[c] / (k + alpha * sum_{c' = max(0, c-n/2)}^{min(C-1, c+n/2)} a[c']^2)^beta
 
     The paper's defaults: n=5, alpha=1e-4, beta=0.75, k=2. alpha multiplies the sum as
@@ -67,7 +71,8 @@ def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW"):
     ``alpha_framework = n * alpha``, and k=2 explicitly: Caffe's and PyTorch's default k
     is 1). The window is clipped at the channel edges (the same as zero-padding a^2).
     ``size`` must be odd so the window is centred. x is (N, C, H, W), or (C, H, W, N)
-    with ``layout="CHWN"``; y has x's shape.
+    with ``layout="CHWN"``; y has x's shape. ``ws``: where y, the cached s and s^-beta
+    and the blocks' temporaries come from (``layers.workspace``).
     """
     dtype = float_dtype("lrn", x)
     layout = check_layout("lrn", layout)
@@ -84,20 +89,21 @@ def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW"):
         raise ValueError(f"lrn: k must be > 0 (so the denominator is positive), got {k}")
     xp = get_array_module(x)
     t = dtype.type
-    y, s, scale = (xp.empty(x.shape, dtype=dtype) for _ in range(3))
+    y, s, scale = (ws.empty(xp, x.shape, dtype) for _ in range(3))
     x5, y5, s5, scale5 = (channel_major(a, layout) for a in (x, y, s, scale))
     for blk in _blocks(x5.shape, x.itemsize, xp):
-        xb = x5[blk]                                        # (C, A', H', W, B)
-        sb = channel_window_sum(xb * xb, size)              # window sums of a^2
+        xb, sb = x5[blk], s5[blk]                           # (C, A', H', W, B)
+        squares = xp.multiply(xb, xb, out=ws.empty(xp, xb.shape, dtype))
+        channel_window_sum(squares, size, out=sb)           # window sums of a^2
         sb *= t(alpha)
         sb += t(k)                                          # s = k + alpha * sum a^2
-        s5[blk] = sb
         xp.power(sb, t(-beta), out=scale5[blk])             # s^-beta
         xp.multiply(xb, scale5[blk], out=y5[blk])
+        del squares                                         # its buffer serves the next
     return y, LrnCache(x, s, scale, size, float(alpha), float(beta), layout)
 
 
-def backward(dy, cache):
+def backward(dy, cache, *, ws=FRESH):
     """dx[c] = dy[c] * s[c]^-beta - 2 alpha beta x[c] * sum_{c' in window(c)} dy[c'] y[c'] / s[c']
 
     with s = k + alpha * windowsum(x^2) and y the forward output. The second term is the
@@ -107,16 +113,18 @@ def backward(dy, cache):
     require_grad("lrn", dy, x.shape, x.dtype)
     xp = get_array_module(dy)
     t = x.dtype.type
-    dx = xp.empty(x.shape, dtype=x.dtype)
+    dx = ws.empty(xp, x.shape, x.dtype)
     x5, s5, scale5, dy5, dx5 = (channel_major(a, cache.layout)
                                 for a in (x, cache.s, cache.scale, dy, dx))
     for blk in _blocks(x5.shape, x.itemsize, xp):
-        xb = x5[blk]                                        # (C, A', H', W, B)
-        dy_scale = dy5[blk] * scale5[blk]                   # dy * s^-beta
-        r = dy_scale * xb
+        xb, dxb = x5[blk], dx5[blk]                         # (C, A', H', W, B)
+        dy_scale = xp.multiply(dy5[blk], scale5[blk],
+                               out=ws.empty(xp, xb.shape, x.dtype))   # dy * s^-beta
+        r = xp.multiply(dy_scale, xb, out=ws.empty(xp, xb.shape, x.dtype))
         r /= s5[blk]                                        # dy * y / s
-        dxb = channel_window_sum(r, cache.size)
+        channel_window_sum(r, cache.size, out=dxb)
         dxb *= xb
         dxb *= t(-2.0 * cache.alpha * cache.beta)
-        xp.add(dxb, dy_scale, out=dx5[blk])
+        dxb += dy_scale
+        del dy_scale, r                                     # their buffers serve the next
     return dx

@@ -33,6 +33,7 @@ from layers import blocking
 from layers.backend import get_array_module
 from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from layers.layout import channel_major, check_layout, dims, shape
+from layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "PoolCache", "ROUNDINGS"]
 
@@ -49,7 +50,7 @@ class PoolCache(NamedTuple):
     layout: str
 
 
-def forward(x, *, size=3, stride=2, rounding="floor", layout="NCHW"):
+def forward(x, *, size=3, stride=2, rounding="floor", layout="NCHW", ws=FRESH):
     """y[n, c, oh, ow] = max_{0 <= i, j < z} x[n, c, oh*s + i, ow*s + j]  (inside x only)
 
     The paper's overlapping pooling is z=3, s=2 (z=2, s=2 is its non-overlapping ablation).
@@ -60,7 +61,8 @@ def forward(x, *, size=3, stride=2, rounding="floor", layout="NCHW"):
     two agree whenever s divides H - z (AlexNet's 55 -> 27 -> 13 -> 6); on 54 floor
     gives 26, ceil 27. The window position p = i*z + j of the first maximum in row-major
     order is kept for backward. ``layout="CHWN"`` takes x as (C, H, W, N) and gives y as
-    (C, OH, OW, N).
+    (C, OH, OW, N). ``ws``: where y, the cached argmax and the blocks' phase planes come
+    from (``layers.workspace``).
     """
     dtype = float_dtype("pool", x)
     layout = check_layout("pool", layout)
@@ -74,15 +76,15 @@ def forward(x, *, size=3, stride=2, rounding="floor", layout="NCHW"):
     OW = output_size("pool", "width", W, size, stride, 0, rounding)
     xp = get_array_module(x)
     index_dtype = xp.uint8 if size * size <= 256 else xp.int32
-    y = xp.empty(shape(N, C, OH, OW, layout), dtype=x.dtype)
-    argmax = xp.empty(y.shape, dtype=index_dtype)
+    y = ws.empty(xp, shape(N, C, OH, OW, layout), x.dtype)
+    argmax = ws.empty(xp, y.shape, index_dtype)
     x5, y5, a5 = (channel_major(a, layout) for a in (x, y, argmax))   # (C, A, ., ., B)
     for block in _plane_blocks(x5.shape, x.itemsize, xp):
-        y5[block], a5[block] = _max_block(x5[block], size, stride, OH, OW, index_dtype)
+        y5[block], a5[block] = _max_block(x5[block], size, stride, OH, OW, index_dtype, ws)
     return y, PoolCache(argmax, tuple(x.shape), size, stride, dtype, layout)
 
 
-def backward(dy, cache):
+def backward(dy, cache, *, ws=FRESH):
     """dx[n, c, oh*s + i, ow*s + j] += dy[n, c, oh, ow] for the (i, j) that won the window.
 
     Ties: only the first maximum in row-major window order receives the gradient
@@ -92,10 +94,10 @@ def backward(dy, cache):
     """
     require_grad("pool", dy, cache.argmax.shape, cache.dtype)
     xp = get_array_module(dy)
-    dx = xp.empty(cache.x_shape, dtype=dy.dtype)
+    dx = ws.empty(xp, cache.x_shape, dy.dtype)
     dy5, a5, dx5 = (channel_major(a, cache.layout) for a in (dy, cache.argmax, dx))
     for block in _plane_blocks(dx5.shape, dy.itemsize, xp):
-        _scatter_block(dy5[block], a5[block], cache.size, cache.stride, dx5[block])
+        _scatter_block(dy5[block], a5[block], cache.size, cache.stride, dx5[block], ws)
     return dx
 
 
@@ -119,12 +121,12 @@ def _grid(x5_shape, z, s, OH, OW):
     return (C, A, max(-(-H // s), OH + reach), max(-(-W // s), OW + reach), B)
 
 
-def _phases(x, s, grid, fill):
+def _phases(x, s, grid, fill, ws):
     """ph[a, b, c, a', r, q, b'] = x[c, a', r*s + a, q*s + b, b'], ``fill`` past the edge:
     (s, s, C, A, R, Q, B) from a channel-major block x (C, A, H, W, B)."""
     xp = get_array_module(x)
-    ph = xp.full((s, s) + grid, fill, dtype=x.dtype) if fill else \
-        xp.zeros((s, s) + grid, dtype=x.dtype)
+    ph = ws.empty(xp, (s, s) + grid, x.dtype)
+    ph.fill(fill)
     for a in range(s):
         for b in range(s):
             part = x[:, :, a::s, b::s]                     # (C, A, ceil((H-a)/s), ceil((W-b)/s), B)
@@ -141,10 +143,10 @@ def _unphase(ph, x):
             part[...] = ph[a, b, :, :, :part.shape[2], :part.shape[3]]
 
 
-def _on_grid(a, grid):
+def _on_grid(a, grid, ws):
     """a (C, A, OH, OW, B) in the corner of a zero (C, A, R, Q, B) grid, flattened."""
     xp = get_array_module(a)
-    g = xp.zeros(grid, dtype=a.dtype)
+    g = ws.zeros(xp, grid, a.dtype)
     g[:, :, :a.shape[2], :a.shape[3]] = a
     return g.reshape(-1)                                  # (C*A*R*Q*B,)
 
@@ -155,7 +157,7 @@ def _taps(z, s, Q, B):
             for i in range(z) for j in range(z)]
 
 
-def _max_block(x, z, s, OH, OW, index_dtype):
+def _max_block(x, z, s, OH, OW, index_dtype, ws):
     """(y, argmax) of one channel-major block x (C, A, H, W, B), computed on the phase grid.
     Past the input the planes hold 0 when every window is whole (floor: no output reads
     it), else -inf (ceil: clipped windows read it, and -inf never wins)."""
@@ -163,33 +165,38 @@ def _max_block(x, z, s, OH, OW, index_dtype):
     H, W = x.shape[2:4]
     whole = (OH - 1) * s + z <= H and (OW - 1) * s + z <= W
     grid = _grid(x.shape, z, s, OH, OW)                   # (C, A, R, Q, B)
-    ph = _phases(x, s, grid, 0 if whole else -numpy.inf)  # (s, s, C, A, R, Q, B)
+    ph = _phases(x, s, grid, 0 if whole else -numpy.inf, ws)  # (s, s, C, A, R, Q, B)
     flat = ph.reshape(s, s, -1)                           # (s, s, C*A*R*Q*B)
     taps = _taps(z, s, grid[3], grid[4])
     L = flat.shape[2] - taps[-1][3]                       # every output is below L
-    y = flat[0, 0].copy()                                 # (C*A*R*Q*B,), position 0
-    argmax = xp.zeros(y.shape, dtype=index_dtype)
+    y = ws.copy(xp, flat[0, 0])                           # (C*A*R*Q*B,), position 0
+    argmax = ws.zeros(xp, y.shape, index_dtype)
     y_, argmax_ = y[:L], argmax[:L]
+    better = ws.empty(xp, (L,), bool)
+    chosen = ws.empty(xp, (L,), index_dtype)
     for p, a, b, d in taps[1:]:
         v = flat[a, b, d:d + L]                           # (L,) position p of every window
-        better = v > y_                                   # strict: earlier maxima win ties
+        xp.greater(v, y_, out=better)                     # strict: earlier maxima win ties
         xp.maximum(y_, v, out=y_)
         # positions only grow, so "argmax = p where better" is a maximum with p * better
-        xp.maximum(argmax_, better * index_dtype(p), out=argmax_)
+        xp.maximum(argmax_, xp.multiply(better, index_dtype(p), out=chosen), out=argmax_)
     y, argmax = y.reshape(grid), argmax.reshape(grid)     # (C, A, R, Q, B) each
     return y[:, :, :OH, :OW], argmax[:, :, :OH, :OW]
 
 
-def _scatter_block(dy, argmax, z, s, dx):
+def _scatter_block(dy, argmax, z, s, dx, ws):
     """dx (C, A, H, W, B) of one channel-major block: the scatter on the phase grid, unphased."""
     xp = get_array_module(dy)
     grid = _grid(dx.shape, z, s, dy.shape[2], dy.shape[3])   # (C, A, R, Q, B), as forward's
-    dph = xp.zeros((s, s, math.prod(grid)), dtype=dy.dtype)  # (s, s, C*A*R*Q*B)
+    dph = ws.zeros(xp, (s, s, math.prod(grid)), dy.dtype)    # (s, s, C*A*R*Q*B)
     taps = _taps(z, s, grid[3], grid[4])
     L = dph.shape[2] - taps[-1][3]
     # Off the outputs dy is 0 and sends +0, which leaves every sum (all start at +0) as is.
-    dy, argmax = _on_grid(dy, grid)[:L], _on_grid(argmax, grid)[:L]   # (L,) each
+    dy, argmax = _on_grid(dy, grid, ws)[:L], _on_grid(argmax, grid, ws)[:L]   # (L,) each
+    won = ws.empty(xp, (L,), bool)
+    sent = ws.empty(xp, (L,), dy.dtype)
     for p, a, b, d in taps:
         v = dph[a, b, d:d + L]                            # (L,) position p of every window
-        xp.add(v, dy * (argmax == p), out=v)
+        xp.equal(argmax, argmax.dtype.type(p), out=won)
+        xp.add(v, xp.multiply(dy, won, out=sent), out=v)
     _unphase(dph.reshape((s, s) + grid), dx)              # (s, s, C, A, R, Q, B) -> dx

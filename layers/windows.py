@@ -29,6 +29,7 @@ from functools import partial
 from layers import blocking
 from layers.backend import get_array_module
 from layers.layout import batch_places, channel_major, dims, shape
+from layers.workspace import FRESH
 
 
 def strided_slice(offset, count, stride):
@@ -36,13 +37,14 @@ def strided_slice(offset, count, stride):
     return slice(offset, offset + stride * (count - 1) + 1, stride)
 
 
-def padded(x, pad, layout="NCHW"):
-    """``x`` (in ``layout``) with ``pad`` zeros on each side of H and W (``x`` itself if 0)."""
+def padded(x, pad, layout="NCHW", ws=FRESH):
+    """``x`` (in ``layout``) with ``pad`` zeros on each side of H and W (``x`` itself if
+    0); a new array from ``ws`` (``layers.workspace``) otherwise."""
     if pad == 0:
         return x
     xp = get_array_module(x)
     N, C, H, W = dims(x.shape, layout)
-    out = xp.zeros(shape(N, C, H + 2 * pad, W + 2 * pad, layout), dtype=x.dtype)
+    out = ws.zeros(xp, shape(N, C, H + 2 * pad, W + 2 * pad, layout), x.dtype)
     channel_major(out, layout)[:, :, pad:pad + H, pad:pad + W] = channel_major(x, layout)
     return out
 
@@ -60,20 +62,22 @@ def window_view(x5, kh, kw, stride, OH, OW):
         strides=(sC, sH, sW, sA, sH * stride, sW * stride, sB))  # (C, kh, kw, A, OH, OW, B)
 
 
-def im2col(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW"):
+def im2col(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", ws=FRESH):
     """Columns of ``x`` (in ``layout``) -> (G, C/G * kh * kw, N * OH * OW), laid out as
     the module doc says.
 
     ``OH = (H + 2*pad - kh) // stride + 1`` (rounds down, like PyTorch and Caffe).
     Callers validate arguments (``layers.conv.forward`` does); this is the raw kernel.
+    ``ws``: where the columns (and the padded input) come from (``layers.workspace``).
     """
     cols, fills = im2col_parts(x, kh, kw, stride=stride, pad=pad, groups=groups,
-                               layout=layout, parts=1)
+                               layout=layout, parts=1, ws=ws)
     fills[0]()
     return cols
 
 
-def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2):
+def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2,
+                 ws=FRESH):
     """``im2col`` split for concurrent work: ``(cols, fills)`` where ``cols`` is allocated
     but not yet written and each of the ``parts`` callables copies one band of output
     rows into it. Once every fill has run, in any order or concurrently (they write
@@ -83,9 +87,9 @@ def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2
     N, C, H, W = dims(x.shape, layout)
     OH = (H + 2 * pad - kh) // stride + 1
     OW = (W + 2 * pad - kw) // stride + 1
-    x5 = channel_major(padded(x, pad, layout), layout)   # (C, A, Hp, Wp, B)
+    x5 = channel_major(padded(x, pad, layout, ws), layout)   # (C, A, Hp, Wp, B)
     view = window_view(x5, kh, kw, stride, OH, OW)       # (C, kh, kw, A, OH, OW, B)
-    cols = xp.empty(view.shape, dtype=x.dtype)
+    cols = ws.empty(xp, view.shape, x.dtype)
 
     def fill(rows):
         cols[:, :, :, :, rows] = view[:, :, :, :, rows]  # the one copy, a band of OH
@@ -94,11 +98,12 @@ def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2
     return cols.reshape(groups, C // groups * kh * kw, N * OH * OW), fills  # (G, Cg*kh*kw, P)
 
 
-def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0, layout="NCHW"):
+def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0, layout="NCHW", ws=FRESH):
     """The adjoint of ``im2col``: (G, C/G * kh * kw, N * OH * OW) -> x_shape (in ``layout``).
 
     Every column entry is added back to the input position it was read from; positions
-    read by several overlapping windows accumulate, and the padding is dropped.
+    read by several overlapping windows accumulate, and the padding is dropped. ``ws``:
+    where the result and the accumulator come from (``layers.workspace``).
     """
     xp = get_array_module(cols)
     N, C, H, W = dims(x_shape, layout)
@@ -106,18 +111,18 @@ def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0, layout="NCHW"):
     OH = (H + 2 * pad - kh) // stride + 1
     OW = (W + 2 * pad - kw) // stride + 1
     c7 = cols.reshape(C, kh, kw, A, OH, OW, B)           # (C, kh, kw, A, OH, OW, B)
-    acc = xp.zeros((C, A, H + 2 * pad, W + 2 * pad, B), dtype=cols.dtype)  # channel-major
+    acc = ws.zeros(xp, (C, A, H + 2 * pad, W + 2 * pad, B), cols.dtype)  # channel-major
     add_windows(c7, acc, stride)
-    return cropped(acc, x_shape, pad, layout)
+    return cropped(acc, x_shape, pad, layout, ws)
 
 
-def cropped(acc, x_shape, pad, layout):
-    """A new array of ``x_shape`` (in ``layout``) holding ``acc[:, :, pad:pad + H,
-    pad:pad + W]``: a padded channel-major accumulator (C, A, Hp, Wp, B) without its
+def cropped(acc, x_shape, pad, layout, ws=FRESH):
+    """A new array of ``x_shape`` (in ``layout``, from ``ws``) holding ``acc[:, :, pad:pad
+    + H, pad:pad + W]``: a padded channel-major accumulator (C, A, Hp, Wp, B) without its
     padding (``pad`` rows and columns before the map, any number after it)."""
     xp = get_array_module(acc)
     _, _, H, W = dims(x_shape, layout)
-    x = xp.empty(tuple(x_shape), dtype=acc.dtype)
+    x = ws.empty(xp, tuple(x_shape), acc.dtype)
     channel_major(x, layout)[...] = acc[:, :, pad:pad + H, pad:pad + W]
     return x
 

@@ -42,6 +42,7 @@ from layers import blocking
 from layers.backend import get_array_module
 from layers.layout import batch_places, channel_major, dims, shape
 from layers.windows import add_windows, cropped, strided_slice, window_view
+from layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "transforms", "WinogradCache", "POINTS", "MAX_POINTS"]
 
@@ -148,7 +149,7 @@ def tiles(OH, OW, m):
     return -(-OH // m), -(-OW // m)
 
 
-def _padded(x, pad, m, r, layout):
+def _padded(x, pad, m, r, layout, ws):
     """x as a contiguous channel-major (C, A, Hp, Wp, B) array zero-padded by ``pad`` on
     the top/left and as far as the last tile needs on the bottom/right (tiles may run
     past the output by up to m - 1 rows and columns)."""
@@ -156,12 +157,12 @@ def _padded(x, pad, m, r, layout):
     N, C, H, W = dims(x.shape, layout)
     A, B = batch_places(N, layout)
     T, S = tiles(H + 2 * pad - r + 1, W + 2 * pad - r + 1, m)
-    xpad = xp.zeros((C, A, T * m + r - 1, S * m + r - 1, B), dtype=x.dtype)
+    xpad = ws.zeros(xp, (C, A, T * m + r - 1, S * m + r - 1, B), x.dtype)
     xpad[:, :, pad:pad + H, pad:pad + W] = channel_major(x, layout)
     return xpad
 
 
-def _transform_input(xpad, rows, m, r):
+def _transform_input(xpad, rows, m, r, ws):
     """V = (B^T kron B^T) d for the input tiles d of tile rows ``rows`` (a slice):
     (C, n*n, Pc), Pc = A * rows * S * B tiles in the layout's order."""
     xp = get_array_module(xpad)
@@ -169,10 +170,10 @@ def _transform_input(xpad, rows, m, r):
     C, A, Hp, Wp, B = xpad.shape
     S = (Wp - r + 1) // m
     part = xpad[:, :, rows.start * m:rows.stop * m + r - 1]     # (C, A, rows*m + r-1, Wp, B)
-    d = xp.ascontiguousarray(window_view(part, n, n, m, rows.stop - rows.start, S))
+    d = ws.copy(xp, window_view(part, n, n, m, rows.stop - rows.start, S))
     d = d.reshape(C, n * n, -1)                                  # (C, n*n, Pc) tiles
     bt = _kron(xp, m, r, INPUT, xpad.dtype)                      # (n*n, n*n)
-    return xp.matmul(bt, d)                                      # (C, n*n, Pc)
+    return xp.matmul(bt, d, out=ws.empty(xp, d.shape, d.dtype))  # (C, n*n, Pc)
 
 
 def _by_position(v, groups):
@@ -209,7 +210,7 @@ def _chunk_positions(OH, OW, m, rows):
     return out
 
 
-def forward(x, w, b, *, pad, groups, tile, keep_transformed=True, layout="NCHW"):
+def forward(x, w, b, *, pad, groups, tile, keep_transformed=True, layout="NCHW", ws=FRESH):
     """y = conv(x, w, stride=1, pad) + b by F(tile x tile, r x r); see the module doc.
 
     Shapes: x (N, C, H, W); w (K, C // groups, r, r); b (K,) -> y (N, K, OH, OW) with
@@ -218,7 +219,8 @@ def forward(x, w, b, *, pad, groups, tile, keep_transformed=True, layout="NCHW")
     ``layers.conv.forward``, which is the public entry point (``algo="winograd"``). The
     tile rows run in chunks (``row_chunks``). ``keep_transformed``: the cache keeps each
     chunk's V (n*n/m^2 times the input's size) or, with False, only x (V recomputed,
-    chunk by chunk).
+    chunk by chunk). ``ws``: where y, V and the temporaries come from
+    (``layers.workspace``).
     """
     xp = get_array_module(x, w, b)
     N, C, H, W = dims(x.shape, layout)
@@ -229,31 +231,37 @@ def forward(x, w, b, *, pad, groups, tile, keep_transformed=True, layout="NCHW")
     OH, OW = H + 2 * pad - r + 1, W + 2 * pad - r + 1
     T, S = tiles(OH, OW, m)
     gk = _kron(xp, m, r, KERNEL, x.dtype)                        # (n*n, r*r)
-    u = xp.matmul(gk, w.reshape(K * Cg, r * r).T)                # (n*n, K*Cg)
+    u = xp.matmul(gk, w.reshape(K * Cg, r * r).T,
+                  out=ws.empty(xp, (n * n, K * Cg), x.dtype))    # (n*n, K*Cg)
     u = u.reshape(n * n, G, Kg, Cg)                              # (n*n, G, Kg, Cg)
     atk = _kron(xp, m, r, OUTPUT, x.dtype)                       # (m*m, n*n)
-    y = xp.empty(shape(N, K, OH, OW, layout), dtype=x.dtype)
+    y = ws.empty(xp, shape(N, K, OH, OW, layout), x.dtype)
     y5 = channel_major(y, layout)                                # (K, A, OH, OW, B) view
     bias = b.reshape(K, 1, 1, 1, 1)
-    xpad = _padded(x, pad, m, r, layout)                         # (C, A, Hp, Wp, B)
+    xpad = _padded(x, pad, m, r, layout, ws)                     # (C, A, Hp, Wp, B)
     chunks = row_chunks(T, n * n * max(K, C) * N * S * x.itemsize)
     vs = []
     for rows in chunks:
-        v = _transform_input(xpad, rows, m, r)                   # (C, n*n, Pc)
-        mm = xp.matmul(u, _by_position(v, G))                    # (n*n, G, Kg, Pc)
-        yt = xp.matmul(atk, mm.reshape(n * n, -1))               # (m*m, K*Pc)
+        v = _transform_input(xpad, rows, m, r, ws)               # (C, n*n, Pc)
+        pc = v.shape[2]
+        mm = xp.matmul(u, _by_position(v, G),
+                       out=ws.empty(xp, (n * n, G, Kg, pc), x.dtype))   # (n*n, G, Kg, Pc)
+        yt = xp.matmul(atk, mm.reshape(n * n, -1),
+                       out=ws.empty(xp, (m * m, K * pc), x.dtype))      # (m*m, K*Pc)
         yt = yt.reshape(m, m, K, A, -1, S, B)                    # (m, m, K, A, Tc, S, B)
         for i, j, oh, ow, t, s in _chunk_positions(OH, OW, m, rows):
             xp.add(yt[i, j, :, :, :t, :s], bias, out=y5[:, :, oh, ow])  # (K, A, t, s, B)
         vs.append(v)
+        del mm, yt                    # free for the next chunk's (the same buffers)
     kept = (tuple(vs), None) if keep_transformed else (None, x)
     return y, WinogradCache(*kept, u, w.shape, tuple(x.shape), tuple(y.shape), pad, m,
                             tuple(chunks), layout)
 
 
-def backward(dy, cache, *, need_dx=True):
+def backward(dy, cache, *, need_dx=True, ws=FRESH):
     """(dx, dw, db) of ``forward``: the adjoint of each of its linear steps (module doc),
-    over the same chunks of tile rows; dU sums the chunks' contributions."""
+    over the same chunks of tile rows; dU sums the chunks' contributions. ``ws``: where
+    dx and the temporaries come from (``layers.workspace``)."""
     xp = get_array_module(dy)
     layout = cache.layout
     N, C, _, _ = dims(cache.x_shape, layout)
@@ -268,31 +276,36 @@ def backward(dy, cache, *, need_dx=True):
     atk, btk = _kron(xp, m, r, OUTPUT, dy.dtype), _kron(xp, m, r, INPUT, dy.dtype)
     dy5 = channel_major(dy, layout)                              # (K, A, OH, OW, B) view
     db = dy5.sum(axis=(1, 2, 3, 4))                              # (K,)
-    dut = xp.zeros((n * n, G, Cg, Kg), dtype=dy.dtype)           # dU^T, summed over chunks
-    xpad = None if cache.v is not None else _padded(cache.x, cache.pad, m, r, layout)
+    dut = ws.zeros(xp, (n * n, G, Cg, Kg), dy.dtype)             # dU^T, summed over chunks
+    xpad = None if cache.v is not None else _padded(cache.x, cache.pad, m, r, layout, ws)
     dxpad = None                                                 # like _padded's xpad
     if need_dx:
-        dxpad = xp.zeros((C, A, T * m + r - 1, S * m + r - 1, B), dtype=dy.dtype)
+        dxpad = ws.zeros(xp, (C, A, T * m + r - 1, S * m + r - 1, B), dy.dtype)
     for k, rows in enumerate(cache.chunks):
-        v = cache.v[k] if cache.v is not None else _transform_input(xpad, rows, m, r)
-        tc = rows.stop - rows.start                              # v: (C, n*n, Pc)
-        dyt = xp.zeros((m, m, K, A, tc, S, B), dtype=dy.dtype)   # dy cut into m x m tiles
+        v = cache.v[k] if cache.v is not None else _transform_input(xpad, rows, m, r, ws)
+        tc, pc = rows.stop - rows.start, v.shape[2]              # v: (C, n*n, Pc)
+        dyt = ws.zeros(xp, (m, m, K, A, tc, S, B), dy.dtype)     # dy cut into m x m tiles
         for i, j, oh, ow, t, s in _chunk_positions(OH, OW, m, rows):
             dyt[i, j, :, :, :t, :s] = dy5[:, :, oh, ow]          # (K, A, t, s, B)
-        dm = xp.matmul(atk.T, dyt.reshape(m * m, -1))            # (n*n, K*Pc)
+        dm = xp.matmul(atk.T, dyt.reshape(m * m, -1),
+                       out=ws.empty(xp, (n * n, K * pc), dy.dtype))     # (n*n, K*Pc)
         dm = dm.reshape(n * n, G, Kg, -1)                        # (n*n, G, Kg, Pc)
         # dU^T = V @ dM^T: the long P axis as the reduction of a non-transposed left operand
-        dut += xp.matmul(_by_position(v, G), dm.transpose(0, 1, 3, 2))  # (n*n, G, Cg, Kg)
+        dut += xp.matmul(_by_position(v, G), dm.transpose(0, 1, 3, 2),
+                         out=ws.empty(xp, dut.shape, dy.dtype))  # (n*n, G, Cg, Kg)
         if need_dx:
-            dv = xp.matmul(cache.u.transpose(0, 1, 3, 2), dm)    # (n*n, G, Cg, Pc)
+            dv = xp.matmul(cache.u.transpose(0, 1, 3, 2), dm,
+                           out=ws.empty(xp, (n * n, G, Cg, pc), dy.dtype))  # (n*n, G, Cg, Pc)
             dv = dv.reshape(n * n, C, -1).transpose(1, 0, 2)     # (C, n*n, Pc) view
-            dd = xp.matmul(btk.T, dv)                            # (C, n*n, Pc)
-            add_windows(dd.reshape(C, n, n, A, tc, S, B),
+            dd = xp.matmul(btk.T, dv, out=ws.empty(xp, (C, n * n, pc), dy.dtype))
+            add_windows(dd.reshape(C, n, n, A, tc, S, B),        # dd: (C, n*n, Pc)
                         dxpad[:, :, rows.start * m:rows.stop * m + r - 1], m)
+            del dv, dd
+        del v, dyt, dm                # free for the next chunk's (the same buffers)
     gk = _kron(xp, m, r, KERNEL, dy.dtype)                       # (n*n, r*r)
     dwt = xp.matmul(gk.T, dut.reshape(n * n, -1))                # (r*r, G*Cg*Kg)
     dw = dwt.reshape(r, r, G, Cg, Kg).transpose(2, 4, 3, 0, 1)   # (G, Kg, Cg, r, r) view
     dw = dw.reshape(K, Cg, r, r)                                 # a copy
     if not need_dx:
         return None, dw, db
-    return cropped(dxpad, cache.x_shape, cache.pad, layout), dw, db
+    return cropped(dxpad, cache.x_shape, cache.pad, layout, ws), dw, db

@@ -36,12 +36,11 @@ paper's one-GPU-per-column mapped onto cores; NumPy releases the GIL in its copi
 and GEMMs). Two concurrent single-thread GEMMs on large matrices run slower than one
 two-thread GEMM after the other (cache contention), but everything else a layer does
 (copies, LRN, pooling, Winograd's transforms) is single-threaded NumPy and gains the
-second core, so the step is faster overall (docs/performance.md has the figures). This
-needs one malloc arena for both threads: glibc serves a second thread's
-large blocks from fresh mmaps (re-faulted on every call) unless ``MALLOC_ARENA_MAX=1``
-or ``refnet.cpu.tune_malloc()``, which the command-line programs call. Each column's
-arithmetic is the same whichever thread runs it, so results do not depend on the
-threading. This needs ``threadpoolctl`` (to set the BLAS threads); without it the columns
+second core, so the step is faster overall (docs/performance.md has the figures). Each
+column's large arrays come from its own workspace (``workspaces``, ``layers.workspace``):
+glibc would serve a second thread's large blocks from fresh mmaps, re-faulted on every
+call, whatever the process's malloc settings. Each column's arithmetic is the same
+whichever thread runs it, so results do not depend on the threading. This needs ``threadpoolctl`` (to set the BLAS threads); without it the columns
 run one after the other.
 """
 
@@ -51,6 +50,7 @@ import os
 import numpy
 
 from layers import backend
+from layers.workspace import Workspace
 
 
 def default_devices(xp, columns):
@@ -67,7 +67,9 @@ class Placement:
     conv1-conv5, fc6 and fc7 is split along its first axis (its outputs) into ``columns``
     equal row blocks, block c on column c; fc8 (or the "gap" head's 1x1 convolution)
     lives whole on column 0: the names in ``whole`` (default: those of ``fc8.`` and
-    ``head.``).
+    ``head.``). ``workspaces[c]``: where column c's layers and the exchanges into it take
+    their large arrays (``layers.workspace``; one per column, so the column threads never
+    share one).
     """
 
     def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None):
@@ -85,6 +87,7 @@ class Placement:
         self.blas = _blas_controller() if parallel else None
         self.parallel = self.blas is not None
         self._pool = None
+        self.workspaces = [Workspace() for _ in range(columns)]
         self.rows = {}    # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
             on_one = name in whole if whole is not None else name.startswith(("fc8.", "head."))
@@ -120,6 +123,12 @@ class Placement:
             finally:
                 concurrent.futures.wait(others)  # never leave a column running
             return [first] + [f.result() for f in others]
+
+    def new_pass(self):
+        """A pass through the network starts: each workspace plans from the previous one
+        (``layers.workspace.Workspace.new_pass``)."""
+        for ws in self.workspaces:
+            ws.new_pass()
 
     def close(self):
         """Stop the column threads (idle ones; ``each`` never leaves one running)."""

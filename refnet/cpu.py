@@ -14,8 +14,11 @@ heap, one arena. The environment variables ``MALLOC_MMAP_THRESHOLD_``,
 benchmark sets them for both sides). The cost is memory that stays mapped to the process
 after it is freed: the peak of a step, not more, since freed blocks are reused.
 
-The command-line programs (``refnet.train``, ``refnet.evaluate``, ``refnet.predict``)
-call it first; a library user may call it too. Nothing happens off glibc.
+The network no longer needs it: each column's workspace (``layers.workspace``) keeps
+the step's memory in mappings of its own, so a step runs as fast in a plain process as
+with these settings (docs/performance.md, issue 16), and neither the library nor its
+command-line programs call it. It stays for scripts whose own large temporaries are
+re-faulted on every call. Nothing happens off glibc.
 """
 import ctypes
 import ctypes.util

@@ -14,7 +14,8 @@ fc layer's (N, F) input, 1). Every move goes through ``Placement.move``.
     dx[c] = sum over destinations d of dy[d][offset_c : offset_c + width_c]  (along axis)
 
 so an activation read by both columns gets the sum of both columns' gradients. With one
-column there is nothing to exchange: y = parts, dx = dy.
+column there is nothing to exchange: y = parts, dx = dy. Every array made here comes
+from the workspace of the column it lives on (``place.workspaces``, ``layers.workspace``).
 
 ``halo_forward`` / ``halo_backward`` -- LRN over all channels of the grouped form
 (``lrn_mode="all"``): each column's maps with n neighbouring channels of the other column
@@ -53,8 +54,16 @@ def forward(parts, *, place, axis=1, to=None):
     for d in targets:
         with place.device(d):
             moved = [place.move(p, c, d) for c, p in enumerate(parts)]
-            out.append(place.xp.concatenate(moved, axis=axis))   # sum of widths on axis
+            out.append(_concatenate(place, d, moved, axis))      # sum of widths on axis
     return out, cache
+
+
+def _concatenate(place, c, arrays, axis):
+    """``arrays`` joined along ``axis`` into an array from column ``c``'s workspace."""
+    shape = list(arrays[0].shape)
+    shape[axis] = sum(a.shape[axis] for a in arrays)
+    out = place.workspaces[c].empty(place.xp, tuple(shape), arrays[0].dtype)
+    return place.xp.concatenate(arrays, axis=axis, out=out)
 
 
 def backward(grads, cache, *, place):
@@ -69,7 +78,8 @@ def backward(grads, cache, *, place):
         start += width
         with place.device(c):
             pieces = [place.move(g[own], d, c) for d, g in zip(cache.targets, grads)]
-            total = pieces[0].copy() if len(pieces) > 1 else pieces[0]  # summed in place
+            total = place.workspaces[c].copy(place.xp, pieces[0]) if len(pieces) > 1 \
+                else pieces[0]                                   # summed in place
             for piece in pieces[1:]:
                 total += piece
         out.append(total)
@@ -85,10 +95,10 @@ def halo_forward(parts, *, place, n, axis=1):
     c0 = p0.shape[axis]
     with place.device(0):
         halo = place.move(p1[along(axis, slice(0, n))], 1, 0)
-        e0 = place.xp.concatenate([p0, halo], axis=axis)          # C0 + n channels
+        e0 = _concatenate(place, 0, [p0, halo], axis)             # C0 + n channels
     with place.device(1):
         halo = place.move(p0[along(axis, slice(c0 - n, c0))], 0, 1)
-        e1 = place.xp.concatenate([halo, p1], axis=axis)          # n + C1 channels
+        e1 = _concatenate(place, 1, [halo, p1], axis)             # n + C1 channels
     return [e0, e1], cache
 
 
@@ -99,11 +109,12 @@ def halo_backward(grads, cache, *, place):
         return list(grads)
     d0, d1 = grads
     c0 = d0.shape[axis] - n
+    ws0, ws1, xp = place.workspaces[0], place.workspaces[1], place.xp
     with place.device(0):
-        g0 = d0[along(axis, slice(0, c0))].copy()                 # column 0's C0 channels
+        g0 = ws0.copy(xp, d0[along(axis, slice(0, c0))])          # column 0's C0 channels
         g0[along(axis, slice(c0 - n, c0))] += place.move(d1[along(axis, slice(0, n))], 1, 0)
     with place.device(1):
-        g1 = d1[along(axis, slice(n, None))].copy()               # column 1's C1 channels
+        g1 = ws1.copy(xp, d1[along(axis, slice(n, None))])        # column 1's C1 channels
         g1[along(axis, slice(0, n))] += place.move(d0[along(axis, slice(c0, None))], 0, 1)
     return [g0, g1]
 
@@ -128,7 +139,7 @@ def trim_backward(grads, cache, *, place):
         with place.device(c):
             shape = list(g.shape)
             shape[axis] += n
-            e = place.xp.zeros(tuple(shape), dtype=g.dtype)       # C_c + n channels
+            e = place.workspaces[c].zeros(place.xp, tuple(shape), g.dtype)  # C_c + n channels
             e[along(axis, slice(0, g.shape[axis]) if c == 0 else slice(n, None))] = g
         out.append(e)
     return out

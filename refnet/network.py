@@ -65,18 +65,27 @@ layout (the same numbers; slower copies).
 Memory: ``conv_cache="columns"`` (default, fastest) keeps what each convolution's backward
 reads (im2col columns, or Winograd's transformed input tiles); ``"input"`` keeps only its
 input and recomputes them (same numbers either way; figures in docs/performance.md).
+conv1 with both columns on one device keeps only the image whatever the setting
+(``Conv``: its columns are made block by block in cache, in forward and in backward).
+Every large array comes from the column's workspace (``Placement.workspaces``,
+``layers.workspace``): memory kept from pass to pass and planned after the first, and
+handed out again only once nothing refers to it. What the network returns is the
+caller's: gradients, logits and features stay as they are whatever runs next (holding
+them keeps their memory out of the next pass's plan, nothing more).
 """
 
 import math
+from typing import NamedTuple
 
 import numpy
 
-from layers import adaptive_pool, backend, conv, dropout, gap, linear, lrn, pool, relu, softmax
+from layers import adaptive_pool, backend, conv, conv_blocks, dropout, gap, linear, lrn, pool
+from layers import relu, softmax
 from layers import layout as layouts
 from layers.backend import backend_module
 from refnet import arch as arch_table
 from refnet.conventions import init_scheme as preset_init
-from refnet import exchange
+from refnet import exchange, segments
 from refnet import init as init_schemes
 from refnet.columns import Placement, default_devices
 from refnet.options import NetOptions
@@ -329,19 +338,16 @@ class AlexNet:
         as the backward pass has made layer ``name``'s parameter gradients (fc8 first,
         conv1 last): a data-parallel reducer starts sending them while the layers below
         are still computing (``refnet.distributed``)."""
-        logits, caches = self._forward(x, _Pass(train, rng, masks, keep=True))
+        run = _Pass(train, rng, masks, keep=True)
+        logits, caches = self._forward(x, run)
         with self.placement.device(0):
             labels = self._labels(labels, logits.shape[0])
             loss, lcache = softmax.forward(logits, labels)
             dlogits = softmax.backward(self.dtype.type(1), lcache)
         grads = [dict() for _ in range(self.columns)]
-        d = [dlogits]
-        # Each cache is popped as its layer is done, so what a layer kept is freed
+        # Each cache is dropped as its layer is done, so what a layer kept is freed
         # before the layers below it allocate (the step's peak memory).
-        for layer in reversed(self.layers):
-            d = layer.backward(self, d, caches.pop(layer.name), grads)
-            if on_grads is not None and self.key(layer.name, "weight") in self.shapes:
-                on_grads(layer.name, grads)
+        segments.backward(self, run, caches, [dlogits], grads, on_grads)
         return float(loss), grads
 
     def features(self, x, upto="relu_fc7", maps=False):
@@ -360,6 +366,7 @@ class AlexNet:
             raise ValueError(f"features: no layer {upto!r}; the layers are {names}")
         self._require_params()
         self._check_input(x)
+        self.placement.new_pass()
         run = _Pass(False, None, None, keep=False)
         run.n, h = x.shape[0], x
         whole = True             # every column holds all of h, not its part
@@ -383,14 +390,10 @@ class AlexNet:
         """(logits, {layer name: cache}); with ``run.keep`` False no cache is kept."""
         self._require_params()
         self._check_input(x)
+        self.placement.new_pass()
         run.n = x.shape[0]
-        caches, h = {}, x
-        for layer in self.layers:
-            h, cache = layer.forward(self, h, run)
-            if run.keep:
-                caches[layer.name] = cache
-            del cache                          # eval: freed before the next layer runs
-        (logits,) = h
+        caches = {}
+        (logits,) = segments.forward(self, self.layers, x, run, caches)
         return logits, caches
 
     # -- checks and dropout masks ------------------------------------------------------
@@ -456,6 +459,7 @@ class _Pass:
 
     def __init__(self, train, rng, masks, keep):
         self.train, self.rng, self.masks, self.keep, self.n = train, rng, masks, keep, None
+        self.segments = None    # the runs of layers forward made (refnet.segments)
 
 
 # -- the layers of the list -----------------------------------------------------------------
@@ -463,6 +467,9 @@ class _Pass:
 # ``Placement.each``, under that column's device, on the CPU concurrently: forward(net,
 # h, run) -> (h, cache) and backward(net, d, cache, grads) -> d, with h and d lists
 # aligned with the columns and the cache a list of the layer's per-column caches.
+# Column-local layers (``_Local``: each column's part from that column's data alone)
+# also give their per-column functions, so that a run of them goes through one
+# ``Placement.each`` call instead of one per layer (``refnet.segments``).
 
 class _Layer:
     def __init__(self, name):
@@ -471,121 +478,220 @@ class _Layer:
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r})"
 
+    def fusable(self, net, h):
+        """Whether this call (on h, or on a column-local layer's output when h is None)
+        is column-local; only ``_Local`` layers can be."""
+        return False
+
 
 def _split(pairs):
     """[(y, cache) per column] -> ([y...], [cache...])."""
     return [y for y, _ in pairs], [c for _, c in pairs]
 
 
+class _Local(_Layer):
+    """A layer whose every column computes its part from its own data alone:
+    ``column_forward(net, c, a, run, extra) -> (y, cache)`` and ``column_backward(net,
+    c, g, cache, grads) -> dx`` for column c (parameter gradients go into ``grads[c]``).
+    ``prepare`` makes, in the calling thread, what the columns need besides their data
+    (dropout's masks: drawn in the list's order whatever the threads do)."""
+
+    def fusable(self, net, h):
+        return True
+
+    def prepare(self, net, run, columns):
+        """One extra argument of ``column_forward`` per column."""
+        return [None] * columns
+
+    def forward(self, net, h, run):
+        extra = self.prepare(net, run, len(h))
+        return _split(net.placement.each(
+            lambda c, a, e: self.column_forward(net, c, a, run, e), h, extra))
+
+    def backward(self, net, d, cache, grads):
+        return net.placement.each(
+            lambda c, g, k: self.column_backward(net, c, g, k, grads), d, cache)
+
+
 class Input(_Layer):
     """The images (N, 3, S, S) in the net's layout, on every column's device: transposed
-    once on column 0's and given to the others from there. No gradient flows back."""
+    once on column 0's and given to the others from there (with every column on one
+    device, the column threads copy a band of rows each). No gradient flows back."""
 
     def forward(self, net, x, run):
         P = net.placement
         with P.device(0):
-            x = layouts.transpose(P.put(x, 0), "NCHW", net.layout)
+            x = P.put(x, 0)
+            if net.layout == "CHWN" and len(set(P.devices)) == 1 and net.columns > 1:
+                y = P.workspaces[0].empty(net.xp, layouts.shape(*x.shape, net.layout),
+                                          x.dtype)
+                s = x.shape[2]
+                bands = [slice(s * c // net.columns, s * (c + 1) // net.columns)
+                         for c in range(net.columns)]
+                P.each(lambda c, rows: self._copy(x, y, rows), bands)
+                x = y
+            else:
+                x = layouts.transpose(x, "NCHW", net.layout, ws=P.workspaces[0])
         return [P.put(x, c) for c in range(net.columns)], None
+
+    @staticmethod
+    def _copy(x, y, rows):
+        """Rows ``rows`` of the images x (N, C, H, W) into y (C, H, W, N)."""
+        y[:, rows] = x[:, :, rows].transpose(1, 2, 3, 0)
 
     def backward(self, net, d, cache, grads):
         return None
 
 
-class Conv(_Layer):
+class Conv(_Local):
     """A column's share of conv1-5 (``layers.conv``), or the "gap" head's 1x1 convolution
     on column 0: Winograd for stride-1 layers with kernels over 1x1 with
-    ``conv_algo="winograd"``, else im2col + GEMM (a 1x1 convolution is one GEMM)."""
+    ``conv_algo="winograd"``, else im2col + GEMM (a 1x1 convolution is one GEMM).
+
+    conv1 with every column on one device (all read the same image): one convolution
+    by blocks of output positions (``layers.conv_blocks``) with the columns' kernels
+    stacked, its output rows split between the column threads; each column's output is
+    its channels of the result, and only the image is kept for backward."""
+
+    def _algo(self, net):
+        spec = net.conv_spec(self.name)
+        return "winograd" if (net.conv_algo == "winograd" and spec.stride == 1
+                              and spec.kernel > 1) else "gemm"
+
+    def _shared(self, net, h):
+        return (h is not None and self.name == "conv1" and self._algo(net) == "gemm"
+                and net.placement.shared_input(h))
+
+    def fusable(self, net, h):
+        return not self._shared(net, h)
 
     def forward(self, net, h, run):
-        spec = net.conv_spec(self.name)
-        algo = "winograd" if (net.conv_algo == "winograd" and spec.stride == 1
-                              and spec.kernel > 1) else "gemm"
-        P, cols = net.placement, None
-        if algo == "gemm" and P.shared_input(h):
-            # conv1: both columns read the same image on one device: one im2col for both,
-            # its bands of rows copied by the columns' threads
-            with P.device(0):
-                cols, fills = conv.im2col_parts(h[0], spec.kernel, spec.kernel,
-                                                stride=spec.stride, pad=spec.pad,
-                                                layout=net.layout, parts=net.columns)
-            P.each(lambda c, fill: fill(), fills)
+        if self._shared(net, h):
+            return self._forward_shared(net, h[0], net.conv_spec(self.name))
+        return super().forward(net, h, run)
 
-        def column(c, a):
-            w, b = net.params[c][net.key(self.name, "weight")], \
-                net.params[c][net.key(self.name, "bias")]
-            return conv.forward(a, w, b, stride=spec.stride, pad=spec.pad,
-                                keep_cols=net.keep_cols, algo=algo, cols=cols,
-                                layout=net.layout)
-        return _split(P.each(column, h))
+    def column_forward(self, net, c, a, run, extra):
+        spec = net.conv_spec(self.name)
+        p = net.params[c]
+        return conv.forward(a, p[net.key(self.name, "weight")], p[net.key(self.name, "bias")],
+                            stride=spec.stride, pad=spec.pad, keep_cols=net.keep_cols,
+                            algo=self._algo(net), layout=net.layout,
+                            ws=net.placement.workspaces[c])
+
+    def _forward_shared(self, net, x, spec):
+        P, xp, columns = net.placement, net.xp, range(net.columns)
+        with P.device(0):
+            w = xp.concatenate([net.params[c][net.key(self.name, "weight")] for c in columns])
+            b = xp.concatenate([net.params[c][net.key(self.name, "bias")] for c in columns])
+            y, cache, runs = conv_blocks.forward_parts(
+                x, w, b, stride=spec.stride, pad=spec.pad, layout=net.layout,
+                parts=net.columns, ws=P.workspaces[0])       # w: (K of all columns, ...)
+        P.each(lambda c, fill: fill(), runs)
+        axis = layouts.channel_axis(net.layout)
+        k = y.shape[axis] // net.columns
+        ys = [y[layouts.along(axis, slice(c * k, (c + 1) * k))] for c in columns]
+        return ys, _Shared(cache, k)
 
     def backward(self, net, d, cache, grads):
-        def column(c, g, k):
-            # conv1's input is the image: no gradient needed there.
-            dx, grads[c][net.key(self.name, "weight")], grads[c][net.key(self.name, "bias")] \
-                = conv.backward(g, k, need_dx=self.name != "conv1")
-            return dx
-        return net.placement.each(column, d, cache)
+        if isinstance(cache, _Shared):
+            return self._backward_shared(net, d, cache, grads)
+        return super().backward(net, d, cache, grads)
+
+    def column_backward(self, net, c, g, k, grads):
+        # conv1's input is the image: no gradient needed there.
+        dx, grads[c][net.key(self.name, "weight")], grads[c][net.key(self.name, "bias")] \
+            = conv.backward(g, k, need_dx=self.name != "conv1", ws=net.placement.workspaces[c])
+        return dx
+
+    def _backward_shared(self, net, d, cache, grads):
+        P = net.placement
+        runs = conv_blocks.backward_parts(d, cache.cache, parts=net.columns)
+        partials = P.each(lambda c, run: run(), runs)           # dw^T of each band of rows
+        with P.device(0):
+            dw, db = conv_blocks.gradients(d, partials, cache.cache)
+        k = cache.kernels
+        for c in range(net.columns):                            # column c's kernels
+            grads[c][net.key(self.name, "weight")] = dw[c * k:(c + 1) * k]
+            grads[c][net.key(self.name, "bias")] = db[c * k:(c + 1) * k]
+        return None                                             # the image has no gradient
 
 
-class Linear(_Layer):
+class _Shared(NamedTuple):
+    cache: object       # layers.conv_blocks.BlocksCache of all columns' kernels
+    kernels: int        # each column's
+
+
+class Linear(_Local):
     """A column's share of fc6 and fc7 (half of the outputs each), or fc8 on column 0."""
 
-    def forward(self, net, h, run):
-        def column(c, a):
-            p = net.params[c]
-            return linear.forward(a, p[net.key(self.name, "weight")],
-                                  p[net.key(self.name, "bias")])
-        return _split(net.placement.each(column, h))
+    def column_forward(self, net, c, a, run, extra):
+        p = net.params[c]
+        return linear.forward(a, p[net.key(self.name, "weight")], p[net.key(self.name, "bias")],
+                              ws=net.placement.workspaces[c])
 
-    def backward(self, net, d, cache, grads):
-        def column(c, g, k):
-            dx, grads[c][net.key(self.name, "weight")], grads[c][net.key(self.name, "bias")] \
-                = linear.backward(g, k)
-            return dx
-        return net.placement.each(column, d, cache)
+    def column_backward(self, net, c, g, k, grads):
+        dx, grads[c][net.key(self.name, "weight")], grads[c][net.key(self.name, "bias")] \
+            = linear.backward(g, k, ws=net.placement.workspaces[c])
+        return dx
 
 
-class Relu(_Layer):
-    def forward(self, net, h, run):
-        return _split(net.placement.each(lambda c, a: relu.forward(a), h))
+class Relu(_Local):
+    def column_forward(self, net, c, a, run, extra):
+        return relu.forward(a, ws=net.placement.workspaces[c])
 
-    def backward(self, net, d, cache, grads):
-        return net.placement.each(lambda c, g, k: relu.backward(g, k), d, cache)
+    def column_backward(self, net, c, g, k, grads):
+        return relu.backward(g, k, ws=net.placement.workspaces[c])
 
 
-class Pool(_Layer):
-    def forward(self, net, h, run):
+class Pool(_Local):
+    def column_forward(self, net, c, a, run, extra):
         z, s = net.pool
-        return _split(net.placement.each(
-            lambda c, a: pool.forward(a, size=z, stride=s, rounding=net.pool_rounding,
-                                      layout=net.layout), h))
+        return pool.forward(a, size=z, stride=s, rounding=net.pool_rounding,
+                            layout=net.layout, ws=net.placement.workspaces[c])
 
-    def backward(self, net, d, cache, grads):
-        return net.placement.each(lambda c, g, k: pool.backward(g, k), d, cache)
+    def column_backward(self, net, c, g, k, grads):
+        return pool.backward(g, k, ws=net.placement.workspaces[c])
 
 
-class Lrn(_Layer):
-    """LRN over each column's own maps, or (``lrn_mode="all"`` with two columns) over
-    its maps extended by a halo of the other column's (``refnet.exchange``)."""
+class Lrn(_Local):
+    """LRN over each column's own maps (column-local), or (``lrn_mode="all"`` with two
+    columns) over its maps extended by a halo of the other column's
+    (``refnet.exchange``)."""
+
+    def fusable(self, net, h):
+        return net.lrn_mode != "all" or net.columns == 1
 
     def forward(self, net, h, run):
+        if self.fusable(net, h):
+            return super().forward(net, h, run)
         P, axis = net.placement, layouts.channel_axis(net.layout)
-        n = 0
-        if net.lrn_mode == "all":
-            n = min(net.lrn_params["size"] // 2, h[0].shape[axis])
+        n = min(net.lrn_params["size"] // 2, h[0].shape[axis])
         h, halo = exchange.halo_forward(h, place=P, n=n, axis=axis)    # C + n channels
-        h, caches = _split(P.each(
-            lambda c, a: lrn.forward(a, **net.lrn_params, layout=net.layout), h))
-        return exchange.trim_forward(h, halo), (halo, caches)          # C channels
+        h, caches = _split(P.each(lambda c, a: self.column_forward(net, c, a, run, None), h))
+        return exchange.trim_forward(h, halo), _Halo(halo, caches)     # C channels
+
+    def column_forward(self, net, c, a, run, extra):
+        return lrn.forward(a, **net.lrn_params, layout=net.layout,
+                           ws=net.placement.workspaces[c])
 
     def backward(self, net, d, cache, grads):
-        P, (halo, caches) = net.placement, cache
-        d = exchange.trim_backward(d, halo, place=P)
-        d = P.each(lambda c, g, k: lrn.backward(g, k), d, caches)
-        return exchange.halo_backward(d, halo, place=P)
+        if not isinstance(cache, _Halo):
+            return super().backward(net, d, cache, grads)
+        P = net.placement
+        d = exchange.trim_backward(d, cache.halo, place=P)
+        d = P.each(lambda c, g, k: self.column_backward(net, c, g, k, grads), d, cache.caches)
+        return exchange.halo_backward(d, cache.halo, place=P)
+
+    def column_backward(self, net, c, g, k, grads):
+        return lrn.backward(g, k, ws=net.placement.workspaces[c])
 
 
-class Dropout(_Layer):
+class _Halo(NamedTuple):
+    halo: object        # refnet.exchange.HaloCache
+    caches: list        # each column's layers.lrn cache
+
+
+class Dropout(_Local):
     """Dropout on the outputs of layer ``source`` (fc6, fc7 or the flattened maps), one
     keep-mask drawn for both columns."""
 
@@ -593,14 +699,15 @@ class Dropout(_Layer):
         super().__init__(name)
         self.source = source
 
-    def forward(self, net, h, run):
-        mask = net.dropout_masks(self.source, run) or [None] * len(h)
-        return _split(net.placement.each(
-            lambda c, a, m: dropout.forward(a, p=net.dropout, train=run.train, mask=m,
-                                            mode=net.dropout_mode), h, mask))
+    def prepare(self, net, run, columns):
+        return net.dropout_masks(self.source, run) or [None] * columns
 
-    def backward(self, net, d, cache, grads):
-        return net.placement.each(lambda c, g, k: dropout.backward(g, k), d, cache)
+    def column_forward(self, net, c, a, run, mask):
+        return dropout.forward(a, p=net.dropout, train=run.train, mask=mask,
+                               mode=net.dropout_mode, ws=net.placement.workspaces[c])
+
+    def column_backward(self, net, c, g, k, grads):
+        return dropout.backward(g, k, ws=net.placement.workspaces[c])
 
 
 class Exchange(_Layer):
@@ -618,39 +725,37 @@ class Exchange(_Layer):
         return exchange.backward(d, cache, place=net.placement)
 
 
-class AdaptivePool(_Layer):
+class AdaptivePool(_Local):
     """Average pooling of pool5's maps to the arch's ``avgpool`` side (``owt``: 6x6, the
     identity at 224 pixels), each column its own maps."""
 
-    def forward(self, net, h, run):
-        side = net.spec.avgpool
-        return _split(net.placement.each(
-            lambda c, a: adaptive_pool.forward(a, side, layout=net.layout), h))
+    def column_forward(self, net, c, a, run, extra):
+        return adaptive_pool.forward(a, net.spec.avgpool, layout=net.layout)
 
-    def backward(self, net, d, cache, grads):
-        return net.placement.each(lambda c, g, k: adaptive_pool.backward(g, k), d, cache)
+    def column_backward(self, net, c, g, k, grads):
+        return adaptive_pool.backward(g, k)
 
 
-class Gap(_Layer):
+class Gap(_Local):
     """The "gap" head's average of each class map over its positions: (N, K) logits."""
 
-    def forward(self, net, h, run):
-        return _split(net.placement.each(lambda c, a: gap.forward(a, layout=net.layout), h))
+    def column_forward(self, net, c, a, run, extra):
+        return gap.forward(a, layout=net.layout)
 
-    def backward(self, net, d, cache, grads):
-        return net.placement.each(lambda c, g, k: gap.backward(g, k), d, cache)
+    def column_backward(self, net, c, g, k, grads):
+        return gap.backward(g, k)
 
 
-class Flatten(_Layer):
+class Flatten(_Local):
     """pool5's maps as fc6's input (N, F), F in (C, S, S) order (``torch.flatten``):
     for CHWN the (C, S, S, N) maps are (F, N) and fc6 reads their transpose (a view)."""
 
-    def forward(self, net, h, run):
+    def column_forward(self, net, c, a, run, extra):
         if net.layout == "NCHW":
-            return [a.reshape(a.shape[0], -1) for a in h], [a.shape for a in h]
-        return [a.reshape(-1, a.shape[-1]).T for a in h], [a.shape for a in h]
+            return a.reshape(a.shape[0], -1), a.shape
+        return a.reshape(-1, a.shape[-1]).T, a.shape
 
-    def backward(self, net, d, cache, grads):
+    def column_backward(self, net, c, g, shape, grads):
         if net.layout == "NCHW":
-            return [g.reshape(s) for g, s in zip(d, cache)]
-        return [g.T.reshape(s) for g, s in zip(d, cache)]           # (C, S, S, N) views
+            return g.reshape(shape)
+        return g.T.reshape(shape)                                   # (C, S, S, N) views

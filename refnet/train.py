@@ -719,6 +719,4 @@ def _abort_job(world, code, message):
 
 if __name__ == "__main__":
     from data.cli import run_command
-    from refnet.cpu import tune_malloc
-    tune_malloc()                   # keep freed buffers mapped (refnet.cpu)
     sys.exit(run_command(main, PROG))

@@ -115,11 +115,14 @@ def test_conv_cache_input_gives_identical_results():
         numpy.testing.assert_array_equal(g, out[1][1][name])
 
 
-def test_columns_on_one_device_share_conv1_columns():
-    """Both columns' conv1 read the same image: on one device they share one im2col."""
+def test_columns_on_one_device_run_conv1_as_one_layer_keeping_only_the_image():
+    """Both columns' conv1 read the same image: on one device they run as one
+    convolution by blocks (``layers.conv_blocks``), whose cache is the image alone."""
     rng = numpy.random.default_rng(13)
     net = AlexNet("tiny", "float64").init(seed=5, scheme="he")
     x = rng.standard_normal((2, 3, 45, 45))
     _, caches = net._forward(x, _Pass(train=False, rng=None, masks=None, keep=True))
-    assert caches["conv1"][0].cols is caches["conv1"][1].cols
+    shared = caches["conv1"]
+    assert shared.kernels == 2 and shared.cache.w.shape == (4, 3, 3, 3)
+    numpy.testing.assert_array_equal(shared.cache.x, x.transpose(1, 2, 3, 0))   # CHWN
     assert caches["conv2"][0].v is not caches["conv2"][1].v

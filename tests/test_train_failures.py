@@ -45,10 +45,10 @@ if fault == "step":                                  # an error in the training 
     refnet.sgd.SGD.step = failing
 elif fault == "column":                              # an error in a column thread
     backward = layers.relu.backward
-    def failing(dy, cache):
+    def failing(dy, cache, **kwargs):
         if threading.current_thread().name.startswith("refnet-column") and nth(3):
             raise RuntimeError("injected fault in a column thread")
-        return backward(dy, cache)
+        return backward(dy, cache, **kwargs)
     layers.relu.backward = failing
 elif fault == "truncate":                            # the data file cut short mid-run
     step = refnet.sgd.SGD.step

@@ -52,8 +52,10 @@ def conv_cases(rng, dtype, tol):
         dy = draw(rng, y.shape, dtype)
         dx, dw, db = reference.conv_backward(dy, x, w, **h)
         ref = {"y": y, "dx": dx, "dw": dw, "db": db}
+        # the tile the paper's network uses on this layer's full-size maps
         tiles = layers.conv.WINOGRAD_TILES.get((numpy.dtype(dtype).name, ws[2]), 2)
-        algos = [("im2col", {})] + ([(f"winograd F({tiles}, {ws[2]})", dict(algo="winograd"))]
+        algos = [("im2col", {})] + ([(f"winograd F({tiles}, {ws[2]})",
+                                      dict(algo="winograd", tile=tiles))]
                                     if stride == 1 else [])
         for algo, opts in algos:
             for layout in LAYOUTS:

@@ -1,0 +1,270 @@
+"""Where the layers' large arrays come from: made afresh, or from memory a workspace keeps.
+
+A training step makes and drops the same large arrays every time (activations, caches,
+im2col columns and Winograd tiles, gradients). A process's C library returns large
+freed blocks to the kernel (glibc: blocks over 32 MiB, and a second thread's heap
+however small), and the next step faults them back in page by page: in a plain process
+a third or more of a CPU step (docs/performance.md). A ``Workspace`` keeps that memory
+and hands it out again, so from the second step on it is already there, without
+changing any process-wide setting.
+
+Every layer that makes large arrays takes ``ws=`` (default ``FRESH``) and asks it, never
+``xp``, for them: ``ws.empty(xp, shape, dtype)``, ``ws.zeros(...)``, ``ws.copy(xp, a)``,
+then writes into them with ``out=``. One code path for every array module:
+
+- ``FRESH`` makes every array anew (``xp.empty``): a layer called on its own.
+- ``Workspace`` serves NumPy arrays of at least ``MIN_BYTES`` from memory it keeps;
+  smaller ones, and every array of another module, come from ``xp`` (on CuPy its memory
+  pool already keeps freed device memory for the next request).
+
+When memory is free again. Each array handed out is a new NumPy array over a piece of
+kept memory, made from a ``memoryview`` of it, so it is the ``base`` of every view
+anybody makes of it (NumPy collapses chains of views up to the first array that is not
+a view of another array). The workspace holds only a weak reference to it: the piece is
+free exactly when that array is gone, i.e. when nothing refers to any of its views. So
+nothing anybody still holds (a layer's cache, gradients or logits the caller kept, a
+view of either) is ever written by a later request; a kept array only keeps its piece
+out of circulation (and the memory alive, even after the workspace lets it go).
+
+The memory is the workspace's own: anonymous mappings (``mmap``), never the C
+library's heap, so what a workspace lets go goes back to the system at once and the
+memory it keeps is all there is, in a plain process or one with malloc's thresholds or
+arenas changed alike.
+
+Where a request goes. A pass through a network asks for the same sizes in the same
+order every time. Requests of at least ``PLAN_BYTES`` are recorded with their lifetimes
+(from the request to the death of the array, in request counts); at the end of a pass
+(``new_pass``) its record becomes a plan: offsets in one arena, placed greedily by size
+(largest first, each at the lowest offset free for its lifetime), so that pieces whose
+lifetimes do not overlap share memory and the arena is close to the pass's peak of live
+bytes. Later passes that ask for the same sizes get those offsets, after a check that no
+live piece overlaps. A few plans are kept (training steps, evaluation passes).
+
+- Before the first plan, and off every plan, a request gets a mapping of its own, let
+  go with its array: the process then holds no more than the pass's live arrays, as
+  malloc would in a plain process.
+- Requests below ``PLAN_BYTES`` once a plan exists, pieces a live array still covers,
+  and requests whose arrays outlived their pass last time come from kept buffers handed
+  out whole: the smallest free one of at least the request and at most ``FIT`` times it
+  (``_Pool``); a buffer no pass used for ``KEEP_PASSES`` passes is let go.
+"""
+import mmap
+import threading
+import weakref
+
+import numpy
+
+__all__ = ["FRESH", "Fresh", "Workspace", "MIN_BYTES", "PLAN_BYTES", "FIT", "GRAIN",
+           "KEEP_PASSES", "MAX_PLANS"]
+
+MIN_BYTES = 1 << 20     # smaller arrays come from xp (malloc's heap keeps those)
+PLAN_BYTES = 4 << 20    # requests planned in the arena; smaller ones from the pool
+FIT = 2.0               # a pool buffer serves requests down to 1/FIT of its size
+GRAIN = 1 << 12         # sizes and offsets rounded up to pages (4 KiB)
+KEEP_PASSES = 2         # a pool buffer unused for this many passes is let go
+MAX_PLANS = 4           # plans kept, the most recently used first
+
+
+class Fresh:
+    """Every array made anew by its module."""
+
+    def empty(self, xp, shape, dtype):
+        """An uninitialised array of ``xp``."""
+        return xp.empty(shape, dtype=dtype)
+
+    def zeros(self, xp, shape, dtype):
+        """An array of ``xp`` filled with zeros."""
+        out = self.empty(xp, shape, dtype)
+        out.fill(0)
+        return out
+
+    def copy(self, xp, a):
+        """A C-contiguous copy of ``a``."""
+        out = self.empty(xp, a.shape, a.dtype)
+        out[...] = a
+        return out
+
+    def new_pass(self):
+        """A pass through the network starts (nothing to do: nothing is kept)."""
+
+
+FRESH = Fresh()
+
+
+class Workspace(Fresh):
+    """Memory kept for one network column's large NumPy arrays (module doc).
+    ``held_bytes``: the memory it keeps; ``clear()`` lets all of it go."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._pool = _Pool()
+        self._arena = None       # a memoryview of the arena's mapping, or None
+        self._plans = []         # [sizes, offsets] (offset None: from the pool), newest first
+        self._matching = []      # the plans this pass has followed so far
+        self._trace = []         # this pass's planned-size requests: [size, first, last]
+        self._live = []          # [weak ref, trace index, offset, size] of pieces handed out
+        self._strayed = False    # this pass left its plan (a piece still covered, ...)
+        self._pass = 0
+
+    def empty(self, xp, shape, dtype):
+        dtype = numpy.dtype(dtype)
+        shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
+        nbytes = dtype.itemsize
+        for s in shape:
+            nbytes *= s
+        if xp is not numpy or nbytes < MIN_BYTES:
+            return xp.empty(shape, dtype=dtype)
+        size = -(-nbytes // GRAIN) * GRAIN
+        with self._lock:
+            if size >= PLAN_BYTES:
+                piece = self._planned(size)
+            elif self._plans:
+                piece = self._pool.take(size)
+            else:                                    # nothing kept before the first plan
+                piece = numpy.frombuffer(_mapped(size), numpy.uint8)
+        return piece[:nbytes].view(dtype).reshape(shape)
+
+    def _planned(self, size):
+        """A piece of ``size`` bytes for the next request of this pass (module doc)."""
+        j = len(self._trace)
+        self._note_deaths(j)
+        self._matching = [p for p in self._matching if j < len(p[0]) and p[0][j] == size]
+        if not self._matching:                       # off every plan: its own mapping
+            piece, offset = numpy.frombuffer(_mapped(size), numpy.uint8), None
+        else:
+            offset = self._matching[0][1][j]
+            if offset is not None and (offset + size > len(self._arena) or any(
+                    o is not None and o < offset + size and offset < o + n
+                    for _, _, o, n in self._live)):
+                offset, self._strayed = None, True   # a live piece still covers it
+            if offset is None:                       # or it outlived its pass last time
+                piece = self._pool.take(size)
+            else:
+                piece = numpy.frombuffer(self._arena[offset:offset + size], numpy.uint8)
+        self._live.append([weakref.ref(piece), j, offset, size])
+        self._trace.append([size, j, None])
+        return piece
+
+    def _note_deaths(self, j):
+        """Pieces whose arrays are gone end their lifetime at request ``j``."""
+        live = []
+        for entry in self._live:
+            if entry[0]() is not None:
+                live.append(entry)
+            elif entry[1] is not None:
+                self._trace[entry[1]][2] = j
+        self._live = live
+
+    def new_pass(self):
+        """The previous pass's record becomes a plan unless it followed one; a new pass
+        starts; pool buffers unused for ``KEEP_PASSES`` passes are let go."""
+        with self._lock:
+            self._note_deaths(len(self._trace))
+            sizes = tuple(size for size, _, _ in self._trace)
+            followed = [p for p in self._plans if p[0] == sizes]
+            outlived = {i for _, i, o, _ in self._live if o is not None}
+            if self._strayed or outlived:            # the plan no longer fits the pass
+                self._plans = [p for p in self._plans if p[0] != sizes]
+                followed = []
+            if sizes and not followed:
+                followed = [(sizes, _offsets(self._trace))]
+                need = max((o + n for o, n in zip(followed[0][1], sizes) if o is not None),
+                           default=0)
+                if self._arena is None or need > len(self._arena):
+                    self._arena = _mapped(need)      # pieces of the old arena keep it alive
+                    self._live = []                  # and no longer overlap anything
+                self._pool.drop_free()               # what served it before is not needed
+            self._plans = (followed + [p for p in self._plans if p not in followed])[:MAX_PLANS]
+            self._matching = list(self._plans)
+            self._trace, self._strayed = [], False
+            # arrays that outlived their pass: their pieces stay out of circulation
+            self._live = [[ref, None, o, n] for ref, _, o, n in self._live if o is not None]
+            self._pass += 1
+            self._pool.new_pass(self._pass)
+
+    def clear(self):
+        """Let all kept memory go (arrays still in use keep theirs alive)."""
+        with self._lock:
+            self._arena, self._plans, self._matching = None, [], []
+            self._trace, self._live = [], []
+            self._pool = _Pool()
+
+    @property
+    def held_bytes(self):
+        """Bytes kept: the arena and the pool's buffers."""
+        return (0 if self._arena is None else len(self._arena)) + self._pool.held_bytes
+
+
+class _Pool:
+    """Kept buffers handed out whole: [buffer, the last pass that used it, weak ref of
+    the array handed out]."""
+
+    def __init__(self):
+        self.buffers = []
+        self.now = 0
+
+    def take(self, size):
+        best = None
+        for entry in self.buffers:
+            n = len(entry[0])
+            if size <= n <= FIT * size and (entry[2] is None or entry[2]() is None) \
+                    and (best is None or n < len(best[0])):
+                best = entry
+        if best is None:
+            best = [_mapped(size), 0, None]
+            self.buffers.append(best)
+        piece = numpy.frombuffer(best[0], numpy.uint8)
+        best[1], best[2] = self.now, weakref.ref(piece)
+        return piece
+
+    def new_pass(self, now):
+        self.now = now
+        for entry in self.buffers:
+            if entry[2] is not None and entry[2]() is not None:
+                entry[1] = now - 1                   # in use: counts as used
+        self.buffers = [e for e in self.buffers if now - e[1] <= KEEP_PASSES]
+
+    def drop_free(self):
+        self.buffers = [e for e in self.buffers if e[2] is not None and e[2]() is not None]
+
+    @property
+    def held_bytes(self):
+        return sum(len(e[0]) for e in self.buffers)
+
+
+def _mapped(nbytes):
+    """A memoryview of ``nbytes`` of fresh memory mapped for it alone (an anonymous
+    ``mmap``: page-aligned, zero-filled on first touch, given back to the system as soon
+    as the last array over it is gone, whatever the C library's malloc settings),
+    with transparent huge pages asked for where the system has them, as NumPy does for
+    its own large arrays."""
+    if hasattr(mmap, "MAP_PRIVATE"):                 # POSIX: private, not shared memory
+        m = mmap.mmap(-1, max(1, nbytes), flags=mmap.MAP_PRIVATE)
+    else:
+        m = mmap.mmap(-1, max(1, nbytes))
+    if hasattr(m, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            m.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:
+            pass
+    return memoryview(m)
+
+
+def _offsets(trace):
+    """Arena offsets for a pass's requests ``[size, first, last]`` (last None: it outlived
+    the pass, so it gets None, the pool): largest first, each at the lowest offset where
+    no placed request with an overlapping lifetime lies."""
+    placed, out = [], [None] * len(trace)        # placed: (first, last, offset, end)
+    for i in sorted(range(len(trace)), key=lambda i: -trace[i][0]):
+        size, first, last = trace[i]
+        if last is None:
+            continue
+        busy = sorted((o, e) for f, l, o, e in placed if f < last and first < l)
+        offset = 0
+        for o, e in busy:
+            if o - offset >= size:
+                break
+            offset = max(offset, e)
+        placed.append((first, last, offset, offset + size))
+        out[i] = offset
+    return tuple(out)
