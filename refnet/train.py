@@ -282,7 +282,7 @@ class Trainer:
             bar.count = self.pipeline.loader.position[1] if in_epoch else 0
             # closing: whatever ends the loop, the loader's threads stop and are joined
             with contextlib.closing(self.pipeline.train_batches() if in_epoch
-                                    else iter(())) as batches:
+                                    else _no_batches()) as batches:
                 self.phase = "train"
                 for images_u8, labels, indices in batches:
                     images += self.pipeline.batch          # the global batch
@@ -377,6 +377,12 @@ class Trainer:
         if self.history:
             plot_curves(self.history, self.run_dir / "curves.png")
         plot_conv1(conv1, self.net.columns, self.run_dir / "conv1_filters.png")
+
+
+def _no_batches():
+    """An epoch whose batches were all trained before the checkpoint (a generator, so
+    ``contextlib.closing`` can close it like the loader's)."""
+    yield from ()
 
 
 def _nest(flat):

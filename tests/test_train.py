@@ -202,3 +202,27 @@ def test_existing_run_dir_needs_resume(data_dir, tmp_path):
     out = tmp_path / "run"
     assert run(train_cmd(data_dir, out, "--epochs", "1", "--quiet")).returncode == 0
     _one_error_line(run(train_cmd(data_dir, out, "--epochs", "2")), "--resume")
+
+
+KILLED_AT_EPOCH_END = r'''
+import os, sys
+import refnet.train
+refnet.train.Trainer.end_epoch = lambda self, *a: os._exit(9)   # killed before the epoch ends
+sys.exit(refnet.train.main(sys.argv[1:]))
+'''
+
+
+def test_resume_from_a_checkpoint_taken_after_an_epochs_last_batch(data_dir, tmp_path):
+    """A checkpoint written after the last batch of an epoch but before its end (its
+    loader already in the next epoch) resumes: the epoch has no batches left, only its
+    evaluation."""
+    out = tmp_path / "run"
+    args = train_cmd(data_dir, out, "--epochs", "1", "--checkpoint-every", "10")[1:]
+    r = run([sys.executable, "-c", KILLED_AT_EPOCH_END, *args[2:]])
+    assert r.returncode == 9, r.stderr
+    tree = final_state(out)
+    assert tree["step"] == 10 and tree["epoch"] == 0 and tree["loader"] == [1, 0]
+    r = run(train_cmd(data_dir, out, "--epochs", "1", "--resume"))
+    assert r.returncode == 0, r.stderr
+    assert [x["epoch"] for x in epoch_records(out)] == [1]
+    assert final_state(out)["step"] == 10
