@@ -1,9 +1,7 @@
 """The package's direction of dependence, read from the source: no import cycle, and the
 library (layers/, data/, refnet/) imports neither its tools (verify/, bench/) nor a
 framework. Imports are collected with ``ast`` from every statement, inside functions too,
-so a lazy import counts the same as one at the top, except the few in ``LAZY_FRAMEWORKS``:
-a framework that one library function needs to read its file format, imported inside that
-function only (never at module level, which the test checks)."""
+so a lazy import counts the same as one at the top."""
 import ast
 import pathlib
 
@@ -13,9 +11,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 LIBRARY = ("layers", "data", "refnet")
 TOOLS = ("verify", "bench")
 FRAMEWORKS = ("torch", "jax", "jaxlib", "onnxruntime", "tensorflow")
-# module -> frameworks it may import inside its functions: refnet.weights.read_pth reads a
-# PyTorch file with torch.load(weights_only=True), the only safe reader of that format
-LAZY_FRAMEWORKS = {"refnet.weights": {"torch"}}
 
 
 def modules():
@@ -64,18 +59,9 @@ GRAPH = {name: imports(path, modules()) for name, path in modules().items()}
 
 @pytest.mark.parametrize("package", LIBRARY)
 def test_the_library_imports_no_tool_and_no_framework(package):
-    bad = {name: sorted(n for n in deps if n.split(".")[0] in TOOLS + FRAMEWORKS
-                        and n not in LAZY_FRAMEWORKS.get(name, ()))
+    bad = {name: sorted(n for n in deps if n.split(".")[0] in TOOLS + FRAMEWORKS)
            for name, deps in GRAPH.items() if name.split(".")[0] == package}
     assert not {k: v for k, v in bad.items() if v}
-
-
-def test_the_allowed_lazy_framework_imports_are_inside_functions_only():
-    paths = modules()
-    for name, allowed in LAZY_FRAMEWORKS.items():
-        top = imports(paths[name], paths, module_level=True)
-        assert not top & allowed, f"{name} imports {sorted(top & allowed)} at module level"
-        assert allowed <= GRAPH[name], f"{name} no longer imports {sorted(allowed)}: drop it"
 
 
 def test_layers_import_nothing_of_ours_but_layers_and_data_not_refnet():

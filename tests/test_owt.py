@@ -13,7 +13,7 @@ import numpy
 import pytest
 
 from refnet import AlexNet, NetOptions
-from refnet.weights import load_pth, read_pth
+from verify.pth import load_pth, read_pth
 from tests.own_images import write_image_tree
 
 torch = pytest.importorskip("torch")

@@ -1,0 +1,67 @@
+"""PyTorch's ``.pth`` weight files, read without unpickling anything but tensors.
+
+    tensors = read_pth("alexnet-owt.pth")          # {name: NumPy array}
+    net = load_pth("alexnet-owt.pth")              # torchvision's state_dict -> arch owt
+
+A file that ``torch.save(model.state_dict(), path)`` wrote is a pickle, which can run
+code when unpickled; it is read only by ``torch.load(path, weights_only=True)``,
+PyTorch's restricted unpickler (tensors, dicts, lists, numbers and strings; anything else
+is refused before it is built), and it must then hold a dict of tensors, nothing else.
+Plain ``torch.load`` is never called. This lives beside verify's other torch code, not in
+the library, which imports no framework (``pip install -e '.[verify]'``); the network
+is built and loaded by ``refnet.weights.network_from_tensors``.
+"""
+
+import numpy
+
+from refnet.weights import network_from_tensors
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(".pth files are PyTorch's format and need torch to be read "
+                          "safely (torch.load with weights_only=True): pip install torch, "
+                          "or convert the file to safetensors where torch is installed") \
+            from None
+    return torch
+
+
+def read_pth(path):
+    """``{name: NumPy array}`` from a PyTorch file holding a state_dict (module doc).
+
+    ``ValueError`` naming the file for one that ``torch.load(weights_only=True)``
+    refuses (an object other than tensors and containers: a whole pickled model, say) or
+    that holds anything but a dict of tensors (a training checkpoint that nests the
+    state_dict beside other entries: save its ``["state_dict"]`` alone). Tensors come to
+    the host; float16 and bfloat16 become float32 (NumPy has no bfloat16)."""
+    torch = _torch()
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - OSError, or pickle's UnpicklingError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: not readable as weights only by torch.load(weights_only="
+                         f"True) ({type(e).__name__}: {first})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict (a dict "
+                         "of tensors)")
+    bad = {str(k): type(v).__name__ for k, v in obj.items()
+           if not isinstance(k, str) or not isinstance(v, torch.Tensor)}
+    if bad:
+        raise ValueError(f"{path} is not a state_dict: entries that are not tensors: {bad} "
+                         "(a checkpoint with a nested state_dict: save that dict alone)")
+    out = {}
+    for name, t in obj.items():
+        t = t.detach().cpu()
+        if t.dtype in (torch.float16, torch.bfloat16):
+            t = t.float()
+        out[name] = numpy.array(t.numpy())                 # a copy, NumPy's own memory
+    return out
+
+
+def load_pth(path, options=None, **changes):
+    """The network whose state_dict ``path`` holds (``read_pth``): built from
+    ``options``, else from the arch its names and shapes match (``match_options``:
+    torchvision's AlexNet is ``owt``), with ``changes``, and loaded."""
+    return network_from_tensors(path, read_pth(path), options, changes)
