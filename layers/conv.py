@@ -54,6 +54,44 @@ class ConvCache(NamedTuple):
     layout: str
 
 
+
+class ConvArgs(NamedTuple):
+    dtype: object
+    layout: str
+    stride: int
+    pad: int
+    groups: int
+    x_dims: tuple       # (N, C, H, W)
+    out_hw: tuple       # (OH, OW)
+
+
+def checked_args(x, w, b, stride, pad, layout, groups=1):
+    """The checks of a convolution's arguments (``forward`` and ``layers.conv_blocks``),
+    each failure a ``ValueError`` naming the value; the normalised arguments."""
+    dtype = float_dtype("conv", x, w, b)
+    layout = check_layout("conv", layout)
+    require_ndim("conv", "x", x, 4, f"({', '.join(layout)})")
+    require_ndim("conv", "w", w, 4, "(K, C // groups, kh, kw)")
+    require_ndim("conv", "b", b, 1, "(K,)")
+    stride = require_int("conv", "stride", stride, 1)
+    pad = require_int("conv", "pad", pad, 0)
+    groups = require_int("conv", "groups", groups, 1)
+    N, C, H, W = dims(x.shape, layout)
+    K, Cg, kh, kw = w.shape
+    if C % groups:
+        raise ValueError(f"conv: input channels C={C} not divisible by groups={groups}")
+    if K % groups:
+        raise ValueError(f"conv: kernels K={K} not divisible by groups={groups}")
+    if C != Cg * groups:
+        raise ValueError(f"conv: x has {C} channels but w expects {Cg} * groups {groups} "
+                         f"= {Cg * groups}")
+    if b.shape[0] != K:
+        raise ValueError(f"conv: b has {b.shape[0]} entries but w has K={K} kernels")
+    OH = output_size("conv", "height", H, kh, stride, pad)
+    OW = output_size("conv", "width", W, kw, stride, pad)
+    return ConvArgs(dtype, layout, stride, pad, groups, (N, C, H, W), (OH, OW))
+
+
 def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", tile=None,
             cols=None, layout="NCHW", ws=FRESH):
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*s + i, ow*s + j]
@@ -87,27 +125,11 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
 
     ``ws``: where y and the large temporaries come from (``layers.workspace``).
     """
-    dtype = float_dtype("conv", x, w, b)
-    layout = check_layout("conv", layout)
-    require_ndim("conv", "x", x, 4, f"({', '.join(layout)})")
-    require_ndim("conv", "w", w, 4, "(K, C // groups, kh, kw)")
-    require_ndim("conv", "b", b, 1, "(K,)")
-    stride = require_int("conv", "stride", stride, 1)
-    pad = require_int("conv", "pad", pad, 0)
-    groups = require_int("conv", "groups", groups, 1)
-    N, C, H, W = dims(x.shape, layout)
+    a = checked_args(x, w, b, stride, pad, layout, groups)
+    dtype, layout, stride, pad, groups = a.dtype, a.layout, a.stride, a.pad, a.groups
+    N, C, H, W = a.x_dims
     K, Cg, kh, kw = w.shape
-    if C % groups:
-        raise ValueError(f"conv: input channels C={C} not divisible by groups={groups}")
-    if K % groups:
-        raise ValueError(f"conv: kernels K={K} not divisible by groups={groups}")
-    if C != Cg * groups:
-        raise ValueError(f"conv: x has {C} channels but w expects {Cg} * groups {groups} "
-                         f"= {Cg * groups}")
-    if b.shape[0] != K:
-        raise ValueError(f"conv: b has {b.shape[0]} entries but w has K={K} kernels")
-    OH = output_size("conv", "height", H, kh, stride, pad)
-    OW = output_size("conv", "width", W, kw, stride, pad)
+    OH, OW = a.out_hw
     if algo not in ALGOS:
         raise ValueError(f"conv: algo must be one of {ALGOS}, got {algo!r}")
     if algo == "winograd":

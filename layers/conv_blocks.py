@@ -31,8 +31,8 @@ from typing import NamedTuple
 
 from layers import blocking
 from layers.backend import get_array_module
-from layers.checks import float_dtype, output_size, require_int, require_ndim
-from layers.layout import channel_major, check_layout, dims, shape
+from layers.conv import checked_args
+from layers.layout import channel_major, dims, shape
 from layers.windows import padded, window_view
 from layers.workspace import FRESH
 
@@ -69,21 +69,11 @@ def forward_parts(x, w, b, *, stride=1, pad=0, layout="NCHW", parts=2, ws=FRESH)
     """(y, cache, runs): y allocated (from ``ws``) and the ``parts`` callables that each
     compute one band of its output rows (in any order, or concurrently: they write
     disjoint parts of y). Once all have run, y equals ``forward``'s."""
-    dtype = float_dtype("conv", x, w, b)
-    layout = check_layout("conv", layout)
-    require_ndim("conv", "x", x, 4, f"({', '.join(layout)})")
-    require_ndim("conv", "w", w, 4, "(K, C, kh, kw)")
-    require_ndim("conv", "b", b, 1, "(K,)")
-    stride = require_int("conv", "stride", stride, 1)
-    pad = require_int("conv", "pad", pad, 0)
-    N, C, H, W = dims(x.shape, layout)
-    K, Cw, kh, kw = w.shape
-    if C != Cw:
-        raise ValueError(f"conv: x has {C} channels but w expects {Cw}")
-    if b.shape[0] != K:
-        raise ValueError(f"conv: b has {b.shape[0]} entries but w has K={K} kernels")
-    OH = output_size("conv", "height", H, kh, stride, pad)
-    OW = output_size("conv", "width", W, kw, stride, pad)
+    a = checked_args(x, w, b, stride, pad, layout)             # groups 1
+    dtype, layout, stride, pad = a.dtype, a.layout, a.stride, a.pad
+    N, C, H, W = a.x_dims
+    K, _, kh, kw = w.shape
+    OH, OW = a.out_hw
     xp = get_array_module(x, w, b)
     y = ws.empty(xp, shape(N, K, OH, OW, layout), dtype)
     cache = BlocksCache(x, w, tuple(y.shape), stride, pad, layout)

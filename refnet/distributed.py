@@ -80,7 +80,6 @@ class Solo:
     """The world of one process: every collective is the identity."""
     rank, size, local_rank, local_size = 0, 1, 0, 1
     host = os.uname().nodename if hasattr(os, "uname") else "localhost"
-    pid = os.getpid()
 
     @property
     def is_root(self):
