@@ -151,15 +151,15 @@ def _bands(OH, parts):
 
 def _blocks(view, rows, xp):
     """(row slice, column slice) blocks of the band ``rows``: whole rows while their
-    columns fit in twice ``blocking.block_bytes`` (the fastest block measured,
+    columns fit in ``blocking.GEMM_BLOCK_BYTES`` (the fastest block measured,
     docs/performance.md: the GEMM's packing reads them from L2 and L3), else even runs
     of output columns."""
     C, kh, kw, A, OH, OW, B = view.shape
-    budget = blocking.block_bytes(xp)
+    budget = blocking.GEMM_BLOCK_BYTES if blocking.block_bytes(xp) else None
     per_column = C * kh * kw * A * B * view.itemsize                 # one output column
     out = []
     for r, c in blocking.nested_runs(rows.stop - rows.start, OW, per_column,
-                                     None if budget is None else 2 * budget, balanced=True):
+                                     budget, balanced=True):
         out.append((slice(rows.start + r.start, rows.start + r.stop), c))
     return out
 

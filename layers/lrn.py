@@ -51,6 +51,17 @@ def channel_window_sum(a, size, out=None):
     return out
 
 
+def _inverse_power(xp, s, beta, out):
+    """out = s^-beta. For the paper's beta = 0.75 in float32, sqrt(sqrt(s)) / s: the same
+    error as ``power`` here (within 1.2e-7 of the exact value, against 1.0e-7) in two
+    thirds of its time (docs/performance.md); ``power`` otherwise."""
+    if beta == 0.75 and s.dtype == xp.float32:
+        xp.sqrt(s, out=out)
+        xp.sqrt(out, out=out)
+        return xp.divide(out, s, out=out)
+    return xp.power(s, s.dtype.type(-beta), out=out)
+
+
 def _blocks(x5_shape, itemsize, xp):
     """Index tuples covering the channel-major (C, A, H, W, B) in blocks of about
     ``blocking.block_bytes`` (all channels each): several a when one fits (NCHW:
@@ -97,7 +108,7 @@ def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW", ws=FRESH)
         channel_window_sum(squares, size, out=sb)           # window sums of a^2
         sb *= t(alpha)
         sb += t(k)                                          # s = k + alpha * sum a^2
-        xp.power(sb, t(-beta), out=scale5[blk])             # s^-beta
+        _inverse_power(xp, sb, beta, out=scale5[blk])       # s^-beta
         xp.multiply(xb, scale5[blk], out=y5[blk])
         del squares                                         # its buffer serves the next
     return y, LrnCache(x, s, scale, size, float(alpha), float(beta), layout)

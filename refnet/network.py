@@ -637,10 +637,11 @@ class Linear(_Local):
 
 class Relu(_Local):
     def column_forward(self, net, c, a, run, extra):
-        return relu.forward(a, ws=net.placement.workspaces[c])
+        # in place: the layer below's output is this layer's alone (module doc)
+        return relu.forward(a, ws=net.placement.workspaces[c], inplace=True)
 
     def column_backward(self, net, c, g, k, grads):
-        return relu.backward(g, k, ws=net.placement.workspaces[c])
+        return relu.backward(g, k, ws=net.placement.workspaces[c], inplace=True)
 
 
 class Pool(_Local):

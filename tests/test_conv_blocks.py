@@ -27,7 +27,7 @@ def _draw(xs, ws, seed, dtype="float64"):
 @pytest.mark.parametrize("parts, pieces", [(1, 1), (2, 2), (3, 1)])
 def test_matches_reference(monkeypatch, layout, xs, ws, stride, pad, budget, parts, pieces):
     if budget is not None:            # small blocks: runs of columns within a row
-        monkeypatch.setattr(blocking, "CPU_BLOCK_BYTES", budget)
+        monkeypatch.setattr(blocking, "GEMM_BLOCK_BYTES", budget)
     x, w, b = _draw(xs, ws, 1)
     y, cache, runs = conv_blocks.forward_parts(transpose(x, "NCHW", layout), w, b,
                                                stride=stride, pad=pad, layout=layout,

@@ -119,3 +119,25 @@ def test_window_is_clipped_at_channel_edges(xp, forward):
     y = forward(xp.asarray(x), size=9, alpha=0.3, beta=0.8, k=1.5)
     s = 1.5 + 0.3 * numpy.sum(x ** 2, axis=1, keepdims=True)
     numpy.testing.assert_allclose(backend.asnumpy(y), x / s ** 0.8, rtol=1e-14)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_paper_beta_float32_matches_float64(xp, layout):
+    """beta = 0.75 in float32 takes sqrt(sqrt(s)) / s for s^-beta (``lrn._inverse_power``):
+    y and dx against the float64 reference, over values whose window sums span k to
+    k + 100, so the scale runs over its whole range."""
+    rng = numpy.random.default_rng(7)
+    x = (rng.standard_normal((3, 16, 5, 4)) * rng.uniform(0.1, 300.0, (3, 16, 1, 1)))
+    dy = rng.standard_normal(x.shape)
+    p = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+    y, cache = lrn.forward(xp.asarray(transpose(x.astype(numpy.float32), "NCHW", layout)),
+                           **p, layout=layout)
+    dx = lrn.backward(xp.asarray(transpose(dy.astype(numpy.float32), "NCHW", layout)), cache)
+    y, dx = (transpose(backend.asnumpy(a), layout, "NCHW") for a in (y, dx))
+    s = numpy.asarray(backend.asnumpy(cache.s), dtype=float)
+    assert s.min() < 2.5 and s.max() > 50                  # the range the test is about
+    numpy.testing.assert_allclose(y, reference.lrn_forward(x, **p), rtol=1e-6, atol=1e-6)
+    dx_ref = reference.lrn_backward(dy, x, **p)
+    assert abs(dx - dx_ref).max() <= 1e-6 * abs(dx_ref).max()
+    scale = numpy.asarray(backend.asnumpy(cache.scale), dtype=float)
+    numpy.testing.assert_allclose(scale, s ** -0.75, rtol=3e-7)   # ~2 float32 ulp
