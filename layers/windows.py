@@ -131,15 +131,18 @@ def add_windows(c7, acc, stride):
     """``acc[c, a, oh*stride + i, ow*stride + j, b] += c7[c, i, j, a, oh, ow, b]``, in place.
 
     The adjoint of ``window_view`` for a contiguous channel-major accumulator ``acc``
-    (C, A, Hp, Wp, B). Runs over blocks of channels whose maps fit in L2
-    (``blocking.block_bytes``); each element receives its additions in the same (i, j)
-    order for any block size.
+    (C, A, Hp, Wp, B). Runs over blocks of channels whose maps take about four times
+    ``blocking.block_bytes`` (the shared L3's share of a core rather than L2: each of the
+    kh*kw additions touches only 1/stride^2 of a block, so L2-sized blocks made calls too
+    small to pay for their overhead; docs/performance.md); each element receives its
+    additions in the same (i, j) order for any block size.
     """
     xp = get_array_module(c7)
     C, kh, kw, A, OH, OW, B = c7.shape
     rows = [strided_slice(i, OH, stride) for i in range(kh)]
     cols_ = [strided_slice(j, OW, stride) for j in range(kw)]
-    for block in blocking.runs(C, acc[0].nbytes, blocking.block_bytes(xp)):
+    budget = blocking.block_bytes(xp)
+    for block in blocking.runs(C, acc[0].nbytes, budget and 4 * budget):
         ab = acc[block]                                  # (Cb, A, Hp, Wp, B)
         cb = c7[block]                                   # (Cb, kh, kw, A, OH, OW, B)
         for i in range(kh):
