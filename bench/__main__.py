@@ -63,8 +63,9 @@ def build_parser():
                    help="where both sides run (default cpu)")
     p.add_argument("--repeats", type=positive_int, default=5,
                    help="timed repeats (default 5)")
-    p.add_argument("--warmup", type=nonnegative_int, default=1,
-                   help="untimed warm-up runs (default 1)")
+    p.add_argument("--warmup", type=nonnegative_int, default=2,
+                   help="untimed warm-up runs (default 2: refnet's workspace records the "
+                        "first step and maps its arena in the second)")
     p.add_argument("--parts", default=",".join(PARTS),
                    help=f"comma list of {', '.join(PARTS)} (default all)")
     p.add_argument("--no-torch", action="store_true",
