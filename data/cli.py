@@ -231,14 +231,38 @@ def starting_workers():
 
 
 def _kill_worker_processes():
+    """SIGKILL this process's multiprocessing children on a hard exit. A
+    ``multiprocessing.Pool`` replaces workers that die, and a replacement caught half-way
+    through its start when this process exits prints a traceback (it reads its start-up
+    data from a pipe that just closed): so each pool's worker-handler thread is told to
+    stop first, the children are killed, the handlers are given a moment to finish a
+    start already under way, and whatever started meanwhile is killed too."""
     mp = sys.modules.get("multiprocessing")
     if mp is None:
         return
     try:
+        handlers = _pool_worker_handlers()
+        for t in handlers:
+            t._state = "TERMINATE"        # multiprocessing.pool's own stop value
+        for p in mp.active_children():
+            p.kill()
+        deadline = time.monotonic() + 1.0
+        for t in handlers:
+            t.join(max(0.0, deadline - time.monotonic()))
         for p in mp.active_children():
             p.kill()
     except Exception:       # noqa: BLE001 - best effort on the way out
         pass
+
+
+def _pool_worker_handlers():
+    """The running threads that keep ``multiprocessing.Pool``s at their size."""
+    pool = sys.modules.get("multiprocessing.pool")
+    handle = getattr(getattr(getattr(pool, "Pool", None), "_handle_workers", None),
+                     "__func__", None)                      # a classmethod's function
+    return [t for t in threading.enumerate()
+            if handle is not None
+            and getattr(getattr(t, "_target", None), "__func__", None) is handle]
 
 
 @contextmanager

@@ -132,7 +132,7 @@ sys.exit(run_command(main, "demo"))
     rc, _, err = cmd.finish(timeout=10)
     # multiprocessing's resource tracker may then warn that the pool's semaphores leaked
     assert rc == 130 and err[0] == "demo: interrupted again; stopping now", err
-    assert not any("Traceback" in line for line in err)
+    assert not any("Traceback" in line for line in err), err
     deadline = time.monotonic() + 10          # SIGKILLed: gone once the kernel reaps them
     for pid in pids:
         while _alive(pid) and time.monotonic() < deadline:
