@@ -46,7 +46,14 @@ def backward(dy, cache, *, ws=FRESH):
     x2, w = cache.x2, cache.w
     require_grad("linear", dy, (x2.shape[0], w.shape[0]), w.dtype)
     xp = get_array_module(dy, w)
-    dx = xp.matmul(dy, w, out=ws.empty(xp, x2.shape, w.dtype))  # (N, F)
+    N, F = x2.shape
+    if x2.flags.f_contiguous and not x2.flags.c_contiguous:
+        # x was the transpose of a contiguous (F, N) array (the batch-innermost maps,
+        # flattened): dx in the same order, dx^T = w^T dy^T, so the layers below get
+        # contiguous gradients instead of a transposing copy
+        dx = xp.matmul(w.T, dy.T, out=ws.empty(xp, (F, N), w.dtype)).T     # (N, F)
+    else:
+        dx = xp.matmul(dy, w, out=ws.empty(xp, (N, F), w.dtype))           # (N, F)
     dx = dx.reshape(cache.x_shape)                          # x's shape
     dw = xp.matmul(dy.T, x2, out=ws.empty(xp, w.shape, w.dtype))  # (O, F)
     db = dy.sum(axis=0)                                     # (O,)

@@ -48,3 +48,25 @@ def test_backward_matches_finite_differences(xp, cfg):
     for a, g in zip(args, grads):
         assert g.shape == a.shape                          # dx keeps x's (N, ...) shape
     assert_directional(lambda *a: linear.forward(*a)[0], args, grads, dy, rng)
+
+
+@fixture_settings
+@given(cfg=linear_configs())
+def test_transposed_input_gets_its_gradient_in_the_same_order(xp, dtype, cfg):
+    """x as the transpose of a contiguous (F, N) array (the network's batch-innermost maps,
+    flattened): dx equals the explicit sum dy @ w and is laid out like x (dx.T
+    contiguous), so the layers below read it without a transposing copy."""
+    x, w, b, rng = draw_arrays(cfg, dtype)
+    x2 = x.reshape(x.shape[0], -1)
+    xt = xp.asarray(numpy.ascontiguousarray(x2.T)).T                    # (N, F) view
+    _, cache = linear.forward(xt, xp.asarray(w), xp.asarray(b))
+    dy = rng.standard_normal((x2.shape[0], w.shape[0])).astype(dtype)
+    dx, dw, db = (backend.asnumpy(g) for g in linear.backward(xp.asarray(dy), cache))
+    if x2.shape[0] > 1 and x2.shape[1] > 1:
+        assert dx.T.flags.c_contiguous and not dx.flags.c_contiguous
+    ref = (dy.astype(float)[:, :, None] * w.astype(float)[None]).sum(axis=1)  # (N, F)
+    scale = (abs(dy.astype(float))[:, :, None] * abs(w.astype(float))[None]).sum(axis=1)
+    assert numpy.all(abs(dx - ref) <= tol(dtype)["rtol"] * scale + tol(dtype)["atol"])
+    ref_w = dy.astype(float).T @ x2.astype(float)
+    numpy.testing.assert_allclose(dw, ref_w, rtol=tol(dtype)["rtol"] * 10,
+                                  atol=tol(dtype)["atol"] * 10 * max(1, x2.shape[0]))
