@@ -241,9 +241,9 @@ def _kill_worker_processes():
     if mp is None:
         return
     try:
-        handlers = _pool_worker_handlers()
+        stop, handlers = _pool_worker_handlers()
         for t in handlers:
-            t._state = "TERMINATE"        # multiprocessing.pool's own stop value
+            t._state = stop
         for p in mp.active_children():
             p.kill()
         deadline = time.monotonic() + 1.0
@@ -256,13 +256,15 @@ def _kill_worker_processes():
 
 
 def _pool_worker_handlers():
-    """The running threads that keep ``multiprocessing.Pool``s at their size."""
+    """(multiprocessing.pool's stop state, the running threads that keep
+    ``multiprocessing.Pool``s at their size)."""
     pool = sys.modules.get("multiprocessing.pool")
     handle = getattr(getattr(getattr(pool, "Pool", None), "_handle_workers", None),
                      "__func__", None)                      # a classmethod's function
-    return [t for t in threading.enumerate()
-            if handle is not None
-            and getattr(getattr(t, "_target", None), "__func__", None) is handle]
+    if handle is None:
+        return None, []
+    return pool.TERMINATE, [t for t in threading.enumerate()
+                            if getattr(getattr(t, "_target", None), "__func__", None) is handle]
 
 
 @contextmanager

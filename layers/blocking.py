@@ -7,8 +7,9 @@ over blocks of about ``CPU_BLOCK_BYTES``, so every pass after the first reads th
 dozen or more NumPy calls, and with the two column threads running at once every call
 hands Python's lock over (a 64 KiB call measured 1.2 us alone and 5.4 us with the other
 thread calling too), so blocks of one core's L2 (1 MiB) made the step 3-6% slower than
-2-3 MiB ones (docs/performance.md). On a GPU one kernel over everything is best: no block limit
-(except that pooling, whose blocks copy their input, runs in halves: ``copy_block_bytes``).
+2-3 MiB ones (docs/performance.md). On a GPU one kernel over everything is best: no
+block limit (except that pooling, whose blocks copy their input, runs in halves:
+``copy_block_bytes``).
 Winograd's transform-domain temporaries are n*n/m^2 times the size of the output, so its
 tile rows run in chunks of about ``CHUNK_BYTES`` on every device, to bound memory.
 
@@ -21,8 +22,8 @@ outer items while one fits and runs of the inner axis inside each outer item oth
 """
 import numpy
 
-__all__ = ["CPU_BLOCK_BYTES", "GEMM_BLOCK_BYTES", "CHUNK_BYTES", "block_bytes", "copy_block_bytes", "runs",
-           "nested_runs"]
+__all__ = ["CPU_BLOCK_BYTES", "GEMM_BLOCK_BYTES", "CHUNK_BYTES", "block_bytes",
+           "copy_block_bytes", "runs", "nested_runs"]
 
 CPU_BLOCK_BYTES = 2 << 20   # one to two cores' L2; fewer, larger NumPy calls (module doc)
 GEMM_BLOCK_BYTES = 2 << 20  # conv1's blocks of im2col columns (layers.conv_blocks)

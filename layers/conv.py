@@ -54,7 +54,6 @@ class ConvCache(NamedTuple):
     layout: str
 
 
-
 class ConvArgs(NamedTuple):
     dtype: object
     layout: str

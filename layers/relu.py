@@ -32,29 +32,21 @@ def backward(dy, cache, *, ws=FRESH, inplace=False):
     """dx = dy where x > 0, else 0.
 
     The derivative at exactly x == 0 is taken as 0 (the subgradient PyTorch and Caffe use).
-    ``inplace=True`` writes dx over dy. On the CPU the mask and the product run over
-    blocks of about a core's L2 (``layers.blocking``), so the mask never reaches memory.
+    ``inplace=True`` writes dx over dy. On the CPU, for contiguous arrays, the mask and
+    the product run over blocks of ``layers.blocking``'s budget, so the mask never
+    reaches memory; strided arrays (a view of a larger gradient) take one whole pass.
     """
     y = cache.y
     require_grad("relu", dy, y.shape, y.dtype)
     xp = get_array_module(dy)
     dx = dy if inplace else ws.empty(xp, y.shape, y.dtype)
-    if not (y.flags.c_contiguous and dy.flags.c_contiguous and dx.flags.c_contiguous):
-        y, dy, dx_ = (xp.ascontiguousarray(a) for a in (y, dy, dx))
-        _masked(xp, y.reshape(-1), dy.reshape(-1), dx_.reshape(-1), None, ws)
-        if dx_ is not dx:
-            dx[...] = dx_
-        return dx
-    _masked(xp, y.reshape(-1), dy.reshape(-1), dx.reshape(-1),
-            blocking.block_bytes(xp), ws)
-    return dx
-
-
-def _masked(xp, y, dy, dx, budget, ws):
-    """dx = dy * (y > 0) over flat arrays, in runs of ``budget`` bytes of y (None: one)."""
+    flat = all(a.flags.c_contiguous for a in (y, dy, dx))
+    budget = blocking.block_bytes(xp) if flat else None
+    y_, dy_, dx_ = (a.reshape(-1) for a in (y, dy, dx)) if flat else (y, dy, dx)
     zero = y.dtype.type(0)
-    for run in blocking.runs(y.size, y.itemsize * 3, budget):
-        mask = xp.greater(y[run], zero, out=ws.empty(xp, (run.stop - run.start,), bool))
+    for run in blocking.runs(y_.shape[0], y.itemsize * 3, budget):
+        mask = xp.greater(y_[run], zero, out=ws.empty(xp, y_[run].shape, bool))
         # a product with the mask: faster than where (docs/performance.md)
-        xp.multiply(dy[run], mask, out=dx[run])
+        xp.multiply(dy_[run], mask, out=dx_[run])
         del mask                               # its buffer serves the next run
+    return dx

@@ -78,11 +78,9 @@ def backward(grads, cache, *, place):
         start += width
         with place.device(c):
             pieces = [place.move(g[own], d, c) for d, g in zip(cache.targets, grads)]
-            total = pieces[0]
-            if len(pieces) > 1:                                  # one pass for the first sum
-                total = place.xp.add(total, pieces[1], out=place.workspaces[c].empty(
-                    place.xp, total.shape, total.dtype))
-            for piece in pieces[2:]:
+            total = place.workspaces[c].copy(place.xp, pieces[0]) if len(pieces) > 1 \
+                else pieces[0]                                   # summed in place
+            for piece in pieces[1:]:
                 total += piece
         out.append(total)
     return out

@@ -38,6 +38,13 @@ def run_export(net, x, outputs=()):
     return run_model(export.onnx_model(net, outputs=outputs), x)
 
 
+def assert_outputs_match(net, x, bound):
+    """The exported model's logits and probabilities for x against the net's."""
+    got = run_export(net, x)
+    assert rel(got["logits"], net.forward(x)) <= bound
+    assert rel(got["probabilities"], net.predict_proba(x)) <= bound
+
+
 def test_the_graph_is_valid_and_carries_the_options():
     net, _ = make(dtype="float32")
     model = export.onnx_model(net)
@@ -71,9 +78,7 @@ def test_grouped_convolutions_lrn_split_and_dropout_nodes(columns, groups):
 @pytest.mark.parametrize("arch", ["tiny", "demo"])
 def test_onnxruntime_float32_gives_refnet_logits(arch):
     net, x = make(arch, "float32")
-    got = run_export(net, x)
-    assert rel(got["logits"], net.forward(x)) <= F32
-    assert rel(got["probabilities"], net.predict_proba(x)) <= F32
+    assert_outputs_match(net, x, F32)
 
 
 @pytest.mark.slow
@@ -83,17 +88,13 @@ def test_onnxruntime_float32_full_size_batch_2(arch, changes):
     """The paper's net, and torchvision's (its names on the initializers, the average
     pooling, dropout before fc6 and fc7)."""
     net, x = make(arch, "float32", **changes)
-    got = run_export(net, x[:2])
-    assert rel(got["logits"], net.forward(x[:2])) <= F32
-    assert rel(got["probabilities"], net.predict_proba(x[:2])) <= F32
+    assert_outputs_match(net, x[:2], F32)
 
 
 @pytest.mark.parametrize("arch", ["tiny", "demo"])
 def test_reference_evaluator_float64_gives_refnet_logits(arch):
     net, x = make(arch, "float64")
-    got = run_export(net, x)
-    assert rel(got["logits"], net.forward(x)) <= F64
-    assert rel(got["probabilities"], net.predict_proba(x)) <= F64
+    assert_outputs_match(net, x, F64)
 
 
 @pytest.mark.parametrize("dtype, bound", [("float64", F64), ("float32", F32)])
