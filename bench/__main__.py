@@ -41,7 +41,7 @@ from data.files import write_json
 from bench.sides import RefnetSide, TorchSide, load_torch
 from bench.timing import SETTLE_S, gemm_peak, interleave
 from refnet import NetOptions
-from refnet.options import CHOICES, DEVICES, backend_for_device
+from refnet.options import CHOICES, CONV_CACHE_ALIASES, DEVICES, backend_for_device
 
 PARTS = ("step", "forward", "layers", "memory")
 BENCH_DEVICES = tuple(d for d in DEVICES if d != "auto")   # the results name the device
@@ -70,9 +70,10 @@ def build_parser():
                    help=f"comma list of {', '.join(PARTS)} (default all)")
     p.add_argument("--no-torch", action="store_true",
                    help="time refnet alone (default: PyTorch's side too, when installed)")
-    p.add_argument("--conv-cache", default="columns", choices=CHOICES["conv_cache"],
+    p.add_argument("--conv-cache", default="unfolded", choices=CHOICES["conv_cache"],
+                   type=lambda v: CONV_CACHE_ALIASES.get(v, v),
                    help="what refnet's convs keep for backward (NetOptions.conv_cache; "
-                        "default columns)")
+                        "default unfolded)")
     p.add_argument("--conv-algo", default="winograd", choices=CHOICES["conv_algo"],
                    help="refnet's stride-1 convolutions (NetOptions.conv_algo; default "
                         "winograd)")

@@ -36,7 +36,7 @@ from data.cli import (Parser, fraction, nonnegative_int, nonnegative_number, pos
 from refnet import conventions
 from refnet.arch import ARCHS, check_columns
 from refnet.init import SCHEMES
-from refnet.options import CHOICES, DEVICES
+from refnet.options import CHOICES, CONV_CACHE_ALIASES, DEVICES
 from refnet.sgd import FORMS
 
 COMMON_DEFAULTS = {
@@ -60,7 +60,8 @@ COMMON_DEFAULTS = {
     "dropout_mode": "paper",
     "columns": 2,
     "head": "fc",
-    "conv_cache": "columns",
+    "conv_cache": "unfolded",
+    "engine": "fast",
     "conv_algo": "winograd",
     "checkpoint_every": 0,
     "keep": 3,
@@ -108,7 +109,7 @@ TRAIN_DEFAULTS = {
 # flags that may change when a run is resumed: they do not alter the arithmetic, or (the
 # learning rate and its schedule) change it from the resumed step on, as asked
 RESUME_OVERRIDABLE = ("epochs", "data", "out", "quiet", "checkpoint_every", "keep",
-                      "log_every", "device", "final_views", "backend", "conv_cache",
+                      "log_every", "device", "final_views", "backend", "conv_cache", "engine",
                       "lr", "lr_schedule", "patience", "milestones")
 RESUME_SCHEDULE = ("lr", "lr_schedule", "patience", "milestones")   # logged when changed
 
@@ -250,8 +251,14 @@ def build_parser():
       "comparison; the zfnet and owt archs' only choice and default); 2: the paper's two columns "
       "(default)")
     a("--conv-cache", dest="conv_cache", choices=CHOICES["conv_cache"],
-      help="what each conv keeps for backward: columns (default, fastest) or input "
-           "(recomputes its columns or tiles in backward: less memory kept, a slower step)")
+      type=lambda v: CONV_CACHE_ALIASES.get(v, v),
+      help="what each conv keeps for backward: unfolded (default, fastest: the im2col "
+           "matrix or Winograd's tiles) or input (unfolds again in backward: less memory "
+           "kept, a slower step); 'columns' is the old spelling of unfolded")
+    a("--engine", choices=CHOICES["engine"],
+      help="fast (default: workspace, blocking, Winograd, CHWN, column threads) or plain "
+           "(every layer's plain form in NCHW, one column after the other: the code a "
+           "reader follows; slower, the same numbers to round-off)")
     a("--conv-algo", dest="conv_algo", choices=CHOICES["conv_algo"],
       help="winograd (default): conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; "
            "gemm: im2col + GEMM everywhere (the reference rounding)")

@@ -62,8 +62,8 @@ image (N, 3, S, S) is transposed once, and fc6 reads pool5's (C*S*S, N) maps as 
 transpose of torch.flatten's (N, F). ``layout="NCHW"`` runs the same layers in PyTorch's
 layout (the same numbers; slower copies).
 
-Memory: ``conv_cache="columns"`` (default, fastest) keeps what each convolution's backward
-reads (im2col columns, or Winograd's transformed input tiles); ``"input"`` keeps only its
+Memory: ``conv_cache="unfolded"`` (default, fastest) keeps what each convolution's backward
+reads (the im2col matrix, or Winograd's transformed input tiles); ``"input"`` keeps only its
 input and recomputes them (same numbers either way; figures in docs/performance.md).
 conv1 with both columns on one device keeps only the image whatever the setting
 (``Conv``: its columns are made block by block in cache, in forward and in backward).
@@ -129,7 +129,7 @@ class AlexNet:
         self.lrn, self.lrn_mode, self.lrn_params = opts.lrn, opts.lrn_mode, opts.lrn_params
         self.dropout, self.dropout_mode = opts.dropout, opts.dropout_mode
         self.dropout_placement = opts.dropout_placement
-        self.conv_algo, self.keep_cols = opts.conv_algo, opts.conv_cache == "columns"
+        self.conv_algo, self.keep_cols = opts.conv_algo, opts.conv_cache == "unfolded"
         self.head = opts.head
         self.pool_rounding = opts.pool_rounding
         self.shapes = arch_table.param_shapes(self.spec, columns=self.columns,

@@ -38,8 +38,12 @@ Fields:
   "after", "inverted" and "before" for ``owt``);
 - ``conv_algo``: "winograd" (stride-1 layers by Winograd's minimal filtering, conv1 by
   im2col + GEMM) or "gemm" (im2col + GEMM everywhere);
-- ``conv_cache``: what a convolution keeps for backward, "columns" (its im2col columns
-  or transformed tiles) or "input" (recomputed in backward);
+- ``conv_cache``: what a convolution keeps for backward, "unfolded" (its input unfolded:
+  the im2col matrix, or Winograd's transformed tiles) or "input" (unfolded again in
+  backward); the old spelling "columns" is accepted and stored as "unfolded";
+- ``engine``: "fast" (the default: workspace, blocking, Winograd, the CHWN layout, column
+  threads) or "plain" (every layer's plain form, NCHW, one column after the other: what a
+  reader follows; the same numbers to float64 round-off);
 - ``head``: "fc" (the paper's fc6-fc8 after pool5) or "gap" (Network-in-Network and
   GoogLeNet's global-average-pooling head: a 1x1 convolution ``head`` from conv5's ReLU
   output, before pool5, to the classes, averaged over the positions; no fc layers, so
@@ -66,6 +70,8 @@ from refnet import conventions
 from refnet.arch import ARCHS, HEADS, ArchSpec, check_columns
 
 DTYPES = ("float32", "float64")
+# old spellings of option values, still accepted (stored options, checkpoints, flags)
+CONV_CACHE_ALIASES = {"columns": "unfolded"}
 BACKENDS = ("numpy", "cupy")
 DEVICES = ("cpu", "gpu", "auto")     # the command lines' --device, see backend_for_device
 
@@ -79,7 +85,8 @@ CHOICES = {
     "dropout_mode": DROPOUT_MODES,
     "dropout_placement": ("after", "before"),
     "conv_algo": CONV_ALGOS,
-    "conv_cache": ("columns", "input"),
+    "conv_cache": ("unfolded", "input"),
+    "engine": ("fast", "plain"),
     "layout": LAYOUTS,
     "head": HEADS,
     "conventions": conventions.NAMES,     # NetOptions.preset's names (not a field)
@@ -106,10 +113,11 @@ class NetOptions:
     dropout_mode: object = None
     dropout_placement: object = None
     conv_algo: str = "winograd"
-    conv_cache: str = "columns"
+    conv_cache: str = "unfolded"
     layout: str = "CHWN"
     head: str = "fc"
     devices: object = None
+    engine: str = "fast"
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -133,8 +141,10 @@ class NetOptions:
             if getattr(self, name) is None:
                 put(name, getattr(self.spec, name))
         put("lrn", _flag("lrn", self.lrn))
+        if self.conv_cache in CONV_CACHE_ALIASES:
+            put("conv_cache", CONV_CACHE_ALIASES[self.conv_cache])
         for name in ("lrn_mode", "pool_rounding", "dropout_mode", "dropout_placement",
-                     "conv_algo", "conv_cache", "layout", "head"):
+                     "conv_algo", "conv_cache", "layout", "head", "engine"):
             _choose(name, getattr(self, name))
         size = _integer("lrn_size", self.lrn_size, 1)
         if size % 2 == 0:

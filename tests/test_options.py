@@ -84,5 +84,12 @@ def test_build_network_builds_what_the_options_say():
 def test_the_command_line_takes_its_choices_from_the_options():
     actions = {a.dest: a for a in build_parser()._actions}
     for name in ("arch", "dtype", "columns", "lrn_mode", "dropout_mode", "conv_algo",
-                 "conv_cache"):
+                 "conv_cache", "engine"):
         assert tuple(actions[name].choices) == CHOICES[name], name
+
+
+def test_conv_cache_keeps_its_old_spelling():
+    assert NetOptions(conv_cache="columns").conv_cache == "unfolded"
+    assert NetOptions.from_dict({"arch": "tiny", "conv_cache": "columns"}).conv_cache == "unfolded"
+    args = build_parser().parse_args(["--conv-cache", "columns"])
+    assert args.conv_cache == "unfolded"
