@@ -1,0 +1,39 @@
+"""The documentation stays whole: every guide is in the site's navigation, every library
+module has an API page, the README stays short, and no page tells the project's history
+(that is CHANGELOG.md's)."""
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+HISTORY = re.compile(r"\b(session|sessions|issue \d+|issues? #?\d+ of ours)\b", re.I)
+
+
+def test_every_guide_is_in_the_site_navigation():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    pages = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md"))
+    assert [p for p in pages if p not in nav] == []
+
+
+@pytest.mark.parametrize("package", ["refnet", "layers", "data"])
+def test_every_library_module_has_an_api_entry(package):
+    page = (DOCS / "api" / f"{package}.md").read_text()
+    modules = sorted(p.stem for p in (ROOT / package).glob("*.py")
+                     if p.stem not in ("__init__", "__main__"))
+    assert [m for m in modules if f"::: {package}.{m}\n" not in page] == []
+
+
+def test_the_readme_is_short_and_starts_with_the_two_commands():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150
+    commands = [line.strip() for line in lines if line.startswith("    pip install")]
+    assert commands[:2] == ["pip install -e . && python -m refnet.train",
+                            'pip install -e ".[test]" && python -m pytest']
+
+
+@pytest.mark.parametrize("path", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))])
+def test_no_page_tells_the_history_of_the_work(path):
+    text = (ROOT / path if path == "README.md" else DOCS / path).read_text()
+    assert HISTORY.findall(text) == []
