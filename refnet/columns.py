@@ -50,7 +50,7 @@ import os
 import numpy
 
 from layers import backend
-from layers.workspace import Workspace
+from layers.workspace import FRESH, Workspace
 
 
 def default_devices(xp, columns):
@@ -69,10 +69,13 @@ class Placement:
     lives whole on column 0: the names in ``whole`` (default: those of ``fc8.`` and
     ``head.``). ``workspaces[c]``: where column c's layers and the exchanges into it take
     their large arrays (``layers.workspace``; one per column, so the column threads never
-    share one).
+    share one; with ``pooled=False`` every array is made afresh, ``layers.workspace.FRESH``).
+    ``parallel``: run the columns in threads on the CPU (default: NumPy, two columns and
+    more than one usable core).
     """
 
-    def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None):
+    def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None,
+                 pooled=True):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns!r}")
         devices = tuple(int(d) for d in devices)
@@ -87,7 +90,7 @@ class Placement:
         self.blas = _blas_controller() if parallel else None
         self.parallel = self.blas is not None
         self._pool = None
-        self.workspaces = [Workspace() for _ in range(columns)]
+        self.workspaces = [Workspace() if pooled else FRESH for _ in range(columns)]
         self.rows = {}    # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
             on_one = name in whole if whole is not None else name.startswith(("fc8.", "head."))
