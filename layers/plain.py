@@ -81,7 +81,7 @@ def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):
     y = xp.zeros((N, G, Kg, OH, OW), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            xs = xg[..., _window(i, OH, stride), _window(j, OW, stride)]   # (N, G, Cg, OH, OW)
+            xs = xg[..., _window(i, OH, stride), _window(j, OW, stride)]  # (N, G, Cg, OH, OW)
             y += xp.einsum("gkc,ngchw->ngkhw", wg[..., i, j], xs)
     y = y.reshape(N, G * Kg, OH, OW) + b.reshape(1, -1, 1, 1)      # (N, K, OH, OW)
     return y, ConvCache(x, w, stride, pad, groups)
@@ -166,7 +166,8 @@ def pool_backward(dy, cache):
     argmax, x_shape, size, stride = cache
     xp = get_array_module(dy)
     N, C, OH, OW = dy.shape
-    H, W = max(x_shape[2], (OH - 1) * stride + size), max(x_shape[3], (OW - 1) * stride + size)
+    H = max(x_shape[2], (OH - 1) * stride + size)
+    W = max(x_shape[3], (OW - 1) * stride + size)
     dx = xp.zeros((N, C, H, W), dtype=dy.dtype)
     positions = xp.arange(size * size)
     for oh in range(OH):
@@ -217,7 +218,7 @@ def lrn_backward(dy, cache):
     """
     x, s, size, alpha, beta = cache
     C, half = x.shape[1], size // 2
-    r = dy * x * s ** (-beta - 1)                                   # dy[c'] x[c'] s[c']^(-beta-1)
+    r = dy * x * s ** (-beta - 1)                      # dy[c'] x[c'] s[c']^(-beta-1)
     dx = dy * s ** -beta
     for c in range(C):
         window = r[:, max(0, c - half):min(C, c + half + 1)]       # (N, <= size, H, W)

@@ -40,8 +40,9 @@ second core, so the step is faster overall (docs/performance.md has the figures)
 column's large arrays come from its own workspace (``workspaces``, ``layers.workspace``):
 glibc would serve a second thread's large blocks from fresh mmaps, re-faulted on every
 call, whatever the process's malloc settings. Each column's arithmetic is the same
-whichever thread runs it, so results do not depend on the threading. This needs ``threadpoolctl`` (to set the BLAS threads); without it the columns
-run one after the other.
+whichever thread runs it, so results do not depend on the threading. This needs
+``threadpoolctl`` (to set the BLAS threads); without it the columns run one after the
+other.
 """
 
 import concurrent.futures

@@ -6,15 +6,14 @@ data alone: conv (but conv1 on one device, which the columns share), ReLU, LRN w
 column, pooling, dropout, the fully-connected layers. Between two exchanges the layers
 are all column-local, and each column can run the whole run of them at once: one
 ``Placement.each`` call per segment instead of one per layer. On the CPU each call hands
-work to the column thread and waits for it (about 50 us on two cores); the demo
-network's step makes about 45 such calls a step, a run each about 13
-(docs/performance.md). The arithmetic is the same: each column runs the same layer
+work to the column thread and waits for it, so fewer calls cost less (the figures:
+docs/performance.md). The arithmetic is the same: each column runs the same layer
 functions in the same order.
 
 ``forward(ctx, layers, h, pass_, caches)`` runs the list and returns its output; the
 segments it made are kept in ``pass_.segments`` for ``backward(ctx, pass_, caches, d,
-grads, on_grads)``, which goes through the same segments in reverse. Every layer's cache ends in
-``caches[name]`` as the layer itself would keep it (a list of per-column caches); in
+grads, on_grads)``, which goes through the same segments in reverse. Every layer's cache
+ends in ``caches[name]`` as the layer itself would keep it (a list of per-column caches); in
 backward each cache is dropped as soon as its layer is done, inside the run too, so the
 memory a layer kept is free before the layers below allocate theirs. With ``on_grads``
 (a data-parallel reducer's hook, called after each layer with weights) backward runs

@@ -3,7 +3,8 @@
     python -m refnet.summary --arch alexnet
 
 The table is read off the network's own layer list (``AlexNet.layers``): each layer
-gives its output shape, parameters and FLOPs, so every architecture of ``refnet.arch.ARCHS`` appears with no table of its own.
+gives its output shape, parameters and FLOPs, so every architecture of
+``refnet.arch.ARCHS`` appears with no table of its own.
 Shapes are per image in the grouped single-device form, both columns together: maps as
 (C, H, W), features as (F,).
 

@@ -13,5 +13,16 @@ from refnet.nodes.lrn import Lrn
 from refnet.nodes.pool import Pool
 from refnet.nodes.relu import Relu
 
-__all__ = ["AdaptivePool", "Column", "Context", "Conv", "Dropout", "Exchange", "Flatten",
+
+def bench_kind(kind):
+    """The layer class whose bench cases have ``kind`` (``Layer.bench_case``)."""
+    for cls in (AdaptivePool, Conv, Dropout, Exchange, Flatten, Gap, Input, Linear, Lrn,
+                Pool, Relu):
+        if getattr(cls, "bench_kind", None) == kind:
+            return cls
+    raise ValueError(f"no layer kind has bench cases of kind {kind!r}")
+
+
+__all__ = ["bench_kind", "AdaptivePool", "Column", "Context", "Conv", "Dropout", "Exchange",
+           "Flatten",
            "Gap", "Input", "Layer", "Linear", "Local", "Lrn", "Pass", "Pool", "Relu"]

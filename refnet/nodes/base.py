@@ -94,6 +94,13 @@ class Layer:
         """(kind, x shape, settings) that ``bench.layers`` times, or None: not timed."""
         return None
 
+    @staticmethod
+    def bench_share(shape, p, columns):
+        """(x shape, settings) of one column's share of a bench case: maps split along
+        their channels (each column its own)."""
+        N, C, H, W = shape
+        return (N, C // columns, H, W), p
+
     def fusable(self, ctx, h):
         """Whether this call (on h, or on a column-local layer's output when h is None)
         is column-local, so that ``refnet.segments`` may run it with its neighbours."""

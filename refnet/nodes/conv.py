@@ -27,6 +27,7 @@ class Conv(Local):
 
     plain = (plain.conv_forward, plain.conv_backward)
     fast = (conv.forward, conv.backward)
+    bench_kind = "conv"     # its case in bench.layers
     splits = True       # each column holds its share of the outputs
 
     def __init__(self, name, *, kernel, stride, pad, shapes, algo="gemm", cache="unfolded",
@@ -68,9 +69,9 @@ class Conv(Local):
                pads=[self.pad] * 4, group=self.groups(shape))
 
     def bench_case(self, shape, batch):
-        return "conv", (batch, *shape), dict(w=self.shapes[self.keys[0]], stride=self.stride,
-                                             pad=self.pad, groups=self.groups(shape),
-                                             algo=self.algo)
+        settings = dict(w=self.shapes[self.keys[0]], stride=self.stride, pad=self.pad,
+                        groups=self.groups(shape), algo=self.algo)
+        return self.bench_kind, (batch, *shape), settings
 
     @staticmethod
     def bench_pair(xp, x, w, b, p, layout):
@@ -78,6 +79,13 @@ class Conv(Local):
         kw = dict(stride=p["stride"], pad=p["pad"], groups=p["groups"], algo=p["algo"],
                   layout=layout)
         return (lambda: conv.forward(x, w, b, **kw)), (lambda out: conv.backward(*out))
+
+    @staticmethod
+    def bench_share(shape, p, columns):
+        """Each column its share of the kernels, on the channels of its group."""
+        N, C, H, W = shape
+        w = p["w"]
+        return (N, C // p["groups"], H, W), dict(p, w=(w[0] // columns,) + w[1:], groups=1)
 
     @staticmethod
     def bench_torch(ops, x, w, b, p):

@@ -12,6 +12,7 @@ class Linear(Local):
     """``Linear(name, shapes=)``: {weight key: (F_out, F_in), bias key: (F_out,)}."""
 
     plain = fast = (linear.forward, linear.backward)
+    bench_kind = "linear"     # its case in bench.layers
     splits = True
 
     def __init__(self, name, *, shapes):
@@ -37,11 +38,16 @@ class Linear(Local):
         g.node("Gemm", [g.last, g.param(wkey), g.param(bkey)], self.name, transB=1)
 
     def bench_case(self, shape, batch):
-        return "linear", (batch, *shape), dict(w=self.shapes[self.keys[0]])
+        return self.bench_kind, (batch, *shape), dict(w=self.shapes[self.keys[0]])
 
     @staticmethod
     def bench_pair(xp, x, w, b, p, layout):
         return (lambda: linear.forward(x, w, b)), (lambda out: linear.backward(*out))
+
+    @staticmethod
+    def bench_share(shape, p, columns):
+        """Each column its share of the outputs, from all of the input."""
+        return shape, dict(p, w=(p["w"][0] // columns, p["w"][1]))
 
     @staticmethod
     def bench_torch(ops, x, w, b, p):

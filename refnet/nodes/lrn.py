@@ -31,6 +31,7 @@ class Lrn(Local):
 
     plain = (plain.lrn_forward, plain.lrn_backward)
     fast = (lrn.forward, lrn.backward)
+    bench_kind = "lrn"     # its case in bench.layers
 
     def __init__(self, name, *, size, alpha, beta, k, mode="column", columns=1):
         super().__init__(name)
@@ -54,7 +55,7 @@ class Lrn(Local):
         g.node("Concat", [f"{p}/lrn" for p in parts], self.name, axis=1)
 
     def bench_case(self, shape, batch):
-        return "lrn", (batch, *shape), dict(groups=self.groups(), **self.settings)
+        return self.bench_kind, (batch, *shape), dict(groups=self.groups(), **self.settings)
 
     @staticmethod
     def bench_pair(xp, x, w, b, p, layout):
@@ -65,6 +66,13 @@ class Lrn(Local):
                  for i in range(g)]
         return ((lambda: [lrn.forward(a, **hyper, layout=layout) for a in parts]),
                 (lambda out: [lrn.backward(y, c) for y, c in out]))
+
+    @staticmethod
+    def bench_share(shape, p, columns):
+        """Each column its own maps, normalised as one group (the halo of Caffe's mode
+        left out)."""
+        N, C, H, W = shape
+        return (N, C // columns, H, W), dict(p, groups=1)
 
     @staticmethod
     def bench_torch(ops, x, w, b, p):

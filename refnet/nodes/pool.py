@@ -13,6 +13,7 @@ class Pool(Local):
 
     plain = (plain.pool_forward, plain.pool_backward)
     fast = (pool.forward, pool.backward)
+    bench_kind = "pool"     # its case in bench.layers
 
     def __init__(self, name, *, size, stride, rounding="floor"):
         super().__init__(name)
@@ -29,7 +30,7 @@ class Pool(Local):
                strides=[self.stride] * 2, ceil_mode=int(self.rounding == "ceil"))
 
     def bench_case(self, shape, batch):
-        return "pool", (batch, *shape), dict(size=self.size, stride=self.stride)
+        return self.bench_kind, (batch, *shape), dict(size=self.size, stride=self.stride)
 
     @staticmethod
     def bench_pair(xp, x, w, b, p, layout):
