@@ -1,101 +1,55 @@
 """AlexNet as the paper ran it: two columns, explicit forward and backward, layer by layer.
 
 Axis legend: N batch, C channels of one column, S side of a square map, F features,
-K classes. A column's layers are plain calls of ``layers.*`` under its device
-(``refnet.columns.Placement``); the only crossings between columns are the layers of
-``refnet.exchange``.
+K classes.
 
-One column, in order (the paper: conv -> ReLU -> LRN -> pool in layers 1 and 2); the
-network is this list (``AlexNet.layers``), run forward in order and backward in reverse:
+The network is a list of layer objects (``AlexNet.layers``, ``refnet.nodes``), each
+built here with its own settings, run forward in order and backward in reverse, every
+layer in every column that has an input:
 
     input  conv1 relu lrn1 pool1  conv2 relu lrn2 pool2  =exchange=>  conv3 relu
     conv4 relu  conv5 relu pool5  =exchange=>  flatten  fc6 relu dropout  =exchange=>
     fc7 relu dropout  =exchange to column 0=>  fc8  softmax cross-entropy (column 0)
 
-With ``head="gap"`` (Network-in-Network / GoogLeNet's head) the end of the list is instead
+With ``head="gap"`` the end is ``conv5 relu =exchange to column 0=> head (1x1 conv to
+the K classes) gap``; arch ``owt`` (torchvision's) adds ``avgpool`` after pool5 and puts
+dropout on fc6's and fc7's inputs; ``columns=1`` runs the same layers in one column with
+the same total widths and no grouping. Parameters are named by the arch (``key``:
+``conv1.weight``, or for ``owt`` torchvision's ``features.0.weight``).
 
-    conv5 relu  =exchange to column 0=>  head (1x1 conv to the K classes)  gap  softmax
-
-reading conv5's ReLU output before pool5 (as those networks read their last conv maps
-unpooled). The 1x1 convolution needs every channel of both columns, like conv3, so it
-takes one exchange either way; it lives whole on column 0, like fc8, where the loss is
-(per-column halves of the classes would need the same exchange to both columns plus a
-second one to gather the logits).
-
-With ``columns=1`` (the paper's single-GPU comparison) the same layers run in one column
-with the same total widths and no grouping: conv2, conv4 and conv5 then see all channels
-of the previous layer (their weights are twice as wide as in the grouped form).
-
-torchvision's AlexNet (arch ``owt``, one column, no LRN) runs the same list with an
-average pooling after pool5 and dropout moved onto fc6's and fc7's inputs
-(``dropout_placement="before"``, its default):
-
-    conv5 relu pool5 avgpool  =exchange=>  flatten dropout  fc6 relu dropout
-    =exchange=>  fc7 relu  =exchange to column 0=>  fc8
-
-The layers keep their names (conv1 ... fc8); parameters are named by the arch
-(``AlexNet.key``: conv1's weight is ``conv1.weight``, for ``owt`` torchvision's
-``features.0.weight``) in ``shapes``, ``params``, gradients and ``state_dict`` alike.
-
-Every option is a field of ``refnet.options.NetOptions`` (validated there, once);
-``AlexNet(**kwargs)`` and ``build_network(options)`` build the same network;
-``AlexNet(conventions="caffe", **kwargs)`` starts from a named preset
-(``refnet.conventions``; the fields given win, and ``init`` draws with the preset's scheme).
-Switches for the paper's ablations: ``lrn`` on/off, ``pool=(3, 2)`` (overlapping, the
-paper) or ``(2, 2)``, ``pool_rounding`` (``"floor"``, or Caffe's ``"ceil"``), dropout
-``p`` and ``dropout_mode`` (``"paper"``: no scaling in training and outputs times
-(1 - p) at test; ``"inverted"``: PyTorch/Caffe's 1/(1 - p) in training), ``lrn_mode``
-(``"column"``: each column normalises over its own kernel maps only, as the authors'
-cuda-convnet2 did; ``"all"``: Caffe's one LRN over all channels of the grouped form,
-which needs a halo of ``size // 2`` channels from the other column at their shared
-boundary, exchanged by ``refnet.exchange.halo_forward``).
-
-Convolutions: ``conv_algo="winograd"`` (default) computes the stride-1 layers (conv2-5)
-by Winograd's minimal filtering (``layers.winograd``: 2-4x fewer multiplications, float32
-relative error ~1e-5 instead of ~1e-6) and conv1 by im2col + GEMM; ``"gemm"`` uses
-im2col + GEMM everywhere (the reference form; the two agree to float64 round-off).
-
-Layout: the maps from the input to pool5 are kept as (C, H, W, N), the batch innermost
-(``layout="CHWN"``, the default and the layout of the authors' cuda-convnet), which makes
-every copy of conv, Winograd, pooling and LRN move runs of N contiguous values; the input
-image (N, 3, S, S) is transposed once, and fc6 reads pool5's (C*S*S, N) maps as the
-transpose of torch.flatten's (N, F). ``layout="NCHW"`` runs the same layers in PyTorch's
-layout (the same numbers; slower copies).
-
-Memory: ``conv_cache="unfolded"`` (default, fastest) keeps what each convolution's backward
-reads (the im2col matrix, or Winograd's transformed input tiles); ``"input"`` keeps only its
-input and recomputes them (same numbers either way; figures in docs/performance.md).
-conv1 with both columns on one device keeps only the image whatever the setting
-(``Conv``: its columns are made block by block in cache, in forward and in backward).
-Every large array comes from the column's workspace (``Placement.workspaces``,
-``layers.workspace``): memory kept from pass to pass and planned after the first, and
-handed out again only once nothing refers to it. What the network returns is the
-caller's: gradients, logits and features stay as they are whatever runs next (holding
-them keeps their memory out of the next pass's plan, nothing more).
+Every option is a field of ``refnet.options.NetOptions``; ``AlexNet(**kwargs)`` and
+``build_network(options)`` build the same network; ``conventions=`` starts from a preset.
+``engine="plain"`` runs each layer's plain form (``layers.plain``): NCHW whatever
+``layout`` says, one column after the other, no workspace, no Winograd, layer by layer
+(``refnet.nodes.base.run_plain``). ``engine="fast"`` (the default) runs the fast forms
+in the options' layout (CHWN by default) with each column's workspace, the columns in
+threads on the CPU and runs of column-local layers in one call per column
+(``refnet.segments``). docs/architecture.md describes the options and the engines.
+What the network returns is the caller's: gradients, logits and features stay as they
+are whatever runs next.
 """
 
-import math
 
 import numpy
 
-from layers import backend, softmax
+from layers import softmax
 from layers import layout as layouts
 from layers.backend import backend_module
 from refnet import arch as arch_table
 from refnet.conventions import init_scheme as preset_init
 from refnet import segments
-from refnet import init as init_schemes
 from refnet.columns import Placement, default_devices
 from refnet.nodes import (AdaptivePool, Column, Context, Conv, Dropout, Exchange, Flatten,
                           Gap, Input, Layer, Linear, Local, Lrn, Pass, Pool, Relu)
 from refnet.nodes.base import run_plain, run_plain_backward
 from refnet.options import NetOptions
+from refnet.parameters import Parameters
 
 __all__ = ["AlexNet", "build_network", "AdaptivePool", "Conv", "Dropout", "Exchange",
            "Flatten", "Gap", "Input", "Linear", "Lrn", "Pool", "Relu"]
 
 
-class AlexNet:
+class AlexNet(Parameters):
     """The paper's network on NumPy or CuPy, in one or two columns.
 
     ``AlexNet(arch, dtype, backend, **options)`` takes the fields of
@@ -205,133 +159,6 @@ class AlexNet:
         if not self.dropout:
             seq = [layer for layer in seq if not isinstance(layer, Dropout)]
         return seq
-
-    def _param_shapes(self, name):
-        """{weight key: shape, bias key: shape} of layer ``name`` (grouped form)."""
-        return {self.key(name, kind): self.shapes[self.key(name, kind)]
-                for kind in ("weight", "bias")}
-
-    def dropout_widths(self):
-        """``{name: width}`` of the dropout masks, in the order they are drawn
-        (``masks=`` of ``forward`` takes these names: "fc6", "fc7", or "flatten" and
-        "fc6" with dropout before the fc layers)."""
-        return {layer.source: layer.width for layer in self.layers
-                if isinstance(layer, Dropout)}
-
-    def mask_width(self, name):
-        """The width of layer ``name``'s outputs, which a dropout mask covers."""
-        if name == "flatten":
-            return self.shapes[self.key("fc6", "weight")][1]
-        return self.shapes[self.key(name, "bias")][0]
-
-    def key(self, layer, kind):
-        """The name of ``layer``'s ``kind`` ("weight" or "bias") parameter in ``shapes``,
-        ``params`` and ``state_dict``: ``conv1.weight``, or the arch's name for it
-        (``owt``: torchvision's ``features.0.weight``)."""
-        return f"{self.spec.param_prefix(layer)}.{kind}"
-
-    def conv_spec(self, name):
-        """The ``ConvSpec`` of conv1..conv5, or of the "gap" head (1x1, stride 1, no pad)."""
-        if name == "head":
-            return arch_table.ConvSpec(1, 1, 0, self.num_classes)
-        return self.spec.convs[int(name[-1]) - 1]
-
-    # -- parameters ------------------------------------------------------------------
-    def init(self, seed=0, scheme=None):
-        """Draw the initial parameters (``refnet.init.SCHEMES``: "paper", "caffe",
-        "cuda-convnet2", "pytorch" or "he"; None: ``self.init_scheme``, the preset's
-        scheme when built with ``conventions``, else "paper"). The schemes read the
-        layers' own names, conv1 ... fc8, whatever the arch calls them."""
-        scheme = self.init_scheme if scheme is None else scheme
-        shapes = arch_table.param_shapes(self.spec, columns=self.columns,
-                                         num_classes=self.num_classes, pool=self.pool,
-                                         head=self.head, pool_rounding=self.pool_rounding,
-                                         refnet_names=True)
-        drawn = init_schemes.initial_params(shapes, seed=seed, scheme=scheme,
-                                            dtype=self.dtype)
-        self.load_state_dict({arch_table.param_key(self.spec, n): a
-                              for n, a in drawn.items()})
-        return self
-
-    def state_dict(self):
-        """``{name: NumPy array}`` in PyTorch's names (``conv1.weight``; for ``owt``
-        torchvision's, ``features.0.weight``) and the grouped single-device shapes (copies
-        on the host)."""
-        self._require_params()
-        return self.gather(self.params)
-
-    def gather(self, per_column):
-        """Per-column dicts keyed and split like ``params`` (the parameters, their
-        gradients or an optimizer's velocities) as one dict of full host NumPy arrays
-        keyed like ``state_dict`` (copies)."""
-        return {name: self.placement.gather(name, self._shards(per_column, name))
-                for name in self.shapes}
-
-    def scatter(self, full):
-        """A dict of full host arrays keyed like ``state_dict`` as per-column dicts of
-        shards on each column's device (copies), the inverse of ``gather``."""
-        out = [dict() for _ in range(self.columns)]
-        for name in self.shapes:
-            for c, shard in self.placement.split(name, full[name]):
-                out[c][name] = shard
-        return out
-
-    def load_state_dict(self, sd):
-        """Set every parameter from ``sd`` (as ``state_dict`` gives). Wrong or missing
-        names and wrong shapes are refused with ``ValueError`` naming them; values are
-        copied and cast to the net's dtype."""
-        if not isinstance(sd, dict):
-            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
-        missing = [n for n in self.shapes if n not in sd]
-        extra = [n for n in sd if n not in self.shapes]
-        if missing or extra:
-            raise ValueError(f"state_dict does not match arch {self.spec.name!r} "
-                             f"(columns={self.columns}): missing {missing}, unexpected {extra}")
-        bad = {n: tuple(numpy.shape(sd[n])) for n in self.shapes
-               if tuple(numpy.shape(sd[n])) != self.shapes[n]}
-        if bad:
-            want = {n: self.shapes[n] for n in bad}
-            raise ValueError(f"state_dict shapes do not match: got {bad}, expected {want}")
-        host = {}
-        for name in self.shapes:
-            host[name] = numpy.asarray(backend.asnumpy(sd[name]), dtype=self.dtype)
-            if not numpy.all(numpy.isfinite(host[name])):
-                raise ValueError(f"state_dict[{name!r}] has non-finite values")
-        for params, shards in zip(self.params, self.scatter(host)):
-            params.update(shards)
-        self._params_set = True
-
-    def _require_params(self):
-        if not self._params_set:
-            raise RuntimeError("AlexNet: parameters are not set; call net.init(seed=...) "
-                               "or net.load_state_dict(...) first")
-
-    def num_params(self):
-        """Number of parameters (60,965,224 for ``alexnet``)."""
-        return sum(math.prod(shape) for shape in self.shapes.values())
-
-    def param_counts(self):
-        """``{layer: number of parameters}`` per layer of ``layers`` that has any (weights
-        and biases), by the layers' names (conv1 ... fc8, or head)."""
-        return {layer.name: sum(math.prod(shape) for shape in layer.param_shapes().values())
-                for layer in self.layers if layer.param_shapes()}
-
-    def _shards(self, per_column, name):
-        return {c: per_column[c][name] for c, _, _ in self.placement.rows[name]}
-
-    def full_grads(self, grads):
-        """Per-column gradients (as ``loss_and_grad_columns`` gives) as one dict keyed
-        like ``state_dict``, full shapes, on column 0's device."""
-        return {name: self.placement.gather_on_device(name, self._shards(grads, name))
-                for name in self.shapes}
-
-    def column_grads(self, grads):
-        """A full gradient dict (keyed like ``state_dict``) split into per-column shards."""
-        out = [dict() for _ in range(self.columns)]
-        for name in self.shapes:
-            for c, shard in self.placement.split_on_device(name, grads[name]):
-                out[c][name] = shard
-        return out
 
     # -- forward and backward --------------------------------------------------------
     def forward(self, x, train=False, rng=None, masks=None):
