@@ -30,6 +30,14 @@ __all__ = ["conv_forward", "conv_backward", "pool_forward", "pool_backward",
            "gap_forward", "gap_backward", "softmax_forward", "softmax_backward",
            "sgd_update"]
 
+
+
+class Pair(NamedTuple):
+    """A layer's (forward, backward), as ``refnet.nodes`` names a layer's plain form."""
+    forward: object
+    backward: object
+
+
 # the layers whose one form serves both engines
 relu_forward, relu_backward = relu.forward, relu.backward
 linear_forward, linear_backward = linear.forward, linear.backward
@@ -291,3 +299,11 @@ def sgd_update(w, v, g, *, lr, momentum, weight_decay, form="paper"):
         v = momentum * v + g + weight_decay * w
         return w - lr * v, v
     raise ValueError(f"sgd_update: form must be 'paper' or 'pytorch', got {form!r}")
+
+
+# each plain pair by layer (the shared forms are their modules, ``layers.relu`` ...)
+conv = Pair(conv_forward, conv_backward)
+pool = Pair(pool_forward, pool_backward)
+lrn = Pair(lrn_forward, lrn_backward)
+adaptive_pool = Pair(adaptive_pool_forward, adaptive_pool_backward)
+flatten = Pair(flatten_forward, flatten_backward)

@@ -112,18 +112,18 @@ class Placement:
         one runs column 0 alone, as fc8 does). Concurrent on the CPU (module doc)."""
         args = list(zip(*per_column))
 
-        def run(c):
+        def run_column(c):
             with self.device(c):
                 return fn(c, *args[c])
         if not self.parallel or len(args) < 2:
-            return [run(c) for c in range(len(args))]
+            return [run_column(c) for c in range(len(args))]
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=len(args) - 1, thread_name_prefix="refnet-column")
         with self.blas.limit(limits=1, user_api="blas"):
-            others = [self._pool.submit(run, c) for c in range(1, len(args))]
+            others = [self._pool.submit(run_column, c) for c in range(1, len(args))]
             try:
-                first = run(0)                   # column 0 in the calling thread
+                first = run_column(0)            # column 0 in the calling thread
             finally:
                 concurrent.futures.wait(others)  # never leave a column running
             return [first] + [f.result() for f in others]

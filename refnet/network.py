@@ -17,16 +17,12 @@ dropout on fc6's and fc7's inputs; ``columns=1`` runs the same layers in one col
 the same total widths and no grouping. Parameters are named by the arch (``key``:
 ``conv1.weight``, or for ``owt`` torchvision's ``features.0.weight``).
 
-Every option is a field of ``refnet.options.NetOptions``; ``AlexNet(**kwargs)`` and
-``build_network(options)`` build the same network; ``conventions=`` starts from a preset.
-``engine="plain"`` runs each layer's plain form (``layers.plain``): NCHW whatever
-``layout`` says, one column after the other, no workspace, no Winograd, layer by layer
-(``refnet.nodes.base.run_plain``). ``engine="fast"`` (the default) runs the fast forms
-in the options' layout (CHWN by default) with each column's workspace, the columns in
-threads on the CPU and runs of column-local layers in one call per column
-(``refnet.segments``). docs/architecture.md describes the options and the engines.
-What the network returns is the caller's: gradients, logits and features stay as they
-are whatever runs next.
+Every option is a field of ``refnet.options.NetOptions`` (docs/architecture.md);
+``AlexNet(**kwargs)`` and ``build_network(options)`` build the same network.
+``engine="plain"`` runs each layer's plain form, NCHW, one column after the other, layer
+by layer (``refnet.nodes.base.run_plain``); ``"fast"`` (the default) the fast forms with
+each column's workspace and threads (``refnet.segments``). What the network returns is
+the caller's: gradients, logits and features stay as they are whatever runs next.
 """
 
 

@@ -11,8 +11,8 @@ from refnet.nodes.base import Local
 class AdaptivePool(Local):
     """``AdaptivePool(name, side=)``: the output's side."""
 
-    plain = (plain.adaptive_pool_forward, plain.adaptive_pool_backward)
-    fast = (adaptive_pool.forward, adaptive_pool.backward)
+    plain = plain.adaptive_pool
+    fast = adaptive_pool
 
     def __init__(self, name, *, side):
         super().__init__(name)

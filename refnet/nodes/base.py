@@ -14,7 +14,7 @@ engine). ``forward(h, pass_, ctx) -> (h, cache)`` and ``backward(d, cache, grads
 d`` take and give lists aligned with the columns.
 
 Most layers compute each column's part from that column's data alone (``Local``). Such a
-layer names two pairs of functions with one signature, ``forward(x, *weights,
+layer names two pairs of functions (``.forward``, ``.backward``) with one signature, ``forward(x, *weights,
 **settings) -> (y, cache)`` and ``backward(dy, cache, **backward_settings) ->
 gradients``: ``plain`` (``layers.plain``) and ``fast``, which also takes the keywords of
 ``tuning`` (layout, workspace, algorithm). ``plain_forward`` / ``plain_backward`` call the
@@ -110,8 +110,9 @@ class Layer:
 class Local(Layer):
     """A layer whose every column computes its part from its own data alone."""
 
-    plain = None        # (forward, backward) of layers.plain, or the one shared form
-    fast = None         # (forward, backward) with the same signatures, and ``tuning``
+    plain = None        # its plain pair: a layers.plain.Pair, or the module of the one
+                        # shared form (``layers.relu``: its forward and backward)
+    fast = None         # the module of the fast pair (``layers.conv``), same signatures
     keys = ()           # its parameters' keys, weight first: column c reads params[key]
     settings = {}       # hyperparameters both forms take
     backward_settings = {}
@@ -145,18 +146,18 @@ class Local(Layer):
         return dx
 
     def plain_forward(self, col, a, pass_, extra):
-        return self.plain[0](a, *self.weights(col), **self.settings, **extra)
+        return self.plain.forward(a, *self.weights(col), **self.settings, **extra)
 
     def plain_backward(self, col, g, cache, grads):
-        return self._store(self.plain[1](g, cache, **self.backward_settings), grads)
+        return self._store(self.plain.backward(g, cache, **self.backward_settings), grads)
 
     def column_forward(self, col, a, pass_, extra):
-        return self.fast[0](a, *self.weights(col), **self.settings, **extra,
-                            **self.tuning(col))
+        return self.fast.forward(a, *self.weights(col), **self.settings, **extra,
+                                 **self.tuning(col))
 
     def column_backward(self, col, g, cache, grads):
-        return self._store(self.fast[1](g, cache, **self.backward_settings,
-                                        **self.backward_tuning(col)), grads)
+        return self._store(self.fast.backward(g, cache, **self.backward_settings,
+                                              **self.backward_tuning(col)), grads)
 
     def forward(self, h, pass_, ctx):
         run = self.plain_forward if ctx.engine == "plain" else self.column_forward

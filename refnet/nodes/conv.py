@@ -25,8 +25,8 @@ class Conv(Local):
     or "winograd" (used where the stride is 1 and the kernel over 1x1); ``cache``
     "unfolded" or "input"; ``first``: its input is the image (no dx)."""
 
-    plain = (plain.conv_forward, plain.conv_backward)
-    fast = (conv.forward, conv.backward)
+    plain = plain.conv
+    fast = conv
     bench_kind = "conv"     # its case in bench.layers
     splits = True       # each column holds its share of the outputs
 

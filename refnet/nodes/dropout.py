@@ -18,7 +18,7 @@ class Dropout(Local):
     outputs it covers ("fc6", "fc7" or "flatten"), ``width`` their number (both columns),
     ``whole``: every column holds all of them."""
 
-    plain = fast = (dropout.forward, dropout.backward)
+    plain = fast = dropout
 
     def __init__(self, name, source, *, p=0.5, mode="paper", width=None, whole=False):
         super().__init__(name)

@@ -10,7 +10,7 @@ from refnet.nodes.base import Local
 
 
 class Flatten(Local):
-    plain = (plain.flatten_forward, plain.flatten_backward)
+    plain = plain.flatten
 
     def output_shape(self, shape):
         return (math.prod(shape),)

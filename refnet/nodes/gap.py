@@ -5,7 +5,7 @@ from refnet.nodes.base import Local
 
 
 class Gap(Local):
-    plain = fast = (gap.forward, gap.backward)
+    plain = fast = gap
 
     def output_shape(self, shape):
         return (shape[0],)

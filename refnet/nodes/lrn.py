@@ -29,8 +29,8 @@ def onnx_attributes(params):
 class Lrn(Local):
     """``Lrn(name, size=, alpha=, beta=, k=, mode=, columns=)``."""
 
-    plain = (plain.lrn_forward, plain.lrn_backward)
-    fast = (lrn.forward, lrn.backward)
+    plain = plain.lrn
+    fast = lrn
     bench_kind = "lrn"     # its case in bench.layers
 
     def __init__(self, name, *, size, alpha, beta, k, mode="column", columns=1):

@@ -11,8 +11,8 @@ from refnet.nodes.base import Local
 class Pool(Local):
     """``Pool(name, size=, stride=, rounding=)``: rounding "floor" or "ceil" (Caffe's)."""
 
-    plain = (plain.pool_forward, plain.pool_backward)
-    fast = (pool.forward, pool.backward)
+    plain = plain.pool
+    fast = pool
     bench_kind = "pool"     # its case in bench.layers
 
     def __init__(self, name, *, size, stride, rounding="floor"):
