@@ -77,6 +77,8 @@ def build_parser():
     p.add_argument("--conv-algo", default="winograd", choices=CHOICES["conv_algo"],
                    help="refnet's stride-1 convolutions (NetOptions.conv_algo; default "
                         "winograd)")
+    p.add_argument("--engine", default="fast", choices=CHOICES["engine"],
+                   help="refnet's engine (NetOptions.engine; default fast)")
     p.add_argument("--layers-as", default="network", choices=("network", "grouped"),
                    help="per-layer rows: our layers as the network runs them (each "
                         "column's share, concurrently) or as one grouped call "
@@ -122,7 +124,8 @@ def net_options(args):
         print(f"bench: error: {e}", file=sys.stderr)
         raise SystemExit(USAGE) from None
     return NetOptions(arch=args.arch, dtype=args.dtype, backend=backend,
-                      conv_cache=args.conv_cache, conv_algo=args.conv_algo)
+                      conv_cache=args.conv_cache, conv_algo=args.conv_algo,
+                      engine=args.engine)
 
 
 def run(args):

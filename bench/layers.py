@@ -6,7 +6,9 @@
     rows = time_layers(ours, theirs, batch, repeats, warmup)   # both sides, interleaved
 
 A case is one layer of the grouped single-device form (both columns in one array, as
-PyTorch's twin holds them). ``kind`` is one of conv, relu, lrn, pool, linear, softmax;
+PyTorch's twin holds them), as the layer gives it (``refnet.nodes``: ``bench_case``,
+``bench_pair``, ``bench_torch``, ``bench_share``). ``kind`` is one of conv, relu, lrn,
+pool, linear (each a layer kind's ``bench_kind``) or softmax (the loss);
 the maps of conv, relu, lrn and pool (``MAP_KINDS``) are shaped (N, C, H, W) in the case
 and laid out as the network lays them out (``layout``) when ours runs them; linear and
 softmax take (N, F). ``column_shares`` splits a case into the shares the network's
@@ -18,87 +20,55 @@ the work, not a meaningful gradient.
 """
 
 import statistics
+import types
 
 import numpy
 
 from bench.timing import SETTLE_S, settle, timed
 from data.progress import Progress
-from layers import conv, conv_blocks, linear, lrn, pool, relu, softmax
+from layers import conv_blocks, softmax
 from layers.layout import along, channel_axis, transpose
+from refnet.nodes import bench_kind
 
 MAP_KINDS = ("conv", "relu", "lrn", "pool")   # layers that see the net's map layout
 
 
 def layer_cases(net, batch):
-    """[(name, kind, x shape, params)] for every layer of the grouped form of ``net``, in
-    order, at ``batch`` images, read off ``net.options`` and ``net.shapes``. params: conv
-    {w (shape), stride, pad, groups, algo}; lrn {groups, size, alpha, beta, k}; pool
-    {size, stride}; linear {w (shape)}."""
-    opts, shapes = net.options, net.shapes
-    sizes = opts.spec.sizes(opts.pool)
-    cases, c_in, s = [], 3, opts.spec.input_size
-    z, st = opts.pool
-    for i, spec in enumerate(opts.spec.convs, start=1):
-        w = shapes[net.key(f"conv{i}", "weight")]
-        algo = "winograd" if opts.conv_algo == "winograd" and spec.stride == 1 else "gemm"
-        cases.append((f"conv{i}", "conv", (batch, c_in, s, s),
-                      dict(w=w, stride=spec.stride, pad=spec.pad, groups=c_in // w[1],
-                           algo=algo)))
-        c_in, s = w[0], sizes[f"conv{i}"]
-        cases.append((f"relu{i}", "relu", (batch, c_in, s, s), {}))
-        if i in (1, 2) and opts.lrn:
-            cases.append((f"lrn{i}", "lrn", (batch, c_in, s, s),
-                          dict(groups=opts.columns if opts.lrn_mode == "column" else 1,
-                               **opts.lrn_params)))
-        if i in (1, 2, 5):
-            cases.append((f"pool{i}", "pool", (batch, c_in, s, s), dict(size=z, stride=st)))
-            s = sizes[f"pool{i}"]
-    f_in = c_in * s * s
-    for name in ("fc6", "fc7", "fc8"):
-        w = shapes[net.key(name, "weight")]
-        cases.append((name, "linear", (batch, f_in), dict(w=w)))
-        f_in = w[0]
-    cases.append(("softmax", "softmax", (batch, f_in), {}))
+    """[(name, kind, x shape, params)] for every layer of the grouped form of ``net`` that
+    gives a bench case (``Layer.bench_case``), in order, at ``batch`` images, and the
+    loss. params: conv {w (shape), stride, pad, groups, algo}; lrn {groups, size, alpha,
+    beta, k}; pool {size, stride}; linear {w (shape)}."""
+    s = net.spec.input_size
+    shape, cases = (3, s, s), []
+    for layer in net.layers:
+        case = layer.bench_case(shape, batch)
+        if case is not None:
+            cases.append((layer.name, *case))
+        shape = layer.output_shape(shape)
+    cases.append(("softmax", "softmax", (batch, *shape), {}))
     return cases
+
+
+def _weights(xp, p, rng, dtype):
+    """(w, b) of a case with weights (``p["w"]`` their shape), else ()."""
+    if "w" not in p:
+        return ()
+    return (xp.asarray(rng.standard_normal(p["w"]).astype(dtype) * 0.01),
+            xp.zeros(p["w"][0], dtype=dtype))
 
 
 def refnet_layer(xp, kind, x, p, rng, layout="NCHW"):
     """(forward, backward) callables for one layer of ours on ``xp``, for the input ``x``
     and the case's params ``p`` (weights drawn from ``rng``); backward takes forward's
-    result. Maps (``MAP_KINDS``) are given and computed in ``layout``, the network's."""
+    result. Maps (``MAP_KINDS``) are given and computed in ``layout``, the network's.
+    The layer kind gives the callables (``bench_pair``); the loss is ``layers.softmax``."""
     dtype = x.dtype
-    if kind == "conv":
-        w = xp.asarray(rng.standard_normal(p["w"]).astype(dtype) * 0.01)
-        b = xp.zeros(p["w"][0], dtype=dtype)
-        kw = dict(stride=p["stride"], pad=p["pad"], groups=p["groups"], algo=p["algo"],
-                  layout=layout)
-        fwd = lambda: conv.forward(x, w, b, **kw)  # noqa: E731
-        bwd = lambda y, c: conv.backward(y, c)     # noqa: E731
-    elif kind == "lrn":
-        g, hyper = p["groups"], {k: p[k] for k in ("size", "alpha", "beta", "k")}
-        axis = channel_axis(layout)
-        C = x.shape[axis]
-        parts = [x[along(axis, slice(i * C // g, (i + 1) * C // g))] for i in range(g)]
-        parts = [xp.ascontiguousarray(a) for a in parts]
-        fwd = lambda: [lrn.forward(a, **hyper, layout=layout) for a in parts]  # noqa: E731
-        return fwd, (lambda out: [lrn.backward(y, c) for y, c in out])
-    elif kind == "pool":
-        fwd = lambda: pool.forward(x, size=p["size"], stride=p["stride"],  # noqa: E731
-                                   layout=layout)
-        bwd = lambda y, c: pool.backward(y, c)     # noqa: E731
-    elif kind == "relu":
-        fwd = lambda: relu.forward(x)              # noqa: E731
-        bwd = lambda y, c: relu.backward(y, c)     # noqa: E731
-    elif kind == "linear":
-        w = xp.asarray(rng.standard_normal(p["w"]).astype(dtype) * 0.01)
-        b = xp.zeros(p["w"][0], dtype=dtype)
-        fwd = lambda: linear.forward(x, w, b)      # noqa: E731
-        bwd = lambda y, c: linear.backward(y, c)   # noqa: E731
-    else:
+    if kind == "softmax":
         labels = rng.integers(0, x.shape[1], x.shape[0])
         fwd = lambda: softmax.forward(x, labels)   # noqa: E731
         return fwd, (lambda out: softmax.backward(xp.asarray(1.0, dtype=dtype), out[1]))
-    return fwd, (lambda out: bwd(out[0], out[1]))
+    w, b = _weights(xp, p, rng, dtype) or (None, None)
+    return bench_kind(kind).bench_pair(xp, x, w, b, p, layout)
 
 
 def torch_layer(torch, kind, x_np, p, rng, device):
@@ -107,36 +77,20 @@ def torch_layer(torch, kind, x_np, p, rng, device):
     from verify.twins import lrn_torch
     F = torch.nn.functional
     x = torch.from_numpy(x_np).to(device).requires_grad_(True)
-    dtype = x.dtype
-
-    def weights():
+    weights = ()
+    if "w" in p:
         w = torch.from_numpy(rng.standard_normal(p["w"]).astype(x_np.dtype) * 0.01)
-        b = torch.zeros(p["w"][0], dtype=dtype)
-        return w.to(device).requires_grad_(True), b.to(device).requires_grad_(True)
-
-    if kind == "conv":
-        w, b = weights()
-        op = lambda: F.conv2d(x, w, b, stride=p["stride"], padding=p["pad"],  # noqa: E731
-                              groups=p["groups"])
-        inputs = (x, w, b)
-    elif kind == "lrn":
-        op = lambda: lrn_torch(x, groups=p["groups"], **{k: p[k] for k in  # noqa: E731
-                                                           ("size", "alpha", "beta", "k")})
-        inputs = (x,)
-    elif kind == "pool":
-        op = lambda: F.max_pool2d(x, p["size"], p["stride"])  # noqa: E731
-        inputs = (x,)
-    elif kind == "relu":
-        op = lambda: F.relu(x)  # noqa: E731
-        inputs = (x,)
-    elif kind == "linear":
-        w, b = weights()
-        op = lambda: F.linear(x, w, b)  # noqa: E731
-        inputs = (x, w, b)
-    else:
+        b = torch.zeros(p["w"][0], dtype=x.dtype)
+        weights = (w.to(device).requires_grad_(True), b.to(device).requires_grad_(True))
+    inputs = (x, *weights)
+    if kind == "softmax":
         labels = torch.from_numpy(rng.integers(0, x_np.shape[1], x_np.shape[0])).to(device)
         op = lambda: F.cross_entropy(x, labels)  # noqa: E731
-        inputs = (x,)
+    else:
+        ops = types.SimpleNamespace(F=F, lrn=lrn_torch)
+        node = bench_kind(kind)
+        args = inputs + (None,) * (3 - len(inputs))          # (x, w, b), None without weights
+        op = lambda: node.bench_torch(ops, *args, p)  # noqa: E731
 
     def backward(y):
         # The layer's own output as upstream gradient, as on our side (no extra work).
@@ -146,20 +100,15 @@ def torch_layer(torch, kind, x_np, p, rng, device):
 
 def column_shares(net, name, kind, shape, p):
     """[(x shape, params)] per column of one grouped-form layer, split as the network
-    splits it: conv1 and conv3 read all input channels, conv2/4/5, ReLU, LRN and pooling
-    their column's own; every conv and fc layer computes its column's half of the
-    outputs; fc8 and the loss live on column 0 alone. (LRN over all channels, Caffe's
-    mode, is timed per column without its 2-channel halo.)"""
+    splits it (the layer kind's ``bench_share``): conv1 and conv3 read all input
+    channels, conv2/4/5, ReLU, LRN and pooling their column's own; every conv and fc
+    layer computes its column's half of the outputs; fc8 and the loss live on column 0
+    alone. (LRN over all channels, Caffe's mode, is timed per column without its
+    2-channel halo.)"""
     G = net.options.columns
     if kind == "softmax" or name == "fc8" or G == 1:
         return [(shape, p)]
-    if kind == "linear":
-        return [(shape, dict(p, w=(p["w"][0] // G, p["w"][1])))] * G
-    N, C, H, W = shape
-    if kind == "conv":
-        w = p["w"]
-        return [((N, C // p["groups"], H, W), dict(p, w=(w[0] // G,) + w[1:], groups=1))] * G
-    return [((N, C // G, H, W), dict(p, groups=1) if kind == "lrn" else p)] * G
+    return [bench_kind(kind).bench_share(shape, p, G)] * G
 
 
 def _shares_conv1(net, name, p):

@@ -4,6 +4,7 @@ Each module holds one layer: ``forward(...) -> (y, cache)`` and ``backward(dy, c
 ``layers.backend`` is the array-module abstraction and the only importer of CuPy;
 ``layers.blocking`` the cache-blocking policy; ``layers.workspace`` where the layers' large
 arrays come from (``ws=``: made afresh, or memory a network keeps from pass to pass);
-``layers.reference`` the plain form of the layers whose fast paths are clever, against
-which those are tested.
+``layers.plain`` the plain engine's form of every layer (the obvious form of those whose
+fast paths are clever, against which those are tested; ``layers.reference`` keeps its
+older signatures).
 """

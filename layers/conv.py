@@ -107,8 +107,9 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
     innermost (``layers.layout``): the same arithmetic, faster copies, and the GEMM's
     output is y itself.
 
-    ``keep_cols``: the cache keeps the im2col columns (fastest backward), or, with False,
-    only ``x`` (kh*kw/stride^2 times smaller) and backward recomputes the columns, as
+    ``keep_cols``: the cache keeps the unfolded input, the im2col matrix (fastest
+    backward), or, with False, only ``x`` (kh*kw/stride^2 times smaller) and backward
+    unfolds it again, as
     Caffe and PyTorch do: less memory for a slower backward (docs/performance.md). The
     results are identical.
 
@@ -133,7 +134,7 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
         raise ValueError(f"conv: algo must be one of {ALGOS}, got {algo!r}")
     if algo == "winograd":
         if cols is not None:
-            raise ValueError("conv: cols (im2col columns) apply only to algo='gemm'")
+            raise ValueError("conv: cols (the unfolded input) applies only to algo='gemm'")
         tile = _winograd_tile(stride, kh, kw, tile, dtype, OH, OW)
         return winograd.forward(x, w, b, pad=pad, groups=groups, tile=tile,
                                 keep_transformed=keep_cols, layout=layout, ws=ws)

@@ -5,19 +5,19 @@ height/width, OH/OW output height/width, Pb the output positions of one block; A
 batch's places in the channel-major view (``layers.layout``).
 
 The same convolution as ``layers.conv`` with ``algo="gemm"`` and one group, computed
-differently: the output positions are cut into blocks whose im2col columns
-(C*kh*kw, Pb) stay in a core's caches (about 2 MiB, ``_blocks``; runs of output columns
-within a row, or of whole rows), and for each block the columns are copied out of the
+differently: the output positions are cut into blocks whose unfolded input (the im2col
+matrix, (C*kh*kw, Pb)) stays in a core's caches (``_blocks``; runs of output columns
+within a row, or of whole rows), and for each block that matrix is copied out of the
 input and multiplied at once:
 
     y[:, block] = w (K, C*kh*kw) @ cols(block) (C*kh*kw, Pb) + b
     dw         += (cols(block) @ dy[:, block]^T)^T            (summed over the blocks)
 
-So the columns never travel to memory and are never kept: the cache holds only x, and
-backward copies each block's columns again. For a first layer (the image, 3 channels,
-an 11x11 window) that is kh*kw/stride^2 times less memory than keeping the columns
-(alexnet: 79 MB instead of 536 MB at batch 128) and a faster step, since each block's
-GEMM reads its columns from cache (docs/performance.md). No dx: this form serves the
+So the unfolded input never travels to memory and is never kept: the cache holds only
+x, and backward unfolds each block again. For a first layer (the image, 3 channels, an
+11x11 window) that is kh*kw/stride^2 times less memory than keeping the whole unfolded
+input, and each block's GEMM reads its operand from cache (figures:
+docs/performance.md). No dx: this form serves the
 network's first layer, whose input is the image.
 
 The network's two columns both read the image: their kernels are stacked into one w
@@ -86,7 +86,7 @@ def forward_parts(x, w, b, *, stride=1, pad=0, layout="NCHW", parts=2, ws=FRESH)
         blocks = _blocks(view, rows, xp)
         scratch = _Scratch(xp, view, blocks, (K,), dtype)
         for r, c in blocks:
-            cols = scratch.columns(view, r, c)                    # (C*kh*kw, Pb)
+            cols = scratch.unfolded(view, r, c)                   # (C*kh*kw, Pb)
             prod = xp.matmul(wm, cols, out=scratch.take(0, (K, cols.shape[1])))  # (K, Pb)
             xp.add(prod.reshape(y5[:, :, r, c].shape), b5, out=y5[:, :, r, c])
     return y, cache, [partial(run, rows) for rows in _bands(OH, parts)]
@@ -114,7 +114,7 @@ def backward_parts(dys, cache, *, parts=2):
         blocks = _blocks(view, rows, xp)
         scratch = _Scratch(xp, view, blocks, (K,), w.dtype)
         for r, c in blocks:
-            cols = scratch.columns(view, r, c)                    # (C*kh*kw, Pb)
+            cols = scratch.unfolded(view, r, c)                   # (C*kh*kw, Pb)
             d = scratch.take(0, (K, cols.shape[1]))               # dy of the block
             k = 0
             for d5 in d5s:                                        # the pieces' kernels
@@ -176,8 +176,9 @@ class _Scratch:
         self.cols = xp.empty(self.rows * most, dtype=dtype)
         self.others = [xp.empty(w * most, dtype=dtype) for w in widths]
 
-    def columns(self, view, r, c):
-        """The im2col columns of one block: (C*kh*kw, Pb), copied into the scratch."""
+    def unfolded(self, view, r, c):
+        """The unfolded input (im2col matrix) of one block: (C*kh*kw, Pb), copied into
+        the scratch."""
         block = view[:, :, :, :, r, c]                            # (C, kh, kw, A, rb, cb, B)
         cols = self.cols[:block.size].reshape(block.shape)
         cols[...] = block

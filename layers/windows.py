@@ -68,7 +68,8 @@ def im2col(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", ws=FRESH):
 
     ``OH = (H + 2*pad - kh) // stride + 1`` (rounds down, like PyTorch and Caffe).
     Callers validate arguments (``layers.conv.forward`` does); this is the raw kernel.
-    ``ws``: where the columns (and the padded input) come from (``layers.workspace``).
+    ``ws``: where the unfolded matrix (and the padded input) come from
+    (``layers.workspace``).
     """
     cols, fills = im2col_parts(x, kh, kw, stride=stride, pad=pad, groups=groups,
                                layout=layout, parts=1, ws=ws)

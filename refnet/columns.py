@@ -40,8 +40,9 @@ second core, so the step is faster overall (docs/performance.md has the figures)
 column's large arrays come from its own workspace (``workspaces``, ``layers.workspace``):
 glibc would serve a second thread's large blocks from fresh mmaps, re-faulted on every
 call, whatever the process's malloc settings. Each column's arithmetic is the same
-whichever thread runs it, so results do not depend on the threading. This needs ``threadpoolctl`` (to set the BLAS threads); without it the columns
-run one after the other.
+whichever thread runs it, so results do not depend on the threading. This needs
+``threadpoolctl`` (to set the BLAS threads); without it the columns run one after the
+other.
 """
 
 import concurrent.futures
@@ -50,7 +51,7 @@ import os
 import numpy
 
 from layers import backend
-from layers.workspace import Workspace
+from layers.workspace import FRESH, Workspace
 
 
 def default_devices(xp, columns):
@@ -69,10 +70,13 @@ class Placement:
     lives whole on column 0: the names in ``whole`` (default: those of ``fc8.`` and
     ``head.``). ``workspaces[c]``: where column c's layers and the exchanges into it take
     their large arrays (``layers.workspace``; one per column, so the column threads never
-    share one).
+    share one; with ``pooled=False`` every array is made afresh, ``layers.workspace.FRESH``).
+    ``parallel``: run the columns in threads on the CPU (default: NumPy, two columns and
+    more than one usable core).
     """
 
-    def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None):
+    def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None,
+                 pooled=True):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns!r}")
         devices = tuple(int(d) for d in devices)
@@ -87,7 +91,7 @@ class Placement:
         self.blas = _blas_controller() if parallel else None
         self.parallel = self.blas is not None
         self._pool = None
-        self.workspaces = [Workspace() for _ in range(columns)]
+        self.workspaces = [Workspace() if pooled else FRESH for _ in range(columns)]
         self.rows = {}    # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
             on_one = name in whole if whole is not None else name.startswith(("fc8.", "head."))
@@ -108,18 +112,18 @@ class Placement:
         one runs column 0 alone, as fc8 does). Concurrent on the CPU (module doc)."""
         args = list(zip(*per_column))
 
-        def run(c):
+        def run_column(c):
             with self.device(c):
                 return fn(c, *args[c])
         if not self.parallel or len(args) < 2:
-            return [run(c) for c in range(len(args))]
+            return [run_column(c) for c in range(len(args))]
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=len(args) - 1, thread_name_prefix="refnet-column")
         with self.blas.limit(limits=1, user_api="blas"):
-            others = [self._pool.submit(run, c) for c in range(1, len(args))]
+            others = [self._pool.submit(run_column, c) for c in range(1, len(args))]
             try:
-                first = run(0)                   # column 0 in the calling thread
+                first = run_column(0)            # column 0 in the calling thread
             finally:
                 concurrent.futures.wait(others)  # never leave a column running
             return [first] + [f.result() for f in others]

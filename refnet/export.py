@@ -66,8 +66,8 @@ from data.files import atomic_path
 from refnet import checkpoint
 from refnet.config import UsageError
 from refnet.evaluate import add_network_arguments, load_network
-from refnet.network import (AdaptivePool, Conv, Dropout, Exchange, Flatten, Gap, Input,
-                            Linear, Lrn, Pool, Relu)
+from refnet.nodes import Input
+from refnet.nodes.lrn import onnx_attributes
 
 OPSET = 17               # every operator used here is unchanged in opsets 13-17
 OPTIONS_KEY = "refnet.options"
@@ -100,8 +100,7 @@ def output_names(net):
 
 def lrn_attributes(params):
     """ONNX LRN's attributes for refnet's ``{size, alpha, beta, k}`` (module doc)."""
-    return dict(size=params["size"], alpha=params["alpha"] * params["size"],
-                beta=params["beta"], bias=params["k"])
+    return onnx_attributes(params)
 
 
 def lrn_groups(net):
@@ -116,11 +115,12 @@ def dropout_scale(net):
 
 
 class _Graph:
-    """The nodes and initializers of the graph being built; ``last`` is the newest
-    tensor, named after the layer that made it."""
+    """The nodes and initializers of the graph being built, as each layer's ``onnx``
+    method asks for them; ``last`` is the newest tensor, named after the layer that made
+    it; ``sd`` the weights (``net.state_dict()``)."""
 
-    def __init__(self, onnx, dtype):
-        self.onnx, self.dtype = onnx, dtype
+    def __init__(self, onnx, dtype, sd):
+        self.onnx, self.dtype, self.sd = onnx, dtype, sd
         self.nodes, self.weights, self.last = [], [], "input"
 
     def node(self, op, inputs, output, **attrs):
@@ -129,94 +129,23 @@ class _Graph:
         self.last = output
         return output
 
+    def split(self, source, outputs, name, axis):
+        """A Split of ``source`` into equal parts ``outputs`` along ``axis``."""
+        self.nodes.append(self.onnx.helper.make_node("Split", [source], list(outputs),
+                                                     name=name, axis=axis))
+
     def weight(self, name, array):
         self.weights.append(self.onnx.numpy_helper.from_array(
             numpy.ascontiguousarray(array, dtype=self.dtype), name))
         return name
 
+    def param(self, key):
+        """The initializer of parameter ``key`` of the net."""
+        return self.weight(key, self.sd[key])
 
-def _conv(g, net, layer, sd, channels):
-    """A Conv node; returns its output channels. ``channels``: its input's."""
-    spec = net.conv_spec(layer.name)
-    wkey, bkey = net.key(layer.name, "weight"), net.key(layer.name, "bias")
-    w = sd[wkey]                                     # (K, C / group, kh, kw)
-    if channels % w.shape[1]:
-        raise ValueError(f"export: {layer.name} weight {w.shape} does not divide "
-                         f"{channels} input channels into groups")
-    g.node("Conv", [g.last, g.weight(wkey, w), g.weight(bkey, sd[bkey])], layer.name,
-           kernel_shape=[spec.kernel, spec.kernel], strides=[spec.stride, spec.stride],
-           pads=[spec.pad] * 4, group=channels // w.shape[1])
-    return w.shape[0]
-
-
-def _lrn(g, net, name):
-    attrs = lrn_attributes(net.lrn_params)
-    groups = lrn_groups(net)
-    if groups == 1:
-        g.node("LRN", [g.last], name, **attrs)
-        return
-    source = g.last
-    parts = [f"{name}/column{c}" for c in range(groups)]
-    g.nodes.append(g.onnx.helper.make_node("Split", [source], parts, name=f"{name}/split",
-                                           axis=1))          # equal halves (N, C/2, H, W)
-    for part in parts:
-        g.node("LRN", [part], f"{part}/lrn", **attrs)
-    g.node("Concat", [f"{p}/lrn" for p in parts], name, axis=1)
-
-
-def _adaptive_pool(g, net, name):
-    """``owt``'s average pooling to a fixed side: the identity where pool5 already has
-    that side (224 pixels), an AveragePool where the side divides pool5's evenly (the
-    same bins as PyTorch's rule then); other sizes have no single ONNX operator."""
-    side = net.spec.avgpool
-    have = net.spec.sizes(net.pool, net.pool_rounding)["pool5"]
-    if have == side:
-        g.node("Identity", [g.last], name)
-    elif have % side == 0:
-        k = have // side
-        g.node("AveragePool", [g.last], name, kernel_shape=[k, k], strides=[k, k])
-    else:
-        raise ValueError(f"export: average pooling of {have}x{have} maps to {side}x{side} "
-                         "has bins of unequal size, which no ONNX operator computes")
-
-
-def _add_layer(g, net, layer, sd, channels):
-    """The nodes of one layer of ``net.layers``; returns the channels of its output."""
-    name = layer.name
-    if isinstance(layer, Input):
-        return channels
-    if isinstance(layer, Conv):
-        return _conv(g, net, layer, sd, channels)
-    if isinstance(layer, Relu):
-        g.node("Relu", [g.last], name)
-    elif isinstance(layer, Lrn):
-        _lrn(g, net, name)
-    elif isinstance(layer, Pool):
-        z, s = net.pool
-        ceil = int(net.options.pool_rounding == "ceil")      # Caffe's rounding: ceil_mode 1
-        g.node("MaxPool", [g.last], name, kernel_shape=[z, z], strides=[s, s], ceil_mode=ceil)
-    elif isinstance(layer, Exchange):
-        g.node("Identity", [g.last], name)
-    elif isinstance(layer, Flatten):
-        g.node("Flatten", [g.last], name, axis=1)
-    elif isinstance(layer, Linear):
-        wkey, bkey = net.key(name, "weight"), net.key(name, "bias")
-        g.node("Gemm", [g.last, g.weight(wkey, sd[wkey]), g.weight(bkey, sd[bkey])], name,
-               transB=1)
-    elif isinstance(layer, AdaptivePool):
-        _adaptive_pool(g, net, name)
-    elif isinstance(layer, Dropout):
-        scale = dropout_scale(net)
-        if scale is None:
-            g.node("Identity", [g.last], name)
-        else:
-            g.node("Mul", [g.last, g.weight(f"{name}.scale", numpy.asarray(scale))], name)
-    elif isinstance(layer, Gap):
-        g.node("GlobalAveragePool", [g.last], f"{name}/maps")       # (N, K, 1, 1)
-        g.node("Flatten", [g.last], name, axis=1)                   # (N, K)
-    else:
-        raise ValueError(f"export: no ONNX form for layer {layer!r}")
-    return channels
+    def constant(self, name, value):
+        """A scalar initializer."""
+        return self.weight(name, numpy.asarray(value))
 
 
 def onnx_model(net, outputs=(), dtype=None):
@@ -239,10 +168,12 @@ def onnx_model(net, outputs=(), dtype=None):
     if dtype.name not in ("float32", "float64"):
         raise ValueError(f"export: dtype must be float32 or float64, got {dtype.name!r}")
     sd = net.state_dict()
-    g = _Graph(onnx, dtype)
-    channels = 3
+    g = _Graph(onnx, dtype, sd)
+    s = net.spec.input_size
+    shape = (3, s, s)                  # per image, the grouped form
     for layer in net.layers:
-        channels = _add_layer(g, net, layer, sd, channels)
+        layer.onnx(g, shape)
+        shape = layer.output_shape(shape)
     g.node("Identity", [g.last], "logits")
     g.node("Softmax", ["logits"], "probabilities", axis=1)
 

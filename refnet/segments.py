@@ -1,20 +1,19 @@
-"""Runs of column-local layers, each column's part in one call: the network's passes.
+"""Segments: runs of column-local layers, each column's part in one call (the fast engine).
 
 The network is a list of layers, each running in every column (``refnet.network``). A
 layer is column-local (``fusable``) when each column computes its part from its own
 data alone: conv (but conv1 on one device, which the columns share), ReLU, LRN within a
 column, pooling, dropout, the fully-connected layers. Between two exchanges the layers
 are all column-local, and each column can run the whole run of them at once: one
-``Placement.each`` call per run instead of one per layer. On the CPU each call hands
-work to the column thread and waits for it (about 50 us on two cores); the demo
-network's step makes about 45 such calls a step, a run each about 13
-(docs/performance.md). The arithmetic is the same: each column runs the same layer
+``Placement.each`` call per segment instead of one per layer. On the CPU each call hands
+work to the column thread and waits for it, so fewer calls cost less (the figures:
+docs/performance.md). The arithmetic is the same: each column runs the same layer
 functions in the same order.
 
-``forward(net, layers, h, run, caches)`` runs the list and returns its output; the runs
-it made are kept in ``run.segments`` for ``backward(net, run, caches, d, grads,
-on_grads)``, which goes through the same runs in reverse. Every layer's cache ends in
-``caches[name]`` as the layer itself would keep it (a list of per-column caches); in
+``forward(ctx, layers, h, pass_, caches)`` runs the list and returns its output; the
+segments it made are kept in ``pass_.segments`` for ``backward(ctx, pass_, caches, d,
+grads, on_grads)``, which goes through the same segments in reverse. Every layer's cache
+ends in ``caches[name]`` as the layer itself would keep it (a list of per-column caches); in
 backward each cache is dropped as soon as its layer is done, inside the run too, so the
 memory a layer kept is free before the layers below allocate theirs. With ``on_grads``
 (a data-parallel reducer's hook, called after each layer with weights) backward runs
@@ -24,51 +23,52 @@ layer by layer, so that each layer's gradients are sent as soon as they exist.
 __all__ = ["forward", "backward"]
 
 
-def forward(net, layers, h, run, caches):
-    """The output of ``layers`` for h (a list aligned with the columns); caches kept in
-    ``caches`` when ``run.keep``; the runs in ``run.segments``."""
-    run.segments, i = [], 0
+def forward(ctx, layers, h, pass_, caches):
+    """The output of ``layers`` for h (a list aligned with the columns), in the context
+    ``ctx`` (``refnet.nodes.Context``); caches kept in ``caches`` when ``pass_.keep``; the
+    segments in ``pass_.segments``."""
+    pass_.segments, i = [], 0
     while i < len(layers):
         j = i + 1
-        if layers[i].fusable(net, h):
-            while j < len(layers) and layers[j].fusable(net, None):
+        if layers[i].fusable(ctx, h):
+            while j < len(layers) and layers[j].fusable(ctx, None):
                 j += 1
-        run.segments.append(layers[i:j])
+        pass_.segments.append(layers[i:j])
         if j == i + 1:
-            h, cache = layers[i].forward(net, h, run)
-            if run.keep:
+            h, cache = layers[i].forward(h, pass_, ctx)
+            if pass_.keep:
                 caches[layers[i].name] = cache
             del cache                          # eval: freed before the next layer runs
         else:
-            h = _forward_run(net, layers[i:j], h, run, caches)
+            h = _forward_segment(ctx, layers[i:j], h, pass_, caches)
         i = j
     return h
 
 
-def _forward_run(net, segment, h, run, caches):
-    extras = [layer.prepare(net, run, len(h)) for layer in segment]   # in the list's order
+def _forward_segment(ctx, segment, h, pass_, caches):
+    extras = [layer.prepare(pass_, ctx, len(h)) for layer in segment]   # in the list's order
 
     def column(c, a, *extra):
-        kept = []
+        col, kept = ctx.columns[c], []
         for layer, e in zip(segment, extra):
-            a, cache = layer.column_forward(net, c, a, run, e)
-            kept.append(cache if run.keep else None)
+            a, cache = layer.column_forward(col, a, pass_, e)
+            kept.append(cache if pass_.keep else None)
         return a, kept
-    out = net.placement.each(column, h, *extras)
-    if run.keep:
+    out = ctx.placement.each(column, h, *extras)
+    if pass_.keep:
         for k, layer in enumerate(segment):
             caches[layer.name] = [kept[k] for _, kept in out]
     return [a for a, _ in out]
 
 
-def backward(net, run, caches, d, grads, on_grads=None):
-    """The gradient of the first layer's input (None for the image), through the runs
-    of ``run.segments`` in reverse; parameter gradients into ``grads``."""
-    for segment in reversed(run.segments):
+def backward(ctx, pass_, caches, d, grads, on_grads=None):
+    """The gradient of the first layer's input (None for the image), through the
+    segments of ``pass_.segments`` in reverse; parameter gradients into ``grads``."""
+    for segment in reversed(pass_.segments):
         if len(segment) == 1 or on_grads is not None:
             for layer in reversed(segment):
-                d = layer.backward(net, d, caches.pop(layer.name), grads)
-                if on_grads is not None and net.key(layer.name, "weight") in net.shapes:
+                d = layer.backward(d, caches.pop(layer.name), grads, ctx)
+                if on_grads is not None and layer.param_shapes():
                     on_grads(layer.name, grads)
             continue
         layers = segment[::-1]
@@ -79,10 +79,11 @@ def backward(net, run, caches, d, grads, on_grads=None):
                 stacks[c].append(cache)
 
         def column(c, g, stack):
+            col = ctx.columns[c]
             for layer in layers:
-                g = layer.column_backward(net, c, g, stack[0], grads)
+                g = layer.column_backward(col, g, stack[0], grads[c])
                 del stack[0]                   # this layer's cache is free now
             return g
-        d = net.placement.each(column, d, stacks)
+        d = ctx.placement.each(column, d, stacks)
         del stacks
     return d

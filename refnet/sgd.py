@@ -15,12 +15,14 @@ velocity carries the old eps, PyTorch's is rescaled by the new one.
 Weight decay applies to weights only unless ``decay_biases=True``: the authors'
 cuda-convnet2 configs set ``wcBias=0`` (the paper's formula names only w). Updates run in
 place on each column's shards, on that column's device, from per-column gradients
-(``AlexNet.loss_and_grad_columns``) or a full gradient dict (``loss_and_grad``).
+(``AlexNet.loss_and_grad_columns``) or a full gradient dict (``loss_and_grad``). The
+plain engine (``engine="plain"``) takes the plain update, ``layers.plain.sgd_update``, a
+whole array at a time; the fast one the same operations in blocks of rows.
 """
 
 import numpy
 
-from layers import blocking
+from layers import blocking, plain
 
 FORMS = ("paper", "pytorch")
 
@@ -74,6 +76,13 @@ class SGD:
 
     def _update_column(self, c, params, grads):
         lr, m = self.lr, self.momentum
+        if self.net.options.engine == "plain":
+            for name, w in params.items():
+                v = self.velocity[c][name]
+                w[...], v[...] = plain.sgd_update(w, v, grads[name], lr=lr, momentum=m,
+                                                  weight_decay=self.decay(name),
+                                                  form=self.form)
+            return
         # In blocks of rows of about block_bytes on the CPU (one block on a GPU), so the
         # four passes over each parameter work in cache; the same operations per element
         # in the same order, so the blocking changes no result.

@@ -2,8 +2,9 @@
 
     python -m refnet.summary --arch alexnet
 
-The table is read off the network's own layer list (``AlexNet.layers``) and parameter
-shapes, so every architecture of ``refnet.arch.ARCHS`` appears with no table of its own.
+The table is read off the network's own layer list (``AlexNet.layers``): each layer
+gives its output shape, parameters and FLOPs, so every architecture of
+``refnet.arch.ARCHS`` appears with no table of its own.
 Shapes are per image in the grouped single-device form, both columns together: maps as
 (C, H, W), features as (F,).
 
@@ -18,12 +19,10 @@ adds dW for every layer and dX for every layer but the first (its input is the i
 Exit status: 0 printed, 2 for a bad option, 130 when interrupted (Ctrl-C).
 """
 
-import math
 import sys
 from typing import NamedTuple
 
 from data.cli import Parser, run_command
-from layers.checks import window_count
 from refnet.arch import ARCHS
 from refnet.network import build_network
 from refnet.options import NetOptions
@@ -38,56 +37,17 @@ class Row(NamedTuple):
     flops: int
 
 
-def _conv(net, layer, shape):
-    spec = net.conv_spec(layer.name)                     # conv1-5, or the gap head's 1x1
-    _, h, w = shape
-    ho = (h + 2 * spec.pad - spec.kernel) // spec.stride + 1
-    wo = (w + 2 * spec.pad - spec.kernel) // spec.stride + 1
-    weight = net.shapes[net.key(layer.name, "weight")]   # (K, C / groups, kh, kw)
-    return (weight[0], ho, wo), 2 * math.prod(weight) * ho * wo
-
-
-def _pool(net, layer, shape):
-    (z, s), (c, h, w) = net.pool, shape
-    r = net.pool_rounding
-    return (c, window_count(h, z, s, rounding=r), window_count(w, z, s, rounding=r)), 0
-
-
-def _linear(net, layer, shape):
-    out, inp = net.shapes[net.key(layer.name, "weight")]  # (F_out, F_in)
-    if shape != (inp,):
-        raise ValueError(f"summary: {layer.name} takes {inp} features, gets {shape}")
-    return (out,), 2 * out * inp
-
-
-# how each kind of layer changes the per-image shape, and its forward FLOPs
-SHAPE_RULES = {
-    "Input": lambda net, layer, shape: (shape, 0),
-    "Conv": _conv,
-    "Pool": _pool,
-    "Linear": _linear,
-    "Flatten": lambda net, layer, shape: ((math.prod(shape),), 0),
-    "Relu": lambda net, layer, shape: (shape, 0),
-    "Lrn": lambda net, layer, shape: (shape, 0),
-    "Dropout": lambda net, layer, shape: (shape, 0),
-    "Exchange": lambda net, layer, shape: (shape, 0),
-    "Gap": lambda net, layer, shape: ((shape[0],), 0),   # averages count 0, like pooling
-    "AdaptivePool": lambda net, layer, shape: ((shape[0],) + (net.spec.avgpool,) * 2, 0),
-}
-
-
 def layer_table(net):
-    """``[Row]``, one per layer of ``net.layers`` in order (module doc)."""
+    """``[Row]``, one per layer of ``net.layers`` in order (module doc): each layer gives
+    its output shape and FLOPs (``refnet.nodes.base.Layer``)."""
     counts = net.param_counts()
     s = net.spec.input_size
     shape, rows = (3, s, s), []
     for layer in net.layers:
-        kind = type(layer).__name__
-        if kind not in SHAPE_RULES:
-            raise ValueError(f"summary: no shape rule for layer {layer!r}; add one to "
-                             "refnet.summary.SHAPE_RULES")
-        shape, flops = SHAPE_RULES[kind](net, layer, shape)
-        rows.append(Row(layer.name, kind, shape, counts.get(layer.name, 0), flops))
+        flops = layer.flops(shape)
+        shape = tuple(layer.output_shape(shape))
+        rows.append(Row(layer.name, type(layer).__name__, shape,
+                        counts.get(layer.name, 0), flops))
     return rows
 
 

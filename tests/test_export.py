@@ -9,7 +9,7 @@ import numpy
 import pytest
 
 from refnet import NetOptions, build_network, checkpoint
-from refnet import export
+from refnet import export, nodes
 from verify.compare import errors
 
 onnx = pytest.importorskip("onnx")
@@ -127,13 +127,14 @@ def test_a_float64_net_exports_as_float32_too():
     assert rel(got["logits"], net.forward(x)) <= F32
 
 
-MUTANTS = {
-    "alpha not times size": ("lrn_attributes", lambda p: dict(
+MUTANTS = {        # where the layer kinds give their ONNX nodes (refnet.nodes)
+    "alpha not times size": (nodes.lrn, "onnx_attributes", lambda p: dict(
         size=p["size"], alpha=p["alpha"], beta=p["beta"], bias=p["k"])),
-    "ONNX's default bias 1, not k": ("lrn_attributes", lambda p: dict(
+    "ONNX's default bias 1, not k": (nodes.lrn, "onnx_attributes", lambda p: dict(
         size=p["size"], alpha=p["alpha"] * p["size"], beta=p["beta"], bias=1.0)),
-    "one LRN over both columns": ("lrn_groups", lambda net: 1),
-    "no test-time dropout scale": ("dropout_scale", lambda net: None),
+    "one LRN over both columns": (nodes.Lrn, "groups", lambda self: 1),
+    "no test-time dropout scale": (nodes.Dropout, "onnx", lambda self, g, shape: g.node(
+        "Identity", [g.last], self.name)),
 }
 
 
@@ -142,8 +143,8 @@ def test_a_wrong_conversion_fails_the_comparison(mutant, monkeypatch):
     """The comparison can fail: each of these export mistakes moves the logits far past
     both bounds (the correct export is within them, tests above)."""
     net, x = make("tiny", "float64")
-    name, wrong = MUTANTS[mutant]
-    monkeypatch.setattr(export, name, wrong)
+    where, name, wrong = MUTANTS[mutant]
+    monkeypatch.setattr(where, name, wrong)
     assert rel(run_export(net, x)["logits"], net.forward(x)) > 100 * F32
 
 

@@ -17,8 +17,9 @@ def modules():
     """{module name: path} of every module of the project's packages."""
     out = {}
     for package in LIBRARY + TOOLS:
-        for path in sorted((ROOT / package).glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+        for path in sorted((ROOT / package).rglob("*.py")):   # subpackages too
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             out[name] = path
     return out
 

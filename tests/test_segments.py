@@ -49,7 +49,7 @@ def test_runs_give_what_layer_by_layer_gives(monkeypatch, options):
     masks = {k: rng.random((3, w)) >= 0.5 for k, w in net.dropout_widths().items()}
     fused_calls, single_calls = [], []
     fused = _results(net, x, labels, masks, fused_calls)
-    monkeypatch.setattr(network._Local, "fusable", lambda self, net, h: False)
+    monkeypatch.setattr(network._Local, "fusable", lambda self, ctx, h: False)
     single = _results(AlexNet("tiny", "float64", **options).init(seed=1, scheme="he"),
                       x, labels, masks, single_calls)
     assert fused[0] == single[0]

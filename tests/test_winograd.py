@@ -146,7 +146,7 @@ def test_keeping_x_instead_of_tiles_gives_identical_results(xp, dtype):
     (dict(algo="winograd", tile=9), "tile=9 with a 3x3 kernel needs 10 interpolation points"),
     (dict(tile=2), "tile applies only to algo='winograd', got tile=2 with algo='gemm'"),
     (dict(algo="winograd", cols=numpy.ones((1, 18, 16))),
-     "cols (im2col columns) apply only to algo='gemm'"),
+     "cols (the unfolded input) applies only to algo='gemm'"),
 ])
 def test_bad_arguments_are_named(kwargs, message):
     x, w, b = numpy.ones((1, 2, 6, 6)), numpy.ones((3, 2, 3, 3)), numpy.ones(3)

@@ -57,6 +57,9 @@ def build_parser():
     parser.add_argument("--size", choices=tuple(SIZES), default="both",
                         help="network sizes: small (tiny and demo archs), paper "
                              "(alexnet at 227, batch 2), or both (default both)")
+    parser.add_argument("--engine", choices=("fast", "plain"), default="fast",
+                        help="refnet's engine for the network and SGD parts (NetOptions."
+                             "engine; default fast)")
     parser.add_argument("--json", metavar="PATH",
                         help="also write the report as JSON to PATH ('-' for stdout, "
                              "then the table goes to stderr; default: the table only)")
@@ -109,6 +112,8 @@ def main(argv=None):
         names = frameworks.parse(args.against)
     except ValueError as e:
         parser.error(str(e))
+    from verify import network
+    network.NET_DEFAULTS["engine"] = args.engine
     modules = {name: frameworks.load(name) for name in names}
     reasons = {name: m.available() for name, m in modules.items()}
     if names == ["torch"] and reasons["torch"]:

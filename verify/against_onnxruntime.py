@@ -114,8 +114,9 @@ def runtime_name(dtype):
 
 def make_net(arch, dtype, rng, **changes):
     """A refnet network of ``arch`` with ``BASE`` and ``changes``, random weights."""
+    from verify.network import NET_DEFAULTS             # python -m verify --engine
     net = build_network(NetOptions(arch=arch, dtype=numpy.dtype(dtype).name,
-                                   **{**BASE, **changes}))
+                                   **{**NET_DEFAULTS, **BASE, **changes}))
     net.load_state_dict(random_weights(net.shapes, rng, dtype))
     return net
 

@@ -51,10 +51,16 @@ def dropout_masks(net_sd, n, p, rng, dtype):
             for name in ("fc6", "fc7") if f"{name}.weight" in net_sd}   # none for "gap"
 
 
+# Options every refnet network of verify is built with besides its own
+# (``python -m verify --engine plain`` sets {"engine": "plain"}).
+NET_DEFAULTS = {}
+
+
 def make_pair(arch, dtype, rng, *, make_twin=None, **options):
     """A refnet network with random weights and its twin holding the same weights
     (``make_twin(opts, state)``, default ``twin_of``: PyTorch's)."""
-    opts = NetOptions(arch=arch, dtype=numpy.dtype(dtype).name, **options)
+    opts = NetOptions(arch=arch, dtype=numpy.dtype(dtype).name,
+                      **{**NET_DEFAULTS, **options})
     net = build_network(opts)
     state = random_state(net.shapes, rng, dtype)
     net.load_state_dict(state)

@@ -1,0 +1,192 @@
+"""What every layer of the network's list is: its settings, the column it runs in, a pass.
+
+Axis legend: N batch, C channels, H/W height/width, F features.
+
+A layer object (``Layer``) is built with its own hyperparameters and knows what the rest
+of refnet asks of it: ``output_shape`` (per image, the grouped single-device form, both
+columns together: maps (C, H, W), features (F,)), ``param_shapes``, ``flops`` (forward,
+per image), ``onnx`` (its graph nodes, through ``refnet.export``'s builder) and
+``bench_case`` (what ``bench.layers`` times). It reads nothing of the network object.
+
+When it runs it is given a ``Context``: the placement of the columns and each column's
+``Column`` (that column's parameters, workspace, device, array module, layout, dtype and
+engine). ``forward(h, pass_, ctx) -> (h, cache)`` and ``backward(d, cache, grads, ctx) ->
+d`` take and give lists aligned with the columns.
+
+Most layers compute each column's part from that column's data alone (``Local``). Such a
+layer names two pairs of functions (``.forward``, ``.backward``) with one signature, ``forward(x, *weights,
+**settings) -> (y, cache)`` and ``backward(dy, cache, **backward_settings) ->
+gradients``: ``plain`` (``layers.plain``) and ``fast``, which also takes the keywords of
+``tuning`` (layout, workspace, algorithm). ``plain_forward`` / ``plain_backward`` call the
+first, ``column_forward`` / ``column_backward`` the second; ``engine="plain"`` runs
+every layer through its plain pair, one column after the other (``run_plain``).
+"""
+from typing import NamedTuple
+
+__all__ = ["Column", "Context", "Pass", "Layer", "Local", "run_plain", "split_pairs"]
+
+
+class Column(NamedTuple):
+    """What one column's layers run with."""
+    index: int
+    params: dict        # {key: this column's shard} (``AlexNet.params[index]``)
+    ws: object          # where its large arrays come from (``layers.workspace``)
+    xp: object          # the array module
+    device: int         # its device index
+    layout: str         # of the maps: "NCHW" or "CHWN"
+    dtype: object
+    engine: str         # "fast" or "plain"
+
+
+class Context(NamedTuple):
+    """What a pass runs in: the placement (``refnet.columns.Placement``) and its columns."""
+    placement: object
+    columns: tuple      # of Column, one per column
+    layout: str
+    engine: str
+
+
+class Pass:
+    """One forward pass besides the maps: training or not, dropout's generator or given
+    masks, the batch size, and whether to keep the caches."""
+
+    def __init__(self, train, rng, masks, keep):
+        self.train, self.rng, self.masks, self.keep, self.n = train, rng, masks, keep, None
+        self.context = None     # the refnet.nodes.Context it runs in
+        self.segments = None    # the runs of layers the fast engine made (refnet.segments)
+
+
+def split_pairs(pairs):
+    """[(y, cache) per column] -> ([y...], [cache...])."""
+    return [y for y, _ in pairs], [c for _, c in pairs]
+
+
+class Layer:
+    """A layer of the list; subclasses add their settings and override what differs."""
+
+    gathers = False     # its output is whole in every column (the input, an exchange)
+    splits = False      # each column computes its share of the outputs (conv, fc)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+    def param_shapes(self):
+        """{key: shape} of its parameters in the grouped single-device form."""
+        return {}
+
+    def output_shape(self, shape):
+        """Its output's shape per image for an input of ``shape`` (grouped form)."""
+        return shape
+
+    def flops(self, shape):
+        """Forward FLOPs per image for an input of ``shape`` (a multiply-add is 2)."""
+        return 0
+
+    def onnx(self, g, shape):
+        """Add its ONNX nodes to the builder ``g`` (``refnet.export``): by default the
+        identity, a tensor named after the layer."""
+        g.node("Identity", [g.last], self.name)
+
+    def bench_case(self, shape, batch):
+        """(kind, x shape, settings) that ``bench.layers`` times, or None: not timed."""
+        return None
+
+    @staticmethod
+    def bench_share(shape, p, columns):
+        """(x shape, settings) of one column's share of a bench case: maps split along
+        their channels (each column its own)."""
+        N, C, H, W = shape
+        return (N, C // columns, H, W), p
+
+    def fusable(self, ctx, h):
+        """Whether this call (on h, or on a column-local layer's output when h is None)
+        is column-local, so that ``refnet.segments`` may run it with its neighbours."""
+        return False
+
+
+class Local(Layer):
+    """A layer whose every column computes its part from its own data alone."""
+
+    plain = None        # its plain pair: a layers.plain.Pair, or the module of the one
+                        # shared form (``layers.relu``: its forward and backward)
+    fast = None         # the module of the fast pair (``layers.conv``), same signatures
+    keys = ()           # its parameters' keys, weight first: column c reads params[key]
+    settings = {}       # hyperparameters both forms take
+    backward_settings = {}
+
+    def weights(self, col):
+        return tuple(col.params[key] for key in self.keys)
+
+    def tuning(self, col):
+        """What the fast forward takes besides the settings (layout, workspace, ...)."""
+        return {}
+
+    def backward_tuning(self, col):
+        """What the fast backward takes besides ``backward_settings``."""
+        return {}
+
+    def prepare(self, pass_, ctx, columns):
+        """Per column, the keywords a forward takes from the pass (dropout's masks: made
+        in the calling thread, in the list's order)."""
+        return [{}] * columns
+
+    def fusable(self, ctx, h):
+        return True
+
+    def _store(self, out, grads):
+        """dx from a backward's result; the parameter gradients into ``grads``."""
+        if not self.keys:
+            return out
+        dx, *gw = out
+        for key, g in zip(self.keys, gw):
+            grads[key] = g
+        return dx
+
+    def plain_forward(self, col, a, pass_, extra):
+        return self.plain.forward(a, *self.weights(col), **self.settings, **extra)
+
+    def plain_backward(self, col, g, cache, grads):
+        return self._store(self.plain.backward(g, cache, **self.backward_settings), grads)
+
+    def column_forward(self, col, a, pass_, extra):
+        return self.fast.forward(a, *self.weights(col), **self.settings, **extra,
+                                 **self.tuning(col))
+
+    def column_backward(self, col, g, cache, grads):
+        return self._store(self.fast.backward(g, cache, **self.backward_settings,
+                                              **self.backward_tuning(col)), grads)
+
+    def forward(self, h, pass_, ctx):
+        run = self.plain_forward if ctx.engine == "plain" else self.column_forward
+        extra = self.prepare(pass_, ctx, len(h))
+        return split_pairs(ctx.placement.each(
+            lambda c, a, e: run(ctx.columns[c], a, pass_, e), h, extra))
+
+    def backward(self, d, cache, grads, ctx):
+        run = self.plain_backward if ctx.engine == "plain" else self.column_backward
+        return ctx.placement.each(
+            lambda c, g, k: run(ctx.columns[c], g, k, grads[c]), d, cache)
+
+
+def run_plain(layers, x, pass_, ctx, caches):
+    """The plain engine's forward: each layer in order, all columns, caches kept in
+    ``caches`` (by layer name) when ``pass_.keep``; the last layer's output."""
+    h = x
+    for layer in layers:
+        h, cache = layer.forward(h, pass_, ctx)
+        if pass_.keep:
+            caches[layer.name] = cache
+    return h
+
+
+def run_plain_backward(layers, d, caches, grads, ctx, on_grads=None):
+    """The plain engine's backward: each layer in reverse, its cache dropped once used;
+    ``on_grads(name, grads)`` after each layer with parameters."""
+    for layer in reversed(layers):
+        d = layer.backward(d, caches.pop(layer.name), grads, ctx)
+        if on_grads is not None and layer.param_shapes():
+            on_grads(layer.name, grads)
+    return d

@@ -1,0 +1,147 @@
+"""An ``AlexNet``'s parameters: drawing, loading and saving them, and moving them
+between per-column shards and full arrays.
+
+Axis legend: R rows of a parameter (its outputs). ``AlexNet.params[c]`` holds column c's
+shards, ``{key: array on its device}``, split along the first axis as
+``refnet.columns.Placement.rows`` says; ``state_dict`` and the full gradients are the
+grouped single-device form, keyed ``conv1.weight`` (or the arch's names).
+"""
+import math
+
+import numpy
+
+from layers import backend
+from refnet import arch as arch_table
+from refnet import init as init_schemes
+from refnet.nodes import Dropout
+
+
+class Parameters:
+    """The parameter methods of ``refnet.network.AlexNet`` (which sets ``spec``,
+    ``shapes``, ``columns``, ``placement``, ``params``, ``dtype`` and ``layers``)."""
+
+    def _param_shapes(self, name):
+        """{weight key: shape, bias key: shape} of layer ``name`` (grouped form)."""
+        return {self.key(name, kind): self.shapes[self.key(name, kind)]
+                for kind in ("weight", "bias")}
+
+    def dropout_widths(self):
+        """``{name: width}`` of the dropout masks, in the order they are drawn
+        (``masks=`` of ``forward`` takes these names: "fc6", "fc7", or "flatten" and
+        "fc6" with dropout before the fc layers)."""
+        return {layer.source: layer.width for layer in self.layers
+                if isinstance(layer, Dropout)}
+
+    def mask_width(self, name):
+        """The width of layer ``name``'s outputs, which a dropout mask covers."""
+        if name == "flatten":
+            return self.shapes[self.key("fc6", "weight")][1]
+        return self.shapes[self.key(name, "bias")][0]
+
+    def key(self, layer, kind):
+        """The name of ``layer``'s ``kind`` ("weight" or "bias") parameter in ``shapes``,
+        ``params`` and ``state_dict``: ``conv1.weight``, or the arch's name for it
+        (``owt``: torchvision's ``features.0.weight``)."""
+        return f"{self.spec.param_prefix(layer)}.{kind}"
+
+    def conv_spec(self, name):
+        """The ``ConvSpec`` of conv1..conv5, or of the "gap" head (1x1, stride 1, no pad)."""
+        if name == "head":
+            return arch_table.ConvSpec(1, 1, 0, self.num_classes)
+        return self.spec.convs[int(name[-1]) - 1]
+
+    def init(self, seed=0, scheme=None):
+        """Draw the initial parameters (``refnet.init.SCHEMES``: "paper", "caffe",
+        "cuda-convnet2", "pytorch" or "he"; None: ``self.init_scheme``, the preset's
+        scheme when built with ``conventions``, else "paper"). The schemes read the
+        layers' own names, conv1 ... fc8, whatever the arch calls them."""
+        scheme = self.init_scheme if scheme is None else scheme
+        shapes = arch_table.param_shapes(self.spec, columns=self.columns,
+                                         num_classes=self.num_classes, pool=self.pool,
+                                         head=self.head, pool_rounding=self.pool_rounding,
+                                         refnet_names=True)
+        drawn = init_schemes.initial_params(shapes, seed=seed, scheme=scheme,
+                                            dtype=self.dtype)
+        self.load_state_dict({arch_table.param_key(self.spec, n): a
+                              for n, a in drawn.items()})
+        return self
+
+    def state_dict(self):
+        """``{name: NumPy array}`` in PyTorch's names (``conv1.weight``; for ``owt``
+        torchvision's, ``features.0.weight``) and the grouped single-device shapes (copies
+        on the host)."""
+        self._require_params()
+        return self.gather(self.params)
+
+    def gather(self, per_column):
+        """Per-column dicts keyed and split like ``params`` (the parameters, their
+        gradients or an optimizer's velocities) as one dict of full host NumPy arrays
+        keyed like ``state_dict`` (copies)."""
+        return {name: self.placement.gather(name, self._shards(per_column, name))
+                for name in self.shapes}
+
+    def scatter(self, full):
+        """A dict of full host arrays keyed like ``state_dict`` as per-column dicts of
+        shards on each column's device (copies), the inverse of ``gather``."""
+        out = [dict() for _ in range(self.columns)]
+        for name in self.shapes:
+            for c, shard in self.placement.split(name, full[name]):
+                out[c][name] = shard
+        return out
+
+    def load_state_dict(self, sd):
+        """Set every parameter from ``sd`` (as ``state_dict`` gives). Wrong or missing
+        names and wrong shapes are refused with ``ValueError`` naming them; values are
+        copied and cast to the net's dtype."""
+        if not isinstance(sd, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+        missing = [n for n in self.shapes if n not in sd]
+        extra = [n for n in sd if n not in self.shapes]
+        if missing or extra:
+            raise ValueError(f"state_dict does not match arch {self.spec.name!r} "
+                             f"(columns={self.columns}): missing {missing}, unexpected {extra}")
+        bad = {n: tuple(numpy.shape(sd[n])) for n in self.shapes
+               if tuple(numpy.shape(sd[n])) != self.shapes[n]}
+        if bad:
+            want = {n: self.shapes[n] for n in bad}
+            raise ValueError(f"state_dict shapes do not match: got {bad}, expected {want}")
+        host = {}
+        for name in self.shapes:
+            host[name] = numpy.asarray(backend.asnumpy(sd[name]), dtype=self.dtype)
+            if not numpy.all(numpy.isfinite(host[name])):
+                raise ValueError(f"state_dict[{name!r}] has non-finite values")
+        for params, shards in zip(self.params, self.scatter(host)):
+            params.update(shards)
+        self._params_set = True
+
+    def _require_params(self):
+        if not self._params_set:
+            raise RuntimeError("AlexNet: parameters are not set; call net.init(seed=...) "
+                               "or net.load_state_dict(...) first")
+
+    def num_params(self):
+        """Number of parameters (60,965,224 for ``alexnet``)."""
+        return sum(math.prod(shape) for shape in self.shapes.values())
+
+    def param_counts(self):
+        """``{layer: number of parameters}`` per layer of ``layers`` that has any (weights
+        and biases), by the layers' names (conv1 ... fc8, or head)."""
+        return {layer.name: sum(math.prod(shape) for shape in layer.param_shapes().values())
+                for layer in self.layers if layer.param_shapes()}
+
+    def _shards(self, per_column, name):
+        return {c: per_column[c][name] for c, _, _ in self.placement.rows[name]}
+
+    def full_grads(self, grads):
+        """Per-column gradients (as ``loss_and_grad_columns`` gives) as one dict keyed
+        like ``state_dict``, full shapes, on column 0's device."""
+        return {name: self.placement.gather_on_device(name, self._shards(grads, name))
+                for name in self.shapes}
+
+    def column_grads(self, grads):
+        """A full gradient dict (keyed like ``state_dict``) split into per-column shards."""
+        out = [dict() for _ in range(self.columns)]
+        for name in self.shapes:
+            for c, shard in self.placement.split_on_device(name, grads[name]):
+                out[c][name] = shard
+        return out
