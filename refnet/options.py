@@ -43,7 +43,8 @@ Fields:
   backward); the old spelling "columns" is accepted and stored as "unfolded";
 - ``engine``: "fast" (the default: workspace, blocking, Winograd, the CHWN layout, column
   threads) or "plain" (every layer's plain form, NCHW, one column after the other: what a
-  reader follows; the same numbers to float64 round-off);
+  reader follows; the same numbers to float64 round-off). The plain engine has one way to
+  compute each layer, so it ignores ``layout``, ``conv_algo`` and ``conv_cache``;
 - ``head``: "fc" (the paper's fc6-fc8 after pool5) or "gap" (Network-in-Network and
   GoogLeNet's global-average-pooling head: a 1x1 convolution ``head`` from conv5's ReLU
   output, before pool5, to the classes, averaged over the positions; no fc layers, so
