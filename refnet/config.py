@@ -295,7 +295,7 @@ class TrainConfig:
                                  f"checkpoint's {old!r}; a resumed run keeps its settings "
                                  f"(it may change {may}, --epochs and how it runs)")
         allowed = {k: v for k, v in given.items() if k in self.RESUME_OVERRIDABLE}
-        return self.replace(**allowed, **invocation)
+        return self.replace(**{**allowed, **invocation})
 
     def __getitem__(self, name):
         """``cfg["lr"]``: the dict form's spelling of ``cfg.lr``, for scripts."""

@@ -47,8 +47,14 @@ from data.cli import UNEXPECTED, UserError, exit_status
 from refnet import checkpoint, sample_draws, startup
 from refnet.agreement import abort_job, check_replicas, on_every_rank
 from refnet.config import TrainConfig, UsageError
-from refnet.distributed import (DistributedError, GradientReducer, Solo, column_devices,
-                                current_world, share_cores)
+from refnet.distributed import (
+    DistributedError,
+    GradientReducer,
+    Solo,
+    column_devices,
+    current_world,
+    share_cores,
+)
 from refnet.evaluate import evaluate
 from refnet.network import build_network
 from refnet.options import NetOptions
@@ -160,7 +166,7 @@ class Trainer:
         the checkpoint's configuration ``saved`` (a dict): the rate from now on is
         ``--lr`` if given, else the resumed one; a changed schedule continues from the
         resumed epoch. Returns ``{setting: [old, new]}`` for the log."""
-        norm = lambda v: list(v) if isinstance(v, tuple) else v      # noqa: E731
+        norm = lambda v: list(v) if isinstance(v, tuple) else v
         changes = {k: [saved.get(k), given[k]] for k in TrainConfig.RESUME_SCHEDULE
                    if k in given and norm(given[k]) != norm(saved.get(k))}
         if not changes:
