@@ -22,7 +22,7 @@ import math
 import sys
 from typing import NamedTuple
 
-from data.cli import Parser, run_command
+from data.cli import Parser, exit_status, run_command
 from layers.checks import window_count
 from refnet.arch import ARCHS
 from refnet.network import build_network
@@ -139,11 +139,13 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    names = list(ARCHS) if args.arch == "all" else [args.arch]
-    for i, name in enumerate(names):
-        net = build_network(NetOptions(arch=name))
-        print(("\n" if i else "") + "\n".join(format_table(name, layer_table(net))))
-    return 0
+
+    def body():
+        names = list(ARCHS) if args.arch == "all" else [args.arch]
+        for i, name in enumerate(names):
+            net = build_network(NetOptions(arch=name))
+            print(("\n" if i else "") + "\n".join(format_table(name, layer_table(net))))
+    return exit_status("refnet.summary", body)
 
 
 if __name__ == "__main__":
