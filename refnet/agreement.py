@@ -17,7 +17,7 @@ A Ctrl-C on any rank is agreed on at the next step's gradient reduction
 import os
 import sys
 
-from data.cli import UserError
+from data.cli import UNEXPECTED, UserError
 from refnet.config import UsageError
 from refnet.distributed import DistributedError, checksum
 
@@ -77,3 +77,29 @@ def abort_job(world, status, message):
           f"{world.host}; ending the job]", file=sys.stderr, flush=True)
     world.abort(status)
     return status
+
+
+def rank_report(world, prog):
+    """How a rank reports the error that ends it (a ``data.cli.exit_status`` report):
+    the failures every rank reaches together (a refused start, divergence, an agreed
+    interrupt, replicas that differ) rank 0 alone says; anything that strikes one rank
+    alone ends the whole job (``abort_job``) after that rank says what and where."""
+    from refnet.stopping import Diverged, Interrupted
+
+    def report(error, status, line):
+        if isinstance(error, (UsageError, DistributedError, Diverged, Interrupted)):
+            if world.is_root:                  # the same on every rank: rank 0 says it
+                print(line, file=sys.stderr, flush=True)
+            return
+        if isinstance(error, KeyboardInterrupt):
+            line = (f"{prog}: interrupted; files written before stay as they were "
+                    "(checkpoints are replaced atomically)")
+        elif status == UNEXPECTED:
+            line += (" (the traceback above is for a bug report; checkpoints already "
+                     "written are intact)")
+        if world.size > 1 and (status == UNEXPECTED or isinstance(
+                error, (UserError, KeyboardInterrupt))):
+            abort_job(world, status, line)      # this rank alone: end the whole job
+        else:
+            print(line, file=sys.stderr, flush=True)
+    return report

@@ -43,8 +43,15 @@ import math
 import numbers
 from typing import ClassVar
 
-from data.cli import (Parser, UserError, fraction, nonnegative_int, nonnegative_number,
-                      positive_int, positive_number)
+from data.cli import (
+    Parser,
+    UserError,
+    fraction,
+    nonnegative_int,
+    nonnegative_number,
+    positive_int,
+    positive_number,
+)
 from data.sources import VAL_FRACTION
 from refnet import conventions
 from refnet.arch import ARCHS, check_columns

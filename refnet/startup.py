@@ -22,7 +22,10 @@ from data.files import remove_stale_temporaries
 from refnet import checkpoint, run_dir
 from refnet.agreement import on_every_rank
 from refnet.config import TrainConfig, UsageError, build_parser, resolve
-from refnet.options import backend_for_device
+from refnet.distributed import column_devices
+from refnet.options import NetOptions, backend_for_device
+from refnet.schedule import ReduceOnPlateau, StepSchedule
+from refnet.sgd import SGD
 from refnet.train_inputs import ensure_data
 
 
@@ -138,6 +141,32 @@ def begin(trainer, start, changes, say=print):
                                                          for k, (a, b) in changes.items()))
 
 
+def finish(trainer, folder):
+    """The closing lines: the last validation errors and where the outputs are."""
+    last = trainer.history[-1] if trainer.history else None
+    if last:
+        trainer.output.say(
+            f"done: val top-1 error {100 * last['val_top1_error']:.1f}% (accuracy "
+            f"{100 * (1 - last['val_top1_error']):.1f}%), top-5 error "
+            f"{100 * last['val_top5_error']:.1f}% after {last['epoch']} epochs")
+    newest = trainer.last_checkpoint()
+    trainer.output.say(f"outputs in {folder}/: log.jsonl, curves.png, conv1_filters.png, "
+                       f"{newest.name if newest else 'no checkpoint'}")
+
+
+def open_trainer(make, cfg, world):
+    """``make(cfg, world)`` (a ``Trainer``), its GPUs joined to the job's NCCL
+    communicator in a data-parallel job on GPUs."""
+    trainer = make(cfg, world=world)
+    if world.size > 1 and trainer.net.xp is not numpy:
+        try:
+            world.use_nccl(trainer.net.devices[0])
+        except BaseException:
+            trainer.close()
+            raise
+    return trainer
+
+
 def announce_world(trainer, cores):
     """Rank 0 says (and logs) which process is which rank: mpiexec names a lost rank by
     its process id."""
@@ -152,3 +181,50 @@ def announce_world(trainer, cores):
     trainer.output.say(f"data parallel over {world.size} ranks ({what}): {where}; global "
                        f"batch {trainer.pipeline.batch} = {' + '.join(map(str, slices))}",
                        flush=True)
+
+
+def network_options(cfg, num_classes, world=None):
+    """The ``NetOptions`` of a training configuration, with a data-parallel rank's GPUs;
+    ``UsageError`` for a value the options refuse."""
+    try:
+        opts = NetOptions.from_config(cfg, num_classes=num_classes)
+        if world is not None and world.size > 1 and opts.backend == "cupy":
+            from layers import backend
+            opts = opts.replace(devices=column_devices(
+                world.local_rank, world.local_size, backend.gpu_count(), opts.columns))
+        return opts
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def build_optimizer(cfg, net):
+    return SGD(net, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+               form=cfg.sgd_form)
+
+
+def build_schedule(cfg, lr=None):
+    lr = cfg.lr if lr is None else lr
+    if cfg.lr_schedule == "step":
+        return StepSchedule(lr=lr, milestones=cfg.milestones)
+    return ReduceOnPlateau(lr=lr, patience=cfg.patience)
+
+
+def reschedule(trainer, saved, given):
+    """Apply to ``trainer`` the learning rate and schedule flags given on resuming
+    (``given``) over the checkpoint's configuration ``saved`` (a dict): the rate from now
+    on is ``--lr`` if given, else the resumed one; a changed schedule continues from the
+    resumed epoch. Returns ``{setting: [old, new]}`` for the log."""
+    norm = lambda v: list(v) if isinstance(v, tuple) else v     # noqa: E731
+    changes = {k: [saved.get(k), given[k]] for k in TrainConfig.RESUME_SCHEDULE
+               if k in given and norm(given[k]) != norm(saved.get(k))}
+    if not changes:
+        return {}
+    lr = float(given.get("lr", trainer.sgd.lr))
+    changes["lr"] = [trainer.sgd.lr, lr]
+    if any(k != "lr" for k in changes):            # another schedule: same epoch count
+        epoch = trainer.schedule.epoch
+        trainer.schedule = build_schedule(trainer.cfg, lr)
+        trainer.schedule.epoch = epoch
+    trainer.schedule.set_lr(lr)
+    trainer.sgd.lr = lr
+    return changes

@@ -10,30 +10,21 @@ generator) -> the loss is checked to be finite -> ``SGD.step``. At the end of ev
 epoch: validation top-1/top-5 error, the learning-rate schedule, one line of summary, a
 record in ``log.jsonl``, a checkpoint, and the plots.
 
-Determinism (what makes a killed-and-resumed run bit-identical on the CPU): every random
-draw is a pure function of the seed: the init from ``seed``; the shuffle order of epoch e
-from ``(seed, e)`` inside the loader; each training image's crop, flip, lighting and
-dropout masks from ``(seed, e, its index in the store)`` (``refnet.sample_draws``). The
-checkpoint (``refnet.checkpoint.TrainingState``) holds the loader position, the
-parameters, the velocities, the schedule and the running sums of the current epoch.
+Determinism (a killed-and-resumed run is bit-identical on the CPU): every random draw is
+a pure function of the seed: the init from ``seed``; the shuffle of epoch e from ``(seed,
+e)``; each image's crop, flip, lighting and dropout masks from ``(seed, e, its index in
+the store)`` (``refnet.sample_draws``). The checkpoint (``refnet.checkpoint``) holds the
+loader position, parameters, velocities, schedule and the current epoch's sums.
 
-Data parallel: ``mpiexec -n R python -m refnet.train [the same flags]`` trains one model
-on R ranks (``refnet.distributed``): ``--batch`` stays the global batch, each rank
-computes its slice of it, the gradients are summed by one allreduce per step, and since no
-draw depends on the rank or on R, the model is the one a single process trains (up to the
-order of the sums). The loop is the same on every rank: what rank 0 alone does (the run
-folder, the log, the plots, the progress) goes through ``refnet.run_output``; how the
-ranks agree is ``refnet.agreement``; how a run starts, ``refnet.startup``; how it stops
-early (divergence, Ctrl-C), ``refnet.stopping``.
+Data parallel: ``mpiexec -n R python -m refnet.train [the same flags]`` trains the model
+one process would on R ranks (docs/distributed.md). The loop is the same on every rank:
+what rank 0 alone does (run folder, log, plots, progress) goes through
+``refnet.run_output``; how ranks agree is ``refnet.agreement``; the start,
+``refnet.startup``; an early stop (divergence, Ctrl-C), ``refnet.stopping``.
 
 Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``),
-``curves.png``, ``conv1_filters.png``, ``.lock``. The loader's threads and the data files
-are closed whatever ends the run (a thread left reading HDF5 at exit would hang it).
-
-Exit status (``refnet.config.EXIT_CODES``, also in ``--help``): 0 done; 1 diverged
-(NaN/Inf), with the command that resumes at a lower learning rate; 2 a usage or data
-error (one line on stderr); 3 an unexpected failure (traceback, then one line); 130
-interrupted.
+``curves.png``, ``conv1_filters.png``, ``.lock``. Exit status: ``refnet.config.EXIT_CODES``
+(also in ``--help``).
 """
 
 import contextlib
@@ -43,56 +34,28 @@ import time
 
 import numpy
 
-from data.cli import UNEXPECTED, UserError, exit_status
+from data.cli import exit_status
 from refnet import checkpoint, sample_draws, startup
-from refnet.agreement import abort_job, check_replicas, on_every_rank
+from refnet.agreement import check_replicas, on_every_rank, rank_report
 from refnet.config import TrainConfig, UsageError
 from refnet.distributed import (
     DistributedError,
     GradientReducer,
     Solo,
-    column_devices,
     current_world,
     share_cores,
 )
 from refnet.evaluate import evaluate
 from refnet.network import build_network
-from refnet.options import NetOptions
 from refnet.run_output import NoOutput, run_output
-from refnet.schedule import ReduceOnPlateau, StepSchedule
 from refnet.schedule import from_state as schedule_from_state
-from refnet.sgd import SGD
+from refnet.startup import build_optimizer, build_schedule, network_options
 from refnet.stopping import Diverged, Interrupted, train_until_stopped
 from refnet.train_inputs import InputPipeline
 
 PROG = "refnet.train"
-__all__ = ["Diverged", "Interrupted", "Trainer", "main", "run", "train_run"]
-
-
-def network_options(cfg, num_classes, world=None):
-    """The ``NetOptions`` of a training configuration, with a data-parallel rank's GPUs;
-    ``UsageError`` for a value the options refuse."""
-    try:
-        opts = NetOptions.from_config(cfg, num_classes=num_classes)
-        if world is not None and world.size > 1 and opts.backend == "cupy":
-            from layers import backend
-            opts = opts.replace(devices=column_devices(
-                world.local_rank, world.local_size, backend.gpu_count(), opts.columns))
-        return opts
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-
-
-def build_optimizer(cfg, net):
-    return SGD(net, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-               form=cfg.sgd_form)
-
-
-def build_schedule(cfg, lr=None):
-    lr = cfg.lr if lr is None else lr
-    if cfg.lr_schedule == "step":
-        return StepSchedule(lr=lr, milestones=cfg.milestones)
-    return ReduceOnPlateau(lr=lr, patience=cfg.patience)
+__all__ = ["Diverged", "Interrupted", "Trainer", "build_optimizer", "build_schedule", "main",
+           "network_options", "run", "train_run"]
 
 
 class Trainer:
@@ -160,26 +123,6 @@ class Trainer:
         self.pipeline.loader.seek(*state.loader)
         self.loss_sum, self.loss_count = float(state.loss_sum), int(state.loss_count)
         self.history = list(state.history)
-
-    def reschedule(self, saved, given):
-        """Apply the learning rate and schedule flags given on resuming (``given``) over
-        the checkpoint's configuration ``saved`` (a dict): the rate from now on is
-        ``--lr`` if given, else the resumed one; a changed schedule continues from the
-        resumed epoch. Returns ``{setting: [old, new]}`` for the log."""
-        norm = lambda v: list(v) if isinstance(v, tuple) else v
-        changes = {k: [saved.get(k), given[k]] for k in TrainConfig.RESUME_SCHEDULE
-                   if k in given and norm(given[k]) != norm(saved.get(k))}
-        if not changes:
-            return {}
-        lr = float(given.get("lr", self.sgd.lr))
-        changes["lr"] = [self.sgd.lr, lr]
-        if any(k != "lr" for k in changes):            # another schedule: same epoch count
-            epoch = self.schedule.epoch
-            self.schedule = build_schedule(self.cfg, lr)
-            self.schedule.epoch = epoch
-        self.schedule.set_lr(lr)
-        self.sgd.lr = lr
-        return changes
 
     def save(self, state=None):
         """Write a checkpoint (rank 0) once the parameters are finite and the replicas
@@ -317,14 +260,14 @@ def train_run(argv=None, stdout=print, world=None):
     cfg = start.cfg
     cores = share_cores(world) if world.size > 1 and cfg.backend == "numpy" else None
     # everything is checked before the run folder is made: a refused start leaves nothing
-    with on_every_rank(world, lambda: _trainer(cfg, world)) as trainer:
+    with on_every_rank(world, lambda: startup.open_trainer(Trainer, cfg, world)) as trainer:
         changes = {}
         if start.state is None:
             trainer.fresh_start()
         else:
             startup.check_same_data(start.state, trainer.pipeline, start.allow_other_data)
             trainer.restore(start.state)
-            changes = trainer.reschedule(start.state.config, start.given)
+            changes = startup.reschedule(trainer, start.state.config, start.given)
         folder, lock = startup.claim_run_dir(world, start)
         try:
             trainer.cfg = trainer.cfg.replace(out=str(folder))
@@ -336,30 +279,11 @@ def train_run(argv=None, stdout=print, world=None):
         finally:
             if lock is not None:
                 lock.release()
-    last = trainer.history[-1] if trainer.history else None
-    if last:
-        trainer.output.say(
-            f"done: val top-1 error {100 * last['val_top1_error']:.1f}% (accuracy "
-            f"{100 * (1 - last['val_top1_error']):.1f}%), top-5 error "
-            f"{100 * last['val_top5_error']:.1f}% after {last['epoch']} epochs")
-    newest = trainer.last_checkpoint()
-    trainer.output.say(f"outputs in {folder}/: log.jsonl, curves.png, conv1_filters.png, "
-                       f"{newest.name if newest else 'no checkpoint'}")
+    startup.finish(trainer, folder)
     return trainer
 
 
 run = train_run     # the entry's first name, kept
-
-
-def _trainer(cfg, world):
-    trainer = Trainer(cfg, world=world)
-    if world.size > 1 and trainer.net.xp is not numpy:
-        try:
-            world.use_nccl(trainer.net.devices[0])
-        except BaseException:
-            trainer.close()
-            raise
-    return trainer
 
 
 def main(argv=None, world=None):
@@ -368,33 +292,15 @@ def main(argv=None, world=None):
     divergence, an agreed interrupt, replicas that differ) end each rank with the same
     status, rank 0 saying why; anything that strikes one rank alone aborts the whole job
     (``MPI_Abort``) after that rank says what and where, so no rank is left waiting."""
-    if world is None:
-        try:
-            world = current_world()
-        except DistributedError as e:
-            print(f"{PROG}: error: {e}", file=sys.stderr)
-            return 2
-
-    def report(error, status, line):
-        if isinstance(error, (UsageError, DistributedError, Diverged, Interrupted)):
-            if world.is_root:                  # the same on every rank: rank 0 says it
-                print(line, file=sys.stderr, flush=True)
-            return
-        if isinstance(error, KeyboardInterrupt):
-            line = (f"{PROG}: interrupted; files written before stay as they were "
-                    "(checkpoints are replaced atomically)")
-        elif status == UNEXPECTED:
-            line += (" (the traceback above is for a bug report; checkpoints already "
-                     "written are intact)")
-        if world.size > 1 and (status == UNEXPECTED or isinstance(
-                error, (UserError, KeyboardInterrupt))):
-            abort_job(world, status, line)      # this rank alone: end the whole job
-        else:
-            print(line, file=sys.stderr, flush=True)
+    try:
+        world = current_world() if world is None else world
+    except DistributedError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return e.exit_status
 
     def body():
         train_run(argv, world=world)
-    return exit_status(PROG, body, report=report, unexpected=True)
+    return exit_status(PROG, body, report=rank_report(world, PROG), unexpected=True)
 
 
 if __name__ == "__main__":
