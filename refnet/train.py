@@ -22,9 +22,8 @@ what rank 0 alone does (run folder, log, plots, progress) goes through
 ``refnet.run_output``; how ranks agree is ``refnet.agreement``; the start,
 ``refnet.startup``; an early stop (divergence, Ctrl-C), ``refnet.stopping``.
 
-Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``),
-``curves.png``, ``conv1_filters.png``, ``.lock``. Exit status: ``refnet.config.EXIT_CODES``
-(also in ``--help``).
+Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``), the plots,
+``.lock``. Exit status: ``refnet.config.EXIT_CODES`` (also in ``--help``).
 """
 
 import contextlib
@@ -35,16 +34,9 @@ import time
 import numpy
 
 from data.cli import exit_status
-from refnet import checkpoint, sample_draws, startup
+from refnet import checkpoint, distributed, sample_draws, startup
 from refnet.agreement import check_replicas, on_every_rank, rank_report
 from refnet.config import TrainConfig, UsageError
-from refnet.distributed import (
-    DistributedError,
-    GradientReducer,
-    Solo,
-    current_world,
-    share_cores,
-)
 from refnet.evaluate import evaluate
 from refnet.network import build_network
 from refnet.run_output import NoOutput, run_output
@@ -65,7 +57,7 @@ class Trainer:
     def __init__(self, cfg, world=None, output=None):
         if not isinstance(cfg, TrainConfig):               # the dict form
             cfg = TrainConfig.from_dict(cfg)
-        self.world = Solo() if world is None else world
+        self.world = distributed.Solo() if world is None else world
         self.pipeline = InputPipeline(cfg, shard=(self.world.rank, self.world.size))
         self.cfg = cfg.resolved(self.pipeline.steps_per_epoch)  # own data: "auto" values
         try:
@@ -76,11 +68,11 @@ class Trainer:
             raise
         self.sgd = build_optimizer(self.cfg, self.net)
         self.schedule = build_schedule(self.cfg)
-        self.reducer = None if self.world.size == 1 else GradientReducer(self.world, self.net)
+        self.reducer = (None if self.world.size == 1
+                        else distributed.GradientReducer(self.world, self.net))
         self.output = NoOutput() if output is None else output
-        self.step, self.epoch = 0, 0       # steps taken, epochs completed
+        self.step, self.epoch, self.history = 0, 0, []     # steps taken, epochs completed
         self.loss_sum, self.loss_count = 0.0, 0     # over the current epoch
-        self.history = []
         self.interrupt = False
         self.phase = "setup"      # "train" while steps run (refnet.stopping: Ctrl-C)
 
@@ -247,18 +239,18 @@ class Trainer:
 
 
 def _no_batches():
-    """An epoch whose batches were all trained before the checkpoint (a generator, so
-    ``contextlib.closing`` can close it like the loader's)."""
+    """An epoch trained before the checkpoint (a generator: ``closing`` closes it)."""
     yield from ()
 
 
 def train_run(argv=None, stdout=print, world=None):
     """Train as the command line ``argv`` says (module doc); the finished ``Trainer``."""
-    world = Solo() if world is None else world
+    world = distributed.Solo() if world is None else world
     argv = sys.argv[1:] if argv is None else list(argv)
     start = startup.prepare(argv, world, stdout)
     cfg = start.cfg
-    cores = share_cores(world) if world.size > 1 and cfg.backend == "numpy" else None
+    numpy_ranks = world.size > 1 and cfg.backend == "numpy"
+    cores = distributed.share_cores(world) if numpy_ranks else None
     # everything is checked before the run folder is made: a refused start leaves nothing
     with on_every_rank(world, lambda: startup.open_trainer(Trainer, cfg, world)) as trainer:
         changes = {}
@@ -285,7 +277,6 @@ def train_run(argv=None, stdout=print, world=None):
 
 run = train_run     # the entry's first name, kept
 
-
 def main(argv=None, world=None):
     """Train and map the outcome to an exit status (module doc, ``data.cli.exit_status``).
     In a data-parallel job the failures every rank reaches together (a refused start,
@@ -293,8 +284,8 @@ def main(argv=None, world=None):
     status, rank 0 saying why; anything that strikes one rank alone aborts the whole job
     (``MPI_Abort``) after that rank says what and where, so no rank is left waiting."""
     try:
-        world = current_world() if world is None else world
-    except DistributedError as e:
+        world = distributed.current_world() if world is None else world
+    except distributed.DistributedError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_status
 
