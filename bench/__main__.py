@@ -36,10 +36,17 @@ from bench.flops import step_flops
 from bench.layers import time_layers
 from bench.memory import SIDES, peak_memory, run_probe
 from bench.report import report
-from data.cli import USAGE, Parser, nonnegative_int, positive_int, run_command
-from data.files import write_json
 from bench.sides import RefnetSide, TorchSide, load_torch
 from bench.timing import SETTLE_S, gemm_peak, interleave
+from data.cli import (
+    Parser,
+    UserError,
+    exit_status,
+    nonnegative_int,
+    positive_int,
+    run_command,
+)
+from data.files import write_json
 from refnet import NetOptions
 from refnet.options import CHOICES, CONV_CACHE_ALIASES, DEVICES, backend_for_device
 
@@ -121,8 +128,7 @@ def net_options(args):
     try:
         backend = backend_for_device(args.device)
     except ValueError as e:
-        print(f"bench: error: {e}", file=sys.stderr)
-        raise SystemExit(USAGE) from None
+        raise UserError(str(e)) from None
     return NetOptions(arch=args.arch, dtype=args.dtype, backend=backend,
                       conv_cache=args.conv_cache, conv_algo=args.conv_algo,
                       engine=args.engine)
@@ -192,15 +198,17 @@ def run(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    if args.memory_probe:
-        return run_probe(args.memory_probe, net_options(args), args.batch)
-    reexec_if_needed(argv, args.keep_env, args.process)
-    results = run(args)
-    print(report(results))
-    if args.json:
-        write_json(args.json, results)
-        print(f"results written to {args.json}")
-    return 0
+
+    def body():
+        if args.memory_probe:
+            return run_probe(args.memory_probe, net_options(args), args.batch)
+        reexec_if_needed(argv, args.keep_env, args.process)
+        results = run(args)
+        print(report(results))
+        if args.json:
+            write_json(args.json, results)
+            print(f"results written to {args.json}")
+    return exit_status("bench", body)
 
 
 if __name__ == "__main__":

@@ -32,26 +32,27 @@ import sys
 import uuid
 from typing import NamedTuple
 
-from data.cli import (Parser, fraction, ignore_interrupts, interrupts_held,
-                      nonnegative_int, positive_int, run_command, starting_workers)
+from data.cli import (FAILED, Parser, UserError, exit_status, fraction, ignore_interrupts,
+                      interrupts_held, nonnegative_int, positive_int, run_command,
+                      starting_workers)
 from data.decode import (ALPHA_BACKGROUND, DEFAULT_MAX_PIXELS, RESAMPLE, BadImage,
                          decode_image_sized)
 from data.files import remove_stale_temporaries, write_json
 from data.pixel_stats import PixelStats, image_sums
 from data.progress import Progress
-from data.sources import find_sources
+from data.sources import VAL_FRACTION, find_sources
 from data.store import StoreWriter
 
 REPORT = "build_report.json"
-VAL_FRACTION = 0.1      # held out of each class for validation when SRC has no val split
 
 
-class BuildError(Exception):
+class BuildError(UserError):
     """A problem with SRC or OUT_DIR that stops the build (exit status 2)."""
 
 
 class NothingUsable(Exception):
     """No training image could be decoded (exit status 1)."""
+    exit_status = FAILED
 
 
 class InterruptedAfterCommit(KeyboardInterrupt):
@@ -363,27 +364,23 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        summary = build(args.src, args.out_dir, size=args.size, workers=args.workers,
-                        max_pixels=args.max_pixels, jpeg_draft=not args.no_jpeg_draft,
-                        progress=not args.quiet, val_fraction=args.val_fraction)
-    except BuildError as e:
-        print(f"data.build: error: {e}", file=sys.stderr)
-        return 2
-    except NothingUsable as e:
-        print(f"data.build: error: {e}", file=sys.stderr)
-        return 1
-    except InterruptedAfterCommit:
-        print(f"data.build: interrupted after the new stores were written; "
-              f"{args.out_dir!r} holds the complete build", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print(f"data.build: interrupted; nothing was written in place of the stores in "
-              f"{args.out_dir!r}, and no temporary file is left", file=sys.stderr)
-        return 130
-    print(format_summary(summary), file=sys.stderr)
-    return 0
 
+    def body():
+        try:
+            summary = build(args.src, args.out_dir, size=args.size, workers=args.workers,
+                            max_pixels=args.max_pixels, jpeg_draft=not args.no_jpeg_draft,
+                            progress=not args.quiet, val_fraction=args.val_fraction)
+        except InterruptedAfterCommit:
+            print(f"data.build: interrupted after the new stores were written; "
+                  f"{args.out_dir!r} holds the complete build", file=sys.stderr)
+            return 130
+        except KeyboardInterrupt:
+            print(f"data.build: interrupted; nothing was written in place of the stores in "
+                  f"{args.out_dir!r}, and no temporary file is left", file=sys.stderr)
+            return 130
+        print(format_summary(summary), file=sys.stderr)
+        return 0
+    return exit_status("data.build", body)
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "data.build"))

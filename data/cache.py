@@ -1,6 +1,6 @@
 """Stores built once and kept in a cache: the demo set, and a user's own image folders.
 
-    out_dir = cached_store(src, size=128, val_fraction=0.1)   # an image tree -> a store
+    out_dir = cached_store(src, size=128, val_fraction=VAL_FRACTION)  # an image tree -> a store
     out_dir = cached(folder, stamp, make)                      # the mechanism under both
 
 The cache is ``$REFNET_CACHE`` or ``~/.cache/refnet``. A cached store is a folder holding
@@ -24,6 +24,7 @@ import shutil
 import tempfile
 
 from data.files import process_running, write_json
+from data.sources import VAL_FRACTION
 
 STAMP = "stamp.json"
 _WORK = re.compile(r"\.build-(\d+)-.*")
@@ -95,7 +96,7 @@ def fingerprint(src):
     return h.hexdigest()
 
 
-def cached_store(src, size, *, val_fraction=0.1, workers=None, progress=True, notice=None):
+def cached_store(src, size, *, val_fraction=VAL_FRACTION, workers=None, progress=True, notice=None):
     """The store of the image tree ``src`` at ``size``, built into the cache once.
 
     ``val_fraction``: the share of each class held out for validation when ``src`` has no

@@ -1,14 +1,24 @@
 """What the command lines share: flags checked where they are parsed, one-line errors,
-the exit codes in ``--help``, and a clean end on Ctrl-C.
+the exit codes in ``--help``, one way a command ends, and a clean end on Ctrl-C.
 
     p = Parser(prog="python -m data.build", description=..., exit_codes={0: ..., 1: ...})
     p.add_argument("--size", type=positive_int, default=256, help="... (default 256)")
+    def main(argv=None):
+        args = p.parse_args(argv)
+        return exit_status("data.build", lambda: build(...))
     if __name__ == "__main__":
         sys.exit(run_command(main, "data.build"))
 
 Exit codes (each command's ``--help`` lists its own): 0 success, 2 a usage error (a bad
 flag value, a missing or unusable input), 130 interrupted (Ctrl-C); 1 is each command's
-own failure.
+own failure; 3 (``refnet.train``) an unexpected failure.
+
+How a command ends (``exit_status``): the user's errors are ``UserError`` (a
+``ValueError``): exit status 2 and one line ``PROG: error: MESSAGE``. An exception class
+with another ``exit_status`` attribute ends with that status and the same one line (a
+command's own failure: 1), or, for 130, ``PROG: MESSAGE``. With ``unexpected=True`` any
+other exception prints its traceback, then one line, and gives 3; without, it
+propagates as a bug does.
 
 ``Parser`` is an ``argparse.ArgumentParser`` whose errors are one line on stderr (no usage
 block), exit status 2, and whose epilog lists the exit codes. The flag types raise
@@ -35,14 +45,66 @@ import sys
 import textwrap
 import threading
 import time
+import traceback
 from contextlib import contextmanager
 
 INTERRUPTED = 130
 USAGE = 2
+FAILED = 1               # the command's own failure (a diverged run, a failing row, ...)
+UNEXPECTED = 3
 DOUBLE_TAP_S = 1.0       # a second Ctrl-C this soon after the first waits out the rest
 COMMON_EXIT_CODES = {USAGE: "usage error: a bad option value or an unusable input "
                             "(one line names it)",
                      INTERRUPTED: "interrupted (Ctrl-C); nothing is left half-written"}
+
+
+class UserError(ValueError):
+    """The user's error: a bad value, unusable data, a bad checkpoint, a busy run folder.
+    A command ends with exit status 2 and the message as one line."""
+    exit_status = USAGE
+
+
+def error_line(prog, error):
+    """``(status, line)``: how a command ends on ``error`` (module doc); status None for
+    an exception that is no outcome of ours (a bug)."""
+    if isinstance(error, KeyboardInterrupt):
+        status = getattr(error, "exit_status", INTERRUPTED)
+        return status, f"{prog}: {error}" if str(error) else f"{prog}: interrupted"
+    status = getattr(error, "exit_status", None)
+    if status is None:
+        return None, f"{prog}: error: unexpected {type(error).__name__}: {error}"
+    if status == INTERRUPTED:
+        return status, f"{prog}: {error}"
+    return status, f"{prog}: error: {error}"
+
+
+def _print_line(error, status, line):
+    print(line, file=sys.stderr, flush=True)
+
+
+def exit_status(prog, body, *, report=_print_line, unexpected=False):
+    """``body()``'s exit status (None: 0), or the status its exception ends the command
+    with (module doc), after ``report(error, status, line)`` says so (default: the line on
+    stderr). ``KeyboardInterrupt`` propagates (``run_command`` ends it) unless ``report``
+    is given; so does a bug unless ``unexpected``: then its traceback is printed, and 3."""
+    try:
+        status = body()
+    except KeyboardInterrupt as e:
+        if report is _print_line:
+            raise
+        status, line = error_line(prog, e)
+        report(e, status, line)
+        return status
+    except Exception as e:  # noqa: BLE001 - mapped to the documented statuses
+        status, line = error_line(prog, e)
+        if status is None:
+            if not unexpected:
+                raise
+            traceback.print_exc()
+            status = UNEXPECTED
+        report(e, status, line)
+        return status
+    return 0 if status is None else status
 
 
 class Parser(argparse.ArgumentParser):

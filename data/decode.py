@@ -32,12 +32,14 @@ import warnings
 import numpy
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from data.cli import UserError
+
 RESAMPLE = Image.Resampling.BICUBIC
 ALPHA_BACKGROUND = (255, 255, 255)
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
-class BadImage(Exception):
+class BadImage(UserError):
     """A file that cannot become a training image; ``str(e)`` is the reason."""
 
 

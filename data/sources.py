@@ -43,6 +43,9 @@ from typing import NamedTuple
 WNID = re.compile(r"^n\d{8}$")
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d+)")
 GROUND_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+# the default share of each class held out for validation when SRC has no val split
+# (data.build, data.cache, refnet.train)
+VAL_FRACTION = 0.1
 
 
 class Sources(NamedTuple):

@@ -33,6 +33,7 @@ import numpy
 from h5py import h5s
 
 from data import files
+from data.cli import UserError
 
 FORMAT_VERSION = 1
 STR = h5py.string_dtype("utf-8")
@@ -55,7 +56,7 @@ class StoreMetadata(NamedTuple):
     settings: dict
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A store file that is missing or malformed; the message is one line naming the file."""
 
 

@@ -38,7 +38,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from data.cli import Parser, positive_int, run_command
+from data.cli import Parser, exit_status, positive_int, run_command
 from data.files import write_json
 from refnet.config import TRAIN_DEFAULTS
 from refnet.options import CHOICES, DEVICES
@@ -443,6 +443,11 @@ def _error(message):
 
 def main(argv=None, say=print):
     args = build_parser().parse_args(argv)
+    return exit_status(PROG, lambda: _ablate(args, say))
+
+
+def _ablate(args, say):
+    """Train the variants ``args`` asks for and report them; the exit status."""
     if args.epochs is None:
         args.epochs = TRAIN_DEFAULTS[args.arch]["epochs"]
     variants = list(dict.fromkeys(args.variants))

@@ -1,15 +1,39 @@
 """Checkpoints: the whole training state in one HDF5 file, written atomically, checksummed.
 
-A checkpoint is a nested dict ("tree") whose leaves are arrays or JSON values:
+    write_state(checkpoint_path(run_dir, step), TrainingState(...))
+    state = read_state(path)                 # any version: migrated to the current schema
+    path, state = latest_state(run_dir)      # the newest that loads and verifies
 
-    {"format": "refnet-checkpoint-1", "arch": "demo", "step": 120, "epoch": 2,
-     "config": {...}, "model": net.state_dict(), "optimizer": sgd.state_dict(),
-     "schedule": sched.state_dict(), "rng": {"augment": gen.bit_generator.state, ...},
-     "loader": {...}, "history": [...]}
+What a checkpoint holds is ``TrainingState`` (below); this module alone knows how it is
+stored and how an older file reads. The schema, and the version each item came in
+(``format`` is ``"refnet-checkpoint-<VERSION>"``; items that arrived within version 1 are
+absent from its early files and are filled in on reading, as the last column says):
+
+    item          what                                                  since / if absent
+    arch          the arch's name                                       1
+    step, epoch   SGD steps taken, epochs completed                     1
+    loader        (epoch, batch) position of the training loader        1
+    loss_sum, loss_count   the running sums of the current epoch        1
+    lr            the learning rate of the next step                    1
+    config        the training configuration (``TrainConfig.to_dict``)  1; its
+                  ``conv_algo`` came later: absent, "gemm" (all there was)
+    network       the ``NetOptions`` (``to_dict``)                      1, later: absent,
+                  from ``config``, the classes counted from fc8's (or the head's) bias
+    model         the parameters, ``net.state_dict()``'s names          1
+    optimizer     ``sgd.state_dict()``: "velocity/<name>" arrays        1
+    schedule      the learning-rate schedule's ``state_dict``            1
+    history       the epoch records so far                              1
+    inputs        the data set's preprocessing record                   1, later: absent,
+                  None (``refnet.predict`` then refuses the file)
+    world_size    ranks of the data-parallel job that wrote it          1, later: absent, 1
+
+A file holding only ``arch``, ``config``, ``network`` and ``model`` reads too (a network
+for the commands, not a run to resume): the training items are then None.
 
 How the tree maps onto HDF5 (no pickle anywhere):
 
 - a dict is a group (``__kind__ = "dict"``), its keys kept in order (``track_order``);
+  names that hold '/' (the optimizer's) are nested one group per part;
 - a list or tuple that holds arrays or dicts is a group (``__kind__ = "list"``) with
   members ``"0"``, ``"1"``, ...;
 - an array (NumPy, or CuPy copied to the host) is a dataset; a NumPy scalar is a 0-d
@@ -19,31 +43,140 @@ How the tree maps onto HDF5 (no pickle anywhere):
 
 The checksum is SHA-256 over the sorted lines ``path<TAB>digest``, one per dataset (dtype,
 shape and bytes) and per JSON attribute; it is stored in the root attribute ``sha256``
-and verified by ``load``. Writing goes through ``data.files.atomic_path`` (a temporary file in
-the same directory, fsynced, then renamed over the target with ``os.replace``), so a crash
-never leaves a half-written file under a checkpoint's name.
+and verified on reading. Writing goes through ``data.files.atomic_path`` (a temporary
+file in the same directory, fsynced, then renamed over the target with ``os.replace``),
+so a crash never leaves a half-written file under a checkpoint's name.
 
-Files in a run directory are named ``ckpt-<step, 8 digits>.h5``; ``latest_valid`` walks
+Files in a run directory are named ``ckpt-<step, 8 digits>.h5``; ``latest_state`` walks
 them newest first and returns the first that loads and verifies.
 """
 
+import dataclasses
 import hashlib
 import json
 import re
+import sys
 from pathlib import Path
 
 import h5py
 import numpy
 
+from data.cli import UserError
 from data.files import atomic_path
 from layers import backend
 
-FORMAT = "refnet-checkpoint-1"
+VERSION = 1
+FORMAT = f"refnet-checkpoint-{VERSION}"
 _NAME = re.compile(r"^ckpt-(\d+)\.h5$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be used: missing, truncated, corrupt or of another format."""
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """Everything a run needs to continue bit-exactly (the schema in the module doc).
+    ``model`` and ``optimizer`` are flat ``{name: array}`` dicts, as ``state_dict``
+    gives them."""
+    arch: str
+    config: dict
+    network: dict
+    model: dict
+    step: object = None
+    epoch: object = None
+    loader: object = None
+    loss_sum: object = None
+    loss_count: object = None
+    lr: object = None
+    optimizer: object = None
+    schedule: object = None
+    history: object = None
+    inputs: object = None
+    world_size: int = 1
+    version: int = VERSION
+
+
+def write_state(path, state):
+    """Write ``state`` to ``path`` atomically; returns the path."""
+    tree = {"format": FORMAT, "arch": state.arch, "step": state.step, "epoch": state.epoch,
+            "loader": list(state.loader), "loss_sum": state.loss_sum,
+            "loss_count": state.loss_count, "config": state.config,
+            "network": state.network, "model": state.model, "lr": state.lr,
+            "optimizer": _nest(state.optimizer), "schedule": state.schedule,
+            "history": state.history, "inputs": state.inputs,
+            "world_size": state.world_size}
+    return save(path, tree)
+
+
+def read_state(path):
+    """The ``TrainingState`` stored at ``path`` (file or run folder: its newest valid
+    checkpoint), migrated to the current schema; ``CheckpointError`` if unusable."""
+    if Path(path).is_dir():
+        found, state = latest_state(path, warn=lambda m: print(m, file=sys.stderr,
+                                                               flush=True))
+        if state is None:
+            raise CheckpointError(f"no valid checkpoint in {path}")
+        return state
+    return _migrate(load(path), path)
+
+
+def latest_state(run_dir, warn=print):
+    """``(path, state)`` of the newest checkpoint in ``run_dir`` that loads and verifies
+    (``latest_valid``); ``(None, None)`` when there is none."""
+    path, tree = latest_valid(run_dir, warn=warn)
+    return (None, None) if tree is None else (path, _migrate(tree, path))
+
+
+def _migrate(tree, path):
+    """A version-1 tree (of any age) as a ``TrainingState``."""
+    try:
+        config = dict(tree["config"])
+        model = tree["model"]
+        arch = tree["arch"]
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path} lacks {e}") from None
+    config.setdefault("conv_algo", "gemm")     # the only algorithm before it was stored
+    network = tree.get("network")
+    if network is None:
+        from refnet.options import NetOptions
+        bias = model["fc8.bias"] if "fc8.bias" in model else model["head.bias"]
+        try:
+            network = NetOptions.from_config(config, num_classes=bias.shape[0],
+                                             backend="numpy").to_dict()
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {path}: {e}") from None
+    optimizer = tree.get("optimizer")
+    return TrainingState(
+        arch=arch, config=config, network=network, model=model,
+        step=tree.get("step"), epoch=tree.get("epoch"), loader=tree.get("loader"),
+        loss_sum=tree.get("loss_sum"), loss_count=tree.get("loss_count"),
+        lr=tree.get("lr"), optimizer=None if optimizer is None else _flatten(optimizer),
+        schedule=tree.get("schedule"), history=tree.get("history"),
+        inputs=tree.get("inputs"), world_size=tree.get("world_size", 1))
+
+
+def _nest(flat):
+    """{"a/b": v} -> {"a": {"b": v}} (HDF5 names cannot hold '/')."""
+    out = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split("/")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _flatten(tree, prefix=""):
+    """The inverse of ``_nest``."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + key] = value
+    return out
 
 
 # --------------------------------------------------------------------------- writing

@@ -1,8 +1,16 @@
-"""Training configuration: per-architecture defaults in one table, and the command line.
+"""Training configuration: one frozen ``TrainConfig``, its defaults in one table, and the
+command line that fills it.
 
-``python -m refnet.train`` flags default to ``None``; ``resolve`` fills every flag the
-user did not give from ``TRAIN_DEFAULTS[arch]`` and then from ``COMMON_DEFAULTS``. So the
-table below is the single place where the demo and the paper's recipe differ:
+    cfg = TrainConfig(arch="tiny", data="DIR", dtype="float64")   # validated once
+    cfg.replace(lr=0.001); TrainConfig.from_dict(cfg.to_dict()) == cfg
+    cfg, given = resolve(build_parser().parse_args(argv))        # python -m refnet.train
+
+Every default is written once. ``COMMON_DEFAULTS`` holds the training settings every
+arch shares; ``TRAIN_DEFAULTS[arch]`` only what an arch does differently; the network's
+options (LRN, pooling, dropout, columns, convolution algorithm, ...) default to the
+``refnet.options.NetOptions`` field defaults, and where those depend on the arch
+(``columns``, ``lrn``, ``dropout_mode``, ``dropout_placement``: None there) to the arch's.
+``--help`` writes each default from these tables:
 
 - ``alexnet``: the paper: N(0, 0.01) init with biases 1 ("paper"), inputs on the 0-255
   scale minus the mean image, batch 128, lr 0.01, 90 epochs, lr / 10 on plateau.
@@ -10,34 +18,53 @@ table below is the single place where the demo and the paper's recipe differ:
   weight decay 5e-4) but He init and inputs divided by the per-channel pixel std, because
   the paper's init stays at chance at this size (docs/paper.md, "At demo scale").
   Batch 32, lr 0.015, 10 epochs with lr / 10 after epoch 8: tuned so the default run
-  ends well above 80% 10-crop val top-1 within minutes on 2 cores (the runs behind these
-  choices are in docs/performance.md, "The demo's defaults").
+  ends well above 80% 10-crop val top-1 within minutes on 2 cores (docs/performance.md,
+  "The demo's defaults").
 - ``tiny``: for tests: a few steps on very small images.
+- ``zfnet``, ``zfnet-wide``: Zeiler & Fergus: batch 128, lr 0.01, 70 epochs, one column.
 - ``owt``: torchvision's AlexNet with torchvision's ImageNet recipe (its
   references/classification README and train.py: 8 GPUs x 32 images, lr 0.01, 90 epochs,
   lr / 10 every 30, momentum 0.9, weight decay 1e-4, PyTorch's SGD form), inputs divided
-  by the pixel std as torchvision normalises them; one column, no LRN, inverted dropout.
-  PyTorch's layer defaults as the init ("pytorch": uniform in +-1/sqrt(fan_in)).
+  by the pixel std; the arch's own defaults: one column, no LRN, inverted dropout before
+  fc6 and fc7. PyTorch's layer defaults as the init ("pytorch").
 
-``--conventions NAME`` (``refnet.conventions``: paper, cuda-convnet2, caffe, torchvision)
-applies a named bundle over the arch's defaults: LRN's alpha, k and channels, pooling
-rounding, dropout form, the init scheme (and torchvision's arch); flags given still win.
+Precedence in ``resolve``: ``COMMON_DEFAULTS`` < ``TRAIN_DEFAULTS[arch]`` <
+``OWN_DATA_DEFAULTS`` (the demo arch on a ``--data`` of the user's own) < the
+``--conventions`` preset (``refnet.conventions``) < the flags given.
 
-A resumed run takes its configuration from the checkpoint; only the flags in
-``RESUME_OVERRIDABLE`` may differ on the command line (anything else that differs is an
-error, because it would break the bit-exact continuation).
+A resumed run takes its configuration from the checkpoint; only the fields in
+``TrainConfig.RESUME_OVERRIDABLE`` may differ on the command line (anything else that
+differs is an error, because it would break the bit-exact continuation).
 """
 
 import argparse
+import dataclasses
 import math
+import numbers
+from typing import ClassVar
 
-from data.cli import (Parser, fraction, nonnegative_int, nonnegative_number, positive_int,
-                      positive_number)
+from data.cli import (
+    Parser,
+    UserError,
+    fraction,
+    nonnegative_int,
+    nonnegative_number,
+    positive_int,
+    positive_number,
+)
+from data.sources import VAL_FRACTION
 from refnet import conventions
 from refnet.arch import ARCHS, check_columns
 from refnet.init import SCHEMES
-from refnet.options import CHOICES, CONV_CACHE_ALIASES, DEVICES
+from refnet.options import CHOICES, CONV_CACHE_ALIASES, DEVICES, NetOptions
 from refnet.sgd import FORMS
+
+# the network options a training run sets (NetOptions fields); their defaults are
+# NetOptions'; arch, dtype, backend and devices are set by the run
+NET_FIELDS = ("columns", "lrn", "lrn_mode", "lrn_size", "lrn_alpha", "lrn_beta", "lrn_k",
+              "pool", "pool_rounding", "dropout", "dropout_mode", "dropout_placement",
+              "conv_algo", "conv_cache", "engine", "head")
+_NET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NetOptions)}
 
 COMMON_DEFAULTS = {
     "arch": "demo",
@@ -51,27 +78,33 @@ COMMON_DEFAULTS = {
     "sgd_form": "paper",
     "lr_schedule": "plateau",
     "patience": 1,
-    "milestones": None,
-    "lrn": True,
-    "lrn_mode": "column",
-    "pool": (3, 2),
-    "pool_rounding": "floor",
-    "dropout": 0.5,
-    "dropout_mode": "paper",
-    "columns": 2,
-    "head": "fc",
-    "conv_cache": "unfolded",
-    "engine": "fast",
-    "conv_algo": "winograd",
+    "milestones": (),
     "checkpoint_every": 0,
     "keep": 3,
     "log_every": 10,
     "eval_views": "center",
     "final_views": "ten",
     "lighting": 0.1,
-    "val_fraction": 0.1,
+    "val_fraction": VAL_FRACTION,
     "early_stop": False,
     "quiet": False,
+    **{name: _NET_DEFAULTS[name] for name in NET_FIELDS},
+}
+
+TRAIN_DEFAULTS = {
+    "alexnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
+                "epochs": 90, "checkpoint_every": 1000},
+    "demo": {"init": "he", "input_scale": "pixel_std", "batch": 32, "lr": 0.015,
+             "epochs": 10, "lr_schedule": "step", "milestones": (8,)},
+    "tiny": {"init": "he", "input_scale": "pixel_std", "batch": 8, "lr": 0.01,
+             "epochs": 2},
+    "zfnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
+              "epochs": 70, "checkpoint_every": 1000},
+    "zfnet-wide": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
+                   "epochs": 70, "checkpoint_every": 1000},
+    "owt": {"init": "pytorch", "input_scale": "pixel_std", "batch": 256, "lr": 0.01,
+            "epochs": 90, "lr_schedule": "step", "milestones": (30, 60),
+            "weight_decay": 1e-4, "sgd_form": "pytorch", "checkpoint_every": 1000},
 }
 
 # A data set of the user's own (``--data`` given with the demo arch): the demo's recipe,
@@ -79,39 +112,13 @@ COMMON_DEFAULTS = {
 # epochs adapt to the data set's size: the paper's divide-by-10 on plateau, and the run
 # stops once the three reductions are spent and the error no longer improves
 # (``early_stop``). "auto" is resolved once the number of steps per epoch is known
-# (``resolve_auto``): a plateau must last AUTO_PLATEAU_STEPS steps (at least 2 epochs;
-# the demo net needs ~200 steps to leave chance, so a small data set gets many epochs of
-# patience), and the run takes at most AUTO_MAX_STEPS steps (at least 60 epochs).
-# Flags given on the command line win.
-OWN_DATA_DEFAULTS = {"lr_schedule": "plateau", "patience": "auto", "milestones": None,
+# (``TrainConfig.resolved``): a plateau must last AUTO_PLATEAU_STEPS steps (at least 2
+# epochs; the demo net needs ~200 steps to leave chance), and the run takes at most
+# AUTO_MAX_STEPS steps (at least 60 epochs). Flags given on the command line win.
+OWN_DATA_DEFAULTS = {"lr_schedule": "plateau", "patience": "auto", "milestones": (),
                      "epochs": "auto", "early_stop": True}
 AUTO_PLATEAU_STEPS = 400
 AUTO_MAX_STEPS = 6000
-
-TRAIN_DEFAULTS = {
-    "alexnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
-                "epochs": 90, "patience": 1, "checkpoint_every": 1000},
-    "demo": {"init": "he", "input_scale": "pixel_std", "batch": 32, "lr": 0.015,
-             "epochs": 10, "lr_schedule": "step", "milestones": (8,)},
-    "tiny": {"init": "he", "input_scale": "pixel_std", "batch": 8, "lr": 0.01,
-             "epochs": 2},
-    # Zeiler & Fergus: batch 128, lr 0.01, 70 epochs, one GPU (one column)
-    "zfnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
-              "epochs": 70, "patience": 1, "checkpoint_every": 1000, "columns": 1},
-    "zfnet-wide": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
-                   "epochs": 70, "patience": 1, "checkpoint_every": 1000, "columns": 1},
-    "owt": {"init": "pytorch", "input_scale": "pixel_std", "batch": 256, "lr": 0.01,
-            "epochs": 90, "lr_schedule": "step", "milestones": (30, 60),
-            "weight_decay": 1e-4, "sgd_form": "pytorch", "checkpoint_every": 1000,
-            "columns": 1, "lrn": False, "dropout_mode": "inverted"},
-}
-
-# flags that may change when a run is resumed: they do not alter the arithmetic, or (the
-# learning rate and its schedule) change it from the resumed step on, as asked
-RESUME_OVERRIDABLE = ("epochs", "data", "out", "quiet", "checkpoint_every", "keep",
-                      "log_every", "device", "final_views", "backend", "conv_cache", "engine",
-                      "lr", "lr_schedule", "patience", "milestones")
-RESUME_SCHEDULE = ("lr", "lr_schedule", "patience", "milestones")   # logged when changed
 
 EXIT_CODES = {
     0: "done",
@@ -124,9 +131,231 @@ EXIT_CODES = {
 }
 
 
-class UsageError(ValueError):
+class UsageError(UserError):
     """A wrong command line or unusable input: reported as one line, exit status 2."""
 
+
+_CHOICES = {"device": DEVICES, "sgd_form": FORMS, "lr_schedule": ("plateau", "step"),
+            "eval_views": ("center", "ten"), "final_views": ("center", "ten"),
+            "init": SCHEMES, "input_scale": ("none", "pixel_std"),
+            "backend": CHOICES["backend"], "arch": CHOICES["arch"],
+            "dtype": CHOICES["dtype"], "conventions": CHOICES["conventions"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run (module doc). Validated on construction:
+    ``ValueError`` naming the setting and the value. ``backend`` is None until the run
+    picks it from ``device``; ``patience`` and ``epochs`` may be "auto" until
+    ``resolved``. A field left None takes its default from the tables (module doc); the
+    network fields (``NET_FIELDS``) whose default is None there take the arch's."""
+    arch: str = COMMON_DEFAULTS["arch"]
+    data: object = None
+    out: object = None
+    device: str = None
+    backend: object = None
+    dtype: str = None
+    seed: int = None
+    init: object = None
+    input_scale: object = None
+    batch: object = None
+    lr: object = None
+    epochs: object = None
+    momentum: float = None
+    weight_decay: float = None
+    sgd_form: str = None
+    lr_schedule: str = None
+    patience: object = None
+    milestones: tuple = None
+    early_stop: bool = None
+    lighting: float = None
+    val_fraction: float = None
+    checkpoint_every: int = None
+    keep: int = None
+    log_every: int = None
+    eval_views: str = None
+    final_views: str = None
+    quiet: bool = None
+    conventions: object = None
+    columns: object = None
+    lrn: object = None
+    lrn_mode: str = None
+    lrn_size: int = None
+    lrn_alpha: float = None
+    lrn_beta: float = None
+    lrn_k: float = None
+    pool: tuple = None
+    pool_rounding: str = None
+    dropout: float = None
+    dropout_mode: object = None
+    dropout_placement: object = None
+    conv_algo: str = None
+    conv_cache: str = None
+    engine: str = None
+    head: str = None
+
+    # fields a resumed run may change: they do not alter the arithmetic, or (the learning
+    # rate and its schedule) change it from the resumed step on, as asked
+    RESUME_OVERRIDABLE: ClassVar[tuple] = (
+        "epochs", "data", "out", "quiet", "checkpoint_every", "keep", "log_every", "device",
+        "final_views", "backend", "conv_cache", "engine", "lr", "lr_schedule", "patience",
+        "milestones")
+    RESUME_SCHEDULE: ClassVar[tuple] = ("lr", "lr_schedule", "patience", "milestones")
+
+    def __post_init__(self):
+        put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        _choose("arch", self.arch)
+        table = {**COMMON_DEFAULTS, **TRAIN_DEFAULTS[self.arch]}
+        for f in dataclasses.fields(self):          # None: the tables' default
+            if getattr(self, f.name) is None and f.name in table:
+                put(f.name, table[f.name])
+        for name in ("device", "dtype", "sgd_form", "lr_schedule", "eval_views",
+                     "final_views", "init", "input_scale"):
+            _choose(name, getattr(self, name))
+        for name in ("backend", "conventions"):
+            if getattr(self, name) is not None:
+                _choose(name, getattr(self, name))
+        for name in ("data", "out"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise ValueError(f"{name} must be a path (str) or None, got {value!r}")
+        put("seed", _integer("seed", self.seed, 0))
+        put("batch", _integer("batch", self.batch, 1))
+        put("checkpoint_every", _integer("checkpoint_every", self.checkpoint_every, 0))
+        put("keep", _integer("keep", self.keep, 1))
+        put("log_every", _integer("log_every", self.log_every, 1))
+        if self.epochs != "auto":
+            put("epochs", _integer("epochs", self.epochs, 1))
+        if self.patience != "auto":
+            put("patience", _integer("patience", self.patience, 0))
+        put("lr", _real("lr", self.lr, 0, strict=True))
+        for name in ("momentum", "weight_decay", "lighting"):
+            put(name, _real(name, getattr(self, name), 0, strict=False))
+        put("val_fraction", _real("val_fraction", self.val_fraction, 0, strict=False))
+        if not self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction!r}")
+        for name in ("early_stop", "quiet"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        put("milestones", _milestone_tuple(self.milestones))
+        self._check_network(put)
+
+    def _check_network(self, put):
+        """The network fields, validated and completed by ``NetOptions`` (the arch's
+        defaults for those left None); a pooling or column count the arch cannot take is
+        named with the value as written on the command line."""
+        spec = ARCHS[self.arch]
+        if isinstance(self.pool, (tuple, list)) and len(self.pool) == 2:
+            try:
+                spec.sizes(tuple(self.pool), self.pool_rounding)
+            except ValueError as e:
+                raise ValueError(f"pool {','.join(map(str, self.pool))}: {e}") from None
+        if self.columns is not None:
+            try:
+                check_columns(spec, self.columns)
+            except ValueError as e:
+                raise ValueError(f"columns {self.columns}: {e}") from None
+        fields = {name: getattr(self, name) for name in NET_FIELDS}
+        opts = NetOptions(arch=self.arch, dtype=self.dtype, backend="numpy", **fields)
+        for name in NET_FIELDS:
+            put(name, getattr(opts, name))
+
+    # -- forms ---------------------------------------------------------------------
+    def replace(self, **changes):
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        """JSON-able fields (tuples as lists): what a checkpoint stores."""
+        return {f.name: list(v) if isinstance(v, tuple) else v
+                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_dict(cls, d, **changes):
+        """A configuration from ``to_dict()``'s form (unknown keys refused; missing keys
+        take their defaults), with ``changes``."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings {unknown}")
+        return cls(**{**d, **changes})
+
+    def resolved(self, steps_per_epoch):
+        """"auto" patience and epochs (``OWN_DATA_DEFAULTS``) as numbers for a data set
+        of ``steps_per_epoch`` steps per epoch."""
+        changes = {}
+        if self.patience == "auto":
+            changes["patience"] = max(2, math.ceil(AUTO_PLATEAU_STEPS / steps_per_epoch))
+        if self.epochs == "auto":
+            changes["epochs"] = max(60, math.ceil(AUTO_MAX_STEPS / steps_per_epoch))
+        return self.replace(**changes) if changes else self
+
+    def resumed(self, given, **invocation):
+        """This (a checkpoint's) configuration with the settings ``given`` on the command
+        line that ``RESUME_OVERRIDABLE`` allows and this invocation's ``invocation``
+        (out, quiet, device); ``UsageError`` naming a given setting that may not change."""
+        for key, value in given.items():
+            old = getattr(self, key, None)
+            if key not in self.RESUME_OVERRIDABLE and _norm(value) != _norm(old):
+                may = ", ".join("--" + k.replace("_", "-") for k in self.RESUME_SCHEDULE)
+                raise UsageError(f"--{key.replace('_', '-')} {value!r} differs from the "
+                                 f"checkpoint's {old!r}; a resumed run keeps its settings "
+                                 f"(it may change {may}, --epochs and how it runs)")
+        allowed = {k: v for k, v in given.items() if k in self.RESUME_OVERRIDABLE}
+        return self.replace(**{**allowed, **invocation})
+
+    def __getitem__(self, name):
+        """``cfg["lr"]``: the dict form's spelling of ``cfg.lr``, for scripts."""
+        try:
+            return getattr(self, name)
+        except AttributeError:
+            raise KeyError(name) from None
+
+    def get(self, name, default=None):
+        """``cfg.get("lr")``: the dict form's spelling, for scripts."""
+        return getattr(self, name, default)
+
+
+# kept for scripts that read them from here
+RESUME_OVERRIDABLE = TrainConfig.RESUME_OVERRIDABLE
+RESUME_SCHEDULE = TrainConfig.RESUME_SCHEDULE
+
+
+def _choose(name, value):
+    choices = _CHOICES[name]
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def _integer(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value \
+            or value < minimum:
+        kind = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
+    return int(value)
+
+
+def _real(name, value, low, strict):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value) or (value <= low if strict else value < low):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, "
+                         f"got {value!r}")
+    return float(value)
+
+
+def _milestone_tuple(value):
+    ms = tuple(value or ())
+    if any(isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1 for m in ms) \
+            or list(ms) != sorted(set(ms)):
+        raise ValueError(f"milestones must be increasing positive epochs, got {value!r}")
+    return tuple(int(m) for m in ms)
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+# --------------------------------------------------------------------------- command line
 
 def _pool(text):
     try:
@@ -149,18 +378,38 @@ def _milestones(text):
     return ms
 
 
-def _per_arch(key):
-    """"demo 32, alexnet 128, tiny 8": a per-architecture default, for the help text."""
-    values = {arch: TRAIN_DEFAULTS[arch].get(key, COMMON_DEFAULTS.get(key))
-              for arch in TRAIN_DEFAULTS}
-    show = lambda v: (",".join(map(str, v)) if isinstance(v, tuple)  # noqa: E731
-                      else "none" if v is None else v)
-    return ", ".join(f"{arch} {show(v)}" for arch, v in values.items())
+def _show(value):
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) if value else "none"
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def arch_default(arch, key):
+    """The default of setting ``key`` for ``arch``: the arch's table, else the arch's
+    network options, else the common table."""
+    if key in TRAIN_DEFAULTS[arch]:
+        return TRAIN_DEFAULTS[arch][key]
+    if key in NET_FIELDS and COMMON_DEFAULTS[key] is None:
+        return getattr(NetOptions(arch=arch), key)
+    return COMMON_DEFAULTS[key]
+
+
+def default_text(key):
+    """"default X", or "default per arch: demo X, alexnet Y, ..." when archs differ: the
+    help texts' statement of a default, from the tables."""
+    values = {arch: arch_default(arch, key) for arch in TRAIN_DEFAULTS}
+    if len({_show(v) for v in values.values()}) == 1:
+        return f"default {_show(values[COMMON_DEFAULTS['arch']])}"
+    return "default per arch: " + ", ".join(f"{a} {_show(v)}" for a, v in values.items())
 
 
 def build_parser():
-    """The command line; each help text states its default once (``None`` here means
-    "not given": ``resolve`` fills it from the tables above)."""
+    """The command line; each help text states its default once, from the tables
+    (``None`` here means "not given": ``resolve`` fills it)."""
     p = Parser(
         prog="python -m refnet.train",
         description="Train AlexNet (or the scaled demo network) with the paper's recipe. "
@@ -168,6 +417,7 @@ def build_parser():
                     "the demo network on it.",
         exit_codes=EXIT_CODES, argument_default=None)
     a = p.add_argument
+    d = default_text
     a("--data", metavar="DIR", help="a folder of images (DIR/<class>/... or "
       "DIR/train/<class>/... and DIR/val/<class>/...: its store is built at the arch's "
       "size into the cache once), or a data set directory with train.h5 and val.h5 (from "
@@ -177,24 +427,23 @@ def build_parser():
       f"{AUTO_MAX_STEPS} steps (at least 60 epochs)")
     a("--val-fraction", dest="val_fraction", type=fraction,
       help="share of each class held out for validation when the image folder has no "
-           "val/ split (default 0.1)")
+           f"val/ split ({d('val_fraction')})")
     a("--early-stop", dest="early_stop", action="store_true", default=None,
       help="stop once the plateau schedule's reductions are spent and the error no longer "
            "improves (default: on for a --data of your own with the demo arch)")
-    a("--arch", choices=CHOICES["arch"], help="network size (default demo)")
-    a("--batch", type=positive_int,
-      help=f"images per SGD step (default per arch: {_per_arch('batch')})")
+    a("--arch", choices=CHOICES["arch"], help=f"network size ({d('arch')})")
+    a("--batch", type=positive_int, help=f"images per SGD step ({d('batch')})")
     a("--lr", type=positive_number,
-      help=f"learning rate (default per arch: {_per_arch('lr')}); with --resume: the rate "
-           "from the resumed step on (the change is logged)")
+      help=f"learning rate ({d('lr')}); with --resume: the rate from the resumed step on "
+           "(the change is logged)")
     a("--epochs", type=positive_int, help="total epochs; a resumed run continues until it "
-      f"(default per arch: {_per_arch('epochs')})")
+      f"({d('epochs')})")
     a("--device", choices=DEVICES,
       help="cpu: NumPy; gpu: CuPy, columns on devices 0 and 1 when there are two; "
-           "auto (default): gpu when CuPy sees a device")
-    a("--dtype", choices=CHOICES["dtype"], help="compute dtype (default float32)")
+           f"auto: gpu when CuPy sees a device ({d('device')})")
+    a("--dtype", choices=CHOICES["dtype"], help=f"compute dtype ({d('dtype')})")
     a("--seed", type=nonnegative_int, help="seed of the init, shuffling, augmentation and "
-      "dropout (default 0)")
+      f"dropout ({d('seed')})")
     a("--out", metavar="RUN_DIR", help="run directory (default runs/<arch>-<time>, made "
       "unique); one run at a time may use it")
     a("--resume", action="store_true", default=False,
@@ -202,45 +451,47 @@ def build_parser():
     a("--allow-other-data", dest="allow_other_data", action="store_true", default=False,
       help="with --resume: continue on a data set of another build than the run's "
            "(refused otherwise)")
-    a("--init", choices=SCHEMES, help=f"weight init (default per arch: {_per_arch('init')}; "
-      "with --conventions the preset's)")
-    a("--input-scale", dest="input_scale", choices=("none", "pixel_std"),
+    a("--init", choices=SCHEMES, help=f"weight init ({d('init')}; with --conventions the "
+      "preset's)")
+    a("--input-scale", dest="input_scale", choices=_CHOICES["input_scale"],
       help="after subtracting the mean image, divide by the per-channel pixel std or not "
-           f"(default per arch: {_per_arch('input_scale')})")
-    a("--momentum", type=nonnegative_number, help="SGD momentum (default 0.9)")
+           f"({d('input_scale')})")
+    a("--momentum", type=nonnegative_number, help=f"SGD momentum ({d('momentum')})")
     a("--weight-decay", dest="weight_decay", type=nonnegative_number,
-      help="weight decay (default 5e-4)")
+      help=f"weight decay ({d('weight_decay')})")
     a("--sgd-form", dest="sgd_form", choices=FORMS,
       help="momentum update: the paper's v = mu v - eps wd w - eps g, or PyTorch's "
-           "(default paper)")
-    a("--lr-schedule", dest="lr_schedule", choices=("plateau", "step"),
+           f"({d('sgd_form')})")
+    a("--lr-schedule", dest="lr_schedule", choices=_CHOICES["lr_schedule"],
       help="plateau: lr / 10 when val error stops improving (paper); step: at "
-           f"--milestones (default per arch: {_per_arch('lr_schedule')})")
+           f"--milestones ({d('lr_schedule')})")
     a("--patience", type=nonnegative_int, help="plateau: epochs without improvement allowed "
-      f"(default per arch: {_per_arch('patience')})")
+      f"({d('patience')})")
     a("--milestones", type=_milestones, help="step: epochs at which lr is divided by 10, "
-      f"e.g. 30,60 (default per arch: {_per_arch('milestones')})")
+      f"e.g. 30,60 ({d('milestones')})")
     a("--no-lrn", dest="lrn", action="store_false", default=None,
-      help="ablation: no local response normalization (owt has none)")
+      help=f"ablation: no local response normalization (LRN {d('lrn')})")
     a("--lrn-mode", dest="lrn_mode", choices=CHOICES["lrn_mode"],
-      help="column (default): each column normalizes its own maps (the authors); all: "
-           "Caffe's LRN over all channels")
-    a("--pool", type=_pool, help="max pooling WINDOW,STRIDE: 3,2 (paper, default) or 2,2 "
-      "(ablation)")
+      help="column: each column normalizes its own maps (the authors); all: Caffe's LRN "
+           f"over all channels ({d('lrn_mode')})")
+    a("--pool", type=_pool, help="max pooling WINDOW,STRIDE: 3,2 (paper) or 2,2 "
+      f"(ablation) ({d('pool')})")
     a("--pool-rounding", dest="pool_rounding", choices=CHOICES["pool_rounding"],
-      help="pooled size rounded down (floor, default: PyTorch's) or up (ceil: Caffe's and "
-           "cuda-convnet's, the last window clipped); equal on alexnet's sizes")
+      help="pooled size rounded down (floor: PyTorch's) or up (ceil: Caffe's and "
+           "cuda-convnet's, the last window clipped); equal on alexnet's sizes "
+           f"({d('pool_rounding')})")
     a("--dropout", type=fraction, help="dropout probability, in [0, 1); 0 disables "
-      "(default 0.5)")
+      f"({d('dropout')})")
     a("--dropout-mode", dest="dropout_mode", choices=CHOICES["dropout_mode"],
-      help="paper (default but for owt): no scaling in training, x(1-p) at test; "
-           "inverted: PyTorch's")
+      help="paper: no scaling in training, x(1-p) at test; inverted: PyTorch's "
+           f"({d('dropout_mode')})")
     a("--dropout-placement", dest="dropout_placement",
       choices=CHOICES["dropout_placement"],
-      help="after (default but for owt): on fc6's and fc7's outputs, the paper's; before: "
-           "on fc6's and fc7's inputs, torchvision's (the owt arch's default)")
-    a("--head", choices=CHOICES["head"], help="fc (default): the paper's fc6-fc8; gap: a 1x1 "
-      "convolution from conv5's maps to the classes, averaged over positions (no fc layers)")
+      help="after: on fc6's and fc7's outputs, the paper's; before: on fc6's and fc7's "
+           f"inputs, torchvision's ({d('dropout_placement')})")
+    a("--head", choices=CHOICES["head"], help="fc: the paper's fc6-fc8; gap: a 1x1 "
+      "convolution from conv5's maps to the classes, averaged over positions (no fc "
+      f"layers) ({d('head')})")
     a("--conventions", choices=CHOICES["conventions"],
       help="a named bundle of conventions applied over the arch's defaults: LRN's alpha "
            "scaling, k and channels, pooling rounding, dropout form and placement and the "
@@ -248,51 +499,47 @@ def build_parser():
            "torchvision (its owt arch) have them (docs/conventions.md); flags given win "
            "(default: none)")
     a("--columns", type=int, choices=CHOICES["columns"], help="1: one column (the paper's "
-      "comparison; the zfnet and owt archs' only choice and default); 2: the paper's two columns "
-      "(default)")
+      "comparison; the zfnet and owt archs' only choice); 2: the paper's two columns "
+      f"({d('columns')})")
     a("--conv-cache", dest="conv_cache", choices=CHOICES["conv_cache"],
       type=lambda v: CONV_CACHE_ALIASES.get(v, v),
-      help="what each conv keeps for backward: unfolded (default, fastest: the im2col "
-           "matrix or Winograd's tiles) or input (unfolds again in backward: less memory "
-           "kept, a slower step); 'columns' is the old spelling of unfolded")
+      help="what each conv keeps for backward: unfolded (fastest: the im2col matrix or "
+           "Winograd's tiles) or input (unfolds again in backward: less memory kept, a "
+           f"slower step); 'columns' is the old spelling of unfolded ({d('conv_cache')})")
     a("--engine", choices=CHOICES["engine"],
-      help="fast (default: workspace, blocking, Winograd, CHWN, column threads) or plain "
-           "(every layer's plain form in NCHW, one column after the other: the code a "
-           "reader follows; slower, the same numbers to round-off)")
+      help="fast: workspace, blocking, Winograd, CHWN, column threads; plain: every "
+           "layer's plain form in NCHW, one column after the other: the code a reader "
+           f"follows; slower, the same numbers to round-off ({d('engine')})")
     a("--conv-algo", dest="conv_algo", choices=CHOICES["conv_algo"],
-      help="winograd (default): conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; "
-           "gemm: im2col + GEMM everywhere (the reference rounding)")
+      help="winograd: conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; gemm: "
+           f"im2col + GEMM everywhere (the reference rounding) ({d('conv_algo')})")
     a("--lighting", type=nonnegative_number, help="std of the PCA lighting coefficients "
-      "(paper and default 0.1; 0 off)")
+      f"(paper 0.1; 0 off) ({d('lighting')})")
     a("--checkpoint-every", dest="checkpoint_every", type=nonnegative_int,
       help="also write a checkpoint every N steps; 0: only at the end of each epoch "
-           f"(default per arch: {_per_arch('checkpoint_every')})")
-    a("--keep", type=positive_int, help="number of checkpoints kept (default 3)")
+           f"({d('checkpoint_every')})")
+    a("--keep", type=positive_int, help=f"number of checkpoints kept ({d('keep')})")
     a("--log-every", dest="log_every", type=positive_int,
-      help="steps between interval records in log.jsonl (default 10)")
-    a("--eval-views", dest="eval_views", choices=("center", "ten"),
-      help="views for the per-epoch validation (default center)")
-    a("--final-views", dest="final_views", choices=("center", "ten"),
-      help="views for the validation after the last epoch (default ten, the paper's)")
+      help=f"steps between interval records in log.jsonl ({d('log_every')})")
+    a("--eval-views", dest="eval_views", choices=_CHOICES["eval_views"],
+      help=f"views for the per-epoch validation ({d('eval_views')})")
+    a("--final-views", dest="final_views", choices=_CHOICES["final_views"],
+      help=f"views for the validation after the last epoch, ten the paper's "
+           f"({d('final_views')})")
     a("--quiet", action="store_true", default=None, help="no progress bar or summaries")
     return p
 
 
 def resolve_auto(cfg, steps_per_epoch):
-    """Replace "auto" patience and epochs (``OWN_DATA_DEFAULTS``) by numbers for a data
-    set of ``steps_per_epoch`` steps per epoch, in place."""
-    if cfg.get("patience") == "auto":
-        cfg["patience"] = max(2, math.ceil(AUTO_PLATEAU_STEPS / steps_per_epoch))
-    if cfg.get("epochs") == "auto":
-        cfg["epochs"] = max(60, math.ceil(AUTO_MAX_STEPS / steps_per_epoch))
-    return cfg
+    """``cfg.resolved(steps_per_epoch)``: "auto" patience and epochs as numbers."""
+    return cfg.resolved(steps_per_epoch)
 
 
 def resolve(args):
-    """(cfg, given): a plain dict with every setting, from the parsed ``args`` and the
-    defaults tables, and the settings given on the command line. ``UsageError`` for a
+    """``(cfg, given)``: the ``TrainConfig`` of the parsed ``args`` over the defaults
+    (module doc), and the settings given on the command line. ``UsageError`` for a
     combination no flag's parser can judge alone (a pooling the arch's maps cannot take).
-    ``cfg["out"]`` is None when no --out was given (``refnet.run_dir`` names the folder)."""
+    ``cfg.out`` is None when no --out was given (``refnet.run_dir`` names the folder)."""
     given = {k: v for k, v in vars(args).items()
              if v is not None and k not in ("resume", "allow_other_data")}
     preset = {}
@@ -302,22 +549,15 @@ def resolve(args):
         except ValueError as e:
             raise UsageError(f"--conventions {given['conventions']}: {e}") from None
     arch = given.get("arch", preset.get("arch", COMMON_DEFAULTS["arch"]))
-    cfg = dict(COMMON_DEFAULTS)
-    cfg.update(TRAIN_DEFAULTS[arch])
+    values = {"arch": arch}
     if arch == "demo" and "data" in given:
-        cfg.update(OWN_DATA_DEFAULTS)
-    cfg.update(preset)                      # the named conventions over the arch's defaults
-    cfg.update(given)
-    cfg["pool"] = list(cfg["pool"])
-    cfg["milestones"] = list(cfg["milestones"]) if cfg["milestones"] else []
-    if cfg["lr_schedule"] == "step" and not cfg["milestones"] and "milestones" in given:
+        values.update(OWN_DATA_DEFAULTS)
+    values.update(preset)                   # the named conventions over the arch's defaults
+    values.update(given)
+    if given.get("milestones") == () and values.get(
+            "lr_schedule", arch_default(arch, "lr_schedule")) == "step":
         raise UsageError("--milestones is empty")
     try:
-        ARCHS[arch].sizes(tuple(cfg["pool"]), cfg["pool_rounding"])
+        return TrainConfig(**values), given
     except ValueError as e:
-        raise UsageError(f"--pool {','.join(map(str, cfg['pool']))}: {e}") from None
-    try:
-        check_columns(ARCHS[arch], cfg["columns"])
-    except ValueError as e:
-        raise UsageError(f"--columns {cfg['columns']}: {e}") from None
-    return cfg, given
+        raise UsageError(f"--{e}") from None

@@ -43,12 +43,13 @@ import os
 
 import numpy
 
+from data.cli import UserError
 from layers import backend
 
 LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")      # set by mpiexec for each rank
 
 
-class DistributedError(RuntimeError):
+class DistributedError(UserError, RuntimeError):
     """A data-parallel job that cannot start or go on (one line, names the rank)."""
 
 

@@ -20,10 +20,10 @@ import sys
 
 import numpy
 
-from data.cli import Parser, existing_file, positive_int, run_command
+from data.cli import Parser, existing_file, exit_status, positive_int, run_command
 from layers import backend
 from refnet import checkpoint
-from refnet.config import UsageError
+from refnet.config import TrainConfig, UsageError
 from refnet.metrics import average_views, topk_errors
 from refnet.network import build_network
 from refnet.options import DEVICES, NetOptions, backend_for_device
@@ -92,45 +92,38 @@ def open_data(net, cfg, data=None):
     of images, built and cached), checked to have ``net``'s number of classes."""
     from refnet.train_inputs import DataError, InputPipeline, ensure_data
     if data:
-        cfg = dict(cfg, data=ensure_data(
-            {**cfg, "data": data}, say=lambda m: print(m, file=sys.stderr, flush=True)))
+        cfg = cfg.replace(data=ensure_data(
+            cfg.replace(data=data), say=lambda m: print(m, file=sys.stderr, flush=True)))
     pipeline = InputPipeline(cfg)
     if pipeline.num_classes != net.num_classes:
         pipeline.close()
-        raise DataError(f"{cfg['data']} has {pipeline.num_classes} classes, the "
+        raise DataError(f"{cfg.data} has {pipeline.num_classes} classes, the "
                         f"checkpoint {net.num_classes}")
     return pipeline
 
 
 def load_network(path, device="cpu"):
-    """``(net, config, tree)`` rebuilt from a checkpoint file (or a run directory's
-    newest valid checkpoint), for ``device``: the network from the options the
-    checkpoint stores (from its training configuration for checkpoints written before
-    options were stored), on ``device``'s backend."""
-    if os.path.isdir(path):
-        found, tree = checkpoint.latest_valid(
-            path, warn=lambda m: print(m, file=sys.stderr, flush=True))
-        if tree is None:
-            raise checkpoint.CheckpointError(f"no valid checkpoint in {path}")
-    else:
-        tree = checkpoint.load(path)
-    cfg = dict(tree["config"])
-    cfg["device"] = device
+    """``(net, config, state)`` for a command: the network rebuilt from a checkpoint file
+    (or a run directory's newest valid checkpoint) with its options and parameters, on
+    ``device``'s backend; the run's ``TrainConfig`` (its backend this one) and the
+    ``refnet.checkpoint.TrainingState``. The errors are ``UserError``s: a checkpoint
+    that cannot be used, a device that is not there."""
+    state = checkpoint.read_state(path)
     try:
-        cfg["backend"] = backend_for_device(device)   # the data pipeline reads it too
+        backend_name = backend_for_device(device)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    model = tree["model"]
-    if "network" in tree:
-        options = NetOptions.from_dict(tree["network"], backend=cfg["backend"], devices=None)
-    else:                          # written before the options were stored: paper archs
-        num_classes = (model["fc8.bias"] if "fc8.bias" in model
-                       else model["head.bias"]).shape[0]
-        options = NetOptions.from_config(cfg, num_classes=num_classes)
+    try:
+        cfg = TrainConfig.from_dict(state.config, device=device, backend=backend_name)
+        options = NetOptions.from_dict(state.network, backend=backend_name, devices=None)
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"checkpoint {path}: {e}") from None
     net = build_network(options)
-    net.load_state_dict(tree["model"])
-    return net, cfg, tree
-
+    try:
+        net.load_state_dict(state.model)
+    except (ValueError, KeyError) as e:
+        raise checkpoint.CheckpointError(f"checkpoint {path}: {e}") from None
+    return net, cfg, state
 
 EXIT_CODES = {0: "evaluated",
               2: "a bad option value, or a checkpoint or data directory that cannot be "
@@ -154,9 +147,9 @@ def build_parser():
 
 
 def main(argv=None):
-    from refnet.train_inputs import DataError
     args = build_parser().parse_args(argv)
-    try:
+
+    def body():
         net, cfg, _ = load_network(args.checkpoint, args.device)
         pipeline = open_data(net, cfg, args.data)
         try:
@@ -164,18 +157,14 @@ def main(argv=None):
             results = {v: evaluate(net, pipeline, views=v, batch=args.batch) for v in views}
         finally:
             pipeline.close()
-    except (checkpoint.CheckpointError, UsageError, DataError) as e:
-        print(f"refnet.evaluate: error: {e}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(results))
-    else:
+        if args.json:
+            print(json.dumps(results))
+            return
         for v, r in results.items():
             name = "10 crops" if v == "ten" else "centre crop"
             print(f"{name:12s} top-1 error {100 * r['top1']:.2f}%  top-5 error "
                   f"{100 * r['top5']:.2f}%  ({r['n']} images)")
-    return 0
-
+    return exit_status("refnet.evaluate", body)
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "refnet.evaluate"))

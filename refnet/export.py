@@ -61,10 +61,8 @@ import sys
 
 import numpy
 
-from data.cli import Parser, new_file, run_command
+from data.cli import Parser, UserError, exit_status, new_file, run_command
 from data.files import atomic_path
-from refnet import checkpoint
-from refnet.config import UsageError
 from refnet.evaluate import add_network_arguments, load_network
 from refnet.nodes import Input
 from refnet.nodes.lrn import onnx_attributes
@@ -248,18 +246,18 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        net, _cfg, _tree = load_network(args.checkpoint, args.device)
-        to_onnx(net, args.onnx, outputs=args.outputs, dtype=args.dtype)
-    except (checkpoint.CheckpointError, UsageError, ValueError, ImportError, OSError) as e:
-        print(f"refnet.export: error: {e}", file=sys.stderr)
-        return 2
-    size = os.path.getsize(args.onnx) / 2**20
-    extra = f", outputs {','.join(args.outputs)}" if args.outputs else ""
-    print(f"wrote {args.onnx} ({size:.1f} MiB, {net.spec.name}, opset {OPSET}, "
-          f"{args.dtype or net.dtype.name}{extra})")
-    return 0
 
+    def body():
+        net, _cfg, _state = load_network(args.checkpoint, args.device)
+        try:
+            to_onnx(net, args.onnx, outputs=args.outputs, dtype=args.dtype)
+        except (ValueError, ImportError, OSError) as e:    # an output or dtype refused
+            raise UserError(str(e)) from None
+        size = os.path.getsize(args.onnx) / 2**20
+        extra = f", outputs {','.join(args.outputs)}" if args.outputs else ""
+        print(f"wrote {args.onnx} ({size:.1f} MiB, {net.spec.name}, opset {OPSET}, "
+              f"{args.dtype or net.dtype.name}{extra})")
+    return exit_status("refnet.export", body)
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "refnet.export"))

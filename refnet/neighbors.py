@@ -23,15 +23,19 @@ import sys
 
 import numpy
 
-from data.cli import Parser, existing_file, positive_int, run_command
-from data.decode import BadImage, decode_image
+from data.cli import Parser, existing_file, exit_status, positive_int, run_command
+from data.decode import decode_image
 from data.progress import Progress
 from data.store import StoreReader
 from layers import backend
-from refnet import checkpoint
 from refnet.config import UsageError
-from refnet.evaluate import (add_data_argument, add_network_arguments, load_network,
-                             open_data, predict_views)
+from refnet.evaluate import (
+    add_data_argument,
+    add_network_arguments,
+    load_network,
+    open_data,
+    predict_views,
+)
 from refnet.predict import preprocess
 
 NEIGHBORS = 6           # training images per query, as in the paper's figure
@@ -93,10 +97,10 @@ def _centre(image, crop):
     return image[o:o + crop, o:o + crop]
 
 
-def file_queries(net, tree, paths):
+def file_queries(net, state, paths):
     """(features (Q, F), probabilities (Q, K), pictures [(Cr, Cr, 3) uint8], captions,
-    true class names or None)."""
-    inputs = tree["inputs"]
+    true class names or None); ``state``: the checkpoint's ``TrainingState``."""
+    inputs = state.inputs
     feats, probs, pictures = [], [], []
     for path in paths:
         probs.append(predict_views(net, preprocess(path, inputs, "ten"))[0])       # (K,)
@@ -181,16 +185,16 @@ def build_parser():
 
 def main(argv=None):
     from refnet.plots import plot_neighbors
-    from refnet.train_inputs import DataError
     args = build_parser().parse_args(argv)
-    try:
-        net, cfg, tree = load_network(args.checkpoint, args.device)
+
+    def body():
+        net, cfg, state = load_network(args.checkpoint, args.device)
         pipeline = open_data(net, cfg, args.data)
         try:
             if args.images:
-                if "inputs" not in tree:
+                if state.inputs is None:
                     raise UsageError(f"{args.checkpoint} holds no preprocessing record")
-                found = file_queries(net, tree, args.images)
+                found = file_queries(net, state, args.images)
             else:
                 found = validation_queries(net, pipeline, args.count)
             dist, index = search_training_set(net, pipeline, found[0], batch=args.batch,
@@ -198,13 +202,9 @@ def main(argv=None):
             rows = figure_rows(pipeline, found, dist, index)
         finally:
             pipeline.close()
-    except (checkpoint.CheckpointError, UsageError, DataError, BadImage) as e:
-        print(f"refnet.neighbors: error: {e}", file=sys.stderr)
-        return 2
-    plot_neighbors(rows, args.out)
-    print(args.out)
-    return 0
-
+        plot_neighbors(rows, args.out)
+        print(args.out)
+    return exit_status("refnet.neighbors", body)
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "refnet.neighbors"))

@@ -226,15 +226,16 @@ class NetOptions:
 
     @classmethod
     def from_config(cls, cfg, **changes):
-        """Options from a training configuration (``refnet.config``'s dict: the keys it
-        shares with the fields; ``device`` gives the backend), with ``changes``."""
+        """Options from a training configuration (a ``refnet.config.TrainConfig``, or its
+        ``to_dict()`` form): the settings it shares with the fields, those None left to
+        the arch; ``device`` gives the backend unless ``backend`` is set; with
+        ``changes``."""
+        if hasattr(cfg, "to_dict"):
+            cfg = cfg.to_dict()
         known = {f.name for f in dataclasses.fields(cls)}
         given = {k: v for k, v in cfg.items() if k in known and v is not None}
         given.setdefault("backend", backend_for_device(cfg.get("device", "cpu")))
-        # checkpoints written before conv_algo existed were trained with gemm
-        given.setdefault("conv_algo", "gemm")
         return cls(**{**given, **changes})
-
 
 def backend_for_device(device):
     """"numpy" or "cupy" for a command line's --device cpu|gpu|auto (auto: CuPy when it

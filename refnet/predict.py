@@ -20,9 +20,8 @@ import sys
 import numpy
 
 from data import augment
-from data.cli import Parser, positive_int, run_command
+from data.cli import Parser, exit_status, positive_int, run_command
 from data.decode import BadImage, decode_image
-from refnet import checkpoint
 from refnet.config import UsageError
 from refnet.evaluate import add_network_arguments, load_network, predict_views
 
@@ -38,9 +37,10 @@ def preprocess(path, inputs, views="ten"):
     return fn(img, mean, int(inputs["crop"]), scale=scale, dtype=inputs["dtype"])
 
 
-def predict(net, tree, paths, views="ten", top=5):
-    """``[(path, [(class name, probability), ...])]`` for each image file."""
-    inputs = tree["inputs"]
+def predict(net, state, paths, views="ten", top=5):
+    """``[(path, [(class name, probability), ...])]`` for each image file; ``state``: the
+    checkpoint's ``TrainingState`` (its preprocessing record)."""
+    inputs = state.inputs
     names = list(inputs["class_names"])
     out = []
     for path in paths:
@@ -74,29 +74,27 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    status = 0
-    try:
-        net, _cfg, tree = load_network(args.checkpoint, args.device)
-        if "inputs" not in tree:
-            raise UsageError(f"{args.checkpoint} holds no preprocessing record")
-    except (checkpoint.CheckpointError, UsageError) as e:
-        print(f"refnet.predict: error: {e}", file=sys.stderr)
-        return 2
-    for path in args.images:
-        try:
-            [(_, top)] = predict(net, tree, [path], views=args.views, top=args.top)
-        except (BadImage, OSError) as e:
-            print(f"refnet.predict: error: {path}: {e}", file=sys.stderr)
-            status = 1
-            continue
-        if args.json:
-            print(json.dumps({"image": path, "top": [[n, p] for n, p in top]}))
-        else:
-            print(path)
-            for name, prob in top:
-                print(f"  {prob:7.2%}  {name}")
-    return status
 
+    def body():
+        net, _cfg, state = load_network(args.checkpoint, args.device)
+        if state.inputs is None:
+            raise UsageError(f"{args.checkpoint} holds no preprocessing record")
+        status = 0
+        for path in args.images:
+            try:
+                [(_, top)] = predict(net, state, [path], views=args.views, top=args.top)
+            except (BadImage, OSError) as e:
+                print(f"refnet.predict: error: {path}: {e}", file=sys.stderr)
+                status = 1
+                continue
+            if args.json:
+                print(json.dumps({"image": path, "top": [[n, p] for n, p in top]}))
+            else:
+                print(path)
+                for name, prob in top:
+                    print(f"  {prob:7.2%}  {name}")
+        return status
+    return exit_status("refnet.predict", body)
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "refnet.predict"))

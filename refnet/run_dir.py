@@ -26,12 +26,13 @@ import sys
 import time
 from pathlib import Path
 
+from data.cli import UserError
 from data.files import write_text
 
 LOCK_NAME = ".lock"
 
 
-class RunDirBusy(Exception):
+class RunDirBusy(UserError):
     """Another live process holds the run folder."""
 
 

@@ -22,7 +22,7 @@ Exit status: 0 printed, 2 for a bad option, 130 when interrupted (Ctrl-C).
 import sys
 from typing import NamedTuple
 
-from data.cli import Parser, run_command
+from data.cli import Parser, exit_status, run_command
 from refnet.arch import ARCHS
 from refnet.network import build_network
 from refnet.options import NetOptions
@@ -99,11 +99,13 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    names = list(ARCHS) if args.arch == "all" else [args.arch]
-    for i, name in enumerate(names):
-        net = build_network(NetOptions(arch=name))
-        print(("\n" if i else "") + "\n".join(format_table(name, layer_table(net))))
-    return 0
+
+    def body():
+        names = list(ARCHS) if args.arch == "all" else [args.arch]
+        for i, name in enumerate(names):
+            net = build_network(NetOptions(arch=name))
+            print(("\n" if i else "") + "\n".join(format_table(name, layer_table(net))))
+    return exit_status("refnet.summary", body)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 Axis legend: N batch, S stored side, Cr crop side, V views.
 
-``InputPipeline(cfg)`` opens ``cfg["data"]/train.h5`` and ``val.h5`` with
-``data.store.StoreReader`` (which checks the format; its errors become ``DataError``),
+``InputPipeline(cfg)`` (a ``refnet.config.TrainConfig``) opens ``cfg.data/train.h5`` and
+``val.h5`` with ``data.store.StoreReader`` (which checks the format; its errors become ``DataError``),
 checks them against the architecture, and provides
 
     train_batches()             -> the rest of the current epoch: (images (N, S, S, 3) uint8,
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy
 
 from data import augment
+from data.cli import UserError
 from data.loader import Loader
 from data.store import StoreError, StoreReader
 from layers import backend
@@ -39,24 +40,24 @@ from refnet import sample_draws
 from refnet.arch import get_arch
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A missing or malformed data set: reported as one line."""
 
 
 def ensure_data(cfg, quiet=False, say=None):
-    """The data directory to use: ``cfg["data"]`` when it holds train.h5 and val.h5; for
+    """The data directory to use: ``cfg.data`` when it holds train.h5 and val.h5; for
     a folder of images, its store at the arch's stored size, built into the cache once
     (``data.cache.cached_store``; rebuilt when the images or the settings change); with
     no ``--data``, the demo set (built once, cached)."""
-    if cfg.get("data"):
-        path = Path(cfg["data"]).resolve()
+    if cfg.data:
+        path = Path(cfg.data).resolve()
         folders = path.is_dir() and any(p.is_dir() and not p.name.startswith(".")
                                         for p in path.iterdir())
         if not folders or (path / "train.h5").exists() or (path / "val.h5").exists():
             return str(path)                        # a store (or none: said when opened)
         return str(Path(images_store(path, cfg, quiet, say)).resolve())
-    if cfg["arch"] != "demo":
-        raise DataError(f"--arch {cfg['arch']} needs --data OUT_DIR (the demo set is "
+    if cfg.arch != "demo":
+        raise DataError(f"--arch {cfg.arch} needs --data OUT_DIR (the demo set is "
                         "only for --arch demo)")
     try:
         from data.demo import ensure_demo
@@ -69,10 +70,10 @@ def images_store(src, cfg, quiet=False, say=None):
     """The cached store of the image tree ``src`` for ``cfg``'s arch (module doc)."""
     from data.build import BuildError, NothingUsable
     from data.cache import cached_store
-    size = get_arch(cfg["arch"]).store_size
+    size = get_arch(cfg.arch).store_size
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        out = cached_store(src, size, val_fraction=float(cfg.get("val_fraction", 0.1)),
+        out = cached_store(src, size, val_fraction=cfg.val_fraction,
                            progress=not quiet, notice=None if quiet else say)
     except (BuildError, NothingUsable) as e:
         raise DataError(f"--data {src}: {e}") from None
@@ -93,14 +94,14 @@ class InputPipeline:
 
     def __init__(self, cfg, shard=(0, 1)):
         self.cfg = cfg
-        root = Path(cfg["data"])
+        root = Path(cfg.data)
         self.train_path, self.val_path = root / "train.h5", root / "val.h5"
         with _open_store(self.train_path) as train:     # the loader reads the images
             self.meta = train.metadata
         self._val = _open_store(self.val_path)          # in memory once read, when small
         try:
             self.val_meta = self._val.metadata
-            spec = get_arch(cfg["arch"])
+            spec = get_arch(cfg.arch)
             self.crop = spec.input_size
             self.size = self.meta.size
             if self.size != spec.store_size:
@@ -108,7 +109,7 @@ class InputPipeline:
                 # than the arch is made for (a 113 crop of a 256 image: a fifth of it)
                 raise DataError(
                     f"{self.train_path} stores {self.size}x{self.size} images, but arch "
-                    f"{cfg['arch']} takes {self.crop}x{self.crop} crops of "
+                    f"{cfg.arch} takes {self.crop}x{self.crop} crops of "
                     f"{spec.store_size}x{spec.store_size} images; rebuild it with "
                     f"python -m data.build SRC {root} --size {spec.store_size}")
             if (self.val_meta.size != self.size
@@ -129,11 +130,11 @@ class InputPipeline:
                                 f"val {self.val_meta.count})")
             self.num_classes = len(self.meta.class_names)
             self.class_names = self.meta.class_names
-            self.scale = (1.0 / self.meta.pixel_std if cfg["input_scale"] == "pixel_std"
+            self.scale = (1.0 / self.meta.pixel_std if cfg.input_scale == "pixel_std"
                           else None)
-            self.xp = backend.backend_module(cfg.get("backend", "numpy"))
-            self.dtype = cfg["dtype"]
-            self.batch = int(cfg["batch"])
+            self.xp = backend.backend_module(cfg.backend or "numpy")
+            self.dtype = cfg.dtype
+            self.batch = int(cfg.batch)
             if self.batch > self.meta.count:
                 raise DataError(f"--batch {self.batch} is larger than the training set "
                                 f"({self.meta.count} images)")
@@ -142,7 +143,7 @@ class InputPipeline:
                 raise DataError(f"--batch {self.batch} is smaller than the number of "
                                 f"ranks ({shard[1]}): every rank needs an image of each batch")
             self.loader = Loader(str(self.train_path), self.batch, shuffle=True,
-                                 seed=int(cfg["seed"]), drop_last=True, workers=1, prefetch=4,
+                                 seed=int(cfg.seed), drop_last=True, workers=1, prefetch=4,
                                  shard=shard, with_indices=True)
             self.steps_per_epoch = len(self.loader)
             self.train_count = self.steps_per_epoch * self.batch
@@ -170,8 +171,8 @@ class InputPipeline:
         return iter(self.loader)
 
     def train_views(self, images, indices, epoch):
-        lighting = float(self.cfg["lighting"])
-        aug = sample_draws.augmentation(self.cfg["seed"], epoch, indices, self.size,
+        lighting = float(self.cfg.lighting)
+        aug = sample_draws.augmentation(self.cfg.seed, epoch, indices, self.size,
                                         self.crop, lighting_std=lighting)
         eig = (self.meta.pca_eigval, self.meta.pca_eigvec) if lighting > 0 else (None, None)
         return augment.train_views(self.xp.asarray(images), aug, self.mean, eig[0], eig[1],

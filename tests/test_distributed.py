@@ -350,7 +350,7 @@ def max_rel(a, b):
 
 
 def flat_state(tree):
-    from refnet.train import _flatten
+    from refnet.checkpoint import _flatten
     return {**tree["model"], **{f"v/{k}": v for k, v in _flatten(tree["optimizer"]).items()}}
 
 

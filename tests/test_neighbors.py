@@ -83,7 +83,7 @@ def test_store_search_equals_brute_force(trained):
     # in float64, so that features of a batch do not depend on what else is in it
     net = build_network(dataclasses.replace(net32.options, dtype="float64"))
     net.load_state_dict(net32.state_dict())
-    cfg["dtype"] = "float64"
+    cfg = cfg.replace(dtype="float64")
     pipeline = InputPipeline(cfg)
     try:
         queries = net.features(pipeline.eval_views(next(pipeline.val_batches(3))[0]))

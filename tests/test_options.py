@@ -67,7 +67,6 @@ def test_from_config_reads_the_training_configuration():
     opts = NetOptions.from_config(cfg, num_classes=4)
     assert (opts.columns, opts.lrn, opts.pool, opts.dropout, opts.num_classes) == \
         (1, False, (2, 2), 0.25, 4)
-    assert opts.conv_algo == "gemm"       # a configuration from before conv_algo existed
     assert opts.backend == "numpy"
 
 

@@ -82,9 +82,9 @@ def test_a_folder_that_is_not_a_data_set_is_one_line(tmp_path):
 
 def test_own_data_with_the_demo_arch_adapts_its_epochs():
     cfg, _ = resolve(build_parser().parse_args(["--data", "somewhere"]))
-    assert {k: cfg[k] for k in OWN_DATA_DEFAULTS} == {**OWN_DATA_DEFAULTS, "milestones": []}
-    small = resolve_auto(dict(cfg), steps_per_epoch=10)         # 320 images at batch 32
-    large = resolve_auto(dict(cfg), steps_per_epoch=5000)       # 160,000 images
+    assert {k: cfg[k] for k in OWN_DATA_DEFAULTS} == OWN_DATA_DEFAULTS
+    small = resolve_auto(cfg, steps_per_epoch=10)               # 320 images at batch 32
+    large = cfg.resolved(steps_per_epoch=5000)                  # 160,000 images
     assert (small["patience"], small["epochs"]) == (40, 600)
     assert (large["patience"], large["epochs"]) == (2, 60)
     cfg, _ = resolve(build_parser().parse_args(["--data", "x", "--epochs", "5"]))

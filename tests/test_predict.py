@@ -27,7 +27,7 @@ def _jpeg(path, seed):
 
 def _direct_top5(ckpt, path):
     net, cfg, tree = load_network(ckpt, "cpu")
-    inputs = tree["inputs"]
+    inputs = tree.inputs
     img = decode_image(path, int(inputs["store_size"])).astype(numpy.float64)
     img -= inputs["mean_image"]
     img *= inputs["scale"]

@@ -14,7 +14,7 @@ import numpy
 import pytest
 
 from refnet import checkpoint
-from refnet.train import _flatten as _flat
+from refnet.checkpoint import _flatten as _flat
 from tests.train_data import make_tiny_set
 
 pytestmark = pytest.mark.slow

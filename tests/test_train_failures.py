@@ -352,7 +352,7 @@ def test_the_loader_threads_are_joined_whatever_ends_the_epoch(data_dir, tmp_pat
     from refnet.config import build_parser, resolve
 
     cfg, _ = resolve(build_parser().parse_args(args(data_dir, tmp_path / "run")))
-    cfg.update(backend="numpy", data=str(data_dir))
+    cfg = cfg.replace(backend="numpy", data=str(data_dir))
     calls = []
 
     def failing(self, grads):
@@ -361,7 +361,6 @@ def test_the_loader_threads_are_joined_whatever_ends_the_epoch(data_dir, tmp_pat
             raise RuntimeError("injected")
     monkeypatch.setattr(sgd.SGD, "step", failing)
     with train_module.Trainer(cfg) as trainer:
-        trainer.run_dir = tmp_path
         trainer.fresh_start()
         with pytest.raises(RuntimeError, match="injected") as caught:
             trainer.train()

@@ -27,7 +27,7 @@ import time
 
 import numpy
 
-from data.cli import USAGE, Parser, nonnegative_int, run_command
+from data.cli import Parser, UserError, exit_status, nonnegative_int, run_command
 from verify import frameworks
 from verify.against_torch import PARTS
 
@@ -104,6 +104,13 @@ def print_report(stream, modules, results, args, parts, elapsed):
         print("\nfailing rows:\n" + format_table(failing), file=stream)
 
 
+def _refuse(message):
+    """Exit status 2 with one line (``data.cli.exit_status``)."""
+    def refused():
+        raise UserError(message)
+    return exit_status("verify", refused)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -117,13 +124,10 @@ def main(argv=None):
     modules = {name: frameworks.load(name) for name in names}
     reasons = {name: m.available() for name, m in modules.items()}
     if names == ["torch"] and reasons["torch"]:
-        print("verify: error: python -m verify needs PyTorch: pip install -e '.[verify]'",
-              file=sys.stderr)
-        return USAGE
+        return _refuse("python -m verify needs PyTorch: pip install -e '.[verify]'")
     if all(reasons.values()):
-        print("verify: error: no framework to compare with: "
-              + "; ".join(f"{n}: {r}" for n, r in reasons.items()), file=sys.stderr)
-        return USAGE
+        return _refuse("no framework to compare with: "
+                       + "; ".join(f"{n}: {r}" for n, r in reasons.items()))
     from data.files import write_json
     from data.progress import Progress
     from verify.compare import all_passed, report_dict

@@ -1,0 +1,105 @@
+"""How the ranks of a data-parallel job agree (``refnet.distributed``'s worlds): each
+failure either reaches every rank together, or ends the whole job.
+
+- ``on_every_rank(world, make)``: a start-up step on every rank; a failure on any rank
+  is raised on every rank alike (``StartFailed``, naming the failing ranks), so no rank
+  goes on to wait for the others.
+- ``check_replicas(world, arrays, step)``: before a checkpoint is written, every rank's
+  parameters and velocities are bit-identical (SHA-256 checksums compared), else
+  ``DistributedError`` on every rank.
+- ``abort_job(world, status, message)``: a failure of one rank alone: say what and where,
+  and end every rank (``MPI_Abort``).
+
+A Ctrl-C on any rank is agreed on at the next step's gradient reduction
+(``GradientReducer.reduce``'s extras), so every rank stops after the same step.
+"""
+
+import os
+import sys
+
+from data.cli import UNEXPECTED, UserError
+from refnet.config import UsageError
+from refnet.distributed import DistributedError, checksum
+
+
+class StartFailed(UsageError):
+    """A data-parallel job could not start on some rank; raised on every rank alike."""
+
+
+def on_every_rank(world, make, root_first=False):
+    """``make()`` on every rank (rank 0 before the others when ``root_first``); if it
+    fails on any rank, every rank raises ``StartFailed`` with the failing ranks' own
+    messages. A world of one just calls it."""
+    if world.size == 1:
+        return make()
+
+    def attempt():
+        try:
+            return make(), None
+        except UserError as e:
+            return None, str(e)
+        except Exception as e:  # noqa: BLE001 - reported by every rank, below
+            return None, f"unexpected {type(e).__name__}: {e}"
+
+    made, error = None, None
+    if root_first:
+        if world.is_root:
+            made, error = attempt()
+        first = world.bcast(error)
+        if first is not None:
+            raise StartFailed(f"rank 0 ({world.host}): {first}")
+    if not (root_first and world.is_root):
+        made, error = attempt()
+    failures = [f for f in world.allgather([world.rank, world.host, error]) if f[2]]
+    if failures:
+        if made is not None and hasattr(made, "close"):
+            made.close()
+        raise StartFailed("; ".join(f"rank {r} ({host}): {e}" for r, host, e in failures))
+    return made
+
+
+def check_replicas(world, arrays, step):
+    """Every rank's ``arrays`` (parameters and velocities) are bit-identical;
+    ``DistributedError`` on every rank, before anything is written, if not."""
+    if world.size == 1:
+        return
+    sums = world.allgather(checksum(arrays))
+    if len(set(sums)) > 1:
+        differ = [r for r, s in enumerate(sums) if s != sums[0]]
+        raise DistributedError(f"the replicas differ at step {step}: the "
+                               f"parameters of rank(s) {differ} are not rank 0's "
+                               "(checksums); no checkpoint was written")
+
+
+def abort_job(world, status, message):
+    """One rank failed on its own: say so, naming the rank, and end every rank."""
+    print(f"{message} [rank {world.rank} of {world.size}, pid {os.getpid()} on "
+          f"{world.host}; ending the job]", file=sys.stderr, flush=True)
+    world.abort(status)
+    return status
+
+
+def rank_report(world, prog):
+    """How a rank reports the error that ends it (a ``data.cli.exit_status`` report):
+    the failures every rank reaches together (a refused start, divergence, an agreed
+    interrupt, replicas that differ) rank 0 alone says; anything that strikes one rank
+    alone ends the whole job (``abort_job``) after that rank says what and where."""
+    from refnet.stopping import Diverged, Interrupted
+
+    def report(error, status, line):
+        if isinstance(error, (UsageError, DistributedError, Diverged, Interrupted)):
+            if world.is_root:                  # the same on every rank: rank 0 says it
+                print(line, file=sys.stderr, flush=True)
+            return
+        if isinstance(error, KeyboardInterrupt):
+            line = (f"{prog}: interrupted; files written before stay as they were "
+                    "(checkpoints are replaced atomically)")
+        elif status == UNEXPECTED:
+            line += (" (the traceback above is for a bug report; checkpoints already "
+                     "written are intact)")
+        if world.size > 1 and (status == UNEXPECTED or isinstance(
+                error, (UserError, KeyboardInterrupt))):
+            abort_job(world, status, line)      # this rank alone: end the whole job
+        else:
+            print(line, file=sys.stderr, flush=True)
+    return report

@@ -1,0 +1,73 @@
+"""What a training run writes and shows, in one object: rank 0's ``RunOutput``, and on
+every other rank of a data-parallel job a ``NoOutput`` whose methods do nothing.
+
+    output = run_output(world, folder, cfg, say)
+    output.say("epoch 1/10: ...")             # a line of summary (not with --quiet)
+    bar = output.progress(total, "epoch 1/10")
+    output.log({"kind": "epoch", ...})        # a record in RUN_DIR/log.jsonl
+    output.checkpoint(path, state)            # RUN_DIR/ckpt-<step>.h5, the last --keep
+    output.plots(history, conv1, columns)     # curves.png, conv1_filters.png
+
+Each log record carries ``world_size``, the number of ranks of the job.
+"""
+
+import json
+
+from data.progress import Progress
+from refnet import checkpoint
+from refnet.plots import plot_conv1, plot_curves
+
+
+class RunOutput:
+    """The run folder's writer and the console's voice (rank 0)."""
+
+    def __init__(self, folder, cfg, world_size, say=print):
+        self.folder = folder
+        self.keep = cfg.keep
+        self.quiet = cfg.quiet
+        self.world_size = world_size
+        self._say = say
+
+    def say(self, *args, **kwargs):
+        if not self.quiet:
+            self._say(*args, **kwargs)
+
+    def progress(self, total, desc):
+        return Progress(total=total, desc=desc, unit="img", enabled=not self.quiet)
+
+    def log(self, record):
+        record = {**record, "world_size": self.world_size}
+        with open(self.folder / "log.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def checkpoint(self, path, state):
+        path = checkpoint.write_state(path, state)
+        checkpoint.prune(self.folder, self.keep)
+        return path
+
+    def plots(self, history, conv1, columns):
+        if history:
+            plot_curves(history, self.folder / "curves.png")
+        plot_conv1(conv1, columns, self.folder / "conv1_filters.png")
+
+
+class NoOutput(RunOutput):
+    """Another rank's: it writes and shows nothing."""
+
+    def __init__(self, folder=None):
+        self.folder = folder
+        self.quiet = True
+
+    def log(self, record):
+        pass
+
+    def checkpoint(self, path, state):
+        return path
+
+    def plots(self, history, conv1, columns):
+        pass
+
+
+def run_output(world, folder, cfg, say=print):
+    """Rank 0's ``RunOutput`` for ``folder``, a ``NoOutput`` on the other ranks."""
+    return RunOutput(folder, cfg, world.size, say) if world.is_root else NoOutput(folder)

@@ -1,0 +1,230 @@
+"""How a training run starts: the command line checked, the run to resume read, the data
+made ready, and the run folder claimed, in that order, so that a refused start leaves
+nothing behind.
+
+    start = prepare(argv, world, say)          # the flags, --resume, the data; no folder
+    folder, lock = claim_run_dir(world, start) # rank 0 makes and locks it (refnet.run_dir)
+    begin(trainer, start, folder, say)         # temporaries removed; a resume logged
+
+Resuming (``--resume --out RUN_DIR``): the newest valid checkpoint's configuration, with
+the flags ``TrainConfig.RESUME_OVERRIDABLE`` allows; a changed learning rate or schedule
+applies from the resumed step on and is logged; another build of the data set is refused
+unless ``--allow-other-data``; ``log.jsonl`` is cut back to the checkpoint's step.
+"""
+
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy
+
+from data.files import remove_stale_temporaries
+from refnet import checkpoint, run_dir
+from refnet.agreement import on_every_rank
+from refnet.config import TrainConfig, UsageError, build_parser, resolve
+from refnet.distributed import column_devices
+from refnet.options import NetOptions, backend_for_device
+from refnet.schedule import ReduceOnPlateau, StepSchedule
+from refnet.sgd import SGD
+from refnet.train_inputs import ensure_data
+
+
+class Start(NamedTuple):
+    cfg: TrainConfig           # the run's configuration (a resumed run's, with overrides)
+    given: dict                # the settings given on the command line
+    explicit: bool             # --out given
+    allow_other_data: bool
+    path: object               # the checkpoint resumed from (None: a new run)
+    state: object              # its TrainingState
+
+
+def prepare(argv, world, say=print):
+    """The checked command line (``Start``); rank 0 makes the data ready first (it may
+    build the demo set or a folder's store into the cache), then the other ranks."""
+    args = build_parser().parse_args(argv)
+    cfg, given = resolve(args)
+    if not world.is_root:
+        cfg = cfg.replace(quiet=True)          # rank 0 alone shows progress
+    explicit = "out" in given
+    if explicit and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise UsageError(f"--out {cfg.out} is a file, not a run folder")
+    if args.allow_other_data and not args.resume:
+        raise UsageError("--allow-other-data goes with --resume")
+    path, state = None, None
+    if args.resume:
+        if not explicit:
+            raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
+        cfg, path, state = resumed(cfg, given, quiet=cfg.quiet)
+    elif explicit and checkpoint.list_checkpoints(cfg.out):
+        raise UsageError(f"{cfg.out} already holds checkpoints; add --resume to continue "
+                         "it or choose another --out")
+    try:
+        cfg = cfg.replace(backend=backend_for_device(cfg.device))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    data = on_every_rank(world, lambda: ensure_data(cfg, quiet=cfg.quiet, say=say),
+                         root_first=True)
+    return Start(cfg.replace(data=data), given, explicit, args.allow_other_data, path, state)
+
+
+def resumed(cfg, given, quiet):
+    """``(cfg, path, state)`` of the run to resume in ``cfg.out``: its newest valid
+    checkpoint and its configuration with the flags allowed to change; ``state`` None
+    (and ``cfg`` as given) when the folder holds no checkpoint yet."""
+    path, state = checkpoint.latest_state(
+        cfg.out, warn=lambda m: print(m, file=sys.stderr, flush=True))
+    if state is None:
+        if checkpoint.list_checkpoints(cfg.out):
+            raise UsageError(f"no valid checkpoint in {cfg.out} (all are corrupt)")
+        print(f"note: no checkpoint in {cfg.out}; starting a new run", file=sys.stderr)
+        return cfg, None, None
+    if "arch" in given and given["arch"] != state.arch:
+        raise UsageError(f"checkpoint {path} is for arch {state.arch!r}, "
+                         f"not {given['arch']!r}")
+    try:
+        saved = TrainConfig.from_dict(state.config)
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"checkpoint {path}: {e}") from None
+    return saved.resumed(given, out=cfg.out, quiet=quiet, device=cfg.device), path, state
+
+
+def check_same_data(state, pipeline, allow_other):
+    """A resumed run reads the data set it trained on, unless told otherwise."""
+    was = (state.inputs or {}).get("build_id")
+    now = pipeline.meta.build_id
+    if was is None or was == now or allow_other:
+        return
+    raise UsageError(f"{pipeline.train_path} is another build of the data (build {now}) "
+                     f"than the one this run trained on (build {was}); pass "
+                     "--allow-other-data to continue on it")
+
+
+def claim_run_dir(world, start):
+    """``(folder, lock)``: rank 0 claims the run folder (``refnet.run_dir``) and tells
+    the others its name (their lock is None)."""
+    cfg = start.cfg
+    folder, lock, error = None, None, None
+    if world.is_root:
+        try:
+            folder, lock, created = run_dir.claim(
+                cfg.out or run_dir.default_name(cfg.arch), unique=not start.explicit)
+        except run_dir.RunDirBusy as e:
+            error = str(e)
+        else:
+            if start.state is None and checkpoint.list_checkpoints(folder):  # made meanwhile
+                lock.release()
+                if created:
+                    run_dir.remove_if_empty(folder)
+                error = (f"{folder} already holds checkpoints; add --resume to continue "
+                         "it or choose another --out")
+    answer = world.bcast({"folder": None if folder is None else str(folder),
+                          "error": error})
+    if answer["error"]:
+        raise UsageError(answer["error"])
+    return Path(answer["folder"]), lock
+
+
+def begin(trainer, start, changes, say=print):
+    """The claimed folder tidied (rank 0): temporaries of killed writers removed; for a
+    resumed run, ``log.jsonl`` cut back to the checkpoint's step and the resume logged."""
+    folder = trainer.output.folder
+    if trainer.world.is_root:
+        remove_stale_temporaries(folder)
+    if start.state is None:
+        return
+    if trainer.world.is_root:
+        run_dir.trim_log(folder, trainer.step)
+    trainer.output.log({"kind": "resume", "step": trainer.step, "epoch": trainer.epoch,
+                        "checkpoint": start.path.name, "changes": changes})
+    trainer.output.say(f"resuming from {start.path} (step {start.state.step}, epoch "
+                       f"{start.state.epoch})" + "".join(f"; {k} {a!r} -> {b!r}"
+                                                         for k, (a, b) in changes.items()))
+
+
+def finish(trainer, folder):
+    """The closing lines: the last validation errors and where the outputs are."""
+    last = trainer.history[-1] if trainer.history else None
+    if last:
+        trainer.output.say(
+            f"done: val top-1 error {100 * last['val_top1_error']:.1f}% (accuracy "
+            f"{100 * (1 - last['val_top1_error']):.1f}%), top-5 error "
+            f"{100 * last['val_top5_error']:.1f}% after {last['epoch']} epochs")
+    newest = trainer.last_checkpoint()
+    trainer.output.say(f"outputs in {folder}/: log.jsonl, curves.png, conv1_filters.png, "
+                       f"{newest.name if newest else 'no checkpoint'}")
+
+
+def open_trainer(make, cfg, world):
+    """``make(cfg, world)`` (a ``Trainer``), its GPUs joined to the job's NCCL
+    communicator in a data-parallel job on GPUs."""
+    trainer = make(cfg, world=world)
+    if world.size > 1 and trainer.net.xp is not numpy:
+        try:
+            world.use_nccl(trainer.net.devices[0])
+        except BaseException:
+            trainer.close()
+            raise
+    return trainer
+
+
+def announce_world(trainer, cores):
+    """Rank 0 says (and logs) which process is which rank: mpiexec names a lost rank by
+    its process id."""
+    world = trainer.world
+    ranks = world.describe()
+    slices = [len(part) for part in numpy.array_split(numpy.arange(trainer.pipeline.batch),
+                                                      world.size)]
+    trainer.output.log({"kind": "world", "step": trainer.step, "ranks": ranks,
+                        "batch_slices": slices, "cores_per_rank": cores})
+    where = ", ".join(f"rank {d['rank']} pid {d['pid']} on {d['host']}" for d in ranks)
+    what = f"{cores} core(s) each" if cores else f"GPUs, columns on {trainer.net.devices}"
+    trainer.output.say(f"data parallel over {world.size} ranks ({what}): {where}; global "
+                       f"batch {trainer.pipeline.batch} = {' + '.join(map(str, slices))}",
+                       flush=True)
+
+
+def network_options(cfg, num_classes, world=None):
+    """The ``NetOptions`` of a training configuration, with a data-parallel rank's GPUs;
+    ``UsageError`` for a value the options refuse."""
+    try:
+        opts = NetOptions.from_config(cfg, num_classes=num_classes)
+        if world is not None and world.size > 1 and opts.backend == "cupy":
+            from layers import backend
+            opts = opts.replace(devices=column_devices(
+                world.local_rank, world.local_size, backend.gpu_count(), opts.columns))
+        return opts
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def build_optimizer(cfg, net):
+    return SGD(net, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+               form=cfg.sgd_form)
+
+
+def build_schedule(cfg, lr=None):
+    lr = cfg.lr if lr is None else lr
+    if cfg.lr_schedule == "step":
+        return StepSchedule(lr=lr, milestones=cfg.milestones)
+    return ReduceOnPlateau(lr=lr, patience=cfg.patience)
+
+
+def reschedule(trainer, saved, given):
+    """Apply to ``trainer`` the learning rate and schedule flags given on resuming
+    (``given``) over the checkpoint's configuration ``saved`` (a dict): the rate from now
+    on is ``--lr`` if given, else the resumed one; a changed schedule continues from the
+    resumed epoch. Returns ``{setting: [old, new]}`` for the log."""
+    norm = lambda v: list(v) if isinstance(v, tuple) else v     # noqa: E731
+    changes = {k: [saved.get(k), given[k]] for k in TrainConfig.RESUME_SCHEDULE
+               if k in given and norm(given[k]) != norm(saved.get(k))}
+    if not changes:
+        return {}
+    lr = float(given.get("lr", trainer.sgd.lr))
+    changes["lr"] = [trainer.sgd.lr, lr]
+    if any(k != "lr" for k in changes):            # another schedule: same epoch count
+        epoch = trainer.schedule.epoch
+        trainer.schedule = build_schedule(trainer.cfg, lr)
+        trainer.schedule.epoch = epoch
+    trainer.schedule.set_lr(lr)
+    trainer.sgd.lr = lr
+    return changes
