@@ -38,3 +38,12 @@ def test_the_readme_is_short_and_starts_with_the_two_commands():
 def test_no_page_tells_the_history_of_the_work(path):
     text = (ROOT / path if path == "README.md" else DOCS / path).read_text()
     assert HISTORY.findall(text) == []
+
+
+def test_the_reading_path_is_at_most_six_files_and_1500_lines():
+    """docs/reading.md's table names the files a reader walks; their lines are counted."""
+    text = (DOCS / "reading.md").read_text()
+    files = re.findall(r"^\| \d \| `([^`]+)` \|", text, re.M)
+    lines = sum(len((ROOT / f).read_text().splitlines()) for f in files)
+    assert 1 <= len(files) <= 6 and lines <= 1500, (files, lines)
+    assert f"**{lines:,} lines**" in text          # the count the page states is true
