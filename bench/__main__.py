@@ -1,4 +1,4 @@
-"""``python -m bench``: refnet's training step against a PyTorch twin, side by side.
+"""``python -m refnet.bench``: refnet's training step against a PyTorch twin, side by side.
 
 Times, interleaved in one process, refnet and PyTorch on the same architecture, batch,
 dtype and weights: the whole training step (forward, backward, SGD), forward only, and
@@ -31,14 +31,14 @@ import sys
 
 import numpy
 
-from bench.env import PROCESSES, blas_info, blas_threads, reexec_if_needed, reported_env
-from bench.flops import step_flops
-from bench.layers import time_layers
-from bench.memory import SIDES, peak_memory, run_probe
-from bench.report import report
-from bench.sides import RefnetSide, TorchSide, load_torch
-from bench.timing import SETTLE_S, gemm_peak, interleave
-from data.cli import (
+from refnet.bench.env import PROCESSES, blas_info, blas_threads, reexec_if_needed, reported_env
+from refnet.bench.flops import step_flops
+from refnet.bench.layers import time_layers
+from refnet.bench.memory import SIDES, peak_memory, run_probe
+from refnet.bench.report import report
+from refnet.bench.sides import RefnetSide, TorchSide, load_torch
+from refnet.bench.timing import SETTLE_S, gemm_peak, interleave
+from refnet.data.cli import (
     Parser,
     UserError,
     exit_status,
@@ -46,7 +46,7 @@ from data.cli import (
     positive_int,
     run_command,
 )
-from data.files import write_json
+from refnet.data.files import write_json
 from refnet import NetOptions
 from refnet.options import CHOICES, CONV_CACHE_ALIASES, DEVICES, backend_for_device
 
@@ -59,7 +59,7 @@ EXIT_CODES = {0: "measured (and the JSON written when asked)",
 
 
 def build_parser():
-    p = Parser(prog="python -m bench", description=__doc__.split("\n")[0],
+    p = Parser(prog="python -m refnet.bench", description=__doc__.split("\n")[0],
                exit_codes=EXIT_CODES)
     p.add_argument("--arch", default="alexnet", choices=CHOICES["arch"],
                    help="architecture (default alexnet)")
@@ -208,8 +208,8 @@ def main(argv=None):
         if args.json:
             write_json(args.json, results)
             print(f"results written to {args.json}")
-    return exit_status("bench", body)
+    return exit_status("refnet.bench", body)
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main, "bench"))
+    sys.exit(run_command(main, "refnet.bench"))

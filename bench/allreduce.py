@@ -1,4 +1,4 @@
-"""Benchmark of data parallel training's communication: ``python -m bench.allreduce``.
+"""Benchmark of data parallel training's communication: ``python -m refnet.bench.allreduce``.
 
 Starts ``mpiexec -n RANKS`` on itself (the mpich wheel's, ``pip install -e '.[dist]'``)
 and measures, on this machine:
@@ -33,9 +33,9 @@ import time
 
 import numpy
 
-from bench.env import OPENBLAS_OVERRIDES, blas_info, process_env
-from data.cli import USAGE, Parser, int_at_least, positive_int, run_command
-from data.files import write_json
+from refnet.bench.env import OPENBLAS_OVERRIDES, blas_info, process_env
+from refnet.data.cli import USAGE, Parser, int_at_least, positive_int, run_command
+from refnet.data.files import write_json
 from refnet import NetOptions
 from refnet.options import CHOICES
 
@@ -43,7 +43,7 @@ WORKER_FLAG = "--worker"
 
 
 def build_parser():
-    p = Parser(prog="python -m bench.allreduce", description=__doc__.split("\n")[0],
+    p = Parser(prog="python -m refnet.bench.allreduce", description=__doc__.split("\n")[0],
                exit_codes={0: "measured", 2: "a bad option value, or no mpiexec/mpi4py"})
     p.add_argument("--ranks", type=int_at_least(2), default=2,
                    help="number of MPI ranks (default 2)")
@@ -68,13 +68,13 @@ def main(argv=None):
         return worker(args)
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
-        print("bench.allreduce: error: mpiexec not found: pip install -e '.[dist]'",
+        print("refnet.bench.allreduce: error: mpiexec not found: pip install -e '.[dist]'",
               file=sys.stderr)
         return USAGE
-    cmd = [mpiexec, "-n", str(args.ranks), sys.executable, "-m", "bench.allreduce",
+    cmd = [mpiexec, "-n", str(args.ranks), sys.executable, "-m", "refnet.bench.allreduce",
            *argv, WORKER_FLAG]
     # the benchmark's process settings (bench.env): malloc tuned, OpenBLAS's overrides
-    # unset, as python -m bench measures the one-process step
+    # unset, as python -m refnet.bench measures the one-process step
     env = process_env(os.environ, "tuned")
     for name in OPENBLAS_OVERRIDES:
         env.pop(name, None)
@@ -163,4 +163,4 @@ def worker(args):
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main, "bench.allreduce"))
+    sys.exit(run_command(main, "refnet.bench.allreduce"))

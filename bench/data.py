@@ -1,4 +1,4 @@
-"""Benchmark of the data pipeline: ``python -m bench.data [--json FILE]``.
+"""Benchmark of the data pipeline: ``python -m refnet.bench.data [--json FILE]``.
 
 Measures, on generated data in a temporary folder:
 
@@ -26,13 +26,13 @@ import time
 import numpy
 from PIL import Image
 
-from data import augment
-from data.build import build
-from data.cli import Parser, int_at_least, positive_int, run_command
-from data.files import write_json
-from data.loader import Loader
-from data.progress import Progress
-from data.store import StoreWriter
+from refnet.data import augment
+from refnet.data.build import build
+from refnet.data.cli import Parser, int_at_least, positive_int, run_command
+from refnet.data.files import write_json
+from refnet.data.loader import Loader
+from refnet.data.progress import Progress
+from refnet.data.store import StoreWriter
 
 
 def write_jpegs(root, count, seed=0, progress=True):
@@ -109,7 +109,7 @@ EXIT_CODES = {0: "measured (and the JSON written when asked)",
 
 
 def build_parser():
-    ap = Parser(prog="python -m bench.data", description=__doc__.split("\n")[0],
+    ap = Parser(prog="python -m refnet.bench.data", description=__doc__.split("\n")[0],
                 exit_codes=EXIT_CODES)
     ap.add_argument("--images", type=int_at_least(10), default=300,
                     help="JPEGs for the build benchmark, at least 10 (default 300)")
@@ -150,4 +150,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main, "bench.data"))
+    sys.exit(run_command(main, "refnet.bench.data"))

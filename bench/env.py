@@ -15,7 +15,7 @@ Printed with the results, and set before anything is timed:
 - PyTorch gets ``torch.set_num_threads`` equal to the BLAS threads (``blas_threads``).
 
 The environment is read when a process starts, so the settings take effect through one
-``os.execve`` of ``python -m bench`` with the same arguments; ``REEXEC_FLAG`` marks the
+``os.execve`` of ``python -m refnet.bench`` with the same arguments; ``REEXEC_FLAG`` marks the
 second process so it never re-executes again. A Ctrl-C during the exec is held back
 until the new process can handle it (``data.cli.run_command``).
 """
@@ -23,7 +23,7 @@ until the new process can handle it (``data.cli.run_command``).
 import os
 import sys
 
-from data.cli import interrupts_held
+from refnet.data.cli import interrupts_held
 
 REEXEC_FLAG = "REFNET_BENCH_REEXEC"
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "17179869184",
@@ -45,7 +45,7 @@ def process_env(environ, process):
 
 
 def reexec_if_needed(argv, keep_env, process="tuned"):
-    """Re-run ``python -m bench argv`` once with the OpenBLAS overrides unset and the
+    """Re-run ``python -m refnet.bench argv`` once with the OpenBLAS overrides unset and the
     malloc settings of ``process``; returns (without re-running) when ``keep_env``, in
     the re-executed process, or when the environment already is so."""
     if keep_env or os.environ.get(REEXEC_FLAG):
@@ -65,7 +65,7 @@ def reexec_if_needed(argv, keep_env, process="tuned"):
         print(f"bench: re-executing with {unset} unset and the {process!r} process "
               f"settings ({', '.join(PROCESSES[process]) or 'no malloc setting'}, both "
               "sides)", file=sys.stderr, flush=True)
-        os.execve(sys.executable, [sys.executable, "-m", "bench", *argv], env)
+        os.execve(sys.executable, [sys.executable, "-m", "refnet.bench", *argv], env)
 
 
 def reported_env():

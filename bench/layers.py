@@ -24,10 +24,10 @@ import types
 
 import numpy
 
-from bench.timing import SETTLE_S, settle, timed
-from data.progress import Progress
-from layers import conv_blocks, softmax
-from layers.layout import along, channel_axis, transpose
+from refnet.bench.timing import SETTLE_S, settle, timed
+from refnet.data.progress import Progress
+from refnet.layers import conv_blocks, softmax
+from refnet.layers.layout import along, channel_axis, transpose
 from refnet.nodes import bench_kind
 
 MAP_KINDS = ("conv", "relu", "lrn", "pool")   # layers that see the net's map layout
@@ -74,7 +74,7 @@ def refnet_layer(xp, kind, x, p, rng, layout="NCHW"):
 def torch_layer(torch, kind, x_np, p, rng, device):
     """(forward, backward) callables for PyTorch's version of one layer (the grouped
     single-device layer, NCHW) on ``device``; backward takes forward's output."""
-    from verify.twins import lrn_torch
+    from refnet.verify.twins import lrn_torch
     F = torch.nn.functional
     x = torch.from_numpy(x_np).to(device).requires_grad_(True)
     weights = ()

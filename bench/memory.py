@@ -1,6 +1,6 @@
 """Peak resident memory of each side's training step, each in a fresh process.
 
-``peak_memory`` runs ``python -m bench --memory-probe SIDE ...`` with the bench's own
+``peak_memory`` runs ``python -m refnet.bench --memory-probe SIDE ...`` with the bench's own
 options; that process (``run_probe``) builds the side, returns the heap that set-up freed
 to the kernel, restarts the kernel's peak count, runs two training steps and prints one
 JSON line, {peak_rss_bytes, rss_before_steps_bytes, peak_reset}. A fresh process per side
@@ -13,8 +13,8 @@ import os
 import subprocess
 import sys
 
-from bench.env import blas_threads
-from bench.sides import RefnetSide, TorchSide, load_torch
+from refnet.bench.env import blas_threads
+from refnet.bench.sides import RefnetSide, TorchSide, load_torch
 
 SIDES = ("refnet", "torch")
 
@@ -22,7 +22,7 @@ SIDES = ("refnet", "torch")
 def peak_memory(args, side):
     """The probe's JSON result for ``side`` ("refnet" or "torch") under the bench's
     parsed ``args``, or None if the probe process failed."""
-    cmd = [sys.executable, "-m", "bench", "--memory-probe", side, "--arch", args.arch,
+    cmd = [sys.executable, "-m", "refnet.bench", "--memory-probe", side, "--arch", args.arch,
            "--batch", str(args.batch), "--dtype", args.dtype, "--device", args.device,
            "--conv-cache", args.conv_cache, "--conv-algo", args.conv_algo, "--keep-env"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)

@@ -1,6 +1,6 @@
 """The bench's results as text (``report``); the JSON file is written by ``data.files.write_json``.
 
-The results are the dict ``python -m bench`` builds: arch, batch, dtype, conv_cache,
+The results are the dict ``python -m refnet.bench`` builds: arch, batch, dtype, conv_cache,
 conv_algo, device, blas, threads, env, process, settle_s, torch, gemm_peak_gflops,
 flops_per_image, and
 where measured step and forward ({refnet, torch: summary with images_per_s, gflops,

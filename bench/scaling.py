@@ -1,4 +1,4 @@
-"""A model of data-parallel scaling past this machine: ``python -m bench.scaling``.
+"""A model of data-parallel scaling past this machine: ``python -m refnet.bench.scaling``.
 
 Prints, for 2, 8, 64 and 256 GPUs (``--gpus``), the step time, images/s and efficiency
 of data-parallel AlexNet training with a ring allreduce of the gradient, with and
@@ -28,7 +28,7 @@ latency term.
 
 import sys
 
-from data.cli import Parser, positive_int, run_command
+from refnet.data.cli import Parser, positive_int, run_command
 
 PARAMS = 60_965_224                     # alexnet (refnet.summary)
 FC_PARAMS = 58_631_144                  # fc6, fc7, fc8
@@ -93,7 +93,7 @@ def table(gpus, images_per_s, per_gpu_batch):
 
 
 def build_parser():
-    p = Parser(prog="python -m bench.scaling", description=__doc__.split("\n")[0],
+    p = Parser(prog="python -m refnet.bench.scaling", description=__doc__.split("\n")[0],
                exit_codes={0: "printed", 2: "a bad option value"})
     p.add_argument("--gpus", default="2,8,64,256",
                    help="comma-separated GPU counts (default 2,8,64,256)")
@@ -113,11 +113,11 @@ def main(argv=None):
         if any(g < 1 for g in gpus):
             raise ValueError
     except ValueError:
-        print(f"bench.scaling: error: --gpus must be positive integers, got {args.gpus!r}",
+        print(f"refnet.bench.scaling: error: --gpus must be positive integers, got {args.gpus!r}",
               file=sys.stderr)
         return 2
     if not args.images_per_s > 0:
-        print(f"bench.scaling: error: --images-per-s must be > 0, got {args.images_per_s}",
+        print(f"refnet.bench.scaling: error: --images-per-s must be > 0, got {args.images_per_s}",
               file=sys.stderr)
         return 2
     rows = table(gpus, args.images_per_s, args.batch)
@@ -166,4 +166,4 @@ def plot(args, rows):
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main, "bench.scaling"))
+    sys.exit(run_command(main, "refnet.bench.scaling"))

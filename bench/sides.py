@@ -11,7 +11,7 @@ torch is imported lazily (``load_torch``), so the bench runs without it.
 
 import numpy
 
-from layers import backend
+from refnet.layers import backend
 from refnet import SGD, build_network
 
 
@@ -63,7 +63,7 @@ class TorchSide:
     paper's momentum and weight decay."""
 
     def __init__(self, torch, refnet_side):
-        from verify.network import twin_of
+        from refnet.verify.network import twin_of
         net = refnet_side.net
         opts = net.options
         self.torch = torch

@@ -17,7 +17,7 @@ import time
 
 import numpy
 
-from data.progress import Progress
+from refnet.data.progress import Progress
 
 
 def timed(fn, sync):

@@ -49,7 +49,7 @@ from typing import NamedTuple
 
 import numpy
 
-from layers.backend import as_dtype, get_array_module
+from refnet.layers.backend import as_dtype, get_array_module
 
 
 class Augmentation(NamedTuple):

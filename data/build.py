@@ -1,6 +1,6 @@
-"""Build the HDF5 store from an image tree: ``python -m data.build SRC OUT_DIR``.
+"""Build the HDF5 store from an image tree: ``python -m refnet.data.build SRC OUT_DIR``.
 
-    python -m data.build SRC OUT_DIR [--size 256] [--workers N] [--max-pixels P]
+    python -m refnet.data.build SRC OUT_DIR [--size 256] [--workers N] [--max-pixels P]
                                      [--no-jpeg-draft] [--quiet]
     build(src, out_dir, *, size=256, workers=None, ...) -> BuildSummary
 
@@ -32,16 +32,16 @@ import sys
 import uuid
 from typing import NamedTuple
 
-from data.cli import (FAILED, Parser, UserError, exit_status, fraction, ignore_interrupts,
+from refnet.data.cli import (FAILED, Parser, UserError, exit_status, fraction, ignore_interrupts,
                       interrupts_held, nonnegative_int, positive_int, run_command,
                       starting_workers)
-from data.decode import (ALPHA_BACKGROUND, DEFAULT_MAX_PIXELS, RESAMPLE, BadImage,
+from refnet.data.decode import (ALPHA_BACKGROUND, DEFAULT_MAX_PIXELS, RESAMPLE, BadImage,
                          decode_image_sized)
-from data.files import remove_stale_temporaries, write_json
-from data.pixel_stats import PixelStats, image_sums
-from data.progress import Progress
-from data.sources import VAL_FRACTION, find_sources
-from data.store import StoreWriter
+from refnet.data.files import remove_stale_temporaries, write_json
+from refnet.data.pixel_stats import PixelStats, image_sums
+from refnet.data.progress import Progress
+from refnet.data.sources import VAL_FRACTION, find_sources
+from refnet.data.store import StoreWriter
 
 REPORT = "build_report.json"
 
@@ -335,7 +335,7 @@ EXIT_CODES = {0: "the stores were written (even with skipped files)",
 
 
 def build_parser():
-    ap = Parser(prog="python -m data.build", description=__doc__.split("\n")[0],
+    ap = Parser(prog="python -m refnet.data.build", description=__doc__.split("\n")[0],
                 exit_codes=EXIT_CODES)
     ap.add_argument("src", help="image tree: SRC/train/<class>/* and SRC/val/<class>/*, "
                                 "SRC/<class>/* (validation held out), or the official "
@@ -371,16 +371,16 @@ def main(argv=None):
                             max_pixels=args.max_pixels, jpeg_draft=not args.no_jpeg_draft,
                             progress=not args.quiet, val_fraction=args.val_fraction)
         except InterruptedAfterCommit:
-            print(f"data.build: interrupted after the new stores were written; "
+            print(f"refnet.data.build: interrupted after the new stores were written; "
                   f"{args.out_dir!r} holds the complete build", file=sys.stderr)
             return 130
         except KeyboardInterrupt:
-            print(f"data.build: interrupted; nothing was written in place of the stores in "
+            print(f"refnet.data.build: interrupted; nothing was written in place of the stores in "
                   f"{args.out_dir!r}, and no temporary file is left", file=sys.stderr)
             return 130
         print(format_summary(summary), file=sys.stderr)
         return 0
-    return exit_status("data.build", body)
+    return exit_status("refnet.data.build", body)
 
 if __name__ == "__main__":
-    sys.exit(run_command(main, "data.build"))
+    sys.exit(run_command(main, "refnet.data.build"))

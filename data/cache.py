@@ -23,8 +23,8 @@ import re
 import shutil
 import tempfile
 
-from data.files import process_running, write_json
-from data.sources import VAL_FRACTION
+from refnet.data.files import process_running, write_json
+from refnet.data.sources import VAL_FRACTION
 
 STAMP = "stamp.json"
 _WORK = re.compile(r"\.build-(\d+)-.*")
@@ -102,7 +102,7 @@ def cached_store(src, size, *, val_fraction=VAL_FRACTION, workers=None, progress
     ``val_fraction``: the share of each class held out for validation when ``src`` has no
     val/ split (``data.sources``). ``notice(text)``: told when a build starts and how it
     went (skipped files, upscaled images). ``data.build``'s errors pass through."""
-    from data.build import build, format_summary
+    from refnet.data.build import build, format_summary
     src = os.path.abspath(src)
     stamp = {"source": src, "fingerprint": fingerprint(src), "size": int(size),
              "val_fraction": float(val_fraction)}

@@ -1,13 +1,13 @@
 """What the command lines share: flags checked where they are parsed, one-line errors,
 the exit codes in ``--help``, one way a command ends, and a clean end on Ctrl-C.
 
-    p = Parser(prog="python -m data.build", description=..., exit_codes={0: ..., 1: ...})
+    p = Parser(prog="python -m refnet.data.build", description=..., exit_codes={0: ..., 1: ...})
     p.add_argument("--size", type=positive_int, default=256, help="... (default 256)")
     def main(argv=None):
         args = p.parse_args(argv)
-        return exit_status("data.build", lambda: build(...))
+        return exit_status("refnet.data.build", lambda: build(...))
     if __name__ == "__main__":
-        sys.exit(run_command(main, "data.build"))
+        sys.exit(run_command(main, "refnet.data.build"))
 
 Exit codes (each command's ``--help`` lists its own): 0 success, 2 a usage error (a bad
 flag value, a missing or unusable input), 130 interrupted (Ctrl-C); 1 is each command's

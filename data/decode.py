@@ -32,7 +32,7 @@ import warnings
 import numpy
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from data.cli import UserError
+from refnet.data.cli import UserError
 
 RESAMPLE = Image.Resampling.BICUBIC
 ALPHA_BACKGROUND = (255, 255, 255)

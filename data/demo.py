@@ -41,9 +41,9 @@ import shutil
 import numpy
 from PIL import Image
 
-from data.build import build
-from data.cache import cache_root, cached
-from data.progress import Progress
+from refnet.data.build import build
+from refnet.data.cache import cache_root, cached
+from refnet.data.progress import Progress
 
 DEMO_VERSION = 2
 DEMO_SIZE = 128

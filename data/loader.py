@@ -47,7 +47,7 @@ import threading
 
 import numpy
 
-from data.store import StoreError, StoreReader
+from refnet.data.store import StoreError, StoreReader
 
 
 class Loader:

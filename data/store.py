@@ -32,8 +32,8 @@ import h5py
 import numpy
 from h5py import h5s
 
-from data import files
-from data.cli import UserError
+from refnet.data import files
+from refnet.data.cli import UserError
 
 FORMAT_VERSION = 1
 STR = h5py.string_dtype("utf-8")
@@ -88,7 +88,7 @@ class StoreReader:
         self._file = self._images = None
         if not os.path.isfile(self.path):
             raise StoreError(f"store file {self.path} does not exist (build it with "
-                             "python -m data.build SRC OUT_DIR)")
+                             "python -m refnet.data.build SRC OUT_DIR)")
         try:
             self._file = h5py.File(self.path, "r", rdcc_nbytes=0)   # each chunk is read once
             self.metadata, self.labels = _read_checked(self._file, self.path)

@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 import numpy
 
-from layers.backend import get_array_module
-from layers.checks import float_dtype, require_grad, require_int, require_ndim
-from layers.layout import check_layout, dims, shape
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import float_dtype, require_grad, require_int, require_ndim
+from refnet.layers.layout import check_layout, dims, shape
 
 __all__ = ["forward", "backward", "bins", "AdaptivePoolCache"]
 

@@ -7,7 +7,7 @@ never used for user errors.
 """
 import numbers
 
-from layers.backend import float_dtype
+from refnet.layers.backend import float_dtype
 
 __all__ = ["float_dtype", "require_ndim", "require_int", "require_grad", "output_size",
            "window_count"]

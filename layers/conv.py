@@ -12,12 +12,12 @@ from typing import NamedTuple
 
 import numpy
 
-from layers.backend import get_array_module
-from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
-from layers.layout import batch_places, channel_major, check_layout, dims, shape
-from layers.windows import col2im, im2col, im2col_parts
-from layers.workspace import FRESH
-from layers import winograd
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
+from refnet.layers.layout import batch_places, channel_major, check_layout, dims, shape
+from refnet.layers.windows import col2im, im2col, im2col_parts
+from refnet.layers.workspace import FRESH
+from refnet.layers import winograd
 
 __all__ = ["forward", "backward", "im2col", "im2col_parts", "col2im", "ConvCache", "ALGOS",
            "WINOGRAD_TILES", "winograd_tile"]

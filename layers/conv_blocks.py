@@ -29,12 +29,12 @@ on the shapes, so the sums, and the results, do not depend on the threads.
 from functools import partial
 from typing import NamedTuple
 
-from layers import blocking
-from layers.backend import get_array_module
-from layers.conv import checked_args
-from layers.layout import channel_major, dims, shape
-from layers.windows import padded, window_view
-from layers.workspace import FRESH
+from refnet.layers import blocking
+from refnet.layers.backend import get_array_module
+from refnet.layers.conv import checked_args
+from refnet.layers.layout import channel_major, dims, shape
+from refnet.layers.windows import padded, window_view
+from refnet.layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "forward_parts", "backward_parts", "BlocksCache"]
 

@@ -12,9 +12,9 @@ it is used as is (a PyTorch twin can share it); the layer applies any 1/(1-p) sc
 import numbers
 from typing import NamedTuple
 
-from layers.backend import get_array_module
-from layers.checks import float_dtype, require_grad
-from layers.workspace import FRESH
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import float_dtype, require_grad
+from refnet.layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "MODES", "DropoutCache"]
 

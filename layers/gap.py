@@ -6,9 +6,9 @@ logits when C is the number of classes, as in Network-in-Network and GoogLeNet).
 """
 from typing import NamedTuple
 
-from layers.backend import get_array_module
-from layers.checks import float_dtype, require_grad, require_ndim
-from layers.layout import check_layout, dims
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import float_dtype, require_grad, require_ndim
+from refnet.layers.layout import check_layout, dims
 
 __all__ = ["forward", "backward", "GapCache"]
 

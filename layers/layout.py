@@ -23,8 +23,8 @@ where the layout has it: outside the map for NCHW, innermost for CHWN. Flattenin
 (N, OH, OW) for NCHW and (OH, OW, N) for CHWN.
 """
 
-from layers.backend import get_array_module
-from layers.workspace import FRESH
+from refnet.layers.backend import get_array_module
+from refnet.layers.workspace import FRESH
 
 __all__ = ["LAYOUTS", "check_layout", "dims", "shape", "channel_axis", "batch_places",
            "channel_major", "transpose", "along"]

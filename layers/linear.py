@@ -6,9 +6,9 @@ x may be (N, F) or (N, ...) with the trailing axes flattened to F in C order (po
 """
 from typing import NamedTuple
 
-from layers.backend import get_array_module
-from layers.checks import float_dtype, require_grad, require_ndim
-from layers.workspace import FRESH
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import float_dtype, require_grad, require_ndim
+from refnet.layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "LinearCache"]
 

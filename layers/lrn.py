@@ -13,11 +13,11 @@ same operations in the same order for any blocking, so the results do not depend
 import numbers
 from typing import NamedTuple
 
-from layers import blocking
-from layers.backend import get_array_module
-from layers.checks import float_dtype, require_grad, require_int, require_ndim
-from layers.layout import channel_major, check_layout
-from layers.workspace import FRESH
+from refnet.layers import blocking
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import float_dtype, require_grad, require_int, require_ndim
+from refnet.layers.layout import channel_major, check_layout
+from refnet.layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "channel_window_sum", "LrnCache"]
 

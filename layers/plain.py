@@ -19,9 +19,9 @@ here under the plain engine's names.
 """
 from typing import NamedTuple
 
-from layers import dropout, gap, linear, relu, softmax
-from layers.backend import get_array_module
-from layers.checks import window_count
+from refnet.layers import dropout, gap, linear, relu, softmax
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import window_count
 
 __all__ = ["conv_forward", "conv_backward", "pool_forward", "pool_backward",
            "lrn_forward", "lrn_backward", "adaptive_pool_forward", "adaptive_pool_backward",

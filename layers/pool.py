@@ -29,11 +29,11 @@ from typing import NamedTuple
 
 import numpy
 
-from layers import blocking
-from layers.backend import get_array_module
-from layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
-from layers.layout import channel_major, check_layout, dims, shape
-from layers.workspace import FRESH
+from refnet.layers import blocking
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
+from refnet.layers.layout import channel_major, check_layout, dims, shape
+from refnet.layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "PoolCache", "ROUNDINGS"]
 

@@ -4,10 +4,10 @@ Axis legend: the layer is elementwise, so x may have any shape (N, ...) and y ma
 """
 from typing import NamedTuple
 
-from layers import blocking
-from layers.backend import get_array_module
-from layers.checks import float_dtype, require_grad
-from layers.workspace import FRESH
+from refnet.layers import blocking
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import float_dtype, require_grad
+from refnet.layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "ReluCache"]
 

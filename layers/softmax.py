@@ -4,8 +4,8 @@ Axis legend: N batch, M classes. logits (N, M), labels (N,) integers in [0, M).
 """
 from typing import NamedTuple
 
-from layers.backend import get_array_module
-from layers.checks import float_dtype, require_ndim
+from refnet.layers.backend import get_array_module
+from refnet.layers.checks import float_dtype, require_ndim
 
 __all__ = ["forward", "backward", "probabilities", "SoftmaxCache"]
 

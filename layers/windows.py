@@ -26,10 +26,10 @@ element, and so the result, is the same for any block size.
 """
 from functools import partial
 
-from layers import blocking
-from layers.backend import get_array_module
-from layers.layout import batch_places, channel_major, dims, shape
-from layers.workspace import FRESH
+from refnet.layers import blocking
+from refnet.layers.backend import get_array_module
+from refnet.layers.layout import batch_places, channel_major, dims, shape
+from refnet.layers.workspace import FRESH
 
 
 def strided_slice(offset, count, stride):

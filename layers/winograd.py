@@ -38,11 +38,11 @@ from typing import NamedTuple
 
 import numpy
 
-from layers import blocking
-from layers.backend import get_array_module
-from layers.layout import batch_places, channel_major, dims, shape
-from layers.windows import add_windows, cropped, strided_slice, window_view
-from layers.workspace import FRESH
+from refnet.layers import blocking
+from refnet.layers.backend import get_array_module
+from refnet.layers.layout import batch_places, channel_major, dims, shape
+from refnet.layers.windows import add_windows, cropped, strided_slice, window_view
+from refnet.layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "transforms", "WinogradCache", "POINTS", "MAX_POINTS"]
 

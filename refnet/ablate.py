@@ -38,8 +38,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from data.cli import Parser, exit_status, positive_int, run_command
-from data.files import write_json
+from refnet.data.cli import Parser, exit_status, positive_int, run_command
+from refnet.data.files import write_json
 from refnet.config import TRAIN_DEFAULTS
 from refnet.options import CHOICES, DEVICES
 

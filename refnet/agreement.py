@@ -17,7 +17,7 @@ A Ctrl-C on any rank is agreed on at the next step's gradient reduction
 import os
 import sys
 
-from data.cli import UNEXPECTED, UserError
+from refnet.data.cli import UNEXPECTED, UserError
 from refnet.config import UsageError
 from refnet.distributed import DistributedError, checksum
 

@@ -52,7 +52,7 @@ Spatial sizes follow ``out = (in + 2 pad - kernel) // stride + 1`` for convoluti
 
 import dataclasses
 
-from layers.checks import window_count
+from refnet.layers.checks import window_count
 
 
 @dataclasses.dataclass(frozen=True)

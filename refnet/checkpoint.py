@@ -61,9 +61,9 @@ from pathlib import Path
 import h5py
 import numpy
 
-from data.cli import UserError
-from data.files import atomic_path
-from layers import backend
+from refnet.data.cli import UserError
+from refnet.data.files import atomic_path
+from refnet.layers import backend
 
 VERSION = 1
 FORMAT = f"refnet-checkpoint-{VERSION}"

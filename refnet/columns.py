@@ -50,8 +50,8 @@ import os
 
 import numpy
 
-from layers import backend
-from layers.workspace import FRESH, Workspace
+from refnet.layers import backend
+from refnet.layers.workspace import FRESH, Workspace
 
 
 def default_devices(xp, columns):

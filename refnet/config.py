@@ -43,7 +43,7 @@ import math
 import numbers
 from typing import ClassVar
 
-from data.cli import (
+from refnet.data.cli import (
     Parser,
     UserError,
     fraction,
@@ -52,7 +52,7 @@ from data.cli import (
     positive_int,
     positive_number,
 )
-from data.sources import VAL_FRACTION
+from refnet.data.sources import VAL_FRACTION
 from refnet import conventions
 from refnet.arch import ARCHS, check_columns
 from refnet.init import SCHEMES
@@ -421,7 +421,7 @@ def build_parser():
     a("--data", metavar="DIR", help="a folder of images (DIR/<class>/... or "
       "DIR/train/<class>/... and DIR/val/<class>/...: its store is built at the arch's "
       "size into the cache once), or a data set directory with train.h5 and val.h5 (from "
-      "python -m data.build); default: the demo set, built on first use. With the demo "
+      "python -m refnet.data.build); default: the demo set, built on first use. With the demo "
       "arch, a --data of your own trains until the validation error stops improving: lr "
       f"/ 10 on plateaus of {AUTO_PLATEAU_STEPS} steps (at least 2 epochs), at most "
       f"{AUTO_MAX_STEPS} steps (at least 60 epochs)")

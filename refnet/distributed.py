@@ -43,8 +43,8 @@ import os
 
 import numpy
 
-from data.cli import UserError
-from layers import backend
+from refnet.data.cli import UserError
+from refnet.layers import backend
 
 LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")      # set by mpiexec for each rank
 

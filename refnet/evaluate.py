@@ -20,8 +20,8 @@ import sys
 
 import numpy
 
-from data.cli import Parser, existing_file, exit_status, positive_int, run_command
-from layers import backend
+from refnet.data.cli import Parser, existing_file, exit_status, positive_int, run_command
+from refnet.layers import backend
 from refnet import checkpoint
 from refnet.config import TrainConfig, UsageError
 from refnet.metrics import average_views, topk_errors

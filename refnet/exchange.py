@@ -27,7 +27,7 @@ array (views), and backward zeros on the halo channels.
 
 from typing import NamedTuple
 
-from layers.layout import along
+from refnet.layers.layout import along
 
 
 class ExchangeCache(NamedTuple):

@@ -46,7 +46,7 @@ The model's ``metadata_props`` hold ``refnet.options`` (``net.options.to_dict()`
 and ``refnet.version``. ``onnx`` is imported only here, inside the functions that use it
 (``pip install -e '.[interop]'``). ONNX Runtime runs the float32 graph; it has no float64
 LRN kernel, so a float64 export is for onnx's reference evaluator or other runtimes.
-How the export is checked: ``tests/test_export.py`` and ``python -m verify``'s
+How the export is checked: ``tests/test_export.py`` and ``python -m refnet.verify``'s
 ``onnxruntime`` part (``verify/against_onnxruntime.py``).
 
 Exit status: 0 written, 2 for a bad option, a checkpoint that cannot be used, an output
@@ -61,8 +61,8 @@ import sys
 
 import numpy
 
-from data.cli import Parser, UserError, exit_status, new_file, run_command
-from data.files import atomic_path
+from refnet.data.cli import Parser, UserError, exit_status, new_file, run_command
+from refnet.data.files import atomic_path
 from refnet.evaluate import add_network_arguments, load_network
 from refnet.nodes import Input
 from refnet.nodes.lrn import onnx_attributes

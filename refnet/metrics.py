@@ -11,7 +11,7 @@ scores ties do not occur in practice.)
 
 import numpy
 
-from layers import backend
+from refnet.layers import backend
 
 
 def label_ranks(scores, labels):

@@ -23,11 +23,11 @@ import sys
 
 import numpy
 
-from data.cli import Parser, existing_file, exit_status, positive_int, run_command
-from data.decode import decode_image
-from data.progress import Progress
-from data.store import StoreReader
-from layers import backend
+from refnet.data.cli import Parser, existing_file, exit_status, positive_int, run_command
+from refnet.data.decode import decode_image
+from refnet.data.progress import Progress
+from refnet.data.store import StoreReader
+from refnet.layers import backend
 from refnet.config import UsageError
 from refnet.evaluate import (
     add_data_argument,

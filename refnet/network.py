@@ -28,9 +28,9 @@ the caller's: gradients, logits and features stay as they are whatever runs next
 
 import numpy
 
-from layers import softmax
-from layers import layout as layouts
-from layers.backend import backend_module
+from refnet.layers import softmax
+from refnet.layers import layout as layouts
+from refnet.layers.backend import backend_module
 from refnet import arch as arch_table
 from refnet.conventions import init_scheme as preset_init
 from refnet import segments

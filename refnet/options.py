@@ -62,11 +62,11 @@ import numbers
 
 import numpy
 
-from layers import backend as backends
-from layers.conv import ALGOS as CONV_ALGOS
-from layers.dropout import MODES as DROPOUT_MODES
-from layers.layout import LAYOUTS
-from layers.pool import ROUNDINGS
+from refnet.layers import backend as backends
+from refnet.layers.conv import ALGOS as CONV_ALGOS
+from refnet.layers.dropout import MODES as DROPOUT_MODES
+from refnet.layers.layout import LAYOUTS
+from refnet.layers.pool import ROUNDINGS
 from refnet import conventions
 from refnet.arch import ARCHS, HEADS, ArchSpec, check_columns
 

@@ -10,7 +10,7 @@ import math
 
 import numpy
 
-from layers import backend
+from refnet.layers import backend
 from refnet import arch as arch_table
 from refnet import init as init_schemes
 from refnet.nodes import Dropout

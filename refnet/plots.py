@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from data.files import atomic_path  # noqa: E402
+from refnet.data.files import atomic_path  # noqa: E402
 
 
 def save_figure(fig, path):

@@ -19,9 +19,9 @@ import sys
 
 import numpy
 
-from data import augment
-from data.cli import Parser, exit_status, positive_int, run_command
-from data.decode import BadImage, decode_image
+from refnet.data import augment
+from refnet.data.cli import Parser, exit_status, positive_int, run_command
+from refnet.data.decode import BadImage, decode_image
 from refnet.config import UsageError
 from refnet.evaluate import add_network_arguments, load_network, predict_views
 

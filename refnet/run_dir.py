@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from data.cli import UserError
-from data.files import write_text
+from refnet.data.cli import UserError
+from refnet.data.files import write_text
 
 LOCK_NAME = ".lock"
 

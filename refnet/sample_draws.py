@@ -24,7 +24,7 @@ One generator costs about 25 us to make (a SeedSequence hash): 64 per demo step 
 
 import numpy
 
-from data import augment
+from refnet.data import augment
 
 AUGMENT, DROPOUT = 1, 2        # the streams
 

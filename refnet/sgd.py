@@ -22,7 +22,7 @@ whole array at a time; the fast one the same operations in blocks of rows.
 
 import numpy
 
-from layers import blocking, plain
+from refnet.layers import blocking, plain
 
 FORMS = ("paper", "pytorch")
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy
 
-from data.files import remove_stale_temporaries
+from refnet.data.files import remove_stale_temporaries
 from refnet import checkpoint, run_dir
 from refnet.agreement import on_every_rank
 from refnet.config import TrainConfig, UsageError, build_parser, resolve
@@ -189,7 +189,7 @@ def network_options(cfg, num_classes, world=None):
     try:
         opts = NetOptions.from_config(cfg, num_classes=num_classes)
         if world is not None and world.size > 1 and opts.backend == "cupy":
-            from layers import backend
+            from refnet.layers import backend
             opts = opts.replace(devices=column_devices(
                 world.local_rank, world.local_size, backend.gpu_count(), opts.columns))
         return opts

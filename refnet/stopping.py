@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy
 
-from data.cli import FAILED, INTERRUPTED
+from refnet.data.cli import FAILED, INTERRUPTED
 
 
 class Diverged(RuntimeError):

@@ -22,7 +22,7 @@ Exit status: 0 printed, 2 for a bad option, 130 when interrupted (Ctrl-C).
 import sys
 from typing import NamedTuple
 
-from data.cli import Parser, exit_status, run_command
+from refnet.data.cli import Parser, exit_status, run_command
 from refnet.arch import ARCHS
 from refnet.network import build_network
 from refnet.options import NetOptions

@@ -33,7 +33,7 @@ import time
 
 import numpy
 
-from data.cli import exit_status
+from refnet.data.cli import exit_status
 from refnet import checkpoint, distributed, sample_draws, startup
 from refnet.agreement import check_replicas, on_every_rank, rank_report
 from refnet.config import TrainConfig, UsageError
@@ -295,5 +295,5 @@ def main(argv=None, world=None):
 
 
 if __name__ == "__main__":
-    from data.cli import run_command
+    from refnet.data.cli import run_command
     sys.exit(run_command(main, PROG))

@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy
 
-from data import augment
-from data.cli import UserError
-from data.loader import Loader
-from data.store import StoreError, StoreReader
-from layers import backend
+from refnet.data import augment
+from refnet.data.cli import UserError
+from refnet.data.loader import Loader
+from refnet.data.store import StoreError, StoreReader
+from refnet.layers import backend
 from refnet import sample_draws
 from refnet.arch import get_arch
 
@@ -60,7 +60,7 @@ def ensure_data(cfg, quiet=False, say=None):
         raise DataError(f"--arch {cfg.arch} needs --data OUT_DIR (the demo set is "
                         "only for --arch demo)")
     try:
-        from data.demo import ensure_demo
+        from refnet.data.demo import ensure_demo
     except ImportError as e:
         raise DataError(f"the demo data set is not available ({e}); pass --data") from None
     return str(Path(ensure_demo(progress=not quiet)).resolve())
@@ -68,8 +68,8 @@ def ensure_data(cfg, quiet=False, say=None):
 
 def images_store(src, cfg, quiet=False, say=None):
     """The cached store of the image tree ``src`` for ``cfg``'s arch (module doc)."""
-    from data.build import BuildError, NothingUsable
-    from data.cache import cached_store
+    from refnet.data.build import BuildError, NothingUsable
+    from refnet.data.cache import cached_store
     size = get_arch(cfg.arch).store_size
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
@@ -111,7 +111,7 @@ class InputPipeline:
                     f"{self.train_path} stores {self.size}x{self.size} images, but arch "
                     f"{cfg.arch} takes {self.crop}x{self.crop} crops of "
                     f"{spec.store_size}x{spec.store_size} images; rebuild it with "
-                    f"python -m data.build SRC {root} --size {spec.store_size}")
+                    f"python -m refnet.data.build SRC {root} --size {spec.store_size}")
             if (self.val_meta.size != self.size
                     or self.val_meta.class_names != self.meta.class_names):
                 raise DataError(f"{self.val_path} does not match {self.train_path} "
@@ -119,7 +119,7 @@ class InputPipeline:
             if self.val_meta.build_id != self.meta.build_id:
                 raise DataError(f"{self.val_path} and {self.train_path} come from different "
                                 f"builds ({self.val_meta.build_id} and {self.meta.build_id}); "
-                                "rebuild both with python -m data.build")
+                                "rebuild both with python -m refnet.data.build")
             if len(self.meta.class_names) < 2:
                 raise DataError(f"{self.train_path} has {len(self.meta.class_names)} class; "
                                 "classification needs at least two")

@@ -26,7 +26,7 @@ import json
 
 import numpy
 
-from data.files import atomic_path
+from refnet.data.files import atomic_path
 from refnet.arch import ARCHS, param_shapes
 from refnet.network import build_network
 from refnet.options import NetOptions

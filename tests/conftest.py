@@ -13,7 +13,7 @@ import numpy
 import pytest
 from hypothesis import HealthCheck, settings
 
-from layers import backend
+from refnet.layers import backend
 
 settings.register_profile(
     "ci", derandomize=True, database=None, deadline=None, max_examples=25,

@@ -5,8 +5,8 @@ transforms, and the layout conversions."""
 import numpy
 from hypothesis import strategies as st
 
-from layers import backend, winograd
-from layers.layout import LAYOUTS, transpose
+from refnet.layers import backend, winograd
+from refnet.layers.layout import LAYOUTS, transpose
 
 
 @st.composite

@@ -12,7 +12,7 @@ bound on <dxi, v>), so a cancellation in the dot product cannot hide an error.
 import numpy
 from hypothesis import HealthCheck, settings
 
-from layers import backend
+from refnet.layers import backend
 from tests.tolerance import FD
 
 # Hypothesis with the parametrised ``xp``/``dtype`` fixtures (they hold no state per example).

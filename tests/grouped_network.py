@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy
 
-from layers import adaptive_pool, conv, dropout, gap, linear, lrn, pool, relu, softmax
+from refnet.layers import adaptive_pool, conv, dropout, gap, linear, lrn, pool, relu, softmax
 from refnet.arch import ARCHS, GROUPED
 
 RTOL = 1e-12

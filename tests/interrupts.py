@@ -1,6 +1,6 @@
 """Running a command line as a terminal does, and pressing Ctrl-C in it, for the tests.
 
-    cmd = Command(["-m", "data.build", src, out])     # python -m ..., in its own session
+    cmd = Command(["-m", "refnet.data.build", src, out])     # python -m ..., in its own session
     cmd.wait_for(lambda line: line.startswith("build train"))   # a stderr line
     cmd.wait_until(lambda: os.path.exists(path))       # or any condition
     cmd.interrupt()                                    # Ctrl-C: SIGINT to the whole group

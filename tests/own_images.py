@@ -4,7 +4,7 @@ RGBA, palette), with or without a train/val split."""
 import numpy
 from PIL import Image
 
-from data.demo import CLASSES, render
+from refnet.data.demo import CLASSES, render
 
 MODES = ("RGB", "L", "RGBA", "P")
 

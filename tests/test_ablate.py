@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from data.cli import run_command
+from refnet.data.cli import run_command
 from refnet import ablate
 from tests.train_data import make_tiny_set
 

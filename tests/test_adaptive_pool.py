@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import adaptive_pool, backend, reference
-from layers.layout import transpose
+from refnet.layers import adaptive_pool, backend, reference
+from refnet.layers.layout import transpose
 from tests.gradient_check import assert_directional, fixture_settings
 
 # (N, C, H, W) and (OH, OW): sides below, at and above the output side

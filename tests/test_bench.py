@@ -1,4 +1,4 @@
-"""``python -m bench`` at toy size: it runs, writes its JSON, and refuses bad options.
+"""``python -m refnet.bench`` at toy size: it runs, writes its JSON, and refuses bad options.
 
 Timings themselves are never asserted (speed is measured by the bench, not by tests);
 this only keeps the measurement CLI working, with and without PyTorch's side.
@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from bench.__main__ import main
-from bench.layers import column_shares, layer_cases
-from bench.memory import peak_memory
+from refnet.bench.__main__ import main
+from refnet.bench.layers import column_shares, layer_cases
+from refnet.bench.memory import peak_memory
 from refnet import NetOptions, build_network
 
 
@@ -80,7 +80,7 @@ def test_layer_cases_follow_the_networks_options():
 
 
 def test_process_settings_set_exactly_their_malloc_variables():
-    from bench.env import MALLOC_ENV, process_env
+    from refnet.bench.env import MALLOC_ENV, process_env
     start = {"PATH": "/bin", "MALLOC_ARENA_MAX": "4", "MALLOC_TRIM_THRESHOLD_": "1"}
     assert process_env(start, "tuned") == {"PATH": "/bin", **MALLOC_ENV}
     assert process_env(start, "plain") == {"PATH": "/bin"}

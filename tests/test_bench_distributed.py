@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from bench import scaling
+from refnet.bench import scaling
 
 
 def test_ring_time_is_the_alpha_beta_formula():
@@ -44,7 +44,7 @@ def test_scaling_command_prints_the_table_and_refuses_bad_values(capsys, tmp_pat
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec")
 def test_allreduce_bench_measures_two_ranks(tmp_path):
     out = tmp_path / "ar.json"
-    r = subprocess.run([sys.executable, "-m", "bench.allreduce", "--arch", "tiny",
+    r = subprocess.run([sys.executable, "-m", "refnet.bench.allreduce", "--arch", "tiny",
                         "--batch", "8", "--repeats", "2", "--steps", "1", "--json", str(out)],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stderr

@@ -3,7 +3,7 @@ import numpy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import blocking
+from refnet.layers import blocking
 
 
 def covered(slices, count):

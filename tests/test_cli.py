@@ -17,12 +17,12 @@ EXIT_STATUS = ["exit status:", "  2    ", "  130  interrupted (Ctrl-C)"]
                       "--lr-schedule", "--quiet"]),
     ("refnet.evaluate", ["--checkpoint", "--data", "--views", *EXIT_STATUS]),
     ("refnet.predict", ["--checkpoint", "IMAGE", "--top", *EXIT_STATUS]),
-    ("data.build", ["SRC", "--size", "--workers", "--max-pixels", "  1    no usable training",
+    ("refnet.data.build", ["SRC", "--size", "--workers", "--max-pixels", "  1    no usable training",
                     *EXIT_STATUS]),
-    ("verify", ["--only", "--dtype", "  1    some row fails", "PyTorch is not installed",
+    ("refnet.verify", ["--only", "--dtype", "  1    some row fails", "PyTorch is not installed",
                 *EXIT_STATUS]),
-    ("bench", ["--arch", "--batch", "--repeats", *EXIT_STATUS]),
-    ("bench.data", ["--images", "--epochs", *EXIT_STATUS]),
+    ("refnet.bench", ["--arch", "--batch", "--repeats", *EXIT_STATUS]),
+    ("refnet.bench.data", ["--images", "--epochs", *EXIT_STATUS]),
 ])
 def test_help(module, words, tmp_path):
     r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
@@ -33,9 +33,9 @@ def test_help(module, words, tmp_path):
     assert list(tmp_path.iterdir()) == []           # --help writes nothing
 
 
-PARSERS = {"data.build": "data.build", "refnet.evaluate": "refnet.evaluate",
-           "refnet.predict": "refnet.predict", "verify": "verify.__main__",
-           "bench": "bench.__main__", "bench.data": "bench.data"}
+PARSERS = {"refnet.data.build": "refnet.data.build", "refnet.evaluate": "refnet.evaluate",
+           "refnet.predict": "refnet.predict", "refnet.verify": "refnet.verify.__main__",
+           "refnet.bench": "refnet.bench.__main__", "refnet.bench.data": "refnet.bench.data"}
 
 
 @pytest.mark.parametrize("command", PARSERS)

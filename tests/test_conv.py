@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, blocking, conv, reference
-from layers.layout import LAYOUTS, transpose
+from refnet.layers import backend, blocking, conv, reference
+from refnet.layers.layout import LAYOUTS, transpose
 from tests.conv_cases import (CONFIGS, conv_args, conv_configs, draw_arrays, from_layout,
                               growth, hyper, in_layout)
 from tests.gradient_check import assert_directional, fixture_settings

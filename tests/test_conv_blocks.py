@@ -4,8 +4,8 @@ within a row, bands of rows computed in any order, dy given whole or in pieces."
 import numpy
 import pytest
 
-from layers import blocking, conv_blocks, reference, workspace
-from layers.layout import LAYOUTS, transpose
+from refnet.layers import blocking, conv_blocks, reference, workspace
+from refnet.layers.layout import LAYOUTS, transpose
 from tests.test_workspace_layers import Poisoned
 from tests.tolerance import tol
 

@@ -10,7 +10,8 @@ name draw what their sources say, and ``--conventions`` reaches the training com
 import numpy
 import pytest
 
-import layers.lrn
+import refnet.layers.lrn
+from refnet import layers
 from refnet import AlexNet, NetOptions, conventions
 from refnet.arch import ARCHS, ArchSpec, ConvSpec, param_shapes
 from refnet.config import UsageError, build_parser, resolve

@@ -12,7 +12,7 @@ import pathlib
 import numpy
 import pytest
 
-from layers import backend
+from refnet.layers import backend
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("layers", "refnet", "data")

@@ -3,8 +3,8 @@ import numpy
 import pytest
 from hypothesis import given, strategies as st
 
-from data import augment
-from layers.backend import asnumpy
+from refnet.data import augment
+from refnet.layers.backend import asnumpy
 from tests.tolerance import tol
 
 

@@ -12,8 +12,8 @@ import numpy
 import pytest
 from PIL import Image
 
-from data.build import build
-from data.decode import BadImage, decode_image
+from refnet.data.build import build
+from refnet.data.decode import BadImage, decode_image
 
 S = 16
 
@@ -130,7 +130,7 @@ def test_killed_build_leaves_no_complete_looking_out(tmp_path):
     out = tmp_path / "out"
     os.makedirs(out)
     (out / "val.h5").write_bytes(b"an older val store that must survive")
-    proc = subprocess.Popen([sys.executable, "-m", "data.build", str(tmp_path / "src"), str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "refnet.data.build", str(tmp_path / "src"), str(out),
                              "--size", str(S), "--workers", "0", "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)

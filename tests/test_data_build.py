@@ -7,9 +7,9 @@ import numpy
 import pytest
 from PIL import Image
 
-from data import build as build_mod
-from data.build import BuildError, NothingUsable, build, main
-from data.store import StoreReader
+from refnet.data import build as build_mod
+from refnet.data.build import BuildError, NothingUsable, build, main
+from refnet.data.store import StoreReader
 
 S = 32
 
@@ -249,7 +249,7 @@ def test_cli_refuses_bad_values_when_parsing(tmp_path, capsys, flag, value, mess
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path), str(tmp_path / "out"), flag, value])
     assert e.value.code == 2
-    assert capsys.readouterr().err == f"python -m data.build: error: {message} (see --help)\n"
+    assert capsys.readouterr().err == f"python -m refnet.data.build: error: {message} (see --help)\n"
     assert list(tmp_path.iterdir()) == []                      # refused before any work
 
 
@@ -258,7 +258,7 @@ def test_fewer_than_two_classes_is_refused(tmp_path, capsys):
     write_tree(src, numpy.random.default_rng(4), classes=("cat",))
     assert main([str(src), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"data.build: error: SRC {str(src)!r} has 1 class folder(s) in train/ "
+    assert err == [f"refnet.data.build: error: SRC {str(src)!r} has 1 class folder(s) in train/ "
                    "('cat'); a classifier needs at least 2: one folder of images per "
                    "class, SRC/<class>/... or SRC/train/<class>/..."]
     assert not os.path.exists(tmp_path / "out")

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from data.cli import Parser, existing_file, int_at_least, nonnegative_int, positive_int
+from refnet.data.cli import Parser, existing_file, int_at_least, nonnegative_int, positive_int
 from tests.interrupts import Command
 
 
@@ -60,7 +60,7 @@ def test_the_types_raise_argparse_errors():
 
 CLEAN_UP_HANGS = """
 import sys, time
-from data.cli import run_command
+from refnet.data.cli import run_command
 def main():
     try:
         print("working", flush=True)
@@ -84,7 +84,7 @@ def test_a_second_ctrl_c_ends_a_clean_up_that_hangs():
 
 SWALLOWED = """
 import sys, time
-from data.cli import run_command
+from refnet.data.cli import run_command
 class Slow:
     def __del__(self):
         print("in __del__", flush=True)
@@ -110,7 +110,7 @@ def test_worker_processes_die_with_a_hard_exit(tmp_path):
     (which ignore SIGINT), instead of leaving them running without a parent."""
     code = f"""
 import multiprocessing, os, sys, time
-from data.cli import ignore_interrupts, run_command, starting_workers
+from refnet.data.cli import ignore_interrupts, run_command, starting_workers
 def main():
     with starting_workers():
         pool = multiprocessing.get_context("spawn").Pool(2, initializer=ignore_interrupts)

@@ -4,8 +4,8 @@ import os
 
 import numpy
 
-from data import demo
-from data.store import StoreReader
+from refnet.data import demo
+from refnet.data.store import StoreReader
 
 
 def mean_colours(per_class, seed):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from data.files import (atomic_path, remove_stale_temporaries, temporary_path, write_json,
+from refnet.data.files import (atomic_path, remove_stale_temporaries, temporary_path, write_json,
                         write_text)
 
 
@@ -62,7 +62,7 @@ def test_killed_writer_leaves_old_file_and_its_temporary_is_cleared(tmp_path):
     path = tmp_path / "x.h5"
     path.write_bytes(b"good")
     code = ("import os, signal, sys\n"
-            "from data.files import atomic_path\n"
+            "from refnet.data.files import atomic_path\n"
             "with atomic_path(sys.argv[1]) as tmp:\n"
             "    open(tmp, 'wb').write(b'half')\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n")

@@ -4,8 +4,8 @@ import threading
 import numpy
 import pytest
 
-from data.loader import Loader, sequential_batches
-from data.store import StoreReader, StoreWriter
+from refnet.data.loader import Loader, sequential_batches
+from refnet.data.store import StoreReader, StoreWriter
 
 N, S = 23, 4
 

@@ -6,7 +6,7 @@ import h5py
 import numpy
 import pytest
 
-from data.store import StoreError, StoreReader, StoreWriter
+from refnet.data.store import StoreError, StoreReader, StoreWriter
 
 N, S = 7, 4
 

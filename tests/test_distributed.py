@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import numpy
 import pytest
 
-from data.loader import Loader
+from refnet.data.loader import Loader
 from refnet import checkpoint, distributed, sample_draws
 from refnet.distributed import (DistributedError, GradientReducer, Solo, column_devices,
                                 core_share, launched_size)

@@ -2,7 +2,7 @@
 import numpy
 import pytest
 
-from layers import backend, dropout
+from refnet.layers import backend, dropout
 from tests.gradient_check import assert_directional
 from tests.tolerance import tol
 

@@ -143,7 +143,7 @@ def test_evaluate_refuses_bad_values_when_parsing(tmp_path, capsys, args, messag
 def test_evaluate_ctrl_c_mid_evaluation(trained, tmp_path):
     """Interrupted while evaluating 4000 images (well past start-up: 2 s of CPU time,
     about 5 times what imports and loading take): exit 130 and one line."""
-    from data.store import StoreReader, StoreWriter
+    from refnet.data.store import StoreReader, StoreWriter
     from tests.interrupts import Command, cpu_seconds, ends_cleanly, without_cupy
     data, ckpt = trained
     big = tmp_path / "data"

@@ -10,11 +10,11 @@ import pytest
 
 from refnet import NetOptions, build_network, checkpoint
 from refnet import export, nodes
-from verify.compare import errors
+from refnet.verify.compare import errors
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from verify.against_onnxruntime import (BASE, VARIANTS, random_weights,  # noqa: E402
+from refnet.verify.against_onnxruntime import (BASE, VARIANTS, random_weights,  # noqa: E402
                                         run_model, spec_lrn)
 
 F32, F64 = 1e-5, 1e-12          # the bounds on max|a - b| / max|b| (verify.compare.errors)
@@ -152,7 +152,7 @@ def test_spec_lrn_is_the_papers_lrn_with_alpha_times_size():
     """The float64 runtime's LRN (onnx's stock one normalises only the first N channels,
     onnx issue #7805) against refnet's plain LRN, with N != C and an even-sized edge."""
     from onnx.reference import ReferenceEvaluator
-    from layers.reference import lrn_forward
+    from refnet.layers.reference import lrn_forward
     h = onnx.helper
     x = numpy.random.default_rng(3).standard_normal((2, 7, 3, 4))
     for size in (3, 5):
@@ -268,7 +268,7 @@ def test_command_errors_are_one_line_and_exit_2(run_dir, tmp_path, capsys, monke
 
 
 def test_the_verify_part_runs_and_passes(monkeypatch):
-    from verify import against_onnxruntime as part
+    from refnet.verify import against_onnxruntime as part
     assert part.NAME == "onnxruntime" and part.available() is None
     rows = part.run("float32", seed=0, sizes=("small",))
     assert {r.part for r in rows} == {"onnxruntime"} and len(rows) > 200

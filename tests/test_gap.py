@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, gap
-from layers.layout import transpose
+from refnet.layers import backend, gap
+from refnet.layers.layout import transpose
 from tests.gradient_check import assert_directional, fixture_settings
 
 dims = st.tuples(st.integers(1, 4), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6))

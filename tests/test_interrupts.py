@@ -41,13 +41,13 @@ def test_data_build_ctrl_c_stops_workers_and_leaves_the_old_stores(tmp_path, wor
     out = tmp_path / "out"
     os.makedirs(out)
     (out / "val.h5").write_bytes(b"an older store that must survive")
-    cmd = Command(["-m", "data.build", tmp_path / "src", out, "--size", S,
+    cmd = Command(["-m", "refnet.data.build", tmp_path / "src", out, "--size", S,
                    "--workers", workers])
     cmd.wait_for(lambda line: line.startswith("build train"))   # the first images are in
     cmd.wait_until(lambda: any(".train.h5.tmp-" in n for n in os.listdir(out)))
-    _, err = ends_cleanly(cmd, "data.build", presses=presses)
+    _, err = ends_cleanly(cmd, "refnet.data.build", presses=presses)
     assert [line for line in err if not line.startswith("build ")] == [
-        f"data.build: interrupted; nothing was written in place of the stores in "
+        f"refnet.data.build: interrupted; nothing was written in place of the stores in "
         f"{str(out)!r}, and no temporary file is left"]
     assert sorted(os.listdir(out)) == ["val.h5"]                  # no temporary left
     assert (out / "val.h5").read_bytes() == b"an older store that must survive"
@@ -55,10 +55,10 @@ def test_data_build_ctrl_c_stops_workers_and_leaves_the_old_stores(tmp_path, wor
 
 def test_bench_data_ctrl_c_removes_its_folder_and_writes_no_json(tmp_path):
     env = dict(os.environ, TMPDIR=str(tmp_path))
-    cmd = Command(["-m", "bench.data", "--images", 40, "--json", tmp_path / "r.json"],
+    cmd = Command(["-m", "refnet.bench.data", "--images", 40, "--json", tmp_path / "r.json"],
                   env=env)
     cmd.wait_for(lambda line: line.startswith("bench: writing JPEGs"))
-    ends_cleanly(cmd, "bench.data")
+    ends_cleanly(cmd, "refnet.bench.data")
     assert os.listdir(tmp_path) == []
 
 
@@ -71,23 +71,23 @@ def test_bench_ctrl_c_in_the_re_executed_process(tmp_path, when):
     env.pop("REFNET_BENCH_REEXEC", None)
     env = without_cupy(tmp_path / "env", env)     # CuPy's import can swallow the Ctrl-C
     os.makedirs(tmp_path / "out")
-    cmd = Command(["-m", "bench", "--arch", "tiny", "--batch", 2, "--no-torch", "--parts",
+    cmd = Command(["-m", "refnet.bench", "--arch", "tiny", "--batch", 2, "--no-torch", "--parts",
                    "step", "--repeats", 10000, "--json", tmp_path / "out" / "r.json"],
                   env=env)
     cmd.wait_for(lambda line: line.startswith("bench: re-executing"))   # SIGINT held
     if when == "after it":
         cmd.wait_for(lambda line: line.startswith("step ["))     # timing the steps
-    ends_cleanly(cmd, "bench")
+    ends_cleanly(cmd, "refnet.bench")
     assert os.listdir(tmp_path / "out") == []
 
 
 def test_verify_ctrl_c_mid_run_writes_no_report(tmp_path):
     pytest.importorskip("torch")
     os.makedirs(tmp_path / "out")
-    cmd = Command(["-m", "verify", "--only", "layers", "--size", "small", "--json",
+    cmd = Command(["-m", "refnet.verify", "--only", "layers", "--size", "small", "--json",
                    tmp_path / "out" / "r.json"], env=without_cupy(tmp_path / "env"))
     cmd.wait_for(lambda line: line.startswith("verify ["))        # the first part runs
-    ends_cleanly(cmd, "verify")
+    ends_cleanly(cmd, "refnet.verify")
     assert os.listdir(tmp_path / "out") == []
 
 
@@ -100,14 +100,14 @@ def test_verify_without_pytorch_says_how_to_install_it():
     cmd = Command(["-c", code])
     rc, out, err = cmd.finish(timeout=60)
     assert rc == 2 and out == [], err
-    assert err == ["verify: error: python -m verify needs PyTorch: "
+    assert err == ["refnet.verify: error: python -m refnet.verify needs PyTorch: "
                    "pip install -e '.[verify]'"]
 
 
 def test_a_command_started_to_ignore_ctrl_c_keeps_ignoring_it(tmp_path):
     """A background job of a script starts with SIGINT ignored; the commands keep it so."""
     code = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-            "from data.cli import run_command; "
+            "from refnet.data.cli import run_command; "
             "sys.exit(run_command(lambda: print('ready') or time.sleep(1.5) or 7, 'job'))")
     cmd = Command(["-c", code])
     cmd.wait_for(lambda line: line == "ready", stream="out")

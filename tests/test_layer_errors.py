@@ -4,7 +4,7 @@ import re
 import numpy
 import pytest
 
-from layers import conv, dropout, linear, lrn, pool, relu, softmax
+from refnet.layers import conv, dropout, linear, lrn, pool, relu, softmax
 
 f64 = numpy.float64
 

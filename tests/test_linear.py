@@ -3,7 +3,7 @@ import numpy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, linear
+from refnet.layers import backend, linear
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
 

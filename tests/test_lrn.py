@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, blocking, lrn, reference
-from layers.layout import LAYOUTS, transpose
+from refnet.layers import backend, blocking, lrn, reference
+from refnet.layers.layout import LAYOUTS, transpose
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
 

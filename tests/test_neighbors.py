@@ -8,8 +8,8 @@ import numpy
 import pytest
 from PIL import Image
 
-from data import augment
-from data.store import StoreReader
+from refnet.data import augment
+from refnet.data.store import StoreReader
 from refnet.evaluate import load_network
 from refnet.neighbors import NEIGHBORS, NearestSearch, search_training_set
 from refnet.network import AlexNet, build_network

@@ -7,7 +7,7 @@ transfer or a layer run outside its column's device context shows here on the CP
 import numpy
 import pytest
 
-from layers import backend
+from refnet.layers import backend
 from refnet import SGD, AlexNet
 from refnet.columns import Placement
 from tests.device_backend import DeviceMismatch, TaggedArray, tagged

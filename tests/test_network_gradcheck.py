@@ -13,7 +13,7 @@ import numpy
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from layers import softmax
+from refnet.layers import softmax
 from refnet import AlexNet
 from tests.grouped_network import (TINY_AVGPOOL, grouped_loss_and_grad, random_batch,
                                    random_state)

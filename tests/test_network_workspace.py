@@ -9,7 +9,7 @@ what a fresh network gives on the same batch.
 import numpy
 import pytest
 
-from layers import workspace
+from refnet.layers import workspace
 from refnet import SGD, AlexNet
 from tests.test_workspace_layers import Poisoned
 

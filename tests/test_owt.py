@@ -13,7 +13,7 @@ import numpy
 import pytest
 
 from refnet import AlexNet, NetOptions
-from verify.pth import load_pth, read_pth
+from refnet.verify.pth import load_pth, read_pth
 from tests.own_images import write_image_tree
 
 torch = pytest.importorskip("torch")
@@ -23,7 +23,7 @@ TOL = 1e-10          # whole network in float64, relative to the largest value (
 
 @pytest.fixture(scope="module")
 def torchvision():
-    from verify.torchvision_model import torchvision_alexnet
+    from refnet.verify.torchvision_model import torchvision_alexnet
     try:
         module, _ = torchvision_alexnet()
     except ImportError as e:
@@ -159,7 +159,7 @@ def test_dropout_sits_before_fc6_and_fc7_with_inverted_scaling(model):
 
 
 def test_verify_twin_refuses_owt_rather_than_mirror_it_wrongly():
-    from verify.network import twin_of
+    from refnet.verify.network import twin_of
     with pytest.raises(ValueError, match="twin mirrors the paper's network, not arch 'owt'"):
         twin_of(NetOptions(arch="owt"), {})
 

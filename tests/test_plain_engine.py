@@ -11,7 +11,7 @@ import dataclasses
 import numpy
 import pytest
 
-from layers import adaptive_pool, conv, lrn, plain, pool
+from refnet.layers import adaptive_pool, conv, lrn, plain, pool
 from refnet import ARCHS, SGD, AlexNet
 from tests.device_backend import TaggedArray, tagged
 

@@ -8,7 +8,7 @@ import numpy
 import pytest
 from PIL import Image
 
-from data.decode import decode_image
+from refnet.data.decode import decode_image
 from refnet.evaluate import load_network
 from tests.train_data import CLASSES, trained_tiny_run
 

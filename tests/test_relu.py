@@ -3,7 +3,7 @@ import numpy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, relu
+from refnet.layers import backend, relu
 from tests.gradient_check import assert_directional, fixture_settings
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple)
@@ -56,7 +56,7 @@ def test_in_place_and_blocked_give_the_same(xp, dtype, shape, seed, budget):
     (any budget, ``layers.blocking``) give the reference exactly."""
     from unittest.mock import patch
 
-    from layers import blocking
+    from refnet.layers import blocking
     x, rng = draw(shape, seed, dtype)
     a = xp.asarray(x.copy())
     y, cache = relu.forward(a, inplace=True)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import blocking, reference
+from refnet.layers import blocking, reference
 from refnet import SGD, AlexNet
 from tests.gradient_check import fixture_settings
 

@@ -3,7 +3,7 @@ import numpy
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import backend, softmax
+from refnet.layers import backend, softmax
 from tests.gradient_check import assert_directional, fixture_settings
 from tests.tolerance import tol
 

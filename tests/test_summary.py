@@ -63,7 +63,7 @@ def test_alexnet_matches_the_paper():
 
 
 def test_bench_counts_with_the_summary():
-    from bench import flops
+    from refnet.bench import flops
     net = build_network(NetOptions(arch="demo"))
     assert flops.step_flops(net) == step_flops(net)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy
 import pytest
 
-from data.build import BuildError, NothingUsable
-from data.cli import UserError, exit_status
-from data.decode import BadImage
-from data.sources import VAL_FRACTION
-from data.store import StoreError
+from refnet.data.build import BuildError, NothingUsable
+from refnet.data.cli import UserError, exit_status
+from refnet.data.decode import BadImage
+from refnet.data.sources import VAL_FRACTION
+from refnet.data.store import StoreError
 from refnet import checkpoint
 from refnet.agreement import StartFailed
 from refnet.config import (COMMON_DEFAULTS, TRAIN_DEFAULTS, TrainConfig, UsageError,

@@ -28,7 +28,7 @@ TIMEOUT = 120      # generous for a loaded CI machine; a hang would never end
 # The fault ``argv[1]`` is armed, then refnet.train.main(argv[2:]) runs as in the CLI.
 DRIVER = r'''
 import os, sys, threading, time
-import refnet.sgd, refnet.train, refnet.checkpoint, layers.relu
+import refnet.sgd, refnet.train, refnet.checkpoint, refnet.layers.relu
 fault, argv = sys.argv[1], sys.argv[2:]
 calls = {"n": 0}
 
@@ -44,12 +44,12 @@ if fault == "step":                                  # an error in the training 
         return step(self, grads)
     refnet.sgd.SGD.step = failing
 elif fault == "column":                              # an error in a column thread
-    backward = layers.relu.backward
+    backward = refnet.layers.relu.backward
     def failing(dy, cache, **kwargs):
         if threading.current_thread().name.startswith("refnet-column") and nth(3):
             raise RuntimeError("injected fault in a column thread")
         return backward(dy, cache, **kwargs)
-    layers.relu.backward = failing
+    refnet.layers.relu.backward = failing
 elif fault == "truncate":                            # the data file cut short mid-run
     step = refnet.sgd.SGD.step
     def truncating(self, grads):

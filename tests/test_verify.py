@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from layers import reference
-from verify import (compare, conventions, layer_cases, network, reference_cases, sgd,
+from refnet.layers import reference
+from refnet.verify import (compare, conventions, layer_cases, network, reference_cases, sgd,
                     twins)
-from verify.__main__ import main
-from verify.twin_network import TwinAlexNet
+from refnet.verify.__main__ import main
+from refnet.verify.twin_network import TwinAlexNet
 
 
 def failed(rows):
@@ -201,7 +201,7 @@ def test_all_channel_lrn_twin_fails_against_column_network():
 def test_cli_json_and_exit_status(tmp_path):
     out = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "verify", "--only", "layers,conventions", "--dtype", "float32",
+        [sys.executable, "-m", "refnet.verify", "--only", "layers,conventions", "--dtype", "float32",
          "--seed", "2", "--quiet", "--json", str(out)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""``python -m verify --against``: the registry of frameworks, the one table across them
+"""``python -m refnet.verify --against``: the registry of frameworks, the one table across them
 (a column per framework, a framework that cannot run shown as skipped with its reason,
 never dropped), the exit status, and how rows map to (layer, direction). The
 frameworks here are stand-in modules with hand-made rows, so nothing heavy runs."""
@@ -8,10 +8,10 @@ import types
 
 import pytest
 
-from verify import frameworks
-from verify.__main__ import main
-from verify.compare import Row
-from verify.framework_table import direction_of, format_framework_table, layer_of
+from refnet.verify import frameworks
+from refnet.verify.__main__ import main
+from refnet.verify.compare import Row
+from refnet.verify.framework_table import direction_of, format_framework_table, layer_of
 
 
 def row(part, case, quantity, rel, status="PASS"):
@@ -117,7 +117,7 @@ def test_unknown_framework_is_a_usage_error(capsys):
 
 
 def test_a_module_not_built_is_skipped(monkeypatch):
-    monkeypatch.setitem(frameworks.MODULES, "onnxruntime", "verify.against_nothing_yet")
+    monkeypatch.setitem(frameworks.MODULES, "onnxruntime", "refnet.verify.against_nothing_yet")
     module = frameworks.load("onnxruntime")
     assert module.available() == "not built" and module.run("float64", 0) == []
 

@@ -10,8 +10,8 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
-from verify import compare, jax_network, jax_twins, layer_cases, network  # noqa: E402
-from verify.__main__ import main  # noqa: E402
+from refnet.verify import compare, jax_network, jax_twins, layer_cases, network  # noqa: E402
+from refnet.verify.__main__ import main  # noqa: E402
 
 FAST_FAMILIES = [n for n in layer_cases.CASES if n != "conv"]   # conv: ~40 compilations
 
@@ -40,7 +40,7 @@ def test_conv_layers_match_jax_float64():
 
 
 def test_small_networks_match_jax_via_the_cli(capsys):
-    """``python -m verify --against jax``: tiny (four variants) and demo, eval and train,
+    """``python -m refnet.verify --against jax``: tiny (four variants) and demo, eval and train,
     logits, loss and all 16 gradients, in float64; JSON rows name their framework."""
     assert main(["--against", "jax", "--only", "network", "--size", "small", "--quiet",
                  "--json", "-"]) == 0

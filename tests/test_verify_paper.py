@@ -5,7 +5,7 @@ both sides), so marked ``slow``; it still runs in CI.
 """
 import pytest
 
-from verify import compare, network
+from refnet.verify import compare, network
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ def test_round_trip_keeps_parameters_and_options(tmp_path):
 def test_pytorch_loads_the_file_into_the_twin(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import load_file
-    from verify.network import twin_of
+    from refnet.verify.network import twin_of
     opts = NetOptions(arch="tiny", dtype="float64")
     net = build_network(opts).init(seed=1, scheme="he")
     save_safetensors(net, tmp_path / "w.safetensors")

@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy
 import pytest
 
-from layers import backend, blocking, conv, reference, winograd
-from layers.layout import LAYOUTS, transpose
+from refnet.layers import backend, blocking, conv, reference, winograd
+from refnet.layers.layout import LAYOUTS, transpose
 from refnet.network import AlexNet
 from tests.conv_cases import conv_args, draw_arrays, from_layout, growth, hyper, in_layout
 from tests.tolerance import tol

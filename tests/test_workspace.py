@@ -8,8 +8,8 @@ bytes; whatever a caller keeps stays as it was.
 import numpy
 import pytest
 
-from layers import workspace
-from layers.workspace import FRESH, Workspace
+from refnet.layers import workspace
+from refnet.layers.workspace import FRESH, Workspace
 
 MB = 1 << 20
 

@@ -10,9 +10,9 @@ bit and ``layers.reference`` (float64) to round-off.
 import numpy
 import pytest
 
-from layers import conv, dropout, linear, lrn, pool, reference, relu, workspace
-from layers.layout import LAYOUTS, transpose
-from layers.workspace import FRESH, Workspace
+from refnet.layers import conv, dropout, linear, lrn, pool, reference, relu, workspace
+from refnet.layers.layout import LAYOUTS, transpose
+from refnet.layers.workspace import FRESH, Workspace
 from tests.tolerance import tol
 
 

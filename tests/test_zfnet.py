@@ -6,7 +6,7 @@ import math
 import numpy
 import pytest
 
-from layers.conv import ConvCache
+from refnet.layers.conv import ConvCache
 from refnet import ARCHS, AlexNet, NetOptions, param_shapes
 from refnet.config import UsageError, build_parser, resolve
 from refnet.network import _Pass

@@ -11,7 +11,7 @@ import sys
 import numpy
 from PIL import Image
 
-from data.build import build
+from refnet.data.build import build
 from refnet import checkpoint
 
 CLASSES = ("bar", "corner", "disk", "ring", "square")

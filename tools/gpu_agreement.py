@@ -21,12 +21,12 @@ import sys
 
 import numpy
 
-from layers import backend
-from layers.layout import LAYOUTS, transpose
-from bench.layers import MAP_KINDS, layer_cases, refnet_layer
+from refnet.layers import backend
+from refnet.layers.layout import LAYOUTS, transpose
+from refnet.bench.layers import MAP_KINDS, layer_cases, refnet_layer
 from refnet import NetOptions, build_network
 from refnet.options import CHOICES
-from verify.compare import errors
+from refnet.verify.compare import errors
 
 TOLERANCE = {"float64": 1e-12, "float32": 1e-4}
 

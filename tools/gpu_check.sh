@@ -12,7 +12,7 @@
 #   agreement  CuPy vs NumPy for every layer and the whole network (tools/gpu_agreement.py),
 #              both columns in two device contexts (both device 0 on a one-GPU machine)
 #   train      a short python -m refnet.train on the demo set on the GPU
-#   bench      python -m bench on the GPU against PyTorch+cuDNN on the same card:
+#   bench      python -m refnet.bench on the GPU against PyTorch+cuDNN on the same card:
 #              alexnet, batch 128, float32; then again with TF32 allowed on both sides
 # The limits add up to under 9 minutes, so the whole script fits one 10-minute call of the
 # device tool (run it with timeout_s=600, then give the machine back).
@@ -48,9 +48,9 @@ print(\"devices\", r.getDeviceCount(), \"driver\", r.driverGetVersion(), \"runti
     step tests 200 "$py" -m pytest -q -p no:cacheprovider -x
     step agreement 60 "$py" tools/gpu_agreement.py --arch demo --batch 8
     step train 70 "$py" -m refnet.train --device gpu --epochs 2 --out "$out/run" --quiet
-    step bench 130 "$py" -m bench --device gpu --arch alexnet --batch 128 \
+    step bench 130 "$py" -m refnet.bench --device gpu --arch alexnet --batch 128 \
         --parts step,forward,layers --repeats 10 --json "$out/bench_gpu.json"
-    step bench_tf32 50 "$py" -m bench --device gpu --arch alexnet --batch 128 \
+    step bench_tf32 50 "$py" -m refnet.bench --device gpu --arch alexnet --batch 128 \
         --parts step,forward --repeats 10 --tf32 --json "$out/bench_gpu_tf32.json"
 else
     step cupy_api 120 "$py" -m pytest -q -p no:cacheprovider tests/test_cupy_api.py

@@ -1,7 +1,7 @@
 """Our numbers against PyTorch's (and JAX's, and the ONNX export's), layer by layer and for
 the whole network, and our fast paths against their plain form (``layers.reference``).
 
-    python -m verify [--dtype float64|float32] [--seed N]
+    python -m refnet.verify [--dtype float64|float32] [--seed N]
                      [--against torch,onnxruntime,jax]
                      [--only layers,network,sgd,conventions,reference]
                      [--size small|paper|both] [--json PATH|-]

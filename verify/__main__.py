@@ -1,14 +1,14 @@
-"""``python -m verify``: refnet's numbers against PyTorch's (or other frameworks'), as a
+"""``python -m refnet.verify``: refnet's numbers against PyTorch's (or other frameworks'), as a
 table (and JSON).
 
-    python -m verify                          # everything, float64, both network sizes
-    python -m verify --dtype float32          # float32 on both sides, float32 tolerances
-    python -m verify --only layers,sgd        # some parts: layers, network, sgd, conventions,
+    python -m refnet.verify                          # everything, float64, both network sizes
+    python -m refnet.verify --dtype float32          # float32 on both sides, float32 tolerances
+    python -m refnet.verify --only layers,sgd        # some parts: layers, network, sgd, conventions,
                                               # reference (fast paths vs layers.reference)
-    python -m verify --size small --json out.json
-    python -m verify --json -                 # JSON on stdout, the table on stderr
-    python -m verify --against jax            # the same cases against JAX's autodiff
-    python -m verify --against torch,onnxruntime,jax   # one table, a column each
+    python -m refnet.verify --size small --json out.json
+    python -m refnet.verify --json -                 # JSON on stdout, the table on stderr
+    python -m refnet.verify --against jax            # the same cases against JAX's autodiff
+    python -m refnet.verify --against torch,onnxruntime,jax   # one table, a column each
 
 One framework prints every comparison; several print one table with a row per layer and
 direction and a column per framework (``verify.framework_table``), then any failing
@@ -27,9 +27,9 @@ import time
 
 import numpy
 
-from data.cli import Parser, UserError, exit_status, nonnegative_int, run_command
-from verify import frameworks
-from verify.against_torch import PARTS
+from refnet.data.cli import Parser, UserError, exit_status, nonnegative_int, run_command
+from refnet.verify import frameworks
+from refnet.verify.against_torch import PARTS
 
 SIZES = {"small": ("small",), "paper": ("paper",), "both": ("small", "paper")}
 EXIT_CODES = {0: "every judged row passes", 1: "some row fails (the table says which)",
@@ -39,7 +39,7 @@ EXIT_CODES = {0: "every judged row passes", 1: "some row fails (the table says w
 
 def build_parser():
     parser = Parser(
-        prog="python -m verify", exit_codes=EXIT_CODES,
+        prog="python -m refnet.verify", exit_codes=EXIT_CODES,
         description="Compare refnet's layers, network and SGD with PyTorch twins (or "
                     "other frameworks': --against), and its fast paths with "
                     "layers.reference.")
@@ -79,8 +79,8 @@ def parse_parts(text):
 
 def print_report(stream, modules, results, args, parts, elapsed):
     """One framework: every row (``format_table``); several: one table, then the failures."""
-    from verify.compare import format_table
-    from verify.framework_table import format_framework_table
+    from refnet.verify.compare import format_table
+    from refnet.verify.framework_table import format_framework_table
     skipped = {n: m.available() for n, m in modules.items() if n not in results}
     settings = f"dtype {args.dtype}, seed {args.seed}, parts {{}}, {elapsed:.1f} s"
     if len(modules) == 1:
@@ -108,7 +108,7 @@ def _refuse(message):
     """Exit status 2 with one line (``data.cli.exit_status``)."""
     def refused():
         raise UserError(message)
-    return exit_status("verify", refused)
+    return exit_status("refnet.verify", refused)
 
 
 def main(argv=None):
@@ -119,18 +119,18 @@ def main(argv=None):
         names = frameworks.parse(args.against)
     except ValueError as e:
         parser.error(str(e))
-    from verify import network
+    from refnet.verify import network
     network.NET_DEFAULTS["engine"] = args.engine
     modules = {name: frameworks.load(name) for name in names}
     reasons = {name: m.available() for name, m in modules.items()}
     if names == ["torch"] and reasons["torch"]:
-        return _refuse("python -m verify needs PyTorch: pip install -e '.[verify]'")
+        return _refuse("python -m refnet.verify needs PyTorch: pip install -e '.[verify]'")
     if all(reasons.values()):
         return _refuse("no framework to compare with: "
                        + "; ".join(f"{n}: {r}" for n, r in reasons.items()))
-    from data.files import write_json
-    from data.progress import Progress
-    from verify.compare import all_passed, report_dict
+    from refnet.data.files import write_json
+    from refnet.data.progress import Progress
+    from refnet.verify.compare import all_passed, report_dict
 
     dtype = numpy.dtype(args.dtype)
     steps = [(name, label, step) for name, m in modules.items() if not reasons[name]
@@ -165,4 +165,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_command(main, "verify"))
+    sys.exit(run_command(main, "refnet.verify"))

@@ -36,7 +36,7 @@ def version():
 def steps(dtype, seed, *, parts=PARTS, sizes=("small", "paper")):
     """[(label, thunk returning report rows)]: one per layer family, one per network size
     (``parts`` other than layers and network have no JAX counterpart)."""
-    from verify import jax_network, jax_twins, layer_cases, network
+    from refnet.verify import jax_network, jax_twins, layer_cases, network
     out = []
     if "layers" in parts:
         out += [(f"jax layers:{name}",

@@ -1,6 +1,6 @@
 """refnet's network against its ONNX export (``refnet.export``), layer by layer, forward.
 
-    from verify import against_onnxruntime as ort_part
+    from refnet.verify import against_onnxruntime as ort_part
     ort_part.available()            # None, or why it cannot run ("onnxruntime not installed")
     rows = ort_part.run("float32", seed=0)
 
@@ -35,7 +35,7 @@ float32 number; with the paper's alpha the float64 difference is shown as an INF
 import numpy
 
 from refnet import NetOptions, build_network
-from verify.compare import info, judged, tolerance
+from refnet.verify.compare import info, judged, tolerance
 
 NAME = "onnxruntime"
 PART = "onnxruntime"
@@ -114,7 +114,7 @@ def runtime_name(dtype):
 
 def make_net(arch, dtype, rng, **changes):
     """A refnet network of ``arch`` with ``BASE`` and ``changes``, random weights."""
-    from verify.network import NET_DEFAULTS             # python -m verify --engine
+    from refnet.verify.network import NET_DEFAULTS             # python -m refnet.verify --engine
     net = build_network(NetOptions(arch=arch, dtype=numpy.dtype(dtype).name,
                                    **{**NET_DEFAULTS, **BASE, **changes}))
     net.load_state_dict(random_weights(net.shapes, rng, dtype))

@@ -4,7 +4,7 @@ network, three SGD steps and the measured conventions; and the part ``reference`
 always run with these.
 
 Parts (``--only``): ``layers``, ``network``, ``sgd``, ``conventions``, ``reference``;
-their rows keep these part names (``python -m verify`` prints them as it always has).
+their rows keep these part names (``python -m refnet.verify`` prints them as it always has).
 """
 
 import importlib
@@ -33,7 +33,7 @@ def version():
 def steps(dtype, seed, *, parts=PARTS, sizes=("small", "paper")):
     """[(label, thunk returning report rows)] for the chosen ``parts`` (torch imported
     here, by the modules that compare with it)."""
-    from verify import conventions, layer_cases, network, reference_cases, sgd
+    from refnet.verify import conventions, layer_cases, network, reference_cases, sgd
     out = []
     if "layers" in parts:
         out += [(f"layers:{name}", lambda n=name: layer_cases.run(dtype, seed, [n]))

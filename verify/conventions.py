@@ -22,12 +22,13 @@ import numpy
 import torch
 import torch.nn.functional as F
 
-import layers.conv
-import layers.lrn
-import layers.pool
+import refnet.layers.conv
+import refnet.layers.lrn
+import refnet.layers.pool
+from refnet import layers
 from refnet.arch import ARCHS, param_shapes
-from verify import twins
-from verify.compare import check, info, judged, tolerance
+from refnet.verify import twins
+from refnet.verify.compare import check, info, judged, tolerance
 
 PART = "conventions"
 PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
@@ -164,7 +165,7 @@ def dropout_rows(rng, dtype, tol):
 
 def network_dropout_rows(rng, dtype, tol):
     """Paper vs inverted dropout on a tiny network, and torchvision's placement."""
-    from verify.network import dropout_masks, make_pair
+    from refnet.verify.network import dropout_masks, make_pair
     rows = []
     p = 0.5
     net_paper, twin, state = make_pair("tiny", dtype, rng)
@@ -208,7 +209,7 @@ def network_dropout_rows(rng, dtype, tol):
 
 def lrn_network_rows(rng, dtype):
     """The demo network with the authors' per-column LRN against Caffe's all-channel LRN."""
-    from verify.network import make_pair
+    from refnet.verify.network import make_pair
     net_column, _, state = make_pair("demo", dtype, rng)
     net_all, _, _ = make_pair("demo", dtype, rng, lrn_mode="all")
     net_all.load_state_dict(state)

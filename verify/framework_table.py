@@ -1,5 +1,5 @@
 """One table across frameworks: a row per layer and direction, a column per framework,
-each cell the worst judged comparison there (``python -m verify --against a,b,c``).
+each cell the worst judged comparison there (``python -m refnet.verify --against a,b,c``).
 
 Which layer and direction a report row (``verify.compare.Row``) belongs to:
 

@@ -1,4 +1,4 @@
-"""The frameworks refnet is compared with (``python -m verify --against``), by name.
+"""The frameworks refnet is compared with (``python -m refnet.verify --against``), by name.
 
 Each entry is a module of ``verify/`` with
 
@@ -19,9 +19,9 @@ import importlib
 import types
 
 MODULES = {
-    "torch": "verify.against_torch",
-    "onnxruntime": "verify.against_onnxruntime",
-    "jax": "verify.against_jax",
+    "torch": "refnet.verify.against_torch",
+    "onnxruntime": "refnet.verify.against_onnxruntime",
+    "jax": "refnet.verify.against_jax",
 }
 DEFAULT = ("torch",)
 

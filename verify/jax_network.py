@@ -32,8 +32,8 @@ import jax
 import numpy
 from jax import numpy as jnp
 
-from verify import jax_twins as layer
-from verify.network import geometry
+from refnet.verify import jax_twins as layer
+from refnet.verify.network import geometry
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FCS = ("fc6", "fc7", "fc8")

@@ -32,18 +32,19 @@ from typing import NamedTuple
 
 import numpy
 
-import layers.conv
-import layers.dropout
-import layers.gap
-import layers.linear
-import layers.layout
-import layers.lrn
-import layers.pool
-import layers.relu
-import layers.softmax
+import refnet.layers.conv
+import refnet.layers.dropout
+import refnet.layers.gap
+import refnet.layers.linear
+import refnet.layers.layout
+import refnet.layers.lrn
+import refnet.layers.pool
+import refnet.layers.relu
+import refnet.layers.softmax
+from refnet import layers
 from refnet import NetOptions
 from refnet.options import CHOICES
-from verify.compare import draw, judged, judged_rows, run_cases
+from refnet.verify.compare import draw, judged, judged_rows, run_cases
 
 PART = "layers"
 PAPER_LRN = NetOptions().lrn_params                  # n=5, alpha=1e-4, beta=0.75, k=2
@@ -251,7 +252,7 @@ def run(dtype="float64", seed=0, which=None, twins=None, part=PART):
     ``twins`` (a module with ``verify.twins``' functions; default PyTorch's, imported
     here) under the part name ``part``."""
     if twins is None:
-        from verify import twins                   # PyTorch, only when it is the reference
+        from refnet.verify import twins                   # PyTorch, only when it is the reference
     against = Against(twins, part)
     cases = {name: functools.partial(fn, against=against) for name, fn in CASES.items()}
     return run_cases(cases, "layer cases", dtype, seed, which)

@@ -22,7 +22,7 @@ import numpy
 
 from refnet import NetOptions, build_network
 from refnet.arch import get_arch
-from verify.compare import judged, tolerance
+from refnet.verify.compare import judged, tolerance
 
 PART = "network"
 SIZES = {"small": (("tiny", 4), ("demo", 4)), "paper": (("alexnet", 2),)}
@@ -52,7 +52,7 @@ def dropout_masks(net_sd, n, p, rng, dtype):
 
 
 # Options every refnet network of verify is built with besides its own
-# (``python -m verify --engine plain`` sets {"engine": "plain"}).
+# (``python -m refnet.verify --engine plain`` sets {"engine": "plain"}).
 NET_DEFAULTS = {}
 
 
@@ -77,7 +77,7 @@ def twin_of(opts, state):
         raise ValueError(f"the PyTorch twin mirrors the paper's network, not arch "
                          f"{spec.name!r} with dropout_placement="
                          f"{opts.dropout_placement!r}")
-    from verify.twin_network import TwinAlexNet          # torch, only for this twin
+    from refnet.verify.twin_network import TwinAlexNet          # torch, only for this twin
     p = opts.lrn_params
     return TwinAlexNet(state, geometry(opts.arch), columns=opts.columns, lrn=opts.lrn,
                        lrn_mode=opts.lrn_mode,

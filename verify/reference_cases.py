@@ -23,14 +23,15 @@ Axis legend: N batch, C channels, K kernels, H/W height/width.
 
 import numpy
 
-import layers.conv
-import layers.lrn
-import layers.pool
-from layers import reference
-from layers.layout import LAYOUTS, transpose
+import refnet.layers.conv
+import refnet.layers.lrn
+import refnet.layers.pool
+from refnet import layers
+from refnet.layers import reference
+from refnet.layers.layout import LAYOUTS, transpose
 from refnet import SGD, AlexNet
-from verify.compare import draw, judged_rows, run_cases, worst
-from verify.layer_cases import PAPER_CONVS, PAPER_LRN
+from refnet.verify.compare import draw, judged_rows, run_cases, worst
+from refnet.verify.layer_cases import PAPER_CONVS, PAPER_LRN
 
 PART = "reference"
 

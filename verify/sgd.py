@@ -23,8 +23,8 @@ import torch
 
 from refnet import SGD, build_network
 from refnet.arch import get_arch
-from verify.compare import Row, errors, tolerance, worst
-from verify.network import dropout_masks, make_pair
+from refnet.verify.compare import Row, errors, tolerance, worst
+from refnet.verify.network import dropout_masks, make_pair
 
 PART = "sgd"
 LRS = (0.01, 0.01, 0.001)

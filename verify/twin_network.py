@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from refnet.options import CHOICES
-from verify.twins import dropout_torch, lrn_torch, tensor
+from refnet.verify.twins import dropout_torch, lrn_torch, tensor
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FCS = ("fc6", "fc7", "fc8")

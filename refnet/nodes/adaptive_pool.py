@@ -4,7 +4,7 @@ identity at 224 pixels): each output the mean of its bin (PyTorch's bins).
 Plain: ``layers.plain.adaptive_pool_forward`` bin by bin. Fast: ``layers.adaptive_pool``
 as two averaging matrices, in either layout.
 """
-from layers import adaptive_pool, plain
+from refnet.layers import adaptive_pool, plain
 from refnet.nodes.base import Local
 
 

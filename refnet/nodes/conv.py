@@ -14,8 +14,8 @@ each column's output is its channels of the result, and only the image is kept.
 import math
 from typing import NamedTuple
 
-from layers import conv, conv_blocks, plain
-from layers import layout as layouts
+from refnet.layers import conv, conv_blocks, plain
+from refnet.layers import layout as layouts
 from refnet.nodes.base import Local
 
 

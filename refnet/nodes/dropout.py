@@ -9,7 +9,7 @@ fc6's and fc7's outputs are split over the columns, the flattened maps whole in 
 """
 import numpy
 
-from layers import backend, dropout
+from refnet.layers import backend, dropout
 from refnet.nodes.base import Local
 
 

@@ -5,7 +5,7 @@ Plain: ``layers.plain.flatten_forward``. Fast with CHWN maps: the (C, S, S, N) m
 """
 import math
 
-from layers import plain
+from refnet.layers import plain
 from refnet.nodes.base import Local
 
 

@@ -1,6 +1,6 @@
 """The "gap" head's global average: each class map averaged over its positions, (N, K)
 logits (Network-in-Network, GoogLeNet). ``layers.gap`` serves both engines."""
-from layers import gap
+from refnet.layers import gap
 from refnet.nodes.base import Local
 
 

@@ -5,7 +5,7 @@ device to the layout of the maps (CHWN: (3, S, S, N)) and given to the others fr
 with every column on one device, the column threads copy a band of rows each.
 No gradient flows back.
 """
-from layers import layout as layouts
+from refnet.layers import layout as layouts
 from refnet.nodes.base import Layer
 
 

@@ -4,7 +4,7 @@ fc6 and fc7 compute half of their outputs in each column; fc8 lives on column 0.
 ``layers.linear`` has no clever fast path: both engines call it (the fast one with the
 column's workspace).
 """
-from layers import linear
+from refnet.layers import linear
 from refnet.nodes.base import Local
 
 

@@ -13,9 +13,9 @@ ONNX's LRN divides alpha by ``size``: it is written with ``alpha * size`` and ``
 """
 from typing import NamedTuple
 
-from layers import layout as layouts
-from layers import lrn, plain
-from layers.layout import along, channel_axis
+from refnet.layers import layout as layouts
+from refnet.layers import lrn, plain
+from refnet.layers.layout import along, channel_axis
 from refnet import exchange
 from refnet.nodes.base import Local, split_pairs
 

@@ -3,8 +3,8 @@
 Plain: ``layers.plain.pool_forward`` window by window. Fast: ``layers.pool`` on phase
 planes in either layout.
 """
-from layers import plain, pool
-from layers.checks import window_count
+from refnet.layers import plain, pool
+from refnet.layers.checks import window_count
 from refnet.nodes.base import Local
 
 

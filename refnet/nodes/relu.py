@@ -3,7 +3,7 @@
 ``layers.relu`` serves both engines; the fast one writes in place over the layer
 below's output (nothing else keeps it) and takes the column's workspace.
 """
-from layers import relu
+from refnet.layers import relu
 from refnet.nodes.base import Local
 
 
