@@ -31,6 +31,7 @@ import sys
 
 import numpy
 
+from refnet import NetOptions
 from refnet.bench.env import PROCESSES, blas_info, blas_threads, reexec_if_needed, reported_env
 from refnet.bench.flops import step_flops
 from refnet.bench.layers import time_layers
@@ -47,64 +48,106 @@ from refnet.data.cli import (
     run_command,
 )
 from refnet.data.files import write_json
-from refnet import NetOptions
 from refnet.options import CHOICES, CONV_CACHE_ALIASES, DEVICES, backend_for_device
 
 PARTS = ("step", "forward", "layers", "memory")
-BENCH_DEVICES = tuple(d for d in DEVICES if d != "auto")   # the results name the device
+BENCH_DEVICES = tuple(d for d in DEVICES if d != "auto")  # the results name the device
 
 
-EXIT_CODES = {0: "measured (and the JSON written when asked)",
-              2: "a bad option value (one line names it), or --device gpu without one"}
+EXIT_CODES = {
+    0: "measured (and the JSON written when asked)",
+    2: "a bad option value (one line names it), or --device gpu without one",
+}
 
 
 def build_parser():
-    p = Parser(prog="python -m refnet.bench", description=__doc__.split("\n")[0],
-               exit_codes=EXIT_CODES)
-    p.add_argument("--arch", default="alexnet", choices=CHOICES["arch"],
-                   help="architecture (default alexnet)")
+    p = Parser(
+        prog="python -m refnet.bench", description=__doc__.split("\n")[0], exit_codes=EXIT_CODES
+    )
+    p.add_argument(
+        "--arch", default="alexnet", choices=CHOICES["arch"], help="architecture (default alexnet)"
+    )
     p.add_argument("--batch", type=positive_int, default=128, help="batch size (default 128)")
-    p.add_argument("--dtype", default="float32", choices=CHOICES["dtype"],
-                   help="dtype of both sides (default float32)")
-    p.add_argument("--device", default="cpu", choices=BENCH_DEVICES,
-                   help="where both sides run (default cpu)")
-    p.add_argument("--repeats", type=positive_int, default=5,
-                   help="timed repeats (default 5)")
-    p.add_argument("--warmup", type=nonnegative_int, default=2,
-                   help="untimed warm-up runs (default 2: refnet's workspace records the "
-                        "first step and maps its arena in the second)")
-    p.add_argument("--parts", default=",".join(PARTS),
-                   help=f"comma list of {', '.join(PARTS)} (default all)")
-    p.add_argument("--no-torch", action="store_true",
-                   help="time refnet alone (default: PyTorch's side too, when installed)")
-    p.add_argument("--conv-cache", default="unfolded", choices=CHOICES["conv_cache"],
-                   type=lambda v: CONV_CACHE_ALIASES.get(v, v),
-                   help="what refnet's convs keep for backward (NetOptions.conv_cache; "
-                        "default unfolded)")
-    p.add_argument("--conv-algo", default="winograd", choices=CHOICES["conv_algo"],
-                   help="refnet's stride-1 convolutions (NetOptions.conv_algo; default "
-                        "winograd)")
-    p.add_argument("--engine", default="fast", choices=CHOICES["engine"],
-                   help="refnet's engine (NetOptions.engine; default fast)")
-    p.add_argument("--layers-as", default="network", choices=("network", "grouped"),
-                   help="per-layer rows: our layers as the network runs them (each "
-                        "column's share, concurrently) or as one grouped call "
-                        "(default network)")
-    p.add_argument("--tf32", action="store_true",
-                   help="GPU: allow TF32 on both sides (default: full float32)")
-    p.add_argument("--json", metavar="PATH",
-                   help="write the results as JSON to PATH (default: printed only)")
-    p.add_argument("--process", choices=tuple(PROCESSES), default="tuned",
-                   help="malloc settings of both sides: tuned (refnet.cpu.tune_malloc's), "
-                        "plain (none, as a notebook or a script has it) or thresholds "
-                        "(mmap/trim thresholds without one arena) (default tuned)")
-    p.add_argument("--settle-ms", type=nonnegative_int, default=round(SETTLE_S * 1000),
-                   help="milliseconds of busy wait before each timed run, so the other "
-                        "side's idle threads stop spinning (bench.timing; 0: none; "
-                        f"default {round(SETTLE_S * 1000)})")
-    p.add_argument("--keep-env", action="store_true",
-                   help="do not re-execute with the OpenBLAS overrides unset (default: "
-                        "re-execute once, see bench.env)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=CHOICES["dtype"],
+        help="dtype of both sides (default float32)",
+    )
+    p.add_argument(
+        "--device", default="cpu", choices=BENCH_DEVICES, help="where both sides run (default cpu)"
+    )
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed repeats (default 5)")
+    p.add_argument(
+        "--warmup",
+        type=nonnegative_int,
+        default=2,
+        help="untimed warm-up runs (default 2: refnet's workspace records the "
+        "first step and maps its arena in the second)",
+    )
+    p.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma list of {', '.join(PARTS)} (default all)"
+    )
+    p.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="time refnet alone (default: PyTorch's side too, when installed)",
+    )
+    p.add_argument(
+        "--conv-cache",
+        default="unfolded",
+        choices=CHOICES["conv_cache"],
+        type=lambda v: CONV_CACHE_ALIASES.get(v, v),
+        help="what refnet's convs keep for backward (NetOptions.conv_cache; default unfolded)",
+    )
+    p.add_argument(
+        "--conv-algo",
+        default="winograd",
+        choices=CHOICES["conv_algo"],
+        help="refnet's stride-1 convolutions (NetOptions.conv_algo; default winograd)",
+    )
+    p.add_argument(
+        "--engine",
+        default="fast",
+        choices=CHOICES["engine"],
+        help="refnet's engine (NetOptions.engine; default fast)",
+    )
+    p.add_argument(
+        "--layers-as",
+        default="network",
+        choices=("network", "grouped"),
+        help="per-layer rows: our layers as the network runs them (each "
+        "column's share, concurrently) or as one grouped call "
+        "(default network)",
+    )
+    p.add_argument(
+        "--tf32", action="store_true", help="GPU: allow TF32 on both sides (default: full float32)"
+    )
+    p.add_argument(
+        "--json", metavar="PATH", help="write the results as JSON to PATH (default: printed only)"
+    )
+    p.add_argument(
+        "--process",
+        choices=tuple(PROCESSES),
+        default="tuned",
+        help="malloc settings of both sides: tuned (refnet.cpu.tune_malloc's), "
+        "plain (none, as a notebook or a script has it) or thresholds "
+        "(mmap/trim thresholds without one arena) (default tuned)",
+    )
+    p.add_argument(
+        "--settle-ms",
+        type=nonnegative_int,
+        default=round(SETTLE_S * 1000),
+        help="milliseconds of busy wait before each timed run, so the other "
+        "side's idle threads stop spinning (bench.timing; 0: none; "
+        f"default {round(SETTLE_S * 1000)})",
+    )
+    p.add_argument(
+        "--keep-env",
+        action="store_true",
+        help="do not re-execute with the OpenBLAS overrides unset (default: "
+        "re-execute once, see bench.env)",
+    )
     p.add_argument("--memory-probe", choices=SIDES, help=argparse.SUPPRESS)
     return p
 
@@ -117,8 +160,10 @@ def parse_args(argv):
     if bad:
         p.error(f"unknown --parts {sorted(bad)}")
     if args.arch == "owt" and not args.no_torch:
-        p.error("--arch owt: the PyTorch twin mirrors the paper's network, not "
-                "torchvision's; add --no-torch to time refnet alone")
+        p.error(
+            "--arch owt: the PyTorch twin mirrors the paper's network, not "
+            "torchvision's; add --no-torch to time refnet alone"
+        )
     return args
 
 
@@ -129,24 +174,37 @@ def net_options(args):
         backend = backend_for_device(args.device)
     except ValueError as e:
         raise UserError(str(e)) from None
-    return NetOptions(arch=args.arch, dtype=args.dtype, backend=backend,
-                      conv_cache=args.conv_cache, conv_algo=args.conv_algo,
-                      engine=args.engine)
+    return NetOptions(
+        arch=args.arch,
+        dtype=args.dtype,
+        backend=backend,
+        conv_cache=args.conv_cache,
+        conv_algo=args.conv_algo,
+        engine=args.engine,
+    )
 
 
 def run(args):
     """The results dict of the parts ``args`` asks for (``bench.report`` lists its keys)."""
     if args.tf32:
-        os.environ["CUPY_TF32"] = "1"      # before anything imports CuPy
+        os.environ["CUPY_TF32"] = "1"  # before anything imports CuPy
     options = net_options(args)
     torch = None if args.no_torch else load_torch()
     threads = blas_threads()
-    results = {"arch": args.arch, "batch": args.batch, "dtype": args.dtype,
-               "conv_cache": args.conv_cache, "conv_algo": args.conv_algo,
-               "device": args.device, "blas": blas_info(), "threads": threads,
-               "env": reported_env(), "process": args.process,
-               "settle_s": args.settle_ms / 1000,
-               "torch": None if torch is None else torch.__version__}
+    results = {
+        "arch": args.arch,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "conv_cache": args.conv_cache,
+        "conv_algo": args.conv_algo,
+        "device": args.device,
+        "blas": blas_info(),
+        "threads": threads,
+        "env": reported_env(),
+        "process": args.process,
+        "settle_s": args.settle_ms / 1000,
+        "torch": None if torch is None else torch.__version__,
+    }
     if "memory" in args.parts and args.device == "cpu":
         # first, while this process holds no network: each probe is a fresh process
         results["memory"] = {"refnet": peak_memory(args, "refnet")}
@@ -178,8 +236,7 @@ def run(args):
         cases = {"refnet": getattr(ours, part)}
         if theirs is not None:
             cases["torch"] = getattr(theirs, part)
-        res = interleave(cases, args.repeats, args.warmup, sync, part,
-                         pause=args.settle_ms / 1000)
+        res = interleave(cases, args.repeats, args.warmup, sync, part, pause=args.settle_ms / 1000)
         for side in res.values():
             side["images_per_s"] = args.batch / side["median_s"]
             side["gflops"] = flops * args.batch / side["median_s"] / 1e9
@@ -188,9 +245,15 @@ def run(args):
             res["speedup_vs_torch"] = res["torch"]["median_s"] / res["refnet"]["median_s"]
         results[part] = res
     if "layers" in args.parts:
-        results["layers"] = time_layers(ours, theirs, args.batch, max(1, args.repeats // 2),
-                                        args.warmup, args.layers_as,
-                                        pause=args.settle_ms / 1000)
+        results["layers"] = time_layers(
+            ours,
+            theirs,
+            args.batch,
+            max(1, args.repeats // 2),
+            args.warmup,
+            args.layers_as,
+            pause=args.settle_ms / 1000,
+        )
         results["layers_as"] = args.layers_as
     return results
 
@@ -208,6 +271,7 @@ def main(argv=None):
         if args.json:
             write_json(args.json, results)
             print(f"results written to {args.json}")
+
     return exit_status("refnet.bench", body)
 
 

@@ -16,9 +16,9 @@ and measures, on this machine:
   ``MPIR_CVAR_ASYNC_PROGRESS=1``); times are the slowest rank's.
 
 The ranks run in the benchmark's tuned process settings (``bench.env``: glibc malloc
-keeps freed buffers, OpenBLAS picks its own kernel). Each rank gets its share of the cores (``refnet.distributed.share_cores``), as
-``python -m refnet.train`` gives it. The figures and the scaling model they feed are in
-docs/distributed.md.
+keeps freed buffers, OpenBLAS picks its own kernel). Each rank gets its share of the cores
+(``refnet.distributed.share_cores``), as ``python -m refnet.train`` gives it. The figures
+and the scaling model they feed are in docs/distributed.md.
 
 Exit status: 0 when measured, 2 for a bad option value or without mpiexec/mpi4py, 130
 when interrupted.
@@ -33,29 +33,44 @@ import time
 
 import numpy
 
+from refnet import NetOptions
 from refnet.bench.env import OPENBLAS_OVERRIDES, blas_info, process_env
 from refnet.data.cli import USAGE, Parser, int_at_least, positive_int, run_command
 from refnet.data.files import write_json
-from refnet import NetOptions
 from refnet.options import CHOICES
 
 WORKER_FLAG = "--worker"
 
 
 def build_parser():
-    p = Parser(prog="python -m refnet.bench.allreduce", description=__doc__.split("\n")[0],
-               exit_codes={0: "measured", 2: "a bad option value, or no mpiexec/mpi4py"})
-    p.add_argument("--ranks", type=int_at_least(2), default=2,
-                   help="number of MPI ranks (default 2)")
-    p.add_argument("--arch", default="alexnet", choices=CHOICES["arch"],
-                   help="whose gradient to reduce (default alexnet)")
+    p = Parser(
+        prog="python -m refnet.bench.allreduce",
+        description=__doc__.split("\n")[0],
+        exit_codes={0: "measured", 2: "a bad option value, or no mpiexec/mpi4py"},
+    )
+    p.add_argument(
+        "--ranks", type=int_at_least(2), default=2, help="number of MPI ranks (default 2)"
+    )
+    p.add_argument(
+        "--arch",
+        default="alexnet",
+        choices=CHOICES["arch"],
+        help="whose gradient to reduce (default alexnet)",
+    )
     p.add_argument("--dtype", default="float32", choices=CHOICES["dtype"])
-    p.add_argument("--batch", type=positive_int, default=128,
-                   help="global batch of the timed step (default 128)")
-    p.add_argument("--repeats", type=positive_int, default=10,
-                   help="timed allreduces (default 10)")
-    p.add_argument("--steps", type=positive_int, default=3,
-                   help="timed training steps after one warm-up (default 3)")
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        default=128,
+        help="global batch of the timed step (default 128)",
+    )
+    p.add_argument("--repeats", type=positive_int, default=10, help="timed allreduces (default 10)")
+    p.add_argument(
+        "--steps",
+        type=positive_int,
+        default=3,
+        help="timed training steps after one warm-up (default 3)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument(WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     return p
@@ -68,11 +83,21 @@ def main(argv=None):
         return worker(args)
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
-        print("refnet.bench.allreduce: error: mpiexec not found: pip install -e '.[dist]'",
-              file=sys.stderr)
+        print(
+            "refnet.bench.allreduce: error: mpiexec not found: pip install -e '.[dist]'",
+            file=sys.stderr,
+        )
         return USAGE
-    cmd = [mpiexec, "-n", str(args.ranks), sys.executable, "-m", "refnet.bench.allreduce",
-           *argv, WORKER_FLAG]
+    cmd = [
+        mpiexec,
+        "-n",
+        str(args.ranks),
+        sys.executable,
+        "-m",
+        "refnet.bench.allreduce",
+        *argv,
+        WORKER_FLAG,
+    ]
     # the benchmark's process settings (bench.env): malloc tuned, OpenBLAS's overrides
     # unset, as python -m refnet.bench measures the one-process step
     env = process_env(os.environ, "tuned")
@@ -82,10 +107,10 @@ def main(argv=None):
 
 
 def worker(args):
-    from refnet.distributed import (BUCKET_BYTES, GradientReducer, current_world,
-                                    share_cores)
+    from refnet.distributed import BUCKET_BYTES, GradientReducer, current_world, share_cores
     from refnet.network import build_network
     from refnet.sgd import SGD
+
     world = current_world()
     cores = share_cores(world)
     say = print if world.is_root else (lambda *a, **k: None)
@@ -94,22 +119,25 @@ def worker(args):
     reducer = GradientReducer(world, net, bucket_bytes=None)
     nbytes = reducer.size * net.dtype.itemsize
     buf = numpy.random.default_rng(world.rank).standard_normal(reducer.size).astype(net.dtype)
-    world.allreduce(buf)                                    # warm-up: connections, pages
+    world.allreduce(buf)  # warm-up: connections, pages
     times = []
     for _ in range(args.repeats):
-        world.allreduce(numpy.zeros(1))                     # line the ranks up
+        world.allreduce(numpy.zeros(1))  # line the ranks up
         t = time.perf_counter()
         world.allreduce(buf)
         times.append(time.perf_counter() - t)
     times = world.allgather(times)
-    per_call = [max(ts) for ts in zip(*times)]              # the slowest rank's
+    per_call = [max(ts) for ts in zip(*times, strict=True)]  # the slowest rank's
     t_ar = float(numpy.median(per_call))
     algbw = nbytes / t_ar / 1e9
     busbw = algbw * 2 * (world.size - 1) / world.size
-    say(f"allreduce of {reducer.size:,} {net.dtype.name} ({nbytes / 1e6:.0f} MB) over "
+    say(
+        f"allreduce of {reducer.size:,} {net.dtype.name} ({nbytes / 1e6:.0f} MB) over "
         f"{world.size} ranks ({cores} core(s) each): median {t_ar * 1e3:.1f} ms "
         f"(min {min(per_call) * 1e3:.1f}, max {max(per_call) * 1e3:.1f}), algorithm "
-        f"bandwidth {algbw:.2f} GB/s, bus bandwidth {busbw:.2f} GB/s", flush=True)
+        f"bandwidth {algbw:.2f} GB/s, bus bandwidth {busbw:.2f} GB/s",
+        flush=True,
+    )
 
     share = numpy.array_split(numpy.arange(args.batch), world.size)[world.rank].size
     rng = numpy.random.default_rng(1)
@@ -119,8 +147,9 @@ def worker(args):
     sgd = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
     steps = {}
     for mode in ("fused", "overlap"):
-        reducer = GradientReducer(world, net, bucket_bytes=None if mode == "fused"
-                                  else BUCKET_BYTES)
+        reducer = GradientReducer(
+            world, net, bucket_bytes=None if mode == "fused" else BUCKET_BYTES
+        )
         parts = {"compute": [], "reduce": [], "sgd": []}
         for step in range(args.steps + 1):
             world.allreduce(numpy.zeros(1))
@@ -128,37 +157,61 @@ def worker(args):
             if mode == "overlap":
                 reducer.begin(share, args.batch)
             loss, grads = net.loss_and_grad_columns(
-                x, y, rng=numpy.random.default_rng(step),
-                on_grads=reducer.ready if mode == "overlap" else None)
+                x,
+                y,
+                rng=numpy.random.default_rng(step),
+                on_grads=reducer.ready if mode == "overlap" else None,
+            )
             t1 = time.perf_counter()
             reducer.reduce(grads, loss, share, args.batch)
             t2 = time.perf_counter()
             sgd.step(grads)
             t3 = time.perf_counter()
-            if step:                                        # after the warm-up
-                for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2)):
-                    parts[k].append(max(world.allgather(v)))    # the slowest rank's
+            if step:  # after the warm-up
+                for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                    parts[k].append(max(world.allgather(v)))  # the slowest rank's
         med = {k: float(numpy.median(v)) for k, v in parts.items()}
         total = sum(med.values())
-        steps[mode] = {**med, "total_s": total, "communication_fraction": med["reduce"] / total,
-                       "buckets": len(reducer.buckets) + 1}
-        say(f"data parallel step ({mode}: {steps[mode]['buckets']} allreduce(s)), "
+        steps[mode] = {
+            **med,
+            "total_s": total,
+            "communication_fraction": med["reduce"] / total,
+            "buckets": len(reducer.buckets) + 1,
+        }
+        say(
+            f"data parallel step ({mode}: {steps[mode]['buckets']} allreduce(s)), "
             f"{args.arch} global batch {args.batch} ({share} per rank), {args.dtype}: "
             f"{total:.3f} s = forward+backward {med['compute']:.3f} + reduce after backward "
             f"{med['reduce']:.3f} + SGD {med['sgd']:.3f}; communication "
             f"{100 * med['reduce'] / total:.1f}% of the step; {args.batch / total:.1f} "
-            "images/s", flush=True)
+            "images/s",
+            flush=True,
+        )
     blas = blas_info()
-    say(f"BLAS: {blas[0]['internal_api']} {blas[0]['version']} {blas[0]['architecture']}, "
-        f"{blas[0]['num_threads']} thread(s) per rank" if blas else "BLAS: unknown")
+    say(
+        f"BLAS: {blas[0]['internal_api']} {blas[0]['version']} {blas[0]['architecture']}, "
+        f"{blas[0]['num_threads']} thread(s) per rank"
+        if blas
+        else "BLAS: unknown"
+    )
     if args.json and world.is_root:
-        write_json(args.json, {
-            "ranks": world.size, "cores_per_rank": cores, "arch": args.arch,
-            "dtype": args.dtype, "parameters": reducer.size, "bytes": nbytes,
-            "allreduce_s": {"median": t_ar, "min": min(per_call), "max": max(per_call)},
-            "algbw_GBps": algbw, "busbw_GBps": busbw,
-            "step": {"global_batch": args.batch, "per_rank": share, **steps},
-            "blas": blas, "host": os.uname().nodename})
+        write_json(
+            args.json,
+            {
+                "ranks": world.size,
+                "cores_per_rank": cores,
+                "arch": args.arch,
+                "dtype": args.dtype,
+                "parameters": reducer.size,
+                "bytes": nbytes,
+                "allreduce_s": {"median": t_ar, "min": min(per_call), "max": max(per_call)},
+                "algbw_GBps": algbw,
+                "busbw_GBps": busbw,
+                "step": {"global_batch": args.batch, "per_rank": share, **steps},
+                "blas": blas,
+                "host": os.uname().nodename,
+            },
+        )
     return 0
 
 

@@ -68,9 +68,17 @@ def bench_loader(tmp, images, batch, workers, epochs, progress):
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
         rng = numpy.random.default_rng(0)
-        w = StoreWriter(os.path.dirname(path), "train.h5", capacity=images, size=256,
-                        split="train", class_names=["a", "b"], wnids=None, build_id="bench",
-                        settings={})
+        w = StoreWriter(
+            os.path.dirname(path),
+            "train.h5",
+            capacity=images,
+            size=256,
+            split="train",
+            class_names=["a", "b"],
+            wnids=None,
+            build_id="bench",
+            settings={},
+        )
         block = rng.integers(0, 256, (16, 256, 256, 3), dtype=numpy.uint8)
         for i in range(images):
             w.append(block[i % 16], i % 2, f"{i}.jpg")
@@ -95,8 +103,7 @@ def bench_augment(repeats=5):
     augment.train_views(images, augment.draw(rng, 128, 256, 227), mean, eigval, eigvec, 227)
     t = time.perf_counter()
     for _ in range(repeats):
-        augment.train_views(images, augment.draw(rng, 128, 256, 227), mean, eigval, eigvec,
-                            227)
+        augment.train_views(images, augment.draw(rng, 128, 256, 227), mean, eigval, eigvec, 227)
     train = (time.perf_counter() - t) / repeats
     t = time.perf_counter()
     augment.ten_views(images, mean, 227)
@@ -104,24 +111,41 @@ def bench_augment(repeats=5):
     return train, ten
 
 
-EXIT_CODES = {0: "measured (and the JSON written when asked)",
-              2: "a bad option value (one line names it)"}
+EXIT_CODES = {
+    0: "measured (and the JSON written when asked)",
+    2: "a bad option value (one line names it)",
+}
 
 
 def build_parser():
-    ap = Parser(prog="python -m refnet.bench.data", description=__doc__.split("\n")[0],
-                exit_codes=EXIT_CODES)
-    ap.add_argument("--images", type=int_at_least(10), default=300,
-                    help="JPEGs for the build benchmark, at least 10 (default 300)")
-    ap.add_argument("--store-images", type=int_at_least(128), default=1024,
-                    help="images in the loader store, at least one batch of 128 "
-                         "(default 1024)")
-    ap.add_argument("--epochs", type=positive_int, default=3,
-                    help="loader epochs to time (default 3)")
-    ap.add_argument("--json", metavar="PATH",
-                    help="also write the results to this JSON file (default: printed only)")
-    ap.add_argument("--quiet", action="store_true",
-                    help="no progress bars (default: progress bars on stderr)")
+    ap = Parser(
+        prog="python -m refnet.bench.data",
+        description=__doc__.split("\n")[0],
+        exit_codes=EXIT_CODES,
+    )
+    ap.add_argument(
+        "--images",
+        type=int_at_least(10),
+        default=300,
+        help="JPEGs for the build benchmark, at least 10 (default 300)",
+    )
+    ap.add_argument(
+        "--store-images",
+        type=int_at_least(128),
+        default=1024,
+        help="images in the loader store, at least one batch of 128 (default 1024)",
+    )
+    ap.add_argument(
+        "--epochs", type=positive_int, default=3, help="loader epochs to time (default 3)"
+    )
+    ap.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the results to this JSON file (default: printed only)",
+    )
+    ap.add_argument(
+        "--quiet", action="store_true", help="no progress bars (default: progress bars on stderr)"
+    )
     return ap
 
 
@@ -132,13 +156,16 @@ def main(argv=None):
     results = {"cpus": cpus}
     with tempfile.TemporaryDirectory(prefix="refnet-data-bench-") as tmp:
         results["build_images_per_s_1_worker"] = bench_build(tmp, args.images, 1, progress)
-        results["build_images_per_s_0_workers_in_process"] = \
-            bench_build(tmp, args.images, 0, progress)
-        results[f"build_images_per_s_{cpus}_workers"] = bench_build(tmp, args.images, cpus,
-                                                                    progress)
+        results["build_images_per_s_0_workers_in_process"] = bench_build(
+            tmp, args.images, 0, progress
+        )
+        results[f"build_images_per_s_{cpus}_workers"] = bench_build(
+            tmp, args.images, cpus, progress
+        )
         for workers in (0, 2):
             results[f"loader_batches_per_s_b128_s256_{workers}_threads"] = bench_loader(
-                tmp, args.store_images, 128, workers, args.epochs, progress)
+                tmp, args.store_images, 128, workers, args.epochs, progress
+            )
     train, ten = bench_augment()
     results["train_views_s_per_batch_128x227_numpy"] = train
     results["ten_views_s_per_batch_128x227_numpy"] = ten

@@ -26,13 +26,19 @@ import sys
 from refnet.data.cli import interrupts_held
 
 REEXEC_FLAG = "REFNET_BENCH_REEXEC"
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "17179869184",
-              "MALLOC_ARENA_MAX": "1"}
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "4294967296",
+    "MALLOC_TRIM_THRESHOLD_": "17179869184",
+    "MALLOC_ARENA_MAX": "1",
+}
 # --process: the malloc settings of both sides. "tuned" (default): all three, what
 # refnet.cpu.tune_malloc does; "plain": none, a process as a notebook or a script has it;
 # "thresholds": the two thresholds without the arena setting, a common tuning recipe.
-PROCESSES = {"tuned": MALLOC_ENV, "plain": {},
-             "thresholds": {k: v for k, v in MALLOC_ENV.items() if k != "MALLOC_ARENA_MAX"}}
+PROCESSES = {
+    "tuned": MALLOC_ENV,
+    "plain": {},
+    "thresholds": {k: v for k, v in MALLOC_ENV.items() if k != "MALLOC_ARENA_MAX"},
+}
 OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REPORTED = (*OPENBLAS_OVERRIDES, *MALLOC_ENV, "OPENBLAS_THREAD_TIMEOUT")
 
@@ -61,10 +67,14 @@ def reexec_if_needed(argv, keep_env, process="tuned"):
     unset = ", ".join(changed) or "OPENBLAS_CORETYPE/L2_SIZE (not set)"
     # Ctrl-C is held back (SIGINT blocked) across the exec, which keeps the signal mask
     # and pending signals, until the new process's data.cli.run_command handles it.
-    with interrupts_held():                 # left only when the exec fails
-        print(f"bench: re-executing with {unset} unset and the {process!r} process "
-              f"settings ({', '.join(PROCESSES[process]) or 'no malloc setting'}, both "
-              "sides)", file=sys.stderr, flush=True)
+    with interrupts_held():  # left only when the exec fails
+        print(
+            f"bench: re-executing with {unset} unset and the {process!r} process "
+            f"settings ({', '.join(PROCESSES[process]) or 'no malloc setting'}, both "
+            "sides)",
+            file=sys.stderr,
+            flush=True,
+        )
         os.execve(sys.executable, [sys.executable, "-m", "refnet.bench", *argv], env)
 
 
@@ -80,9 +90,14 @@ def blas_info():
         from threadpoolctl import threadpool_info
     except ImportError:
         return []
-    return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
-                                    "filepath")}
-            for d in threadpool_info() if d.get("user_api") == "blas"]
+    return [
+        {
+            k: d.get(k)
+            for k in ("internal_api", "version", "architecture", "num_threads", "filepath")
+        }
+        for d in threadpool_info()
+        if d.get("user_api") == "blas"
+    ]
 
 
 def blas_threads():

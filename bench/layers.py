@@ -19,6 +19,7 @@ The backward callables use the layer's own output as the upstream gradient: they
 the work, not a meaningful gradient.
 """
 
+import functools
 import statistics
 import types
 
@@ -30,7 +31,7 @@ from refnet.layers import conv_blocks, softmax
 from refnet.layers.layout import along, channel_axis, transpose
 from refnet.nodes import bench_kind
 
-MAP_KINDS = ("conv", "relu", "lrn", "pool")   # layers that see the net's map layout
+MAP_KINDS = ("conv", "relu", "lrn", "pool")  # layers that see the net's map layout
 
 
 def layer_cases(net, batch):
@@ -53,8 +54,10 @@ def _weights(xp, p, rng, dtype):
     """(w, b) of a case with weights (``p["w"]`` their shape), else ()."""
     if "w" not in p:
         return ()
-    return (xp.asarray(rng.standard_normal(p["w"]).astype(dtype) * 0.01),
-            xp.zeros(p["w"][0], dtype=dtype))
+    return (
+        xp.asarray(rng.standard_normal(p["w"]).astype(dtype) * 0.01),
+        xp.zeros(p["w"][0], dtype=dtype),
+    )
 
 
 def refnet_layer(xp, kind, x, p, rng, layout="NCHW"):
@@ -65,7 +68,7 @@ def refnet_layer(xp, kind, x, p, rng, layout="NCHW"):
     dtype = x.dtype
     if kind == "softmax":
         labels = rng.integers(0, x.shape[1], x.shape[0])
-        fwd = lambda: softmax.forward(x, labels)   # noqa: E731
+        fwd = lambda: softmax.forward(x, labels)  # noqa: E731
         return fwd, (lambda out: softmax.backward(xp.asarray(1.0, dtype=dtype), out[1]))
     w, b = _weights(xp, p, rng, dtype) or (None, None)
     return bench_kind(kind).bench_pair(xp, x, w, b, p, layout)
@@ -75,6 +78,7 @@ def torch_layer(torch, kind, x_np, p, rng, device):
     """(forward, backward) callables for PyTorch's version of one layer (the grouped
     single-device layer, NCHW) on ``device``; backward takes forward's output."""
     from refnet.verify.twins import lrn_torch
+
     F = torch.nn.functional
     x = torch.from_numpy(x_np).to(device).requires_grad_(True)
     weights = ()
@@ -89,12 +93,13 @@ def torch_layer(torch, kind, x_np, p, rng, device):
     else:
         ops = types.SimpleNamespace(F=F, lrn=lrn_torch)
         node = bench_kind(kind)
-        args = inputs + (None,) * (3 - len(inputs))          # (x, w, b), None without weights
+        args = inputs + (None,) * (3 - len(inputs))  # (x, w, b), None without weights
         op = lambda: node.bench_torch(ops, *args, p)  # noqa: E731
 
     def backward(y):
         # The layer's own output as upstream gradient, as on our side (no extra work).
         torch.autograd.grad(y, inputs, grad_outputs=y.detach())
+
     return op, backward
 
 
@@ -115,8 +120,7 @@ def _shares_conv1(net, name, p):
     """Whether the network runs this case as its shared conv1 (``refnet.network.Conv``:
     every column on one device, im2col + GEMM)."""
     P = net.placement
-    return (name == "conv1" and p["algo"] == "gemm" and net.columns > 1
-            and len(set(P.devices)) == 1)
+    return name == "conv1" and p["algo"] == "gemm" and net.columns > 1 and len(set(P.devices)) == 1
 
 
 def shared_conv1(net, x, p, rng, layout):
@@ -130,8 +134,9 @@ def shared_conv1(net, x, p, rng, layout):
     k = p["w"][0] // G
 
     def forward():
-        y, cache, runs = conv_blocks.forward_parts(x, w, b, stride=p["stride"], pad=p["pad"],
-                                                   layout=layout, parts=G)
+        y, cache, runs = conv_blocks.forward_parts(
+            x, w, b, stride=p["stride"], pad=p["pad"], layout=layout, parts=G
+        )
         P.each(lambda c, run: run(), runs)
         return [y[along(axis, slice(c * k, (c + 1) * k))] for c in range(G)], cache
 
@@ -139,12 +144,13 @@ def shared_conv1(net, x, p, rng, layout):
         ys, cache = out
         partials = P.each(lambda c, run: run(), conv_blocks.backward_parts(ys, cache, parts=G))
         return conv_blocks.gradients(ys, partials, cache)
+
     return forward, backward
 
 
 def _each_in_turn(fn, *per_column):
     """``Placement.each``'s contract, run one after the other on the calling thread."""
-    return [fn(c, *args) for c, args in enumerate(zip(*per_column))]
+    return [fn(c, *args) for c, args in enumerate(zip(*per_column, strict=True))]
 
 
 def time_layers(ours, theirs, batch, repeats, warmup, form="network", pause=SETTLE_S):
@@ -172,18 +178,25 @@ def time_layers(ours, theirs, batch, repeats, warmup, form="network", pause=SETT
             xc = rng.standard_normal(col_shape).astype(dtype)
             with net.placement.device(c):
                 xc = xp.asarray(transpose(xc, "NCHW", layout))
-                per_column.append(refnet_layer(xp, kind, xc, q, numpy.random.default_rng(4),
-                                               layout))
+                per_column.append(
+                    refnet_layer(xp, kind, xc, q, numpy.random.default_rng(4), layout)
+                )
         each = net.placement.each if form == "network" else _each_in_turn
-        f = lambda: each(lambda c, fb: fb[0](), per_column)                 # noqa: E731
-        b = lambda outs: each(lambda c, fb, out: fb[1](out), per_column, outs)  # noqa: E731
+        f = functools.partial(each, lambda c, fb: fb[0](), per_column)
+        b = functools.partial(each, lambda c, fb, out: fb[1](out), per_column)
         if form == "network" and _shares_conv1(net, name, p):
-            f, b = shared_conv1(net, xp.asarray(transpose(x_np, "NCHW", layout)), p,
-                                numpy.random.default_rng(4), layout)
+            f, b = shared_conv1(
+                net,
+                xp.asarray(transpose(x_np, "NCHW", layout)),
+                p,
+                numpy.random.default_rng(4),
+                layout,
+            )
         sides = [("refnet", f, b, ours.sync)]
         if theirs is not None:
-            tf, tb = torch_layer(theirs.torch, kind, x_np, p, numpy.random.default_rng(4),
-                                 theirs.device)
+            tf, tb = torch_layer(
+                theirs.torch, kind, x_np, p, numpy.random.default_rng(4), theirs.device
+            )
             sides.append(("torch", tf, tb, theirs.sync))
         samples = {f"{s}_{part}": [] for s, *_ in sides for part in ("forward", "backward")}
         for rep in range(warmup + repeats):
@@ -192,7 +205,7 @@ def time_layers(ours, theirs, batch, repeats, warmup, form="network", pause=SETT
                 tf_ = timed(fwd, sync)
                 out = fwd()
                 settle(pause)
-                tb_ = timed(lambda: bwd(out), sync)
+                tb_ = timed(functools.partial(bwd, out), sync)
                 if rep >= warmup:
                     samples[f"{side}_forward"].append(tf_)
                     samples[f"{side}_backward"].append(tb_)

@@ -22,9 +22,26 @@ SIDES = ("refnet", "torch")
 def peak_memory(args, side):
     """The probe's JSON result for ``side`` ("refnet" or "torch") under the bench's
     parsed ``args``, or None if the probe process failed."""
-    cmd = [sys.executable, "-m", "refnet.bench", "--memory-probe", side, "--arch", args.arch,
-           "--batch", str(args.batch), "--dtype", args.dtype, "--device", args.device,
-           "--conv-cache", args.conv_cache, "--conv-algo", args.conv_algo, "--keep-env"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "refnet.bench",
+        "--memory-probe",
+        side,
+        "--arch",
+        args.arch,
+        "--batch",
+        str(args.batch),
+        "--dtype",
+        args.dtype,
+        "--device",
+        args.device,
+        "--conv-cache",
+        args.conv_cache,
+        "--conv-algo",
+        args.conv_algo,
+        "--keep-env",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
     if out.returncode != 0:
         return None
@@ -48,6 +65,7 @@ def reset_peak_rss():
     resident set (Linux: ``malloc_trim`` and /proc/self/clear_refs); False if impossible."""
     import ctypes
     import gc
+
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -67,10 +85,13 @@ def run_probe(side, options, batch):
     if side == "torch":
         torch = load_torch()
         torch.set_num_threads(blas_threads())
-        measured = TorchSide(torch, measured)     # the refnet side is freed here
+        measured = TorchSide(torch, measured)  # the refnet side is freed here
     reset = reset_peak_rss()
     before = peak_rss()
     for _ in range(2):
         measured.step()
-    print(json.dumps({"peak_rss_bytes": peak_rss(), "rss_before_steps_bytes": before,
-                      "peak_reset": reset}))
+    print(
+        json.dumps(
+            {"peak_rss_bytes": peak_rss(), "rss_before_steps_bytes": before, "peak_reset": reset}
+        )
+    )

@@ -9,48 +9,62 @@ with layers_as, memory ({side: probe result}) and gpu.
 """
 
 
-
 def report(r):
     """The results ``r`` as lines of text: the set-up, then each measured part."""
-    lines = [f"bench: {r['arch']} batch {r['batch']} {r['dtype']} on {r['device']}"
-             f" (conv_cache={r['conv_cache']}, conv_algo={r.get('conv_algo', 'gemm')})"
-             + (f" ({r['gpu']})" if r.get("gpu") else ""),
-             "BLAS: " + "; ".join(f"{b['internal_api']} {b['version']} kernel "
-                                   f"{b['architecture']} threads {b['num_threads']}"
-                                   for b in r["blas"]) + f"; torch {r['torch']}",
-             f"process settings: {r.get('process', 'tuned')}; env: {r['env']}; "
-             f"settle {1000 * r.get('settle_s', 0):.0f} ms before each timed run",
-             f"GEMM peak ({r['dtype']}, 2048^3): {r['gemm_peak_gflops']:.0f} GFLOP/s"]
+    lines = [
+        f"bench: {r['arch']} batch {r['batch']} {r['dtype']} on {r['device']}"
+        f" (conv_cache={r['conv_cache']}, conv_algo={r.get('conv_algo', 'gemm')})"
+        + (f" ({r['gpu']})" if r.get("gpu") else ""),
+        "BLAS: "
+        + "; ".join(
+            f"{b['internal_api']} {b['version']} kernel "
+            f"{b['architecture']} threads {b['num_threads']}"
+            for b in r["blas"]
+        )
+        + f"; torch {r['torch']}",
+        f"process settings: {r.get('process', 'tuned')}; env: {r['env']}; "
+        f"settle {1000 * r.get('settle_s', 0):.0f} ms before each timed run",
+        f"GEMM peak ({r['dtype']}, 2048^3): {r['gemm_peak_gflops']:.0f} GFLOP/s",
+    ]
     for part in ("step", "forward"):
         if part not in r:
             continue
         for side in ("refnet", "torch"):
             if side in r[part]:
                 s = r[part][side]
-                lines.append(f"{part:8s} {side:7s} median {s['median_s']:.3f} s "
-                             f"[{s['min_s']:.3f}, {s['max_s']:.3f}]  "
-                             f"{s['images_per_s']:7.1f} img/s  {s['gflops']:6.0f} GFLOP/s "
-                             f"({100 * s['fraction_of_gemm_peak']:.0f}% of GEMM peak)")
+                lines.append(
+                    f"{part:8s} {side:7s} median {s['median_s']:.3f} s "
+                    f"[{s['min_s']:.3f}, {s['max_s']:.3f}]  "
+                    f"{s['images_per_s']:7.1f} img/s  {s['gflops']:6.0f} GFLOP/s "
+                    f"({100 * s['fraction_of_gemm_peak']:.0f}% of GEMM peak)"
+                )
         if "speedup_vs_torch" in r[part]:
-            lines.append(f"{part:8s} refnet speed / PyTorch speed = "
-                         f"{r[part]['speedup_vs_torch']:.2f}x")
+            lines.append(
+                f"{part:8s} refnet speed / PyTorch speed = {r[part]['speedup_vs_torch']:.2f}x"
+            )
     if "layers" in r:
-        ours_as = ("as the network runs it (each column's share on its core, concurrently)"
-                   if r.get("layers_as", "network") == "network" else
-                   "as one grouped call on the BLAS threads")
+        ours_as = (
+            "as the network runs it (each column's share on its core, concurrently)"
+            if r.get("layers_as", "network") == "network"
+            else "as one grouped call on the BLAS threads"
+        )
         lines.append(f"per layer: ours {ours_as}, PyTorch's grouped layer on its threads")
-        lines.append(f"{'layer':8s} {'ours fwd':>9s} {'ours bwd':>9s} {'share':>6s} "
-                     f"{'torch fwd':>9s} {'torch bwd':>9s} {'torch/ours (fwd+bwd)':>21s}   "
-                     "(ms; share: of the sum of our layers)")
+        lines.append(
+            f"{'layer':8s} {'ours fwd':>9s} {'ours bwd':>9s} {'share':>6s} "
+            f"{'torch fwd':>9s} {'torch bwd':>9s} {'torch/ours (fwd+bwd)':>21s}   "
+            "(ms; share: of the sum of our layers)"
+        )
         total = sum(row["refnet_forward"] + row["refnet_backward"] for row in r["layers"])
         for row in r["layers"]:
             ours = row["refnet_forward"] + row["refnet_backward"]
             t = [row.get("torch_forward"), row.get("torch_backward")]
             ratio = f"{(t[0] + t[1]) / ours:21.2f}" if t[0] is not None else ""
             tf = "".join(f" {1e3 * v:9.1f}" if v is not None else " " * 10 for v in t)
-            lines.append(f"{row['layer']:8s} {1e3 * row['refnet_forward']:9.1f} "
-                         f"{1e3 * row['refnet_backward']:9.1f} {100 * ours / total:5.1f}%"
-                         f"{tf} {ratio}")
+            lines.append(
+                f"{row['layer']:8s} {1e3 * row['refnet_forward']:9.1f} "
+                f"{1e3 * row['refnet_backward']:9.1f} {100 * ours / total:5.1f}%"
+                f"{tf} {ratio}"
+            )
     if "memory" in r:
         for side, m in r["memory"].items():
             if m:

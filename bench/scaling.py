@@ -30,10 +30,10 @@ import sys
 
 from refnet.data.cli import Parser, positive_int, run_command
 
-PARAMS = 60_965_224                     # alexnet (refnet.summary)
-FC_PARAMS = 58_631_144                  # fc6, fc7, fc8
-BYTES = 4                               # float32 gradients
-CONV_BACKWARD_SHARE = 2 * 0.919 / 3     # convs' share of FLOPs (refnet.summary), bwd = 2 fwd
+PARAMS = 60_965_224  # alexnet (refnet.summary)
+FC_PARAMS = 58_631_144  # fc6, fc7, fc8
+BYTES = 4  # float32 gradients
+CONV_BACKWARD_SHARE = 2 * 0.919 / 3  # convs' share of FLOPs (refnet.summary), bwd = 2 fwd
 
 # Links, one direction, in bytes/s, with their public sources:
 LINKS = {
@@ -79,9 +79,15 @@ def step(p, images_per_s, per_gpu_batch=128, overlap=False):
         conv = ring_time(p, (PARAMS - FC_PARAMS) * BYTES, link)
         exposed = max(0.0, fc - CONV_BACKWARD_SHARE * compute) + conv
     total = compute + exposed
-    return {"gpus": p, "link": link, "compute_s": compute, "exposed_s": exposed,
-            "step_s": total, "images_per_s": p * per_gpu_batch / total,
-            "efficiency": compute / total}
+    return {
+        "gpus": p,
+        "link": link,
+        "compute_s": compute,
+        "exposed_s": exposed,
+        "step_s": total,
+        "images_per_s": p * per_gpu_batch / total,
+        "efficiency": compute / total,
+    }
 
 
 def table(gpus, images_per_s, per_gpu_batch):
@@ -93,15 +99,24 @@ def table(gpus, images_per_s, per_gpu_batch):
 
 
 def build_parser():
-    p = Parser(prog="python -m refnet.bench.scaling", description=__doc__.split("\n")[0],
-               exit_codes={0: "printed", 2: "a bad option value"})
-    p.add_argument("--gpus", default="2,8,64,256",
-                   help="comma-separated GPU counts (default 2,8,64,256)")
-    p.add_argument("--images-per-s", type=float, default=3000.0,
-                   help="one GPU's training throughput at the per-GPU batch (default "
-                        "3000: an assumption; replace it with a measured step)")
-    p.add_argument("--batch", type=positive_int, default=128,
-                   help="images per GPU per step (default 128)")
+    p = Parser(
+        prog="python -m refnet.bench.scaling",
+        description=__doc__.split("\n")[0],
+        exit_codes={0: "printed", 2: "a bad option value"},
+    )
+    p.add_argument(
+        "--gpus", default="2,8,64,256", help="comma-separated GPU counts (default 2,8,64,256)"
+    )
+    p.add_argument(
+        "--images-per-s",
+        type=float,
+        default=3000.0,
+        help="one GPU's training throughput at the per-GPU batch (default "
+        "3000: an assumption; replace it with a measured step)",
+    )
+    p.add_argument(
+        "--batch", type=positive_int, default=128, help="images per GPU per step (default 128)"
+    )
     p.add_argument("--plot", metavar="PATH", help="also draw efficiency vs GPUs to PATH")
     return p
 
@@ -113,46 +128,70 @@ def main(argv=None):
         if any(g < 1 for g in gpus):
             raise ValueError
     except ValueError:
-        print(f"refnet.bench.scaling: error: --gpus must be positive integers, got {args.gpus!r}",
-              file=sys.stderr)
+        print(
+            f"refnet.bench.scaling: error: --gpus must be positive integers, got {args.gpus!r}",
+            file=sys.stderr,
+        )
         return 2
     if not args.images_per_s > 0:
-        print(f"refnet.bench.scaling: error: --images-per-s must be > 0, got {args.images_per_s}",
-              file=sys.stderr)
+        print(
+            f"refnet.bench.scaling: error: --images-per-s must be > 0, got {args.images_per_s}",
+            file=sys.stderr,
+        )
         return 2
     rows = table(gpus, args.images_per_s, args.batch)
-    print(f"AlexNet data parallel, ring allreduce of {PARAMS * BYTES / 1e6:.0f} MB per step, "
-          f"{args.batch} images per GPU at {args.images_per_s:.0f} images/s each "
-          f"(compute {args.batch / args.images_per_s * 1e3:.1f} ms per step); the paper: "
-          f"{PAPER_IMAGES_PER_S:.0f} images/s on 2 GTX 580")
-    print("| GPUs | ring's slowest link | allreduce after backward: exposed ms, images/s, "
-          "efficiency | overlapped with backward: exposed ms, images/s, efficiency | "
-          "x paper |")
+    print(
+        f"AlexNet data parallel, ring allreduce of {PARAMS * BYTES / 1e6:.0f} MB per step, "
+        f"{args.batch} images per GPU at {args.images_per_s:.0f} images/s each "
+        f"(compute {args.batch / args.images_per_s * 1e3:.1f} ms per step); the paper: "
+        f"{PAPER_IMAGES_PER_S:.0f} images/s on 2 GTX 580"
+    )
+    print(
+        "| GPUs | ring's slowest link | allreduce after backward: exposed ms, images/s, "
+        "efficiency | overlapped with backward: exposed ms, images/s, efficiency | "
+        "x paper |"
+    )
     print("|---|---|---|---|---|")
     for p, plain, hidden in rows:
-        print(f"| {p} | {plain['link']} | {plain['exposed_s'] * 1e3:.1f}, "
-              f"{plain['images_per_s']:,.0f}, {100 * plain['efficiency']:.0f}% | "
-              f"{hidden['exposed_s'] * 1e3:.1f}, {hidden['images_per_s']:,.0f}, "
-              f"{100 * hidden['efficiency']:.0f}% | "
-              f"{hidden['images_per_s'] / PAPER_IMAGES_PER_S:,.0f} |")
+        print(
+            f"| {p} | {plain['link']} | {plain['exposed_s'] * 1e3:.1f}, "
+            f"{plain['images_per_s']:,.0f}, {100 * plain['efficiency']:.0f}% | "
+            f"{hidden['exposed_s'] * 1e3:.1f}, {hidden['images_per_s']:,.0f}, "
+            f"{100 * hidden['efficiency']:.0f}% | "
+            f"{hidden['images_per_s'] / PAPER_IMAGES_PER_S:,.0f} |"
+        )
     if args.plot:
         plot(args, rows)
     return 0
 
 
 def plot(args, rows):
-    from refnet.plots import save_figure
     import matplotlib
+
+    from refnet.plots import save_figure
+
     matplotlib.use("Agg")
     from matplotlib import pyplot
+
     fig, ax = pyplot.subplots(figsize=(6, 3.6))
     for speed, style in ((1000.0, ":"), (args.images_per_s, "-"), (10000.0, "--")):
-        r = table(sorted(set([1, 2, 4, 8, 16, 32, 64, 128, 256] + [p for p, _, _ in rows])),
-                  speed, args.batch)
-        ax.plot([p for p, _, _ in r], [100 * a["efficiency"] for _, a, _ in r], "C0" + style,
-                label=f"after backward, {speed:.0f} img/s/GPU")
-        ax.plot([p for p, _, _ in r], [100 * b["efficiency"] for _, _, b in r], "C1" + style,
-                label=f"overlapped, {speed:.0f} img/s/GPU")
+        r = table(
+            sorted(set([1, 2, 4, 8, 16, 32, 64, 128, 256] + [p for p, _, _ in rows])),
+            speed,
+            args.batch,
+        )
+        ax.plot(
+            [p for p, _, _ in r],
+            [100 * a["efficiency"] for _, a, _ in r],
+            "C0" + style,
+            label=f"after backward, {speed:.0f} img/s/GPU",
+        )
+        ax.plot(
+            [p for p, _, _ in r],
+            [100 * b["efficiency"] for _, _, b in r],
+            "C1" + style,
+            label=f"overlapped, {speed:.0f} img/s/GPU",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("GPUs (8 per node: NVLink inside, InfiniBand NDR between)")
     ax.set_ylabel("scaling efficiency (%)")

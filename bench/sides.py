@@ -11,8 +11,8 @@ torch is imported lazily (``load_torch``), so the bench runs without it.
 
 import numpy
 
-from refnet.layers import backend
 from refnet import SGD, build_network
+from refnet.layers import backend
 
 
 def load_torch():
@@ -44,8 +44,7 @@ class RefnetSide:
         self.rng = numpy.random.default_rng(seed + 1)
 
     def step(self):
-        _, grads = self.net.loss_and_grad_columns(self.x, self.labels, train=True,
-                                                  rng=self.rng)
+        _, grads = self.net.loss_and_grad_columns(self.x, self.labels, train=True, rng=self.rng)
         self.opt.step(grads)
 
     def forward(self):
@@ -64,21 +63,26 @@ class TorchSide:
 
     def __init__(self, torch, refnet_side):
         from refnet.verify.network import twin_of
+
         net = refnet_side.net
         opts = net.options
         self.torch = torch
         self.device = device = torch_device(opts)
         self.model = twin_of(opts, net.state_dict()).to(device)
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=1e-4, momentum=0.9,
-                                   weight_decay=5e-4)
+        self.opt = torch.optim.SGD(
+            self.model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4
+        )
         x = backend.asnumpy(refnet_side.x)
         self.x = torch.from_numpy(x).to(device)
         self.labels = torch.from_numpy(numpy.asarray(refnet_side.labels)).to(device)
         n = x.shape[0]
         rng = numpy.random.default_rng(2)
-        self.masks = {name: torch.from_numpy(rng.random((n, net.shapes[f"{name}.bias"][0]))
-                                             >= opts.dropout).to(device)
-                      for name in ("fc6", "fc7")}
+        self.masks = {
+            name: torch.from_numpy(
+                rng.random((n, net.shapes[f"{name}.bias"][0])) >= opts.dropout
+            ).to(device)
+            for name in ("fc6", "fc7")
+        }
 
     def step(self):
         torch = self.torch
@@ -94,4 +98,3 @@ class TorchSide:
     def sync(self):
         if self.device != "cpu":
             self.torch.cuda.synchronize()
-

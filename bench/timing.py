@@ -31,8 +31,12 @@ def timed(fn, sync):
 
 def summary(times):
     """{median_s, min_s, max_s, runs} of a list of seconds."""
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "runs": len(times)}
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "max_s": max(times),
+        "runs": len(times),
+    }
 
 
 SETTLE_S = 0.02
@@ -73,4 +77,4 @@ def gemm_peak(xp, dtype, sync, n=2048, repeats=10):
     b = xp.asarray(rng.standard_normal((n, n)).astype(dtype))
     xp.matmul(a, b)
     times = [timed(lambda: xp.matmul(a, b), sync) for _ in range(repeats)]
-    return 2 * n ** 3 / min(times) / 1e9
+    return 2 * n**3 / min(times) / 1e9

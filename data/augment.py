@@ -54,10 +54,11 @@ from refnet.layers.backend import as_dtype, get_array_module
 
 class Augmentation(NamedTuple):
     """Host-side random parameters of one batch (all NumPy arrays)."""
-    offsets_y: numpy.ndarray    # (N,) int64, top row of the crop
-    offsets_x: numpy.ndarray    # (N,) int64, left column of the crop
-    flips: numpy.ndarray        # (N,) bool, mirror horizontally
-    alphas: numpy.ndarray       # (N, 3) float64, lighting coefficients
+
+    offsets_y: numpy.ndarray  # (N,) int64, top row of the crop
+    offsets_x: numpy.ndarray  # (N,) int64, left column of the crop
+    flips: numpy.ndarray  # (N,) bool, mirror horizontally
+    alphas: numpy.ndarray  # (N, 3) float64, lighting coefficients
 
 
 def draw(rng, n, stored_size, crop, *, lighting_std=0.1):
@@ -82,17 +83,17 @@ def lighting_shift(alphas, eigval, eigvec):
     alphas = numpy.asarray(alphas, dtype=numpy.float64)
     eigval = numpy.asarray(eigval, dtype=numpy.float64)
     eigvec = numpy.asarray(eigvec, dtype=numpy.float64)
-    if alphas.ndim != 2 or alphas.shape[1] != 3 or eigval.shape != (3,) \
-            or eigvec.shape != (3, 3):
-        raise ValueError(f"lighting_shift: expected alphas (N, 3), eigval (3,), eigvec (3, 3); "
-                         f"got {alphas.shape}, {eigval.shape}, {eigvec.shape}")
+    if alphas.ndim != 2 or alphas.shape[1] != 3 or eigval.shape != (3,) or eigvec.shape != (3, 3):
+        raise ValueError(
+            f"lighting_shift: expected alphas (N, 3), eigval (3,), eigvec (3, 3); "
+            f"got {alphas.shape}, {eigval.shape}, {eigvec.shape}"
+        )
     if (eigval < 0).any():
         raise ValueError(f"lighting_shift: eigenvalues must be >= 0, got {eigval}")
-    return (alphas * numpy.sqrt(eigval)) @ eigvec.T     # (N, 3)
+    return (alphas * numpy.sqrt(eigval)) @ eigvec.T  # (N, 3)
 
 
-def train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None,
-                dtype="float32"):
+def train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None, dtype="float32"):
     """Random crops, flips, mean subtraction and PCA lighting: (N, 3, Cr, Cr) on xp.
 
     ``eigval``/``eigvec`` None: no lighting. ``mean_image`` None: no mean subtraction.
@@ -105,16 +106,33 @@ def train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None,
         if eigval is None or eigvec is None:
             raise ValueError("train_views: give both eigval and eigvec, or neither")
         shift = lighting_shift(aug.alphas, eigval, eigvec)
-    return crop_windows(images, aug.offsets_y, aug.offsets_x, aug.flips, mean_image, crop,
-                        shift=shift, scale=scale, dtype=dtype)
+    return crop_windows(
+        images,
+        aug.offsets_y,
+        aug.offsets_x,
+        aug.flips,
+        mean_image,
+        crop,
+        shift=shift,
+        scale=scale,
+        dtype=dtype,
+    )
 
 
 def center_view(images, mean_image, crop, *, scale=None, dtype="float32"):
     """The centre crop at ((S - Cr) // 2, (S - Cr) // 2), mean-subtracted: (N, 3, Cr, Cr)."""
     n = _check_images("center_view", images, mean_image, crop)
     o = (images.shape[1] - crop) // 2
-    return crop_windows(images, numpy.full(n, o), numpy.full(n, o), numpy.zeros(n, bool),
-                        mean_image, crop, scale=scale, dtype=dtype)
+    return crop_windows(
+        images,
+        numpy.full(n, o),
+        numpy.full(n, o),
+        numpy.zeros(n, bool),
+        mean_image,
+        crop,
+        scale=scale,
+        dtype=dtype,
+    )
 
 
 def ten_views(images, mean_image, crop, *, scale=None, dtype="float32"):
@@ -123,8 +141,17 @@ def ten_views(images, mean_image, crop, *, scale=None, dtype="float32"):
     xp = get_array_module(images)
     out = xp.empty((10, n, 3, crop, crop), dtype=as_dtype(dtype))
     for v, (oy, ox, flip) in enumerate(ten_crop_offsets(images.shape[1], crop)):
-        crop_windows(images, numpy.full(n, oy), numpy.full(n, ox), numpy.full(n, flip),
-                     mean_image, crop, scale=scale, dtype=dtype, out=out[v])
+        crop_windows(
+            images,
+            numpy.full(n, oy),
+            numpy.full(n, ox),
+            numpy.full(n, flip),
+            mean_image,
+            crop,
+            scale=scale,
+            dtype=dtype,
+            out=out[v],
+        )
     return out
 
 
@@ -136,8 +163,19 @@ def ten_crop_offsets(stored_size, crop):
     return [(y, x, False) for y, x in base] + [(y, x, True) for y, x in base]
 
 
-def crop_windows(images, offsets_y, offsets_x, flips, mean_image, crop, *, shift=None,
-                 scale=None, dtype="float32", out=None):
+def crop_windows(
+    images,
+    offsets_y,
+    offsets_x,
+    flips,
+    mean_image,
+    crop,
+    *,
+    shift=None,
+    scale=None,
+    dtype="float32",
+    out=None,
+):
     """The general view (formula in the module doc); offsets, flips and shift are host arrays.
 
     images (N, S, S, 3) uint8 on xp -> (N, 3, Cr, Cr) ``dtype`` on xp (written into
@@ -155,17 +193,23 @@ def crop_windows(images, offsets_y, offsets_x, flips, mean_image, crop, *, shift
     if n and (oy.min() < 0 or ox.min() < 0 or oy.max() > s - crop or ox.max() > s - crop):
         raise ValueError(f"crop_windows: offsets outside [0, {s - crop}] for crop {crop} of {s}")
     if out is not None and (tuple(out.shape) != (n, 3, crop, crop) or out.dtype != dt):
-        raise ValueError(f"crop_windows: out must be ({n}, 3, {crop}, {crop}) {dt}, "
-                         f"got {tuple(out.shape)} {out.dtype}")
+        raise ValueError(
+            f"crop_windows: out must be ({n}, 3, {crop}, {crop}) {dt}, "
+            f"got {tuple(out.shape)} {out.dtype}"
+        )
     mean = None if mean_image is None else xp.asarray(mean_image).astype(dt, copy=False)
-    shift_x = None if shift is None else xp.asarray(numpy.asarray(shift, numpy.float64)
-                                                    .reshape(n, 3).astype(dt))
+    shift_x = (
+        None
+        if shift is None
+        else xp.asarray(numpy.asarray(shift, numpy.float64).reshape(n, 3).astype(dt))
+    )
     scale_x = None if scale is None else _scale_array(scale, dt, xp)
     if xp is numpy:
         return _windows_by_loop(images, oy, ox, flips, mean, crop, shift_x, scale_x, dt, out)
     if n and (oy == oy[0]).all() and (ox == ox[0]).all() and (flips == flips[0]).all():
-        x = _same_window(images, int(oy[0]), int(ox[0]), bool(flips[0]), mean, crop,
-                         shift_x, scale_x, dt, xp)
+        x = _same_window(
+            images, int(oy[0]), int(ox[0]), bool(flips[0]), mean, crop, shift_x, scale_x, dt, xp
+        )
     else:
         x = _windows_by_gather(images, oy, ox, flips, mean, crop, shift_x, scale_x, dt, xp)
     if out is None:
@@ -175,16 +219,15 @@ def crop_windows(images, offsets_y, offsets_x, flips, mean_image, crop, *, shift
 
 
 def _same_window(images, oy, ox, flip, mean, crop, shift, scale, dt, xp):
-    cols = slice(ox + crop - 1, ox - 1 if ox > 0 else None, -1) if flip \
-        else slice(ox, ox + crop)
-    x = images[:, oy:oy + crop, cols].astype(dt)              # (N, Cr, Cr, 3)
+    cols = slice(ox + crop - 1, ox - 1 if ox > 0 else None, -1) if flip else slice(ox, ox + crop)
+    x = images[:, oy : oy + crop, cols].astype(dt)  # (N, Cr, Cr, 3)
     if mean is not None:
-        x -= mean[oy:oy + crop, cols]
+        x -= mean[oy : oy + crop, cols]
     if shift is not None:
-        x += shift[:, None, None, :]                            # (N, 1, 1, 3)
+        x += shift[:, None, None, :]  # (N, 1, 1, 3)
     if scale is not None:
         x *= scale
-    return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))        # (N, 3, Cr, Cr)
+    return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, 3, Cr, Cr)
 
 
 def _windows_by_loop(images, oy, ox, flips, mean, crop, shift, scale, dt, out=None):
@@ -193,37 +236,37 @@ def _windows_by_loop(images, oy, ox, flips, mean, crop, shift, scale, dt, out=No
         out = numpy.empty((n, 3, crop, crop), dtype=dt)
     for i in range(n):
         y0, x0 = oy[i], ox[i]
-        p = images[i, y0:y0 + crop, x0:x0 + crop]               # (Cr, Cr, 3)
-        m = None if mean is None else mean[y0:y0 + crop, x0:x0 + crop]
+        p = images[i, y0 : y0 + crop, x0 : x0 + crop]  # (Cr, Cr, 3)
+        m = None if mean is None else mean[y0 : y0 + crop, x0 : x0 + crop]
         if flips[i]:
             p = p[:, ::-1]
             m = None if m is None else m[:, ::-1]
-        o = out[i]                                              # (3, Cr, Cr) view
-        o[...] = p.transpose(2, 0, 1)                           # (3, Cr, Cr)
+        o = out[i]  # (3, Cr, Cr) view
+        o[...] = p.transpose(2, 0, 1)  # (3, Cr, Cr)
         if m is not None:
-            o -= m.transpose(2, 0, 1)                           # (3, Cr, Cr)
+            o -= m.transpose(2, 0, 1)  # (3, Cr, Cr)
         if shift is not None:
-            o += shift[i][:, None, None]                        # (3, 1, 1)
+            o += shift[i][:, None, None]  # (3, 1, 1)
         if scale is not None:
-            o *= scale[:, None, None]                           # (3, 1, 1)
+            o *= scale[:, None, None]  # (3, 1, 1)
     return out
 
 
 def _windows_by_gather(images, oy, ox, flips, mean, crop, shift, scale, dt, xp):
     n = images.shape[0]
     ar = numpy.arange(crop)
-    rows = oy[:, None] + ar                                     # (N, Cr)
+    rows = oy[:, None] + ar  # (N, Cr)
     cols = numpy.where(flips[:, None], ox[:, None] + crop - 1 - ar, ox[:, None] + ar)  # (N, Cr)
     rows, cols = xp.asarray(rows), xp.asarray(cols)
-    batch = xp.arange(n)[:, None, None]                         # (N, 1, 1)
-    x = images[batch, rows[:, :, None], cols[:, None, :]].astype(dt)   # (N, Cr, Cr, 3)
+    batch = xp.arange(n)[:, None, None]  # (N, 1, 1)
+    x = images[batch, rows[:, :, None], cols[:, None, :]].astype(dt)  # (N, Cr, Cr, 3)
     if mean is not None:
-        x -= mean[rows[:, :, None], cols[:, None, :]]           # (N, Cr, Cr, 3)
+        x -= mean[rows[:, :, None], cols[:, None, :]]  # (N, Cr, Cr, 3)
     if shift is not None:
-        x += shift[:, None, None, :]                            # (N, 1, 1, 3)
+        x += shift[:, None, None, :]  # (N, 1, 1, 3)
     if scale is not None:
         x *= scale
-    return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))        # (N, 3, Cr, Cr)
+    return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, 3, Cr, Cr)
 
 
 def _scale_array(scale, dt, xp):
@@ -248,6 +291,5 @@ def _check_images(name, images, mean_image, crop):
     s = images.shape[1]
     _check_crop(name, s, crop)
     if mean_image is not None and tuple(mean_image.shape) != (s, s, 3):
-        raise ValueError(f"{name}: mean_image must be ({s}, {s}, 3), got "
-                         f"{tuple(mean_image.shape)}")
+        raise ValueError(f"{name}: mean_image must be ({s}, {s}, 3), got {tuple(mean_image.shape)}")
     return images.shape[0]

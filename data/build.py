@@ -32,11 +32,26 @@ import sys
 import uuid
 from typing import NamedTuple
 
-from refnet.data.cli import (FAILED, Parser, UserError, exit_status, fraction, ignore_interrupts,
-                      interrupts_held, nonnegative_int, positive_int, run_command,
-                      starting_workers)
-from refnet.data.decode import (ALPHA_BACKGROUND, DEFAULT_MAX_PIXELS, RESAMPLE, BadImage,
-                         decode_image_sized)
+from refnet.data.cli import (
+    FAILED,
+    Parser,
+    UserError,
+    exit_status,
+    fraction,
+    ignore_interrupts,
+    interrupts_held,
+    nonnegative_int,
+    positive_int,
+    run_command,
+    starting_workers,
+)
+from refnet.data.decode import (
+    ALPHA_BACKGROUND,
+    DEFAULT_MAX_PIXELS,
+    RESAMPLE,
+    BadImage,
+    decode_image_sized,
+)
 from refnet.data.files import remove_stale_temporaries, write_json
 from refnet.data.pixel_stats import PixelStats, image_sums
 from refnet.data.progress import Progress
@@ -52,6 +67,7 @@ class BuildError(UserError):
 
 class NothingUsable(Exception):
     """No training image could be decoded (exit status 1)."""
+
     exit_status = FAILED
 
 
@@ -66,15 +82,25 @@ class BuildSummary(NamedTuple):
     num_classes: int
     train_count: int
     val_count: int
-    skipped: list          # [(relpath, reason)]
+    skipped: list  # [(relpath, reason)]
     report_path: str
-    empty_classes: dict    # {"train": [class], "val": [class]}: classes without an image
-    upscaled: int = 0      # images whose shorter side was below size (enlarged)
+    empty_classes: dict  # {"train": [class], "val": [class]}: classes without an image
+    upscaled: int = 0  # images whose shorter side was below size (enlarged)
     size: int = 0
 
 
-def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS,
-          jpeg_draft=True, progress=True, stream=None, val_fraction=VAL_FRACTION):
+def build(
+    src,
+    out_dir,
+    *,
+    size=256,
+    workers=None,
+    max_pixels=DEFAULT_MAX_PIXELS,
+    jpeg_draft=True,
+    progress=True,
+    stream=None,
+    val_fraction=VAL_FRACTION,
+):
     """Build OUT_DIR/train.h5 and OUT_DIR/val.h5 from ``src``; returns a ``BuildSummary``.
 
     ``workers``: decoding processes (None: one per CPU; 0: decode in this process).
@@ -96,27 +122,39 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
         raise BuildError(str(e)) from None
     _check_sources(src, sources, val_fraction)
     _check_out_dir(out_dir, len(sources.train) + len(sources.val), size)
-    settings = {"resample": RESAMPLE.name, "alpha_background": list(ALPHA_BACKGROUND),
-                "jpeg_draft": jpeg_draft, "max_pixels": max_pixels, "layout": sources.layout,
-                "crop": "shorter side to size, centre crop", "exif_transpose": True,
-                "val_fraction": val_fraction if sources.layout.endswith("-split") else None}
+    settings = {
+        "resample": RESAMPLE.name,
+        "alpha_background": list(ALPHA_BACKGROUND),
+        "jpeg_draft": jpeg_draft,
+        "max_pixels": max_pixels,
+        "layout": sources.layout,
+        "crop": "shorter side to size, centre crop",
+        "exif_transpose": True,
+        "val_fraction": val_fraction if sources.layout.endswith("-split") else None,
+    }
     build_id = uuid.uuid4().hex
     skipped = list(sources.skipped)
-    common = dict(size=size, class_names=sources.class_names, wnids=sources.wnids,
-                  build_id=build_id, settings=settings)
+    common = dict(
+        size=size,
+        class_names=sources.class_names,
+        wnids=sources.wnids,
+        build_id=build_id,
+        settings=settings,
+    )
     writers, committed = [], False
     pool = _start_pool(workers)
     try:
-        counts, empty, small = {}, {}, 0       # small: images upscaled to size
+        counts, empty, small = {}, {}, 0  # small: images upscaled to size
         for split, files in (("train", sources.train), ("val", sources.val)):
             w = _open_writer(out_dir, split, len(files), common)
             writers.append(w)
             stats = PixelStats(size) if split == "train" else None
-            bar = Progress(total=len(files), desc=f"build {split}", unit="img",
-                           enabled=progress, stream=stream)
+            bar = Progress(
+                total=len(files), desc=f"build {split}", unit="img", enabled=progress, stream=stream
+            )
             tasks = [(os.path.join(src, p), size, max_pixels, jpeg_draft) for p, _ in files]
             results = _pool_results(pool, tasks) if pool else map(_decode_task, tasks)
-            for (rel, label), res in zip(files, results):
+            for (rel, label), res in zip(files, results, strict=True):
                 if res[0] == "bad":
                     skipped.append((rel, res[1]))
                 else:
@@ -131,15 +169,22 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
             empty[split] = _empty_classes(sources, w.labels)
             if split == "train":
                 if w.count == 0:
-                    _write_report(out_dir, src, sources, {"train": 0, "val": 0}, skipped,
-                                  build_id, {"train": empty["train"], "val": []})
-                    raise NothingUsable(f"no usable training image under {src!r} "
-                                        f"({len(files)} candidate files)")
+                    _write_report(
+                        out_dir,
+                        src,
+                        sources,
+                        {"train": 0, "val": 0},
+                        skipped,
+                        build_id,
+                        {"train": empty["train"], "val": []},
+                    )
+                    raise NothingUsable(
+                        f"no usable training image under {src!r} ({len(files)} candidate files)"
+                    )
                 _guarded(w.set_stats, *stats.finish(), path=w.tmp)
             _guarded(w.finish, path=w.tmp)
-        with interrupts_held():            # the report and both stores, or none of them
-            report_path = _write_report(out_dir, src, sources, counts, skipped, build_id,
-                                        empty)
+        with interrupts_held():  # the report and both stores, or none of them
+            report_path = _write_report(out_dir, src, sources, counts, skipped, build_id, empty)
             for w in writers:
                 w.commit()
             committed = True
@@ -155,10 +200,20 @@ def build(src, out_dir, *, size=256, workers=None, max_pixels=DEFAULT_MAX_PIXELS
             if committed:
                 pool.close()
             else:
-                pool.terminate()        # workers may be mid-file: stop them now
+                pool.terminate()  # workers may be mid-file: stop them now
             pool.join()
-    return BuildSummary(out_dir, sources.layout, len(sources.class_names), counts["train"],
-                        counts["val"], skipped, report_path, empty, small, size)
+    return BuildSummary(
+        out_dir,
+        sources.layout,
+        len(sources.class_names),
+        counts["train"],
+        counts["val"],
+        skipped,
+        report_path,
+        empty,
+        small,
+        size,
+    )
 
 
 def _check_sources(src, sources, val_fraction):
@@ -166,23 +221,31 @@ def _check_sources(src, sources, val_fraction):
     n = len(sources.class_names)
     if n < 2:
         where = "in SRC" if sources.layout == "classes-split" else "in train/"
-        raise BuildError(f"SRC {src!r} has {n} class folder(s) {where} "
-                         f"({', '.join(map(repr, sources.class_names))}); a classifier "
-                         "needs at least 2: one folder of images per class, "
-                         "SRC/<class>/... or SRC/train/<class>/...")
+        raise BuildError(
+            f"SRC {src!r} has {n} class folder(s) {where} "
+            f"({', '.join(map(repr, sources.class_names))}); a classifier "
+            "needs at least 2: one folder of images per class, "
+            "SRC/<class>/... or SRC/train/<class>/..."
+        )
     if sources.val:
         return
     if val_fraction > 0:
-        raise BuildError(f"SRC {src!r}: no validation image could be held out (classes of "
-                         "one image each?); add images, or a SRC/val/<class>/... split")
+        raise BuildError(
+            f"SRC {src!r}: no validation image could be held out (classes of "
+            "one image each?); add images, or a SRC/val/<class>/... split"
+        )
     val_dir = os.path.join(src, "val")
     if not os.path.isdir(val_dir):
-        raise BuildError(f"SRC {src!r} has no val/ folder; a validation split is needed: "
-                         "put some images of each class in SRC/val/<class>/, with the "
-                         "class folder names of SRC/train/")
-    raise BuildError(f"SRC {src!r}: val/ holds no image files for the classes of train/; "
-                     "a validation split is needed: SRC/val/<class>/..., with the class "
-                     "folder names of SRC/train/")
+        raise BuildError(
+            f"SRC {src!r} has no val/ folder; a validation split is needed: "
+            "put some images of each class in SRC/val/<class>/, with the "
+            "class folder names of SRC/train/"
+        )
+    raise BuildError(
+        f"SRC {src!r}: val/ holds no image files for the classes of train/; "
+        "a validation split is needed: SRC/val/<class>/..., with the class "
+        "folder names of SRC/train/"
+    )
 
 
 def _empty_classes(sources, labels):
@@ -195,8 +258,7 @@ def _empty_classes(sources, labels):
 def _decode_task(task):
     path, size, max_pixels, jpeg_draft = task
     try:
-        image, (w, h) = decode_image_sized(path, size, max_pixels=max_pixels,
-                                           jpeg_draft=jpeg_draft)
+        image, (w, h) = decode_image_sized(path, size, max_pixels=max_pixels, jpeg_draft=jpeg_draft)
     except BadImage as e:
         return ("bad", str(e))
     except Exception as e:  # noqa: BLE001 - one odd file must never stop a build
@@ -209,7 +271,7 @@ def _pool_results(pool, tasks, chunk=4):
     """``map(_decode_task, tasks)`` in the pool, in order. Each chunk's result is waited
     for with Ctrl-C held back, so that it takes effect here, between results (within
     0.1 s), never inside the pool's own locking, where it could hang the terminate."""
-    chunks = [tasks[i:i + chunk] for i in range(0, len(tasks), chunk)]
+    chunks = [tasks[i : i + chunk] for i in range(0, len(tasks), chunk)]
     with interrupts_held():
         it = pool.imap(_decode_chunk, chunks)
     for _ in chunks:
@@ -238,9 +300,8 @@ def _start_pool(workers):
     pool = None
     try:
         with starting_workers():
-            pool = multiprocessing.get_context("spawn").Pool(workers,
-                                                             initializer=ignore_interrupts)
-    except KeyboardInterrupt:               # held while they started, raised once they had
+            pool = multiprocessing.get_context("spawn").Pool(workers, initializer=ignore_interrupts)
+    except KeyboardInterrupt:  # held while they started, raised once they had
         if pool is not None:
             pool.terminate()
             pool.join()
@@ -261,14 +322,18 @@ def _check_out_dir(out_dir, n_files, size):
             fh.write(b"x")
         os.remove(probe)
     except OSError as e:
-        raise BuildError(f"OUT_DIR {out_dir!r} is not writable ({e.strerror}); "
-                         "is it on a read-only or full disk?") from None
+        raise BuildError(
+            f"OUT_DIR {out_dir!r} is not writable ({e.strerror}); "
+            "is it on a read-only or full disk?"
+        ) from None
     remove_stale_temporaries(out_dir, names=("train.h5", "val.h5", REPORT))
     need = n_files * size * size * 3
     free = shutil.disk_usage(out_dir).free
     if need > free:
-        raise BuildError(f"OUT_DIR {out_dir!r} has {free / 1e9:.2f} GB free but the store "
-                         f"needs up to {need / 1e9:.2f} GB ({n_files} images at {size}x{size})")
+        raise BuildError(
+            f"OUT_DIR {out_dir!r} has {free / 1e9:.2f} GB free but the store "
+            f"needs up to {need / 1e9:.2f} GB ({n_files} images at {size}x{size})"
+        )
 
 
 def _open_writer(out_dir, split, capacity, common):
@@ -282,29 +347,35 @@ def _guarded(fn, *args, path):
     try:
         return fn(*args)
     except OSError as e:
-        raise BuildError(f"cannot write {path!r}: {e} (is the disk full or read-only?)") \
-            from None
+        raise BuildError(f"cannot write {path!r}: {e} (is the disk full or read-only?)") from None
 
 
 def _write_report(out_dir, src, sources, counts, skipped, build_id, empty):
     path = os.path.join(out_dir, REPORT)
-    report = {"src": os.path.abspath(src), "layout": sources.layout, "build_id": build_id,
-              "num_classes": len(sources.class_names), "train": counts["train"],
-              "val": counts["val"], "empty_classes": empty,
-              "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+    report = {
+        "src": os.path.abspath(src),
+        "layout": sources.layout,
+        "build_id": build_id,
+        "num_classes": len(sources.class_names),
+        "train": counts["train"],
+        "val": counts["val"],
+        "empty_classes": empty,
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+    }
     try:
         write_json(path, report)
     except OSError as e:
-        raise BuildError(f"cannot write {path!r}: {e.strerror} (disk full or read-only?)") \
-            from None
+        raise BuildError(f"cannot write {path!r}: {e.strerror} (disk full or read-only?)") from None
     return path
 
 
 def format_summary(summary, limit=20):
     """A few human-readable lines describing a finished build."""
-    lines = [f"built {summary.out_dir}: layout {summary.layout}, {summary.num_classes} "
-             f"classes, {summary.train_count} train + {summary.val_count} val images, "
-             f"{len(summary.skipped)} files skipped"]
+    lines = [
+        f"built {summary.out_dir}: layout {summary.layout}, {summary.num_classes} "
+        f"classes, {summary.train_count} train + {summary.val_count} val images, "
+        f"{len(summary.skipped)} files skipped"
+    ]
     reasons = {}
     for _, r in summary.skipped:
         key = r.split(":")[0]
@@ -316,49 +387,77 @@ def format_summary(summary, limit=20):
     if len(summary.skipped) > limit:
         lines.append(f"  ... {len(summary.skipped) - limit} more in {summary.report_path}")
     if summary.upscaled:
-        lines.append(f"notice: {summary.upscaled} image(s) smaller than {summary.size}x"
-                     f"{summary.size} were upscaled to it (their detail is what it was)")
+        lines.append(
+            f"notice: {summary.upscaled} image(s) smaller than {summary.size}x"
+            f"{summary.size} were upscaled to it (their detail is what it was)"
+        )
     for split, names in summary.empty_classes.items():
         if names:
             shown = ", ".join(map(repr, names[:limit]))
             more = f" and {len(names) - limit} more" if len(names) > limit else ""
-            lines.append(f"warning: {len(names)} class(es) without a usable {split} image: "
-                         f"{shown}{more} (listed in {summary.report_path})")
+            lines.append(
+                f"warning: {len(names)} class(es) without a usable {split} image: "
+                f"{shown}{more} (listed in {summary.report_path})"
+            )
     return "\n".join(lines)
 
 
-EXIT_CODES = {0: "the stores were written (even with skipped files)",
-              1: "no usable training image (build_report.json says why)",
-              2: "a bad option value, an unusable SRC (unreadable, fewer than two classes, "
-                 "no val/ split) or an OUT_DIR that cannot be written",
-              130: "interrupted (Ctrl-C); no half-written store is left"}
+EXIT_CODES = {
+    0: "the stores were written (even with skipped files)",
+    1: "no usable training image (build_report.json says why)",
+    2: "a bad option value, an unusable SRC (unreadable, fewer than two classes, "
+    "no val/ split) or an OUT_DIR that cannot be written",
+    130: "interrupted (Ctrl-C); no half-written store is left",
+}
 
 
 def build_parser():
-    ap = Parser(prog="python -m refnet.data.build", description=__doc__.split("\n")[0],
-                exit_codes=EXIT_CODES)
-    ap.add_argument("src", help="image tree: SRC/train/<class>/* and SRC/val/<class>/*, "
-                                "SRC/<class>/* (validation held out), or the official "
-                                "ILSVRC-2012 layout")
+    ap = Parser(
+        prog="python -m refnet.data.build",
+        description=__doc__.split("\n")[0],
+        exit_codes=EXIT_CODES,
+    )
+    ap.add_argument(
+        "src",
+        help="image tree: SRC/train/<class>/* and SRC/val/<class>/*, "
+        "SRC/<class>/* (validation held out), or the official "
+        "ILSVRC-2012 layout",
+    )
     ap.add_argument("out_dir", help="where train.h5, val.h5 and build_report.json go")
-    ap.add_argument("--size", type=positive_int, default=256,
-                    help="stored side S in pixels (default 256)")
-    ap.add_argument("--workers", type=nonnegative_int, default=None,
-                    help="decoding processes; 0 decodes in this process "
-                         "(default: one per CPU)")
-    ap.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
-                    help="skip images with more pixels, a decompression-bomb limit "
-                         f"(default {DEFAULT_MAX_PIXELS})")
-    ap.add_argument("--no-jpeg-draft", action="store_true",
-                    help="decode JPEGs at full resolution before resizing (default: "
-                         "large JPEGs are shrunk while decoding, to no less than 2S)")
-    ap.add_argument("--val-fraction", dest="val_fraction", type=fraction,
-                    default=VAL_FRACTION,
-                    help="share of each class held out for validation when SRC has no "
-                         "val/ split, chosen by a hash of each file's path; 0: require "
-                         f"SRC/val/ (default {VAL_FRACTION})")
-    ap.add_argument("--quiet", action="store_true",
-                    help="no progress bar (default: a progress bar on stderr)")
+    ap.add_argument(
+        "--size", type=positive_int, default=256, help="stored side S in pixels (default 256)"
+    )
+    ap.add_argument(
+        "--workers",
+        type=nonnegative_int,
+        default=None,
+        help="decoding processes; 0 decodes in this process (default: one per CPU)",
+    )
+    ap.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=DEFAULT_MAX_PIXELS,
+        help="skip images with more pixels, a decompression-bomb limit "
+        f"(default {DEFAULT_MAX_PIXELS})",
+    )
+    ap.add_argument(
+        "--no-jpeg-draft",
+        action="store_true",
+        help="decode JPEGs at full resolution before resizing (default: "
+        "large JPEGs are shrunk while decoding, to no less than 2S)",
+    )
+    ap.add_argument(
+        "--val-fraction",
+        dest="val_fraction",
+        type=fraction,
+        default=VAL_FRACTION,
+        help="share of each class held out for validation when SRC has no "
+        "val/ split, chosen by a hash of each file's path; 0: require "
+        f"SRC/val/ (default {VAL_FRACTION})",
+    )
+    ap.add_argument(
+        "--quiet", action="store_true", help="no progress bar (default: a progress bar on stderr)"
+    )
     return ap
 
 
@@ -367,20 +466,35 @@ def main(argv=None):
 
     def body():
         try:
-            summary = build(args.src, args.out_dir, size=args.size, workers=args.workers,
-                            max_pixels=args.max_pixels, jpeg_draft=not args.no_jpeg_draft,
-                            progress=not args.quiet, val_fraction=args.val_fraction)
+            summary = build(
+                args.src,
+                args.out_dir,
+                size=args.size,
+                workers=args.workers,
+                max_pixels=args.max_pixels,
+                jpeg_draft=not args.no_jpeg_draft,
+                progress=not args.quiet,
+                val_fraction=args.val_fraction,
+            )
         except InterruptedAfterCommit:
-            print(f"refnet.data.build: interrupted after the new stores were written; "
-                  f"{args.out_dir!r} holds the complete build", file=sys.stderr)
+            print(
+                f"refnet.data.build: interrupted after the new stores were written; "
+                f"{args.out_dir!r} holds the complete build",
+                file=sys.stderr,
+            )
             return 130
         except KeyboardInterrupt:
-            print(f"refnet.data.build: interrupted; nothing was written in place of the stores in "
-                  f"{args.out_dir!r}, and no temporary file is left", file=sys.stderr)
+            print(
+                f"refnet.data.build: interrupted; nothing was written in place of the stores in "
+                f"{args.out_dir!r}, and no temporary file is left",
+                file=sys.stderr,
+            )
             return 130
         print(format_summary(summary), file=sys.stderr)
         return 0
+
     return exit_status("refnet.data.build", body)
+
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "refnet.data.build"))

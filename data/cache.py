@@ -32,8 +32,9 @@ _WORK = re.compile(r"\.build-(\d+)-.*")
 
 def cache_root():
     """``$REFNET_CACHE``, or ``~/.cache/refnet``."""
-    return os.environ.get("REFNET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                          "refnet")
+    return os.environ.get("REFNET_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "refnet"
+    )
 
 
 def is_complete(folder, stamp):
@@ -43,8 +44,9 @@ def is_complete(folder, stamp):
             found = json.load(fh)
     except (OSError, ValueError):
         return False
-    return found == stamp and all(os.path.isfile(os.path.join(folder, f))
-                                  for f in ("train.h5", "val.h5"))
+    return found == stamp and all(
+        os.path.isfile(os.path.join(folder, f)) for f in ("train.h5", "val.h5")
+    )
 
 
 def cached(final, stamp, make):
@@ -60,12 +62,12 @@ def cached(final, stamp, make):
         out = os.path.join(work, "out")
         make(out)
         write_json(os.path.join(out, STAMP), stamp)
-        if os.path.exists(final):                    # stale or of other settings
+        if os.path.exists(final):  # stale or of other settings
             shutil.rmtree(final, ignore_errors=True)
         try:
             os.rename(out, final)
         except OSError:
-            if not is_complete(final, stamp):        # another process won the race: fine
+            if not is_complete(final, stamp):  # another process won the race: fine
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -103,19 +105,28 @@ def cached_store(src, size, *, val_fraction=VAL_FRACTION, workers=None, progress
     val/ split (``data.sources``). ``notice(text)``: told when a build starts and how it
     went (skipped files, upscaled images). ``data.build``'s errors pass through."""
     from refnet.data.build import build, format_summary
+
     src = os.path.abspath(src)
-    stamp = {"source": src, "fingerprint": fingerprint(src), "size": int(size),
-             "val_fraction": float(val_fraction)}
+    stamp = {
+        "source": src,
+        "fingerprint": fingerprint(src),
+        "size": int(size),
+        "val_fraction": float(val_fraction),
+    }
     key = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:12]
     name = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(src) or "data")
     final = os.path.join(cache_root(), "stores", f"{name}-{size}-{key}")
 
     def make(out):
         if notice:
-            notice(f"building the store of {src} at {size}x{size} into {final} (once; "
-                   "rebuilt when the images change)")
-        summary = build(src, out, size=size, workers=workers, progress=progress,
-                        val_fraction=val_fraction)
+            notice(
+                f"building the store of {src} at {size}x{size} into {final} (once; "
+                "rebuilt when the images change)"
+            )
+        summary = build(
+            src, out, size=size, workers=workers, progress=progress, val_fraction=val_fraction
+        )
         if notice:
             notice(format_summary(summary).replace(out, final))
+
     return cached(final, stamp, make)

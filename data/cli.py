@@ -50,17 +50,19 @@ from contextlib import contextmanager
 
 INTERRUPTED = 130
 USAGE = 2
-FAILED = 1               # the command's own failure (a diverged run, a failing row, ...)
+FAILED = 1  # the command's own failure (a diverged run, a failing row, ...)
 UNEXPECTED = 3
-DOUBLE_TAP_S = 1.0       # a second Ctrl-C this soon after the first waits out the rest
-COMMON_EXIT_CODES = {USAGE: "usage error: a bad option value or an unusable input "
-                            "(one line names it)",
-                     INTERRUPTED: "interrupted (Ctrl-C); nothing is left half-written"}
+DOUBLE_TAP_S = 1.0  # a second Ctrl-C this soon after the first waits out the rest
+COMMON_EXIT_CODES = {
+    USAGE: "usage error: a bad option value or an unusable input (one line names it)",
+    INTERRUPTED: "interrupted (Ctrl-C); nothing is left half-written",
+}
 
 
 class UserError(ValueError):
     """The user's error: a bad value, unusable data, a bad checkpoint, a busy run folder.
     A command ends with exit status 2 and the message as one line."""
+
     exit_status = USAGE
 
 
@@ -115,15 +117,23 @@ class Parser(argparse.ArgumentParser):
     """
 
     def __init__(self, *, exit_codes, **kwargs):
-        codes = {**exit_codes, **{k: v for k, v in COMMON_EXIT_CODES.items()
-                                  if k not in exit_codes}}
-        lines = [textwrap.fill(meaning, width=79, initial_indent=f"  {code:<4d} ",
-                               subsequent_indent=" " * 7)
-                 for code, meaning in sorted(codes.items())]
-        if kwargs.get("description"):       # printed as written, so wrapped here
+        codes = {
+            **exit_codes,
+            **{k: v for k, v in COMMON_EXIT_CODES.items() if k not in exit_codes},
+        }
+        lines = [
+            textwrap.fill(
+                meaning, width=79, initial_indent=f"  {code:<4d} ", subsequent_indent=" " * 7
+            )
+            for code, meaning in sorted(codes.items())
+        ]
+        if kwargs.get("description"):  # printed as written, so wrapped here
             kwargs["description"] = textwrap.fill(kwargs["description"], width=79)
-        super().__init__(epilog="exit status:\n" + "\n".join(lines),
-                         formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        super().__init__(
+            epilog="exit status:\n" + "\n".join(lines),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
+        )
 
     def error(self, message):
         self.exit(USAGE, f"{self.prog}: error: {message} (see --help)\n")
@@ -131,6 +141,7 @@ class Parser(argparse.ArgumentParser):
 
 def int_at_least(minimum):
     """An ``argparse`` type: ``int(text)`` when it is >= ``minimum``."""
+
     def parse(text):
         try:
             value = int(text)
@@ -139,6 +150,7 @@ def int_at_least(minimum):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
         return value
+
     parse.__name__ = f"integer >= {minimum}"
     return parse
 
@@ -146,6 +158,7 @@ def int_at_least(minimum):
 def number_at_least(minimum, *, strict=False):
     """An ``argparse`` type: ``float(text)`` when it is finite and >= ``minimum`` (>
     with ``strict``); NaN and infinities are refused."""
+
     def parse(text):
         try:
             value = float(text)
@@ -153,8 +166,10 @@ def number_at_least(minimum, *, strict=False):
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
             raise argparse.ArgumentTypeError(
-                f"must be a finite number {'>' if strict else '>='} {minimum:g}, got {text!r}")
+                f"must be a finite number {'>' if strict else '>='} {minimum:g}, got {text!r}"
+            )
         return value
+
     parse.__name__ = f"number {'>' if strict else '>='} {minimum:g}"
     return parse
 
@@ -215,24 +230,24 @@ def run_command(main, name):
         os._exit(INTERRUPTED)
 
     def on_interrupt(signum, frame):
-        if state["again"]:                  # the first one, swallowed: raise it again
+        if state["again"]:  # the first one, swallowed: raise it again
             state["again"] = False
             raise KeyboardInterrupt
         if state["interrupted"]:
             wait = state["first"] + DOUBLE_TAP_S - time.monotonic()
             if wait <= 0:
                 stop_now()
-            timer = threading.Timer(wait, stop_now)     # a double tap: a clean-up that
-            timer.daemon = True                         # ends meanwhile ends the
-            timer.start()                               # process normally
+            timer = threading.Timer(wait, stop_now)  # a double tap: a clean-up that
+            timer.daemon = True  # ends meanwhile ends the
+            timer.start()  # process normally
             return
         state.update(interrupted=True, first=time.monotonic())
         raise KeyboardInterrupt
 
-    def raise_again():                      # from a timer thread, after the callback
+    def raise_again():  # from a timer thread, after the callback
         if state["again"] and state["running"]:
             if hasattr(signal, "pthread_kill"):
-                signal.pthread_kill(main_thread, signal.SIGINT)     # wakes a blocking call
+                signal.pthread_kill(main_thread, signal.SIGINT)  # wakes a blocking call
             else:
                 _thread.interrupt_main()
 
@@ -249,7 +264,7 @@ def run_command(main, name):
             previous(unraisable)
 
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        return main()                       # started to ignore Ctrl-C (a background job)
+        return main()  # started to ignore Ctrl-C (a background job)
     signal.signal(signal.SIGINT, on_interrupt)
     # the last exit step: ignore Ctrl-C, which Python would otherwise reset to kill the
     # process by SIGINT, after the exit status is chosen (threads are joined before it)
@@ -257,7 +272,7 @@ def run_command(main, name):
     sys.unraisablehook = on_unraisable
     try:
         if hasattr(signal, "pthread_sigmask"):  # held back across an exec (bench.env):
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})   # handled now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # handled now
         return main()
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr, flush=True)
@@ -313,7 +328,7 @@ def _kill_worker_processes():
             t.join(max(0.0, deadline - time.monotonic()))
         for p in mp.active_children():
             p.kill()
-    except Exception:       # noqa: BLE001 - best effort on the way out
+    except Exception:  # noqa: BLE001 - best effort on the way out
         pass
 
 
@@ -321,12 +336,16 @@ def _pool_worker_handlers():
     """(multiprocessing.pool's stop state, the running threads that keep
     ``multiprocessing.Pool``s at their size)."""
     pool = sys.modules.get("multiprocessing.pool")
-    handle = getattr(getattr(getattr(pool, "Pool", None), "_handle_workers", None),
-                     "__func__", None)                      # a classmethod's function
+    handle = getattr(
+        getattr(getattr(pool, "Pool", None), "_handle_workers", None), "__func__", None
+    )  # a classmethod's function
     if handle is None:
         return None, []
-    return pool.TERMINATE, [t for t in threading.enumerate()
-                            if getattr(getattr(t, "_target", None), "__func__", None) is handle]
+    return pool.TERMINATE, [
+        t
+        for t in threading.enumerate()
+        if getattr(getattr(t, "_target", None), "__func__", None) is handle
+    ]
 
 
 @contextmanager

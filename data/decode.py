@@ -88,7 +88,7 @@ def to_rgb(img):
     if mode == "RGB":
         return img
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
-        a = numpy.asarray(img).astype(numpy.float64)          # (H, W)
+        a = numpy.asarray(img).astype(numpy.float64)  # (H, W)
         a = numpy.rint(numpy.clip(a, 0, 65535) / 257.0).astype(numpy.uint8)
         return Image.fromarray(a, "L").convert("RGB")
     if mode == "F":
@@ -120,7 +120,7 @@ def resize_center_crop(img, size):
         img = img.resize((new_w, new_h), RESAMPLE)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     img = img.crop((left, top, left + size, top + size))
-    out = numpy.asarray(img, dtype=numpy.uint8)                # (S, S, 3)
+    out = numpy.asarray(img, dtype=numpy.uint8)  # (S, S, 3)
     if out.shape != (size, size, 3):
         raise BadImage(f"internal: decoded shape {out.shape}, expected {(size, size, 3)}")
     return out

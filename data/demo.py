@@ -48,8 +48,18 @@ from refnet.data.progress import Progress
 DEMO_VERSION = 2
 DEMO_SIZE = 128
 DEMO_CROP = 113
-CLASSES = ("circle", "square", "triangle", "cross", "ring", "star",
-           "horizontal_bars", "vertical_bars", "checkerboard", "diagonal_stripes")
+CLASSES = (
+    "circle",
+    "square",
+    "triangle",
+    "cross",
+    "ring",
+    "star",
+    "horizontal_bars",
+    "vertical_bars",
+    "checkerboard",
+    "diagonal_stripes",
+)
 STRIPED = {6, 7, 8, 9}
 SPLITS = {"train": 0, "val": 1}
 
@@ -68,7 +78,7 @@ def _mask(cls, u, v):
         return ((au <= arm) & (av <= 0.95)) | ((av <= arm) & (au <= 0.95))
     if cls == 4:
         rr = u * u + v * v
-        return (rr >= 0.55 ** 2) & (rr <= 1.0)
+        return (rr >= 0.55**2) & (rr <= 1.0)
     if cls == 5:
         t = numpy.mod(numpy.arctan2(v, u) * (5.0 / (2.0 * numpy.pi)), 1.0)
         return numpy.hypot(u, v) <= 0.42 + 0.58 * numpy.abs(1.0 - 2.0 * t)
@@ -91,26 +101,29 @@ def render(cls, rng, width, height):
     room = max(0.0, m / 2 - r - 0.06 * m)
     cx = width / 2 + rng.uniform(-1, 1) * room
     cy = height / 2 + rng.uniform(-1, 1) * room
-    theta = rng.uniform(-numpy.pi / 18, numpy.pi / 18) if cls in STRIPED \
+    theta = (
+        rng.uniform(-numpy.pi / 18, numpy.pi / 18)
+        if cls in STRIPED
         else rng.uniform(-numpy.pi / 6, numpy.pi / 6)
+    )
     c, s = numpy.cos(theta), numpy.sin(theta)
-    ys = numpy.arange(height, dtype=numpy.float32)[:, None]          # (H, 1)
-    xs = numpy.arange(width, dtype=numpy.float32)[None, :]           # (1, W)
+    ys = numpy.arange(height, dtype=numpy.float32)[:, None]  # (H, 1)
+    xs = numpy.arange(width, dtype=numpy.float32)[None, :]  # (1, W)
     cover = numpy.zeros((height, width), dtype=numpy.float32)
-    for dy in (0.25, 0.75):                      # 2x2 supersampling for smooth edges
+    for dy in (0.25, 0.75):  # 2x2 supersampling for smooth edges
         for dx in (0.25, 0.75):
-            x, y = xs + dx - cx, cy - (ys + dy)                      # y up
-            u, v = (c * x + s * y) / r, (-s * x + c * y) / r         # (H, W) each
+            x, y = xs + dx - cx, cy - (ys + dy)  # y up
+            u, v = (c * x + s * y) / r, (-s * x + c * y) / r  # (H, W) each
             cover += _mask(cls, u, v)
-    cover = (cover * 0.25)[:, :, None]                               # (H, W, 1)
+    cover = (cover * 0.25)[:, :, None]  # (H, W, 1)
     bg = rng.uniform(0, 255, 3)
     while True:
         fg = rng.uniform(0, 255, 3)
         if numpy.linalg.norm(fg - bg) >= 120:
             break
     g = rng.uniform(-10, 10, 2) / m
-    gradient = (g[0] * (xs - width / 2) + g[1] * (ys - height / 2))[:, :, None]   # (H, W, 1)
-    img = (bg + gradient) * (1 - cover) + fg * cover                 # (H, W, 3)
+    gradient = (g[0] * (xs - width / 2) + g[1] * (ys - height / 2))[:, :, None]  # (H, W, 1)
+    img = (bg + gradient) * (1 - cover) + fg * cover  # (H, W, 3)
     img += rng.standard_normal(img.shape, dtype=numpy.float32) * 3.0
     return numpy.clip(numpy.rint(img), 0, 255).astype(numpy.uint8)
 
@@ -118,8 +131,12 @@ def render(cls, rng, width, height):
 def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0, progress=True):
     """Write the JPEG class-folder tree under ``root``; returns the number of files."""
     count = 0
-    bar = Progress(total=(train_per_class + val_per_class) * len(CLASSES),
-                   desc="demo: drawing images", unit="img", enabled=progress)
+    bar = Progress(
+        total=(train_per_class + val_per_class) * len(CLASSES),
+        desc="demo: drawing images",
+        unit="img",
+        enabled=progress,
+    )
     for split, n in (("train", train_per_class), ("val", val_per_class)):
         for cls, name in enumerate(CLASSES):
             folder = os.path.join(root, split, name)
@@ -128,12 +145,16 @@ def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0, prog
                 rng = numpy.random.default_rng([seed, SPLITS[split], cls, i])
                 short = int(rng.integers(DEMO_SIZE, 161))
                 aspect = rng.uniform(0.75, 4 / 3)
-                w, h = (short, round(short * aspect)) if aspect >= 1 else \
-                    (round(short / aspect), short)
+                w, h = (
+                    (short, round(short * aspect))
+                    if aspect >= 1
+                    else (round(short / aspect), short)
+                )
                 img = render(cls, rng, w, h)
                 quality = int(rng.integers(80, 96))
-                Image.fromarray(img).save(os.path.join(folder, f"{name}_{i:04d}.jpg"),
-                                          quality=quality)
+                Image.fromarray(img).save(
+                    os.path.join(folder, f"{name}_{i:04d}.jpg"), quality=quality
+                )
                 count += 1
                 bar.update(1)
     bar.close()
@@ -145,23 +166,32 @@ def default_cache_dir():
     return os.path.join(cache_root(), "demo")
 
 
-def ensure_demo(cache_dir=None, *, workers=None, progress=True, train_per_class=150,
-                val_per_class=30):
+def ensure_demo(
+    cache_dir=None, *, workers=None, progress=True, train_per_class=150, val_per_class=30
+):
     """Build the demo store once (cached, ``data.cache``) and return the directory with
     train.h5 and val.h5."""
     root = cache_dir if cache_dir is not None else default_cache_dir()
-    stamp = {"version": DEMO_VERSION, "size": DEMO_SIZE, "train_per_class": train_per_class,
-             "val_per_class": val_per_class, "classes": list(CLASSES)}
+    stamp = {
+        "version": DEMO_VERSION,
+        "size": DEMO_SIZE,
+        "train_per_class": train_per_class,
+        "val_per_class": val_per_class,
+        "classes": list(CLASSES),
+    }
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
 
     def make(out):
         src = out + "-src"
         try:
-            write_demo_tree(src, train_per_class=train_per_class, val_per_class=val_per_class,
-                            progress=progress)
+            write_demo_tree(
+                src, train_per_class=train_per_class, val_per_class=val_per_class, progress=progress
+            )
             build(src, out, size=DEMO_SIZE, workers=workers, progress=progress)
         finally:
             shutil.rmtree(src, ignore_errors=True)
-    return cached(os.path.join(root, f"v{DEMO_VERSION}-{train_per_class}-{val_per_class}"),
-                  stamp, make)
+
+    return cached(
+        os.path.join(root, f"v{DEMO_VERSION}-{train_per_class}-{val_per_class}"), stamp, make
+    )

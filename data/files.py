@@ -127,9 +127,9 @@ def remove_stale_temporaries(folder, names=None):
 def process_running(pid):
     """Whether process ``pid`` exists (or cannot be checked: another user's)."""
     try:
-        os.kill(pid, 0)                      # signal 0: only asks whether pid exists
+        os.kill(pid, 0)  # signal 0: only asks whether pid exists
     except ProcessLookupError:
         return False
-    except (OSError, OverflowError):         # another user's process, or no pid at all:
-        return True                          # leave it alone
+    except (OSError, OverflowError):  # another user's process, or no pid at all:
+        return True  # leave it alone
     return True

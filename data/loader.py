@@ -51,15 +51,28 @@ from refnet.data.store import StoreError, StoreReader
 
 
 class Loader:
-    def __init__(self, path, batch_size, *, shuffle=True, seed=0, drop_last=True, workers=2,
-                 prefetch=4, position=(0, 0), shard=(0, 1), with_indices=False):
+    def __init__(
+        self,
+        path,
+        batch_size,
+        *,
+        shuffle=True,
+        seed=0,
+        drop_last=True,
+        workers=2,
+        prefetch=4,
+        position=(0, 0),
+        shard=(0, 1),
+        with_indices=False,
+    ):
         if batch_size < 1:
             raise ValueError(f"Loader: batch_size must be >= 1, got {batch_size}")
         if workers < 0 or prefetch < 1:
-            raise ValueError(f"Loader: need workers >= 0 and prefetch >= 1, "
-                             f"got {workers}, {prefetch}")
+            raise ValueError(
+                f"Loader: need workers >= 0 and prefetch >= 1, got {workers}, {prefetch}"
+            )
         self.path = path
-        with StoreReader(path, memory_limit=0) as store:       # StoreError if not a store
+        with StoreReader(path, memory_limit=0) as store:  # StoreError if not a store
             self.metadata, self.labels = store.metadata, store.labels
         self.num_images = self.metadata.count
         self.batch_size = batch_size
@@ -67,8 +80,10 @@ class Loader:
         self.workers, self.prefetch = workers, prefetch
         rank, ranks = (int(v) for v in shard)
         if not 0 <= rank < ranks or ranks > batch_size:
-            raise ValueError(f"Loader: shard {tuple(shard)} must be (rank, ranks) with "
-                             f"0 <= rank < ranks <= batch_size ({batch_size})")
+            raise ValueError(
+                f"Loader: shard {tuple(shard)} must be (rank, ranks) with "
+                f"0 <= rank < ranks <= batch_size ({batch_size})"
+            )
         self.shard, self.with_indices = (rank, ranks), with_indices
         self.seek(*position)
 
@@ -90,8 +105,10 @@ class Loader:
         """Continue from ``position`` (epoch, index), as saved from ``loader.position``."""
         epoch, index = int(epoch), int(index)
         if epoch < 0 or not 0 <= index <= self.num_images:
-            raise ValueError(f"Loader.seek: position ({epoch}, {index}) outside "
-                             f"epoch >= 0, 0 <= index <= {self.num_images}")
+            raise ValueError(
+                f"Loader.seek: position ({epoch}, {index}) outside "
+                f"epoch >= 0, 0 <= index <= {self.num_images}"
+            )
         self._epoch, self._index = epoch, index
         if not self._batches_left():
             self._epoch, self._index = epoch + 1, 0
@@ -110,11 +127,11 @@ class Loader:
         epoch, start = self._epoch, self._index
         order = self.epoch_order(epoch)
         stops = range(start, self.num_images, self.batch_size)
-        batches = [order[i:i + self.batch_size] for i in stops]
+        batches = [order[i : i + self.batch_size] for i in stops]
         if batches and self.drop_last and len(batches[-1]) < self.batch_size:
             batches.pop()
         rank, ranks = self.shard
-        if ranks > 1:               # this rank's part of every batch (module doc)
+        if ranks > 1:  # this rank's part of every batch (module doc)
             batches = [numpy.array_split(b, ranks)[rank] for b in batches]
         source = _read_batches(self.path, batches, self.workers, self.prefetch)
         try:
@@ -133,8 +150,9 @@ class Loader:
 
 def sequential_batches(path, batch_size, *, workers=2, prefetch=4):
     """Every image of a store once, in file order: yields (images, labels) batches."""
-    loader = Loader(path, batch_size, shuffle=False, drop_last=False, workers=workers,
-                    prefetch=prefetch)
+    loader = Loader(
+        path, batch_size, shuffle=False, drop_last=False, workers=workers, prefetch=prefetch
+    )
     yield from loader
 
 
@@ -152,8 +170,15 @@ def _read_batches(path, batches, workers, prefetch):
     stop = threading.Event()
     per_queue = max(1, -(-prefetch // workers))
     queues = [queue.Queue(maxsize=per_queue) for _ in range(workers)]
-    threads = [threading.Thread(target=_worker, args=(path, batches[w::workers], queues[w], stop),
-                                name=f"loader-{w}", daemon=True) for w in range(workers)]
+    threads = [
+        threading.Thread(
+            target=_worker,
+            args=(path, batches[w::workers], queues[w], stop),
+            name=f"loader-{w}",
+            daemon=True,
+        )
+        for w in range(workers)
+    ]
     for t in threads:
         t.start()
     try:
@@ -161,12 +186,12 @@ def _read_batches(path, batches, workers, prefetch):
             kind, value = queues[k % workers].get()
             if kind == "error":
                 if isinstance(value, StoreError):
-                    raise value                    # already names the file and the problem
+                    raise value  # already names the file and the problem
                 raise RuntimeError(f"loader worker failed reading {path}: {value!r}") from value
             yield value
     finally:
         stop.set()
-        for q in queues:                   # unblock workers waiting on a full queue
+        for q in queues:  # unblock workers waiting on a full queue
             while True:
                 try:
                     q.get_nowait()

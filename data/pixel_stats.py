@@ -29,7 +29,7 @@ import numpy
 
 def image_sums(image):
     """(rgb_sum (3,) int64, rgb_outer (3, 3) int64) of one (S, S, 3) uint8 image."""
-    x = numpy.asarray(image, dtype=numpy.int64).reshape(-1, 3)   # (S*S, 3)
+    x = numpy.asarray(image, dtype=numpy.int64).reshape(-1, 3)  # (S*S, 3)
     return x.sum(axis=0), x.T @ x
 
 
@@ -49,8 +49,10 @@ class PixelStats:
     def add_sums(self, image, rgb_sum, rgb_outer):
         """Add one image whose ``image_sums`` are already known."""
         if image.shape != (self.size, self.size, 3) or image.dtype != numpy.uint8:
-            raise ValueError(f"PixelStats: expected ({self.size}, {self.size}, 3) uint8, "
-                             f"got {image.shape} {image.dtype}")
+            raise ValueError(
+                f"PixelStats: expected ({self.size}, {self.size}, 3) uint8, "
+                f"got {image.shape} {image.dtype}"
+            )
         self.image_sum += image
         for i in range(3):
             self.rgb_sum[i] += int(rgb_sum[i])
@@ -76,7 +78,7 @@ class PixelStats:
 
 def principal_axes(cov):
     """Eigenvalues (descending, clipped at 0) and unit eigenvectors (columns) of ``cov``."""
-    eigval, eigvec = numpy.linalg.eigh(cov)          # ascending
+    eigval, eigvec = numpy.linalg.eigh(cov)  # ascending
     order = numpy.argsort(eigval)[::-1]
     eigval, eigvec = numpy.maximum(eigval[order], 0.0), eigvec[:, order]
     largest = numpy.argmax(numpy.abs(eigvec), axis=0)

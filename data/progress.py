@@ -15,8 +15,17 @@ import time
 
 
 class Progress:
-    def __init__(self, total=None, desc="", *, unit="it", stream=None, enabled=True,
-                 interval=0.2, log_interval=10.0):
+    def __init__(
+        self,
+        total=None,
+        desc="",
+        *,
+        unit="it",
+        stream=None,
+        enabled=True,
+        interval=0.2,
+        log_interval=10.0,
+    ):
         self.total = total
         self.desc = desc
         self.unit = unit

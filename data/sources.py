@@ -52,9 +52,9 @@ class Sources(NamedTuple):
     layout: str
     class_names: list
     wnids: list | None
-    train: list          # [(relpath, label)]
-    val: list            # [(relpath, label)]
-    skipped: list        # [(relpath, reason)]
+    train: list  # [(relpath, label)]
+    val: list  # [(relpath, label)]
+    skipped: list  # [(relpath, reason)]
 
 
 def find_sources(src, val_fraction=0.0):
@@ -73,13 +73,19 @@ def find_sources(src, val_fraction=0.0):
     if not os.path.isdir(train_dir):
         if val_fraction > 0 and _subdirs(src):
             return held_out(_classes(src, ""), val_fraction, "classes-split")
-        raise ValueError(f"SRC {src!r} has no train/ folder (expected SRC/train/<class>/..."
-                         + (", or SRC/<class>/... with a held-out validation share)"
-                            if val_fraction > 0 else ")"))
+        raise ValueError(
+            f"SRC {src!r} has no train/ folder (expected SRC/train/<class>/..."
+            + (
+                ", or SRC/<class>/... with a held-out validation share)"
+                if val_fraction > 0
+                else ")"
+            )
+        )
     meta = _find_meta(src)
     val_dir = os.path.join(src, "val")
     flat_val = os.path.isdir(val_dir) and any(
-        e.is_file() for e in os.scandir(val_dir) if not e.name.startswith("."))
+        e.is_file() for e in os.scandir(val_dir) if not e.name.startswith(".")
+    )
     if meta is not None and flat_val:
         return _ilsvrc(src, meta)
     sources = _folders(src)
@@ -101,7 +107,7 @@ def held_out(sources, fraction, layout):
         by_class.setdefault(label, []).append((_unit_hash(path), path))
     train, val = [], []
     for label in sorted(by_class):
-        files = sorted(by_class[label])                  # by hash
+        files = sorted(by_class[label])  # by hash
         k = sum(1 for u, _ in files if u < fraction)
         if len(files) >= 2:
             k = min(max(k, 1), len(files) - 1)
@@ -113,7 +119,7 @@ def held_out(sources, fraction, layout):
 def _unit_hash(path):
     """A number in [0, 1) from the SHA-256 of ``path`` (with / separators)."""
     digest = hashlib.sha256(path.replace(os.sep, "/").encode()).hexdigest()
-    return int(digest[:13], 16) / 16 ** 13
+    return int(digest[:13], 16) / 16**13
 
 
 def _classes(src, rel):
@@ -146,7 +152,7 @@ def _folders(src):
 
 
 def _ilsvrc(src, meta):
-    synsets = read_meta_mat(meta)               # [(ilsvrc_id, wnid, words)] of leaves
+    synsets = read_meta_mat(meta)  # [(ilsvrc_id, wnid, words)] of leaves
     leaves = sorted(synsets, key=lambda s: s[1])
     wnids = [s[1] for s in leaves]
     index = {w: i for i, w in enumerate(wnids)}
@@ -157,8 +163,7 @@ def _ilsvrc(src, meta):
         if c in index:
             train += [(p, index[c]) for p in files]
         else:
-            skipped += [(p, f"train folder {c!r} is not a leaf synset of meta.mat")
-                        for p in files]
+            skipped += [(p, f"train folder {c!r} is not a leaf synset of meta.mat") for p in files]
     truth_path = os.path.join(os.path.dirname(meta), GROUND_TRUTH)
     if not os.path.isfile(truth_path):
         raise ValueError(f"ILSVRC-2012 layout: {truth_path} not found next to {meta}")
@@ -186,8 +191,10 @@ def read_meta_mat(path):
     try:
         import scipy.io
     except ImportError:
-        raise ValueError(f"reading {path} needs SciPy (pip install scipy); it is only "
-                         "used for the official ILSVRC-2012 layout") from None
+        raise ValueError(
+            f"reading {path} needs SciPy (pip install scipy); it is only "
+            "used for the official ILSVRC-2012 layout"
+        ) from None
     m = scipy.io.loadmat(path, squeeze_me=True)
     if "synsets" not in m:
         raise ValueError(f"{path}: no 'synsets' variable (not an ILSVRC devkit meta.mat)")

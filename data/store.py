@@ -37,21 +37,22 @@ from refnet.data.cli import UserError
 
 FORMAT_VERSION = 1
 STR = h5py.string_dtype("utf-8")
-IN_MEMORY_BYTES = 2 << 30      # StoreReader: stores with fewer image bytes are read once
+IN_MEMORY_BYTES = 2 << 30  # StoreReader: stores with fewer image bytes are read once
 
 
 class StoreMetadata(NamedTuple):
     """Everything in a store except the images and labels."""
+
     path: str
     count: int
     size: int
     split: str
     class_names: list
     wnids: list | None
-    mean_image: numpy.ndarray | None      # (S, S, 3) float64, train only
-    pca_eigval: numpy.ndarray | None      # (3,)
-    pca_eigvec: numpy.ndarray | None      # (3, 3), columns
-    pixel_std: numpy.ndarray | None       # (3,)
+    mean_image: numpy.ndarray | None  # (S, S, 3) float64, train only
+    pca_eigval: numpy.ndarray | None  # (3,)
+    pca_eigvec: numpy.ndarray | None  # (3, 3), columns
+    pixel_std: numpy.ndarray | None  # (3,)
     build_id: str
     settings: dict
 
@@ -87,19 +88,21 @@ class StoreReader:
         self.memory_limit = memory_limit
         self._file = self._images = None
         if not os.path.isfile(self.path):
-            raise StoreError(f"store file {self.path} does not exist (build it with "
-                             "python -m refnet.data.build SRC OUT_DIR)")
+            raise StoreError(
+                f"store file {self.path} does not exist (build it with "
+                "python -m refnet.data.build SRC OUT_DIR)"
+            )
         try:
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=0)   # each chunk is read once
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=0)  # each chunk is read once
             self.metadata, self.labels = _read_checked(self._file, self.path)
             self._dataset = self._file["images"]
-            self._shape = self._dataset.shape[1:]                     # (S, S, 3)
+            self._shape = self._dataset.shape[1:]  # (S, S, 3)
             self._file_space = self._dataset.id.get_space()
             self._mem_space = h5s.create_simple((1,) + self._shape)
         except StoreError:
             self.close()
             raise
-        except Exception as e:          # h5py: OSError, KeyError, ... on a damaged file
+        except Exception as e:  # h5py: OSError, KeyError, ... on a damaged file
             self.close()
             raise StoreError(f"store file {self.path} is malformed: {e}") from None
 
@@ -111,27 +114,32 @@ class StoreReader:
         """Images ``indices`` (B,) as (B, S, S, 3) uint8, in the order asked."""
         indices = numpy.asarray(indices)
         if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
-            raise ValueError(f"StoreReader.take: indices must be 1-D integers, got "
-                             f"{indices.shape} {indices.dtype}")
+            raise ValueError(
+                f"StoreReader.take: indices must be 1-D integers, got "
+                f"{indices.shape} {indices.dtype}"
+            )
         indices = indices.astype(numpy.int64, copy=False)
         if indices.size and (indices.min() < 0 or indices.max() >= self.count):
-            raise IndexError(f"StoreReader.take: indices {indices.min()}..{indices.max()} "
-                             f"outside 0..{self.count - 1} of {self.path}")
+            raise IndexError(
+                f"StoreReader.take: indices {indices.min()}..{indices.max()} "
+                f"outside 0..{self.count - 1} of {self.path}"
+            )
         try:
             if self._images is None and self._dataset.nbytes <= self.memory_limit:
-                self._images = self._dataset[()]                       # (N, S, S, 3)
+                self._images = self._dataset[()]  # (N, S, S, 3)
                 self.close()
             if self._images is not None:
                 return self._images[indices]
             out = numpy.empty((len(indices),) + self._shape, dtype=numpy.uint8)  # (B, S, S, 3)
-            for j in numpy.argsort(indices, kind="stable"):           # increasing file order
-                self._file_space.select_hyperslab((int(indices[j]), 0, 0, 0),
-                                                  (1,) + self._shape)
-                self._dataset.id.read(self._mem_space, self._file_space, out[j:j + 1])
+            for j in numpy.argsort(indices, kind="stable"):  # increasing file order
+                self._file_space.select_hyperslab((int(indices[j]), 0, 0, 0), (1,) + self._shape)
+                self._dataset.id.read(self._mem_space, self._file_space, out[j : j + 1])
             return out
-        except OSError as e:        # h5py: a file truncated or damaged since it was opened
-            raise StoreError(f"store file {self.path} could not be read (changed, truncated "
-                             f"or damaged since it was opened?): {e}") from None
+        except OSError as e:  # h5py: a file truncated or damaged since it was opened
+            raise StoreError(
+                f"store file {self.path} could not be read (changed, truncated "
+                f"or damaged since it was opened?): {e}"
+            ) from None
 
     def close(self):
         """Close the file (images already read into memory stay readable)."""
@@ -148,49 +156,68 @@ class StoreReader:
 
 def _read_checked(f, path):
     """(StoreMetadata, labels (N,) int64) of the open store ``f``, or ``StoreError``."""
+
     def malformed(what):
         return StoreError(f"store file {path} is malformed: {what}")
+
     version = f.attrs.get("format_version")
     if version is None:
         raise malformed("no attribute format_version (not written by data.build?)")
     if version != FORMAT_VERSION:
         raise malformed(f"format_version {version}, expected {FORMAT_VERSION}")
     missing = [name for name in ("images", "labels", "class_names") if name not in f]
-    missing += [f"attribute {name}" for name in ("size", "split", "build_id", "settings")
-                if name not in f.attrs]
+    missing += [
+        f"attribute {name}"
+        for name in ("size", "split", "build_id", "settings")
+        if name not in f.attrs
+    ]
     if missing:
         raise malformed("no " + ", ".join(missing))
     images, labels, size = f["images"], f["labels"], int(f.attrs["size"])
     n = images.shape[0] if images.ndim else 0
     if images.shape != (n, size, size, 3) or images.dtype != numpy.uint8:
-        raise malformed(f"images {images.shape} {images.dtype}, expected "
-                        f"(N, {size}, {size}, 3) uint8")
+        raise malformed(
+            f"images {images.shape} {images.dtype}, expected (N, {size}, {size}, 3) uint8"
+        )
     if labels.shape != (n,) or labels.dtype.kind not in "iu":
         raise malformed(f"labels {labels.shape} {labels.dtype} for {n} images")
     class_names = [s.decode() for s in f["class_names"][()]]
     labels = labels[()].astype(numpy.int64, copy=False)
     if n and (labels.min() < 0 or labels.max() >= len(class_names)):
-        raise malformed(f"labels {labels.min()}..{labels.max()} outside the "
-                        f"{len(class_names)} classes")
+        raise malformed(
+            f"labels {labels.min()}..{labels.max()} outside the {len(class_names)} classes"
+        )
     stats = {}
-    for name, shape in (("mean_image", (size, size, 3)), ("pca_eigval", (3,)),
-                        ("pca_eigvec", (3, 3)), ("pixel_std", (3,))):
+    for name, shape in (
+        ("mean_image", (size, size, 3)),
+        ("pca_eigval", (3,)),
+        ("pca_eigvec", (3, 3)),
+        ("pixel_std", (3,)),
+    ):
         stats[name] = f[name][()] if name in f else None
         if stats[name] is not None and stats[name].shape != shape:
             raise malformed(f"{name} {stats[name].shape}, expected {shape}")
     wnids = [s.decode() for s in f["wnids"][()]] if "wnids" in f else None
     meta = StoreMetadata(
-        path=path, count=n, size=size, split=str(f.attrs["split"]),
-        class_names=class_names, wnids=wnids, **stats, build_id=str(f.attrs["build_id"]),
-        settings=json.loads(f.attrs["settings"]))
+        path=path,
+        count=n,
+        size=size,
+        split=str(f.attrs["split"]),
+        class_names=class_names,
+        wnids=wnids,
+        **stats,
+        build_id=str(f.attrs["build_id"]),
+        settings=json.loads(f.attrs["settings"]),
+    )
     return meta, labels
 
 
 class StoreWriter:
     """Writes one split: ``append`` images one by one, then ``commit`` (or ``abort``)."""
 
-    def __init__(self, out_dir, name, *, capacity, size, split, class_names, wnids,
-                 build_id, settings):
+    def __init__(
+        self, out_dir, name, *, capacity, size, split, class_names, wnids, build_id, settings
+    ):
         self.final = os.path.join(out_dir, name)
         self.tmp = files.temporary_path(self.final)
         self.count = 0
@@ -199,8 +226,12 @@ class StoreWriter:
         f = self.file
         cap = max(capacity, 1)
         self.images = f.create_dataset(
-            "images", shape=(cap, size, size, 3), maxshape=(None, size, size, 3),
-            dtype=numpy.uint8, chunks=(1, size, size, 3))
+            "images",
+            shape=(cap, size, size, 3),
+            maxshape=(None, size, size, 3),
+            dtype=numpy.uint8,
+            chunks=(1, size, size, 3),
+        )
         f.create_dataset("class_names", data=numpy.array(class_names, dtype=object), dtype=STR)
         if wnids is not None:
             f.create_dataset("wnids", data=numpy.array(wnids, dtype=object), dtype=STR)
@@ -233,7 +264,7 @@ class StoreWriter:
         f.create_dataset("filenames", data=numpy.array(self.filenames, dtype=object), dtype=STR)
         f.close()
         self.file = None
-        files.sync_file(self.tmp)     # durable before either split of a build is renamed
+        files.sync_file(self.tmp)  # durable before either split of a build is renamed
 
     def commit(self):
         """Replace the final name with the finished temporary file."""

@@ -16,6 +16,7 @@ The average over a bin of h x w positions factorises into rows and columns: with
 (OW, W) matrix S likewise, y = R x S^T per map, and the backward pass is its transpose,
 dx = R^T dy S.
 """
+
 from typing import NamedTuple
 
 import numpy
@@ -28,9 +29,9 @@ __all__ = ["forward", "backward", "bins", "AdaptivePoolCache"]
 
 
 class AdaptivePoolCache(NamedTuple):
-    x_shape: tuple      # the input's shape, in ``layout``
-    rows: object        # R (OH, H), the rows' averaging matrix, x's dtype and module
-    cols: object        # S (OW, W)
+    x_shape: tuple  # the input's shape, in ``layout``
+    rows: object  # R (OH, H), the rows' averaging matrix, x's dtype and module
+    cols: object  # S (OW, W)
     dtype: object
     layout: str
 
@@ -57,8 +58,7 @@ def forward(x, out=(6, 6), *, layout="NCHW"):
     """
     check_layout("adaptive_pool", layout)
     dtype = float_dtype("adaptive_pool", x)
-    require_ndim("adaptive_pool", "x", x, 4,
-                 "(N, C, H, W)" if layout == "NCHW" else "(C, H, W, N)")
+    require_ndim("adaptive_pool", "x", x, 4, "(N, C, H, W)" if layout == "NCHW" else "(C, H, W, N)")
     oh, ow = (out, out) if not isinstance(out, (tuple, list)) else tuple(out)
     oh, ow = (require_int("adaptive_pool", "out", v, 1) for v in (oh, ow))
     xp = get_array_module(x)
@@ -66,9 +66,9 @@ def forward(x, out=(6, 6), *, layout="NCHW"):
     rows, cols = _averaging(xp, H, oh, dtype), _averaging(xp, W, ow, dtype)
     cache = AdaptivePoolCache(tuple(x.shape), rows, cols, dtype, layout)
     if (H, W) == (oh, ow):
-        return x.copy(), cache                          # R = S = I: every bin one position
+        return x.copy(), cache  # R = S = I: every bin one position
     spec = "ih,nchw,jw->ncij" if layout == "NCHW" else "ih,chwn,jw->cijn"
-    y = xp.einsum(spec, rows, x, cols)                  # (N, C, OH, OW) or (C, OH, OW, N)
+    y = xp.einsum(spec, rows, x, cols)  # (N, C, OH, OW) or (C, OH, OW, N)
     return xp.ascontiguousarray(y.astype(dtype, copy=False)), cache
 
 
@@ -82,5 +82,5 @@ def backward(dy, cache):
     if (H, W) == (oh, ow):
         return dy.copy()
     spec = "ih,ncij,jw->nchw" if cache.layout == "NCHW" else "ih,cijn,jw->chwn"
-    dx = xp.einsum(spec, cache.rows, dy, cache.cols)    # x's shape
+    dx = xp.einsum(spec, cache.rows, dy, cache.cols)  # x's shape
     return xp.ascontiguousarray(dx.astype(cache.dtype, copy=False))

@@ -57,8 +57,9 @@ def backend_module(name):
     if name == "cupy":
         cupy = cupy_module()
         if cupy is None:
-            raise ValueError("backend 'cupy' requested but CuPy is not installed "
-                             "(pip install -e '.[gpu]')")
+            raise ValueError(
+                "backend 'cupy' requested but CuPy is not installed (pip install -e '.[gpu]')"
+            )
         return cupy
     raise ValueError(f"backend must be 'numpy' or 'cupy', got {name!r}")
 
@@ -78,8 +79,11 @@ def get_array_module(*arrays):
 
 def _has_own_namespace(a):
     """True for NumPy subclasses that name a namespace other than NumPy (test backends)."""
-    return type(a) is not numpy.ndarray and hasattr(a, "__array_namespace__") \
+    return (
+        type(a) is not numpy.ndarray
+        and hasattr(a, "__array_namespace__")
         and a.__array_namespace__() is not numpy
+    )
 
 
 def asnumpy(a):

@@ -20,14 +20,22 @@ dw sums its chunks), and there the blocks depend only on the shapes and these bu
 ``runs`` cuts one axis; ``nested_runs`` cuts a pair of axes (outer, inner), taking whole
 outer items while one fits and runs of the inner axis inside each outer item otherwise.
 """
+
 import numpy
 
-__all__ = ["CPU_BLOCK_BYTES", "GEMM_BLOCK_BYTES", "CHUNK_BYTES", "block_bytes",
-           "copy_block_bytes", "runs", "nested_runs"]
+__all__ = [
+    "CPU_BLOCK_BYTES",
+    "GEMM_BLOCK_BYTES",
+    "CHUNK_BYTES",
+    "block_bytes",
+    "copy_block_bytes",
+    "runs",
+    "nested_runs",
+]
 
-CPU_BLOCK_BYTES = 2 << 20   # one to two cores' L2; fewer, larger NumPy calls (module doc)
+CPU_BLOCK_BYTES = 2 << 20  # one to two cores' L2; fewer, larger NumPy calls (module doc)
 GEMM_BLOCK_BYTES = 2 << 20  # conv1's blocks of im2col columns (layers.conv_blocks)
-CHUNK_BYTES = 64 << 20      # Winograd's largest per-chunk temporary (docs/performance.md)
+CHUNK_BYTES = 64 << 20  # Winograd's largest per-chunk temporary (docs/performance.md)
 
 
 def block_bytes(xp):
@@ -76,5 +84,8 @@ def nested_runs(outer, inner, inner_bytes, budget, *, balanced=False):
     whole = inner * inner_bytes
     if whole <= budget:
         return [(o, slice(0, inner)) for o in runs(outer, whole, budget)]
-    return [(slice(o, o + 1), i) for o in range(outer)
-            for i in runs(inner, inner_bytes, budget, balanced=balanced)]
+    return [
+        (slice(o, o + 1), i)
+        for o in range(outer)
+        for i in runs(inner, inner_bytes, budget, balanced=balanced)
+    ]

@@ -5,19 +5,27 @@ Every check raises a plain ``ValueError`` (or ``TypeError`` for dtypes, through
 offending value, so a caller sees what to fix without reading the code. ``assert`` is
 never used for user errors.
 """
+
 import numbers
 
 from refnet.layers.backend import float_dtype
 
-__all__ = ["float_dtype", "require_ndim", "require_int", "require_grad", "output_size",
-           "window_count"]
+__all__ = [
+    "float_dtype",
+    "require_ndim",
+    "require_int",
+    "require_grad",
+    "output_size",
+    "window_count",
+]
 
 
 def require_ndim(layer, name, a, ndim, axes):
     """``a.ndim == ndim``, else ``ValueError`` naming the expected axes, e.g. ``(N, C, H, W)``."""
     if a.ndim != ndim:
-        raise ValueError(f"{layer}: {name} must be {ndim}-D {axes}, "
-                         f"got shape {tuple(a.shape)} ({a.ndim}-D)")
+        raise ValueError(
+            f"{layer}: {name} must be {ndim}-D {axes}, got shape {tuple(a.shape)} ({a.ndim}-D)"
+        )
 
 
 def require_int(layer, name, value, minimum):
@@ -32,8 +40,10 @@ def require_int(layer, name, value, minimum):
 def require_grad(layer, dy, shape, dtype, name="dy"):
     """The upstream gradient ``dy`` has the forward output's ``shape`` and ``dtype``."""
     if tuple(dy.shape) != tuple(shape):
-        raise ValueError(f"{layer}: {name} has shape {tuple(dy.shape)} but the forward "
-                         f"output had shape {tuple(shape)}")
+        raise ValueError(
+            f"{layer}: {name} has shape {tuple(dy.shape)} but the forward "
+            f"output had shape {tuple(shape)}"
+        )
     got = float_dtype(f"{layer} backward", dy)
     if got != dtype:
         raise TypeError(f"{layer}: {name} has dtype {got} but the forward pass ran in {dtype}")
@@ -64,6 +74,8 @@ def output_size(layer, axis, size, kernel, stride, pad, rounding="floor"):
     """
     padded = size + 2 * pad
     if kernel > padded:
-        raise ValueError(f"{layer}: kernel {axis} {kernel} is larger than the padded input "
-                         f"{axis} {padded} (= {size} + 2*{pad})")
+        raise ValueError(
+            f"{layer}: kernel {axis} {kernel} is larger than the padded input "
+            f"{axis} {padded} (= {size} + 2*{pad})"
+        )
     return window_count(size, kernel, stride, pad, rounding)

@@ -8,19 +8,29 @@ The column layout of ``im2col`` / ``col2im`` is documented once, in ``layers.win
 both are re-exported here because they are this layer's core. ``algo="winograd"`` computes
 the same stride-1 convolution with fewer multiplications (``layers.winograd``).
 """
+
 from typing import NamedTuple
 
 import numpy
 
+from refnet.layers import winograd
 from refnet.layers.backend import get_array_module
 from refnet.layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from refnet.layers.layout import batch_places, channel_major, check_layout, dims, shape
 from refnet.layers.windows import col2im, im2col, im2col_parts
 from refnet.layers.workspace import FRESH
-from refnet.layers import winograd
 
-__all__ = ["forward", "backward", "im2col", "im2col_parts", "col2im", "ConvCache", "ALGOS",
-           "WINOGRAD_TILES", "winograd_tile"]
+__all__ = [
+    "forward",
+    "backward",
+    "im2col",
+    "im2col_parts",
+    "col2im",
+    "ConvCache",
+    "ALGOS",
+    "WINOGRAD_TILES",
+    "winograd_tile",
+]
 
 ALGOS = ("gemm", "winograd")
 # The largest Winograd output tile m per (dtype, kernel size r): the fastest F(m, r) on
@@ -39,16 +49,17 @@ def winograd_tile(r, OH, OW, dtype):
     output also computes the rest of its last row and column), the larger on ties.
     alexnet's layers keep ``WINOGRAD_TILES``; the demo's 8x8 maps take F(4x4, 3x3)."""
     top = WINOGRAD_TILES.get((numpy.dtype(dtype).name, r), 2)
-    return min(range(2, max(2, top) + 1),
-               key=lambda m: ((m + r - 1) ** 2 * -(-OH // m) * -(-OW // m), -m))
+    return min(
+        range(2, max(2, top) + 1), key=lambda m: ((m + r - 1) ** 2 * -(-OH // m) * -(-OW // m), -m)
+    )
 
 
 class ConvCache(NamedTuple):
-    cols: object        # (G, Cg*kh*kw, P) im2col of the input, for dw (None: recompute)
-    x: object           # (N, C, H, W) the input when cols is None, else None
-    w: object           # (K, Cg, kh, kw), for dx
-    x_shape: tuple      # (N, C, H, W) in ``layout``
-    y_shape: tuple      # (N, K, OH, OW) in ``layout``
+    cols: object  # (G, Cg*kh*kw, P) im2col of the input, for dw (None: recompute)
+    x: object  # (N, C, H, W) the input when cols is None, else None
+    w: object  # (K, Cg, kh, kw), for dx
+    x_shape: tuple  # (N, C, H, W) in ``layout``
+    y_shape: tuple  # (N, K, OH, OW) in ``layout``
     stride: int
     pad: int
     layout: str
@@ -60,8 +71,8 @@ class ConvArgs(NamedTuple):
     stride: int
     pad: int
     groups: int
-    x_dims: tuple       # (N, C, H, W)
-    out_hw: tuple       # (OH, OW)
+    x_dims: tuple  # (N, C, H, W)
+    out_hw: tuple  # (OH, OW)
 
 
 def checked_args(x, w, b, stride, pad, layout, groups=1):
@@ -82,8 +93,9 @@ def checked_args(x, w, b, stride, pad, layout, groups=1):
     if K % groups:
         raise ValueError(f"conv: kernels K={K} not divisible by groups={groups}")
     if C != Cg * groups:
-        raise ValueError(f"conv: x has {C} channels but w expects {Cg} * groups {groups} "
-                         f"= {Cg * groups}")
+        raise ValueError(
+            f"conv: x has {C} channels but w expects {Cg} * groups {groups} = {Cg * groups}"
+        )
     if b.shape[0] != K:
         raise ValueError(f"conv: b has {b.shape[0]} entries but w has K={K} kernels")
     OH = output_size("conv", "height", H, kh, stride, pad)
@@ -91,8 +103,21 @@ def checked_args(x, w, b, stride, pad, layout, groups=1):
     return ConvArgs(dtype, layout, stride, pad, groups, (N, C, H, W), (OH, OW))
 
 
-def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", tile=None,
-            cols=None, layout="NCHW", ws=FRESH):
+def forward(
+    x,
+    w,
+    b,
+    *,
+    stride=1,
+    pad=0,
+    groups=1,
+    keep_cols=True,
+    algo="gemm",
+    tile=None,
+    cols=None,
+    layout="NCHW",
+    ws=FRESH,
+):
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*s + i, ow*s + j]
 
     where g = k // Kg is the group of kernel k, s the stride and xpad the input with
@@ -136,11 +161,21 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
         if cols is not None:
             raise ValueError("conv: cols (the unfolded input) applies only to algo='gemm'")
         tile = _winograd_tile(stride, kh, kw, tile, dtype, OH, OW)
-        return winograd.forward(x, w, b, pad=pad, groups=groups, tile=tile,
-                                keep_transformed=keep_cols, layout=layout, ws=ws)
+        return winograd.forward(
+            x,
+            w,
+            b,
+            pad=pad,
+            groups=groups,
+            tile=tile,
+            keep_transformed=keep_cols,
+            layout=layout,
+            ws=ws,
+        )
     if tile is not None:
-        raise ValueError(f"conv: tile applies only to algo='winograd', got tile={tile!r} "
-                         f"with algo={algo!r}")
+        raise ValueError(
+            f"conv: tile applies only to algo='winograd', got tile={tile!r} with algo={algo!r}"
+        )
 
     xp = get_array_module(x, w, b)
     G, Kg = groups, K // groups
@@ -148,18 +183,19 @@ def forward(x, w, b, *, stride=1, pad=0, groups=1, keep_cols=True, algo="gemm", 
         # (G, Cg*kh*kw, P)
         cols = im2col(x, kh, kw, stride=stride, pad=pad, groups=G, layout=layout, ws=ws)
     elif tuple(cols.shape) != (G, Cg * kh * kw, N * OH * OW) or cols.dtype != dtype:
-        raise ValueError(f"conv: cols has shape {tuple(cols.shape)} and dtype {cols.dtype}, "
-                         f"im2col of x gives {(G, Cg * kh * kw, N * OH * OW)} {dtype}")
-    wg = w.reshape(G, Kg, Cg * kh * kw)                          # (G, Kg, Cg*kh*kw)
+        raise ValueError(
+            f"conv: cols has shape {tuple(cols.shape)} and dtype {cols.dtype}, "
+            f"im2col of x gives {(G, Cg * kh * kw, N * OH * OW)} {dtype}"
+        )
+    wg = w.reshape(G, Kg, Cg * kh * kw)  # (G, Kg, Cg*kh*kw)
     A, B = batch_places(N, layout)
     y = ws.empty(xp, shape(N, K, OH, OW, layout), dtype)
-    if layout == "CHWN":             # the GEMM's (G, Kg, P) output is y's memory order
-        xp.matmul(wg, cols, out=y.reshape(G, Kg, -1))            # (G, Kg, P)
+    if layout == "CHWN":  # the GEMM's (G, Kg, P) output is y's memory order
+        xp.matmul(wg, cols, out=y.reshape(G, Kg, -1))  # (G, Kg, P)
         y += b.reshape(K, 1, 1, 1)
-    else:                            # bias + layout in one pass
+    else:  # bias + layout in one pass
         yg = xp.matmul(wg, cols, out=ws.empty(xp, (G, Kg, N * OH * OW), dtype))  # (G, Kg, P)
-        xp.add(yg.reshape(K, A, OH, OW, B), b.reshape(K, 1, 1, 1, 1),
-               out=channel_major(y, layout))
+        xp.add(yg.reshape(K, A, OH, OW, B), b.reshape(K, 1, 1, 1, 1), out=channel_major(y, layout))
     cached = (cols, None) if keep_cols else (None, x)
     return y, ConvCache(*cached, w, tuple(x.shape), tuple(y.shape), stride, pad, layout)
 
@@ -174,9 +210,11 @@ def _winograd_tile(stride, kh, kw, tile, dtype, OH, OW):
         return winograd_tile(kh, OH, OW, dtype)
     tile = require_int("conv", "tile", tile, 1)
     if tile + kh - 2 > winograd.MAX_POINTS:
-        raise ValueError(f"conv: tile={tile} with a {kh}x{kw} kernel needs "
-                         f"{tile + kh - 2} interpolation points, at most "
-                         f"{winograd.MAX_POINTS} are defined")
+        raise ValueError(
+            f"conv: tile={tile} with a {kh}x{kw} kernel needs "
+            f"{tile + kh - 2} interpolation points, at most "
+            f"{winograd.MAX_POINTS} are defined"
+        )
     return tile
 
 
@@ -205,24 +243,27 @@ def backward(dy, cache, *, need_dx=True, ws=FRESH):
     layout = cache.layout
     G = dims(cache.x_shape, layout)[1] // Cg
     cols = cache.cols
-    if cols is None:                                             # keep_cols=False
-        cols = im2col(cache.x, kh, kw, stride=cache.stride, pad=cache.pad, groups=G,
-                      layout=layout, ws=ws)
-    dy5 = channel_major(dy, layout)                              # (K, A, OH, OW, B)
-    if layout == "NCHW":                  # made contiguous, so P is one axis (CHWN: as is)
+    if cols is None:  # keep_cols=False
+        cols = im2col(
+            cache.x, kh, kw, stride=cache.stride, pad=cache.pad, groups=G, layout=layout, ws=ws
+        )
+    dy5 = channel_major(dy, layout)  # (K, A, OH, OW, B)
+    if layout == "NCHW":  # made contiguous, so P is one axis (CHWN: as is)
         dy5 = ws.copy(xp, dy5)
-    dyg = dy5.reshape(G, K // G, -1)                             # (G, Kg, P), a view
-    db = dyg.sum(axis=2).reshape(K)                              # (K,)
+    dyg = dy5.reshape(G, K // G, -1)  # (G, Kg, P), a view
+    db = dyg.sum(axis=2).reshape(K)  # (K,)
     # dw^T = cols @ dy_g^T rather than dy_g @ cols^T: NumPy's batched matmul is faster
     # when the long P axis is not in a transposed operand (docs/performance.md).
-    dwt = xp.matmul(cols, dyg.transpose(0, 2, 1))                # (G, Cg*kh*kw, Kg)
-    dw = dwt.transpose(0, 2, 1)                                  # (G, Kg, Cg*kh*kw) view
-    dw = dw.reshape(w.shape)                                     # (K, Cg, kh, kw), a copy
+    dwt = xp.matmul(cols, dyg.transpose(0, 2, 1))  # (G, Cg*kh*kw, Kg)
+    dw = dwt.transpose(0, 2, 1)  # (G, Kg, Cg*kh*kw) view
+    dw = dw.reshape(w.shape)  # (K, Cg, kh, kw), a copy
     if not need_dx:
         return None, dw, db
-    wg = w.reshape(G, K // G, Cg * kh * kw)                      # (G, Kg, Cg*kh*kw)
-    dcols = xp.matmul(wg.transpose(0, 2, 1), dyg,
-                      out=ws.empty(xp, cols.shape, dy.dtype))    # (G, Cg*kh*kw, P)
-    dx = col2im(dcols, cache.x_shape, kh, kw, stride=cache.stride, pad=cache.pad,
-                layout=layout, ws=ws)
+    wg = w.reshape(G, K // G, Cg * kh * kw)  # (G, Kg, Cg*kh*kw)
+    dcols = xp.matmul(
+        wg.transpose(0, 2, 1), dyg, out=ws.empty(xp, cols.shape, dy.dtype)
+    )  # (G, Cg*kh*kw, P)
+    dx = col2im(
+        dcols, cache.x_shape, kh, kw, stride=cache.stride, pad=cache.pad, layout=layout, ws=ws
+    )
     return dx, dw, db

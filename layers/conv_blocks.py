@@ -26,6 +26,7 @@ The network's two columns both read the image: their kernels are stacked into on
 gradient ``dy`` comes as the columns' pieces along K (``dys``). The blocks depend only
 on the shapes, so the sums, and the results, do not depend on the threads.
 """
+
 from functools import partial
 from typing import NamedTuple
 
@@ -40,9 +41,9 @@ __all__ = ["forward", "backward", "forward_parts", "backward_parts", "BlocksCach
 
 
 class BlocksCache(NamedTuple):
-    x: object           # (N, C, H, W) the input, in ``layout``
-    w: object           # (K, C, kh, kw)
-    y_shape: tuple      # (N, K, OH, OW) in ``layout``
+    x: object  # (N, C, H, W) the input, in ``layout``
+    w: object  # (K, C, kh, kw)
+    y_shape: tuple  # (N, K, OH, OW) in ``layout``
     stride: int
     pad: int
     layout: str
@@ -52,8 +53,7 @@ def forward(x, w, b, *, stride=1, pad=0, layout="NCHW", ws=FRESH):
     """(y, cache): y = conv(x, w, stride, pad) + b, as ``layers.conv.forward`` (one
     group); shapes x (N, C, H, W), w (K, C, kh, kw), b (K,) -> y (N, K, OH, OW) in
     ``layout``. The blocks run one after the other."""
-    y, cache, runs = forward_parts(x, w, b, stride=stride, pad=pad, layout=layout,
-                                   parts=1, ws=ws)
+    y, cache, runs = forward_parts(x, w, b, stride=stride, pad=pad, layout=layout, parts=1, ws=ws)
     for run in runs:
         run()
     return y, cache
@@ -69,7 +69,7 @@ def forward_parts(x, w, b, *, stride=1, pad=0, layout="NCHW", parts=2, ws=FRESH)
     """(y, cache, runs): y allocated (from ``ws``) and the ``parts`` callables that each
     compute one band of its output rows (in any order, or concurrently: they write
     disjoint parts of y). Once all have run, y equals ``forward``'s."""
-    a = checked_args(x, w, b, stride, pad, layout)             # groups 1
+    a = checked_args(x, w, b, stride, pad, layout)  # groups 1
     dtype, layout, stride, pad = a.dtype, a.layout, a.stride, a.pad
     N, C, H, W = a.x_dims
     K, _, kh, kw = w.shape
@@ -77,18 +77,19 @@ def forward_parts(x, w, b, *, stride=1, pad=0, layout="NCHW", parts=2, ws=FRESH)
     xp = get_array_module(x, w, b)
     y = ws.empty(xp, shape(N, K, OH, OW, layout), dtype)
     cache = BlocksCache(x, w, tuple(y.shape), stride, pad, layout)
-    view = _windows(x, kh, kw, stride, pad, layout, OH, OW, ws)   # (C, kh, kw, A, OH, OW, B)
-    wm = w.reshape(K, C * kh * kw)                                # (K, C*kh*kw)
+    view = _windows(x, kh, kw, stride, pad, layout, OH, OW, ws)  # (C, kh, kw, A, OH, OW, B)
+    wm = w.reshape(K, C * kh * kw)  # (K, C*kh*kw)
     b5 = b.reshape(K, 1, 1, 1, 1)
-    y5 = channel_major(y, layout)                                 # (K, A, OH, OW, B)
+    y5 = channel_major(y, layout)  # (K, A, OH, OW, B)
 
     def run(rows):
         blocks = _blocks(view, rows, xp)
         scratch = _Scratch(xp, view, blocks, (K,), dtype)
         for r, c in blocks:
-            cols = scratch.unfolded(view, r, c)                   # (C*kh*kw, Pb)
+            cols = scratch.unfolded(view, r, c)  # (C*kh*kw, Pb)
             prod = xp.matmul(wm, cols, out=scratch.take(0, (K, cols.shape[1])))  # (K, Pb)
             xp.add(prod.reshape(y5[:, :, r, c].shape), b5, out=y5[:, :, r, c])
+
     return y, cache, [partial(run, rows) for rows in _bands(OH, parts)]
 
 
@@ -99,30 +100,32 @@ def backward_parts(dys, cache, *, parts=2):
     or as pieces along K (the columns' gradients, in order)."""
     x, w, layout = cache.x, cache.w, cache.layout
     K, C, kh, kw = w.shape
-    if sum(dims(d.shape, layout)[1] for d in dys) != K or any(
-            d.dtype != w.dtype for d in dys):
-        raise ValueError(f"conv: dy pieces {[tuple(d.shape) for d in dys]} do not make "
-                         f"the output {cache.y_shape} of dtype {w.dtype}")
+    if sum(dims(d.shape, layout)[1] for d in dys) != K or any(d.dtype != w.dtype for d in dys):
+        raise ValueError(
+            f"conv: dy pieces {[tuple(d.shape) for d in dys]} do not make "
+            f"the output {cache.y_shape} of dtype {w.dtype}"
+        )
     xp = get_array_module(*dys)
     _, _, OH, OW = dims(cache.y_shape, layout)
     view = _windows(x, kh, kw, cache.stride, cache.pad, layout, OH, OW, FRESH)
-    d5s = [channel_major(d, layout) for d in dys]                 # (K_i, A, OH, OW, B) each
+    d5s = [channel_major(d, layout) for d in dys]  # (K_i, A, OH, OW, B) each
 
     def run(rows):
-        dwt = xp.zeros((C * kh * kw, K), dtype=w.dtype)           # dw^T of this band
+        dwt = xp.zeros((C * kh * kw, K), dtype=w.dtype)  # dw^T of this band
         part = xp.empty_like(dwt)
         blocks = _blocks(view, rows, xp)
         scratch = _Scratch(xp, view, blocks, (K,), w.dtype)
         for r, c in blocks:
-            cols = scratch.unfolded(view, r, c)                   # (C*kh*kw, Pb)
-            d = scratch.take(0, (K, cols.shape[1]))               # dy of the block
+            cols = scratch.unfolded(view, r, c)  # (C*kh*kw, Pb)
+            d = scratch.take(0, (K, cols.shape[1]))  # dy of the block
             k = 0
-            for d5 in d5s:                                        # the pieces' kernels
-                piece = d5[:, :, r, c]                            # (K_i, A, rb, cb, B)
-                d[k:k + piece.shape[0]].reshape(piece.shape)[...] = piece
+            for d5 in d5s:  # the pieces' kernels
+                piece = d5[:, :, r, c]  # (K_i, A, rb, cb, B)
+                d[k : k + piece.shape[0]].reshape(piece.shape)[...] = piece
                 k += piece.shape[0]
-            dwt += xp.matmul(cols, d.T, out=part)                 # (C*kh*kw, K)
+            dwt += xp.matmul(cols, d.T, out=part)  # (C*kh*kw, K)
         return dwt
+
     return [partial(run, rows) for rows in _bands(OH, parts)]
 
 
@@ -132,15 +135,15 @@ def gradients(dys, partials, cache):
     dwt = partials[0]
     for p in partials[1:]:
         dwt = dwt + p
-    dw = dwt.T.reshape(w.shape)                                   # (K, C, kh, kw), a copy
+    dw = dwt.T.reshape(w.shape)  # (K, C, kh, kw), a copy
     xp = get_array_module(*dys)
     db = xp.concatenate([channel_major(d, layout).sum(axis=(1, 2, 3, 4)) for d in dys])
-    return dw, db                                                 # db: (K,)
+    return dw, db  # db: (K,)
 
 
 def _windows(x, kh, kw, stride, pad, layout, OH, OW, ws):
     """The (C, kh, kw, A, OH, OW, B) window view of x padded by ``pad``."""
-    x5 = channel_major(padded(x, pad, layout, ws), layout)       # (C, A, Hp, Wp, B)
+    x5 = channel_major(padded(x, pad, layout, ws), layout)  # (C, A, Hp, Wp, B)
     return window_view(x5, kh, kw, stride, OH, OW)
 
 
@@ -156,10 +159,9 @@ def _blocks(view, rows, xp):
     of output columns."""
     C, kh, kw, A, OH, OW, B = view.shape
     budget = blocking.GEMM_BLOCK_BYTES if blocking.block_bytes(xp) else None
-    per_column = C * kh * kw * A * B * view.itemsize                 # one output column
+    per_column = C * kh * kw * A * B * view.itemsize  # one output column
     out = []
-    for r, c in blocking.nested_runs(rows.stop - rows.start, OW, per_column,
-                                     budget, balanced=True):
+    for r, c in blocking.nested_runs(rows.stop - rows.start, OW, per_column, budget, balanced=True):
         out.append((slice(rows.start + r.start, rows.start + r.stop), c))
     return out
 
@@ -179,11 +181,11 @@ class _Scratch:
     def unfolded(self, view, r, c):
         """The unfolded input (im2col matrix) of one block: (C*kh*kw, Pb), copied into
         the scratch."""
-        block = view[:, :, :, :, r, c]                            # (C, kh, kw, A, rb, cb, B)
-        cols = self.cols[:block.size].reshape(block.shape)
+        block = view[:, :, :, :, r, c]  # (C, kh, kw, A, rb, cb, B)
+        cols = self.cols[: block.size].reshape(block.shape)
         cols[...] = block
         return cols.reshape(self.rows, -1)
 
     def take(self, i, shape):
         """Scratch array ``i`` as ``shape``."""
-        return self.others[i][:shape[0] * shape[1]].reshape(shape)
+        return self.others[i][: shape[0] * shape[1]].reshape(shape)

@@ -9,6 +9,7 @@ or x's dtype (values 0/1). When ``mask`` is None it is drawn from ``rng``, a hos
 module, so NumPy and CuPy runs from the same seed drop the same units. Given a mask,
 it is used as is (a PyTorch twin can share it); the layer applies any 1/(1-p) scaling.
 """
+
 import numbers
 from typing import NamedTuple
 
@@ -22,8 +23,8 @@ MODES = ("paper", "inverted")
 
 
 class DropoutCache(NamedTuple):
-    mask: object        # keep-mask (bool or x.dtype), or None outside training
-    scale: float        # the factor applied besides the mask
+    mask: object  # keep-mask (bool or x.dtype), or None outside training
+    scale: float  # the factor applied besides the mask
     shape: tuple
     dtype: object
 
@@ -48,19 +49,18 @@ def forward(x, *, p=0.5, train, rng=None, mask=None, mode="paper", ws=FRESH):
     y = ws.empty(xp, shape, dtype)
     if not train:
         if mode == "paper":
-            return xp.multiply(x, dtype.type(1 - p), out=y), DropoutCache(None, 1 - p, shape,
-                                                                           dtype)
+            return xp.multiply(x, dtype.type(1 - p), out=y), DropoutCache(None, 1 - p, shape, dtype)
         y[...] = x
         return y, DropoutCache(None, 1.0, shape, dtype)
     if mask is None:
         if rng is None or not hasattr(rng, "random"):
-            raise ValueError("dropout: training needs rng (a numpy.random.Generator) or a "
-                             f"mask, got rng={rng!r}")
-        mask = xp.asarray(rng.random(shape) >= p)           # bool, drawn on the host
+            raise ValueError(
+                f"dropout: training needs rng (a numpy.random.Generator) or a mask, got rng={rng!r}"
+            )
+        mask = xp.asarray(rng.random(shape) >= p)  # bool, drawn on the host
     else:
         if tuple(mask.shape) != shape:
-            raise ValueError(f"dropout: mask has shape {tuple(mask.shape)} but x has "
-                             f"shape {shape}")
+            raise ValueError(f"dropout: mask has shape {tuple(mask.shape)} but x has shape {shape}")
         if mask.dtype != bool and mask.dtype != dtype:
             raise TypeError(f"dropout: mask dtype must be bool or {dtype}, got {mask.dtype}")
         mask = xp.asarray(mask)

@@ -4,6 +4,7 @@ Axis legend: N batch, C channels, H/W height/width. Input (N, C, H, W) in NCHW o
 (C, H, W, N) in CHWN (``layers.layout``); output (N, C) in both layouts (a classifier's
 logits when C is the number of classes, as in Network-in-Network and GoogLeNet).
 """
+
 from typing import NamedTuple
 
 from refnet.layers.backend import get_array_module
@@ -14,7 +15,7 @@ __all__ = ["forward", "backward", "GapCache"]
 
 
 class GapCache(NamedTuple):
-    x_shape: tuple      # the input's shape, in ``layout``
+    x_shape: tuple  # the input's shape, in ``layout``
     dtype: object
     layout: str
 
@@ -29,9 +30,9 @@ def forward(x, layout="NCHW"):
     require_ndim("gap", "x", x, 4, "(N, C, H, W)" if layout == "NCHW" else "(C, H, W, N)")
     xp = get_array_module(x)
     if layout == "NCHW":
-        y = xp.mean(x, axis=(2, 3))                              # (N, C)
+        y = xp.mean(x, axis=(2, 3))  # (N, C)
     else:
-        y = xp.ascontiguousarray(xp.mean(x, axis=(1, 2)).T)      # (C, N) -> (N, C)
+        y = xp.ascontiguousarray(xp.mean(x, axis=(1, 2)).T)  # (C, N) -> (N, C)
     return y.astype(x.dtype, copy=False), GapCache(tuple(x.shape), x.dtype, layout)
 
 
@@ -40,9 +41,9 @@ def backward(dy, cache):
     N, C, H, W = dims(cache.x_shape, cache.layout)
     require_grad("gap", dy, (N, C), cache.dtype)
     xp = get_array_module(dy)
-    share = dy * dy.dtype.type(1.0 / (H * W))                    # (N, C)
+    share = dy * dy.dtype.type(1.0 / (H * W))  # (N, C)
     if cache.layout == "NCHW":
-        spread = share[:, :, None, None]                         # (N, C, 1, 1)
+        spread = share[:, :, None, None]  # (N, C, 1, 1)
     else:
-        spread = share.T[:, None, None, :]                       # (C, 1, 1, N)
+        spread = share.T[:, None, None, :]  # (C, 1, 1, N)
     return xp.ascontiguousarray(xp.broadcast_to(spread, cache.x_shape))

@@ -26,8 +26,17 @@ where the layout has it: outside the map for NCHW, innermost for CHWN. Flattenin
 from refnet.layers.backend import get_array_module
 from refnet.layers.workspace import FRESH
 
-__all__ = ["LAYOUTS", "check_layout", "dims", "shape", "channel_axis", "batch_places",
-           "channel_major", "transpose", "along"]
+__all__ = [
+    "LAYOUTS",
+    "check_layout",
+    "dims",
+    "shape",
+    "channel_axis",
+    "batch_places",
+    "channel_major",
+    "transpose",
+    "along",
+]
 
 LAYOUTS = ("NCHW", "CHWN")
 
@@ -65,8 +74,8 @@ def batch_places(N, layout):
 def channel_major(x, layout):
     """The (C, A, H, W, B) view of ``x`` described in the module doc (no copy)."""
     if layout == "NCHW":
-        return x.transpose(1, 0, 2, 3)[..., None]          # (C, N, H, W, 1)
-    return x[:, None]                                      # (C, 1, H, W, N)
+        return x.transpose(1, 0, 2, 3)[..., None]  # (C, N, H, W, 1)
+    return x[:, None]  # (C, 1, H, W, N)
 
 
 def along(axis, s):
@@ -80,5 +89,5 @@ def transpose(x, src, dst, ws=FRESH):
     (``layers.workspace``), or ``x`` itself when the layouts are the same."""
     if src == dst:
         return x
-    order = (3, 0, 1, 2) if src == "CHWN" else (1, 2, 3, 0)   # to NCHW, to CHWN
+    order = (3, 0, 1, 2) if src == "CHWN" else (1, 2, 3, 0)  # to NCHW, to CHWN
     return ws.copy(get_array_module(x), x.transpose(order))

@@ -4,6 +4,7 @@ Axis legend: N batch, F input features (``in``), O output units (``out``).
 x may be (N, F) or (N, ...) with the trailing axes flattened to F in C order (pool5's
 (N, 256, 6, 6) -> (N, 9216), the same order as PyTorch's ``flatten(1)``).
 """
+
 from typing import NamedTuple
 
 from refnet.layers.backend import get_array_module
@@ -14,9 +15,9 @@ __all__ = ["forward", "backward", "LinearCache"]
 
 
 class LinearCache(NamedTuple):
-    x2: object          # (N, F) input, flattened
-    w: object           # (O, F)
-    x_shape: tuple      # the input's shape, for dx
+    x2: object  # (N, F) input, flattened
+    w: object  # (O, F)
+    x_shape: tuple  # the input's shape, for dx
 
 
 def forward(x, w, b, *, ws=FRESH):
@@ -28,15 +29,16 @@ def forward(x, w, b, *, ws=FRESH):
     require_ndim("linear", "w", w, 2, "(out, in)")
     require_ndim("linear", "b", b, 1, "(out,)")
     N = x.shape[0]
-    x2 = x.reshape(N, -1)                                   # (N, F)
+    x2 = x.reshape(N, -1)  # (N, F)
     O, F = w.shape
     if x2.shape[1] != F:
-        raise ValueError(f"linear: x has {x2.shape[1]} features (shape {tuple(x.shape)}) "
-                         f"but w expects {F}")
+        raise ValueError(
+            f"linear: x has {x2.shape[1]} features (shape {tuple(x.shape)}) but w expects {F}"
+        )
     if b.shape[0] != O:
         raise ValueError(f"linear: b has {b.shape[0]} entries but w has {O} outputs")
     xp = get_array_module(x, w, b)
-    y = xp.matmul(x2, w.T, out=ws.empty(xp, (N, O), w.dtype))   # (N, O)
+    y = xp.matmul(x2, w.T, out=ws.empty(xp, (N, O), w.dtype))  # (N, O)
     y += b
     return y, LinearCache(x2, w, tuple(x.shape))
 
@@ -51,10 +53,10 @@ def backward(dy, cache, *, ws=FRESH):
         # x was the transpose of a contiguous (F, N) array (the batch-innermost maps,
         # flattened): dx in the same order, dx^T = w^T dy^T, so the layers below get
         # contiguous gradients instead of a transposing copy
-        dx = xp.matmul(w.T, dy.T, out=ws.empty(xp, (F, N), w.dtype)).T     # (N, F)
+        dx = xp.matmul(w.T, dy.T, out=ws.empty(xp, (F, N), w.dtype)).T  # (N, F)
     else:
-        dx = xp.matmul(dy, w, out=ws.empty(xp, (N, F), w.dtype))           # (N, F)
-    dx = dx.reshape(cache.x_shape)                          # x's shape
+        dx = xp.matmul(dy, w, out=ws.empty(xp, (N, F), w.dtype))  # (N, F)
+    dx = dx.reshape(cache.x_shape)  # x's shape
     dw = xp.matmul(dy.T, x2, out=ws.empty(xp, w.shape, w.dtype))  # (O, F)
-    db = dy.sum(axis=0)                                     # (O,)
+    db = dy.sum(axis=0)  # (O,)
     return dx, dw, db

@@ -10,6 +10,7 @@ about ``layers.blocking``'s budget: the ~10 passes of forward and backward then 
 core's cache instead of streaming the whole array through memory each time. Every element sees the
 same operations in the same order for any blocking, so the results do not depend on it.
 """
+
 import numbers
 from typing import NamedTuple
 
@@ -23,9 +24,9 @@ __all__ = ["forward", "backward", "channel_window_sum", "LrnCache"]
 
 
 class LrnCache(NamedTuple):
-    x: object           # (N, C, H, W) input, in ``layout``
-    s: object           # k + alpha * windowsum(x^2), like x
-    scale: object       # s^-beta, so y = x * scale; like x
+    x: object  # (N, C, H, W) input, in ``layout``
+    s: object  # k + alpha * windowsum(x^2), like x
+    scale: object  # s^-beta, so y = x * scale; like x
     size: int
     alpha: float
     beta: float
@@ -41,13 +42,13 @@ def channel_window_sum(a, size, out=None):
     is its own transpose: backward uses it unchanged.
     """
     if out is None:
-        out = a.copy()                                      # (C, ...), offset 0
+        out = a.copy()  # (C, ...), offset 0
     else:
         out[...] = a
     C = a.shape[0]
     for d in range(1, min(size // 2, C - 1) + 1):
-        out[d:] += a[:-d]                                   # channel c gets c - d
-        out[:-d] += a[d:]                                   # channel c gets c + d
+        out[d:] += a[:-d]  # channel c gets c - d
+        out[:-d] += a[d:]  # channel c gets c + d
     return out
 
 
@@ -69,8 +70,9 @@ def _blocks(x5_shape, itemsize, xp):
     one); one block on a GPU."""
     C, A, H, W, B = x5_shape
     budget = blocking.block_bytes(xp)
-    return [(slice(None), a, h)
-            for a, h in blocking.nested_runs(A, H, C * W * B * itemsize, budget)]
+    return [
+        (slice(None), a, h) for a, h in blocking.nested_runs(A, H, C * W * B * itemsize, budget)
+    ]
 
 
 def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW", ws=FRESH):
@@ -103,14 +105,14 @@ def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW", ws=FRESH)
     y, s, scale = (ws.empty(xp, x.shape, dtype) for _ in range(3))
     x5, y5, s5, scale5 = (channel_major(a, layout) for a in (x, y, s, scale))
     for blk in _blocks(x5.shape, x.itemsize, xp):
-        xb, sb = x5[blk], s5[blk]                           # (C, A', H', W, B)
+        xb, sb = x5[blk], s5[blk]  # (C, A', H', W, B)
         squares = xp.multiply(xb, xb, out=ws.empty(xp, xb.shape, dtype))
-        channel_window_sum(squares, size, out=sb)           # window sums of a^2
+        channel_window_sum(squares, size, out=sb)  # window sums of a^2
         sb *= t(alpha)
-        sb += t(k)                                          # s = k + alpha * sum a^2
-        _inverse_power(xp, sb, beta, out=scale5[blk])       # s^-beta
+        sb += t(k)  # s = k + alpha * sum a^2
+        _inverse_power(xp, sb, beta, out=scale5[blk])  # s^-beta
         xp.multiply(xb, scale5[blk], out=y5[blk])
-        del squares                                         # its buffer serves the next
+        del squares  # its buffer serves the next
     return y, LrnCache(x, s, scale, size, float(alpha), float(beta), layout)
 
 
@@ -125,17 +127,19 @@ def backward(dy, cache, *, ws=FRESH):
     xp = get_array_module(dy)
     t = x.dtype.type
     dx = ws.empty(xp, x.shape, x.dtype)
-    x5, s5, scale5, dy5, dx5 = (channel_major(a, cache.layout)
-                                for a in (x, cache.s, cache.scale, dy, dx))
+    x5, s5, scale5, dy5, dx5 = (
+        channel_major(a, cache.layout) for a in (x, cache.s, cache.scale, dy, dx)
+    )
     for blk in _blocks(x5.shape, x.itemsize, xp):
-        xb, dxb = x5[blk], dx5[blk]                         # (C, A', H', W, B)
-        dy_scale = xp.multiply(dy5[blk], scale5[blk],
-                               out=ws.empty(xp, xb.shape, x.dtype))   # dy * s^-beta
+        xb, dxb = x5[blk], dx5[blk]  # (C, A', H', W, B)
+        dy_scale = xp.multiply(
+            dy5[blk], scale5[blk], out=ws.empty(xp, xb.shape, x.dtype)
+        )  # dy * s^-beta
         r = xp.multiply(dy_scale, xb, out=ws.empty(xp, xb.shape, x.dtype))
-        r /= s5[blk]                                        # dy * y / s
+        r /= s5[blk]  # dy * y / s
         channel_window_sum(r, cache.size, out=dxb)
         dxb *= xb
         dxb *= t(-2.0 * cache.alpha * cache.beta)
         dxb += dy_scale
-        del dy_scale, r                                     # their buffers serve the next
+        del dy_scale, r  # their buffers serve the next
     return dx

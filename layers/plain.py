@@ -17,23 +17,41 @@ have no clever fast path: both engines call the same functions (``layers.relu``,
 ``layers.linear``, ``layers.dropout``, ``layers.gap``, ``layers.softmax``), re-exported
 here under the plain engine's names.
 """
+
 from typing import NamedTuple
 
 from refnet.layers import dropout, gap, linear, relu, softmax
 from refnet.layers.backend import get_array_module
 from refnet.layers.checks import window_count
 
-__all__ = ["conv_forward", "conv_backward", "pool_forward", "pool_backward",
-           "lrn_forward", "lrn_backward", "adaptive_pool_forward", "adaptive_pool_backward",
-           "flatten_forward", "flatten_backward", "relu_forward", "relu_backward",
-           "linear_forward", "linear_backward", "dropout_forward", "dropout_backward",
-           "gap_forward", "gap_backward", "softmax_forward", "softmax_backward",
-           "sgd_update"]
-
+__all__ = [
+    "conv_forward",
+    "conv_backward",
+    "pool_forward",
+    "pool_backward",
+    "lrn_forward",
+    "lrn_backward",
+    "adaptive_pool_forward",
+    "adaptive_pool_backward",
+    "flatten_forward",
+    "flatten_backward",
+    "relu_forward",
+    "relu_backward",
+    "linear_forward",
+    "linear_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "gap_forward",
+    "gap_backward",
+    "softmax_forward",
+    "softmax_backward",
+    "sgd_update",
+]
 
 
 class Pair(NamedTuple):
     """A layer's (forward, backward), as ``refnet.nodes`` names a layer's plain form."""
+
     forward: object
     backward: object
 
@@ -48,9 +66,10 @@ softmax_forward, softmax_backward = softmax.forward, softmax.backward
 
 # -- convolution ------------------------------------------------------------------------
 
+
 class ConvCache(NamedTuple):
-    x: object           # (N, C, H, W) the input
-    w: object           # (K, Cg, kh, kw)
+    x: object  # (N, C, H, W) the input
+    w: object  # (K, Cg, kh, kw)
     stride: int
     pad: int
     groups: int
@@ -65,11 +84,11 @@ def _by_group(x, w, stride, pad, groups):
     """(xpad, xpad by group, w by group, (OH, OW)): x zero-padded by ``pad`` on each side
     of H and W, and both split along their channels into the groups."""
     xp = get_array_module(x)
-    xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))     # (N, C, Hp, Wp)
+    xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))  # (N, C, Hp, Wp)
     N = x.shape[0]
     K, Cg, kh, kw = w.shape
-    xg = xpad.reshape(N, groups, Cg, *xpad.shape[2:])               # (N, G, Cg, Hp, Wp)
-    wg = w.reshape(groups, K // groups, Cg, kh, kw)                 # (G, Kg, Cg, kh, kw)
+    xg = xpad.reshape(N, groups, Cg, *xpad.shape[2:])  # (N, G, Cg, Hp, Wp)
+    wg = w.reshape(groups, K // groups, Cg, kh, kw)  # (G, Kg, Cg, kh, kw)
     out = ((xpad.shape[2] - kh) // stride + 1, (xpad.shape[3] - kw) // stride + 1)
     return xpad, xg, wg, out
 
@@ -91,7 +110,7 @@ def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):
         for j in range(kw):
             xs = xg[..., _window(i, OH, stride), _window(j, OW, stride)]  # (N, G, Cg, OH, OW)
             y += xp.einsum("gkc,ngchw->ngkhw", wg[..., i, j], xs)
-    y = y.reshape(N, G * Kg, OH, OW) + b.reshape(1, -1, 1, 1)      # (N, K, OH, OW)
+    y = y.reshape(N, G * Kg, OH, OW) + b.reshape(1, -1, 1, 1)  # (N, K, OH, OW)
     return y, ConvCache(x, w, stride, pad, groups)
 
 
@@ -109,28 +128,29 @@ def conv_backward(dy, cache, *, need_dx=True):
     xp = get_array_module(dy, x, w)
     xpad, xg, wg, (OH, OW) = _by_group(x, w, stride, pad, groups)
     N, (G, Kg) = x.shape[0], wg.shape[:2]
-    dyg = dy.reshape(N, G, Kg, OH, OW)                              # (N, G, Kg, OH, OW)
-    dxg = xp.zeros(xg.shape, dtype=x.dtype)                         # (N, G, Cg, Hp, Wp)
-    dwg = xp.zeros(wg.shape, dtype=w.dtype)                         # (G, Kg, Cg, kh, kw)
+    dyg = dy.reshape(N, G, Kg, OH, OW)  # (N, G, Kg, OH, OW)
+    dxg = xp.zeros(xg.shape, dtype=x.dtype)  # (N, G, Cg, Hp, Wp)
+    dwg = xp.zeros(wg.shape, dtype=w.dtype)  # (G, Kg, Cg, kh, kw)
     for i in range(wg.shape[3]):
         for j in range(wg.shape[4]):
             at = (Ellipsis, _window(i, OH, stride), _window(j, OW, stride))
             dwg[..., i, j] = xp.einsum("ngkhw,ngchw->gkc", dyg, xg[at])
             if need_dx:
                 dxg[at] += xp.einsum("gkc,ngkhw->ngchw", wg[..., i, j], dyg)
-    db = dy.sum(axis=(0, 2, 3))                                     # (K,)
+    db = dy.sum(axis=(0, 2, 3))  # (K,)
     if not need_dx:
         return None, dwg.reshape(w.shape), db
     H, W = x.shape[2:]
-    dx = dxg.reshape(xpad.shape)[:, :, pad:pad + H, pad:pad + W]    # (N, C, H, W)
+    dx = dxg.reshape(xpad.shape)[:, :, pad : pad + H, pad : pad + W]  # (N, C, H, W)
     return xp.ascontiguousarray(dx), dwg.reshape(w.shape), db
 
 
 # -- max pooling ------------------------------------------------------------------------
 
+
 class PoolCache(NamedTuple):
-    argmax: object      # (N, C, OH, OW) window position p = i*z + j of the first maximum
-    x_shape: tuple      # (N, C, H, W)
+    argmax: object  # (N, C, OH, OW) window position p = i*z + j of the first maximum
+    x_shape: tuple  # (N, C, H, W)
     size: int
     stride: int
 
@@ -145,8 +165,8 @@ def max_windows(x, size, stride, rounding):
     argmax = xp.empty((N, C, OH, OW), dtype=xp.int64)
     for oh in range(OH):
         for ow in range(OW):
-            win = x[:, :, oh * stride:oh * stride + size, ow * stride:ow * stride + size]
-            h, w = win.shape[2:]                                   # size x size unless clipped
+            win = x[:, :, oh * stride : oh * stride + size, ow * stride : ow * stride + size]
+            h, w = win.shape[2:]  # size x size unless clipped
             i, j = divmod(win.reshape(N, C, h * w).argmax(axis=2), w)  # the first maximum
             argmax[:, :, oh, ow] = i * size + j
             y[:, :, oh, ow] = win.max(axis=(2, 3))
@@ -180,17 +200,18 @@ def pool_backward(dy, cache):
     positions = xp.arange(size * size)
     for oh in range(OH):
         for ow in range(OW):
-            winner = argmax[:, :, oh, ow, None] == positions       # (N, C, z*z) one-hot
+            winner = argmax[:, :, oh, ow, None] == positions  # (N, C, z*z) one-hot
             sent = (winner * dy[:, :, oh, ow, None]).reshape(N, C, size, size)
-            dx[:, :, oh * stride:oh * stride + size, ow * stride:ow * stride + size] += sent
-    return dx[:, :, :x_shape[2], :x_shape[3]]
+            dx[:, :, oh * stride : oh * stride + size, ow * stride : ow * stride + size] += sent
+    return dx[:, :, : x_shape[2], : x_shape[3]]
 
 
 # -- local response normalisation ---------------------------------------------------------
 
+
 class LrnCache(NamedTuple):
-    x: object           # (N, C, H, W) the input
-    s: object           # its denominator's base, like x
+    x: object  # (N, C, H, W) the input
+    s: object  # its denominator's base, like x
     size: int
     alpha: float
     beta: float
@@ -202,7 +223,7 @@ def lrn_denominator(x, size, alpha, k):
     C, half = x.shape[1], size // 2
     s = xp.empty_like(x)
     for c in range(C):
-        window = x[:, max(0, c - half):min(C, c + half + 1)]       # (N, <= size, H, W)
+        window = x[:, max(0, c - half) : min(C, c + half + 1)]  # (N, <= size, H, W)
         s[:, c] = k + alpha * (window * window).sum(axis=1)
     return s
 
@@ -214,7 +235,7 @@ def lrn_forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
     window of channel c is c - size//2 .. c + size//2 clipped at the channel edges.
     """
     s = lrn_denominator(x, size, alpha, k)
-    return x / s ** beta, LrnCache(x, s, size, alpha, beta)
+    return x / s**beta, LrnCache(x, s, size, alpha, beta)
 
 
 def lrn_backward(dy, cache):
@@ -226,15 +247,16 @@ def lrn_backward(dy, cache):
     """
     x, s, size, alpha, beta = cache
     C, half = x.shape[1], size // 2
-    r = dy * x * s ** (-beta - 1)                      # dy[c'] x[c'] s[c']^(-beta-1)
-    dx = dy * s ** -beta
+    r = dy * x * s ** (-beta - 1)  # dy[c'] x[c'] s[c']^(-beta-1)
+    dx = dy * s**-beta
     for c in range(C):
-        window = r[:, max(0, c - half):min(C, c + half + 1)]       # (N, <= size, H, W)
+        window = r[:, max(0, c - half) : min(C, c + half + 1)]  # (N, <= size, H, W)
         dx[:, c] -= 2 * alpha * beta * x[:, c] * window.sum(axis=1)
     return dx
 
 
 # -- adaptive average pooling -----------------------------------------------------------
+
 
 def _bin(i, size, out):
     """Positions floor(i size / out) to ceil((i + 1) size / out), end excluded."""
@@ -271,6 +293,7 @@ def adaptive_pool_backward(dy, x_shape):
 
 # -- flattening -------------------------------------------------------------------------
 
+
 def flatten_forward(x):
     """(y, x's shape): the maps (N, C, H, W) as features (N, C*H*W) in (C, H, W) order
     (``torch.flatten(x, 1)``)."""
@@ -283,6 +306,7 @@ def flatten_backward(dy, x_shape):
 
 
 # -- the update -------------------------------------------------------------------------
+
 
 def sgd_update(w, v, g, *, lr, momentum, weight_decay, form="paper"):
     """(w', v') after one step of momentum SGD on one parameter array, in a new pair:

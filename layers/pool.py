@@ -24,6 +24,7 @@ cache; on a GPU in two halves, so the copy stays under x's size. Both layouts
 (``layout="NCHW"`` or ``"CHWN"``) run this same code on the channel-major view; in CHWN
 the phase copies move runs of N contiguous values.
 """
+
 import math
 from typing import NamedTuple
 
@@ -37,13 +38,13 @@ from refnet.layers.workspace import FRESH
 
 __all__ = ["forward", "backward", "PoolCache", "ROUNDINGS"]
 
-ROUNDINGS = ("floor", "ceil")   # output size: PyTorch's default, or Caffe's (ceil_mode=True)
+ROUNDINGS = ("floor", "ceil")  # output size: PyTorch's default, or Caffe's (ceil_mode=True)
 
 
 class PoolCache(NamedTuple):
-    argmax: object      # (N, C, OH, OW) in ``layout``, uint8/int32: the window position p
-                        # of the first maximum
-    x_shape: tuple      # (N, C, H, W) in ``layout``
+    argmax: object  # (N, C, OH, OW) in ``layout``, uint8/int32: the window position p
+    # of the first maximum
+    x_shape: tuple  # (N, C, H, W) in ``layout``
     size: int
     stride: int
     dtype: object
@@ -78,7 +79,7 @@ def forward(x, *, size=3, stride=2, rounding="floor", layout="NCHW", ws=FRESH):
     index_dtype = xp.uint8 if size * size <= 256 else xp.int32
     y = ws.empty(xp, shape(N, C, OH, OW, layout), x.dtype)
     argmax = ws.empty(xp, y.shape, index_dtype)
-    x5, y5, a5 = (channel_major(a, layout) for a in (x, y, argmax))   # (C, A, ., ., B)
+    x5, y5, a5 = (channel_major(a, layout) for a in (x, y, argmax))  # (C, A, ., ., B)
     for block in _plane_blocks(x5.shape, x.itemsize, xp):
         y5[block], a5[block] = _max_block(x5[block], size, stride, OH, OW, index_dtype, ws)
     return y, PoolCache(argmax, tuple(x.shape), size, stride, dtype, layout)
@@ -117,7 +118,7 @@ def _grid(x5_shape, z, s, OH, OW):
     """(C, A, R, Q, B): the phase grid of a channel-major block (C, A, H, W, B) with
     (OH, OW) outputs: every input position and every tap of every output lies on it."""
     C, A, H, W, B = x5_shape
-    reach = (z - 1) // s                                  # taps past an output's own cell
+    reach = (z - 1) // s  # taps past an output's own cell
     return (C, A, max(-(-H // s), OH + reach), max(-(-W // s), OW + reach), B)
 
 
@@ -129,8 +130,8 @@ def _phases(x, s, grid, fill, ws):
     ph.fill(fill)
     for a in range(s):
         for b in range(s):
-            part = x[:, :, a::s, b::s]                     # (C, A, ceil((H-a)/s), ceil((W-b)/s), B)
-            ph[a, b, :, :, :part.shape[2], :part.shape[3]] = part
+            part = x[:, :, a::s, b::s]  # (C, A, ceil((H-a)/s), ceil((W-b)/s), B)
+            ph[a, b, :, :, : part.shape[2], : part.shape[3]] = part
     return ph
 
 
@@ -139,22 +140,23 @@ def _unphase(ph, x):
     s = ph.shape[0]
     for a in range(s):
         for b in range(s):
-            part = x[:, :, a::s, b::s]                     # (C, A, ceil((H-a)/s), ceil((W-b)/s), B)
-            part[...] = ph[a, b, :, :, :part.shape[2], :part.shape[3]]
+            part = x[:, :, a::s, b::s]  # (C, A, ceil((H-a)/s), ceil((W-b)/s), B)
+            part[...] = ph[a, b, :, :, : part.shape[2], : part.shape[3]]
 
 
 def _on_grid(a, grid, ws):
     """a (C, A, OH, OW, B) in the corner of a zero (C, A, R, Q, B) grid, flattened."""
     xp = get_array_module(a)
     g = ws.zeros(xp, grid, a.dtype)
-    g[:, :, :a.shape[2], :a.shape[3]] = a
-    return g.reshape(-1)                                  # (C*A*R*Q*B,)
+    g[:, :, : a.shape[2], : a.shape[3]] = a
+    return g.reshape(-1)  # (C*A*R*Q*B,)
 
 
 def _taps(z, s, Q, B):
     """(p, a, b, d) per window position p = i*z + j: its phase and flat shift d."""
-    return [(i * z + j, i % s, j % s, ((i // s) * Q + j // s) * B)
-            for i in range(z) for j in range(z)]
+    return [
+        (i * z + j, i % s, j % s, ((i // s) * Q + j // s) * B) for i in range(z) for j in range(z)
+    ]
 
 
 def _max_block(x, z, s, OH, OW, index_dtype, ws):
@@ -164,39 +166,39 @@ def _max_block(x, z, s, OH, OW, index_dtype, ws):
     xp = get_array_module(x)
     H, W = x.shape[2:4]
     whole = (OH - 1) * s + z <= H and (OW - 1) * s + z <= W
-    grid = _grid(x.shape, z, s, OH, OW)                   # (C, A, R, Q, B)
+    grid = _grid(x.shape, z, s, OH, OW)  # (C, A, R, Q, B)
     ph = _phases(x, s, grid, 0 if whole else -numpy.inf, ws)  # (s, s, C, A, R, Q, B)
-    flat = ph.reshape(s, s, -1)                           # (s, s, C*A*R*Q*B)
+    flat = ph.reshape(s, s, -1)  # (s, s, C*A*R*Q*B)
     taps = _taps(z, s, grid[3], grid[4])
-    L = flat.shape[2] - taps[-1][3]                       # every output is below L
-    y = ws.copy(xp, flat[0, 0])                           # (C*A*R*Q*B,), position 0
+    L = flat.shape[2] - taps[-1][3]  # every output is below L
+    y = ws.copy(xp, flat[0, 0])  # (C*A*R*Q*B,), position 0
     argmax = ws.zeros(xp, y.shape, index_dtype)
     y_, argmax_ = y[:L], argmax[:L]
     better = ws.empty(xp, (L,), bool)
     chosen = ws.empty(xp, (L,), index_dtype)
     for p, a, b, d in taps[1:]:
-        v = flat[a, b, d:d + L]                           # (L,) position p of every window
-        xp.greater(v, y_, out=better)                     # strict: earlier maxima win ties
+        v = flat[a, b, d : d + L]  # (L,) position p of every window
+        xp.greater(v, y_, out=better)  # strict: earlier maxima win ties
         xp.maximum(y_, v, out=y_)
         # positions only grow, so "argmax = p where better" is a maximum with p * better
         xp.maximum(argmax_, xp.multiply(better, index_dtype(p), out=chosen), out=argmax_)
-    y, argmax = y.reshape(grid), argmax.reshape(grid)     # (C, A, R, Q, B) each
+    y, argmax = y.reshape(grid), argmax.reshape(grid)  # (C, A, R, Q, B) each
     return y[:, :, :OH, :OW], argmax[:, :, :OH, :OW]
 
 
 def _scatter_block(dy, argmax, z, s, dx, ws):
     """dx (C, A, H, W, B) of one channel-major block: the scatter on the phase grid, unphased."""
     xp = get_array_module(dy)
-    grid = _grid(dx.shape, z, s, dy.shape[2], dy.shape[3])   # (C, A, R, Q, B), as forward's
-    dph = ws.zeros(xp, (s, s, math.prod(grid)), dy.dtype)    # (s, s, C*A*R*Q*B)
+    grid = _grid(dx.shape, z, s, dy.shape[2], dy.shape[3])  # (C, A, R, Q, B), as forward's
+    dph = ws.zeros(xp, (s, s, math.prod(grid)), dy.dtype)  # (s, s, C*A*R*Q*B)
     taps = _taps(z, s, grid[3], grid[4])
     L = dph.shape[2] - taps[-1][3]
     # Off the outputs dy is 0 and sends +0, which leaves every sum (all start at +0) as is.
-    dy, argmax = _on_grid(dy, grid, ws)[:L], _on_grid(argmax, grid, ws)[:L]   # (L,) each
+    dy, argmax = _on_grid(dy, grid, ws)[:L], _on_grid(argmax, grid, ws)[:L]  # (L,) each
     won = ws.empty(xp, (L,), bool)
     sent = ws.empty(xp, (L,), dy.dtype)
     for p, a, b, d in taps:
-        v = dph[a, b, d:d + L]                            # (L,) position p of every window
+        v = dph[a, b, d : d + L]  # (L,) position p of every window
         xp.equal(argmax, argmax.dtype.type(p), out=won)
         xp.add(v, xp.multiply(dy, won, out=sent), out=v)
-    _unphase(dph.reshape((s, s) + grid), dx)              # (s, s, C, A, R, Q, B) -> dx
+    _unphase(dph.reshape((s, s) + grid), dx)  # (s, s, C, A, R, Q, B) -> dx

@@ -4,12 +4,21 @@ Axis legend as in ``layers.plain``. Each function here hands its arguments to th
 pair and returns what the older signature returned (the output alone, or the gradient
 from the input instead of a cache); the maths is ``layers.plain``'s.
 """
+
 from refnet.layers import plain
 from refnet.layers.plain import sgd_update
 
-__all__ = ["conv_forward", "conv_backward", "pool_forward", "pool_backward",
-           "adaptive_pool_forward", "adaptive_pool_backward", "lrn_forward", "lrn_backward",
-           "sgd_update"]
+__all__ = [
+    "conv_forward",
+    "conv_backward",
+    "pool_forward",
+    "pool_backward",
+    "adaptive_pool_forward",
+    "adaptive_pool_backward",
+    "lrn_forward",
+    "lrn_backward",
+    "sgd_update",
+]
 
 
 def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):

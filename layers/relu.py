@@ -2,6 +2,7 @@
 
 Axis legend: the layer is elementwise, so x may have any shape (N, ...) and y matches it.
 """
+
 from typing import NamedTuple
 
 from refnet.layers import blocking
@@ -13,7 +14,7 @@ __all__ = ["forward", "backward", "ReluCache"]
 
 
 class ReluCache(NamedTuple):
-    y: object           # the output; y > 0 exactly where x > 0
+    y: object  # the output; y > 0 exactly where x > 0
 
 
 def forward(x, *, ws=FRESH, inplace=False):
@@ -48,5 +49,5 @@ def backward(dy, cache, *, ws=FRESH, inplace=False):
         mask = xp.greater(y_[run], zero, out=ws.empty(xp, y_[run].shape, bool))
         # a product with the mask: faster than where (docs/performance.md)
         xp.multiply(dy_[run], mask, out=dx_[run])
-        del mask                               # its buffer serves the next run
+        del mask  # its buffer serves the next run
     return dx

@@ -2,6 +2,7 @@
 
 Axis legend: N batch, M classes. logits (N, M), labels (N,) integers in [0, M).
 """
+
 from typing import NamedTuple
 
 from refnet.layers.backend import get_array_module
@@ -11,14 +12,14 @@ __all__ = ["forward", "backward", "probabilities", "SoftmaxCache"]
 
 
 class SoftmaxCache(NamedTuple):
-    probs: object       # (N, M) softmax of the logits
-    labels: object      # (N,) integer labels on the logits' array module
+    probs: object  # (N, M) softmax of the logits
+    labels: object  # (N,) integer labels on the logits' array module
 
 
 def _shifted_exp(logits):
     """(exp(z - max_m z), z - max_m z), row by row: never overflows."""
     xp = get_array_module(logits)
-    z = logits - logits.max(axis=1, keepdims=True)          # (N, M), max entry 0
+    z = logits - logits.max(axis=1, keepdims=True)  # (N, M), max entry 0
     return xp.exp(z), z
 
 
@@ -42,11 +43,15 @@ def forward(logits, labels):
     N, M = logits.shape
     xp = get_array_module(logits)
     if getattr(labels, "dtype", None) is None or labels.dtype.kind not in "iu":
-        raise TypeError(f"softmax: labels must be an integer array, got "
-                        f"{getattr(labels, 'dtype', type(labels).__name__)}")
+        raise TypeError(
+            f"softmax: labels must be an integer array, got "
+            f"{getattr(labels, 'dtype', type(labels).__name__)}"
+        )
     if tuple(labels.shape) != (N,):
-        raise ValueError(f"softmax: labels must have shape ({N},) to match logits "
-                         f"{tuple(logits.shape)}, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"softmax: labels must have shape ({N},) to match logits "
+            f"{tuple(logits.shape)}, got {tuple(labels.shape)}"
+        )
     labels = xp.asarray(labels)
     if N:
         low, high = int(labels.min()), int(labels.max())
@@ -54,10 +59,10 @@ def forward(logits, labels):
             bad = low if low < 0 else high
             raise ValueError(f"softmax: label {bad} out of range [0, {M})")
     e, z = _shifted_exp(logits)
-    total = e.sum(axis=1)                                   # (N,)
+    total = e.sum(axis=1)  # (N,)
     rows = xp.arange(N)
-    loss = (xp.log(total) - z[rows, labels]).mean()         # 0-d, logits' dtype
-    probs = e / total[:, None]                              # (N, M)
+    loss = (xp.log(total) - z[rows, labels]).mean()  # 0-d, logits' dtype
+    probs = e / total[:, None]  # (N, M)
     return loss.astype(dtype, copy=False), SoftmaxCache(probs, labels)
 
 
@@ -67,10 +72,11 @@ def backward(dloss, cache):
     xp = get_array_module(probs)
     d = xp.asarray(dloss)
     if d.shape != ():
-        raise ValueError(f"softmax: dloss must be a scalar (the loss is one), got shape "
-                         f"{tuple(d.shape)}")
+        raise ValueError(
+            f"softmax: dloss must be a scalar (the loss is one), got shape {tuple(d.shape)}"
+        )
     N = probs.shape[0]
-    dlogits = probs.copy()                                  # (N, M)
+    dlogits = probs.copy()  # (N, M)
     dlogits[xp.arange(N), labels] -= 1
     dlogits *= d.astype(probs.dtype) / probs.dtype.type(max(N, 1))
     return dlogits

@@ -24,6 +24,7 @@ over blocks of channels whose padded maps fit in a core's L2 cache (``layers.blo
 the kh*kw additions hit the cache instead of memory; the order of additions into each
 element, and so the result, is the same for any block size.
 """
+
 from functools import partial
 
 from refnet.layers import blocking
@@ -45,7 +46,7 @@ def padded(x, pad, layout="NCHW", ws=FRESH):
     xp = get_array_module(x)
     N, C, H, W = dims(x.shape, layout)
     out = ws.zeros(xp, shape(N, C, H + 2 * pad, W + 2 * pad, layout), x.dtype)
-    channel_major(out, layout)[:, :, pad:pad + H, pad:pad + W] = channel_major(x, layout)
+    channel_major(out, layout)[:, :, pad : pad + H, pad : pad + W] = channel_major(x, layout)
     return out
 
 
@@ -58,8 +59,8 @@ def window_view(x5, kh, kw, stride, OH, OW):
     C, A, _, _, B = x5.shape
     sC, sA, sH, sW, sB = x5.strides
     return xp.lib.stride_tricks.as_strided(
-        x5, shape=(C, kh, kw, A, OH, OW, B),
-        strides=(sC, sH, sW, sA, sH * stride, sW * stride, sB))  # (C, kh, kw, A, OH, OW, B)
+        x5, shape=(C, kh, kw, A, OH, OW, B), strides=(sC, sH, sW, sA, sH * stride, sW * stride, sB)
+    )  # (C, kh, kw, A, OH, OW, B)
 
 
 def im2col(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", ws=FRESH):
@@ -71,14 +72,14 @@ def im2col(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", ws=FRESH):
     ``ws``: where the unfolded matrix (and the padded input) come from
     (``layers.workspace``).
     """
-    cols, fills = im2col_parts(x, kh, kw, stride=stride, pad=pad, groups=groups,
-                               layout=layout, parts=1, ws=ws)
+    cols, fills = im2col_parts(
+        x, kh, kw, stride=stride, pad=pad, groups=groups, layout=layout, parts=1, ws=ws
+    )
     fills[0]()
     return cols
 
 
-def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2,
-                 ws=FRESH):
+def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2, ws=FRESH):
     """``im2col`` split for concurrent work: ``(cols, fills)`` where ``cols`` is allocated
     but not yet written and each of the ``parts`` callables copies one band of output
     rows into it. Once every fill has run, in any order or concurrently (they write
@@ -88,12 +89,13 @@ def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2
     N, C, H, W = dims(x.shape, layout)
     OH = (H + 2 * pad - kh) // stride + 1
     OW = (W + 2 * pad - kw) // stride + 1
-    x5 = channel_major(padded(x, pad, layout, ws), layout)   # (C, A, Hp, Wp, B)
-    view = window_view(x5, kh, kw, stride, OH, OW)       # (C, kh, kw, A, OH, OW, B)
+    x5 = channel_major(padded(x, pad, layout, ws), layout)  # (C, A, Hp, Wp, B)
+    view = window_view(x5, kh, kw, stride, OH, OW)  # (C, kh, kw, A, OH, OW, B)
     cols = ws.empty(xp, view.shape, x.dtype)
 
     def fill(rows):
         cols[:, :, :, :, rows] = view[:, :, :, :, rows]  # the one copy, a band of OH
+
     bands = [slice(OH * i // parts, OH * (i + 1) // parts) for i in range(parts)]
     fills = [partial(fill, rows) for rows in bands]
     return cols.reshape(groups, C // groups * kh * kw, N * OH * OW), fills  # (G, Cg*kh*kw, P)
@@ -111,7 +113,7 @@ def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0, layout="NCHW", ws=FRESH):
     A, B = batch_places(N, layout)
     OH = (H + 2 * pad - kh) // stride + 1
     OW = (W + 2 * pad - kw) // stride + 1
-    c7 = cols.reshape(C, kh, kw, A, OH, OW, B)           # (C, kh, kw, A, OH, OW, B)
+    c7 = cols.reshape(C, kh, kw, A, OH, OW, B)  # (C, kh, kw, A, OH, OW, B)
     acc = ws.zeros(xp, (C, A, H + 2 * pad, W + 2 * pad, B), cols.dtype)  # channel-major
     add_windows(c7, acc, stride)
     return cropped(acc, x_shape, pad, layout, ws)
@@ -124,7 +126,7 @@ def cropped(acc, x_shape, pad, layout, ws=FRESH):
     xp = get_array_module(acc)
     _, _, H, W = dims(x_shape, layout)
     x = ws.empty(xp, tuple(x_shape), acc.dtype)
-    channel_major(x, layout)[...] = acc[:, :, pad:pad + H, pad:pad + W]
+    channel_major(x, layout)[...] = acc[:, :, pad : pad + H, pad : pad + W]
     return x
 
 
@@ -144,8 +146,8 @@ def add_windows(c7, acc, stride):
     cols_ = [strided_slice(j, OW, stride) for j in range(kw)]
     budget = blocking.block_bytes(xp)
     for block in blocking.runs(C, acc[0].nbytes, budget and 4 * budget):
-        ab = acc[block]                                  # (Cb, A, Hp, Wp, B)
-        cb = c7[block]                                   # (Cb, kh, kw, A, OH, OW, B)
+        ab = acc[block]  # (Cb, A, Hp, Wp, B)
+        cb = c7[block]  # (Cb, kh, kw, A, OH, OW, B)
         for i in range(kh):
             for j in range(kw):
                 ab[:, :, rows[i], cols_[j]] += cb[:, i, j]  # (Cb, A, OH, OW, B)

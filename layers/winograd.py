@@ -31,8 +31,9 @@ The matrices come from Toom-Cook: evaluating polynomials at n points (``POINTS``
 (``transforms``). Rounding differs from im2col + GEMM; the error grows with m and r
 (tests/test_winograd.py measures it against float64), which is why the tile is a choice.
 """
+
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 from math import gcd, lcm
 from typing import NamedTuple
 
@@ -51,7 +52,10 @@ __all__ = ["forward", "backward", "transforms", "WinogradCache", "POINTS", "MAX_
 # the smallest float32 error on alexnet-sized layers among small integers, halves and
 # thirds (the search: docs/performance.md; tests/test_winograd.py keeps the bounds).
 POINTS = {
-    0: (), 1: (0,), 2: (0, 1), 3: (0, 1, -1),
+    0: (),
+    1: (0,),
+    2: (0, 1),
+    3: (0, 1, -1),
     4: (0, -1, 2, Fraction(1, 2)),
     5: (0, 1, -1, 2, Fraction(-1, 2)),
     6: (0, 1, -1, 2, Fraction(-3, 2), Fraction(1, 3)),
@@ -63,22 +67,22 @@ MAX_POINTS = max(POINTS)
 
 
 class WinogradCache(NamedTuple):
-    v: object           # per chunk of tile rows, (C, n*n, Pc) transformed input tiles,
-                        # for dw (None: recompute them from x)
-    x: object           # the input when v is None, else None
-    u: object           # (n*n, G, Kg, Cg) transformed kernels, for dx
-    w_shape: tuple      # (K, Cg, r, r)
-    x_shape: tuple      # (N, C, H, W) in ``layout``
-    y_shape: tuple      # (N, K, OH, OW) in ``layout``
+    v: object  # per chunk of tile rows, (C, n*n, Pc) transformed input tiles,
+    # for dw (None: recompute them from x)
+    x: object  # the input when v is None, else None
+    u: object  # (n*n, G, Kg, Cg) transformed kernels, for dx
+    w_shape: tuple  # (K, Cg, r, r)
+    x_shape: tuple  # (N, C, H, W) in ``layout``
+    y_shape: tuple  # (N, K, OH, OW) in ``layout``
     pad: int
-    tile: int           # m
-    chunks: tuple       # slices of the tile rows that forward ran one after the other
+    tile: int  # m
+    chunks: tuple  # slices of the tile rows that forward ran one after the other
     layout: str
 
 
 def _vandermonde(points, k):
     """Rows (1, a, a^2, ..., a^(k-1)) for each finite point a, then (0, ..., 0, 1) for infinity."""
-    rows = [[a ** i for i in range(k)] for a in points]
+    rows = [[a**i for i in range(k)] for a in points]
     return rows + [[Fraction(0)] * (k - 1) + [Fraction(1)]]
 
 
@@ -94,11 +98,11 @@ def _inverse(a):
         for r in range(n):
             if r != col and aug[r][col] != 0:
                 f = aug[r][col]
-                aug[r] = [v - f * p for v, p in zip(aug[r], aug[col])]
+                aug[r] = [v - f * p for v, p in zip(aug[r], aug[col], strict=True)]
     return [row[n:] for row in aug]
 
 
-@lru_cache(maxsize=None)
+@cache
 def transforms(m, r):
     """Exact (AT, G, BT) of F(m, r) as tuples of Fraction rows: AT (m, n), G (n, r), BT (n, n).
 
@@ -112,13 +116,14 @@ def transforms(m, r):
         raise ValueError(f"winograd: tile m={m} and kernel r={r} must be >= 1")
     n = m + r - 1
     if n - 1 > MAX_POINTS:
-        raise ValueError(f"winograd: F({m}, {r}) needs {n - 1} finite points, "
-                         f"at most {MAX_POINTS} are defined")
+        raise ValueError(
+            f"winograd: F({m}, {r}) needs {n - 1} finite points, at most {MAX_POINTS} are defined"
+        )
     points = [Fraction(a) for a in POINTS[n - 1]]
     vm, vr, vn = _vandermonde(points, m), _vandermonde(points, r), _vandermonde(points, n)
-    at = [list(col) for col in zip(*vm)]                  # (m, n)
-    g = [list(row) for row in vr]                         # (n, r)
-    bt = [list(col) for col in zip(*_inverse(vn))]        # (n, n) = Vn^-T
+    at = [list(col) for col in zip(*vm, strict=True)]  # (m, n)
+    g = [list(row) for row in vr]  # (n, r)
+    bt = [list(col) for col in zip(*_inverse(vn), strict=True)]  # (n, n) = Vn^-T
     for j, row in enumerate(bt):
         s = Fraction(lcm(*(v.denominator for v in row)), gcd(*(v.numerator for v in row)))
         bt[j] = [v * s for v in row]
@@ -126,14 +131,15 @@ def transforms(m, r):
     return tuple(map(tuple, at)), tuple(map(tuple, g)), tuple(map(tuple, bt))
 
 
-OUTPUT, KERNEL, INPUT = range(3)    # which of ``transforms(m, r)``: AT, G, BT
+OUTPUT, KERNEL, INPUT = range(3)  # which of ``transforms(m, r)``: AT, G, BT
 
 
-@lru_cache(maxsize=None)
+@cache
 def _kron_host(m, r, which, dtype_name):
     """M kron M for M = ``transforms(m, r)[which]``: a read-only NumPy array, made once."""
-    mat = numpy.array([[float(v) for v in row] for row in transforms(m, r)[which]],
-                      dtype=dtype_name)
+    mat = numpy.array(
+        [[float(v) for v in row] for row in transforms(m, r)[which]], dtype=dtype_name
+    )
     k = numpy.kron(mat, mat)
     k.flags.writeable = False
     return k
@@ -158,7 +164,7 @@ def _padded(x, pad, m, r, layout, ws):
     A, B = batch_places(N, layout)
     T, S = tiles(H + 2 * pad - r + 1, W + 2 * pad - r + 1, m)
     xpad = ws.zeros(xp, (C, A, T * m + r - 1, S * m + r - 1, B), x.dtype)
-    xpad[:, :, pad:pad + H, pad:pad + W] = channel_major(x, layout)
+    xpad[:, :, pad : pad + H, pad : pad + W] = channel_major(x, layout)
     return xpad
 
 
@@ -169,10 +175,10 @@ def _transform_input(xpad, rows, m, r, ws):
     n = m + r - 1
     C, A, Hp, Wp, B = xpad.shape
     S = (Wp - r + 1) // m
-    part = xpad[:, :, rows.start * m:rows.stop * m + r - 1]     # (C, A, rows*m + r-1, Wp, B)
+    part = xpad[:, :, rows.start * m : rows.stop * m + r - 1]  # (C, A, rows*m + r-1, Wp, B)
     d = ws.copy(xp, window_view(part, n, n, m, rows.stop - rows.start, S))
-    d = d.reshape(C, n * n, -1)                                  # (C, n*n, Pc) tiles
-    bt = _kron(xp, m, r, INPUT, xpad.dtype)                      # (n*n, n*n)
+    d = d.reshape(C, n * n, -1)  # (C, n*n, Pc) tiles
+    bt = _kron(xp, m, r, INPUT, xpad.dtype)  # (n*n, n*n)
     return xp.matmul(bt, d, out=ws.empty(xp, d.shape, d.dtype))  # (C, n*n, Pc)
 
 
@@ -205,7 +211,7 @@ def _chunk_positions(OH, OW, m, rows):
             continue
         out_rows = strided_slice(rows.start * m + i, count, m)
         for j in range(m):
-            s = -(-(OW - j) // m)                                # S'
+            s = -(-(OW - j) // m)  # S'
             out.append((i, j, out_rows, strided_slice(j, s, m), count, s))
     return out
 
@@ -230,32 +236,36 @@ def forward(x, w, b, *, pad, groups, tile, keep_transformed=True, layout="NCHW",
     n = m + r - 1
     OH, OW = H + 2 * pad - r + 1, W + 2 * pad - r + 1
     T, S = tiles(OH, OW, m)
-    gk = _kron(xp, m, r, KERNEL, x.dtype)                        # (n*n, r*r)
-    u = xp.matmul(gk, w.reshape(K * Cg, r * r).T,
-                  out=ws.empty(xp, (n * n, K * Cg), x.dtype))    # (n*n, K*Cg)
-    u = u.reshape(n * n, G, Kg, Cg)                              # (n*n, G, Kg, Cg)
-    atk = _kron(xp, m, r, OUTPUT, x.dtype)                       # (m*m, n*n)
+    gk = _kron(xp, m, r, KERNEL, x.dtype)  # (n*n, r*r)
+    u = xp.matmul(
+        gk, w.reshape(K * Cg, r * r).T, out=ws.empty(xp, (n * n, K * Cg), x.dtype)
+    )  # (n*n, K*Cg)
+    u = u.reshape(n * n, G, Kg, Cg)  # (n*n, G, Kg, Cg)
+    atk = _kron(xp, m, r, OUTPUT, x.dtype)  # (m*m, n*n)
     y = ws.empty(xp, shape(N, K, OH, OW, layout), x.dtype)
-    y5 = channel_major(y, layout)                                # (K, A, OH, OW, B) view
+    y5 = channel_major(y, layout)  # (K, A, OH, OW, B) view
     bias = b.reshape(K, 1, 1, 1, 1)
-    xpad = _padded(x, pad, m, r, layout, ws)                     # (C, A, Hp, Wp, B)
+    xpad = _padded(x, pad, m, r, layout, ws)  # (C, A, Hp, Wp, B)
     chunks = row_chunks(T, n * n * max(K, C) * N * S * x.itemsize)
     vs = []
     for rows in chunks:
-        v = _transform_input(xpad, rows, m, r, ws)               # (C, n*n, Pc)
+        v = _transform_input(xpad, rows, m, r, ws)  # (C, n*n, Pc)
         pc = v.shape[2]
-        mm = xp.matmul(u, _by_position(v, G),
-                       out=ws.empty(xp, (n * n, G, Kg, pc), x.dtype))   # (n*n, G, Kg, Pc)
-        yt = xp.matmul(atk, mm.reshape(n * n, -1),
-                       out=ws.empty(xp, (m * m, K * pc), x.dtype))      # (m*m, K*Pc)
-        yt = yt.reshape(m, m, K, A, -1, S, B)                    # (m, m, K, A, Tc, S, B)
+        mm = xp.matmul(
+            u, _by_position(v, G), out=ws.empty(xp, (n * n, G, Kg, pc), x.dtype)
+        )  # (n*n, G, Kg, Pc)
+        yt = xp.matmul(
+            atk, mm.reshape(n * n, -1), out=ws.empty(xp, (m * m, K * pc), x.dtype)
+        )  # (m*m, K*Pc)
+        yt = yt.reshape(m, m, K, A, -1, S, B)  # (m, m, K, A, Tc, S, B)
         for i, j, oh, ow, t, s in _chunk_positions(OH, OW, m, rows):
             xp.add(yt[i, j, :, :, :t, :s], bias, out=y5[:, :, oh, ow])  # (K, A, t, s, B)
         vs.append(v)
-        del mm, yt                    # free for the next chunk's (the same buffers)
+        del mm, yt  # free for the next chunk's (the same buffers)
     kept = (tuple(vs), None) if keep_transformed else (None, x)
-    return y, WinogradCache(*kept, u, w.shape, tuple(x.shape), tuple(y.shape), pad, m,
-                            tuple(chunks), layout)
+    return y, WinogradCache(
+        *kept, u, w.shape, tuple(x.shape), tuple(y.shape), pad, m, tuple(chunks), layout
+    )
 
 
 def backward(dy, cache, *, need_dx=True, ws=FRESH):
@@ -274,38 +284,44 @@ def backward(dy, cache, *, need_dx=True, ws=FRESH):
     Kg = K // G
     T, S = tiles(OH, OW, m)
     atk, btk = _kron(xp, m, r, OUTPUT, dy.dtype), _kron(xp, m, r, INPUT, dy.dtype)
-    dy5 = channel_major(dy, layout)                              # (K, A, OH, OW, B) view
-    db = dy5.sum(axis=(1, 2, 3, 4))                              # (K,)
-    dut = ws.zeros(xp, (n * n, G, Cg, Kg), dy.dtype)             # dU^T, summed over chunks
+    dy5 = channel_major(dy, layout)  # (K, A, OH, OW, B) view
+    db = dy5.sum(axis=(1, 2, 3, 4))  # (K,)
+    dut = ws.zeros(xp, (n * n, G, Cg, Kg), dy.dtype)  # dU^T, summed over chunks
     xpad = None if cache.v is not None else _padded(cache.x, cache.pad, m, r, layout, ws)
-    dxpad = None                                                 # like _padded's xpad
+    dxpad = None  # like _padded's xpad
     if need_dx:
         dxpad = ws.zeros(xp, (C, A, T * m + r - 1, S * m + r - 1, B), dy.dtype)
     for k, rows in enumerate(cache.chunks):
         v = cache.v[k] if cache.v is not None else _transform_input(xpad, rows, m, r, ws)
-        tc, pc = rows.stop - rows.start, v.shape[2]              # v: (C, n*n, Pc)
-        dyt = ws.zeros(xp, (m, m, K, A, tc, S, B), dy.dtype)     # dy cut into m x m tiles
+        tc, pc = rows.stop - rows.start, v.shape[2]  # v: (C, n*n, Pc)
+        dyt = ws.zeros(xp, (m, m, K, A, tc, S, B), dy.dtype)  # dy cut into m x m tiles
         for i, j, oh, ow, t, s in _chunk_positions(OH, OW, m, rows):
-            dyt[i, j, :, :, :t, :s] = dy5[:, :, oh, ow]          # (K, A, t, s, B)
-        dm = xp.matmul(atk.T, dyt.reshape(m * m, -1),
-                       out=ws.empty(xp, (n * n, K * pc), dy.dtype))     # (n*n, K*Pc)
-        dm = dm.reshape(n * n, G, Kg, -1)                        # (n*n, G, Kg, Pc)
+            dyt[i, j, :, :, :t, :s] = dy5[:, :, oh, ow]  # (K, A, t, s, B)
+        dm = xp.matmul(
+            atk.T, dyt.reshape(m * m, -1), out=ws.empty(xp, (n * n, K * pc), dy.dtype)
+        )  # (n*n, K*Pc)
+        dm = dm.reshape(n * n, G, Kg, -1)  # (n*n, G, Kg, Pc)
         # dU^T = V @ dM^T: the long P axis as the reduction of a non-transposed left operand
-        dut += xp.matmul(_by_position(v, G), dm.transpose(0, 1, 3, 2),
-                         out=ws.empty(xp, dut.shape, dy.dtype))  # (n*n, G, Cg, Kg)
+        dut += xp.matmul(
+            _by_position(v, G), dm.transpose(0, 1, 3, 2), out=ws.empty(xp, dut.shape, dy.dtype)
+        )  # (n*n, G, Cg, Kg)
         if need_dx:
-            dv = xp.matmul(cache.u.transpose(0, 1, 3, 2), dm,
-                           out=ws.empty(xp, (n * n, G, Cg, pc), dy.dtype))  # (n*n, G, Cg, Pc)
-            dv = dv.reshape(n * n, C, -1).transpose(1, 0, 2)     # (C, n*n, Pc) view
+            dv = xp.matmul(
+                cache.u.transpose(0, 1, 3, 2), dm, out=ws.empty(xp, (n * n, G, Cg, pc), dy.dtype)
+            )  # (n*n, G, Cg, Pc)
+            dv = dv.reshape(n * n, C, -1).transpose(1, 0, 2)  # (C, n*n, Pc) view
             dd = xp.matmul(btk.T, dv, out=ws.empty(xp, (C, n * n, pc), dy.dtype))
-            add_windows(dd.reshape(C, n, n, A, tc, S, B),        # dd: (C, n*n, Pc)
-                        dxpad[:, :, rows.start * m:rows.stop * m + r - 1], m)
+            add_windows(
+                dd.reshape(C, n, n, A, tc, S, B),  # dd: (C, n*n, Pc)
+                dxpad[:, :, rows.start * m : rows.stop * m + r - 1],
+                m,
+            )
             del dv, dd
-        del v, dyt, dm                # free for the next chunk's (the same buffers)
-    gk = _kron(xp, m, r, KERNEL, dy.dtype)                       # (n*n, r*r)
-    dwt = xp.matmul(gk.T, dut.reshape(n * n, -1))                # (r*r, G*Cg*Kg)
-    dw = dwt.reshape(r, r, G, Cg, Kg).transpose(2, 4, 3, 0, 1)   # (G, Kg, Cg, r, r) view
-    dw = dw.reshape(K, Cg, r, r)                                 # a copy
+        del v, dyt, dm  # free for the next chunk's (the same buffers)
+    gk = _kron(xp, m, r, KERNEL, dy.dtype)  # (n*n, r*r)
+    dwt = xp.matmul(gk.T, dut.reshape(n * n, -1))  # (r*r, G*Cg*Kg)
+    dw = dwt.reshape(r, r, G, Cg, Kg).transpose(2, 4, 3, 0, 1)  # (G, Kg, Cg, r, r) view
+    dw = dw.reshape(K, Cg, r, r)  # a copy
     if not need_dx:
         return None, dw, db
     return cropped(dxpad, cache.x_shape, cache.pad, layout, ws), dw, db

@@ -48,21 +48,31 @@ live piece overlaps. A few plans are kept (training steps, evaluation passes).
   out whole: the smallest free one of at least the request and at most ``FIT`` times it
   (``_Pool``); a buffer no pass used for ``KEEP_PASSES`` passes is let go.
 """
+
 import mmap
 import threading
 import weakref
 
 import numpy
 
-__all__ = ["FRESH", "Fresh", "Workspace", "MIN_BYTES", "PLAN_BYTES", "FIT", "GRAIN",
-           "KEEP_PASSES", "MAX_PLANS"]
+__all__ = [
+    "FRESH",
+    "Fresh",
+    "Workspace",
+    "MIN_BYTES",
+    "PLAN_BYTES",
+    "FIT",
+    "GRAIN",
+    "KEEP_PASSES",
+    "MAX_PLANS",
+]
 
-MIN_BYTES = 1 << 20     # smaller arrays come from xp (malloc's heap keeps those)
-PLAN_BYTES = 4 << 20    # requests planned in the arena; smaller ones from the pool
-FIT = 2.0               # a pool buffer serves requests down to 1/FIT of its size
-GRAIN = 1 << 12         # sizes and offsets rounded up to pages (4 KiB)
-KEEP_PASSES = 2         # a pool buffer unused for this many passes is let go
-MAX_PLANS = 4           # plans kept, the most recently used first
+MIN_BYTES = 1 << 20  # smaller arrays come from xp (malloc's heap keeps those)
+PLAN_BYTES = 4 << 20  # requests planned in the arena; smaller ones from the pool
+FIT = 2.0  # a pool buffer serves requests down to 1/FIT of its size
+GRAIN = 1 << 12  # sizes and offsets rounded up to pages (4 KiB)
+KEEP_PASSES = 2  # a pool buffer unused for this many passes is let go
+MAX_PLANS = 4  # plans kept, the most recently used first
 
 
 class Fresh:
@@ -98,12 +108,12 @@ class Workspace(Fresh):
     def __init__(self):
         self._lock = threading.Lock()
         self._pool = _Pool()
-        self._arena = None       # a memoryview of the arena's mapping, or None
-        self._plans = []         # [sizes, offsets] (offset None: from the pool), newest first
-        self._matching = []      # the plans this pass has followed so far
-        self._trace = []         # this pass's planned-size requests: [size, first, last]
-        self._live = []          # [weak ref, trace index, offset, size] of pieces handed out
-        self._strayed = False    # this pass left its plan (a piece still covered, ...)
+        self._arena = None  # a memoryview of the arena's mapping, or None
+        self._plans = []  # [sizes, offsets] (offset None: from the pool), newest first
+        self._matching = []  # the plans this pass has followed so far
+        self._trace = []  # this pass's planned-size requests: [size, first, last]
+        self._live = []  # [weak ref, trace index, offset, size] of pieces handed out
+        self._strayed = False  # this pass left its plan (a piece still covered, ...)
         self._pass = 0
 
     def empty(self, xp, shape, dtype):
@@ -120,7 +130,7 @@ class Workspace(Fresh):
                 piece = self._planned(size)
             elif self._plans:
                 piece = self._pool.take(size)
-            else:                                    # nothing kept before the first plan
+            else:  # nothing kept before the first plan
                 piece = numpy.frombuffer(_mapped(size), numpy.uint8)
         return piece[:nbytes].view(dtype).reshape(shape)
 
@@ -129,18 +139,22 @@ class Workspace(Fresh):
         j = len(self._trace)
         self._note_deaths(j)
         self._matching = [p for p in self._matching if j < len(p[0]) and p[0][j] == size]
-        if not self._matching:                       # off every plan: its own mapping
+        if not self._matching:  # off every plan: its own mapping
             piece, offset = numpy.frombuffer(_mapped(size), numpy.uint8), None
         else:
             offset = self._matching[0][1][j]
-            if offset is not None and (offset + size > len(self._arena) or any(
+            if offset is not None and (
+                offset + size > len(self._arena)
+                or any(
                     o is not None and o < offset + size and offset < o + n
-                    for _, _, o, n in self._live)):
-                offset, self._strayed = None, True   # a live piece still covers it
-            if offset is None:                       # or it outlived its pass last time
+                    for _, _, o, n in self._live
+                )
+            ):
+                offset, self._strayed = None, True  # a live piece still covers it
+            if offset is None:  # or it outlived its pass last time
                 piece = self._pool.take(size)
             else:
-                piece = numpy.frombuffer(self._arena[offset:offset + size], numpy.uint8)
+                piece = numpy.frombuffer(self._arena[offset : offset + size], numpy.uint8)
         self._live.append([weakref.ref(piece), j, offset, size])
         self._trace.append([size, j, None])
         return piece
@@ -163,17 +177,19 @@ class Workspace(Fresh):
             sizes = tuple(size for size, _, _ in self._trace)
             followed = [p for p in self._plans if p[0] == sizes]
             outlived = {i for _, i, o, _ in self._live if o is not None}
-            if self._strayed or outlived:            # the plan no longer fits the pass
+            if self._strayed or outlived:  # the plan no longer fits the pass
                 self._plans = [p for p in self._plans if p[0] != sizes]
                 followed = []
             if sizes and not followed:
                 followed = [(sizes, _offsets(self._trace))]
-                need = max((o + n for o, n in zip(followed[0][1], sizes) if o is not None),
-                           default=0)
+                need = max(
+                    (o + n for o, n in zip(followed[0][1], sizes, strict=True) if o is not None),
+                    default=0,
+                )
                 if self._arena is None or need > len(self._arena):
-                    self._arena = _mapped(need)      # pieces of the old arena keep it alive
-                    self._live = []                  # and no longer overlap anything
-                self._pool.drop_free()               # what served it before is not needed
+                    self._arena = _mapped(need)  # pieces of the old arena keep it alive
+                    self._live = []  # and no longer overlap anything
+                self._pool.drop_free()  # what served it before is not needed
             self._plans = (followed + [p for p in self._plans if p not in followed])[:MAX_PLANS]
             self._matching = list(self._plans)
             self._trace, self._strayed = [], False
@@ -207,8 +223,11 @@ class _Pool:
         best = None
         for entry in self.buffers:
             n = len(entry[0])
-            if size <= n <= FIT * size and (entry[2] is None or entry[2]() is None) \
-                    and (best is None or n < len(best[0])):
+            if (
+                size <= n <= FIT * size
+                and (entry[2] is None or entry[2]() is None)
+                and (best is None or n < len(best[0]))
+            ):
                 best = entry
         if best is None:
             best = [_mapped(size), 0, None]
@@ -221,7 +240,7 @@ class _Pool:
         self.now = now
         for entry in self.buffers:
             if entry[2] is not None and entry[2]() is not None:
-                entry[1] = now - 1                   # in use: counts as used
+                entry[1] = now - 1  # in use: counts as used
         self.buffers = [e for e in self.buffers if now - e[1] <= KEEP_PASSES]
 
     def drop_free(self):
@@ -238,7 +257,7 @@ def _mapped(nbytes):
     as the last array over it is gone, whatever the C library's malloc settings),
     with transparent huge pages asked for where the system has them, as NumPy does for
     its own large arrays."""
-    if hasattr(mmap, "MAP_PRIVATE"):                 # POSIX: private, not shared memory
+    if hasattr(mmap, "MAP_PRIVATE"):  # POSIX: private, not shared memory
         m = mmap.mmap(-1, max(1, nbytes), flags=mmap.MAP_PRIVATE)
     else:
         m = mmap.mmap(-1, max(1, nbytes))
@@ -254,12 +273,12 @@ def _offsets(trace):
     """Arena offsets for a pass's requests ``[size, first, last]`` (last None: it outlived
     the pass, so it gets None, the pool): largest first, each at the lowest offset where
     no placed request with an overlapping lifetime lies."""
-    placed, out = [], [None] * len(trace)        # placed: (first, last, offset, end)
+    placed, out = [], [None] * len(trace)  # placed: (first, last, offset, end)
     for i in sorted(range(len(trace)), key=lambda i: -trace[i][0]):
         size, first, last = trace[i]
         if last is None:
             continue
-        busy = sorted((o, e) for f, l, o, e in placed if f < last and first < l)
+        busy = sorted((o, e) for f, la, o, e in placed if f < last and first < la)
         offset = 0
         for o, e in busy:
             if o - offset >= size:

@@ -6,15 +6,21 @@ Subpackages: ``refnet.layers`` (the maths), ``refnet.data`` (images to HDF5, the
 ``refnet.verify`` (the comparison with other frameworks), ``refnet.bench`` (the benchmark).
 The names below are imported on first use, so ``import refnet.layers`` loads no network.
 """
+
 import importlib
 
 __version__ = "0.2.0"
 
 _EXPORTS = {
-    "ARCHS": "refnet.arch", "ArchSpec": "refnet.arch", "ConvSpec": "refnet.arch",
-    "param_shapes": "refnet.arch", "AlexNet": "refnet.network",
-    "build_network": "refnet.network", "NetOptions": "refnet.options",
-    "ReduceOnPlateau": "refnet.schedule", "StepSchedule": "refnet.schedule",
+    "ARCHS": "refnet.arch",
+    "ArchSpec": "refnet.arch",
+    "ConvSpec": "refnet.arch",
+    "param_shapes": "refnet.arch",
+    "AlexNet": "refnet.network",
+    "build_network": "refnet.network",
+    "NetOptions": "refnet.options",
+    "ReduceOnPlateau": "refnet.schedule",
+    "StepSchedule": "refnet.schedule",
     "SGD": "refnet.sgd",
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -1,5 +1,6 @@
 """``python -m refnet --version`` prints refnet's version; ``python -m refnet`` lists the
 commands."""
+
 import argparse
 
 import refnet
@@ -20,9 +21,14 @@ COMMANDS = {
 
 def main(argv=None):
     epilog = "commands (python -m NAME --help):\n" + "\n".join(
-        f"  {name:20} {what}" for name, what in COMMANDS.items())
-    p = argparse.ArgumentParser(prog="python -m refnet", description=refnet.__doc__.split("\n")[0],
-                                epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
+        f"  {name:20} {what}" for name, what in COMMANDS.items()
+    )
+    p = argparse.ArgumentParser(
+        prog="python -m refnet",
+        description=refnet.__doc__.split("\n")[0],
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"refnet {refnet.__version__}")
     p.parse_args(argv)
     p.print_help()

@@ -38,9 +38,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from refnet.config import TRAIN_DEFAULTS
 from refnet.data.cli import Parser, exit_status, positive_int, run_command
 from refnet.data.files import write_json
-from refnet.config import TRAIN_DEFAULTS
 from refnet.options import CHOICES, DEVICES
 
 PROG = "refnet.ablate"
@@ -61,7 +61,7 @@ PAPER_FIGURES = {
     "no-lrn": (1.4, 1.2),
     "pool-2-2": (0.4, 0.3),
     "no-dropout": (None, None),
-    "no-lighting": (1.0, None),     # "over 1%": a lower bound
+    "no-lighting": (1.0, None),  # "over 1%": a lower bound
 }
 PAPER_TEXT = {
     "one-column": ("+1.7", "+1.2"),
@@ -76,7 +76,7 @@ NOISE = "not distinguishable from noise at this scale"
 EXIT_CODES = {
     0: "done: every run finished; ablations.json, ablations.png and the table written",
     1: "a training run failed (diverged or crashed): its message is above; the others "
-       "ran and the summary covers the finished ones; re-running retries the failed one",
+    "ran and the summary covers the finished ones; re-running retries the failed one",
 }
 
 
@@ -88,8 +88,10 @@ def _betacf(a, b, x):
     d = 1.0 / (d if abs(d) > tiny else tiny)
     h = d
     for m in range(1, 10000):
-        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+        for num in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
             d = 1.0 + num * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + num / c
@@ -106,8 +108,9 @@ def betainc(a, b, x):
         return 0.0
     if x >= 1.0:
         return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                     + a * math.log(x) + b * math.log1p(-x))
+    front = math.exp(
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
     if x < (a + 1.0) / (a + b + 2.0):
         return front * _betacf(a, b, x) / a
     return 1.0 - front * _betacf(b, a, 1.0 - x) / b
@@ -153,7 +156,7 @@ def paired_difference(variant, paper, level=0.95):
     entries None for n < 2)."""
     if len(variant) != len(paper):
         raise ValueError(f"paired_difference: {len(variant)} values against {len(paper)}")
-    d = [v - p for v, p in zip(variant, paper)]
+    d = [v - p for v, p in zip(variant, paper, strict=True)]
     n = len(d)
     mean, sd = mean_sd(d)
     out = {"mean": mean, "sd": sd, "n": n, "t": None, "low": None, "high": None}
@@ -193,17 +196,21 @@ def read_log(folder):
 
 
 def is_finished(records, epochs):
-    return bool(records) and (records[-1]["epoch"] >= epochs or
-                              bool(records[-1].get("early_stop")))
+    return bool(records) and (records[-1]["epoch"] >= epochs or bool(records[-1].get("early_stop")))
 
 
 def run_summary(variant, seed, folder, records):
     last = records[-1]
-    return {"variant": variant, "seed": seed, "folder": str(folder),
-            "top1_error": 100 * last["val_top1_error"],
-            "top5_error": 100 * last["val_top5_error"],
-            "train_loss": last["train_loss"], "epochs": last["epoch"],
-            "top1_by_epoch": [100 * r["val_top1_error"] for r in records]}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "folder": str(folder),
+        "top1_error": 100 * last["val_top1_error"],
+        "top5_error": 100 * last["val_top5_error"],
+        "train_loss": last["train_loss"],
+        "epochs": last["epoch"],
+        "top1_by_epoch": [100 * r["val_top1_error"] for r in records],
+    }
 
 
 def epochs_to_target(run, target):
@@ -216,8 +223,20 @@ def epochs_to_target(run, target):
 
 
 def train_command(args, variant, seed, folder, resume):
-    cmd = [sys.executable, "-m", "refnet.train", "--arch", args.arch, "--seed", str(seed),
-           "--epochs", str(args.epochs), "--out", str(folder), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "refnet.train",
+        "--arch",
+        args.arch,
+        "--seed",
+        str(seed),
+        "--epochs",
+        str(args.epochs),
+        "--out",
+        str(folder),
+        "--quiet",
+    ]
     if args.data is not None:
         cmd += ["--data", args.data]
     if args.device is not None:
@@ -232,9 +251,10 @@ def train_one(args, variant, seed, folder, say):
     """Train (or resume) one run in a subprocess; its exit status. On Ctrl-C (which the
     child receives too) wait for it to write its checkpoint, then re-raise."""
     from refnet.checkpoint import list_checkpoints
+
     resume = bool(list_checkpoints(folder))
     if not resume and (folder / "log.jsonl").exists():
-        (folder / "log.jsonl").unlink()             # a run killed before its checkpoint
+        (folder / "log.jsonl").unlink()  # a run killed before its checkpoint
     say(f"{folder.name}: {'resuming' if resume else 'training'}", flush=True)
     proc = subprocess.Popen(train_command(args, variant, seed, folder, resume))
     try:
@@ -254,8 +274,11 @@ def summarize(runs, variants, seeds, target=None):
     ``target``: the top-1 error for epochs-to-target, in points; None: the default rule."""
     by = {(r["variant"], r["seed"]): r for r in runs}
     paper_finals = [by[PAPER, s]["top1_error"] for s in seeds if (PAPER, s) in by]
-    rule = f"--target {target:g}" if target is not None else (
-        f"median final top-1 error of the paper configuration + {TARGET_MARGIN:g} points")
+    rule = (
+        f"--target {target:g}"
+        if target is not None
+        else (f"median final top-1 error of the paper configuration + {TARGET_MARGIN:g} points")
+    )
     if target is None and paper_finals:
         target = statistics.median(paper_finals) + TARGET_MARGIN
     for r in runs:
@@ -263,8 +286,11 @@ def summarize(runs, variants, seeds, target=None):
     table = {}
     for name in [PAPER, *variants]:
         mine = [by[name, s] for s in seeds if (name, s) in by]
-        entry = {"flags": list(VARIANTS.get(name, ())), "n": len(mine),
-                 "seeds": [r["seed"] for r in mine]}
+        entry = {
+            "flags": list(VARIANTS.get(name, ())),
+            "n": len(mine),
+            "seeds": [r["seed"] for r in mine],
+        }
         for key in ("top1_error", "top5_error", "train_loss"):
             m, sd = mean_sd(r[key] for r in mine)
             entry[key] = {"mean": m, "sd": sd}
@@ -274,23 +300,33 @@ def summarize(runs, variants, seeds, target=None):
             pairs = [s for s in seeds if (name, s) in by and (PAPER, s) in by]
             entry["difference"] = {}
             for key, metric in (("top1_error", "top1"), ("top5_error", "top5")):
-                diff = (paired_difference([by[name, s][key] for s in pairs],
-                                          [by[PAPER, s][key] for s in pairs])
-                        if pairs else None)
+                diff = (
+                    paired_difference(
+                        [by[name, s][key] for s in pairs], [by[PAPER, s][key] for s in pairs]
+                    )
+                    if pairs
+                    else None
+                )
                 entry["difference"][metric] = diff
                 entry[f"verdict_{metric}"] = verdict(diff)
             top1, top5 = PAPER_FIGURES[name]
-            entry["paper"] = {"top1": top1, "top5": top5,
-                              "text": {"top1": PAPER_TEXT[name][0],
-                                       "top5": PAPER_TEXT[name][1]}}
+            entry["paper"] = {
+                "top1": top1,
+                "top5": top5,
+                "text": {"top1": PAPER_TEXT[name][0], "top5": PAPER_TEXT[name][1]},
+            }
         table[name] = entry
-    return {"units": "errors and differences in percentage points; train_loss: "
-                     "cross-entropy of the last epoch",
-            "interval": "95% t interval of the mean paired difference (variant - paper, "
-                        "same seed), t with n-1 degrees of freedom",
-            "target_top1_error": target, "target_rule": rule,
-            "seeds": list(seeds), "variants": table,
-            "runs": runs}
+    return {
+        "units": "errors and differences in percentage points; train_loss: "
+        "cross-entropy of the last epoch",
+        "interval": "95% t interval of the mean paired difference (variant - paper, "
+        "same seed), t with n-1 degrees of freedom",
+        "target_top1_error": target,
+        "target_rule": rule,
+        "seeds": list(seeds),
+        "variants": table,
+        "runs": runs,
+    }
 
 
 def _pm(stat):
@@ -309,26 +345,47 @@ def _diff(d):
 
 def format_table(summary):
     """The printed table: one line per variant, then a line per verdict."""
-    rows = [("variant", "n", "top-1 err %", "top-5 err %", "Δtop-1 [95% CI]",
-             "Δtop-5 [95% CI]", "paper Δ1/Δ5", "ep→target")]
+    rows = [
+        (
+            "variant",
+            "n",
+            "top-1 err %",
+            "top-5 err %",
+            "Δtop-1 [95% CI]",
+            "Δtop-5 [95% CI]",
+            "paper Δ1/Δ5",
+            "ep→target",
+        )
+    ]
     for name, e in summary["variants"].items():
         d = e.get("difference", {})
         paper = e.get("paper")
         ett = e["epochs_to_target"]
-        reached = ("-" if ett["mean"] is None
-                   else f"{ett['mean']:.1f} ({ett['reached']}/{e['n']})")
+        reached = "-" if ett["mean"] is None else f"{ett['mean']:.1f} ({ett['reached']}/{e['n']})"
         if paper:
-            rows.append((name, str(e["n"]), _pm(e["top1_error"]), _pm(e["top5_error"]),
-                         _diff(d["top1"]), _diff(d["top5"]),
-                         f"{paper['text']['top1']} / {paper['text']['top5']}", reached))
+            rows.append(
+                (
+                    name,
+                    str(e["n"]),
+                    _pm(e["top1_error"]),
+                    _pm(e["top5_error"]),
+                    _diff(d["top1"]),
+                    _diff(d["top5"]),
+                    f"{paper['text']['top1']} / {paper['text']['top5']}",
+                    reached,
+                )
+            )
         else:
-            rows.append((name, str(e["n"]), _pm(e["top1_error"]), _pm(e["top5_error"]),
-                         "", "", "", reached))
+            rows.append(
+                (name, str(e["n"]), _pm(e["top1_error"]), _pm(e["top5_error"]), "", "", "", reached)
+            )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     target = summary["target_top1_error"]
-    lines.append(f"target top-1 error: {'-' if target is None else f'{target:.1f}%'} "
-                 f"({summary['target_rule']})")
+    lines.append(
+        f"target top-1 error: {'-' if target is None else f'{target:.1f}%'} "
+        f"({summary['target_rule']})"
+    )
     for name, e in summary["variants"].items():
         if name != PAPER:
             lines.append(f"{name}: top-1 {e['verdict_top1']}; top-5 {e['verdict_top5']}")
@@ -339,46 +396,78 @@ def plot_differences(summary, path):
     """Per variant, the paired differences with their 95% intervals (top-1 and top-5
     panels) beside the paper's reported figures."""
     from refnet.plots import plt, save_figure
+
     names = [n for n in summary["variants"] if n != PAPER]
     fig, axes = plt.subplots(1, 2, figsize=(11, 1.8 + 0.7 * max(len(names), 1)), sharey=True)
-    for ax, metric, title in zip(axes, ("top1", "top5"), ("top-1 error", "top-5 error")):
+    for ax, metric, title in zip(
+        axes, ("top1", "top5"), ("top-1 error", "top-5 error"), strict=True
+    ):
         for i, name in enumerate(names):
             e = summary["variants"][name]
             d = e["difference"][metric]
             y = len(names) - 1 - i
             if d is not None and d["mean"] is not None:
-                err = ([[d["mean"] - d["low"]], [d["high"] - d["mean"]]]
-                       if d["low"] is not None else None)
-                ax.errorbar([d["mean"]], [y + 0.12], xerr=err, fmt="o", color="C0",
-                            capsize=4, label="measured (95% CI)" if i == 0 else None)
+                err = (
+                    [[d["mean"] - d["low"]], [d["high"] - d["mean"]]]
+                    if d["low"] is not None
+                    else None
+                )
+                ax.errorbar(
+                    [d["mean"]],
+                    [y + 0.12],
+                    xerr=err,
+                    fmt="o",
+                    color="C0",
+                    capsize=4,
+                    label="measured (95% CI)" if i == 0 else None,
+                )
             value, text = e["paper"][metric], e["paper"]["text"][metric]
             if value is not None:
                 ax.plot([value], [y - 0.12], "D", color="C3", label="paper")
-                ax.annotate(f"paper {text}", xy=(value, y - 0.12), xytext=(7, -3),
-                            textcoords="offset points", fontsize=8, color="C3")
+                ax.annotate(
+                    f"paper {text}",
+                    xy=(value, y - 0.12),
+                    xytext=(7, -3),
+                    textcoords="offset points",
+                    fontsize=8,
+                    color="C3",
+                )
             else:
-                ax.annotate(f"paper: {text}", xy=(0.98, y - 0.12), xycoords=(
-                    "axes fraction", "data"), ha="right", va="center", fontsize=8, color="C3")
+                ax.annotate(
+                    f"paper: {text}",
+                    xy=(0.98, y - 0.12),
+                    xycoords=("axes fraction", "data"),
+                    ha="right",
+                    va="center",
+                    fontsize=8,
+                    color="C3",
+                )
         ax.axvline(0, color="0.5", lw=0.8)
         ax.margins(x=0.25)
         ax.set_title(f"{title}: variant - paper configuration", fontsize=10)
-        ax.set_xlabel("difference (percentage points; > 0: worse without the choice)",
-                      fontsize=9)
+        ax.set_xlabel("difference (percentage points; > 0: worse without the choice)", fontsize=9)
         ax.set_yticks(range(len(names)))
         ax.set_yticklabels(names[::-1])
         ax.set_ylim(-0.7, len(names) - 0.3)
         ax.grid(axis="x", alpha=0.3)
     legend = {}
     for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
     n = max((e["n"] for e in summary["variants"].values()), default=0)
-    fig.suptitle(f"Ablations: {n} seeds, paired differences against the paper configuration",
-                 fontsize=10)
+    fig.suptitle(
+        f"Ablations: {n} seeds, paired differences against the paper configuration", fontsize=10
+    )
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     if legend:
-        fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend),
-                   fontsize=8, frameon=False)
+        fig.legend(
+            legend.values(),
+            legend.keys(),
+            loc="lower center",
+            ncol=len(legend),
+            fontsize=8,
+            frameon=False,
+        )
     return save_figure(fig, path)
 
 
@@ -406,34 +495,68 @@ def _target(text):
 
 
 def build_parser():
-    p = Parser(prog="python -m refnet.ablate",
-               description="Train the paper's configuration and one variant per design "
-                           "choice (one column, no LRN, pooling 2/2, no dropout, no PCA "
-                           "lighting) on the same seeds, each a refnet.train run in "
-                           "OUT/runs/<variant>-s<seed>, then write OUT/ablations.json, "
-                           "OUT/ablations.png and print the paired differences with 95% "
-                           "intervals beside the paper's figures. Re-running skips finished "
-                           "runs and resumes unfinished ones.",
-               exit_codes=EXIT_CODES)
+    p = Parser(
+        prog="python -m refnet.ablate",
+        description="Train the paper's configuration and one variant per design "
+        "choice (one column, no LRN, pooling 2/2, no dropout, no PCA "
+        "lighting) on the same seeds, each a refnet.train run in "
+        "OUT/runs/<variant>-s<seed>, then write OUT/ablations.json, "
+        "OUT/ablations.png and print the paired differences with 95% "
+        "intervals beside the paper's figures. Re-running skips finished "
+        "runs and resumes unfinished ones.",
+        exit_codes=EXIT_CODES,
+    )
     a = p.add_argument
-    a("--data", metavar="DIR", type=_data_dir, default=None,
-      help="data for every run, as refnet.train --data (default: the demo set)")
+    a(
+        "--data",
+        metavar="DIR",
+        type=_data_dir,
+        default=None,
+        help="data for every run, as refnet.train --data (default: the demo set)",
+    )
     a("--arch", choices=CHOICES["arch"], default="demo", help="network size (default demo)")
-    a("--seeds", type=positive_int, default=3,
-      help="seeds 0..N-1 per configuration (default 3; 2 or more for an interval)")
-    a("--epochs", type=positive_int, default=None,
-      help="epochs per run (default: the arch's, " + ", ".join(
-          f"{k} {v['epochs']}" for k, v in TRAIN_DEFAULTS.items()) + ")")
-    a("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS),
-      metavar="VARIANT", help=f"which variants besides the paper configuration (default "
-      f"all: {' '.join(VARIANTS)})")
-    a("--target", type=_target, default=None,
-      help="top-1 error (%%) for 'epochs to target' (default: the paper configuration's "
-           f"median final top-1 error + {TARGET_MARGIN:g} points)")
-    a("--device", choices=DEVICES, default=None, help="as refnet.train --device (default "
-      "its own, auto)")
-    a("--out", metavar="OUT", type=_out_dir, required=True,
-      help="folder for the runs and the results")
+    a(
+        "--seeds",
+        type=positive_int,
+        default=3,
+        help="seeds 0..N-1 per configuration (default 3; 2 or more for an interval)",
+    )
+    a(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help="epochs per run (default: the arch's, "
+        + ", ".join(f"{k} {v['epochs']}" for k, v in TRAIN_DEFAULTS.items())
+        + ")",
+    )
+    a(
+        "--variants",
+        nargs="+",
+        choices=tuple(VARIANTS),
+        default=list(VARIANTS),
+        metavar="VARIANT",
+        help=f"which variants besides the paper configuration (default all: {' '.join(VARIANTS)})",
+    )
+    a(
+        "--target",
+        type=_target,
+        default=None,
+        help="top-1 error (%%) for 'epochs to target' (default: the paper configuration's "
+        f"median final top-1 error + {TARGET_MARGIN:g} points)",
+    )
+    a(
+        "--device",
+        choices=DEVICES,
+        default=None,
+        help="as refnet.train --device (default its own, auto)",
+    )
+    a(
+        "--out",
+        metavar="OUT",
+        type=_out_dir,
+        required=True,
+        help="folder for the runs and the results",
+    )
     return p
 
 
@@ -468,18 +591,15 @@ def _ablate(args, say):
                     _error(f"error: {folder.name} was refused (its message is above)")
                     return 2
                 if status != 0:
-                    _error(f"{folder.name} failed with status {status}; continuing with "
-                           "the others")
+                    _error(f"{folder.name} failed with status {status}; continuing with the others")
                     failed.append(folder.name)
                     continue
                 records = read_log(folder)
             else:
-                say(f"{folder.name}: skipped, finished ({records[-1]['epoch']} epochs)",
-                    flush=True)
+                say(f"{folder.name}: skipped, finished ({records[-1]['epoch']} epochs)", flush=True)
             runs.append(run_summary(name, seed, folder, records))
     summary = summarize(runs, variants, seeds, args.target)
-    summary.update(arch=args.arch, epochs=args.epochs, data=args.data or "demo set",
-                   failed=failed)
+    summary.update(arch=args.arch, epochs=args.epochs, data=args.data or "demo set", failed=failed)
     write_json(out / "ablations.json", summary)
     plot_differences(summary, out / "ablations.png")
     say(format_table(summary))

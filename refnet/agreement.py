@@ -17,8 +17,8 @@ A Ctrl-C on any rank is agreed on at the next step's gradient reduction
 import os
 import sys
 
-from refnet.data.cli import UNEXPECTED, UserError
 from refnet.config import UsageError
+from refnet.data.cli import UNEXPECTED, UserError
 from refnet.distributed import DistributedError, checksum
 
 
@@ -66,15 +66,21 @@ def check_replicas(world, arrays, step):
     sums = world.allgather(checksum(arrays))
     if len(set(sums)) > 1:
         differ = [r for r, s in enumerate(sums) if s != sums[0]]
-        raise DistributedError(f"the replicas differ at step {step}: the "
-                               f"parameters of rank(s) {differ} are not rank 0's "
-                               "(checksums); no checkpoint was written")
+        raise DistributedError(
+            f"the replicas differ at step {step}: the "
+            f"parameters of rank(s) {differ} are not rank 0's "
+            "(checksums); no checkpoint was written"
+        )
 
 
 def abort_job(world, status, message):
     """One rank failed on its own: say so, naming the rank, and end every rank."""
-    print(f"{message} [rank {world.rank} of {world.size}, pid {os.getpid()} on "
-          f"{world.host}; ending the job]", file=sys.stderr, flush=True)
+    print(
+        f"{message} [rank {world.rank} of {world.size}, pid {os.getpid()} on "
+        f"{world.host}; ending the job]",
+        file=sys.stderr,
+        flush=True,
+    )
     world.abort(status)
     return status
 
@@ -88,18 +94,23 @@ def rank_report(world, prog):
 
     def report(error, status, line):
         if isinstance(error, (UsageError, DistributedError, Diverged, Interrupted)):
-            if world.is_root:                  # the same on every rank: rank 0 says it
+            if world.is_root:  # the same on every rank: rank 0 says it
                 print(line, file=sys.stderr, flush=True)
             return
         if isinstance(error, KeyboardInterrupt):
-            line = (f"{prog}: interrupted; files written before stay as they were "
-                    "(checkpoints are replaced atomically)")
+            line = (
+                f"{prog}: interrupted; files written before stay as they were "
+                "(checkpoints are replaced atomically)"
+            )
         elif status == UNEXPECTED:
-            line += (" (the traceback above is for a bug report; checkpoints already "
-                     "written are intact)")
-        if world.size > 1 and (status == UNEXPECTED or isinstance(
-                error, (UserError, KeyboardInterrupt))):
-            abort_job(world, status, line)      # this rank alone: end the whole job
+            line += (
+                " (the traceback above is for a bug report; checkpoints already written are intact)"
+            )
+        if world.size > 1 and (
+            status == UNEXPECTED or isinstance(error, (UserError, KeyboardInterrupt))
+        ):
+            abort_job(world, status, line)  # this rank alone: end the whole job
         else:
             print(line, file=sys.stderr, flush=True)
+
     return report

@@ -58,6 +58,7 @@ from refnet.layers.checks import window_count
 @dataclasses.dataclass(frozen=True)
 class ConvSpec:
     """One convolution: square kernel, stride, zero padding, and width (both columns)."""
+
     kernel: int
     stride: int
     pad: int
@@ -71,18 +72,19 @@ class ArchSpec:
     ``store_size``: the side of the square images the data set should store;
     ``input_size``: the side of the crops the network takes (the data's crop size).
     """
+
     name: str
     input_size: int
-    convs: tuple          # five ConvSpec: conv1 .. conv5
-    fc: tuple             # widths of fc6 and fc7
+    convs: tuple  # five ConvSpec: conv1 .. conv5
+    fc: tuple  # widths of fc6 and fc7
     num_classes: int
     store_size: int
-    columns: tuple = (1, 2)   # the column counts this arch allows; the largest is the default
-    avgpool: int = 0          # side of an adaptive average pooling after pool5; 0: none
-    lrn: bool = True          # defaults of the NetOptions fields of the same names
+    columns: tuple = (1, 2)  # the column counts this arch allows; the largest is the default
+    avgpool: int = 0  # side of an adaptive average pooling after pool5; 0: none
+    lrn: bool = True  # defaults of the NetOptions fields of the same names
     dropout_mode: str = "paper"
     dropout_placement: str = "after"
-    param_names: tuple = ()   # (layer, prefix) pairs where the parameters' names differ
+    param_names: tuple = ()  # (layer, prefix) pairs where the parameters' names differ
 
     def param_prefix(self, layer):
         """The prefix of ``layer``'s parameter names: ``layer`` itself (``conv1.weight``)
@@ -111,8 +113,10 @@ class ArchSpec:
             if i in (1, 2, 5):
                 h = window_count(h, z, s, rounding=rounding)
                 if h < 1:
-                    raise ValueError(f"arch {self.name!r}: pool after conv{i} with "
-                                     f"window {z} stride {s} gives {h}x{h}")
+                    raise ValueError(
+                        f"arch {self.name!r}: pool after conv{i} with "
+                        f"window {z} stride {s} gives {h}x{h}"
+                    )
                 out[f"pool{i}"] = h
         if self.avgpool:
             out["avgpool"] = self.avgpool
@@ -127,45 +131,111 @@ class ArchSpec:
 
 ARCHS = {
     "alexnet": ArchSpec(
-        name="alexnet", input_size=227,
-        convs=(ConvSpec(11, 4, 0, 96), ConvSpec(5, 1, 2, 256), ConvSpec(3, 1, 1, 384),
-               ConvSpec(3, 1, 1, 384), ConvSpec(3, 1, 1, 256)),
-        fc=(4096, 4096), num_classes=1000, store_size=256),
+        name="alexnet",
+        input_size=227,
+        convs=(
+            ConvSpec(11, 4, 0, 96),
+            ConvSpec(5, 1, 2, 256),
+            ConvSpec(3, 1, 1, 384),
+            ConvSpec(3, 1, 1, 384),
+            ConvSpec(3, 1, 1, 256),
+        ),
+        fc=(4096, 4096),
+        num_classes=1000,
+        store_size=256,
+    ),
     "demo": ArchSpec(
-        name="demo", input_size=113,
-        convs=(ConvSpec(11, 3, 0, 24), ConvSpec(5, 1, 2, 64), ConvSpec(3, 1, 1, 96),
-               ConvSpec(3, 1, 1, 96), ConvSpec(3, 1, 1, 64)),
-        fc=(512, 512), num_classes=10, store_size=128),
+        name="demo",
+        input_size=113,
+        convs=(
+            ConvSpec(11, 3, 0, 24),
+            ConvSpec(5, 1, 2, 64),
+            ConvSpec(3, 1, 1, 96),
+            ConvSpec(3, 1, 1, 96),
+            ConvSpec(3, 1, 1, 64),
+        ),
+        fc=(512, 512),
+        num_classes=10,
+        store_size=128,
+    ),
     "tiny": ArchSpec(
         # 45 -> conv1 3x3/2 pad 1 -> 23 -> pool 11 -> conv2 -> 11 -> pool 5 -> 5 -> pool 2
-        name="tiny", input_size=45,
-        convs=(ConvSpec(3, 2, 1, 4), ConvSpec(5, 1, 2, 8), ConvSpec(3, 1, 1, 8),
-               ConvSpec(3, 1, 1, 8), ConvSpec(3, 1, 1, 8)),
-        fc=(16, 16), num_classes=5, store_size=52),
+        name="tiny",
+        input_size=45,
+        convs=(
+            ConvSpec(3, 2, 1, 4),
+            ConvSpec(5, 1, 2, 8),
+            ConvSpec(3, 1, 1, 8),
+            ConvSpec(3, 1, 1, 8),
+            ConvSpec(3, 1, 1, 8),
+        ),
+        fc=(16, 16),
+        num_classes=5,
+        store_size=52,
+    ),
     "zfnet": ArchSpec(
         # 225 -> conv1 7x7/2 pad 1 -> 111 -> pool 55 -> conv2 5x5/2 pad 1 -> 27 -> pool 13
         # -> conv3-5 -> 13 -> pool 6 (module doc: their figure's 110 and 26 need ceil pooling)
-        name="zfnet", input_size=225,
-        convs=(ConvSpec(7, 2, 1, 96), ConvSpec(5, 2, 1, 256), ConvSpec(3, 1, 1, 384),
-               ConvSpec(3, 1, 1, 384), ConvSpec(3, 1, 1, 256)),
-        fc=(4096, 4096), num_classes=1000, store_size=256, columns=(1,)),
+        name="zfnet",
+        input_size=225,
+        convs=(
+            ConvSpec(7, 2, 1, 96),
+            ConvSpec(5, 2, 1, 256),
+            ConvSpec(3, 1, 1, 384),
+            ConvSpec(3, 1, 1, 384),
+            ConvSpec(3, 1, 1, 256),
+        ),
+        fc=(4096, 4096),
+        num_classes=1000,
+        store_size=256,
+        columns=(1,),
+    ),
     "zfnet-wide": ArchSpec(
-        name="zfnet-wide", input_size=225,
-        convs=(ConvSpec(7, 2, 1, 96), ConvSpec(5, 2, 1, 256), ConvSpec(3, 1, 1, 512),
-               ConvSpec(3, 1, 1, 1024), ConvSpec(3, 1, 1, 512)),
-        fc=(4096, 4096), num_classes=1000, store_size=256, columns=(1,)),
+        name="zfnet-wide",
+        input_size=225,
+        convs=(
+            ConvSpec(7, 2, 1, 96),
+            ConvSpec(5, 2, 1, 256),
+            ConvSpec(3, 1, 1, 512),
+            ConvSpec(3, 1, 1, 1024),
+            ConvSpec(3, 1, 1, 512),
+        ),
+        fc=(4096, 4096),
+        num_classes=1000,
+        store_size=256,
+        columns=(1,),
+    ),
     "owt": ArchSpec(
         # 224 -> conv1 11x11/4 pad 2 -> 55 -> pool 27 -> 27 -> pool 13 -> 13 -> pool 6
         # -> average pooling to 6 (the identity here); torchvision's layer indices as names
-        name="owt", input_size=224,
-        convs=(ConvSpec(11, 4, 2, 64), ConvSpec(5, 1, 2, 192), ConvSpec(3, 1, 1, 384),
-               ConvSpec(3, 1, 1, 256), ConvSpec(3, 1, 1, 256)),
-        fc=(4096, 4096), num_classes=1000, store_size=256, columns=(1,), avgpool=6,
-        lrn=False, dropout_mode="inverted", dropout_placement="before",
-        param_names=(("conv1", "features.0"), ("conv2", "features.3"),
-                     ("conv3", "features.6"), ("conv4", "features.8"),
-                     ("conv5", "features.10"), ("fc6", "classifier.1"),
-                     ("fc7", "classifier.4"), ("fc8", "classifier.6"))),
+        name="owt",
+        input_size=224,
+        convs=(
+            ConvSpec(11, 4, 2, 64),
+            ConvSpec(5, 1, 2, 192),
+            ConvSpec(3, 1, 1, 384),
+            ConvSpec(3, 1, 1, 256),
+            ConvSpec(3, 1, 1, 256),
+        ),
+        fc=(4096, 4096),
+        num_classes=1000,
+        store_size=256,
+        columns=(1,),
+        avgpool=6,
+        lrn=False,
+        dropout_mode="inverted",
+        dropout_placement="before",
+        param_names=(
+            ("conv1", "features.0"),
+            ("conv2", "features.3"),
+            ("conv3", "features.6"),
+            ("conv4", "features.8"),
+            ("conv5", "features.10"),
+            ("fc6", "classifier.1"),
+            ("fc7", "classifier.4"),
+            ("fc8", "classifier.6"),
+        ),
+    ),
 }
 
 
@@ -181,19 +251,29 @@ def get_arch(arch):
 def check_columns(spec, columns):
     """``ValueError`` unless ``spec`` allows ``columns`` columns."""
     if columns not in spec.columns:
-        raise ValueError(f"arch {spec.name!r} allows columns {spec.columns}, got {columns!r} "
-                         f"(a one-column network: its authors trained it ungrouped)")
+        raise ValueError(
+            f"arch {spec.name!r} allows columns {spec.columns}, got {columns!r} "
+            f"(a one-column network: its authors trained it ungrouped)"
+        )
 
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-GROUPED = ("conv2", "conv4", "conv5")   # layers that see only their own column's inputs
+GROUPED = ("conv2", "conv4", "conv5")  # layers that see only their own column's inputs
 
 
 HEADS = ("fc", "gap")
 
 
-def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc",
-                 pool_rounding="floor", refnet_names=False):
+def param_shapes(
+    spec,
+    *,
+    columns=2,
+    num_classes=None,
+    pool=(3, 2),
+    head="fc",
+    pool_rounding="floor",
+    refnet_names=False,
+):
     """``{name: shape}`` of every parameter in the grouped single-device form, in order.
 
     Names are PyTorch's (``conv1.weight``, ``conv1.bias``, ..., ``fc8.bias``), or the
@@ -215,14 +295,17 @@ def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc",
         raise ValueError(f"num_classes must be positive, got {num_classes!r}")
     for i, conv in enumerate(spec.convs, start=1):
         if conv.width % columns:
-            raise ValueError(f"arch {spec.name!r}: conv{i} width {conv.width} does not "
-                             f"split into {columns} columns")
+            raise ValueError(
+                f"arch {spec.name!r}: conv{i} width {conv.width} does not "
+                f"split into {columns} columns"
+            )
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
-    for name, width in zip(("fc6", "fc7"), spec.fc if head == "fc" else ()):
+    for name, width in zip(("fc6", "fc7"), spec.fc if head == "fc" else (), strict=False):
         if width % columns:
-            raise ValueError(f"arch {spec.name!r}: {name} width {width} does not split "
-                             f"into {columns} columns")
+            raise ValueError(
+                f"arch {spec.name!r}: {name} width {width} does not split into {columns} columns"
+            )
     shapes = {}
     c_in = 3
     for i, conv in enumerate(spec.convs, start=1):
@@ -236,7 +319,7 @@ def param_shapes(spec, *, columns=2, num_classes=None, pool=(3, 2), head="fc",
         shapes["head.bias"] = (classes,)
     else:
         f_in = spec.fc6_inputs(pool, pool_rounding)
-        for name, width in zip(("fc6", "fc7", "fc8"), spec.fc + (classes,)):
+        for name, width in zip(("fc6", "fc7", "fc8"), spec.fc + (classes,), strict=True):
             shapes[f"{name}.weight"] = (width, f_in)
             shapes[f"{name}.bias"] = (width,)
             f_in = width

@@ -79,6 +79,7 @@ class TrainingState:
     """Everything a run needs to continue bit-exactly (the schema in the module doc).
     ``model`` and ``optimizer`` are flat ``{name: array}`` dicts, as ``state_dict``
     gives them."""
+
     arch: str
     config: dict
     network: dict
@@ -99,13 +100,24 @@ class TrainingState:
 
 def write_state(path, state):
     """Write ``state`` to ``path`` atomically; returns the path."""
-    tree = {"format": FORMAT, "arch": state.arch, "step": state.step, "epoch": state.epoch,
-            "loader": list(state.loader), "loss_sum": state.loss_sum,
-            "loss_count": state.loss_count, "config": state.config,
-            "network": state.network, "model": state.model, "lr": state.lr,
-            "optimizer": _nest(state.optimizer), "schedule": state.schedule,
-            "history": state.history, "inputs": state.inputs,
-            "world_size": state.world_size}
+    tree = {
+        "format": FORMAT,
+        "arch": state.arch,
+        "step": state.step,
+        "epoch": state.epoch,
+        "loader": list(state.loader),
+        "loss_sum": state.loss_sum,
+        "loss_count": state.loss_count,
+        "config": state.config,
+        "network": state.network,
+        "model": state.model,
+        "lr": state.lr,
+        "optimizer": _nest(state.optimizer),
+        "schedule": state.schedule,
+        "history": state.history,
+        "inputs": state.inputs,
+        "world_size": state.world_size,
+    }
     return save(path, tree)
 
 
@@ -113,8 +125,7 @@ def read_state(path):
     """The ``TrainingState`` stored at ``path`` (file or run folder: its newest valid
     checkpoint), migrated to the current schema; ``CheckpointError`` if unusable."""
     if Path(path).is_dir():
-        found, state = latest_state(path, warn=lambda m: print(m, file=sys.stderr,
-                                                               flush=True))
+        found, state = latest_state(path, warn=lambda m: print(m, file=sys.stderr, flush=True))
         if state is None:
             raise CheckpointError(f"no valid checkpoint in {path}")
         return state
@@ -136,24 +147,36 @@ def _migrate(tree, path):
         arch = tree["arch"]
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} lacks {e}") from None
-    config.setdefault("conv_algo", "gemm")     # the only algorithm before it was stored
+    config.setdefault("conv_algo", "gemm")  # the only algorithm before it was stored
     network = tree.get("network")
     if network is None:
         from refnet.options import NetOptions
+
         bias = model["fc8.bias"] if "fc8.bias" in model else model["head.bias"]
         try:
-            network = NetOptions.from_config(config, num_classes=bias.shape[0],
-                                             backend="numpy").to_dict()
+            network = NetOptions.from_config(
+                config, num_classes=bias.shape[0], backend="numpy"
+            ).to_dict()
         except ValueError as e:
             raise CheckpointError(f"checkpoint {path}: {e}") from None
     optimizer = tree.get("optimizer")
     return TrainingState(
-        arch=arch, config=config, network=network, model=model,
-        step=tree.get("step"), epoch=tree.get("epoch"), loader=tree.get("loader"),
-        loss_sum=tree.get("loss_sum"), loss_count=tree.get("loss_count"),
-        lr=tree.get("lr"), optimizer=None if optimizer is None else _flatten(optimizer),
-        schedule=tree.get("schedule"), history=tree.get("history"),
-        inputs=tree.get("inputs"), world_size=tree.get("world_size", 1))
+        arch=arch,
+        config=config,
+        network=network,
+        model=model,
+        step=tree.get("step"),
+        epoch=tree.get("epoch"),
+        loader=tree.get("loader"),
+        loss_sum=tree.get("loss_sum"),
+        loss_count=tree.get("loss_count"),
+        lr=tree.get("lr"),
+        optimizer=None if optimizer is None else _flatten(optimizer),
+        schedule=tree.get("schedule"),
+        history=tree.get("history"),
+        inputs=tree.get("inputs"),
+        world_size=tree.get("world_size", 1),
+    )
 
 
 def _nest(flat):
@@ -181,6 +204,7 @@ def _flatten(tree, prefix=""):
 
 # --------------------------------------------------------------------------- writing
 
+
 def save(path, tree):
     """Write ``tree`` to ``path`` atomically (``data.files.atomic_path``)."""
     path = Path(path)
@@ -203,8 +227,10 @@ def _write_group(group, prefix, obj, digests):
         items = ((str(i), v) for i, v in enumerate(obj))
     for key, value in items:
         if not isinstance(key, str) or "/" in key or key.startswith("__") or key in (".", ""):
-            raise ValueError(f"checkpoint.save: key {key!r} under '{prefix or '/'}' is not "
-                             "a valid name (str without '/', not starting with '__')")
+            raise ValueError(
+                f"checkpoint.save: key {key!r} under '{prefix or '/'}' is not "
+                "a valid name (str without '/', not starting with '__')"
+            )
         here = f"{prefix}/{key}"
         if _is_array(value):
             arr = numpy.asarray(backend.asnumpy(value)).copy(order="C")
@@ -214,27 +240,34 @@ def _write_group(group, prefix, obj, digests):
             if isinstance(value, numpy.generic):
                 ds.attrs["__scalar__"] = True
             digests[here] = _array_digest(arr)
-        elif isinstance(value, dict) or (isinstance(value, (list, tuple))
-                                         and any(_needs_group(v) for v in value)):
+        elif isinstance(value, dict) or (
+            isinstance(value, (list, tuple)) and any(_needs_group(v) for v in value)
+        ):
             _write_group(group.create_group(key, track_order=True), here, value, digests)
         else:
             try:
                 text = json.dumps(value, allow_nan=True)
             except TypeError:
-                raise TypeError(f"checkpoint.save: {here} holds a {type(value).__name__}, "
-                                "which is neither an array nor JSON") from None
+                raise TypeError(
+                    f"checkpoint.save: {here} holds a {type(value).__name__}, "
+                    "which is neither an array nor JSON"
+                ) from None
             group.attrs[key] = text
             digests[here + "@"] = hashlib.sha256(text.encode()).hexdigest()
 
 
 def _is_array(v):
     return isinstance(v, (numpy.ndarray, numpy.generic)) or (
-        hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "__array_namespace__"))
+        hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "__array_namespace__")
+    )
 
 
 def _needs_group(v):
-    return _is_array(v) or isinstance(v, dict) or (
-        isinstance(v, (list, tuple)) and any(_needs_group(x) for x in v))
+    return (
+        _is_array(v)
+        or isinstance(v, dict)
+        or (isinstance(v, (list, tuple)) and any(_needs_group(x) for x in v))
+    )
 
 
 def _array_digest(arr):
@@ -251,8 +284,9 @@ def _combine(digests):
 
 # --------------------------------------------------------------------------- reading
 
+
 def load(path):
-    """The tree stored at ``path``; ``CheckpointError`` if it is unreadable or fails its checksum."""
+    """The tree stored at ``path``; ``CheckpointError`` if unreadable or failing its checksum."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -264,15 +298,18 @@ def load(path):
     except CheckpointError:
         raise
     except Exception as e:  # h5py raises OSError/KeyError/RuntimeError on damaged files
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt: "
-                              f"{type(e).__name__}: {e})") from None
+        raise CheckpointError(
+            f"checkpoint {path} is unreadable (truncated or corrupt: {type(e).__name__}: {e})"
+        ) from None
     if stored is None:
         raise CheckpointError(f"checkpoint {path} has no checksum")
     if _combine(digests) != stored:
         raise CheckpointError(f"checkpoint {path} fails its SHA-256 checksum (corrupt)")
     if tree.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a refnet checkpoint "
-                              f"(format {tree.get('format')!r}, expected {FORMAT!r})")
+        raise CheckpointError(
+            f"{path} is not a refnet checkpoint "
+            f"(format {tree.get('format')!r}, expected {FORMAT!r})"
+        )
     return tree
 
 
@@ -289,7 +326,7 @@ def _read_group(group, prefix, digests):
         if isinstance(item, h5py.Group):
             out[key] = _read_group(item, here, digests)
         else:
-            arr = numpy.asarray(item[()])      # tobytes() is C order whatever the layout
+            arr = numpy.asarray(item[()])  # tobytes() is C order whatever the layout
             digests[here] = _array_digest(arr)
             out[key] = arr[()] if item.attrs.get("__scalar__", False) else arr
     if group.attrs.get("__kind__") == "list":
@@ -298,6 +335,7 @@ def _read_group(group, prefix, digests):
 
 
 # --------------------------------------------------------------------------- run directories
+
 
 def checkpoint_path(run_dir, step):
     """``RUN_DIR/ckpt-<step>.h5`` with the step zero-padded to 8 digits."""

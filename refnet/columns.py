@@ -75,8 +75,7 @@ class Placement:
     more than one usable core).
     """
 
-    def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None,
-                 pooled=True):
+    def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None, pooled=True):
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns!r}")
         devices = tuple(int(d) for d in devices)
@@ -92,7 +91,7 @@ class Placement:
         self.parallel = self.blas is not None
         self._pool = None
         self.workspaces = [Workspace() if pooled else FRESH for _ in range(columns)]
-        self.rows = {}    # name -> [(column, first row, last row + 1)]
+        self.rows = {}  # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
             on_one = name in whole if whole is not None else name.startswith(("fc8.", "head."))
             if on_one or columns == 1:
@@ -110,20 +109,22 @@ class Placement:
         """``[fn(c, *args_c) ...]`` for every column c that has arguments, each run under
         column c's device: ``per_column`` are lists aligned with the columns (a list of
         one runs column 0 alone, as fc8 does). Concurrent on the CPU (module doc)."""
-        args = list(zip(*per_column))
+        args = list(zip(*per_column, strict=True))
 
         def run_column(c):
             with self.device(c):
                 return fn(c, *args[c])
+
         if not self.parallel or len(args) < 2:
             return [run_column(c) for c in range(len(args))]
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=len(args) - 1, thread_name_prefix="refnet-column")
+                max_workers=len(args) - 1, thread_name_prefix="refnet-column"
+            )
         with self.blas.limit(limits=1, user_api="blas"):
             others = [self._pool.submit(run_column, c) for c in range(1, len(args))]
             try:
-                first = run_column(0)            # column 0 in the calling thread
+                first = run_column(0)  # column 0 in the calling thread
             finally:
                 concurrent.futures.wait(others)  # never leave a column running
             return [first] + [f.result() for f in others]
@@ -143,8 +144,11 @@ class Placement:
     def shared_input(self, per_column):
         """True when every column's input is the same array on the same device (conv1's
         image with both columns on one device), so work on it can be shared."""
-        return (len(per_column) > 1 and len(set(self.devices)) == 1
-                and all(a is per_column[0] for a in per_column))
+        return (
+            len(per_column) > 1
+            and len(set(self.devices)) == 1
+            and all(a is per_column[0] for a in per_column)
+        )
 
     def put(self, a, c):
         """``a`` (host or any device) on column ``c``'s device; no copy when already there."""
@@ -168,7 +172,7 @@ class Placement:
         of (column, array on its device); each shard owns its memory."""
         out = []
         for c, r0, r1 in self.rows[name]:
-            shard = numpy.array(full[r0:r1], copy=True)   # (R_c, ...) owning its memory
+            shard = numpy.array(full[r0:r1], copy=True)  # (R_c, ...) owning its memory
             with self.device(c):
                 out.append((c, self.put(shard, c)))
         return out
@@ -183,7 +187,7 @@ class Placement:
         pieces = [backend.asnumpy(shards[c]) for c, _, _ in self.rows[name]]
         if len(pieces) == 1:
             return numpy.array(pieces[0], copy=True)
-        return numpy.concatenate(pieces, axis=0)   # (R, ...)
+        return numpy.concatenate(pieces, axis=0)  # (R, ...)
 
     def gather_on_device(self, name, shards):
         """The full ``name`` as an array of the net's module on column 0's device (the
@@ -193,7 +197,7 @@ class Placement:
             return shards[owners[0][0]]
         pieces = [self.move(shards[c], c, 0) for c, _, _ in owners]
         with self.device(0):
-            return self.xp.concatenate(pieces, axis=0)   # (R, ...)
+            return self.xp.concatenate(pieces, axis=0)  # (R, ...)
 
 
 def usable_cores():

@@ -43,6 +43,8 @@ import math
 import numbers
 from typing import ClassVar
 
+from refnet import conventions
+from refnet.arch import ARCHS, check_columns
 from refnet.data.cli import (
     Parser,
     UserError,
@@ -53,17 +55,30 @@ from refnet.data.cli import (
     positive_number,
 )
 from refnet.data.sources import VAL_FRACTION
-from refnet import conventions
-from refnet.arch import ARCHS, check_columns
 from refnet.init import SCHEMES
 from refnet.options import CHOICES, CONV_CACHE_ALIASES, DEVICES, NetOptions
 from refnet.sgd import FORMS
 
 # the network options a training run sets (NetOptions fields); their defaults are
 # NetOptions'; arch, dtype, backend and devices are set by the run
-NET_FIELDS = ("columns", "lrn", "lrn_mode", "lrn_size", "lrn_alpha", "lrn_beta", "lrn_k",
-              "pool", "pool_rounding", "dropout", "dropout_mode", "dropout_placement",
-              "conv_algo", "conv_cache", "engine", "head")
+NET_FIELDS = (
+    "columns",
+    "lrn",
+    "lrn_mode",
+    "lrn_size",
+    "lrn_alpha",
+    "lrn_beta",
+    "lrn_k",
+    "pool",
+    "pool_rounding",
+    "dropout",
+    "dropout_mode",
+    "dropout_placement",
+    "conv_algo",
+    "conv_cache",
+    "engine",
+    "head",
+)
 _NET_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NetOptions)}
 
 COMMON_DEFAULTS = {
@@ -92,19 +107,52 @@ COMMON_DEFAULTS = {
 }
 
 TRAIN_DEFAULTS = {
-    "alexnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
-                "epochs": 90, "checkpoint_every": 1000},
-    "demo": {"init": "he", "input_scale": "pixel_std", "batch": 32, "lr": 0.015,
-             "epochs": 10, "lr_schedule": "step", "milestones": (8,)},
-    "tiny": {"init": "he", "input_scale": "pixel_std", "batch": 8, "lr": 0.01,
-             "epochs": 2},
-    "zfnet": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
-              "epochs": 70, "checkpoint_every": 1000},
-    "zfnet-wide": {"init": "paper", "input_scale": "none", "batch": 128, "lr": 0.01,
-                   "epochs": 70, "checkpoint_every": 1000},
-    "owt": {"init": "pytorch", "input_scale": "pixel_std", "batch": 256, "lr": 0.01,
-            "epochs": 90, "lr_schedule": "step", "milestones": (30, 60),
-            "weight_decay": 1e-4, "sgd_form": "pytorch", "checkpoint_every": 1000},
+    "alexnet": {
+        "init": "paper",
+        "input_scale": "none",
+        "batch": 128,
+        "lr": 0.01,
+        "epochs": 90,
+        "checkpoint_every": 1000,
+    },
+    "demo": {
+        "init": "he",
+        "input_scale": "pixel_std",
+        "batch": 32,
+        "lr": 0.015,
+        "epochs": 10,
+        "lr_schedule": "step",
+        "milestones": (8,),
+    },
+    "tiny": {"init": "he", "input_scale": "pixel_std", "batch": 8, "lr": 0.01, "epochs": 2},
+    "zfnet": {
+        "init": "paper",
+        "input_scale": "none",
+        "batch": 128,
+        "lr": 0.01,
+        "epochs": 70,
+        "checkpoint_every": 1000,
+    },
+    "zfnet-wide": {
+        "init": "paper",
+        "input_scale": "none",
+        "batch": 128,
+        "lr": 0.01,
+        "epochs": 70,
+        "checkpoint_every": 1000,
+    },
+    "owt": {
+        "init": "pytorch",
+        "input_scale": "pixel_std",
+        "batch": 256,
+        "lr": 0.01,
+        "epochs": 90,
+        "lr_schedule": "step",
+        "milestones": (30, 60),
+        "weight_decay": 1e-4,
+        "sgd_form": "pytorch",
+        "checkpoint_every": 1000,
+    },
 }
 
 # A data set of the user's own (``--data`` given with the demo arch): the demo's recipe,
@@ -115,19 +163,24 @@ TRAIN_DEFAULTS = {
 # (``TrainConfig.resolved``): a plateau must last AUTO_PLATEAU_STEPS steps (at least 2
 # epochs; the demo net needs ~200 steps to leave chance), and the run takes at most
 # AUTO_MAX_STEPS steps (at least 60 epochs). Flags given on the command line win.
-OWN_DATA_DEFAULTS = {"lr_schedule": "plateau", "patience": "auto", "milestones": (),
-                     "epochs": "auto", "early_stop": True}
+OWN_DATA_DEFAULTS = {
+    "lr_schedule": "plateau",
+    "patience": "auto",
+    "milestones": (),
+    "epochs": "auto",
+    "early_stop": True,
+}
 AUTO_PLATEAU_STEPS = 400
 AUTO_MAX_STEPS = 6000
 
 EXIT_CODES = {
     0: "done",
     1: "the run diverged (the loss or a parameter became NaN/Inf): the message names the "
-       "step and gives the command that resumes from the last good checkpoint",
+    "step and gives the command that resumes from the last good checkpoint",
     2: "a usage or data error: one line naming the offending value",
     3: "an unexpected failure (a bug, or the machine): the traceback, then one line",
     130: "interrupted (Ctrl-C): during training the step is finished and a checkpoint "
-         "written first; during evaluation or a checkpoint write it stops at once",
+    "written first; during evaluation or a checkpoint write it stops at once",
 }
 
 
@@ -135,11 +188,19 @@ class UsageError(UserError):
     """A wrong command line or unusable input: reported as one line, exit status 2."""
 
 
-_CHOICES = {"device": DEVICES, "sgd_form": FORMS, "lr_schedule": ("plateau", "step"),
-            "eval_views": ("center", "ten"), "final_views": ("center", "ten"),
-            "init": SCHEMES, "input_scale": ("none", "pixel_std"),
-            "backend": CHOICES["backend"], "arch": CHOICES["arch"],
-            "dtype": CHOICES["dtype"], "conventions": CHOICES["conventions"]}
+_CHOICES = {
+    "device": DEVICES,
+    "sgd_form": FORMS,
+    "lr_schedule": ("plateau", "step"),
+    "eval_views": ("center", "ten"),
+    "final_views": ("center", "ten"),
+    "init": SCHEMES,
+    "input_scale": ("none", "pixel_std"),
+    "backend": CHOICES["backend"],
+    "arch": CHOICES["arch"],
+    "dtype": CHOICES["dtype"],
+    "conventions": CHOICES["conventions"],
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,6 +210,7 @@ class TrainConfig:
     picks it from ``device``; ``patience`` and ``epochs`` may be "auto" until
     ``resolved``. A field left None takes its default from the tables (module doc); the
     network fields (``NET_FIELDS``) whose default is None there take the arch's."""
+
     arch: str = COMMON_DEFAULTS["arch"]
     data: object = None
     out: object = None
@@ -197,20 +259,42 @@ class TrainConfig:
     # fields a resumed run may change: they do not alter the arithmetic, or (the learning
     # rate and its schedule) change it from the resumed step on, as asked
     RESUME_OVERRIDABLE: ClassVar[tuple] = (
-        "epochs", "data", "out", "quiet", "checkpoint_every", "keep", "log_every", "device",
-        "final_views", "backend", "conv_cache", "engine", "lr", "lr_schedule", "patience",
-        "milestones")
+        "epochs",
+        "data",
+        "out",
+        "quiet",
+        "checkpoint_every",
+        "keep",
+        "log_every",
+        "device",
+        "final_views",
+        "backend",
+        "conv_cache",
+        "engine",
+        "lr",
+        "lr_schedule",
+        "patience",
+        "milestones",
+    )
     RESUME_SCHEDULE: ClassVar[tuple] = ("lr", "lr_schedule", "patience", "milestones")
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         _choose("arch", self.arch)
         table = {**COMMON_DEFAULTS, **TRAIN_DEFAULTS[self.arch]}
-        for f in dataclasses.fields(self):          # None: the tables' default
+        for f in dataclasses.fields(self):  # None: the tables' default
             if getattr(self, f.name) is None and f.name in table:
                 put(f.name, table[f.name])
-        for name in ("device", "dtype", "sgd_form", "lr_schedule", "eval_views",
-                     "final_views", "init", "input_scale"):
+        for name in (
+            "device",
+            "dtype",
+            "sgd_form",
+            "lr_schedule",
+            "eval_views",
+            "final_views",
+            "init",
+            "input_scale",
+        ):
             _choose(name, getattr(self, name))
         for name in ("backend", "conventions"):
             if getattr(self, name) is not None:
@@ -267,8 +351,11 @@ class TrainConfig:
 
     def to_dict(self):
         """JSON-able fields (tuples as lists): what a checkpoint stores."""
-        return {f.name: list(v) if isinstance(v, tuple) else v
-                for f in dataclasses.fields(self) for v in [getattr(self, f.name)]}
+        return {
+            f.name: list(v) if isinstance(v, tuple) else v
+            for f in dataclasses.fields(self)
+            for v in [getattr(self, f.name)]
+        }
 
     @classmethod
     def from_dict(cls, d, **changes):
@@ -281,7 +368,7 @@ class TrainConfig:
         return cls(**{**d, **changes})
 
     def resolved(self, steps_per_epoch):
-        """"auto" patience and epochs (``OWN_DATA_DEFAULTS``) as numbers for a data set
+        """ "auto" patience and epochs (``OWN_DATA_DEFAULTS``) as numbers for a data set
         of ``steps_per_epoch`` steps per epoch."""
         changes = {}
         if self.patience == "auto":
@@ -298,9 +385,11 @@ class TrainConfig:
             old = getattr(self, key, None)
             if key not in self.RESUME_OVERRIDABLE and _norm(value) != _norm(old):
                 may = ", ".join("--" + k.replace("_", "-") for k in self.RESUME_SCHEDULE)
-                raise UsageError(f"--{key.replace('_', '-')} {value!r} differs from the "
-                                 f"checkpoint's {old!r}; a resumed run keeps its settings "
-                                 f"(it may change {may}, --epochs and how it runs)")
+                raise UsageError(
+                    f"--{key.replace('_', '-')} {value!r} differs from the "
+                    f"checkpoint's {old!r}; a resumed run keeps its settings "
+                    f"(it may change {may}, --epochs and how it runs)"
+                )
         allowed = {k: v for k, v in given.items() if k in self.RESUME_OVERRIDABLE}
         return self.replace(**{**allowed, **invocation})
 
@@ -328,25 +417,35 @@ def _choose(name, value):
 
 
 def _integer(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value \
-            or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or int(value) != value
+        or value < minimum
+    ):
         kind = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
     return int(value)
 
 
 def _real(name, value, low, strict):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value) or (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, "
-                         f"got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or (value <= low if strict else value < low)
+    ):
+        raise ValueError(
+            f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}"
+        )
     return float(value)
 
 
 def _milestone_tuple(value):
     ms = tuple(value or ())
-    if any(isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1 for m in ms) \
-            or list(ms) != sorted(set(ms)):
+    if any(isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1 for m in ms) or list(
+        ms
+    ) != sorted(set(ms)):
         raise ValueError(f"milestones must be increasing positive epochs, got {value!r}")
     return tuple(int(m) for m in ms)
 
@@ -357,12 +456,12 @@ def _norm(v):
 
 # --------------------------------------------------------------------------- command line
 
+
 def _pool(text):
     try:
         z, s = (int(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"takes WINDOW,STRIDE such as 3,2; got {text!r}") \
-            from None
+        raise argparse.ArgumentTypeError(f"takes WINDOW,STRIDE such as 3,2; got {text!r}") from None
     if z < 1 or s < 1:
         raise argparse.ArgumentTypeError(f"values must be positive, got {text!r}")
     return (z, s)
@@ -399,7 +498,7 @@ def arch_default(arch, key):
 
 
 def default_text(key):
-    """"default X", or "default per arch: demo X, alexnet Y, ..." when archs differ: the
+    """ "default X", or "default per arch: demo X, alexnet Y, ..." when archs differ: the
     help texts' statement of a default, from the tables."""
     values = {arch: arch_default(arch, key) for arch in TRAIN_DEFAULTS}
     if len({_show(v) for v in values.values()}) == 1:
@@ -413,119 +512,247 @@ def build_parser():
     p = Parser(
         prog="python -m refnet.train",
         description="Train AlexNet (or the scaled demo network) with the paper's recipe. "
-                    "With no arguments: build the demo data set once (cached) and train "
-                    "the demo network on it.",
-        exit_codes=EXIT_CODES, argument_default=None)
+        "With no arguments: build the demo data set once (cached) and train "
+        "the demo network on it.",
+        exit_codes=EXIT_CODES,
+        argument_default=None,
+    )
     a = p.add_argument
     d = default_text
-    a("--data", metavar="DIR", help="a folder of images (DIR/<class>/... or "
-      "DIR/train/<class>/... and DIR/val/<class>/...: its store is built at the arch's "
-      "size into the cache once), or a data set directory with train.h5 and val.h5 (from "
-      "python -m refnet.data.build); default: the demo set, built on first use. With the demo "
-      "arch, a --data of your own trains until the validation error stops improving: lr "
-      f"/ 10 on plateaus of {AUTO_PLATEAU_STEPS} steps (at least 2 epochs), at most "
-      f"{AUTO_MAX_STEPS} steps (at least 60 epochs)")
-    a("--val-fraction", dest="val_fraction", type=fraction,
-      help="share of each class held out for validation when the image folder has no "
-           f"val/ split ({d('val_fraction')})")
-    a("--early-stop", dest="early_stop", action="store_true", default=None,
-      help="stop once the plateau schedule's reductions are spent and the error no longer "
-           "improves (default: on for a --data of your own with the demo arch)")
+    a(
+        "--data",
+        metavar="DIR",
+        help="a folder of images (DIR/<class>/... or "
+        "DIR/train/<class>/... and DIR/val/<class>/...: its store is built at the arch's "
+        "size into the cache once), or a data set directory with train.h5 and val.h5 (from "
+        "python -m refnet.data.build); default: the demo set, built on first use. With the demo "
+        "arch, a --data of your own trains until the validation error stops improving: lr "
+        f"/ 10 on plateaus of {AUTO_PLATEAU_STEPS} steps (at least 2 epochs), at most "
+        f"{AUTO_MAX_STEPS} steps (at least 60 epochs)",
+    )
+    a(
+        "--val-fraction",
+        dest="val_fraction",
+        type=fraction,
+        help="share of each class held out for validation when the image folder has no "
+        f"val/ split ({d('val_fraction')})",
+    )
+    a(
+        "--early-stop",
+        dest="early_stop",
+        action="store_true",
+        default=None,
+        help="stop once the plateau schedule's reductions are spent and the error no longer "
+        "improves (default: on for a --data of your own with the demo arch)",
+    )
     a("--arch", choices=CHOICES["arch"], help=f"network size ({d('arch')})")
     a("--batch", type=positive_int, help=f"images per SGD step ({d('batch')})")
-    a("--lr", type=positive_number,
-      help=f"learning rate ({d('lr')}); with --resume: the rate from the resumed step on "
-           "(the change is logged)")
-    a("--epochs", type=positive_int, help="total epochs; a resumed run continues until it "
-      f"({d('epochs')})")
-    a("--device", choices=DEVICES,
-      help="cpu: NumPy; gpu: CuPy, columns on devices 0 and 1 when there are two; "
-           f"auto: gpu when CuPy sees a device ({d('device')})")
+    a(
+        "--lr",
+        type=positive_number,
+        help=f"learning rate ({d('lr')}); with --resume: the rate from the resumed step on "
+        "(the change is logged)",
+    )
+    a(
+        "--epochs",
+        type=positive_int,
+        help=f"total epochs; a resumed run continues until it ({d('epochs')})",
+    )
+    a(
+        "--device",
+        choices=DEVICES,
+        help="cpu: NumPy; gpu: CuPy, columns on devices 0 and 1 when there are two; "
+        f"auto: gpu when CuPy sees a device ({d('device')})",
+    )
     a("--dtype", choices=CHOICES["dtype"], help=f"compute dtype ({d('dtype')})")
-    a("--seed", type=nonnegative_int, help="seed of the init, shuffling, augmentation and "
-      f"dropout ({d('seed')})")
-    a("--out", metavar="RUN_DIR", help="run directory (default runs/<arch>-<time>, made "
-      "unique); one run at a time may use it")
-    a("--resume", action="store_true", default=False,
-      help="continue from the newest valid checkpoint in RUN_DIR (--out)")
-    a("--allow-other-data", dest="allow_other_data", action="store_true", default=False,
-      help="with --resume: continue on a data set of another build than the run's "
-           "(refused otherwise)")
-    a("--init", choices=SCHEMES, help=f"weight init ({d('init')}; with --conventions the "
-      "preset's)")
-    a("--input-scale", dest="input_scale", choices=_CHOICES["input_scale"],
-      help="after subtracting the mean image, divide by the per-channel pixel std or not "
-           f"({d('input_scale')})")
+    a(
+        "--seed",
+        type=nonnegative_int,
+        help=f"seed of the init, shuffling, augmentation and dropout ({d('seed')})",
+    )
+    a(
+        "--out",
+        metavar="RUN_DIR",
+        help="run directory (default runs/<arch>-<time>, made "
+        "unique); one run at a time may use it",
+    )
+    a(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="continue from the newest valid checkpoint in RUN_DIR (--out)",
+    )
+    a(
+        "--allow-other-data",
+        dest="allow_other_data",
+        action="store_true",
+        default=False,
+        help="with --resume: continue on a data set of another build than the run's "
+        "(refused otherwise)",
+    )
+    a("--init", choices=SCHEMES, help=f"weight init ({d('init')}; with --conventions the preset's)")
+    a(
+        "--input-scale",
+        dest="input_scale",
+        choices=_CHOICES["input_scale"],
+        help="after subtracting the mean image, divide by the per-channel pixel std or not "
+        f"({d('input_scale')})",
+    )
     a("--momentum", type=nonnegative_number, help=f"SGD momentum ({d('momentum')})")
-    a("--weight-decay", dest="weight_decay", type=nonnegative_number,
-      help=f"weight decay ({d('weight_decay')})")
-    a("--sgd-form", dest="sgd_form", choices=FORMS,
-      help="momentum update: the paper's v = mu v - eps wd w - eps g, or PyTorch's "
-           f"({d('sgd_form')})")
-    a("--lr-schedule", dest="lr_schedule", choices=_CHOICES["lr_schedule"],
-      help="plateau: lr / 10 when val error stops improving (paper); step: at "
-           f"--milestones ({d('lr_schedule')})")
-    a("--patience", type=nonnegative_int, help="plateau: epochs without improvement allowed "
-      f"({d('patience')})")
-    a("--milestones", type=_milestones, help="step: epochs at which lr is divided by 10, "
-      f"e.g. 30,60 ({d('milestones')})")
-    a("--no-lrn", dest="lrn", action="store_false", default=None,
-      help=f"ablation: no local response normalization (LRN {d('lrn')})")
-    a("--lrn-mode", dest="lrn_mode", choices=CHOICES["lrn_mode"],
-      help="column: each column normalizes its own maps (the authors); all: Caffe's LRN "
-           f"over all channels ({d('lrn_mode')})")
-    a("--pool", type=_pool, help="max pooling WINDOW,STRIDE: 3,2 (paper) or 2,2 "
-      f"(ablation) ({d('pool')})")
-    a("--pool-rounding", dest="pool_rounding", choices=CHOICES["pool_rounding"],
-      help="pooled size rounded down (floor: PyTorch's) or up (ceil: Caffe's and "
-           "cuda-convnet's, the last window clipped); equal on alexnet's sizes "
-           f"({d('pool_rounding')})")
-    a("--dropout", type=fraction, help="dropout probability, in [0, 1); 0 disables "
-      f"({d('dropout')})")
-    a("--dropout-mode", dest="dropout_mode", choices=CHOICES["dropout_mode"],
-      help="paper: no scaling in training, x(1-p) at test; inverted: PyTorch's "
-           f"({d('dropout_mode')})")
-    a("--dropout-placement", dest="dropout_placement",
-      choices=CHOICES["dropout_placement"],
-      help="after: on fc6's and fc7's outputs, the paper's; before: on fc6's and fc7's "
-           f"inputs, torchvision's ({d('dropout_placement')})")
-    a("--head", choices=CHOICES["head"], help="fc: the paper's fc6-fc8; gap: a 1x1 "
-      "convolution from conv5's maps to the classes, averaged over positions (no fc "
-      f"layers) ({d('head')})")
-    a("--conventions", choices=CHOICES["conventions"],
-      help="a named bundle of conventions applied over the arch's defaults: LRN's alpha "
-           "scaling, k and channels, pooling rounding, dropout form and placement and the "
-           "init scheme as the paper, the authors' cuda-convnet2, Caffe's bvlc_alexnet or "
-           "torchvision (its owt arch) have them (docs/conventions.md); flags given win "
-           "(default: none)")
-    a("--columns", type=int, choices=CHOICES["columns"], help="1: one column (the paper's "
-      "comparison; the zfnet and owt archs' only choice); 2: the paper's two columns "
-      f"({d('columns')})")
-    a("--conv-cache", dest="conv_cache", choices=CHOICES["conv_cache"],
-      type=lambda v: CONV_CACHE_ALIASES.get(v, v),
-      help="what each conv keeps for backward: unfolded (fastest: the im2col matrix or "
-           "Winograd's tiles) or input (unfolds again in backward: less memory kept, a "
-           f"slower step); 'columns' is the old spelling of unfolded ({d('conv_cache')})")
-    a("--engine", choices=CHOICES["engine"],
-      help="fast: workspace, blocking, Winograd, CHWN, column threads; plain: every "
-           "layer's plain form in NCHW, one column after the other: the code a reader "
-           f"follows; slower, the same numbers to round-off ({d('engine')})")
-    a("--conv-algo", dest="conv_algo", choices=CHOICES["conv_algo"],
-      help="winograd: conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; gemm: "
-           f"im2col + GEMM everywhere (the reference rounding) ({d('conv_algo')})")
-    a("--lighting", type=nonnegative_number, help="std of the PCA lighting coefficients "
-      f"(paper 0.1; 0 off) ({d('lighting')})")
-    a("--checkpoint-every", dest="checkpoint_every", type=nonnegative_int,
-      help="also write a checkpoint every N steps; 0: only at the end of each epoch "
-           f"({d('checkpoint_every')})")
+    a(
+        "--weight-decay",
+        dest="weight_decay",
+        type=nonnegative_number,
+        help=f"weight decay ({d('weight_decay')})",
+    )
+    a(
+        "--sgd-form",
+        dest="sgd_form",
+        choices=FORMS,
+        help="momentum update: the paper's v = mu v - eps wd w - eps g, or PyTorch's "
+        f"({d('sgd_form')})",
+    )
+    a(
+        "--lr-schedule",
+        dest="lr_schedule",
+        choices=_CHOICES["lr_schedule"],
+        help="plateau: lr / 10 when val error stops improving (paper); step: at "
+        f"--milestones ({d('lr_schedule')})",
+    )
+    a(
+        "--patience",
+        type=nonnegative_int,
+        help=f"plateau: epochs without improvement allowed ({d('patience')})",
+    )
+    a(
+        "--milestones",
+        type=_milestones,
+        help=f"step: epochs at which lr is divided by 10, e.g. 30,60 ({d('milestones')})",
+    )
+    a(
+        "--no-lrn",
+        dest="lrn",
+        action="store_false",
+        default=None,
+        help=f"ablation: no local response normalization (LRN {d('lrn')})",
+    )
+    a(
+        "--lrn-mode",
+        dest="lrn_mode",
+        choices=CHOICES["lrn_mode"],
+        help="column: each column normalizes its own maps (the authors); all: Caffe's LRN "
+        f"over all channels ({d('lrn_mode')})",
+    )
+    a(
+        "--pool",
+        type=_pool,
+        help=f"max pooling WINDOW,STRIDE: 3,2 (paper) or 2,2 (ablation) ({d('pool')})",
+    )
+    a(
+        "--pool-rounding",
+        dest="pool_rounding",
+        choices=CHOICES["pool_rounding"],
+        help="pooled size rounded down (floor: PyTorch's) or up (ceil: Caffe's and "
+        "cuda-convnet's, the last window clipped); equal on alexnet's sizes "
+        f"({d('pool_rounding')})",
+    )
+    a(
+        "--dropout",
+        type=fraction,
+        help=f"dropout probability, in [0, 1); 0 disables ({d('dropout')})",
+    )
+    a(
+        "--dropout-mode",
+        dest="dropout_mode",
+        choices=CHOICES["dropout_mode"],
+        help="paper: no scaling in training, x(1-p) at test; inverted: PyTorch's "
+        f"({d('dropout_mode')})",
+    )
+    a(
+        "--dropout-placement",
+        dest="dropout_placement",
+        choices=CHOICES["dropout_placement"],
+        help="after: on fc6's and fc7's outputs, the paper's; before: on fc6's and fc7's "
+        f"inputs, torchvision's ({d('dropout_placement')})",
+    )
+    a(
+        "--head",
+        choices=CHOICES["head"],
+        help="fc: the paper's fc6-fc8; gap: a 1x1 "
+        "convolution from conv5's maps to the classes, averaged over positions (no fc "
+        f"layers) ({d('head')})",
+    )
+    a(
+        "--conventions",
+        choices=CHOICES["conventions"],
+        help="a named bundle of conventions applied over the arch's defaults: LRN's alpha "
+        "scaling, k and channels, pooling rounding, dropout form and placement and the "
+        "init scheme as the paper, the authors' cuda-convnet2, Caffe's bvlc_alexnet or "
+        "torchvision (its owt arch) have them (docs/conventions.md); flags given win "
+        "(default: none)",
+    )
+    a(
+        "--columns",
+        type=int,
+        choices=CHOICES["columns"],
+        help="1: one column (the paper's "
+        "comparison; the zfnet and owt archs' only choice); 2: the paper's two columns "
+        f"({d('columns')})",
+    )
+    a(
+        "--conv-cache",
+        dest="conv_cache",
+        choices=CHOICES["conv_cache"],
+        type=lambda v: CONV_CACHE_ALIASES.get(v, v),
+        help="what each conv keeps for backward: unfolded (fastest: the im2col matrix or "
+        "Winograd's tiles) or input (unfolds again in backward: less memory kept, a "
+        f"slower step); 'columns' is the old spelling of unfolded ({d('conv_cache')})",
+    )
+    a(
+        "--engine",
+        choices=CHOICES["engine"],
+        help="fast: workspace, blocking, Winograd, CHWN, column threads; plain: every "
+        "layer's plain form in NCHW, one column after the other: the code a reader "
+        f"follows; slower, the same numbers to round-off ({d('engine')})",
+    )
+    a(
+        "--conv-algo",
+        dest="conv_algo",
+        choices=CHOICES["conv_algo"],
+        help="winograd: conv2-5 by Winograd's F(m, r), 2-4x fewer multiplications; gemm: "
+        f"im2col + GEMM everywhere (the reference rounding) ({d('conv_algo')})",
+    )
+    a(
+        "--lighting",
+        type=nonnegative_number,
+        help=f"std of the PCA lighting coefficients (paper 0.1; 0 off) ({d('lighting')})",
+    )
+    a(
+        "--checkpoint-every",
+        dest="checkpoint_every",
+        type=nonnegative_int,
+        help="also write a checkpoint every N steps; 0: only at the end of each epoch "
+        f"({d('checkpoint_every')})",
+    )
     a("--keep", type=positive_int, help=f"number of checkpoints kept ({d('keep')})")
-    a("--log-every", dest="log_every", type=positive_int,
-      help=f"steps between interval records in log.jsonl ({d('log_every')})")
-    a("--eval-views", dest="eval_views", choices=_CHOICES["eval_views"],
-      help=f"views for the per-epoch validation ({d('eval_views')})")
-    a("--final-views", dest="final_views", choices=_CHOICES["final_views"],
-      help=f"views for the validation after the last epoch, ten the paper's "
-           f"({d('final_views')})")
+    a(
+        "--log-every",
+        dest="log_every",
+        type=positive_int,
+        help=f"steps between interval records in log.jsonl ({d('log_every')})",
+    )
+    a(
+        "--eval-views",
+        dest="eval_views",
+        choices=_CHOICES["eval_views"],
+        help=f"views for the per-epoch validation ({d('eval_views')})",
+    )
+    a(
+        "--final-views",
+        dest="final_views",
+        choices=_CHOICES["final_views"],
+        help=f"views for the validation after the last epoch, ten the paper's ({d('final_views')})",
+    )
     a("--quiet", action="store_true", default=None, help="no progress bar or summaries")
     return p
 
@@ -540,8 +767,11 @@ def resolve(args):
     (module doc), and the settings given on the command line. ``UsageError`` for a
     combination no flag's parser can judge alone (a pooling the arch's maps cannot take).
     ``cfg.out`` is None when no --out was given (``refnet.run_dir`` names the folder)."""
-    given = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("resume", "allow_other_data")}
+    given = {
+        k: v
+        for k, v in vars(args).items()
+        if v is not None and k not in ("resume", "allow_other_data")
+    }
     preset = {}
     if "conventions" in given:
         try:
@@ -552,10 +782,12 @@ def resolve(args):
     values = {"arch": arch}
     if arch == "demo" and "data" in given:
         values.update(OWN_DATA_DEFAULTS)
-    values.update(preset)                   # the named conventions over the arch's defaults
+    values.update(preset)  # the named conventions over the arch's defaults
     values.update(given)
-    if given.get("milestones") == () and values.get(
-            "lr_schedule", arch_default(arch, "lr_schedule")) == "step":
+    if (
+        given.get("milestones") == ()
+        and values.get("lr_schedule", arch_default(arch, "lr_schedule")) == "step"
+    ):
         raise UsageError("--milestones is empty")
     try:
         return TrainConfig(**values), given

@@ -45,20 +45,54 @@ _LRN_SIZE = 5
 
 CONVENTIONS = {
     "paper": dict(
-        lrn=True, lrn_mode="column", lrn_size=_LRN_SIZE, lrn_alpha=1e-4, lrn_beta=0.75,
-        lrn_k=2.0, pool=(3, 2), pool_rounding="floor", dropout=0.5, dropout_mode="paper",
-        init="paper"),
+        lrn=True,
+        lrn_mode="column",
+        lrn_size=_LRN_SIZE,
+        lrn_alpha=1e-4,
+        lrn_beta=0.75,
+        lrn_k=2.0,
+        pool=(3, 2),
+        pool_rounding="floor",
+        dropout=0.5,
+        dropout_mode="paper",
+        init="paper",
+    ),
     "cuda-convnet2": dict(
-        lrn=True, lrn_mode="column", lrn_size=_LRN_SIZE, lrn_alpha=1e-4 / _LRN_SIZE,
-        lrn_beta=0.75, lrn_k=2.0, pool=(3, 2), pool_rounding="ceil", dropout=0.5,
-        dropout_mode="inverted", init="cuda-convnet2"),
+        lrn=True,
+        lrn_mode="column",
+        lrn_size=_LRN_SIZE,
+        lrn_alpha=1e-4 / _LRN_SIZE,
+        lrn_beta=0.75,
+        lrn_k=2.0,
+        pool=(3, 2),
+        pool_rounding="ceil",
+        dropout=0.5,
+        dropout_mode="inverted",
+        init="cuda-convnet2",
+    ),
     "caffe": dict(
-        lrn=True, lrn_mode="all", lrn_size=_LRN_SIZE, lrn_alpha=1e-4 / _LRN_SIZE,
-        lrn_beta=0.75, lrn_k=1.0, pool=(3, 2), pool_rounding="ceil", dropout=0.5,
-        dropout_mode="inverted", init="caffe"),
+        lrn=True,
+        lrn_mode="all",
+        lrn_size=_LRN_SIZE,
+        lrn_alpha=1e-4 / _LRN_SIZE,
+        lrn_beta=0.75,
+        lrn_k=1.0,
+        pool=(3, 2),
+        pool_rounding="ceil",
+        dropout=0.5,
+        dropout_mode="inverted",
+        init="caffe",
+    ),
     "torchvision": dict(
-        arch="owt", columns=1, lrn=False, pool=(3, 2), pool_rounding="floor", dropout=0.5,
-        dropout_mode="inverted", init="pytorch"),
+        arch="owt",
+        columns=1,
+        lrn=False,
+        pool=(3, 2),
+        pool_rounding="floor",
+        dropout=0.5,
+        dropout_mode="inverted",
+        init="pytorch",
+    ),
 }
 
 NAMES = tuple(CONVENTIONS)
@@ -73,9 +107,11 @@ def settings(name, *, arch_given=False):
     out = dict(CONVENTIONS[name])
     arch = out.get("arch")
     if arch is not None and arch not in ARCHS and not arch_given:
-        raise ValueError(f"conventions {name!r} need arch {arch!r}, which this refnet does "
-                         f"not have (archs: {', '.join(ARCHS)}); an arch given "
-                         f"explicitly takes its place")
+        raise ValueError(
+            f"conventions {name!r} need arch {arch!r}, which this refnet does "
+            f"not have (archs: {', '.join(ARCHS)}); an arch given "
+            f"explicitly takes its place"
+        )
     return out
 
 

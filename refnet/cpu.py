@@ -20,6 +20,7 @@ with these settings (docs/performance.md, issue 16), and neither the library nor
 command-line programs call it. It stays for scripts whose own large temporaries are
 re-faulted on every call. Nothing happens off glibc.
 """
+
 import ctypes
 import ctypes.util
 
@@ -27,7 +28,7 @@ __all__ = ["tune_malloc"]
 
 # mallopt parameters from glibc's <malloc.h>
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
-MMAP_THRESHOLD = 1 << 30            # blocks below 1 GiB come from the heap
+MMAP_THRESHOLD = 1 << 30  # blocks below 1 GiB come from the heap
 
 
 def tune_malloc():
@@ -41,6 +42,8 @@ def tune_malloc():
     if mallopt is None:
         return {}
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return {"mmap_threshold": bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)),
-            "trim_threshold": bool(mallopt(M_TRIM_THRESHOLD, -1)),   # -1: never trim
-            "arena_max": bool(mallopt(M_ARENA_MAX, 1))}
+    return {
+        "mmap_threshold": bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)),
+        "trim_threshold": bool(mallopt(M_TRIM_THRESHOLD, -1)),  # -1: never trim
+        "arena_max": bool(mallopt(M_ARENA_MAX, 1)),
+    }

@@ -46,7 +46,7 @@ import numpy
 from refnet.data.cli import UserError
 from refnet.layers import backend
 
-LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")      # set by mpiexec for each rank
+LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # set by mpiexec for each rank
 
 
 class DistributedError(UserError, RuntimeError):
@@ -61,8 +61,9 @@ def launched_size(environ=None):
             try:
                 return max(1, int(environ[name]))
             except ValueError:
-                raise DistributedError(f"{name}={environ[name]!r} is not a number of "
-                                       "ranks") from None
+                raise DistributedError(
+                    f"{name}={environ[name]!r} is not a number of ranks"
+                ) from None
     return 1
 
 
@@ -72,13 +73,15 @@ def current_world():
     if size == 1:
         return Solo()
     if importlib.util.find_spec("mpi4py") is None:
-        raise DistributedError(f"mpiexec started {size} ranks but mpi4py is not installed: "
-                               "pip install -e '.[dist]'")
+        raise DistributedError(
+            f"mpiexec started {size} ranks but mpi4py is not installed: pip install -e '.[dist]'"
+        )
     return MpiWorld()
 
 
 class Solo:
     """The world of one process: every collective is the identity."""
+
     rank, size, local_rank, local_size = 0, 1, 0, 1
     host = os.uname().nodename if hasattr(os, "uname") else "localhost"
 
@@ -120,6 +123,7 @@ class MpiWorld(Solo):
 
     def __init__(self, comm=None):
         from mpi4py import MPI
+
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
@@ -136,14 +140,19 @@ class MpiWorld(Solo):
         everything = numpy.empty(int(counts.sum()), dtype=numpy.uint8)
         self.comm.Allgatherv(data, [everything, counts])
         ends = numpy.cumsum(counts)
-        return [json.loads(everything[e - n:e].tobytes()) for n, e in zip(counts, ends)]
+        return [
+            json.loads(everything[e - n : e].tobytes()) for n, e in zip(counts, ends, strict=True)
+        ]
 
     def bcast(self, obj, root=0):
         data = json.dumps(obj).encode() if self.rank == root else b""
         size = numpy.array([len(data)], dtype=numpy.int64)
         self.comm.Bcast(size, root=root)
-        buf = (numpy.frombuffer(data, dtype=numpy.uint8).copy() if self.rank == root
-               else numpy.empty(int(size[0]), dtype=numpy.uint8))
+        buf = (
+            numpy.frombuffer(data, dtype=numpy.uint8).copy()
+            if self.rank == root
+            else numpy.empty(int(size[0]), dtype=numpy.uint8)
+        )
         self.comm.Bcast(buf, root=root)
         return json.loads(buf.tobytes())
 
@@ -166,6 +175,7 @@ class MpiWorld(Solo):
         if self.nccl is None:
             raise DistributedError("a device array needs NCCL: call use_nccl(device) first")
         import cupy
+
         if self.stream is None:
             self.stream = cupy.cuda.Stream(non_blocking=True)
         self.stream.wait_event(cupy.cuda.get_current_stream().record())
@@ -176,8 +186,9 @@ class MpiWorld(Solo):
         mpi = [r for r in requests if isinstance(r, self.MPI.Request)]
         if mpi:
             self.MPI.Request.Waitall(mpi)
-        if len(mpi) < len(requests):            # NCCL's: the current stream waits
+        if len(mpi) < len(requests):  # NCCL's: the current stream waits
             import cupy
+
             cupy.cuda.get_current_stream().wait_event(self.stream.record())
 
     def progress(self, requests):
@@ -190,9 +201,11 @@ class MpiWorld(Solo):
         lives) through ``cupyx.distributed``'s NCCL backend, bootstrapped by MPI."""
         import cupy
         import cupyx.distributed
+
         with cupy.cuda.Device(device):
             self.nccl = cupyx.distributed.init_process_group(
-                self.size, self.rank, backend="nccl", use_mpi=True)
+                self.size, self.rank, backend="nccl", use_mpi=True
+            )
 
     def abort(self, code):
         self.comm.Abort(int(code))
@@ -209,8 +222,7 @@ def column_devices(local_rank, local_size, gpus, columns):
         return (2 * local_rank, 2 * local_rank + 1)
     if gpus >= local_size:
         return (local_rank,) * columns
-    raise DistributedError(f"{local_size} ranks on this node need a GPU each, but it has "
-                           f"{gpus}")
+    raise DistributedError(f"{local_size} ranks on this node need a GPU each, but it has {gpus}")
 
 
 def core_share(local_rank, local_size, cores):
@@ -239,6 +251,7 @@ def share_cores(world):
         os.sched_setaffinity(0, cores)
     try:
         from threadpoolctl import threadpool_limits
+
         threadpool_limits(limits=len(cores), user_api="blas")
     except ImportError:
         pass
@@ -246,8 +259,8 @@ def share_cores(world):
 
 
 # -- the fused gradient allreduce ---------------------------------------------------------
-BUCKET_BYTES = 25 * 2**20     # a bucket closes at the first layer that fills 25 MiB
-EXTRAS = 4                    # scalars reduced with the last bucket: the loss and flags
+BUCKET_BYTES = 25 * 2**20  # a bucket closes at the first layer that fills 25 MiB
+EXTRAS = 4  # scalars reduced with the last bucket: the loss and flags
 
 
 class GradientReducer:
@@ -273,8 +286,8 @@ class GradientReducer:
 
     def __init__(self, world, net, bucket_bytes=BUCKET_BYTES):
         self.world, self.net = world, net
-        self.layout = {}          # layer -> [(column, name, shape, offset, size)]
-        self.buckets = []         # (first element, end element, the layer that closes it)
+        self.layout = {}  # layer -> [(column, name, shape, offset, size)]
+        self.buckets = []  # (first element, end element, the layer that closes it)
         offset = start = 0
         itemsize = numpy.dtype(net.dtype).itemsize
         for layer in reversed(net.layers):
@@ -292,7 +305,7 @@ class GradientReducer:
                 self.buckets.append((start, offset, layer.name))
                 start = offset
         self.size = offset
-        self.tail = start          # the last bucket: [tail, size) and the extras
+        self.tail = start  # the last bucket: [tail, size) and the extras
         self.closing = {layer: (a, b) for a, b, layer in self.buckets}
         self.buffer = None
         self.scale = None
@@ -323,28 +336,30 @@ class GradientReducer:
         if self.scale is None:
             self.begin(count, total)
         elif self.scale != count / total:
-            raise ValueError(f"reduce: {count} of {total} images, but begin() was told "
-                             f"a share of {self.scale}")
+            raise ValueError(
+                f"reduce: {count} of {total} images, but begin() was told a share of {self.scale}"
+            )
         if len(extras) >= EXTRAS:
             raise ValueError(f"reduce: at most {EXTRAS - 1} extras, got {len(extras)}")
-        for layer in self.layout:                   # without the hook: everything now
+        for layer in self.layout:  # without the hook: everything now
             if layer not in self.packed:
                 self._pack(layer, grads)
         P, xp, buf = self.net.placement, self.net.xp, self.buffer
         values = numpy.zeros(EXTRAS)
-        values[:1 + len(extras)] = [float(loss) * self.scale] + [float(e) for e in extras]
+        values[: 1 + len(extras)] = [float(loss) * self.scale] + [float(e) for e in extras]
         with P.device(0):
-            self.pending += [self.world.iallreduce(buf[a:b])
-                             for a, b, _ in self.buckets[len(self.pending):]]
-            buf[self.size:] = xp.asarray(values.astype(self.net.dtype))
-            self.pending.append(self.world.iallreduce(buf[self.tail:]))
+            self.pending += [
+                self.world.iallreduce(buf[a:b]) for a, b, _ in self.buckets[len(self.pending) :]
+            ]
+            buf[self.size :] = xp.asarray(values.astype(self.net.dtype))
+            self.pending.append(self.world.iallreduce(buf[self.tail :]))
             self.world.wait(self.pending)
             for entries in self.layout.values():
                 for c, name, shape, offset, size in entries:
-                    grads[c][name] = P.put(buf[offset:offset + size].reshape(shape), c)
-            summed = backend.asnumpy(buf[self.size:]).astype(numpy.float64)
+                    grads[c][name] = P.put(buf[offset : offset + size].reshape(shape), c)
+            summed = backend.asnumpy(buf[self.size :]).astype(numpy.float64)
         self.scale, self.pending = None, []
-        return float(summed[0]), [float(v) for v in summed[1:1 + len(extras)]]
+        return float(summed[0]), [float(v) for v in summed[1 : 1 + len(extras)]]
 
     def _pack(self, layer, grads):
         P, xp = self.net.placement, self.net.xp
@@ -352,10 +367,10 @@ class GradientReducer:
             with P.device(0):
                 self.buffer = xp.empty(self.size + EXTRAS, dtype=self.net.dtype)
         for c, name, shape, offset, size in self.layout[layer]:
-            with P.device(c):                   # a transfer needs a contiguous array
+            with P.device(c):  # a transfer needs a contiguous array
                 g = xp.ascontiguousarray(grads[c][name])
             with P.device(0):
-                part = self.buffer[offset:offset + size].reshape(shape)
+                part = self.buffer[offset : offset + size].reshape(shape)
                 xp.multiply(P.put(g, 0), self.scale, out=part)
         self.packed.add(layer)
 

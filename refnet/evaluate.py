@@ -20,10 +20,10 @@ import sys
 
 import numpy
 
-from refnet.data.cli import Parser, existing_file, exit_status, positive_int, run_command
-from refnet.layers import backend
 from refnet import checkpoint
 from refnet.config import TrainConfig, UsageError
+from refnet.data.cli import Parser, existing_file, exit_status, positive_int, run_command
+from refnet.layers import backend
 from refnet.metrics import average_views, topk_errors
 from refnet.network import build_network
 from refnet.options import DEVICES, NetOptions, backend_for_device
@@ -43,18 +43,17 @@ def evaluate(net, pipeline, views="center", batch=64, world=None):
     With a ``world`` of several ranks (``refnet.distributed``) each rank evaluates its
     block of the set and the counts of misses are summed: the same errors, exactly."""
     part = (0, 1) if world is None else (world.rank, world.size)
-    counts = numpy.zeros(3)                # misses at top-1, misses at top-5, images
+    counts = numpy.zeros(3)  # misses at top-1, misses at top-5, images
     for images, y in pipeline.val_batches(batch, part=part):
-        probs = predict_views(net, pipeline.eval_views(images, views))     # (B, K)
+        probs = predict_views(net, pipeline.eval_views(images, views))  # (B, K)
         errs = topk_errors(probs, y, ks=(1, 5))
         counts += [errs[1] * len(y), errs[5] * len(y), len(y)]
-    counts = numpy.rint(counts)            # whole numbers (each error is misses / B)
+    counts = numpy.rint(counts)  # whole numbers (each error is misses / B)
     if world is not None:
         world.allreduce(counts)
     if counts[2] == 0:
         raise ValueError("evaluate: the validation set is empty")
-    return {"top1": counts[0] / counts[2], "top5": counts[1] / counts[2],
-            "n": int(counts[2])}
+    return {"top1": counts[0] / counts[2], "top5": counts[1] / counts[2], "n": int(counts[2])}
 
 
 def checkpoint_argument(text):
@@ -62,8 +61,7 @@ def checkpoint_argument(text):
     holding at least one (``load_network`` takes its newest valid one)."""
     if os.path.isdir(text):
         if not checkpoint.list_checkpoints(text):
-            raise argparse.ArgumentTypeError(f"{text!r} holds no checkpoint "
-                                             "(ckpt-<step>.h5)")
+            raise argparse.ArgumentTypeError(f"{text!r} holds no checkpoint (ckpt-<step>.h5)")
         return text
     return existing_file(text)
 
@@ -71,34 +69,49 @@ def checkpoint_argument(text):
 def add_network_arguments(parser):
     """``--checkpoint`` and ``--device``: which trained network, on what (evaluate,
     predict)."""
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT",
-                        type=checkpoint_argument,
-                        help="a ckpt-*.h5 file, or a run directory: its newest valid "
-                             "checkpoint (required)")
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="cpu: NumPy; gpu: CuPy; auto: gpu when CuPy sees a device "
-                             "(default auto)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        type=checkpoint_argument,
+        help="a ckpt-*.h5 file, or a run directory: its newest valid checkpoint (required)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="cpu: NumPy; gpu: CuPy; auto: gpu when CuPy sees a device (default auto)",
+    )
 
 
 def add_data_argument(parser):
     """``--data``: the data set a trained network is run on (evaluate, neighbors)."""
-    parser.add_argument("--data", metavar="DIR", help="data directory with train.h5 and "
-                        "val.h5, or a folder of images (its store is built at the arch's "
-                        "size into the cache once) (default: the one the run trained on)")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="data directory with train.h5 and "
+        "val.h5, or a folder of images (its store is built at the arch's "
+        "size into the cache once) (default: the one the run trained on)",
+    )
 
 
 def open_data(net, cfg, data=None):
     """The ``InputPipeline`` of the run's data set, or of ``data`` (a store, or a folder
     of images, built and cached), checked to have ``net``'s number of classes."""
     from refnet.train_inputs import DataError, InputPipeline, ensure_data
+
     if data:
-        cfg = cfg.replace(data=ensure_data(
-            cfg.replace(data=data), say=lambda m: print(m, file=sys.stderr, flush=True)))
+        cfg = cfg.replace(
+            data=ensure_data(
+                cfg.replace(data=data), say=lambda m: print(m, file=sys.stderr, flush=True)
+            )
+        )
     pipeline = InputPipeline(cfg)
     if pipeline.num_classes != net.num_classes:
         pipeline.close()
-        raise DataError(f"{cfg.data} has {pipeline.num_classes} classes, the "
-                        f"checkpoint {net.num_classes}")
+        raise DataError(
+            f"{cfg.data} has {pipeline.num_classes} classes, the checkpoint {net.num_classes}"
+        )
     return pipeline
 
 
@@ -125,24 +138,38 @@ def load_network(path, device="cpu"):
         raise checkpoint.CheckpointError(f"checkpoint {path}: {e}") from None
     return net, cfg, state
 
-EXIT_CODES = {0: "evaluated",
-              2: "a bad option value, or a checkpoint or data directory that cannot be "
-                 "used (one line says which)"}
+
+EXIT_CODES = {
+    0: "evaluated",
+    2: "a bad option value, or a checkpoint or data directory that cannot be "
+    "used (one line says which)",
+}
 
 
 def build_parser():
     p = Parser(
-        prog="python -m refnet.evaluate", exit_codes=EXIT_CODES,
+        prog="python -m refnet.evaluate",
+        exit_codes=EXIT_CODES,
         description="Top-1 and top-5 validation error of a checkpoint, with the centre "
-                    "crop and with the paper's 10 crops.")
+        "crop and with the paper's 10 crops.",
+    )
     add_network_arguments(p)
     add_data_argument(p)
-    p.add_argument("--views", choices=("center", "ten", "both"), default="both",
-                   help="centre crop, the paper's 10 crops, or both (default both)")
-    p.add_argument("--batch", type=positive_int, default=64,
-                   help="validation images per forward pass (default 64)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object (default: one line per view)")
+    p.add_argument(
+        "--views",
+        choices=("center", "ten", "both"),
+        default="both",
+        help="centre crop, the paper's 10 crops, or both (default both)",
+    )
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        default=64,
+        help="validation images per forward pass (default 64)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object (default: one line per view)"
+    )
     return p
 
 
@@ -162,9 +189,13 @@ def main(argv=None):
             return
         for v, r in results.items():
             name = "10 crops" if v == "ten" else "centre crop"
-            print(f"{name:12s} top-1 error {100 * r['top1']:.2f}%  top-5 error "
-                  f"{100 * r['top5']:.2f}%  ({r['n']} images)")
+            print(
+                f"{name:12s} top-1 error {100 * r['top1']:.2f}%  top-5 error "
+                f"{100 * r['top5']:.2f}%  ({r['n']} images)"
+            )
+
     return exit_status("refnet.evaluate", body)
+
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "refnet.evaluate"))

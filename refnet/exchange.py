@@ -31,14 +31,14 @@ from refnet.layers.layout import along
 
 
 class ExchangeCache(NamedTuple):
-    widths: tuple       # each source column's width along ``axis``
-    targets: tuple      # the destination columns, in the order of y
-    devices: tuple      # each column's device (where each part came from)
+    widths: tuple  # each source column's width along ``axis``
+    targets: tuple  # the destination columns, in the order of y
+    devices: tuple  # each column's device (where each part came from)
     axis: int
 
 
 class HaloCache(NamedTuple):
-    n: int              # halo channels on each side of the boundary (0: no halo)
+    n: int  # halo channels on each side of the boundary (0: no halo)
     axis: int
 
 
@@ -54,7 +54,7 @@ def forward(parts, *, place, axis=1, to=None):
     for d in targets:
         with place.device(d):
             moved = [place.move(p, c, d) for c, p in enumerate(parts)]
-            out.append(_concatenate(place, d, moved, axis))      # sum of widths on axis
+            out.append(_concatenate(place, d, moved, axis))  # sum of widths on axis
     return out, cache
 
 
@@ -74,12 +74,13 @@ def backward(grads, cache, *, place):
         return [grads[0]]
     out, start = [], 0
     for c, width in enumerate(cache.widths):
-        own = along(cache.axis, slice(start, start + width))     # column c's channels
+        own = along(cache.axis, slice(start, start + width))  # column c's channels
         start += width
         with place.device(c):
-            pieces = [place.move(g[own], d, c) for d, g in zip(cache.targets, grads)]
-            total = place.workspaces[c].copy(place.xp, pieces[0]) if len(pieces) > 1 \
-                else pieces[0]                                   # summed in place
+            pieces = [place.move(g[own], d, c) for d, g in zip(cache.targets, grads, strict=True)]
+            total = (
+                place.workspaces[c].copy(place.xp, pieces[0]) if len(pieces) > 1 else pieces[0]
+            )  # summed in place
             for piece in pieces[1:]:
                 total += piece
         out.append(total)
@@ -95,10 +96,10 @@ def halo_forward(parts, *, place, n, axis=1):
     c0 = p0.shape[axis]
     with place.device(0):
         halo = place.move(p1[along(axis, slice(0, n))], 1, 0)
-        e0 = _concatenate(place, 0, [p0, halo], axis)             # C0 + n channels
+        e0 = _concatenate(place, 0, [p0, halo], axis)  # C0 + n channels
     with place.device(1):
         halo = place.move(p0[along(axis, slice(c0 - n, c0))], 0, 1)
-        e1 = _concatenate(place, 1, [halo, p1], axis)             # n + C1 channels
+        e1 = _concatenate(place, 1, [halo, p1], axis)  # n + C1 channels
     return [e0, e1], cache
 
 
@@ -111,10 +112,10 @@ def halo_backward(grads, cache, *, place):
     c0 = d0.shape[axis] - n
     ws0, ws1, xp = place.workspaces[0], place.workspaces[1], place.xp
     with place.device(0):
-        g0 = ws0.copy(xp, d0[along(axis, slice(0, c0))])          # column 0's C0 channels
+        g0 = ws0.copy(xp, d0[along(axis, slice(0, c0))])  # column 0's C0 channels
         g0[along(axis, slice(c0 - n, c0))] += place.move(d1[along(axis, slice(0, n))], 1, 0)
     with place.device(1):
-        g1 = ws1.copy(xp, d1[along(axis, slice(n, None))])        # column 1's C1 channels
+        g1 = ws1.copy(xp, d1[along(axis, slice(n, None))])  # column 1's C1 channels
         g1[along(axis, slice(0, n))] += place.move(d0[along(axis, slice(c0, None))], 0, 1)
     return [g0, g1]
 
@@ -124,8 +125,10 @@ def trim_forward(ext, cache):
     n, axis = cache
     if n == 0:
         return list(ext)
-    return [ext[0][along(axis, slice(0, ext[0].shape[axis] - n))],
-            ext[1][along(axis, slice(n, None))]]
+    return [
+        ext[0][along(axis, slice(0, ext[0].shape[axis] - n))],
+        ext[1][along(axis, slice(n, None))],
+    ]
 
 
 def trim_backward(grads, cache, *, place):

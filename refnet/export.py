@@ -67,7 +67,7 @@ from refnet.evaluate import add_network_arguments, load_network
 from refnet.nodes import Input
 from refnet.nodes.lrn import onnx_attributes
 
-OPSET = 17               # every operator used here is unchanged in opsets 13-17
+OPSET = 17  # every operator used here is unchanged in opsets 13-17
 OPTIONS_KEY = "refnet.options"
 VERSION_KEY = "refnet.version"
 
@@ -77,14 +77,16 @@ def _onnx():
         import onnx
         import onnx.numpy_helper
     except ImportError:
-        raise ImportError("ONNX export needs the onnx package: "
-                          "pip install -e '.[interop]'") from None
+        raise ImportError(
+            "ONNX export needs the onnx package: pip install -e '.[interop]'"
+        ) from None
     return onnx
 
 
 def refnet_version():
     """The installed refnet's version ("unknown" when it runs from a bare checkout)."""
     from importlib import metadata
+
     try:
         return metadata.version("refnet")
     except metadata.PackageNotFoundError:
@@ -122,19 +124,22 @@ class _Graph:
         self.nodes, self.weights, self.last = [], [], "input"
 
     def node(self, op, inputs, output, **attrs):
-        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], name=output,
-                                                     **attrs))
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], name=output, **attrs))
         self.last = output
         return output
 
     def split(self, source, outputs, name, axis):
         """A Split of ``source`` into equal parts ``outputs`` along ``axis``."""
-        self.nodes.append(self.onnx.helper.make_node("Split", [source], list(outputs),
-                                                     name=name, axis=axis))
+        self.nodes.append(
+            self.onnx.helper.make_node("Split", [source], list(outputs), name=name, axis=axis)
+        )
 
     def weight(self, name, array):
-        self.weights.append(self.onnx.numpy_helper.from_array(
-            numpy.ascontiguousarray(array, dtype=self.dtype), name))
+        self.weights.append(
+            self.onnx.numpy_helper.from_array(
+                numpy.ascontiguousarray(array, dtype=self.dtype), name
+            )
+        )
         return name
 
     def param(self, key):
@@ -160,15 +165,16 @@ def onnx_model(net, outputs=(), dtype=None):
     known = output_names(net)
     unknown = [n for n in outputs if n not in known]
     if unknown:
-        raise ValueError(f"export: outputs {unknown} are not layers of the network; "
-                         f"choose from {known}")
+        raise ValueError(
+            f"export: outputs {unknown} are not layers of the network; choose from {known}"
+        )
     dtype = numpy.dtype(net.dtype if dtype is None else dtype)
     if dtype.name not in ("float32", "float64"):
         raise ValueError(f"export: dtype must be float32 or float64, got {dtype.name!r}")
     sd = net.state_dict()
     g = _Graph(onnx, dtype, sd)
     s = net.spec.input_size
-    shape = (3, s, s)                  # per image, the grouped form
+    shape = (3, s, s)  # per image, the grouped form
     for layer in net.layers:
         layer.onnx(g, shape)
         shape = layer.output_shape(shape)
@@ -178,19 +184,28 @@ def onnx_model(net, outputs=(), dtype=None):
     elem = helper.np_dtype_to_tensor_dtype(dtype)
     s = net.spec.input_size
     graph = helper.make_graph(
-        g.nodes, f"refnet-{net.spec.name}",
+        g.nodes,
+        f"refnet-{net.spec.name}",
         [helper.make_tensor_value_info("input", elem, ["N", 3, s, s])],
-        [helper.make_tensor_value_info(n, elem, ["N", net.num_classes])
-         for n in ("logits", "probabilities")],
+        [
+            helper.make_tensor_value_info(n, elem, ["N", net.num_classes])
+            for n in ("logits", "probabilities")
+        ],
         initializer=g.weights,
         doc_string="refnet's network (refnet.export): NCHW images, mean-subtracted, "
-                   "to logits and softmax probabilities")
+        "to logits and softmax probabilities",
+    )
     opset = [helper.make_opsetid("", OPSET)]
-    model = helper.make_model(graph, opset_imports=opset, producer_name="refnet",
-                              producer_version=refnet_version(),
-                              ir_version=helper.find_min_ir_version_for(opset))
-    helper.set_model_props(model, {OPTIONS_KEY: json.dumps(net.options.to_dict()),
-                                   VERSION_KEY: refnet_version()})
+    model = helper.make_model(
+        graph,
+        opset_imports=opset,
+        producer_name="refnet",
+        producer_version=refnet_version(),
+        ir_version=helper.find_min_ir_version_for(opset),
+    )
+    helper.set_model_props(
+        model, {OPTIONS_KEY: json.dumps(net.options.to_dict()), VERSION_KEY: refnet_version()}
+    )
     if outputs:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
         types = {v.name: v for v in inferred.graph.value_info}
@@ -211,7 +226,6 @@ def to_onnx(net, path, outputs=(), dtype=None):
 # -- the command line -------------------------------------------------------------------
 
 
-
 def name_list(text):
     """An ``argparse`` type: comma-separated names (checked against the net later)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -220,27 +234,45 @@ def name_list(text):
     return names
 
 
-EXIT_CODES = {0: "written",
-              2: "a bad option value, a checkpoint that cannot be used, an output path "
-                 "that cannot be written, or onnx not installed (pip install -e "
-                 "'.[interop]'); one line says which"}
+EXIT_CODES = {
+    0: "written",
+    2: "a bad option value, a checkpoint that cannot be used, an output path "
+    "that cannot be written, or onnx not installed (pip install -e "
+    "'.[interop]'); one line says which",
+}
 
 
 def build_parser():
     p = Parser(
-        prog="python -m refnet.export", exit_codes=EXIT_CODES,
+        prog="python -m refnet.export",
+        exit_codes=EXIT_CODES,
         description="Write a checkpoint's network as an ONNX model: NCHW images in, "
-                    "logits and softmax probabilities out, and any named layer's result "
-                    "as an extra output.")
+        "logits and softmax probabilities out, and any named layer's result "
+        "as an extra output.",
+    )
     add_network_arguments(p)
-    p.add_argument("--onnx", required=True, metavar="OUT", type=new_file,
-                   help="the .onnx file to write (atomically; required)")
-    p.add_argument("--outputs", type=name_list, default=[], metavar="NAMES",
-                   help="comma-separated layer names (conv1,relu1,lrn1,pool1,...,fc8) "
-                        "whose results become graph outputs too (default none)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
-                   help="the graph's float type (default: the checkpoint's; ONNX "
-                        "Runtime runs float32 only, having no float64 LRN)")
+    p.add_argument(
+        "--onnx",
+        required=True,
+        metavar="OUT",
+        type=new_file,
+        help="the .onnx file to write (atomically; required)",
+    )
+    p.add_argument(
+        "--outputs",
+        type=name_list,
+        default=[],
+        metavar="NAMES",
+        help="comma-separated layer names (conv1,relu1,lrn1,pool1,...,fc8) "
+        "whose results become graph outputs too (default none)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default=None,
+        help="the graph's float type (default: the checkpoint's; ONNX "
+        "Runtime runs float32 only, having no float64 LRN)",
+    )
     return p
 
 
@@ -251,13 +283,17 @@ def main(argv=None):
         net, _cfg, _state = load_network(args.checkpoint, args.device)
         try:
             to_onnx(net, args.onnx, outputs=args.outputs, dtype=args.dtype)
-        except (ValueError, ImportError, OSError) as e:    # an output or dtype refused
+        except (ValueError, ImportError, OSError) as e:  # an output or dtype refused
             raise UserError(str(e)) from None
         size = os.path.getsize(args.onnx) / 2**20
         extra = f", outputs {','.join(args.outputs)}" if args.outputs else ""
-        print(f"wrote {args.onnx} ({size:.1f} MiB, {net.spec.name}, opset {OPSET}, "
-              f"{args.dtype or net.dtype.name}{extra})")
+        print(
+            f"wrote {args.onnx} ({size:.1f} MiB, {net.spec.name}, opset {OPSET}, "
+            f"{args.dtype or net.dtype.name}{extra})"
+        )
+
     return exit_status("refnet.export", body)
+
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "refnet.export"))

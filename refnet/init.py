@@ -47,7 +47,7 @@ def weight_std(scheme, layer, shape):
         return 0.005 if layer in ("fc6", "fc7") else 0.01
     if scheme == "cuda-convnet2":
         return 0.03 if layer in ("conv3", "conv4", "conv5") else 0.01
-    if scheme == "pytorch":                  # of the uniform U(-b, b): b / sqrt(3)
+    if scheme == "pytorch":  # of the uniform U(-b, b): b / sqrt(3)
         return uniform_bound(shape) / math.sqrt(3.0)
     if scheme == "he":
         return float(numpy.sqrt(2.0 / fan_in(shape)))
@@ -69,8 +69,9 @@ def bias_value(scheme, layer):
     if scheme == "he":
         return 0.0
     if scheme == "pytorch":
-        raise ValueError("init scheme 'pytorch' draws its biases (initial_params), "
-                         "they have no constant value")
+        raise ValueError(
+            "init scheme 'pytorch' draws its biases (initial_params), they have no constant value"
+        )
     raise ValueError(f"init scheme must be one of {SCHEMES}, got {scheme!r}")
 
 
@@ -88,14 +89,14 @@ def initial_params(shapes, *, seed=0, scheme="paper", dtype=numpy.float32):
         layer, kind = name.rsplit(".", 1)
         if kind == "weight" and scheme == "pytorch":
             b = uniform_bound(shape)
-            out[name] = rng.uniform(-b, b, shape).astype(dtype, copy=False)   # float64 draw
+            out[name] = rng.uniform(-b, b, shape).astype(dtype, copy=False)  # float64 draw
         elif kind == "weight":
             std = weight_std(scheme, layer, shape)
             w = rng.standard_normal(shape)  # float64, shape as the grouped form
             w *= std
             out[name] = w.astype(dtype, copy=False)
         elif kind == "bias" and scheme == "pytorch":
-            b = uniform_bound(shapes[f"{layer}.weight"])       # the bound of its weight
+            b = uniform_bound(shapes[f"{layer}.weight"])  # the bound of its weight
             out[name] = rng.uniform(-b, b, shape).astype(dtype, copy=False)
         elif kind == "bias":
             out[name] = numpy.full(shape, bias_value(scheme, layer), dtype=dtype)

@@ -15,19 +15,23 @@ from refnet.layers import backend
 
 
 def label_ranks(scores, labels):
-    """Rank of each label among its row's scores: 0 = highest. ``scores`` (N, K), ``labels`` (N,)."""
+    """Rank of each label among its row's scores, 0 the highest: ``scores`` (N, K), ``labels``
+    (N,)."""
     scores = numpy.asarray(backend.asnumpy(scores))
     labels = numpy.asarray(backend.asnumpy(labels))
     if scores.ndim != 2:
         raise ValueError(f"label_ranks: scores must be (N, K), got shape {scores.shape}")
     if labels.shape != (scores.shape[0],):
-        raise ValueError(f"label_ranks: labels shape {labels.shape} does not match "
-                         f"scores shape {scores.shape}")
+        raise ValueError(
+            f"label_ranks: labels shape {labels.shape} does not match scores shape {scores.shape}"
+        )
     if labels.size and (labels.min() < 0 or labels.max() >= scores.shape[1]):
-        raise ValueError(f"label_ranks: labels must lie in [0, {scores.shape[1]}), "
-                         f"got range [{labels.min()}, {labels.max()}]")
-    own = scores[numpy.arange(len(labels)), labels]        # (N,)
-    return (scores > own[:, None]).sum(axis=1)             # (N,)
+        raise ValueError(
+            f"label_ranks: labels must lie in [0, {scores.shape[1]}), "
+            f"got range [{labels.min()}, {labels.max()}]"
+        )
+    own = scores[numpy.arange(len(labels)), labels]  # (N,)
+    return (scores > own[:, None]).sum(axis=1)  # (N,)
 
 
 def topk_errors(scores, labels, ks=(1, 5)):
@@ -44,4 +48,4 @@ def average_views(probs):
     probs = numpy.asarray(backend.asnumpy(probs))
     if probs.ndim != 3:
         raise ValueError(f"average_views: probs must be (V, N, K), got shape {probs.shape}")
-    return probs.mean(axis=0)                               # (N, K)
+    return probs.mean(axis=0)  # (N, K)

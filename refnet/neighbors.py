@@ -23,12 +23,11 @@ import sys
 
 import numpy
 
+from refnet.config import UsageError
 from refnet.data.cli import Parser, existing_file, exit_status, positive_int, run_command
 from refnet.data.decode import decode_image
 from refnet.data.progress import Progress
 from refnet.data.store import StoreReader
-from refnet.layers import backend
-from refnet.config import UsageError
 from refnet.evaluate import (
     add_data_argument,
     add_network_arguments,
@@ -36,10 +35,11 @@ from refnet.evaluate import (
     open_data,
     predict_views,
 )
+from refnet.layers import backend
 from refnet.predict import preprocess
 
-NEIGHBORS = 6           # training images per query, as in the paper's figure
-TOP = 5                 # classes drawn as bars
+NEIGHBORS = 6  # training images per query, as in the paper's figure
+TOP = 5  # classes drawn as bars
 
 
 class NearestSearch:
@@ -56,21 +56,24 @@ class NearestSearch:
         self.queries = numpy.asarray(backend.asnumpy(queries), dtype=numpy.float64)  # (Q, F)
         self.k = int(k)
         q = len(self.queries)
-        self.dist = numpy.empty((q, 0))                         # (Q, <= k)
-        self.index = numpy.empty((q, 0), dtype=numpy.int64)     # (Q, <= k)
+        self.dist = numpy.empty((q, 0))  # (Q, <= k)
+        self.index = numpy.empty((q, 0), dtype=numpy.int64)  # (Q, <= k)
 
     def add(self, feats, indices):
-        feats = numpy.asarray(backend.asnumpy(feats), dtype=numpy.float64)         # (B, F)
+        feats = numpy.asarray(backend.asnumpy(feats), dtype=numpy.float64)  # (B, F)
         if feats.ndim != 2 or feats.shape[1] != self.queries.shape[1]:
-            raise ValueError(f"NearestSearch.add: features must be (B, "
-                             f"{self.queries.shape[1]}), got {feats.shape}")
-        d = numpy.stack([numpy.sqrt(((feats - q) ** 2).sum(axis=1))
-                         for q in self.queries])                                   # (Q, B)
-        dist = numpy.concatenate([self.dist, d], axis=1)        # (Q, k + B): best first
+            raise ValueError(
+                f"NearestSearch.add: features must be (B, "
+                f"{self.queries.shape[1]}), got {feats.shape}"
+            )
+        d = numpy.stack(
+            [numpy.sqrt(((feats - q) ** 2).sum(axis=1)) for q in self.queries]
+        )  # (Q, B)
+        dist = numpy.concatenate([self.dist, d], axis=1)  # (Q, k + B): best first
         index = numpy.concatenate(
-            [self.index, numpy.broadcast_to(numpy.asarray(indices, numpy.int64), d.shape)],
-            axis=1)
-        order = numpy.argsort(dist, axis=1, kind="stable")[:, :self.k]           # (Q, k)
+            [self.index, numpy.broadcast_to(numpy.asarray(indices, numpy.int64), d.shape)], axis=1
+        )
+        order = numpy.argsort(dist, axis=1, kind="stable")[:, : self.k]  # (Q, k)
         self.dist = numpy.take_along_axis(dist, order, axis=1)
         self.index = numpy.take_along_axis(index, order, axis=1)
 
@@ -84,7 +87,7 @@ def search_training_set(net, pipeline, queries, k=NEIGHBORS, batch=64, progress=
         bar = Progress(total=n, desc="fc7 neighbours", unit="img", enabled=progress)
         for start in range(0, n, batch):
             idx = numpy.arange(start, min(start + batch, n))
-            views = pipeline.eval_views(store.take(idx), "center")     # (B, 3, Cr, Cr)
+            views = pipeline.eval_views(store.take(idx), "center")  # (B, 3, Cr, Cr)
             search.add(net.features(views), idx)
             bar.update(len(idx))
         bar.close()
@@ -94,7 +97,7 @@ def search_training_set(net, pipeline, queries, k=NEIGHBORS, batch=64, progress=
 def _centre(image, crop):
     """The centre crop (Cr, Cr, 3) of a stored image (S, S, 3), as the network sees it."""
     o = (image.shape[0] - crop) // 2
-    return image[o:o + crop, o:o + crop]
+    return image[o : o + crop, o : o + crop]
 
 
 def file_queries(net, state, paths):
@@ -103,12 +106,12 @@ def file_queries(net, state, paths):
     inputs = state.inputs
     feats, probs, pictures = [], [], []
     for path in paths:
-        probs.append(predict_views(net, preprocess(path, inputs, "ten"))[0])       # (K,)
+        probs.append(predict_views(net, preprocess(path, inputs, "ten"))[0])  # (K,)
         feats.append(backend.asnumpy(net.features(preprocess(path, inputs, "center"))))
-        image = decode_image(path, int(inputs["store_size"]))                     # (S, S, 3)
+        image = decode_image(path, int(inputs["store_size"]))  # (S, S, 3)
         pictures.append(_centre(image, int(inputs["crop"])))
     captions = [os.path.basename(p) for p in paths]
-    truth = [None] * len(paths)                                 # unknown
+    truth = [None] * len(paths)  # unknown
     return numpy.concatenate(feats), numpy.stack(probs), pictures, captions, truth
 
 
@@ -116,15 +119,14 @@ def validation_queries(net, pipeline, count):
     """The same for ``count`` validation images spread evenly over the store's order."""
     with StoreReader(pipeline.val_path) as val:
         if count > val.count:
-            raise UsageError(f"--count {count} is more than the {val.count} validation "
-                             "images")
+            raise UsageError(f"--count {count} is more than the {val.count} validation images")
         idx = numpy.linspace(0, val.count - 1, count).round().astype(numpy.int64)
-        images, labels = val.take(idx), val.labels[idx]                 # (Q, S, S, 3)
-    probs = predict_views(net, pipeline.eval_views(images, "ten"))      # (Q, K)
+        images, labels = val.take(idx), val.labels[idx]  # (Q, S, S, 3)
+    probs = predict_views(net, pipeline.eval_views(images, "ten"))  # (Q, K)
     feats = backend.asnumpy(net.features(pipeline.eval_views(images, "center")))
     pictures = [_centre(im, pipeline.crop) for im in images]
     truth = [pipeline.class_names[y] for y in labels]
-    captions = [f"val {i}: {name}" for i, name in zip(idx, truth)]
+    captions = [f"val {i}: {name}" for i, name in zip(idx, truth, strict=True)]
     return feats, probs, pictures, captions, truth
 
 
@@ -137,12 +139,19 @@ def figure_rows(pipeline, queries, dist, index):
         rows = []
         for q in range(len(pictures)):
             top = numpy.argsort(-probs[q], kind="stable")[:TOP]
-            thumbs = store.take(index[q])                               # (k, S, S, 3)
-            rows.append({
-                "image": pictures[q], "caption": captions[q], "label": truth[q],
-                "top": [(names[c], float(probs[q][c])) for c in top],
-                "neighbors": [(_centre(t, pipeline.crop), names[labels[i]], float(d))
-                              for t, i, d in zip(thumbs, index[q], dist[q])]})
+            thumbs = store.take(index[q])  # (k, S, S, 3)
+            rows.append(
+                {
+                    "image": pictures[q],
+                    "caption": captions[q],
+                    "label": truth[q],
+                    "top": [(names[c], float(probs[q][c])) for c in top],
+                    "neighbors": [
+                        (_centre(t, pipeline.crop), names[labels[i]], float(d))
+                        for t, i, d in zip(thumbs, index[q], dist[q], strict=True)
+                    ],
+                }
+            )
     return rows
 
 
@@ -156,35 +165,58 @@ def png_path(text):
     return text
 
 
-EXIT_CODES = {0: "the grid was written",
-              2: "a bad option value, or a checkpoint, data directory or image that "
-                 "cannot be used (one line says which)"}
+EXIT_CODES = {
+    0: "the grid was written",
+    2: "a bad option value, or a checkpoint, data directory or image that "
+    "cannot be used (one line says which)",
+}
 
 
 def build_parser():
     p = Parser(
-        prog="python -m refnet.neighbors", exit_codes=EXIT_CODES,
+        prog="python -m refnet.neighbors",
+        exit_codes=EXIT_CODES,
         description="The paper's Figure 4: for each query image its top-5 classes and "
-                    f"the {NEIGHBORS} training images nearest to it in fc7 feature space "
-                    "(Euclidean), as one PNG grid.")
+        f"the {NEIGHBORS} training images nearest to it in fc7 feature space "
+        "(Euclidean), as one PNG grid.",
+    )
     add_network_arguments(p)
     queries = p.add_mutually_exclusive_group()
-    queries.add_argument("--images", nargs="+", metavar="IMG", type=existing_file,
-                         help="query image files (default: --count validation images)")
-    queries.add_argument("--count", type=positive_int, default=5,
-                         help="validation images spread over the validation set, as "
-                              "queries when no --images are given (default 5)")
+    queries.add_argument(
+        "--images",
+        nargs="+",
+        metavar="IMG",
+        type=existing_file,
+        help="query image files (default: --count validation images)",
+    )
+    queries.add_argument(
+        "--count",
+        type=positive_int,
+        default=5,
+        help="validation images spread over the validation set, as "
+        "queries when no --images are given (default 5)",
+    )
     add_data_argument(p)
-    p.add_argument("--batch", type=positive_int, default=64,
-                   help="training images per forward pass (default 64)")
-    p.add_argument("--out", required=True, type=png_path, metavar="PNG",
-                   help="where to write the grid (required)")
+    p.add_argument(
+        "--batch",
+        type=positive_int,
+        default=64,
+        help="training images per forward pass (default 64)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=png_path,
+        metavar="PNG",
+        help="where to write the grid (required)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None):
     from refnet.plots import plot_neighbors
+
     args = build_parser().parse_args(argv)
 
     def body():
@@ -197,14 +229,17 @@ def main(argv=None):
                 found = file_queries(net, state, args.images)
             else:
                 found = validation_queries(net, pipeline, args.count)
-            dist, index = search_training_set(net, pipeline, found[0], batch=args.batch,
-                                              progress=not args.quiet)
+            dist, index = search_training_set(
+                net, pipeline, found[0], batch=args.batch, progress=not args.quiet
+            )
             rows = figure_rows(pipeline, found, dist, index)
         finally:
             pipeline.close()
         plot_neighbors(rows, args.out)
         print(args.out)
+
     return exit_status("refnet.neighbors", body)
+
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "refnet.neighbors"))

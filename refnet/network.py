@@ -25,24 +25,52 @@ each column's workspace and threads (``refnet.segments``). What the network retu
 the caller's: gradients, logits and features stay as they are whatever runs next.
 """
 
-
 import numpy
 
-from refnet.layers import softmax
-from refnet.layers import layout as layouts
-from refnet.layers.backend import backend_module
 from refnet import arch as arch_table
-from refnet.conventions import init_scheme as preset_init
 from refnet import segments
 from refnet.columns import Placement, default_devices
-from refnet.nodes import (AdaptivePool, Column, Context, Conv, Dropout, Exchange, Flatten,
-                          Gap, Input, Layer, Linear, Local, Lrn, Pass, Pool, Relu)
+from refnet.conventions import init_scheme as preset_init
+from refnet.layers import layout as layouts
+from refnet.layers import softmax
+from refnet.layers.backend import backend_module
+from refnet.nodes import (
+    AdaptivePool,
+    Column,
+    Context,
+    Conv,
+    Dropout,
+    Exchange,
+    Flatten,
+    Gap,
+    Input,
+    Layer,
+    Linear,
+    Local,
+    Lrn,
+    Pass,
+    Pool,
+    Relu,
+)
 from refnet.nodes.base import run_plain, run_plain_backward
 from refnet.options import NetOptions
 from refnet.parameters import Parameters
 
-__all__ = ["AlexNet", "build_network", "AdaptivePool", "Conv", "Dropout", "Exchange",
-           "Flatten", "Gap", "Input", "Linear", "Lrn", "Pool", "Relu"]
+__all__ = [
+    "AlexNet",
+    "build_network",
+    "AdaptivePool",
+    "Conv",
+    "Dropout",
+    "Exchange",
+    "Flatten",
+    "Gap",
+    "Input",
+    "Linear",
+    "Lrn",
+    "Pool",
+    "Relu",
+]
 
 
 class AlexNet(Parameters):
@@ -62,8 +90,7 @@ class AlexNet(Parameters):
     default scheme is the preset's.
     """
 
-    def __init__(self, arch=None, dtype="float32", backend="numpy", conventions=None,
-                 **options):
+    def __init__(self, arch=None, dtype="float32", backend="numpy", conventions=None, **options):
         given = dict(options, dtype=dtype, backend=backend)
         if arch is not None:
             given["arch"] = arch
@@ -77,8 +104,7 @@ class AlexNet(Parameters):
         self.options = opts
         self.spec = opts.spec
         self.dtype = numpy.dtype(opts.dtype)
-        self.xp = (backend_module(opts.backend) if isinstance(opts.backend, str)
-                   else opts.backend)
+        self.xp = backend_module(opts.backend) if isinstance(opts.backend, str) else opts.backend
         self.engine = opts.engine
         # the plain engine knows one layout, NCHW
         self.layout = "NCHW" if self.engine == "plain" else opts.layout
@@ -89,17 +115,27 @@ class AlexNet(Parameters):
         self.conv_algo, self.keep_cols = opts.conv_algo, opts.conv_cache == "unfolded"
         self.head = opts.head
         self.pool_rounding = opts.pool_rounding
-        self.shapes = arch_table.param_shapes(self.spec, columns=self.columns,
-                                              num_classes=opts.num_classes, pool=self.pool,
-                                              head=self.head,
-                                              pool_rounding=self.pool_rounding)
+        self.shapes = arch_table.param_shapes(
+            self.spec,
+            columns=self.columns,
+            num_classes=opts.num_classes,
+            pool=self.pool,
+            head=self.head,
+            pool_rounding=self.pool_rounding,
+        )
         last = "fc8" if self.head == "fc" else "head"
         self.num_classes = self.shapes[self.key(last, "bias")][0]
         devices = opts.devices or default_devices(self.xp, self.columns)
-        plain = self.engine == "plain"       # no column threads, no kept workspace
-        self.placement = Placement(self.xp, self.columns, devices, self.shapes,
-                                   whole=(self.key(last, "weight"), self.key(last, "bias")),
-                                   parallel=False if plain else None, pooled=not plain)
+        plain = self.engine == "plain"  # no column threads, no kept workspace
+        self.placement = Placement(
+            self.xp,
+            self.columns,
+            devices,
+            self.shapes,
+            whole=(self.key(last, "weight"), self.key(last, "bias")),
+            parallel=False if plain else None,
+            pooled=not plain,
+        )
         self.devices = self.placement.devices
         # params[c]: {name: shard of column c}; fc8 (or head) only in column 0.
         self.params = [dict() for _ in range(self.columns)]
@@ -107,33 +143,42 @@ class AlexNet(Parameters):
             for c, r0, r1 in self.placement.rows[name]:
                 with self.placement.device(c):
                     self.params[c][name] = self.xp.zeros((r1 - r0,) + shape[1:], self.dtype)
-        self._params_set = False                         # by load_state_dict (and init)
+        self._params_set = False  # by load_state_dict (and init)
         self.layers = self._layer_list()
 
     def _layer_list(self):
         """The network as a list of layers (module doc), each built with its settings."""
-        axis = layouts.channel_axis(self.layout)       # channels of the conv maps
+        axis = layouts.channel_axis(self.layout)  # channels of the conv maps
 
         def conv(name):
             spec = self.conv_spec(name)
-            return Conv(name, kernel=spec.kernel, stride=spec.stride, pad=spec.pad,
-                        shapes=self._param_shapes(name), algo=self.conv_algo,
-                        cache=self.options.conv_cache, first=name == "conv1")
+            return Conv(
+                name,
+                kernel=spec.kernel,
+                stride=spec.stride,
+                pad=spec.pad,
+                shapes=self._param_shapes(name),
+                algo=self.conv_algo,
+                cache=self.options.conv_cache,
+                first=name == "conv1",
+            )
 
         def pool(name):
-            return Pool(name, size=self.pool[0], stride=self.pool[1],
-                        rounding=self.pool_rounding)
+            return Pool(name, size=self.pool[0], stride=self.pool[1], rounding=self.pool_rounding)
 
         seq = [Input("input")]
         for i in (1, 2):
             seq += [conv(f"conv{i}"), Relu(f"relu{i}")]
-            seq += [Lrn(f"lrn{i}", **self.lrn_params, mode=self.lrn_mode,
-                        columns=self.columns)] if self.lrn else []
+            seq += (
+                [Lrn(f"lrn{i}", **self.lrn_params, mode=self.lrn_mode, columns=self.columns)]
+                if self.lrn
+                else []
+            )
             seq += [pool(f"pool{i}")]
-        seq += [Exchange("to_conv3", axis)]            # both columns' pool2 maps
+        seq += [Exchange("to_conv3", axis)]  # both columns' pool2 maps
         for i in (3, 4, 5):
             seq += [conv(f"conv{i}"), Relu(f"relu{i}")]
-        if self.head == "gap":                         # conv5's maps, unpooled
+        if self.head == "gap":  # conv5's maps, unpooled
             return seq + [Exchange("to_head", axis, (0,)), conv("head"), Gap("gap")]
         seq += [pool("pool5")]
         seq += [AdaptivePool("avgpool", side=self.spec.avgpool)] if self.spec.avgpool else []
@@ -143,15 +188,21 @@ class AlexNet(Parameters):
         dropped = ("fc6", "fc7") if self.dropout_placement == "after" else ("flatten", "fc6")
 
         def dropout(source):
-            return Dropout(f"dropout_{source}", source, p=self.dropout,
-                           mode=self.dropout_mode, width=self.mask_width(source),
-                           whole=source == "flatten")
+            return Dropout(
+                f"dropout_{source}",
+                source,
+                p=self.dropout,
+                mode=self.dropout_mode,
+                width=self.mask_width(source),
+                whole=source == "flatten",
+            )
+
         seq += [dropout("flatten")] if "flatten" in dropped else []
         for name, nxt, to in (("fc6", "fc7", None), ("fc7", "fc8", (0,))):
             seq += [Linear(name, shapes=self._param_shapes(name)), Relu(f"relu_{name}")]
             seq += [dropout(name)] if name in dropped else []
-            seq += [Exchange(f"to_{nxt}", 1, to)]       # (N, F) features
-        seq += [Linear("fc8", shapes=self._param_shapes("fc8"))]   # (N, K) on column 0
+            seq += [Exchange(f"to_{nxt}", 1, to)]  # (N, F) features
+        seq += [Linear("fc8", shapes=self._param_shapes("fc8"))]  # (N, K) on column 0
         if not self.dropout:
             seq = [layer for layer in seq if not isinstance(layer, Dropout)]
         return seq
@@ -179,12 +230,10 @@ class AlexNet(Parameters):
     def loss_and_grad(self, x, labels, train=True, rng=None, masks=None):
         """(mean cross-entropy as a float, gradients keyed like ``state_dict`` with full
         shapes, arrays of the net's module on column 0's device)."""
-        loss, grads = self.loss_and_grad_columns(x, labels, train=train, rng=rng,
-                                                 masks=masks)
+        loss, grads = self.loss_and_grad_columns(x, labels, train=train, rng=rng, masks=masks)
         return loss, self.full_grads(grads)
 
-    def loss_and_grad_columns(self, x, labels, train=True, rng=None, masks=None,
-                              on_grads=None):
+    def loss_and_grad_columns(self, x, labels, train=True, rng=None, masks=None, on_grads=None):
         """(loss, per-column gradients): ``grads[c]`` holds column c's shards on its
         device, keyed and split like ``params[c]``; what ``SGD.step`` takes without
         assembling full arrays. ``on_grads(name, grads)``, if given, is called as soon
@@ -201,8 +250,7 @@ class AlexNet(Parameters):
         # Each cache is dropped as its layer is done, so what a layer kept is freed
         # before the layers below it allocate (the step's peak memory).
         if self.engine == "plain":
-            run_plain_backward(self.layers, [dlogits], caches, grads, pass_.context,
-                               on_grads)
+            run_plain_backward(self.layers, [dlogits], caches, grads, pass_.context, on_grads)
         else:
             segments.backward(pass_.context, pass_, caches, [dlogits], grads, on_grads)
         return float(loss), grads
@@ -226,13 +274,15 @@ class AlexNet(Parameters):
         self.placement.new_pass()
         pass_, ctx = Pass(False, None, None, keep=False), self.context()
         pass_.n, h = x.shape[0], x
-        whole = True             # every column holds all of h, not its part
-        for layer in self.layers[:names.index(upto) + 1]:
+        whole = True  # every column holds all of h, not its part
+        for layer in self.layers[: names.index(upto) + 1]:
             h, _ = layer.forward(h, pass_, ctx)
             whole = layer.gathers or (whole and not layer.splits)
         if any(a.ndim != 2 for a in h) and not maps:
-            raise ValueError(f"features: {upto!r} gives maps of shape {h[0].shape} per "
-                             "column, not (N, F) features")
+            raise ValueError(
+                f"features: {upto!r} gives maps of shape {h[0].shape} per "
+                "column, not (N, F) features"
+            )
         if whole:
             h = h[:1]
         P = self.placement
@@ -240,15 +290,25 @@ class AlexNet(Parameters):
             h = [P.put(a, 0) for a in h]
             if h[0].ndim == 4:
                 h = [layouts.transpose(a, self.layout, "NCHW") for a in h]
-            return self.xp.concatenate(h, axis=1)           # (N, F) or (N, C, H, W)
+            return self.xp.concatenate(h, axis=1)  # (N, F) or (N, C, H, W)
 
     def context(self):
         """The ``refnet.nodes.Context`` the layers run in: the placement and each
         column's parameters, workspace, device, array module, layout, dtype and engine."""
         P = self.placement
-        columns = tuple(Column(c, self.params[c], P.workspaces[c], self.xp, P.devices[c],
-                               self.layout, self.dtype, self.engine)
-                        for c in range(self.columns))
+        columns = tuple(
+            Column(
+                c,
+                self.params[c],
+                P.workspaces[c],
+                self.xp,
+                P.devices[c],
+                self.layout,
+                self.dtype,
+                self.engine,
+            )
+            for c in range(self.columns)
+        )
         return Context(P, columns, self.layout, self.engine)
 
     def _forward(self, x, pass_):
@@ -272,11 +332,14 @@ class AlexNet(Parameters):
         s = self.spec.input_size
         shape = tuple(getattr(x, "shape", ()))
         if len(shape) != 4 or shape[1:] != (3, s, s) or shape[0] < 1:
-            raise ValueError(f"AlexNet({self.spec.name!r}): x must have shape "
-                             f"(N, 3, {s}, {s}), got {shape}")
+            raise ValueError(
+                f"AlexNet({self.spec.name!r}): x must have shape (N, 3, {s}, {s}), got {shape}"
+            )
         if numpy.dtype(x.dtype) != self.dtype:
-            raise TypeError(f"AlexNet: x has dtype {x.dtype} but the net computes in "
-                            f"{self.dtype}; convert it first")
+            raise TypeError(
+                f"AlexNet: x has dtype {x.dtype} but the net computes in "
+                f"{self.dtype}; convert it first"
+            )
 
     def _labels(self, labels, n):
         host = None
@@ -289,8 +352,9 @@ class AlexNet(Parameters):
             if host.dtype.kind not in "iu":
                 raise TypeError(f"labels must be integers, got dtype {host.dtype}")
             if n and (host.min() < 0 or host.max() >= self.num_classes):
-                raise ValueError(f"labels must be in [0, {self.num_classes}), got "
-                                 f"[{host.min()}, {host.max()}]")
+                raise ValueError(
+                    f"labels must be in [0, {self.num_classes}), got [{host.min()}, {host.max()}]"
+                )
         return self.placement.put(labels, 0)
 
     def dropout_masks(self, name, pass_):
@@ -312,6 +376,6 @@ def build_network(options):
 
 
 # The names the layer classes and the pass had here before ``refnet.nodes`` held them.
-_Pass = Pass            # a forward pass (``refnet.nodes.Pass``); the older name
+_Pass = Pass  # a forward pass (``refnet.nodes.Pass``); the older name
 _Layer = Layer
 _Local = Local

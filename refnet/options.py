@@ -62,19 +62,19 @@ import numbers
 
 import numpy
 
+from refnet import conventions
+from refnet.arch import ARCHS, HEADS, ArchSpec, check_columns
 from refnet.layers import backend as backends
 from refnet.layers.conv import ALGOS as CONV_ALGOS
 from refnet.layers.dropout import MODES as DROPOUT_MODES
 from refnet.layers.layout import LAYOUTS
 from refnet.layers.pool import ROUNDINGS
-from refnet import conventions
-from refnet.arch import ARCHS, HEADS, ArchSpec, check_columns
 
 DTYPES = ("float32", "float64")
 # old spellings of option values, still accepted (stored options, checkpoints, flags)
 CONV_CACHE_ALIASES = {"columns": "unfolded"}
 BACKENDS = ("numpy", "cupy")
-DEVICES = ("cpu", "gpu", "auto")     # the command lines' --device, see backend_for_device
+DEVICES = ("cpu", "gpu", "auto")  # the command lines' --device, see backend_for_device
 
 CHOICES = {
     "arch": tuple(ARCHS),
@@ -90,13 +90,14 @@ CHOICES = {
     "engine": ("fast", "plain"),
     "layout": LAYOUTS,
     "head": HEADS,
-    "conventions": conventions.NAMES,     # NetOptions.preset's names (not a field)
+    "conventions": conventions.NAMES,  # NetOptions.preset's names (not a field)
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class NetOptions:
     """Everything that decides what an ``AlexNet`` computes and where (module doc)."""
+
     arch: object = "alexnet"
     dtype: str = "float32"
     backend: object = "numpy"
@@ -128,8 +129,9 @@ class NetOptions:
         if isinstance(self.backend, str):
             _choose("backend", self.backend)
         elif not _is_namespace(self.backend):
-            raise ValueError(f"backend must be one of {BACKENDS} or an array namespace, "
-                             f"got {self.backend!r}")
+            raise ValueError(
+                f"backend must be one of {BACKENDS} or an array namespace, got {self.backend!r}"
+            )
         if self.num_classes is not None:
             put("num_classes", _integer("num_classes", self.num_classes, 1))
         if self.columns is None:
@@ -138,14 +140,23 @@ class NetOptions:
             raise ValueError(f"columns must be 1 or 2, got {self.columns!r}")
         put("columns", int(self.columns))
         check_columns(self.spec, self.columns)
-        for name in ("lrn", "dropout_mode", "dropout_placement"):    # None: the arch's
+        for name in ("lrn", "dropout_mode", "dropout_placement"):  # None: the arch's
             if getattr(self, name) is None:
                 put(name, getattr(self.spec, name))
         put("lrn", _flag("lrn", self.lrn))
         if self.conv_cache in CONV_CACHE_ALIASES:
             put("conv_cache", CONV_CACHE_ALIASES[self.conv_cache])
-        for name in ("lrn_mode", "pool_rounding", "dropout_mode", "dropout_placement",
-                     "conv_algo", "conv_cache", "layout", "head", "engine"):
+        for name in (
+            "lrn_mode",
+            "pool_rounding",
+            "dropout_mode",
+            "dropout_placement",
+            "conv_algo",
+            "conv_cache",
+            "layout",
+            "head",
+            "engine",
+        ):
             _choose(name, getattr(self, name))
         size = _integer("lrn_size", self.lrn_size, 1)
         if size % 2 == 0:
@@ -155,10 +166,13 @@ class NetOptions:
         put("lrn_beta", _real("lrn_beta", self.lrn_beta, 0.0, strict=False))
         put("lrn_k", _real("lrn_k", self.lrn_k, 0.0, strict=True))
         pool = tuple(self.pool) if isinstance(self.pool, (tuple, list)) else (self.pool,)
-        if len(pool) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Real)
-                                 or int(v) != v or v < 1 for v in pool):
-            raise ValueError(f"pool must be (window, stride) of positive integers, "
-                             f"got {self.pool!r}")
+        if len(pool) != 2 or any(
+            isinstance(v, bool) or not isinstance(v, numbers.Real) or int(v) != v or v < 1
+            for v in pool
+        ):
+            raise ValueError(
+                f"pool must be (window, stride) of positive integers, got {self.pool!r}"
+            )
         put("pool", (int(pool[0]), int(pool[1])))
         p = _real("dropout", self.dropout, 0.0, strict=False)
         if not p < 1:
@@ -167,10 +181,12 @@ class NetOptions:
         if self.devices is not None:
             devices = tuple(self.devices)
             if len(devices) != self.columns or any(
-                    isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0
-                    for d in devices):
-                raise ValueError(f"devices: need one device per column ({self.columns}), "
-                                 f"each an index >= 0; got {self.devices!r}")
+                isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 0 for d in devices
+            ):
+                raise ValueError(
+                    f"devices: need one device per column ({self.columns}), "
+                    f"each an index >= 0; got {self.devices!r}"
+                )
             put("devices", tuple(int(d) for d in devices))
 
     @property
@@ -181,8 +197,7 @@ class NetOptions:
     @property
     def lrn_params(self):
         """``layers.lrn.forward``'s hyperparameters: {size, alpha, beta, k}."""
-        return dict(size=self.lrn_size, alpha=self.lrn_alpha, beta=self.lrn_beta,
-                    k=self.lrn_k)
+        return dict(size=self.lrn_size, alpha=self.lrn_alpha, beta=self.lrn_beta, k=self.lrn_k)
 
     def kwargs(self):
         """The fields as keyword arguments of ``AlexNet``."""
@@ -237,8 +252,9 @@ class NetOptions:
         given.setdefault("backend", backend_for_device(cfg.get("device", "cpu")))
         return cls(**{**given, **changes})
 
+
 def backend_for_device(device):
-    """"numpy" or "cupy" for a command line's --device cpu|gpu|auto (auto: CuPy when it
+    """ "numpy" or "cupy" for a command line's --device cpu|gpu|auto (auto: CuPy when it
     sees a GPU); ``ValueError`` for --device gpu without one."""
     _choose("device", device, DEVICES)
     if device == "cpu":
@@ -258,18 +274,27 @@ def _choose(name, value, choices=None):
 
 
 def _integer(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value \
-            or value < minimum:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or int(value) != value
+        or value < minimum
+    ):
         kind = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
     return int(value)
 
 
 def _real(name, value, low, strict):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
-            or not numpy.isfinite(value) or (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, "
-                         f"got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not numpy.isfinite(value)
+        or (value <= low if strict else value < low)
+    ):
+        raise ValueError(
+            f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}"
+        )
     return float(value)
 
 
@@ -282,5 +307,8 @@ def _flag(name, value):
 def _is_namespace(obj):
     """NumPy, CuPy, or an object providing devices like them (a test backend)."""
     cupy = backends.cupy_module()
-    return obj is numpy or (cupy is not None and obj is cupy) or (
-        hasattr(obj, "Device") and hasattr(obj, "to_device"))
+    return (
+        obj is numpy
+        or (cupy is not None and obj is cupy)
+        or (hasattr(obj, "Device") and hasattr(obj, "to_device"))
+    )

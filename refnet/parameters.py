@@ -6,13 +6,14 @@ shards, ``{key: array on its device}``, split along the first axis as
 ``refnet.columns.Placement.rows`` says; ``state_dict`` and the full gradients are the
 grouped single-device form, keyed ``conv1.weight`` (or the arch's names).
 """
+
 import math
 
 import numpy
 
-from refnet.layers import backend
 from refnet import arch as arch_table
 from refnet import init as init_schemes
+from refnet.layers import backend
 from refnet.nodes import Dropout
 
 
@@ -22,15 +23,15 @@ class Parameters:
 
     def _param_shapes(self, name):
         """{weight key: shape, bias key: shape} of layer ``name`` (grouped form)."""
-        return {self.key(name, kind): self.shapes[self.key(name, kind)]
-                for kind in ("weight", "bias")}
+        return {
+            self.key(name, kind): self.shapes[self.key(name, kind)] for kind in ("weight", "bias")
+        }
 
     def dropout_widths(self):
         """``{name: width}`` of the dropout masks, in the order they are drawn
         (``masks=`` of ``forward`` takes these names: "fc6", "fc7", or "flatten" and
         "fc6" with dropout before the fc layers)."""
-        return {layer.source: layer.width for layer in self.layers
-                if isinstance(layer, Dropout)}
+        return {layer.source: layer.width for layer in self.layers if isinstance(layer, Dropout)}
 
     def mask_width(self, name):
         """The width of layer ``name``'s outputs, which a dropout mask covers."""
@@ -56,14 +57,17 @@ class Parameters:
         scheme when built with ``conventions``, else "paper"). The schemes read the
         layers' own names, conv1 ... fc8, whatever the arch calls them."""
         scheme = self.init_scheme if scheme is None else scheme
-        shapes = arch_table.param_shapes(self.spec, columns=self.columns,
-                                         num_classes=self.num_classes, pool=self.pool,
-                                         head=self.head, pool_rounding=self.pool_rounding,
-                                         refnet_names=True)
-        drawn = init_schemes.initial_params(shapes, seed=seed, scheme=scheme,
-                                            dtype=self.dtype)
-        self.load_state_dict({arch_table.param_key(self.spec, n): a
-                              for n, a in drawn.items()})
+        shapes = arch_table.param_shapes(
+            self.spec,
+            columns=self.columns,
+            num_classes=self.num_classes,
+            pool=self.pool,
+            head=self.head,
+            pool_rounding=self.pool_rounding,
+            refnet_names=True,
+        )
+        drawn = init_schemes.initial_params(shapes, seed=seed, scheme=scheme, dtype=self.dtype)
+        self.load_state_dict({arch_table.param_key(self.spec, n): a for n, a in drawn.items()})
         return self
 
     def state_dict(self):
@@ -77,8 +81,10 @@ class Parameters:
         """Per-column dicts keyed and split like ``params`` (the parameters, their
         gradients or an optimizer's velocities) as one dict of full host NumPy arrays
         keyed like ``state_dict`` (copies)."""
-        return {name: self.placement.gather(name, self._shards(per_column, name))
-                for name in self.shapes}
+        return {
+            name: self.placement.gather(name, self._shards(per_column, name))
+            for name in self.shapes
+        }
 
     def scatter(self, full):
         """A dict of full host arrays keyed like ``state_dict`` as per-column dicts of
@@ -98,10 +104,15 @@ class Parameters:
         missing = [n for n in self.shapes if n not in sd]
         extra = [n for n in sd if n not in self.shapes]
         if missing or extra:
-            raise ValueError(f"state_dict does not match arch {self.spec.name!r} "
-                             f"(columns={self.columns}): missing {missing}, unexpected {extra}")
-        bad = {n: tuple(numpy.shape(sd[n])) for n in self.shapes
-               if tuple(numpy.shape(sd[n])) != self.shapes[n]}
+            raise ValueError(
+                f"state_dict does not match arch {self.spec.name!r} "
+                f"(columns={self.columns}): missing {missing}, unexpected {extra}"
+            )
+        bad = {
+            n: tuple(numpy.shape(sd[n]))
+            for n in self.shapes
+            if tuple(numpy.shape(sd[n])) != self.shapes[n]
+        }
         if bad:
             want = {n: self.shapes[n] for n in bad}
             raise ValueError(f"state_dict shapes do not match: got {bad}, expected {want}")
@@ -110,14 +121,16 @@ class Parameters:
             host[name] = numpy.asarray(backend.asnumpy(sd[name]), dtype=self.dtype)
             if not numpy.all(numpy.isfinite(host[name])):
                 raise ValueError(f"state_dict[{name!r}] has non-finite values")
-        for params, shards in zip(self.params, self.scatter(host)):
+        for params, shards in zip(self.params, self.scatter(host), strict=True):
             params.update(shards)
         self._params_set = True
 
     def _require_params(self):
         if not self._params_set:
-            raise RuntimeError("AlexNet: parameters are not set; call net.init(seed=...) "
-                               "or net.load_state_dict(...) first")
+            raise RuntimeError(
+                "AlexNet: parameters are not set; call net.init(seed=...) "
+                "or net.load_state_dict(...) first"
+            )
 
     def num_params(self):
         """Number of parameters (60,965,224 for ``alexnet``)."""
@@ -126,8 +139,11 @@ class Parameters:
     def param_counts(self):
         """``{layer: number of parameters}`` per layer of ``layers`` that has any (weights
         and biases), by the layers' names (conv1 ... fc8, or head)."""
-        return {layer.name: sum(math.prod(shape) for shape in layer.param_shapes().values())
-                for layer in self.layers if layer.param_shapes()}
+        return {
+            layer.name: sum(math.prod(shape) for shape in layer.param_shapes().values())
+            for layer in self.layers
+            if layer.param_shapes()
+        }
 
     def _shards(self, per_column, name):
         return {c: per_column[c][name] for c, _, _ in self.placement.rows[name]}
@@ -135,8 +151,10 @@ class Parameters:
     def full_grads(self, grads):
         """Per-column gradients (as ``loss_and_grad_columns`` gives) as one dict keyed
         like ``state_dict``, full shapes, on column 0's device."""
-        return {name: self.placement.gather_on_device(name, self._shards(grads, name))
-                for name in self.shapes}
+        return {
+            name: self.placement.gather_on_device(name, self._shards(grads, name))
+            for name in self.shapes
+        }
 
     def column_grads(self, grads):
         """A full gradient dict (keyed like ``state_dict``) split into per-column shards."""

@@ -6,9 +6,8 @@ Both use matplotlib's Agg backend (no display needed) and are written atomically
 
 from pathlib import Path
 
-import numpy
-
 import matplotlib
+import numpy
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -21,7 +20,7 @@ def save_figure(fig, path):
     path = Path(path)
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100, format="png")    # the temporary's name has no .png
+            fig.savefig(tmp, dpi=100, format="png")  # the temporary's name has no .png
     finally:
         plt.close(fig)
     return path
@@ -57,11 +56,11 @@ def kernel_grid(w, cols=8):
     rows = -(-k // cols)
     grid = numpy.ones((rows * (kh + 1) - 1, cols * (kw + 1) - 1, 3))
     for i in range(k):
-        img = w[i].transpose(1, 2, 0)                                # (kh, kw, 3)
+        img = w[i].transpose(1, 2, 0)  # (kh, kw, 3)
         lo, hi = img.min(), img.max()
         img = (img - lo) / (hi - lo) if hi > lo else numpy.full_like(img, 0.5)
         r, q = divmod(i, cols)
-        grid[r * (kh + 1):r * (kh + 1) + kh, q * (kw + 1):q * (kw + 1) + kw] = img
+        grid[r * (kh + 1) : r * (kh + 1) + kh, q * (kw + 1) : q * (kw + 1) + kw] = img
     return grid
 
 
@@ -77,10 +76,12 @@ def plot_conv1(weight, columns, path):
     fig, axes = plt.subplots(columns, 1, figsize=(8, 2.2 * columns + 0.5), squeeze=False)
     for g in range(columns):
         ax = axes[g, 0]
-        ax.imshow(kernel_grid(weight[g * per:(g + 1) * per], cols=min(per, 16)),
-                  interpolation="nearest")
-        ax.set_title(f"conv1, column {g} ({per} kernels)" if columns > 1
-                     else f"conv1 ({per} kernels)")
+        ax.imshow(
+            kernel_grid(weight[g * per : (g + 1) * per], cols=min(per, 16)), interpolation="nearest"
+        )
+        ax.set_title(
+            f"conv1, column {g} ({per} kernels)" if columns > 1 else f"conv1 ({per} kernels)"
+        )
         ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, path)
@@ -101,14 +102,23 @@ def plot_neighbors(rows, path):
     optionally ``label``, the true class name, whose bar is drawn green.
     """
     k = max(len(r["neighbors"]) for r in rows)
-    fig, axes = plt.subplots(len(rows), k + 2, figsize=neighbors_figsize(len(rows), k),
-                             squeeze=False, gridspec_kw={"width_ratios": [1, 2] + [1] * k})
+    fig, axes = plt.subplots(
+        len(rows),
+        k + 2,
+        figsize=neighbors_figsize(len(rows), k),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 2] + [1] * k},
+    )
     height = fig.get_figheight()
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.3 / height, top=1 - 0.75 / height,
-                        wspace=0.12, hspace=0.45)
-    fig.suptitle("query | top-5 classes (true class green) | nearest training images by "
-                 "fc7 features, Euclidean distance", fontsize=10)
-    for ax_row, row in zip(axes, rows):
+    fig.subplots_adjust(
+        left=0.01, right=0.99, bottom=0.3 / height, top=1 - 0.75 / height, wspace=0.12, hspace=0.45
+    )
+    fig.suptitle(
+        "query | top-5 classes (true class green) | nearest training images by "
+        "fc7 features, Euclidean distance",
+        fontsize=10,
+    )
+    for ax_row, row in zip(axes, rows, strict=True):
         ax_row[0].imshow(row["image"])
         ax_row[0].set_title(row["caption"], fontsize=8)
         bars = ax_row[1]
@@ -116,14 +126,14 @@ def plot_neighbors(rows, path):
         probs = [p for _, p in row["top"]]
         y = numpy.arange(len(names))
         colors = ["#a1d99b" if n == row.get("label") else "#9ecae1" for n in names]
-        bars.barh(y, probs, color=colors, height=0.8)        # the true class in green
-        for yi, (name, p) in zip(y, row["top"]):
+        bars.barh(y, probs, color=colors, height=0.8)  # the true class in green
+        for yi, (name, p) in zip(y, row["top"], strict=True):
             bars.text(0.02, yi, f"{name}  {p:.1%}", va="center", fontsize=7)
         bars.set_xlim(0, 1)
-        bars.set_ylim(len(names) - 0.5, -0.5)        # the most probable on top
+        bars.set_ylim(len(names) - 0.5, -0.5)  # the most probable on top
         bars.set_yticks([])
         bars.tick_params(axis="x", labelsize=6)
-        for ax, (img, name, dist) in zip(ax_row[2:], row["neighbors"]):
+        for ax, (img, name, dist) in zip(ax_row[2:], row["neighbors"], strict=True):
             ax.imshow(img)
             ax.set_title(f"{name}\n{dist:.3g}", fontsize=7)
         for ax in [ax_row[0], *ax_row[2:]]:

@@ -19,17 +19,17 @@ import sys
 
 import numpy
 
+from refnet.config import UsageError
 from refnet.data import augment
 from refnet.data.cli import Parser, exit_status, positive_int, run_command
 from refnet.data.decode import BadImage, decode_image
-from refnet.config import UsageError
 from refnet.evaluate import add_network_arguments, load_network, predict_views
 
 
 def preprocess(path, inputs, views="ten"):
     """The network's input for one image file: (1, 3, Cr, Cr) or (10, 1, 3, Cr, Cr)."""
     size = int(inputs["store_size"])
-    img = decode_image(path, size)[None]                     # (1, S, S, 3) uint8
+    img = decode_image(path, size)[None]  # (1, S, S, 3) uint8
     mean = numpy.asarray(inputs["mean_image"])
     scale = inputs.get("scale")
     scale = None if scale is None else numpy.asarray(scale)
@@ -44,31 +44,42 @@ def predict(net, state, paths, views="ten", top=5):
     names = list(inputs["class_names"])
     out = []
     for path in paths:
-        probs = predict_views(net, preprocess(path, inputs, views))[0]    # (K,)
+        probs = predict_views(net, preprocess(path, inputs, views))[0]  # (K,)
         order = numpy.argsort(-probs, kind="stable")[:top]
         out.append((path, [(names[k], float(probs[k])) for k in order]))
     return out
 
 
-EXIT_CODES = {0: "every image was classified",
-              1: "some image could not be read (the others are still classified)",
-              2: "a bad option value, or a checkpoint that cannot be used (one line "
-                 "says which)"}
+EXIT_CODES = {
+    0: "every image was classified",
+    1: "some image could not be read (the others are still classified)",
+    2: "a bad option value, or a checkpoint that cannot be used (one line says which)",
+}
 
 
 def build_parser():
     p = Parser(
-        prog="python -m refnet.predict", exit_codes=EXIT_CODES,
+        prog="python -m refnet.predict",
+        exit_codes=EXIT_CODES,
         description="Top-5 class names and probabilities for image files, with the "
-                    "dataset's preprocessing and the paper's 10-crop averaging.")
+        "dataset's preprocessing and the paper's 10-crop averaging.",
+    )
     add_network_arguments(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (JPEG, PNG, ...)")
-    p.add_argument("--views", choices=("center", "ten"), default="ten",
-                   help="the centre crop, or the paper's 10 crops averaged (default ten)")
-    p.add_argument("--top", type=positive_int, default=5,
-                   help="classes shown per image (default 5)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object per image (default: a few text lines)")
+    p.add_argument(
+        "--views",
+        choices=("center", "ten"),
+        default="ten",
+        help="the centre crop, or the paper's 10 crops averaged (default ten)",
+    )
+    p.add_argument(
+        "--top", type=positive_int, default=5, help="classes shown per image (default 5)"
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per image (default: a few text lines)",
+    )
     return p
 
 
@@ -94,7 +105,9 @@ def main(argv=None):
                 for name, prob in top:
                     print(f"  {prob:7.2%}  {name}")
         return status
+
     return exit_status("refnet.predict", body)
+
 
 if __name__ == "__main__":
     sys.exit(run_command(main, "refnet.predict"))

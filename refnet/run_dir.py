@@ -47,11 +47,17 @@ class RunLock:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise RunDirBusy(f"{run_dir} is in use by another run ({holder}); wait for it "
-                             "to end or choose another --out") from None
+            raise RunDirBusy(
+                f"{run_dir} is in use by another run ({holder}); wait for it "
+                "to end or choose another --out"
+            ) from None
         self.fd = fd
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": sys.argv}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": sys.argv,
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
 
@@ -69,8 +75,10 @@ def _read_holder(fd):
         info = {}
     if not info:
         return "holder unknown"
-    return (f"process {info.get('pid')} on {info.get('host')}, started {info.get('started')}:"
-            f" {' '.join(map(str, info.get('command', [])))}")
+    return (
+        f"process {info.get('pid')} on {info.get('host')}, started {info.get('started')}:"
+        f" {' '.join(map(str, info.get('command', [])))}"
+    )
 
 
 def default_name(arch, root="runs"):
@@ -127,7 +135,7 @@ def trim_log(run_dir, step):
     for line in log.read_text().splitlines():
         try:
             record = json.loads(line)
-        except ValueError:                     # a line cut short by a kill
+        except ValueError:  # a line cut short by a kill
             dropped += 1
             continue
         if record.get("step", 0) <= step:

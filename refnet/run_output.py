@@ -13,8 +13,8 @@ Each log record carries ``world_size``, the number of ranks of the job.
 
 import json
 
-from refnet.data.progress import Progress
 from refnet import checkpoint
+from refnet.data.progress import Progress
 from refnet.plots import plot_conv1, plot_curves
 
 

@@ -26,7 +26,7 @@ import numpy
 
 from refnet.data import augment
 
-AUGMENT, DROPOUT = 1, 2        # the streams
+AUGMENT, DROPOUT = 1, 2  # the streams
 
 
 def generator(seed, stream, epoch, index):
@@ -36,12 +36,17 @@ def generator(seed, stream, epoch, index):
 
 def augmentation(seed, epoch, indices, stored_size, crop, *, lighting_std=0.1):
     """The ``data.augment.Augmentation`` of the samples ``indices`` (module doc)."""
-    parts = [augment.draw(generator(seed, AUGMENT, epoch, i), 1, stored_size, crop,
-                          lighting_std=lighting_std) for i in _indices(indices)]
+    parts = [
+        augment.draw(
+            generator(seed, AUGMENT, epoch, i), 1, stored_size, crop, lighting_std=lighting_std
+        )
+        for i in _indices(indices)
+    ]
     if not parts:
-        return augment.draw(numpy.random.default_rng(0), 0, stored_size, crop,
-                            lighting_std=lighting_std)
-    return augment.Augmentation(*(numpy.concatenate(field) for field in zip(*parts)))
+        return augment.draw(
+            numpy.random.default_rng(0), 0, stored_size, crop, lighting_std=lighting_std
+        )
+    return augment.Augmentation(*(numpy.concatenate(field) for field in zip(*parts, strict=True)))
 
 
 def dropout_masks(seed, epoch, indices, widths, p):
@@ -49,8 +54,7 @@ def dropout_masks(seed, epoch, indices, widths, p):
     ``widths`` ({name: D}, drawn in that order), keeping each unit with probability 1 - p
     (``layers.dropout``'s rule: keep where a uniform draw is >= p)."""
     indices = _indices(indices)
-    masks = {name: numpy.empty((len(indices), width), dtype=bool)
-             for name, width in widths.items()}
+    masks = {name: numpy.empty((len(indices), width), dtype=bool) for name, width in widths.items()}
     for row, i in enumerate(indices):
         rng = generator(seed, DROPOUT, epoch, i)
         for name, width in widths.items():
@@ -61,6 +65,8 @@ def dropout_masks(seed, epoch, indices, widths, p):
 def _indices(indices):
     indices = numpy.asarray(indices)
     if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
-        raise ValueError(f"sample indices must be a 1-d integer array, got shape "
-                         f"{indices.shape} dtype {indices.dtype}")
+        raise ValueError(
+            f"sample indices must be a 1-d integer array, got shape "
+            f"{indices.shape} dtype {indices.dtype}"
+        )
     return indices

@@ -38,16 +38,18 @@ class ReduceOnPlateau:
         if int(patience) != patience or patience < 0:
             raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
         self.patience = int(patience)
-        if max_reductions is not None and (int(max_reductions) != max_reductions
-                                           or max_reductions < 0):
-            raise ValueError(f"max_reductions must be a non-negative integer or None, "
-                             f"got {max_reductions!r}")
+        if max_reductions is not None and (
+            int(max_reductions) != max_reductions or max_reductions < 0
+        ):
+            raise ValueError(
+                f"max_reductions must be a non-negative integer or None, got {max_reductions!r}"
+            )
         self.max_reductions = None if max_reductions is None else int(max_reductions)
         self.threshold = float(threshold)
         if self.threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold!r}")
-        self.best = None          # lowest validation error seen (None before the first)
-        self.bad_epochs = 0       # consecutive epochs without improvement
+        self.best = None  # lowest validation error seen (None before the first)
+        self.bad_epochs = 0  # consecutive epochs without improvement
         self.reductions = 0
         self.epoch = 0
 
@@ -73,8 +75,11 @@ class ReduceOnPlateau:
     def spent(self):
         """True once every allowed reduction was made and the error has again not
         improved for more than ``patience`` epochs: nothing more to expect (early stop)."""
-        return (self.max_reductions is not None and self.reductions >= self.max_reductions
-                and self.bad_epochs > self.patience)
+        return (
+            self.max_reductions is not None
+            and self.reductions >= self.max_reductions
+            and self.bad_epochs > self.patience
+        )
 
     def set_lr(self, lr):
         """Continue from learning rate ``lr`` (a resumed run given ``--lr``): the counts
@@ -82,16 +87,28 @@ class ReduceOnPlateau:
         self.lr = _check_positive("lr", lr)
 
     def state_dict(self):
-        return {"kind": "plateau", "lr": self.lr, "factor": self.factor,
-                "patience": self.patience, "max_reductions": self.max_reductions,
-                "threshold": self.threshold, "best": self.best,
-                "bad_epochs": self.bad_epochs, "reductions": self.reductions,
-                "epoch": self.epoch}
+        return {
+            "kind": "plateau",
+            "lr": self.lr,
+            "factor": self.factor,
+            "patience": self.patience,
+            "max_reductions": self.max_reductions,
+            "threshold": self.threshold,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "reductions": self.reductions,
+            "epoch": self.epoch,
+        }
 
     def load_state_dict(self, state):
         _check_kind(state, "plateau")
-        fresh = ReduceOnPlateau(state["lr"], state["factor"], state["patience"],
-                                state["max_reductions"], state["threshold"])
+        fresh = ReduceOnPlateau(
+            state["lr"],
+            state["factor"],
+            state["patience"],
+            state["max_reductions"],
+            state["threshold"],
+        )
         self.__dict__.update(fresh.__dict__)
         self.best = None if state["best"] is None else float(state["best"])
         self.bad_epochs = int(state["bad_epochs"])
@@ -106,10 +123,14 @@ class StepSchedule:
         self.base_lr = _check_positive("lr", lr)
         self.factor = _check_positive("factor", factor)
         ms = [int(m) for m in milestones]
-        if any(m != mm for m, mm in zip(ms, milestones)) or any(m < 1 for m in ms) \
-                or ms != sorted(set(ms)):
-            raise ValueError(f"milestones must be increasing positive epoch numbers, "
-                             f"got {milestones!r}")
+        if (
+            any(m != mm for m, mm in zip(ms, milestones, strict=True))
+            or any(m < 1 for m in ms)
+            or ms != sorted(set(ms))
+        ):
+            raise ValueError(
+                f"milestones must be increasing positive epoch numbers, got {milestones!r}"
+            )
         self.milestones = tuple(ms)
         self.epoch = 0
         self.lr = self.lr_at(0)
@@ -117,7 +138,7 @@ class StepSchedule:
     def lr_at(self, epoch):
         """The learning rate used during ``epoch`` (0-based)."""
         k = sum(1 for m in self.milestones if epoch >= m)
-        return self.base_lr * self.factor ** k
+        return self.base_lr * self.factor**k
 
     def step(self, val_error=None):
         """End one epoch (the error is ignored); return the learning rate for the next."""
@@ -125,19 +146,24 @@ class StepSchedule:
         self.lr = self.lr_at(self.epoch)
         return self.lr
 
-    spent = False           # a fixed schedule never ends a run early
+    spent = False  # a fixed schedule never ends a run early
 
     def set_lr(self, lr):
         """Continue from learning rate ``lr`` at the current epoch: the base rate becomes
         what gives ``lr`` after the milestones already reached, so later milestones divide
         ``lr`` itself."""
         k = sum(1 for m in self.milestones if self.epoch >= m)
-        self.base_lr = _check_positive("lr", lr) / self.factor ** k
+        self.base_lr = _check_positive("lr", lr) / self.factor**k
         self.lr = self.lr_at(self.epoch)
 
     def state_dict(self):
-        return {"kind": "step", "lr": self.base_lr, "milestones": list(self.milestones),
-                "factor": self.factor, "epoch": self.epoch}
+        return {
+            "kind": "step",
+            "lr": self.base_lr,
+            "milestones": list(self.milestones),
+            "factor": self.factor,
+            "epoch": self.epoch,
+        }
 
     def load_state_dict(self, state):
         _check_kind(state, "step")

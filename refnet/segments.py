@@ -38,7 +38,7 @@ def forward(ctx, layers, h, pass_, caches):
             h, cache = layers[i].forward(h, pass_, ctx)
             if pass_.keep:
                 caches[layers[i].name] = cache
-            del cache                          # eval: freed before the next layer runs
+            del cache  # eval: freed before the next layer runs
         else:
             h = _forward_segment(ctx, layers[i:j], h, pass_, caches)
         i = j
@@ -46,14 +46,15 @@ def forward(ctx, layers, h, pass_, caches):
 
 
 def _forward_segment(ctx, segment, h, pass_, caches):
-    extras = [layer.prepare(pass_, ctx, len(h)) for layer in segment]   # in the list's order
+    extras = [layer.prepare(pass_, ctx, len(h)) for layer in segment]  # in the list's order
 
     def column(c, a, *extra):
         col, kept = ctx.columns[c], []
-        for layer, e in zip(segment, extra):
+        for layer, e in zip(segment, extra, strict=True):
             a, cache = layer.column_forward(col, a, pass_, e)
             kept.append(cache if pass_.keep else None)
         return a, kept
+
     out = ctx.placement.each(column, h, *extras)
     if pass_.keep:
         for k, layer in enumerate(segment):
@@ -78,12 +79,13 @@ def backward(ctx, pass_, caches, d, grads, on_grads=None):
             for c, cache in enumerate(caches.pop(layer.name)):
                 stacks[c].append(cache)
 
-        def column(c, g, stack):
+        def column(c, g, stack, layers=layers):
             col = ctx.columns[c]
             for layer in layers:
                 g = layer.column_backward(col, g, stack[0], grads[c])
-                del stack[0]                   # this layer's cache is free now
+                del stack[0]  # this layer's cache is free now
             return g
+
         d = ctx.placement.each(column, d, stacks)
         del stacks
     return d

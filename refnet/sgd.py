@@ -30,12 +30,12 @@ FORMS = ("paper", "pytorch")
 class SGD:
     """SGD over an ``AlexNet``'s parameters; ``lr`` may be changed between steps."""
 
-    def __init__(self, net, lr=0.01, momentum=0.9, weight_decay=5e-4, form="paper",
-                 decay_biases=False):
+    def __init__(
+        self, net, lr=0.01, momentum=0.9, weight_decay=5e-4, form="paper", decay_biases=False
+    ):
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-        for name, value in (("lr", lr), ("momentum", momentum),
-                            ("weight_decay", weight_decay)):
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
             if not numpy.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         self.net = net
@@ -44,7 +44,7 @@ class SGD:
         self.weight_decay = float(weight_decay)
         self.form = form
         self.decay_biases = bool(decay_biases)
-        self.velocity = []   # velocity[c]: {name: array like net.params[c][name]}
+        self.velocity = []  # velocity[c]: {name: array like net.params[c][name]}
         xp = net.xp
         for c, params in enumerate(net.params):
             with net.placement.device(c):
@@ -62,16 +62,19 @@ class SGD:
         if isinstance(grads, dict):
             grads = self.net.column_grads(grads)
         if len(grads) != len(self.net.params):
-            raise ValueError(f"expected gradients for {len(self.net.params)} columns, "
-                             f"got {len(grads)}")
+            raise ValueError(
+                f"expected gradients for {len(self.net.params)} columns, got {len(grads)}"
+            )
         for c, params in enumerate(self.net.params):
             for name, w in params.items():
                 if name not in grads[c]:
                     raise ValueError(f"column {c}: no gradient for {name!r}")
                 g = grads[c][name]
                 if tuple(g.shape) != tuple(w.shape):
-                    raise ValueError(f"column {c}: gradient of {name!r} has shape "
-                                     f"{tuple(g.shape)}, parameter {tuple(w.shape)}")
+                    raise ValueError(
+                        f"column {c}: gradient of {name!r} has shape "
+                        f"{tuple(g.shape)}, parameter {tuple(w.shape)}"
+                    )
         self.net.placement.each(self._update_column, self.net.params, grads)
 
     def _update_column(self, c, params, grads):
@@ -79,9 +82,15 @@ class SGD:
         if self.net.options.engine == "plain":
             for name, w in params.items():
                 v = self.velocity[c][name]
-                w[...], v[...] = plain.sgd_update(w, v, grads[name], lr=lr, momentum=m,
-                                                  weight_decay=self.decay(name),
-                                                  form=self.form)
+                w[...], v[...] = plain.sgd_update(
+                    w,
+                    v,
+                    grads[name],
+                    lr=lr,
+                    momentum=m,
+                    weight_decay=self.decay(name),
+                    form=self.form,
+                )
             return
         # In blocks of rows of about block_bytes on the CPU (one block on a GPU), so the
         # four passes over each parameter work in cache; the same operations per element
@@ -94,12 +103,12 @@ class SGD:
 
     def _update_block(self, w, v, g, lr, m, wd):
         v *= m
-        if self.form == "paper":     # v = m v - wd lr w - lr g; w += v
+        if self.form == "paper":  # v = m v - wd lr w - lr g; w += v
             if wd:
                 v -= (wd * lr) * w
             v -= lr * g
             w += v
-        else:                        # v = m v + g + wd w; w -= lr v
+        else:  # v = m v + g + wd w; w -= lr v
             v += g
             if wd:
                 v += wd * w
@@ -116,14 +125,19 @@ class SGD:
         missing = [k for k in shapes if k not in sd]
         extra = [k for k in sd if k not in shapes]
         if missing or extra:
-            raise ValueError(f"SGD state does not match the net: missing {missing}, "
-                             f"unexpected {extra}")
-        bad = {k: tuple(numpy.shape(sd[k])) for k in shapes
-               if tuple(numpy.shape(sd[k])) != shapes[k]}
+            raise ValueError(
+                f"SGD state does not match the net: missing {missing}, unexpected {extra}"
+            )
+        bad = {
+            k: tuple(numpy.shape(sd[k])) for k in shapes if tuple(numpy.shape(sd[k])) != shapes[k]
+        }
         if bad:
-            raise ValueError(f"SGD state shapes do not match: got {bad}, expected "
-                             f"{ {k: shapes[k] for k in bad} }")
-        full = {key[len("velocity/"):]: numpy.asarray(sd[key], dtype=self.net.dtype)
-                for key in shapes}
-        for velocity, shards in zip(self.velocity, self.net.scatter(full)):
+            raise ValueError(
+                f"SGD state shapes do not match: got {bad}, expected "
+                f"{ {k: shapes[k] for k in bad} }"
+            )
+        full = {
+            key[len("velocity/") :]: numpy.asarray(sd[key], dtype=self.net.dtype) for key in shapes
+        }
+        for velocity, shards in zip(self.velocity, self.net.scatter(full), strict=True):
             velocity.update(shards)

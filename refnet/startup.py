@@ -18,10 +18,10 @@ from typing import NamedTuple
 
 import numpy
 
-from refnet.data.files import remove_stale_temporaries
 from refnet import checkpoint, run_dir
 from refnet.agreement import on_every_rank
 from refnet.config import TrainConfig, UsageError, build_parser, resolve
+from refnet.data.files import remove_stale_temporaries
 from refnet.distributed import column_devices
 from refnet.options import NetOptions, backend_for_device
 from refnet.schedule import ReduceOnPlateau, StepSchedule
@@ -30,12 +30,12 @@ from refnet.train_inputs import ensure_data
 
 
 class Start(NamedTuple):
-    cfg: TrainConfig           # the run's configuration (a resumed run's, with overrides)
-    given: dict                # the settings given on the command line
-    explicit: bool             # --out given
+    cfg: TrainConfig  # the run's configuration (a resumed run's, with overrides)
+    given: dict  # the settings given on the command line
+    explicit: bool  # --out given
     allow_other_data: bool
-    path: object               # the checkpoint resumed from (None: a new run)
-    state: object              # its TrainingState
+    path: object  # the checkpoint resumed from (None: a new run)
+    state: object  # its TrainingState
 
 
 def prepare(argv, world, say=print):
@@ -44,7 +44,7 @@ def prepare(argv, world, say=print):
     args = build_parser().parse_args(argv)
     cfg, given = resolve(args)
     if not world.is_root:
-        cfg = cfg.replace(quiet=True)          # rank 0 alone shows progress
+        cfg = cfg.replace(quiet=True)  # rank 0 alone shows progress
     explicit = "out" in given
     if explicit and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise UsageError(f"--out {cfg.out} is a file, not a run folder")
@@ -56,14 +56,15 @@ def prepare(argv, world, say=print):
             raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
         cfg, path, state = resumed(cfg, given, quiet=cfg.quiet)
     elif explicit and checkpoint.list_checkpoints(cfg.out):
-        raise UsageError(f"{cfg.out} already holds checkpoints; add --resume to continue "
-                         "it or choose another --out")
+        raise UsageError(
+            f"{cfg.out} already holds checkpoints; add --resume to continue "
+            "it or choose another --out"
+        )
     try:
         cfg = cfg.replace(backend=backend_for_device(cfg.device))
     except ValueError as e:
         raise UsageError(str(e)) from None
-    data = on_every_rank(world, lambda: ensure_data(cfg, quiet=cfg.quiet, say=say),
-                         root_first=True)
+    data = on_every_rank(world, lambda: ensure_data(cfg, quiet=cfg.quiet, say=say), root_first=True)
     return Start(cfg.replace(data=data), given, explicit, args.allow_other_data, path, state)
 
 
@@ -72,15 +73,15 @@ def resumed(cfg, given, quiet):
     checkpoint and its configuration with the flags allowed to change; ``state`` None
     (and ``cfg`` as given) when the folder holds no checkpoint yet."""
     path, state = checkpoint.latest_state(
-        cfg.out, warn=lambda m: print(m, file=sys.stderr, flush=True))
+        cfg.out, warn=lambda m: print(m, file=sys.stderr, flush=True)
+    )
     if state is None:
         if checkpoint.list_checkpoints(cfg.out):
             raise UsageError(f"no valid checkpoint in {cfg.out} (all are corrupt)")
         print(f"note: no checkpoint in {cfg.out}; starting a new run", file=sys.stderr)
         return cfg, None, None
     if "arch" in given and given["arch"] != state.arch:
-        raise UsageError(f"checkpoint {path} is for arch {state.arch!r}, "
-                         f"not {given['arch']!r}")
+        raise UsageError(f"checkpoint {path} is for arch {state.arch!r}, not {given['arch']!r}")
     try:
         saved = TrainConfig.from_dict(state.config)
     except ValueError as e:
@@ -94,9 +95,11 @@ def check_same_data(state, pipeline, allow_other):
     now = pipeline.meta.build_id
     if was is None or was == now or allow_other:
         return
-    raise UsageError(f"{pipeline.train_path} is another build of the data (build {now}) "
-                     f"than the one this run trained on (build {was}); pass "
-                     "--allow-other-data to continue on it")
+    raise UsageError(
+        f"{pipeline.train_path} is another build of the data (build {now}) "
+        f"than the one this run trained on (build {was}); pass "
+        "--allow-other-data to continue on it"
+    )
 
 
 def claim_run_dir(world, start):
@@ -107,7 +110,8 @@ def claim_run_dir(world, start):
     if world.is_root:
         try:
             folder, lock, created = run_dir.claim(
-                cfg.out or run_dir.default_name(cfg.arch), unique=not start.explicit)
+                cfg.out or run_dir.default_name(cfg.arch), unique=not start.explicit
+            )
         except run_dir.RunDirBusy as e:
             error = str(e)
         else:
@@ -115,10 +119,11 @@ def claim_run_dir(world, start):
                 lock.release()
                 if created:
                     run_dir.remove_if_empty(folder)
-                error = (f"{folder} already holds checkpoints; add --resume to continue "
-                         "it or choose another --out")
-    answer = world.bcast({"folder": None if folder is None else str(folder),
-                          "error": error})
+                error = (
+                    f"{folder} already holds checkpoints; add --resume to continue "
+                    "it or choose another --out"
+                )
+    answer = world.bcast({"folder": None if folder is None else str(folder), "error": error})
     if answer["error"]:
         raise UsageError(answer["error"])
     return Path(answer["folder"]), lock
@@ -134,11 +139,19 @@ def begin(trainer, start, changes, say=print):
         return
     if trainer.world.is_root:
         run_dir.trim_log(folder, trainer.step)
-    trainer.output.log({"kind": "resume", "step": trainer.step, "epoch": trainer.epoch,
-                        "checkpoint": start.path.name, "changes": changes})
-    trainer.output.say(f"resuming from {start.path} (step {start.state.step}, epoch "
-                       f"{start.state.epoch})" + "".join(f"; {k} {a!r} -> {b!r}"
-                                                         for k, (a, b) in changes.items()))
+    trainer.output.log(
+        {
+            "kind": "resume",
+            "step": trainer.step,
+            "epoch": trainer.epoch,
+            "checkpoint": start.path.name,
+            "changes": changes,
+        }
+    )
+    trainer.output.say(
+        f"resuming from {start.path} (step {start.state.step}, epoch "
+        f"{start.state.epoch})" + "".join(f"; {k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+    )
 
 
 def finish(trainer, folder):
@@ -148,10 +161,13 @@ def finish(trainer, folder):
         trainer.output.say(
             f"done: val top-1 error {100 * last['val_top1_error']:.1f}% (accuracy "
             f"{100 * (1 - last['val_top1_error']):.1f}%), top-5 error "
-            f"{100 * last['val_top5_error']:.1f}% after {last['epoch']} epochs")
+            f"{100 * last['val_top5_error']:.1f}% after {last['epoch']} epochs"
+        )
     newest = trainer.last_checkpoint()
-    trainer.output.say(f"outputs in {folder}/: log.jsonl, curves.png, conv1_filters.png, "
-                       f"{newest.name if newest else 'no checkpoint'}")
+    trainer.output.say(
+        f"outputs in {folder}/: log.jsonl, curves.png, conv1_filters.png, "
+        f"{newest.name if newest else 'no checkpoint'}"
+    )
 
 
 def open_trainer(make, cfg, world):
@@ -172,15 +188,25 @@ def announce_world(trainer, cores):
     its process id."""
     world = trainer.world
     ranks = world.describe()
-    slices = [len(part) for part in numpy.array_split(numpy.arange(trainer.pipeline.batch),
-                                                      world.size)]
-    trainer.output.log({"kind": "world", "step": trainer.step, "ranks": ranks,
-                        "batch_slices": slices, "cores_per_rank": cores})
+    slices = [
+        len(part) for part in numpy.array_split(numpy.arange(trainer.pipeline.batch), world.size)
+    ]
+    trainer.output.log(
+        {
+            "kind": "world",
+            "step": trainer.step,
+            "ranks": ranks,
+            "batch_slices": slices,
+            "cores_per_rank": cores,
+        }
+    )
     where = ", ".join(f"rank {d['rank']} pid {d['pid']} on {d['host']}" for d in ranks)
     what = f"{cores} core(s) each" if cores else f"GPUs, columns on {trainer.net.devices}"
-    trainer.output.say(f"data parallel over {world.size} ranks ({what}): {where}; global "
-                       f"batch {trainer.pipeline.batch} = {' + '.join(map(str, slices))}",
-                       flush=True)
+    trainer.output.say(
+        f"data parallel over {world.size} ranks ({what}): {where}; global "
+        f"batch {trainer.pipeline.batch} = {' + '.join(map(str, slices))}",
+        flush=True,
+    )
 
 
 def network_options(cfg, num_classes, world=None):
@@ -190,16 +216,21 @@ def network_options(cfg, num_classes, world=None):
         opts = NetOptions.from_config(cfg, num_classes=num_classes)
         if world is not None and world.size > 1 and opts.backend == "cupy":
             from refnet.layers import backend
-            opts = opts.replace(devices=column_devices(
-                world.local_rank, world.local_size, backend.gpu_count(), opts.columns))
+
+            opts = opts.replace(
+                devices=column_devices(
+                    world.local_rank, world.local_size, backend.gpu_count(), opts.columns
+                )
+            )
         return opts
     except ValueError as e:
         raise UsageError(str(e)) from None
 
 
 def build_optimizer(cfg, net):
-    return SGD(net, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-               form=cfg.sgd_form)
+    return SGD(
+        net, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, form=cfg.sgd_form
+    )
 
 
 def build_schedule(cfg, lr=None):
@@ -214,14 +245,17 @@ def reschedule(trainer, saved, given):
     (``given``) over the checkpoint's configuration ``saved`` (a dict): the rate from now
     on is ``--lr`` if given, else the resumed one; a changed schedule continues from the
     resumed epoch. Returns ``{setting: [old, new]}`` for the log."""
-    norm = lambda v: list(v) if isinstance(v, tuple) else v     # noqa: E731
-    changes = {k: [saved.get(k), given[k]] for k in TrainConfig.RESUME_SCHEDULE
-               if k in given and norm(given[k]) != norm(saved.get(k))}
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731
+    changes = {
+        k: [saved.get(k), given[k]]
+        for k in TrainConfig.RESUME_SCHEDULE
+        if k in given and norm(given[k]) != norm(saved.get(k))
+    }
     if not changes:
         return {}
     lr = float(given.get("lr", trainer.sgd.lr))
     changes["lr"] = [trainer.sgd.lr, lr]
-    if any(k != "lr" for k in changes):            # another schedule: same epoch count
+    if any(k != "lr" for k in changes):  # another schedule: same epoch count
         epoch = trainer.schedule.epoch
         trainer.schedule = build_schedule(trainer.cfg, lr)
         trainer.schedule.epoch = epoch

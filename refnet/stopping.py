@@ -21,6 +21,7 @@ from refnet.data.cli import FAILED, INTERRUPTED
 
 class Diverged(RuntimeError):
     """The loss or a parameter became NaN or Inf."""
+
     exit_status = FAILED
 
 
@@ -28,16 +29,22 @@ class Interrupted(Exception):
     """SIGINT received: ``Interrupted(path, written, phase)``, the checkpoint to resume
     from (None: none yet), whether it was written for the interrupt, and what the run was
     doing."""
+
     exit_status = INTERRUPTED
 
     def message(self):
         path, written, phase = self.args
         if path is None:
             return f"interrupted while {phase}, before any checkpoint was written"
-        what = (f"checkpoint written to {path}" if written else
-                f"interrupted while {phase}; the last checkpoint, {path}, is intact")
-        return (f"{'interrupted; ' if written else ''}{what}; continue with --resume "
-                f"--out {shlex.quote(str(Path(path).parent))}")
+        what = (
+            f"checkpoint written to {path}"
+            if written
+            else f"interrupted while {phase}; the last checkpoint, {path}, is intact"
+        )
+        return (
+            f"{'interrupted; ' if written else ''}{what}; continue with --resume "
+            f"--out {shlex.quote(str(Path(path).parent))}"
+        )
 
     def __str__(self):
         return self.message()
@@ -63,31 +70,41 @@ def restart_command(argv, lr):
 def train_until_stopped(trainer, argv):
     """``trainer.train()`` with Ctrl-C handled as the module doc says; a divergence is
     re-raised with the command that continues at a tenth of the learning rate."""
+
     def on_sigint(signum, frame):
         if trainer.phase != "train" or trainer.interrupt:  # evaluating, saving, or again
             raise KeyboardInterrupt
         trainer.interrupt = True
-        print("\ninterrupt: finishing this step and writing a checkpoint "
-              "(Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+        print(
+            "\ninterrupt: finishing this step and writing a checkpoint "
+            "(Ctrl-C again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            trainer.train()      # a non-finite loss is caught and reported by the loop
+            trainer.train()  # a non-finite loss is caught and reported by the loop
     except KeyboardInterrupt:
         phase = {"epoch-end": "evaluating", "save": "writing a checkpoint"}.get(
-            trainer.phase, trainer.phase)
+            trainer.phase, trainer.phase
+        )
         raise Interrupted(trainer.last_checkpoint(), False, phase) from None
     except Diverged as e:
         lower = trainer.sgd.lr / 10
         good = trainer.last_checkpoint()
         if good is not None:
-            advice = (f"The last good checkpoint, {good.name}, is left as it was; continue "
-                      f"from it at a tenth of the learning rate: "
-                      f"{resume_command(trainer.output.folder, lower)}")
+            advice = (
+                f"The last good checkpoint, {good.name}, is left as it was; continue "
+                f"from it at a tenth of the learning rate: "
+                f"{resume_command(trainer.output.folder, lower)}"
+            )
         else:
-            advice = (f"No checkpoint had been written yet; start again at a tenth of the "
-                      f"learning rate: {restart_command(argv, lower)}")
+            advice = (
+                f"No checkpoint had been written yet; start again at a tenth of the "
+                f"learning rate: {restart_command(argv, lower)}"
+            )
         raise Diverged(f"{e}: the run diverged at lr {trainer.sgd.lr:g}. {advice}") from None
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -22,14 +22,15 @@ Exit status: 0 printed, 2 for a bad option, 130 when interrupted (Ctrl-C).
 import sys
 from typing import NamedTuple
 
-from refnet.data.cli import Parser, exit_status, run_command
 from refnet.arch import ARCHS
+from refnet.data.cli import Parser, exit_status, run_command
 from refnet.network import build_network
 from refnet.options import NetOptions
 
 
 class Row(NamedTuple):
     """One layer of the table: its output shape per image, parameters and FLOPs."""
+
     name: str
     kind: str
     shape: tuple
@@ -46,8 +47,7 @@ def layer_table(net):
     for layer in net.layers:
         flops = layer.flops(shape)
         shape = tuple(layer.output_shape(shape))
-        rows.append(Row(layer.name, type(layer).__name__, shape,
-                        counts.get(layer.name, 0), flops))
+        rows.append(Row(layer.name, type(layer).__name__, shape, counts.get(layer.name, 0), flops))
     return rows
 
 
@@ -67,19 +67,20 @@ def step_flops(net):
 
 def format_table(name, rows):
     """The table of one architecture as text lines, totals last."""
-    n = max([12] + [len(r.name) for r in rows])          # column widths: the longest
+    n = max([12] + [len(r.name) for r in rows])  # column widths: the longest
     k = max([9] + [len(r.kind) for r in rows])
     head = f"{'layer':<{n}s} {'kind':<{k}s} {'output':>16s} {'params':>12s} {'FLOPs':>15s}"
     lines = [f"arch {name}", head, "-" * len(head)]
     for r in rows:
         shape = "x".join(str(d) for d in r.shape)
-        lines.append(f"{r.name:<{n}s} {r.kind:<{k}s} {shape:>16s} {r.params:>12,d} "
-                     f"{r.flops:>15,d}")
+        lines.append(f"{r.name:<{n}s} {r.kind:<{k}s} {shape:>16s} {r.params:>12,d} {r.flops:>15,d}")
     params, flops = sum(r.params for r in rows), sum(r.flops for r in rows)
-    lines += ["-" * len(head),
-              f"{'total':<{n}s} {'':<{k}s} {'':>16s} {params:>12,d} {flops:>15,d}",
-              f"{params:,d} parameters; {flops // 2:,d} multiply-adds = "
-              f"{flops / 1e9:.4g} GFLOP forward per image"]
+    lines += [
+        "-" * len(head),
+        f"{'total':<{n}s} {'':<{k}s} {'':>16s} {params:>12,d} {flops:>15,d}",
+        f"{params:,d} parameters; {flops // 2:,d} multiply-adds = "
+        f"{flops / 1e9:.4g} GFLOP forward per image",
+    ]
     return lines
 
 
@@ -88,12 +89,18 @@ EXIT_CODES = {0: "printed"}
 
 def build_parser():
     p = Parser(
-        prog="python -m refnet.summary", exit_codes=EXIT_CODES,
+        prog="python -m refnet.summary",
+        exit_codes=EXIT_CODES,
         description="Each layer's output shape, parameters and forward FLOPs per image "
-                    "(a multiply-add is 2 FLOPs; conv and fc only: bias, ReLU, LRN, "
-                    "pooling and dropout count 0), with the totals.")
-    p.add_argument("--arch", choices=(*ARCHS, "all"), default="all",
-                   help="the architecture, or all of them (default all)")
+        "(a multiply-add is 2 FLOPs; conv and fc only: bias, ReLU, LRN, "
+        "pooling and dropout count 0), with the totals.",
+    )
+    p.add_argument(
+        "--arch",
+        choices=(*ARCHS, "all"),
+        default="all",
+        help="the architecture, or all of them (default all)",
+    )
     return p
 
 
@@ -105,6 +112,7 @@ def main(argv=None):
         for i, name in enumerate(names):
             net = build_network(NetOptions(arch=name))
             print(("\n" if i else "") + "\n".join(format_table(name, layer_table(net))))
+
     return exit_status("refnet.summary", body)
 
 

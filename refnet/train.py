@@ -33,10 +33,10 @@ import time
 
 import numpy
 
-from refnet.data.cli import exit_status
 from refnet import checkpoint, distributed, sample_draws, startup
 from refnet.agreement import check_replicas, on_every_rank, rank_report
 from refnet.config import TrainConfig, UsageError
+from refnet.data.cli import exit_status
 from refnet.evaluate import evaluate
 from refnet.network import build_network
 from refnet.run_output import NoOutput, run_output
@@ -46,8 +46,17 @@ from refnet.stopping import Diverged, Interrupted, train_until_stopped
 from refnet.train_inputs import InputPipeline
 
 PROG = "refnet.train"
-__all__ = ["Diverged", "Interrupted", "Trainer", "build_optimizer", "build_schedule", "main",
-           "network_options", "run", "train_run"]
+__all__ = [
+    "Diverged",
+    "Interrupted",
+    "Trainer",
+    "build_optimizer",
+    "build_schedule",
+    "main",
+    "network_options",
+    "run",
+    "train_run",
+]
 
 
 class Trainer:
@@ -55,26 +64,28 @@ class Trainer:
     data files and the columns' threads. ``output`` writes the run folder (rank 0)."""
 
     def __init__(self, cfg, world=None, output=None):
-        if not isinstance(cfg, TrainConfig):               # the dict form
+        if not isinstance(cfg, TrainConfig):  # the dict form
             cfg = TrainConfig.from_dict(cfg)
         self.world = distributed.Solo() if world is None else world
         self.pipeline = InputPipeline(cfg, shard=(self.world.rank, self.world.size))
         self.cfg = cfg.resolved(self.pipeline.steps_per_epoch)  # own data: "auto" values
         try:
-            self.net = build_network(network_options(self.cfg, self.pipeline.num_classes,
-                                                     self.world))
+            self.net = build_network(
+                network_options(self.cfg, self.pipeline.num_classes, self.world)
+            )
         except BaseException:
             self.pipeline.close()
             raise
         self.sgd = build_optimizer(self.cfg, self.net)
         self.schedule = build_schedule(self.cfg)
-        self.reducer = (None if self.world.size == 1
-                        else distributed.GradientReducer(self.world, self.net))
+        self.reducer = (
+            None if self.world.size == 1 else distributed.GradientReducer(self.world, self.net)
+        )
         self.output = NoOutput() if output is None else output
-        self.step, self.epoch, self.history = 0, 0, []     # steps taken, epochs completed
-        self.loss_sum, self.loss_count = 0.0, 0     # over the current epoch
+        self.step, self.epoch, self.history = 0, 0, []  # steps taken, epochs completed
+        self.loss_sum, self.loss_count = 0.0, 0  # over the current epoch
         self.interrupt = False
-        self.phase = "setup"      # "train" while steps run (refnet.stopping: Ctrl-C)
+        self.phase = "setup"  # "train" while steps run (refnet.stopping: Ctrl-C)
 
     def close(self):
         self.pipeline.close()
@@ -92,24 +103,34 @@ class Trainer:
 
     def state(self):
         return checkpoint.TrainingState(
-            arch=self.cfg.arch, step=self.step, epoch=self.epoch,
-            loader=list(self.pipeline.loader.position), loss_sum=self.loss_sum,
-            loss_count=self.loss_count, config=self.cfg.to_dict(),
-            network=self.net.options.to_dict(), model=self.net.state_dict(),
-            lr=self.sgd.lr, optimizer=self.sgd.state_dict(),
-            schedule=self.schedule.state_dict(), history=self.history,
-            inputs=self.pipeline.record(), world_size=self.world.size)
+            arch=self.cfg.arch,
+            step=self.step,
+            epoch=self.epoch,
+            loader=list(self.pipeline.loader.position),
+            loss_sum=self.loss_sum,
+            loss_count=self.loss_count,
+            config=self.cfg.to_dict(),
+            network=self.net.options.to_dict(),
+            model=self.net.state_dict(),
+            lr=self.sgd.lr,
+            optimizer=self.sgd.state_dict(),
+            schedule=self.schedule.state_dict(),
+            history=self.history,
+            inputs=self.pipeline.record(),
+            world_size=self.world.size,
+        )
 
     def restore(self, state):
         if state.arch != self.cfg.arch:
-            raise UsageError(f"checkpoint is for arch {state.arch!r}, "
-                             f"this run is {self.cfg.arch!r}")
+            raise UsageError(
+                f"checkpoint is for arch {state.arch!r}, this run is {self.cfg.arch!r}"
+            )
         try:
             self.net.load_state_dict(state.model)
             self.sgd.load_state_dict(state.optimizer)
         except (ValueError, KeyError, TypeError) as e:
             raise UsageError(f"checkpoint does not fit this network: {e}") from None
-        self.schedule = schedule_from_state(state.schedule)   # the kind the run had
+        self.schedule = schedule_from_state(state.schedule)  # the kind the run had
         self.sgd.lr = float(state.lr)
         self.step, self.epoch = int(state.step), int(state.epoch)
         self.pipeline.loader.seek(*state.loader)
@@ -122,13 +143,15 @@ class Trainer:
         state = self.state() if state is None else state
         bad = [k for k, v in state.model.items() if not numpy.all(numpy.isfinite(v))]
         if bad:
-            raise Diverged(f"parameters {bad[:3]} became NaN/Inf by step {self.step} "
-                           f"(epoch {self.epoch + 1})")
+            raise Diverged(
+                f"parameters {bad[:3]} became NaN/Inf by step {self.step} (epoch {self.epoch + 1})"
+            )
         check_replicas(self.world, {**state.model, **state.optimizer}, self.step)
         self.phase, phase = "save", self.phase
         try:
             return self.output.checkpoint(
-                checkpoint.checkpoint_path(self.output.folder, self.step), state)
+                checkpoint.checkpoint_path(self.output.folder, self.step), state
+            )
         finally:
             self.phase = phase
 
@@ -139,20 +162,22 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------
     def train(self):
-        while self.epoch < self.cfg.epochs:       # an early stop lowers it
+        while self.epoch < self.cfg.epochs:  # an early stop lowers it
             t0, images = time.perf_counter(), 0
-            bar = self.output.progress(self.pipeline.train_count,
-                                       f"epoch {self.epoch + 1}/{self.cfg.epochs}")
+            bar = self.output.progress(
+                self.pipeline.train_count, f"epoch {self.epoch + 1}/{self.cfg.epochs}"
+            )
             # a checkpoint written after the last batch of an epoch but before its end
             # (evaluation, schedule) has the loader already in the next epoch
             in_epoch = self.pipeline.loader.position[0] == self.epoch
             bar.count = self.pipeline.loader.position[1] if in_epoch else 0
             # closing: whatever ends the loop, the loader's threads stop and are joined
-            with contextlib.closing(self.pipeline.train_batches() if in_epoch
-                                    else _no_batches()) as batches:
+            with contextlib.closing(
+                self.pipeline.train_batches() if in_epoch else _no_batches()
+            ) as batches:
                 self.phase = "train"
                 for images_u8, labels, indices in batches:
-                    images += self.pipeline.batch          # the global batch
+                    images += self.pipeline.batch  # the global batch
                     self.train_step(images_u8, labels, indices, bar, t0, images)
                 self.phase = "epoch-end"
             bar.close()
@@ -162,20 +187,20 @@ class Trainer:
     def train_step(self, images_u8, labels, indices, bar, t0, images):
         x = self.pipeline.train_views(images_u8, indices, self.epoch)
         y = self.pipeline.labels(labels)
-        masks = sample_draws.dropout_masks(self.cfg.seed, self.epoch, indices,
-                                           self.net.dropout_widths(), self.net.dropout)
+        masks = sample_draws.dropout_masks(
+            self.cfg.seed, self.epoch, indices, self.net.dropout_widths(), self.net.dropout
+        )
         hook = None
-        if self.reducer is not None:       # sends each bucket as backward makes it
+        if self.reducer is not None:  # sends each bucket as backward makes it
             self.reducer.begin(len(labels), self.pipeline.batch)
             hook = self.reducer.ready
-        loss, grads = self.net.loss_and_grad_columns(x, y, train=True, masks=masks,
-                                                     on_grads=hook)
+        loss, grads = self.net.loss_and_grad_columns(x, y, train=True, masks=masks, on_grads=hook)
         loss = float(loss)
-        if self.reducer is not None:       # the global batch's gradient, on every rank
-            loss, (interrupts,) = self.reducer.reduce(grads, loss, len(labels),
-                                                      self.pipeline.batch,
-                                                      extras=(self.interrupt,))
-            self.interrupt = interrupts > 0    # a Ctrl-C on any rank stops them all here
+        if self.reducer is not None:  # the global batch's gradient, on every rank
+            loss, (interrupts,) = self.reducer.reduce(
+                grads, loss, len(labels), self.pipeline.batch, extras=(self.interrupt,)
+            )
+            self.interrupt = interrupts > 0  # a Ctrl-C on any rank stops them all here
             if math.isfinite(loss) and not self.reducer.finite():
                 loss = math.nan
         if not math.isfinite(loss):
@@ -187,8 +212,16 @@ class Trainer:
         bar.update(self.pipeline.batch, loss=loss, lr=self.sgd.lr)
         if self.step % self.cfg.log_every == 0:
             rate = images / max(time.perf_counter() - t0, 1e-9)
-            self.output.log({"kind": "interval", "step": self.step, "epoch": self.epoch + 1,
-                             "loss": loss, "lr": self.sgd.lr, "images_per_s": rate})
+            self.output.log(
+                {
+                    "kind": "interval",
+                    "step": self.step,
+                    "epoch": self.epoch + 1,
+                    "loss": loss,
+                    "lr": self.sgd.lr,
+                    "images_per_s": rate,
+                }
+            )
         if self.interrupt:
             bar.close()
             raise Interrupted(self.save(), True, "training")
@@ -199,23 +232,30 @@ class Trainer:
         cfg = self.cfg
         last = self.epoch + 1 == cfg.epochs
         views = cfg.final_views if last else cfg.eval_views
-        errors = evaluate(self.net, self.pipeline, views=views, batch=cfg.batch,
-                          world=self.world)
+        errors = evaluate(self.net, self.pipeline, views=views, batch=cfg.batch, world=self.world)
         lr = self.sgd.lr
         next_lr = self.schedule.step(errors["top1"])
         stop = cfg.early_stop and self.schedule.spent and not last
-        if stop:                        # the last epoch after all: its views are the final
+        if stop:  # the last epoch after all: its views are the final
             if views != cfg.final_views:
                 views = cfg.final_views
-                errors = evaluate(self.net, self.pipeline, views=views, batch=cfg.batch,
-                                  world=self.world)
-            self.cfg = cfg.replace(epochs=self.epoch + 1)   # what a resume continues to
+                errors = evaluate(
+                    self.net, self.pipeline, views=views, batch=cfg.batch, world=self.world
+                )
+            self.cfg = cfg.replace(epochs=self.epoch + 1)  # what a resume continues to
         train_loss = self.loss_sum / max(self.loss_count, 1)
-        record = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.step,
-                  "train_loss": train_loss,
-                  "val_top1_error": errors["top1"], "val_top5_error": errors["top5"],
-                  "val_views": views, "lr": lr, "seconds": seconds,
-                  "images_per_s": images / seconds if seconds > 0 else 0.0}
+        record = {
+            "kind": "epoch",
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "train_loss": train_loss,
+            "val_top1_error": errors["top1"],
+            "val_top5_error": errors["top5"],
+            "val_views": views,
+            "lr": lr,
+            "seconds": seconds,
+            "images_per_s": images / seconds if seconds > 0 else 0.0,
+        }
         if stop:
             record["early_stop"] = True
         self.history.append(record)
@@ -227,15 +267,21 @@ class Trainer:
             f"epoch {record['epoch']}/{self.cfg.epochs}: train loss {train_loss:.4f}, val "
             f"top-1 error {100 * errors['top1']:.1f}%, top-5 error {100 * errors['top5']:.1f}%"
             f" ({'10 crops' if views == 'ten' else 'centre crop'}), lr {record['lr']:g}, "
-            f"{seconds:.1f} s, {record['images_per_s']:.0f} img/s", flush=True)
+            f"{seconds:.1f} s, {record['images_per_s']:.0f} img/s",
+            flush=True,
+        )
         if stop:
-            self.output.say(f"stopped early after epoch {record['epoch']}: the validation "
-                            f"error stopped improving after {self.schedule.reductions} "
-                            "reductions of the learning rate (--early-stop)", flush=True)
-        state = self.state()               # one copy of the network to the host per epoch
+            self.output.say(
+                f"stopped early after epoch {record['epoch']}: the validation "
+                f"error stopped improving after {self.schedule.reductions} "
+                "reductions of the learning rate (--early-stop)",
+                flush=True,
+            )
+        state = self.state()  # one copy of the network to the host per epoch
         self.save(state)
-        self.output.plots(self.history, state.model[self.net.key("conv1", "weight")],
-                          self.net.columns)
+        self.output.plots(
+            self.history, state.model[self.net.key("conv1", "weight")], self.net.columns
+        )
 
 
 def _no_batches():
@@ -275,7 +321,8 @@ def train_run(argv=None, stdout=print, world=None):
     return trainer
 
 
-run = train_run     # the entry's first name, kept
+run = train_run  # the entry's first name, kept
+
 
 def main(argv=None, world=None):
     """Train and map the outcome to an exit status (module doc, ``data.cli.exit_status``).
@@ -291,9 +338,11 @@ def main(argv=None, world=None):
 
     def body():
         train_run(argv, world=world)
+
     return exit_status(PROG, body, report=rank_report(world, PROG), unexpected=True)
 
 
 if __name__ == "__main__":
     from refnet.data.cli import run_command
+
     sys.exit(run_command(main, PROG))

@@ -3,8 +3,8 @@
 Axis legend: N batch, S stored side, Cr crop side, V views.
 
 ``InputPipeline(cfg)`` (a ``refnet.config.TrainConfig``) opens ``cfg.data/train.h5`` and
-``val.h5`` with ``data.store.StoreReader`` (which checks the format; its errors become ``DataError``),
-checks them against the architecture, and provides
+``val.h5`` with ``data.store.StoreReader`` (which checks the format; its errors become
+``DataError``), checks them against the architecture, and provides
 
     train_batches()             -> the rest of the current epoch: (images (N, S, S, 3) uint8,
                                    labels (N,), store indices (N,)) from ``loader``
@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy
 
+from refnet import sample_draws
+from refnet.arch import get_arch
 from refnet.data import augment
 from refnet.data.cli import UserError
 from refnet.data.loader import Loader
 from refnet.data.store import StoreError, StoreReader
 from refnet.layers import backend
-from refnet import sample_draws
-from refnet.arch import get_arch
 
 
 class DataError(UserError):
@@ -51,14 +51,16 @@ def ensure_data(cfg, quiet=False, say=None):
     no ``--data``, the demo set (built once, cached)."""
     if cfg.data:
         path = Path(cfg.data).resolve()
-        folders = path.is_dir() and any(p.is_dir() and not p.name.startswith(".")
-                                        for p in path.iterdir())
+        folders = path.is_dir() and any(
+            p.is_dir() and not p.name.startswith(".") for p in path.iterdir()
+        )
         if not folders or (path / "train.h5").exists() or (path / "val.h5").exists():
-            return str(path)                        # a store (or none: said when opened)
+            return str(path)  # a store (or none: said when opened)
         return str(Path(images_store(path, cfg, quiet, say)).resolve())
     if cfg.arch != "demo":
-        raise DataError(f"--arch {cfg.arch} needs --data OUT_DIR (the demo set is "
-                        "only for --arch demo)")
+        raise DataError(
+            f"--arch {cfg.arch} needs --data OUT_DIR (the demo set is only for --arch demo)"
+        )
     try:
         from refnet.data.demo import ensure_demo
     except ImportError as e:
@@ -70,11 +72,17 @@ def images_store(src, cfg, quiet=False, say=None):
     """The cached store of the image tree ``src`` for ``cfg``'s arch (module doc)."""
     from refnet.data.build import BuildError, NothingUsable
     from refnet.data.cache import cached_store
+
     size = get_arch(cfg.arch).store_size
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        out = cached_store(src, size, val_fraction=cfg.val_fraction,
-                           progress=not quiet, notice=None if quiet else say)
+        out = cached_store(
+            src,
+            size,
+            val_fraction=cfg.val_fraction,
+            progress=not quiet,
+            notice=None if quiet else say,
+        )
     except (BuildError, NothingUsable) as e:
         raise DataError(f"--data {src}: {e}") from None
     return out
@@ -96,9 +104,9 @@ class InputPipeline:
         self.cfg = cfg
         root = Path(cfg.data)
         self.train_path, self.val_path = root / "train.h5", root / "val.h5"
-        with _open_store(self.train_path) as train:     # the loader reads the images
+        with _open_store(self.train_path) as train:  # the loader reads the images
             self.meta = train.metadata
-        self._val = _open_store(self.val_path)          # in memory once read, when small
+        self._val = _open_store(self.val_path)  # in memory once read, when small
         try:
             self.val_meta = self._val.metadata
             spec = get_arch(cfg.arch)
@@ -111,40 +119,62 @@ class InputPipeline:
                     f"{self.train_path} stores {self.size}x{self.size} images, but arch "
                     f"{cfg.arch} takes {self.crop}x{self.crop} crops of "
                     f"{spec.store_size}x{spec.store_size} images; rebuild it with "
-                    f"python -m refnet.data.build SRC {root} --size {spec.store_size}")
-            if (self.val_meta.size != self.size
-                    or self.val_meta.class_names != self.meta.class_names):
-                raise DataError(f"{self.val_path} does not match {self.train_path} "
-                                "(image size or classes differ)")
+                    f"python -m refnet.data.build SRC {root} --size {spec.store_size}"
+                )
+            if (
+                self.val_meta.size != self.size
+                or self.val_meta.class_names != self.meta.class_names
+            ):
+                raise DataError(
+                    f"{self.val_path} does not match {self.train_path} "
+                    "(image size or classes differ)"
+                )
             if self.val_meta.build_id != self.meta.build_id:
-                raise DataError(f"{self.val_path} and {self.train_path} come from different "
-                                f"builds ({self.val_meta.build_id} and {self.meta.build_id}); "
-                                "rebuild both with python -m refnet.data.build")
+                raise DataError(
+                    f"{self.val_path} and {self.train_path} come from different "
+                    f"builds ({self.val_meta.build_id} and {self.meta.build_id}); "
+                    "rebuild both with python -m refnet.data.build"
+                )
             if len(self.meta.class_names) < 2:
-                raise DataError(f"{self.train_path} has {len(self.meta.class_names)} class; "
-                                "classification needs at least two")
+                raise DataError(
+                    f"{self.train_path} has {len(self.meta.class_names)} class; "
+                    "classification needs at least two"
+                )
             if self.meta.mean_image is None or self.meta.pixel_std is None:
                 raise DataError(f"{self.train_path} lacks mean_image/pixel_std")
             if self.meta.count == 0 or self.val_meta.count == 0:
-                raise DataError(f"{root} has an empty split (train {self.meta.count}, "
-                                f"val {self.val_meta.count})")
+                raise DataError(
+                    f"{root} has an empty split (train {self.meta.count}, "
+                    f"val {self.val_meta.count})"
+                )
             self.num_classes = len(self.meta.class_names)
             self.class_names = self.meta.class_names
-            self.scale = (1.0 / self.meta.pixel_std if cfg.input_scale == "pixel_std"
-                          else None)
+            self.scale = 1.0 / self.meta.pixel_std if cfg.input_scale == "pixel_std" else None
             self.xp = backend.backend_module(cfg.backend or "numpy")
             self.dtype = cfg.dtype
             self.batch = int(cfg.batch)
             if self.batch > self.meta.count:
-                raise DataError(f"--batch {self.batch} is larger than the training set "
-                                f"({self.meta.count} images)")
+                raise DataError(
+                    f"--batch {self.batch} is larger than the training set "
+                    f"({self.meta.count} images)"
+                )
             # shuffle order of epoch e: default_rng([seed, e]).permutation(N) (data.loader)
             if self.batch < shard[1]:
-                raise DataError(f"--batch {self.batch} is smaller than the number of "
-                                f"ranks ({shard[1]}): every rank needs an image of each batch")
-            self.loader = Loader(str(self.train_path), self.batch, shuffle=True,
-                                 seed=int(cfg.seed), drop_last=True, workers=1, prefetch=4,
-                                 shard=shard, with_indices=True)
+                raise DataError(
+                    f"--batch {self.batch} is smaller than the number of "
+                    f"ranks ({shard[1]}): every rank needs an image of each batch"
+                )
+            self.loader = Loader(
+                str(self.train_path),
+                self.batch,
+                shuffle=True,
+                seed=int(cfg.seed),
+                drop_last=True,
+                workers=1,
+                prefetch=4,
+                shard=shard,
+                with_indices=True,
+            )
             self.steps_per_epoch = len(self.loader)
             self.train_count = self.steps_per_epoch * self.batch
         except BaseException:
@@ -159,11 +189,15 @@ class InputPipeline:
     def record(self):
         """What ``refnet.predict`` needs to preprocess a new image like this data set,
         and the build it came from (a resumed run checks it)."""
-        return {"store_size": self.size, "crop": self.crop, "dtype": self.dtype,
-                "build_id": self.meta.build_id,
-                "mean_image": numpy.asarray(self.meta.mean_image),
-                "scale": None if self.scale is None else numpy.asarray(self.scale),
-                "class_names": list(self.class_names)}
+        return {
+            "store_size": self.size,
+            "crop": self.crop,
+            "dtype": self.dtype,
+            "build_id": self.meta.build_id,
+            "mean_image": numpy.asarray(self.meta.mean_image),
+            "scale": None if self.scale is None else numpy.asarray(self.scale),
+            "class_names": list(self.class_names),
+        }
 
     # -- training ------------------------------------------------------------------
     def train_batches(self):
@@ -172,11 +206,20 @@ class InputPipeline:
 
     def train_views(self, images, indices, epoch):
         lighting = float(self.cfg.lighting)
-        aug = sample_draws.augmentation(self.cfg.seed, epoch, indices, self.size,
-                                        self.crop, lighting_std=lighting)
+        aug = sample_draws.augmentation(
+            self.cfg.seed, epoch, indices, self.size, self.crop, lighting_std=lighting
+        )
         eig = (self.meta.pca_eigval, self.meta.pca_eigvec) if lighting > 0 else (None, None)
-        return augment.train_views(self.xp.asarray(images), aug, self.mean, eig[0], eig[1],
-                                   self.crop, scale=self.scale, dtype=self.dtype)
+        return augment.train_views(
+            self.xp.asarray(images),
+            aug,
+            self.mean,
+            eig[0],
+            eig[1],
+            self.crop,
+            scale=self.scale,
+            dtype=self.dtype,
+        )
 
     def labels(self, labels):
         return numpy.asarray(labels, dtype=numpy.int64)
@@ -185,11 +228,13 @@ class InputPipeline:
     def eval_views(self, images, views="center"):
         images = self.xp.asarray(images)
         if views == "center":
-            return augment.center_view(images, self.mean, self.crop, scale=self.scale,
-                                       dtype=self.dtype)
+            return augment.center_view(
+                images, self.mean, self.crop, scale=self.scale, dtype=self.dtype
+            )
         if views == "ten":
-            return augment.ten_views(images, self.mean, self.crop, scale=self.scale,
-                                     dtype=self.dtype)
+            return augment.ten_views(
+                images, self.mean, self.crop, scale=self.scale, dtype=self.dtype
+            )
         raise ValueError(f"views must be 'center' or 'ten', got {views!r}")
 
     def val_batches(self, batch, part=(0, 1)):
@@ -199,6 +244,5 @@ class InputPipeline:
         r, ranks = part
         block = numpy.array_split(numpy.arange(self._val.count), ranks)[r]
         for i in range(0, len(block), batch):
-            idx = block[i:i + batch]
+            idx = block[i : i + batch]
             yield self._val.take(idx), self._val.labels[idx]
-

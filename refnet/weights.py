@@ -19,15 +19,16 @@ names and shapes it matches (``match_options``: e.g. torchvision's AlexNet state
 (``network_from_tensors``).
 
 ``safetensors`` is imported here only, inside the functions that read or write the
-format (``pip install -e '.[interop]'``). The file is written atomically (``data.files.atomic_path``).
+format (``pip install -e '.[interop]'``). The file is written atomically
+(``data.files.atomic_path``).
 """
 
 import json
 
 import numpy
 
-from refnet.data.files import atomic_path
 from refnet.arch import ARCHS, param_shapes
+from refnet.data.files import atomic_path
 from refnet.network import build_network
 from refnet.options import NetOptions
 
@@ -38,8 +39,9 @@ def _safetensors_numpy():
     try:
         import safetensors.numpy
     except ImportError:
-        raise ImportError("safetensors files need the safetensors package: "
-                          "pip install -e '.[interop]'") from None
+        raise ImportError(
+            "safetensors files need the safetensors package: pip install -e '.[interop]'"
+        ) from None
     return safetensors.numpy
 
 
@@ -58,6 +60,7 @@ def read_safetensors(path):
     (None for a file written elsewhere)."""
     st = _safetensors_numpy()
     from safetensors import safe_open
+
     try:
         with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata() or {}
@@ -90,18 +93,24 @@ def match_options(tensors):
                 continue
             for columns in spec.columns:
                 try:
-                    want = param_shapes(spec, columns=columns, num_classes=shapes[last][0],
-                                        head=head)
+                    want = param_shapes(
+                        spec, columns=columns, num_classes=shapes[last][0], head=head
+                    )
                 except ValueError:
                     continue
                 if want == shapes:
-                    found.append(NetOptions(arch=spec.name, columns=columns, head=head,
-                                            num_classes=shapes[last][0]))
+                    found.append(
+                        NetOptions(
+                            arch=spec.name, columns=columns, head=head, num_classes=shapes[last][0]
+                        )
+                    )
     if len(found) != 1:
         names = sorted(shapes)[:4]
         what = "no arch" if not found else f"{len(found)} archs"
-        raise ValueError(f"{what} of {sorted(ARCHS)} has exactly these parameters "
-                         f"({len(shapes)} names: {names}...); pass options=NetOptions(...)")
+        raise ValueError(
+            f"{what} of {sorted(ARCHS)} has exactly these parameters "
+            f"({len(shapes)} names: {names}...); pass options=NetOptions(...)"
+        )
     return found[0]
 
 

@@ -7,6 +7,7 @@ and float64. Tolerances per dtype live in ``tests/tolerance.py``.
 Under ``CI=true`` the Hypothesis profile ``ci`` is loaded: derandomized, no example
 database, no deadline, so CI runs are repeatable and never flaky on a slow machine.
 """
+
 import os
 
 import numpy
@@ -16,13 +17,22 @@ from hypothesis import HealthCheck, settings
 from refnet.layers import backend
 
 settings.register_profile(
-    "ci", derandomize=True, database=None, deadline=None, max_examples=25,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    "ci",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 settings.register_profile(
-    "dev", deadline=None, max_examples=25,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
-                                     "ci" if os.environ.get("CI") == "true" else "dev"))
+    "dev",
+    deadline=None,
+    max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev")
+)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,6 +2,7 @@
 test_winograd.py): Hypothesis strategies for their shapes and hyperparameters, the arrays
 of a case, the keyword arguments per algorithm, the round-off growth of Winograd's
 transforms, and the layout conversions."""
+
 import numpy
 from hypothesis import strategies as st
 
@@ -18,11 +19,20 @@ def conv_configs(draw, max_kernel=11):
     kh = draw(st.integers(1, max_kernel))
     kw = draw(st.integers(1, max_kernel))
     h0, w0 = max(1, kh - 2 * pad), max(1, kw - 2 * pad)
-    return dict(N=draw(st.integers(1, 2)), C=groups * draw(st.integers(1, 2)),
-                K=groups * draw(st.integers(1, 2)), H=draw(st.integers(h0, h0 + 5)),
-                W=draw(st.integers(w0, w0 + 5)), kh=kh, kw=kw, stride=stride, pad=pad,
-                groups=groups, seed=draw(st.integers(0, 2**32 - 1)),
-                layout=draw(st.sampled_from(LAYOUTS)))
+    return dict(
+        N=draw(st.integers(1, 2)),
+        C=groups * draw(st.integers(1, 2)),
+        K=groups * draw(st.integers(1, 2)),
+        H=draw(st.integers(h0, h0 + 5)),
+        W=draw(st.integers(w0, w0 + 5)),
+        kh=kh,
+        kw=kw,
+        stride=stride,
+        pad=pad,
+        groups=groups,
+        seed=draw(st.integers(0, 2**32 - 1)),
+        layout=draw(st.sampled_from(LAYOUTS)),
+    )
 
 
 @st.composite
@@ -33,11 +43,21 @@ def winograd_configs(draw):
     tile = draw(st.integers(1, min(4, winograd.MAX_POINTS + 2 - r)))
     pad = draw(st.integers(0, 2))
     h0 = max(1, r - 2 * pad)
-    return dict(N=draw(st.integers(1, 2)), C=groups * draw(st.integers(1, 2)),
-                K=groups * draw(st.integers(1, 2)), H=draw(st.integers(h0, h0 + 6)),
-                W=draw(st.integers(h0, h0 + 6)), kh=r, kw=r, stride=1, pad=pad,
-                groups=groups, tile=tile, seed=draw(st.integers(0, 2**32 - 1)),
-                layout=draw(st.sampled_from(LAYOUTS)))
+    return dict(
+        N=draw(st.integers(1, 2)),
+        C=groups * draw(st.integers(1, 2)),
+        K=groups * draw(st.integers(1, 2)),
+        H=draw(st.integers(h0, h0 + 6)),
+        W=draw(st.integers(h0, h0 + 6)),
+        kh=r,
+        kw=r,
+        stride=1,
+        pad=pad,
+        groups=groups,
+        tile=tile,
+        seed=draw(st.integers(0, 2**32 - 1)),
+        layout=draw(st.sampled_from(LAYOUTS)),
+    )
 
 
 CONFIGS = {"gemm": conv_configs(), "winograd": winograd_configs()}
@@ -46,8 +66,9 @@ CONFIGS = {"gemm": conv_configs(), "winograd": winograd_configs()}
 def draw_arrays(cfg, dtype=numpy.float64):
     rng = numpy.random.default_rng(cfg["seed"])
     x = rng.standard_normal((cfg["N"], cfg["C"], cfg["H"], cfg["W"])).astype(dtype)
-    w = rng.standard_normal((cfg["K"], cfg["C"] // cfg["groups"], cfg["kh"], cfg["kw"])
-                            ).astype(dtype)
+    w = rng.standard_normal((cfg["K"], cfg["C"] // cfg["groups"], cfg["kh"], cfg["kw"])).astype(
+        dtype
+    )
     b = rng.standard_normal(cfg["K"]).astype(dtype)
     return x, w, b, rng
 
@@ -70,8 +91,9 @@ def growth(algo, cfg):
     the two dimensions."""
     if algo == "gemm":
         return 1.0
-    at, g, bt = (abs(numpy.array(a, dtype=float))
-                 for a in winograd.transforms(cfg["tile"], cfg["kh"]))
+    at, g, bt = (
+        abs(numpy.array(a, dtype=float)) for a in winograd.transforms(cfg["tile"], cfg["kh"])
+    )
     through = at @ ((g @ numpy.ones(g.shape[1])) * (bt @ numpy.ones(bt.shape[1])))
     return float(through.max() / cfg["kh"]) ** 2
 

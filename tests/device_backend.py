@@ -57,9 +57,9 @@ class TaggedArray(numpy.ndarray):
             kwargs["out"] = tuple(_plain(o) for o in kwargs["out"])
         if "where" in kwargs:
             kwargs["where"] = _plain(kwargs["where"])
-        outs = args[len(inputs):]
+        outs = args[len(inputs) :]
         result = getattr(ufunc, method)(*plain, **kwargs)
-        if outs:                         # in-place (a += b, out=...): hand back the originals
+        if outs:  # in-place (a += b, out=...): hand back the originals
             return outs[0] if len(outs) == 1 else tuple(outs)
         return _wrap(result, dev)
 
@@ -119,17 +119,20 @@ def _common_device(where, args, host_ok=False):
         elif isinstance(a, numpy.ndarray):
             host = True
     if len(devices) > 1:
-        raise DeviceMismatch(f"{where}: arrays on devices {sorted(devices)} meet without "
-                             f"an explicit to_device")
+        raise DeviceMismatch(
+            f"{where}: arrays on devices {sorted(devices)} meet without an explicit to_device"
+        )
     if not devices:
         return current_device()
     dev = devices.pop()
     if host and not host_ok:
-        raise DeviceMismatch(f"{where}: a host (plain NumPy) array meets an array on "
-                             f"device {dev}; transfer it first")
+        raise DeviceMismatch(
+            f"{where}: a host (plain NumPy) array meets an array on device {dev}; transfer it first"
+        )
     if dev != current_device():
-        raise DeviceMismatch(f"{where}: array on device {dev} used while the current "
-                             f"device is {current_device()}")
+        raise DeviceMismatch(
+            f"{where}: array on device {dev} used while the current device is {current_device()}"
+        )
     return dev
 
 
@@ -164,7 +167,7 @@ class _Namespace(types.SimpleNamespace):
         if isinstance(value, types.ModuleType):
             return _Namespace(value)
         if isinstance(value, numpy.ufunc):
-            return value        # ufuncs dispatch through TaggedArray.__array_ufunc__ ...
+            return value  # ufuncs dispatch through TaggedArray.__array_ufunc__ ...
         if callable(value) and not isinstance(value, type):
             return _wrapped(value)
         return value
@@ -173,11 +176,12 @@ class _Namespace(types.SimpleNamespace):
         return f"<device-tagged {self._module.__name__}>"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _wrapped(func):
     @functools.wraps(func)
     def call(*args, **kwargs):
         return _call(func, args, kwargs)
+
     return call
 
 
@@ -206,10 +210,11 @@ class _Tagged(_Namespace):
         would be made contiguous by a kernel on the destination reading the source's
         memory, so that is refused: make it contiguous on its own device first.
         """
-        if isinstance(a, TaggedArray) and a.device_id != int(index) \
-                and not a.flags.c_contiguous:
-            raise DeviceMismatch(f"to_device: a strided view on device {a.device_id} "
-                                 f"copied to device {index}; make it contiguous first")
+        if isinstance(a, TaggedArray) and a.device_id != int(index) and not a.flags.c_contiguous:
+            raise DeviceMismatch(
+                f"to_device: a strided view on device {a.device_id} "
+                f"copied to device {index}; make it contiguous first"
+            )
         out = numpy.array(_plain(a), copy=True).view(TaggedArray)
         out.device_id = int(index)
         return out

@@ -9,6 +9,7 @@ up to O(eps^2) truncation and round-off. Everything runs in float64 with ``FD`` 
 ``tests/tolerance.py``; the tolerance is relative to ||dxi|| * ||v|| (the Cauchy-Schwarz
 bound on <dxi, v>), so a cancellation in the dot product cannot hide an error.
 """
+
 import numpy
 from hypothesis import HealthCheck, settings
 
@@ -16,8 +17,13 @@ from refnet.layers import backend
 from tests.tolerance import FD
 
 # Hypothesis with the parametrised ``xp``/``dtype`` fixtures (they hold no state per example).
-fixture_settings = settings(suppress_health_check=[
-    HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
+fixture_settings = settings(
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ]
+)
 
 
 # ulps of round-off per output element allowed for (the deepest reductions here sum ~1e3
@@ -35,7 +41,7 @@ def directional_error(f, args, grads, dy, rng, which=None):
     eps = FD["eps"]
     dyh = backend.asnumpy(dy)
     out = []
-    for i in (range(len(args)) if which is None else which):
+    for i in range(len(args)) if which is None else which:
         v = rng.standard_normal(args[i].shape)
         vx = xp.asarray(v)
         plus = list(args)
@@ -49,10 +55,17 @@ def directional_error(f, args, grads, dy, rng, which=None):
         analytic = float(numpy.sum(g * v))
         # Round-off of the difference quotient: each output carries ~ulp-sized errors from
         # its own reduction, divided by 2 eps and summed against dy (Cauchy-Schwarz).
-        roundoff = ROUNDOFF_ULPS * numpy.finfo(numpy.float64).eps / (2 * eps) * (
-            numpy.linalg.norm(dyh) * max(numpy.linalg.norm(fp), numpy.linalg.norm(fm)))
-        bound = (FD["atol"] + roundoff
-                 + FD["rtol"] * (numpy.linalg.norm(g) * numpy.linalg.norm(v) + abs(fd)))
+        roundoff = (
+            ROUNDOFF_ULPS
+            * numpy.finfo(numpy.float64).eps
+            / (2 * eps)
+            * (numpy.linalg.norm(dyh) * max(numpy.linalg.norm(fp), numpy.linalg.norm(fm)))
+        )
+        bound = (
+            FD["atol"]
+            + roundoff
+            + FD["rtol"] * (numpy.linalg.norm(g) * numpy.linalg.norm(v) + abs(fd))
+        )
         out.append((i, fd, analytic, bound))
     return out
 
@@ -62,4 +75,5 @@ def assert_directional(f, args, grads, dy, rng, which=None):
     for i, fd, analytic, bound in directional_error(f, args, grads, dy, rng, which):
         assert abs(fd - analytic) <= bound, (
             f"input {i}: finite difference {fd!r} vs backward {analytic!r} "
-            f"(|diff| {abs(fd - analytic):.3e} > {bound:.3e})")
+            f"(|diff| {abs(fd - analytic):.3e} > {bound:.3e})"
+        )

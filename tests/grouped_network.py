@@ -11,12 +11,13 @@ or (``dropout_placement="before"``) on fc6's and fc7's inputs; with ``head="gap"
 conv5's ReLU output -> 1x1 convolution over all channels -> global average pooling (no
 pool5, no fc layers). Everything in float64.
 """
+
 import dataclasses
 
 import numpy
 
-from refnet.layers import adaptive_pool, conv, dropout, gap, linear, lrn, pool, relu, softmax
 from refnet.arch import ARCHS, GROUPED
+from refnet.layers import adaptive_pool, conv, dropout, gap, linear, lrn, pool, relu, softmax
 
 RTOL = 1e-12
 
@@ -55,8 +56,16 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
     for i, cs in enumerate(spec.convs, start=1):
         name = f"conv{i}"
         groups = G if name in GROUPED else 1
-        h = run(("conv", name), conv.forward, h, sd[f"{name}.weight"], sd[f"{name}.bias"],
-                stride=cs.stride, pad=cs.pad, groups=groups)
+        h = run(
+            ("conv", name),
+            conv.forward,
+            h,
+            sd[f"{name}.weight"],
+            sd[f"{name}.bias"],
+            stride=cs.stride,
+            pad=cs.pad,
+            groups=groups,
+        )
         relu_inputs.append(h)
         h = run("relu", relu.forward, h)
         if i in (1, 2) and net.lrn:
@@ -68,7 +77,7 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
         h = run("avgpool", adaptive_pool.forward, h, spec.avgpool)
     if net.head == "gap":
         h = run(("conv", "head"), conv.forward, h, sd["head.weight"], sd["head.bias"])
-        logits = run("gap", gap.forward, h)                   # (N, K)
+        logits = run("gap", gap.forward, h)  # (N, K)
     else:
         logits = _fc_layers(net, sd, h, run, relu_inputs, masks, train)
     loss, lcache = softmax.forward(logits, labels)
@@ -89,7 +98,9 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
             d = dropout.backward(d, cache)
         elif kind == "lrn":
             parts = numpy.split(d, len(cache), axis=1)
-            d = numpy.concatenate([lrn.backward(p, c) for p, c in zip(parts, cache)], axis=1)
+            d = numpy.concatenate(
+                [lrn.backward(p, c) for p, c in zip(parts, cache, strict=True)], axis=1
+            )
         else:
             layer, name = kind
             back = conv.backward if layer == "conv" else linear.backward
@@ -99,11 +110,19 @@ def grouped_loss_and_grad(net, sd, x, labels, masks, train=True):
 
 def _fc_layers(net, sd, h, run, relu_inputs, masks, train):
     """fc6-fc8 on pool5's maps h: (N, K) logits."""
+
     def drop(h, name):
         if not net.dropout or name not in dropped:
             return h
-        return run("dropout", dropout.forward, h, p=net.dropout, train=train,
-                   mask=masks[name] if train else None, mode=net.dropout_mode)
+        return run(
+            "dropout",
+            dropout.forward,
+            h,
+            p=net.dropout,
+            train=train,
+            mask=masks[name] if train else None,
+            mode=net.dropout_mode,
+        )
 
     dropped = dropped_outputs(net)
     h = run("flatten", lambda a: (a.reshape(a.shape[0], -1), a.shape), h)  # (N, C*S*S)
@@ -143,8 +162,9 @@ def random_batch(net, rng, n=3):
     s = net.spec.input_size
     x = rng.standard_normal((n, 3, s, s))
     labels = rng.integers(0, net.num_classes, n)
-    masks = {name: rng.random((n, width)) >= net.dropout
-             for name, width in dropped_outputs(net).items()}
+    masks = {
+        name: rng.random((n, width)) >= net.dropout for name, width in dropped_outputs(net).items()
+    }
     return x, labels, masks
 
 
@@ -152,5 +172,4 @@ def assert_close(got, want, what):
     got, want = numpy.asarray(got), numpy.asarray(want)
     assert got.shape == want.shape, f"{what}: shape {got.shape} vs {want.shape}"
     scale = float(numpy.max(numpy.abs(want))) if want.size else 0.0
-    numpy.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale + 1e-300,
-                                  err_msg=what)
+    numpy.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale + 1e-300, err_msg=what)

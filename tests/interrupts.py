@@ -34,22 +34,27 @@ def without_cupy(folder, env=None):
     stub.mkdir(parents=True)
     (stub / "__init__.py").write_text("raise ImportError('CuPy hidden by the test')\n")
     env = dict(os.environ if env is None else env)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub.parent),
-                                                      env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(stub.parent), env.get("PYTHONPATH")]))
     return env
 
 
 class Command:
     def __init__(self, args, *, env=None, cwd=None):
         env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen([sys.executable, *map(str, args)], cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, *map(str, args)],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         self.lines = {"out": [], "err": []}
-        self.readers = [threading.Thread(target=self._read, args=(stream, self.lines[key]),
-                                         daemon=True)
-                        for key, stream in (("out", self.proc.stdout),
-                                            ("err", self.proc.stderr))]
+        self.readers = [
+            threading.Thread(target=self._read, args=(stream, self.lines[key]), daemon=True)
+            for key, stream in (("out", self.proc.stdout), ("err", self.proc.stderr))
+        ]
         for t in self.readers:
             t.start()
 
@@ -60,8 +65,9 @@ class Command:
 
     def wait_for(self, ready, *, timeout=60, stream="err"):
         """Wait until a line of ``stream`` ("err" or "out") satisfies ``ready``."""
-        self.wait_until(lambda: any(ready(line) for line in list(self.lines[stream])),
-                        timeout=timeout)
+        self.wait_until(
+            lambda: any(ready(line) for line in list(self.lines[stream])), timeout=timeout
+        )
 
     def wait_until(self, ready, *, timeout=60):
         """Wait until ``ready()`` is true while the command runs (the test fails if it
@@ -70,8 +76,10 @@ class Command:
         while not ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
-                raise AssertionError(f"never ready (exit {self.proc.returncode}); stderr:\n"
-                                     + "\n".join(self.lines["err"]))
+                raise AssertionError(
+                    f"never ready (exit {self.proc.returncode}); stderr:\n"
+                    + "\n".join(self.lines["err"])
+                )
             time.sleep(0.02)
 
     def interrupt(self):
@@ -85,8 +93,9 @@ class Command:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"still running {timeout} s later; stderr:\n"
-                                 + "\n".join(self.lines["err"])) from None
+            raise AssertionError(
+                f"still running {timeout} s later; stderr:\n" + "\n".join(self.lines["err"])
+            ) from None
         for t in self.readers:
             t.join(timeout=5)
         return self.proc.returncode, self.lines["out"], self.lines["err"]
@@ -109,7 +118,7 @@ def ends_cleanly(cmd, name, timeout=20, presses=1):
             time.sleep(0.05)
         try:
             cmd.interrupt()
-        except ProcessLookupError:          # already ended
+        except ProcessLookupError:  # already ended
             pass
     rc, out, err = cmd.finish(timeout)
     assert rc == 130, (rc, err)

@@ -1,6 +1,7 @@
 """Image folders as a user has them, for the own-images tests: class folders of shapes
 (the demo's renderer) in several sizes, aspect ratios and colour modes (RGB, grayscale,
 RGBA, palette), with or without a train/val split."""
+
 import numpy
 from PIL import Image
 
@@ -9,8 +10,7 @@ from refnet.data.demo import CLASSES, render
 MODES = ("RGB", "L", "RGBA", "P")
 
 
-def write_image_tree(root, *, classes=3, per_class=12, sizes=(24, 40, 80), split=False,
-                     seed=0):
+def write_image_tree(root, *, classes=3, per_class=12, sizes=(24, 40, 80), split=False, seed=0):
     """``root/<class>/<i>.<ext>`` (or ``root/train|val/<class>/...`` with ``split``: a
     quarter in val); sizes and modes cycle over the images. Returns the file count."""
     rng = numpy.random.default_rng(seed)
@@ -18,7 +18,7 @@ def write_image_tree(root, *, classes=3, per_class=12, sizes=(24, 40, 80), split
     for k in range(classes):
         for i in range(per_class):
             side = sizes[i % len(sizes)]
-            w, h = side, int(side * (1.0, 1.5, 0.75)[i % 3])            # mixed aspects
+            w, h = side, int(side * (1.0, 1.5, 0.75)[i % 3])  # mixed aspects
             img = Image.fromarray(render(k, rng, w, h))
             mode = MODES[(i + k) % len(MODES)]
             img = img.convert(mode) if mode != "P" else img.convert("P", palette=1)

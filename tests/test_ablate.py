@@ -11,13 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from refnet.data.cli import run_command
 from refnet import ablate
+from refnet.data.cli import run_command
 from tests.train_data import make_tiny_set
 
 # Student t 0.975 quantiles from the printed tables (3 decimals)
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228, 20: 2.086,
-        30: 2.042}
+T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    9: 2.262,
+    10: 2.228,
+    20: 2.086,
+    30: 2.042,
+}
 
 
 @pytest.mark.parametrize("df", sorted(T975))
@@ -44,7 +53,7 @@ def test_paired_difference_by_hand():
     assert d["low"] == pytest.approx(3.0 - 2.48414, abs=1e-4)
     assert d["high"] == pytest.approx(3.0 + 2.48414, abs=1e-4)
     assert ablate.verdict(d) == "higher error (+3.0 points)"
-    noisy = ablate.paired_difference([1.0, 3.0], [2.0, 2.0])     # d = (-1, 1)
+    noisy = ablate.paired_difference([1.0, 3.0], [2.0, 2.0])  # d = (-1, 1)
     assert noisy["mean"] == 0.0 and noisy["low"] < 0 < noisy["high"]
     assert ablate.verdict(noisy) == ablate.NOISE
     one = ablate.paired_difference([5.0], [4.0])
@@ -56,18 +65,27 @@ def _fake_run(folder, top1_by_epoch, top5=0.05, loss=0.3):
     folder.mkdir(parents=True, exist_ok=True)
     lines = [{"kind": "interval", "step": 1, "epoch": 1, "loss": 9.0}]
     for e, top1 in enumerate(top1_by_epoch, start=1):
-        lines.append({"kind": "epoch", "epoch": e, "step": 10 * e, "train_loss": loss + e,
-                      "val_top1_error": top1, "val_top5_error": top5})
+        lines.append(
+            {
+                "kind": "epoch",
+                "epoch": e,
+                "step": 10 * e,
+                "train_loss": loss + e,
+                "val_top1_error": top1,
+                "val_top5_error": top5,
+            }
+        )
     (folder / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
 def test_summary_written_from_finished_runs(tmp_path, capsys):
     runs = tmp_path / "out" / "runs"
-    for s, (p, v) in enumerate([(0.20, 0.25), (0.30, 0.33)]):    # d = 5, 3 points
+    for s, (p, v) in enumerate([(0.20, 0.25), (0.30, 0.33)]):  # d = 5, 3 points
         _fake_run(runs / f"paper-s{s}", [0.6, 0.35, p], top5=0.02)
         _fake_run(runs / f"no-lrn-s{s}", [0.7, 0.5, v], top5=0.02 + 0.01 * s)
-    status = ablate.main(["--seeds", "2", "--epochs", "3", "--variants", "no-lrn",
-                          "--out", str(tmp_path / "out")])
+    status = ablate.main(
+        ["--seeds", "2", "--epochs", "3", "--variants", "no-lrn", "--out", str(tmp_path / "out")]
+    )
     assert status == 0
     printed = capsys.readouterr().out
     assert printed.count("skipped, finished") == 4 and "training" not in printed
@@ -95,6 +113,7 @@ def test_summary_written_from_finished_runs(tmp_path, capsys):
 class FakeChild:
     """Stands for the ``refnet.train`` subprocess: records the command and finishes the
     run's log (or returns ``status`` without writing)."""
+
     commands = []
 
     def __init__(self, cmd, status=0):
@@ -110,13 +129,18 @@ class FakeChild:
 
 def test_unfinished_runs_resume_and_fresh_ones_start_clean(tmp_path, monkeypatch):
     runs = tmp_path / "runs"
-    _fake_run(runs / "paper-s0", [0.5])                          # unfinished, checkpoint
+    _fake_run(runs / "paper-s0", [0.5])  # unfinished, checkpoint
     (runs / "paper-s0" / "ckpt-00000010.h5").write_bytes(b"")
-    _fake_run(runs / "no-lrn-s0", [0.5])                         # killed before a checkpoint
+    _fake_run(runs / "no-lrn-s0", [0.5])  # killed before a checkpoint
     FakeChild.commands = []
     monkeypatch.setattr(ablate.subprocess, "Popen", FakeChild)
-    assert ablate.main(["--seeds", "1", "--epochs", "2", "--variants", "no-lrn",
-                        "--out", str(tmp_path)], say=lambda *a, **k: None) == 0
+    assert (
+        ablate.main(
+            ["--seeds", "1", "--epochs", "2", "--variants", "no-lrn", "--out", str(tmp_path)],
+            say=lambda *a, **k: None,
+        )
+        == 0
+    )
     paper, lrn = FakeChild.commands
     assert paper[-1] == "--resume" and "--resume" not in lrn and "--no-lrn" in lrn
     assert paper[paper.index("--epochs") + 1] == "2"
@@ -125,23 +149,28 @@ def test_unfinished_runs_resume_and_fresh_ones_start_clean(tmp_path, monkeypatch
 
 def test_an_interrupted_child_ends_with_130(tmp_path, monkeypatch):
     monkeypatch.setattr(ablate.subprocess, "Popen", lambda cmd: FakeChild(cmd, status=130))
-    previous = signal.getsignal(signal.SIGINT)         # run_command installs its own
+    previous = signal.getsignal(signal.SIGINT)  # run_command installs its own
     try:
-        status = run_command(lambda: ablate.main(["--seeds", "1", "--out", str(tmp_path)],
-                                                 say=lambda *a, **k: None), "refnet.ablate")
+        status = run_command(
+            lambda: ablate.main(["--seeds", "1", "--out", str(tmp_path)], say=lambda *a, **k: None),
+            "refnet.ablate",
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
     assert status == 130 and not (tmp_path / "ablations.json").exists()
 
 
-@pytest.mark.parametrize("flags, words", [
-    (["--seeds", "0"], "--seeds"),
-    (["--target", "101"], "--target"),
-    (["--variants", "no-bias"], "--variants"),
-    (["--epochs", "x"], "--epochs"),
-    (["--data", "/nonexistent/dir"], "--data"),
-    ([], "--out"),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--seeds", "0"], "--seeds"),
+        (["--target", "101"], "--target"),
+        (["--variants", "no-bias"], "--variants"),
+        (["--epochs", "x"], "--epochs"),
+        (["--data", "/nonexistent/dir"], "--data"),
+        ([], "--out"),
+    ],
+)
 def test_bad_flags_are_one_line_and_status_2(tmp_path, capsys, flags, words):
     out = [] if not flags else ["--out", str(tmp_path)]
     with pytest.raises(SystemExit) as e:
@@ -169,15 +198,33 @@ def test_help_lists_the_exit_codes(capsys):
 def test_end_to_end_tiny_then_nothing_repeated(tmp_path):
     data = make_tiny_set(tmp_path, per_class=(6, 2))
     out = tmp_path / "abl"
-    cmd = [sys.executable, "-m", "refnet.ablate", "--data", str(data), "--arch", "tiny",
-           "--device", "cpu", "--seeds", "2", "--epochs", "1", "--variants", "no-lrn",
-           "pool-2-2", "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "refnet.ablate",
+        "--data",
+        str(data),
+        "--arch",
+        "tiny",
+        "--device",
+        "cpu",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--variants",
+        "no-lrn",
+        "pool-2-2",
+        "--out",
+        str(out),
+    ]
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     assert first.stdout.count(": training") == 6
     summary = json.loads((out / "ablations.json").read_text())
     assert {(r["variant"], r["seed"]) for r in summary["runs"]} == {
-        (v, s) for v in ("paper", "no-lrn", "pool-2-2") for s in (0, 1)}
+        (v, s) for v in ("paper", "no-lrn", "pool-2-2") for s in (0, 1)
+    }
     assert all(r["epochs"] == 1 for r in summary["runs"])
     assert summary["variants"]["no-lrn"]["difference"]["top1"]["n"] == 2
     logs = sorted(out.glob("runs/*/log.jsonl"))

@@ -1,5 +1,6 @@
 """Adaptive average pooling: PyTorch's bins, the plain loops, PyTorch itself, finite
 differences, both layouts."""
+
 import numpy
 import pytest
 from hypothesis import given
@@ -17,8 +18,12 @@ layouts = st.sampled_from(["NCHW", "CHWN"])
 
 def close(a, b, dtype):
     rtol = 1e-5 if dtype == numpy.float32 else 1e-13
-    numpy.testing.assert_allclose(backend.asnumpy(a), backend.asnumpy(b), rtol=rtol,
-                                  atol=rtol * (1 + float(numpy.max(numpy.abs(b)))))
+    numpy.testing.assert_allclose(
+        backend.asnumpy(a),
+        backend.asnumpy(b),
+        rtol=rtol,
+        atol=rtol * (1 + float(numpy.max(numpy.abs(b)))),
+    )
 
 
 def test_bins_follow_pytorchs_rule():
@@ -33,17 +38,19 @@ def test_bins_follow_pytorchs_rule():
 @given(nchw=dims, out=outs, layout=layouts, seed=st.integers(0, 2**32 - 1))
 def test_forward_and_backward_equal_the_plain_loops(xp, dtype, nchw, out, layout, seed):
     rng = numpy.random.default_rng(seed)
-    x = rng.standard_normal(nchw).astype(dtype)                          # (N, C, H, W)
-    y, cache = adaptive_pool.forward(xp.asarray(transpose(x, "NCHW", layout)), out,
-                                     layout=layout)
+    x = rng.standard_normal(nchw).astype(dtype)  # (N, C, H, W)
+    y, cache = adaptive_pool.forward(xp.asarray(transpose(x, "NCHW", layout)), out, layout=layout)
     assert y.dtype == dtype
     want = reference.adaptive_pool_forward(x.astype(numpy.float64), out)
     close(transpose(backend.asnumpy(y), layout, "NCHW"), want, dtype)
-    dy = rng.standard_normal(want.shape).astype(dtype)                  # (N, C, OH, OW)
+    dy = rng.standard_normal(want.shape).astype(dtype)  # (N, C, OH, OW)
     dx = adaptive_pool.backward(xp.asarray(transpose(dy, "NCHW", layout)), cache)
     assert dx.dtype == dtype and dx.shape == cache.x_shape
-    close(transpose(backend.asnumpy(dx), layout, "NCHW"),
-          reference.adaptive_pool_backward(dy.astype(numpy.float64), nchw), dtype)
+    close(
+        transpose(backend.asnumpy(dx), layout, "NCHW"),
+        reference.adaptive_pool_backward(dy.astype(numpy.float64), nchw),
+        dtype,
+    )
 
 
 @fixture_settings
@@ -53,12 +60,24 @@ def test_backward_matches_finite_differences(xp, nchw, out, layout, seed):
     x = xp.asarray(transpose(rng.standard_normal(nchw), "NCHW", layout))
     y, cache = adaptive_pool.forward(x, out, layout=layout)
     dy = xp.asarray(rng.standard_normal(y.shape))
-    assert_directional(lambda a: adaptive_pool.forward(a, out, layout=layout)[0], [x],
-                       [adaptive_pool.backward(dy, cache)], dy, rng)
+    assert_directional(
+        lambda a: adaptive_pool.forward(a, out, layout=layout)[0],
+        [x],
+        [adaptive_pool.backward(dy, cache)],
+        dy,
+        rng,
+    )
 
 
-@pytest.mark.parametrize("nchw, out", [((2, 3, 13, 13), (6, 6)), ((2, 3, 6, 6), (6, 6)),
-                                       ((1, 2, 5, 11), (3, 4)), ((2, 2, 4, 3), (6, 6))])
+@pytest.mark.parametrize(
+    "nchw, out",
+    [
+        ((2, 3, 13, 13), (6, 6)),
+        ((2, 3, 6, 6), (6, 6)),
+        ((1, 2, 5, 11), (3, 4)),
+        ((2, 2, 4, 3), (6, 6)),
+    ],
+)
 def test_equals_pytorchs_adaptive_avg_pool2d(nchw, out):
     torch = pytest.importorskip("torch")
     rng = numpy.random.default_rng(1)

@@ -1,4 +1,5 @@
 """The communication benchmark and the scaling model (bench.allreduce, bench.scaling)."""
+
 import json
 import shutil
 import subprocess
@@ -19,13 +20,13 @@ def test_ring_time_is_the_alpha_beta_formula():
 
 
 def test_overlap_hides_the_fc_buckets_behind_the_convolutions_backward():
-    slow = scaling.step(64, images_per_s=1000.0, overlap=True)    # a long backward
-    conv_only = scaling.ring_time(64, (scaling.PARAMS - scaling.FC_PARAMS) * 4,
-                                  "InfiniBand NDR")
+    slow = scaling.step(64, images_per_s=1000.0, overlap=True)  # a long backward
+    conv_only = scaling.ring_time(64, (scaling.PARAMS - scaling.FC_PARAMS) * 4, "InfiniBand NDR")
     assert slow["exposed_s"] == pytest.approx(conv_only, rel=1e-12)
     plain = scaling.step(64, images_per_s=1000.0)
     assert plain["exposed_s"] == pytest.approx(
-        scaling.ring_time(64, scaling.PARAMS * 4, "InfiniBand NDR"), rel=1e-12)
+        scaling.ring_time(64, scaling.PARAMS * 4, "InfiniBand NDR"), rel=1e-12
+    )
     assert plain["efficiency"] < slow["efficiency"] <= 1.0
     assert plain["images_per_s"] == pytest.approx(64 * 128 / plain["step_s"])
 
@@ -44,9 +45,26 @@ def test_scaling_command_prints_the_table_and_refuses_bad_values(capsys, tmp_pat
 @pytest.mark.skipif(shutil.which("mpiexec") is None, reason="no mpiexec")
 def test_allreduce_bench_measures_two_ranks(tmp_path):
     out = tmp_path / "ar.json"
-    r = subprocess.run([sys.executable, "-m", "refnet.bench.allreduce", "--arch", "tiny",
-                        "--batch", "8", "--repeats", "2", "--steps", "1", "--json", str(out)],
-                       capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refnet.bench.allreduce",
+            "--arch",
+            "tiny",
+            "--batch",
+            "8",
+            "--repeats",
+            "2",
+            "--steps",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(out.read_text())
     assert report["ranks"] == 2 and report["parameters"] > 0

@@ -1,4 +1,5 @@
 """Cache blocking: the blocks cover their axes exactly once, in order, within the budget."""
+
 import numpy
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,8 +12,12 @@ def covered(slices, count):
     return [i for s in slices for i in range(count)[s]]
 
 
-@given(count=st.integers(1, 60), item=st.integers(0, 50),
-       budget=st.one_of(st.none(), st.integers(1, 2000)), balanced=st.booleans())
+@given(
+    count=st.integers(1, 60),
+    item=st.integers(0, 50),
+    budget=st.one_of(st.none(), st.integers(1, 2000)),
+    balanced=st.booleans(),
+)
 def test_runs_cover_the_range_once_in_order_within_the_budget(count, item, budget, balanced):
     runs = blocking.runs(count, item, budget, balanced=balanced)
     assert covered(runs, count) == list(range(count))
@@ -32,8 +37,13 @@ def test_runs_cover_the_range_once_in_order_within_the_budget(count, item, budge
         assert lengths[0] == 1 or lengths[0] * item < budget + item
 
 
-@given(outer=st.integers(1, 6), inner=st.integers(1, 9), inner_bytes=st.integers(1, 40),
-       budget=st.one_of(st.none(), st.integers(1, 1000)), balanced=st.booleans())
+@given(
+    outer=st.integers(1, 6),
+    inner=st.integers(1, 9),
+    inner_bytes=st.integers(1, 40),
+    budget=st.one_of(st.none(), st.integers(1, 1000)),
+    balanced=st.booleans(),
+)
 def test_nested_runs_cover_the_grid_once(outer, inner, inner_bytes, budget, balanced):
     grid = numpy.zeros((outer, inner), dtype=int)
     blocks = blocking.nested_runs(outer, inner, inner_bytes, budget, balanced=balanced)
@@ -44,13 +54,13 @@ def test_nested_runs_cover_the_grid_once(outer, inner, inner_bytes, budget, bala
     for o, i in blocks:
         rows, cols = len(range(outer)[o]), len(range(inner)[i])
         if budget is not None and whole <= budget:
-            assert cols == inner and rows * whole <= budget    # whole outer items
+            assert cols == inner and rows * whole <= budget  # whole outer items
         elif budget is not None:
-            assert rows == 1                                   # inside one outer item
+            assert rows == 1  # inside one outer item
 
 
 def test_budgets():
     assert blocking.block_bytes(numpy) == blocking.CPU_BLOCK_BYTES
-    assert blocking.block_bytes(object()) is None              # no limit off the CPU
+    assert blocking.block_bytes(object()) is None  # no limit off the CPU
     assert blocking.copy_block_bytes(numpy, 10**9) == blocking.CPU_BLOCK_BYTES
-    assert blocking.copy_block_bytes(object(), 7) == 4         # half, rounded up
+    assert blocking.copy_block_bytes(object(), 7) == 4  # half, rounded up

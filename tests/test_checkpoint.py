@@ -1,10 +1,12 @@
 """Checkpoint files: exact round trip, checksum, atomic writes, newest-valid fallback."""
+
 import os
 
 import h5py
 import numpy
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from refnet import checkpoint
 
@@ -18,11 +20,16 @@ def _tree(seed=0):
         "arch": "tiny",
         "step": 12,
         "config": {"lr": 0.01, "pool": [3, 2], "milestones": None, "name": "x"},
-        "model": {"conv1.weight": rng.standard_normal((4, 3, 3, 3)).astype(numpy.float32),
-                  "conv1.bias": rng.standard_normal(4),
-                  "fc8.bias": numpy.zeros(0)},
-        "optimizer": {"velocity": [rng.standard_normal(5), rng.standard_normal((2, 2))],
-                      "lr": numpy.float32(0.25), "count": numpy.int64(3)},
+        "model": {
+            "conv1.weight": rng.standard_normal((4, 3, 3, 3)).astype(numpy.float32),
+            "conv1.bias": rng.standard_normal(4),
+            "fc8.bias": numpy.zeros(0),
+        },
+        "optimizer": {
+            "velocity": [rng.standard_normal(5), rng.standard_normal((2, 2))],
+            "lr": numpy.float32(0.25),
+            "count": numpy.int64(3),
+        },
         "rng": {"augment": gen.bit_generator.state},
         "history": [{"epoch": 1, "train_loss": 1.5, "val_top1_error": float("nan")}],
         "labels": rng.integers(0, 9, 6).astype(numpy.uint8),
@@ -37,7 +44,7 @@ def _assert_same(a, b):
             _assert_same(a[k], b[k])
     elif isinstance(a, list):
         assert len(a) == len(b)
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             _assert_same(x, y)
     elif isinstance(a, (numpy.ndarray, numpy.generic)):
         assert a.dtype == b.dtype and a.shape == b.shape
@@ -60,23 +67,28 @@ def test_round_trip_is_exact(tmp_path):
     g2 = numpy.random.default_rng()
     g2.bit_generator.state = back["rng"]["augment"]
     assert g1.random(5).tolist() == g2.random(5).tolist()
-    assert list(back["model"]) == list(tree["model"])      # order kept
+    assert list(back["model"]) == list(tree["model"])  # order kept
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
 
 
-@given(st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=20),
-       st.sampled_from(["float32", "float64"]))
+@given(
+    st.lists(st.floats(allow_nan=False, width=32), min_size=1, max_size=20),
+    st.sampled_from(["float32", "float64"]),
+)
 def test_round_trip_property(tmp_path_factory, values, dtype):
     d = tmp_path_factory.mktemp("ck")
-    tree = {"format": checkpoint.FORMAT, "a": numpy.array(values, dtype=dtype),
-            "nested": {"x": [numpy.array(values[:1], dtype=dtype), {"y": values[0]}]}}
+    tree = {
+        "format": checkpoint.FORMAT,
+        "a": numpy.array(values, dtype=dtype),
+        "nested": {"x": [numpy.array(values[:1], dtype=dtype), {"y": values[0]}]},
+    }
     back = checkpoint.load(checkpoint.save(d / "ckpt-00000001.h5", tree))
     _assert_same(tree, back)
 
 
 def test_flipped_byte_fails_checksum(tmp_path):
     path = checkpoint.save(tmp_path / "ckpt-00000001.h5", _tree())
-    with h5py.File(path, "r+") as f:           # change one parameter value in place
+    with h5py.File(path, "r+") as f:  # change one parameter value in place
         w = f["model/conv1.weight"][()]
         w.flat[5] += 1
         f["model/conv1.weight"][...] = w
@@ -122,8 +134,9 @@ def test_latest_valid_empty_dir(tmp_path):
 
 def test_prune_keeps_newest(tmp_path):
     for step in (3, 30, 300, 3000):
-        checkpoint.save(checkpoint.checkpoint_path(tmp_path, step),
-                        {"format": checkpoint.FORMAT, "step": step})
+        checkpoint.save(
+            checkpoint.checkpoint_path(tmp_path, step), {"format": checkpoint.FORMAT, "step": step}
+        )
     checkpoint.prune(tmp_path, 2)
     assert [s for s, _ in checkpoint.list_checkpoints(tmp_path)] == [300, 3000]
 

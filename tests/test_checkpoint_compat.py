@@ -29,7 +29,8 @@ def _digests(state):
     for part, arrays in (("model", state.model), ("optimizer", state.optimizer)):
         for key, v in sorted(arrays.items()):
             out[f"{part}/{key}"] = hashlib.sha256(
-                f"{v.dtype.str}{v.shape}".encode() + v.tobytes()).hexdigest()
+                f"{v.dtype.str}{v.shape}".encode() + v.tobytes()
+            ).hexdigest()
     return out
 
 
@@ -50,17 +51,32 @@ def test_version_1_checkpoint_resumes_bit_for_bit(tmp_path):
     data.mkdir()
     for name in ("train.h5", "val.h5", "build_report.json"):
         shutil.copy(FIXTURE / name, data)
-    r = subprocess.run([sys.executable, "-m", "refnet.train", "--resume", "--out", str(run),
-                        "--data", str(data), "--device", "cpu", "--quiet"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refnet.train",
+            "--resume",
+            "--out",
+            str(run),
+            "--data",
+            str(data),
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     want = json.loads((FIXTURE / "final.json").read_text())
     path = checkpoint.list_checkpoints(run)[-1][1]
     state = checkpoint.read_state(path)
-    assert (state.step, state.epoch, state.loader) == (want["step"], want["epoch"],
-                                                       want["loader"])
+    assert (state.step, state.epoch, state.loader) == (want["step"], want["epoch"], want["loader"])
     assert state.schedule == want["schedule"] and state.lr == want["lr"]
     assert _digests(state) == want["sha256"]
-    history = [{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")}
-               for h in state.history]
+    history = [
+        {k: v for k, v in h.items() if k not in ("seconds", "images_per_s")} for h in state.history
+    ]
     assert history == want["history"]

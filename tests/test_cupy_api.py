@@ -6,6 +6,7 @@ before it reaches a GPU. The attribute chains are read from the source with ``as
 every ``xp.a.b...`` in ``layers/``, ``refnet/`` and ``data/``, except ``layers/backend.py``,
 which dispatches on the module explicitly (its ``xp.Device`` is a test backend's).
 """
+
 import ast
 import pathlib
 
@@ -47,8 +48,9 @@ def xp_attribute_uses():
                     where = f"{path.relative_to(ROOT)}:{node.lineno}"
                     uses.setdefault(chain[1:], []).append(where)
     # Keep only the longest chains: ("lib",) is covered by ("lib", "stride_tricks", ...).
-    longest = {c: w for c, w in uses.items()
-               if not any(o[:len(c)] == c and len(o) > len(c) for o in uses)}
+    longest = {
+        c: w for c, w in uses.items() if not any(o[: len(c)] == c and len(o) > len(c) for o in uses)
+    }
     return longest
 
 
@@ -72,8 +74,12 @@ def test_every_xp_function_exists_in_numpy_and_cupy():
     cupy = backend.cupy_module()
     if cupy is None:
         pytest.skip("CuPy is not installed (pip install -e '.[gpu]')")
-    missing = {mod.__name__: sorted(f"xp.{'.'.join(c)} ({w[0]})"
-                                    for c, w in xp_attribute_uses().items()
-                                    if not _resolve(mod, c))
-               for mod in (numpy, cupy)}
+    missing = {
+        mod.__name__: sorted(
+            f"xp.{'.'.join(c)} ({w[0]})"
+            for c, w in xp_attribute_uses().items()
+            if not _resolve(mod, c)
+        )
+        for mod in (numpy, cupy)
+    }
     assert missing == {"numpy": [], "cupy": []}

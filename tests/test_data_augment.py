@@ -1,7 +1,9 @@
 """data.augment against naive per-pixel loops, and the laws of crops, flips and lighting."""
+
 import numpy
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from refnet.data import augment
 from refnet.layers.backend import asnumpy
@@ -51,8 +53,7 @@ def test_views_match_naive_loops(data):
     eigval, eigvec = random_eig(rng)
     scale = rng.uniform(0.01, 0.05, 3)
     aug = augment.draw(rng, n, s, crop)
-    got = augment.train_views(images, aug, mean, eigval, eigvec, crop, scale=scale,
-                              dtype=dtype)
+    got = augment.train_views(images, aug, mean, eigval, eigvec, crop, scale=scale, dtype=dtype)
     shift = augment.lighting_shift(aug.alphas, eigval, eigvec)
     ref = naive_view(images, aug.offsets_y, aug.offsets_x, aug.flips, mean, crop, shift, scale)
     assert got.dtype == dtype and got.shape == (n, 3, crop, crop)
@@ -60,8 +61,18 @@ def test_views_match_naive_loops(data):
     atol = 4 * 300 * numpy.finfo(dtype).eps * scale.max()
     numpy.testing.assert_allclose(got, ref, rtol=tol(dtype)["rtol"], atol=atol)
     # the vectorised gather (used on the GPU) is the same function on NumPy
-    args = (images, aug.offsets_y, aug.offsets_x, aug.flips, mean.astype(dtype), crop,
-            shift.astype(dtype), scale.astype(dtype), dtype, numpy)
+    args = (
+        images,
+        aug.offsets_y,
+        aug.offsets_x,
+        aug.flips,
+        mean.astype(dtype),
+        crop,
+        shift.astype(dtype),
+        scale.astype(dtype),
+        dtype,
+        numpy,
+    )
     numpy.testing.assert_array_equal(augment._windows_by_gather(*args), got)
 
 
@@ -81,7 +92,7 @@ def test_crops_in_bounds_and_cover_every_offset():
 def test_draw_is_reproducible_from_the_generator_state():
     a = augment.draw(numpy.random.default_rng(7), 16, 32, 27)
     b = augment.draw(numpy.random.default_rng(7), 16, 32, 27)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         numpy.testing.assert_array_equal(x, y)
 
 
@@ -90,12 +101,12 @@ def test_flip_is_an_involution():
     n, s, crop = 5, 12, 9
     images, mean = stored_images(rng, n, s)
     oy, ox = rng.integers(0, s - crop + 1, n), rng.integers(0, s - crop + 1, n)
-    plain = augment.crop_windows(images, oy, ox, numpy.zeros(n, bool), mean, crop,
-                                 dtype="float64")
-    mirrored = augment.crop_windows(images, oy, ox, numpy.ones(n, bool), mean, crop,
-                                    dtype="float64")
+    plain = augment.crop_windows(images, oy, ox, numpy.zeros(n, bool), mean, crop, dtype="float64")
+    mirrored = augment.crop_windows(
+        images, oy, ox, numpy.ones(n, bool), mean, crop, dtype="float64"
+    )
     assert not numpy.array_equal(plain, mirrored)
-    numpy.testing.assert_array_equal(mirrored[..., ::-1], plain)   # mirroring twice = plain
+    numpy.testing.assert_array_equal(mirrored[..., ::-1], plain)  # mirroring twice = plain
 
 
 def test_lighting_adds_one_rgb_constant_per_image_equal_to_the_formula():
@@ -106,12 +117,12 @@ def test_lighting_adds_one_rgb_constant_per_image_equal_to_the_formula():
     aug = augment.draw(rng, n, s, crop)
     lit = augment.train_views(images, aug, mean, eigval, eigvec, crop, dtype="float64")
     dark = augment.train_views(images, aug, mean, None, None, crop, dtype="float64")
-    diff = lit - dark                                            # (N, 3, Cr, Cr)
+    diff = lit - dark  # (N, 3, Cr, Cr)
     const = diff[:, :, :1, :1]
     numpy.testing.assert_allclose(diff, numpy.broadcast_to(const, diff.shape), atol=1e-9)
     expected = numpy.zeros((n, 3))
     for k in range(n):
-        for i in range(3):         # sum_i alpha_i * sqrt(lambda_i) * p_i (authors' units)
+        for i in range(3):  # sum_i alpha_i * sqrt(lambda_i) * p_i (authors' units)
             expected[k] += aug.alphas[k, i] * numpy.sqrt(eigval[i]) * eigvec[:, i]
     numpy.testing.assert_allclose(const[:, :, 0, 0], expected, rtol=1e-12, atol=1e-9)
     # a sanity bound on the units: shifts of a few levels, not ~1000
@@ -128,36 +139,37 @@ def test_ten_views_are_the_right_windows():
     corners = [(0, 0), (0, e), (e, 0), (e, e), (c, c)]
     for v in range(10):
         y, x = corners[v % 5]
-        ref = (images[:, y:y + crop, x:x + crop] - mean[y:y + crop, x:x + crop])
-        ref = ref.transpose(0, 3, 1, 2)                          # (N, 3, Cr, Cr)
+        ref = images[:, y : y + crop, x : x + crop] - mean[y : y + crop, x : x + crop]
+        ref = ref.transpose(0, 3, 1, 2)  # (N, 3, Cr, Cr)
         if v >= 5:
             ref = ref[..., ::-1]
         numpy.testing.assert_allclose(views[v], ref, rtol=0, atol=1e-12)
         # the whole-batch slice used on the GPU for shared windows
-        same = augment._same_window(images, y, x, v >= 5, mean, crop, None, None,
-                                    numpy.dtype("float64"), numpy)
+        same = augment._same_window(
+            images, y, x, v >= 5, mean, crop, None, None, numpy.dtype("float64"), numpy
+        )
         numpy.testing.assert_array_equal(same, views[v])
     center = augment.center_view(images, mean, crop, dtype="float64")
     numpy.testing.assert_array_equal(center, views[4])
 
 
 def test_views_agree_across_array_modules(xp):
-    if xp is numpy:   # the same call twice; NumPy's paths are compared with each other above
+    if xp is numpy:  # the same call twice; NumPy's paths are compared with each other above
         pytest.skip("compares CuPy with NumPy")
     rng = numpy.random.default_rng(4)
     n, s, crop = 4, 16, 13
     images, mean = stored_images(rng, n, s)
     eigval, eigvec = random_eig(rng)
     aug = augment.draw(rng, n, s, crop)
-    ref = augment.train_views(images, aug, mean, eigval, eigvec, crop, scale=0.02,
-                              dtype="float64")
-    got = augment.train_views(xp.asarray(images), aug, xp.asarray(mean), eigval, eigvec,
-                              crop, scale=0.02, dtype="float64")
+    ref = augment.train_views(images, aug, mean, eigval, eigvec, crop, scale=0.02, dtype="float64")
+    got = augment.train_views(
+        xp.asarray(images), aug, xp.asarray(mean), eigval, eigvec, crop, scale=0.02, dtype="float64"
+    )
     numpy.testing.assert_allclose(asnumpy(got), ref, rtol=1e-12, atol=1e-9)
     ten = augment.ten_views(xp.asarray(images), xp.asarray(mean), crop, dtype="float64")
-    numpy.testing.assert_allclose(asnumpy(ten),
-                                  augment.ten_views(images, mean, crop, dtype="float64"),
-                                  rtol=1e-12, atol=1e-9)
+    numpy.testing.assert_allclose(
+        asnumpy(ten), augment.ten_views(images, mean, crop, dtype="float64"), rtol=1e-12, atol=1e-9
+    )
 
 
 def test_bad_arguments_raise_plain_errors():

@@ -1,4 +1,5 @@
 """data.build end to end: round trip vs Pillow, exact statistics, both layouts, OUT errors."""
+
 import json
 import os
 
@@ -33,9 +34,9 @@ def smooth_image(rng, w, h):
     return numpy.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR))
 
 
-def write_tree(root, rng, counts={"train": 4, "val": 2}, classes=("cat", "dog", "emu")):
+def write_tree(root, rng, counts=(("train", 4), ("val", 2)), classes=("cat", "dog", "emu")):
     files = {}
-    for split, n in counts.items():
+    for split, n in dict(counts).items():
         for c in classes:
             os.makedirs(root / split / c, exist_ok=True)
             for i in range(n):
@@ -61,7 +62,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("tree")
     rng = numpy.random.default_rng(0)
     files = write_tree(root / "src", rng)
-    big = root / "src" / "train" / "emu" / "big.jpg"           # >= 4S: JPEG draft path
+    big = root / "src" / "train" / "emu" / "big.jpg"  # >= 4S: JPEG draft path
     Image.fromarray(smooth_image(rng, 9 * S, 8 * S)).save(big, quality=95)
     files["train/emu/big.jpg"] = big
     summary = build(str(root / "src"), str(root / "out"), size=S, workers=2, progress=False)
@@ -75,13 +76,14 @@ def test_round_trip_equals_pillow_resize_and_crop(built):
         with h5py.File(root / "out" / f"{split}.h5", "r") as f:
             names = [n.decode() for n in f["filenames"][()]]
             assert names == sorted(names) and f["images"].chunks == (1, S, S, 3)
-            assert [n.split("/")[1] for n in names] == \
-                [["cat", "dog", "emu"][k] for k in f["labels"][()]]
-            for name, image in zip(names, f["images"][()]):
-                draft = name.endswith(".jpg")       # draft is a no-op below 4S
+            assert [n.split("/")[1] for n in names] == [
+                ["cat", "dog", "emu"][k] for k in f["labels"][()]
+            ]
+            for name, image in zip(names, f["images"][()], strict=True):
+                draft = name.endswith(".jpg")  # draft is a no-op below 4S
                 ref = pillow_reference(files[name], S, draft=draft)
                 numpy.testing.assert_array_equal(image, ref, err_msg=name)
-                if draft:       # the draft decode stays close to the full decode
+                if draft:  # the draft decode stays close to the full decode
                     full = pillow_reference(files[name], S).astype(float)
                     assert numpy.abs(image - full).mean() < 1.5
 
@@ -92,8 +94,14 @@ def test_no_draft_option_decodes_at_full_resolution(built, tmp_path):
     os.makedirs(src)
     os.link(files["train/emu/big.jpg"], src / "big.jpg")
     complete_tree(tmp_path / "src", "x")
-    build(str(tmp_path / "src"), str(tmp_path / "out"), size=S, workers=0,
-          jpeg_draft=False, progress=False)
+    build(
+        str(tmp_path / "src"),
+        str(tmp_path / "out"),
+        size=S,
+        workers=0,
+        jpeg_draft=False,
+        progress=False,
+    )
     with h5py.File(tmp_path / "out" / "train.h5", "r") as f:
         numpy.testing.assert_array_equal(f["images"][0], pillow_reference(src / "big.jpg", S))
 
@@ -103,19 +111,19 @@ def test_geometry_shorter_side_then_centre_crop(tmp_path):
     src = tmp_path / "src" / "train" / "a"
     os.makedirs(src)
     wide = numpy.zeros((S, 2 * S, 3), numpy.uint8)
-    wide[:, S // 2: S // 2 + S] = 255                   # the centre square is white
+    wide[:, S // 2 : S // 2 + S] = 255  # the centre square is white
     Image.fromarray(wide).save(src / "wide.png")
     tall = numpy.zeros((4 * S, 2 * S, 3), numpy.uint8)  # halved to S x 2S, crop rows S/2..3S/2
-    tall[S:3 * S] = 255
+    tall[S : 3 * S] = 255
     Image.fromarray(tall).save(src / "tall.png")
     complete_tree(tmp_path / "src", "a")
     build(str(tmp_path / "src"), str(tmp_path / "out"), size=S, workers=0, progress=False)
     with h5py.File(tmp_path / "out" / "train.h5", "r") as f:
         images = f["images"][()]
     # files are stored in sorted path order: tall.png, wide.png
-    assert (images[1] == 255).all()                    # wide: no resize, exact middle
-    assert (images[0][2:-2] == 255).all()              # tall: halved, middle rows 2S..
-    assert images[0][0].max() < 255                    # ... the crop edge meets the black
+    assert (images[1] == 255).all()  # wide: no resize, exact middle
+    assert (images[0][2:-2] == 255).all()  # tall: halved, middle rows 2S..
+    assert images[0][0].max() < 255  # ... the crop edge meets the black
 
 
 def test_mean_and_pca_equal_direct_numpy(built):
@@ -131,8 +139,9 @@ def test_mean_and_pca_equal_direct_numpy(built):
     numpy.testing.assert_allclose(meta.pca_eigval, eigval, rtol=1e-10)
     v = meta.pca_eigvec
     numpy.testing.assert_allclose(v.T @ v, numpy.eye(3), atol=1e-12)
-    numpy.testing.assert_allclose(v @ numpy.diag(meta.pca_eigval) @ v.T, cov, rtol=1e-10,
-                                  atol=1e-9 * eigval[0])
+    numpy.testing.assert_allclose(
+        v @ numpy.diag(meta.pca_eigval) @ v.T, cov, rtol=1e-10, atol=1e-9 * eigval[0]
+    )
     numpy.testing.assert_allclose(meta.pixel_std, pixels.std(axis=0), rtol=1e-12)
     assert (numpy.diff(meta.pca_eigval) <= 0).all()
     with StoreReader(root / "out" / "val.h5") as store:
@@ -145,8 +154,12 @@ def test_ilsvrc2012_layout_with_a_fake_devkit(tmp_path):
     scipy_io = pytest.importorskip("scipy.io")
     src = tmp_path / "src"
     rng = numpy.random.default_rng(1)
-    synsets = [(1, "n00000003", "zebra", 0), (2, "n00000001", "apple", 0),
-               (3, "n00000002", "kiwi", 0), (4, "n09999999", "fruit", 2)]
+    synsets = [
+        (1, "n00000003", "zebra", 0),
+        (2, "n00000001", "apple", 0),
+        (3, "n00000002", "kiwi", 0),
+        (4, "n09999999", "fruit", 2),
+    ]
     dt = [("ILSVRC2012_ID", "O"), ("WNID", "O"), ("words", "O"), ("num_children", "O")]
     rec = numpy.array(synsets, dtype=dt)
     os.makedirs(src / "ILSVRC2012_devkit_t12" / "data")
@@ -155,18 +168,20 @@ def test_ilsvrc2012_layout_with_a_fake_devkit(tmp_path):
         os.makedirs(src / "train" / wnid)
         Image.fromarray(smooth_image(rng, 40, 30)).save(src / "train" / wnid / f"{wnid}_1.JPEG")
     os.makedirs(src / "val")
-    truth = [1, 3, 2, 1]                                 # ILSVRC2012_IDs of val 1..4
+    truth = [1, 3, 2, 1]  # ILSVRC2012_IDs of val 1..4
     for k in range(1, 5):
         Image.fromarray(smooth_image(rng, 30, 40)).save(
-            src / "val" / f"ILSVRC2012_val_{k:08d}.JPEG")
+            src / "val" / f"ILSVRC2012_val_{k:08d}.JPEG"
+        )
     Image.fromarray(smooth_image(rng, 30, 40)).save(src / "val" / "ILSVRC2012_val_00000009.JPEG")
-    (src / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt") \
-        .write_text("".join(f"{t}\n" for t in truth))
+    (src / "ILSVRC2012_devkit_t12" / "data" / "ILSVRC2012_validation_ground_truth.txt").write_text(
+        "".join(f"{t}\n" for t in truth)
+    )
     summary = build(str(src), str(tmp_path / "out"), size=S, workers=0, progress=False)
     assert summary.layout == "ilsvrc2012"
     with StoreReader(tmp_path / "out" / "val.h5") as store:
         meta = store.metadata
-    assert meta.wnids == ["n00000001", "n00000002", "n00000003"]     # sorted WNIDs
+    assert meta.wnids == ["n00000001", "n00000002", "n00000003"]  # sorted WNIDs
     assert meta.class_names == ["apple", "kiwi", "zebra"]
     with h5py.File(tmp_path / "out" / "val.h5", "r") as f:
         # id 1 = n00000003 -> 2, id 3 = n00000002 -> 1, id 2 = n00000001 -> 0
@@ -203,6 +218,7 @@ def test_full_disk_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
 
     class Usage:
         free = 1000
+
     monkeypatch.setattr(build_mod.shutil, "disk_usage", lambda p: Usage)
     with pytest.raises(BuildError, match="GB free"):
         build(str(tmp_path / "src"), str(out), size=S, workers=0, progress=False)
@@ -210,14 +226,16 @@ def test_full_disk_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
 
     def no_space(*args):
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(build_mod.StoreWriter, "append", no_space)
     with pytest.raises(BuildError, match="disk full"):
         build(str(tmp_path / "src"), str(out), size=S, workers=0, progress=False)
     assert os.listdir(out) == []
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="root ignores directory permissions")
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() == 0, reason="root ignores directory permissions"
+)
 def test_read_only_out_dir_is_a_clear_error(tmp_path):
     write_tree(tmp_path / "src", numpy.random.default_rng(3), {"train": 1, "val": 1})
     out = tmp_path / "out"
@@ -238,19 +256,24 @@ def test_nothing_usable_raises(tmp_path):
         build(str(tmp_path / "src"), str(tmp_path / "out"), size=S, workers=0, progress=False)
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--size", "0", "argument --size: must be >= 1, got '0'"),
-    ("--size", "-256", "argument --size: must be >= 1, got '-256'"),
-    ("--size", "big", "argument --size: expected an integer, got 'big'"),
-    ("--workers", "-1", "argument --workers: must be >= 0, got '-1'"),
-    ("--max-pixels", "0", "argument --max-pixels: must be >= 1, got '0'"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--size", "0", "argument --size: must be >= 1, got '0'"),
+        ("--size", "-256", "argument --size: must be >= 1, got '-256'"),
+        ("--size", "big", "argument --size: expected an integer, got 'big'"),
+        ("--workers", "-1", "argument --workers: must be >= 0, got '-1'"),
+        ("--max-pixels", "0", "argument --max-pixels: must be >= 1, got '0'"),
+    ],
+)
 def test_cli_refuses_bad_values_when_parsing(tmp_path, capsys, flag, value, message):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path), str(tmp_path / "out"), flag, value])
     assert e.value.code == 2
-    assert capsys.readouterr().err == f"python -m refnet.data.build: error: {message} (see --help)\n"
-    assert list(tmp_path.iterdir()) == []                      # refused before any work
+    assert (
+        capsys.readouterr().err == f"python -m refnet.data.build: error: {message} (see --help)\n"
+    )
+    assert list(tmp_path.iterdir()) == []  # refused before any work
 
 
 def test_fewer_than_two_classes_is_refused(tmp_path, capsys):
@@ -258,9 +281,11 @@ def test_fewer_than_two_classes_is_refused(tmp_path, capsys):
     write_tree(src, numpy.random.default_rng(4), classes=("cat",))
     assert main([str(src), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"refnet.data.build: error: SRC {str(src)!r} has 1 class folder(s) in train/ "
-                   "('cat'); a classifier needs at least 2: one folder of images per "
-                   "class, SRC/<class>/... or SRC/train/<class>/..."]
+    assert err == [
+        f"refnet.data.build: error: SRC {str(src)!r} has 1 class folder(s) in train/ "
+        "('cat'); a classifier needs at least 2: one folder of images per "
+        "class, SRC/<class>/... or SRC/train/<class>/..."
+    ]
     assert not os.path.exists(tmp_path / "out")
 
 
@@ -270,9 +295,13 @@ def test_without_held_out_share_a_missing_validation_split_is_refused(tmp_path, 
     argv = [str(src), str(tmp_path / "out"), "--quiet", "--workers", "0", "--val-fraction", "0"]
     assert main(argv) == 2
     [err] = capsys.readouterr().err.splitlines()
-    assert "no val/ folder; a validation split is needed: put some images of each " \
-           "class in SRC/val/<class>/" in err and repr(str(src)) in err
-    os.makedirs(src / "val" / "cat")                           # a val/ without images
+    assert (
+        "no val/ folder; a validation split is needed: put some images of each "
+        "class in SRC/val/<class>/"
+        in err
+        and repr(str(src)) in err
+    )
+    os.makedirs(src / "val" / "cat")  # a val/ without images
     assert main(argv) == 2
     assert "val/ holds no image files" in capsys.readouterr().err
 
@@ -283,7 +312,7 @@ def split_of(out):
     for split in ("train", "val"):
         with h5py.File(out / f"{split}.h5", "r") as f:
             names[split] = sorted(s.decode() for s in f["filenames"][()])
-        StoreReader(out / f"{split}.h5").close()               # a valid store
+        StoreReader(out / f"{split}.h5").close()  # a valid store
     return names
 
 
@@ -293,19 +322,20 @@ def test_a_share_of_each_class_is_held_out_for_validation(tmp_path, layout, tree
     --val-fraction holds out a deterministic share of each class, every class in both."""
     src = tmp_path / "src"
     files = write_tree(src, numpy.random.default_rng(7), {"train": 12})
-    if not tree:                                               # SRC/<class>/... instead
+    if not tree:  # SRC/<class>/... instead
         for c in ("cat", "dog", "emu"):
             os.rename(src / "train" / c, src / c)
         os.rmdir(src / "train")
-    summary = build(str(src), str(tmp_path / "a"), size=S, workers=0, progress=False,
-                    val_fraction=0.25)
+    summary = build(
+        str(src), str(tmp_path / "a"), size=S, workers=0, progress=False, val_fraction=0.25
+    )
     assert summary.layout == layout
     names = split_of(tmp_path / "a")
     assert not set(names["train"]) & set(names["val"])
     assert len(names["train"]) + len(names["val"]) == len(files)
     for c in ("cat", "dog", "emu"):
         assert any(n.startswith(f"{tree}{c}/") for n in names["val"]), (c, names["val"])
-    assert 3 <= len(names["val"]) <= 18                        # about a quarter of 36
+    assert 3 <= len(names["val"]) <= 18  # about a quarter of 36
     # the same split again, and a new image moves no other one
     Image.fromarray(numpy.zeros((S, S, 3), numpy.uint8)).save(src / tree / "cat" / "new.png")
     build(str(src), str(tmp_path / "b"), size=S, workers=0, progress=False, val_fraction=0.25)
@@ -318,16 +348,18 @@ def test_a_share_of_each_class_is_held_out_for_validation(tmp_path, layout, tree
 def test_empty_classes_are_named_in_a_warning_and_the_report(tmp_path, capsys):
     src = tmp_path / "src"
     write_tree(src, numpy.random.default_rng(6), classes=("cat", "dog"))
-    os.makedirs(src / "train" / "emu")                         # no images at all
+    os.makedirs(src / "train" / "emu")  # no images at all
     os.makedirs(src / "train" / "fox")
-    (src / "train" / "fox" / "0.jpg").write_bytes(b"not an image")   # none usable
+    (src / "train" / "fox" / "0.jpg").write_bytes(b"not an image")  # none usable
     assert main([str(src), str(tmp_path / "out"), "--quiet", "--workers", "0"]) == 0
     err = capsys.readouterr().err.splitlines()
     report = json.loads((tmp_path / "out" / "build_report.json").read_text())
     assert report["empty_classes"] == {"train": ["emu", "fox"], "val": ["emu", "fox"]}
     assert report["num_classes"] == 4
     path = str(tmp_path / "out" / "build_report.json")
-    assert f"warning: 2 class(es) without a usable train image: 'emu', 'fox' (listed in " \
-           f"{path})" in err
-    assert f"warning: 2 class(es) without a usable val image: 'emu', 'fox' (listed in " \
-           f"{path})" in err
+    assert (
+        f"warning: 2 class(es) without a usable train image: 'emu', 'fox' (listed in {path})" in err
+    )
+    assert (
+        f"warning: 2 class(es) without a usable val image: 'emu', 'fox' (listed in {path})" in err
+    )

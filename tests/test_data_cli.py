@@ -1,6 +1,7 @@
 """data.cli, what the command lines share: one-line errors for bad flag values at parse
 time, the exit codes in --help, and the end on Ctrl-C (a second one ends a clean-up that
 hangs; one that Python swallows in a ``__del__`` is raised again)."""
+
 import argparse
 import time
 
@@ -19,16 +20,19 @@ def parser():
     return p
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--n", "0"], "argument --n: must be >= 1, got '0'"),
-    (["--n", "-3"], "argument --n: must be >= 1, got '-3'"),
-    (["--n", "two"], "argument --n: expected an integer, got 'two'"),
-    (["--k", "-1"], "argument --k: must be >= 0, got '-1'"),
-    (["--m", "9"], "argument --m: must be >= 10, got '9'"),
-    (["--file", "/no/such/file"], "argument --file: '/no/such/file' does not exist"),
-    (["--file", "."], "argument --file: '.' is a directory, not a file"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--n", "0"], "argument --n: must be >= 1, got '0'"),
+        (["--n", "-3"], "argument --n: must be >= 1, got '-3'"),
+        (["--n", "two"], "argument --n: expected an integer, got 'two'"),
+        (["--k", "-1"], "argument --k: must be >= 0, got '-1'"),
+        (["--m", "9"], "argument --m: must be >= 10, got '9'"),
+        (["--file", "/no/such/file"], "argument --file: '/no/such/file' does not exist"),
+        (["--file", "."], "argument --file: '.' is a directory, not a file"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
 def test_a_bad_value_is_one_line_naming_it_and_exit_2(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         parser().parse_args(argv)
@@ -38,16 +42,19 @@ def test_a_bad_value_is_one_line_naming_it_and_exit_2(capsys, argv, message):
 
 def test_good_values_pass(tmp_path):
     (tmp_path / "f").write_text("x")
-    args = parser().parse_args(["--n", "3", "--k", "0", "--m", "10", "--file",
-                                str(tmp_path / "f")])
+    args = parser().parse_args(["--n", "3", "--k", "0", "--m", "10", "--file", str(tmp_path / "f")])
     assert (args.n, args.k, args.m, args.file) == (3, 0, 10, str(tmp_path / "f"))
 
 
 def test_help_ends_with_the_exit_codes():
     text = parser().format_help()
-    epilog = text[text.index("exit status:"):].splitlines()
-    assert [line.split()[0] for line in epilog[1:] if not line.startswith(" " * 7)] == \
-        ["0", "1", "2", "130"]
+    epilog = text[text.index("exit status:") :].splitlines()
+    assert [line.split()[0] for line in epilog[1:] if not line.startswith(" " * 7)] == [
+        "0",
+        "1",
+        "2",
+        "130",
+    ]
     assert epilog[1:3] == ["  0    done", "  1    failed"]
     assert epilog[-1] == "  130  interrupted (Ctrl-C); nothing is left half-written"
 
@@ -133,7 +140,7 @@ sys.exit(run_command(main, "demo"))
     # multiprocessing's resource tracker may then warn that the pool's semaphores leaked
     assert rc == 130 and err[0] == "demo: interrupted again; stopping now", err
     assert not any("Traceback" in line for line in err), err
-    deadline = time.monotonic() + 10          # SIGKILLed: gone once the kernel reaps them
+    deadline = time.monotonic() + 10  # SIGKILLed: gone once the kernel reaps them
     for pid in pids:
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)

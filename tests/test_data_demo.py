@@ -1,4 +1,5 @@
 """data.demo: deterministic, shape-defined classes (mean colour near chance), cached build."""
+
 import json
 import os
 
@@ -22,8 +23,8 @@ def mean_colours(per_class, seed):
 def linear_accuracy(x_train, y_train, x_test, y_test):
     """Nearest class mean: a linear classifier, argmax_c (mu_c . x - |mu_c|^2 / 2)."""
     classes = numpy.arange(len(demo.CLASSES))
-    mu = numpy.stack([x_train[y_train == c].mean(axis=0) for c in classes])   # (C, 3)
-    scores = x_test @ mu.T - 0.5 * (mu * mu).sum(axis=1)                      # (N, C)
+    mu = numpy.stack([x_train[y_train == c].mean(axis=0) for c in classes])  # (C, 3)
+    scores = x_test @ mu.T - 0.5 * (mu * mu).sum(axis=1)  # (N, C)
     return (scores.argmax(axis=1) == y_test).mean()
 
 
@@ -48,25 +49,36 @@ def test_render_is_deterministic_and_varied():
 
 
 def test_ensure_demo_builds_once_and_rebuilds_on_a_new_version(tmp_path, monkeypatch):
-    out = demo.ensure_demo(str(tmp_path), workers=0, progress=False, train_per_class=3,
-                           val_per_class=1)
-    with StoreReader(os.path.join(out, "train.h5")) as a, \
-            StoreReader(os.path.join(out, "val.h5")) as b:
+    out = demo.ensure_demo(
+        str(tmp_path), workers=0, progress=False, train_per_class=3, val_per_class=1
+    )
+    with (
+        StoreReader(os.path.join(out, "train.h5")) as a,
+        StoreReader(os.path.join(out, "val.h5")) as b,
+    ):
         train, val = a.metadata, b.metadata
     assert train.count == 30 and val.count == 10 and train.size == demo.DEMO_SIZE
     assert train.class_names == sorted(demo.CLASSES) and train.pixel_std.shape == (3,)
     stamp = os.path.join(out, "stamp.json")
     mtime = os.path.getmtime(os.path.join(out, "train.h5"))
-    assert demo.ensure_demo(str(tmp_path), workers=0, progress=False, train_per_class=3,
-                            val_per_class=1) == out
+    assert (
+        demo.ensure_demo(
+            str(tmp_path), workers=0, progress=False, train_per_class=3, val_per_class=1
+        )
+        == out
+    )
     assert os.path.getmtime(os.path.join(out, "train.h5")) == mtime
-    with open(stamp) as fh:                     # a stale stamp (older generator) rebuilds
+    with open(stamp) as fh:  # a stale stamp (older generator) rebuilds
         old = json.load(fh)
     old["version"] = -1
     with open(stamp, "w") as fh:
         json.dump(old, fh)
-    assert demo.ensure_demo(str(tmp_path), workers=0, progress=False, train_per_class=3,
-                            val_per_class=1) == out
+    assert (
+        demo.ensure_demo(
+            str(tmp_path), workers=0, progress=False, train_per_class=3, val_per_class=1
+        )
+        == out
+    )
     with open(stamp) as fh:
         assert json.load(fh)["version"] == demo.DEMO_VERSION
     assert [n for n in os.listdir(tmp_path) if n.startswith(".build-")] == []

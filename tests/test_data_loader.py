@@ -1,4 +1,5 @@
 """data.loader: reproducible order, exact mid-epoch resume, workers, clean shutdown."""
+
 import threading
 
 import numpy
@@ -14,9 +15,17 @@ N, S = 23, 4
 def store(tmp_path_factory):
     """A store whose image i is filled with the value i (so pixels identify the index)."""
     out = tmp_path_factory.mktemp("store")
-    w = StoreWriter(str(out), "train.h5", capacity=4, size=S, split="train",
-                    class_names=["a", "b", "c", "d", "e"], wnids=None, build_id="x",
-                    settings={})
+    w = StoreWriter(
+        str(out),
+        "train.h5",
+        capacity=4,
+        size=S,
+        split="train",
+        class_names=["a", "b", "c", "d", "e"],
+        wnids=None,
+        build_id="x",
+        settings={},
+    )
     for i in range(N):
         w.append(numpy.full((S, S, 3), i, numpy.uint8), (i * 7) % 5, f"train/{i}.png")
     w.set_stats(numpy.zeros((S, S, 3)), numpy.ones(3), numpy.eye(3), numpy.ones(3))
@@ -52,7 +61,7 @@ def test_epoch_order_is_a_seeded_permutation(store):
     assert len(set(flat)) == len(flat) == 20
     assert flat == a.epoch_order(0)[:20].tolist()
     assert sorted(a.epoch_order(0).tolist()) == list(range(N))
-    assert run_epoch(a) != ea           # the next epoch has its own order
+    assert run_epoch(a) != ea  # the next epoch has its own order
     assert a.position == (2, 0) and b.position == (1, 0)
 
 
@@ -69,7 +78,7 @@ def consume(loader, count):
 
 def test_resume_mid_epoch_is_exact(store):
     full = Loader(store, 4, seed=11, workers=2)
-    reference = sum([run_epoch(full) for _ in range(3)], [])       # epochs 0, 1, 2
+    reference = sum([run_epoch(full) for _ in range(3)], [])  # epochs 0, 1, 2
     assert len(reference) == 15
     for count in [1, 3, 5, 6, 9, 10, 14]:
         first = Loader(store, 4, seed=11, workers=2)
@@ -89,7 +98,7 @@ def test_position_after_last_batch_is_next_epoch(store):
     for _ in loader:
         positions.append(loader.position)
     assert positions == [(0, 5), (0, 10), (0, 15), (1, 0)]
-    loader.seek(0, 20)                 # no full batch left: that is the next epoch
+    loader.seek(0, 20)  # no full batch left: that is the next epoch
     assert loader.position == (1, 0)
     with pytest.raises(ValueError, match="position"):
         loader.seek(0, N + 1)

@@ -6,6 +6,7 @@ batch, the fused reducer's sum over simulated ranks is the one-process gradient 
 two tagged devices, the NCCL path's packing), and the rank-to-GPU mapping. The slow tests
 start ``mpiexec`` (the mpich wheel's) with a timeout, so a hang fails instead of blocking.
 """
+
 import json
 import os
 import shutil
@@ -18,10 +19,16 @@ from types import SimpleNamespace
 import numpy
 import pytest
 
-from refnet.data.loader import Loader
 from refnet import checkpoint, distributed, sample_draws
-from refnet.distributed import (DistributedError, GradientReducer, Solo, column_devices,
-                                core_share, launched_size)
+from refnet.data.loader import Loader
+from refnet.distributed import (
+    DistributedError,
+    GradientReducer,
+    Solo,
+    column_devices,
+    core_share,
+    launched_size,
+)
 from refnet.network import AlexNet
 from tests import device_backend
 from tests.train_data import make_tiny_set
@@ -54,9 +61,17 @@ def test_mpiexec_without_mpi4py_is_a_clear_error(monkeypatch):
         distributed.current_world()
 
 
-@pytest.mark.parametrize("local_rank,local_size,gpus,columns,want", [
-    (0, 1, 2, 2, (0, 1)), (1, 2, 4, 2, (2, 3)), (1, 2, 2, 2, (1, 1)),
-    (0, 1, 1, 2, (0, 0)), (2, 4, 8, 1, (2,)), (3, 4, 4, 2, (3, 3))])
+@pytest.mark.parametrize(
+    "local_rank,local_size,gpus,columns,want",
+    [
+        (0, 1, 2, 2, (0, 1)),
+        (1, 2, 4, 2, (2, 3)),
+        (1, 2, 2, 2, (1, 1)),
+        (0, 1, 1, 2, (0, 0)),
+        (2, 4, 8, 1, (2,)),
+        (3, 4, 4, 2, (3, 3)),
+    ],
+)
 def test_column_devices(local_rank, local_size, gpus, columns, want):
     assert column_devices(local_rank, local_size, gpus, columns) == want
 
@@ -70,7 +85,7 @@ def test_core_share_tiles_the_cores():
     cores = list(range(7))
     shares = [core_share(r, 3, cores) for r in range(3)]
     assert shares == [[0, 1, 2], [3, 4], [5, 6]]
-    assert core_share(2, 4, [0, 1]) == [0]          # more ranks than cores: one each
+    assert core_share(2, 4, [0, 1]) == [0]  # more ranks than cores: one each
     assert core_share(0, 1, [3, 1]) == [1, 3]
 
 
@@ -79,10 +94,10 @@ def test_sample_draws_depend_on_the_sample_not_the_batch():
     whole = sample_draws.augmentation(4, 3, idx, 52, 45, lighting_std=0.1)
     for i, k in enumerate(idx):
         one = sample_draws.augmentation(4, 3, [k], 52, 45, lighting_std=0.1)
-        for a, b in zip(whole, one):
-            assert numpy.array_equal(a[i:i + 1], b)
+        for a, b in zip(whole, one, strict=True):
+            assert numpy.array_equal(a[i : i + 1], b)
     later = sample_draws.augmentation(4, 4, idx, 52, 45, lighting_std=0.1)
-    assert not numpy.array_equal(whole.alphas, later.alphas)     # another epoch
+    assert not numpy.array_equal(whole.alphas, later.alphas)  # another epoch
     masks = sample_draws.dropout_masks(4, 3, idx, {"fc6": 64, "fc7": 32}, 0.5)
     part = sample_draws.dropout_masks(4, 3, idx[2:], {"fc6": 64, "fc7": 32}, 0.5)
     assert masks["fc6"].shape == (4, 64) and masks["fc7"].shape == (4, 32)
@@ -107,9 +122,11 @@ def data_dir(tmp_path_factory):
 def test_loader_shards_tile_every_batch(data_dir, ranks):
     path = str(data_dir / "train.h5")
     whole = Loader(path, 8, seed=5, workers=0, position=(1, 16), with_indices=True)
-    parts = [Loader(path, 8, seed=5, workers=0, position=(1, 16), shard=(r, ranks),
-                    with_indices=True) for r in range(ranks)]
-    for batch, *shards in zip(whole, *parts):
+    parts = [
+        Loader(path, 8, seed=5, workers=0, position=(1, 16), shard=(r, ranks), with_indices=True)
+        for r in range(ranks)
+    ]
+    for batch, *shards in zip(whole, *parts, strict=True):
         images, labels, indices = batch
         assert numpy.array_equal(numpy.concatenate([s[2] for s in shards]), indices)
         assert numpy.array_equal(numpy.concatenate([s[1] for s in shards]), labels)
@@ -150,6 +167,7 @@ class SimulatedRanks:
             def allreduce(self, buf):
                 self.iallreduce(buf)
                 return buf
+
         w = World()
         w.rank, w.size = rank, self.size
         return w
@@ -178,7 +196,7 @@ def test_reducer_sum_over_ranks_is_the_global_gradient(sizes, hook, bucket_bytes
     ref_loss, ref = ref_net.loss_and_grad(x, y, masks=masks)
     sim = SimulatedRanks(len(sizes))
     bounds = numpy.cumsum((0,) + sizes)
-    order = list(range(1, len(sizes))) + [0]          # rank 0 last: it sees the sum
+    order = list(range(1, len(sizes))) + [0]  # rank 0 last: it sees the sum
     for r in order:
         lo, hi = bounds[r], bounds[r + 1]
         net = _net()
@@ -186,16 +204,16 @@ def test_reducer_sum_over_ranks_is_the_global_gradient(sizes, hook, bucket_bytes
         reducer = GradientReducer(sim.world(r), net, bucket_bytes=bucket_bytes)
         if hook:
             reducer.begin(hi - lo, sum(sizes))
-        loss, grads = net.loss_and_grad_columns(x[lo:hi], y[lo:hi], masks=part,
-                                                on_grads=reducer.ready if hook else None)
-        total_loss, (flag,) = reducer.reduce(grads, loss, hi - lo, sum(sizes),
-                                             extras=(r == 2,))
+        loss, grads = net.loss_and_grad_columns(
+            x[lo:hi], y[lo:hi], masks=part, on_grads=reducer.ready if hook else None
+        )
+        total_loss, (flag,) = reducer.reduce(grads, loss, hi - lo, sum(sizes), extras=(r == 2,))
     full = net.full_grads(grads)
     for k in ref:
         err = numpy.abs(full[k] - ref[k]).max() / numpy.abs(ref[k]).max()
         assert err < 1e-12, (k, err)
     assert abs(total_loss - ref_loss) < 1e-12 * abs(ref_loss)
-    assert flag == (1.0 if len(sizes) == 3 else 0.0)       # an extra is summed too
+    assert flag == (1.0 if len(sizes) == 3 else 0.0)  # an extra is summed too
     assert reducer.finite()
     reducer.buffer[0] = numpy.nan
     assert not reducer.finite()
@@ -217,6 +235,7 @@ def test_buckets_start_during_backward_in_backward_order():
     def hook(layer, grads):
         events.append(("grads", layer))
         reducer.ready(layer, grads)
+
     rng = numpy.random.default_rng(2)
     x, y = _batch(rng, 4)
     reducer.begin(4, 8)
@@ -226,8 +245,8 @@ def test_buckets_start_during_backward_in_backward_order():
     assert layers == ["fc8", "fc7", "fc6", "conv5", "conv4", "conv3", "conv2", "conv1"]
     sizes = {layer: sum(e[4] for e in entries) for layer, entries in reducer.layout.items()}
     for i, layer in enumerate(layers):
-        assert events[2 * i:2 * i + 2] == [("grads", layer), ("start", sizes[layer])]
-    assert events[16:] == [("start", distributed.EXTRAS)]      # the loss and flags
+        assert events[2 * i : 2 * i + 2] == [("grads", layer), ("start", sizes[layer])]
+    assert events[16:] == [("start", distributed.EXTRAS)]  # the loss and flags
     with pytest.raises(ValueError, match="share"):
         reducer.begin(4, 8)
         reducer.reduce(grads, loss, 3, 8)
@@ -247,8 +266,8 @@ def test_reducer_packs_on_column_zeros_device_and_unpacks_to_each_column():
     for r in (1, 0):
         net = nets[r]
         with tagged.Device(0):
-            xs = x[3 * r:3 * r + 3]
-        loss, grads = net.loss_and_grad_columns(xs, y[3 * r:3 * r + 3], train=False)
+            xs = x[3 * r : 3 * r + 3]
+        loss, grads = net.loss_and_grad_columns(xs, y[3 * r : 3 * r + 3], train=False)
         reducer = GradientReducer(sim.world(r), net)
         reducer.reduce(grads, loss, 3, 6)
         assert reducer.buffer.device_id == 0
@@ -270,6 +289,7 @@ def test_nccl_bootstrap_goes_through_cupyx_with_mpi(monkeypatch):
     that first waits for the compute stream, and the compute stream waits for it."""
     cupy = pytest.importorskip("cupy")
     import cupyx.distributed
+
     calls = []
 
     class FakeComm:
@@ -299,6 +319,7 @@ def test_nccl_bootstrap_goes_through_cupyx_with_mpi(monkeypatch):
     def init(n, rank, **kw):
         calls.append(("init", n, rank, kw))
         return FakeComm()
+
     compute = FakeStream("compute")
     monkeypatch.setattr(cupyx.distributed, "init_process_group", init)
     monkeypatch.setattr(cupy.cuda, "Device", FakeDevice)
@@ -309,10 +330,12 @@ def test_nccl_bootstrap_goes_through_cupyx_with_mpi(monkeypatch):
     world.MPI = SimpleNamespace(Request=type("Request", (), {}))
     world.use_nccl(3)
     assert calls[:2] == [("device", 3), ("init", 2, 1, {"backend": "nccl", "use_mpi": True})]
-    world.allreduce(SimpleNamespace(shape=(4,)))               # a device array
-    assert calls[2:] == [("comm", "waits for", "event of compute"),
-                         ("all_reduce", True, "sum", "comm"),
-                         ("compute", "waits for", "event of comm")]
+    world.allreduce(SimpleNamespace(shape=(4,)))  # a device array
+    assert calls[2:] == [
+        ("comm", "waits for", "event of compute"),
+        ("all_reduce", True, "sum", "comm"),
+        ("compute", "waits for", "event of comm"),
+    ]
 
 
 def test_checksum_sees_one_changed_bit():
@@ -325,19 +348,40 @@ def test_checksum_sees_one_changed_bit():
 
 # -- under mpiexec ----------------------------------------------------------------------
 MPIEXEC = shutil.which("mpiexec")
-needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found (pip install "
-                                                       "-e '.[dist]')")
+needs_mpi = pytest.mark.skipif(
+    MPIEXEC is None, reason="mpiexec not found (pip install -e '.[dist]')"
+)
 
 
 def train_args(data_dir, out, *extra):
-    return ["-m", "refnet.train", "--data", str(data_dir), "--arch", "tiny", "--device",
-            "cpu", "--out", str(out), "--seed", "3", "--batch", "8", "--lr", "0.01",
-            "--dtype", "float64", "--quiet", *extra]
+    return [
+        "-m",
+        "refnet.train",
+        "--data",
+        str(data_dir),
+        "--arch",
+        "tiny",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+        "--batch",
+        "8",
+        "--lr",
+        "0.01",
+        "--dtype",
+        "float64",
+        "--quiet",
+        *extra,
+    ]
 
 
 def mpirun(ranks, args, timeout=TIMEOUT, **kw):
-    cmd = [MPIEXEC, "-n", str(ranks), sys.executable, *args] if ranks > 1 else [
-        sys.executable, *args]
+    cmd = (
+        [MPIEXEC, "-n", str(ranks), sys.executable, *args] if ranks > 1 else [sys.executable, *args]
+    )
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
 
@@ -351,12 +395,16 @@ def max_rel(a, b):
 
 def flat_state(tree):
     from refnet.checkpoint import _flatten
+
     return {**tree["model"], **{f"v/{k}": v for k, v in _flatten(tree["optimizer"]).items()}}
 
 
 def records(out, kind):
-    return [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
-            if r["kind"] == kind]
+    return [
+        r
+        for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+        if r["kind"] == kind
+    ]
 
 
 @needs_mpi
@@ -418,13 +466,24 @@ def _wait_for(predicate, seconds):
 @pytest.mark.slow
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(data_dir, tmp_path):
     out = tmp_path / "run"
-    cmd = [MPIEXEC, "-n", "2", sys.executable,
-           *train_args(data_dir, out, "--epochs", "1000", "--checkpoint-every", "5")]
+    cmd = [
+        MPIEXEC,
+        "-n",
+        "2",
+        sys.executable,
+        *train_args(data_dir, out, "--epochs", "1000", "--checkpoint-every", "5"),
+    ]
     cmd.remove("--quiet")
     job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert _wait_for(lambda: (out / "log.jsonl").exists() and checkpoint.list_checkpoints(out)
-                         and records(out, "world"), 90), "the job did not start"
+        assert _wait_for(
+            lambda: (
+                (out / "log.jsonl").exists()
+                and checkpoint.list_checkpoints(out)
+                and records(out, "world")
+            ),
+            90,
+        ), "the job did not start"
         victim = records(out, "world")[0]["ranks"][1]["pid"]
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
@@ -435,9 +494,9 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(data_dir, tmp_pat
             job.kill()
             job.communicate()
     assert job.returncode != 0
-    assert f"PID {victim}" in stdout + stderr              # mpiexec names the process
-    assert f"rank 1 pid {victim}" in stdout                # and the start line its rank
-    state = last_state(out)                               # intact: resumes
+    assert f"PID {victim}" in stdout + stderr  # mpiexec names the process
+    assert f"rank 1 pid {victim}" in stdout  # and the start line its rank
+    state = last_state(out)  # intact: resumes
     r = mpirun(1, train_args(data_dir, out, "--resume", "--epochs", str(state["epoch"] + 1)))
     assert r.returncode == 0, r.stderr
 
@@ -448,19 +507,29 @@ def test_a_rank_that_cannot_open_its_data_fails_the_start(data_dir, tmp_path):
     out = tmp_path / "run"
     bad = tmp_path / "missing"
     bad.mkdir()
-    cmd = [MPIEXEC, "-n", "1", sys.executable, *train_args(data_dir, out), ":",
-           "-n", "1", sys.executable, *train_args(bad, out)]
+    cmd = [
+        MPIEXEC,
+        "-n",
+        "1",
+        sys.executable,
+        *train_args(data_dir, out),
+        ":",
+        "-n",
+        "1",
+        sys.executable,
+        *train_args(bad, out),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 2, r.stderr
     assert "rank 1" in r.stderr and str(bad) in r.stderr
-    assert "rank 0 (" not in r.stderr                    # rank 0's data was fine
-    assert not out.exists()                              # a refused start leaves nothing
+    assert "rank 0 (" not in r.stderr  # rank 0's data was fine
+    assert not out.exists()  # a refused start leaves nothing
 
 
 # Rank 1 of an MPMD job runs this instead of python -m refnet.train: the training step
 # with a fault on its third call, "raise" (an error on that rank alone) or "drift" (its
 # replica moves away from the others).
-ONE_FAULTY_RANK = r'''
+ONE_FAULTY_RANK = r"""
 import sys
 import refnet.sgd, refnet.train
 fault, argv = sys.argv[1], sys.argv[2:]
@@ -476,13 +545,26 @@ def patched(self, grads):
         w.reshape(-1)[0] += 1e-9
 refnet.sgd.SGD.step = patched
 sys.exit(refnet.train.main(argv))
-'''
+"""
 
 
 def with_faulty_rank_1(fault, args):
     """mpiexec of 2 ranks: rank 0 as usual, rank 1 with ``fault`` (ONE_FAULTY_RANK)."""
-    return [MPIEXEC, "-n", "1", sys.executable, *args, ":",
-            "-n", "1", sys.executable, "-c", ONE_FAULTY_RANK, fault, *args[2:]]
+    return [
+        MPIEXEC,
+        "-n",
+        "1",
+        sys.executable,
+        *args,
+        ":",
+        "-n",
+        "1",
+        sys.executable,
+        "-c",
+        ONE_FAULTY_RANK,
+        fault,
+        *args[2:],
+    ]
 
 
 @needs_mpi
@@ -503,16 +585,17 @@ def test_divergence_stops_every_rank_together(data_dir, tmp_path):
     out = tmp_path / "run"
     r = mpirun(2, train_args(data_dir, out, "--epochs", "3", "--lr", "1e12"))
     assert r.returncode == 1, r.stderr
-    assert r.stderr.count("diverged") == 1                 # said once, by rank 0
+    assert r.stderr.count("diverged") == 1  # said once, by rank 0
 
 
 @needs_mpi
 @pytest.mark.slow
 def test_replicas_that_drift_apart_stop_the_job_before_a_checkpoint(data_dir, tmp_path):
     out = tmp_path / "run"
-    cmd = with_faulty_rank_1("drift", train_args(data_dir, out, "--epochs", "2",
-                                                 "--checkpoint-every", "5"))
+    cmd = with_faulty_rank_1(
+        "drift", train_args(data_dir, out, "--epochs", "2", "--checkpoint-every", "5")
+    )
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     assert r.returncode == 2, r.stderr
     assert "replicas differ at step 5" in r.stderr and "rank(s) [1]" in r.stderr
-    assert checkpoint.list_checkpoints(out) == []          # nothing written
+    assert checkpoint.list_checkpoints(out) == []  # nothing written

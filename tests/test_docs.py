@@ -1,6 +1,7 @@
 """The documentation stays whole: every guide is in the site's navigation, every library
 module has an API page, the README stays short, and no page tells the project's history
 (that is CHANGELOG.md's)."""
+
 import pathlib
 import re
 
@@ -20,8 +21,9 @@ def test_every_guide_is_in_the_site_navigation():
 @pytest.mark.parametrize("package", ["refnet", "refnet/nodes", "layers", "data"])
 def test_every_library_module_has_an_api_entry(package):
     page = (DOCS / "api" / f"{package.split('/')[-1]}.md").read_text()
-    modules = sorted(p.stem for p in (ROOT / package).glob("*.py")
-                     if p.stem not in ("__init__", "__main__"))
+    modules = sorted(
+        p.stem for p in (ROOT / package).glob("*.py") if p.stem not in ("__init__", "__main__")
+    )
     dotted = "refnet." + package if package in ("layers", "data") else package.replace("/", ".")
     assert [m for m in modules if f"::: {dotted}.{m}\n" not in page] == []
 
@@ -30,8 +32,10 @@ def test_the_readme_is_short_and_starts_with_the_two_commands():
     lines = (ROOT / "README.md").read_text().splitlines()
     assert len(lines) <= 150
     commands = [line.strip() for line in lines if line.startswith("    pip install")]
-    assert commands[:2] == ["pip install -e . && python -m refnet.train",
-                            'pip install -e ".[test]" && python -m pytest']
+    assert commands[:2] == [
+        "pip install -e . && python -m refnet.train",
+        'pip install -e ".[test]" && python -m pytest',
+    ]
 
 
 @pytest.mark.parametrize("path", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))])
@@ -46,4 +50,4 @@ def test_the_reading_path_is_at_most_six_files_and_1500_lines():
     files = re.findall(r"^\| \d \| `([^`]+)` \|", text, re.M)
     lines = sum(len((ROOT / f).read_text().splitlines()) for f in files)
     assert 1 <= len(files) <= 6 and lines <= 1500, (files, lines)
-    assert f"**{lines:,} lines**" in text          # the count the page states is true
+    assert f"**{lines:,} lines**" in text  # the count the page states is true

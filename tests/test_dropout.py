@@ -1,4 +1,5 @@
 """Dropout: a given mask is deterministic; both modes agree with their test pass in expectation."""
+
 import numpy
 import pytest
 
@@ -18,8 +19,9 @@ def test_given_mask_is_used_as_is_and_deterministic(xp, dtype, mode, scale, mask
     y2, _ = dropout.forward(xp.asarray(x), p=0.3, train=True, mask=xp.asarray(mask), mode=mode)
     assert y1.dtype == dtype
     numpy.testing.assert_array_equal(backend.asnumpy(y1), backend.asnumpy(y2))
-    numpy.testing.assert_allclose(backend.asnumpy(y1), numpy.where(keep, x * scale, 0),
-                                  **tol(dtype))
+    numpy.testing.assert_allclose(
+        backend.asnumpy(y1), numpy.where(keep, x * scale, 0), **tol(dtype)
+    )
     dy = rng.standard_normal(x.shape).astype(dtype)
     dx = backend.asnumpy(dropout.backward(xp.asarray(dy), c1))
     assert dx.dtype == dtype
@@ -42,8 +44,9 @@ def test_test_pass(xp, dtype, mode):
     factor = 0.75 if mode == "paper" else 1.0
     numpy.testing.assert_allclose(backend.asnumpy(y), x * factor, **tol(dtype))
     dy = numpy.random.default_rng(2).standard_normal((3, 4)).astype(dtype)
-    numpy.testing.assert_allclose(backend.asnumpy(dropout.backward(xp.asarray(dy), cache)),
-                                  dy * factor, **tol(dtype))
+    numpy.testing.assert_allclose(
+        backend.asnumpy(dropout.backward(xp.asarray(dy), cache)), dy * factor, **tol(dtype)
+    )
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
@@ -60,8 +63,9 @@ def test_modes_agree_in_expectation_with_their_test_pass(xp, p):
     x = xp.asarray(numpy.ones(n))
     sigma = numpy.sqrt(p / ((1 - p) * n))
     for mode in ("paper", "inverted"):
-        y_train, _ = dropout.forward(x, p=p, train=True, rng=numpy.random.default_rng(11),
-                                     mode=mode)
+        y_train, _ = dropout.forward(
+            x, p=p, train=True, rng=numpy.random.default_rng(11), mode=mode
+        )
         y_test, _ = dropout.forward(x, p=p, train=False, mode=mode)
         ratio = float(backend.asnumpy(y_train).mean() / backend.asnumpy(y_test).mean())
         assert abs(ratio - 1) < 5 * sigma, (mode, ratio)

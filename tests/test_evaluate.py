@@ -1,14 +1,24 @@
 """Top-k error against a naive per-image loop, and 10-view averaging."""
+
+import json as _json
+import os
+import subprocess
+import sys
+
+import h5py
 import numpy
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from refnet import metrics
+from refnet.evaluate import load_network
+from tests.train_data import trained_tiny_run
 
 
 def _naive_topk(scores, labels, k):
     wrong = 0
-    for row, label in zip(scores, labels):
+    for row, label in zip(scores, labels, strict=True):
         order = sorted(range(len(row)), key=lambda c: -row[c])
         wrong += label not in order[:k]
     return wrong / len(labels)
@@ -20,7 +30,7 @@ def test_topk_matches_naive_loop(data):
     k_classes = data.draw(st.integers(1, 12))
     seed = data.draw(st.integers(0, 2**32 - 1))
     rng = numpy.random.default_rng(seed)
-    scores = rng.standard_normal((n, k_classes))   # continuous: no ties
+    scores = rng.standard_normal((n, k_classes))  # continuous: no ties
     labels = rng.integers(0, k_classes, n)
     got = metrics.topk_errors(scores, labels, ks=(1, 3, 5))
     for k in (1, 3, 5):
@@ -47,16 +57,6 @@ def test_bad_inputs():
 
 # --------------------------------------------------------------------------- the CLI
 
-import json as _json
-import os
-import subprocess
-import sys
-
-import h5py
-
-from refnet.evaluate import load_network
-from tests.train_data import trained_tiny_run
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -75,15 +75,18 @@ def _direct_errors(ckpt, data, views):
     corners = [(m, m)] if views == "center" else [(0, 0), (0, e), (e, 0), (e, e), (m, m)]
     flips = [False] if views == "center" else [False, True]
     wrong1 = wrong5 = 0
-    for img, label in zip(images, labels):
+    for img, label in zip(images, labels, strict=True):
         probs = []
         for flip in flips:
             for oy, ox in corners:
-                x = img[oy:oy + c, ox:ox + c].astype(numpy.float64) - mean[oy:oy + c, ox:ox + c]
+                x = (
+                    img[oy : oy + c, ox : ox + c].astype(numpy.float64)
+                    - mean[oy : oy + c, ox : ox + c]
+                )
                 x = x / std
                 if flip:
                     x = x[:, ::-1]
-                x = x.transpose(2, 0, 1)[None].astype(numpy.float32)   # (1, 3, c, c)
+                x = x.transpose(2, 0, 1)[None].astype(numpy.float32)  # (1, 3, c, c)
                 probs.append(numpy.asarray(net.predict_proba(x))[0])
         p = numpy.mean(probs, axis=0)
         order = list(numpy.argsort(-p))
@@ -95,9 +98,25 @@ def _direct_errors(ckpt, data, views):
 @pytest.mark.slow
 def test_evaluate_cli_equals_direct_computation(trained):
     data, ckpt = trained
-    r = subprocess.run([sys.executable, "-m", "refnet.evaluate", "--checkpoint", str(ckpt),
-                        "--data", str(data), "--device", "cpu", "--json", "--batch", "4"],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refnet.evaluate",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(data),
+            "--device",
+            "cpu",
+            "--json",
+            "--batch",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     got = _json.loads(r.stdout)
     for views in ("center", "ten"):
@@ -111,32 +130,48 @@ def test_evaluate_cli_errors(trained, tmp_path):
     data, ckpt = trained
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"nope")
-    for args in (["--checkpoint", str(bad), "--data", str(data)],
-                 ["--checkpoint", str(ckpt), "--data", str(tmp_path)]):
-        r = subprocess.run([sys.executable, "-m", "refnet.evaluate", *args],
-                           capture_output=True, text=True, timeout=120)
+    for args in (
+        ["--checkpoint", str(bad), "--data", str(data)],
+        ["--checkpoint", str(ckpt), "--data", str(tmp_path)],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "refnet.evaluate", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--batch", "0"], "argument --batch: must be >= 1, got '0'"),
-    (["--batch", "-2"], "argument --batch: must be >= 1, got '-2'"),
-    (["--checkpoint", "{tmp}/missing.h5"], "argument --checkpoint: '{tmp}/missing.h5' does "
-                                           "not exist"),
-    (["--checkpoint", "{tmp}"], "argument --checkpoint: '{tmp}' holds no checkpoint "
-                                "(ckpt-<step>.h5)"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch", "0"], "argument --batch: must be >= 1, got '0'"),
+        (["--batch", "-2"], "argument --batch: must be >= 1, got '-2'"),
+        (
+            ["--checkpoint", "{tmp}/missing.h5"],
+            "argument --checkpoint: '{tmp}/missing.h5' does not exist",
+        ),
+        (
+            ["--checkpoint", "{tmp}"],
+            "argument --checkpoint: '{tmp}' holds no checkpoint (ckpt-<step>.h5)",
+        ),
+    ],
+)
 def test_evaluate_refuses_bad_values_when_parsing(tmp_path, capsys, args, message):
     from refnet.evaluate import main
+
     ckpt = tmp_path / "c.h5"
     ckpt.write_bytes(b"never read")
     argv = ["--checkpoint", str(ckpt), *[a.format(tmp=tmp_path) for a in args]]
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2
-    assert capsys.readouterr().err == \
-        f"python -m refnet.evaluate: error: {message.format(tmp=tmp_path)} (see --help)\n"
+    assert (
+        capsys.readouterr().err
+        == f"python -m refnet.evaluate: error: {message.format(tmp=tmp_path)} (see --help)\n"
+    )
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
@@ -145,6 +180,7 @@ def test_evaluate_ctrl_c_mid_evaluation(trained, tmp_path):
     about 5 times what imports and loading take): exit 130 and one line."""
     from refnet.data.store import StoreReader, StoreWriter
     from tests.interrupts import Command, cpu_seconds, ends_cleanly, without_cupy
+
     data, ckpt = trained
     big = tmp_path / "data"
     big.mkdir()
@@ -152,17 +188,41 @@ def test_evaluate_ctrl_c_mid_evaluation(trained, tmp_path):
     with StoreReader(data / "val.h5") as store:
         m = store.metadata
     n = 4000
-    w = StoreWriter(str(big), "val.h5", capacity=n, size=m.size, split="val",
-                    class_names=m.class_names, wnids=m.wnids, build_id=m.build_id,
-                    settings=m.settings)
-    images = numpy.random.default_rng(0).integers(0, 256, (16, m.size, m.size, 3),
-                                                  dtype=numpy.uint8)
+    w = StoreWriter(
+        str(big),
+        "val.h5",
+        capacity=n,
+        size=m.size,
+        split="val",
+        class_names=m.class_names,
+        wnids=m.wnids,
+        build_id=m.build_id,
+        settings=m.settings,
+    )
+    images = numpy.random.default_rng(0).integers(
+        0, 256, (16, m.size, m.size, 3), dtype=numpy.uint8
+    )
     for i in range(n):
         w.append(images[i % 16], i % len(m.class_names), f"{i}.png")
     w.finish()
     w.commit()
-    cmd = Command(["-m", "refnet.evaluate", "--checkpoint", ckpt, "--data", big, "--device",
-                   "cpu", "--views", "ten", "--batch", 8], env=without_cupy(tmp_path))
+    cmd = Command(
+        [
+            "-m",
+            "refnet.evaluate",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            big,
+            "--device",
+            "cpu",
+            "--views",
+            "ten",
+            "--batch",
+            8,
+        ],
+        env=without_cupy(tmp_path),
+    )
     cmd.wait_until(lambda: cpu_seconds(cmd.proc.pid) > 2.0)
     out, err = ends_cleanly(cmd, "refnet.evaluate")
     assert out == [] and err == ["refnet.evaluate: interrupted"]

@@ -4,6 +4,7 @@ Each crossing is linear, so its backward must be its adjoint: for random x and d
 <forward(x), dy> == <x, backward(dy)> summed over the columns. The columns sit on
 devices 0 and 1 of the device-tagging backend, so a missing transfer fails here.
 """
+
 import numpy
 import pytest
 
@@ -26,7 +27,9 @@ def host(parts):
 
 
 def dot(a, b):
-    return sum(float(numpy.vdot(numpy.asarray(x), numpy.asarray(y))) for x, y in zip(a, b))
+    return sum(
+        float(numpy.vdot(numpy.asarray(x), numpy.asarray(y))) for x, y in zip(a, b, strict=True)
+    )
 
 
 @pytest.mark.parametrize("axis, to", [(0, None), (1, None), (1, (0,))])
@@ -41,7 +44,7 @@ def test_exchange_concatenates_and_its_backward_is_the_adjoint(axis, to):
     assert [a.device_id for a in y] == list(targets)
     for a in y:
         numpy.testing.assert_array_equal(numpy.asarray(a), numpy.concatenate(xs, axis=axis))
-    dys = [on(d, rng.standard_normal(a.shape)) for d, a in zip(targets, y)]
+    dys = [on(d, rng.standard_normal(a.shape)) for d, a in zip(targets, y, strict=True)]
     dx = exchange.backward(dys, cache, place=P)
     assert [g.device_id for g in dx] == [0, 1]
     assert [g.shape for g in dx] == [x.shape for x in xs]
@@ -72,19 +75,21 @@ def test_halo_and_trim_are_adjoint_and_give_the_neighbours_channels(axis):
     numpy.testing.assert_array_equal(numpy.asarray(ext[1]), want1)
     dext = [on(c, rng.standard_normal(e.shape)) for c, e in enumerate(ext)]
     assert dot(ext, dext) == pytest.approx(
-        dot(parts, exchange.halo_backward(dext, cache, place=P)), rel=1e-12)
+        dot(parts, exchange.halo_backward(dext, cache, place=P)), rel=1e-12
+    )
 
     own = exchange.trim_forward(ext, cache)
-    for o, x in zip(own, xs):
+    for o, x in zip(own, xs, strict=True):
         numpy.testing.assert_array_equal(numpy.asarray(o), x)
     dy = [on(c, rng.standard_normal(x.shape)) for c, x in enumerate(xs)]
     assert dot(own, dy) == pytest.approx(
-        dot(ext, exchange.trim_backward(dy, cache, place=P)), rel=1e-12)
+        dot(ext, exchange.trim_backward(dy, cache, place=P)), rel=1e-12
+    )
 
 
 def test_a_halo_of_zero_channels_is_the_identity():
     P = placement()
     parts = [on(c, numpy.ones((2, 3))) for c in range(2)]
     ext, cache = exchange.halo_forward(parts, place=P, n=0, axis=1)
-    assert all(e is p for e, p in zip(ext, parts))
-    assert all(a is b for a, b in zip(exchange.trim_forward(ext, cache), parts))
+    assert all(e is p for e, p in zip(ext, parts, strict=True))
+    assert all(a is b for a, b in zip(exchange.trim_forward(ext, cache), parts, strict=True))

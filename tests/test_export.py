@@ -1,6 +1,7 @@
 """ONNX export (refnet.export): the graph is valid, ONNX Runtime (float32) and onnx's
 reference evaluator (float64) compute refnet's numbers layer by layer for every option,
 a wrong LRN, dropout or column conversion is caught, and the command line."""
+
 import json
 import subprocess
 import sys
@@ -8,16 +9,20 @@ import sys
 import numpy
 import pytest
 
-from refnet import NetOptions, build_network, checkpoint
-from refnet import export, nodes
+from refnet import NetOptions, build_network, checkpoint, export, nodes
 from refnet.verify.compare import errors
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
-from refnet.verify.against_onnxruntime import (BASE, VARIANTS, random_weights,  # noqa: E402
-                                        run_model, spec_lrn)
+from refnet.verify.against_onnxruntime import (  # noqa: E402 (after the skip: needs onnx)
+    BASE,
+    VARIANTS,
+    random_weights,  # noqa: E402
+    run_model,
+    spec_lrn,
+)
 
-F32, F64 = 1e-5, 1e-12          # the bounds on max|a - b| / max|b| (verify.compare.errors)
+F32, F64 = 1e-5, 1e-12  # the bounds on max|a - b| / max|b| (verify.compare.errors)
 
 
 def make(arch="tiny", dtype="float64", seed=0, **changes):
@@ -68,11 +73,11 @@ def test_grouped_convolutions_lrn_split_and_dropout_nodes(columns, groups):
     assert [group[f"conv{i}"] for i in range(1, 6)] == groups
     ops = [n.op_type for n in nodes]
     assert ops.count("LRN") == 2 * columns and ops.count("Split") == 2 * (columns - 1)
-    assert ops.count("Mul") == 2                           # paper dropout, fc6 and fc7
+    assert ops.count("Mul") == 2  # paper dropout, fc6 and fc7
     lrn = next(n for n in nodes if n.op_type == "LRN")
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in lrn.attribute}
     assert attrs["size"] == 5 and attrs["bias"] == 2.0 and attrs["beta"] == 0.75
-    assert attrs["alpha"] == pytest.approx(0.025 * 5)       # alpha * size
+    assert attrs["alpha"] == pytest.approx(0.025 * 5)  # alpha * size
 
 
 @pytest.mark.parametrize("arch", ["tiny", "demo"])
@@ -82,8 +87,9 @@ def test_onnxruntime_float32_gives_refnet_logits(arch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch, changes", [("alexnet", {}), ("owt", {}),
-                                           ("owt", {"dropout_mode": "paper"})])
+@pytest.mark.parametrize(
+    "arch, changes", [("alexnet", {}), ("owt", {}), ("owt", {"dropout_mode": "paper"})]
+)
 def test_onnxruntime_float32_full_size_batch_2(arch, changes):
     """The paper's net, and torchvision's (its names on the initializers, the average
     pooling, dropout before fc6 and fc7)."""
@@ -127,14 +133,23 @@ def test_a_float64_net_exports_as_float32_too():
     assert rel(got["logits"], net.forward(x)) <= F32
 
 
-MUTANTS = {        # where the layer kinds give their ONNX nodes (refnet.nodes)
-    "alpha not times size": (nodes.lrn, "onnx_attributes", lambda p: dict(
-        size=p["size"], alpha=p["alpha"], beta=p["beta"], bias=p["k"])),
-    "ONNX's default bias 1, not k": (nodes.lrn, "onnx_attributes", lambda p: dict(
-        size=p["size"], alpha=p["alpha"] * p["size"], beta=p["beta"], bias=1.0)),
+MUTANTS = {  # where the layer kinds give their ONNX nodes (refnet.nodes)
+    "alpha not times size": (
+        nodes.lrn,
+        "onnx_attributes",
+        lambda p: dict(size=p["size"], alpha=p["alpha"], beta=p["beta"], bias=p["k"]),
+    ),
+    "ONNX's default bias 1, not k": (
+        nodes.lrn,
+        "onnx_attributes",
+        lambda p: dict(size=p["size"], alpha=p["alpha"] * p["size"], beta=p["beta"], bias=1.0),
+    ),
     "one LRN over both columns": (nodes.Lrn, "groups", lambda self: 1),
-    "no test-time dropout scale": (nodes.Dropout, "onnx", lambda self, g, shape: g.node(
-        "Identity", [g.last], self.name)),
+    "no test-time dropout scale": (
+        nodes.Dropout,
+        "onnx",
+        lambda self, g, shape: g.node("Identity", [g.last], self.name),
+    ),
 }
 
 
@@ -152,13 +167,19 @@ def test_spec_lrn_is_the_papers_lrn_with_alpha_times_size():
     """The float64 runtime's LRN (onnx's stock one normalises only the first N channels,
     onnx issue #7805) against refnet's plain LRN, with N != C and an even-sized edge."""
     from onnx.reference import ReferenceEvaluator
+
     from refnet.layers.reference import lrn_forward
+
     h = onnx.helper
     x = numpy.random.default_rng(3).standard_normal((2, 7, 3, 4))
     for size in (3, 5):
         node = h.make_node("LRN", ["x"], ["y"], size=size, alpha=0.125, beta=0.75, bias=1.5)
-        graph = h.make_graph([node], "lrn", [h.make_tensor_value_info("x", 11, None)],
-                             [h.make_tensor_value_info("y", 11, None)])
+        graph = h.make_graph(
+            [node],
+            "lrn",
+            [h.make_tensor_value_info("x", 11, None)],
+            [h.make_tensor_value_info("y", 11, None)],
+        )
         model = h.make_model(graph, opset_imports=[h.make_opsetid("", export.OPSET)])
         (y,) = ReferenceEvaluator(model, new_ops=[spec_lrn()]).run(None, {"x": x})
         want = lrn_forward(x, size=size, alpha=0.125 / size, beta=0.75, k=1.5)
@@ -180,6 +201,7 @@ def test_features_maps_are_nchw_in_both_layouts():
 
 def test_features_maps_of_two_tagged_devices_gather_on_column_0():
     from tests.device_backend import tagged
+
     a, x = make("tiny", "float64")
     b = build_network(a.options.replace(backend=tagged, devices=(0, 1)))
     b.load_state_dict(a.state_dict())
@@ -196,7 +218,7 @@ def test_to_onnx_writes_atomically_and_refuses_bad_arguments(tmp_path):
     path = export.to_onnx(net, tmp_path / "net.onnx", outputs="conv2")
     model = onnx.load(str(path))
     assert [o.name for o in model.graph.output] == ["logits", "probabilities", "conv2"]
-    assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]          # no temporary
+    assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]  # no temporary
     assert rel(run_model(model, x)["logits"], net.forward(x)) <= F32
     with pytest.raises(ValueError, match="'conv9'.*choose from"):
         export.to_onnx(net, tmp_path / "bad.onnx", outputs=("conv1", "conv9"))
@@ -209,13 +231,19 @@ def test_to_onnx_writes_atomically_and_refuses_bad_arguments(tmp_path):
 
 # -- the command line ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run folder with one checkpoint of a tiny net (its init, as training starts)."""
     folder = tmp_path_factory.mktemp("run")
     net = build_network(NetOptions(arch="tiny", **BASE)).init(seed=2, scheme="he")
-    tree = {"format": checkpoint.FORMAT, "arch": "tiny", "config": {"arch": "tiny"},
-            "network": net.options.to_dict(), "model": net.state_dict()}
+    tree = {
+        "format": checkpoint.FORMAT,
+        "arch": "tiny",
+        "config": {"arch": "tiny"},
+        "network": net.options.to_dict(),
+        "model": net.state_dict(),
+    }
     checkpoint.save(checkpoint.checkpoint_path(folder, 1), tree)
     return folder, net
 
@@ -223,9 +251,24 @@ def run_dir(tmp_path_factory):
 def test_the_command_writes_a_model_of_the_checkpoint(run_dir, tmp_path):
     folder, net = run_dir
     out = tmp_path / "tiny.onnx"
-    r = subprocess.run([sys.executable, "-m", "refnet.export", "--checkpoint", str(folder),
-                        "--onnx", str(out), "--outputs", "conv1,relu_fc7", "--device", "cpu"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refnet.export",
+            "--checkpoint",
+            str(folder),
+            "--onnx",
+            str(out),
+            "--outputs",
+            "conv1,relu_fc7",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert str(out) in r.stdout
     model = onnx.load(str(out))
@@ -239,7 +282,7 @@ def test_the_command_writes_a_model_of_the_checkpoint(run_dir, tmp_path):
 def _error(capsys, argv):
     try:
         status = export.main(argv)
-    except SystemExit as e:                       # refused while parsing
+    except SystemExit as e:  # refused while parsing
         status = e.code
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1, err
@@ -250,10 +293,10 @@ def test_command_errors_are_one_line_and_exit_2(run_dir, tmp_path, capsys, monke
     folder, _ = run_dir
     ckpt = str(checkpoint.checkpoint_path(folder, 1))
     out = str(tmp_path / "a.onnx")
-    assert "does not exist" in _error(capsys, ["--checkpoint", str(tmp_path / "none.h5"),
-                                               "--onnx", out])
-    assert "holds no checkpoint" in _error(capsys, ["--checkpoint", str(tmp_path),
-                                                    "--onnx", out])
+    assert "does not exist" in _error(
+        capsys, ["--checkpoint", str(tmp_path / "none.h5"), "--onnx", out]
+    )
+    assert "holds no checkpoint" in _error(capsys, ["--checkpoint", str(tmp_path), "--onnx", out])
     missing = str(tmp_path / "no" / "a.onnx")
     assert "does not exist" in _error(capsys, ["--checkpoint", ckpt, "--onnx", missing])
     assert "is a directory" in _error(capsys, ["--checkpoint", ckpt, "--onnx", str(tmp_path)])
@@ -261,14 +304,14 @@ def test_command_errors_are_one_line_and_exit_2(run_dir, tmp_path, capsys, monke
     bad = tmp_path / "ckpt-00000002.h5"
     bad.write_bytes(b"not hdf5")
     assert "unreadable" in _error(capsys, ["--checkpoint", str(bad), "--onnx", out])
-    monkeypatch.setitem(sys.modules, "onnx", None)             # onnx not installed
-    assert "pip install -e '.[interop]'" in _error(capsys, ["--checkpoint", ckpt,
-                                                            "--onnx", out])
+    monkeypatch.setitem(sys.modules, "onnx", None)  # onnx not installed
+    assert "pip install -e '.[interop]'" in _error(capsys, ["--checkpoint", ckpt, "--onnx", out])
     assert not any(p.suffix == ".onnx" for p in tmp_path.iterdir())
 
 
 def test_the_verify_part_runs_and_passes(monkeypatch):
     from refnet.verify import against_onnxruntime as part
+
     assert part.NAME == "onnxruntime" and part.available() is None
     rows = part.run("float32", seed=0, sizes=("small",))
     assert {r.part for r in rows} == {"onnxruntime"} and len(rows) > 200

@@ -1,4 +1,5 @@
 """Global average pooling: the mean over positions, its laws, finite differences, both layouts."""
+
 import numpy
 import pytest
 from hypothesis import given
@@ -14,16 +15,19 @@ layouts = st.sampled_from(["NCHW", "CHWN"])
 
 def close(a, b, dtype):
     rtol = 1e-5 if dtype == numpy.float32 else 1e-12
-    numpy.testing.assert_allclose(backend.asnumpy(a), backend.asnumpy(b), rtol=rtol,
-                                  atol=rtol * (1 + float(numpy.max(numpy.abs(b)))))
+    numpy.testing.assert_allclose(
+        backend.asnumpy(a),
+        backend.asnumpy(b),
+        rtol=rtol,
+        atol=rtol * (1 + float(numpy.max(numpy.abs(b)))),
+    )
 
 
 @fixture_settings
 @given(nchw=dims, layout=layouts, seed=st.integers(0, 2**32 - 1))
-def test_forward_is_the_mean_over_positions_and_backward_spreads_dy(xp, dtype, nchw, layout,
-                                                                   seed):
+def test_forward_is_the_mean_over_positions_and_backward_spreads_dy(xp, dtype, nchw, layout, seed):
     rng = numpy.random.default_rng(seed)
-    x = rng.standard_normal(nchw).astype(dtype)                 # (N, C, H, W)
+    x = rng.standard_normal(nchw).astype(dtype)  # (N, C, H, W)
     y, cache = gap.forward(xp.asarray(transpose(x, "NCHW", layout)), layout=layout)
     assert y.dtype == dtype and y.shape == nchw[:2]
     close(y, x.astype(numpy.float64).mean(axis=(2, 3)), dtype)
@@ -43,7 +47,7 @@ def test_linear_in_x(xp, nchw, layout, seed):
     rng = numpy.random.default_rng(seed)
     a, b = (xp.asarray(transpose(rng.standard_normal(nchw), "NCHW", layout)) for _ in "ab")
     s, t = rng.standard_normal(2)
-    f = lambda v: gap.forward(v, layout=layout)[0]            # noqa: E731
+    f = lambda v: gap.forward(v, layout=layout)[0]  # noqa: E731
     close(f(s * a + t * b), s * f(a) + t * f(b), numpy.float64)
 
 
@@ -54,8 +58,9 @@ def test_backward_matches_finite_differences(xp, nchw, layout, seed):
     x = xp.asarray(transpose(rng.standard_normal(nchw), "NCHW", layout))
     y, cache = gap.forward(x, layout=layout)
     dy = xp.asarray(rng.standard_normal(y.shape))
-    assert_directional(lambda a: gap.forward(a, layout=layout)[0], [x],
-                       [gap.backward(dy, cache)], dy, rng)
+    assert_directional(
+        lambda a: gap.forward(a, layout=layout)[0], [x], [gap.backward(dy, cache)], dy, rng
+    )
 
 
 def test_bad_input_is_refused():

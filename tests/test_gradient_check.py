@@ -1,4 +1,5 @@
 """The finite-difference checker itself can fail: a wrong gradient is caught."""
+
 import numpy
 import pytest
 
@@ -12,6 +13,6 @@ def test_checker_accepts_right_and_rejects_wrong_gradient():
     f = numpy.sin
     assert_directional(f, [x], [dy * numpy.cos(x)], dy, rng)
     wrong = dy * numpy.cos(x)
-    wrong[1, 2] *= 1.001                          # one entry off by 0.1%
+    wrong[1, 2] *= 1.001  # one entry off by 0.1%
     with pytest.raises(AssertionError, match="input 0"):
         assert_directional(f, [x], [wrong], dy, numpy.random.default_rng(1))

@@ -2,6 +2,7 @@
 library (layers/, data/, refnet/) imports neither its tools (verify/, bench/) nor a
 framework. Imports are collected with ``ast`` from every statement, inside functions too,
 so a lazy import counts the same as one at the top."""
+
 import ast
 import pathlib
 
@@ -11,8 +12,13 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 LIBRARY = ("layers", "data", "refnet")
 TOOLS = ("verify", "bench")
 # the repository's folders and the import names they are installed under
-PACKAGES = {"layers": "refnet.layers", "data": "refnet.data", "refnet": "refnet",
-            "verify": "refnet.verify", "bench": "refnet.bench"}
+PACKAGES = {
+    "layers": "refnet.layers",
+    "data": "refnet.data",
+    "refnet": "refnet",
+    "verify": "refnet.verify",
+    "bench": "refnet.bench",
+}
 FRAMEWORKS = ("torch", "jax", "jaxlib", "onnxruntime", "tensorflow")
 
 
@@ -20,7 +26,7 @@ def modules():
     """{module name: path} of every module of the project's packages."""
     out = {}
     for folder, package in PACKAGES.items():
-        for path in sorted((ROOT / folder).rglob("*.py")):    # subpackages, not the links
+        for path in sorted((ROOT / folder).rglob("*.py")):  # subpackages, not the links
             parts = path.relative_to(ROOT / folder).with_suffix("").parts
             parts = package.split(".") + list(parts[:-1] if parts[-1] == "__init__" else parts)
             out[".".join(parts)] = path
@@ -53,7 +59,7 @@ def imports(path, known, module_level=False):
     outside function bodies."""
     found = set()
     tree = ast.parse(path.read_text())
-    for node in (outside_functions(tree) if module_level else ast.walk(tree)):
+    for node in outside_functions(tree) if module_level else ast.walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
                 found.add(a.name if a.name in known else a.name.split(".")[0])
@@ -72,8 +78,11 @@ GRAPH = {name: imports(path, modules()) for name, path in modules().items()}
 
 @pytest.mark.parametrize("package", LIBRARY)
 def test_the_library_imports_no_tool_and_no_framework(package):
-    bad = {name: sorted(n for n in deps if part(n) in TOOLS or n.split(".")[0] in FRAMEWORKS)
-           for name, deps in GRAPH.items() if part(name) == package}
+    bad = {
+        name: sorted(n for n in deps if part(n) in TOOLS or n.split(".")[0] in FRAMEWORKS)
+        for name, deps in GRAPH.items()
+        if part(name) == package
+    }
     assert not {k: v for k, v in bad.items() if v}
 
 
@@ -95,7 +104,7 @@ def test_no_import_cycle():
         state[node] = "open"
         for nxt in graph[node]:
             if state.get(nxt) == "open":
-                cycle = path[path.index(nxt):] + [nxt]
+                cycle = path[path.index(nxt) :] + [nxt]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if nxt not in state:
                 visit(nxt, path + [nxt])

@@ -5,6 +5,7 @@ the checkpoint they need.)
 Each command is interrupted while it is provably mid-work: a FIFO among the images
 blocks the decoder, or the command has printed its first progress line.
 """
+
 import os
 import signal
 
@@ -27,36 +28,39 @@ def image_tree(src, blocking=None):
             os.makedirs(src / split / cls)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=numpy.uint8)).save(
-                    src / split / cls / f"{i}.jpg")
+                    src / split / cls / f"{i}.jpg"
+                )
     if blocking:
         os.mkfifo(src / blocking)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 @pytest.mark.parametrize("workers, presses", [(0, 1), (2, 1), (2, 2)])
-def test_data_build_ctrl_c_stops_workers_and_leaves_the_old_stores(tmp_path, workers,
-                                                                   presses):
+def test_data_build_ctrl_c_stops_workers_and_leaves_the_old_stores(tmp_path, workers, presses):
     """One Ctrl-C, or a double tap (whose second press waits for the quick clean-up)."""
     image_tree(tmp_path / "src", blocking="train/a/9_blocks.jpg")
     out = tmp_path / "out"
     os.makedirs(out)
     (out / "val.h5").write_bytes(b"an older store that must survive")
-    cmd = Command(["-m", "refnet.data.build", tmp_path / "src", out, "--size", S,
-                   "--workers", workers])
-    cmd.wait_for(lambda line: line.startswith("build train"))   # the first images are in
+    cmd = Command(
+        ["-m", "refnet.data.build", tmp_path / "src", out, "--size", S, "--workers", workers]
+    )
+    cmd.wait_for(lambda line: line.startswith("build train"))  # the first images are in
     cmd.wait_until(lambda: any(".train.h5.tmp-" in n for n in os.listdir(out)))
     _, err = ends_cleanly(cmd, "refnet.data.build", presses=presses)
     assert [line for line in err if not line.startswith("build ")] == [
         f"refnet.data.build: interrupted; nothing was written in place of the stores in "
-        f"{str(out)!r}, and no temporary file is left"]
-    assert sorted(os.listdir(out)) == ["val.h5"]                  # no temporary left
+        f"{str(out)!r}, and no temporary file is left"
+    ]
+    assert sorted(os.listdir(out)) == ["val.h5"]  # no temporary left
     assert (out / "val.h5").read_bytes() == b"an older store that must survive"
 
 
 def test_bench_data_ctrl_c_removes_its_folder_and_writes_no_json(tmp_path):
     env = dict(os.environ, TMPDIR=str(tmp_path))
-    cmd = Command(["-m", "refnet.bench.data", "--images", 40, "--json", tmp_path / "r.json"],
-                  env=env)
+    cmd = Command(
+        ["-m", "refnet.bench.data", "--images", 40, "--json", tmp_path / "r.json"], env=env
+    )
     cmd.wait_for(lambda line: line.startswith("bench: writing JPEGs"))
     ends_cleanly(cmd, "refnet.bench.data")
     assert os.listdir(tmp_path) == []
@@ -69,14 +73,29 @@ def test_bench_ctrl_c_in_the_re_executed_process(tmp_path, when):
     settings: a Ctrl-C during the exec is held until the new process handles it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env.pop("REFNET_BENCH_REEXEC", None)
-    env = without_cupy(tmp_path / "env", env)     # CuPy's import can swallow the Ctrl-C
+    env = without_cupy(tmp_path / "env", env)  # CuPy's import can swallow the Ctrl-C
     os.makedirs(tmp_path / "out")
-    cmd = Command(["-m", "refnet.bench", "--arch", "tiny", "--batch", 2, "--no-torch", "--parts",
-                   "step", "--repeats", 10000, "--json", tmp_path / "out" / "r.json"],
-                  env=env)
-    cmd.wait_for(lambda line: line.startswith("bench: re-executing"))   # SIGINT held
+    cmd = Command(
+        [
+            "-m",
+            "refnet.bench",
+            "--arch",
+            "tiny",
+            "--batch",
+            2,
+            "--no-torch",
+            "--parts",
+            "step",
+            "--repeats",
+            10000,
+            "--json",
+            tmp_path / "out" / "r.json",
+        ],
+        env=env,
+    )
+    cmd.wait_for(lambda line: line.startswith("bench: re-executing"))  # SIGINT held
     if when == "after it":
-        cmd.wait_for(lambda line: line.startswith("step ["))     # timing the steps
+        cmd.wait_for(lambda line: line.startswith("step ["))  # timing the steps
     ends_cleanly(cmd, "refnet.bench")
     assert os.listdir(tmp_path / "out") == []
 
@@ -84,9 +103,20 @@ def test_bench_ctrl_c_in_the_re_executed_process(tmp_path, when):
 def test_verify_ctrl_c_mid_run_writes_no_report(tmp_path):
     pytest.importorskip("torch")
     os.makedirs(tmp_path / "out")
-    cmd = Command(["-m", "refnet.verify", "--only", "layers", "--size", "small", "--json",
-                   tmp_path / "out" / "r.json"], env=without_cupy(tmp_path / "env"))
-    cmd.wait_for(lambda line: line.startswith("verify ["))        # the first part runs
+    cmd = Command(
+        [
+            "-m",
+            "refnet.verify",
+            "--only",
+            "layers",
+            "--size",
+            "small",
+            "--json",
+            tmp_path / "out" / "r.json",
+        ],
+        env=without_cupy(tmp_path / "env"),
+    )
+    cmd.wait_for(lambda line: line.startswith("verify ["))  # the first part runs
     ends_cleanly(cmd, "refnet.verify")
     assert os.listdir(tmp_path / "out") == []
 
@@ -94,21 +124,26 @@ def test_verify_ctrl_c_mid_run_writes_no_report(tmp_path):
 def test_verify_without_pytorch_says_how_to_install_it():
     """No ModuleNotFoundError traceback: one line and exit 2 (torch blocked by a None
     entry in sys.modules, which makes ``import torch`` raise ImportError)."""
-    code = ("import runpy, sys; sys.modules['torch'] = None; "
-            "sys.argv = ['verify', '--only', 'sgd']; "
-            "runpy.run_module('verify', run_name='__main__', alter_sys=True)")
+    code = (
+        "import runpy, sys; sys.modules['torch'] = None; "
+        "sys.argv = ['verify', '--only', 'sgd']; "
+        "runpy.run_module('verify', run_name='__main__', alter_sys=True)"
+    )
     cmd = Command(["-c", code])
     rc, out, err = cmd.finish(timeout=60)
     assert rc == 2 and out == [], err
-    assert err == ["refnet.verify: error: python -m refnet.verify needs PyTorch: "
-                   "pip install -e '.[verify]'"]
+    assert err == [
+        "refnet.verify: error: python -m refnet.verify needs PyTorch: pip install -e '.[verify]'"
+    ]
 
 
 def test_a_command_started_to_ignore_ctrl_c_keeps_ignoring_it(tmp_path):
     """A background job of a script starts with SIGINT ignored; the commands keep it so."""
-    code = ("import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-            "from refnet.data.cli import run_command; "
-            "sys.exit(run_command(lambda: print('ready') or time.sleep(1.5) or 7, 'job'))")
+    code = (
+        "import signal, sys, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "from refnet.data.cli import run_command; "
+        "sys.exit(run_command(lambda: print('ready') or time.sleep(1.5) or 7, 'job'))"
+    )
     cmd = Command(["-c", code])
     cmd.wait_for(lambda line: line == "ready", stream="out")
     os.killpg(cmd.proc.pid, signal.SIGINT)

@@ -1,4 +1,5 @@
 """Fully connected layer: reference sum, finite differences, flattening of (N, ...) inputs."""
+
 import numpy
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,9 +11,12 @@ from tests.tolerance import tol
 
 @st.composite
 def linear_configs(draw):
-    return dict(lead=(draw(st.integers(1, 4)),), features=draw(
-        st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)),
-        out=draw(st.integers(1, 6)), seed=draw(st.integers(0, 2**32 - 1)))
+    return dict(
+        lead=(draw(st.integers(1, 4)),),
+        features=draw(st.lists(st.integers(1, 4), min_size=1, max_size=3).map(tuple)),
+        out=draw(st.integers(1, 6)),
+        seed=draw(st.integers(0, 2**32 - 1)),
+    )
 
 
 def draw_arrays(cfg, dtype=numpy.float64):
@@ -30,11 +34,12 @@ def test_forward_matches_explicit_sum(xp, dtype, cfg):
     x, w, b, _ = draw_arrays(cfg, dtype)
     y, _ = linear.forward(xp.asarray(x), xp.asarray(w), xp.asarray(b))
     x2 = x.reshape(x.shape[0], -1).astype(float)
-    ref = (x2[:, None, :] * w.astype(float)[None]).sum(axis=2) + b        # (N, O)
+    ref = (x2[:, None, :] * w.astype(float)[None]).sum(axis=2) + b  # (N, O)
     scale = (abs(x2)[:, None, :] * abs(w.astype(float))[None]).sum(axis=2) + abs(b)
     assert y.dtype == dtype
-    assert numpy.all(abs(backend.asnumpy(y) - ref) <= tol(dtype)["rtol"] * scale
-                     + tol(dtype)["atol"])
+    assert numpy.all(
+        abs(backend.asnumpy(y) - ref) <= tol(dtype)["rtol"] * scale + tol(dtype)["atol"]
+    )
 
 
 @fixture_settings
@@ -45,8 +50,8 @@ def test_backward_matches_finite_differences(xp, cfg):
     y, cache = linear.forward(*args)
     dy = xp.asarray(rng.standard_normal(y.shape))
     grads = linear.backward(dy, cache)
-    for a, g in zip(args, grads):
-        assert g.shape == a.shape                          # dx keeps x's (N, ...) shape
+    for a, g in zip(args, grads, strict=True):
+        assert g.shape == a.shape  # dx keeps x's (N, ...) shape
     assert_directional(lambda *a: linear.forward(*a)[0], args, grads, dy, rng)
 
 
@@ -58,7 +63,7 @@ def test_transposed_input_gets_its_gradient_in_the_same_order(xp, dtype, cfg):
     contiguous), so the layers below read it without a transposing copy."""
     x, w, b, rng = draw_arrays(cfg, dtype)
     x2 = x.reshape(x.shape[0], -1)
-    xt = xp.asarray(numpy.ascontiguousarray(x2.T)).T                    # (N, F) view
+    xt = xp.asarray(numpy.ascontiguousarray(x2.T)).T  # (N, F) view
     _, cache = linear.forward(xt, xp.asarray(w), xp.asarray(b))
     dy = rng.standard_normal((x2.shape[0], w.shape[0])).astype(dtype)
     dx, dw, db = (backend.asnumpy(g) for g in linear.backward(xp.asarray(dy), cache))

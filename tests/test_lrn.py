@@ -1,5 +1,6 @@
 """LRN (the paper's form): the blocked fast path against ``layers.reference`` in both
 layouts and any blocking, finite differences of both, special cases of both."""
+
 import numpy
 import pytest
 from hypothesis import given
@@ -13,12 +14,20 @@ from tests.tolerance import tol
 
 @st.composite
 def lrn_configs(draw):
-    return dict(shape=(draw(st.integers(1, 2)), draw(st.integers(1, 10)),
-                       draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-                size=draw(st.sampled_from([1, 3, 5, 7, 9])),
-                alpha=draw(st.floats(1e-3, 1.0)), beta=draw(st.floats(0.5, 1.0)),
-                k=draw(st.floats(0.5, 3.0)), seed=draw(st.integers(0, 2**32 - 1)),
-                layout=draw(st.sampled_from(LAYOUTS)))
+    return dict(
+        shape=(
+            draw(st.integers(1, 2)),
+            draw(st.integers(1, 10)),
+            draw(st.integers(1, 3)),
+            draw(st.integers(1, 3)),
+        ),
+        size=draw(st.sampled_from([1, 3, 5, 7, 9])),
+        alpha=draw(st.floats(1e-3, 1.0)),
+        beta=draw(st.floats(0.5, 1.0)),
+        k=draw(st.floats(0.5, 3.0)),
+        seed=draw(st.integers(0, 2**32 - 1)),
+        layout=draw(st.sampled_from(LAYOUTS)),
+    )
 
 
 def hyper(cfg):
@@ -69,10 +78,10 @@ def test_blocks_give_the_unblocked_result_exactly(xp, dtype, cfg, budget):
     results = []
     for bytes_ in (budget, 10**9):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(blocking, "block_bytes", lambda _: bytes_)
+            patch.setattr(blocking, "block_bytes", lambda _, bytes_=bytes_: bytes_)
             y, cache = lrn.forward(x, **h)
             results.append([backend.asnumpy(a) for a in (y, lrn.backward(dy, cache))])
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         numpy.testing.assert_array_equal(a, b)
 
 
@@ -99,8 +108,7 @@ FORWARDS = [pytest.param(fast_lrn, id="fast"), pytest.param(reference.lrn_forwar
 def test_alpha_zero_is_x_over_k_to_the_beta(xp, dtype, forward):
     x = numpy.random.default_rng(1).standard_normal((2, 7, 3, 3)).astype(dtype)
     y = forward(xp.asarray(x), size=5, alpha=0.0, beta=0.6, k=1.7)
-    numpy.testing.assert_allclose(backend.asnumpy(y), x.astype(float) / 1.7 ** 0.6,
-                                  **tol(dtype))
+    numpy.testing.assert_allclose(backend.asnumpy(y), x.astype(float) / 1.7**0.6, **tol(dtype))
 
 
 @pytest.mark.parametrize("forward", FORWARDS)
@@ -117,8 +125,8 @@ def test_window_is_clipped_at_channel_edges(xp, forward):
     """A window wider than all channels sums every channel for each output."""
     x = numpy.random.default_rng(2).standard_normal((1, 3, 2, 2))
     y = forward(xp.asarray(x), size=9, alpha=0.3, beta=0.8, k=1.5)
-    s = 1.5 + 0.3 * numpy.sum(x ** 2, axis=1, keepdims=True)
-    numpy.testing.assert_allclose(backend.asnumpy(y), x / s ** 0.8, rtol=1e-14)
+    s = 1.5 + 0.3 * numpy.sum(x**2, axis=1, keepdims=True)
+    numpy.testing.assert_allclose(backend.asnumpy(y), x / s**0.8, rtol=1e-14)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -127,17 +135,18 @@ def test_paper_beta_float32_matches_float64(xp, layout):
     y and dx against the float64 reference, over values whose window sums span k to
     k + 100, so the scale runs over its whole range."""
     rng = numpy.random.default_rng(7)
-    x = (rng.standard_normal((3, 16, 5, 4)) * rng.uniform(0.1, 300.0, (3, 16, 1, 1)))
+    x = rng.standard_normal((3, 16, 5, 4)) * rng.uniform(0.1, 300.0, (3, 16, 1, 1))
     dy = rng.standard_normal(x.shape)
     p = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
-    y, cache = lrn.forward(xp.asarray(transpose(x.astype(numpy.float32), "NCHW", layout)),
-                           **p, layout=layout)
+    y, cache = lrn.forward(
+        xp.asarray(transpose(x.astype(numpy.float32), "NCHW", layout)), **p, layout=layout
+    )
     dx = lrn.backward(xp.asarray(transpose(dy.astype(numpy.float32), "NCHW", layout)), cache)
     y, dx = (transpose(backend.asnumpy(a), layout, "NCHW") for a in (y, dx))
     s = numpy.asarray(backend.asnumpy(cache.s), dtype=float)
-    assert s.min() < 2.5 and s.max() > 50                  # the range the test is about
+    assert s.min() < 2.5 and s.max() > 50  # the range the test is about
     numpy.testing.assert_allclose(y, reference.lrn_forward(x, **p), rtol=1e-6, atol=1e-6)
     dx_ref = reference.lrn_backward(dy, x, **p)
     assert abs(dx - dx_ref).max() <= 1e-6 * abs(dx_ref).max()
     scale = numpy.asarray(backend.asnumpy(cache.scale), dtype=float)
-    numpy.testing.assert_allclose(scale, s ** -0.75, rtol=3e-7)   # ~2 float32 ulp
+    numpy.testing.assert_allclose(scale, s**-0.75, rtol=3e-7)  # ~2 float32 ulp

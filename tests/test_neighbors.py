@@ -28,24 +28,22 @@ def _images(net, n, seed=0):
 def test_fc8_of_the_features_gives_the_logits(columns, mode):
     net = AlexNet("tiny", dtype="float64", columns=columns, dropout_mode=mode).init(seed=3)
     x = _images(net, 4)
-    feats = net.features(x)                                   # (N, 16): fc7's ReLU
+    feats = net.features(x)  # (N, 16): fc7's ReLU
     assert feats.shape == (4, net.spec.fc[1]) and (feats >= 0).all()
-    scale = 1 - net.dropout if mode == "paper" else 1.0       # dropout at test time
+    scale = 1 - net.dropout if mode == "paper" else 1.0  # dropout at test time
     sd = net.state_dict()
     logits = (scale * feats) @ sd["fc8.weight"].T + sd["fc8.bias"]
     numpy.testing.assert_allclose(logits, net.forward(x), rtol=1e-12, atol=1e-12)
-    numpy.testing.assert_allclose(net.features(x, upto="to_fc8"), scale * feats,
-                                  rtol=1e-12, atol=0)
+    numpy.testing.assert_allclose(net.features(x, upto="to_fc8"), scale * feats, rtol=1e-12, atol=0)
 
 
 def test_features_of_fc6_are_relu_of_fc6():
     net = AlexNet("tiny", dtype="float64").init(seed=1)
     x = _images(net, 3)
     sd = net.state_dict()
-    flat = net.features(x, upto="flatten")                     # (N, 32): pool5's maps
+    flat = net.features(x, upto="flatten")  # (N, 32): pool5's maps
     fc6 = numpy.maximum(flat @ sd["fc6.weight"].T + sd["fc6.bias"], 0)
-    numpy.testing.assert_allclose(net.features(x, upto="relu_fc6"), fc6, rtol=1e-12,
-                                  atol=1e-12)
+    numpy.testing.assert_allclose(net.features(x, upto="relu_fc6"), fc6, rtol=1e-12, atol=1e-12)
 
 
 def test_features_refuses_maps_and_unknown_layers():
@@ -60,12 +58,12 @@ def test_features_refuses_maps_and_unknown_layers():
 def test_running_search_equals_one_sort(batch):
     rng = numpy.random.default_rng(0)
     train = rng.standard_normal((40, 8))
-    train[17] = train[3]                                       # a tie: the earlier wins
+    train[17] = train[3]  # a tie: the earlier wins
     queries = numpy.concatenate([rng.standard_normal((3, 8)), train[3:4]])
     search = NearestSearch(queries, k=6)
     for i in range(0, 40, batch):
-        search.add(train[i:i + batch], numpy.arange(i, min(i + batch, 40)))
-    dist = numpy.linalg.norm(queries[:, None] - train[None], axis=2)    # (Q, 40)
+        search.add(train[i : i + batch], numpy.arange(i, min(i + batch, 40)))
+    dist = numpy.linalg.norm(queries[:, None] - train[None], axis=2)  # (Q, 40)
     order = numpy.argsort(dist, axis=1, kind="stable")[:, :6]
     numpy.testing.assert_array_equal(search.index, order)
     numpy.testing.assert_allclose(search.dist, numpy.take_along_axis(dist, order, 1))
@@ -90,12 +88,13 @@ def test_store_search_equals_brute_force(trained):
         dist, index = search_training_set(net, pipeline, queries, batch=7, progress=False)
     finally:
         pipeline.close()
-    with StoreReader(data / "train.h5") as store:                       # all at once
+    with StoreReader(data / "train.h5") as store:  # all at once
         images = store.take(numpy.arange(store.count))
         mean, std = store.metadata.mean_image, store.metadata.pixel_std
     scale = 1 / std if cfg["input_scale"] == "pixel_std" else None
-    feats = net.features(augment.center_view(images, mean, net.spec.input_size,
-                                             scale=scale, dtype=cfg["dtype"]))
+    feats = net.features(
+        augment.center_view(images, mean, net.spec.input_size, scale=scale, dtype=cfg["dtype"])
+    )
     full = numpy.linalg.norm(numpy.float64(queries)[:, None] - feats[None], axis=2)
     order = numpy.argsort(full, axis=1, kind="stable")[:, :NEIGHBORS]
     numpy.testing.assert_array_equal(index, order)
@@ -103,8 +102,12 @@ def test_store_search_equals_brute_force(trained):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "refnet.neighbors", *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "refnet.neighbors", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_cli_writes_the_grid(trained, tmp_path):
@@ -119,17 +122,21 @@ def test_cli_writes_the_grid(trained, tmp_path):
     assert r.returncode == 0, r.stderr
     w, h = neighbors_figsize(2, NEIGHBORS)
     assert Image.open(out).size == (round(100 * w), round(100 * h))
-    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]     # no temporaries
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # no temporaries
 
 
 def test_cli_errors(trained, tmp_path):
     data, ckpt = trained
     image = data.parent / "src" / "val" / "disk" / "0.png"
-    for args in (["--count", 2, "--images", image],                  # both: refused
-                 ["--count", 0], ["--out", tmp_path / "no" / "g.png"],
-                 ["--count", 1000], ["--images", tmp_path / "missing.png"]):
+    for args in (
+        ["--count", 2, "--images", image],  # both: refused
+        ["--count", 0],
+        ["--out", tmp_path / "no" / "g.png"],
+        ["--count", 1000],
+        ["--images", tmp_path / "missing.png"],
+    ):
         argv = ["--checkpoint", ckpt, "--out", tmp_path / "g.png", *args]
-        r = _run(*argv[:argv.index("--out")], *args) if "--out" in args else _run(*argv)
+        r = _run(*argv[: argv.index("--out")], *args) if "--out" in args else _run(*argv)
         assert r.returncode == 2, (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "g.png").exists()

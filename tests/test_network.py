@@ -3,6 +3,7 @@
 Equivalence with the grouped single-device form is in test_network_equivalence.py,
 finite differences in test_network_gradcheck.py, placement in test_network_devices.py.
 """
+
 import math
 
 import numpy
@@ -11,8 +12,16 @@ import pytest
 from refnet import ARCHS, AlexNet, param_shapes
 from refnet import init as init_schemes
 
-PAPER_COUNTS = {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936,
-                "conv5": 442_624, "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000}
+PAPER_COUNTS = {
+    "conv1": 34_944,
+    "conv2": 307_456,
+    "conv3": 885_120,
+    "conv4": 663_936,
+    "conv5": 442_624,
+    "fc6": 37_752_832,
+    "fc7": 16_781_312,
+    "fc8": 4_097_000,
+}
 
 
 # -- architectures and counts ----------------------------------------------------------
@@ -37,12 +46,20 @@ def test_net_counts_and_names_match_the_table():
 
 
 def test_architecture_sizes():
-    assert ARCHS["alexnet"].sizes() == {"conv1": 55, "pool1": 27, "conv2": 27, "pool2": 13,
-                                        "conv3": 13, "conv4": 13, "conv5": 13, "pool5": 6}
+    assert ARCHS["alexnet"].sizes() == {
+        "conv1": 55,
+        "pool1": 27,
+        "conv2": 27,
+        "pool2": 13,
+        "conv3": 13,
+        "conv4": 13,
+        "conv5": 13,
+        "pool5": 6,
+    }
     assert ARCHS["demo"].sizes()["conv1"] == 35 and ARCHS["demo"].sizes()["pool5"] == 3
     assert (ARCHS["alexnet"].store_size, ARCHS["alexnet"].crop_size) == (256, 227)
     assert (ARCHS["demo"].store_size, ARCHS["demo"].crop_size) == (128, 113)
-    assert ARCHS["tiny"].sizes()["pool5"] == 2     # fc6 flattening order is exercised
+    assert ARCHS["tiny"].sizes()["pool5"] == 2  # fc6 flattening order is exercised
 
 
 def test_one_column_has_no_grouping_and_same_widths():
@@ -74,7 +91,7 @@ def test_state_dict_round_trip_gives_the_same_outputs():
 def test_state_dict_is_a_copy_and_load_copies():
     net = AlexNet("tiny", "float64").init(seed=1)
     sd = net.state_dict()
-    sd["fc8.weight"][...] = 5.0                   # fc8 lives whole on column 0
+    sd["fc8.weight"][...] = 5.0  # fc8 lives whole on column 0
     sd["conv1.weight"][...] = 5.0
     assert not numpy.any(net.state_dict()["fc8.weight"] == 5.0)
     net.load_state_dict(sd)
@@ -116,9 +133,13 @@ def test_a_net_without_parameters_refuses_to_run_until_they_are_set():
     net = AlexNet("tiny", "float64")
     s = net.spec.input_size
     x, labels = numpy.zeros((2, 3, s, s)), numpy.array([0, 1])
-    uses = [lambda: net.forward(x), lambda: net.predict_proba(x),
-            lambda: net.loss_and_grad(x, labels, train=False),
-            lambda: net.loss_and_grad_columns(x, labels, train=False), net.state_dict]
+    uses = [
+        lambda: net.forward(x),
+        lambda: net.predict_proba(x),
+        lambda: net.loss_and_grad(x, labels, train=False),
+        lambda: net.loss_and_grad_columns(x, labels, train=False),
+        net.state_dict,
+    ]
     sd = AlexNet("tiny", "float64").init(seed=1).state_dict()
     with pytest.raises(ValueError):
         net.load_state_dict({**sd, "fc7.bias": numpy.full(16, numpy.nan)})
@@ -144,8 +165,7 @@ def test_column_shards_are_row_blocks_of_the_grouped_arrays():
 # -- init --------------------------------------------------------------------------------
 def test_init_is_seeded_and_matches_the_host_draw():
     net = AlexNet("demo", "float64").init(seed=11, scheme="paper")
-    want = init_schemes.initial_params(net.shapes, seed=11, scheme="paper",
-                                       dtype=numpy.float64)
+    want = init_schemes.initial_params(net.shapes, seed=11, scheme="paper", dtype=numpy.float64)
     for name, value in net.state_dict().items():
         numpy.testing.assert_array_equal(value, want[name])
     other = AlexNet("demo", "float64").init(seed=12).state_dict()
@@ -244,11 +264,13 @@ def test_bad_inputs_are_refused():
 def test_gap_head_parameter_count():
     """head="gap": AlexNet's five convolutions plus a 1x1 convolution from conv5's 256
     maps to the 1000 classes; no fc layers."""
-    convs = 34_944 + 307_456 + 885_120 + 663_936 + 442_624      # PAPER_COUNTS, 2,334,080
-    head = 1000 * 256 * 1 * 1 + 1000                             # 257,000
+    convs = 34_944 + 307_456 + 885_120 + 663_936 + 442_624  # PAPER_COUNTS, 2,334,080
+    head = 1000 * 256 * 1 * 1 + 1000  # 257,000
     net = AlexNet("alexnet", head="gap")
-    assert net.param_counts() == {**{k: v for k, v in PAPER_COUNTS.items()
-                                     if k.startswith("conv")}, "head": head}
+    assert net.param_counts() == {
+        **{k: v for k, v in PAPER_COUNTS.items() if k.startswith("conv")},
+        "head": head,
+    }
     assert net.num_params() == convs + head == 2_591_080
     assert net.shapes["head.weight"] == (1000, 256, 1, 1)
     assert list(net.shapes)[-2:] == ["head.weight", "head.bias"]

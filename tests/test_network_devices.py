@@ -4,12 +4,13 @@
 and the host) and any operation on a device other than the current one, so a missing
 transfer or a layer run outside its column's device context shows here on the CPU.
 """
+
 import numpy
 import pytest
 
-from refnet.layers import backend
 from refnet import SGD, AlexNet
 from refnet.columns import Placement
+from refnet.layers import backend
 from tests.device_backend import DeviceMismatch, TaggedArray, tagged
 
 
@@ -18,8 +19,11 @@ def tagged_input(x, device=0):
         return tagged.asarray(x)
 
 
-@pytest.mark.parametrize("options", [dict(), dict(lrn_mode="all"), dict(dropout_mode="inverted")],
-                         ids=["paper", "lrn-all", "inverted"])
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(lrn_mode="all"), dict(dropout_mode="inverted")],
+    ids=["paper", "lrn-all", "inverted"],
+)
 def test_two_columns_on_two_tagged_devices_equal_numpy(options):
     rng = numpy.random.default_rng(0)
     x = rng.standard_normal((3, 3, 45, 45))
@@ -27,7 +31,7 @@ def test_two_columns_on_two_tagged_devices_equal_numpy(options):
     ref = AlexNet("tiny", "float64", **options).init(seed=5, scheme="he")
     net = AlexNet("tiny", "float64", backend=tagged, devices=(0, 1), **options)
     net.init(seed=5, scheme="he")
-    for name, value in net.state_dict().items():          # same seed, same weights
+    for name, value in net.state_dict().items():  # same seed, same weights
         numpy.testing.assert_array_equal(value, ref.state_dict()[name])
     for c, params in enumerate(net.params):
         for name, w in params.items():
@@ -38,8 +42,7 @@ def test_two_columns_on_two_tagged_devices_equal_numpy(options):
     want = ref.forward(x, train=True, rng=numpy.random.default_rng(1))
     numpy.testing.assert_allclose(numpy.asarray(logits), want, rtol=1e-13, atol=1e-15)
 
-    loss, cols = net.loss_and_grad_columns(tagged_input(x), labels,
-                                           rng=numpy.random.default_rng(1))
+    loss, cols = net.loss_and_grad_columns(tagged_input(x), labels, rng=numpy.random.default_rng(1))
     ref_loss, ref_grads = ref.loss_and_grad(x, labels, rng=numpy.random.default_rng(1))
     assert loss == pytest.approx(ref_loss, rel=1e-13)
     for c, grads in enumerate(cols):
@@ -47,8 +50,12 @@ def test_two_columns_on_two_tagged_devices_equal_numpy(options):
     full = net.full_grads(cols)
     for name, g in full.items():
         assert g.device_id == 0
-        numpy.testing.assert_allclose(numpy.asarray(g), ref_grads[name], rtol=1e-12,
-                                      atol=1e-12 * float(numpy.abs(ref_grads[name]).max()))
+        numpy.testing.assert_allclose(
+            numpy.asarray(g),
+            ref_grads[name],
+            rtol=1e-12,
+            atol=1e-12 * float(numpy.abs(ref_grads[name]).max()),
+        )
 
     # SGD updates each column's shards on its own device, from per-column or full grads.
     opt, ref_opt = SGD(net, lr=0.1), SGD(ref, lr=0.1)
@@ -70,7 +77,7 @@ def test_input_on_another_device_or_host_is_moved_explicitly():
     net = AlexNet("tiny", "float64", backend=tagged, devices=(0, 1)).init(seed=0)
     x = numpy.random.default_rng(0).standard_normal((2, 3, 45, 45))
     a = net.forward(tagged_input(x, device=1))
-    b = net.forward(x)                                     # host array
+    b = net.forward(x)  # host array
     numpy.testing.assert_array_equal(numpy.asarray(a), numpy.asarray(b))
 
 
@@ -102,7 +109,7 @@ def test_a_missing_transfer_in_an_exchange_is_caught(monkeypatch):
     net = AlexNet("tiny", "float64", backend=tagged, devices=(0, 1)).init(seed=0)
     x = tagged_input(numpy.zeros((2, 3, 45, 45)))
 
-    monkeypatch.setattr(Placement, "move", lambda self, a, src, dst: a)   # no transfer
+    monkeypatch.setattr(Placement, "move", lambda self, a, src, dst: a)  # no transfer
     with pytest.raises(DeviceMismatch):
         net.forward(x)
 
@@ -120,8 +127,9 @@ def test_both_columns_on_one_device_also_work():
     net = AlexNet("tiny", "float64", backend=tagged, devices=(0, 0)).init(seed=0)
     x = numpy.random.default_rng(0).standard_normal((2, 3, 45, 45))
     loss, grads = net.loss_and_grad(tagged_input(x), numpy.array([1, 2]), train=False)
-    ref_loss, _ = AlexNet("tiny", "float64").init(seed=0).loss_and_grad(
-        x, numpy.array([1, 2]), train=False)
+    ref_loss, _ = (
+        AlexNet("tiny", "float64").init(seed=0).loss_and_grad(x, numpy.array([1, 2]), train=False)
+    )
     assert loss == pytest.approx(ref_loss, rel=1e-13)
     assert all(g.device_id == 0 for g in grads.values())
 
@@ -139,14 +147,17 @@ def test_cupy_matches_numpy():
     ref = AlexNet("tiny", "float64", lrn_mode="all").init(seed=2, scheme="he")
     for key, value in net.state_dict().items():
         numpy.testing.assert_array_equal(value, ref.state_dict()[key])
-    loss, grads = net.loss_and_grad_columns(xp.asarray(x), labels,
-                                            rng=numpy.random.default_rng(1))
+    loss, grads = net.loss_and_grad_columns(xp.asarray(x), labels, rng=numpy.random.default_rng(1))
     ref_loss, ref_grads = ref.loss_and_grad(x, labels, rng=numpy.random.default_rng(1))
     assert loss == pytest.approx(ref_loss, rel=1e-12)
     for key, g in net.full_grads(grads).items():
         assert backend.get_array_module(g) is xp
-        numpy.testing.assert_allclose(backend.asnumpy(g), ref_grads[key], rtol=1e-11,
-                                      atol=1e-12 * float(numpy.abs(ref_grads[key]).max()))
+        numpy.testing.assert_allclose(
+            backend.asnumpy(g),
+            ref_grads[key],
+            rtol=1e-11,
+            atol=1e-12 * float(numpy.abs(ref_grads[key]).max()),
+        )
     SGD(net).step(grads)
     SGD(ref).step(ref_grads)
     for key, value in net.state_dict().items():

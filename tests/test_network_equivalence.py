@@ -5,13 +5,19 @@ columns and exchanges, directly from layer calls. Everything in float64; agreeme
 round-off (a sum split over two columns adds in another order, so the tolerance is
 relative to each array's magnitude).
 """
+
 import numpy
 import pytest
 
 from refnet import AlexNet
 from refnet.network import _Pass
-from tests.grouped_network import (TINY_AVGPOOL, assert_close, grouped_loss_and_grad,
-                                   random_batch, random_state)
+from tests.grouped_network import (
+    TINY_AVGPOOL,
+    assert_close,
+    grouped_loss_and_grad,
+    random_batch,
+    random_state,
+)
 
 CONFIGS = [
     dict(),
@@ -20,15 +26,15 @@ CONFIGS = [
     dict(dropout_mode="inverted", dropout=0.3),
     dict(columns=1),
     dict(columns=1, lrn_mode="all", dropout=0.0),
-    dict(layout="NCHW"),                      # the default is CHWN (batch innermost)
+    dict(layout="NCHW"),  # the default is CHWN (batch innermost)
     dict(layout="NCHW", lrn_mode="all"),
     dict(layout="NCHW", columns=1, conv_algo="gemm"),
-    dict(head="gap"),                         # 1x1 conv on column 0 + global average pool
+    dict(head="gap"),  # 1x1 conv on column 0 + global average pool
     dict(head="gap", columns=1, lrn_mode="all"),
     dict(head="gap", layout="NCHW", conv_algo="gemm"),
-    dict(dropout_placement="before", dropout_mode="inverted"),   # torchvision's placement
+    dict(dropout_placement="before", dropout_mode="inverted"),  # torchvision's placement
     dict(dropout_placement="before", columns=1, layout="NCHW"),
-    dict(arch="tiny-avgpool"),                # pool5's 2x2 maps averaged up to 3x3
+    dict(arch="tiny-avgpool"),  # pool5's 2x2 maps averaged up to 3x3
     dict(arch="tiny-avgpool", layout="NCHW", dropout_placement="before"),
 ]
 
@@ -59,8 +65,9 @@ def test_columns_equal_grouped_in_eval_mode_and_demo_size():
     sd = random_state(net, rng)
     net.load_state_dict(sd)
     x, labels, masks = random_batch(net, rng, n=2)
-    ref_logits, ref_loss, ref_grads, _, _ = grouped_loss_and_grad(net, sd, x, labels, masks,
-                                                                  train=False)
+    ref_logits, ref_loss, ref_grads, _, _ = grouped_loss_and_grad(
+        net, sd, x, labels, masks, train=False
+    )
     assert_close(net.forward(x), ref_logits, "logits")
     loss, grads = net.loss_and_grad(x, labels, train=False)
     assert_close(loss, ref_loss, "loss")
@@ -124,5 +131,5 @@ def test_columns_on_one_device_run_conv1_as_one_layer_keeping_only_the_image():
     _, caches = net._forward(x, _Pass(train=False, rng=None, masks=None, keep=True))
     shared = caches["conv1"]
     assert shared.kernels == 2 and shared.cache.w.shape == (4, 3, 3, 3)
-    numpy.testing.assert_array_equal(shared.cache.x, x.transpose(1, 2, 3, 0))   # CHWN
+    numpy.testing.assert_array_equal(shared.cache.x, x.transpose(1, 2, 3, 0))  # CHWN
     assert caches["conv2"][0].v is not caches["conv2"][1].v

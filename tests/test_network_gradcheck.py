@@ -9,14 +9,14 @@ the seed is chosen so that every ReLU input and every pooling window is at least
 ``MARGIN`` away from a kink (|z| and the gap between a window's two largest values,
 for windows not all zero), far more than eps moves any activation.
 """
+
 import numpy
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from refnet.layers import softmax
 from refnet import AlexNet
-from tests.grouped_network import (TINY_AVGPOOL, grouped_loss_and_grad, random_batch,
-                                   random_state)
+from refnet.layers import softmax
+from tests.grouped_network import TINY_AVGPOOL, grouped_loss_and_grad, random_batch, random_state
 from tests.tolerance import FD
 
 MARGIN = 1e-4
@@ -48,17 +48,21 @@ def setup_away_from_kinks(options):
 
 
 def loss_at(net, sd, x, labels, masks):
-    net.load_state_dict(sd)                 # the loss alone: forward and softmax, no backward
+    net.load_state_dict(sd)  # the loss alone: forward and softmax, no backward
     return float(softmax.forward(net.forward(x, train=True, masks=masks), labels)[0])
 
 
-@pytest.mark.parametrize("options", [dict(), dict(lrn_mode="all", pool=(2, 2)),
-                                     dict(columns=1, dropout_mode="inverted"),
-                                     dict(head="gap"),
-                                     dict(arch=TINY_AVGPOOL, dropout_placement="before",
-                                          dropout_mode="inverted")],
-                         ids=["paper", "lrn-all-pool2", "one-column-inverted", "gap-head",
-                              "avgpool-dropout-before"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),
+        dict(lrn_mode="all", pool=(2, 2)),
+        dict(columns=1, dropout_mode="inverted"),
+        dict(head="gap"),
+        dict(arch=TINY_AVGPOOL, dropout_placement="before", dropout_mode="inverted"),
+    ],
+    ids=["paper", "lrn-all-pool2", "one-column-inverted", "gap-head", "avgpool-dropout-before"],
+)
 def test_whole_network_gradient_matches_finite_differences(options):
     net, sd, x, labels, masks = setup_away_from_kinks(options)
     loss, grads = net.loss_and_grad(x, labels, train=True, masks=masks)
@@ -70,12 +74,14 @@ def test_whole_network_gradient_matches_finite_differences(options):
     for v in directions:
         plus = {n: a + eps * v[n] if n in v else a for n, a in sd.items()}
         minus = {n: a - eps * v[n] if n in v else a for n, a in sd.items()}
-        fd = (loss_at(net, plus, x, labels, masks)
-              - loss_at(net, minus, x, labels, masks)) / (2 * eps)
+        fd = (loss_at(net, plus, x, labels, masks) - loss_at(net, minus, x, labels, masks)) / (
+            2 * eps
+        )
         analytic = sum(float(numpy.sum(grads[n] * v[n])) for n in v)
         norm = numpy.sqrt(sum(numpy.sum(grads[n] ** 2) * numpy.sum(v[n] ** 2) for n in v))
         bound = FD["atol"] + FD["rtol"] * (norm + abs(fd))
         assert abs(fd - analytic) <= bound, (
             f"direction over {sorted(v) if len(v) < 3 else 'all parameters'}: "
-            f"finite difference {fd!r} vs backward {analytic!r}")
+            f"finite difference {fd!r} vs backward {analytic!r}"
+        )
         assert analytic != 0.0, f"zero gradient along {sorted(v)}"

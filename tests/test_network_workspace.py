@@ -6,18 +6,27 @@ with garbage first (``tests.test_workspace_layers.Poisoned``). A network that ha
 other batches (other sizes, training and evaluation passes) must give, bit for bit,
 what a fresh network gives on the same batch.
 """
+
 import numpy
 import pytest
 
-from refnet.layers import workspace
 from refnet import SGD, AlexNet
+from refnet.layers import workspace
 from tests.test_workspace_layers import Poisoned
 
-CONFIGS = [dict(arch="tiny", dtype="float64"),
-           dict(arch="tiny", dtype="float64", layout="NCHW", conv_algo="gemm",
-                lrn_mode="all", conv_cache="input"),
-           dict(arch="tiny", dtype="float32", columns=1, dropout_mode="inverted"),
-           dict(arch="demo", dtype="float32")]
+CONFIGS = [
+    dict(arch="tiny", dtype="float64"),
+    dict(
+        arch="tiny",
+        dtype="float64",
+        layout="NCHW",
+        conv_algo="gemm",
+        lrn_mode="all",
+        conv_cache="input",
+    ),
+    dict(arch="tiny", dtype="float32", columns=1, dropout_mode="inverted"),
+    dict(arch="demo", dtype="float32"),
+]
 
 
 @pytest.fixture(autouse=True)
@@ -38,8 +47,7 @@ def _batch(net, n, seed):
     s = net.spec.input_size
     x = rng.standard_normal((n, 3, s, s)).astype(net.dtype)
     labels = rng.integers(0, net.num_classes, n)
-    masks = {name: rng.random((n, width)) >= 0.5
-             for name, width in net.dropout_widths().items()}
+    masks = {name: rng.random((n, width)) >= 0.5 for name, width in net.dropout_widths().items()}
     return x, labels, masks
 
 
@@ -55,7 +63,7 @@ def _results(net, batch):
 def test_a_step_does_not_see_the_steps_before(config):
     used = _net(config)
     opt = SGD(used, lr=1e-3)
-    for n, seed in ((4, 1), (6, 2), (4, 3)):     # other batches, sizes and passes first
+    for n, seed in ((4, 1), (6, 2), (4, 3)):  # other batches, sizes and passes first
         x, labels, masks = _batch(used, n, seed)
         opt.step(used.loss_and_grad_columns(x, labels, masks=masks)[1])
         used.forward(x)
@@ -66,7 +74,7 @@ def test_a_step_does_not_see_the_steps_before(config):
     loss_f, grads_f, logits_f = _results(fresh, batch)
     assert loss == loss_f
     numpy.testing.assert_array_equal(logits, logits_f)
-    for g, g_f in zip(grads, grads_f):
+    for g, g_f in zip(grads, grads_f, strict=True):
         assert g.keys() == g_f.keys()
         for k in g:
             numpy.testing.assert_array_equal(g[k], g_f[k], err_msg=k)
@@ -80,14 +88,17 @@ def test_what_the_caller_keeps_is_never_written(config):
     kept_loss, kept_grads = net.loss_and_grad_columns(x, labels, masks=masks)
     _, kept_full = net.loss_and_grad(x, labels, masks=masks)
     kept_logits = net.forward(x)
-    copies = ([{k: v.copy() for k, v in g.items()} for g in kept_grads],
-              {k: v.copy() for k, v in kept_full.items()}, kept_logits.copy())
-    for seed in (2, 3, 4):                        # the same sizes: the same plan
+    copies = (
+        [{k: v.copy() for k, v in g.items()} for g in kept_grads],
+        {k: v.copy() for k, v in kept_full.items()},
+        kept_logits.copy(),
+    )
+    for seed in (2, 3, 4):  # the same sizes: the same plan
         x, labels, masks = _batch(net, 4, seed)
         net.loss_and_grad_columns(x, labels, masks=masks)
         net.loss_and_grad(x, labels, masks=masks)
         net.forward(x)
-    for g, c in zip(kept_grads, copies[0]):
+    for g, c in zip(kept_grads, copies[0], strict=True):
         for k in g:
             numpy.testing.assert_array_equal(g[k], c[k], err_msg=k)
     for k in kept_full:
@@ -103,5 +114,5 @@ def test_steps_after_the_first_reuse_the_same_memory():
         x, labels, masks = _batch(net, 4, seed)
         opt.step(net.loss_and_grad_columns(x, labels, masks=masks)[1])
         held.append([ws.held_bytes for ws in net.placement.workspaces])
-    assert held[0] == [0, 0]                      # nothing kept before the first plan
+    assert held[0] == [0, 0]  # nothing kept before the first plan
     assert held[1] == held[2] == held[3] == held[4] and min(held[1]) > 0

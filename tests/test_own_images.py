@@ -3,6 +3,7 @@
 Each run is a real subprocess with its own empty cache (``REFNET_CACHE``), on trees of
 shapes in several sizes and colour modes (tests/own_images.py).
 """
+
 import json
 import os
 import subprocess
@@ -20,19 +21,38 @@ pytestmark = pytest.mark.slow
 
 def run(module, *argv, cache):
     env = {**os.environ, "REFNET_CACHE": str(cache)}
-    return subprocess.run([sys.executable, "-m", module, *argv], capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", module, *argv], capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def tiny(tree, out, *extra):
-    return ["--data", str(tree), "--arch", "tiny", "--device", "cpu", "--out", str(out),
-            "--batch", "8", "--epochs", "1", "--seed", "1", *extra]
+    return [
+        "--data",
+        str(tree),
+        "--arch",
+        "tiny",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--batch",
+        "8",
+        "--epochs",
+        "1",
+        "--seed",
+        "1",
+        *extra,
+    ]
 
 
 def stores(cache):
     folder = cache / "stores"
-    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) \
-        if folder.exists() else []
+    return (
+        sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+        if folder.exists()
+        else []
+    )
 
 
 @pytest.mark.parametrize("split", [False, True], ids=["classes", "train-val"])
@@ -42,7 +62,7 @@ def test_a_folder_of_images_trains_in_one_command(tmp_path, split):
     r = run("refnet.train", *tiny(tree, tmp_path / "a"), cache=cache)
     assert r.returncode == 0, r.stderr
     assert "building the store of" in r.stdout and "at 52x52" in r.stdout
-    assert "were upscaled" in r.stdout                # the 24- and 40-pixel images
+    assert "were upscaled" in r.stdout  # the 24- and 40-pixel images
     assert len(stores(cache)) == 1
     tree_ckpt = checkpoint.load(checkpoint.list_checkpoints(tmp_path / "a")[-1][1])
     assert tree_ckpt["inputs"]["store_size"] == 52
@@ -53,13 +73,31 @@ def test_a_folder_of_images_trains_in_one_command(tmp_path, split):
     r = run("refnet.train", *tiny(tree, tmp_path / "c"), cache=cache)
     assert r.returncode == 0 and "building the store" in r.stdout
     # evaluate and predict take the run directory; evaluate the image folder too
-    r = run("refnet.evaluate", "--checkpoint", str(tmp_path / "c"), "--data", str(tree),
-            "--device", "cpu", "--json", cache=cache)
+    r = run(
+        "refnet.evaluate",
+        "--checkpoint",
+        str(tmp_path / "c"),
+        "--data",
+        str(tree),
+        "--device",
+        "cpu",
+        "--json",
+        cache=cache,
+    )
     assert r.returncode == 0, r.stderr
     assert set(json.loads(r.stdout)) == {"center", "ten"}
     image = next(p for p in sorted((tree / ("val" if split else "")).rglob("*.jpg")))
-    r = run("refnet.predict", "--checkpoint", str(tmp_path / "c"), str(image), "--top", "2",
-            "--device", "cpu", cache=cache)
+    r = run(
+        "refnet.predict",
+        "--checkpoint",
+        str(tmp_path / "c"),
+        str(image),
+        "--top",
+        "2",
+        "--device",
+        "cpu",
+        cache=cache,
+    )
     assert r.returncode == 0 and str(image) in r.stdout, r.stderr
 
 
@@ -83,19 +121,19 @@ def test_a_folder_that_is_not_a_data_set_is_one_line(tmp_path):
 def test_own_data_with_the_demo_arch_adapts_its_epochs():
     cfg, _ = resolve(build_parser().parse_args(["--data", "somewhere"]))
     assert {k: cfg[k] for k in OWN_DATA_DEFAULTS} == OWN_DATA_DEFAULTS
-    small = resolve_auto(cfg, steps_per_epoch=10)               # 320 images at batch 32
-    large = cfg.resolved(steps_per_epoch=5000)                  # 160,000 images
+    small = resolve_auto(cfg, steps_per_epoch=10)  # 320 images at batch 32
+    large = cfg.resolved(steps_per_epoch=5000)  # 160,000 images
     assert (small["patience"], small["epochs"]) == (40, 600)
     assert (large["patience"], large["epochs"]) == (2, 60)
     cfg, _ = resolve(build_parser().parse_args(["--data", "x", "--epochs", "5"]))
-    assert cfg["epochs"] == 5 and cfg["early_stop"]            # flags given win
-    cfg, _ = resolve(build_parser().parse_args([]))             # the demo set: its recipe
+    assert cfg["epochs"] == 5 and cfg["early_stop"]  # flags given win
+    cfg, _ = resolve(build_parser().parse_args([]))  # the demo set: its recipe
     assert cfg["lr_schedule"] == "step" and not cfg["early_stop"]
 
 
 def test_plateau_schedule_is_spent_after_its_reductions():
     s = ReduceOnPlateau(lr=1.0, patience=0, max_reductions=2)
-    errors = [0.5, 0.6, 0.6, 0.6]                # better, then reduce, reduce, and stale
+    errors = [0.5, 0.6, 0.6, 0.6]  # better, then reduce, reduce, and stale
     spent = []
     for e in errors:
         s.step(e)
@@ -107,8 +145,9 @@ def test_early_stop_ends_a_run_whose_error_no_longer_improves(tmp_path):
     tree, cache = tmp_path / "photos", tmp_path / "cache"
     write_image_tree(tree, classes=2, per_class=12)
     out = tmp_path / "a"
-    argv = tiny(tree, out, "--early-stop", "--patience", "0", "--lr", "1e-9",
-                "--lr-schedule", "plateau")
+    argv = tiny(
+        tree, out, "--early-stop", "--patience", "0", "--lr", "1e-9", "--lr-schedule", "plateau"
+    )
     argv[argv.index("--epochs") + 1] = "30"
     r = run("refnet.train", *argv, cache=cache)
     assert r.returncode == 0, r.stderr
@@ -117,4 +156,4 @@ def test_early_stop_ends_a_run_whose_error_no_longer_improves(tmp_path):
     epochs = [x for x in records if x["kind"] == "epoch"]
     assert len(epochs) < 30 and epochs[-1]["early_stop"] and epochs[-1]["val_views"] == "ten"
     tree_ckpt = checkpoint.load(checkpoint.list_checkpoints(out)[-1][1])
-    assert tree_ckpt["config"]["epochs"] == len(epochs)        # what a resume continues to
+    assert tree_ckpt["config"]["epochs"] == len(epochs)  # what a resume continues to

@@ -1,4 +1,5 @@
 """``python -m refnet.predict`` on a JPEG: the dataset's preprocessing, 10-crop top-5."""
+
 import json
 import os
 import subprocess
@@ -36,7 +37,7 @@ def _direct_top5(ckpt, path):
     probs = []
     for flip in (False, True):
         for oy, ox in [(0, 0), (0, e), (e, 0), (e, e), (m, m)]:
-            x = img[oy:oy + c, ox:ox + c]
+            x = img[oy : oy + c, ox : ox + c]
             x = x[:, ::-1] if flip else x
             x = x.transpose(2, 0, 1)[None].astype(numpy.float32)
             probs.append(numpy.asarray(net.predict_proba(x))[0])
@@ -49,21 +50,45 @@ def _direct_top5(ckpt, path):
 def test_predict_jpeg_top5(trained, tmp_path):
     root, data, ckpt = trained
     images = [_jpeg(tmp_path / "a.jpg", 1), root / "src" / "val" / "disk" / "1.jpg"]
-    r = subprocess.run([sys.executable, "-m", "refnet.predict", "--checkpoint", str(ckpt),
-                        "--device", "cpu", "--json", *map(str, images)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refnet.predict",
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cpu",
+            "--json",
+            *map(str, images),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["image"] for row in rows] == list(map(str, images))
-    for row, path in zip(rows, images):
+    for row, path in zip(rows, images, strict=True):
         expect = _direct_top5(ckpt, path)
         assert [n for n, _ in row["top"]] == [n for n, _ in expect]
-        numpy.testing.assert_allclose([p for _, p in row["top"]], [p for _, p in expect],
-                                      rtol=1e-5)
-        assert set(n for n, _ in row["top"]) == set(CLASSES)    # 5 classes -> all shown
-    r = subprocess.run([sys.executable, "-m", "refnet.predict", "--checkpoint", str(ckpt),
-                        "--device", "cpu", str(images[0])], capture_output=True, text=True,
-                       timeout=300)
+        numpy.testing.assert_allclose([p for _, p in row["top"]], [p for _, p in expect], rtol=1e-5)
+        assert set(n for n, _ in row["top"]) == set(CLASSES)  # 5 classes -> all shown
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refnet.predict",
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cpu",
+            str(images[0]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0 and "%" in r.stdout
 
 
@@ -71,32 +96,57 @@ def test_predict_bad_image_and_checkpoint(trained, tmp_path):
     root, data, ckpt = trained
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"not an image")
-    r = subprocess.run([sys.executable, "-m", "refnet.predict", "--checkpoint", str(ckpt),
-                        "--device", "cpu", str(bad)], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "refnet.predict",
+            "--checkpoint",
+            str(ckpt),
+            "--device",
+            "cpu",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr and "x.jpg" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "refnet.predict", "--checkpoint", str(bad),
-                        str(bad)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "refnet.predict", "--checkpoint", str(bad), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_predict_refuses_bad_values_when_parsing(tmp_path, capsys):
     from refnet.predict import main
+
     ckpt = tmp_path / "c.h5"
     ckpt.write_bytes(b"never read")
     for argv, message in [
-            (["--checkpoint", str(ckpt), "--top", "0", "x.jpg"],
-             "argument --top: must be >= 1, got '0'"),
-            (["--checkpoint", str(tmp_path / "none.h5"), "x.jpg"],
-             f"argument --checkpoint: '{tmp_path / 'none.h5'}' does not exist"),
-            (["--checkpoint", str(tmp_path), "x.jpg"],
-             f"argument --checkpoint: '{tmp_path}' holds no checkpoint (ckpt-<step>.h5)")]:
+        (
+            ["--checkpoint", str(ckpt), "--top", "0", "x.jpg"],
+            "argument --top: must be >= 1, got '0'",
+        ),
+        (
+            ["--checkpoint", str(tmp_path / "none.h5"), "x.jpg"],
+            f"argument --checkpoint: '{tmp_path / 'none.h5'}' does not exist",
+        ),
+        (
+            ["--checkpoint", str(tmp_path), "x.jpg"],
+            f"argument --checkpoint: '{tmp_path}' holds no checkpoint (ckpt-<step>.h5)",
+        ),
+    ]:
         with pytest.raises(SystemExit) as e:
             main(argv)
         assert e.value.code == 2
-        assert capsys.readouterr().err == \
-            f"python -m refnet.predict: error: {message} (see --help)\n"
+        assert (
+            capsys.readouterr().err == f"python -m refnet.predict: error: {message} (see --help)\n"
+        )
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
@@ -104,24 +154,37 @@ def test_predict_ctrl_c_mid_run(trained, tmp_path):
     """The second image is a FIFO that predict opens and then waits on for data: it is
     interrupted there, after the first image's answer."""
     from tests.interrupts import Command, ends_cleanly, without_cupy
+
     root, data, ckpt = trained
     fifo = tmp_path / "waits.jpg"
     os.mkfifo(fifo)
-    cmd = Command(["-m", "refnet.predict", "--checkpoint", ckpt, "--device", "cpu",
-                   _jpeg(tmp_path / "a.jpg", 1), fifo], env=without_cupy(tmp_path))
+    cmd = Command(
+        [
+            "-m",
+            "refnet.predict",
+            "--checkpoint",
+            ckpt,
+            "--device",
+            "cpu",
+            _jpeg(tmp_path / "a.jpg", 1),
+            fifo,
+        ],
+        env=without_cupy(tmp_path),
+    )
     writer = []
 
-    def reading():                           # opens once predict has opened the FIFO
+    def reading():  # opens once predict has opened the FIFO
         try:
             writer.append(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:                      # ENXIO: no reader yet
+        except OSError:  # ENXIO: no reader yet
             return False
         return True
+
     try:
         cmd.wait_until(reading)
         out, err = ends_cleanly(cmd, "refnet.predict")
     finally:
         for fd in writer:
             os.close(fd)
-    assert out[0] == str(tmp_path / "a.jpg") and len(out) == 6      # its top 5
+    assert out[0] == str(tmp_path / "a.jpg") and len(out) == 6  # its top 5
     assert err == ["refnet.predict: interrupted"]

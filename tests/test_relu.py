@@ -1,4 +1,5 @@
 """ReLU: reference, idempotence, gradient 0 at 0, finite differences."""
+
 import numpy
 from hypothesis import given
 from hypothesis import strategies as st
@@ -49,14 +50,14 @@ def test_backward_matches_finite_differences(xp, shape, seed):
 
 
 @fixture_settings
-@given(shape=shapes, seed=st.integers(0, 2**32 - 1),
-       budget=st.sampled_from([None, 8, 40, 1 << 20]))
+@given(shape=shapes, seed=st.integers(0, 2**32 - 1), budget=st.sampled_from([None, 8, 40, 1 << 20]))
 def test_in_place_and_blocked_give_the_same(xp, dtype, shape, seed, budget):
     """``inplace=True`` writes over its argument and returns it; the backward's blocks
     (any budget, ``layers.blocking``) give the reference exactly."""
     from unittest.mock import patch
 
     from refnet.layers import blocking
+
     x, rng = draw(shape, seed, dtype)
     a = xp.asarray(x.copy())
     y, cache = relu.forward(a, inplace=True)
@@ -79,7 +80,8 @@ def test_backward_of_a_strided_gradient(xp):
     big = rng.standard_normal((4, 12))
     want = numpy.where(x > 0, big[:, ::2], 0)
     numpy.testing.assert_array_equal(
-        backend.asnumpy(relu.backward(xp.asarray(big)[:, ::2], cache)), want)
+        backend.asnumpy(relu.backward(xp.asarray(big)[:, ::2], cache)), want
+    )
     g = xp.asarray(big.copy())
     dx = relu.backward(g[:, ::2], cache, inplace=True)
     numpy.testing.assert_array_equal(backend.asnumpy(dx), want)

@@ -1,4 +1,5 @@
 """Learning-rate schedules: the paper's divide-by-10 on plateau, fixed steps, exact resume."""
+
 import json
 
 import pytest
@@ -19,8 +20,8 @@ def test_plateau_divides_by_ten_when_the_error_stops_improving():
 def test_plateau_patience_zero_and_threshold():
     s = ReduceOnPlateau(lr=1.0, factor=0.5, patience=0, threshold=0.05)
     assert s.step(0.5) == 1.0
-    assert s.step(0.47) == 0.5          # better, but not by more than the threshold
-    assert s.step(0.40) == 0.5          # better by 0.1
+    assert s.step(0.47) == 0.5  # better, but not by more than the threshold
+    assert s.step(0.40) == 0.5  # better by 0.1
     assert s.best == 0.40
 
 
@@ -39,16 +40,32 @@ def test_step_schedule():
     assert s.lr_at(0) == 0.01 and s.lr_at(3) == pytest.approx(1e-3)
 
 
-@pytest.mark.parametrize("bad", [dict(lr=0), dict(factor=1.0), dict(patience=-1),
-                                 dict(patience=1.5), dict(max_reductions=-1),
-                                 dict(threshold=-0.1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(lr=0),
+        dict(factor=1.0),
+        dict(patience=-1),
+        dict(patience=1.5),
+        dict(max_reductions=-1),
+        dict(threshold=-0.1),
+    ],
+)
 def test_plateau_refuses_bad_settings(bad):
     with pytest.raises(ValueError):
         ReduceOnPlateau(**bad)
 
 
-@pytest.mark.parametrize("bad", [dict(lr=-1), dict(milestones=(3, 2)), dict(milestones=(0,)),
-                                 dict(milestones=(2.5,)), dict(factor=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(lr=-1),
+        dict(milestones=(3, 2)),
+        dict(milestones=(0,)),
+        dict(milestones=(2.5,)),
+        dict(factor=0),
+    ],
+)
 def test_step_refuses_bad_settings(bad):
     with pytest.raises(ValueError):
         StepSchedule(**bad)
@@ -61,8 +78,11 @@ def test_states_are_refused_across_kinds_and_non_finite_errors():
         ReduceOnPlateau().step(float("nan"))
 
 
-@given(errors=st.lists(st.floats(0, 1), min_size=2, max_size=20),
-       cut=st.integers(0, 19), patience=st.integers(0, 3))
+@given(
+    errors=st.lists(st.floats(0, 1), min_size=2, max_size=20),
+    cut=st.integers(0, 19),
+    patience=st.integers(0, 3),
+)
 def test_plateau_resumes_exactly_from_a_json_state(errors, cut, patience):
     cut = min(cut, len(errors))
     whole = ReduceOnPlateau(lr=0.01, patience=patience)
@@ -76,8 +96,10 @@ def test_plateau_resumes_exactly_from_a_json_state(errors, cut, patience):
     assert resumed.state_dict() == whole.state_dict()
 
 
-@given(milestones=st.lists(st.integers(1, 30), unique=True, max_size=4).map(sorted),
-       cut=st.integers(0, 40))
+@given(
+    milestones=st.lists(st.integers(1, 30), unique=True, max_size=4).map(sorted),
+    cut=st.integers(0, 40),
+)
 def test_step_resumes_exactly_from_a_json_state(milestones, cut):
     whole = StepSchedule(lr=0.1, milestones=milestones)
     want = [whole.step() for _ in range(40)]

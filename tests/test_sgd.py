@@ -4,13 +4,14 @@ forms; the reference's forms against each other and the closed form of a first s
 Gradients are random arrays (not the network's), so the update rule is tested alone;
 hyperparameters are chosen so every term (momentum, weight decay, lr) is visible.
 """
+
 import numpy
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refnet.layers import blocking, reference
 from refnet import SGD, AlexNet
+from refnet.layers import blocking, reference
 from tests.gradient_check import fixture_settings
 
 LR, MOMENTUM, WD = 0.05, 0.7, 0.03
@@ -18,8 +19,7 @@ LR, MOMENTUM, WD = 0.05, 0.7, 0.03
 
 def setup(form, decay_biases=False, columns=2, seed=0):
     net = AlexNet("tiny", "float64", columns=columns).init(seed=seed, scheme="he")
-    opt = SGD(net, lr=LR, momentum=MOMENTUM, weight_decay=WD, form=form,
-              decay_biases=decay_biases)
+    opt = SGD(net, lr=LR, momentum=MOMENTUM, weight_decay=WD, form=form, decay_biases=decay_biases)
     return net, opt
 
 
@@ -41,12 +41,13 @@ def test_steps_equal_the_reference_update_bit_for_bit(dtype, data):
     form = data.draw(st.sampled_from(["paper", "pytorch"]), label="form")
     decay_biases = data.draw(st.booleans(), label="decay_biases")
     budget = data.draw(st.sampled_from([None, 1, 500, 5000]), label="budget")
-    lr, momentum, wd = (data.draw(st.floats(lo, hi), label=name) for name, lo, hi in
-                        (("lr", 1e-3, 0.5), ("momentum", 0.1, 0.99), ("wd", 1e-3, 0.1)))
+    lr, momentum, wd = (
+        data.draw(st.floats(lo, hi), label=name)
+        for name, lo, hi in (("lr", 1e-3, 0.5), ("momentum", 0.1, 0.99), ("wd", 1e-3, 0.1))
+    )
     rng = numpy.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     net = AlexNet("tiny", dtype.name).init(seed=0, scheme="he")
-    opt = SGD(net, lr=lr, momentum=momentum, weight_decay=wd, form=form,
-              decay_biases=decay_biases)
+    opt = SGD(net, lr=lr, momentum=momentum, weight_decay=wd, form=form, decay_biases=decay_biases)
     w = net.state_dict()
     v = {n: numpy.zeros_like(a) for n, a in w.items()}
     with pytest.MonkeyPatch.context() as patch:
@@ -56,8 +57,9 @@ def test_steps_equal_the_reference_update_bit_for_bit(dtype, data):
             g = {n: rng.standard_normal(s).astype(dtype) for n, s in net.shapes.items()}
             opt.step(g)
             for n in w:
-                w[n], v[n] = reference.sgd_update(w[n], v[n], g[n], lr=lr, momentum=momentum,
-                                                  weight_decay=opt.decay(n), form=form)
+                w[n], v[n] = reference.sgd_update(
+                    w[n], v[n], g[n], lr=lr, momentum=momentum, weight_decay=opt.decay(n), form=form
+                )
     got, vel = net.state_dict(), opt.state_dict()
     for n in w:
         assert got[n].dtype == dtype
@@ -92,7 +94,7 @@ def test_biases_are_not_decayed_by_default():
     net, opt = setup("paper")
     before = net.state_dict()
     zero = {n: numpy.zeros(s) for n, s in net.shapes.items()}
-    opt.step(zero)                          # only weight decay moves anything
+    opt.step(zero)  # only weight decay moves anything
     after = net.state_dict()
     for n in before:
         if n.endswith(".bias"):
@@ -145,8 +147,9 @@ def test_one_column_net():
     g = random_grads(net, rng)
     opt.step(g)
     for n, a in net.state_dict().items():
-        numpy.testing.assert_allclose(a, w[n] - LR * (g[n] + decay_of(n, False) * w[n]),
-                                      rtol=1e-13, atol=1e-15)
+        numpy.testing.assert_allclose(
+            a, w[n] - LR * (g[n] + decay_of(n, False) * w[n]), rtol=1e-13, atol=1e-15
+        )
 
 
 def test_float32_stays_float32():
@@ -197,12 +200,12 @@ def test_a_bad_gradient_leaves_every_parameter_and_velocity_unchanged():
     layer must not leave column 0 (or column 1's earlier layers) already stepped."""
     net, opt = setup("paper")
     rng = numpy.random.default_rng(7)
-    opt.step(random_grads(net, rng))                    # non-zero velocities
+    opt.step(random_grads(net, rng))  # non-zero velocities
     before = net.state_dict(), opt.state_dict()
     cols = net.column_grads(random_grads(net, rng))
     cols[1]["fc7.bias"] = numpy.zeros(3)
     with pytest.raises(ValueError, match="fc7.bias"):
         opt.step(cols)
-    for old, new in zip(before, (net.state_dict(), opt.state_dict())):
+    for old, new in zip(before, (net.state_dict(), opt.state_dict()), strict=True):
         for key in old:
             numpy.testing.assert_array_equal(old[key], new[key])

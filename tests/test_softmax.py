@@ -1,4 +1,5 @@
 """Softmax cross-entropy: direct log-sum-exp formula, row sums, shift invariance, FD."""
+
 import numpy
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,12 +25,14 @@ def test_loss_and_probabilities_match_direct_formula(xp, dtype, problem):
     zf = z.astype(float)
     direct = numpy.mean(numpy.log(numpy.exp(zf).sum(axis=1)) - zf[numpy.arange(len(z)), labels])
     assert loss.shape == () and loss.dtype == dtype
-    numpy.testing.assert_allclose(float(loss), direct, rtol=tol(dtype)["rtol"] * 10,
-                                  atol=tol(dtype)["atol"] * 10)
+    numpy.testing.assert_allclose(
+        float(loss), direct, rtol=tol(dtype)["rtol"] * 10, atol=tol(dtype)["atol"] * 10
+    )
     p = backend.asnumpy(softmax.probabilities(xp.asarray(z)))
     assert p.dtype == dtype
-    numpy.testing.assert_allclose(p, numpy.exp(zf) / numpy.exp(zf).sum(axis=1, keepdims=True),
-                                  **tol(dtype))
+    numpy.testing.assert_allclose(
+        p, numpy.exp(zf) / numpy.exp(zf).sum(axis=1, keepdims=True), **tol(dtype)
+    )
 
 
 @fixture_settings
@@ -41,8 +44,9 @@ def test_gradient_rows_sum_to_zero_and_match_finite_differences(xp, problem, dlo
     g = softmax.backward(dloss, cache)
     assert g.shape == z.shape and g.dtype == z.dtype
     numpy.testing.assert_allclose(backend.asnumpy(g).sum(axis=1), 0.0, atol=1e-15)
-    assert_directional(lambda a: softmax.forward(a, xp.asarray(labels))[0], [zx], [g],
-                       xp.asarray(dloss), rng)
+    assert_directional(
+        lambda a: softmax.forward(a, xp.asarray(labels))[0], [zx], [g], xp.asarray(dloss), rng
+    )
 
 
 @fixture_settings
@@ -53,12 +57,15 @@ def test_invariant_to_adding_a_constant_per_row(xp, problem):
     l1, c1 = softmax.forward(xp.asarray(z), labels)
     l2, c2 = softmax.forward(xp.asarray(shifted), labels)
     numpy.testing.assert_allclose(float(l2), float(l1), rtol=1e-12, atol=1e-12)
-    numpy.testing.assert_allclose(backend.asnumpy(softmax.backward(1.0, c2)),
-                                  backend.asnumpy(softmax.backward(1.0, c1)), atol=1e-13)
+    numpy.testing.assert_allclose(
+        backend.asnumpy(softmax.backward(1.0, c2)),
+        backend.asnumpy(softmax.backward(1.0, c1)),
+        atol=1e-13,
+    )
 
 
 def test_huge_logits_do_not_overflow(xp, dtype):
     z = numpy.array([[1000.0, 0.0], [-1000.0, 0.0]], dtype=dtype)
     loss, cache = softmax.forward(xp.asarray(z), numpy.array([0, 0]))
-    assert float(loss) == 500.0                            # (0 + 1000) / 2
+    assert float(loss) == 500.0  # (0 + 1000) / 2
     assert numpy.all(numpy.isfinite(backend.asnumpy(softmax.backward(1.0, cache))))

@@ -3,6 +3,7 @@
 Every run is a real subprocess of the CLI on the ``tiny`` arch and a 5-class image set
 built with ``data.build`` (tests/train_data.py), so these tests see what a user sees.
 """
+
 import json
 import signal
 import subprocess
@@ -26,9 +27,26 @@ def data_dir(tmp_path_factory):
 
 
 def train_cmd(data_dir, out, *extra):
-    return [sys.executable, "-m", "refnet.train", "--data", str(data_dir), "--arch", "tiny",
-            "--device", "cpu", "--out", str(out), "--seed", "3", "--batch", "8",
-            "--lr", "0.05", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "refnet.train",
+        "--data",
+        str(data_dir),
+        "--arch",
+        "tiny",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+        "--batch",
+        "8",
+        "--lr",
+        "0.05",
+        *extra,
+    ]
 
 
 def run(cmd, **kw):
@@ -58,24 +76,47 @@ def assert_bit_identical(a, b):
 def test_short_run_lowers_loss_and_writes_outputs(data_dir, tmp_path):
     out = tmp_path / "run"
     # without dropout and lighting noise the tiny net learns these images in 10 epochs
-    r = run(train_cmd(data_dir, out, "--epochs", "10", "--keep", "2", "--lr", "0.01",
-                      "--dropout", "0", "--lighting", "0"))
+    r = run(
+        train_cmd(
+            data_dir,
+            out,
+            "--epochs",
+            "10",
+            "--keep",
+            "2",
+            "--lr",
+            "0.01",
+            "--dropout",
+            "0",
+            "--lighting",
+            "0",
+        )
+    )
     assert r.returncode == 0, r.stderr
     recs = epoch_records(out)
     assert [x["epoch"] for x in recs] == list(range(1, 11))
     for x in recs:
-        for key in ("train_loss", "val_top1_error", "val_top5_error", "lr", "seconds",
-                    "images_per_s"):
+        for key in (
+            "train_loss",
+            "val_top1_error",
+            "val_top5_error",
+            "lr",
+            "seconds",
+            "images_per_s",
+        ):
             assert numpy.isfinite(x[key]), (key, x)
     losses = [x["train_loss"] for x in recs]
     assert numpy.mean(losses[-3:]) < losses[0] - 0.1, losses
-    assert len(checkpoint.list_checkpoints(out)) == 2                # --keep
+    assert len(checkpoint.list_checkpoints(out)) == 2  # --keep
     assert (out / "curves.png").stat().st_size > 0
     assert (out / "conv1_filters.png").stat().st_size > 0
     assert "epoch 10/10: train loss" in r.stdout
-    assert str(out) in r.stdout.splitlines()[-1]                      # where outputs are
-    intervals = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()
-                 if json.loads(x)["kind"] == "interval"]
+    assert str(out) in r.stdout.splitlines()[-1]  # where outputs are
+    intervals = [
+        json.loads(x)
+        for x in (out / "log.jsonl").read_text().splitlines()
+        if json.loads(x)["kind"] == "interval"
+    ]
     assert intervals and all("loss" in x for x in intervals)
 
 
@@ -84,8 +125,9 @@ def test_sigkill_and_resume_is_bit_identical(data_dir, tmp_path):
     args = ("--epochs", "12", "--checkpoint-every", "3", "--quiet")
     r = run(train_cmd(data_dir, ref, *args))
     assert r.returncode == 0, r.stderr
-    proc = subprocess.Popen(train_cmd(data_dir, killed, *args), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        train_cmd(data_dir, killed, *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not checkpoint.list_checkpoints(killed):
         assert proc.poll() is None, "run ended before its first checkpoint"
@@ -100,7 +142,7 @@ def test_sigkill_and_resume_is_bit_identical(data_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     assert_bit_identical(final_state(ref), final_state(killed))
     a, b = epoch_records(ref), epoch_records(killed)
-    assert [x["val_top1_error"] for x in a] == [x["val_top1_error"] for x in b[-len(a):]]
+    assert [x["val_top1_error"] for x in a] == [x["val_top1_error"] for x in b[-len(a) :]]
 
 
 def test_resume_extends_to_new_total(data_dir, tmp_path):
@@ -135,15 +177,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data_dir, tmp_path):
     assert "Traceback" not in r.stderr
     msg = [x for x in r.stderr.splitlines() if "error" in x]
     assert len(msg) == 1 and "step" in msg[0] and "--lr" in msg[0], r.stderr
-    for _, path in checkpoint.list_checkpoints(out):     # every file left is usable
+    for _, path in checkpoint.list_checkpoints(out):  # every file left is usable
         tree = checkpoint.load(path)
         assert all(numpy.isfinite(v).all() for v in tree["model"].values())
 
 
 def test_sigint_writes_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(data_dir, out, "--epochs", "40", "--log-every", "1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        train_cmd(data_dir, out, "--epochs", "40", "--log-every", "1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (out / "log.jsonl").exists() or checkpoint.list_checkpoints(out) == []:
         assert proc.poll() is None and time.monotonic() < deadline
@@ -178,7 +224,7 @@ def test_user_errors_are_one_line(data_dir, tmp_path):
     (bad / "train.h5").write_bytes(b"garbage")
     (bad / "val.h5").write_bytes(b"garbage")
     _one_error_line(run(train_cmd(bad, tmp_path / "a")), "malformed")
-    with h5py.File(bad / "train.h5", "w") as f:          # HDF5 but not a store
+    with h5py.File(bad / "train.h5", "w") as f:  # HDF5 but not a store
         f["images"] = numpy.zeros((2, 3))
     _one_error_line(run(train_cmd(bad, tmp_path / "a")), "malformed")
 
@@ -204,12 +250,12 @@ def test_existing_run_dir_needs_resume(data_dir, tmp_path):
     _one_error_line(run(train_cmd(data_dir, out, "--epochs", "2")), "--resume")
 
 
-KILLED_AT_EPOCH_END = r'''
+KILLED_AT_EPOCH_END = r"""
 import os, sys
 import refnet.train
 refnet.train.Trainer.end_epoch = lambda self, *a: os._exit(9)   # killed before the epoch ends
 sys.exit(refnet.train.main(sys.argv[1:]))
-'''
+"""
 
 
 def test_resume_from_a_checkpoint_taken_after_an_epochs_last_batch(data_dir, tmp_path):

@@ -13,15 +13,22 @@ from pathlib import Path
 import numpy
 import pytest
 
+from refnet import checkpoint
+from refnet.agreement import StartFailed
+from refnet.config import (
+    COMMON_DEFAULTS,
+    TRAIN_DEFAULTS,
+    TrainConfig,
+    UsageError,
+    build_parser,
+    default_text,
+    resolve,
+)
 from refnet.data.build import BuildError, NothingUsable
 from refnet.data.cli import UserError, exit_status
 from refnet.data.decode import BadImage
 from refnet.data.sources import VAL_FRACTION
 from refnet.data.store import StoreError
-from refnet import checkpoint
-from refnet.agreement import StartFailed
-from refnet.config import (COMMON_DEFAULTS, TRAIN_DEFAULTS, TrainConfig, UsageError,
-                           build_parser, default_text, resolve)
 from refnet.distributed import DistributedError
 from refnet.network import build_network
 from refnet.options import NetOptions
@@ -32,20 +39,43 @@ from refnet.train_inputs import DataError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("field, value", [
-    ("arch", "vgg"), ("batch", 0), ("batch", 2.5), ("lr", 0.0), ("lr", float("nan")),
-    ("epochs", -1), ("momentum", -0.1), ("seed", -3), ("keep", 0), ("log_every", 0),
-    ("lr_schedule", "cosine"), ("eval_views", "five"), ("device", "tpu"),
-    ("val_fraction", 1.0), ("early_stop", "yes"), ("milestones", (3, 2)),
-    ("init", "xavier"), ("dtype", "float16"), ("lrn_mode", "every"), ("dropout", 1.5),
-    ("pool", (2, 9)), ("columns", 3), ("data", 3)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("arch", "vgg"),
+        ("batch", 0),
+        ("batch", 2.5),
+        ("lr", 0.0),
+        ("lr", float("nan")),
+        ("epochs", -1),
+        ("momentum", -0.1),
+        ("seed", -3),
+        ("keep", 0),
+        ("log_every", 0),
+        ("lr_schedule", "cosine"),
+        ("eval_views", "five"),
+        ("device", "tpu"),
+        ("val_fraction", 1.0),
+        ("early_stop", "yes"),
+        ("milestones", (3, 2)),
+        ("init", "xavier"),
+        ("dtype", "float16"),
+        ("lrn_mode", "every"),
+        ("dropout", 1.5),
+        ("pool", (2, 9)),
+        ("columns", 3),
+        ("data", 3),
+    ],
+)
 def test_each_invalid_value_is_named_with_the_setting(field, value):
     with pytest.raises((ValueError, TypeError)) as caught:
         TrainConfig(arch="tiny", **{field: value})
     text = str(caught.value)
-    assert field in text and (repr(value) in text or str(value) in text
-                              or ",".join(map(str, value if isinstance(value, tuple)
-                                              else ())) in text), text
+    assert field in text and (
+        repr(value) in text
+        or str(value) in text
+        or ",".join(map(str, value if isinstance(value, tuple) else ())) in text
+    ), text
 
 
 def test_defaults_come_from_the_tables_and_round_trip():
@@ -65,6 +95,7 @@ def test_defaults_come_from_the_tables_and_round_trip():
 
 def dataclasses_frozen():
     import dataclasses
+
     return dataclasses.FrozenInstanceError
 
 
@@ -81,8 +112,7 @@ def test_resume_overrides_only_the_listed_fields():
     assert (cfg.lr, cfg.epochs, cfg.out, cfg.quiet) == (0.001, 5, "o", True)
     with pytest.raises(UsageError, match="--batch 4 differs"):
         saved.resumed({"batch": 4})
-    assert "lr" in TrainConfig.RESUME_OVERRIDABLE and "batch" not in \
-        TrainConfig.RESUME_OVERRIDABLE
+    assert "lr" in TrainConfig.RESUME_OVERRIDABLE and "batch" not in TrainConfig.RESUME_OVERRIDABLE
 
 
 def test_resolve_reports_a_pooling_the_arch_cannot_take_as_a_flag():
@@ -92,18 +122,32 @@ def test_resolve_reports_a_pooling_the_arch_cannot_take_as_a_flag():
 
 # -- how a command ends -----------------------------------------------------------------
 
-@pytest.mark.parametrize("error, status", [
-    (UsageError("u"), 2), (checkpoint.CheckpointError("c"), 2), (DataError("d"), 2),
-    (StoreError("s"), 2), (DistributedError("w"), 2), (StartFailed("f"), 2),
-    (BuildError("b"), 2), (RunDirBusy("r"), 2), (BadImage("i"), 2), (UserError("x"), 2),
-    (NothingUsable("n"), 1), (Diverged("nan"), 1),
-    (Interrupted(None, False, "training"), 130), (RuntimeError("bug"), 3)])
+
+@pytest.mark.parametrize(
+    "error, status",
+    [
+        (UsageError("u"), 2),
+        (checkpoint.CheckpointError("c"), 2),
+        (DataError("d"), 2),
+        (StoreError("s"), 2),
+        (DistributedError("w"), 2),
+        (StartFailed("f"), 2),
+        (BuildError("b"), 2),
+        (RunDirBusy("r"), 2),
+        (BadImage("i"), 2),
+        (UserError("x"), 2),
+        (NothingUsable("n"), 1),
+        (Diverged("nan"), 1),
+        (Interrupted(None, False, "training"), 130),
+        (RuntimeError("bug"), 3),
+    ],
+)
 def test_exit_status_maps_each_error_class(error, status, capsys):
     def fail():
         raise error
+
     seen = []
-    got = exit_status("prog", fail, report=lambda e, s, line: seen.append(line),
-                      unexpected=True)
+    got = exit_status("prog", fail, report=lambda e, s, line: seen.append(line), unexpected=True)
     assert got == status
     if status == 2:
         assert isinstance(error, UserError) and seen == [f"prog: error: {error}"]
@@ -119,6 +163,7 @@ def test_exit_status_lets_a_bug_and_ctrl_c_through_by_default(capsys):
 
     def ctrl_c():
         raise KeyboardInterrupt
+
     with pytest.raises(RuntimeError):
         exit_status("prog", bug)
     with pytest.raises(KeyboardInterrupt):
@@ -130,39 +175,70 @@ def test_exit_status_lets_a_bug_and_ctrl_c_through_by_default(capsys):
 
 # -- the checkpoint schema ---------------------------------------------------------------
 
+
 def test_an_early_version_1_file_reads_as_the_current_schema(tmp_path):
     net = build_network(NetOptions(arch="tiny", dtype="float64", num_classes=3))
     net.init(seed=1, scheme="he")
-    config = {"arch": "tiny", "dtype": "float64", "device": "cpu", "batch": 8,
-              "lr": 0.01, "epochs": 2, "init": "he", "input_scale": "pixel_std"}
-    path = checkpoint.save(tmp_path / "ckpt-00000001.h5", {
-        "format": checkpoint.FORMAT, "arch": "tiny", "step": 1, "epoch": 0,
-        "config": config, "model": net.state_dict()})            # no network, no inputs
+    config = {
+        "arch": "tiny",
+        "dtype": "float64",
+        "device": "cpu",
+        "batch": 8,
+        "lr": 0.01,
+        "epochs": 2,
+        "init": "he",
+        "input_scale": "pixel_std",
+    }
+    path = checkpoint.save(
+        tmp_path / "ckpt-00000001.h5",
+        {
+            "format": checkpoint.FORMAT,
+            "arch": "tiny",
+            "step": 1,
+            "epoch": 0,
+            "config": config,
+            "model": net.state_dict(),
+        },
+    )  # no network, no inputs
     state = checkpoint.read_state(path)
-    assert state.config["conv_algo"] == "gemm"          # all there was before it was stored
+    assert state.config["conv_algo"] == "gemm"  # all there was before it was stored
     assert NetOptions.from_dict(state.network) == NetOptions(
-        arch="tiny", dtype="float64", num_classes=3, conv_algo="gemm")
+        arch="tiny", dtype="float64", num_classes=3, conv_algo="gemm"
+    )
     assert state.inputs is None and state.world_size == 1
-    assert checkpoint.read_state(tmp_path).step == 1     # a run folder: its newest
+    assert checkpoint.read_state(tmp_path).step == 1  # a run folder: its newest
 
 
 def test_write_state_and_read_state_round_trip(tmp_path):
     model = {"w": numpy.arange(6.0).reshape(2, 3)}
     state = checkpoint.TrainingState(
-        arch="tiny", config={"arch": "tiny", "conv_algo": "winograd"},
-        network={"arch": "tiny"}, model=model, step=3, epoch=1, loader=[1, 0],
-        loss_sum=1.5, loss_count=2, lr=0.1, optimizer={"velocity/w": model["w"] * 2},
-        schedule={"kind": "step"}, history=[], inputs={"crop": 3}, world_size=2)
+        arch="tiny",
+        config={"arch": "tiny", "conv_algo": "winograd"},
+        network={"arch": "tiny"},
+        model=model,
+        step=3,
+        epoch=1,
+        loader=[1, 0],
+        loss_sum=1.5,
+        loss_count=2,
+        lr=0.1,
+        optimizer={"velocity/w": model["w"] * 2},
+        schedule={"kind": "step"},
+        history=[],
+        inputs={"crop": 3},
+        world_size=2,
+    )
     back = checkpoint.read_state(checkpoint.write_state(tmp_path / "c.h5", state))
     assert back.optimizer["velocity/w"].tobytes() == state.optimizer["velocity/w"].tobytes()
-    assert (back.step, back.loader, back.inputs, back.world_size) == (3, [1, 0],
-                                                                      {"crop": 3}, 2)
+    assert (back.step, back.loader, back.inputs, back.world_size) == (3, [1, 0], {"crop": 3}, 2)
 
 
 # the tree's keys, read anywhere but in refnet/checkpoint.py
-_TREE_READ = re.compile(r"""(tree|ckpt)\s*(\[|\.get\()|\[["'](model|optimizer|network|"""
-                        r"""inputs|config|schedule|history|loader)["']\]|checkpoint\.load\(|"""
-                        r"""latest_valid\(""")
+_TREE_READ = re.compile(
+    r"""(tree|ckpt)\s*(\[|\.get\()|\[["'](model|optimizer|network|"""
+    r"""inputs|config|schedule|history|loader)["']\]|checkpoint\.load\(|"""
+    r"""latest_valid\("""
+)
 
 
 def test_no_module_but_checkpoint_reads_the_stored_tree():

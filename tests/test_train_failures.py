@@ -6,6 +6,7 @@ one function before calling ``refnet.train.main`` in a fresh interpreter, exactl
 inside HDF5) shows as a timeout here. Every subprocess has a timeout, so a hang fails
 the test instead of blocking the suite.
 """
+
 import json
 import os
 import shutil
@@ -23,10 +24,10 @@ from tests.train_data import make_tiny_set
 
 pytestmark = pytest.mark.slow
 
-TIMEOUT = 120      # generous for a loaded CI machine; a hang would never end
+TIMEOUT = 120  # generous for a loaded CI machine; a hang would never end
 
 # The fault ``argv[1]`` is armed, then refnet.train.main(argv[2:]) runs as in the CLI.
-DRIVER = r'''
+DRIVER = r"""
 import os, sys, threading, time
 import refnet.sgd, refnet.train, refnet.checkpoint, refnet.layers.relu
 fault, argv = sys.argv[1], sys.argv[2:]
@@ -90,7 +91,7 @@ elif fault == "diverge":                             # NaN loss at step 3
         return (float("nan") if nth(3) else loss), grads
     refnet.network.AlexNet.loss_and_grad_columns = diverging
 sys.exit(refnet.train.main(argv))
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -99,20 +100,42 @@ def data_dir(tmp_path_factory):
 
 
 def args(data_dir, out, *extra):
-    return ["--data", str(data_dir), "--arch", "tiny", "--device", "cpu", "--out", str(out),
-            "--seed", "3", "--batch", "8", "--lr", "0.05", "--quiet", *extra]
+    return [
+        "--data",
+        str(data_dir),
+        "--arch",
+        "tiny",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+        "--batch",
+        "8",
+        "--lr",
+        "0.05",
+        "--quiet",
+        *extra,
+    ]
 
 
 def train(*argv, env=None):
-    return subprocess.run([sys.executable, "-m", "refnet.train", *argv], capture_output=True,
-                          text=True, timeout=TIMEOUT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "refnet.train", *argv],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=env,
+    )
 
 
 def with_fault(fault, *argv, env=None, popen=False):
     cmd = [sys.executable, "-c", DRIVER, fault, *argv]
     if popen:
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env)
+        return subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
     return subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env)
 
 
@@ -129,12 +152,16 @@ def assert_checkpoints_intact(out):
 
 # -- an error anywhere ends the run, within the subprocess timeout ----------------------------
 
-@pytest.mark.parametrize("fault, status, words", [
-    ("step", 3, ["unexpected RuntimeError", "injected fault at step 2"]),
-    ("column", 3, ["unexpected RuntimeError", "column thread"]),
-    ("evaluate", 3, ["unexpected RuntimeError", "evaluation"]),
-    ("checkpoint", 3, ["unexpected OSError", "disk full"]),
-])
+
+@pytest.mark.parametrize(
+    "fault, status, words",
+    [
+        ("step", 3, ["unexpected RuntimeError", "injected fault at step 2"]),
+        ("column", 3, ["unexpected RuntimeError", "column thread"]),
+        ("evaluate", 3, ["unexpected RuntimeError", "evaluation"]),
+        ("checkpoint", 3, ["unexpected OSError", "disk full"]),
+    ],
+)
 def test_an_error_anywhere_ends_the_process(data_dir, tmp_path, fault, status, words):
     out = tmp_path / "run"
     r = with_fault(fault, *args(data_dir, out, "--epochs", "3", "--checkpoint-every", "1"))
@@ -147,15 +174,19 @@ def test_an_error_anywhere_ends_the_process(data_dir, tmp_path, fault, status, w
 def test_a_data_file_truncated_while_training_is_a_data_error(data_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(data_dir, data)
-    r = with_fault("truncate", *args(data, tmp_path / "run", "--epochs", "3"),
-                   env={**os.environ, "FAULT_DATA": str(data)})
+    r = with_fault(
+        "truncate",
+        *args(data, tmp_path / "run", "--epochs", "3"),
+        env={**os.environ, "FAULT_DATA": str(data)},
+    )
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
-    line = last_line(r)          # read by the worker mid-epoch, or reopened for the next
+    line = last_line(r)  # read by the worker mid-epoch, or reopened for the next
     assert "train.h5" in line and ("could not be read" in line or "malformed" in line), line
 
 
 # -- Ctrl-C -----------------------------------------------------------------------------------
+
 
 def wait_for(proc, predicate, what):
     deadline = time.monotonic() + TIMEOUT
@@ -167,18 +198,20 @@ def wait_for(proc, predicate, what):
 
 def test_ctrl_c_during_the_final_evaluation_stops_at_once(data_dir, tmp_path):
     out = tmp_path / "run"
-    proc = with_fault("slow-eval", *args(data_dir, out, "--epochs", "1",
-                                         "--checkpoint-every", "5"), popen=True)
+    proc = with_fault(
+        "slow-eval", *args(data_dir, out, "--epochs", "1", "--checkpoint-every", "5"), popen=True
+    )
     seen = []
 
     def evaluating():
         seen.append(proc.stderr.readline())
         return "EVALUATING" in seen[-1]
+
     wait_for(proc, evaluating, "evaluation")
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=TIMEOUT)
-    assert time.monotonic() - t0 < 10                 # the evaluation sleeps 60 s
+    assert time.monotonic() - t0 < 10  # the evaluation sleeps 60 s
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "while evaluating" in err and f"--resume --out {out}" in err
@@ -186,6 +219,7 @@ def test_ctrl_c_during_the_final_evaluation_stops_at_once(data_dir, tmp_path):
 
 
 # -- one run per folder -----------------------------------------------------------------------
+
 
 def test_a_second_run_on_the_same_folder_is_refused_naming_the_holder(data_dir, tmp_path):
     out = tmp_path / "run"
@@ -197,10 +231,10 @@ def test_a_second_run_on_the_same_folder_is_refused_naming_the_holder(data_dir, 
         assert "Traceback" not in second.stderr
         assert f"in use by another run (process {first.pid}" in second.stderr
     finally:
-        first.kill()                                    # SIGKILL: the kernel drops the lock
+        first.kill()  # SIGKILL: the kernel drops the lock
         first.communicate(timeout=TIMEOUT)
     resumed = train(*args(data_dir, out, "--epochs", "1", "--resume"))
-    assert resumed.returncode == 0, resumed.stderr      # no stale lock
+    assert resumed.returncode == 0, resumed.stderr  # no stale lock
 
 
 def test_default_run_folders_are_unique(tmp_path):
@@ -222,13 +256,14 @@ def test_a_refused_start_leaves_no_folder(data_dir, tmp_path):
 
 # -- resume: the learning rate, the data, the leftovers -----------------------------------------
 
+
 def test_divergence_names_a_resume_command_that_works(data_dir, tmp_path):
     out = tmp_path / "run"
     r = with_fault("diverge", *args(data_dir, out, "--epochs", "2", "--checkpoint-every", "1"))
     assert r.returncode == 1, r.stderr
     line = last_line(r)
     assert "loss is nan at step 3" in line and "ckpt-00000002.h5" in line, line
-    command = line[line.index("python -m refnet.train"):].split()
+    command = line[line.index("python -m refnet.train") :].split()
     assert command[:4] == ["python", "-m", "refnet.train", "--out"] and "--lr" in command
     resumed = train(*command[3:], "--quiet")
     assert resumed.returncode == 0, resumed.stderr
@@ -248,8 +283,11 @@ def test_divergence_before_any_checkpoint_names_a_restart_command(data_dir, tmp_
 def test_resume_may_change_the_schedule_and_logs_it(data_dir, tmp_path):
     out = tmp_path / "run"
     assert train(*args(data_dir, out, "--epochs", "1")).returncode == 0
-    r = train(*args(data_dir, out, "--epochs", "2", "--resume", "--lr-schedule", "step",
-                    "--milestones", "2"))
+    r = train(
+        *args(
+            data_dir, out, "--epochs", "2", "--resume", "--lr-schedule", "step", "--milestones", "2"
+        )
+    )
     assert r.returncode == 0, r.stderr
     records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     [resume] = [x for x in records if x["kind"] == "resume"]
@@ -264,7 +302,7 @@ def test_resume_may_change_the_schedule_and_logs_it(data_dir, tmp_path):
 def test_resume_refuses_another_build_of_the_data_unless_told(data_dir, tmp_path):
     out = tmp_path / "run"
     assert train(*args(data_dir, out, "--epochs", "1")).returncode == 0
-    other = make_tiny_set(tmp_path / "other", per_class=(16, 4))    # same classes, new build
+    other = make_tiny_set(tmp_path / "other", per_class=(16, 4))  # same classes, new build
     r = train(*args(other, out, "--epochs", "2", "--resume"))
     assert r.returncode == 2 and "another build" in r.stderr and "--allow-other-data" in r.stderr
     r = train(*args(other, out, "--epochs", "2", "--resume", "--allow-other-data"))
@@ -287,8 +325,9 @@ def test_one_class_data_is_refused(data_dir, tmp_path):
     for split in ("train", "val"):
         with h5py.File(one / f"{split}.h5", "r+") as f:
             del f["class_names"]
-            f.create_dataset("class_names", data=numpy.array(["only"], dtype=object),
-                             dtype=h5py.string_dtype())
+            f.create_dataset(
+                "class_names", data=numpy.array(["only"], dtype=object), dtype=h5py.string_dtype()
+            )
             f["labels"][...] = 0
     r = train(*args(one, tmp_path / "run"))
     assert r.returncode == 2 and "at least two" in r.stderr, r.stderr
@@ -298,26 +337,43 @@ def test_resume_cuts_the_log_back_and_removes_stale_temporaries(data_dir, tmp_pa
     out = tmp_path / "run"
     assert train(*args(data_dir, out, "--epochs", "1", "--log-every", "1")).returncode == 0
     step = checkpoint.list_checkpoints(out)[-1][0]
-    with open(out / "log.jsonl", "a") as fh:            # what a run killed later had logged
+    with open(out / "log.jsonl", "a") as fh:  # what a run killed later had logged
         fh.write(json.dumps({"kind": "interval", "step": step + 1}) + "\n")
-        fh.write('{"kind": "interval", "st')            # and a line cut short
-    stale = out / f".ckpt-{step + 5:08d}.h5.tmp-{2 ** 22 + 12345}"  # no such process
+        fh.write('{"kind": "interval", "st')  # and a line cut short
+    stale = out / f".ckpt-{step + 5:08d}.h5.tmp-{2**22 + 12345}"  # no such process
     stale.write_bytes(b"half a checkpoint")
-    assert train(*args(data_dir, out, "--epochs", "2", "--resume",
-                       "--log-every", "1")).returncode == 0
+    assert (
+        train(*args(data_dir, out, "--epochs", "2", "--resume", "--log-every", "1")).returncode == 0
+    )
     assert not stale.exists()
-    steps = [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()
-             if json.loads(x)["kind"] == "interval"]
+    steps = [
+        json.loads(x)["step"]
+        for x in (out / "log.jsonl").read_text().splitlines()
+        if json.loads(x)["kind"] == "interval"
+    ]
     assert steps == sorted(set(steps)) and steps == list(range(1, steps[-1] + 1))
 
 
 # -- every bad flag is one line, exit 2 -----------------------------------------------------------
 
-@pytest.mark.parametrize("flag, value", [
-    ("--momentum", "nan"), ("--lr", "inf"), ("--weight-decay", "nan"), ("--seed", "-1"),
-    ("--pool", "9,9"), ("--lighting", "nan"), ("--lighting", "-1"), ("--dropout", "1"),
-    ("--milestones", "3,1"), ("--batch", "0"), ("--keep", "0"), ("--epochs", "1.5"),
-])
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--momentum", "nan"),
+        ("--lr", "inf"),
+        ("--weight-decay", "nan"),
+        ("--seed", "-1"),
+        ("--pool", "9,9"),
+        ("--lighting", "nan"),
+        ("--lighting", "-1"),
+        ("--dropout", "1"),
+        ("--milestones", "3,1"),
+        ("--batch", "0"),
+        ("--keep", "0"),
+        ("--epochs", "1.5"),
+    ],
+)
 def test_bad_flags_are_one_line_naming_the_value(data_dir, tmp_path, flag, value):
     r = train(*args(data_dir, tmp_path / "run", flag, value))
     assert r.returncode == 2, r.stderr
@@ -341,14 +397,14 @@ def test_help_states_defaults_once_and_the_exit_codes():
     assert "exit status:" in r.stdout and "130" in r.stdout
 
 
-def test_the_loader_threads_are_joined_whatever_ends_the_epoch(data_dir, tmp_path,
-                                                               monkeypatch):
+def test_the_loader_threads_are_joined_whatever_ends_the_epoch(data_dir, tmp_path, monkeypatch):
     """In-process: an error in a step leaves no loader thread behind, even while the
     exception (and with it every frame of the loop) is still referenced. A thread left
     inside HDF5 at interpreter exit is what hung the process after an error."""
     import threading
 
-    from refnet import sgd, train as train_module
+    from refnet import sgd
+    from refnet import train as train_module
     from refnet.config import build_parser, resolve
 
     cfg, _ = resolve(build_parser().parse_args(args(data_dir, tmp_path / "run")))
@@ -359,6 +415,7 @@ def test_the_loader_threads_are_joined_whatever_ends_the_epoch(data_dir, tmp_pat
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("injected")
+
     monkeypatch.setattr(sgd.SGD, "step", failing)
     with train_module.Trainer(cfg) as trainer:
         trainer.fresh_start()
@@ -370,7 +427,7 @@ def test_the_loader_threads_are_joined_whatever_ends_the_epoch(data_dir, tmp_pat
 
 def test_a_store_of_another_image_size_is_refused_naming_the_fix(tmp_path):
     """A crop of a larger image than the arch is made for would see only part of it."""
-    data = make_tiny_set(tmp_path / "big", per_class=(8, 3), size=64)     # tiny stores 52
+    data = make_tiny_set(tmp_path / "big", per_class=(8, 3), size=64)  # tiny stores 52
     r = train(*args(data, tmp_path / "run"))
     assert r.returncode == 2, r.stderr
     assert "stores 64x64 images" in r.stderr and "--size 52" in r.stderr

@@ -7,6 +7,7 @@ shows the checker is not vacuous: a twin with a convention left untranslated (LR
 alpha without the factor size, PyTorch's default k, Caffe's ceil rounding, Caffe's
 all-channel LRN, the wrong dropout mode), or a wrong reference, is reported FAIL.
 """
+
 import json
 import subprocess
 import sys
@@ -18,8 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from refnet.layers import reference
-from refnet.verify import (compare, conventions, layer_cases, network, reference_cases, sgd,
-                    twins)
+from refnet.verify import compare, conventions, layer_cases, network, reference_cases, sgd, twins
 from refnet.verify.__main__ import main
 from refnet.verify.twin_network import TwinAlexNet
 
@@ -29,6 +29,7 @@ def failed(rows):
 
 
 # -- the error measure -------------------------------------------------------------------
+
 
 def test_errors_is_max_abs_over_max_reference():
     ours = numpy.array([1.0, 2.0, -4.0])
@@ -66,6 +67,7 @@ def test_tolerance_table():
 
 # -- the comparisons pass -----------------------------------------------------------------
 
+
 def test_layers_match_pytorch(dtype):
     rows = layer_cases.run(dtype, seed=0)
     assert len(rows) > 150
@@ -83,8 +85,14 @@ def test_small_network_matches_pytorch(dtype):
     rows = network.run(dtype, seed=0, sizes=("small",))
     assert not failed(rows), compare.format_table(failed(rows))
     cases = {r.case for r in rows}
-    assert {"tiny N=4 eval", "tiny N=4 train", "demo N=4 eval", "demo N=4 train",
-            "tiny N=4 lrn_mode=all train", "tiny N=4 dropout_mode=inverted train"} <= cases
+    assert {
+        "tiny N=4 eval",
+        "tiny N=4 train",
+        "demo N=4 eval",
+        "demo N=4 train",
+        "tiny N=4 lrn_mode=all train",
+        "tiny N=4 dropout_mode=inverted train",
+    } <= cases
     grads = {r.quantity for r in rows if r.case == "tiny N=4 train"}
     assert len([q for q in grads if q.startswith("d ")]) == 16
     assert {"logits", "loss"} <= grads
@@ -113,24 +121,34 @@ def test_fast_paths_match_reference(dtype):
     assert not failed(rows), compare.format_table(failed(rows))
     assert {r.part for r in rows} == {"reference"}
     cases = " | ".join(r.case for r in rows)
-    for word in ("im2col NCHW", "im2col CHWN", "winograd F(4, 5) CHWN", "winograd F(5, 3) NCHW",
-                 "maxpool 3/2 on 55x55", "ties", "lrn n=5", "sgd paper form", "sgd pytorch form"):
+    for word in (
+        "im2col NCHW",
+        "im2col CHWN",
+        "winograd F(4, 5) CHWN",
+        "winograd F(5, 3) NCHW",
+        "maxpool 3/2 on 55x55",
+        "ties",
+        "lrn n=5",
+        "sgd paper form",
+        "sgd pytorch form",
+    ):
         assert word in cases, word
     assert {r.quantity for r in rows} == {"y", "dx", "dw", "db", "w", "v"}
 
 
 # -- the checker can fail -----------------------------------------------------------------
 
+
 def lrn_untranslated(x, dy, *, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
     tx = twins.tensor(x, True)
-    y = F.local_response_norm(tx, size, alpha=alpha, beta=beta, k=k)   # alpha not * size
+    y = F.local_response_norm(tx, size, alpha=alpha, beta=beta, k=k)  # alpha not * size
     (dx,) = twins._grads(y, (tx,), dy)
     return {"y": y.detach().numpy(), "dx": dx}
 
 
 def lrn_default_k(x, dy, *, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
     tx = twins.tensor(x, True)
-    y = F.local_response_norm(tx, size, alpha=alpha * size, beta=beta)   # k left at 1
+    y = F.local_response_norm(tx, size, alpha=alpha * size, beta=beta)  # k left at 1
     (dx,) = twins._grads(y, (tx,), dy)
     return {"y": y.detach().numpy(), "dx": dx}
 
@@ -140,8 +158,9 @@ def test_wrong_lrn_twin_fails(monkeypatch, wrong):
     monkeypatch.setattr(twins, "lrn", wrong)
     rows = layer_cases.run("float64", seed=0, which=["lrn"])
     # PyTorch's default k is 1: only the cases at k=2 (the paper's) can tell
-    judged = [r for r in rows
-              if r.quantity == "y" and (wrong is lrn_untranslated or "k=2" in r.case)]
+    judged = [
+        r for r in rows if r.quantity == "y" and (wrong is lrn_untranslated or "k=2" in r.case)
+    ]
     assert len(judged) >= 10 and all(r.status == "FAIL" for r in judged)
     assert main(["--only", "layers", "--quiet"]) == 1
 
@@ -149,8 +168,11 @@ def test_wrong_lrn_twin_fails(monkeypatch, wrong):
 def test_wrong_reference_lrn_fails(monkeypatch):
     """A reference with Caffe's alpha / size: the fast LRN no longer matches it."""
     original = reference.lrn_forward
-    monkeypatch.setattr(reference, "lrn_forward", lambda x, *, size, alpha, **kw: original(
-        x, size=size, alpha=alpha / size, **kw))
+    monkeypatch.setattr(
+        reference,
+        "lrn_forward",
+        lambda x, *, size, alpha, **kw: original(x, size=size, alpha=alpha / size, **kw),
+    )
     rows = reference_cases.run("float64", seed=0, which=["lrn"])
     assert all(r.status == "FAIL" for r in rows if r.quantity == "y")
     assert main(["--only", "reference", "--quiet"]) == 1
@@ -168,15 +190,16 @@ def _ceil_pool(original, x, dy, *, size, stride):
     """Caffe's ceil rounding: the output is one larger on even sizes; pad dy to match."""
     shape = twins.F.max_pool2d(twins.tensor(x), size, stride, ceil_mode=True).shape
     big = numpy.zeros(tuple(shape), dtype=dy.dtype)
-    big[..., :dy.shape[2], :dy.shape[3]] = dy
+    big[..., : dy.shape[2], : dy.shape[3]] = dy
     return original(x, big, size=size, stride=stride, ceil_mode=True)
 
 
 def test_wrong_dropout_mode_fails(monkeypatch):
     original = twins.dropout
     swap = {"paper": "inverted", "inverted": "paper"}
-    monkeypatch.setattr(twins, "dropout", lambda x, dy, *, mode, **kw: original(
-        x, dy, mode=swap[mode], **kw))
+    monkeypatch.setattr(
+        twins, "dropout", lambda x, dy, *, mode, **kw: original(x, dy, mode=swap[mode], **kw)
+    )
     rows = layer_cases.run("float64", seed=0, which=["dropout"])
     assert all(r.status == "FAIL" for r in rows if r.quantity == "y")
 
@@ -188,8 +211,7 @@ def test_all_channel_lrn_twin_fails_against_column_network():
     s = 45
     x = rng.standard_normal((2, 3, s, s))
     labels = numpy.array([0, 3])
-    rows = network.compare_modes("tiny", net, twin, state, x, labels, None, 1e-10,
-                                 modes=("eval",))
+    rows = network.compare_modes("tiny", net, twin, state, x, labels, None, 1e-10, modes=("eval",))
     by = {r.quantity: r for r in rows}
     assert by["logits"].status == "FAIL"
     assert by["d conv1.weight"].status == "FAIL"
@@ -198,12 +220,28 @@ def test_all_channel_lrn_twin_fails_against_column_network():
 
 # -- the CLI ------------------------------------------------------------------------------
 
+
 def test_cli_json_and_exit_status(tmp_path):
     out = tmp_path / "report.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "refnet.verify", "--only", "layers,conventions", "--dtype", "float32",
-         "--seed", "2", "--quiet", "--json", str(out)],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "refnet.verify",
+            "--only",
+            "layers,conventions",
+            "--dtype",
+            "float32",
+            "--seed",
+            "2",
+            "--quiet",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "max rel err" in proc.stdout and "PASS" in proc.stdout
     report = json.loads(out.read_text())
@@ -211,7 +249,8 @@ def test_cli_json_and_exit_status(tmp_path):
     assert report["dtype"] == "float32" and report["seed"] == 2
     assert report["parts"] == ["layers", "conventions"]
     assert {"part", "case", "quantity", "max_abs", "max_rel", "tol", "status"} <= set(
-        report["rows"][0])
+        report["rows"][0]
+    )
     assert {r["part"] for r in report["rows"]} == {"layers", "conventions"}
 
 

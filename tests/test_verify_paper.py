@@ -3,6 +3,7 @@
 Slow (about 20 s on 2 cores: 61M parameters forward and backward, twice per mode, on
 both sides), so marked ``slow``; it still runs in CI.
 """
+
 import pytest
 
 from refnet.verify import compare, network

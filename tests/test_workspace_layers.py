@@ -7,6 +7,7 @@ twice on different inputs through the same workspace (the second time from memor
 first one used), and the second run must equal the layer without a workspace bit for
 bit and ``layers.reference`` (float64) to round-off.
 """
+
 import numpy
 import pytest
 
@@ -33,8 +34,8 @@ class Poisoned(Workspace):
 
 @pytest.fixture
 def ws(monkeypatch):
-    monkeypatch.setattr(workspace, "MIN_BYTES", 1)          # every array from the workspace
-    monkeypatch.setattr(workspace, "PLAN_BYTES", 8 << 10)   # most of them from the arena
+    monkeypatch.setattr(workspace, "MIN_BYTES", 1)  # every array from the workspace
+    monkeypatch.setattr(workspace, "PLAN_BYTES", 8 << 10)  # most of them from the arena
     return Poisoned()
 
 
@@ -44,9 +45,9 @@ def _twice(ws, run, make):
     for seed in (1, 2):
         ws.new_pass()
         inputs = make(seed)
-        got = [numpy.array(a) for a in run(ws, *inputs)]   # copies: the pass may reuse
+        got = [numpy.array(a) for a in run(ws, *inputs)]  # copies: the pass may reuse
     want = run(FRESH, *inputs)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         assert numpy.array_equal(g, numpy.asarray(w)), "workspace and fresh arrays differ"
     return inputs, got
 
@@ -61,8 +62,10 @@ def _close(got, want, normwise=False):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("algo, kernel, stride, pad, groups", [
-    ("gemm", 3, 2, 1, 2), ("winograd", 3, 1, 1, 2), ("winograd", 5, 1, 2, 1)])
+@pytest.mark.parametrize(
+    "algo, kernel, stride, pad, groups",
+    [("gemm", 3, 2, 1, 2), ("winograd", 3, 1, 1, 2), ("winograd", 5, 1, 2, 1)],
+)
 @pytest.mark.parametrize("keep_cols", [True, False])
 def test_conv(ws, layout, algo, kernel, stride, pad, groups, keep_cols):
     hyper = dict(stride=stride, pad=pad, groups=groups)
@@ -76,15 +79,23 @@ def test_conv(ws, layout, algo, kernel, stride, pad, groups, keep_cols):
         return x, w, b, rng.standard_normal((3, 6, oh, ow))
 
     def run(ws, x, w, b, dy):
-        y, cache = conv.forward(transpose(x, "NCHW", layout), w, b, **hyper, algo=algo,
-                                keep_cols=keep_cols, layout=layout, ws=ws)
+        y, cache = conv.forward(
+            transpose(x, "NCHW", layout),
+            w,
+            b,
+            **hyper,
+            algo=algo,
+            keep_cols=keep_cols,
+            layout=layout,
+            ws=ws,
+        )
         dx, dw, db = conv.backward(transpose(dy, "NCHW", layout), cache, ws=ws)
         return transpose(y, layout, "NCHW"), transpose(dx, layout, "NCHW"), dw, db
 
     (x, w, b, dy), (y, dx, dw, db) = _twice(ws, run, make)
     normwise = algo == "winograd"
     _close(y, reference.conv_forward(x, w, b, **hyper), normwise)
-    for g, want in zip((dx, dw, db), reference.conv_backward(dy, x, w, **hyper)):
+    for g, want in zip((dx, dw, db), reference.conv_backward(dy, x, w, **hyper), strict=True):
         _close(g, want, normwise)
 
 
@@ -93,13 +104,14 @@ def test_conv(ws, layout, algo, kernel, stride, pad, groups, keep_cols):
 def test_pool(ws, layout, rounding, H):
     def make(seed):
         rng = numpy.random.default_rng(seed)
-        x = rng.integers(0, 4, (3, 5, H, H)).astype(float)      # ties
+        x = rng.integers(0, 4, (3, 5, H, H)).astype(float)  # ties
         oh = len(range(0, H - 3 + (2 if rounding == "ceil" else 1), 2))
         return x, rng.standard_normal((3, 5, oh, oh))
 
     def run(ws, x, dy):
-        y, cache = pool.forward(transpose(x, "NCHW", layout), rounding=rounding,
-                                layout=layout, ws=ws)
+        y, cache = pool.forward(
+            transpose(x, "NCHW", layout), rounding=rounding, layout=layout, ws=ws
+        )
         dx = pool.backward(transpose(dy, "NCHW", layout), cache, ws=ws)
         return transpose(y, layout, "NCHW"), transpose(dx, layout, "NCHW")
 
@@ -111,7 +123,7 @@ def test_pool(ws, layout, rounding, H):
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_lrn(ws, layout):
-    hyper = dict(size=5, alpha=0.3, beta=0.75, k=2.0)     # alpha large: every term counts
+    hyper = dict(size=5, alpha=0.3, beta=0.75, k=2.0)  # alpha large: every term counts
 
     def make(seed):
         rng = numpy.random.default_rng(seed)
@@ -148,5 +160,5 @@ def test_relu_linear_dropout(ws):
     _close(d, numpy.maximum(h, 0) * mask * 2.0)
     _close(e, numpy.maximum(h, 0) * 0.5)
     g = dy * mask * 2.0 * (h > 0)
-    for got, want in zip((dx, dw, db), (g @ w, g.T @ x, g.sum(axis=0))):
+    for got, want in zip((dx, dw, db), (g @ w, g.T @ x, g.sum(axis=0)), strict=True):
         _close(got, want)

@@ -5,6 +5,7 @@ relative. float32: a few ulps times the depth of a reduction (an 11x11x3 conv su
 products), so 1e-5 relative with an absolute floor for values near zero.
 Finite-difference checks always run in float64 and use ``FD``.
 """
+
 import numpy
 
 TOL = {

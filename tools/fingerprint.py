@@ -23,8 +23,7 @@ CASES = {}
 for _arch in ("alexnet", "demo", "tiny"):
     for _layout in ("CHWN", "NCHW"):
         for _dtype in ("float32", "float64"):
-            CASES[f"{_arch}-{_layout}-{_dtype}"] = dict(arch=_arch, layout=_layout,
-                                                        dtype=_dtype)
+            CASES[f"{_arch}-{_layout}-{_dtype}"] = dict(arch=_arch, layout=_layout, dtype=_dtype)
 CASES["demo-columns1-float64"] = dict(arch="demo", columns=1, dtype="float64")
 CASES["demo-gap-float64"] = dict(arch="demo", head="gap", dtype="float64")
 CASES["demo-gemm-float32"] = dict(arch="demo", conv_algo="gemm", dtype="float32")

@@ -21,10 +21,10 @@ import sys
 
 import numpy
 
+from refnet import NetOptions, build_network
+from refnet.bench.layers import MAP_KINDS, layer_cases, refnet_layer
 from refnet.layers import backend
 from refnet.layers.layout import LAYOUTS, transpose
-from refnet.bench.layers import MAP_KINDS, layer_cases, refnet_layer
-from refnet import NetOptions, build_network
 from refnet.options import CHOICES
 from refnet.verify.compare import errors
 
@@ -56,15 +56,17 @@ def layer_rows(xp, arch, batch, dtype):
             xl = transpose(x, "NCHW", layout)
             results = []
             for mod in (numpy, xp):
-                fwd, bwd = refnet_layer(mod, kind, mod.asarray(xl), p,
-                                        numpy.random.default_rng(1), layout)
+                fwd, bwd = refnet_layer(
+                    mod, kind, mod.asarray(xl), p, numpy.random.default_rng(1), layout
+                )
                 out = fwd()
-                results.append((flatten(out[0] if kind != "lrn" else [y for y, _ in out]),
-                                flatten(bwd(out))))
+                results.append(
+                    (flatten(out[0] if kind != "lrn" else [y for y, _ in out]), flatten(bwd(out)))
+                )
             (y0, g0), (y1, g1) = results
             label = name if layout == "NCHW" else f"{name} {layout}"
-            rows.append((label, "forward", max(rel(a, b) for a, b in zip(y1, y0))))
-            rows.append((label, "backward", max(rel(a, b) for a, b in zip(g1, g0))))
+            rows.append((label, "forward", max(rel(a, b) for a, b in zip(y1, y0, strict=True))))
+            rows.append((label, "backward", max(rel(a, b) for a, b in zip(g1, g0, strict=True))))
     return rows
 
 
@@ -77,10 +79,13 @@ def network_rows(backend_name, arch, batch, dtype):
     x = rng.standard_normal((batch, 3, s, s)).astype(dtype)
     labels = rng.integers(0, ref.num_classes, batch)
     loss0, g0 = ref.loss_and_grad(x, labels, train=True, rng=numpy.random.default_rng(7))
-    loss1, g1 = net.loss_and_grad(net.xp.asarray(x), labels, train=True,
-                                  rng=numpy.random.default_rng(7))
-    rows = [("network", "loss", rel(numpy.float64(loss1), numpy.float64(loss0))),
-            ("network", "logits", rel(net.forward(net.xp.asarray(x)), ref.forward(x)))]
+    loss1, g1 = net.loss_and_grad(
+        net.xp.asarray(x), labels, train=True, rng=numpy.random.default_rng(7)
+    )
+    rows = [
+        ("network", "loss", rel(numpy.float64(loss1), numpy.float64(loss0))),
+        ("network", "logits", rel(net.forward(net.xp.asarray(x)), ref.forward(x))),
+    ]
     rows += [("network", f"d{name}", rel(g1[name], g0[name])) for name in g0]
     return rows
 
@@ -100,10 +105,14 @@ def main(argv=None):
         for layer, quantity, err in rows:
             ok = err <= tol
             failed += not ok
-            print(f"{dtype:8s} {layer:13s} {quantity:14s} {err:10.2e} {tol:8.0e} "
-                  f"{'PASS' if ok else 'FAIL'}")
-    print(f"{args.backend} vs numpy ({args.arch}, batch {args.batch}): "
-          f"{'all PASS' if not failed else f'{failed} FAIL'}")
+            print(
+                f"{dtype:8s} {layer:13s} {quantity:14s} {err:10.2e} {tol:8.0e} "
+                f"{'PASS' if ok else 'FAIL'}"
+            )
+    print(
+        f"{args.backend} vs numpy ({args.arch}, batch {args.batch}): "
+        f"{'all PASS' if not failed else f'{failed} FAIL'}"
+    )
     return 1 if failed else 0
 
 

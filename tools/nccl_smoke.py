@@ -22,14 +22,16 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         import cupy
-        from mpi4py import MPI                        # MPI starts here
+        from mpi4py import MPI  # MPI starts here
     except ImportError as e:
         print(f"nccl smoke: cannot run: {e}", file=sys.stderr)
         return 1
     import numpy
+
     from refnet import NetOptions
     from refnet.distributed import GradientReducer, MpiWorld
     from refnet.network import build_network
+
     world = MpiWorld()
     print(f"nccl smoke: {MPI.Get_library_version().splitlines()[0]}")
     net = build_network(NetOptions(arch=args.arch, backend="cupy", dtype="float32"))
@@ -43,8 +45,7 @@ def main(argv=None):
     s = net.spec.input_size
     x = cupy.asarray(rng.standard_normal((args.batch, 3, s, s)).astype("float32"))
     y = rng.integers(0, net.num_classes, args.batch)
-    masks = {k: rng.random((args.batch, w)) >= net.dropout
-             for k, w in net.dropout_widths().items()}
+    masks = {k: rng.random((args.batch, w)) >= net.dropout for k, w in net.dropout_widths().items()}
     _, local = net.loss_and_grad_columns(x, y, masks=masks)
     local = [{k: cupy.asnumpy(v) for k, v in g.items()} for g in local]
     reducer = GradientReducer(world, net, bucket_bytes=1 << 20)
@@ -52,11 +53,17 @@ def main(argv=None):
     loss, grads = net.loss_and_grad_columns(x, y, masks=masks, on_grads=reducer.ready)
     total, _ = reducer.reduce(grads, loss, args.batch, args.batch * world.size)
     cupy.cuda.Device().synchronize()
-    bad = [k for c, g in enumerate(grads) for k, v in g.items()
-           if not numpy.array_equal(cupy.asnumpy(v), local[c][k])]
-    print(f"nccl smoke: rank {world.rank} of {world.size} on device {net.devices}, "
-          f"{len(reducer.buckets) + 1} allreduces, loss {total:.4f}: "
-          f"{'OK' if not bad else f'FAILED, gradients differ: {bad[:4]}'}")
+    bad = [
+        k
+        for c, g in enumerate(grads)
+        for k, v in g.items()
+        if not numpy.array_equal(cupy.asnumpy(v), local[c][k])
+    ]
+    print(
+        f"nccl smoke: rank {world.rank} of {world.size} on device {net.devices}, "
+        f"{len(reducer.buckets) + 1} allreduces, loss {total:.4f}: "
+        f"{'OK' if not bad else f'FAILED, gradients differ: {bad[:4]}'}"
+    )
     return 1 if bad else 0
 
 

@@ -3,8 +3,9 @@ table (and JSON).
 
     python -m refnet.verify                          # everything, float64, both network sizes
     python -m refnet.verify --dtype float32          # float32 on both sides, float32 tolerances
-    python -m refnet.verify --only layers,sgd        # some parts: layers, network, sgd, conventions,
-                                              # reference (fast paths vs layers.reference)
+    python -m refnet.verify --only layers,sgd        # some parts: layers, network, sgd,
+                                                     # conventions, reference (fast paths
+                                                     # vs layers.reference)
     python -m refnet.verify --size small --json out.json
     python -m refnet.verify --json -                 # JSON on stdout, the table on stderr
     python -m refnet.verify --against jax            # the same cases against JAX's autodiff
@@ -32,39 +33,66 @@ from refnet.verify import frameworks
 from refnet.verify.against_torch import PARTS
 
 SIZES = {"small": ("small",), "paper": ("paper",), "both": ("small", "paper")}
-EXIT_CODES = {0: "every judged row passes", 1: "some row fails (the table says which)",
-              2: "a bad option value, or PyTorch is not installed (pip install -e "
-                 "'.[verify]'), or none of the --against frameworks is"}
+EXIT_CODES = {
+    0: "every judged row passes",
+    1: "some row fails (the table says which)",
+    2: "a bad option value, or PyTorch is not installed (pip install -e "
+    "'.[verify]'), or none of the --against frameworks is",
+}
 
 
 def build_parser():
     parser = Parser(
-        prog="python -m refnet.verify", exit_codes=EXIT_CODES,
+        prog="python -m refnet.verify",
+        exit_codes=EXIT_CODES,
         description="Compare refnet's layers, network and SGD with PyTorch twins (or "
-                    "other frameworks': --against), and its fast paths with "
-                    "layers.reference.")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                        help="dtype of both sides (default float64)")
-    parser.add_argument("--seed", type=nonnegative_int, default=0,
-                        help="seed of every random draw (default 0)")
-    parser.add_argument("--against", default=",".join(frameworks.DEFAULT),
-                        help="comma-separated frameworks to compare with, from "
-                             f"{','.join(frameworks.MODULES)}; several give one table "
-                             "with a column each (default torch)")
-    parser.add_argument("--only", default=",".join(PARTS),
-                        help=f"comma-separated parts to run, from {','.join(PARTS)} "
-                             "(torch's; jax runs layers and network; default all)")
-    parser.add_argument("--size", choices=tuple(SIZES), default="both",
-                        help="network sizes: small (tiny and demo archs), paper "
-                             "(alexnet at 227, batch 2), or both (default both)")
-    parser.add_argument("--engine", choices=("fast", "plain"), default="fast",
-                        help="refnet's engine for the network and SGD parts (NetOptions."
-                             "engine; default fast)")
-    parser.add_argument("--json", metavar="PATH",
-                        help="also write the report as JSON to PATH ('-' for stdout, "
-                             "then the table goes to stderr; default: the table only)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no progress bar (default: a progress bar on stderr)")
+        "other frameworks': --against), and its fast paths with "
+        "layers.reference.",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="dtype of both sides (default float64)",
+    )
+    parser.add_argument(
+        "--seed", type=nonnegative_int, default=0, help="seed of every random draw (default 0)"
+    )
+    parser.add_argument(
+        "--against",
+        default=",".join(frameworks.DEFAULT),
+        help="comma-separated frameworks to compare with, from "
+        f"{','.join(frameworks.MODULES)}; several give one table "
+        "with a column each (default torch)",
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, from {','.join(PARTS)} "
+        "(torch's; jax runs layers and network; default all)",
+    )
+    parser.add_argument(
+        "--size",
+        choices=tuple(SIZES),
+        default="both",
+        help="network sizes: small (tiny and demo archs), paper "
+        "(alexnet at 227, batch 2), or both (default both)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("fast", "plain"),
+        default="fast",
+        help="refnet's engine for the network and SGD parts (NetOptions.engine; default fast)",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the report as JSON to PATH ('-' for stdout, "
+        "then the table goes to stderr; default: the table only)",
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar (default: a progress bar on stderr)"
+    )
     return parser
 
 
@@ -72,8 +100,9 @@ def parse_parts(text):
     parts = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
-        raise ValueError(f"--only: unknown part(s) {unknown or text!r}, choose from "
-                         f"{','.join(PARTS)}")
+        raise ValueError(
+            f"--only: unknown part(s) {unknown or text!r}, choose from {','.join(PARTS)}"
+        )
     return [p for p in PARTS if p in parts]
 
 
@@ -81,23 +110,32 @@ def print_report(stream, modules, results, args, parts, elapsed):
     """One framework: every row (``format_table``); several: one table, then the failures."""
     from refnet.verify.compare import format_table
     from refnet.verify.framework_table import format_framework_table
+
     skipped = {n: m.available() for n, m in modules.items() if n not in results}
     settings = f"dtype {args.dtype}, seed {args.seed}, parts {{}}, {elapsed:.1f} s"
     if len(modules) == 1:
-        (name, module), = modules.items()
-        ran = [p for p in parts if p in getattr(module, "PARTS", parts)]   # its own parts
-        print(f"refnet vs {frameworks.title(module)}, {settings.format(','.join(ran))}",
-              file=stream)
+        ((name, module),) = modules.items()
+        ran = [p for p in parts if p in getattr(module, "PARTS", parts)]  # its own parts
+        print(
+            f"refnet vs {frameworks.title(module)}, {settings.format(','.join(ran))}", file=stream
+        )
         reference = getattr(module, "REFERENCE", getattr(module, "TITLE", name))
-        print("max rel err = max|ours - ref| / max|ref| per array (ref: "
-              f"{reference}); PASS when <= tol (see verify/compare.py)", file=stream)
+        print(
+            "max rel err = max|ours - ref| / max|ref| per array (ref: "
+            f"{reference}); PASS when <= tol (see verify/compare.py)",
+            file=stream,
+        )
         print(format_table(results[name]), file=stream)
         return
     titles = {n: frameworks.title(modules[n]) for n in results}
-    print(f"refnet vs {', '.join(titles.values())}, {settings.format(','.join(parts))}",
-          file=stream)
-    print("cell = the worst max rel err (max|ours - ref| / max|ref| per array) of a layer's "
-          "judged rows; PASS when each is <= its tol (see verify/compare.py)", file=stream)
+    print(
+        f"refnet vs {', '.join(titles.values())}, {settings.format(','.join(parts))}", file=stream
+    )
+    print(
+        "cell = the worst max rel err (max|ours - ref| / max|ref| per array) of a layer's "
+        "judged rows; PASS when each is <= its tol (see verify/compare.py)",
+        file=stream,
+    )
     print(format_framework_table(results, skipped, titles, order=list(modules)), file=stream)
     failing = [r for rows in results.values() for r in rows if r.status == "FAIL"]
     if failing:
@@ -106,8 +144,10 @@ def print_report(stream, modules, results, args, parts, elapsed):
 
 def _refuse(message):
     """Exit status 2 with one line (``data.cli.exit_status``)."""
+
     def refused():
         raise UserError(message)
+
     return exit_status("refnet.verify", refused)
 
 
@@ -120,26 +160,32 @@ def main(argv=None):
     except ValueError as e:
         parser.error(str(e))
     from refnet.verify import network
+
     network.NET_DEFAULTS["engine"] = args.engine
     modules = {name: frameworks.load(name) for name in names}
     reasons = {name: m.available() for name, m in modules.items()}
     if names == ["torch"] and reasons["torch"]:
         return _refuse("python -m refnet.verify needs PyTorch: pip install -e '.[verify]'")
     if all(reasons.values()):
-        return _refuse("no framework to compare with: "
-                       + "; ".join(f"{n}: {r}" for n, r in reasons.items()))
+        return _refuse(
+            "no framework to compare with: " + "; ".join(f"{n}: {r}" for n, r in reasons.items())
+        )
     from refnet.data.files import write_json
     from refnet.data.progress import Progress
     from refnet.verify.compare import all_passed, report_dict
 
     dtype = numpy.dtype(args.dtype)
-    steps = [(name, label, step) for name, m in modules.items() if not reasons[name]
-             for label, step in frameworks.steps(m, dtype, args.seed, parts=parts,
-                                                 sizes=SIZES[args.size])]
+    steps = [
+        (name, label, step)
+        for name, m in modules.items()
+        if not reasons[name]
+        for label, step in frameworks.steps(
+            m, dtype, args.seed, parts=parts, sizes=SIZES[args.size]
+        )
+    ]
     results = {name: [] for name in names if not reasons[name]}
     start = time.perf_counter()
-    with Progress(total=len(steps), desc="verify", unit="part",
-                  enabled=not args.quiet) as bar:
+    with Progress(total=len(steps), desc="verify", unit="part", enabled=not args.quiet) as bar:
         for name, label, step in steps:
             bar.update(0, part=label)
             results[name] += step()
@@ -150,11 +196,19 @@ def main(argv=None):
     print_report(table_stream, modules, results, args, parts, elapsed)
     rows = [r for name in results for r in results[name]]
     if args.json:
-        report = report_dict(rows, dtype=args.dtype, seed=args.seed, parts=parts,
-                             size=args.size, elapsed_s=round(elapsed, 3),
-                             frameworks={n: f"skipped ({reasons[n]})" if reasons[n]
-                                         else frameworks.title(modules[n]) for n in names})
-        for row, name in zip(report["rows"], [n for n in results for _ in results[n]]):
+        report = report_dict(
+            rows,
+            dtype=args.dtype,
+            seed=args.seed,
+            parts=parts,
+            size=args.size,
+            elapsed_s=round(elapsed, 3),
+            frameworks={
+                n: f"skipped ({reasons[n]})" if reasons[n] else frameworks.title(modules[n])
+                for n in names
+            },
+        )
+        for row, name in zip(report["rows"], [n for n in results for _ in results[n]], strict=True):
             row["framework"] = name
         if args.json == "-":
             json.dump(report, sys.stdout, indent=1)

@@ -30,6 +30,7 @@ def available():
 
 def version():
     import jax
+
     return jax.__version__
 
 
@@ -37,16 +38,26 @@ def steps(dtype, seed, *, parts=PARTS, sizes=("small", "paper")):
     """[(label, thunk returning report rows)]: one per layer family, one per network size
     (``parts`` other than layers and network have no JAX counterpart)."""
     from refnet.verify import jax_network, jax_twins, layer_cases, network
+
     out = []
     if "layers" in parts:
-        out += [(f"jax layers:{name}",
-                 lambda n=name: layer_cases.run(dtype, seed, [n], twins=jax_twins, part=PART))
-                for name in layer_cases.CASES]
+        out += [
+            (
+                f"jax layers:{name}",
+                lambda n=name: layer_cases.run(dtype, seed, [n], twins=jax_twins, part=PART),
+            )
+            for name in layer_cases.CASES
+        ]
     if "network" in parts:
-        out += [(f"jax network:{s}",
-                 lambda s=s: network.run(dtype, seed, (s,), make_twin=jax_network.jax_twin_of,
-                                         part=PART))
-                for s in sizes]
+        out += [
+            (
+                f"jax network:{s}",
+                lambda s=s: network.run(
+                    dtype, seed, (s,), make_twin=jax_network.jax_twin_of, part=PART
+                ),
+            )
+            for s in sizes
+        ]
     return out
 
 

@@ -40,12 +40,17 @@ from refnet.verify.compare import info, judged, tolerance
 NAME = "onnxruntime"
 PART = "onnxruntime"
 SIZES = {"small": (("tiny", 3), ("demo", 3)), "paper": (("alexnet", 2),)}
-BASE = dict(lrn_alpha=0.025, dropout=0.3)         # every term of LRN and dropout matters
-VARIANTS = {"columns=1": dict(columns=1), "lrn=False": dict(lrn=False),
-            "lrn_mode=all": dict(lrn_mode="all"), "pool=(2,2)": dict(pool=(2, 2)),
-            "dropout_mode=inverted": dict(dropout_mode="inverted"),
-            "head=gap": dict(head="gap"), "layout=NCHW": dict(layout="NCHW"),
-            "pool=(2,2) ceil": dict(pool=(2, 2), pool_rounding="ceil")}
+BASE = dict(lrn_alpha=0.025, dropout=0.3)  # every term of LRN and dropout matters
+VARIANTS = {
+    "columns=1": dict(columns=1),
+    "lrn=False": dict(lrn=False),
+    "lrn_mode=all": dict(lrn_mode="all"),
+    "pool=(2,2)": dict(pool=(2, 2)),
+    "dropout_mode=inverted": dict(dropout_mode="inverted"),
+    "head=gap": dict(head="gap"),
+    "layout=NCHW": dict(layout="NCHW"),
+    "pool=(2,2) ceil": dict(pool=(2, 2), pool_rounding="ceil"),
+}
 
 
 def available():
@@ -79,14 +84,14 @@ def spec_lrn():
         op_domain = ""
 
         def _run(self, x, alpha=None, beta=None, bias=None, size=None):
-            C = x.shape[1]                                    # x (N, C, ...)
+            C = x.shape[1]  # x (N, C, ...)
             # the attributes are float32 scalars; the spec computes in x's type
             alpha, beta, bias = (x.dtype.type(v) for v in (alpha, beta, bias))
-            before, after = (size - 1) // 2, size // 2        # floor and ceil of (size-1)/2
+            before, after = (size - 1) // 2, size // 2  # floor and ceil of (size-1)/2
             squares = x * x
             square_sum = numpy.zeros_like(x)
             for c in range(C):
-                square_sum[:, c] = squares[:, max(0, c - before):min(C, c + after + 1)].sum(1)
+                square_sum[:, c] = squares[:, max(0, c - before) : min(C, c + after + 1)].sum(1)
             return ((x / (bias + (alpha / size) * square_sum) ** beta).astype(x.dtype),)
 
     return LRN
@@ -99,13 +104,16 @@ def run_model(model, x):
     names = [o.name for o in model.graph.output]
     if x.dtype == numpy.float32:
         import onnxruntime
-        session = onnxruntime.InferenceSession(model.SerializeToString(),
-                                               providers=["CPUExecutionProvider"])
+
+        session = onnxruntime.InferenceSession(
+            model.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
         outs = session.run(names, {"input": x})
     else:
         from onnx.reference import ReferenceEvaluator
+
         outs = ReferenceEvaluator(model, new_ops=[spec_lrn()]).run(names, {"input": x})
-    return dict(zip(names, outs))
+    return dict(zip(names, outs, strict=True))
 
 
 def runtime_name(dtype):
@@ -114,9 +122,11 @@ def runtime_name(dtype):
 
 def make_net(arch, dtype, rng, **changes):
     """A refnet network of ``arch`` with ``BASE`` and ``changes``, random weights."""
-    from refnet.verify.network import NET_DEFAULTS             # python -m refnet.verify --engine
-    net = build_network(NetOptions(arch=arch, dtype=numpy.dtype(dtype).name,
-                                   **{**NET_DEFAULTS, **BASE, **changes}))
+    from refnet.verify.network import NET_DEFAULTS  # python -m refnet.verify --engine
+
+    net = build_network(
+        NetOptions(arch=arch, dtype=numpy.dtype(dtype).name, **{**NET_DEFAULTS, **BASE, **changes})
+    )
     net.load_state_dict(random_weights(net.shapes, rng, dtype))
     return net
 
@@ -125,15 +135,25 @@ def compare(case, net, x):
     """Rows for every layer's output, the logits and the probabilities of ``net`` on
     ``x`` against its ONNX export run by ``run_model``."""
     from refnet.export import onnx_model, output_names
+
     names = output_names(net)
     got = run_model(onnx_model(net, outputs=names), x)
     layer_tol, net_tol = tolerance(x.dtype, "layer"), tolerance(x.dtype, "network")
-    rows = [judged(PART, case, name, got[name],
-                   numpy.asarray(net.features(x, upto=name, maps=True)), layer_tol)
-            for name in names]
+    rows = [
+        judged(
+            PART,
+            case,
+            name,
+            got[name],
+            numpy.asarray(net.features(x, upto=name, maps=True)),
+            layer_tol,
+        )
+        for name in names
+    ]
     rows.append(judged(PART, case, "logits", got["logits"], net.forward(x), net_tol))
-    rows.append(judged(PART, case, "probabilities", got["probabilities"],
-                       net.predict_proba(x), net_tol))
+    rows.append(
+        judged(PART, case, "probabilities", got["probabilities"], net.predict_proba(x), net_tol)
+    )
     return rows
 
 
@@ -162,8 +182,10 @@ def steps(dtype, seed, *, parts=("network",), sizes=("small", "paper")):
     so it runs with the network part)."""
     if "network" not in parts:
         return []
-    return [(f"onnxruntime network:{size}", lambda size=size: run(dtype, seed, (size,)))
-            for size in sizes]
+    return [
+        (f"onnxruntime network:{size}", lambda size=size: run(dtype, seed, (size,)))
+        for size in sizes
+    ]
 
 
 def float32_attributes_row(seed):
@@ -172,10 +194,16 @@ def float32_attributes_row(seed):
     export's LRN output by a few 1e-11 relative, past the layer tolerance (the runs above
     use alpha 0.025, whose alpha * size = 1/8 is exact)."""
     from refnet.export import onnx_model
+
     rng = numpy.random.default_rng([seed, 99])
     net = make_net("tiny", numpy.float64, rng, lrn_alpha=1e-4)
     x = rng.standard_normal((3, 3, 45, 45))
     got = run_model(onnx_model(net, outputs=["lrn1"]), x)["lrn1"]
-    return info(PART, "tiny b3 lrn_alpha=1e-4 reference evaluator", "lrn1", got,
-                numpy.asarray(net.features(x, upto="lrn1", maps=True)),
-                note="ONNX's float32 LRN attributes; no bound")
+    return info(
+        PART,
+        "tiny b3 lrn_alpha=1e-4 reference evaluator",
+        "lrn1",
+        got,
+        numpy.asarray(net.features(x, upto="lrn1", maps=True)),
+        note="ONNX's float32 LRN attributes; no bound",
+    )

@@ -27,6 +27,7 @@ def available():
 
 def version():
     import torch
+
     return torch.__version__
 
 
@@ -34,10 +35,13 @@ def steps(dtype, seed, *, parts=PARTS, sizes=("small", "paper")):
     """[(label, thunk returning report rows)] for the chosen ``parts`` (torch imported
     here, by the modules that compare with it)."""
     from refnet.verify import conventions, layer_cases, network, reference_cases, sgd
+
     out = []
     if "layers" in parts:
-        out += [(f"layers:{name}", lambda n=name: layer_cases.run(dtype, seed, [n]))
-                for name in layer_cases.CASES]
+        out += [
+            (f"layers:{name}", lambda n=name: layer_cases.run(dtype, seed, [n]))
+            for name in layer_cases.CASES
+        ]
     if "network" in parts:
         out += [(f"network:{s}", lambda s=s: network.run(dtype, seed, (s,))) for s in sizes]
     if "sgd" in parts:
@@ -45,8 +49,10 @@ def steps(dtype, seed, *, parts=PARTS, sizes=("small", "paper")):
     if "conventions" in parts:
         out.append(("conventions", lambda: conventions.run(dtype, seed)))
     if "reference" in parts:
-        out += [(f"reference:{name}", lambda n=name: reference_cases.run(dtype, seed, [n]))
-                for name in reference_cases.CASES]
+        out += [
+            (f"reference:{name}", lambda n=name: reference_cases.run(dtype, seed, [n]))
+            for name in reference_cases.CASES
+        ]
     return out
 
 

@@ -71,6 +71,7 @@ class Row:
     ``status`` is PASS/FAIL when ``tol`` is set and INFO for a measurement that is shown,
     not judged (for example how far Caffe's all-channel LRN is from the authors').
     """
+
     part: str
     case: str
     quantity: str
@@ -89,8 +90,16 @@ def judged(part, case, quantity, ours, theirs, tol, note=""):
     """
     a, b = numpy.asarray(ours), numpy.asarray(theirs)
     if a.shape != b.shape:
-        return Row(part, case, quantity, float("nan"), float("nan"), tol, "FAIL",
-                   f"shape ours {a.shape} vs reference {b.shape}")
+        return Row(
+            part,
+            case,
+            quantity,
+            float("nan"),
+            float("nan"),
+            tol,
+            "FAIL",
+            f"shape ours {a.shape} vs reference {b.shape}",
+        )
     if a.ndim > 0 and a.dtype != b.dtype:
         note = f"dtype ours {a.dtype} vs reference {b.dtype}" + (f"; {note}" if note else "")
         max_abs, max_rel = errors(a, b)
@@ -108,8 +117,7 @@ def judged_rows(part, case, ours, theirs, tol, note=""):
 def worst(part, case, quantity, ours, theirs, tol):
     """One row for two dicts of arrays (every parameter): the worst comparison (a FAIL
     first, then the largest error), noting when every array is bit-identical."""
-    judged_rows = [judged(part, case, quantity, ours[k], theirs[k], tol, note=k)
-                   for k in theirs]
+    judged_rows = [judged(part, case, quantity, ours[k], theirs[k], tol, note=k) for k in theirs]
     row = max(judged_rows, key=lambda r: (r.status == "FAIL", r.max_rel))
     if row.status == "PASS" and all(numpy.array_equal(ours[k], theirs[k]) for k in theirs):
         row.note = f"all {len(theirs)} arrays bit-identical"
@@ -138,8 +146,7 @@ def draw(rng, shape, dtype, scale=1.0):
     return (scale * rng.standard_normal(shape)).astype(dtype)
 
 
-def check(part, case, quantity, ok, note="", max_abs=float("nan"), max_rel=float("nan"),
-          tol=None):
+def check(part, case, quantity, ok, note="", max_abs=float("nan"), max_rel=float("nan"), tol=None):
     """A PASS/FAIL row for a condition that is not an array comparison (a shape, a set)."""
     return Row(part, case, quantity, max_abs, max_rel, tol, "PASS" if ok else "FAIL", note)
 
@@ -165,15 +172,29 @@ def _fmt(v):
 def format_table(rows):
     """The report as a plain-text table, one row per comparison, then a summary line."""
     header = ("part", "case", "quantity", "max abs err", "max rel err", "tol", "result")
-    lines = [(r.part, r.case, r.quantity, _fmt(r.max_abs), _fmt(r.max_rel), _fmt(r.tol),
-              r.status + (f"  {r.note}" if r.note else "")) for r in rows]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(header)]
+    lines = [
+        (
+            r.part,
+            r.case,
+            r.quantity,
+            _fmt(r.max_abs),
+            _fmt(r.max_rel),
+            _fmt(r.tol),
+            r.status + (f"  {r.note}" if r.note else ""),
+        )
+        for r in rows
+    ]
+    widths = [
+        max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+        for i, h in enumerate(header)
+    ]
     widths[-1] = len(header[-1])
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)),
-           "  ".join("-" * w for w in widths)]
+    out = [
+        "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)),
+        "  ".join("-" * w for w in widths),
+    ]
     for line in lines:
-        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip())
+        out.append("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     n_fail = sum(r.status == "FAIL" for r in rows)
     n_pass = sum(r.status == "PASS" for r in rows)
     n_info = sum(r.status == "INFO" for r in rows)
@@ -186,10 +207,14 @@ def report_dict(rows, **meta):
 
     Infinite or NaN errors become the strings "inf"/"nan" so the JSON stays standard.
     """
+
     def clean(v):
         if isinstance(v, float) and not numpy.isfinite(v):
             return "nan" if numpy.isnan(v) else "inf"
         return v
-    return {**meta, "passed": all_passed(rows),
-            "rows": [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in rows]}
 
+    return {
+        **meta,
+        "passed": all_passed(rows),
+        "rows": [{k: clean(v) for k, v in dataclasses.asdict(r).items()} for r in rows],
+    }

@@ -22,9 +22,6 @@ import numpy
 import torch
 import torch.nn.functional as F
 
-import refnet.layers.conv
-import refnet.layers.lrn
-import refnet.layers.pool
 from refnet import layers
 from refnet.arch import ARCHS, param_shapes
 from refnet.verify import twins
@@ -47,24 +44,45 @@ def lrn_rows(rng, dtype, tol):
     caffe = F.local_response_norm(tx, n, alpha=alpha, beta=beta, k=1.0).numpy()
     case = "lrn paper params, |x|~50"
     rows.append(judged(PART, case, "ours vs torch alpha*n, k=2", y, translated, tol))
-    rows.append(info(PART, case, "ours vs torch alpha as is", y, literal,
-                     "PyTorch divides alpha by n"))
+    rows.append(
+        info(PART, case, "ours vs torch alpha as is", y, literal, "PyTorch divides alpha by n")
+    )
     rows.append(info(PART, case, "ours vs torch default k=1", y, torch_k1))
     rows.append(info(PART, case, "ours vs Caffe bvlc (alpha/n, k=1)", y, caffe))
     for channels in (96, 256):
         x = rng.standard_normal((2, channels, 5, 4)).astype(dtype) * 30
         half = channels // 2
-        column = numpy.concatenate([layers.lrn.forward(x[:, :half], **PAPER_LRN)[0],
-                                    layers.lrn.forward(x[:, half:], **PAPER_LRN)[0]], axis=1)
+        column = numpy.concatenate(
+            [
+                layers.lrn.forward(x[:, :half], **PAPER_LRN)[0],
+                layers.lrn.forward(x[:, half:], **PAPER_LRN)[0],
+            ],
+            axis=1,
+        )
         every, _ = layers.lrn.forward(x, **PAPER_LRN)
         differ = numpy.flatnonzero(numpy.any(column != every, axis=(0, 2, 3)))
         expect = numpy.arange(half - 2, half + 2)
         ok = numpy.array_equal(differ, expect)
         case = f"lrn column vs all, {channels} ch"
-        rows.append(check(PART, case, "channels that differ", ok,
-                          f"ours: {_ranges(differ)}; predicted {_ranges(expect)}"))
-        rows.append(info(PART, case, "column vs all channels", column, every,
-                         "Caffe's LRN crosses the column boundary"))
+        rows.append(
+            check(
+                PART,
+                case,
+                "channels that differ",
+                ok,
+                f"ours: {_ranges(differ)}; predicted {_ranges(expect)}",
+            )
+        )
+        rows.append(
+            info(
+                PART,
+                case,
+                "column vs all channels",
+                column,
+                every,
+                "Caffe's LRN crosses the column boundary",
+            )
+        )
         t_column = twins.lrn_torch(twins.tensor(x), groups=2, **PAPER_LRN).numpy()
         rows.append(judged(PART, case, "ours column vs torch per-group", column, t_column, tol))
     return rows
@@ -75,7 +93,7 @@ def _ranges(idx):
     if not idx:
         return "none"
     out, start = [], idx[0]
-    for a, b in zip(idx, idx[1:] + [None]):
+    for a, b in zip(idx, idx[1:] + [None], strict=True):
         if b != a + 1:
             out.append(f"{start}-{a}" if a != start else f"{a}")
             start = b
@@ -90,25 +108,52 @@ def size_rows(dtype):
         x = numpy.zeros((1, 3, side, side), dtype=dtype)
         ours = layers.conv.forward(x, w, b, stride=4, pad=pad)[0].shape[2]
         theirs = twins.conv_out_shape(x.shape, w.shape, stride=4, pad=pad)[2]
-        rows.append(check(PART, f"conv1 11x11/4 pad {pad} on {side}", "output side",
-                          ours == theirs == expect,
-                          f"ours {ours}, torch {theirs}, expected {expect}"))
+        rows.append(
+            check(
+                PART,
+                f"conv1 11x11/4 pad {pad} on {side}",
+                "output side",
+                ours == theirs == expect,
+                f"ours {ours}, torch {theirs}, expected {expect}",
+            )
+        )
     # the whole chain at 224 without padding: fc6 would need 6400 inputs, not 9216
     spec = ARCHS["alexnet"]
     shapes = param_shapes(spec)
     count = sum(int(numpy.prod(s)) for s in shapes.values())
-    rows.append(check(PART, "alexnet arch", "parameters", count == 60_965_224,
-                      f"{count:,} (paper table 60,965,224)"))
+    rows.append(
+        check(
+            PART,
+            "alexnet arch",
+            "parameters",
+            count == 60_965_224,
+            f"{count:,} (paper table 60,965,224)",
+        )
+    )
     paper = ((11, 4, 0, 96), (5, 1, 2, 256), (3, 1, 1, 384), (3, 1, 1, 384), (3, 1, 1, 256))
     ours = tuple((c.kernel, c.stride, c.pad, c.width) for c in spec.convs)
-    rows.append(check(PART, "alexnet arch", "conv kernel/stride/pad/width", ours == paper,
-                      f"sizes {spec.sizes()}"))
+    rows.append(
+        check(
+            PART,
+            "alexnet arch",
+            "conv kernel/stride/pad/width",
+            ours == paper,
+            f"sizes {spec.sizes()}",
+        )
+    )
     h = 54
     for _ in range(2):
         h = (h - 3) // 2 + 1
     h = (h - 3) // 2 + 1
-    rows.append(check(PART, "input 224, pad 0", "fc6 inputs", 256 * h * h != 9216,
-                      f"{256 * h * h} (pool5 {h}x{h}); 227 gives {spec.fc6_inputs()}"))
+    rows.append(
+        check(
+            PART,
+            "input 224, pad 0",
+            "fc6 inputs",
+            256 * h * h != 9216,
+            f"{256 * h * h} (pool5 {h}x{h}); 227 gives {spec.fc6_inputs()}",
+        )
+    )
     return rows
 
 
@@ -119,17 +164,32 @@ def pool_rows(rng, dtype, tol):
         ours = layers.pool.forward(x, size=3, stride=2)[0].shape[2]
         floor = F.max_pool2d(twins.tensor(x), 3, 2).shape[2]
         ceil = F.max_pool2d(twins.tensor(x), 3, 2, ceil_mode=True).shape[2]
-        rows.append(check(PART, f"maxpool 3/2 on {side}", "output side (floor)", ours == floor,
-                          f"ours {ours}, torch floor {floor}, Caffe ceil {ceil}"))
-    x = rng.integers(0, 3, size=(2, 8, 13, 13)).astype(dtype)   # integers: many ties
+        rows.append(
+            check(
+                PART,
+                f"maxpool 3/2 on {side}",
+                "output side (floor)",
+                ours == floor,
+                f"ours {ours}, torch floor {floor}, Caffe ceil {ceil}",
+            )
+        )
+    x = rng.integers(0, 3, size=(2, 8, 13, 13)).astype(dtype)  # integers: many ties
     y, cache = layers.pool.forward(x, size=3, stride=2)
     dy = rng.standard_normal(y.shape).astype(dtype)
     dx = layers.pool.backward(dy, cache)
     ref = twins.pool(x, dy, size=3, stride=2)
     split = _pool_backward_all_maxima(x, dy, 3, 2)
     rows.append(judged(PART, "maxpool 3/2 ties", "dx first-max vs torch", dx, ref["dx"], tol))
-    rows.append(info(PART, "maxpool 3/2 ties", "dx first-max vs every-max rule", dx, split,
-                     "a rule giving each tied maximum the gradient"))
+    rows.append(
+        info(
+            PART,
+            "maxpool 3/2 ties",
+            "dx first-max vs every-max rule",
+            dx,
+            split,
+            "a rule giving each tied maximum the gradient",
+        )
+    )
     return rows
 
 
@@ -139,25 +199,31 @@ def _pool_backward_all_maxima(x, dy, size, stride):
     dx = numpy.zeros_like(x)
     for oh in range(dy.shape[2]):
         for ow in range(dy.shape[3]):
-            win = x[:, :, oh * stride:oh * stride + size, ow * stride:ow * stride + size]
-            hit = win == win.max(axis=(2, 3), keepdims=True)        # (N, C, size, size)
-            dx[:, :, oh * stride:oh * stride + size, ow * stride:ow * stride + size] += (
-                hit * dy[:, :, oh:oh + 1, ow:ow + 1])
+            win = x[:, :, oh * stride : oh * stride + size, ow * stride : ow * stride + size]
+            hit = win == win.max(axis=(2, 3), keepdims=True)  # (N, C, size, size)
+            dx[:, :, oh * stride : oh * stride + size, ow * stride : ow * stride + size] += (
+                hit * dy[:, :, oh : oh + 1, ow : ow + 1]
+            )
     return dx
 
 
 def dropout_rows(rng, dtype, tol):
     rows = []
     p = 0.5
-    x = (rng.standard_normal((64, 256)) + 3).astype(dtype)   # no zeros in x
+    x = (rng.standard_normal((64, 256)) + 3).astype(dtype)  # no zeros in x
     torch.manual_seed(int(rng.integers(2**31)))
     y = F.dropout(twins.tensor(x), p=p, training=True).numpy()
     kept = y != 0
     ratio = y[kept] / x[kept]
-    rows.append(check(PART, "torch F.dropout p=0.5 train", "y/x on kept units",
-                      bool(numpy.allclose(ratio, 1 / (1 - p), rtol=tol, atol=0)),
-                      f"min {ratio.min():.6g}, max {ratio.max():.6g}; "
-                      f"kept {kept.mean():.3f}"))
+    rows.append(
+        check(
+            PART,
+            "torch F.dropout p=0.5 train",
+            "y/x on kept units",
+            bool(numpy.allclose(ratio, 1 / (1 - p), rtol=tol, atol=0)),
+            f"min {ratio.min():.6g}, max {ratio.max():.6g}; kept {kept.mean():.3f}",
+        )
+    )
     y_eval = F.dropout(twins.tensor(x), p=p, training=False).numpy()
     rows.append(judged(PART, "torch F.dropout p=0.5 eval", "y vs x (identity)", y_eval, x, tol))
     return rows
@@ -166,12 +232,13 @@ def dropout_rows(rng, dtype, tol):
 def network_dropout_rows(rng, dtype, tol):
     """Paper vs inverted dropout on a tiny network, and torchvision's placement."""
     from refnet.verify.network import dropout_masks, make_pair
+
     rows = []
     p = 0.5
     net_paper, twin, state = make_pair("tiny", dtype, rng)
     net_inv, _, _ = make_pair("tiny", dtype, rng, dropout_mode="inverted")
     scaled = dict(state)
-    for name in ("fc7.weight", "fc8.weight"):   # each layer after a dropout sees 1 - p
+    for name in ("fc7.weight", "fc8.weight"):  # each layer after a dropout sees 1 - p
         scaled[name] = (state[name] * (1 - p)).astype(dtype)
     net_inv.load_state_dict(scaled)
     n, s = 4, ARCHS["tiny"].input_size
@@ -182,42 +249,80 @@ def network_dropout_rows(rng, dtype, tol):
         a = net_paper.forward(x, train=train, masks=m)
         b = net_inv.forward(x, train=train, masks=m)
         mode = "train" if train else "eval"
-        rows.append(judged(PART, f"tiny dropout paper(W) vs inverted(W'), {mode}", "logits",
-                           a, b, tolerance(dtype, "network"),
-                           "W' = W with fc7, fc8 weights x (1-p)"))
+        rows.append(
+            judged(
+                PART,
+                f"tiny dropout paper(W) vs inverted(W'), {mode}",
+                "logits",
+                a,
+                b,
+                tolerance(dtype, "network"),
+                "W' = W with fc7, fc8 weights x (1-p)",
+            )
+        )
     net_inv.load_state_dict(state)
-    rows.append(info(PART, "tiny dropout paper vs inverted, same W, eval", "logits",
-                     net_paper.forward(x, train=False), net_inv.forward(x, train=False)))
+    rows.append(
+        info(
+            PART,
+            "tiny dropout paper vs inverted, same W, eval",
+            "logits",
+            net_paper.forward(x, train=False),
+            net_inv.forward(x, train=False),
+        )
+    )
     # torchvision: dropout on fc6's input and fc7's input (inverted), not on their outputs
     tx = twins.tensor(x)
     with torch.no_grad():
-        h = torch.flatten(twin.pool(relu_conv_features(twin, tx)), 1)   # (N, D5)
+        h = torch.flatten(twin.pool(relu_conv_features(twin, tx)), 1)  # (N, D5)
         tv_eval = twin.fc8(torch.relu(twin.fc7(torch.relu(twin.fc6(h))))).numpy()
-        drop6 = (torch.rand(h.shape, generator=torch.Generator().manual_seed(0)) >= p)
+        drop6 = torch.rand(h.shape, generator=torch.Generator().manual_seed(0)) >= p
         g = torch.relu(twin.fc6(h * drop6 / (1 - p)))
         drop7 = torch.from_numpy(masks["fc6"].astype(bool))
         tv_train = twin.fc8(torch.relu(twin.fc7(g * drop7 / (1 - p)))).numpy()
     paper_place_inverted_eval = net_inv.forward(x, train=False)
-    rows.append(judged(PART, "tiny torchvision placement, eval", "logits vs ours inverted",
-                       tv_eval, paper_place_inverted_eval, tolerance(dtype, "network"),
-                       "inverted dropout is the identity at test, wherever it sits"))
-    rows.append(info(PART, "tiny torchvision placement, train", "logits vs ours inverted",
-                     tv_train, net_inv.forward(x, train=True, masks=masks),
-                     "dropout on pool5 and fc6 outputs vs fc6 and fc7 outputs"))
+    rows.append(
+        judged(
+            PART,
+            "tiny torchvision placement, eval",
+            "logits vs ours inverted",
+            tv_eval,
+            paper_place_inverted_eval,
+            tolerance(dtype, "network"),
+            "inverted dropout is the identity at test, wherever it sits",
+        )
+    )
+    rows.append(
+        info(
+            PART,
+            "tiny torchvision placement, train",
+            "logits vs ours inverted",
+            tv_train,
+            net_inv.forward(x, train=True, masks=masks),
+            "dropout on pool5 and fc6 outputs vs fc6 and fc7 outputs",
+        )
+    )
     return rows
 
 
 def lrn_network_rows(rng, dtype):
     """The demo network with the authors' per-column LRN against Caffe's all-channel LRN."""
     from refnet.verify.network import make_pair
+
     net_column, _, state = make_pair("demo", dtype, rng)
     net_all, _, _ = make_pair("demo", dtype, rng, lrn_mode="all")
     net_all.load_state_dict(state)
     s = ARCHS["demo"].input_size
-    x = (50 * rng.standard_normal((2, 3, s, s))).astype(dtype)   # pixel-like scale
-    return [info(PART, "demo net lrn column vs all, |x|~50", "logits",
-                 net_column.forward(x), net_all.forward(x),
-                 "same weights; LRN outputs differ in channels 10-13 of 24, 30-33 of 64")]
+    x = (50 * rng.standard_normal((2, 3, s, s))).astype(dtype)  # pixel-like scale
+    return [
+        info(
+            PART,
+            "demo net lrn column vs all, |x|~50",
+            "logits",
+            net_column.forward(x),
+            net_all.forward(x),
+            "same weights; LRN outputs differ in channels 10-13 of 24, 30-33 of 64",
+        )
+    ]
 
 
 def relu_conv_features(twin, tx):
@@ -233,6 +338,11 @@ def run(dtype="float64", seed=0):
     dtype = numpy.dtype(dtype)
     tol = tolerance(dtype, "layer")
     rng = numpy.random.default_rng([seed, 400])
-    return (lrn_rows(rng, dtype, tol) + size_rows(dtype) + pool_rows(rng, dtype, tol)
-            + dropout_rows(rng, dtype, tol) + network_dropout_rows(rng, dtype, tol)
-            + lrn_network_rows(rng, dtype))
+    return (
+        lrn_rows(rng, dtype, tol)
+        + size_rows(dtype)
+        + pool_rows(rng, dtype, tol)
+        + dropout_rows(rng, dtype, tol)
+        + network_dropout_rows(rng, dtype, tol)
+        + lrn_network_rows(rng, dtype)
+    )

@@ -27,17 +27,37 @@ import numpy
 
 from refnet.arch import ARCHS
 
-OWN_PARTS = ("network", "sgd", "conventions", "reference")   # PyTorch's, by part name
+OWN_PARTS = ("network", "sgd", "conventions", "reference")  # PyTorch's, by part name
 NO_DIRECTION = ("sgd", "conventions")
 ALIASES = {"maxpool": "pool"}
 # a whole network's row whose quantity is one layer's output (ONNX's intermediate
 # outputs: conv1, relu_fc6, dropout_fc7, fc8, head) counts for that kind of layer
 LAYER_OUTPUT = re.compile(r"^(conv|head|fc|relu|lrn|pool|dropout|gap)(\d|_|$)[\w]*$")
-LAYER_KINDS = {"conv": "conv", "head": "conv", "fc": "linear", "relu": "relu", "lrn": "lrn",
-               "pool": "pool", "dropout": "dropout", "gap": "gap"}
+LAYER_KINDS = {
+    "conv": "conv",
+    "head": "conv",
+    "fc": "linear",
+    "relu": "relu",
+    "lrn": "lrn",
+    "pool": "pool",
+    "dropout": "dropout",
+    "gap": "gap",
+}
 GRADIENTS = ("dx", "dw", "db", "dlogits")
-ORDER = ("conv", "relu", "lrn", "pool", "dropout", "linear", "softmax", "gap", "network",
-         "sgd", "conventions", "reference")
+ORDER = (
+    "conv",
+    "relu",
+    "lrn",
+    "pool",
+    "dropout",
+    "linear",
+    "softmax",
+    "gap",
+    "network",
+    "sgd",
+    "conventions",
+    "reference",
+)
 
 
 def layer_of(row):
@@ -46,7 +66,7 @@ def layer_of(row):
         return row.part
     word = row.case.split()[0] if row.case.split() else row.case
     if word in ARCHS:
-        inner = LAYER_OUTPUT.match(row.quantity)      # one layer's output inside a net
+        inner = LAYER_OUTPUT.match(row.quantity)  # one layer's output inside a net
         return LAYER_KINDS[inner.group(1)] if inner else "network"
     word = re.sub(r"\d+$", "", word)
     return ALIASES.get(word, word)
@@ -79,8 +99,11 @@ def cell(result):
 
 def keys_in_order(results):
     """The (layer, direction) pairs present, in ``ORDER`` (others after, as met)."""
-    seen = list(dict.fromkeys((layer_of(r), direction_of(r))
-                              for rows in results.values() if rows for r in rows))
+    seen = list(
+        dict.fromkeys(
+            (layer_of(r), direction_of(r)) for rows in results.values() if rows for r in rows
+        )
+    )
     rank = {name: i for i, name in enumerate(ORDER)}
     return sorted(seen, key=lambda k: (rank.get(k[0], len(ORDER)), seen.index(k)))
 
@@ -92,20 +115,33 @@ def format_framework_table(results, skipped, titles=None, order=None):
     (default: those that ran, then the skipped)."""
     titles = titles or {}
     names = list(order or [*results, *(n for n in skipped if n not in results)])
-    table = [["layer", "dir", *names],
-             ["", "", *(f"skipped ({skipped[n]})" if n in skipped else titles.get(n, "")
-                        for n in names)]]
+    table = [
+        ["layer", "dir", *names],
+        [
+            "",
+            "",
+            *(f"skipped ({skipped[n]})" if n in skipped else titles.get(n, "") for n in names),
+        ],
+    ]
     for layer, direction in keys_in_order(results):
         line = [layer, direction]
         for n in names:
-            mine = [r for r in results.get(n, ())
-                    if layer_of(r) == layer and direction_of(r) == direction]
+            mine = [
+                r
+                for r in results.get(n, ())
+                if layer_of(r) == layer and direction_of(r) == direction
+            ]
             line.append("skipped" if n in skipped else cell(worst(mine)))
         table.append(line)
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
+    out = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table
+    ]
     out.insert(2, "  ".join("-" * w for w in widths))
     out += [f"{n}: skipped ({skipped[n]})" for n in names if n in skipped]
-    out += [f"{n}: {sum(r.status == 'PASS' for r in results[n])} passed, "
-            f"{sum(r.status == 'FAIL' for r in results[n])} failed" for n in results]
+    out += [
+        f"{n}: {sum(r.status == 'PASS' for r in results[n])} passed, "
+        f"{sum(r.status == 'FAIL' for r in results[n])} failed"
+        for n in results
+    ]
     return "\n".join(out)

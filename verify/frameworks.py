@@ -32,22 +32,23 @@ def parse(text):
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODULES]
     if unknown or not names:
-        raise ValueError(f"--against: unknown framework(s) {unknown or text!r}, choose from "
-                         f"{','.join(MODULES)}")
+        raise ValueError(
+            f"--against: unknown framework(s) {unknown or text!r}, choose from {','.join(MODULES)}"
+        )
     return list(dict.fromkeys(names))
 
 
 def unavailable(name, reason):
     """A stand-in entry for a framework that cannot run: ``available()`` gives ``reason``."""
-    return types.SimpleNamespace(NAME=name, TITLE=name, available=lambda: reason,
-                                 run=lambda dtype, seed: [])
+    return types.SimpleNamespace(
+        NAME=name, TITLE=name, available=lambda: reason, run=lambda dtype, seed: []
+    )
 
 
 def load(name):
     """The module of framework ``name`` (or a stand-in saying why it cannot run)."""
     if name not in MODULES:
-        raise ValueError(f"frameworks: unknown framework {name!r}, choose from "
-                         f"{','.join(MODULES)}")
+        raise ValueError(f"frameworks: unknown framework {name!r}, choose from {','.join(MODULES)}")
     path = MODULES[name]
     try:
         return importlib.import_module(path)

@@ -42,13 +42,14 @@ GROUPS = {"conv1": 1, "conv2": "columns", "conv3": 1, "conv4": "columns", "conv5
 
 class Spec(NamedTuple):
     """Everything but the weights that fixes the network (hashable: a static jit argument)."""
-    geometry: tuple          # five (stride, pad) pairs, conv1..conv5
+
+    geometry: tuple  # five (stride, pad) pairs, conv1..conv5
     columns: int
     lrn: bool
-    lrn_groups: int          # columns for lrn_mode "column", 1 for "all"
-    lrn_params: tuple        # (size, alpha, beta, k)
-    pool: tuple              # (window, stride)
-    pool_rounding: str       # "floor" or "ceil"
+    lrn_groups: int  # columns for lrn_mode "column", 1 for "all"
+    lrn_params: tuple  # (size, alpha, beta, k)
+    pool: tuple  # (window, stride)
+    pool_rounding: str  # "floor" or "ceil"
     dropout: float
     dropout_mode: str
     head: str
@@ -57,10 +58,18 @@ class Spec(NamedTuple):
 def spec_of(opts, geometry):
     """The ``Spec`` of a ``refnet.NetOptions`` with five (stride, pad) pairs ``geometry``."""
     p = opts.lrn_params
-    return Spec(tuple(tuple(g) for g in geometry), opts.columns, opts.lrn,
-                opts.columns if opts.lrn_mode == "column" else 1,
-                (p["size"], p["alpha"], p["beta"], p["k"]), tuple(opts.pool),
-                opts.pool_rounding, opts.dropout, opts.dropout_mode, opts.head)
+    return Spec(
+        tuple(tuple(g) for g in geometry),
+        opts.columns,
+        opts.lrn,
+        opts.columns if opts.lrn_mode == "column" else 1,
+        (p["size"], p["alpha"], p["beta"], p["k"]),
+        tuple(opts.pool),
+        opts.pool_rounding,
+        opts.dropout,
+        opts.dropout_mode,
+        opts.head,
+    )
 
 
 def groups(name, spec):
@@ -71,10 +80,12 @@ def check_shapes(params, spec):
     """``ValueError`` unless every conv weight fits the paper's group count."""
     c_in = 3
     for name in CONVS:
-        k, c_per_group = params[f"{name}.weight"].shape[:2]          # (K, C/G, kh, kw)
+        k, c_per_group = params[f"{name}.weight"].shape[:2]  # (K, C/G, kh, kw)
         if c_per_group * groups(name, spec) != c_in:
-            raise ValueError(f"jax network: {name}.weight reads {c_per_group} channels per "
-                             f"group, but {c_in} channels in {groups(name, spec)} group(s)")
+            raise ValueError(
+                f"jax network: {name}.weight reads {c_per_group} channels per "
+                f"group, but {c_in} channels in {groups(name, spec)} group(s)"
+            )
         c_in = k
 
 
@@ -85,18 +96,24 @@ def logits_of(params, x, masks, spec, train):
 
     def conv(name, h):
         stride, pad = spec.geometry[CONVS.index(name)]
-        return layer.conv_forward(h, params[f"{name}.weight"], params[f"{name}.bias"],
-                                  stride=stride, pad=pad, groups=groups(name, spec))
+        return layer.conv_forward(
+            h,
+            params[f"{name}.weight"],
+            params[f"{name}.bias"],
+            stride=stride,
+            pad=pad,
+            groups=groups(name, spec),
+        )
 
     def lrn(h):
         if not spec.lrn:
             return h
-        return layer.lrn_forward(h, size=size, alpha=alpha, beta=beta, k=k,
-                                 groups=spec.lrn_groups)
+        return layer.lrn_forward(h, size=size, alpha=alpha, beta=beta, k=k, groups=spec.lrn_groups)
 
     def pool(h):
-        return layer.pool_forward(h, size=spec.pool[0], stride=spec.pool[1],
-                                  rounding=spec.pool_rounding)
+        return layer.pool_forward(
+            h, size=spec.pool[0], stride=spec.pool[1], rounding=spec.pool_rounding
+        )
 
     def fc(name, h):
         return layer.linear_forward(h, params[f"{name}.weight"], params[f"{name}.bias"])
@@ -104,29 +121,31 @@ def logits_of(params, x, masks, spec, train):
     def dropout(name, h):
         if not spec.dropout:
             return h
-        return layer.dropout_forward(h, masks[name], p=spec.dropout, train=train,
-                                     mode=spec.dropout_mode)
+        return layer.dropout_forward(
+            h, masks[name], p=spec.dropout, train=train, mode=spec.dropout_mode
+        )
 
     relu = layer.relu_forward
-    h = pool(lrn(relu(conv("conv1", x))))                  # (N, C1, H1, W1)
-    h = pool(lrn(relu(conv("conv2", h))))                  # (N, C2, H2, W2)
-    h = relu(conv("conv3", h))                             # exchange: both columns
+    h = pool(lrn(relu(conv("conv1", x))))  # (N, C1, H1, W1)
+    h = pool(lrn(relu(conv("conv2", h))))  # (N, C2, H2, W2)
+    h = relu(conv("conv3", h))  # exchange: both columns
     h = relu(conv("conv4", h))
-    h = relu(conv("conv5", h))                             # (N, C5, H5, W5)
+    h = relu(conv("conv5", h))  # (N, C5, H5, W5)
     if spec.head == "gap":
         z = layer.conv_forward(h, params["head.weight"], params["head.bias"])  # (N, M, H5, W5)
-                                                           # both columns: groups 1
-        return layer.gap_forward(z)                        # (N, M)
-    h = pool(h).reshape(h.shape[0], -1)                    # (N, C5*Hp*Wp), channel-major
-    h = dropout("fc6", relu(fc("fc6", h)))                 # (N, D6), exchange: fc6-fc8
-    h = dropout("fc7", relu(fc("fc7", h)))                 # (N, D7)  read both columns
-    return fc("fc8", h)                                    # (N, M)
+        # both columns: groups 1
+        return layer.gap_forward(z)  # (N, M)
+    h = pool(h).reshape(h.shape[0], -1)  # (N, C5*Hp*Wp), channel-major
+    h = dropout("fc6", relu(fc("fc6", h)))  # (N, D6), exchange: fc6-fc8
+    h = dropout("fc7", relu(fc("fc7", h)))  # (N, D7)  read both columns
+    return fc("fc8", h)  # (N, M)
 
 
 def _loss_logits_grads(params, x, labels, masks, train, spec):
     def loss_and_logits(params):
         z = logits_of(params, x, masks, spec, train)
         return layer.cross_entropy(z, labels), z
+
     loss, pullback, z = jax.vjp(loss_and_logits, params, has_aux=True)
     (grads,) = pullback(jnp.ones_like(loss))
     return loss, z, grads
@@ -148,14 +167,18 @@ class JaxAlexNet:
     def loss_and_grad(self, x, labels, train=True, masks=None):
         """(loss, logits, {param name: gradient}) as NumPy, mean cross-entropy over N."""
         x = jnp.asarray(x)
-        masks = {name: jnp.asarray(masks[name]) if train else      # (N, D): eval and train
-                 jnp.ones((x.shape[0], self.params[f"{name}.weight"].shape[0]), x.dtype)
-                 for name in self.dropped()}                        # share one compilation
+        masks = {
+            name: jnp.asarray(masks[name])
+            if train
+            # (N, D): eval and train
+            else jnp.ones((x.shape[0], self.params[f"{name}.weight"].shape[0]), x.dtype)
+            for name in self.dropped()
+        }  # share one compilation
         labels = jnp.asarray(numpy.asarray(labels, dtype=numpy.int64))
-        loss, z, grads = _compiled(self.params, x, labels, masks, jnp.asarray(train),
-                                   spec=self.spec)
+        loss, z, grads = _compiled(
+            self.params, x, labels, masks, jnp.asarray(train), spec=self.spec
+        )
         return layer.host(loss), layer.host(z), {k: layer.host(g) for k, g in grads.items()}
-
 
     def dropped(self):
         """The layers whose outputs dropout sees: fc6 and fc7, or none."""
@@ -168,7 +191,9 @@ def jax_twin_of(opts, state):
     the ``owt`` arch's layout (torchvision's names, average pooling, dropout before fc6
     and fc7)."""
     if opts.spec.param_names or opts.spec.avgpool or opts.dropout_placement != "after":
-        raise ValueError(f"jax network: written for the paper's network, not arch "
-                         f"{opts.spec.name!r} with dropout_placement="
-                         f"{opts.dropout_placement!r}")
+        raise ValueError(
+            f"jax network: written for the paper's network, not arch "
+            f"{opts.spec.name!r} with dropout_placement="
+            f"{opts.dropout_placement!r}"
+        )
     return JaxAlexNet(state, spec_of(opts, geometry(opts.arch)))

@@ -38,7 +38,7 @@ from jax import numpy as jnp
 
 from refnet.options import CHOICES
 
-jax.config.update("jax_enable_x64", True)   # float64 stays float64 (module doc)
+jax.config.update("jax_enable_x64", True)  # float64 stays float64 (module doc)
 
 
 def host(a):
@@ -51,27 +51,35 @@ def compiled_vjp(forward, static=()):
     and out: ``jax.vjp`` of ``forward(*inputs, **hyper)`` compiled as one program per
     shape and value of the ``static`` hyperparameters (the others are traced, so the
     cases that differ only in them share one compilation)."""
+
     def program(inputs, dy, **hyper):
         y, pullback = jax.vjp(lambda *a: forward(*a, **hyper), *inputs)
         return y, pullback(dy)
+
     compiled = jax.jit(program, static_argnames=static)
 
     def run(inputs, dy, **hyper):
         y, grads = compiled([jnp.asarray(a) for a in inputs], jnp.asarray(dy), **hyper)
         return host(y), [host(g) for g in grads]
+
     return run
 
 
 # -- forwards, on JAX arrays -----------------------------------------------------------
 
+
 def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):
     """x (N, C, H, W), w (K, C/G, kh, kw), b (K,) -> y (N, K, Ho, Wo)."""
-    y = lax.conv_general_dilated(x, w, window_strides=(stride, stride),
-                                 padding=((pad, pad), (pad, pad)),
-                                 dimension_numbers=("NCHW", "OIHW", "NCHW"),
-                                 feature_group_count=groups,
-                                 precision=lax.Precision.HIGHEST)
-    return y + b[None, :, None, None]                       # (N, K, Ho, Wo)
+    y = lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=(stride, stride),
+        padding=((pad, pad), (pad, pad)),
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        feature_group_count=groups,
+        precision=lax.Precision.HIGHEST,
+    )
+    return y + b[None, :, None, None]  # (N, K, Ho, Wo)
 
 
 def relu_forward(x):
@@ -90,9 +98,10 @@ def lrn_band(channels, size, groups, dtype):
 
 def lrn_forward(a, *, size, alpha, beta, k, groups=1):
     """The paper's LRN over channels: a (N, C, H, W) -> b (N, C, H, W)."""
-    band = lrn_band(a.shape[1], size, groups, a.dtype)       # (C, C)
-    window = jnp.einsum("dc,nchw->ndhw", band, a * a,
-                        precision=lax.Precision.HIGHEST)     # (N, C, H, W)
+    band = lrn_band(a.shape[1], size, groups, a.dtype)  # (C, C)
+    window = jnp.einsum(
+        "dc,nchw->ndhw", band, a * a, precision=lax.Precision.HIGHEST
+    )  # (N, C, H, W)
     return a / (k + alpha * window) ** beta
 
 
@@ -110,17 +119,23 @@ def pool_forward(x, *, size, stride, rounding="floor"):
     clipped at the edge ("ceil") sees -inf where it leaves x."""
     H, W = x.shape[2:]
     extra = [(pool_size(n, size, stride, rounding) - 1) * stride + size - n for n in (H, W)]
-    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, size, size),
-                             (1, 1, stride, stride),
-                             ((0, 0), (0, 0), (0, max(extra[0], 0)), (0, max(extra[1], 0))))
+    return lax.reduce_window(
+        x,
+        -jnp.inf,
+        lax.max,
+        (1, 1, size, size),
+        (1, 1, stride, stride),
+        ((0, 0), (0, 0), (0, max(extra[0], 0)), (0, max(extra[1], 0))),
+    )
 
 
 def dropout_forward(x, mask, *, p, train, mode):
     """Dropout with the keep-mask ``mask`` (1 keep, 0 drop), scaled by ``mode``;
     ``train`` may be a traced boolean (both forms are computed, one is selected)."""
     if mode not in CHOICES["dropout_mode"]:
-        raise ValueError(f"dropout (jax): mode must be one of {CHOICES['dropout_mode']}, "
-                         f"got {mode!r}")
+        raise ValueError(
+            f"dropout (jax): mode must be one of {CHOICES['dropout_mode']}, got {mode!r}"
+        )
     if mode == "paper":
         return jnp.where(train, x * mask, x * (1.0 - p))
     return jnp.where(train, x * mask / (1.0 - p), x)
@@ -138,7 +153,7 @@ def gap_forward(x):
 
 def cross_entropy(z, labels):
     """Mean over the batch of -log softmax(z)[label]: z (N, M), labels (N,) int."""
-    top = jnp.max(z, axis=1, keepdims=True)                  # (N, 1), for stability
+    top = jnp.max(z, axis=1, keepdims=True)  # (N, 1), for stability
     lse = top[:, 0] + jnp.log(jnp.sum(jnp.exp(z - top), axis=1))  # (N,)
     picked = jnp.take_along_axis(z, labels[:, None], axis=1)[:, 0]  # (N,)
     return jnp.mean(lse - picked)
@@ -172,8 +187,7 @@ def lrn(x, dy, *, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
 
 
 def pool(x, dy, *, size=3, stride=2, ceil_mode=False):
-    y, (dx,) = _pool((x,), dy, size=size, stride=stride,
-                     rounding="ceil" if ceil_mode else "floor")
+    y, (dx,) = _pool((x,), dy, size=size, stride=stride, rounding="ceil" if ceil_mode else "floor")
     return {"y": y, "dx": dx}
 
 

@@ -32,22 +32,12 @@ from typing import NamedTuple
 
 import numpy
 
-import refnet.layers.conv
-import refnet.layers.dropout
-import refnet.layers.gap
-import refnet.layers.linear
-import refnet.layers.layout
-import refnet.layers.lrn
-import refnet.layers.pool
-import refnet.layers.relu
-import refnet.layers.softmax
-from refnet import layers
-from refnet import NetOptions
+from refnet import NetOptions, layers
 from refnet.options import CHOICES
 from refnet.verify.compare import draw, judged, judged_rows, run_cases
 
 PART = "layers"
-PAPER_LRN = NetOptions().lrn_params                  # n=5, alpha=1e-4, beta=0.75, k=2
+PAPER_LRN = NetOptions().lrn_params  # n=5, alpha=1e-4, beta=0.75, k=2
 PAPER_CONVS = [  # name, x (N, C, H, W), w (K, C/G, kh, kw), stride, pad, groups
     ("conv1 11x11/4 pad 0, 3->96", (2, 3, 63, 55), (96, 3, 11, 11), 4, 0, 1),
     ("conv2 5x5/1 pad 2 g2, 96->256", (2, 96, 13, 11), (256, 48, 5, 5), 1, 2, 2),
@@ -60,6 +50,7 @@ PAPER_CONVS = [  # name, x (N, C, H, W), w (K, C/G, kh, kw), stride, pad, groups
 class Against(NamedTuple):
     """What the cases compare with: a module of twins (``verify.twins``' functions) and
     the part name of the report rows."""
+
     twins: object
     part: str
 
@@ -82,46 +73,92 @@ def conv_case(rng, dtype, tol, against, case, x_shape, w_shape, *, stride, pad, 
 def conv_cases(rng, dtype, tol, against):
     rows = []
     for name, xs, ws, s, p, g in PAPER_CONVS:
-        rows += conv_case(rng, dtype, tol, against, f"{name} (paper)", xs, ws,
-                          stride=s, pad=p, groups=g)
-        if s == 1:   # the tile the paper's network uses on this layer's full-size maps
+        rows += conv_case(
+            rng, dtype, tol, against, f"{name} (paper)", xs, ws, stride=s, pad=p, groups=g
+        )
+        if s == 1:  # the tile the paper's network uses on this layer's full-size maps
             tile = layers.conv.WINOGRAD_TILES.get((numpy.dtype(dtype).name, ws[2]), 2)
-            rows += conv_case(rng, dtype, tol, against, f"{name} winograd", xs, ws,
-                              stride=s, pad=p, groups=g, algo="winograd", tile=tile)
+            rows += conv_case(
+                rng,
+                dtype,
+                tol,
+                against,
+                f"{name} winograd",
+                xs,
+                ws,
+                stride=s,
+                pad=p,
+                groups=g,
+                algo="winograd",
+                tile=tile,
+            )
     for kernel, tiles in ((3, (1, 2, 3, 4)), (5, (1, 2, 3))):
         for tile in tiles:
             name = f"conv {kernel}x{kernel}/1 pad 2 g2 winograd F({tile}, {kernel}), 8->12"
-            rows += conv_case(rng, dtype, tol, against, name, (2, 8, 13, 10),
-                              (12, 4, kernel, kernel), stride=1, pad=2, groups=2,
-                              algo="winograd", tile=tile)
+            rows += conv_case(
+                rng,
+                dtype,
+                tol,
+                against,
+                name,
+                (2, 8, 13, 10),
+                (12, 4, kernel, kernel),
+                stride=1,
+                pad=2,
+                groups=2,
+                algo="winograd",
+                tile=tile,
+            )
     for groups in (1, 2, 4):
         for stride in (1, 2, 4):
             for pad in (0, 1, 2):
                 kernel = 3 if stride < 4 else 5
                 name = f"conv {kernel}x{kernel}/{stride} pad {pad} g{groups}, 8->12 on 13x10"
-                rows += conv_case(rng, dtype, tol, against, name, (2, 8, 13, 10),
-                                  (12, 8 // groups, kernel, kernel),
-                                  stride=stride, pad=pad, groups=groups)
-    rows += conv_case(rng, dtype, tol, against, "conv 3x5/2 pad 1 g2 (non-square kernel)",
-                      (3, 4, 11, 14), (6, 2, 3, 5), stride=2, pad=1, groups=2)
+                rows += conv_case(
+                    rng,
+                    dtype,
+                    tol,
+                    against,
+                    name,
+                    (2, 8, 13, 10),
+                    (12, 8 // groups, kernel, kernel),
+                    stride=stride,
+                    pad=pad,
+                    groups=groups,
+                )
+    rows += conv_case(
+        rng,
+        dtype,
+        tol,
+        against,
+        "conv 3x5/2 pad 1 g2 (non-square kernel)",
+        (3, 4, 11, 14),
+        (6, 2, 3, 5),
+        stride=2,
+        pad=1,
+        groups=2,
+    )
     return rows
 
 
 def relu_cases(rng, dtype, tol, against):
     x = draw(rng, (2, 16, 7, 5), dtype)
-    x[rng.random(x.shape) < 0.2] = 0   # exact zeros: the gradient at 0 is 0 in both
+    x[rng.random(x.shape) < 0.2] = 0  # exact zeros: the gradient at 0 is 0 in both
     y, cache = layers.relu.forward(x)
     dy = draw(rng, y.shape, dtype)
     dx = layers.relu.backward(dy, cache)
-    return _rows(against, "relu (20% exact zeros)", {"y": y, "dx": dx},
-                 against.twins.relu(x, dy), tol)
+    return _rows(
+        against, "relu (20% exact zeros)", {"y": y, "dx": dx}, against.twins.relu(x, dy), tol
+    )
 
 
 def gap_cases(rng, dtype, tol, against):
     rows = []
-    for name, shape, layout in (("gap 1000 classes 6x6 -> (N, 1000)", (2, 1000, 6, 6), "NCHW"),
-                                ("gap 7x5 (non-square), CHWN", (3, 16, 7, 5), "CHWN")):
-        x = draw(rng, shape, dtype)                                 # (N, C, H, W)
+    for name, shape, layout in (
+        ("gap 1000 classes 6x6 -> (N, 1000)", (2, 1000, 6, 6), "NCHW"),
+        ("gap 7x5 (non-square), CHWN", (3, 16, 7, 5), "CHWN"),
+    ):
+        x = draw(rng, shape, dtype)  # (N, C, H, W)
         xl = layers.layout.transpose(x, "NCHW", layout)
         y, cache = layers.gap.forward(xl, layout=layout)
         dy = draw(rng, y.shape, dtype)
@@ -140,18 +177,44 @@ def lrn_case(rng, dtype, tol, against, case, x_shape, *, size, alpha, beta, k, s
 
 
 def lrn_cases(rng, dtype, tol, against):
-    rows = lrn_case(rng, dtype, tol, against,
-                    "lrn n=5 alpha=1e-4 beta=0.75 k=2, 96 ch (paper)",
-                    (2, 96, 7, 6), scale=20.0, **PAPER_LRN)
+    rows = lrn_case(
+        rng,
+        dtype,
+        tol,
+        against,
+        "lrn n=5 alpha=1e-4 beta=0.75 k=2, 96 ch (paper)",
+        (2, 96, 7, 6),
+        scale=20.0,
+        **PAPER_LRN,
+    )
     for alpha in (0.1, 0.5, 1.0):
         for size in (3, 5, 7):
             for k in (1.0, 2.0):
-                rows += lrn_case(rng, dtype, tol, against,
-                                 f"lrn n={size} alpha={alpha} beta=0.75 k={k:g}, 10 ch",
-                                 (2, 10, 5, 4), size=size, alpha=alpha, beta=0.75, k=k)
+                rows += lrn_case(
+                    rng,
+                    dtype,
+                    tol,
+                    against,
+                    f"lrn n={size} alpha={alpha} beta=0.75 k={k:g}, 10 ch",
+                    (2, 10, 5, 4),
+                    size=size,
+                    alpha=alpha,
+                    beta=0.75,
+                    k=k,
+                )
     for beta in (0.5, 1.0):
-        rows += lrn_case(rng, dtype, tol, against, f"lrn n=5 alpha=1 beta={beta} k=1, 10 ch",
-                         (2, 10, 5, 4), size=5, alpha=1.0, beta=beta, k=1.0)
+        rows += lrn_case(
+            rng,
+            dtype,
+            tol,
+            against,
+            f"lrn n=5 alpha=1 beta={beta} k=1, 10 ch",
+            (2, 10, 5, 4),
+            size=5,
+            alpha=1.0,
+            beta=beta,
+            k=1.0,
+        )
     return rows
 
 
@@ -161,7 +224,7 @@ def _tied_windows(x, size, stride):
     count = 0
     for i in range(0, H - size + 1, stride):
         for j in range(0, W - size + 1, stride):
-            win = x[:, :, i:i + size, j:j + size].reshape(N, C, -1)   # (N, C, size*size)
+            win = x[:, :, i : i + size, j : j + size].reshape(N, C, -1)  # (N, C, size*size)
             top = win.max(axis=2, keepdims=True)
             count += int(numpy.sum((win == top).sum(axis=2) > 1))
     return count
@@ -180,16 +243,26 @@ def pool_case(rng, dtype, tol, against, case, x, *, size, stride):
 def pool_cases(rng, dtype, tol, against):
     rows = []
     for name, shape, size, stride in [
-            ("maxpool 3/2 on 27x27 -> 13 (paper)", (2, 96, 27, 27), 3, 2),
-            ("maxpool 3/2 on 54x54 -> 26 (floor)", (2, 8, 54, 54), 3, 2),
-            ("maxpool 3/2 on 13x10 (non-square)", (2, 8, 13, 10), 3, 2),
-            ("maxpool 2/2 on 12x9 (ablation, floor)", (2, 8, 12, 9), 2, 2)]:
-        rows += pool_case(rng, dtype, tol, against, name, draw(rng, shape, dtype),
-                          size=size, stride=stride)
+        ("maxpool 3/2 on 27x27 -> 13 (paper)", (2, 96, 27, 27), 3, 2),
+        ("maxpool 3/2 on 54x54 -> 26 (floor)", (2, 8, 54, 54), 3, 2),
+        ("maxpool 3/2 on 13x10 (non-square)", (2, 8, 13, 10), 3, 2),
+        ("maxpool 2/2 on 12x9 (ablation, floor)", (2, 8, 12, 9), 2, 2),
+    ]:
+        rows += pool_case(
+            rng, dtype, tol, against, name, draw(rng, shape, dtype), size=size, stride=stride
+        )
     for size, stride in ((3, 2), (2, 2), (3, 1)):
-        x = rng.integers(0, 3, size=(2, 8, 13, 11)).astype(dtype)   # many ties
-        rows += pool_case(rng, dtype, tol, against, f"maxpool {size}/{stride} ties (ints 0-2)",
-                          x, size=size, stride=stride)
+        x = rng.integers(0, 3, size=(2, 8, 13, 11)).astype(dtype)  # many ties
+        rows += pool_case(
+            rng,
+            dtype,
+            tol,
+            against,
+            f"maxpool {size}/{stride} ties (ints 0-2)",
+            x,
+            size=size,
+            stride=stride,
+        )
     return rows
 
 
@@ -199,7 +272,7 @@ def dropout_cases(rng, dtype, tol, against):
         for mode in CHOICES["dropout_mode"]:
             for train in (True, False):
                 x = draw(rng, (4, 64), dtype)
-                mask = (rng.random(x.shape) >= p).astype(dtype)   # 1 keep, 0 drop
+                mask = (rng.random(x.shape) >= p).astype(dtype)  # 1 keep, 0 drop
                 y, cache = layers.dropout.forward(x, p=p, train=train, mask=mask, mode=mode)
                 dy = draw(rng, y.shape, dtype)
                 dx = layers.dropout.backward(dy, cache)
@@ -211,8 +284,10 @@ def dropout_cases(rng, dtype, tol, against):
 
 def linear_cases(rng, dtype, tol, against):
     rows = []
-    for name, n, d_in, d_out in [("linear 4096->1000 (fc8)", 2, 4096, 1000),
-                                 ("linear 37->23", 5, 37, 23)]:
+    for name, n, d_in, d_out in [
+        ("linear 4096->1000 (fc8)", 2, 4096, 1000),
+        ("linear 37->23", 5, 37, 23),
+    ]:
         x = draw(rng, (n, d_in), dtype)
         w = draw(rng, (d_out, d_in), dtype, 0.05)
         b = draw(rng, (d_out,), dtype)
@@ -226,24 +301,32 @@ def linear_cases(rng, dtype, tol, against):
 
 def softmax_cases(rng, dtype, tol, against):
     rows = []
-    for name, n, classes, scale in [("softmax CE, 1000 classes", 2, 1000, 3.0),
-                                    ("softmax CE, logits x30", 7, 10, 30.0)]:
+    for name, n, classes, scale in [
+        ("softmax CE, 1000 classes", 2, 1000, 3.0),
+        ("softmax CE, logits x30", 7, 10, 30.0),
+    ]:
         z = draw(rng, (n, classes), dtype, scale)
         labels = rng.integers(0, classes, size=n)
         loss, cache = layers.softmax.forward(z, labels)
         dloss = float(rng.uniform(0.5, 2.0))
         dz = layers.softmax.backward(dloss, cache)
         ref = against.twins.softmax_cross_entropy(z, labels, dloss)
-        rows += [judged(against.part, name, "loss", numpy.asarray(loss, dtype=dtype),
-                        ref["loss"], tol),
-                 judged(against.part, name, "dlogits", dz, ref["dlogits"], tol)]
+        rows += [
+            judged(against.part, name, "loss", numpy.asarray(loss, dtype=dtype), ref["loss"], tol),
+            judged(against.part, name, "dlogits", dz, ref["dlogits"], tol),
+        ]
     return rows
 
 
 CASES = {
-    "conv": conv_cases, "relu": relu_cases, "lrn": lrn_cases, "pool": pool_cases,
-    "dropout": dropout_cases, "linear": linear_cases, "softmax": softmax_cases,
-    "gap": gap_cases,           # last: each case's seed is its index here
+    "conv": conv_cases,
+    "relu": relu_cases,
+    "lrn": lrn_cases,
+    "pool": pool_cases,
+    "dropout": dropout_cases,
+    "linear": linear_cases,
+    "softmax": softmax_cases,
+    "gap": gap_cases,  # last: each case's seed is its index here
 }
 
 
@@ -252,7 +335,7 @@ def run(dtype="float64", seed=0, which=None, twins=None, part=PART):
     ``twins`` (a module with ``verify.twins``' functions; default PyTorch's, imported
     here) under the part name ``part``."""
     if twins is None:
-        from refnet.verify import twins                   # PyTorch, only when it is the reference
+        from refnet.verify import twins  # PyTorch, only when it is the reference
     against = Against(twins, part)
     cases = {name: functools.partial(fn, against=against) for name, fn in CASES.items()}
     return run_cases(cases, "layer cases", dtype, seed, which)

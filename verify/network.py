@@ -47,8 +47,11 @@ def geometry(arch):
 
 def dropout_masks(net_sd, n, p, rng, dtype):
     """Keep-masks (1 keep, 0 drop) for fc6 and fc7 outputs, shapes (N, D6) and (N, D7)."""
-    return {name: (rng.random((n, net_sd[f"{name}.weight"].shape[0])) >= p).astype(dtype)
-            for name in ("fc6", "fc7") if f"{name}.weight" in net_sd}   # none for "gap"
+    return {
+        name: (rng.random((n, net_sd[f"{name}.weight"].shape[0])) >= p).astype(dtype)
+        for name in ("fc6", "fc7")
+        if f"{name}.weight" in net_sd
+    }  # none for "gap"
 
 
 # Options every refnet network of verify is built with besides its own
@@ -59,8 +62,7 @@ NET_DEFAULTS = {}
 def make_pair(arch, dtype, rng, *, make_twin=None, **options):
     """A refnet network with random weights and its twin holding the same weights
     (``make_twin(opts, state)``, default ``twin_of``: PyTorch's)."""
-    opts = NetOptions(arch=arch, dtype=numpy.dtype(dtype).name,
-                      **{**NET_DEFAULTS, **options})
+    opts = NetOptions(arch=arch, dtype=numpy.dtype(dtype).name, **{**NET_DEFAULTS, **options})
     net = build_network(opts)
     state = random_state(net.shapes, rng, dtype)
     net.load_state_dict(state)
@@ -74,21 +76,32 @@ def twin_of(opts, state):
     checked against torchvision's own class instead (tests/test_owt.py)."""
     spec = opts.spec
     if spec.param_names or spec.avgpool or opts.dropout_placement != "after":
-        raise ValueError(f"the PyTorch twin mirrors the paper's network, not arch "
-                         f"{spec.name!r} with dropout_placement="
-                         f"{opts.dropout_placement!r}")
-    from refnet.verify.twin_network import TwinAlexNet          # torch, only for this twin
+        raise ValueError(
+            f"the PyTorch twin mirrors the paper's network, not arch "
+            f"{spec.name!r} with dropout_placement="
+            f"{opts.dropout_placement!r}"
+        )
+    from refnet.verify.twin_network import TwinAlexNet  # torch, only for this twin
+
     p = opts.lrn_params
-    return TwinAlexNet(state, geometry(opts.arch), columns=opts.columns, lrn=opts.lrn,
-                       lrn_mode=opts.lrn_mode,
-                       lrn_params=(p["size"], p["alpha"], p["beta"], p["k"]),
-                       pool=opts.pool, pool_rounding=opts.pool_rounding,
-                       dropout=opts.dropout, dropout_mode=opts.dropout_mode,
-                       head=opts.head)
+    return TwinAlexNet(
+        state,
+        geometry(opts.arch),
+        columns=opts.columns,
+        lrn=opts.lrn,
+        lrn_mode=opts.lrn_mode,
+        lrn_params=(p["size"], p["alpha"], p["beta"], p["k"]),
+        pool=opts.pool,
+        pool_rounding=opts.pool_rounding,
+        dropout=opts.dropout,
+        dropout_mode=opts.dropout_mode,
+        head=opts.head,
+    )
 
 
-def compare_modes(case, net, twin, state, x, labels, masks, tol, modes=("eval", "train"),
-                  part=PART):
+def compare_modes(
+    case, net, twin, state, x, labels, masks, tol, modes=("eval", "train"), part=PART
+):
     """Rows for logits, loss and every parameter gradient in each of ``modes``."""
     rows = []
     for mode in modes:
@@ -99,8 +112,9 @@ def compare_modes(case, net, twin, state, x, labels, masks, tol, modes=("eval", 
         t_loss, t_logits, t_grads = twin.loss_and_grad(x, labels, train=train, masks=m)
         name = f"{case} {mode}"
         rows.append(judged(part, name, "logits", logits, t_logits, tol))
-        rows.append(judged(part, name, "loss", numpy.asarray(loss, dtype=t_loss.dtype),
-                           t_loss, tol))
+        rows.append(
+            judged(part, name, "loss", numpy.asarray(loss, dtype=t_loss.dtype), t_loss, tol)
+        )
         for key in state:
             rows.append(judged(part, name, f"d {key}", grads[key], t_grads[key], tol))
     return rows
@@ -123,14 +137,12 @@ def run(dtype="float64", seed=0, sizes=("small", "paper"), make_twin=None, part=
                 if arch == "demo" and options:
                     continue
                 rng = numpy.random.default_rng([seed, 100 + 10 * i + j])
-                net, twin, state = make_pair(arch, dtype, rng, make_twin=make_twin,
-                                             **options)
+                net, twin, state = make_pair(arch, dtype, rng, make_twin=make_twin, **options)
                 s = get_arch(arch).input_size
                 x = rng.standard_normal((n, 3, s, s)).astype(dtype)
                 labels = rng.integers(0, net.num_classes, size=n)
                 masks = dropout_masks(state, n, 0.5, rng, dtype)
                 label = f"{arch} N={n}" + "".join(f" {k}={v}" for k, v in options.items())
-                rows += compare_modes(label, net, twin, state, x, labels, masks, tol,
-                                      part=part)
+                rows += compare_modes(label, net, twin, state, x, labels, masks, tol, part=part)
                 del net, twin, state
     return rows

@@ -21,10 +21,11 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise ImportError(".pth files are PyTorch's format and need torch to be read "
-                          "safely (torch.load with weights_only=True): pip install torch, "
-                          "or convert the file to safetensors where torch is installed") \
-            from None
+        raise ImportError(
+            ".pth files are PyTorch's format and need torch to be read "
+            "safely (torch.load with weights_only=True): pip install torch, "
+            "or convert the file to safetensors where torch is installed"
+        ) from None
     return torch
 
 
@@ -41,22 +42,30 @@ def read_pth(path):
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - OSError, or pickle's UnpicklingError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{path}: not readable as weights only by torch.load(weights_only="
-                         f"True) ({type(e).__name__}: {first})") from None
+        raise ValueError(
+            f"{path}: not readable as weights only by torch.load(weights_only="
+            f"True) ({type(e).__name__}: {first})"
+        ) from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict (a dict "
-                         "of tensors)")
-    bad = {str(k): type(v).__name__ for k, v in obj.items()
-           if not isinstance(k, str) or not isinstance(v, torch.Tensor)}
+        raise ValueError(
+            f"{path} holds a {type(obj).__name__}, not a state_dict (a dict of tensors)"
+        )
+    bad = {
+        str(k): type(v).__name__
+        for k, v in obj.items()
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor)
+    }
     if bad:
-        raise ValueError(f"{path} is not a state_dict: entries that are not tensors: {bad} "
-                         "(a checkpoint with a nested state_dict: save that dict alone)")
+        raise ValueError(
+            f"{path} is not a state_dict: entries that are not tensors: {bad} "
+            "(a checkpoint with a nested state_dict: save that dict alone)"
+        )
     out = {}
     for name, t in obj.items():
         t = t.detach().cpu()
         if t.dtype in (torch.float16, torch.bfloat16):
             t = t.float()
-        out[name] = numpy.array(t.numpy())                 # a copy, NumPy's own memory
+        out[name] = numpy.array(t.numpy())  # a copy, NumPy's own memory
     return out
 
 

@@ -23,13 +23,9 @@ Axis legend: N batch, C channels, K kernels, H/W height/width.
 
 import numpy
 
-import refnet.layers.conv
-import refnet.layers.lrn
-import refnet.layers.pool
-from refnet import layers
+from refnet import SGD, AlexNet, layers
 from refnet.layers import reference
 from refnet.layers.layout import LAYOUTS, transpose
-from refnet import SGD, AlexNet
 from refnet.verify.compare import draw, judged_rows, run_cases, worst
 from refnet.verify.layer_cases import PAPER_CONVS, PAPER_LRN
 
@@ -55,33 +51,46 @@ def conv_cases(rng, dtype, tol):
         ref = {"y": y, "dx": dx, "dw": dw, "db": db}
         # the tile the paper's network uses on this layer's full-size maps
         tiles = layers.conv.WINOGRAD_TILES.get((numpy.dtype(dtype).name, ws[2]), 2)
-        algos = [("im2col", {})] + ([(f"winograd F({tiles}, {ws[2]})",
-                                      dict(algo="winograd", tile=tiles))]
-                                    if stride == 1 else [])
+        algos = [("im2col", {})] + (
+            [(f"winograd F({tiles}, {ws[2]})", dict(algo="winograd", tile=tiles))]
+            if stride == 1
+            else []
+        )
         for algo, opts in algos:
             for layout in LAYOUTS:
-                ours_y, cache = layers.conv.forward(transpose(x, "NCHW", layout), w, b, **h,
-                                                    layout=layout, **opts)
+                ours_y, cache = layers.conv.forward(
+                    transpose(x, "NCHW", layout), w, b, **h, layout=layout, **opts
+                )
                 ours_dx, ours_dw, ours_db = layers.conv.backward(
-                    transpose(dy, "NCHW", layout), cache)
-                ours = {"y": _nchw(ours_y, layout), "dx": _nchw(ours_dx, layout),
-                        "dw": ours_dw, "db": ours_db}
+                    transpose(dy, "NCHW", layout), cache
+                )
+                ours = {
+                    "y": _nchw(ours_y, layout),
+                    "dx": _nchw(ours_dx, layout),
+                    "dw": ours_dw,
+                    "db": ours_db,
+                }
                 rows += _rows(f"{name} {algo} {layout}", ours, ref, tol)
     return rows
 
 
 def pool_cases(rng, dtype, tol):
     rows = []
-    inputs = [("maxpool 3/2 on 55x55, 96 ch (pool1)", draw(rng, (2, 96, 55, 55), dtype)),
-              ("maxpool 3/2 on 27x27, ties (ints 0-2)",
-               rng.integers(0, 3, size=(2, 96, 27, 27)).astype(dtype))]
+    inputs = [
+        ("maxpool 3/2 on 55x55, 96 ch (pool1)", draw(rng, (2, 96, 55, 55), dtype)),
+        (
+            "maxpool 3/2 on 27x27, ties (ints 0-2)",
+            rng.integers(0, 3, size=(2, 96, 27, 27)).astype(dtype),
+        ),
+    ]
     for name, x in inputs:
         y, argmax = reference.pool_forward(x, size=3, stride=2)
         dy = draw(rng, y.shape, dtype)
         dx = reference.pool_backward(dy, argmax, x.shape, size=3, stride=2)
         for layout in LAYOUTS:
-            ours_y, cache = layers.pool.forward(transpose(x, "NCHW", layout), size=3, stride=2,
-                                                layout=layout)
+            ours_y, cache = layers.pool.forward(
+                transpose(x, "NCHW", layout), size=3, stride=2, layout=layout
+            )
             ours_dx = layers.pool.backward(transpose(dy, "NCHW", layout), cache)
             ours = {"y": _nchw(ours_y, layout), "dx": _nchw(ours_dx, layout)}
             rows += _rows(f"{name} {layout}", ours, {"y": y, "dx": dx}, tol)
@@ -90,15 +99,15 @@ def pool_cases(rng, dtype, tol):
 
 def lrn_cases(rng, dtype, tol):
     rows = []
-    for name, h, scale in [("lrn n=5 alpha=1e-4 beta=0.75 k=2 (paper), 55x55", PAPER_LRN, 20.0),
-                           ("lrn n=7 alpha=0.5 beta=0.75 k=1, 55x55",
-                            dict(size=7, alpha=0.5, beta=0.75, k=1.0), 2.0)]:
+    for name, h, scale in [
+        ("lrn n=5 alpha=1e-4 beta=0.75 k=2 (paper), 55x55", PAPER_LRN, 20.0),
+        ("lrn n=7 alpha=0.5 beta=0.75 k=1, 55x55", dict(size=7, alpha=0.5, beta=0.75, k=1.0), 2.0),
+    ]:
         x = draw(rng, (2, 96, 55, 55), dtype, scale)
         dy = draw(rng, x.shape, dtype)
         ref = {"y": reference.lrn_forward(x, **h), "dx": reference.lrn_backward(dy, x, **h)}
         for layout in LAYOUTS:
-            ours_y, cache = layers.lrn.forward(transpose(x, "NCHW", layout), **h,
-                                               layout=layout)
+            ours_y, cache = layers.lrn.forward(transpose(x, "NCHW", layout), **h, layout=layout)
             ours_dx = layers.lrn.backward(transpose(dy, "NCHW", layout), cache)
             ours = {"y": _nchw(ours_y, layout), "dx": _nchw(ours_dx, layout)}
             rows += _rows(f"{name} {layout}", ours, ref, tol)
@@ -121,12 +130,15 @@ def sgd_cases(rng, dtype, tol, lrs=(0.01, 0.01, 0.001), momentum=0.9, weight_dec
             opt.lr = lr
             opt.step(g)
             for n in w:
-                w[n], v[n] = reference.sgd_update(w[n], v[n], g[n], lr=lr, momentum=momentum,
-                                                  weight_decay=opt.decay(n), form=form)
+                w[n], v[n] = reference.sgd_update(
+                    w[n], v[n], g[n], lr=lr, momentum=momentum, weight_decay=opt.decay(n), form=form
+                )
             case = f"sgd {form} form, demo net, step {t} lr={lr:g}"
             velocity = opt.state_dict()
-            rows += [_worst(case, "w", net.state_dict(), w, tol),
-                     _worst(case, "v", {n: velocity[f"velocity/{n}"] for n in v}, v, tol)]
+            rows += [
+                _worst(case, "w", net.state_dict(), w, tol),
+                _worst(case, "v", {n: velocity[f"velocity/{n}"] for n in v}, v, tol),
+            ]
     return rows
 
 

@@ -35,9 +35,14 @@ WEIGHT_DECAY = 5e-4
 def torch_optimizer(twin, lr):
     weights = [p for n, p in twin.named_parameters() if n.endswith(".weight")]
     biases = [p for n, p in twin.named_parameters() if n.endswith(".bias")]
-    return torch.optim.SGD([{"params": weights, "weight_decay": WEIGHT_DECAY},
-                            {"params": biases, "weight_decay": 0.0}],
-                           lr=lr, momentum=MOMENTUM)
+    return torch.optim.SGD(
+        [
+            {"params": weights, "weight_decay": WEIGHT_DECAY},
+            {"params": biases, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=MOMENTUM,
+    )
 
 
 def _worst(case, quantity, ours, theirs, tol):
@@ -49,8 +54,8 @@ def run(dtype="float64", seed=0, arch="tiny", batch=4):
     dtype = numpy.dtype(dtype)
     tol = tolerance(dtype, "network")
     rng = numpy.random.default_rng([seed, 300])
-    net_p, twin, state = make_pair(arch, dtype, rng)           # refnet, pytorch form
-    net_a = build_network(net_p.options)                         # refnet, paper form
+    net_p, twin, state = make_pair(arch, dtype, rng)  # refnet, pytorch form
+    net_a = build_network(net_p.options)  # refnet, paper form
     net_a.load_state_dict(state)
     s = get_arch(arch).input_size
     batches = []
@@ -60,14 +65,29 @@ def run(dtype="float64", seed=0, arch="tiny", batch=4):
         batches.append((x, labels, dropout_masks(state, batch, 0.5, rng, dtype)))
 
     opt_torch = torch_optimizer(twin, LRS[0])
-    opt_p = SGD(net_p, lr=LRS[0], momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-                form="pytorch", decay_biases=False)
-    opt_a = SGD(net_a, lr=LRS[0], momentum=MOMENTUM, weight_decay=WEIGHT_DECAY,
-                form="paper", decay_biases=False)
+    opt_p = SGD(
+        net_p,
+        lr=LRS[0],
+        momentum=MOMENTUM,
+        weight_decay=WEIGHT_DECAY,
+        form="pytorch",
+        decay_biases=False,
+    )
+    opt_a = SGD(
+        net_a,
+        lr=LRS[0],
+        momentum=MOMENTUM,
+        weight_decay=WEIGHT_DECAY,
+        form="paper",
+        decay_biases=False,
+    )
     rows = []
-    for t, (lr, (x, labels, masks)) in enumerate(zip(LRS, batches), start=1):
-        buffers = {n: opt_torch.state[p]["momentum_buffer"].detach().numpy().copy()
-                   for n, p in twin.named_parameters() if p in opt_torch.state}
+    for t, (lr, (x, labels, masks)) in enumerate(zip(LRS, batches, strict=True), start=1):
+        buffers = {
+            n: opt_torch.state[p]["momentum_buffer"].detach().numpy().copy()
+            for n, p in twin.named_parameters()
+            if p in opt_torch.state
+        }
         before = twin.numpy_state()
         for group in opt_torch.param_groups:
             group["lr"] = lr
@@ -97,11 +117,19 @@ def run(dtype="float64", seed=0, arch="tiny", batch=4):
             scale = max(float(numpy.max(numpy.abs(ref[k]))), float(numpy.max(numpy.abs(before[k]))))
             max_rel = max_abs / scale
             size_of_diff = float(numpy.max(numpy.abs(predicted))) / scale
-            row = Row(PART, case, "w_paper - w_torch vs mu*(lr_new-lr_old)*b", max_abs, max_rel,
-                      tol, "PASS" if max_rel <= tol and size_of_diff >= 100 * max_rel else "FAIL",
-                      f"{k}: |diff|/|w| = {size_of_diff:.2e}, err/|diff| = {rel_to_diff:.1e}")
-            if worst is None or ((row.status == "FAIL", row.max_rel)
-                                 > (worst.status == "FAIL", worst.max_rel)):
+            row = Row(
+                PART,
+                case,
+                "w_paper - w_torch vs mu*(lr_new-lr_old)*b",
+                max_abs,
+                max_rel,
+                tol,
+                "PASS" if max_rel <= tol and size_of_diff >= 100 * max_rel else "FAIL",
+                f"{k}: |diff|/|w| = {size_of_diff:.2e}, err/|diff| = {rel_to_diff:.1e}",
+            )
+            if worst is None or (
+                (row.status == "FAIL", row.max_rel) > (worst.status == "FAIL", worst.max_rel)
+            ):
                 worst = row
         rows.append(worst)
     return rows

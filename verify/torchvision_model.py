@@ -26,6 +26,7 @@ run), ``torchvision.models.alexnet`` is imported from the installed file, and th
 torchvision`` elsewhere behaves as it did before (``how == "package folders"``). Only
 the installed file is run; nothing of torchvision's is copied here.
 """
+
 import functools
 import importlib
 import importlib.util
@@ -48,7 +49,7 @@ def _from_package_folders():
     _drop_torchvision_modules()
     for name, folder in (("torchvision", root), ("torchvision.models", root / "models")):
         package = types.ModuleType(name)
-        package.__path__ = [str(folder)]              # a package whose __init__ is not run
+        package.__path__ = [str(folder)]  # a package whose __init__ is not run
         sys.modules[name] = package
     try:
         return importlib.import_module(MODULE)
@@ -60,7 +61,7 @@ def _from_package_folders():
 def torchvision_alexnet():
     """(module ``torchvision.models.alexnet``, how it was loaded); ``ImportError`` naming
     the reason when torch or torchvision is missing or the module cannot be loaded."""
-    importlib.import_module("torch")                  # ImportError without torch
+    importlib.import_module("torch")  # ImportError without torch
     if importlib.util.find_spec("torchvision") is None:
         raise ImportError("torchvision is not installed (pip install -e '.[test]')")
     try:
@@ -70,6 +71,7 @@ def torchvision_alexnet():
     try:
         return _from_package_folders(), "package folders"
     except Exception as e:  # noqa: BLE001 - reported with the first failure
-        raise ImportError(f"torchvision's AlexNet cannot be loaded: import failed "
-                          f"({first}), and from its folders ({type(e).__name__}: {e})") \
-            from None
+        raise ImportError(
+            f"torchvision's AlexNet cannot be loaded: import failed "
+            f"({first}), and from its folders ({type(e).__name__}: {e})"
+        ) from None

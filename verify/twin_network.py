@@ -39,37 +39,61 @@ class TwinAlexNet(nn.Module):
     weights); ``columns``: how many columns LRN sees in ``"column"`` mode.
     """
 
-    def __init__(self, state_dict, geometry, *, columns=2, lrn=True, lrn_mode="column",
-                 lrn_params=(5, 1e-4, 0.75, 2.0), pool=(3, 2), pool_rounding="floor",
-                 dropout=0.5, dropout_mode="paper", head="fc"):
+    def __init__(
+        self,
+        state_dict,
+        geometry,
+        *,
+        columns=2,
+        lrn=True,
+        lrn_mode="column",
+        lrn_params=(5, 1e-4, 0.75, 2.0),
+        pool=(3, 2),
+        pool_rounding="floor",
+        dropout=0.5,
+        dropout_mode="paper",
+        head="fc",
+    ):
         super().__init__()
         if head not in CHOICES["head"]:
             raise ValueError(f"twin: head must be one of {CHOICES['head']}, got {head!r}")
         self.head_kind = head
         if lrn_mode not in CHOICES["lrn_mode"]:
-            raise ValueError(f"twin: lrn_mode must be one of {CHOICES['lrn_mode']}, "
-                             f"got {lrn_mode!r}")
+            raise ValueError(
+                f"twin: lrn_mode must be one of {CHOICES['lrn_mode']}, got {lrn_mode!r}"
+            )
         if len(geometry) != 5:
             raise ValueError(f"twin: geometry needs 5 (stride, pad) pairs, got {geometry!r}")
         self.lrn = lrn
         self.lrn_groups = columns if lrn_mode == "column" else 1
-        self.lrn_params = dict(zip(("size", "alpha", "beta", "k"), lrn_params))
+        self.lrn_params = dict(zip(("size", "alpha", "beta", "k"), lrn_params, strict=True))
         self.pool = nn.MaxPool2d(pool[0], pool[1], ceil_mode=pool_rounding == "ceil")
         self.p = dropout
         self.dropout_mode = dropout_mode
         dtype = torch.from_numpy(numpy.asarray(state_dict["conv1.weight"][:1])).dtype
-        c_in = 3                                                  # the image's channels
-        for name, (stride, pad) in zip(CONVS, geometry):
-            w = state_dict[f"{name}.weight"]                      # (K, C/G, kh, kw)
+        c_in = 3  # the image's channels
+        for name, (stride, pad) in zip(CONVS, geometry, strict=True):
+            w = state_dict[f"{name}.weight"]  # (K, C/G, kh, kw)
             groups = c_in // w.shape[1]
-            setattr(self, name, nn.Conv2d(c_in, w.shape[0], tuple(w.shape[2:]), stride=stride,
-                                          padding=pad, groups=groups, dtype=dtype))
+            setattr(
+                self,
+                name,
+                nn.Conv2d(
+                    c_in,
+                    w.shape[0],
+                    tuple(w.shape[2:]),
+                    stride=stride,
+                    padding=pad,
+                    groups=groups,
+                    dtype=dtype,
+                ),
+            )
             c_in = w.shape[0]
         if head == "gap":
-            w = state_dict["head.weight"]                         # (classes, C5, 1, 1)
+            w = state_dict["head.weight"]  # (classes, C5, 1, 1)
             self.head = nn.Conv2d(c_in, w.shape[0], 1, dtype=dtype)
         for name in FCS if head == "fc" else ():
-            w = state_dict[f"{name}.weight"]                      # (Dout, Din)
+            w = state_dict[f"{name}.weight"]  # (Dout, Din)
             setattr(self, name, nn.Linear(w.shape[1], w.shape[0], dtype=dtype))
         self.load_state_dict({k: tensor(v) for k, v in state_dict.items()}, strict=True)
 
@@ -95,7 +119,7 @@ class TwinAlexNet(nn.Module):
         if self.head_kind == "gap":
             return nn.functional.adaptive_avg_pool2d(self.head(h), 1).flatten(1)
         h = self.pool(h)
-        h = torch.flatten(h, 1)                                   # (N, C*H*W)
+        h = torch.flatten(h, 1)  # (N, C*H*W)
         h = self._dropout(relu(self.fc6(h)), masks.get("fc6"), train)
         h = self._dropout(relu(self.fc7(h)), masks.get("fc7"), train)
         return self.fc8(h)
@@ -105,7 +129,8 @@ class TwinAlexNet(nn.Module):
         self.zero_grad(set_to_none=True)
         logits = self.forward(tensor(x), train=train, masks=masks)
         loss = nn.functional.cross_entropy(
-            logits, torch.from_numpy(numpy.asarray(labels, dtype=numpy.int64)))
+            logits, torch.from_numpy(numpy.asarray(labels, dtype=numpy.int64))
+        )
         loss.backward()
         grads = {name: p.grad.detach().numpy().copy() for name, p in self.named_parameters()}
         return loss.detach().numpy(), logits.detach().numpy(), grads

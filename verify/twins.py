@@ -71,12 +71,13 @@ def lrn_torch(tx, *, size, alpha, beta, k, groups=1):
     ``groups`` > 1 normalises each block of C/G channels on its own (the authors'
     two-column network: a column never sees the other column's maps before conv3).
     """
-    alpha_torch = alpha * size          # PyTorch divides alpha by size; the paper does not
+    alpha_torch = alpha * size  # PyTorch divides alpha by size; the paper does not
     if groups == 1:
         return F.local_response_norm(tx, size, alpha=alpha_torch, beta=beta, k=k)
     parts = torch.chunk(tx, groups, dim=1)  # G tensors of (N, C/G, H, W)
-    return torch.cat([F.local_response_norm(p, size, alpha=alpha_torch, beta=beta, k=k)
-                      for p in parts], dim=1)  # (N, C, H, W)
+    return torch.cat(
+        [F.local_response_norm(p, size, alpha=alpha_torch, beta=beta, k=k) for p in parts], dim=1
+    )  # (N, C, H, W)
 
 
 def lrn(x, dy, *, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
@@ -110,9 +111,10 @@ def dropout_torch(tx, mask, *, p, train, mode):
     inverted: train y = x * mask / (1 - p);   test y = x          (PyTorch's F.dropout)
     """
     if mode not in CHOICES["dropout_mode"]:
-        raise ValueError(f"dropout twin: mode must be one of {CHOICES['dropout_mode']}, "
-                         f"got {mode!r}")
-    if train:   # a NumPy mask, or a torch tensor already on tx's device (the bench)
+        raise ValueError(
+            f"dropout twin: mode must be one of {CHOICES['dropout_mode']}, got {mode!r}"
+        )
+    if train:  # a NumPy mask, or a torch tensor already on tx's device (the bench)
         mask = mask if isinstance(mask, torch.Tensor) else tensor(mask)
     if mode == "paper":
         return tx * mask if train else tx * (1.0 - p)

@@ -1,5 +1,6 @@
 """The layer kinds of the network's list, one module each (``refnet.nodes.base``: what
 they share, the per-column context and the plain runner)."""
+
 from refnet.nodes.adaptive_pool import AdaptivePool
 from refnet.nodes.base import Column, Context, Layer, Local, Pass
 from refnet.nodes.conv import Conv
@@ -16,13 +17,40 @@ from refnet.nodes.relu import Relu
 
 def bench_kind(kind):
     """The layer class whose bench cases have ``kind`` (``Layer.bench_case``)."""
-    for cls in (AdaptivePool, Conv, Dropout, Exchange, Flatten, Gap, Input, Linear, Lrn,
-                Pool, Relu):
+    for cls in (
+        AdaptivePool,
+        Conv,
+        Dropout,
+        Exchange,
+        Flatten,
+        Gap,
+        Input,
+        Linear,
+        Lrn,
+        Pool,
+        Relu,
+    ):
         if getattr(cls, "bench_kind", None) == kind:
             return cls
     raise ValueError(f"no layer kind has bench cases of kind {kind!r}")
 
 
-__all__ = ["bench_kind", "AdaptivePool", "Column", "Context", "Conv", "Dropout", "Exchange",
-           "Flatten",
-           "Gap", "Input", "Layer", "Linear", "Local", "Lrn", "Pass", "Pool", "Relu"]
+__all__ = [
+    "bench_kind",
+    "AdaptivePool",
+    "Column",
+    "Context",
+    "Conv",
+    "Dropout",
+    "Exchange",
+    "Flatten",
+    "Gap",
+    "Input",
+    "Layer",
+    "Linear",
+    "Local",
+    "Lrn",
+    "Pass",
+    "Pool",
+    "Relu",
+]

@@ -4,6 +4,7 @@ identity at 224 pixels): each output the mean of its bin (PyTorch's bins).
 Plain: ``layers.plain.adaptive_pool_forward`` bin by bin. Fast: ``layers.adaptive_pool``
 as two averaging matrices, in either layout.
 """
+
 from refnet.layers import adaptive_pool, plain
 from refnet.nodes.base import Local
 
@@ -33,9 +34,11 @@ class AdaptivePool(Local):
             k = have // side
             g.node("AveragePool", [g.last], self.name, kernel_shape=[k, k], strides=[k, k])
         else:
-            raise ValueError(f"export: average pooling of {have}x{have} maps to "
-                             f"{side}x{side} has bins of unequal size, which no ONNX "
-                             "operator computes")
+            raise ValueError(
+                f"export: average pooling of {have}x{have} maps to "
+                f"{side}x{side} has bins of unequal size, which no ONNX "
+                "operator computes"
+            )
 
     def tuning(self, col):
         return dict(layout=col.layout)

@@ -14,13 +14,14 @@ engine). ``forward(h, pass_, ctx) -> (h, cache)`` and ``backward(d, cache, grads
 d`` take and give lists aligned with the columns.
 
 Most layers compute each column's part from that column's data alone (``Local``). Such a
-layer names two pairs of functions (``.forward``, ``.backward``) with one signature, ``forward(x, *weights,
-**settings) -> (y, cache)`` and ``backward(dy, cache, **backward_settings) ->
+layer names two pairs of functions (``.forward``, ``.backward``) with one signature,
+``forward(x, *weights, **settings) -> (y, cache)`` and ``backward(dy, cache, **backward_settings) ->
 gradients``: ``plain`` (``layers.plain``) and ``fast``, which also takes the keywords of
 ``tuning`` (layout, workspace, algorithm). ``plain_forward`` / ``plain_backward`` call the
 first, ``column_forward`` / ``column_backward`` the second; ``engine="plain"`` runs
 every layer through its plain pair, one column after the other (``run_plain``).
 """
+
 from typing import NamedTuple
 
 __all__ = ["Column", "Context", "Pass", "Layer", "Local", "run_plain", "split_pairs"]
@@ -28,20 +29,22 @@ __all__ = ["Column", "Context", "Pass", "Layer", "Local", "run_plain", "split_pa
 
 class Column(NamedTuple):
     """What one column's layers run with."""
+
     index: int
-    params: dict        # {key: this column's shard} (``AlexNet.params[index]``)
-    ws: object          # where its large arrays come from (``layers.workspace``)
-    xp: object          # the array module
-    device: int         # its device index
-    layout: str         # of the maps: "NCHW" or "CHWN"
+    params: dict  # {key: this column's shard} (``AlexNet.params[index]``)
+    ws: object  # where its large arrays come from (``layers.workspace``)
+    xp: object  # the array module
+    device: int  # its device index
+    layout: str  # of the maps: "NCHW" or "CHWN"
     dtype: object
-    engine: str         # "fast" or "plain"
+    engine: str  # "fast" or "plain"
 
 
 class Context(NamedTuple):
     """What a pass runs in: the placement (``refnet.columns.Placement``) and its columns."""
+
     placement: object
-    columns: tuple      # of Column, one per column
+    columns: tuple  # of Column, one per column
     layout: str
     engine: str
 
@@ -52,8 +55,8 @@ class Pass:
 
     def __init__(self, train, rng, masks, keep):
         self.train, self.rng, self.masks, self.keep, self.n = train, rng, masks, keep, None
-        self.context = None     # the refnet.nodes.Context it runs in
-        self.segments = None    # the runs of layers the fast engine made (refnet.segments)
+        self.context = None  # the refnet.nodes.Context it runs in
+        self.segments = None  # the runs of layers the fast engine made (refnet.segments)
 
 
 def split_pairs(pairs):
@@ -64,8 +67,8 @@ def split_pairs(pairs):
 class Layer:
     """A layer of the list; subclasses add their settings and override what differs."""
 
-    gathers = False     # its output is whole in every column (the input, an exchange)
-    splits = False      # each column computes its share of the outputs (conv, fc)
+    gathers = False  # its output is whole in every column (the input, an exchange)
+    splits = False  # each column computes its share of the outputs (conv, fc)
 
     def __init__(self, name):
         self.name = name
@@ -110,11 +113,11 @@ class Layer:
 class Local(Layer):
     """A layer whose every column computes its part from its own data alone."""
 
-    plain = None        # its plain pair: a layers.plain.Pair, or the module of the one
-                        # shared form (``layers.relu``: its forward and backward)
-    fast = None         # the module of the fast pair (``layers.conv``), same signatures
-    keys = ()           # its parameters' keys, weight first: column c reads params[key]
-    settings = {}       # hyperparameters both forms take
+    plain = None  # its plain pair: a layers.plain.Pair, or the module of the one
+    # shared form (``layers.relu``: its forward and backward)
+    fast = None  # the module of the fast pair (``layers.conv``), same signatures
+    keys = ()  # its parameters' keys, weight first: column c reads params[key]
+    settings = {}  # hyperparameters both forms take
     backward_settings = {}
 
     def weights(self, col):
@@ -141,7 +144,7 @@ class Local(Layer):
         if not self.keys:
             return out
         dx, *gw = out
-        for key, g in zip(self.keys, gw):
+        for key, g in zip(self.keys, gw, strict=True):
             grads[key] = g
         return dx
 
@@ -152,23 +155,26 @@ class Local(Layer):
         return self._store(self.plain.backward(g, cache, **self.backward_settings), grads)
 
     def column_forward(self, col, a, pass_, extra):
-        return self.fast.forward(a, *self.weights(col), **self.settings, **extra,
-                                 **self.tuning(col))
+        return self.fast.forward(
+            a, *self.weights(col), **self.settings, **extra, **self.tuning(col)
+        )
 
     def column_backward(self, col, g, cache, grads):
-        return self._store(self.fast.backward(g, cache, **self.backward_settings,
-                                              **self.backward_tuning(col)), grads)
+        return self._store(
+            self.fast.backward(g, cache, **self.backward_settings, **self.backward_tuning(col)),
+            grads,
+        )
 
     def forward(self, h, pass_, ctx):
         run = self.plain_forward if ctx.engine == "plain" else self.column_forward
         extra = self.prepare(pass_, ctx, len(h))
-        return split_pairs(ctx.placement.each(
-            lambda c, a, e: run(ctx.columns[c], a, pass_, e), h, extra))
+        return split_pairs(
+            ctx.placement.each(lambda c, a, e: run(ctx.columns[c], a, pass_, e), h, extra)
+        )
 
     def backward(self, d, cache, grads, ctx):
         run = self.plain_backward if ctx.engine == "plain" else self.column_backward
-        return ctx.placement.each(
-            lambda c, g, k: run(ctx.columns[c], g, k, grads[c]), d, cache)
+        return ctx.placement.each(lambda c, g, k: run(ctx.columns[c], g, k, grads[c]), d, cache)
 
 
 def run_plain(layers, x, pass_, ctx, caches):

@@ -11,6 +11,7 @@ image) runs as one convolution by blocks of output positions (``layers.conv_bloc
 with the columns' kernels stacked, its output rows split between the column threads;
 each column's output is its channels of the result, and only the image is kept.
 """
+
 import math
 from typing import NamedTuple
 
@@ -27,17 +28,17 @@ class Conv(Local):
 
     plain = plain.conv
     fast = conv
-    bench_kind = "conv"     # its case in bench.layers
-    splits = True       # each column holds its share of the outputs
+    bench_kind = "conv"  # its case in bench.layers
+    splits = True  # each column holds its share of the outputs
 
-    def __init__(self, name, *, kernel, stride, pad, shapes, algo="gemm", cache="unfolded",
-                 first=False):
+    def __init__(
+        self, name, *, kernel, stride, pad, shapes, algo="gemm", cache="unfolded", first=False
+    ):
         super().__init__(name)
         self.kernel, self.stride, self.pad = kernel, stride, pad
         self.shapes = dict(shapes)
         self.keys = tuple(self.shapes)
-        self.algo = "winograd" if (algo == "winograd" and stride == 1 and kernel > 1) \
-            else "gemm"
+        self.algo = "winograd" if (algo == "winograd" and stride == 1 and kernel > 1) else "gemm"
         self.cache = cache
         self.settings = dict(stride=stride, pad=pad)
         self.backward_settings = dict(need_dx=not first)
@@ -58,26 +59,40 @@ class Conv(Local):
         """The grouped form's groups for an input of ``shape``: C / the weight's C."""
         c, per_group = shape[0], self.shapes[self.keys[0]][1]
         if c % per_group:
-            raise ValueError(f"{self.name}: weight {self.shapes[self.keys[0]]} does not "
-                             f"divide {c} input channels into groups")
+            raise ValueError(
+                f"{self.name}: weight {self.shapes[self.keys[0]]} does not "
+                f"divide {c} input channels into groups"
+            )
         return c // per_group
 
     def onnx(self, g, shape):
         wkey, bkey = self.keys
-        g.node("Conv", [g.last, g.param(wkey), g.param(bkey)], self.name,
-               kernel_shape=[self.kernel] * 2, strides=[self.stride] * 2,
-               pads=[self.pad] * 4, group=self.groups(shape))
+        g.node(
+            "Conv",
+            [g.last, g.param(wkey), g.param(bkey)],
+            self.name,
+            kernel_shape=[self.kernel] * 2,
+            strides=[self.stride] * 2,
+            pads=[self.pad] * 4,
+            group=self.groups(shape),
+        )
 
     def bench_case(self, shape, batch):
-        settings = dict(w=self.shapes[self.keys[0]], stride=self.stride, pad=self.pad,
-                        groups=self.groups(shape), algo=self.algo)
+        settings = dict(
+            w=self.shapes[self.keys[0]],
+            stride=self.stride,
+            pad=self.pad,
+            groups=self.groups(shape),
+            algo=self.algo,
+        )
         return self.bench_kind, (batch, *shape), settings
 
     @staticmethod
     def bench_pair(xp, x, w, b, p, layout):
         """(forward, backward) of the fast form on a bench case (``bench.layers``)."""
-        kw = dict(stride=p["stride"], pad=p["pad"], groups=p["groups"], algo=p["algo"],
-                  layout=layout)
+        kw = dict(
+            stride=p["stride"], pad=p["pad"], groups=p["groups"], algo=p["algo"], layout=layout
+        )
         return (lambda: conv.forward(x, w, b, **kw)), (lambda out: conv.backward(*out))
 
     @staticmethod
@@ -93,15 +108,21 @@ class Conv(Local):
 
     # -- the fast engine -------------------------------------------------------------
     def tuning(self, col):
-        return dict(keep_cols=self.cache == "unfolded", algo=self.algo, layout=col.layout,
-                    ws=col.ws)
+        return dict(
+            keep_cols=self.cache == "unfolded", algo=self.algo, layout=col.layout, ws=col.ws
+        )
 
     def backward_tuning(self, col):
         return dict(ws=col.ws)
 
     def _shared(self, ctx, h):
-        return (ctx.engine == "fast" and h is not None and self.name == "conv1"
-                and self.algo == "gemm" and ctx.placement.shared_input(h))
+        return (
+            ctx.engine == "fast"
+            and h is not None
+            and self.name == "conv1"
+            and self.algo == "gemm"
+            and ctx.placement.shared_input(h)
+        )
 
     def fusable(self, ctx, h):
         return not self._shared(ctx, h)
@@ -118,8 +139,15 @@ class Conv(Local):
             w = P.xp.concatenate([col.params[wkey] for col in ctx.columns])
             b = P.xp.concatenate([col.params[bkey] for col in ctx.columns])
             y, cache, runs = conv_blocks.forward_parts(
-                x, w, b, stride=self.stride, pad=self.pad, layout=ctx.layout,
-                parts=columns, ws=P.workspaces[0])       # w: (K of all columns, ...)
+                x,
+                w,
+                b,
+                stride=self.stride,
+                pad=self.pad,
+                layout=ctx.layout,
+                parts=columns,
+                ws=P.workspaces[0],
+            )  # w: (K of all columns, ...)
         P.each(lambda c, fill: fill(), runs)
         axis = layouts.channel_axis(ctx.layout)
         k = y.shape[axis] // columns
@@ -134,16 +162,16 @@ class Conv(Local):
     def _backward_shared(self, d, cache, grads, ctx):
         P, columns = ctx.placement, len(ctx.columns)
         runs = conv_blocks.backward_parts(d, cache.cache, parts=columns)
-        partials = P.each(lambda c, run: run(), runs)           # dw^T of each band of rows
+        partials = P.each(lambda c, run: run(), runs)  # dw^T of each band of rows
         with P.device(0):
             dw, db = conv_blocks.gradients(d, partials, cache.cache)
         k, (wkey, bkey) = cache.kernels, self.keys
-        for c in range(columns):                                # column c's kernels
-            grads[c][wkey] = dw[c * k:(c + 1) * k]
-            grads[c][bkey] = db[c * k:(c + 1) * k]
-        return None                                             # the image has no gradient
+        for c in range(columns):  # column c's kernels
+            grads[c][wkey] = dw[c * k : (c + 1) * k]
+            grads[c][bkey] = db[c * k : (c + 1) * k]
+        return None  # the image has no gradient
 
 
 class SharedCache(NamedTuple):
-    cache: object       # layers.conv_blocks.BlocksCache of all columns' kernels
-    kernels: int        # each column's
+    cache: object  # layers.conv_blocks.BlocksCache of all columns' kernels
+    kernels: int  # each column's

@@ -7,6 +7,7 @@ mask is a full (N, width) array drawn in the list's order (or given by name of t
 whose output it covers), so the draws depend on neither the columns nor the backend:
 fc6's and fc7's outputs are split over the columns, the flattened maps whole in each.
 """
+
 import numpy
 
 from refnet.layers import backend, dropout
@@ -27,9 +28,8 @@ class Dropout(Local):
         self.settings = dict(p=p, mode=mode)
 
     def onnx(self, g, shape):
-        if self.mode == "paper":          # the test-time factor 1 - p
-            g.node("Mul", [g.last, g.constant(f"{self.name}.scale", 1.0 - self.p)],
-                   self.name)
+        if self.mode == "paper":  # the test-time factor 1 - p
+            g.node("Mul", [g.last, g.constant(f"{self.name}.scale", 1.0 - self.p)], self.name)
         else:
             g.node("Identity", [g.last], self.name)
 
@@ -40,19 +40,22 @@ class Dropout(Local):
             return None
         n, width, name = pass_.n, self.width, self.source
         if pass_.masks is not None and name in pass_.masks:
-            full = backend.asnumpy(pass_.masks[name])      # to the host, then to each column
+            full = backend.asnumpy(pass_.masks[name])  # to the host, then to each column
             if tuple(full.shape) != (n, width):
-                raise ValueError(f"masks[{name!r}] must have shape ({n}, {width}), "
-                                 f"got {tuple(full.shape)}")
+                raise ValueError(
+                    f"masks[{name!r}] must have shape ({n}, {width}), got {tuple(full.shape)}"
+                )
         else:
             rng = numpy.random.default_rng() if pass_.rng is None else pass_.rng
-            full = rng.random((n, width)) >= self.p        # keep-mask, as layers.dropout
+            full = rng.random((n, width)) >= self.p  # keep-mask, as layers.dropout
         columns = placement.columns
         if self.whole:
-            return [placement.put(full, c) for c in range(columns)]    # (N, width)
+            return [placement.put(full, c) for c in range(columns)]  # (N, width)
         w = width // columns
-        return [placement.put(numpy.ascontiguousarray(full[:, c * w:(c + 1) * w]), c)
-                for c in range(columns)]                # (N, width / columns) each
+        return [
+            placement.put(numpy.ascontiguousarray(full[:, c * w : (c + 1) * w]), c)
+            for c in range(columns)
+        ]  # (N, width / columns) each
 
     def prepare(self, pass_, ctx, columns):
         masks = self.masks(pass_, ctx.placement) or [None] * columns

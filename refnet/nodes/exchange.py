@@ -2,6 +2,7 @@
 columns ``to`` (all by default) along ``axis`` (``refnet.exchange``); backward sums the
 gradients of an activation read by several columns. In the grouped single-device form
 (summary, ONNX) the columns' maps are already side by side: the identity."""
+
 from refnet import exchange
 from refnet.nodes.base import Layer
 

@@ -3,6 +3,7 @@
 Plain: ``layers.plain.flatten_forward``. Fast with CHWN maps: the (C, S, S, N) maps are
 (F, N) and fc6 reads their transpose (a view, no copy).
 """
+
 import math
 
 from refnet.layers import plain
@@ -26,4 +27,4 @@ class Flatten(Local):
     def column_backward(self, col, g, shape, grads):
         if col.layout == "NCHW":
             return g.reshape(shape)
-        return g.T.reshape(shape)                                   # (C, S, S, N) views
+        return g.T.reshape(shape)  # (C, S, S, N) views

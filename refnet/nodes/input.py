@@ -5,15 +5,16 @@ device to the layout of the maps (CHWN: (3, S, S, N)) and given to the others fr
 with every column on one device, the column threads copy a band of rows each.
 No gradient flows back.
 """
+
 from refnet.layers import layout as layouts
 from refnet.nodes.base import Layer
 
 
 class Input(Layer):
-    gathers = True      # every column holds all of it
+    gathers = True  # every column holds all of it
 
     def onnx(self, g, shape):
-        pass                                     # the graph's input is named "input"
+        pass  # the graph's input is named "input"
 
     def forward(self, x, pass_, ctx):
         P, columns = ctx.placement, len(ctx.columns)
@@ -24,8 +25,7 @@ class Input(Layer):
             if ctx.layout == "CHWN" and len(set(P.devices)) == 1 and columns > 1:
                 y = P.workspaces[0].empty(P.xp, layouts.shape(*x.shape, ctx.layout), x.dtype)
                 s = x.shape[2]
-                bands = [slice(s * c // columns, s * (c + 1) // columns)
-                         for c in range(columns)]
+                bands = [slice(s * c // columns, s * (c + 1) // columns) for c in range(columns)]
                 P.each(lambda c, rows: self._copy(x, y, rows), bands)
                 x = y
             else:

@@ -4,6 +4,7 @@ fc6 and fc7 compute half of their outputs in each column; fc8 lives on column 0.
 ``layers.linear`` has no clever fast path: both engines call it (the fast one with the
 column's workspace).
 """
+
 from refnet.layers import linear
 from refnet.nodes.base import Local
 
@@ -12,7 +13,7 @@ class Linear(Local):
     """``Linear(name, shapes=)``: {weight key: (F_out, F_in), bias key: (F_out,)}."""
 
     plain = fast = linear
-    bench_kind = "linear"     # its case in bench.layers
+    bench_kind = "linear"  # its case in bench.layers
     splits = True
 
     def __init__(self, name, *, shapes):

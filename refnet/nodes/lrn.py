@@ -11,19 +11,24 @@ other column (``refnet.exchange.halo_forward``), trimmed after. Plain:
 ONNX's LRN divides alpha by ``size``: it is written with ``alpha * size`` and ``bias = k``
 (``refnet.export`` documents the float32 rounding of that attribute).
 """
+
 from typing import NamedTuple
 
+from refnet import exchange
 from refnet.layers import layout as layouts
 from refnet.layers import lrn, plain
 from refnet.layers.layout import along, channel_axis
-from refnet import exchange
 from refnet.nodes.base import Local, split_pairs
 
 
 def onnx_attributes(params):
     """ONNX LRN's attributes for refnet's ``{size, alpha, beta, k}``."""
-    return dict(size=params["size"], alpha=params["alpha"] * params["size"],
-                beta=params["beta"], bias=params["k"])
+    return dict(
+        size=params["size"],
+        alpha=params["alpha"] * params["size"],
+        beta=params["beta"],
+        bias=params["k"],
+    )
 
 
 class Lrn(Local):
@@ -31,13 +36,13 @@ class Lrn(Local):
 
     plain = plain.lrn
     fast = lrn
-    bench_kind = "lrn"     # its case in bench.layers
+    bench_kind = "lrn"  # its case in bench.layers
 
     def __init__(self, name, *, size, alpha, beta, k, mode="column", columns=1):
         super().__init__(name)
         self.settings = dict(size=size, alpha=alpha, beta=beta, k=k)
         self.mode, self.columns = mode, columns
-        self.across = mode == "all" and columns > 1      # a halo from the other column
+        self.across = mode == "all" and columns > 1  # a halo from the other column
 
     def groups(self):
         """Channel groups each normalised on their own in the grouped form."""
@@ -62,10 +67,14 @@ class Lrn(Local):
         g, hyper = p["groups"], {k: p[k] for k in ("size", "alpha", "beta", "k")}
         axis = channel_axis(layout)
         C = x.shape[axis]
-        parts = [xp.ascontiguousarray(x[along(axis, slice(i * C // g, (i + 1) * C // g))])
-                 for i in range(g)]
-        return ((lambda: [lrn.forward(a, **hyper, layout=layout) for a in parts]),
-                (lambda out: [lrn.backward(y, c) for y, c in out]))
+        parts = [
+            xp.ascontiguousarray(x[along(axis, slice(i * C // g, (i + 1) * C // g))])
+            for i in range(g)
+        ]
+        return (
+            (lambda: [lrn.forward(a, **hyper, layout=layout) for a in parts]),
+            (lambda out: [lrn.backward(y, c) for y, c in out]),
+        )
 
     @staticmethod
     def bench_share(shape, p, columns):
@@ -76,8 +85,7 @@ class Lrn(Local):
 
     @staticmethod
     def bench_torch(ops, x, w, b, p):
-        return ops.lrn(x, groups=p["groups"], **{k: p[k] for k in ("size", "alpha", "beta",
-                                                                     "k")})
+        return ops.lrn(x, groups=p["groups"], **{k: p[k] for k in ("size", "alpha", "beta", "k")})
 
     def tuning(self, col):
         return dict(layout=col.layout, ws=col.ws)
@@ -94,7 +102,7 @@ class Lrn(Local):
         run = self.plain_forward if ctx.engine == "plain" else self.column_forward
         P, axis = ctx.placement, layouts.channel_axis(ctx.layout)
         n = min(self.settings["size"] // 2, h[0].shape[axis])
-        h, halo = exchange.halo_forward(h, place=P, n=n, axis=axis)    # C + n channels
+        h, halo = exchange.halo_forward(h, place=P, n=n, axis=axis)  # C + n channels
         h, caches = split_pairs(P.each(lambda c, a: run(ctx.columns[c], a, pass_, {}), h))
         return exchange.trim_forward(h, halo), HaloCache(halo, caches)  # C channels
 
@@ -109,5 +117,5 @@ class Lrn(Local):
 
 
 class HaloCache(NamedTuple):
-    halo: object        # refnet.exchange.HaloCache
-    caches: list        # each column's LRN cache
+    halo: object  # refnet.exchange.HaloCache
+    caches: list  # each column's LRN cache

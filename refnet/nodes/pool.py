@@ -3,6 +3,7 @@
 Plain: ``layers.plain.pool_forward`` window by window. Fast: ``layers.pool`` on phase
 planes in either layout.
 """
+
 from refnet.layers import plain, pool
 from refnet.layers.checks import window_count
 from refnet.nodes.base import Local
@@ -13,7 +14,7 @@ class Pool(Local):
 
     plain = plain.pool
     fast = pool
-    bench_kind = "pool"     # its case in bench.layers
+    bench_kind = "pool"  # its case in bench.layers
 
     def __init__(self, name, *, size, stride, rounding="floor"):
         super().__init__(name)
@@ -22,20 +23,30 @@ class Pool(Local):
 
     def output_shape(self, shape):
         c, h, w = shape
-        return (c, *(window_count(s, self.size, self.stride, rounding=self.rounding)
-                     for s in (h, w)))
+        return (
+            c,
+            *(window_count(s, self.size, self.stride, rounding=self.rounding) for s in (h, w)),
+        )
 
     def onnx(self, g, shape):
-        g.node("MaxPool", [g.last], self.name, kernel_shape=[self.size] * 2,
-               strides=[self.stride] * 2, ceil_mode=int(self.rounding == "ceil"))
+        g.node(
+            "MaxPool",
+            [g.last],
+            self.name,
+            kernel_shape=[self.size] * 2,
+            strides=[self.stride] * 2,
+            ceil_mode=int(self.rounding == "ceil"),
+        )
 
     def bench_case(self, shape, batch):
         return self.bench_kind, (batch, *shape), dict(size=self.size, stride=self.stride)
 
     @staticmethod
     def bench_pair(xp, x, w, b, p, layout):
-        return ((lambda: pool.forward(x, size=p["size"], stride=p["stride"], layout=layout)),
-                (lambda out: pool.backward(*out)))
+        return (
+            (lambda: pool.forward(x, size=p["size"], stride=p["stride"], layout=layout)),
+            (lambda out: pool.backward(*out)),
+        )
 
     @staticmethod
     def bench_torch(ops, x, w, b, p):

@@ -3,20 +3,21 @@
 ``layers.relu`` serves both engines; the fast one writes in place over the layer
 below's output (nothing else keeps it) and takes the column's workspace.
 """
+
 from refnet.layers import relu
 from refnet.nodes.base import Local
 
 
 class Relu(Local):
     plain = fast = relu
-    bench_kind = "relu"     # its case in bench.layers
+    bench_kind = "relu"  # its case in bench.layers
 
     def onnx(self, g, shape):
         g.node("Relu", [g.last], self.name)
 
     def bench_case(self, shape, batch):
         if len(shape) != 3:
-            return None          # the bench times the ReLUs of the maps, not of features
+            return None  # the bench times the ReLUs of the maps, not of features
         return self.bench_kind, (batch, *shape), {}
 
     @staticmethod
