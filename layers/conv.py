@@ -200,7 +200,7 @@ def forward(
     else:  # bias + layout in one pass
         yg = xp.matmul(wg, cols, out=ws.empty(xp, (G, Kg, N * OH * OW), dtype))  # (G, Kg, P)
         xp.add(yg.reshape(K, A, OH, OW, B), b.reshape(K, 1, 1, 1, 1), out=channel_major(y, layout))
-    cached = (cols, None) if keep_cols else (None, x)
+    cached: tuple[Array | None, Array | None] = (cols, None) if keep_cols else (None, x)
     return y, ConvCache(*cached, w, tuple(x.shape), tuple(y.shape), stride, pad, layout)
 
 

@@ -65,7 +65,9 @@ def _inverse_power(xp: Module, s: Array, beta: float, out: Array) -> Array:
     return xp.power(s, s.dtype.type(-beta), out=out)
 
 
-def _blocks(x5_shape: tuple[int, ...], itemsize: int, xp: Module) -> list[tuple[slice, slice]]:
+def _blocks(
+    x5_shape: tuple[int, ...], itemsize: int, xp: Module
+) -> list[tuple[slice, slice, slice]]:
     """Index tuples covering the channel-major (C, A, H, W, B) in blocks of about
     ``blocking.block_bytes`` (all channels each): several a when one fits (NCHW:
     samples), else runs of rows of one a (CHWN: rows of the whole batch's maps, at least

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy
 
 from refnet.layers import blocking
-from refnet.layers.backend import Array, DTypeLike, Module, get_array_module
+from refnet.layers.backend import Array, Module, get_array_module
 from refnet.layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from refnet.layers.layout import channel_major, check_layout, dims, shape
 from refnet.layers.workspace import FRESH, Fresh
@@ -172,7 +172,7 @@ def _taps(z: int, s: int, Q: int, B: int):
 
 
 def _max_block(
-    x: Array, z: int, s: int, OH: int, OW: int, index_dtype: DTypeLike, ws: Fresh
+    x: Array, z: int, s: int, OH: int, OW: int, index_dtype: type[numpy.integer], ws: Fresh
 ) -> tuple[Array, Array]:
     """(y, argmax) of one channel-major block x (C, A, H, W, B), computed on the phase grid.
     Past the input the planes hold 0 when every window is whole (floor: no output reads

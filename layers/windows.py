@@ -121,7 +121,7 @@ def im2col_parts(
         cols[:, :, :, :, rows] = view[:, :, :, :, rows]  # the one copy, a band of OH
 
     bands = [slice(OH * i // parts, OH * (i + 1) // parts) for i in range(parts)]
-    fills = [partial(fill, rows) for rows in bands]
+    fills: list[Callable[[], None]] = [partial(fill, rows) for rows in bands]
     return cols.reshape(groups, C // groups * kh * kw, N * OH * OW), fills  # (G, Cg*kh*kw, P)
 
 

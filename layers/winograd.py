@@ -69,7 +69,7 @@ MAX_POINTS = max(POINTS)
 
 
 class WinogradCache(NamedTuple):
-    v: list[Array] | None  # per chunk of tile rows, (C, n*n, Pc) transformed input tiles,
+    v: tuple[Array, ...] | None  # per chunk of tile rows, (C, n*n, Pc) transformed input tiles,
     # for dw (None: recompute them from x)
     x: Array | None  # the input when v is None, else None
     u: Array  # (n*n, G, Kg, Cg) transformed kernels, for dx
@@ -231,7 +231,7 @@ def forward(
     *,
     pad: int,
     groups: int,
-    tile: int | None,
+    tile: int,
     keep_transformed: bool = True,
     layout: str = "NCHW",
     ws: Fresh = FRESH,
@@ -281,7 +281,9 @@ def forward(
             xp.add(yt[i, j, :, :, :t, :s], bias, out=y5[:, :, oh, ow])  # (K, A, t, s, B)
         vs.append(v)
         del mm, yt  # free for the next chunk's (the same buffers)
-    kept = (tuple(vs), None) if keep_transformed else (None, x)
+    kept: tuple[tuple[Array, ...] | None, Array | None] = (
+        (tuple(vs), None) if keep_transformed else (None, x)
+    )
     return y, WinogradCache(
         *kept, u, w.shape, tuple(x.shape), tuple(y.shape), pad, m, tuple(chunks), layout
     )
@@ -334,7 +336,7 @@ def backward(
             dd = xp.matmul(btk.T, dv, out=ws.empty(xp, (C, n * n, pc), dy.dtype))
             add_windows(
                 dd.reshape(C, n, n, A, tc, S, B),  # dd: (C, n*n, Pc)
-                dxpad[:, :, rows.start * m : rows.stop * m + r - 1],
+                dxpad[:, :, rows.start * m : rows.stop * m + r - 1],  # type: ignore[index]  # need_dx: made
                 m,
             )
             del dv, dd

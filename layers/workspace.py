@@ -54,6 +54,7 @@ from __future__ import annotations
 import mmap
 import threading
 import weakref
+from typing import Any
 
 import numpy
 
@@ -112,11 +113,17 @@ class Workspace(Fresh):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool = _Pool()
-        self._arena = None  # a memoryview of the arena's mapping, or None
-        self._plans = []  # [sizes, offsets] (offset None: from the pool), newest first
-        self._matching = []  # the plans this pass has followed so far
-        self._trace = []  # this pass's planned-size requests: [size, first, last]
-        self._live = []  # [weak ref, trace index, offset, size] of pieces handed out
+        self._arena: memoryview | None = None  # a memoryview of the arena's mapping, or None
+        self._plans: list[
+            tuple[tuple[int, ...], tuple[int | None, ...]]
+        ] = []  # [sizes, offsets] (offset None: from the pool), newest first
+        self._matching: list[
+            tuple[tuple[int, ...], tuple[int | None, ...]]
+        ] = []  # the plans this pass has followed so far
+        self._trace: list[list[Any]] = []  # this pass's planned-size requests: [size, first, last]
+        self._live: list[
+            list[Any]
+        ] = []  # [weak ref, trace index, offset, size] of pieces handed out
         self._strayed = False  # this pass left its plan (a piece still covered, ...)
         self._pass = 0
 
@@ -148,7 +155,7 @@ class Workspace(Fresh):
         else:
             offset = self._matching[0][1][j]
             if offset is not None and (
-                offset + size > len(self._arena)
+                offset + size > len(self._arena)  # type: ignore[arg-type]  # a plan has its arena
                 or any(
                     o is not None and o < offset + size and offset < o + n
                     for _, _, o, n in self._live
@@ -158,7 +165,8 @@ class Workspace(Fresh):
             if offset is None:  # or it outlived its pass last time
                 piece = self._pool.take(size)
             else:
-                piece = numpy.frombuffer(self._arena[offset : offset + size], numpy.uint8)
+                arena = self._arena[offset : offset + size]  # type: ignore[index]  # as above
+                piece = numpy.frombuffer(arena, numpy.uint8)
         self._live.append([weakref.ref(piece), j, offset, size])
         self._trace.append([size, j, None])
         return piece
@@ -220,7 +228,7 @@ class _Pool:
     the array handed out]."""
 
     def __init__(self) -> None:
-        self.buffers = []
+        self.buffers: list[list[Any]] = []
         self.now = 0
 
     def take(self, size: int) -> numpy.ndarray:
@@ -273,11 +281,12 @@ def _mapped(nbytes: int) -> memoryview:
     return memoryview(m)
 
 
-def _offsets(trace: list[list[int]]) -> tuple[int | None, ...]:
+def _offsets(trace: list[list[Any]]) -> tuple[int | None, ...]:
     """Arena offsets for a pass's requests ``[size, first, last]`` (last None: it outlived
     the pass, so it gets None, the pool): largest first, each at the lowest offset where
     no placed request with an overlapping lifetime lies."""
-    placed, out = [], [None] * len(trace)  # placed: (first, last, offset, end)
+    placed: list[tuple[int, int, int, int]] = []
+    out: list[int | None] = [None] * len(trace)  # placed: (first, last, offset, end)
     for i in sorted(range(len(trace)), key=lambda i: -trace[i][0]):
         size, first, last = trace[i]
         if last is None:

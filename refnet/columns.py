@@ -105,11 +105,14 @@ class Placement:
         self.shapes = dict(shapes)
         if parallel is None:
             parallel = xp is numpy and columns > 1 and usable_cores() > 1
-        self.blas = _blas_controller() if parallel else None
+        # a threadpoolctl.ThreadpoolController, or None: the columns run one after the other
+        self.blas: Any = _blas_controller() if parallel else None
         self.parallel = self.blas is not None
-        self._pool = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.workspaces = [Workspace() if pooled else FRESH for _ in range(columns)]
-        self.rows = {}  # name -> [(column, first row, last row + 1)]
+        self.rows: dict[
+            str, list[tuple[int, int, int]]
+        ] = {}  # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
             on_one = name in whole if whole is not None else name.startswith(("fc8.", "head."))
             if on_one or columns == 1:

@@ -47,7 +47,7 @@ from refnet.arch import ARCHS
 
 _LRN_SIZE = 5
 
-CONVENTIONS = {
+CONVENTIONS: dict[str, dict[str, Any]] = {
     "paper": dict(
         lrn=True,
         lrn_mode="column",

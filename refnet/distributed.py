@@ -139,7 +139,8 @@ class MpiWorld(Solo):
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
         self.host = MPI.Get_processor_name()
-        self.nccl = self.stream = None
+        self.nccl: Any = None
+        self.stream: Any = None  # a cupy.cuda.Stream once NCCL is in use
 
     def allgather(self, obj: Any) -> list[Any]:
         data = numpy.frombuffer(json.dumps(obj).encode(), dtype=numpy.uint8)
@@ -294,8 +295,12 @@ class GradientReducer:
 
     def __init__(self, world: Solo, net: AlexNet, bucket_bytes: int = BUCKET_BYTES) -> None:
         self.world, self.net = world, net
-        self.layout = {}  # layer -> [(column, name, shape, offset, size)]
-        self.buckets = []  # (first element, end element, the layer that closes it)
+        self.layout: dict[
+            str, list[tuple[int, str, tuple[int, ...], int, int]]
+        ] = {}  # layer -> [(column, name, shape, offset, size)]
+        self.buckets: list[
+            tuple[int, int, str]
+        ] = []  # (first element, end element, the layer that closes it)
         offset = start = 0
         itemsize = numpy.dtype(net.dtype).itemsize
         for layer in reversed(net.layers):
@@ -315,9 +320,10 @@ class GradientReducer:
         self.size = offset
         self.tail = start  # the last bucket: [tail, size) and the extras
         self.closing = {layer: (a, b) for a, b, layer in self.buckets}
-        self.buffer = None
-        self.scale = None
-        self.packed, self.pending = set(), []
+        self.buffer: Array = None  # made by the first _pack
+        self.scale: float | None = None
+        self.packed: set[str] = set()
+        self.pending: list[Any] = []
 
     def begin(self, count: int, total: int) -> None:
         """A step starts: this rank has ``count`` of the ``total`` images."""
@@ -360,6 +366,7 @@ class GradientReducer:
             if layer not in self.packed:
                 self._pack(layer, grads)
         P, xp, buf = self.net.placement, self.net.xp, self.buffer
+        assert self.scale is not None  # begin() set it
         values = numpy.zeros(EXTRAS)
         values[: 1 + len(extras)] = [float(loss) * self.scale] + [float(e) for e in extras]
         with P.device(0):

@@ -150,7 +150,7 @@ class AlexNet(Parameters):
         )
         self.devices = self.placement.devices
         # params[c]: {name: shard of column c}; fc8 (or head) only in column 0.
-        self.params = [dict() for _ in range(self.columns)]
+        self.params: list[dict[str, Array]] = [dict() for _ in range(self.columns)]
         for name, shape in self.shapes.items():
             for c, r0, r1 in self.placement.rows[name]:
                 with self.placement.device(c):
@@ -178,7 +178,7 @@ class AlexNet(Parameters):
         def pool(name: str) -> Pool:
             return Pool(name, size=self.pool[0], stride=self.pool[1], rounding=self.pool_rounding)
 
-        seq = [Input("input")]
+        seq: list[Layer] = [Input("input")]
         for i in (1, 2):
             seq += [conv(f"conv{i}"), Relu(f"relu{i}")]
             seq += (
@@ -279,9 +279,10 @@ class AlexNet(Parameters):
             labels = self._labels(labels, logits.shape[0])
             loss, lcache = softmax.forward(logits, labels)
             dlogits = softmax.backward(self.dtype.type(1), lcache)
-        grads = [dict() for _ in range(self.columns)]
+        grads: list[dict[str, Array]] = [dict() for _ in range(self.columns)]
         # Each cache is dropped as its layer is done, so what a layer kept is freed
         # before the layers below it allocate (the step's peak memory).
+        assert pass_.context is not None  # set by _forward
         if self.engine == "plain":
             run_plain_backward(self.layers, [dlogits], caches, grads, pass_.context, on_grads)
         else:
@@ -353,7 +354,7 @@ class AlexNet(Parameters):
         self.placement.new_pass()
         pass_.n = x.shape[0]
         pass_.context = ctx = self.context()
-        caches = {}
+        caches: dict[str, Any] = {}
         if self.engine == "plain":
             (logits,) = run_plain(self.layers, x, pass_, ctx, caches)
         else:

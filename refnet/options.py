@@ -281,19 +281,19 @@ def _integer(name: str, value: Any, minimum: int) -> int:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or int(value) != value
+        or int(value) != value  # type: ignore[call-overload]  # a numbers.Real
         or value < minimum
     ):
         kind = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
-    return int(value)
+    return int(value)  # type: ignore[call-overload]  # a numbers.Real
 
 
 def _real(name: str, value: Any, low: float, strict: bool) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or not numpy.isfinite(value)
+        or not numpy.isfinite(value)  # type: ignore[call-overload]  # a numbers.Real
         or (value <= low if strict else value < low)
     ):
         raise ValueError(

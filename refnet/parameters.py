@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy
 
@@ -20,6 +20,10 @@ from refnet import init as init_schemes
 from refnet.layers import backend
 from refnet.layers.backend import Array
 from refnet.nodes import Dropout
+from refnet.nodes.base import Layer
+
+if TYPE_CHECKING:
+    from refnet.columns import Placement
 
 P = TypeVar("P", bound="Parameters")
 
@@ -27,6 +31,21 @@ P = TypeVar("P", bound="Parameters")
 class Parameters:
     """The parameter methods of ``refnet.network.AlexNet`` (which sets ``spec``,
     ``shapes``, ``columns``, ``placement``, ``params``, ``dtype`` and ``layers``)."""
+
+    # set by AlexNet.__init__ (declared here for the type checker; no values)
+    spec: arch_table.ArchSpec
+    shapes: dict[str, tuple[int, ...]]
+    columns: int
+    placement: Placement
+    params: list[dict[str, Array]]
+    dtype: numpy.dtype
+    layers: list[Layer]
+    num_classes: int
+    pool: tuple[int, int]
+    pool_rounding: str
+    head: str
+    init_scheme: str
+    _params_set: bool
 
     def _param_shapes(self, name: str) -> dict[str, tuple[int, ...]]:
         """{weight key: shape, bias key: shape} of layer ``name`` (grouped form)."""
@@ -96,7 +115,7 @@ class Parameters:
     def scatter(self, full: Mapping[str, Any]) -> list[dict[str, Array]]:
         """A dict of full host arrays keyed like ``state_dict`` as per-column dicts of
         shards on each column's device (copies), the inverse of ``gather``."""
-        out = [dict() for _ in range(self.columns)]
+        out: list[dict[str, Array]] = [dict() for _ in range(self.columns)]
         for name in self.shapes:
             for c, shard in self.placement.split(name, full[name]):
                 out[c][name] = shard
@@ -165,7 +184,7 @@ class Parameters:
 
     def column_grads(self, grads: Mapping[str, Array]) -> list[dict[str, Array]]:
         """A full gradient dict (keyed like ``state_dict``) split into per-column shards."""
-        out = [dict() for _ in range(self.columns)]
+        out: list[dict[str, Array]] = [dict() for _ in range(self.columns)]
         for name in self.shapes:
             for c, shard in self.placement.split_on_device(name, grads[name]):
                 out[c][name] = shard

@@ -59,7 +59,7 @@ class ReduceOnPlateau:
         self.threshold = float(threshold)
         if self.threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold!r}")
-        self.best = None  # lowest validation error seen (None before the first)
+        self.best: float | None = None  # lowest validation error seen (None before the first)
         self.bad_epochs = 0  # consecutive epochs without improvement
         self.reductions = 0
         self.epoch = 0

@@ -50,7 +50,7 @@ def forward(
                 caches[layers[i].name] = cache
             del cache  # eval: freed before the next layer runs
         else:
-            h = _forward_segment(ctx, layers[i:j], h, pass_, caches)
+            h = _forward_segment(ctx, layers[i:j], h, pass_, caches)  # type: ignore[arg-type]  # fusable: Local
         i = j
     return h
 
@@ -93,7 +93,7 @@ def backward(
             continue
         layers = segment[::-1]
         # each column's caches, last layer first, in a list its thread empties as it goes
-        stacks = [[] for _ in d]
+        stacks: list[list[Any]] = [[] for _ in d]
         for layer in layers:
             for c, cache in enumerate(caches.pop(layer.name)):
                 stacks[c].append(cache)

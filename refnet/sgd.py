@@ -69,7 +69,7 @@ class SGD:
         """The weight decay applied to parameter ``name``."""
         return self.weight_decay if (name.endswith(".weight") or self.decay_biases) else 0.0
 
-    def step(self, grads: list[dict[str, Array]] | Mapping[str, Array]) -> None:
+    def step(self, grads: list[dict[str, Array]] | dict[str, Array]) -> None:
         """One update from ``grads``: per-column dicts (a list, as
         ``loss_and_grad_columns`` gives) or one dict keyed like ``state_dict``. Every
         gradient is checked before any parameter changes; the columns update concurrently

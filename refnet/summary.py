@@ -49,7 +49,8 @@ def layer_table(net: AlexNet) -> list[Row]:
     its output shape and FLOPs (``refnet.nodes.base.Layer``)."""
     counts = net.param_counts()
     s = net.spec.input_size
-    shape, rows = (3, s, s), []
+    shape: tuple[int, ...] = (3, s, s)
+    rows: list[Row] = []
     for layer in net.layers:
         flops = layer.flops(shape)
         shape = tuple(layer.output_shape(shape))

@@ -51,7 +51,7 @@ BenchPair = tuple[Callable[[], Any], Callable[[Any], Any]]
 class Column(NamedTuple):
     """What one column's layers run with."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field named index hides tuple.index
     params: dict[str, Array]  # {key: this column's shard} (``AlexNet.params[index]``)
     ws: Fresh  # where its large arrays come from (``layers.workspace``)
     xp: Module  # the array module
@@ -95,14 +95,24 @@ def split_pairs(pairs: Sequence[tuple[Array, Any]]) -> tuple[list[Array], list[A
 class Layer:
     """A layer of the list; subclasses add their settings and override what differs."""
 
-    gathers = False  # its output is whole in every column (the input, an exchange)
-    splits = False  # each column computes its share of the outputs (conv, fc)
+    gathers: bool = False  # its output is whole in every column (the input, an exchange)
+    splits: bool = False  # each column computes its share of the outputs (conv, fc)
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+    if TYPE_CHECKING:  # every kind defines its pass (``Local``, ``Input``, ``Exchange``, ...)
+
+        def forward(self, h: list[Array], pass_: Pass, ctx: Context) -> tuple[list[Array], Any]:
+            """(its output per column, its cache)."""
+
+        def backward(
+            self, d: list[Array], cache: Any, grads: list[dict[str, Array]], ctx: Context
+        ) -> list[Array] | None:
+            """The gradient of its input per column (None for the image's)."""
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """{key: shape} of its parameters in the grouped single-device form."""
@@ -121,7 +131,7 @@ class Layer:
         identity, a tensor named after the layer."""
         g.node("Identity", [g.last], self.name)
 
-    def bench_case(self, shape: tuple[int, ...], batch: int) -> None:
+    def bench_case(self, shape: tuple[int, ...], batch: int) -> BenchCase | None:
         """(kind, x shape, settings) that ``bench.layers`` times, or None: not timed."""
         return None
 
@@ -143,12 +153,12 @@ class Layer:
 class Local(Layer):
     """A layer whose every column computes its part from its own data alone."""
 
-    plain = None  # its plain pair: a layers.plain.Pair, or the module of the one
+    plain: Any = None  # its plain pair: a layers.plain.Pair, or the module of the one
     # shared form (``layers.relu``: its forward and backward)
-    fast = None  # the module of the fast pair (``layers.conv``), same signatures
-    keys = ()  # its parameters' keys, weight first: column c reads params[key]
-    settings = {}  # hyperparameters both forms take
-    backward_settings = {}
+    fast: Any = None  # the module of the fast pair (``layers.conv``), same signatures
+    keys: tuple[str, ...] = ()  # its parameters' keys, weight first: column c reads params[key]
+    settings: dict[str, Any] = {}  # hyperparameters both forms take
+    backward_settings: dict[str, Any] = {}
 
     def weights(self, col: Column) -> tuple[Array, ...]:
         return tuple(col.params[key] for key in self.keys)
@@ -237,7 +247,7 @@ def run_plain_backward(
     """The plain engine's backward: each layer in reverse, its cache dropped once used;
     ``on_grads(name, grads)`` after each layer with parameters."""
     for layer in reversed(layers):
-        d = layer.backward(d, caches.pop(layer.name), grads, ctx)
+        d = layer.backward(d, caches.pop(layer.name), grads, ctx)  # type: ignore[assignment]  # None only from the image's layer, the last one here
         if on_grads is not None and layer.param_shapes():
             on_grads(layer.name, grads)
     return d

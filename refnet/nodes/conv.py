@@ -179,7 +179,7 @@ class Conv(Local):
 
     def _backward_shared(
         self, d: list[Array], cache: SharedCache, grads: list[dict[str, Array]], ctx: Context
-    ) -> None:
+    ):
         P, columns = ctx.placement, len(ctx.columns)
         runs = conv_blocks.backward_parts(d, cache.cache, parts=columns)
         partials = P.each(lambda c, run: run(), runs)  # dw^T of each band of rows
@@ -193,5 +193,5 @@ class Conv(Local):
 
 
 class SharedCache(NamedTuple):
-    cache: object  # layers.conv_blocks.BlocksCache of all columns' kernels
+    cache: conv_blocks.BlocksCache  # layers.conv_blocks.BlocksCache of all columns' kernels
     kernels: int  # each column's

@@ -56,6 +56,7 @@ class Dropout(Local):
         if not pass_.train:
             return None
         n, width, name = pass_.n, self.width, self.source
+        assert n is not None and width is not None  # set by the network before a pass
         if pass_.masks is not None and name in pass_.masks:
             full = backend.asnumpy(pass_.masks[name])  # to the host, then to each column
             if tuple(full.shape) != (n, width):

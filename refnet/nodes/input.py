@@ -26,7 +26,7 @@ class Input(Layer):
         with P.device(0):
             x = P.put(x, 0)
             if ctx.layout == "CHWN" and len(set(P.devices)) == 1 and columns > 1:
-                y = P.workspaces[0].empty(P.xp, layouts.shape(*x.shape, ctx.layout), x.dtype)
+                y = P.workspaces[0].empty(P.xp, layouts.shape(*x.shape, ctx.layout), x.dtype)  # type: ignore[call-arg]  # x: (N, C, H, W)
                 s = x.shape[2]
                 bands = [slice(s * c // columns, s * (c + 1) // columns) for c in range(columns)]
                 P.each(lambda c, rows: self._copy(x, y, rows), bands)

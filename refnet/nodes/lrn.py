@@ -146,5 +146,5 @@ class Lrn(Local):
 
 
 class HaloCache(NamedTuple):
-    halo: object  # refnet.exchange.HaloCache
-    caches: list  # each column's LRN cache
+    halo: exchange.HaloCache  # refnet.exchange.HaloCache
+    caches: list[Any]  # each column's LRN cache
