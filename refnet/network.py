@@ -38,7 +38,7 @@ from refnet.columns import Placement, default_devices
 from refnet.conventions import init_scheme as preset_init
 from refnet.layers import layout as layouts
 from refnet.layers import softmax
-from refnet.layers.backend import Array, DTypeLike, backend_module
+from refnet.layers.backend import Array, DTypeLike, Module, backend_module
 from refnet.nodes import (
     AdaptivePool,
     Column,
@@ -97,9 +97,9 @@ class AlexNet(Parameters):
 
     def __init__(
         self,
-        arch: str | None = None,
+        arch: str | arch_table.ArchSpec | None = None,
         dtype: DTypeLike = "float32",
-        backend: str = "numpy",
+        backend: str | Module = "numpy",
         conventions: str | None = None,
         **options: Any,
     ) -> None:
