@@ -8,3 +8,5 @@ arrays come from (``ws=``: made afresh, or memory a network keeps from pass to p
 fast paths are clever, against which those are tested; ``layers.reference`` keeps its
 older signatures).
 """
+
+from __future__ import annotations

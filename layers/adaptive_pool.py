@@ -17,11 +17,13 @@ The average over a bin of h x w positions factorises into rows and columns: with
 dx = R^T dy S.
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple
 
 import numpy
 
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, DTypeLike, Module, get_array_module
 from refnet.layers.checks import float_dtype, require_grad, require_int, require_ndim
 from refnet.layers.layout import check_layout, dims, shape
 
@@ -30,18 +32,18 @@ __all__ = ["forward", "backward", "bins", "AdaptivePoolCache"]
 
 class AdaptivePoolCache(NamedTuple):
     x_shape: tuple  # the input's shape, in ``layout``
-    rows: object  # R (OH, H), the rows' averaging matrix, x's dtype and module
-    cols: object  # S (OW, W)
-    dtype: object
+    rows: Array  # R (OH, H), the rows' averaging matrix, x's dtype and module
+    cols: Array  # S (OW, W)
+    dtype: numpy.dtype
     layout: str
 
 
-def bins(size, out):
+def bins(size: int, out: int) -> list[tuple[int, int]]:
     """[(start, end)] of the ``out`` bins over ``size`` positions (PyTorch's rule)."""
     return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
 
 
-def _averaging(xp, size, out, dtype):
+def _averaging(xp: Module, size: int, out: int, dtype: DTypeLike) -> Array:
     """The (out, size) matrix whose row i averages bin i's positions."""
     m = numpy.zeros((out, size))
     for i, (start, end) in enumerate(bins(size, out)):
@@ -49,7 +51,9 @@ def _averaging(xp, size, out, dtype):
     return xp.asarray(m.astype(dtype))
 
 
-def forward(x, out=(6, 6), *, layout="NCHW"):
+def forward(
+    x: Array, out: int | tuple[int, int] = (6, 6), *, layout: str = "NCHW"
+) -> tuple[Array, AdaptivePoolCache]:
     """y[n, c, i, j] = mean of x[n, c, start(i):end(i), start(j):end(j)] (module doc):
     ``y = R x S^T`` per map. ``out``: (OH, OW), or one int for both.
 
@@ -72,7 +76,7 @@ def forward(x, out=(6, 6), *, layout="NCHW"):
     return xp.ascontiguousarray(y.astype(dtype, copy=False)), cache
 
 
-def backward(dy, cache):
+def backward(dy: Array, cache: AdaptivePoolCache) -> Array:
     """dx = R^T dy S per map: each output's gradient shared equally among its bin's
     positions, and summed where bins overlap."""
     N, C, H, W = dims(cache.x_shape, cache.layout)

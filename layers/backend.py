@@ -16,9 +16,28 @@ device ``i`` (``cupy.cuda.Device(i)`` for CuPy, nothing for NumPy), and
 ``to_device(a, xp, i)`` is the one explicit transfer between devices.
 """
 
+from __future__ import annotations
+
 import contextlib
+from contextlib import AbstractContextManager
+from types import ModuleType
+from typing import Any
 
 import numpy
+from numpy.typing import DTypeLike
+
+Array = Any
+"""A NumPy or CuPy array (or a test backend's array with ``__array_namespace__``).
+
+``Any`` rather than ``numpy.ndarray``: CuPy ships no type stubs, and every layer takes the
+same body of maths over either module, so the checker cannot tell the two apart. Where an
+array is NumPy only (a host copy), the annotation says ``numpy.ndarray``."""
+
+Module = Any
+"""An array module: ``numpy``, ``cupy``, or a test backend's namespace (``xp`` throughout).
+
+``Any`` rather than ``types.ModuleType``: a test backend's namespace is an object, not a
+module, and ``xp.float32`` / ``xp.cuda`` are looked up by name on either."""
 
 FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
 
@@ -26,7 +45,7 @@ _cupy = None
 _cupy_checked = False
 
 
-def cupy_module():
+def cupy_module() -> ModuleType | None:
     """The ``cupy`` module if it is installed, else ``None`` (no GPU is needed to import)."""
     global _cupy, _cupy_checked
     if not _cupy_checked:
@@ -39,7 +58,7 @@ def cupy_module():
     return _cupy
 
 
-def gpu_count():
+def gpu_count() -> int:
     """Number of CUDA devices CuPy can use (0 without CuPy or without a GPU)."""
     cupy = cupy_module()
     if cupy is None:
@@ -50,7 +69,7 @@ def gpu_count():
         return 0
 
 
-def backend_module(name):
+def backend_module(name: str) -> Module:
     """The array module for a backend name: ``"numpy"`` or ``"cupy"``."""
     if name == "numpy":
         return numpy
@@ -64,7 +83,7 @@ def backend_module(name):
     raise ValueError(f"backend must be 'numpy' or 'cupy', got {name!r}")
 
 
-def get_array_module(*arrays):
+def get_array_module(*arrays: Any) -> Module:
     """The array module of ``arrays`` (NumPy unless one of them belongs to another)."""
     cupy = _cupy if _cupy_checked else cupy_module()
     for a in arrays:
@@ -77,7 +96,7 @@ def get_array_module(*arrays):
     return numpy
 
 
-def _has_own_namespace(a):
+def _has_own_namespace(a: Array) -> bool:
     """True for NumPy subclasses that name a namespace other than NumPy (test backends)."""
     return (
         type(a) is not numpy.ndarray
@@ -86,7 +105,7 @@ def _has_own_namespace(a):
     )
 
 
-def asnumpy(a):
+def asnumpy(a: Any) -> numpy.ndarray:
     """``a`` as a NumPy array on the host (a copy from the GPU when ``a`` is a CuPy array)."""
     cupy = cupy_module()
     if cupy is not None and isinstance(a, cupy.ndarray):
@@ -94,7 +113,7 @@ def asnumpy(a):
     return numpy.asarray(a)
 
 
-def device(xp, index):
+def device(xp: Module, index: int) -> AbstractContextManager[Any]:
     """Context under which new arrays of ``xp`` live on device ``index``."""
     if xp is numpy:
         return contextlib.nullcontext()
@@ -104,7 +123,7 @@ def device(xp, index):
     return xp.Device(index)  # a test backend provides its own
 
 
-def to_device(a, xp, index):
+def to_device(a: Any, xp: Module, index: int) -> Array:
     """An explicit transfer: ``a`` as an array of ``xp`` on device ``index``.
 
     A no-op for NumPy. For CuPy, a copy is made when ``a`` lives on another device
@@ -126,7 +145,7 @@ def to_device(a, xp, index):
     return xp.to_device(a, index)  # a test backend provides its own
 
 
-def float_dtype(name, *arrays):
+def float_dtype(name: str, *arrays: Array) -> numpy.dtype:
     """The common floating dtype of ``arrays``; ``TypeError`` naming ``name`` otherwise.
 
     Integer, boolean, complex and mixed float32/float64 inputs are refused: refnet
@@ -142,7 +161,7 @@ def float_dtype(name, *arrays):
     return dtypes.pop()
 
 
-def as_dtype(name):
+def as_dtype(name: DTypeLike) -> numpy.dtype:
     """``numpy.dtype`` for ``"float32"``/``"float64"`` (or a dtype); ``TypeError`` otherwise."""
     try:
         dt = numpy.dtype(name)

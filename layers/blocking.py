@@ -21,7 +21,11 @@ dw sums its chunks), and there the blocks depend only on the shapes and these bu
 outer items while one fits and runs of the inner axis inside each outer item otherwise.
 """
 
+from __future__ import annotations
+
 import numpy
+
+from refnet.layers.backend import Module
 
 __all__ = [
     "CPU_BLOCK_BYTES",
@@ -38,20 +42,20 @@ GEMM_BLOCK_BYTES = 2 << 20  # conv1's blocks of im2col columns (layers.conv_bloc
 CHUNK_BYTES = 64 << 20  # Winograd's largest per-chunk temporary (docs/performance.md)
 
 
-def block_bytes(xp):
+def block_bytes(xp: Module) -> int | None:
     """The working-set budget of cache-blocked loops: ``CPU_BLOCK_BYTES`` for NumPy, else
     ``None`` (no limit)."""
     return CPU_BLOCK_BYTES if xp is numpy else None
 
 
-def copy_block_bytes(xp, total_bytes):
+def copy_block_bytes(xp: Module, total_bytes: int) -> int:
     """The budget of a loop whose blocks each make a temporary copy of their input:
     ``block_bytes(xp)`` on the CPU, and on a GPU half of the ``total_bytes`` of input
     (rounded up, at least 1), so the copy stays smaller than the input."""
     return block_bytes(xp) or max(1, -(-total_bytes // 2))
 
 
-def runs(count, item_bytes, budget, *, balanced=False):
+def runs(count: int, item_bytes: int, budget: int | None, *, balanced: bool = False) -> list[slice]:
     """Consecutive slices covering ``range(count)``, each of about ``budget`` bytes of
     items of ``item_bytes`` each, at least one item per slice; one slice when ``budget``
     is ``None``.
@@ -71,7 +75,9 @@ def runs(count, item_bytes, budget, *, balanced=False):
     return [slice(i, min(count, i + size)) for i in range(0, count, size)]
 
 
-def nested_runs(outer, inner, inner_bytes, budget, *, balanced=False):
+def nested_runs(
+    outer: int, inner: int, inner_bytes: int, budget: int | None, *, balanced: bool = False
+) -> list[tuple[slice, slice]]:
     """``(outer slice, inner slice)`` pairs covering an (outer, inner) pair of axes in
     blocks of about ``budget`` bytes, ``inner_bytes`` per inner item.
 

@@ -6,9 +6,12 @@ offending value, so a caller sees what to fix without reading the code. ``assert
 never used for user errors.
 """
 
-import numbers
+from __future__ import annotations
 
-from refnet.layers.backend import float_dtype
+import numbers
+from typing import Any
+
+from refnet.layers.backend import Array, DTypeLike, float_dtype
 
 __all__ = [
     "float_dtype",
@@ -20,7 +23,7 @@ __all__ = [
 ]
 
 
-def require_ndim(layer, name, a, ndim, axes):
+def require_ndim(layer: str, name: str, a: Array, ndim: int, axes: str) -> None:
     """``a.ndim == ndim``, else ``ValueError`` naming the expected axes, e.g. ``(N, C, H, W)``."""
     if a.ndim != ndim:
         raise ValueError(
@@ -28,7 +31,7 @@ def require_ndim(layer, name, a, ndim, axes):
         )
 
 
-def require_int(layer, name, value, minimum):
+def require_int(layer: str, name: str, value: Any, minimum: int) -> int:
     """``value`` is an integer (not a bool) and ``>= minimum``; returns it as ``int``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{layer}: {name} must be an integer >= {minimum}, got {value!r}")
@@ -37,7 +40,9 @@ def require_int(layer, name, value, minimum):
     return int(value)
 
 
-def require_grad(layer, dy, shape, dtype, name="dy"):
+def require_grad(
+    layer: str, dy: Array, shape: tuple[int, ...], dtype: DTypeLike, name: str = "dy"
+) -> None:
     """The upstream gradient ``dy`` has the forward output's ``shape`` and ``dtype``."""
     if tuple(dy.shape) != tuple(shape):
         raise ValueError(
@@ -49,7 +54,7 @@ def require_grad(layer, dy, shape, dtype, name="dy"):
         raise TypeError(f"{layer}: {name} has dtype {got} but the forward pass ran in {dtype}")
 
 
-def window_count(size, kernel, stride, pad=0, rounding="floor"):
+def window_count(size: int, kernel: int, stride: int, pad: int = 0, rounding: str = "floor") -> int:
     """Windows along one axis of ``size`` (+ ``pad`` on each side): ``floor((size + 2*pad
     - kernel) / stride) + 1``, or with ``rounding="ceil"`` (Caffe's pooling, PyTorch's
     ``ceil_mode=True``) ``ceil(...) + 1`` less a last window that would start past the
@@ -66,7 +71,15 @@ def window_count(size, kernel, stride, pad=0, rounding="floor"):
     return count
 
 
-def output_size(layer, axis, size, kernel, stride, pad, rounding="floor"):
+def output_size(
+    layer: str,
+    axis: str,
+    size: int,
+    kernel: int,
+    stride: int,
+    pad: int,
+    rounding: str = "floor",
+) -> int:
     """Windows along one axis: ``window_count`` (``floor((size + 2*pad - kernel) / stride)
     + 1`` unless ``rounding="ceil"``).
 

@@ -9,16 +9,18 @@ both are re-exported here because they are this layer's core. ``algo="winograd"`
 the same stride-1 convolution with fewer multiplications (``layers.winograd``).
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple
 
 import numpy
 
 from refnet.layers import winograd
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, DTypeLike, get_array_module
 from refnet.layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from refnet.layers.layout import batch_places, channel_major, check_layout, dims, shape
 from refnet.layers.windows import col2im, im2col, im2col_parts
-from refnet.layers.workspace import FRESH
+from refnet.layers.workspace import FRESH, Fresh
 
 __all__ = [
     "forward",
@@ -41,7 +43,7 @@ ALGOS = ("gemm", "winograd")
 WINOGRAD_TILES = {("float32", 3): 5, ("float32", 5): 4, ("float64", 3): 5, ("float64", 5): 4}
 
 
-def winograd_tile(r, OH, OW, dtype):
+def winograd_tile(r: int, OH: int, OW: int, dtype: DTypeLike) -> int:
     """The default output tile m of Winograd's F(m x m, r x r) for an OH x OW output:
     among 2 .. ``WINOGRAD_TILES[(dtype, r)]`` (smaller tiles round off less), the one
     with the least transform-domain work n^2 * ceil(OH / m) * ceil(OW / m), n = m + r - 1
@@ -55,27 +57,29 @@ def winograd_tile(r, OH, OW, dtype):
 
 
 class ConvCache(NamedTuple):
-    cols: object  # (G, Cg*kh*kw, P) im2col of the input, for dw (None: recompute)
-    x: object  # (N, C, H, W) the input when cols is None, else None
-    w: object  # (K, Cg, kh, kw), for dx
-    x_shape: tuple  # (N, C, H, W) in ``layout``
-    y_shape: tuple  # (N, K, OH, OW) in ``layout``
+    cols: Array | None  # (G, Cg*kh*kw, P) im2col of the input, for dw (None: recompute)
+    x: Array | None  # (N, C, H, W) the input when cols is None, else None
+    w: Array  # (K, Cg, kh, kw), for dx
+    x_shape: tuple[int, ...]  # (N, C, H, W) in ``layout``
+    y_shape: tuple[int, ...]  # (N, K, OH, OW) in ``layout``
     stride: int
     pad: int
     layout: str
 
 
 class ConvArgs(NamedTuple):
-    dtype: object
+    dtype: numpy.dtype
     layout: str
     stride: int
     pad: int
     groups: int
-    x_dims: tuple  # (N, C, H, W)
-    out_hw: tuple  # (OH, OW)
+    x_dims: tuple[int, ...]  # (N, C, H, W)
+    out_hw: tuple[int, int]  # (OH, OW)
 
 
-def checked_args(x, w, b, stride, pad, layout, groups=1):
+def checked_args(
+    x: Array, w: Array, b: Array, stride: int, pad: int, layout: str, groups: int = 1
+) -> ConvArgs:
     """The checks of a convolution's arguments (``forward`` and ``layers.conv_blocks``),
     each failure a ``ValueError`` naming the value; the normalised arguments."""
     dtype = float_dtype("conv", x, w, b)
@@ -104,20 +108,20 @@ def checked_args(x, w, b, stride, pad, layout, groups=1):
 
 
 def forward(
-    x,
-    w,
-    b,
+    x: Array,
+    w: Array,
+    b: Array,
     *,
-    stride=1,
-    pad=0,
-    groups=1,
-    keep_cols=True,
-    algo="gemm",
-    tile=None,
-    cols=None,
-    layout="NCHW",
-    ws=FRESH,
-):
+    stride: int = 1,
+    pad: int = 0,
+    groups: int = 1,
+    keep_cols: bool = True,
+    algo: str = "gemm",
+    tile: int | None = None,
+    cols: Array | None = None,
+    layout: str = "NCHW",
+    ws: Fresh = FRESH,
+) -> tuple[Array, ConvCache | winograd.WinogradCache]:
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] * xpad[n, g*Cg + c, oh*s + i, ow*s + j]
 
     where g = k // Kg is the group of kernel k, s the stride and xpad the input with
@@ -196,11 +200,13 @@ def forward(
     else:  # bias + layout in one pass
         yg = xp.matmul(wg, cols, out=ws.empty(xp, (G, Kg, N * OH * OW), dtype))  # (G, Kg, P)
         xp.add(yg.reshape(K, A, OH, OW, B), b.reshape(K, 1, 1, 1, 1), out=channel_major(y, layout))
-    cached = (cols, None) if keep_cols else (None, x)
+    cached: tuple[Array | None, Array | None] = (cols, None) if keep_cols else (None, x)
     return y, ConvCache(*cached, w, tuple(x.shape), tuple(y.shape), stride, pad, layout)
 
 
-def _winograd_tile(stride, kh, kw, tile, dtype, OH, OW):
+def _winograd_tile(
+    stride: int, kh: int, kw: int, tile: int | None, dtype: DTypeLike, OH: int, OW: int
+) -> int:
     """The Winograd output tile for these arguments, or ``ValueError`` saying what rules it out."""
     if stride != 1:
         raise ValueError(f"conv: algo='winograd' needs stride 1, got stride={stride}")
@@ -218,7 +224,13 @@ def _winograd_tile(stride, kh, kw, tile, dtype, OH, OW):
     return tile
 
 
-def backward(dy, cache, *, need_dx=True, ws=FRESH):
+def backward(
+    dy: Array,
+    cache: ConvCache | winograd.WinogradCache,
+    *,
+    need_dx: bool = True,
+    ws: Fresh = FRESH,
+) -> tuple[Array | None, Array, Array]:
     """Gradients of ``forward`` for an upstream gradient ``dy`` (N, K, OH, OW).
 
         db[k]          = sum_{n, oh, ow} dy[n, k, oh, ow]

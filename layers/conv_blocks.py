@@ -27,29 +27,41 @@ gradient ``dy`` comes as the columns' pieces along K (``dys``). The blocks depen
 on the shapes, so the sums, and the results, do not depend on the threads.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import NamedTuple
 
 from refnet.layers import blocking
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, DTypeLike, Module, get_array_module
 from refnet.layers.conv import checked_args
 from refnet.layers.layout import channel_major, dims, shape
 from refnet.layers.windows import padded, window_view
-from refnet.layers.workspace import FRESH
+from refnet.layers.workspace import FRESH, Fresh
 
 __all__ = ["forward", "backward", "forward_parts", "backward_parts", "BlocksCache"]
 
 
 class BlocksCache(NamedTuple):
-    x: object  # (N, C, H, W) the input, in ``layout``
-    w: object  # (K, C, kh, kw)
-    y_shape: tuple  # (N, K, OH, OW) in ``layout``
+    x: Array  # (N, C, H, W) the input, in ``layout``
+    w: Array  # (K, C, kh, kw)
+    y_shape: tuple[int, ...]  # (N, K, OH, OW) in ``layout``
     stride: int
     pad: int
     layout: str
 
 
-def forward(x, w, b, *, stride=1, pad=0, layout="NCHW", ws=FRESH):
+def forward(
+    x: Array,
+    w: Array,
+    b: Array,
+    *,
+    stride: int = 1,
+    pad: int = 0,
+    layout: str = "NCHW",
+    ws: Fresh = FRESH,
+) -> tuple[Array, BlocksCache]:
     """(y, cache): y = conv(x, w, stride, pad) + b, as ``layers.conv.forward`` (one
     group); shapes x (N, C, H, W), w (K, C, kh, kw), b (K,) -> y (N, K, OH, OW) in
     ``layout``. The blocks run one after the other."""
@@ -59,13 +71,23 @@ def forward(x, w, b, *, stride=1, pad=0, layout="NCHW", ws=FRESH):
     return y, cache
 
 
-def backward(dy, cache):
+def backward(dy: Array, cache: BlocksCache) -> tuple[None, Array, Array]:
     """(None, dw, db) of ``forward``: no dx (module doc)."""
     partials = [run() for run in backward_parts([dy], cache, parts=1)]
     return (None, *gradients([dy], partials, cache))
 
 
-def forward_parts(x, w, b, *, stride=1, pad=0, layout="NCHW", parts=2, ws=FRESH):
+def forward_parts(
+    x: Array,
+    w: Array,
+    b: Array,
+    *,
+    stride: int = 1,
+    pad: int = 0,
+    layout: str = "NCHW",
+    parts: int = 2,
+    ws: Fresh = FRESH,
+) -> tuple[Array, BlocksCache, list[Callable[[], None]]]:
     """(y, cache, runs): y allocated (from ``ws``) and the ``parts`` callables that each
     compute one band of its output rows (in any order, or concurrently: they write
     disjoint parts of y). Once all have run, y equals ``forward``'s."""
@@ -82,7 +104,7 @@ def forward_parts(x, w, b, *, stride=1, pad=0, layout="NCHW", parts=2, ws=FRESH)
     b5 = b.reshape(K, 1, 1, 1, 1)
     y5 = channel_major(y, layout)  # (K, A, OH, OW, B)
 
-    def run(rows):
+    def run(rows: slice) -> None:
         blocks = _blocks(view, rows, xp)
         scratch = _Scratch(xp, view, blocks, (K,), dtype)
         for r, c in blocks:
@@ -93,7 +115,9 @@ def forward_parts(x, w, b, *, stride=1, pad=0, layout="NCHW", parts=2, ws=FRESH)
     return y, cache, [partial(run, rows) for rows in _bands(OH, parts)]
 
 
-def backward_parts(dys, cache, *, parts=2):
+def backward_parts(
+    dys: Sequence[Array], cache: BlocksCache, *, parts: int = 2
+) -> list[Callable[[], Array]]:
     """The ``parts`` callables of the backward pass, one per band of output rows as in
     forward; each returns its band's share of dw^T (C*kh*kw, K), whose sum over the
     bands ``gradients`` turns into dw. ``dys``: dy (N, K, OH, OW) in ``layout``, whole
@@ -110,7 +134,7 @@ def backward_parts(dys, cache, *, parts=2):
     view = _windows(x, kh, kw, cache.stride, cache.pad, layout, OH, OW, FRESH)
     d5s = [channel_major(d, layout) for d in dys]  # (K_i, A, OH, OW, B) each
 
-    def run(rows):
+    def run(rows: slice) -> Array:
         dwt = xp.zeros((C * kh * kw, K), dtype=w.dtype)  # dw^T of this band
         part = xp.empty_like(dwt)
         blocks = _blocks(view, rows, xp)
@@ -129,7 +153,9 @@ def backward_parts(dys, cache, *, parts=2):
     return [partial(run, rows) for rows in _bands(OH, parts)]
 
 
-def gradients(dys, partials, cache):
+def gradients(
+    dys: Sequence[Array], partials: Sequence[Array], cache: BlocksCache
+) -> tuple[Array, Array]:
     """(dw, db) from the bands' dw^T shares (``backward_parts``) and dy's pieces."""
     w, layout = cache.w, cache.layout
     dwt = partials[0]
@@ -141,18 +167,20 @@ def gradients(dys, partials, cache):
     return dw, db  # db: (K,)
 
 
-def _windows(x, kh, kw, stride, pad, layout, OH, OW, ws):
+def _windows(
+    x: Array, kh: int, kw: int, stride: int, pad: int, layout: str, OH: int, OW: int, ws: Fresh
+) -> Array:
     """The (C, kh, kw, A, OH, OW, B) window view of x padded by ``pad``."""
     x5 = channel_major(padded(x, pad, layout, ws), layout)  # (C, A, Hp, Wp, B)
     return window_view(x5, kh, kw, stride, OH, OW)
 
 
-def _bands(OH, parts):
+def _bands(OH: int, parts: int) -> list[slice]:
     """``parts`` slices of the output rows, as even as can be."""
     return [slice(OH * i // parts, OH * (i + 1) // parts) for i in range(parts)]
 
 
-def _blocks(view, rows, xp):
+def _blocks(view: Array, rows: slice, xp: Module) -> list[tuple[slice, slice]]:
     """(row slice, column slice) blocks of the band ``rows``: whole rows while their
     columns fit in ``blocking.GEMM_BLOCK_BYTES`` (the fastest block measured,
     docs/performance.md: the GEMM's packing reads them from L2 and L3), else even runs
@@ -171,14 +199,21 @@ class _Scratch:
     block (each block's columns, and arrays of (rows, Pb) for ``rows`` in ``widths``):
     no allocation per block."""
 
-    def __init__(self, xp, view, blocks, widths, dtype):
+    def __init__(
+        self,
+        xp: Module,
+        view: Array,
+        blocks: list[tuple[slice, slice]],
+        widths: tuple[int, ...],
+        dtype: DTypeLike,
+    ) -> None:
         C, kh, kw, A, _, _, B = view.shape
         most = max((r.stop - r.start) * (c.stop - c.start) for r, c in blocks) * A * B
         self.rows = C * kh * kw
         self.cols = xp.empty(self.rows * most, dtype=dtype)
         self.others = [xp.empty(w * most, dtype=dtype) for w in widths]
 
-    def unfolded(self, view, r, c):
+    def unfolded(self, view: Array, r: slice, c: slice) -> Array:
         """The unfolded input (im2col matrix) of one block: (C*kh*kw, Pb), copied into
         the scratch."""
         block = view[:, :, :, :, r, c]  # (C, kh, kw, A, rb, cb, B)
@@ -186,6 +221,6 @@ class _Scratch:
         cols[...] = block
         return cols.reshape(self.rows, -1)
 
-    def take(self, i, shape):
+    def take(self, i: int, shape: tuple[int, ...]) -> Array:
         """Scratch array ``i`` as ``shape``."""
         return self.others[i][: shape[0] * shape[1]].reshape(shape)

@@ -10,12 +10,16 @@ module, so NumPy and CuPy runs from the same seed drop the same units. Given a m
 it is used as is (a PyTorch twin can share it); the layer applies any 1/(1-p) scaling.
 """
 
+from __future__ import annotations
+
 import numbers
 from typing import NamedTuple
 
-from refnet.layers.backend import get_array_module
+import numpy
+
+from refnet.layers.backend import Array, get_array_module
 from refnet.layers.checks import float_dtype, require_grad
-from refnet.layers.workspace import FRESH
+from refnet.layers.workspace import FRESH, Fresh
 
 __all__ = ["forward", "backward", "MODES", "DropoutCache"]
 
@@ -23,13 +27,22 @@ MODES = ("paper", "inverted")
 
 
 class DropoutCache(NamedTuple):
-    mask: object  # keep-mask (bool or x.dtype), or None outside training
+    mask: Array | None  # keep-mask (bool or x.dtype), or None outside training
     scale: float  # the factor applied besides the mask
-    shape: tuple
-    dtype: object
+    shape: tuple[int, ...]
+    dtype: numpy.dtype
 
 
-def forward(x, *, p=0.5, train, rng=None, mask=None, mode="paper", ws=FRESH):
+def forward(
+    x: Array,
+    *,
+    p: float = 0.5,
+    train: bool,
+    rng: numpy.random.Generator | None = None,
+    mask: Array | None = None,
+    mode: str = "paper",
+    ws: Fresh = FRESH,
+) -> tuple[Array, DropoutCache]:
     """Training: y = x * m * c; test: y = x * c', where m is the keep-mask and
 
         mode="paper"     c = 1,          c' = 1 - p   (the paper: "multiply by 0.5 at test")
@@ -71,7 +84,7 @@ def forward(x, *, p=0.5, train, rng=None, mask=None, mode="paper", ws=FRESH):
     return y, DropoutCache(mask, scale, shape, dtype)
 
 
-def backward(dy, cache, *, ws=FRESH):
+def backward(dy: Array, cache: DropoutCache, *, ws: Fresh = FRESH) -> Array:
     """dx = dy * m * c in training, dy * c' at test (the same factors as forward)."""
     require_grad("dropout", dy, cache.shape, cache.dtype)
     xp = get_array_module(dy)

@@ -5,9 +5,13 @@ Axis legend: N batch, C channels, H/W height/width. Input (N, C, H, W) in NCHW o
 logits when C is the number of classes, as in Network-in-Network and GoogLeNet).
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple
 
-from refnet.layers.backend import get_array_module
+import numpy
+
+from refnet.layers.backend import Array, get_array_module
 from refnet.layers.checks import float_dtype, require_grad, require_ndim
 from refnet.layers.layout import check_layout, dims
 
@@ -15,12 +19,12 @@ __all__ = ["forward", "backward", "GapCache"]
 
 
 class GapCache(NamedTuple):
-    x_shape: tuple  # the input's shape, in ``layout``
-    dtype: object
+    x_shape: tuple[int, ...]  # the input's shape, in ``layout``
+    dtype: numpy.dtype
     layout: str
 
 
-def forward(x, layout="NCHW"):
+def forward(x: Array, layout: str = "NCHW") -> tuple[Array, GapCache]:
     """y[n, c] = (1 / (H W)) sum_{h, w} x[n, c, h, w]; (N, C), dtype of x.
 
     PyTorch: ``F.adaptive_avg_pool2d(x, 1).flatten(1)``, or ``x.mean((2, 3))``.
@@ -36,7 +40,7 @@ def forward(x, layout="NCHW"):
     return y.astype(x.dtype, copy=False), GapCache(tuple(x.shape), x.dtype, layout)
 
 
-def backward(dy, cache):
+def backward(dy: Array, cache: GapCache) -> Array:
     """dx[n, c, h, w] = dy[n, c] / (H W): every position of a map gets an equal share."""
     N, C, H, W = dims(cache.x_shape, cache.layout)
     require_grad("gap", dy, (N, C), cache.dtype)

@@ -23,8 +23,10 @@ where the layout has it: outside the map for NCHW, innermost for CHWN. Flattenin
 (N, OH, OW) for NCHW and (OH, OW, N) for CHWN.
 """
 
-from refnet.layers.backend import get_array_module
-from refnet.layers.workspace import FRESH
+from __future__ import annotations
+
+from refnet.layers.backend import Array, get_array_module
+from refnet.layers.workspace import FRESH, Fresh
 
 __all__ = [
     "LAYOUTS",
@@ -41,14 +43,14 @@ __all__ = [
 LAYOUTS = ("NCHW", "CHWN")
 
 
-def check_layout(layer, layout):
+def check_layout(layer: str, layout: str) -> str:
     """``layout`` if it is one of ``LAYOUTS``, else ``ValueError`` naming ``layer``."""
     if layout not in LAYOUTS:
         raise ValueError(f"{layer}: layout must be one of {LAYOUTS}, got {layout!r}")
     return layout
 
 
-def dims(shape_, layout):
+def dims(shape_: tuple[int, ...], layout: str) -> tuple[int, ...]:
     """(N, C, H, W) of an array of ``shape_`` in ``layout``."""
     if layout == "NCHW":
         return tuple(shape_)
@@ -56,35 +58,35 @@ def dims(shape_, layout):
     return N, C, H, W
 
 
-def shape(N, C, H, W, layout):
+def shape(N: int, C: int, H: int, W: int, layout: str) -> tuple[int, int, int, int]:
     """The array shape of (N, C, H, W) in ``layout``."""
     return (N, C, H, W) if layout == "NCHW" else (C, H, W, N)
 
 
-def channel_axis(layout):
+def channel_axis(layout: str) -> int:
     """The axis of C in ``layout`` (1 for NCHW, 0 for CHWN)."""
     return 1 if layout == "NCHW" else 0
 
 
-def batch_places(N, layout):
+def batch_places(N: int, layout: str) -> tuple[int, int]:
     """(A, B) of the channel-major view for a batch of N in ``layout``."""
     return (N, 1) if layout == "NCHW" else (1, N)
 
 
-def channel_major(x, layout):
+def channel_major(x: Array, layout: str) -> Array:
     """The (C, A, H, W, B) view of ``x`` described in the module doc (no copy)."""
     if layout == "NCHW":
         return x.transpose(1, 0, 2, 3)[..., None]  # (C, N, H, W, 1)
     return x[:, None]  # (C, 1, H, W, N)
 
 
-def along(axis, s):
+def along(axis: int, s: int | slice) -> tuple[int | slice, ...]:
     """An index applying slice ``s`` to ``axis`` and taking everything before it, e.g.
     ``x[along(channel_axis(layout), slice(0, n))]``: the first n channels in any layout."""
     return (slice(None),) * axis + (s,)
 
 
-def transpose(x, src, dst, ws=FRESH):
+def transpose(x: Array, src: str, dst: str, ws: Fresh = FRESH) -> Array:
     """``x`` (4-D, in layout ``src``) in layout ``dst``: a contiguous copy from ``ws``
     (``layers.workspace``), or ``x`` itself when the layouts are the same."""
     if src == dst:

@@ -5,22 +5,24 @@ x may be (N, F) or (N, ...) with the trailing axes flattened to F in C order (po
 (N, 256, 6, 6) -> (N, 9216), the same order as PyTorch's ``flatten(1)``).
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple
 
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, get_array_module
 from refnet.layers.checks import float_dtype, require_grad, require_ndim
-from refnet.layers.workspace import FRESH
+from refnet.layers.workspace import FRESH, Fresh
 
 __all__ = ["forward", "backward", "LinearCache"]
 
 
 class LinearCache(NamedTuple):
-    x2: object  # (N, F) input, flattened
-    w: object  # (O, F)
-    x_shape: tuple  # the input's shape, for dx
+    x2: Array  # (N, F) input, flattened
+    w: Array  # (O, F)
+    x_shape: tuple[int, ...]  # the input's shape, for dx
 
 
-def forward(x, w, b, *, ws=FRESH):
+def forward(x: Array, w: Array, b: Array, *, ws: Fresh = FRESH) -> tuple[Array, LinearCache]:
     """y = x @ w.T + b;  x (N, F), w (O, F) (PyTorch's ``nn.Linear`` layout), b (O,) -> y (N, O).
     ``ws``: where y comes from (``layers.workspace``)."""
     float_dtype("linear", x, w, b)
@@ -43,7 +45,7 @@ def forward(x, w, b, *, ws=FRESH):
     return y, LinearCache(x2, w, tuple(x.shape))
 
 
-def backward(dy, cache, *, ws=FRESH):
+def backward(dy: Array, cache: LinearCache, *, ws: Fresh = FRESH) -> tuple[Array, Array, Array]:
     """dx = dy @ w (reshaped to x's shape);  dw = dy.T @ x;  db = sum_n dy[n]."""
     x2, w = cache.x2, cache.w
     require_grad("linear", dy, (x2.shape[0], w.shape[0]), w.dtype)

@@ -11,29 +11,31 @@ core's cache instead of streaming the whole array through memory each time. Ever
 same operations in the same order for any blocking, so the results do not depend on it.
 """
 
+from __future__ import annotations
+
 import numbers
 from typing import NamedTuple
 
 from refnet.layers import blocking
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, Module, get_array_module
 from refnet.layers.checks import float_dtype, require_grad, require_int, require_ndim
 from refnet.layers.layout import channel_major, check_layout
-from refnet.layers.workspace import FRESH
+from refnet.layers.workspace import FRESH, Fresh
 
 __all__ = ["forward", "backward", "channel_window_sum", "LrnCache"]
 
 
 class LrnCache(NamedTuple):
-    x: object  # (N, C, H, W) input, in ``layout``
-    s: object  # k + alpha * windowsum(x^2), like x
-    scale: object  # s^-beta, so y = x * scale; like x
+    x: Array  # (N, C, H, W) input, in ``layout``
+    s: Array  # k + alpha * windowsum(x^2), like x
+    scale: Array  # s^-beta, so y = x * scale; like x
     size: int
     alpha: float
     beta: float
     layout: str
 
 
-def channel_window_sum(a, size, out=None):
+def channel_window_sum(a: Array, size: int, out: Array | None = None) -> Array:
     """out[c] = sum of a[c'] over |c' - c| <= size // 2 along axis 0 (channels first),
     clipped at the channel edges; into ``out`` (a's shape, not overlapping a) if given.
 
@@ -52,7 +54,7 @@ def channel_window_sum(a, size, out=None):
     return out
 
 
-def _inverse_power(xp, s, beta, out):
+def _inverse_power(xp: Module, s: Array, beta: float, out: Array) -> Array:
     """out = s^-beta. For the paper's beta = 0.75 in float32, sqrt(sqrt(s)) / s: the same
     error as ``power`` here (within 1.2e-7 of the exact value, against 1.0e-7) in two
     thirds of its time (docs/performance.md); ``power`` otherwise."""
@@ -63,7 +65,9 @@ def _inverse_power(xp, s, beta, out):
     return xp.power(s, s.dtype.type(-beta), out=out)
 
 
-def _blocks(x5_shape, itemsize, xp):
+def _blocks(
+    x5_shape: tuple[int, ...], itemsize: int, xp: Module
+) -> list[tuple[slice, slice, slice]]:
     """Index tuples covering the channel-major (C, A, H, W, B) in blocks of about
     ``blocking.block_bytes`` (all channels each): several a when one fits (NCHW:
     samples), else runs of rows of one a (CHWN: rows of the whole batch's maps, at least
@@ -75,7 +79,16 @@ def _blocks(x5_shape, itemsize, xp):
     ]
 
 
-def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW", ws=FRESH):
+def forward(
+    x: Array,
+    *,
+    size: int = 5,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 2.0,
+    layout: str = "NCHW",
+    ws: Fresh = FRESH,
+) -> tuple[Array, LrnCache]:
     """b[c] = a[c] / (k + alpha * sum_{c' = max(0, c-n/2)}^{min(C-1, c+n/2)} a[c']^2)^beta
 
     The paper's defaults: n=5, alpha=1e-4, beta=0.75, k=2. alpha multiplies the sum as
@@ -116,7 +129,7 @@ def forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0, layout="NCHW", ws=FRESH)
     return y, LrnCache(x, s, scale, size, float(alpha), float(beta), layout)
 
 
-def backward(dy, cache, *, ws=FRESH):
+def backward(dy: Array, cache: LrnCache, *, ws: Fresh = FRESH) -> Array:
     """dx[c] = dy[c] * s[c]^-beta - 2 alpha beta x[c] * sum_{c' in window(c)} dy[c'] y[c'] / s[c']
 
     with s = k + alpha * windowsum(x^2) and y the forward output. The second term is the

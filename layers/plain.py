@@ -18,10 +18,13 @@ have no clever fast path: both engines call the same functions (``layers.relu``,
 here under the plain engine's names.
 """
 
-from typing import NamedTuple
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from refnet.layers import dropout, gap, linear, relu, softmax
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, get_array_module
 from refnet.layers.checks import window_count
 
 __all__ = [
@@ -52,8 +55,8 @@ __all__ = [
 class Pair(NamedTuple):
     """A layer's (forward, backward), as ``refnet.nodes`` names a layer's plain form."""
 
-    forward: object
-    backward: object
+    forward: Callable[..., Any]
+    backward: Callable[..., Any]
 
 
 # the layers whose one form serves both engines
@@ -68,19 +71,19 @@ softmax_forward, softmax_backward = softmax.forward, softmax.backward
 
 
 class ConvCache(NamedTuple):
-    x: object  # (N, C, H, W) the input
-    w: object  # (K, Cg, kh, kw)
+    x: Array  # (N, C, H, W) the input
+    w: Array  # (K, Cg, kh, kw)
     stride: int
     pad: int
     groups: int
 
 
-def _window(offset, count, stride):
+def _window(offset: int, count: int, stride: int) -> slice:
     """The slice offset, offset + stride, ..., offset + stride * (count - 1)."""
     return slice(offset, offset + stride * (count - 1) + 1, stride)
 
 
-def _by_group(x, w, stride, pad, groups):
+def _by_group(x: Array, w: Array, stride: int, pad: int, groups: int):
     """(xpad, xpad by group, w by group, (OH, OW)): x zero-padded by ``pad`` on each side
     of H and W, and both split along their channels into the groups."""
     xp = get_array_module(x)
@@ -93,7 +96,9 @@ def _by_group(x, w, stride, pad, groups):
     return xpad, xg, wg, out
 
 
-def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):
+def conv_forward(
+    x: Array, w: Array, b: Array, *, stride: int = 1, pad: int = 0, groups: int = 1
+) -> tuple[Array, ConvCache]:
     """y[n, k, oh, ow] = b[k] + sum_{c, i, j} w[k, c, i, j] xpad[n, g*Cg + c, oh*s + i, ow*s + j]
 
     with g = k // Kg the group of kernel k and xpad x with ``pad`` zeros on each side
@@ -114,7 +119,9 @@ def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):
     return y, ConvCache(x, w, stride, pad, groups)
 
 
-def conv_backward(dy, cache, *, need_dx=True):
+def conv_backward(
+    dy: Array, cache: ConvCache, *, need_dx: bool = True
+) -> tuple[Array | None, Array, Array]:
     """(dx, dw, db) of ``conv_forward`` for the upstream gradient dy (N, K, OH, OW):
 
         db[k]          = sum_{n, oh, ow} dy[n, k, oh, ow]
@@ -149,13 +156,13 @@ def conv_backward(dy, cache, *, need_dx=True):
 
 
 class PoolCache(NamedTuple):
-    argmax: object  # (N, C, OH, OW) window position p = i*z + j of the first maximum
-    x_shape: tuple  # (N, C, H, W)
+    argmax: Array  # (N, C, OH, OW) window position p = i*z + j of the first maximum
+    x_shape: tuple[int, ...]  # (N, C, H, W)
     size: int
     stride: int
 
 
-def max_windows(x, size, stride, rounding):
+def max_windows(x: Array, size: int, stride: int, rounding: str) -> tuple[Array, Array]:
     """(y, argmax) of ``pool_forward``, window by window."""
     xp = get_array_module(x)
     N, C, H, W = x.shape
@@ -173,7 +180,9 @@ def max_windows(x, size, stride, rounding):
     return y, argmax
 
 
-def pool_forward(x, *, size=3, stride=2, rounding="floor"):
+def pool_forward(
+    x: Array, *, size: int = 3, stride: int = 2, rounding: str = "floor"
+) -> tuple[Array, PoolCache]:
     """y[n, c, oh, ow] = max_{0 <= i, j < z} x[n, c, oh*s + i, ow*s + j]
 
     no padding. ``rounding="floor"``: OH = (H - z) // s + 1, every window whole;
@@ -186,7 +195,7 @@ def pool_forward(x, *, size=3, stride=2, rounding="floor"):
     return y, PoolCache(argmax, tuple(x.shape), size, stride)
 
 
-def pool_backward(dy, cache):
+def pool_backward(dy: Array, cache: PoolCache) -> Array:
     """dx[n, c, oh*s + i, ow*s + j] += dy[n, c, oh, ow] for (i, j) = divmod(argmax, z):
     each window sends its gradient to its first maximum; overlapping windows accumulate.
     Windows clipped at the edge (ceil rounding) are handled on a grid grown to hold them
@@ -210,14 +219,14 @@ def pool_backward(dy, cache):
 
 
 class LrnCache(NamedTuple):
-    x: object  # (N, C, H, W) the input
-    s: object  # its denominator's base, like x
+    x: Array  # (N, C, H, W) the input
+    s: Array  # its denominator's base, like x
     size: int
     alpha: float
     beta: float
 
 
-def lrn_denominator(x, size, alpha, k):
+def lrn_denominator(x: Array, size: int, alpha: float, k: float) -> Array:
     """s[n, c] = k + alpha * sum_{c' = max(0, c - size//2)}^{min(C-1, c + size//2)} x[n, c']^2"""
     xp = get_array_module(x)
     C, half = x.shape[1], size // 2
@@ -228,7 +237,9 @@ def lrn_denominator(x, size, alpha, k):
     return s
 
 
-def lrn_forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
+def lrn_forward(
+    x: Array, *, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0
+) -> tuple[Array, LrnCache]:
     """b[c] = a[c] / (k + alpha * sum_{c' in window(c)} a[c']^2)^beta
 
     The paper's form: alpha multiplies the sum as is (not divided by ``size``), and the
@@ -238,7 +249,7 @@ def lrn_forward(x, *, size=5, alpha=1e-4, beta=0.75, k=2.0):
     return x / s**beta, LrnCache(x, s, size, alpha, beta)
 
 
-def lrn_backward(dy, cache):
+def lrn_backward(dy: Array, cache: LrnCache) -> Array:
     """dx[c] = dy[c] s[c]^-beta
               - 2 alpha beta x[c] sum_{c' in window(c)} dy[c'] x[c'] s[c']^(-beta-1)
 
@@ -258,12 +269,14 @@ def lrn_backward(dy, cache):
 # -- adaptive average pooling -----------------------------------------------------------
 
 
-def _bin(i, size, out):
+def _bin(i: int, size: int, out: int) -> slice:
     """Positions floor(i size / out) to ceil((i + 1) size / out), end excluded."""
     return slice(i * size // out, -(-(i + 1) * size // out))
 
 
-def adaptive_pool_forward(x, out=(6, 6)):
+def adaptive_pool_forward(
+    x: Array, out: int | tuple[int, int] = (6, 6)
+) -> tuple[Array, tuple[int, ...]]:
     """(y, x's shape): y[n, c, i, j] = the mean of x[n, c] over the rows of bin i and the
     columns of bin j (``_bin``), (OH, OW) = ``out`` (or one int for both). Bin by bin."""
     xp = get_array_module(x)
@@ -276,7 +289,7 @@ def adaptive_pool_forward(x, out=(6, 6)):
     return y, tuple(x.shape)
 
 
-def adaptive_pool_backward(dy, x_shape):
+def adaptive_pool_backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
     """dx[n, c, bin i, bin j] += dy[n, c, i, j] / (positions in the bin): overlapping
     bins accumulate."""
     xp = get_array_module(dy)
@@ -294,13 +307,13 @@ def adaptive_pool_backward(dy, x_shape):
 # -- flattening -------------------------------------------------------------------------
 
 
-def flatten_forward(x):
+def flatten_forward(x: Array) -> tuple[Array, tuple[int, ...]]:
     """(y, x's shape): the maps (N, C, H, W) as features (N, C*H*W) in (C, H, W) order
     (``torch.flatten(x, 1)``)."""
     return x.reshape(x.shape[0], -1), tuple(x.shape)
 
 
-def flatten_backward(dy, x_shape):
+def flatten_backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
     """dx = dy (N, F) reshaped back to the maps' shape."""
     return dy.reshape(x_shape)
 
@@ -308,7 +321,16 @@ def flatten_backward(dy, x_shape):
 # -- the update -------------------------------------------------------------------------
 
 
-def sgd_update(w, v, g, *, lr, momentum, weight_decay, form="paper"):
+def sgd_update(
+    w: Array,
+    v: Array,
+    g: Array,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    form: str = "paper",
+) -> tuple[Array, Array]:
     """(w', v') after one step of momentum SGD on one parameter array, in a new pair:
 
         form="paper":    v' = m v - wd lr w - lr g;    w' = w + v'

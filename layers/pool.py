@@ -25,16 +25,18 @@ cache; on a GPU in two halves, so the copy stays under x's size. Both layouts
 the phase copies move runs of N contiguous values.
 """
 
+from __future__ import annotations
+
 import math
 from typing import NamedTuple
 
 import numpy
 
 from refnet.layers import blocking
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, Module, get_array_module
 from refnet.layers.checks import float_dtype, output_size, require_grad, require_int, require_ndim
 from refnet.layers.layout import channel_major, check_layout, dims, shape
-from refnet.layers.workspace import FRESH
+from refnet.layers.workspace import FRESH, Fresh
 
 __all__ = ["forward", "backward", "PoolCache", "ROUNDINGS"]
 
@@ -42,16 +44,24 @@ ROUNDINGS = ("floor", "ceil")  # output size: PyTorch's default, or Caffe's (cei
 
 
 class PoolCache(NamedTuple):
-    argmax: object  # (N, C, OH, OW) in ``layout``, uint8/int32: the window position p
+    argmax: Array  # (N, C, OH, OW) in ``layout``, uint8/int32: the window position p
     # of the first maximum
-    x_shape: tuple  # (N, C, H, W) in ``layout``
+    x_shape: tuple[int, ...]  # (N, C, H, W) in ``layout``
     size: int
     stride: int
-    dtype: object
+    dtype: numpy.dtype
     layout: str
 
 
-def forward(x, *, size=3, stride=2, rounding="floor", layout="NCHW", ws=FRESH):
+def forward(
+    x: Array,
+    *,
+    size: int = 3,
+    stride: int = 2,
+    rounding: str = "floor",
+    layout: str = "NCHW",
+    ws: Fresh = FRESH,
+) -> tuple[Array, PoolCache]:
     """y[n, c, oh, ow] = max_{0 <= i, j < z} x[n, c, oh*s + i, ow*s + j]  (inside x only)
 
     The paper's overlapping pooling is z=3, s=2 (z=2, s=2 is its non-overlapping ablation).
@@ -85,7 +95,7 @@ def forward(x, *, size=3, stride=2, rounding="floor", layout="NCHW", ws=FRESH):
     return y, PoolCache(argmax, tuple(x.shape), size, stride, dtype, layout)
 
 
-def backward(dy, cache, *, ws=FRESH):
+def backward(dy: Array, cache: PoolCache, *, ws: Fresh = FRESH) -> Array:
     """dx[n, c, oh*s + i, ow*s + j] += dy[n, c, oh, ow] for the (i, j) that won the window.
 
     Ties: only the first maximum in row-major window order receives the gradient
@@ -102,7 +112,9 @@ def backward(dy, cache, *, ws=FRESH):
     return dx
 
 
-def _plane_blocks(x5_shape, itemsize, xp):
+def _plane_blocks(
+    x5_shape: tuple[int, ...], itemsize: int, xp: Module
+) -> list[tuple[slice, slice]]:
     """(c, a) index pairs covering the channel-major (C, A, H, W, B) in blocks of about
     ``blocking.copy_block_bytes`` of input: all channels of one or more a (NCHW: whole
     samples) when they fit, else balanced runs of channels of one a (CHWN: runs of
@@ -114,7 +126,7 @@ def _plane_blocks(x5_shape, itemsize, xp):
     return [(c, a) for a, c in blocking.nested_runs(A, C, plane, budget, balanced=True)]
 
 
-def _grid(x5_shape, z, s, OH, OW):
+def _grid(x5_shape: tuple[int, ...], z: int, s: int, OH: int, OW: int) -> tuple[int, ...]:
     """(C, A, R, Q, B): the phase grid of a channel-major block (C, A, H, W, B) with
     (OH, OW) outputs: every input position and every tap of every output lies on it."""
     C, A, H, W, B = x5_shape
@@ -122,7 +134,7 @@ def _grid(x5_shape, z, s, OH, OW):
     return (C, A, max(-(-H // s), OH + reach), max(-(-W // s), OW + reach), B)
 
 
-def _phases(x, s, grid, fill, ws):
+def _phases(x: Array, s: int, grid: tuple[int, ...], fill: float, ws: Fresh) -> Array:
     """ph[a, b, c, a', r, q, b'] = x[c, a', r*s + a, q*s + b, b'], ``fill`` past the edge:
     (s, s, C, A, R, Q, B) from a channel-major block x (C, A, H, W, B)."""
     xp = get_array_module(x)
@@ -135,7 +147,7 @@ def _phases(x, s, grid, fill, ws):
     return ph
 
 
-def _unphase(ph, x):
+def _unphase(ph: Array, x: Array) -> None:
     """The reverse of ``_phases``: x[c, a', r*s + a, q*s + b, b'] = ph[a, b, c, a', r, q, b']."""
     s = ph.shape[0]
     for a in range(s):
@@ -144,7 +156,7 @@ def _unphase(ph, x):
             part[...] = ph[a, b, :, :, : part.shape[2], : part.shape[3]]
 
 
-def _on_grid(a, grid, ws):
+def _on_grid(a: Array, grid: tuple[int, ...], ws: Fresh) -> Array:
     """a (C, A, OH, OW, B) in the corner of a zero (C, A, R, Q, B) grid, flattened."""
     xp = get_array_module(a)
     g = ws.zeros(xp, grid, a.dtype)
@@ -152,14 +164,16 @@ def _on_grid(a, grid, ws):
     return g.reshape(-1)  # (C*A*R*Q*B,)
 
 
-def _taps(z, s, Q, B):
+def _taps(z: int, s: int, Q: int, B: int):
     """(p, a, b, d) per window position p = i*z + j: its phase and flat shift d."""
     return [
         (i * z + j, i % s, j % s, ((i // s) * Q + j // s) * B) for i in range(z) for j in range(z)
     ]
 
 
-def _max_block(x, z, s, OH, OW, index_dtype, ws):
+def _max_block(
+    x: Array, z: int, s: int, OH: int, OW: int, index_dtype: type[numpy.integer], ws: Fresh
+) -> tuple[Array, Array]:
     """(y, argmax) of one channel-major block x (C, A, H, W, B), computed on the phase grid.
     Past the input the planes hold 0 when every window is whole (floor: no output reads
     it), else -inf (ceil: clipped windows read it, and -inf never wins)."""
@@ -186,7 +200,7 @@ def _max_block(x, z, s, OH, OW, index_dtype, ws):
     return y[:, :, :OH, :OW], argmax[:, :, :OH, :OW]
 
 
-def _scatter_block(dy, argmax, z, s, dx, ws):
+def _scatter_block(dy: Array, argmax: Array, z: int, s: int, dx: Array, ws: Fresh) -> None:
     """dx (C, A, H, W, B) of one channel-major block: the scatter on the phase grid, unphased."""
     xp = get_array_module(dy)
     grid = _grid(dx.shape, z, s, dy.shape[2], dy.shape[3])  # (C, A, R, Q, B), as forward's

@@ -3,21 +3,23 @@
 Axis legend: the layer is elementwise, so x may have any shape (N, ...) and y matches it.
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple
 
 from refnet.layers import blocking
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, get_array_module
 from refnet.layers.checks import float_dtype, require_grad
-from refnet.layers.workspace import FRESH
+from refnet.layers.workspace import FRESH, Fresh
 
 __all__ = ["forward", "backward", "ReluCache"]
 
 
 class ReluCache(NamedTuple):
-    y: object  # the output; y > 0 exactly where x > 0
+    y: Array  # the output; y > 0 exactly where x > 0
 
 
-def forward(x, *, ws=FRESH, inplace=False):
+def forward(x: Array, *, ws: Fresh = FRESH, inplace: bool = False) -> tuple[Array, ReluCache]:
     """y = max(x, 0), elementwise (the paper's f(x) = max(0, x)); dtype and shape of x.
     ``ws``: where y comes from (``layers.workspace``). ``inplace=True`` writes y over x
     (the network does, for the layer below's output that nothing else keeps): one pass
@@ -29,7 +31,7 @@ def forward(x, *, ws=FRESH, inplace=False):
     return y, ReluCache(y)
 
 
-def backward(dy, cache, *, ws=FRESH, inplace=False):
+def backward(dy: Array, cache: ReluCache, *, ws: Fresh = FRESH, inplace: bool = False) -> Array:
     """dx = dy where x > 0, else 0.
 
     The derivative at exactly x == 0 is taken as 0 (the subgradient PyTorch and Caffe use).

@@ -3,27 +3,29 @@
 Axis legend: N batch, M classes. logits (N, M), labels (N,) integers in [0, M).
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple
 
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, get_array_module
 from refnet.layers.checks import float_dtype, require_ndim
 
 __all__ = ["forward", "backward", "probabilities", "SoftmaxCache"]
 
 
 class SoftmaxCache(NamedTuple):
-    probs: object  # (N, M) softmax of the logits
-    labels: object  # (N,) integer labels on the logits' array module
+    probs: Array  # (N, M) softmax of the logits
+    labels: Array  # (N,) integer labels on the logits' array module
 
 
-def _shifted_exp(logits):
+def _shifted_exp(logits: Array) -> tuple[Array, Array]:
     """(exp(z - max_m z), z - max_m z), row by row: never overflows."""
     xp = get_array_module(logits)
     z = logits - logits.max(axis=1, keepdims=True)  # (N, M), max entry 0
     return xp.exp(z), z
 
 
-def probabilities(logits):
+def probabilities(logits: Array) -> Array:
     """p[n, m] = exp(z[n, m]) / sum_m' exp(z[n, m']), computed after subtracting the row max."""
     float_dtype("softmax", logits)
     require_ndim("softmax", "logits", logits, 2, "(N, M)")
@@ -31,7 +33,7 @@ def probabilities(logits):
     return e / e.sum(axis=1, keepdims=True)
 
 
-def forward(logits, labels):
+def forward(logits: Array, labels: Array) -> tuple[Array, SoftmaxCache]:
     """loss = (1/N) sum_n [log sum_m exp(z[n, m]) - z[n, labels[n]]]
 
     The mean over the batch (PyTorch's ``cross_entropy`` default ``reduction="mean"``,
@@ -66,7 +68,7 @@ def forward(logits, labels):
     return loss.astype(dtype, copy=False), SoftmaxCache(probs, labels)
 
 
-def backward(dloss, cache):
+def backward(dloss: Array, cache: SoftmaxCache) -> Array:
     """dlogits[n, m] = dloss * (p[n, m] - [m == labels[n]]) / N; each row sums to zero."""
     probs, labels = cache.probs, cache.labels
     xp = get_array_module(probs)

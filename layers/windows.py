@@ -25,20 +25,23 @@ the kh*kw additions hit the cache instead of memory; the order of additions into
 element, and so the result, is the same for any block size.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
 from functools import partial
 
 from refnet.layers import blocking
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, get_array_module
 from refnet.layers.layout import batch_places, channel_major, dims, shape
-from refnet.layers.workspace import FRESH
+from refnet.layers.workspace import FRESH, Fresh
 
 
-def strided_slice(offset, count, stride):
+def strided_slice(offset: int, count: int, stride: int) -> slice:
     """The slice ``offset, offset + stride, ..., offset + stride * (count - 1)``."""
     return slice(offset, offset + stride * (count - 1) + 1, stride)
 
 
-def padded(x, pad, layout="NCHW", ws=FRESH):
+def padded(x: Array, pad: int, layout: str = "NCHW", ws: Fresh = FRESH) -> Array:
     """``x`` (in ``layout``) with ``pad`` zeros on each side of H and W (``x`` itself if
     0); a new array from ``ws`` (``layers.workspace``) otherwise."""
     if pad == 0:
@@ -50,7 +53,7 @@ def padded(x, pad, layout="NCHW", ws=FRESH):
     return out
 
 
-def window_view(x5, kh, kw, stride, OH, OW):
+def window_view(x5: Array, kh: int, kw: int, stride: int, OH: int, OW: int) -> Array:
     """The (C, kh, kw, A, OH, OW, B) strided view ``x5[c, a, oh*stride + i, ow*stride + j, b]``.
 
     ``x5`` (C, A, Hp, Wp, B) is an already padded channel-major view; no copy is made.
@@ -63,7 +66,17 @@ def window_view(x5, kh, kw, stride, OH, OW):
     )  # (C, kh, kw, A, OH, OW, B)
 
 
-def im2col(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", ws=FRESH):
+def im2col(
+    x: Array,
+    kh: int,
+    kw: int,
+    *,
+    stride: int = 1,
+    pad: int = 0,
+    groups: int = 1,
+    layout: str = "NCHW",
+    ws: Fresh = FRESH,
+) -> Array:
     """Columns of ``x`` (in ``layout``) -> (G, C/G * kh * kw, N * OH * OW), laid out as
     the module doc says.
 
@@ -79,7 +92,18 @@ def im2col(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", ws=FRESH):
     return cols
 
 
-def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2, ws=FRESH):
+def im2col_parts(
+    x: Array,
+    kh: int,
+    kw: int,
+    *,
+    stride: int = 1,
+    pad: int = 0,
+    groups: int = 1,
+    layout: str = "NCHW",
+    parts: int = 2,
+    ws: Fresh = FRESH,
+) -> tuple[Array, list[Callable[[], None]]]:
     """``im2col`` split for concurrent work: ``(cols, fills)`` where ``cols`` is allocated
     but not yet written and each of the ``parts`` callables copies one band of output
     rows into it. Once every fill has run, in any order or concurrently (they write
@@ -93,15 +117,25 @@ def im2col_parts(x, kh, kw, *, stride=1, pad=0, groups=1, layout="NCHW", parts=2
     view = window_view(x5, kh, kw, stride, OH, OW)  # (C, kh, kw, A, OH, OW, B)
     cols = ws.empty(xp, view.shape, x.dtype)
 
-    def fill(rows):
+    def fill(rows: slice) -> None:
         cols[:, :, :, :, rows] = view[:, :, :, :, rows]  # the one copy, a band of OH
 
     bands = [slice(OH * i // parts, OH * (i + 1) // parts) for i in range(parts)]
-    fills = [partial(fill, rows) for rows in bands]
+    fills: list[Callable[[], None]] = [partial(fill, rows) for rows in bands]
     return cols.reshape(groups, C // groups * kh * kw, N * OH * OW), fills  # (G, Cg*kh*kw, P)
 
 
-def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0, layout="NCHW", ws=FRESH):
+def col2im(
+    cols: Array,
+    x_shape: tuple[int, ...],
+    kh: int,
+    kw: int,
+    *,
+    stride: int = 1,
+    pad: int = 0,
+    layout: str = "NCHW",
+    ws: Fresh = FRESH,
+) -> Array:
     """The adjoint of ``im2col``: (G, C/G * kh * kw, N * OH * OW) -> x_shape (in ``layout``).
 
     Every column entry is added back to the input position it was read from; positions
@@ -119,7 +153,9 @@ def col2im(cols, x_shape, kh, kw, *, stride=1, pad=0, layout="NCHW", ws=FRESH):
     return cropped(acc, x_shape, pad, layout, ws)
 
 
-def cropped(acc, x_shape, pad, layout, ws=FRESH):
+def cropped(
+    acc: Array, x_shape: tuple[int, ...], pad: int, layout: str, ws: Fresh = FRESH
+) -> Array:
     """A new array of ``x_shape`` (in ``layout``, from ``ws``) holding ``acc[:, :, pad:pad
     + H, pad:pad + W]``: a padded channel-major accumulator (C, A, Hp, Wp, B) without its
     padding (``pad`` rows and columns before the map, any number after it)."""
@@ -130,7 +166,7 @@ def cropped(acc, x_shape, pad, layout, ws=FRESH):
     return x
 
 
-def add_windows(c7, acc, stride):
+def add_windows(c7: Array, acc: Array, stride: int) -> None:
     """``acc[c, a, oh*stride + i, ow*stride + j, b] += c7[c, i, j, a, oh, ow, b]``, in place.
 
     The adjoint of ``window_view`` for a contiguous channel-major accumulator ``acc``

@@ -32,6 +32,8 @@ The matrices come from Toom-Cook: evaluating polynomials at n points (``POINTS``
 (tests/test_winograd.py measures it against float64), which is why the tile is a choice.
 """
 
+from __future__ import annotations
+
 from fractions import Fraction
 from functools import cache
 from math import gcd, lcm
@@ -40,10 +42,10 @@ from typing import NamedTuple
 import numpy
 
 from refnet.layers import blocking
-from refnet.layers.backend import get_array_module
+from refnet.layers.backend import Array, DTypeLike, Module, get_array_module
 from refnet.layers.layout import batch_places, channel_major, dims, shape
 from refnet.layers.windows import add_windows, cropped, strided_slice, window_view
-from refnet.layers.workspace import FRESH
+from refnet.layers.workspace import FRESH, Fresh
 
 __all__ = ["forward", "backward", "transforms", "WinogradCache", "POINTS", "MAX_POINTS"]
 
@@ -67,26 +69,26 @@ MAX_POINTS = max(POINTS)
 
 
 class WinogradCache(NamedTuple):
-    v: object  # per chunk of tile rows, (C, n*n, Pc) transformed input tiles,
+    v: tuple[Array, ...] | None  # per chunk of tile rows, (C, n*n, Pc) transformed input tiles,
     # for dw (None: recompute them from x)
-    x: object  # the input when v is None, else None
-    u: object  # (n*n, G, Kg, Cg) transformed kernels, for dx
-    w_shape: tuple  # (K, Cg, r, r)
-    x_shape: tuple  # (N, C, H, W) in ``layout``
-    y_shape: tuple  # (N, K, OH, OW) in ``layout``
+    x: Array | None  # the input when v is None, else None
+    u: Array  # (n*n, G, Kg, Cg) transformed kernels, for dx
+    w_shape: tuple[int, ...]  # (K, Cg, r, r)
+    x_shape: tuple[int, ...]  # (N, C, H, W) in ``layout``
+    y_shape: tuple[int, ...]  # (N, K, OH, OW) in ``layout``
     pad: int
     tile: int  # m
-    chunks: tuple  # slices of the tile rows that forward ran one after the other
+    chunks: tuple[slice, ...]  # slices of the tile rows that forward ran one after the other
     layout: str
 
 
-def _vandermonde(points, k):
+def _vandermonde(points: list[Fraction], k: int) -> list[list[Fraction]]:
     """Rows (1, a, a^2, ..., a^(k-1)) for each finite point a, then (0, ..., 0, 1) for infinity."""
     rows = [[a**i for i in range(k)] for a in points]
     return rows + [[Fraction(0)] * (k - 1) + [Fraction(1)]]
 
 
-def _inverse(a):
+def _inverse(a: list[list[Fraction]]) -> list[list[Fraction]]:
     """Exact inverse of a square matrix of Fractions (Gauss-Jordan)."""
     n = len(a)
     aug = [list(row) + [Fraction(int(i == j)) for j in range(n)] for i, row in enumerate(a)]
@@ -103,7 +105,13 @@ def _inverse(a):
 
 
 @cache
-def transforms(m, r):
+def transforms(
+    m: int, r: int
+) -> tuple[
+    tuple[tuple[Fraction, ...], ...],
+    tuple[tuple[Fraction, ...], ...],
+    tuple[tuple[Fraction, ...], ...],
+]:
     """Exact (AT, G, BT) of F(m, r) as tuples of Fraction rows: AT (m, n), G (n, r), BT (n, n).
 
     For 1-D data d (n,) and kernel g (r,): ``AT @ ((G @ g) * (BT @ d))`` equals
@@ -135,7 +143,7 @@ OUTPUT, KERNEL, INPUT = range(3)  # which of ``transforms(m, r)``: AT, G, BT
 
 
 @cache
-def _kron_host(m, r, which, dtype_name):
+def _kron_host(m: int, r: int, which: int, dtype_name: str) -> numpy.ndarray:
     """M kron M for M = ``transforms(m, r)[which]``: a read-only NumPy array, made once."""
     mat = numpy.array(
         [[float(v) for v in row] for row in transforms(m, r)[which]], dtype=dtype_name
@@ -145,17 +153,17 @@ def _kron_host(m, r, which, dtype_name):
     return k
 
 
-def _kron(xp, m, r, which, dtype):
+def _kron(xp: Module, m: int, r: int, which: int, dtype: DTypeLike) -> Array:
     """``_kron_host`` as an array of ``xp`` (no copy for NumPy) of ``dtype``."""
     return xp.asarray(_kron_host(m, r, which, numpy.dtype(dtype).name))
 
 
-def tiles(OH, OW, m):
+def tiles(OH: int, OW: int, m: int) -> tuple[int, int]:
     """(T, S): the number of m x m output tiles down and across."""
     return -(-OH // m), -(-OW // m)
 
 
-def _padded(x, pad, m, r, layout, ws):
+def _padded(x: Array, pad: int, m: int, r: int, layout: str, ws: Fresh) -> Array:
     """x as a contiguous channel-major (C, A, Hp, Wp, B) array zero-padded by ``pad`` on
     the top/left and as far as the last tile needs on the bottom/right (tiles may run
     past the output by up to m - 1 rows and columns)."""
@@ -168,7 +176,7 @@ def _padded(x, pad, m, r, layout, ws):
     return xpad
 
 
-def _transform_input(xpad, rows, m, r, ws):
+def _transform_input(xpad: Array, rows: slice, m: int, r: int, ws: Fresh) -> Array:
     """V = (B^T kron B^T) d for the input tiles d of tile rows ``rows`` (a slice):
     (C, n*n, Pc), Pc = A * rows * S * B tiles in the layout's order."""
     xp = get_array_module(xpad)
@@ -182,13 +190,13 @@ def _transform_input(xpad, rows, m, r, ws):
     return xp.matmul(bt, d, out=ws.empty(xp, d.shape, d.dtype))  # (C, n*n, Pc)
 
 
-def _by_position(v, groups):
+def _by_position(v: Array, groups: int) -> Array:
     """(C, n*n, P) -> a (n*n, G, Cg, P) view: one (Cg, P) matrix per position and group."""
     C, nn, P = v.shape
     return v.reshape(groups, C // groups, nn, P).transpose(2, 0, 1, 3)
 
 
-def row_chunks(T, per_row_bytes):
+def row_chunks(T: int, per_row_bytes: int) -> list[slice]:
     """Slices of the T tile rows, each chunk's largest temporary (the product M or its
     gradient, ``per_row_bytes`` per tile row) near ``blocking.CHUNK_BYTES``: the
     transform-domain arrays are n*n/m^2 times the size of the output, so a whole batch
@@ -197,7 +205,7 @@ def row_chunks(T, per_row_bytes):
     return blocking.runs(T, per_row_bytes, blocking.CHUNK_BYTES)
 
 
-def _chunk_positions(OH, OW, m, rows):
+def _chunk_positions(OH: int, OW: int, m: int, rows: slice):
     """``(i, j, out_rows, out_cols, count, S')`` for each position (i, j) of an m x m
     output tile in the chunk of tile rows ``rows``: the chunk's outputs
     ``y[..., out_rows, out_cols]`` are that position in its first ``count`` tile rows
@@ -216,7 +224,18 @@ def _chunk_positions(OH, OW, m, rows):
     return out
 
 
-def forward(x, w, b, *, pad, groups, tile, keep_transformed=True, layout="NCHW", ws=FRESH):
+def forward(
+    x: Array,
+    w: Array,
+    b: Array,
+    *,
+    pad: int,
+    groups: int,
+    tile: int,
+    keep_transformed: bool = True,
+    layout: str = "NCHW",
+    ws: Fresh = FRESH,
+) -> tuple[Array, WinogradCache]:
     """y = conv(x, w, stride=1, pad) + b by F(tile x tile, r x r); see the module doc.
 
     Shapes: x (N, C, H, W); w (K, C // groups, r, r); b (K,) -> y (N, K, OH, OW) with
@@ -262,13 +281,17 @@ def forward(x, w, b, *, pad, groups, tile, keep_transformed=True, layout="NCHW",
             xp.add(yt[i, j, :, :, :t, :s], bias, out=y5[:, :, oh, ow])  # (K, A, t, s, B)
         vs.append(v)
         del mm, yt  # free for the next chunk's (the same buffers)
-    kept = (tuple(vs), None) if keep_transformed else (None, x)
+    kept: tuple[tuple[Array, ...] | None, Array | None] = (
+        (tuple(vs), None) if keep_transformed else (None, x)
+    )
     return y, WinogradCache(
         *kept, u, w.shape, tuple(x.shape), tuple(y.shape), pad, m, tuple(chunks), layout
     )
 
 
-def backward(dy, cache, *, need_dx=True, ws=FRESH):
+def backward(
+    dy: Array, cache: WinogradCache, *, need_dx: bool = True, ws: Fresh = FRESH
+) -> tuple[Array | None, Array, Array]:
     """(dx, dw, db) of ``forward``: the adjoint of each of its linear steps (module doc),
     over the same chunks of tile rows; dU sums the chunks' contributions. ``ws``: where
     dx and the temporaries come from (``layers.workspace``)."""
@@ -313,7 +336,7 @@ def backward(dy, cache, *, need_dx=True, ws=FRESH):
             dd = xp.matmul(btk.T, dv, out=ws.empty(xp, (C, n * n, pc), dy.dtype))
             add_windows(
                 dd.reshape(C, n, n, A, tc, S, B),  # dd: (C, n*n, Pc)
-                dxpad[:, :, rows.start * m : rows.stop * m + r - 1],
+                dxpad[:, :, rows.start * m : rows.stop * m + r - 1],  # type: ignore[index]  # need_dx: made
                 m,
             )
             del dv, dd

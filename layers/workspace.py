@@ -49,11 +49,16 @@ live piece overlaps. A few plans are kept (training steps, evaluation passes).
   (``_Pool``); a buffer no pass used for ``KEEP_PASSES`` passes is let go.
 """
 
+from __future__ import annotations
+
 import mmap
 import threading
 import weakref
+from typing import Any
 
 import numpy
+
+from refnet.layers.backend import Array, DTypeLike, Module
 
 __all__ = [
     "FRESH",
@@ -78,23 +83,23 @@ MAX_PLANS = 4  # plans kept, the most recently used first
 class Fresh:
     """Every array made anew by its module."""
 
-    def empty(self, xp, shape, dtype):
+    def empty(self, xp: Module, shape: int | tuple[int, ...], dtype: DTypeLike) -> Array:
         """An uninitialised array of ``xp``."""
         return xp.empty(shape, dtype=dtype)
 
-    def zeros(self, xp, shape, dtype):
+    def zeros(self, xp: Module, shape: int | tuple[int, ...], dtype: DTypeLike) -> Array:
         """An array of ``xp`` filled with zeros."""
         out = self.empty(xp, shape, dtype)
         out.fill(0)
         return out
 
-    def copy(self, xp, a):
+    def copy(self, xp: Module, a: Array) -> Array:
         """A C-contiguous copy of ``a``."""
         out = self.empty(xp, a.shape, a.dtype)
         out[...] = a
         return out
 
-    def new_pass(self):
+    def new_pass(self) -> None:
         """A pass through the network starts (nothing to do: nothing is kept)."""
 
 
@@ -105,18 +110,24 @@ class Workspace(Fresh):
     """Memory kept for one network column's large NumPy arrays (module doc).
     ``held_bytes``: the memory it keeps; ``clear()`` lets all of it go."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool = _Pool()
-        self._arena = None  # a memoryview of the arena's mapping, or None
-        self._plans = []  # [sizes, offsets] (offset None: from the pool), newest first
-        self._matching = []  # the plans this pass has followed so far
-        self._trace = []  # this pass's planned-size requests: [size, first, last]
-        self._live = []  # [weak ref, trace index, offset, size] of pieces handed out
+        self._arena: memoryview | None = None  # a memoryview of the arena's mapping, or None
+        self._plans: list[
+            tuple[tuple[int, ...], tuple[int | None, ...]]
+        ] = []  # [sizes, offsets] (offset None: from the pool), newest first
+        self._matching: list[
+            tuple[tuple[int, ...], tuple[int | None, ...]]
+        ] = []  # the plans this pass has followed so far
+        self._trace: list[list[Any]] = []  # this pass's planned-size requests: [size, first, last]
+        self._live: list[
+            list[Any]
+        ] = []  # [weak ref, trace index, offset, size] of pieces handed out
         self._strayed = False  # this pass left its plan (a piece still covered, ...)
         self._pass = 0
 
-    def empty(self, xp, shape, dtype):
+    def empty(self, xp: Module, shape: int | tuple[int, ...], dtype: DTypeLike) -> Array:
         dtype = numpy.dtype(dtype)
         shape = (shape,) if isinstance(shape, int) else tuple(int(s) for s in shape)
         nbytes = dtype.itemsize
@@ -134,7 +145,7 @@ class Workspace(Fresh):
                 piece = numpy.frombuffer(_mapped(size), numpy.uint8)
         return piece[:nbytes].view(dtype).reshape(shape)
 
-    def _planned(self, size):
+    def _planned(self, size: int) -> numpy.ndarray:
         """A piece of ``size`` bytes for the next request of this pass (module doc)."""
         j = len(self._trace)
         self._note_deaths(j)
@@ -144,7 +155,7 @@ class Workspace(Fresh):
         else:
             offset = self._matching[0][1][j]
             if offset is not None and (
-                offset + size > len(self._arena)
+                offset + size > len(self._arena)  # type: ignore[arg-type]  # a plan has its arena
                 or any(
                     o is not None and o < offset + size and offset < o + n
                     for _, _, o, n in self._live
@@ -154,12 +165,13 @@ class Workspace(Fresh):
             if offset is None:  # or it outlived its pass last time
                 piece = self._pool.take(size)
             else:
-                piece = numpy.frombuffer(self._arena[offset : offset + size], numpy.uint8)
+                arena = self._arena[offset : offset + size]  # type: ignore[index]  # as above
+                piece = numpy.frombuffer(arena, numpy.uint8)
         self._live.append([weakref.ref(piece), j, offset, size])
         self._trace.append([size, j, None])
         return piece
 
-    def _note_deaths(self, j):
+    def _note_deaths(self, j: int) -> None:
         """Pieces whose arrays are gone end their lifetime at request ``j``."""
         live = []
         for entry in self._live:
@@ -169,7 +181,7 @@ class Workspace(Fresh):
                 self._trace[entry[1]][2] = j
         self._live = live
 
-    def new_pass(self):
+    def new_pass(self) -> None:
         """The previous pass's record becomes a plan unless it followed one; a new pass
         starts; pool buffers unused for ``KEEP_PASSES`` passes are let go."""
         with self._lock:
@@ -198,7 +210,7 @@ class Workspace(Fresh):
             self._pass += 1
             self._pool.new_pass(self._pass)
 
-    def clear(self):
+    def clear(self) -> None:
         """Let all kept memory go (arrays still in use keep theirs alive)."""
         with self._lock:
             self._arena, self._plans, self._matching = None, [], []
@@ -206,7 +218,7 @@ class Workspace(Fresh):
             self._pool = _Pool()
 
     @property
-    def held_bytes(self):
+    def held_bytes(self) -> int:
         """Bytes kept: the arena and the pool's buffers."""
         return (0 if self._arena is None else len(self._arena)) + self._pool.held_bytes
 
@@ -215,11 +227,11 @@ class _Pool:
     """Kept buffers handed out whole: [buffer, the last pass that used it, weak ref of
     the array handed out]."""
 
-    def __init__(self):
-        self.buffers = []
+    def __init__(self) -> None:
+        self.buffers: list[list[Any]] = []
         self.now = 0
 
-    def take(self, size):
+    def take(self, size: int) -> numpy.ndarray:
         best = None
         for entry in self.buffers:
             n = len(entry[0])
@@ -236,22 +248,22 @@ class _Pool:
         best[1], best[2] = self.now, weakref.ref(piece)
         return piece
 
-    def new_pass(self, now):
+    def new_pass(self, now: int) -> None:
         self.now = now
         for entry in self.buffers:
             if entry[2] is not None and entry[2]() is not None:
                 entry[1] = now - 1  # in use: counts as used
         self.buffers = [e for e in self.buffers if now - e[1] <= KEEP_PASSES]
 
-    def drop_free(self):
+    def drop_free(self) -> None:
         self.buffers = [e for e in self.buffers if e[2] is not None and e[2]() is not None]
 
     @property
-    def held_bytes(self):
+    def held_bytes(self) -> int:
         return sum(len(e[0]) for e in self.buffers)
 
 
-def _mapped(nbytes):
+def _mapped(nbytes: int) -> memoryview:
     """A memoryview of ``nbytes`` of fresh memory mapped for it alone (an anonymous
     ``mmap``: page-aligned, zero-filled on first touch, given back to the system as soon
     as the last array over it is gone, whatever the C library's malloc settings),
@@ -269,11 +281,12 @@ def _mapped(nbytes):
     return memoryview(m)
 
 
-def _offsets(trace):
+def _offsets(trace: list[list[Any]]) -> tuple[int | None, ...]:
     """Arena offsets for a pass's requests ``[size, first, last]`` (last None: it outlived
     the pass, so it gets None, the pool): largest first, each at the lowest offset where
     no placed request with an overlapping lifetime lies."""
-    placed, out = [], [None] * len(trace)  # placed: (first, last, offset, end)
+    placed: list[tuple[int, int, int, int]] = []
+    out: list[int | None] = [None] * len(trace)  # placed: (first, last, offset, end)
     for i in sorted(range(len(trace)), key=lambda i: -trace[i][0]):
         size, first, last = trace[i]
         if last is None:

@@ -7,7 +7,10 @@ Subpackages: ``refnet.layers`` (the maths), ``refnet.data`` (images to HDF5, the
 The names below are imported on first use, so ``import refnet.layers`` loads no network.
 """
 
+from __future__ import annotations
+
 import importlib
+from typing import Any
 
 __version__ = "0.2.0"
 
@@ -26,7 +29,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
         globals()[name] = value
@@ -34,5 +37,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'refnet' has no attribute {name!r}")
 
 
-def __dir__():
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))

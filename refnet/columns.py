@@ -45,16 +45,24 @@ whichever thread runs it, so results do not depend on the threading. This needs
 other.
 """
 
+from __future__ import annotations
+
 import concurrent.futures
 import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
 import numpy
 
 from refnet.layers import backend
+from refnet.layers.backend import Array, Module
 from refnet.layers.workspace import FRESH, Workspace
 
+T = TypeVar("T")
 
-def default_devices(xp, columns):
+
+def default_devices(xp: Module, columns: int) -> tuple[int, ...]:
     """Devices for ``columns`` columns: 0 and 1 with two or more GPUs, else all on 0."""
     if columns == 2 and xp is backend.cupy_module() and backend.gpu_count() >= 2:
         return (0, 1)
@@ -75,7 +83,17 @@ class Placement:
     more than one usable core).
     """
 
-    def __init__(self, xp, columns, devices, shapes, *, parallel=None, whole=None, pooled=True):
+    def __init__(
+        self,
+        xp: Module,
+        columns: int,
+        devices: Sequence[int],
+        shapes: Mapping[str, tuple[int, ...]],
+        *,
+        parallel: bool | None = None,
+        whole: Collection[str] | None = None,
+        pooled: bool = True,
+    ) -> None:
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns!r}")
         devices = tuple(int(d) for d in devices)
@@ -87,11 +105,14 @@ class Placement:
         self.shapes = dict(shapes)
         if parallel is None:
             parallel = xp is numpy and columns > 1 and usable_cores() > 1
-        self.blas = _blas_controller() if parallel else None
+        # a threadpoolctl.ThreadpoolController, or None: the columns run one after the other
+        self.blas: Any = _blas_controller() if parallel else None
         self.parallel = self.blas is not None
-        self._pool = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.workspaces = [Workspace() if pooled else FRESH for _ in range(columns)]
-        self.rows = {}  # name -> [(column, first row, last row + 1)]
+        self.rows: dict[
+            str, list[tuple[int, int, int]]
+        ] = {}  # name -> [(column, first row, last row + 1)]
         for name, shape in self.shapes.items():
             on_one = name in whole if whole is not None else name.startswith(("fc8.", "head."))
             if on_one or columns == 1:
@@ -101,17 +122,17 @@ class Placement:
                 self.rows[name] = [(c, c * r, (c + 1) * r) for c in range(columns)]
 
     # -- devices -------------------------------------------------------------------
-    def device(self, c):
+    def device(self, c: int) -> AbstractContextManager[Any]:
         """Context under which column ``c``'s arrays are made and its layers run."""
         return backend.device(self.xp, self.devices[c])
 
-    def each(self, fn, *per_column):
+    def each(self, fn: Callable[..., T], *per_column: Sequence[Any]) -> list[T]:
         """``[fn(c, *args_c) ...]`` for every column c that has arguments, each run under
         column c's device: ``per_column`` are lists aligned with the columns (a list of
         one runs column 0 alone, as fc8 does). Concurrent on the CPU (module doc)."""
         args = list(zip(*per_column, strict=True))
 
-        def run_column(c):
+        def run_column(c: int) -> T:
             with self.device(c):
                 return fn(c, *args[c])
 
@@ -129,19 +150,19 @@ class Placement:
                 concurrent.futures.wait(others)  # never leave a column running
             return [first] + [f.result() for f in others]
 
-    def new_pass(self):
+    def new_pass(self) -> None:
         """A pass through the network starts: each workspace plans from the previous one
         (``layers.workspace.Workspace.new_pass``)."""
         for ws in self.workspaces:
             ws.new_pass()
 
-    def close(self):
+    def close(self) -> None:
         """Stop the column threads (idle ones; ``each`` never leaves one running)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def shared_input(self, per_column):
+    def shared_input(self, per_column: Sequence[Array]) -> bool:
         """True when every column's input is the same array on the same device (conv1's
         image with both columns on one device), so work on it can be shared."""
         return (
@@ -150,11 +171,11 @@ class Placement:
             and all(a is per_column[0] for a in per_column)
         )
 
-    def put(self, a, c):
+    def put(self, a: Array, c: int) -> Array:
         """``a`` (host or any device) on column ``c``'s device; no copy when already there."""
         return backend.to_device(a, self.xp, self.devices[c])
 
-    def move(self, a, src, dst):
+    def move(self, a: Array, src: int, dst: int) -> Array:
         """``a``, living on column ``src``'s device, on column ``dst``'s: the transfer
         every exchange uses. Nothing is copied when both columns share a device; otherwise
         a strided view is first made contiguous where its data lives (a CuPy kernel may
@@ -167,7 +188,7 @@ class Placement:
             return self.put(a, dst)
 
     # -- parameters ----------------------------------------------------------------
-    def split(self, name, full):
+    def split(self, name: str, full: numpy.ndarray) -> list[tuple[int, Array]]:
         """Column shards of parameter ``name`` from its full host (NumPy) array: a list
         of (column, array on its device); each shard owns its memory."""
         out = []
@@ -177,11 +198,11 @@ class Placement:
                 out.append((c, self.put(shard, c)))
         return out
 
-    def split_on_device(self, name, full):
+    def split_on_device(self, name: str, full: Array) -> list[tuple[int, Array]]:
         """Column shards (views or transfers) of a full array on column 0's device."""
         return [(c, self.move(full[r0:r1], 0, c)) for c, r0, r1 in self.rows[name]]
 
-    def gather(self, name, shards):
+    def gather(self, name: str, shards: Mapping[int, Array]) -> numpy.ndarray:
         """The full parameter ``name`` as a host NumPy array (a copy) from ``shards``
         (``{column: array}``)."""
         pieces = [backend.asnumpy(shards[c]) for c, _, _ in self.rows[name]]
@@ -189,7 +210,7 @@ class Placement:
             return numpy.array(pieces[0], copy=True)
         return numpy.concatenate(pieces, axis=0)  # (R, ...)
 
-    def gather_on_device(self, name, shards):
+    def gather_on_device(self, name: str, shards: Mapping[int, Array]) -> Array:
         """The full ``name`` as an array of the net's module on column 0's device (the
         shard itself, no copy, when one column owns all of it)."""
         owners = self.rows[name]
@@ -200,7 +221,7 @@ class Placement:
             return self.xp.concatenate(pieces, axis=0)  # (R, ...)
 
 
-def usable_cores():
+def usable_cores() -> int:
     """The cores this process may run on (its affinity mask: a data-parallel rank's
     share, ``refnet.distributed.share_cores``), or the machine's count off Linux."""
     if hasattr(os, "sched_getaffinity"):

@@ -39,11 +39,15 @@ The presets leave ``columns`` to the arch (2 for ``alexnet``: the paper's column
 cuda-convnet2's two GPUs and Caffe's group 2 alike) unless the system has one column.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from refnet.arch import ARCHS
 
 _LRN_SIZE = 5
 
-CONVENTIONS = {
+CONVENTIONS: dict[str, dict[str, Any]] = {
     "paper": dict(
         lrn=True,
         lrn_mode="column",
@@ -98,7 +102,7 @@ CONVENTIONS = {
 NAMES = tuple(CONVENTIONS)
 
 
-def settings(name, *, arch_given=False):
+def settings(name: str, *, arch_given: bool = False) -> dict[str, Any]:
     """A copy of ``CONVENTIONS[name]`` (the fields and ``"init"``). ``ValueError`` for an
     unknown name (naming the choices), or when the preset needs an arch this refnet does
     not have and ``arch_given`` is false (an arch given by the caller wins anyway)."""
@@ -115,14 +119,14 @@ def settings(name, *, arch_given=False):
     return out
 
 
-def fields(name, *, arch_given=False):
+def fields(name: str, *, arch_given: bool = False) -> dict[str, Any]:
     """The ``NetOptions`` fields of preset ``name`` (``settings`` without ``"init"``)."""
     out = settings(name, arch_given=arch_given)
     out.pop("init")
     return out
 
 
-def init_scheme(name):
+def init_scheme(name: str) -> str:
     """The ``refnet.init`` scheme of preset ``name``."""
     if isinstance(name, bool) or name not in CONVENTIONS:
         raise ValueError(f"conventions must be one of {NAMES}, got {name!r}")

@@ -21,6 +21,8 @@ command-line programs call it. It stays for scripts whose own large temporaries 
 re-faulted on every call. Nothing happens off glibc.
 """
 
+from __future__ import annotations
+
 import ctypes
 import ctypes.util
 
@@ -31,7 +33,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
 MMAP_THRESHOLD = 1 << 30  # blocks below 1 GiB come from the heap
 
 
-def tune_malloc():
+def tune_malloc() -> dict[str, bool]:
     """Apply the settings of the module doc; returns ``{setting: accepted}``, or ``{}``
     where glibc's ``mallopt`` is not available (other C libraries, other systems)."""
     name = ctypes.util.find_library("c")

@@ -36,15 +36,23 @@ checkpoint, ``checksum``). Every sample's crop, flip, lighting and dropout masks
 drawn from (seed, epoch, sample index) alone (``refnet.sample_draws``).
 """
 
+from __future__ import annotations
+
 import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from refnet.data.cli import UserError
 from refnet.layers import backend
+from refnet.layers.backend import Array
+
+if TYPE_CHECKING:
+    from refnet.network import AlexNet
 
 LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # set by mpiexec for each rank
 
@@ -53,7 +61,7 @@ class DistributedError(UserError, RuntimeError):
     """A data-parallel job that cannot start or go on (one line, names the rank)."""
 
 
-def launched_size(environ=None):
+def launched_size(environ: Mapping[str, str] | None = None) -> int:
     """The number of ranks mpiexec started, from the launcher's environment (1 if none)."""
     environ = os.environ if environ is None else environ
     for name in LAUNCHER_SIZE:
@@ -67,7 +75,7 @@ def launched_size(environ=None):
     return 1
 
 
-def current_world():
+def current_world() -> Solo:
     """``MpiWorld`` when launched by mpiexec with more than one rank, else ``Solo``."""
     size = launched_size()
     if size == 1:
@@ -86,42 +94,42 @@ class Solo:
     host = os.uname().nodename if hasattr(os, "uname") else "localhost"
 
     @property
-    def is_root(self):
+    def is_root(self) -> bool:
         return self.rank == 0
 
-    def allgather(self, obj):
+    def allgather(self, obj: Any) -> list[Any]:
         return [obj]
 
-    def bcast(self, obj, root=0):
+    def bcast(self, obj: Any, root: int = 0) -> Any:
         return obj
 
-    def allreduce(self, buf):
+    def allreduce(self, buf: Array) -> Array:
         return buf
 
-    def iallreduce(self, buf):
+    def iallreduce(self, buf: Array) -> Any:
         """Start summing ``buf`` in place; returns a request for ``wait``."""
         return None
 
-    def wait(self, requests):
+    def wait(self, requests: Sequence[Any]) -> None:
         """Wait until the started allreduces are done."""
 
-    def progress(self, requests):
+    def progress(self, requests: Sequence[Any]) -> None:
         """Let started allreduces move on (MPI progresses only inside its calls)."""
 
-    def use_nccl(self, device):
+    def use_nccl(self, device: int) -> None:
         """Nothing to connect in a world of one."""
 
-    def abort(self, code):
+    def abort(self, code: int) -> None:
         raise SystemExit(code)
 
-    def describe(self):
+    def describe(self) -> list[dict[str, Any]]:
         return [{"rank": 0, "pid": os.getpid(), "host": self.host}]
 
 
 class MpiWorld(Solo):
     """The ranks of ``MPI.COMM_WORLD`` (mpi4py)."""
 
-    def __init__(self, comm=None):
+    def __init__(self, comm: Any = None) -> None:
         from mpi4py import MPI
 
         self.MPI = MPI
@@ -131,9 +139,10 @@ class MpiWorld(Solo):
         self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         local.Free()
         self.host = MPI.Get_processor_name()
-        self.nccl = self.stream = None
+        self.nccl: Any = None
+        self.stream: Any = None  # a cupy.cuda.Stream once NCCL is in use
 
-    def allgather(self, obj):
+    def allgather(self, obj: Any) -> list[Any]:
         data = numpy.frombuffer(json.dumps(obj).encode(), dtype=numpy.uint8)
         counts = numpy.empty(self.size, dtype=numpy.int64)
         self.comm.Allgather(numpy.array([data.size], dtype=numpy.int64), counts)
@@ -144,7 +153,7 @@ class MpiWorld(Solo):
             json.loads(everything[e - n : e].tobytes()) for n, e in zip(counts, ends, strict=True)
         ]
 
-    def bcast(self, obj, root=0):
+    def bcast(self, obj: Any, root: int = 0) -> Any:
         data = json.dumps(obj).encode() if self.rank == root else b""
         size = numpy.array([len(data)], dtype=numpy.int64)
         self.comm.Bcast(size, root=root)
@@ -156,7 +165,7 @@ class MpiWorld(Solo):
         self.comm.Bcast(buf, root=root)
         return json.loads(buf.tobytes())
 
-    def allreduce(self, buf):
+    def allreduce(self, buf: Array) -> Array:
         """Sum ``buf`` over the ranks in place: NumPy arrays by MPI, CuPy arrays by NCCL
         (after ``use_nccl``)."""
         if isinstance(buf, numpy.ndarray):
@@ -165,7 +174,7 @@ class MpiWorld(Solo):
             self.wait([self.iallreduce(buf)])
         return buf
 
-    def iallreduce(self, buf):
+    def iallreduce(self, buf: Array) -> Any:
         """Start summing ``buf`` in place: ``MPI_Iallreduce`` for a NumPy array; for a
         CuPy array NCCL on this rank's communication stream, after the work queued so
         far on the current stream (every NCCL call goes on that one stream, in the same
@@ -182,7 +191,7 @@ class MpiWorld(Solo):
         self.nccl.all_reduce(buf, buf, op="sum", stream=self.stream)
         return self.stream
 
-    def wait(self, requests):
+    def wait(self, requests: Sequence[Any]) -> None:
         mpi = [r for r in requests if isinstance(r, self.MPI.Request)]
         if mpi:
             self.MPI.Request.Waitall(mpi)
@@ -191,12 +200,12 @@ class MpiWorld(Solo):
 
             cupy.cuda.get_current_stream().wait_event(self.stream.record())
 
-    def progress(self, requests):
+    def progress(self, requests: Sequence[Any]) -> None:
         mpi = [r for r in requests if isinstance(r, self.MPI.Request)]
         if mpi:
             self.MPI.Request.Testall(mpi)
 
-    def use_nccl(self, device):
+    def use_nccl(self, device: int) -> None:
         """Connect the ranks' GPUs (``device``: this rank's, where the gradient buffer
         lives) through ``cupyx.distributed``'s NCCL backend, bootstrapped by MPI."""
         import cupy
@@ -207,15 +216,15 @@ class MpiWorld(Solo):
                 self.size, self.rank, backend="nccl", use_mpi=True
             )
 
-    def abort(self, code):
+    def abort(self, code: int) -> None:
         self.comm.Abort(int(code))
 
-    def describe(self):
+    def describe(self) -> list[dict[str, Any]]:
         return self.allgather({"rank": self.rank, "pid": os.getpid(), "host": self.host})
 
 
 # -- where each rank runs ----------------------------------------------------------------
-def column_devices(local_rank, local_size, gpus, columns):
+def column_devices(local_rank: int, local_size: int, gpus: int, columns: int) -> tuple[int, ...]:
     """The GPUs of one rank's columns: 2*local_rank and 2*local_rank + 1 when the node has
     two GPUs per rank (and the net two columns), else every column on GPU local_rank."""
     if columns == 2 and gpus >= 2 * local_size:
@@ -225,7 +234,7 @@ def column_devices(local_rank, local_size, gpus, columns):
     raise DistributedError(f"{local_size} ranks on this node need a GPU each, but it has {gpus}")
 
 
-def core_share(local_rank, local_size, cores):
+def core_share(local_rank: int, local_size: int, cores: Iterable[int]) -> list[int]:
     """This rank's share of the node's ``cores`` (a sorted list of CPU ids): the
     local_rank-th of local_size equal blocks (the first ones one larger when they do not
     divide), at least one core."""
@@ -237,7 +246,7 @@ def core_share(local_rank, local_size, cores):
     return mine or [cores[local_rank % len(cores)]]
 
 
-def share_cores(world):
+def share_cores(world: Solo) -> int:
     """Pin this rank to its share of the node's cores, and its BLAS to that many threads,
     unless the launcher already gave the ranks of a node different CPU sets. Returns the
     number of cores this rank uses."""
@@ -284,10 +293,14 @@ class GradientReducer:
     the hook, ``reduce`` packs and reduces everything after the backward pass. The sums
     are the same either way: each element is the sum of the same R numbers."""
 
-    def __init__(self, world, net, bucket_bytes=BUCKET_BYTES):
+    def __init__(self, world: Solo, net: AlexNet, bucket_bytes: int = BUCKET_BYTES) -> None:
         self.world, self.net = world, net
-        self.layout = {}  # layer -> [(column, name, shape, offset, size)]
-        self.buckets = []  # (first element, end element, the layer that closes it)
+        self.layout: dict[
+            str, list[tuple[int, str, tuple[int, ...], int, int]]
+        ] = {}  # layer -> [(column, name, shape, offset, size)]
+        self.buckets: list[
+            tuple[int, int, str]
+        ] = []  # (first element, end element, the layer that closes it)
         offset = start = 0
         itemsize = numpy.dtype(net.dtype).itemsize
         for layer in reversed(net.layers):
@@ -307,16 +320,17 @@ class GradientReducer:
         self.size = offset
         self.tail = start  # the last bucket: [tail, size) and the extras
         self.closing = {layer: (a, b) for a, b, layer in self.buckets}
-        self.buffer = None
-        self.scale = None
-        self.packed, self.pending = set(), []
+        self.buffer: Array = None  # made by the first _pack
+        self.scale: float | None = None
+        self.packed: set[str] = set()
+        self.pending: list[Any] = []
 
-    def begin(self, count, total):
+    def begin(self, count: int, total: int) -> None:
         """A step starts: this rank has ``count`` of the ``total`` images."""
         self.scale = count / total
         self.packed, self.pending = set(), []
 
-    def ready(self, layer, grads):
+    def ready(self, layer: str, grads: list[dict[str, Array]]) -> None:
         """``on_grads`` hook: pack ``layer``'s gradients; start its bucket when full."""
         if self.scale is None:
             raise RuntimeError("GradientReducer.ready before begin(count, total)")
@@ -328,7 +342,14 @@ class GradientReducer:
         else:
             self.world.progress(self.pending)
 
-    def reduce(self, grads, loss, count, total, extras=()):
+    def reduce(
+        self,
+        grads: list[dict[str, Array]],
+        loss: float,
+        count: int,
+        total: int,
+        extras: Sequence[float] = (),
+    ) -> tuple[float, list[float]]:
         """Sum ``grads`` (per column, as ``loss_and_grad_columns`` gives) over the ranks,
         replacing them in ``grads``; returns (the global mean loss, the summed ``extras``
         as floats, at most ``EXTRAS - 1``). ``count``: this rank's images, ``total``: the
@@ -345,6 +366,7 @@ class GradientReducer:
             if layer not in self.packed:
                 self._pack(layer, grads)
         P, xp, buf = self.net.placement, self.net.xp, self.buffer
+        assert self.scale is not None  # begin() set it
         values = numpy.zeros(EXTRAS)
         values[: 1 + len(extras)] = [float(loss) * self.scale] + [float(e) for e in extras]
         with P.device(0):
@@ -361,7 +383,7 @@ class GradientReducer:
         self.scale, self.pending = None, []
         return float(summed[0]), [float(v) for v in summed[1 : 1 + len(extras)]]
 
-    def _pack(self, layer, grads):
+    def _pack(self, layer: str, grads: list[dict[str, Array]]) -> None:
         P, xp = self.net.placement, self.net.xp
         if self.buffer is None:
             with P.device(0):
@@ -374,14 +396,14 @@ class GradientReducer:
                 xp.multiply(P.put(g, 0), self.scale, out=part)
         self.packed.add(layer)
 
-    def finite(self):
+    def finite(self) -> bool:
         """Whether the last reduced buffer holds only finite numbers (every rank sees the
         same buffer, so every rank gets the same answer)."""
         with self.net.placement.device(0):
             return bool(self.net.xp.isfinite(self.net.xp.sum(self.buffer)))
 
 
-def checksum(arrays):
+def checksum(arrays: Mapping[str, Array]) -> str:
     """A SHA-256 of ``{name: array}`` (host arrays), by sorted name: equal on every rank
     exactly when the replicas are bit-identical."""
     h = hashlib.sha256()

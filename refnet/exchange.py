@@ -25,15 +25,22 @@ first); backward adds the halo's gradient to the channels it was copied from.
 array (views), and backward zeros on the halo channels.
 """
 
-from typing import NamedTuple
+from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
+
+from refnet.layers.backend import Array
 from refnet.layers.layout import along
+
+if TYPE_CHECKING:
+    from refnet.columns import Placement
 
 
 class ExchangeCache(NamedTuple):
-    widths: tuple  # each source column's width along ``axis``
-    targets: tuple  # the destination columns, in the order of y
-    devices: tuple  # each column's device (where each part came from)
+    widths: tuple[int, ...]  # each source column's width along ``axis``
+    targets: tuple[int, ...]  # the destination columns, in the order of y
+    devices: tuple[int, ...]  # each column's device (where each part came from)
     axis: int
 
 
@@ -42,7 +49,9 @@ class HaloCache(NamedTuple):
     axis: int
 
 
-def forward(parts, *, place, axis=1, to=None):
+def forward(
+    parts: Sequence[Array], *, place: Placement, axis: int = 1, to: Sequence[int] | None = None
+) -> tuple[list[Array], ExchangeCache]:
     """(y, cache): ``y[i]`` the concatenation of every column's part along ``axis``, made
     on the device of destination column ``to[i]`` (default: every column)."""
     targets = tuple(range(place.columns) if to is None else to)
@@ -58,7 +67,7 @@ def forward(parts, *, place, axis=1, to=None):
     return out, cache
 
 
-def _concatenate(place, c, arrays, axis):
+def _concatenate(place: Placement, c: int, arrays: Sequence[Array], axis: int) -> Array:
     """``arrays`` joined along ``axis`` into an array from column ``c``'s workspace."""
     shape = list(arrays[0].shape)
     shape[axis] = sum(a.shape[axis] for a in arrays)
@@ -66,7 +75,7 @@ def _concatenate(place, c, arrays, axis):
     return place.xp.concatenate(arrays, axis=axis, out=out)
 
 
-def backward(grads, cache, *, place):
+def backward(grads: Sequence[Array], cache: ExchangeCache, *, place: Placement) -> list[Array]:
     """dx per source column, on its device: its slice of every destination's gradient,
     summed over the destinations."""
     assert tuple(place.devices) == cache.devices, "the cache comes from another placement"
@@ -87,7 +96,9 @@ def backward(grads, cache, *, place):
     return out
 
 
-def halo_forward(parts, *, place, n, axis=1):
+def halo_forward(
+    parts: Sequence[Array], *, place: Placement, n: int, axis: int = 1
+) -> tuple[list[Array], HaloCache]:
     """(extended maps, cache): column 0's C0 + n channels, column 1's n + C1."""
     cache = HaloCache(n if place.columns > 1 else 0, axis)
     if cache.n == 0:
@@ -103,7 +114,7 @@ def halo_forward(parts, *, place, n, axis=1):
     return [e0, e1], cache
 
 
-def halo_backward(grads, cache, *, place):
+def halo_backward(grads: Sequence[Array], cache: HaloCache, *, place: Placement) -> list[Array]:
     """Own-channel gradients plus the halo gradients the other column computed for them."""
     n, axis = cache
     if n == 0:
@@ -120,7 +131,7 @@ def halo_backward(grads, cache, *, place):
     return [g0, g1]
 
 
-def trim_forward(ext, cache):
+def trim_forward(ext: Sequence[Array], cache: HaloCache) -> list[Array]:
     """Each column's own channels of ``halo_forward``'s extended arrays (views)."""
     n, axis = cache
     if n == 0:
@@ -131,7 +142,7 @@ def trim_forward(ext, cache):
     ]
 
 
-def trim_backward(grads, cache, *, place):
+def trim_backward(grads: Sequence[Array], cache: HaloCache, *, place: Placement) -> list[Array]:
     """Gradients of the own channels as gradients of the extended arrays: zeros on the
     halo channels (nothing downstream read them)."""
     n, axis = cache

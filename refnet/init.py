@@ -25,21 +25,25 @@ same seed gives the same weights on NumPy and CuPy, and for two columns and the 
 single-device form.
 """
 
+from __future__ import annotations
+
 import math
 
 import numpy
+
+from refnet.layers.backend import DTypeLike
 
 SCHEMES = ("paper", "caffe", "cuda-convnet2", "pytorch", "he")
 
 _ONE_BIAS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 
 
-def fan_in(shape):
+def fan_in(shape: tuple[int, ...]) -> int:
     """Inputs per output unit of a weight of this shape: prod(shape[1:])."""
     return math.prod(shape[1:])
 
 
-def weight_std(scheme, layer, shape):
+def weight_std(scheme: str, layer: str, shape: tuple[int, ...]) -> float:
     """The standard deviation of ``layer``'s weights under ``scheme``."""
     if scheme == "paper":
         return 0.01
@@ -54,12 +58,12 @@ def weight_std(scheme, layer, shape):
     raise ValueError(f"init scheme must be one of {SCHEMES}, got {scheme!r}")
 
 
-def uniform_bound(shape):
+def uniform_bound(shape: tuple[int, ...]) -> float:
     """PyTorch's default bound b = 1 / sqrt(fan_in) for a weight of ``shape`` and its bias."""
     return 1.0 / math.sqrt(fan_in(shape))
 
 
-def bias_value(scheme, layer):
+def bias_value(scheme: str, layer: str) -> float:
     """The constant initial bias of ``layer`` under ``scheme`` (``"pytorch"`` draws its
     biases: ``initial_params``)."""
     if scheme in ("paper", "cuda-convnet2"):
@@ -75,7 +79,13 @@ def bias_value(scheme, layer):
     raise ValueError(f"init scheme must be one of {SCHEMES}, got {scheme!r}")
 
 
-def initial_params(shapes, *, seed=0, scheme="paper", dtype=numpy.float32):
+def initial_params(
+    shapes: dict[str, tuple[int, ...]],
+    *,
+    seed: int = 0,
+    scheme: str = "paper",
+    dtype: DTypeLike = numpy.float32,
+) -> dict[str, numpy.ndarray]:
     """``{name: numpy array}`` for ``shapes`` (``{name: shape}`` in draw order).
 
     Names are ``<layer>.weight`` / ``<layer>.bias``. Weights are drawn in float64 and

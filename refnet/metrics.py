@@ -9,12 +9,17 @@ rank is below k. (An argsort would break ties by class index instead; with real-
 scores ties do not occur in practice.)
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+
 import numpy
 
 from refnet.layers import backend
+from refnet.layers.backend import Array
 
 
-def label_ranks(scores, labels):
+def label_ranks(scores: Array, labels: Array) -> Array:
     """Rank of each label among its row's scores, 0 the highest: ``scores`` (N, K), ``labels``
     (N,)."""
     scores = numpy.asarray(backend.asnumpy(scores))
@@ -34,7 +39,7 @@ def label_ranks(scores, labels):
     return (scores > own[:, None]).sum(axis=1)  # (N,)
 
 
-def topk_errors(scores, labels, ks=(1, 5)):
+def topk_errors(scores: Array, labels: Array, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
     """``{k: fraction of images whose label is not in the top k}``; k is capped at K."""
     ranks = label_ranks(scores, labels)
     n = len(ranks)
@@ -43,7 +48,7 @@ def topk_errors(scores, labels, ks=(1, 5)):
     return {k: float((ranks >= k).sum()) / n for k in ks}
 
 
-def average_views(probs):
+def average_views(probs: Array) -> Array:
     """Average class probabilities over views: (V, N, K) -> (N, K), the paper's 10-crop test."""
     probs = numpy.asarray(backend.asnumpy(probs))
     if probs.ndim != 3:

@@ -25,6 +25,11 @@ each column's workspace and threads (``refnet.segments``). What the network retu
 the caller's: gradients, logits and features stay as they are whatever runs next.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import numpy
 
 from refnet import arch as arch_table
@@ -33,7 +38,7 @@ from refnet.columns import Placement, default_devices
 from refnet.conventions import init_scheme as preset_init
 from refnet.layers import layout as layouts
 from refnet.layers import softmax
-from refnet.layers.backend import backend_module
+from refnet.layers.backend import Array, DTypeLike, Module, backend_module
 from refnet.nodes import (
     AdaptivePool,
     Column,
@@ -90,7 +95,14 @@ class AlexNet(Parameters):
     default scheme is the preset's.
     """
 
-    def __init__(self, arch=None, dtype="float32", backend="numpy", conventions=None, **options):
+    def __init__(
+        self,
+        arch: str | arch_table.ArchSpec | None = None,
+        dtype: DTypeLike = "float32",
+        backend: str | Module = "numpy",
+        conventions: str | None = None,
+        **options: Any,
+    ) -> None:
         given = dict(options, dtype=dtype, backend=backend)
         if arch is not None:
             given["arch"] = arch
@@ -138,7 +150,7 @@ class AlexNet(Parameters):
         )
         self.devices = self.placement.devices
         # params[c]: {name: shard of column c}; fc8 (or head) only in column 0.
-        self.params = [dict() for _ in range(self.columns)]
+        self.params: list[dict[str, Array]] = [dict() for _ in range(self.columns)]
         for name, shape in self.shapes.items():
             for c, r0, r1 in self.placement.rows[name]:
                 with self.placement.device(c):
@@ -146,11 +158,11 @@ class AlexNet(Parameters):
         self._params_set = False  # by load_state_dict (and init)
         self.layers = self._layer_list()
 
-    def _layer_list(self):
+    def _layer_list(self) -> list[Layer]:
         """The network as a list of layers (module doc), each built with its settings."""
         axis = layouts.channel_axis(self.layout)  # channels of the conv maps
 
-        def conv(name):
+        def conv(name: str) -> Conv:
             spec = self.conv_spec(name)
             return Conv(
                 name,
@@ -163,10 +175,10 @@ class AlexNet(Parameters):
                 first=name == "conv1",
             )
 
-        def pool(name):
+        def pool(name: str) -> Pool:
             return Pool(name, size=self.pool[0], stride=self.pool[1], rounding=self.pool_rounding)
 
-        seq = [Input("input")]
+        seq: list[Layer] = [Input("input")]
         for i in (1, 2):
             seq += [conv(f"conv{i}"), Relu(f"relu{i}")]
             seq += (
@@ -187,7 +199,7 @@ class AlexNet(Parameters):
         # fc6 and fc7 (the flattened maps, whole in every column, and fc6's output)
         dropped = ("fc6", "fc7") if self.dropout_placement == "after" else ("flatten", "fc6")
 
-        def dropout(source):
+        def dropout(source: str) -> Dropout:
             return Dropout(
                 f"dropout_{source}",
                 source,
@@ -208,7 +220,13 @@ class AlexNet(Parameters):
         return seq
 
     # -- forward and backward --------------------------------------------------------
-    def forward(self, x, train=False, rng=None, masks=None):
+    def forward(
+        self,
+        x: Array,
+        train: bool = False,
+        rng: numpy.random.Generator | None = None,
+        masks: dict[str, Array] | None = None,
+    ) -> Array:
         """Logits (N, K) on column 0's device for images x (N, 3, S, S), mean-subtracted.
 
         ``train=True`` applies dropout with masks drawn from ``rng`` (a
@@ -221,19 +239,34 @@ class AlexNet(Parameters):
         logits, _ = self._forward(x, Pass(train, rng, masks, keep=False))
         return logits
 
-    def predict_proba(self, x):
+    def predict_proba(self, x: Array) -> Array:
         """Softmax probabilities (N, K) in eval mode (no dropout), on column 0's device."""
         logits = self.forward(x, train=False)
         with self.placement.device(0):
             return softmax.probabilities(logits)
 
-    def loss_and_grad(self, x, labels, train=True, rng=None, masks=None):
+    def loss_and_grad(
+        self,
+        x: Array,
+        labels: Array,
+        train: bool = True,
+        rng: numpy.random.Generator | None = None,
+        masks: dict[str, Array] | None = None,
+    ) -> tuple[float, dict[str, Array]]:
         """(mean cross-entropy as a float, gradients keyed like ``state_dict`` with full
         shapes, arrays of the net's module on column 0's device)."""
         loss, grads = self.loss_and_grad_columns(x, labels, train=train, rng=rng, masks=masks)
         return loss, self.full_grads(grads)
 
-    def loss_and_grad_columns(self, x, labels, train=True, rng=None, masks=None, on_grads=None):
+    def loss_and_grad_columns(
+        self,
+        x: Array,
+        labels: Array,
+        train: bool = True,
+        rng: numpy.random.Generator | None = None,
+        masks: dict[str, Array] | None = None,
+        on_grads: Callable[[str, list[dict[str, Array]]], None] | None = None,
+    ) -> tuple[float, list[dict[str, Array]]]:
         """(loss, per-column gradients): ``grads[c]`` holds column c's shards on its
         device, keyed and split like ``params[c]``; what ``SGD.step`` takes without
         assembling full arrays. ``on_grads(name, grads)``, if given, is called as soon
@@ -246,16 +279,17 @@ class AlexNet(Parameters):
             labels = self._labels(labels, logits.shape[0])
             loss, lcache = softmax.forward(logits, labels)
             dlogits = softmax.backward(self.dtype.type(1), lcache)
-        grads = [dict() for _ in range(self.columns)]
+        grads: list[dict[str, Array]] = [dict() for _ in range(self.columns)]
         # Each cache is dropped as its layer is done, so what a layer kept is freed
         # before the layers below it allocate (the step's peak memory).
+        assert pass_.context is not None  # set by _forward
         if self.engine == "plain":
             run_plain_backward(self.layers, [dlogits], caches, grads, pass_.context, on_grads)
         else:
             segments.backward(pass_.context, pass_, caches, [dlogits], grads, on_grads)
         return float(loss), grads
 
-    def features(self, x, upto="relu_fc7", maps=False):
+    def features(self, x: Array, upto: str = "relu_fc7", maps: bool = False) -> Array:
         """The output (N, F) of layer ``upto`` (a name in ``self.layers``) for images x,
         in eval mode, on column 0's device: each column's part concatenated in column
         order (fc6 and fc7 split their F outputs in halves over two columns). The default
@@ -292,7 +326,7 @@ class AlexNet(Parameters):
                 h = [layouts.transpose(a, self.layout, "NCHW") for a in h]
             return self.xp.concatenate(h, axis=1)  # (N, F) or (N, C, H, W)
 
-    def context(self):
+    def context(self) -> Context:
         """The ``refnet.nodes.Context`` the layers run in: the placement and each
         column's parameters, workspace, device, array module, layout, dtype and engine."""
         P = self.placement
@@ -311,7 +345,7 @@ class AlexNet(Parameters):
         )
         return Context(P, columns, self.layout, self.engine)
 
-    def _forward(self, x, pass_):
+    def _forward(self, x: Array, pass_: Pass) -> tuple[Array, dict[str, Any]]:
         """(logits, {layer name: cache}) through the engine's runner (the plain one:
         ``refnet.nodes.base.run_plain``; the fast one: ``refnet.segments``); with
         ``pass_.keep`` False no cache is kept."""
@@ -320,7 +354,7 @@ class AlexNet(Parameters):
         self.placement.new_pass()
         pass_.n = x.shape[0]
         pass_.context = ctx = self.context()
-        caches = {}
+        caches: dict[str, Any] = {}
         if self.engine == "plain":
             (logits,) = run_plain(self.layers, x, pass_, ctx, caches)
         else:
@@ -328,7 +362,7 @@ class AlexNet(Parameters):
         return logits, caches
 
     # -- checks and dropout masks ------------------------------------------------------
-    def _check_input(self, x):
+    def _check_input(self, x: Array) -> None:
         s = self.spec.input_size
         shape = tuple(getattr(x, "shape", ()))
         if len(shape) != 4 or shape[1:] != (3, s, s) or shape[0] < 1:
@@ -341,7 +375,7 @@ class AlexNet(Parameters):
                 f"{self.dtype}; convert it first"
             )
 
-    def _labels(self, labels, n):
+    def _labels(self, labels: Array, n: int) -> Array:
         host = None
         if isinstance(labels, numpy.ndarray) or not hasattr(labels, "__array_namespace__"):
             host = numpy.asarray(labels)
@@ -357,7 +391,7 @@ class AlexNet(Parameters):
                 )
         return self.placement.put(labels, 0)
 
-    def dropout_masks(self, name, pass_):
+    def dropout_masks(self, name: str, pass_: Pass) -> list[Array] | None:
         """Column shards of a full (N, width) keep-mask for layer ``name``'s outputs (from
         ``pass_.masks`` or drawn from ``pass_.rng``), or None outside training
         (``refnet.nodes.Dropout.masks``)."""
@@ -367,7 +401,7 @@ class AlexNet(Parameters):
         raise ValueError(f"dropout_masks: no dropout on {name!r}'s outputs")
 
 
-def build_network(options):
+def build_network(options: NetOptions) -> AlexNet:
     """The ``AlexNet`` that ``options`` (a ``refnet.options.NetOptions``) describes: the
     one way the commands, the benchmark and ``verify`` build a network."""
     if not isinstance(options, NetOptions):

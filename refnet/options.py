@@ -57,8 +57,12 @@ Fields:
 given winning over the preset's; ``CHOICES["conventions"]`` lists the names.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import numbers
+from collections.abc import Collection, Mapping
+from typing import Any
 
 import numpy
 
@@ -98,30 +102,30 @@ CHOICES = {
 class NetOptions:
     """Everything that decides what an ``AlexNet`` computes and where (module doc)."""
 
-    arch: object = "alexnet"
+    arch: str | ArchSpec = "alexnet"
     dtype: str = "float32"
-    backend: object = "numpy"
-    num_classes: object = None
-    columns: object = None
-    lrn: object = None
+    backend: Any = "numpy"  # a name of BACKENDS, or an array namespace
+    num_classes: int | None = None
+    columns: Any = None  # None: the arch's most; an int after __post_init__
+    lrn: Any = None  # None: the arch's; a bool after __post_init__
     lrn_mode: str = "column"
     lrn_size: int = 5
     lrn_alpha: float = 1e-4
     lrn_beta: float = 0.75
     lrn_k: float = 2.0
-    pool: tuple = (3, 2)
+    pool: tuple[int, int] = (3, 2)
     pool_rounding: str = "floor"
     dropout: float = 0.5
-    dropout_mode: object = None
-    dropout_placement: object = None
+    dropout_mode: Any = None  # None: the arch's; a str after __post_init__
+    dropout_placement: Any = None  # likewise
     conv_algo: str = "winograd"
     conv_cache: str = "unfolded"
     layout: str = "CHWN"
     head: str = "fc"
-    devices: object = None
+    devices: tuple[int, ...] | None = None
     engine: str = "fast"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         if not isinstance(self.arch, ArchSpec):
             _choose("arch", self.arch)
@@ -190,24 +194,24 @@ class NetOptions:
             put("devices", tuple(int(d) for d in devices))
 
     @property
-    def spec(self):
+    def spec(self) -> ArchSpec:
         """The ``ArchSpec`` of ``arch``."""
         return self.arch if isinstance(self.arch, ArchSpec) else ARCHS[self.arch]
 
     @property
-    def lrn_params(self):
+    def lrn_params(self) -> dict[str, Any]:
         """``layers.lrn.forward``'s hyperparameters: {size, alpha, beta, k}."""
         return dict(size=self.lrn_size, alpha=self.lrn_alpha, beta=self.lrn_beta, k=self.lrn_k)
 
-    def kwargs(self):
+    def kwargs(self) -> dict[str, Any]:
         """The fields as keyword arguments of ``AlexNet``."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> NetOptions:
         """A copy with ``changes`` (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-able fields, for a checkpoint: arch by name, backend by name (a
         namespace object is stored as "numpy"), tuples as lists."""
         out = {}
@@ -222,7 +226,7 @@ class NetOptions:
         return out
 
     @classmethod
-    def from_dict(cls, d, **changes):
+    def from_dict(cls, d: Mapping[str, Any], **changes: Any) -> NetOptions:
         """Options from ``to_dict()``'s form (unknown keys refused), with ``changes``."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
@@ -231,7 +235,7 @@ class NetOptions:
         return cls(**{**d, **changes})
 
     @classmethod
-    def preset(cls, name, **fields):
+    def preset(cls, name: str, **fields: Any) -> NetOptions:
         """The options of the named conventions (``refnet.conventions.CONVENTIONS``), with
         ``fields`` winning over the preset's values. ``ValueError`` names an unknown
         preset and the choices; a preset's ``"init"`` is ``net.init``'s, not a field
@@ -240,7 +244,7 @@ class NetOptions:
         return cls(**{**given, **fields})
 
     @classmethod
-    def from_config(cls, cfg, **changes):
+    def from_config(cls, cfg: Any, **changes: Any) -> NetOptions:
         """Options from a training configuration (a ``refnet.config.TrainConfig``, or its
         ``to_dict()`` form): the settings it shares with the fields, those None left to
         the arch; ``device`` gives the backend unless ``backend`` is set; with
@@ -253,7 +257,7 @@ class NetOptions:
         return cls(**{**given, **changes})
 
 
-def backend_for_device(device):
+def backend_for_device(device: str) -> str:
     """ "numpy" or "cupy" for a command line's --device cpu|gpu|auto (auto: CuPy when it
     sees a GPU); ``ValueError`` for --device gpu without one."""
     _choose("device", device, DEVICES)
@@ -266,30 +270,30 @@ def backend_for_device(device):
     return "cupy" if backends.gpu_count() > 0 else "numpy"
 
 
-def _choose(name, value, choices=None):
+def _choose(name: str, value: Any, choices: Collection[Any] | None = None) -> Any:
     choices = CHOICES[name] if choices is None else choices
     if isinstance(value, bool) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 
-def _integer(name, value, minimum):
+def _integer(name: str, value: Any, minimum: int) -> int:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or int(value) != value
+        or int(value) != value  # type: ignore[call-overload]  # a numbers.Real
         or value < minimum
     ):
         kind = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
-    return int(value)
+    return int(value)  # type: ignore[call-overload]  # a numbers.Real
 
 
-def _real(name, value, low, strict):
+def _real(name: str, value: Any, low: float, strict: bool) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or not numpy.isfinite(value)
+        or not numpy.isfinite(value)  # type: ignore[call-overload]  # a numbers.Real
         or (value <= low if strict else value < low)
     ):
         raise ValueError(
@@ -298,13 +302,13 @@ def _real(name, value, low, strict):
     return float(value)
 
 
-def _flag(name, value):
+def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, numpy.bool_)):
         raise ValueError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
 
-def _is_namespace(obj):
+def _is_namespace(obj: Any) -> bool:
     """NumPy, CuPy, or an object providing devices like them (a test backend)."""
     cupy = backends.cupy_module()
     return (

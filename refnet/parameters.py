@@ -7,51 +7,77 @@ shards, ``{key: array on its device}``, split along the first axis as
 grouped single-device form, keyed ``conv1.weight`` (or the arch's names).
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy
 
 from refnet import arch as arch_table
 from refnet import init as init_schemes
 from refnet.layers import backend
+from refnet.layers.backend import Array
 from refnet.nodes import Dropout
+from refnet.nodes.base import Layer
+
+if TYPE_CHECKING:
+    from refnet.columns import Placement
+
+P = TypeVar("P", bound="Parameters")
 
 
 class Parameters:
     """The parameter methods of ``refnet.network.AlexNet`` (which sets ``spec``,
     ``shapes``, ``columns``, ``placement``, ``params``, ``dtype`` and ``layers``)."""
 
-    def _param_shapes(self, name):
+    # set by AlexNet.__init__ (declared here for the type checker; no values)
+    spec: arch_table.ArchSpec
+    shapes: dict[str, tuple[int, ...]]
+    columns: int
+    placement: Placement
+    params: list[dict[str, Array]]
+    dtype: numpy.dtype
+    layers: list[Layer]
+    num_classes: int
+    pool: tuple[int, int]
+    pool_rounding: str
+    head: str
+    init_scheme: str
+    _params_set: bool
+
+    def _param_shapes(self, name: str) -> dict[str, tuple[int, ...]]:
         """{weight key: shape, bias key: shape} of layer ``name`` (grouped form)."""
         return {
             self.key(name, kind): self.shapes[self.key(name, kind)] for kind in ("weight", "bias")
         }
 
-    def dropout_widths(self):
+    def dropout_widths(self) -> dict[str, int | None]:
         """``{name: width}`` of the dropout masks, in the order they are drawn
         (``masks=`` of ``forward`` takes these names: "fc6", "fc7", or "flatten" and
         "fc6" with dropout before the fc layers)."""
         return {layer.source: layer.width for layer in self.layers if isinstance(layer, Dropout)}
 
-    def mask_width(self, name):
+    def mask_width(self, name: str) -> int:
         """The width of layer ``name``'s outputs, which a dropout mask covers."""
         if name == "flatten":
             return self.shapes[self.key("fc6", "weight")][1]
         return self.shapes[self.key(name, "bias")][0]
 
-    def key(self, layer, kind):
+    def key(self, layer: str, kind: str) -> str:
         """The name of ``layer``'s ``kind`` ("weight" or "bias") parameter in ``shapes``,
         ``params`` and ``state_dict``: ``conv1.weight``, or the arch's name for it
         (``owt``: torchvision's ``features.0.weight``)."""
         return f"{self.spec.param_prefix(layer)}.{kind}"
 
-    def conv_spec(self, name):
+    def conv_spec(self, name: str) -> arch_table.ConvSpec:
         """The ``ConvSpec`` of conv1..conv5, or of the "gap" head (1x1, stride 1, no pad)."""
         if name == "head":
             return arch_table.ConvSpec(1, 1, 0, self.num_classes)
         return self.spec.convs[int(name[-1]) - 1]
 
-    def init(self, seed=0, scheme=None):
+    def init(self: P, seed: int = 0, scheme: str | None = None) -> P:
         """Draw the initial parameters (``refnet.init.SCHEMES``: "paper", "caffe",
         "cuda-convnet2", "pytorch" or "he"; None: ``self.init_scheme``, the preset's
         scheme when built with ``conventions``, else "paper"). The schemes read the
@@ -70,14 +96,14 @@ class Parameters:
         self.load_state_dict({arch_table.param_key(self.spec, n): a for n, a in drawn.items()})
         return self
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, numpy.ndarray]:
         """``{name: NumPy array}`` in PyTorch's names (``conv1.weight``; for ``owt``
         torchvision's, ``features.0.weight``) and the grouped single-device shapes (copies
         on the host)."""
         self._require_params()
         return self.gather(self.params)
 
-    def gather(self, per_column):
+    def gather(self, per_column: list[dict[str, Array]]) -> dict[str, numpy.ndarray]:
         """Per-column dicts keyed and split like ``params`` (the parameters, their
         gradients or an optimizer's velocities) as one dict of full host NumPy arrays
         keyed like ``state_dict`` (copies)."""
@@ -86,16 +112,16 @@ class Parameters:
             for name in self.shapes
         }
 
-    def scatter(self, full):
+    def scatter(self, full: Mapping[str, Any]) -> list[dict[str, Array]]:
         """A dict of full host arrays keyed like ``state_dict`` as per-column dicts of
         shards on each column's device (copies), the inverse of ``gather``."""
-        out = [dict() for _ in range(self.columns)]
+        out: list[dict[str, Array]] = [dict() for _ in range(self.columns)]
         for name in self.shapes:
             for c, shard in self.placement.split(name, full[name]):
                 out[c][name] = shard
         return out
 
-    def load_state_dict(self, sd):
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
         """Set every parameter from ``sd`` (as ``state_dict`` gives). Wrong or missing
         names and wrong shapes are refused with ``ValueError`` naming them; values are
         copied and cast to the net's dtype."""
@@ -125,18 +151,18 @@ class Parameters:
             params.update(shards)
         self._params_set = True
 
-    def _require_params(self):
+    def _require_params(self) -> None:
         if not self._params_set:
             raise RuntimeError(
                 "AlexNet: parameters are not set; call net.init(seed=...) "
                 "or net.load_state_dict(...) first"
             )
 
-    def num_params(self):
+    def num_params(self) -> int:
         """Number of parameters (60,965,224 for ``alexnet``)."""
         return sum(math.prod(shape) for shape in self.shapes.values())
 
-    def param_counts(self):
+    def param_counts(self) -> dict[str, int]:
         """``{layer: number of parameters}`` per layer of ``layers`` that has any (weights
         and biases), by the layers' names (conv1 ... fc8, or head)."""
         return {
@@ -145,10 +171,10 @@ class Parameters:
             if layer.param_shapes()
         }
 
-    def _shards(self, per_column, name):
+    def _shards(self, per_column: list[dict[str, Array]], name: str) -> dict[int, Array]:
         return {c: per_column[c][name] for c, _, _ in self.placement.rows[name]}
 
-    def full_grads(self, grads):
+    def full_grads(self, grads: list[dict[str, Array]]) -> dict[str, Array]:
         """Per-column gradients (as ``loss_and_grad_columns`` gives) as one dict keyed
         like ``state_dict``, full shapes, on column 0's device."""
         return {
@@ -156,9 +182,9 @@ class Parameters:
             for name in self.shapes
         }
 
-    def column_grads(self, grads):
+    def column_grads(self, grads: Mapping[str, Array]) -> list[dict[str, Array]]:
         """A full gradient dict (keyed like ``state_dict``) split into per-column shards."""
-        out = [dict() for _ in range(self.columns)]
+        out: list[dict[str, Array]] = [dict() for _ in range(self.columns)]
         for name in self.shapes:
             for c, shard in self.placement.split_on_device(name, grads[name]):
                 out[c][name] = shard

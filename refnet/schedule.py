@@ -17,10 +17,14 @@ return the learning rate for the next epoch (also kept as ``schedule.lr``). Thei
   30-59 lr/10, 60+ lr/100. Caffe's bvlc_alexnet steps every 100,000 iterations (~20 epochs).
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Iterable
+from typing import Any
 
 
-def _check_positive(name, value):
+def _check_positive(name: str, value: Any) -> Any:
     value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -30,7 +34,14 @@ def _check_positive(name, value):
 class ReduceOnPlateau:
     """Divide the learning rate by ``1/factor`` when the validation error stops improving."""
 
-    def __init__(self, lr=0.01, factor=0.1, patience=1, max_reductions=3, threshold=0.0):
+    def __init__(
+        self,
+        lr: float = 0.01,
+        factor: float = 0.1,
+        patience: int = 1,
+        max_reductions: int | None = 3,
+        threshold: float = 0.0,
+    ) -> None:
         self.lr = _check_positive("lr", lr)
         self.factor = float(factor)
         if not 0 < self.factor < 1:
@@ -48,12 +59,12 @@ class ReduceOnPlateau:
         self.threshold = float(threshold)
         if self.threshold < 0:
             raise ValueError(f"threshold must be >= 0, got {threshold!r}")
-        self.best = None  # lowest validation error seen (None before the first)
+        self.best: float | None = None  # lowest validation error seen (None before the first)
         self.bad_epochs = 0  # consecutive epochs without improvement
         self.reductions = 0
         self.epoch = 0
 
-    def step(self, val_error):
+    def step(self, val_error: float) -> float:
         """Record one epoch's validation error; return the learning rate for the next."""
         err = float(val_error)
         if not math.isfinite(err):
@@ -72,7 +83,7 @@ class ReduceOnPlateau:
         return self.lr
 
     @property
-    def spent(self):
+    def spent(self) -> bool:
         """True once every allowed reduction was made and the error has again not
         improved for more than ``patience`` epochs: nothing more to expect (early stop)."""
         return (
@@ -81,12 +92,12 @@ class ReduceOnPlateau:
             and self.bad_epochs > self.patience
         )
 
-    def set_lr(self, lr):
+    def set_lr(self, lr: float) -> None:
         """Continue from learning rate ``lr`` (a resumed run given ``--lr``): the counts
         of epochs and reductions stay."""
         self.lr = _check_positive("lr", lr)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return {
             "kind": "plateau",
             "lr": self.lr,
@@ -100,7 +111,7 @@ class ReduceOnPlateau:
             "epoch": self.epoch,
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_kind(state, "plateau")
         fresh = ReduceOnPlateau(
             state["lr"],
@@ -119,7 +130,9 @@ class ReduceOnPlateau:
 class StepSchedule:
     """``lr * factor ** (number of milestones reached)``; milestones are epoch numbers."""
 
-    def __init__(self, lr=0.01, milestones=(), factor=0.1):
+    def __init__(
+        self, lr: float = 0.01, milestones: Iterable[int] = (), factor: float = 0.1
+    ) -> None:
         self.base_lr = _check_positive("lr", lr)
         self.factor = _check_positive("factor", factor)
         ms = [int(m) for m in milestones]
@@ -135,12 +148,12 @@ class StepSchedule:
         self.epoch = 0
         self.lr = self.lr_at(0)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         """The learning rate used during ``epoch`` (0-based)."""
         k = sum(1 for m in self.milestones if epoch >= m)
         return self.base_lr * self.factor**k
 
-    def step(self, val_error=None):
+    def step(self, val_error: float | None = None) -> float:
         """End one epoch (the error is ignored); return the learning rate for the next."""
         self.epoch += 1
         self.lr = self.lr_at(self.epoch)
@@ -148,7 +161,7 @@ class StepSchedule:
 
     spent = False  # a fixed schedule never ends a run early
 
-    def set_lr(self, lr):
+    def set_lr(self, lr: float) -> None:
         """Continue from learning rate ``lr`` at the current epoch: the base rate becomes
         what gives ``lr`` after the milestones already reached, so later milestones divide
         ``lr`` itself."""
@@ -156,7 +169,7 @@ class StepSchedule:
         self.base_lr = _check_positive("lr", lr) / self.factor**k
         self.lr = self.lr_at(self.epoch)
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         return {
             "kind": "step",
             "lr": self.base_lr,
@@ -165,7 +178,7 @@ class StepSchedule:
             "epoch": self.epoch,
         }
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         _check_kind(state, "step")
         fresh = StepSchedule(state["lr"], state["milestones"], state["factor"])
         self.__dict__.update(fresh.__dict__)
@@ -173,7 +186,7 @@ class StepSchedule:
         self.lr = self.lr_at(self.epoch)
 
 
-def from_state(state):
+def from_state(state: dict[str, Any]) -> ReduceOnPlateau | StepSchedule:
     """The schedule a ``state_dict()`` describes (either kind)."""
     kinds = {"plateau": ReduceOnPlateau, "step": StepSchedule}
     kind = state.get("kind") if isinstance(state, dict) else None
@@ -184,7 +197,7 @@ def from_state(state):
     return schedule
 
 
-def _check_kind(state, kind):
+def _check_kind(state: dict[str, Any], kind: str) -> None:
     if not isinstance(state, dict) or state.get("kind") != kind:
         got = state.get("kind") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"expected a {kind!r} schedule state, got {got!r}")

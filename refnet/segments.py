@@ -20,10 +20,20 @@ memory a layer kept is free before the layers below allocate theirs. With ``on_g
 layer by layer, so that each layer's gradients are sent as soon as they exist.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from refnet.layers.backend import Array
+from refnet.nodes.base import Context, Layer, Local, Pass
+
 __all__ = ["forward", "backward"]
 
 
-def forward(ctx, layers, h, pass_, caches):
+def forward(
+    ctx: Context, layers: Sequence[Layer], h: Array, pass_: Pass, caches: dict[str, Any]
+) -> list[Array]:
     """The output of ``layers`` for h (a list aligned with the columns), in the context
     ``ctx`` (``refnet.nodes.Context``); caches kept in ``caches`` when ``pass_.keep``; the
     segments in ``pass_.segments``."""
@@ -40,15 +50,17 @@ def forward(ctx, layers, h, pass_, caches):
                 caches[layers[i].name] = cache
             del cache  # eval: freed before the next layer runs
         else:
-            h = _forward_segment(ctx, layers[i:j], h, pass_, caches)
+            h = _forward_segment(ctx, layers[i:j], h, pass_, caches)  # type: ignore[arg-type]  # fusable: Local
         i = j
     return h
 
 
-def _forward_segment(ctx, segment, h, pass_, caches):
+def _forward_segment(
+    ctx: Context, segment: list[Local], h: list[Array], pass_: Pass, caches: dict[str, Any]
+) -> list[Array]:
     extras = [layer.prepare(pass_, ctx, len(h)) for layer in segment]  # in the list's order
 
-    def column(c, a, *extra):
+    def column(c: int, a: Array, *extra: Any) -> tuple[Array, list[Any]]:
         col, kept = ctx.columns[c], []
         for layer, e in zip(segment, extra, strict=True):
             a, cache = layer.column_forward(col, a, pass_, e)
@@ -62,7 +74,14 @@ def _forward_segment(ctx, segment, h, pass_, caches):
     return [a for a, _ in out]
 
 
-def backward(ctx, pass_, caches, d, grads, on_grads=None):
+def backward(
+    ctx: Context,
+    pass_: Pass,
+    caches: dict[str, Any],
+    d: list[Array],
+    grads: list[dict[str, Array]],
+    on_grads: Callable[[str, list[dict[str, Array]]], None] | None = None,
+) -> list[Array]:
     """The gradient of the first layer's input (None for the image), through the
     segments of ``pass_.segments`` in reverse; parameter gradients into ``grads``."""
     for segment in reversed(pass_.segments):
@@ -74,12 +93,12 @@ def backward(ctx, pass_, caches, d, grads, on_grads=None):
             continue
         layers = segment[::-1]
         # each column's caches, last layer first, in a list its thread empties as it goes
-        stacks = [[] for _ in d]
+        stacks: list[list[Any]] = [[] for _ in d]
         for layer in layers:
             for c, cache in enumerate(caches.pop(layer.name)):
                 stacks[c].append(cache)
 
-        def column(c, g, stack, layers=layers):
+        def column(c: int, g: Array, stack: list[Any], layers: list[Local] = layers) -> Array:
             col = ctx.columns[c]
             for layer in layers:
                 g = layer.column_backward(col, g, stack[0], grads[c])

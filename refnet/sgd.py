@@ -20,9 +20,18 @@ plain engine (``engine="plain"``) takes the plain update, ``layers.plain.sgd_upd
 whole array at a time; the fast one the same operations in blocks of rows.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
 import numpy
 
 from refnet.layers import blocking, plain
+from refnet.layers.backend import Array
+
+if TYPE_CHECKING:
+    from refnet.network import AlexNet
 
 FORMS = ("paper", "pytorch")
 
@@ -31,8 +40,14 @@ class SGD:
     """SGD over an ``AlexNet``'s parameters; ``lr`` may be changed between steps."""
 
     def __init__(
-        self, net, lr=0.01, momentum=0.9, weight_decay=5e-4, form="paper", decay_biases=False
-    ):
+        self,
+        net: AlexNet,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        form: str = "paper",
+        decay_biases: bool = False,
+    ) -> None:
         if form not in FORMS:
             raise ValueError(f"form must be one of {FORMS}, got {form!r}")
         for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
@@ -50,11 +65,11 @@ class SGD:
             with net.placement.device(c):
                 self.velocity.append({n: xp.zeros_like(w) for n, w in params.items()})
 
-    def decay(self, name):
+    def decay(self, name: str) -> float:
         """The weight decay applied to parameter ``name``."""
         return self.weight_decay if (name.endswith(".weight") or self.decay_biases) else 0.0
 
-    def step(self, grads):
+    def step(self, grads: list[dict[str, Array]] | dict[str, Array]) -> None:
         """One update from ``grads``: per-column dicts (a list, as
         ``loss_and_grad_columns`` gives) or one dict keyed like ``state_dict``. Every
         gradient is checked before any parameter changes; the columns update concurrently
@@ -77,7 +92,7 @@ class SGD:
                     )
         self.net.placement.each(self._update_column, self.net.params, grads)
 
-    def _update_column(self, c, params, grads):
+    def _update_column(self, c: int, params: dict[str, Array], grads: Mapping[str, Array]) -> None:
         lr, m = self.lr, self.momentum
         if self.net.options.engine == "plain":
             for name, w in params.items():
@@ -101,7 +116,7 @@ class SGD:
             for r in blocking.runs(w.shape[0], w[:1].nbytes, budget):
                 self._update_block(w[r], v[r], g[r], lr, m, wd)
 
-    def _update_block(self, w, v, g, lr, m, wd):
+    def _update_block(self, w: Array, v: Array, g: Array, lr: float, m: float, wd: float) -> None:
         v *= m
         if self.form == "paper":  # v = m v - wd lr w - lr g; w += v
             if wd:
@@ -114,11 +129,11 @@ class SGD:
                 v += wd * w
             w -= lr * v
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, numpy.ndarray]:
         """``{"velocity/<name>": NumPy array}`` with the net's full (grouped) shapes."""
         return {f"velocity/{name}": v for name, v in self.net.gather(self.velocity).items()}
 
-    def load_state_dict(self, sd):
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
         """Set the velocities from ``state_dict()``'s form; ``ValueError`` on wrong,
         missing or extra keys and wrong shapes."""
         shapes = {f"velocity/{n}": s for n, s in self.net.shapes.items()}

@@ -19,13 +19,19 @@ adds dW for every layer and dX for every layer but the first (its input is the i
 Exit status: 0 printed, 2 for a bad option, 130 when interrupted (Ctrl-C).
 """
 
+from __future__ import annotations
+
 import sys
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from refnet.arch import ARCHS
 from refnet.data.cli import Parser, exit_status, run_command
 from refnet.network import build_network
 from refnet.options import NetOptions
+
+if TYPE_CHECKING:
+    from refnet.network import AlexNet
 
 
 class Row(NamedTuple):
@@ -33,17 +39,18 @@ class Row(NamedTuple):
 
     name: str
     kind: str
-    shape: tuple
+    shape: tuple[int, ...]
     params: int
     flops: int
 
 
-def layer_table(net):
+def layer_table(net: AlexNet) -> list[Row]:
     """``[Row]``, one per layer of ``net.layers`` in order (module doc): each layer gives
     its output shape and FLOPs (``refnet.nodes.base.Layer``)."""
     counts = net.param_counts()
     s = net.spec.input_size
-    shape, rows = (3, s, s), []
+    shape: tuple[int, ...] = (3, s, s)
+    rows: list[Row] = []
     for layer in net.layers:
         flops = layer.flops(shape)
         shape = tuple(layer.output_shape(shape))
@@ -51,12 +58,12 @@ def layer_table(net):
     return rows
 
 
-def forward_flops(net):
+def forward_flops(net: AlexNet) -> int:
     """Forward FLOPs per image of ``net`` (module doc)."""
     return sum(r.flops for r in layer_table(net))
 
 
-def step_flops(net):
+def step_flops(net: AlexNet) -> tuple[int, int]:
     """(forward FLOPs, training-step FLOPs) per image: the backward pass computes dW for
     every conv and fc layer (as many FLOPs as its forward) and dX for every one but the
     first (the image needs no gradient)."""
@@ -65,7 +72,7 @@ def step_flops(net):
     return fwd, fwd + 2 * fwd - counted[0]
 
 
-def format_table(name, rows):
+def format_table(name: str, rows: Sequence[Row]) -> list[str]:
     """The table of one architecture as text lines, totals last."""
     n = max([12] + [len(r.name) for r in rows])  # column widths: the longest
     k = max([9] + [len(r.kind) for r in rows])
@@ -87,7 +94,7 @@ def format_table(name, rows):
 EXIT_CODES = {0: "printed"}
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.summary",
         exit_codes=EXIT_CODES,
@@ -104,10 +111,10 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body():
+    def body() -> None:
         names = list(ARCHS) if args.arch == "all" else [args.arch]
         for i, name in enumerate(names):
             net = build_network(NetOptions(arch=name))

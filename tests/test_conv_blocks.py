@@ -39,7 +39,9 @@ def test_matches_reference(monkeypatch, layout, xs, ws, stride, pad, budget, par
     numpy.testing.assert_allclose(transpose(y, layout, "NCHW"), want, **tol("float64"))
     dy = numpy.random.default_rng(2).standard_normal(want.shape)
     cuts = numpy.linspace(0, ws[0], pieces + 1).astype(int)
-    dys = [transpose(dy[:, a:b_], "NCHW", layout) for a, b_ in zip(cuts, cuts[1:], strict=True)]
+    dys = [
+        transpose(dy[:, a:b_], "NCHW", layout) for a, b_ in zip(cuts[:-1], cuts[1:], strict=True)
+    ]
     partials = [run() for run in conv_blocks.backward_parts(dys, cache, parts=parts)]
     dw, db = conv_blocks.gradients(dys, partials, cache)
     _, dw_ref, db_ref = reference.conv_backward(dy, x, w, stride=stride, pad=pad)

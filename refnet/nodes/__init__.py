@@ -1,6 +1,8 @@
 """The layer kinds of the network's list, one module each (``refnet.nodes.base``: what
 they share, the per-column context and the plain runner)."""
 
+from __future__ import annotations
+
 from refnet.nodes.adaptive_pool import AdaptivePool
 from refnet.nodes.base import Column, Context, Layer, Local, Pass
 from refnet.nodes.conv import Conv
@@ -15,7 +17,7 @@ from refnet.nodes.pool import Pool
 from refnet.nodes.relu import Relu
 
 
-def bench_kind(kind):
+def bench_kind(kind: str) -> type[Layer]:
     """The layer class whose bench cases have ``kind`` (``Layer.bench_case``)."""
     for cls in (
         AdaptivePool,

@@ -5,8 +5,12 @@ Plain: ``layers.plain.adaptive_pool_forward`` bin by bin. Fast: ``layers.adaptiv
 as two averaging matrices, in either layout.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from refnet.layers import adaptive_pool, plain
-from refnet.nodes.base import Local
+from refnet.nodes.base import Column, Local, OnnxGraph
 
 
 class AdaptivePool(Local):
@@ -15,15 +19,15 @@ class AdaptivePool(Local):
     plain = plain.adaptive_pool
     fast = adaptive_pool
 
-    def __init__(self, name, *, side):
+    def __init__(self, name: str, *, side: int) -> None:
         super().__init__(name)
         self.side = side
         self.settings = dict(out=side)
 
-    def output_shape(self, shape):
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return (shape[0], self.side, self.side)
 
-    def onnx(self, g, shape):
+    def onnx(self, g: OnnxGraph, shape: tuple[int, ...]) -> None:
         """The identity where the input already has the side, an AveragePool where the
         side divides the input's evenly (the same bins as PyTorch's rule then); other
         sizes have no single ONNX operator."""
@@ -40,5 +44,5 @@ class AdaptivePool(Local):
                 "operator computes"
             )
 
-    def tuning(self, col):
+    def tuning(self, col: Column) -> dict[str, Any]:
         return dict(layout=col.layout)

@@ -22,29 +22,50 @@ first, ``column_forward`` / ``column_backward`` the second; ``engine="plain"`` r
 every layer through its plain pair, one column after the other (``run_plain``).
 """
 
-from typing import NamedTuple
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy
+
+from refnet.layers.backend import Array, Module
+from refnet.layers.workspace import Fresh
+
+if TYPE_CHECKING:
+    from refnet.columns import Placement
 
 __all__ = ["Column", "Context", "Pass", "Layer", "Local", "run_plain", "split_pairs"]
+
+OnnxGraph = Any
+"""``refnet.export``'s graph builder (``node``, ``constant``, ``last``): the exporter stands
+on the library, so the library names no type of it."""
+
+BenchCase = tuple[str, tuple[int, ...], dict[str, Any]]
+"""(kind, x shape, settings) of a layer's case in ``bench.layers``."""
+
+BenchPair = tuple[Callable[[], Any], Callable[[Any], Any]]
+"""(forward, backward) callables of a bench case: ``backward(forward())``."""
 
 
 class Column(NamedTuple):
     """What one column's layers run with."""
 
-    index: int
-    params: dict  # {key: this column's shard} (``AlexNet.params[index]``)
-    ws: object  # where its large arrays come from (``layers.workspace``)
-    xp: object  # the array module
+    index: int  # type: ignore[assignment]  # a field named index hides tuple.index
+    params: dict[str, Array]  # {key: this column's shard} (``AlexNet.params[index]``)
+    ws: Fresh  # where its large arrays come from (``layers.workspace``)
+    xp: Module  # the array module
     device: int  # its device index
     layout: str  # of the maps: "NCHW" or "CHWN"
-    dtype: object
+    dtype: numpy.dtype
     engine: str  # "fast" or "plain"
 
 
 class Context(NamedTuple):
     """What a pass runs in: the placement (``refnet.columns.Placement``) and its columns."""
 
-    placement: object
-    columns: tuple  # of Column, one per column
+    placement: Placement
+    columns: tuple[Column, ...]  # of Column, one per column
     layout: str
     engine: str
 
@@ -53,13 +74,20 @@ class Pass:
     """One forward pass besides the maps: training or not, dropout's generator or given
     masks, the batch size, and whether to keep the caches."""
 
-    def __init__(self, train, rng, masks, keep):
-        self.train, self.rng, self.masks, self.keep, self.n = train, rng, masks, keep, None
-        self.context = None  # the refnet.nodes.Context it runs in
-        self.segments = None  # the runs of layers the fast engine made (refnet.segments)
+    def __init__(
+        self,
+        train: bool,
+        rng: numpy.random.Generator | None,
+        masks: dict[str, Array] | None,
+        keep: bool,
+    ) -> None:
+        self.train, self.rng, self.masks, self.keep = train, rng, masks, keep
+        self.n: int | None = None
+        self.context: Context | None = None  # the refnet.nodes.Context it runs in
+        self.segments: Any = None  # the runs of layers the fast engine made (refnet.segments)
 
 
-def split_pairs(pairs):
+def split_pairs(pairs: Sequence[tuple[Array, Any]]) -> tuple[list[Array], list[Any]]:
     """[(y, cache) per column] -> ([y...], [cache...])."""
     return [y for y, _ in pairs], [c for _, c in pairs]
 
@@ -67,44 +95,56 @@ def split_pairs(pairs):
 class Layer:
     """A layer of the list; subclasses add their settings and override what differs."""
 
-    gathers = False  # its output is whole in every column (the input, an exchange)
-    splits = False  # each column computes its share of the outputs (conv, fc)
+    gathers: bool = False  # its output is whole in every column (the input, an exchange)
+    splits: bool = False  # each column computes its share of the outputs (conv, fc)
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 
-    def param_shapes(self):
+    if TYPE_CHECKING:  # every kind defines its pass (``Local``, ``Input``, ``Exchange``, ...)
+
+        def forward(self, h: list[Array], pass_: Pass, ctx: Context) -> tuple[list[Array], Any]:
+            """(its output per column, its cache)."""
+
+        def backward(
+            self, d: list[Array], cache: Any, grads: list[dict[str, Array]], ctx: Context
+        ) -> list[Array] | None:
+            """The gradient of its input per column (None for the image's)."""
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """{key: shape} of its parameters in the grouped single-device form."""
         return {}
 
-    def output_shape(self, shape):
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """Its output's shape per image for an input of ``shape`` (grouped form)."""
         return shape
 
-    def flops(self, shape):
+    def flops(self, shape: tuple[int, ...]) -> int:
         """Forward FLOPs per image for an input of ``shape`` (a multiply-add is 2)."""
         return 0
 
-    def onnx(self, g, shape):
+    def onnx(self, g: OnnxGraph, shape: tuple[int, ...]) -> None:
         """Add its ONNX nodes to the builder ``g`` (``refnet.export``): by default the
         identity, a tensor named after the layer."""
         g.node("Identity", [g.last], self.name)
 
-    def bench_case(self, shape, batch):
+    def bench_case(self, shape: tuple[int, ...], batch: int) -> BenchCase | None:
         """(kind, x shape, settings) that ``bench.layers`` times, or None: not timed."""
         return None
 
     @staticmethod
-    def bench_share(shape, p, columns):
+    def bench_share(
+        shape: tuple[int, ...], p: dict[str, Any], columns: int
+    ) -> tuple[tuple[int, ...], dict[str, Any]]:
         """(x shape, settings) of one column's share of a bench case: maps split along
         their channels (each column its own)."""
         N, C, H, W = shape
         return (N, C // columns, H, W), p
 
-    def fusable(self, ctx, h):
+    def fusable(self, ctx: Context, h: list[Array] | None) -> bool:
         """Whether this call (on h, or on a column-local layer's output when h is None)
         is column-local, so that ``refnet.segments`` may run it with its neighbours."""
         return False
@@ -113,33 +153,33 @@ class Layer:
 class Local(Layer):
     """A layer whose every column computes its part from its own data alone."""
 
-    plain = None  # its plain pair: a layers.plain.Pair, or the module of the one
+    plain: Any = None  # its plain pair: a layers.plain.Pair, or the module of the one
     # shared form (``layers.relu``: its forward and backward)
-    fast = None  # the module of the fast pair (``layers.conv``), same signatures
-    keys = ()  # its parameters' keys, weight first: column c reads params[key]
-    settings = {}  # hyperparameters both forms take
-    backward_settings = {}
+    fast: Any = None  # the module of the fast pair (``layers.conv``), same signatures
+    keys: tuple[str, ...] = ()  # its parameters' keys, weight first: column c reads params[key]
+    settings: dict[str, Any] = {}  # hyperparameters both forms take
+    backward_settings: dict[str, Any] = {}
 
-    def weights(self, col):
+    def weights(self, col: Column) -> tuple[Array, ...]:
         return tuple(col.params[key] for key in self.keys)
 
-    def tuning(self, col):
+    def tuning(self, col: Column) -> dict[str, Any]:
         """What the fast forward takes besides the settings (layout, workspace, ...)."""
         return {}
 
-    def backward_tuning(self, col):
+    def backward_tuning(self, col: Column) -> dict[str, Any]:
         """What the fast backward takes besides ``backward_settings``."""
         return {}
 
-    def prepare(self, pass_, ctx, columns):
+    def prepare(self, pass_: Pass, ctx: Context, columns: int) -> list[dict[str, Any]]:
         """Per column, the keywords a forward takes from the pass (dropout's masks: made
         in the calling thread, in the list's order)."""
         return [{}] * columns
 
-    def fusable(self, ctx, h):
+    def fusable(self, ctx: Context, h: list[Array] | None) -> bool:
         return True
 
-    def _store(self, out, grads):
+    def _store(self, out: Any, grads: dict[str, Array]) -> Array:
         """dx from a backward's result; the parameter gradients into ``grads``."""
         if not self.keys:
             return out
@@ -148,36 +188,44 @@ class Local(Layer):
             grads[key] = g
         return dx
 
-    def plain_forward(self, col, a, pass_, extra):
+    def plain_forward(
+        self, col: Column, a: Array, pass_: Pass, extra: dict[str, Any]
+    ) -> tuple[Array, Any]:
         return self.plain.forward(a, *self.weights(col), **self.settings, **extra)
 
-    def plain_backward(self, col, g, cache, grads):
+    def plain_backward(self, col: Column, g: Array, cache: Any, grads: dict[str, Array]) -> Array:
         return self._store(self.plain.backward(g, cache, **self.backward_settings), grads)
 
-    def column_forward(self, col, a, pass_, extra):
+    def column_forward(
+        self, col: Column, a: Array, pass_: Pass, extra: dict[str, Any]
+    ) -> tuple[Array, Any]:
         return self.fast.forward(
             a, *self.weights(col), **self.settings, **extra, **self.tuning(col)
         )
 
-    def column_backward(self, col, g, cache, grads):
+    def column_backward(self, col: Column, g: Array, cache: Any, grads: dict[str, Array]) -> Array:
         return self._store(
             self.fast.backward(g, cache, **self.backward_settings, **self.backward_tuning(col)),
             grads,
         )
 
-    def forward(self, h, pass_, ctx):
+    def forward(self, h: list[Array], pass_: Pass, ctx: Context) -> tuple[list[Array], Any]:
         run = self.plain_forward if ctx.engine == "plain" else self.column_forward
         extra = self.prepare(pass_, ctx, len(h))
         return split_pairs(
             ctx.placement.each(lambda c, a, e: run(ctx.columns[c], a, pass_, e), h, extra)
         )
 
-    def backward(self, d, cache, grads, ctx):
+    def backward(
+        self, d: list[Array], cache: Any, grads: list[dict[str, Array]], ctx: Context
+    ) -> list[Array] | None:
         run = self.plain_backward if ctx.engine == "plain" else self.column_backward
         return ctx.placement.each(lambda c, g, k: run(ctx.columns[c], g, k, grads[c]), d, cache)
 
 
-def run_plain(layers, x, pass_, ctx, caches):
+def run_plain(
+    layers: Sequence[Layer], x: Array, pass_: Pass, ctx: Context, caches: dict[str, Any]
+) -> list[Array]:
     """The plain engine's forward: each layer in order, all columns, caches kept in
     ``caches`` (by layer name) when ``pass_.keep``; the last layer's output."""
     h = x
@@ -188,11 +236,18 @@ def run_plain(layers, x, pass_, ctx, caches):
     return h
 
 
-def run_plain_backward(layers, d, caches, grads, ctx, on_grads=None):
+def run_plain_backward(
+    layers: Sequence[Layer],
+    d: list[Array],
+    caches: dict[str, Any],
+    grads: list[dict[str, Array]],
+    ctx: Context,
+    on_grads: Callable[[str, list[dict[str, Array]]], None] | None = None,
+) -> list[Array] | None:
     """The plain engine's backward: each layer in reverse, its cache dropped once used;
     ``on_grads(name, grads)`` after each layer with parameters."""
     for layer in reversed(layers):
-        d = layer.backward(d, caches.pop(layer.name), grads, ctx)
+        d = layer.backward(d, caches.pop(layer.name), grads, ctx)  # type: ignore[assignment]  # None only from the image's layer, the last one here
         if on_grads is not None and layer.param_shapes():
             on_grads(layer.name, grads)
     return d

@@ -12,12 +12,15 @@ with the columns' kernels stacked, its output rows split between the column thre
 each column's output is its channels of the result, and only the image is kept.
 """
 
+from __future__ import annotations
+
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from refnet.layers import conv, conv_blocks, plain
 from refnet.layers import layout as layouts
-from refnet.nodes.base import Local
+from refnet.layers.backend import Array, Module
+from refnet.nodes.base import BenchCase, BenchPair, Column, Context, Local, OnnxGraph, Pass
 
 
 class Conv(Local):
@@ -32,8 +35,17 @@ class Conv(Local):
     splits = True  # each column holds its share of the outputs
 
     def __init__(
-        self, name, *, kernel, stride, pad, shapes, algo="gemm", cache="unfolded", first=False
-    ):
+        self,
+        name: str,
+        *,
+        kernel: int,
+        stride: int,
+        pad: int,
+        shapes: dict[str, tuple[int, ...]],
+        algo: str = "gemm",
+        cache: str = "unfolded",
+        first: bool = False,
+    ) -> None:
         super().__init__(name)
         self.kernel, self.stride, self.pad = kernel, stride, pad
         self.shapes = dict(shapes)
@@ -43,19 +55,19 @@ class Conv(Local):
         self.settings = dict(stride=stride, pad=pad)
         self.backward_settings = dict(need_dx=not first)
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self.shapes)
 
-    def output_shape(self, shape):
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         _, h, w = shape
         side = [(s + 2 * self.pad - self.kernel) // self.stride + 1 for s in (h, w)]
         return (self.shapes[self.keys[0]][0], *side)
 
-    def flops(self, shape):
+    def flops(self, shape: tuple[int, ...]) -> int:
         _, ho, wo = self.output_shape(shape)
         return 2 * math.prod(self.shapes[self.keys[0]]) * ho * wo
 
-    def groups(self, shape):
+    def groups(self, shape: tuple[int, ...]) -> int:
         """The grouped form's groups for an input of ``shape``: C / the weight's C."""
         c, per_group = shape[0], self.shapes[self.keys[0]][1]
         if c % per_group:
@@ -65,7 +77,7 @@ class Conv(Local):
             )
         return c // per_group
 
-    def onnx(self, g, shape):
+    def onnx(self, g: OnnxGraph, shape: tuple[int, ...]) -> None:
         wkey, bkey = self.keys
         g.node(
             "Conv",
@@ -77,7 +89,7 @@ class Conv(Local):
             group=self.groups(shape),
         )
 
-    def bench_case(self, shape, batch):
+    def bench_case(self, shape: tuple[int, ...], batch: int) -> BenchCase | None:
         settings = dict(
             w=self.shapes[self.keys[0]],
             stride=self.stride,
@@ -88,7 +100,9 @@ class Conv(Local):
         return self.bench_kind, (batch, *shape), settings
 
     @staticmethod
-    def bench_pair(xp, x, w, b, p, layout):
+    def bench_pair(
+        xp: Module, x: Array, w: Array, b: Array, p: dict[str, Any], layout: str
+    ) -> BenchPair:
         """(forward, backward) of the fast form on a bench case (``bench.layers``)."""
         kw = dict(
             stride=p["stride"], pad=p["pad"], groups=p["groups"], algo=p["algo"], layout=layout
@@ -96,26 +110,28 @@ class Conv(Local):
         return (lambda: conv.forward(x, w, b, **kw)), (lambda out: conv.backward(*out))
 
     @staticmethod
-    def bench_share(shape, p, columns):
+    def bench_share(
+        shape: tuple[int, ...], p: dict[str, Any], columns: int
+    ) -> tuple[tuple[int, ...], dict[str, Any]]:
         """Each column its share of the kernels, on the channels of its group."""
         N, C, H, W = shape
         w = p["w"]
         return (N, C // p["groups"], H, W), dict(p, w=(w[0] // columns,) + w[1:], groups=1)
 
     @staticmethod
-    def bench_torch(ops, x, w, b, p):
+    def bench_torch(ops: Any, x: Any, w: Any, b: Any, p: dict[str, Any]) -> Any:
         return ops.F.conv2d(x, w, b, stride=p["stride"], padding=p["pad"], groups=p["groups"])
 
     # -- the fast engine -------------------------------------------------------------
-    def tuning(self, col):
+    def tuning(self, col: Column) -> dict[str, Any]:
         return dict(
             keep_cols=self.cache == "unfolded", algo=self.algo, layout=col.layout, ws=col.ws
         )
 
-    def backward_tuning(self, col):
+    def backward_tuning(self, col: Column) -> dict[str, Any]:
         return dict(ws=col.ws)
 
-    def _shared(self, ctx, h):
+    def _shared(self, ctx: Context, h: list[Array] | None) -> bool:
         return (
             ctx.engine == "fast"
             and h is not None
@@ -124,15 +140,15 @@ class Conv(Local):
             and ctx.placement.shared_input(h)
         )
 
-    def fusable(self, ctx, h):
+    def fusable(self, ctx: Context, h: list[Array] | None) -> bool:
         return not self._shared(ctx, h)
 
-    def forward(self, h, pass_, ctx):
+    def forward(self, h: list[Array], pass_: Pass, ctx: Context) -> tuple[list[Array], Any]:
         if self._shared(ctx, h):
             return self._forward_shared(h[0], ctx)
         return super().forward(h, pass_, ctx)
 
-    def _forward_shared(self, x, ctx):
+    def _forward_shared(self, x: Array, ctx: Context) -> tuple[list[Array], SharedCache]:
         P, columns = ctx.placement, len(ctx.columns)
         wkey, bkey = self.keys
         with P.device(0):
@@ -154,12 +170,16 @@ class Conv(Local):
         ys = [y[layouts.along(axis, slice(c * k, (c + 1) * k))] for c in range(columns)]
         return ys, SharedCache(cache, k)
 
-    def backward(self, d, cache, grads, ctx):
+    def backward(
+        self, d: list[Array], cache: Any, grads: list[dict[str, Array]], ctx: Context
+    ) -> list[Array] | None:
         if isinstance(cache, SharedCache):
             return self._backward_shared(d, cache, grads, ctx)
         return super().backward(d, cache, grads, ctx)
 
-    def _backward_shared(self, d, cache, grads, ctx):
+    def _backward_shared(
+        self, d: list[Array], cache: SharedCache, grads: list[dict[str, Array]], ctx: Context
+    ):
         P, columns = ctx.placement, len(ctx.columns)
         runs = conv_blocks.backward_parts(d, cache.cache, parts=columns)
         partials = P.each(lambda c, run: run(), runs)  # dw^T of each band of rows
@@ -173,5 +193,5 @@ class Conv(Local):
 
 
 class SharedCache(NamedTuple):
-    cache: object  # layers.conv_blocks.BlocksCache of all columns' kernels
+    cache: conv_blocks.BlocksCache  # layers.conv_blocks.BlocksCache of all columns' kernels
     kernels: int  # each column's

@@ -8,10 +8,18 @@ whose output it covers), so the draws depend on neither the columns nor the back
 fc6's and fc7's outputs are split over the columns, the flattened maps whole in each.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy
 
 from refnet.layers import backend, dropout
-from refnet.nodes.base import Local
+from refnet.layers.backend import Array
+from refnet.nodes.base import Column, Context, Local, OnnxGraph, Pass
+
+if TYPE_CHECKING:
+    from refnet.columns import Placement
 
 
 class Dropout(Local):
@@ -21,24 +29,34 @@ class Dropout(Local):
 
     plain = fast = dropout
 
-    def __init__(self, name, source, *, p=0.5, mode="paper", width=None, whole=False):
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        *,
+        p: float = 0.5,
+        mode: str = "paper",
+        width: int | None = None,
+        whole: bool = False,
+    ) -> None:
         super().__init__(name)
         self.source, self.p, self.mode = source, p, mode
         self.width, self.whole = width, whole
         self.settings = dict(p=p, mode=mode)
 
-    def onnx(self, g, shape):
+    def onnx(self, g: OnnxGraph, shape: tuple[int, ...]) -> None:
         if self.mode == "paper":  # the test-time factor 1 - p
             g.node("Mul", [g.last, g.constant(f"{self.name}.scale", 1.0 - self.p)], self.name)
         else:
             g.node("Identity", [g.last], self.name)
 
-    def masks(self, pass_, placement):
+    def masks(self, pass_: Pass, placement: Placement) -> list[Array] | None:
         """Column shards of a full (N, width) keep-mask (from ``pass_.masks`` or drawn
         from ``pass_.rng``), or None outside training."""
         if not pass_.train:
             return None
         n, width, name = pass_.n, self.width, self.source
+        assert n is not None and width is not None  # set by the network before a pass
         if pass_.masks is not None and name in pass_.masks:
             full = backend.asnumpy(pass_.masks[name])  # to the host, then to each column
             if tuple(full.shape) != (n, width):
@@ -57,11 +75,11 @@ class Dropout(Local):
             for c in range(columns)
         ]  # (N, width / columns) each
 
-    def prepare(self, pass_, ctx, columns):
+    def prepare(self, pass_: Pass, ctx: Context, columns: int) -> list[dict[str, Any]]:
         masks = self.masks(pass_, ctx.placement) or [None] * columns
         return [dict(train=pass_.train, mask=m) for m in masks]
 
-    def tuning(self, col):
+    def tuning(self, col: Column) -> dict[str, Any]:
         return dict(ws=col.ws)
 
     backward_tuning = tuning

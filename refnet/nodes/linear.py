@@ -5,8 +5,13 @@ fc6 and fc7 compute half of their outputs in each column; fc8 lives on column 0.
 column's workspace).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from refnet.layers import linear
-from refnet.nodes.base import Local
+from refnet.layers.backend import Array, Module
+from refnet.nodes.base import BenchCase, BenchPair, Column, Local, OnnxGraph
 
 
 class Linear(Local):
@@ -16,45 +21,49 @@ class Linear(Local):
     bench_kind = "linear"  # its case in bench.layers
     splits = True
 
-    def __init__(self, name, *, shapes):
+    def __init__(self, name: str, *, shapes: dict[str, tuple[int, ...]]) -> None:
         super().__init__(name)
         self.shapes = dict(shapes)
         self.keys = tuple(self.shapes)
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self.shapes)
 
-    def output_shape(self, shape):
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         out, inp = self.shapes[self.keys[0]]
         if tuple(shape) != (inp,):
             raise ValueError(f"{self.name} takes {inp} features, gets {tuple(shape)}")
         return (out,)
 
-    def flops(self, shape):
+    def flops(self, shape: tuple[int, ...]) -> int:
         out, inp = self.shapes[self.keys[0]]
         return 2 * out * inp
 
-    def onnx(self, g, shape):
+    def onnx(self, g: OnnxGraph, shape: tuple[int, ...]) -> None:
         wkey, bkey = self.keys
         g.node("Gemm", [g.last, g.param(wkey), g.param(bkey)], self.name, transB=1)
 
-    def bench_case(self, shape, batch):
+    def bench_case(self, shape: tuple[int, ...], batch: int) -> BenchCase | None:
         return self.bench_kind, (batch, *shape), dict(w=self.shapes[self.keys[0]])
 
     @staticmethod
-    def bench_pair(xp, x, w, b, p, layout):
+    def bench_pair(
+        xp: Module, x: Array, w: Array, b: Array, p: dict[str, Any], layout: str
+    ) -> BenchPair:
         return (lambda: linear.forward(x, w, b)), (lambda out: linear.backward(*out))
 
     @staticmethod
-    def bench_share(shape, p, columns):
+    def bench_share(
+        shape: tuple[int, ...], p: dict[str, Any], columns: int
+    ) -> tuple[tuple[int, ...], dict[str, Any]]:
         """Each column its share of the outputs, from all of the input."""
         return shape, dict(p, w=(p["w"][0] // columns, p["w"][1]))
 
     @staticmethod
-    def bench_torch(ops, x, w, b, p):
+    def bench_torch(ops: Any, x: Any, w: Any, b: Any, p: dict[str, Any]) -> Any:
         return ops.F.linear(x, w, b)
 
-    def tuning(self, col):
+    def tuning(self, col: Column) -> dict[str, Any]:
         return dict(ws=col.ws)
 
     backward_tuning = tuning

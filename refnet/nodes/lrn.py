@@ -12,16 +12,29 @@ ONNX's LRN divides alpha by ``size``: it is written with ``alpha * size`` and ``
 (``refnet.export`` documents the float32 rounding of that attribute).
 """
 
-from typing import NamedTuple
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from refnet import exchange
 from refnet.layers import layout as layouts
 from refnet.layers import lrn, plain
+from refnet.layers.backend import Array, Module
 from refnet.layers.layout import along, channel_axis
-from refnet.nodes.base import Local, split_pairs
+from refnet.nodes.base import (
+    BenchCase,
+    BenchPair,
+    Column,
+    Context,
+    Local,
+    OnnxGraph,
+    Pass,
+    split_pairs,
+)
 
 
-def onnx_attributes(params):
+def onnx_attributes(params: Mapping[str, float]) -> dict[str, float]:
     """ONNX LRN's attributes for refnet's ``{size, alpha, beta, k}``."""
     return dict(
         size=params["size"],
@@ -38,17 +51,27 @@ class Lrn(Local):
     fast = lrn
     bench_kind = "lrn"  # its case in bench.layers
 
-    def __init__(self, name, *, size, alpha, beta, k, mode="column", columns=1):
+    def __init__(
+        self,
+        name: str,
+        *,
+        size: int,
+        alpha: float,
+        beta: float,
+        k: float,
+        mode: str = "column",
+        columns: int = 1,
+    ) -> None:
         super().__init__(name)
         self.settings = dict(size=size, alpha=alpha, beta=beta, k=k)
         self.mode, self.columns = mode, columns
         self.across = mode == "all" and columns > 1  # a halo from the other column
 
-    def groups(self):
+    def groups(self) -> int:
         """Channel groups each normalised on their own in the grouped form."""
         return self.columns if self.mode == "column" else 1
 
-    def onnx(self, g, shape):
+    def onnx(self, g: OnnxGraph, shape: tuple[int, ...]) -> None:
         attrs = onnx_attributes(self.settings)
         if self.groups() == 1:
             g.node("LRN", [g.last], self.name, **attrs)
@@ -59,11 +82,13 @@ class Lrn(Local):
             g.node("LRN", [part], f"{part}/lrn", **attrs)
         g.node("Concat", [f"{p}/lrn" for p in parts], self.name, axis=1)
 
-    def bench_case(self, shape, batch):
+    def bench_case(self, shape: tuple[int, ...], batch: int) -> BenchCase | None:
         return self.bench_kind, (batch, *shape), dict(groups=self.groups(), **self.settings)
 
     @staticmethod
-    def bench_pair(xp, x, w, b, p, layout):
+    def bench_pair(
+        xp: Module, x: Array, w: Array, b: Array, p: dict[str, Any], layout: str
+    ) -> BenchPair:
         g, hyper = p["groups"], {k: p[k] for k in ("size", "alpha", "beta", "k")}
         axis = channel_axis(layout)
         C = x.shape[axis]
@@ -77,26 +102,28 @@ class Lrn(Local):
         )
 
     @staticmethod
-    def bench_share(shape, p, columns):
+    def bench_share(
+        shape: tuple[int, ...], p: dict[str, Any], columns: int
+    ) -> tuple[tuple[int, ...], dict[str, Any]]:
         """Each column its own maps, normalised as one group (the halo of Caffe's mode
         left out)."""
         N, C, H, W = shape
         return (N, C // columns, H, W), dict(p, groups=1)
 
     @staticmethod
-    def bench_torch(ops, x, w, b, p):
+    def bench_torch(ops: Any, x: Any, w: Any, b: Any, p: dict[str, Any]) -> Any:
         return ops.lrn(x, groups=p["groups"], **{k: p[k] for k in ("size", "alpha", "beta", "k")})
 
-    def tuning(self, col):
+    def tuning(self, col: Column) -> dict[str, Any]:
         return dict(layout=col.layout, ws=col.ws)
 
-    def backward_tuning(self, col):
+    def backward_tuning(self, col: Column) -> dict[str, Any]:
         return dict(ws=col.ws)
 
-    def fusable(self, ctx, h):
+    def fusable(self, ctx: Context, h: list[Array] | None) -> bool:
         return not self.across
 
-    def forward(self, h, pass_, ctx):
+    def forward(self, h: list[Array], pass_: Pass, ctx: Context) -> tuple[list[Array], Any]:
         if not self.across:
             return super().forward(h, pass_, ctx)
         run = self.plain_forward if ctx.engine == "plain" else self.column_forward
@@ -106,7 +133,9 @@ class Lrn(Local):
         h, caches = split_pairs(P.each(lambda c, a: run(ctx.columns[c], a, pass_, {}), h))
         return exchange.trim_forward(h, halo), HaloCache(halo, caches)  # C channels
 
-    def backward(self, d, cache, grads, ctx):
+    def backward(
+        self, d: list[Array], cache: Any, grads: list[dict[str, Array]], ctx: Context
+    ) -> list[Array] | None:
         if not isinstance(cache, HaloCache):
             return super().backward(d, cache, grads, ctx)
         run = self.plain_backward if ctx.engine == "plain" else self.column_backward
@@ -117,5 +146,5 @@ class Lrn(Local):
 
 
 class HaloCache(NamedTuple):
-    halo: object  # refnet.exchange.HaloCache
-    caches: list  # each column's LRN cache
+    halo: exchange.HaloCache  # refnet.exchange.HaloCache
+    caches: list[Any]  # each column's LRN cache
