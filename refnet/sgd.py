@@ -17,7 +17,8 @@ cuda-convnet2 configs set ``wcBias=0`` (the paper's formula names only w). Updat
 place on each column's shards, on that column's device, from per-column gradients
 (``AlexNet.loss_and_grad_columns``) or a full gradient dict (``loss_and_grad``). The
 plain engine (``engine="plain"``) takes the plain update, ``layers.plain.sgd_update``, a
-whole array at a time; the fast one the same operations in blocks of rows.
+whole array at a time; the fast one the same operations in place, in blocks of rows
+(``refnet.sgd_blocks``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
-from refnet.layers import blocking, plain
+from refnet import sgd_blocks
+from refnet.layers import plain
 from refnet.layers.backend import Array
 
 if TYPE_CHECKING:
@@ -107,27 +109,9 @@ class SGD:
                     form=self.form,
                 )
             return
-        # In blocks of rows of about block_bytes on the CPU (one block on a GPU), so the
-        # four passes over each parameter work in cache; the same operations per element
-        # in the same order, so the blocking changes no result.
-        budget = blocking.block_bytes(self.net.xp)
-        for name, w in params.items():
+        for name, w in params.items():  # the fast engine: in place, in blocks of rows
             g, v, wd = grads[name], self.velocity[c][name], self.decay(name)
-            for r in blocking.runs(w.shape[0], w[:1].nbytes, budget):
-                self._update_block(w[r], v[r], g[r], lr, m, wd)
-
-    def _update_block(self, w: Array, v: Array, g: Array, lr: float, m: float, wd: float) -> None:
-        v *= m
-        if self.form == "paper":  # v = m v - wd lr w - lr g; w += v
-            if wd:
-                v -= (wd * lr) * w
-            v -= lr * g
-            w += v
-        else:  # v = m v + g + wd w; w -= lr v
-            v += g
-            if wd:
-                v += wd * w
-            w -= lr * v
+            sgd_blocks.update_in_blocks(self.net.xp, w, v, g, lr, m, wd, self.form)
 
     def state_dict(self) -> dict[str, numpy.ndarray]:
         """``{"velocity/<name>": NumPy array}`` with the net's full (grouped) shapes."""
