@@ -11,11 +11,8 @@ layer in every column that has an input:
     conv4 relu  conv5 relu pool5  =exchange=>  flatten  fc6 relu dropout  =exchange=>
     fc7 relu dropout  =exchange to column 0=>  fc8  softmax cross-entropy (column 0)
 
-With ``head="gap"`` the end is ``conv5 relu =exchange to column 0=> head (1x1 conv to
-the K classes) gap``; arch ``owt`` (torchvision's) adds ``avgpool`` after pool5 and puts
-dropout on fc6's and fc7's inputs; ``columns=1`` runs the same layers in one column with
-the same total widths and no grouping. Parameters are named by the arch (``key``:
-``conv1.weight``, or for ``owt`` torchvision's ``features.0.weight``).
+The variants (``head="gap"``, arch ``owt``, ``columns=1``) and the parameters' names
+(``conv1.weight``, or the arch's) are in docs/architecture.md.
 
 Every option is a field of ``refnet.options.NetOptions`` (docs/architecture.md);
 ``AlexNet(**kwargs)`` and ``build_network(options)`` build the same network.
