@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from refnet.layers.backend import Array
 
-if TYPE_CHECKING:
-    from refnet.nodes.base import Column, Context, Pass
+# refnet.nodes.base's Column, Context and Pass: base imports this module, so these name
+# them without importing them back (no import cycle); the kinds' overrides use the types
+Column = Any
+Context = Any
+Pass = Any
 
 
 class FastLayer:
