@@ -27,6 +27,7 @@ import numpy
 from PIL import Image
 
 from refnet.data import augment
+from refnet.data import views as crops
 from refnet.data.build import build
 from refnet.data.cli import Parser, int_at_least, positive_int, run_command
 from refnet.data.files import write_json
@@ -106,7 +107,7 @@ def bench_augment(repeats=5):
         augment.train_views(images, augment.draw(rng, 128, 256, 227), mean, eigval, eigvec, 227)
     train = (time.perf_counter() - t) / repeats
     t = time.perf_counter()
-    augment.ten_views(images, mean, 227)
+    crops.ten_views(images, mean, 227)
     ten = time.perf_counter() - t
     return train, ten
 

@@ -1,7 +1,8 @@
 """The paper's augmentation, written once for any array module (NumPy or CuPy).
 
 Axis legend: N batch, S stored side, Cr crop side, 3 RGB channels (last in storage,
-second in the network's NCHW input), V views (10 for the 10-crop evaluation).
+second in the network's NCHW input). The evaluation views (centre, 10 crops) are in
+``data.views``.
 
 Randomness lives on the host. ``draw`` takes a ``numpy.random.Generator`` and returns
 plain NumPy arrays; the view functions take those arrays and the images on their own
@@ -14,10 +15,6 @@ a checkpoint needs to save.
         flips (n,) bool (p = 0.5), alphas (n, 3) float64 ~ N(0, lighting_std)
     train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None, dtype="float32")
         -> (N, 3, Cr, Cr) on images' xp
-    center_view(images, mean_image, crop, *, scale=None, dtype="float32") -> (N, 3, Cr, Cr)
-    ten_views(images, mean_image, crop, *, scale=None, dtype="float32") -> (10, N, 3, Cr, Cr)
-        view order: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right, 4 centre,
-        then 5..9 the horizontal mirrors of 0..4 in the same order.
     lighting_shift(alphas, eigval, eigvec) -> (N, 3) float64, the RGB constant per image
 
 Every view is, per image n (all in ``dtype``, on the 0-255 scale):
@@ -117,50 +114,6 @@ def train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None, dt
         scale=scale,
         dtype=dtype,
     )
-
-
-def center_view(images, mean_image, crop, *, scale=None, dtype="float32"):
-    """The centre crop at ((S - Cr) // 2, (S - Cr) // 2), mean-subtracted: (N, 3, Cr, Cr)."""
-    n = _check_images("center_view", images, mean_image, crop)
-    o = (images.shape[1] - crop) // 2
-    return crop_windows(
-        images,
-        numpy.full(n, o),
-        numpy.full(n, o),
-        numpy.zeros(n, bool),
-        mean_image,
-        crop,
-        scale=scale,
-        dtype=dtype,
-    )
-
-
-def ten_views(images, mean_image, crop, *, scale=None, dtype="float32"):
-    """The 10 evaluation crops (order in the module doc): (10, N, 3, Cr, Cr) on xp."""
-    n = _check_images("ten_views", images, mean_image, crop)
-    xp = get_array_module(images)
-    out = xp.empty((10, n, 3, crop, crop), dtype=as_dtype(dtype))
-    for v, (oy, ox, flip) in enumerate(ten_crop_offsets(images.shape[1], crop)):
-        crop_windows(
-            images,
-            numpy.full(n, oy),
-            numpy.full(n, ox),
-            numpy.full(n, flip),
-            mean_image,
-            crop,
-            scale=scale,
-            dtype=dtype,
-            out=out[v],
-        )
-    return out
-
-
-def ten_crop_offsets(stored_size, crop):
-    """[(offset_y, offset_x, flip)] of the 10 views, in ``ten_views`` order."""
-    _check_crop("ten_crop_offsets", stored_size, crop)
-    e, c = stored_size - crop, (stored_size - crop) // 2
-    base = [(0, 0), (0, e), (e, 0), (e, e), (c, c)]
-    return [(y, x, False) for y, x in base] + [(y, x, True) for y, x in base]
 
 
 def crop_windows(

@@ -27,29 +27,11 @@ from refnet.layers import dropout, gap, linear, relu, softmax
 from refnet.layers.backend import Array, get_array_module
 from refnet.layers.checks import window_count
 
-__all__ = [
-    "conv_forward",
-    "conv_backward",
-    "pool_forward",
-    "pool_backward",
-    "lrn_forward",
-    "lrn_backward",
-    "adaptive_pool_forward",
-    "adaptive_pool_backward",
-    "flatten_forward",
-    "flatten_backward",
-    "relu_forward",
-    "relu_backward",
-    "linear_forward",
-    "linear_backward",
-    "dropout_forward",
-    "dropout_backward",
-    "gap_forward",
-    "gap_backward",
-    "softmax_forward",
-    "softmax_backward",
-    "sgd_update",
-]
+# the plain pairs by layer, each as *_forward and *_backward, and the update
+_PLAIN = ("conv", "pool", "lrn", "adaptive_pool", "flatten")
+_SHARED = ("relu", "linear", "dropout", "gap", "softmax")  # re-exported, below
+__all__ = [f"{name}_{way}" for name in _PLAIN + _SHARED for way in ("forward", "backward")]
+__all__ += ["sgd_update"]
 
 
 class Pair(NamedTuple):
@@ -68,8 +50,6 @@ softmax_forward, softmax_backward = softmax.forward, softmax.backward
 
 
 # -- convolution ------------------------------------------------------------------------
-
-
 class ConvCache(NamedTuple):
     x: Array  # (N, C, H, W) the input
     w: Array  # (K, Cg, kh, kw)
@@ -153,8 +133,6 @@ def conv_backward(
 
 
 # -- max pooling ------------------------------------------------------------------------
-
-
 class PoolCache(NamedTuple):
     argmax: Array  # (N, C, OH, OW) window position p = i*z + j of the first maximum
     x_shape: tuple[int, ...]  # (N, C, H, W)
@@ -216,8 +194,6 @@ def pool_backward(dy: Array, cache: PoolCache) -> Array:
 
 
 # -- local response normalisation ---------------------------------------------------------
-
-
 class LrnCache(NamedTuple):
     x: Array  # (N, C, H, W) the input
     s: Array  # its denominator's base, like x
@@ -267,8 +243,6 @@ def lrn_backward(dy: Array, cache: LrnCache) -> Array:
 
 
 # -- adaptive average pooling -----------------------------------------------------------
-
-
 def _bin(i: int, size: int, out: int) -> slice:
     """Positions floor(i size / out) to ceil((i + 1) size / out), end excluded."""
     return slice(i * size // out, -(-(i + 1) * size // out))
@@ -305,8 +279,6 @@ def adaptive_pool_backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
 
 
 # -- flattening -------------------------------------------------------------------------
-
-
 def flatten_forward(x: Array) -> tuple[Array, tuple[int, ...]]:
     """(y, x's shape): the maps (N, C, H, W) as features (N, C*H*W) in (C, H, W) order
     (``torch.flatten(x, 1)``)."""
@@ -319,8 +291,6 @@ def flatten_backward(dy: Array, x_shape: tuple[int, ...]) -> Array:
 
 
 # -- the update -------------------------------------------------------------------------
-
-
 def sgd_update(
     w: Array,
     v: Array,

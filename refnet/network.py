@@ -11,11 +11,8 @@ layer in every column that has an input:
     conv4 relu  conv5 relu pool5  =exchange=>  flatten  fc6 relu dropout  =exchange=>
     fc7 relu dropout  =exchange to column 0=>  fc8  softmax cross-entropy (column 0)
 
-With ``head="gap"`` the end is ``conv5 relu =exchange to column 0=> head (1x1 conv to
-the K classes) gap``; arch ``owt`` (torchvision's) adds ``avgpool`` after pool5 and puts
-dropout on fc6's and fc7's inputs; ``columns=1`` runs the same layers in one column with
-the same total widths and no grouping. Parameters are named by the arch (``key``:
-``conv1.weight``, or for ``owt`` torchvision's ``features.0.weight``).
+The variants (``head="gap"``, arch ``owt``, ``columns=1``) and the parameters' names
+(``conv1.weight``, or the arch's) are in docs/architecture.md.
 
 Every option is a field of ``refnet.options.NetOptions`` (docs/architecture.md);
 ``AlexNet(**kwargs)`` and ``build_network(options)`` build the same network.
@@ -39,6 +36,7 @@ from refnet.conventions import init_scheme as preset_init
 from refnet.layers import layout as layouts
 from refnet.layers import softmax
 from refnet.layers.backend import Array, DTypeLike, Module, backend_module
+from refnet.network_checks import InputChecks
 from refnet.nodes import (
     AdaptivePool,
     Column,
@@ -51,7 +49,6 @@ from refnet.nodes import (
     Input,
     Layer,
     Linear,
-    Local,
     Lrn,
     Pass,
     Pool,
@@ -60,6 +57,7 @@ from refnet.nodes import (
 from refnet.nodes.base import run_plain, run_plain_backward
 from refnet.options import NetOptions
 from refnet.parameters import Parameters
+from refnet.readouts import Readouts
 
 __all__ = [
     "AlexNet",
@@ -78,7 +76,7 @@ __all__ = [
 ]
 
 
-class AlexNet(Parameters):
+class AlexNet(Readouts, InputChecks, Parameters):
     """The paper's network on NumPy or CuPy, in one or two columns.
 
     ``AlexNet(arch, dtype, backend, **options)`` takes the fields of
@@ -239,25 +237,6 @@ class AlexNet(Parameters):
         logits, _ = self._forward(x, Pass(train, rng, masks, keep=False))
         return logits
 
-    def predict_proba(self, x: Array) -> Array:
-        """Softmax probabilities (N, K) in eval mode (no dropout), on column 0's device."""
-        logits = self.forward(x, train=False)
-        with self.placement.device(0):
-            return softmax.probabilities(logits)
-
-    def loss_and_grad(
-        self,
-        x: Array,
-        labels: Array,
-        train: bool = True,
-        rng: numpy.random.Generator | None = None,
-        masks: dict[str, Array] | None = None,
-    ) -> tuple[float, dict[str, Array]]:
-        """(mean cross-entropy as a float, gradients keyed like ``state_dict`` with full
-        shapes, arrays of the net's module on column 0's device)."""
-        loss, grads = self.loss_and_grad_columns(x, labels, train=train, rng=rng, masks=masks)
-        return loss, self.full_grads(grads)
-
     def loss_and_grad_columns(
         self,
         x: Array,
@@ -288,43 +267,6 @@ class AlexNet(Parameters):
         else:
             segments.backward(pass_.context, pass_, caches, [dlogits], grads, on_grads)
         return float(loss), grads
-
-    def features(self, x: Array, upto: str = "relu_fc7", maps: bool = False) -> Array:
-        """The output (N, F) of layer ``upto`` (a name in ``self.layers``) for images x,
-        in eval mode, on column 0's device: each column's part concatenated in column
-        order (fc6 and fc7 split their F outputs in halves over two columns). The default
-        is fc7's ReLU, the last hidden layer (4096 features for ``alexnet``); in the
-        paper's dropout mode fc8 reads these times (1 - p). ``ValueError`` for a name
-        not in the list or, unless ``maps``, a layer whose output is not (N, F) (the conv
-        maps). ``maps=True`` gives those as (N, C, H, W) whatever the layout, the
-        columns' channels side by side (the grouped single-device form). Where every
-        column holds all of them (after an exchange, until the next layer with weights)
-        column 0's are returned."""
-        names = [layer.name for layer in self.layers]
-        if upto not in names:
-            raise ValueError(f"features: no layer {upto!r}; the layers are {names}")
-        self._require_params()
-        self._check_input(x)
-        self.placement.new_pass()
-        pass_, ctx = Pass(False, None, None, keep=False), self.context()
-        pass_.n, h = x.shape[0], x
-        whole = True  # every column holds all of h, not its part
-        for layer in self.layers[: names.index(upto) + 1]:
-            h, _ = layer.forward(h, pass_, ctx)
-            whole = layer.gathers or (whole and not layer.splits)
-        if any(a.ndim != 2 for a in h) and not maps:
-            raise ValueError(
-                f"features: {upto!r} gives maps of shape {h[0].shape} per "
-                "column, not (N, F) features"
-            )
-        if whole:
-            h = h[:1]
-        P = self.placement
-        with P.device(0):
-            h = [P.put(a, 0) for a in h]
-            if h[0].ndim == 4:
-                h = [layouts.transpose(a, self.layout, "NCHW") for a in h]
-            return self.xp.concatenate(h, axis=1)  # (N, F) or (N, C, H, W)
 
     def context(self) -> Context:
         """The ``refnet.nodes.Context`` the layers run in: the placement and each
@@ -361,45 +303,6 @@ class AlexNet(Parameters):
             (logits,) = segments.forward(ctx, self.layers, x, pass_, caches)
         return logits, caches
 
-    # -- checks and dropout masks ------------------------------------------------------
-    def _check_input(self, x: Array) -> None:
-        s = self.spec.input_size
-        shape = tuple(getattr(x, "shape", ()))
-        if len(shape) != 4 or shape[1:] != (3, s, s) or shape[0] < 1:
-            raise ValueError(
-                f"AlexNet({self.spec.name!r}): x must have shape (N, 3, {s}, {s}), got {shape}"
-            )
-        if numpy.dtype(x.dtype) != self.dtype:
-            raise TypeError(
-                f"AlexNet: x has dtype {x.dtype} but the net computes in "
-                f"{self.dtype}; convert it first"
-            )
-
-    def _labels(self, labels: Array, n: int) -> Array:
-        host = None
-        if isinstance(labels, numpy.ndarray) or not hasattr(labels, "__array_namespace__"):
-            host = numpy.asarray(labels)
-        shape = tuple(getattr(labels, "shape", numpy.shape(labels)))
-        if shape != (n,):
-            raise ValueError(f"labels must have shape ({n},), got {shape}")
-        if host is not None:
-            if host.dtype.kind not in "iu":
-                raise TypeError(f"labels must be integers, got dtype {host.dtype}")
-            if n and (host.min() < 0 or host.max() >= self.num_classes):
-                raise ValueError(
-                    f"labels must be in [0, {self.num_classes}), got [{host.min()}, {host.max()}]"
-                )
-        return self.placement.put(labels, 0)
-
-    def dropout_masks(self, name: str, pass_: Pass) -> list[Array] | None:
-        """Column shards of a full (N, width) keep-mask for layer ``name``'s outputs (from
-        ``pass_.masks`` or drawn from ``pass_.rng``), or None outside training
-        (``refnet.nodes.Dropout.masks``)."""
-        for layer in self.layers:
-            if isinstance(layer, Dropout) and layer.source == name:
-                return layer.masks(pass_, self.placement)
-        raise ValueError(f"dropout_masks: no dropout on {name!r}'s outputs")
-
 
 def build_network(options: NetOptions) -> AlexNet:
     """The ``AlexNet`` that ``options`` (a ``refnet.options.NetOptions``) describes: the
@@ -407,9 +310,3 @@ def build_network(options: NetOptions) -> AlexNet:
     if not isinstance(options, NetOptions):
         raise TypeError(f"build_network takes a NetOptions, got {type(options).__name__}")
     return AlexNet(**options.kwargs())
-
-
-# The names the layer classes and the pass had here before ``refnet.nodes`` held them.
-_Pass = Pass  # a forward pass (``refnet.nodes.Pass``); the older name
-_Layer = Layer
-_Local = Local

@@ -20,7 +20,7 @@ import sys
 import numpy
 
 from refnet.config import UsageError
-from refnet.data import augment
+from refnet.data import views as crops
 from refnet.data.cli import Parser, exit_status, positive_int, run_command
 from refnet.data.decode import BadImage, decode_image
 from refnet.evaluate import add_network_arguments, load_network, predict_views
@@ -33,7 +33,7 @@ def preprocess(path, inputs, views="ten"):
     mean = numpy.asarray(inputs["mean_image"])
     scale = inputs.get("scale")
     scale = None if scale is None else numpy.asarray(scale)
-    fn = augment.ten_views if views == "ten" else augment.center_view
+    fn = crops.ten_views if views == "ten" else crops.center_view
     return fn(img, mean, int(inputs["crop"]), scale=scale, dtype=inputs["dtype"])
 
 

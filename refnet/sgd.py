@@ -17,18 +17,21 @@ cuda-convnet2 configs set ``wcBias=0`` (the paper's formula names only w). Updat
 place on each column's shards, on that column's device, from per-column gradients
 (``AlexNet.loss_and_grad_columns``) or a full gradient dict (``loss_and_grad``). The
 plain engine (``engine="plain"``) takes the plain update, ``layers.plain.sgd_update``, a
-whole array at a time; the fast one the same operations in blocks of rows.
+whole array at a time; the fast one the same operations in place, in blocks of rows
+(``refnet.sgd_blocks``). Saving and loading the velocities: ``refnet.sgd_state``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy
 
-from refnet.layers import blocking, plain
+from refnet import sgd_blocks
+from refnet.layers import plain
 from refnet.layers.backend import Array
+from refnet.sgd_state import SGDState
 
 if TYPE_CHECKING:
     from refnet.network import AlexNet
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
 FORMS = ("paper", "pytorch")
 
 
-class SGD:
+class SGD(SGDState):
     """SGD over an ``AlexNet``'s parameters; ``lr`` may be changed between steps."""
 
     def __init__(
@@ -107,52 +110,6 @@ class SGD:
                     form=self.form,
                 )
             return
-        # In blocks of rows of about block_bytes on the CPU (one block on a GPU), so the
-        # four passes over each parameter work in cache; the same operations per element
-        # in the same order, so the blocking changes no result.
-        budget = blocking.block_bytes(self.net.xp)
-        for name, w in params.items():
+        for name, w in params.items():  # the fast engine: in place, in blocks of rows
             g, v, wd = grads[name], self.velocity[c][name], self.decay(name)
-            for r in blocking.runs(w.shape[0], w[:1].nbytes, budget):
-                self._update_block(w[r], v[r], g[r], lr, m, wd)
-
-    def _update_block(self, w: Array, v: Array, g: Array, lr: float, m: float, wd: float) -> None:
-        v *= m
-        if self.form == "paper":  # v = m v - wd lr w - lr g; w += v
-            if wd:
-                v -= (wd * lr) * w
-            v -= lr * g
-            w += v
-        else:  # v = m v + g + wd w; w -= lr v
-            v += g
-            if wd:
-                v += wd * w
-            w -= lr * v
-
-    def state_dict(self) -> dict[str, numpy.ndarray]:
-        """``{"velocity/<name>": NumPy array}`` with the net's full (grouped) shapes."""
-        return {f"velocity/{name}": v for name, v in self.net.gather(self.velocity).items()}
-
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Set the velocities from ``state_dict()``'s form; ``ValueError`` on wrong,
-        missing or extra keys and wrong shapes."""
-        shapes = {f"velocity/{n}": s for n, s in self.net.shapes.items()}
-        missing = [k for k in shapes if k not in sd]
-        extra = [k for k in sd if k not in shapes]
-        if missing or extra:
-            raise ValueError(
-                f"SGD state does not match the net: missing {missing}, unexpected {extra}"
-            )
-        bad = {
-            k: tuple(numpy.shape(sd[k])) for k in shapes if tuple(numpy.shape(sd[k])) != shapes[k]
-        }
-        if bad:
-            raise ValueError(
-                f"SGD state shapes do not match: got {bad}, expected "
-                f"{ {k: shapes[k] for k in bad} }"
-            )
-        full = {
-            key[len("velocity/") :]: numpy.asarray(sd[key], dtype=self.net.dtype) for key in shapes
-        }
-        for velocity, shards in zip(self.velocity, self.net.scatter(full), strict=True):
-            velocity.update(shards)
+            sgd_blocks.update_in_blocks(self.net.xp, w, v, g, lr, m, wd, self.form)

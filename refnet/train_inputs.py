@@ -34,6 +34,7 @@ import numpy
 from refnet import sample_draws
 from refnet.arch import get_arch
 from refnet.data import augment
+from refnet.data import views as crops
 from refnet.data.cli import UserError
 from refnet.data.loader import Loader
 from refnet.data.store import StoreError, StoreReader
@@ -228,13 +229,11 @@ class InputPipeline:
     def eval_views(self, images, views="center"):
         images = self.xp.asarray(images)
         if views == "center":
-            return augment.center_view(
+            return crops.center_view(
                 images, self.mean, self.crop, scale=self.scale, dtype=self.dtype
             )
         if views == "ten":
-            return augment.ten_views(
-                images, self.mean, self.crop, scale=self.scale, dtype=self.dtype
-            )
+            return crops.ten_views(images, self.mean, self.crop, scale=self.scale, dtype=self.dtype)
         raise ValueError(f"views must be 'center' or 'ten', got {views!r}")
 
     def val_batches(self, batch, part=(0, 1)):

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from refnet.data import augment
+from refnet.data import views as crops
 from refnet.layers.backend import asnumpy
 from tests.tolerance import tol
 
@@ -133,7 +134,7 @@ def test_ten_views_are_the_right_windows():
     rng = numpy.random.default_rng(3)
     n, s, crop = 3, 11, 8
     images, mean = stored_images(rng, n, s)
-    views = augment.ten_views(images, mean, crop, dtype="float64")
+    views = crops.ten_views(images, mean, crop, dtype="float64")
     assert views.shape == (10, n, 3, crop, crop)
     e, c = s - crop, (s - crop) // 2
     corners = [(0, 0), (0, e), (e, 0), (e, e), (c, c)]
@@ -149,7 +150,7 @@ def test_ten_views_are_the_right_windows():
             images, y, x, v >= 5, mean, crop, None, None, numpy.dtype("float64"), numpy
         )
         numpy.testing.assert_array_equal(same, views[v])
-    center = augment.center_view(images, mean, crop, dtype="float64")
+    center = crops.center_view(images, mean, crop, dtype="float64")
     numpy.testing.assert_array_equal(center, views[4])
 
 
@@ -166,9 +167,9 @@ def test_views_agree_across_array_modules(xp):
         xp.asarray(images), aug, xp.asarray(mean), eigval, eigvec, crop, scale=0.02, dtype="float64"
     )
     numpy.testing.assert_allclose(asnumpy(got), ref, rtol=1e-12, atol=1e-9)
-    ten = augment.ten_views(xp.asarray(images), xp.asarray(mean), crop, dtype="float64")
+    ten = crops.ten_views(xp.asarray(images), xp.asarray(mean), crop, dtype="float64")
     numpy.testing.assert_allclose(
-        asnumpy(ten), augment.ten_views(images, mean, crop, dtype="float64"), rtol=1e-12, atol=1e-9
+        asnumpy(ten), crops.ten_views(images, mean, crop, dtype="float64"), rtol=1e-12, atol=1e-9
     )
 
 
@@ -180,10 +181,10 @@ def test_bad_arguments_raise_plain_errors():
     with pytest.raises(TypeError, match="Generator"):
         augment.draw(numpy.random.RandomState(0), 2, 8, 4)
     with pytest.raises(TypeError, match="uint8"):
-        augment.center_view(images.astype(numpy.float32), None, 4)
+        crops.center_view(images.astype(numpy.float32), None, 4)
     with pytest.raises(ValueError, match="mean_image"):
-        augment.center_view(images, numpy.zeros((7, 7, 3)), 4)
+        crops.center_view(images, numpy.zeros((7, 7, 3)), 4)
     with pytest.raises(ValueError, match="offsets"):
         augment.crop_windows(images, [0, 5], [0, 0], [False, False], None, 4)
     with pytest.raises(ValueError, match="scale"):
-        augment.center_view(images, None, 4, scale=[1.0, 2.0])
+        crops.center_view(images, None, 4, scale=[1.0, 2.0])

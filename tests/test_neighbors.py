@@ -8,7 +8,7 @@ import numpy
 import pytest
 from PIL import Image
 
-from refnet.data import augment
+from refnet.data import views as crops
 from refnet.data.store import StoreReader
 from refnet.evaluate import load_network
 from refnet.neighbors import NEIGHBORS, NearestSearch, search_training_set
@@ -93,7 +93,7 @@ def test_store_search_equals_brute_force(trained):
         mean, std = store.metadata.mean_image, store.metadata.pixel_std
     scale = 1 / std if cfg["input_scale"] == "pixel_std" else None
     feats = net.features(
-        augment.center_view(images, mean, net.spec.input_size, scale=scale, dtype=cfg["dtype"])
+        crops.center_view(images, mean, net.spec.input_size, scale=scale, dtype=cfg["dtype"])
     )
     full = numpy.linalg.norm(numpy.float64(queries)[:, None] - feats[None], axis=2)
     order = numpy.argsort(full, axis=1, kind="stable")[:, :NEIGHBORS]

@@ -10,7 +10,7 @@ import numpy
 import pytest
 
 from refnet import AlexNet
-from refnet.network import _Pass
+from refnet.nodes import Pass
 from tests.grouped_network import (
     TINY_AVGPOOL,
     assert_close,
@@ -128,7 +128,7 @@ def test_columns_on_one_device_run_conv1_as_one_layer_keeping_only_the_image():
     rng = numpy.random.default_rng(13)
     net = AlexNet("tiny", "float64").init(seed=5, scheme="he")
     x = rng.standard_normal((2, 3, 45, 45))
-    _, caches = net._forward(x, _Pass(train=False, rng=None, masks=None, keep=True))
+    _, caches = net._forward(x, Pass(train=False, rng=None, masks=None, keep=True))
     shared = caches["conv1"]
     assert shared.kernels == 2 and shared.cache.w.shape == (4, 3, 3, 3)
     numpy.testing.assert_array_equal(shared.cache.x, x.transpose(1, 2, 3, 0))  # CHWN

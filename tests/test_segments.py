@@ -4,12 +4,12 @@ network makes, and the same numbers bit for bit as running layer by layer."""
 import numpy
 import pytest
 
-from refnet import AlexNet, network
-from refnet.network import _Pass
+from refnet import AlexNet
+from refnet.nodes import Local, Pass
 
 
 def _runs(net, x):
-    run = _Pass(train=True, rng=numpy.random.default_rng(0), masks=None, keep=True)
+    run = Pass(train=True, rng=numpy.random.default_rng(0), masks=None, keep=True)
     net._forward(x, run)
     return [[layer.name for layer in segment] for segment in run.segments]
 
@@ -64,7 +64,7 @@ def test_runs_give_what_layer_by_layer_gives(monkeypatch, options):
     masks = {k: rng.random((3, w)) >= 0.5 for k, w in net.dropout_widths().items()}
     fused_calls, single_calls = [], []
     fused = _results(net, x, labels, masks, fused_calls)
-    monkeypatch.setattr(network._Local, "fusable", lambda self, ctx, h: False)
+    monkeypatch.setattr(Local, "fusable", lambda self, ctx, h: False)
     single = _results(
         AlexNet("tiny", "float64", **options).init(seed=1, scheme="he"),
         x,

@@ -10,7 +10,7 @@ import pytest
 from refnet import ARCHS, AlexNet, NetOptions, param_shapes
 from refnet.config import UsageError, build_parser, resolve
 from refnet.layers.conv import ConvCache
-from refnet.network import _Pass
+from refnet.nodes import Pass
 
 
 def test_zfnet_keeps_their_pooled_sizes():
@@ -85,7 +85,7 @@ def test_zfnet_trains_one_step_at_full_size():
     rng = numpy.random.default_rng(0)
     net = AlexNet("zfnet", "float32").init(seed=0, scheme="he")
     x = rng.standard_normal((2, 3, 225, 225)).astype(numpy.float32)
-    _, caches = net._forward(x, _Pass(train=True, rng=rng, masks=None, keep=True))
+    _, caches = net._forward(x, Pass(train=True, rng=rng, masks=None, keep=True))
     assert isinstance(caches["conv1"][0], ConvCache)
     assert isinstance(caches["conv2"][0], ConvCache)  # stride 2: not Winograd
     assert not isinstance(caches["conv3"][0], ConvCache)  # stride 1: Winograd

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from refnet.layers import adaptive_pool, plain
-from refnet.nodes.base import Column, Local, OnnxGraph
+from refnet.nodes.base import Column, Local
+from refnet.nodes.describe import OnnxGraph
 
 
 class AdaptivePool(Local):

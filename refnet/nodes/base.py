@@ -3,10 +3,8 @@
 Axis legend: N batch, C channels, H/W height/width, F features.
 
 A layer object (``Layer``) is built with its own hyperparameters and knows what the rest
-of refnet asks of it: ``output_shape`` (per image, the grouped single-device form, both
-columns together: maps (C, H, W), features (F,)), ``param_shapes``, ``flops`` (forward,
-per image), ``onnx`` (its graph nodes, through ``refnet.export``'s builder) and
-``bench_case`` (what ``bench.layers`` times). It reads nothing of the network object.
+of refnet asks of it: ``param_shapes`` here, and what the summary, the exporter and the
+benchmark ask (``refnet.nodes.describe``). It reads nothing of the network object.
 
 When it runs it is given a ``Context``: the placement of the columns and each column's
 ``Column`` (that column's parameters, workspace, device, array module, layout, dtype and
@@ -15,11 +13,11 @@ d`` take and give lists aligned with the columns.
 
 Most layers compute each column's part from that column's data alone (``Local``). Such a
 layer names two pairs of functions (``.forward``, ``.backward``) with one signature,
-``forward(x, *weights, **settings) -> (y, cache)`` and ``backward(dy, cache, **backward_settings) ->
-gradients``: ``plain`` (``layers.plain``) and ``fast``, which also takes the keywords of
-``tuning`` (layout, workspace, algorithm). ``plain_forward`` / ``plain_backward`` call the
-first, ``column_forward`` / ``column_backward`` the second; ``engine="plain"`` runs
-every layer through its plain pair, one column after the other (``run_plain``).
+``forward(x, *weights, **settings) -> (y, cache)`` and ``backward(dy, cache,
+**backward_settings) -> gradients``: ``plain`` (``layers.plain``), which
+``plain_forward`` / ``plain_backward`` call, and ``fast`` (``refnet.nodes.fast``).
+``engine="plain"`` runs every layer through its plain pair, one column after the other
+(``run_plain``).
 """
 
 from __future__ import annotations
@@ -31,21 +29,13 @@ import numpy
 
 from refnet.layers.backend import Array, Module
 from refnet.layers.workspace import Fresh
+from refnet.nodes.describe import Described
+from refnet.nodes.fast import FastLayer, FastLocal
 
 if TYPE_CHECKING:
     from refnet.columns import Placement
 
 __all__ = ["Column", "Context", "Pass", "Layer", "Local", "run_plain", "split_pairs"]
-
-OnnxGraph = Any
-"""``refnet.export``'s graph builder (``node``, ``constant``, ``last``): the exporter stands
-on the library, so the library names no type of it."""
-
-BenchCase = tuple[str, tuple[int, ...], dict[str, Any]]
-"""(kind, x shape, settings) of a layer's case in ``bench.layers``."""
-
-BenchPair = tuple[Callable[[], Any], Callable[[Any], Any]]
-"""(forward, backward) callables of a bench case: ``backward(forward())``."""
 
 
 class Column(NamedTuple):
@@ -92,7 +82,7 @@ def split_pairs(pairs: Sequence[tuple[Array, Any]]) -> tuple[list[Array], list[A
     return [y for y, _ in pairs], [c for _, c in pairs]
 
 
-class Layer:
+class Layer(Described, FastLayer):
     """A layer of the list; subclasses add their settings and override what differs."""
 
     gathers: bool = False  # its output is whole in every column (the input, an exchange)
@@ -118,44 +108,12 @@ class Layer:
         """{key: shape} of its parameters in the grouped single-device form."""
         return {}
 
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        """Its output's shape per image for an input of ``shape`` (grouped form)."""
-        return shape
 
-    def flops(self, shape: tuple[int, ...]) -> int:
-        """Forward FLOPs per image for an input of ``shape`` (a multiply-add is 2)."""
-        return 0
-
-    def onnx(self, g: OnnxGraph, shape: tuple[int, ...]) -> None:
-        """Add its ONNX nodes to the builder ``g`` (``refnet.export``): by default the
-        identity, a tensor named after the layer."""
-        g.node("Identity", [g.last], self.name)
-
-    def bench_case(self, shape: tuple[int, ...], batch: int) -> BenchCase | None:
-        """(kind, x shape, settings) that ``bench.layers`` times, or None: not timed."""
-        return None
-
-    @staticmethod
-    def bench_share(
-        shape: tuple[int, ...], p: dict[str, Any], columns: int
-    ) -> tuple[tuple[int, ...], dict[str, Any]]:
-        """(x shape, settings) of one column's share of a bench case: maps split along
-        their channels (each column its own)."""
-        N, C, H, W = shape
-        return (N, C // columns, H, W), p
-
-    def fusable(self, ctx: Context, h: list[Array] | None) -> bool:
-        """Whether this call (on h, or on a column-local layer's output when h is None)
-        is column-local, so that ``refnet.segments`` may run it with its neighbours."""
-        return False
-
-
-class Local(Layer):
+class Local(FastLocal, Layer):
     """A layer whose every column computes its part from its own data alone."""
 
     plain: Any = None  # its plain pair: a layers.plain.Pair, or the module of the one
     # shared form (``layers.relu``: its forward and backward)
-    fast: Any = None  # the module of the fast pair (``layers.conv``), same signatures
     keys: tuple[str, ...] = ()  # its parameters' keys, weight first: column c reads params[key]
     settings: dict[str, Any] = {}  # hyperparameters both forms take
     backward_settings: dict[str, Any] = {}
@@ -163,21 +121,10 @@ class Local(Layer):
     def weights(self, col: Column) -> tuple[Array, ...]:
         return tuple(col.params[key] for key in self.keys)
 
-    def tuning(self, col: Column) -> dict[str, Any]:
-        """What the fast forward takes besides the settings (layout, workspace, ...)."""
-        return {}
-
-    def backward_tuning(self, col: Column) -> dict[str, Any]:
-        """What the fast backward takes besides ``backward_settings``."""
-        return {}
-
     def prepare(self, pass_: Pass, ctx: Context, columns: int) -> list[dict[str, Any]]:
         """Per column, the keywords a forward takes from the pass (dropout's masks: made
         in the calling thread, in the list's order)."""
         return [{}] * columns
-
-    def fusable(self, ctx: Context, h: list[Array] | None) -> bool:
-        return True
 
     def _store(self, out: Any, grads: dict[str, Array]) -> Array:
         """dx from a backward's result; the parameter gradients into ``grads``."""
@@ -195,19 +142,6 @@ class Local(Layer):
 
     def plain_backward(self, col: Column, g: Array, cache: Any, grads: dict[str, Array]) -> Array:
         return self._store(self.plain.backward(g, cache, **self.backward_settings), grads)
-
-    def column_forward(
-        self, col: Column, a: Array, pass_: Pass, extra: dict[str, Any]
-    ) -> tuple[Array, Any]:
-        return self.fast.forward(
-            a, *self.weights(col), **self.settings, **extra, **self.tuning(col)
-        )
-
-    def column_backward(self, col: Column, g: Array, cache: Any, grads: dict[str, Array]) -> Array:
-        return self._store(
-            self.fast.backward(g, cache, **self.backward_settings, **self.backward_tuning(col)),
-            grads,
-        )
 
     def forward(self, h: list[Array], pass_: Pass, ctx: Context) -> tuple[list[Array], Any]:
         run = self.plain_forward if ctx.engine == "plain" else self.column_forward

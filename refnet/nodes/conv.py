@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 from refnet.layers import conv, conv_blocks, plain
 from refnet.layers import layout as layouts
 from refnet.layers.backend import Array, Module
-from refnet.nodes.base import BenchCase, BenchPair, Column, Context, Local, OnnxGraph, Pass
+from refnet.nodes.base import Column, Context, Local, Pass
+from refnet.nodes.describe import BenchCase, BenchPair, OnnxGraph
 
 
 class Conv(Local):

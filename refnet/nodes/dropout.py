@@ -16,7 +16,8 @@ import numpy
 
 from refnet.layers import backend, dropout
 from refnet.layers.backend import Array
-from refnet.nodes.base import Column, Context, Local, OnnxGraph, Pass
+from refnet.nodes.base import Column, Context, Local, Pass
+from refnet.nodes.describe import OnnxGraph
 
 if TYPE_CHECKING:
     from refnet.columns import Placement

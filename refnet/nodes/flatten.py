@@ -11,7 +11,8 @@ from typing import Any
 
 from refnet.layers import plain
 from refnet.layers.backend import Array
-from refnet.nodes.base import Column, Local, OnnxGraph, Pass
+from refnet.nodes.base import Column, Local, Pass
+from refnet.nodes.describe import OnnxGraph
 
 
 class Flatten(Local):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from refnet.layers import gap
-from refnet.nodes.base import Column, Local, OnnxGraph
+from refnet.nodes.base import Column, Local
+from refnet.nodes.describe import OnnxGraph
 
 
 class Gap(Local):

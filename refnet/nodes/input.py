@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from refnet.layers import layout as layouts
 from refnet.layers.backend import Array
-from refnet.nodes.base import Context, Layer, OnnxGraph, Pass
+from refnet.nodes.base import Context, Layer, Pass
+from refnet.nodes.describe import OnnxGraph
 
 
 class Input(Layer):

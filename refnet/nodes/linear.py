@@ -11,7 +11,8 @@ from typing import Any
 
 from refnet.layers import linear
 from refnet.layers.backend import Array, Module
-from refnet.nodes.base import BenchCase, BenchPair, Column, Local, OnnxGraph
+from refnet.nodes.base import Column, Local
+from refnet.nodes.describe import BenchCase, BenchPair, OnnxGraph
 
 
 class Linear(Local):

@@ -22,16 +22,8 @@ from refnet.layers import layout as layouts
 from refnet.layers import lrn, plain
 from refnet.layers.backend import Array, Module
 from refnet.layers.layout import along, channel_axis
-from refnet.nodes.base import (
-    BenchCase,
-    BenchPair,
-    Column,
-    Context,
-    Local,
-    OnnxGraph,
-    Pass,
-    split_pairs,
-)
+from refnet.nodes.base import Column, Context, Local, Pass, split_pairs
+from refnet.nodes.describe import BenchCase, BenchPair, OnnxGraph
 
 
 def onnx_attributes(params: Mapping[str, float]) -> dict[str, float]:

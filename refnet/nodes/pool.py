@@ -11,7 +11,8 @@ from typing import Any
 from refnet.layers import plain, pool
 from refnet.layers.backend import Array, Module
 from refnet.layers.checks import window_count
-from refnet.nodes.base import BenchCase, BenchPair, Column, Local, OnnxGraph
+from refnet.nodes.base import Column, Local
+from refnet.nodes.describe import BenchCase, BenchPair, OnnxGraph
 
 
 class Pool(Local):

@@ -10,7 +10,8 @@ from typing import Any
 
 from refnet.layers import relu
 from refnet.layers.backend import Array, Module
-from refnet.nodes.base import BenchCase, BenchPair, Column, Local, OnnxGraph
+from refnet.nodes.base import Column, Local
+from refnet.nodes.describe import BenchCase, BenchPair, OnnxGraph
 
 
 class Relu(Local):
