@@ -136,7 +136,50 @@ class Parser(argparse.ArgumentParser):
         )
 
     def error(self, message):
+        if launcher_rank() > 0:  # under mpiexec every rank parses: rank 0 alone says it
+            self.exit(USAGE)
         self.exit(USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def launcher_rank():
+    """This process's rank as an MPI launcher (mpiexec) set it in the environment, 0
+    when started otherwise; read without initialising MPI."""
+    for name in _RANK_VARIABLES:
+        text = os.environ.get(name, "")
+        if text.isdigit():
+            return int(text)
+    return 0
+
+
+def unwritable_reason(folder):
+    """Why no folder can be made and written at ``folder``, as a phrase naming the path
+    at fault (None when one can): a file in the way (the path itself or a parent), or
+    the nearest existing parent refusing a new entry (read-only file system, permission,
+    a pseudo file system such as /proc). Checked by making and removing a hidden empty
+    folder there, so nothing is left behind."""
+    path = os.path.abspath(os.fspath(folder))
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"{folder} is a file, not a folder"
+    here = path
+    while not os.path.exists(here):
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        return f"{here} is a file, not a folder"
+    probe = os.path.join(here, f".refnet-probe-{os.getpid()}")
+    try:
+        os.mkdir(probe)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        return f"nothing can be created in {here} ({e.strerror})"
+    try:
+        os.rmdir(probe)
+    except OSError:
+        pass
+    return None
 
 
 def int_at_least(minimum):
@@ -189,15 +232,18 @@ nonnegative_number = number_at_least(0)
 
 
 def new_file(text):
-    """``text`` when it can name a new file: its folder exists and is writable, and it is
-    not a directory (an ``argparse`` type)."""
+    """``text`` when it can name a new file: its folder exists and a file can be made in
+    it (``unwritable_reason``), and it is not a directory (an ``argparse`` type)."""
     folder = os.path.dirname(text) or "."
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{text!r}: {folder!r} is a file, not a folder")
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} is not writable")
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {reason}")
     return text
 
 

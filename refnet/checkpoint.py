@@ -141,13 +141,22 @@ def latest_state(run_dir, warn=print):
 
 
 def _migrate(tree, path):
-    """A version-1 tree (of any age) as a ``TrainingState``."""
+    """A version-1 tree (of any age) as a ``TrainingState``; ``CheckpointError`` when
+    items are missing or the parameters are not finite floating-point arrays."""
     try:
         config = dict(tree["config"])
         model = tree["model"]
         arch = tree["arch"]
     except (KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} lacks {e}") from None
+    if not isinstance(model, dict):
+        raise CheckpointError(f"checkpoint {path}: its model is not a group of parameters")
+    from refnet.weights import WeightsError, check_tensors
+
+    try:
+        check_tensors(path, model)  # floating-point and finite, or refused with the dtype
+    except WeightsError as e:
+        raise CheckpointError(f"checkpoint {e}") from None
     config.setdefault("conv_algo", "gemm")  # the only algorithm before it was stored
     network = tree.get("network")
     if network is None:
