@@ -9,6 +9,10 @@ The names below are imported on first use, so ``import refnet.layers`` loads no 
 
 import importlib
 
+from refnet.data.cli import end_on_interrupt_while_loading
+
+end_on_interrupt_while_loading()  # python -m refnet.X: Ctrl-C while modules load is one line
+
 __version__ = "0.2.0"
 
 _EXPORTS = {

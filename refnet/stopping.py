@@ -7,6 +7,9 @@
   be written (the loop raises ``Interrupted(path, True, "training")``); during
   evaluation or a checkpoint write, or a second time, it stops at once
   (``Interrupted(last checkpoint, False, phase)``). Its message says how to continue.
+  An exception that comes out of the loop after a Ctrl-C raised ``KeyboardInterrupt``
+  (a library whose import or initialisation it broke: matplotlib drawing the curves,
+  say) is that interrupt, and ends the run the same way.
 """
 
 import shlex
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import numpy
 
-from refnet.data.cli import FAILED, INTERRUPTED
+from refnet.data.cli import FAILED, INTERRUPTED, interrupt_pending, note_interrupt
 
 
 class Diverged(RuntimeError):
@@ -73,6 +76,7 @@ def train_until_stopped(trainer, argv):
 
     def on_sigint(signum, frame):
         if trainer.phase != "train" or trainer.interrupt:  # evaluating, saving, or again
+            note_interrupt()
             raise KeyboardInterrupt
         trainer.interrupt = True
         print(
@@ -87,10 +91,7 @@ def train_until_stopped(trainer, argv):
         with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
             trainer.train()  # a non-finite loss is caught and reported by the loop
     except KeyboardInterrupt:
-        phase = {"epoch-end": "evaluating", "save": "writing a checkpoint"}.get(
-            trainer.phase, trainer.phase
-        )
-        raise Interrupted(trainer.last_checkpoint(), False, phase) from None
+        raise Interrupted(trainer.last_checkpoint(), False, _doing(trainer)) from None
     except Diverged as e:
         lower = trainer.sgd.lr / 10
         good = trainer.last_checkpoint()
@@ -106,5 +107,17 @@ def train_until_stopped(trainer, argv):
                 f"learning rate: {restart_command(argv, lower)}"
             )
         raise Diverged(f"{e}: the run diverged at lr {trainer.sgd.lr:g}. {advice}") from None
+    except Exception as e:
+        if not interrupt_pending() or isinstance(e, Interrupted):
+            raise
+        raise Interrupted(trainer.last_checkpoint(), False, _doing(trainer)) from None
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _doing(trainer):
+    """What the run was doing, in words, by its phase."""
+    return {
+        "epoch-end": "evaluating or drawing the plots",
+        "save": "writing a checkpoint",
+    }.get(trainer.phase, trainer.phase)
