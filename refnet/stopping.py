@@ -3,6 +3,8 @@
 - ``Diverged``: the loss or a parameter became NaN or Inf. ``train_until_stopped``
   re-raises it with the command that continues from the last good checkpoint at a tenth
   of the learning rate (or starts again at it, when no checkpoint was written yet).
+- ``data.store.StoreChanged``: the training store was replaced or written to while the
+  run read it (``data.loader``); re-raised naming the last checkpoint (exit status 2).
 - ``Interrupted``: the first Ctrl-C while steps run lets the step finish and a checkpoint
   be written (the loop raises ``Interrupted(path, True, "training")``); during
   evaluation or a checkpoint write, or a second time, it stops at once
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy
 
 from refnet.data.cli import FAILED, INTERRUPTED, interrupt_pending, note_interrupt
+from refnet.data.store import StoreChanged
 
 
 class Diverged(RuntimeError):
@@ -107,6 +110,16 @@ def train_until_stopped(trainer, argv):
                 f"learning rate: {restart_command(argv, lower)}"
             )
         raise Diverged(f"{e}: the run diverged at lr {trainer.sgd.lr:g}. {advice}") from None
+    except StoreChanged as e:
+        good = trainer.last_checkpoint()
+        where = (
+            f"the last checkpoint, {good}, is intact; once the data is as it should be, "
+            f"continue with --resume --out {shlex.quote(str(good.parent))} (add "
+            "--allow-other-data for another build)"
+            if good is not None
+            else "no checkpoint had been written yet"
+        )
+        raise StoreChanged(f"{e}; {where}") from None
     except Exception as e:
         if not interrupt_pending() or isinstance(e, Interrupted):
             raise
