@@ -310,7 +310,10 @@ class StoreWriter:
         self.count = 0
         self.labels, self.filenames = [], []
         self.hash = ImagesHash()
-        self.file = h5py.File(self.tmp, "w")
+        # no chunk cache: each image (one chunk) goes to the file as it is appended, so a
+        # failed write (a full disk) leaves no dirty chunk for HDF5 to fail on, and crash
+        # on, when it shuts down
+        self.file = h5py.File(self.tmp, "w", rdcc_nbytes=0)
         f = self.file
         cap = max(capacity, 1)
         self.images = f.create_dataset(
