@@ -52,7 +52,7 @@ class StoreMetadata(NamedTuple):
     """Everything in a store except the images and labels."""
 
     path: str
-    count: int
+    count: int  # type: ignore[assignment]  # the images; shadows tuple.count, never called here
     size: int
     split: str
     class_names: list
@@ -87,7 +87,7 @@ def file_identity(path):
     return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-_NOTED = set()  # stores without a checksum already noted in this process
+_NOTED: set[str] = set()  # stores without a checksum already noted in this process
 
 
 def _note_no_checksum(path):

@@ -248,7 +248,7 @@ def test_a_full_disk_while_building_is_one_line(trained, small_disk):
 
 def test_a_full_disk_while_exporting_is_one_line(trained, small_disk):
     pytest.importorskip("onnx")
-    fill(small_disk, 20_000)
+    fill(small_disk, 0)
     out = small_disk / "net.onnx"
     r = run("-m", "refnet.export", "--checkpoint", trained[1], "--device", "cpu", "--onnx", out)
     line = one_line(r)
