@@ -52,11 +52,17 @@ from refnet.data.decode import (
     BadImage,
     decode_image_sized,
 )
-from refnet.data.files import remove_stale_temporaries, write_json
+from refnet.data.files import (
+    OutputError,
+    is_disk_full,
+    remove_stale_temporaries,
+    write_failure,
+    write_json,
+)
 from refnet.data.pixel_stats import PixelStats, image_sums
 from refnet.data.progress import Progress
 from refnet.data.sources import VAL_FRACTION, find_sources
-from refnet.data.store import StoreWriter
+from refnet.data.store import StoreWriter, verify_store
 
 REPORT = "build_report.json"
 
@@ -339,15 +345,27 @@ def _check_out_dir(out_dir, n_files, size):
 def _open_writer(out_dir, split, capacity, common):
     try:
         return StoreWriter(out_dir, f"{split}.h5", capacity=capacity, split=split, **common)
-    except OSError as e:
-        raise BuildError(f"cannot create {split}.h5 in {out_dir!r}: {e}") from None
+    except (OSError, RuntimeError) as e:
+        if not isinstance(e, OSError) and not is_disk_full(e):
+            raise
+        raise BuildError(str(write_failure(os.path.join(out_dir, f"{split}.h5"), e))) from None
 
 
 def _guarded(fn, *args, path):
+    """``fn(*args)``, a write to the store ``path``; its failure as ``BuildError`` naming
+    the store's final name (a full disk said so)."""
     try:
         return fn(*args)
-    except OSError as e:
-        raise BuildError(f"cannot write {path!r}: {e} (is the disk full or read-only?)") from None
+    except (OSError, RuntimeError) as e:  # h5py: RuntimeError for some failed writes
+        if not isinstance(e, OSError) and not is_disk_full(e):
+            raise
+        raise BuildError(str(write_failure(final_name(path), e))) from None
+
+
+def final_name(tmp):
+    """The final name of the temporary ``<folder>/.<name>.tmp-<pid>``."""
+    folder, name = os.path.split(tmp)
+    return os.path.join(folder, name[1:].rsplit(".tmp-", 1)[0]) if name.startswith(".") else tmp
 
 
 def _write_report(out_dir, src, sources, counts, skipped, build_id, empty):
@@ -364,8 +382,8 @@ def _write_report(out_dir, src, sources, counts, skipped, build_id, empty):
     }
     try:
         write_json(path, report)
-    except OSError as e:
-        raise BuildError(f"cannot write {path!r}: {e.strerror} (disk full or read-only?)") from None
+    except OutputError as e:
+        raise BuildError(str(e)) from None
     return path
 
 
@@ -402,9 +420,28 @@ def format_summary(summary, limit=20):
     return "\n".join(lines)
 
 
+def verify(out_dir, progress=True, stream=None):
+    """Check both stores of ``out_dir`` against their checksums (``data.store.
+    verify_store``): one line per store; ``ChecksumMismatch`` (exit 1) for the first that
+    fails, ``StoreError`` (2) for one without a checksum or unreadable."""
+    stream = stream if stream is not None else sys.stderr
+    if not os.path.isdir(out_dir):
+        raise BuildError(f"--verify {out_dir!r} is not a folder")
+    for name in ("train.h5", "val.h5"):
+        path = os.path.join(out_dir, name)
+        bar = Progress(desc=f"verify {name}", unit="img", enabled=progress, stream=stream)
+        try:
+            count, checksum = verify_store(path, progress=bar.update)
+        finally:
+            bar.close()
+        print(f"{path}: {count} images and their labels match checksum {checksum[:16]}...")
+
+
 EXIT_CODES = {
-    0: "the stores were written (even with skipped files)",
-    1: "no usable training image (build_report.json says why)",
+    0: "the stores were written (even with skipped files); with --verify: both match "
+    "their checksums",
+    1: "no usable training image (build_report.json says why); with --verify: a store "
+    "fails its checksum",
     2: "a bad option value, an unusable SRC (unreadable, fewer than two classes, "
     "no val/ split) or an OUT_DIR that cannot be written",
     130: "interrupted (Ctrl-C); no half-written store is left",
@@ -419,11 +456,18 @@ def build_parser():
     )
     ap.add_argument(
         "src",
+        nargs="?",
         help="image tree: SRC/train/<class>/* and SRC/val/<class>/*, "
         "SRC/<class>/* (validation held out), or the official "
         "ILSVRC-2012 layout",
     )
-    ap.add_argument("out_dir", help="where train.h5, val.h5 and build_report.json go")
+    ap.add_argument("out_dir", nargs="?", help="where train.h5, val.h5 and build_report.json go")
+    ap.add_argument(
+        "--verify",
+        metavar="DIR",
+        help="build nothing: read every image of DIR/train.h5 and DIR/val.h5 and check "
+        "them against the checksums stored when they were built",
+    )
     ap.add_argument(
         "--size", type=positive_int, default=256, help="stored side S in pixels (default 256)"
     )
@@ -462,7 +506,16 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verify is not None:
+        if args.src is not None:
+            parser.error("--verify DIR takes no SRC or OUT_DIR")
+        return exit_status(
+            "refnet.data.build", lambda: verify(args.verify, progress=not args.quiet)
+        )
+    if args.out_dir is None:
+        parser.error("SRC and OUT_DIR are required (or --verify DIR)")
 
     def body():
         try:

@@ -59,6 +59,22 @@ COMMON_EXIT_CODES = {
 }
 
 
+_INTERRUPT = {"pending": False}  # a Ctrl-C raised as KeyboardInterrupt, not yet reported
+
+
+def note_interrupt():
+    """Record that a Ctrl-C is being raised as ``KeyboardInterrupt`` (a SIGINT handler
+    calls it): whatever exception comes out of the command next is the interrupt's doing
+    (a library whose initialisation it broke, say) and ``exit_status`` reports it as
+    the interrupt."""
+    _INTERRUPT["pending"] = True
+
+
+def interrupt_pending():
+    """Whether a Ctrl-C was raised (``note_interrupt``) since the command began."""
+    return _INTERRUPT["pending"]
+
+
 class UserError(ValueError):
     """The user's error: a bad value, unusable data, a bad checkpoint, a busy run folder.
     A command ends with exit status 2 and the message as one line."""
@@ -88,7 +104,10 @@ def exit_status(prog, body, *, report=_print_line, unexpected=False):
     """``body()``'s exit status (None: 0), or the status its exception ends the command
     with (module doc), after ``report(error, status, line)`` says so (default: the line on
     stderr). ``KeyboardInterrupt`` propagates (``run_command`` ends it) unless ``report``
-    is given; so does a bug unless ``unexpected``: then its traceback is printed, and 3."""
+    is given; so does a bug unless ``unexpected``: then its traceback is printed, and 3.
+    Any other exception raised after a Ctrl-C (``interrupt_pending``) is the interrupt's
+    doing and ends the command as the interrupt does."""
+    _INTERRUPT["pending"] = False
     try:
         status = body()
     except KeyboardInterrupt as e:
@@ -98,6 +117,13 @@ def exit_status(prog, body, *, report=_print_line, unexpected=False):
         report(e, status, line)
         return status
     except Exception as e:  # noqa: BLE001 - mapped to the documented statuses
+        if interrupt_pending() and getattr(e, "exit_status", None) != INTERRUPTED:
+            interrupt = KeyboardInterrupt()
+            if report is _print_line:
+                raise interrupt from None
+            status, line = error_line(prog, interrupt)
+            report(interrupt, status, line)
+            return status
         status, line = error_line(prog, e)
         if status is None:
             if not unexpected:
@@ -136,7 +162,50 @@ class Parser(argparse.ArgumentParser):
         )
 
     def error(self, message):
+        if launcher_rank() > 0:  # under mpiexec every rank parses: rank 0 alone says it
+            self.exit(USAGE)
         self.exit(USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+_RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def launcher_rank():
+    """This process's rank as an MPI launcher (mpiexec) set it in the environment, 0
+    when started otherwise; read without initialising MPI."""
+    for name in _RANK_VARIABLES:
+        text = os.environ.get(name, "")
+        if text.isdigit():
+            return int(text)
+    return 0
+
+
+def unwritable_reason(folder):
+    """Why no folder can be made and written at ``folder``, as a phrase naming the path
+    at fault (None when one can): a file in the way (the path itself or a parent), or
+    the nearest existing parent refusing a new entry (read-only file system, permission,
+    a pseudo file system such as /proc). Checked by making and removing a hidden empty
+    folder there, so nothing is left behind."""
+    path = os.path.abspath(os.fspath(folder))
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"{folder} is a file, not a folder"
+    here = path
+    while not os.path.exists(here):
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        return f"{here} is a file, not a folder"
+    probe = os.path.join(here, f".refnet-probe-{os.getpid()}")
+    try:
+        os.mkdir(probe)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        return f"nothing can be created in {here} ({e.strerror})"
+    try:
+        os.rmdir(probe)
+    except OSError:
+        pass
+    return None
 
 
 def int_at_least(minimum):
@@ -189,15 +258,18 @@ nonnegative_number = number_at_least(0)
 
 
 def new_file(text):
-    """``text`` when it can name a new file: its folder exists and is writable, and it is
-    not a directory (an ``argparse`` type)."""
+    """``text`` when it can name a new file: its folder exists and a file can be made in
+    it (``unwritable_reason``), and it is not a directory (an ``argparse`` type)."""
     folder = os.path.dirname(text) or "."
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"{text!r}: {folder!r} is a file, not a folder")
     if not os.path.isdir(folder):
         raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise argparse.ArgumentTypeError(f"{text!r}: folder {folder!r} is not writable")
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {reason}")
     return text
 
 
@@ -242,6 +314,7 @@ def run_command(main, name):
             timer.start()  # process normally
             return
         state.update(interrupted=True, first=time.monotonic())
+        note_interrupt()
         raise KeyboardInterrupt
 
     def raise_again():  # from a timer thread, after the callback
@@ -281,6 +354,26 @@ def run_command(main, name):
         # from here on (the interpreter's shut-down too) Ctrl-C ends the process
         state.update(running=False, again=False, interrupted=True)
         sys.unraisablehook = previous
+
+
+def end_on_interrupt_while_loading():
+    """While a command's modules load (before ``run_command`` takes Ctrl-C over), a
+    Ctrl-C ends the process at once with one line and status 130 instead of a traceback
+    out of some library's import: nothing has been written yet. Only for ``python -m
+    refnet...`` (``sys.argv[0]`` is "-m" while the module is found), in the main thread,
+    where SIGINT is not ignored; elsewhere (a program importing refnet) a no-op."""
+    if sys.argv[:1] != ["-m"] or threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return
+    args = getattr(sys, "orig_argv", [])
+    name = args[args.index("-m") + 1] if "-m" in args[:-1] else "refnet"
+
+    def on_interrupt(signum, frame):
+        os.write(2, f"{name}: interrupted while starting; nothing was written\n".encode())
+        os._exit(INTERRUPTED)
+
+    signal.signal(signal.SIGINT, on_interrupt)
 
 
 def ignore_interrupts():

@@ -40,6 +40,10 @@ serialises calls into HDF5, so extra threads mostly overlap reading with the con
 computation (NumPy and CuPy release the GIL). ``workers=0`` reads in the calling
 thread. Threads stop and files close when the iteration ends, when the consumer breaks
 out or raises (Ctrl-C included).
+
+Changes. Before each batch is handed out the store file is checked to be the one opened
+(``data.store.file_identity``: inode, size, modification time; one ``os.stat``): a store
+replaced by another build or written to while the run reads it raises ``StoreChanged``.
 """
 
 import queue
@@ -47,7 +51,7 @@ import threading
 
 import numpy
 
-from refnet.data.store import StoreError, StoreReader
+from refnet.data.store import StoreChanged, StoreError, StoreReader, file_identity
 
 
 class Loader:
@@ -74,6 +78,7 @@ class Loader:
         self.path = path
         with StoreReader(path, memory_limit=0) as store:  # StoreError if not a store
             self.metadata, self.labels = store.metadata, store.labels
+            self.identity = file_identity(path)
         self.num_images = self.metadata.count
         self.batch_size = batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
@@ -136,6 +141,7 @@ class Loader:
         source = _read_batches(self.path, batches, self.workers, self.prefetch)
         try:
             for k, images in enumerate(source):
+                self.check_unchanged()
                 self._index = start + (k + 1) * self.batch_size
                 if not self._batches_left():
                     self._epoch, self._index = epoch + 1, 0
@@ -146,6 +152,20 @@ class Loader:
         finally:
             source.close()
         self._epoch, self._index = epoch + 1, 0
+
+    def check_unchanged(self):
+        """``StoreChanged`` if the store file is no longer the one opened (another build
+        renamed onto it, or bytes written into it: its inode, size or modification time
+        differ); one ``os.stat``, done before each batch is handed out."""
+        try:
+            now = file_identity(self.path)
+        except OSError as e:
+            now = e.strerror
+        if now != self.identity:
+            raise StoreChanged(
+                f"store file {self.path} changed while the run read it (replaced by "
+                "another build, or written to); stopping rather than train on mixed data"
+            )
 
 
 def sequential_batches(path, batch_size, *, workers=2, prefetch=4):

@@ -15,7 +15,13 @@ One file per split, ``OUT_DIR/train.h5`` and ``OUT_DIR/val.h5``:
 
 Attributes: ``format_version`` (int), ``size`` (S), ``split`` ("train"/"val"),
 ``build_id`` (the same string in both files of one build), ``settings`` (JSON text:
-resample filter, alpha background, jpeg draft, source layout, ...).
+resample filter, alpha background, jpeg draft, source layout, ...), ``images_sha256``:
+SHA-256 of the image bytes in store order (``images[0]``, ``images[1]``, ... each S*S*3
+bytes, C order) followed by the labels as little-endian int64. Opening checks only that
+the checksum is there (a store built before checksums existed loads, with one note per
+process); ``verify_store`` (``python -m refnet.data.build --verify DIR``) reads every image
+and compares. ``file_identity`` (inode, size, modification time) lets a reader notice the
+file being replaced or written while it reads (``data.loader``: ``StoreChanged``).
 
 Reading goes through ``StoreReader`` (checked on opening, ``StoreError`` naming the file
 otherwise; metadata, labels, images by index). Writing goes through ``StoreWriter``, which
@@ -24,8 +30,10 @@ the final name in ``commit`` after a close and fsync, so a killed build never le
 complete-looking ``train.h5``.
 """
 
+import hashlib
 import json
 import os
+import sys
 from typing import NamedTuple
 
 import h5py
@@ -44,7 +52,7 @@ class StoreMetadata(NamedTuple):
     """Everything in a store except the images and labels."""
 
     path: str
-    count: int
+    count: int  # type: ignore[assignment]  # the images; shadows tuple.count, never called here
     size: int
     split: str
     class_names: list
@@ -55,10 +63,86 @@ class StoreMetadata(NamedTuple):
     pixel_std: numpy.ndarray | None  # (3,)
     build_id: str
     settings: dict
+    checksum: str | None = None  # images_sha256; None: a store built before checksums
 
 
 class StoreError(UserError):
     """A store file that is missing or malformed; the message is one line naming the file."""
+
+
+class StoreChanged(StoreError):
+    """A store file replaced or written to while a run reads it."""
+
+
+class ChecksumMismatch(StoreError):
+    """A store whose images or labels are not those its checksum was computed over."""
+
+    exit_status = 1  # the command's own finding (refnet.data.build --verify)
+
+
+def file_identity(path):
+    """``(inode, size, modification time in ns)`` of ``path``: changes when the file is
+    replaced (another build renamed onto it) or written to."""
+    st = os.stat(path)
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+_NOTED: set[str] = set()  # stores without a checksum already noted in this process
+
+
+def _note_no_checksum(path):
+    key = os.path.abspath(path)
+    if key not in _NOTED:
+        _NOTED.add(key)
+        print(
+            f"note: {path} has no checksum of its images (built by an older refnet); it "
+            "loads, but --verify cannot check it: rebuild it to add one",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+class ImagesHash:
+    """The running ``images_sha256`` (module doc): ``add`` images in store order, then
+    ``hexdigest(labels)``."""
+
+    def __init__(self):
+        self._sha = hashlib.sha256()
+
+    def add(self, images):
+        self._sha.update(numpy.ascontiguousarray(images, dtype=numpy.uint8).tobytes())
+
+    def hexdigest(self, labels):
+        sha = self._sha.copy()
+        sha.update(numpy.asarray(labels, dtype="<i8").tobytes())
+        return sha.hexdigest()
+
+
+def verify_store(path, batch=256, progress=None):
+    """Read every image of the store at ``path`` and compare with its ``images_sha256``:
+    ``(count, checksum)`` when they agree; ``ChecksumMismatch`` when not, ``StoreError``
+    when the store has no checksum or cannot be read. ``progress(n)`` is called after
+    each batch of ``n`` images."""
+    with StoreReader(path, memory_limit=0) as store:
+        stored = store.metadata.checksum
+        if stored is None:
+            raise StoreError(
+                f"store file {path} has no checksum (built by an older refnet): it cannot "
+                "be verified; rebuild it to add one"
+            )
+        sha = ImagesHash()
+        for start in range(0, store.count, batch):
+            idx = numpy.arange(start, min(start + batch, store.count))
+            sha.add(store.take(idx))
+            if progress is not None:
+                progress(len(idx))
+        found = sha.hexdigest(store.labels)
+    if found != stored:
+        raise ChecksumMismatch(
+            f"store file {path} fails its checksum: its images or labels changed since "
+            "it was built (damaged on disk?); rebuild it"
+        )
+    return store.count, found
 
 
 class StoreReader:
@@ -208,7 +292,10 @@ def _read_checked(f, path):
         **stats,
         build_id=str(f.attrs["build_id"]),
         settings=json.loads(f.attrs["settings"]),
+        checksum=str(f.attrs["images_sha256"]) if "images_sha256" in f.attrs else None,
     )
+    if meta.checksum is None:
+        _note_no_checksum(path)
     return meta, labels
 
 
@@ -222,7 +309,11 @@ class StoreWriter:
         self.tmp = files.temporary_path(self.final)
         self.count = 0
         self.labels, self.filenames = [], []
-        self.file = h5py.File(self.tmp, "w")
+        self.hash = ImagesHash()
+        # no chunk cache: each image (one chunk) goes to the file as it is appended, so a
+        # failed write (a full disk) leaves no dirty chunk for HDF5 to fail on, and crash
+        # on, when it shuts down
+        self.file = h5py.File(self.tmp, "w", rdcc_nbytes=0)
         f = self.file
         cap = max(capacity, 1)
         self.images = f.create_dataset(
@@ -245,6 +336,7 @@ class StoreWriter:
         if self.count == self.images.shape[0]:
             self.images.resize(2 * self.count, axis=0)
         self.images[self.count] = image
+        self.hash.add(image)
         self.labels.append(label)
         self.filenames.append(filename)
         self.count += 1
@@ -262,6 +354,7 @@ class StoreWriter:
         self.images.resize(self.count, axis=0)
         f.create_dataset("labels", data=numpy.asarray(self.labels, dtype=numpy.int64))
         f.create_dataset("filenames", data=numpy.array(self.filenames, dtype=object), dtype=STR)
+        f.attrs["images_sha256"] = self.hash.hexdigest(self.labels)
         f.close()
         self.file = None
         files.sync_file(self.tmp)  # durable before either split of a build is renamed
@@ -271,11 +364,9 @@ class StoreWriter:
         files.commit(self.tmp, self.final)
 
     def abort(self):
-        """Close and remove the temporary file (after an error or interrupt)."""
+        """Close and remove the temporary file (after an error or interrupt); on a full
+        disk too, leaving HDF5 nothing open to fail on at exit (``files.abandon_hdf5``)."""
         if self.file is not None:
-            try:
-                self.file.close()
-            except Exception:
-                pass
+            files.abandon_hdf5(self.file, self.tmp)
             self.file = None
         files.discard(self.tmp)

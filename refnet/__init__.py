@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from refnet.data.cli import end_on_interrupt_while_loading
+
+end_on_interrupt_while_loading()  # python -m refnet.X: Ctrl-C while modules load is one line
+
 __version__ = "0.2.0"
 
 _EXPORTS = {

@@ -25,14 +25,18 @@ variant get near where the paper configuration ends" is asked of every run alike
 Resumable: a run whose ``log.jsonl`` ends with an epoch record at the requested epoch (or
 an early stop) is skipped ("skipped, finished"); one with a checkpoint is continued with
 ``--resume``; one with neither starts afresh (a stray ``log.jsonl`` is removed first).
-Ctrl-C reaches the running ``refnet.train`` too, which finishes its step and writes a
-checkpoint; this command waits for it and exits 130, and re-running continues.
+The running ``refnet.train`` is in a process group of its own; Ctrl-C (SIGINT) and
+SIGTERM sent to this command are passed on to it (``train_one``): on SIGINT it finishes
+its step and writes a checkpoint, this command waits for it and exits 130, and
+re-running continues; on SIGTERM both end (by SIGTERM), and re-running resumes from the
+child's last checkpoint.
 """
 
 import argparse
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -247,25 +251,71 @@ def train_command(args, variant, seed, folder, resume):
     return cmd
 
 
+FORWARDED = (signal.SIGINT, signal.SIGTERM)
+
+
 def train_one(args, variant, seed, folder, say):
-    """Train (or resume) one run in a subprocess; its exit status. On Ctrl-C (which the
-    child receives too) wait for it to write its checkpoint, then re-raise."""
+    """Train (or resume) one run in a subprocess; its exit status.
+
+    The child runs in a process group of its own, so a Ctrl-C at the terminal reaches
+    this process alone, and SIGINT and SIGTERM received here are passed on to the child
+    (``Forwarding``), once per signal received: the first SIGINT makes it finish its step
+    and write a checkpoint (a second stops it at once). Either way this process waits for
+    the child to end, so no run is left training on its own in a folder a re-run would
+    resume; then a SIGINT ends this command as Ctrl-C does (130) and a SIGTERM ends it by
+    SIGTERM."""
     from refnet.checkpoint import list_checkpoints
 
     resume = bool(list_checkpoints(folder))
     if not resume and (folder / "log.jsonl").exists():
         (folder / "log.jsonl").unlink()  # a run killed before its checkpoint
     say(f"{folder.name}: {'resuming' if resume else 'training'}", flush=True)
-    proc = subprocess.Popen(train_command(args, variant, seed, folder, resume))
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        raise
+    with Forwarding() as forward:
+        proc = forward.to(
+            subprocess.Popen(train_command(args, variant, seed, folder, resume), **OWN_GROUP)
+        )
+        status = proc.wait()
+    if signal.SIGTERM in forward.received:
+        _error(f"terminated; {folder.name} stopped with status {status}; re-run to continue")
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    if signal.SIGINT in forward.received:
+        raise KeyboardInterrupt
+    return status
+
+
+# the child in a process group of its own (Python 3.11: process_group; before, a session)
+OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+
+
+class Forwarding:
+    """While in the ``with`` block, SIGINT and SIGTERM received here are sent on to the
+    child process given to ``to`` instead of acting here (one received before the
+    child exists is sent as soon as it does); ``received`` lists them."""
+
+    def __init__(self):
+        self.received, self._early, self._proc = [], [], None
+
+    def _forward(self, signum, frame):
+        self.received.append(signum)
+        if self._proc is None:
+            self._early.append(signum)
+        elif self._proc.poll() is None:
+            self._proc.send_signal(signum)
+
+    def to(self, proc):
+        self._proc = proc
+        for signum in self._early:
+            proc.send_signal(signum)
+        return proc
+
+    def __enter__(self):
+        self._previous = {s: signal.signal(s, self._forward) for s in FORWARDED}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
 
 
 # -- the summary -----------------------------------------------------------------------

@@ -119,8 +119,10 @@ def load_network(path, device="cpu"):
     """``(net, config, state)`` for a command: the network rebuilt from a checkpoint file
     (or a run directory's newest valid checkpoint) with its options and parameters, on
     ``device``'s backend; the run's ``TrainConfig`` (its backend this one) and the
-    ``refnet.checkpoint.TrainingState``. The errors are ``UserError``s: a checkpoint
-    that cannot be used, a device that is not there."""
+    ``refnet.checkpoint.TrainingState``. The errors are ``UserError``s naming the file: a
+    checkpoint that cannot be used (unreadable, a stored option refused, parameters of
+    the wrong names, shapes or dtype, or not finite: ``refnet.checkpoint.read_state``), a
+    device that is not there."""
     state = checkpoint.read_state(path)
     try:
         backend_name = backend_for_device(device)
@@ -129,12 +131,9 @@ def load_network(path, device="cpu"):
     try:
         cfg = TrainConfig.from_dict(state.config, device=device, backend=backend_name)
         options = NetOptions.from_dict(state.network, backend=backend_name, devices=None)
-    except ValueError as e:
-        raise checkpoint.CheckpointError(f"checkpoint {path}: {e}") from None
-    net = build_network(options)
-    try:
+        net = build_network(options)
         net.load_state_dict(state.model)
-    except (ValueError, KeyError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise checkpoint.CheckpointError(f"checkpoint {path}: {e}") from None
     return net, cfg, state
 

@@ -24,8 +24,15 @@ import sys
 import numpy
 
 from refnet.config import UsageError
-from refnet.data.cli import Parser, existing_file, exit_status, positive_int, run_command
-from refnet.data.decode import decode_image
+from refnet.data.cli import (
+    Parser,
+    UserError,
+    existing_file,
+    exit_status,
+    positive_int,
+    run_command,
+)
+from refnet.data.decode import BadImage, decode_image
 from refnet.data.progress import Progress
 from refnet.data.store import StoreReader
 from refnet.evaluate import (
@@ -100,15 +107,24 @@ def _centre(image, crop):
     return image[o : o + crop, o : o + crop]
 
 
+class QueryImageError(UserError):
+    """A query image that cannot be used; the message names its path and the reason."""
+
+
 def file_queries(net, state, paths):
     """(features (Q, F), probabilities (Q, K), pictures [(Cr, Cr, 3) uint8], captions,
-    true class names or None); ``state``: the checkpoint's ``TrainingState``."""
+    true class names or None); ``state``: the checkpoint's ``TrainingState``. An image
+    that cannot be read raises ``QueryImageError`` naming it (a grid with a row
+    missing would hide it)."""
     inputs = state.inputs
     feats, probs, pictures = [], [], []
     for path in paths:
+        try:
+            image = decode_image(path, int(inputs["store_size"]))  # (S, S, 3)
+        except (BadImage, OSError) as e:
+            raise QueryImageError(f"image {path}: {e}") from None
         probs.append(predict_views(net, preprocess(path, inputs, "ten"))[0])  # (K,)
         feats.append(backend.asnumpy(net.features(preprocess(path, inputs, "center"))))
-        image = decode_image(path, int(inputs["store_size"]))  # (S, S, 3)
         pictures.append(_centre(image, int(inputs["crop"])))
     captions = [os.path.basename(p) for p in paths]
     truth = [None] * len(paths)  # unknown

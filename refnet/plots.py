@@ -1,9 +1,12 @@
 """The run's pictures: training curves and the first layer's kernels (the paper's Figure 3).
 
 Both use matplotlib's Agg backend (no display needed) and are written atomically
-(``data.files.atomic_path``).
+(``data.files.atomic_path``). Importing this module loads everything drawing needs (the
+backend's extension, the fonts, the PNG writer: ``load_drawing``), so that a Ctrl-C during
+a run never lands half-way through loading them, which would break their initialisation.
 """
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +16,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from refnet.data.files import atomic_path  # noqa: E402
+
+
+def load_drawing():
+    """Draw one small figure with what the plots use (lines, markers, a legend, an
+    image, a title, tight layout) into memory as a PNG: matplotlib and Pillow load their
+    remaining modules and extensions on first use, and this is that first use
+    (about 0.2 s)."""
+    fig = plt.figure(figsize=(1, 1))
+    try:
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, 1], "o-", label="line")
+        ax.imshow(numpy.zeros((2, 2, 3)), interpolation="nearest")
+        ax.set_title("title")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(io.BytesIO(), dpi=20, format="png")
+    finally:
+        plt.close(fig)
+
+
+load_drawing()
 
 
 def save_figure(fig, path):

@@ -8,12 +8,16 @@ every other rank of a data-parallel job a ``NoOutput`` whose methods do nothing.
     output.checkpoint(path, state)            # RUN_DIR/ckpt-<step>.h5, the last --keep
     output.plots(history, conv1, columns)     # curves.png, conv1_filters.png
 
-Each log record carries ``world_size``, the number of ranks of the job.
+Each log record carries ``world_size``, the number of ranks of the job. A write that
+fails (a full disk, a folder gone read-only) raises ``data.files.OutputError``: one line
+naming the file, exit status 2; the files written before stay whole (a log record is
+appended whole or not at all, a checkpoint or plot replaces its old self atomically).
 """
 
 import json
 
 from refnet import checkpoint
+from refnet.data.files import append_text
 from refnet.data.progress import Progress
 from refnet.plots import plot_conv1, plot_curves
 
@@ -37,8 +41,7 @@ class RunOutput:
 
     def log(self, record):
         record = {**record, "world_size": self.world_size}
-        with open(self.folder / "log.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_text(self.folder / "log.jsonl", json.dumps(record) + "\n")
 
     def checkpoint(self, path, state):
         path = checkpoint.write_state(path, state)

@@ -21,6 +21,7 @@ import numpy
 from refnet import checkpoint, run_dir
 from refnet.agreement import on_every_rank
 from refnet.config import TrainConfig, UsageError, build_parser, resolve
+from refnet.data.cli import unwritable_reason
 from refnet.data.files import remove_stale_temporaries
 from refnet.distributed import column_devices
 from refnet.options import NetOptions, backend_for_device
@@ -46,8 +47,8 @@ def prepare(argv, world, say=print):
     if not world.is_root:
         cfg = cfg.replace(quiet=True)  # rank 0 alone shows progress
     explicit = "out" in given
-    if explicit and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise UsageError(f"--out {cfg.out} is a file, not a run folder")
+    if explicit:
+        check_out(cfg.out)
     if args.allow_other_data and not args.resume:
         raise UsageError("--allow-other-data goes with --resume")
     path, state = None, None
@@ -66,6 +67,16 @@ def prepare(argv, world, say=print):
         raise UsageError(str(e)) from None
     data = on_every_rank(world, lambda: ensure_data(cfg, quiet=cfg.quiet, say=say), root_first=True)
     return Start(cfg.replace(data=data), given, explicit, args.allow_other_data, path, state)
+
+
+def check_out(out):
+    """``--out``: a run folder that exists or can be made, and can be written; else
+    ``UsageError`` (exit 2, one line), before anything is written."""
+    if Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file, not a run folder")
+    reason = unwritable_reason(out)
+    if reason is not None:
+        raise UsageError(f"--out {out}: no run folder can be written there: {reason}")
 
 
 def resumed(cfg, given, quiet):

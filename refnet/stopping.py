@@ -3,10 +3,15 @@
 - ``Diverged``: the loss or a parameter became NaN or Inf. ``train_until_stopped``
   re-raises it with the command that continues from the last good checkpoint at a tenth
   of the learning rate (or starts again at it, when no checkpoint was written yet).
+- ``data.store.StoreChanged``: the training store was replaced or written to while the
+  run read it (``data.loader``); re-raised naming the last checkpoint (exit status 2).
 - ``Interrupted``: the first Ctrl-C while steps run lets the step finish and a checkpoint
   be written (the loop raises ``Interrupted(path, True, "training")``); during
   evaluation or a checkpoint write, or a second time, it stops at once
   (``Interrupted(last checkpoint, False, phase)``). Its message says how to continue.
+  An exception that comes out of the loop after a Ctrl-C raised ``KeyboardInterrupt``
+  (a library whose import or initialisation it broke: matplotlib drawing the curves,
+  say) is that interrupt, and ends the run the same way.
 """
 
 import shlex
@@ -16,7 +21,8 @@ from pathlib import Path
 
 import numpy
 
-from refnet.data.cli import FAILED, INTERRUPTED
+from refnet.data.cli import FAILED, INTERRUPTED, interrupt_pending, note_interrupt
+from refnet.data.store import StoreChanged
 
 
 class Diverged(RuntimeError):
@@ -73,6 +79,7 @@ def train_until_stopped(trainer, argv):
 
     def on_sigint(signum, frame):
         if trainer.phase != "train" or trainer.interrupt:  # evaluating, saving, or again
+            note_interrupt()
             raise KeyboardInterrupt
         trainer.interrupt = True
         print(
@@ -87,10 +94,7 @@ def train_until_stopped(trainer, argv):
         with numpy.errstate(over="ignore", invalid="ignore", divide="ignore"):
             trainer.train()  # a non-finite loss is caught and reported by the loop
     except KeyboardInterrupt:
-        phase = {"epoch-end": "evaluating", "save": "writing a checkpoint"}.get(
-            trainer.phase, trainer.phase
-        )
-        raise Interrupted(trainer.last_checkpoint(), False, phase) from None
+        raise Interrupted(trainer.last_checkpoint(), False, _doing(trainer)) from None
     except Diverged as e:
         lower = trainer.sgd.lr / 10
         good = trainer.last_checkpoint()
@@ -106,5 +110,27 @@ def train_until_stopped(trainer, argv):
                 f"learning rate: {restart_command(argv, lower)}"
             )
         raise Diverged(f"{e}: the run diverged at lr {trainer.sgd.lr:g}. {advice}") from None
+    except StoreChanged as e:
+        good = trainer.last_checkpoint()
+        where = (
+            f"the last checkpoint, {good}, is intact; once the data is as it should be, "
+            f"continue with --resume --out {shlex.quote(str(good.parent))} (add "
+            "--allow-other-data for another build)"
+            if good is not None
+            else "no checkpoint had been written yet"
+        )
+        raise StoreChanged(f"{e}; {where}") from None
+    except Exception as e:
+        if not interrupt_pending() or isinstance(e, Interrupted):
+            raise
+        raise Interrupted(trainer.last_checkpoint(), False, _doing(trainer)) from None
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _doing(trainer):
+    """What the run was doing, in words, by its phase."""
+    return {
+        "epoch-end": "evaluating or drawing the plots",
+        "save": "writing a checkpoint",
+    }.get(trainer.phase, trainer.phase)

@@ -18,9 +18,14 @@ names and shapes it matches (``match_options``: e.g. torchvision's AlexNet state
 ``owt``, fc8's width giving the classes), or into ``options`` when given
 (``network_from_tensors``).
 
+Every weights file is checked before a network is built from it (``check_tensors``):
+parameters must be floating-point arrays (an integer, boolean or complex tensor is refused
+with its dtype named, never cast) with finite values. A file that cannot be used raises
+``WeightsError`` (a ``UserError``: a command ends with one line naming the file, exit 2).
+
 ``safetensors`` is imported here only, inside the functions that read or write the
 format (``pip install -e '.[interop]'``). The file is written atomically
-(``data.files.atomic_path``).
+(``data.files.atomic_path``), with the permissions of any other new file.
 """
 
 import json
@@ -28,11 +33,34 @@ import json
 import numpy
 
 from refnet.arch import ARCHS, param_shapes
+from refnet.data.cli import UserError
 from refnet.data.files import atomic_path
 from refnet.network import build_network
 from refnet.options import NetOptions
 
 OPTIONS_KEY = "refnet.options"
+
+
+class WeightsError(UserError):
+    """A weights file (safetensors, ``.pth``) or checkpoint whose parameters cannot be
+    used; the message is one line naming the file."""
+
+
+def check_tensors(path, tensors):
+    """Refuse parameters no network can hold: ``WeightsError`` naming ``path`` and the
+    first offending name, for an array that is not floating-point (its dtype named:
+    integers, booleans and complex numbers are never cast) or holds NaN or Inf."""
+    for name, value in tensors.items():
+        dtype = getattr(value, "dtype", None)
+        if dtype is None or numpy.dtype(dtype).kind != "f":
+            what = type(value).__name__ if dtype is None else f"dtype {numpy.dtype(dtype)}"
+            raise WeightsError(
+                f"{path}: parameter {name!r} has {what}; weights must be floating-point "
+                "(float16, float32 or float64)"
+            )
+    for name, value in tensors.items():
+        if not numpy.all(numpy.isfinite(value)):
+            raise WeightsError(f"{path}: parameter {name!r} has non-finite values (NaN or Inf)")
 
 
 def _safetensors_numpy():
@@ -66,9 +94,20 @@ def read_safetensors(path):
             metadata = f.metadata() or {}
         tensors = st.load_file(str(path))
     except Exception as e:  # noqa: BLE001 - OSError, or safetensors' own SafetensorError
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+        raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
     text = metadata.get(OPTIONS_KEY)
-    return tensors, None if text is None else NetOptions.from_dict(json.loads(text))
+    if text is None:
+        return tensors, None
+    try:
+        return tensors, NetOptions.from_dict(json.loads(text))
+    except json.JSONDecodeError as e:
+        raise WeightsError(
+            f"{path}: the metadata key {OPTIONS_KEY!r} is not JSON ({e.msg} at character {e.pos})"
+        ) from None
+    except (ValueError, TypeError, KeyError) as e:
+        raise WeightsError(
+            f"{path}: the metadata key {OPTIONS_KEY!r} holds bad options: {e}"
+        ) from None
 
 
 def load_safetensors(path, options=None, **changes):
@@ -119,11 +158,15 @@ def network_from_tensors(path, tensors, options=None, changes=None):
     built from ``options``, else from the arch their names and shapes match
     (``match_options``), with ``changes``, and loaded."""
     changes = changes or {}
+    check_tensors(path, tensors)
     if options is None:
         try:
             options = match_options(tensors)
         except ValueError as e:
-            raise ValueError(f"{path} holds no refnet options and {e}") from None
+            raise WeightsError(f"{path} holds no refnet options and {e}") from None
     net = build_network(options.replace(**changes) if changes else options)
-    net.load_state_dict(tensors)
+    try:
+        net.load_state_dict(tensors)
+    except (ValueError, KeyError, TypeError) as e:
+        raise WeightsError(f"{path}: {e}") from None
     return net

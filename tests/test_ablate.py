@@ -116,7 +116,7 @@ class FakeChild:
 
     commands = []
 
-    def __init__(self, cmd, status=0):
+    def __init__(self, cmd, status=0, **popen_options):
         FakeChild.commands.append(cmd)
         self.cmd, self.status = cmd, status
 
@@ -148,7 +148,7 @@ def test_unfinished_runs_resume_and_fresh_ones_start_clean(tmp_path, monkeypatch
 
 
 def test_an_interrupted_child_ends_with_130(tmp_path, monkeypatch):
-    monkeypatch.setattr(ablate.subprocess, "Popen", lambda cmd: FakeChild(cmd, status=130))
+    monkeypatch.setattr(ablate.subprocess, "Popen", lambda cmd, **kw: FakeChild(cmd, status=130))
     previous = signal.getsignal(signal.SIGINT)  # run_command installs its own
     try:
         status = run_command(

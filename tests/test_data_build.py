@@ -228,7 +228,7 @@ def test_full_disk_is_reported_and_leaves_nothing(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(build_mod.StoreWriter, "append", no_space)
-    with pytest.raises(BuildError, match="disk full"):
+    with pytest.raises(BuildError, match="the disk is full"):
         build(str(tmp_path / "src"), str(out), size=S, workers=0, progress=False)
     assert os.listdir(out) == []
 

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from refnet.data.files import (
+    OutputError,
     atomic_path,
     remove_stale_temporaries,
     temporary_path,
@@ -49,7 +50,7 @@ def test_error_mid_write_keeps_old_file_and_removes_temporary(tmp_path, error):
 
 
 def test_failed_commit_leaves_nothing(tmp_path):
-    with pytest.raises(FileNotFoundError):  # the body never wrote the temporary
+    with pytest.raises(OutputError, match="a.txt: No such file"):  # no temporary written
         with atomic_path(tmp_path / "a.txt"):
             pass
     assert os.listdir(tmp_path) == []

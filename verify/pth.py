@@ -12,9 +12,15 @@ the library, which imports no framework (``pip install -e '.[verify]'``); the ne
 is built and loaded by ``refnet.weights.network_from_tensors``.
 """
 
+import re
+
 import numpy
 
-from refnet.weights import network_from_tensors
+from refnet.weights import WeightsError, check_tensors, network_from_tensors
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNPICKLER = re.compile(r"WeightsUnpickler error: (.*?)(?:\. |\.?$)", re.MULTILINE)
 
 
 def _torch():
@@ -32,22 +38,20 @@ def _torch():
 def read_pth(path):
     """``{name: NumPy array}`` from a PyTorch file holding a state_dict (module doc).
 
-    ``ValueError`` naming the file for one that ``torch.load(weights_only=True)``
-    refuses (an object other than tensors and containers: a whole pickled model, say) or
-    that holds anything but a dict of tensors (a training checkpoint that nests the
-    state_dict beside other entries: save its ``["state_dict"]`` alone). Tensors come to
-    the host; float16 and bfloat16 become float32 (NumPy has no bfloat16)."""
+    ``refnet.weights.WeightsError`` (a ``ValueError``) naming the file for one that
+    ``torch.load(weights_only=True)`` refuses (an object other than tensors and
+    containers: a whole pickled model, say; the message says what, ``refusal``), that
+    holds anything but a dict of tensors (a training checkpoint that nests the
+    state_dict beside other entries: save its ``["state_dict"]`` alone), or whose tensors
+    are not floating-point or not finite (``check_tensors``). Tensors come to the host;
+    float16 and bfloat16 become float32 (NumPy has no bfloat16)."""
     torch = _torch()
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - OSError, or pickle's UnpicklingError
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
-            f"{path}: not readable as weights only by torch.load(weights_only="
-            f"True) ({type(e).__name__}: {first})"
-        ) from None
+        raise WeightsError(f"{path}: {refusal(e)}") from None
     if not isinstance(obj, dict):
-        raise ValueError(
+        raise WeightsError(
             f"{path} holds a {type(obj).__name__}, not a state_dict (a dict of tensors)"
         )
     bad = {
@@ -56,7 +60,7 @@ def read_pth(path):
         if not isinstance(k, str) or not isinstance(v, torch.Tensor)
     }
     if bad:
-        raise ValueError(
+        raise WeightsError(
             f"{path} is not a state_dict: entries that are not tensors: {bad} "
             "(a checkpoint with a nested state_dict: save that dict alone)"
         )
@@ -66,7 +70,34 @@ def read_pth(path):
         if t.dtype in (torch.float16, torch.bfloat16):
             t = t.float()
         out[name] = numpy.array(t.numpy())  # a copy, NumPy's own memory
+    check_tensors(path, out)
     return out
+
+
+def refusal(error):
+    """What ``torch.load(weights_only=True)``'s ``error`` rejected, in one line without
+    terminal codes: the class of a pickled object (a whole model), or the restricted
+    unpickler's own reason, or the first line of any other error. Torch's advice to load
+    with ``weights_only=False`` (which runs the file's code) is never repeated."""
+    text = _ANSI.sub("", str(error))
+    found = _GLOBAL.search(text)
+    if found:
+        return (
+            f"holds a pickled {found.group(1)} object, which a weights-only load refuses "
+            "(a whole model saved with torch.save(model)?); save model.state_dict() instead"
+        )
+    found = _UNPICKLER.search(text)
+    if found:
+        return f"refused by the weights-only load: {found.group(1).strip()}"
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and "weights_only" not in line and "trust" not in line
+    ]
+    reason = lines[0] if lines else ""
+    return f"not readable as a PyTorch weights file ({type(error).__name__}" + (
+        f": {reason})" if reason else ")"
+    )
 
 
 def load_pth(path, options=None, **changes):
