@@ -6,6 +6,7 @@ every other rank of a data-parallel job a ``NoOutput`` whose methods do nothing.
     bar = output.progress(total, "epoch 1/10")
     output.log({"kind": "epoch", ...})        # a record in RUN_DIR/log.jsonl
     output.checkpoint(path, state)            # RUN_DIR/ckpt-<step>.h5, the last --keep
+    output.best(state)                        # RUN_DIR/best.h5 (early stop: a new best)
     output.plots(history, conv1, columns)     # curves.png, conv1_filters.png
 
 Each log record carries ``world_size``, the number of ranks of the job.
@@ -45,6 +46,11 @@ class RunOutput:
         checkpoint.prune(self.folder, self.keep)
         return path
 
+    def best(self, state):
+        """Write ``state`` as the run's best checkpoint (``checkpoint.best_path``),
+        atomically like the others; ``--keep`` does not prune it."""
+        return checkpoint.write_state(checkpoint.best_path(self.folder), state)
+
     def plots(self, history, conv1, columns):
         if history:
             plot_curves(history, self.folder / "curves.png")
@@ -63,6 +69,9 @@ class NoOutput(RunOutput):
 
     def checkpoint(self, path, state):
         return path
+
+    def best(self, state):
+        return None
 
     def plots(self, history, conv1, columns):
         pass
