@@ -174,7 +174,7 @@ TRAIN_DEFAULTS = {
 # demo's recipe, tuned on the synthetic shapes, would stop too early or run too long
 # elsewhere, so the run's length adapts to the data: the paper's divide-by-10 on plateau,
 # and the run stops (``early_stop``) when the validation error has not improved for
-# ``stop_patience`` epochs, keeping the best checkpoint (best.h5). "auto" is resolved once
+# ``stop_patience`` epochs (or is 0), keeping the best checkpoint (best.h5). "auto" is resolved once
 # the images per epoch are known (``TrainConfig.resolved``): the stop patience is
 # AUTO_STOP_EPOCHS epochs or AUTO_STOP_IMAGES images, whichever is longer (the demo net
 # needs a few thousand images to leave chance); the plateau patience is half of it, so
@@ -188,8 +188,8 @@ OWN_DATA_DEFAULTS = {
     "early_stop": True,
     "stop_patience": "auto",
 }
-AUTO_STOP_EPOCHS = 4
-AUTO_STOP_IMAGES = 10_000
+AUTO_STOP_EPOCHS = 5
+AUTO_STOP_IMAGES = 5_000
 AUTO_MAX_STEPS = 6000
 # the archs a folder of one's own images may get, by the side of its images (own_data_arch)
 OWN_DATA_ARCHS = ("small", "demo")

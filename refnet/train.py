@@ -24,9 +24,10 @@ what rank 0 alone does (run folder, log, plots, progress) goes through
 
 Early stop (``--early-stop``, on for a folder of one's own images): every epoch is
 validated with ``--eval-views``; the run ends when that error has not been lower than its
-best for ``stop_patience`` epochs (or the plateau schedule's reductions are spent and it
-no longer improves), or at ``epochs``. Whenever the error reaches a new best (strictly
-lower; the first of equals is kept) the state is also written to ``best.h5``; at the end
+best for ``stop_patience`` epochs, when it is 0 (nothing left to improve), when the
+plateau schedule's reductions are spent and it no longer improves, or at ``epochs``.
+Whenever the error reaches a new best (strictly lower; the first of equals is kept) the
+state is also written to ``best.h5``; at the end
 the best parameters are loaded and validated with ``--final-views`` (a "best" record in
 the log). The progress line shows ``run_eta``: the seconds per step so far times the
 steps left until the earliest end (``expected_epochs``: with early stop, the best epoch
@@ -318,7 +319,8 @@ class Trainer:
         best = self.best_record()
         improved = cfg.early_stop and (best is None or errors["top1"] < best["val_top1_error"])
         stale = 0 if best is None or improved else self.epoch + 1 - best["epoch"]
-        stop = cfg.early_stop and not last and (self.schedule.spent or stale >= cfg.stop_patience)
+        done = errors["top1"] == 0 or stale >= cfg.stop_patience or self.schedule.spent
+        stop = cfg.early_stop and not last and done
         if stop:
             self.cfg = cfg.replace(epochs=self.epoch + 1)  # what a resume continues to
         train_loss = self.loss_sum / max(self.loss_count, 1)
@@ -349,11 +351,15 @@ class Trainer:
             flush=True,
         )
         if stop:
+            why = (
+                "the validation error is 0"
+                if errors["top1"] == 0
+                else f"the validation error has not improved for {stale} epochs (best at "
+                f"epoch {self.best_record()['epoch']}; {self.schedule.reductions} "
+                "reductions of the learning rate)"
+            )
             self.output.say(
-                f"stopped early after epoch {record['epoch']}: the validation error has not "
-                f"improved for {stale} epochs (best at epoch {self.best_record()['epoch']}; "
-                f"{self.schedule.reductions} reductions of the learning rate) (--early-stop)",
-                flush=True,
+                f"stopped early after epoch {record['epoch']}: {why} (--early-stop)", flush=True
             )
         state = self.state()  # one copy of the network to the host per epoch
         self.save(state)
@@ -361,7 +367,10 @@ class Trainer:
             self.output.best(state)
             self.best_model = state.model
         self.output.plots(
-            self.history, state.model[self.net.key("conv1", "weight")], self.net.columns
+            self.history,
+            state.model[self.net.key("conv1", "weight")],
+            self.net.columns,
+            final=stop or last,
         )
         if cfg.early_stop and (stop or last):
             self.validate_best()
