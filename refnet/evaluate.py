@@ -74,7 +74,8 @@ def add_network_arguments(parser):
         required=True,
         metavar="CKPT",
         type=checkpoint_argument,
-        help="a ckpt-*.h5 file, or a run directory: its newest valid checkpoint (required)",
+        help="a ckpt-*.h5 file, or a run directory: its best.h5 (the best epoch of a run "
+        "that stopped early) when it verifies, else its newest valid checkpoint (required)",
     )
     parser.add_argument(
         "--device",
@@ -117,7 +118,7 @@ def open_data(net, cfg, data=None):
 
 def load_network(path, device="cpu"):
     """``(net, config, state)`` for a command: the network rebuilt from a checkpoint file
-    (or a run directory's newest valid checkpoint) with its options and parameters, on
+    (or a run directory's best.h5, else its newest valid checkpoint) with its options and parameters, on
     ``device``'s backend; the run's ``TrainConfig`` (its backend this one) and the
     ``refnet.checkpoint.TrainingState``. The errors are ``UserError``s: a checkpoint
     that cannot be used, a device that is not there."""
