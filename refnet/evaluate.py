@@ -118,8 +118,8 @@ def open_data(net, cfg, data=None):
 
 def load_network(path, device="cpu"):
     """``(net, config, state)`` for a command: the network rebuilt from a checkpoint file
-    (or a run directory's best.h5, else its newest valid checkpoint) with its options and parameters, on
-    ``device``'s backend; the run's ``TrainConfig`` (its backend this one) and the
+    (or a run directory's best.h5, else its newest valid checkpoint) with its options and
+    parameters, on ``device``'s backend; the run's ``TrainConfig`` (its backend this one) and the
     ``refnet.checkpoint.TrainingState``. The errors are ``UserError``s: a checkpoint
     that cannot be used, a device that is not there."""
     state = checkpoint.read_state(path)
