@@ -347,7 +347,12 @@ class TrainConfig:
         if self.stop_patience != "auto":
             put("stop_patience", _integer("stop_patience", self.stop_patience, 1))
         if self.size is not None:
-            put("size", _integer("size", self.size, ARCHS[self.arch].input_size))
+            crop = ARCHS[self.arch].input_size
+            if _integer("size", self.size, 1) < crop:
+                raise ValueError(
+                    f"size {self.size} is smaller than arch {self.arch}'s {crop}x{crop} crops"
+                )
+            put("size", int(self.size))
         put("lr", _real("lr", self.lr, 0, strict=True))
         for name in ("momentum", "weight_decay", "lighting"):
             put(name, _real(name, getattr(self, name), 0, strict=False))

@@ -26,6 +26,7 @@ import numpy
 from refnet import checkpoint, run_dir
 from refnet.agreement import on_every_rank
 from refnet.config import (
+    COMMON_DEFAULTS,
     OWN_DATA_ARCHS,
     TrainConfig,
     UsageError,
@@ -56,12 +57,13 @@ def prepare(argv, world, say=print):
     """The checked command line (``Start``); rank 0 makes the data ready first (it may
     build the demo set or a folder's store into the cache), then the other ranks."""
     args = build_parser().parse_args(argv)
-    cfg, given = resolve(args)
     side = None
-    if not args.resume and _picks_arch(given):
-        side = _images_side(given["data"], cfg.val_fraction)
-        if side is not None:
-            cfg, given = resolve(args, arch=own_data_arch(side))
+    if not args.resume and _picks_arch(args):
+        fraction = (
+            COMMON_DEFAULTS["val_fraction"] if args.val_fraction is None else args.val_fraction
+        )
+        side = _images_side(args.data, fraction)
+    cfg, given = resolve(args, arch=None if side is None else own_data_arch(side))
     if not world.is_root:
         cfg = cfg.replace(quiet=True)  # rank 0 alone shows progress
     explicit = "out" in given
@@ -87,14 +89,14 @@ def prepare(argv, world, say=print):
     return Start(cfg.replace(data=data), given, explicit, args.allow_other_data, path, state, side)
 
 
-def _picks_arch(given):
+def _picks_arch(args):
     """True when the run chooses its arch from the images: a --data folder of images and
-    neither --arch nor --conventions (whose preset may name one)."""
+    neither --arch nor --conventions (whose preset may name one) on the command line."""
     return (
-        "data" in given
-        and "arch" not in given
-        and "conventions" not in given
-        and is_image_tree(given["data"])
+        args.data is not None
+        and args.arch is None
+        and args.conventions is None
+        and is_image_tree(args.data)
     )
 
 
