@@ -59,7 +59,7 @@ from refnet.data.files import (
     write_failure,
     write_json,
 )
-from refnet.data.pixel_stats import PixelStats, image_sums
+from refnet.data.pixel_stats import PixelStats, flat_channels, flat_notice, image_sums
 from refnet.data.progress import Progress
 from refnet.data.sources import VAL_FRACTION, find_sources
 from refnet.data.store import StoreWriter, verify_store
@@ -93,6 +93,7 @@ class BuildSummary(NamedTuple):
     empty_classes: dict  # {"train": [class], "val": [class]}: classes without an image
     upscaled: int = 0  # images whose shorter side was below size (enlarged)
     size: int = 0
+    pixel_std: tuple = ()  # the training set's per-channel std (data.pixel_stats)
 
 
 def build(
@@ -187,10 +188,14 @@ def build(
                     raise NothingUsable(
                         f"no usable training image under {src!r} ({len(files)} candidate files)"
                     )
-                _guarded(w.set_stats, *stats.finish(), path=w.tmp)
+                finished = stats.finish()  # mean_image, eigval, eigvec, pixel_std
+                pixel_std = tuple(float(v) for v in finished[3])
+                _guarded(w.set_stats, *finished, path=w.tmp)
             _guarded(w.finish, path=w.tmp)
         with interrupts_held():  # the report and both stores, or none of them
-            report_path = _write_report(out_dir, src, sources, counts, skipped, build_id, empty)
+            report_path = _write_report(
+                out_dir, src, sources, counts, skipped, build_id, empty, pixel_std
+            )
             for w in writers:
                 w.commit()
             committed = True
@@ -219,6 +224,7 @@ def build(
         empty,
         small,
         size,
+        pixel_std,
     )
 
 
@@ -368,7 +374,7 @@ def final_name(tmp):
     return os.path.join(folder, name[1:].rsplit(".tmp-", 1)[0]) if name.startswith(".") else tmp
 
 
-def _write_report(out_dir, src, sources, counts, skipped, build_id, empty):
+def _write_report(out_dir, src, sources, counts, skipped, build_id, empty, pixel_std=()):
     path = os.path.join(out_dir, REPORT)
     report = {
         "src": os.path.abspath(src),
@@ -379,6 +385,8 @@ def _write_report(out_dir, src, sources, counts, skipped, build_id, empty):
         "val": counts["val"],
         "empty_classes": empty,
         "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "pixel_std": list(pixel_std),  # per channel, 0-255 scale (data.pixel_stats)
+        "unscaled_channels": flat_channels(pixel_std) if pixel_std else [],
     }
     try:
         write_json(path, report)
@@ -409,6 +417,8 @@ def format_summary(summary, limit=20):
             f"notice: {summary.upscaled} image(s) smaller than {summary.size}x"
             f"{summary.size} were upscaled to it (their detail is what it was)"
         )
+    if summary.pixel_std and flat_notice(summary.pixel_std):
+        lines.append(f"notice: {flat_notice(summary.pixel_std)}")
     for split, names in summary.empty_classes.items():
         if names:
             shown = ", ".join(map(repr, names[:limit]))

@@ -20,11 +20,22 @@ the population covariance (divide by P, not P - 1). Its eigen-decomposition give
     eigvec (3, 3) eigvec[:, i] is the unit eigenvector of eigval[i]; each column's entry
                   of largest magnitude is made positive (signs are otherwise arbitrary)
     pixel_std (3,) sqrt(diag(cov)), the per-channel standard deviation
+
+Inputs scaled by the pixel std (``input_scale``) are divided by ``max(std, MIN_PIXEL_STD)``
+per channel: a channel that varies by less than one grey level over the training set
+(say a colour channel that is 0 in every image) is left unscaled instead of being
+divided by zero or by a tiny number. After the mean image is subtracted such a channel
+is (nearly) zero everywhere, so it adds nothing to learn and nothing to overflow. This is
+the one place the rule is written; training, evaluation, prediction and the neighbours
+search all use it.
 """
 
 from fractions import Fraction
 
 import numpy
+
+CHANNELS = ("R", "G", "B")
+MIN_PIXEL_STD = 1.0  # one grey level on the 0-255 scale: below it a channel is not scaled
 
 
 def image_sums(image):
@@ -85,3 +96,32 @@ def principal_axes(cov):
     signs = numpy.sign(eigvec[largest, numpy.arange(3)])
     signs[signs == 0] = 1.0
     return eigval, eigvec * signs
+
+
+def input_scale(pixel_std):
+    """The per-channel factor (3,) float64 that ``input_scale="pixel_std"`` multiplies
+    mean-subtracted inputs by: ``1 / max(std, MIN_PIXEL_STD)`` (module doc); a NaN std
+    (never from ``finish``) counts as below the floor."""
+    std = numpy.asarray(pixel_std, dtype=numpy.float64)
+    return 1.0 / numpy.where(std >= MIN_PIXEL_STD, std, MIN_PIXEL_STD)
+
+
+def flat_channels(pixel_std):
+    """The names ("R", "G", "B") of the channels whose std is below ``MIN_PIXEL_STD``:
+    those ``input_scale`` leaves unscaled."""
+    std = numpy.asarray(pixel_std, dtype=numpy.float64)
+    return [name for name, s in zip(CHANNELS, std, strict=True) if not s >= MIN_PIXEL_STD]
+
+
+def flat_notice(pixel_std):
+    """One sentence naming the flat channels and their std, or "" when there are none."""
+    std = numpy.asarray(pixel_std, dtype=numpy.float64)
+    flat = flat_channels(std)
+    if not flat:
+        return ""
+    values = ", ".join(f"{std[CHANNELS.index(c)]:.3g}" for c in flat)
+    return (
+        f"channel {'/'.join(flat)} of the training images varies by less than "
+        f"{MIN_PIXEL_STD:g} grey level (pixel std {values}): inputs divided by the pixel std "
+        "leave it unscaled"
+    )

@@ -234,3 +234,27 @@ def _files(src, rel_dir):
             if not name.startswith("."):
                 out.append(os.path.relpath(os.path.join(root, name), src))
     return sorted(out)
+
+
+SIDE_SAMPLE = 200  # images whose headers ``typical_side`` reads, spread over the set
+
+
+def typical_side(src, val_fraction=VAL_FRACTION, sample=SIDE_SAMPLE):
+    """The median shorter side, in pixels, of up to ``sample`` training images of the
+    tree ``src`` (every k-th in sorted order), read from the file headers alone (Pillow
+    decodes no pixel for ``Image.open``); None when no file is a readable image. A
+    network sized to its images starts from this (``refnet.config.own_data_arch``)."""
+    from PIL import Image
+
+    files = [p for p, _ in find_sources(src, val_fraction).train]
+    step = max(1, len(files) // sample)
+    sides = []
+    for rel in files[::step][:sample]:
+        try:
+            with Image.open(os.path.join(src, rel)) as im:
+                sides.append(min(im.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    if not sides:
+        return None
+    return int(sorted(sides)[len(sides) // 2])

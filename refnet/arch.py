@@ -13,6 +13,12 @@ each column holds half of every layer's kernels.
 - ``demo``: the same topology scaled for ``python -m refnet.train`` on 2 CPU cores:
   128x128 stored images, 113 crops, conv1 11x11 stride 3 -> 35 -> pool 17 -> conv2 -> 17
   -> pool 8 -> conv3-5 -> 8 -> pool 3; widths 24/64/96/96/64, fc 512/512, 10 classes.
+- ``small``: the demo network for small images (digits, icons, thumbnails): 28x28 stored
+  images, 24 crops, conv1 5x5 stride 1 pad 2 -> 24 -> pool 11 -> conv2 -> 11 -> pool 5 ->
+  conv3-5 -> 5 -> pool 2; the demo's widths (24/64/96/96/64, fc 512/512), two columns,
+  LRN and overlapping 3/2 pooling. conv1 is fitted to the size: at 24 pixels an 11x11
+  stride-3 kernel would leave 5x5 maps, so it is 5x5 at stride 1 (a 28x28 digit keeps its
+  strokes), and the three poolings take 24 to 2. fc6 reads 64 x 2 x 2 = 256 features.
 - ``tiny``: very small, for finite-difference tests of the whole network. Its last pooled
   maps are 2x2, so fc6's (channel, row, column) flattening order is exercised.
 - ``zfnet``: Zeiler & Fergus's single model ("Visualizing and Understanding Convolutional
@@ -157,6 +163,22 @@ ARCHS = {
         fc=(512, 512),
         num_classes=10,
         store_size=128,
+    ),
+    "small": ArchSpec(
+        # 24 -> conv1 5x5/1 pad 2 -> 24 -> pool 11 -> conv2 5x5 pad 2 -> 11 -> pool 5
+        # -> conv3-5 3x3 pad 1 -> 5 -> pool 2; stored at 28 (a 4-pixel margin for crops)
+        name="small",
+        input_size=24,
+        convs=(
+            ConvSpec(5, 1, 2, 24),
+            ConvSpec(5, 1, 2, 64),
+            ConvSpec(3, 1, 1, 96),
+            ConvSpec(3, 1, 1, 96),
+            ConvSpec(3, 1, 1, 64),
+        ),
+        fc=(512, 512),
+        num_classes=10,
+        store_size=28,
     ),
     "tiny": ArchSpec(
         # 45 -> conv1 3x3/2 pad 1 -> 23 -> pool 11 -> conv2 -> 11 -> pool 5 -> 5 -> pool 2

@@ -49,7 +49,10 @@ over the target with ``os.replace``), so a crash or a full disk never leaves a
 half-written file under a checkpoint's name (``save``).
 
 Files in a run directory are named ``ckpt-<step, 8 digits>.h5``; ``latest_state`` walks
-them newest first and returns the first that loads and verifies.
+them newest first and returns the first that loads and verifies. A run that keeps its
+best epoch (early stop) also writes ``best.h5`` (``best_path``), the same schema; the
+commands given a run folder (``read_state``: evaluate, predict, export, neighbors) use it
+when it verifies, else the newest checkpoint.
 """
 
 import dataclasses
@@ -69,6 +72,7 @@ from refnet.layers import backend
 VERSION = 1
 FORMAT = f"refnet-checkpoint-{VERSION}"
 _NAME = re.compile(r"^ckpt-(\d+)\.h5$")
+BEST = "best.h5"
 
 
 class CheckpointError(UserError):
@@ -123,9 +127,16 @@ def write_state(path, state):
 
 
 def read_state(path):
-    """The ``TrainingState`` stored at ``path`` (file or run folder: its newest valid
-    checkpoint), migrated to the current schema; ``CheckpointError`` if unusable."""
+    """The ``TrainingState`` stored at ``path`` (file or run folder: its best.h5 when it
+    verifies, else its newest valid checkpoint), migrated to the current schema;
+    ``CheckpointError`` if unusable."""
     if Path(path).is_dir():
+        best = best_path(path)
+        if best.is_file():
+            try:
+                return _migrate(load(best), best)
+            except CheckpointError as e:
+                print(f"warning: {e}; using the newest checkpoint", file=sys.stderr, flush=True)
         found, state = latest_state(path, warn=lambda m: print(m, file=sys.stderr, flush=True))
         if state is None:
             raise CheckpointError(f"no valid checkpoint in {path}")
@@ -362,6 +373,11 @@ def _read_group(group, prefix, digests):
 def checkpoint_path(run_dir, step):
     """``RUN_DIR/ckpt-<step>.h5`` with the step zero-padded to 8 digits."""
     return Path(run_dir) / f"ckpt-{int(step):08d}.h5"
+
+
+def best_path(run_dir):
+    """``RUN_DIR/best.h5``: the run's best epoch (early stop)."""
+    return Path(run_dir) / BEST
 
 
 def list_checkpoints(run_dir):

@@ -20,6 +20,8 @@ options (LRN, pooling, dropout, columns, convolution algorithm, ...) default to 
   Batch 32, lr 0.015, 10 epochs with lr / 10 after epoch 8: tuned so the default run
   ends well above 80% 10-crop val top-1 within minutes on 2 cores (docs/performance.md,
   "The demo's defaults").
+- ``small``: the demo's recipe and widths for small images (24x24 crops of 28x28 images,
+  ``refnet.arch``); the arch a --data of your own gets when its images are small.
 - ``tiny``: for tests: a few steps on very small images.
 - ``zfnet``, ``zfnet-wide``: Zeiler & Fergus: batch 128, lr 0.01, 70 epochs, one column.
 - ``owt``: torchvision's AlexNet with torchvision's ImageNet recipe (its
@@ -29,8 +31,10 @@ options (LRN, pooling, dropout, columns, convolution algorithm, ...) default to 
   fc6 and fc7. PyTorch's layer defaults as the init ("pytorch").
 
 Precedence in ``resolve``: ``COMMON_DEFAULTS`` < ``TRAIN_DEFAULTS[arch]`` <
-``OWN_DATA_DEFAULTS`` (the demo arch on a ``--data`` of the user's own) < the
-``--conventions`` preset (``refnet.conventions``) < the flags given.
+``OWN_DATA_DEFAULTS`` (an arch of ``OWN_DATA_ARCHS`` on a ``--data`` of the user's own) <
+the ``--conventions`` preset (``refnet.conventions``) < the flags given. Without
+``--arch``, a folder of images of the user's own gets the arch of ``OWN_DATA_ARCHS`` whose
+stored side is nearest its images' median shorter side (``own_data_arch``).
 
 A resumed run takes its configuration from the checkpoint; only the fields in
 ``TrainConfig.RESUME_OVERRIDABLE`` may differ on the command line (anything else that
@@ -101,7 +105,9 @@ COMMON_DEFAULTS = {
     "final_views": "ten",
     "lighting": 0.1,
     "val_fraction": VAL_FRACTION,
+    "size": None,  # the stored side: None, the arch's (ArchSpec.store_size)
     "early_stop": False,
+    "stop_patience": "auto",
     "quiet": False,
     **{name: _NET_DEFAULTS[name] for name in NET_FIELDS},
 }
@@ -116,6 +122,15 @@ TRAIN_DEFAULTS = {
         "checkpoint_every": 1000,
     },
     "demo": {
+        "init": "he",
+        "input_scale": "pixel_std",
+        "batch": 32,
+        "lr": 0.015,
+        "epochs": 10,
+        "lr_schedule": "step",
+        "milestones": (8,),
+    },
+    "small": {
         "init": "he",
         "input_scale": "pixel_std",
         "batch": 32,
@@ -155,23 +170,37 @@ TRAIN_DEFAULTS = {
     },
 }
 
-# A data set of the user's own (``--data`` given with the demo arch): the demo's recipe,
-# tuned on the synthetic shapes, would stop too early or run too long elsewhere, so the
-# epochs adapt to the data set's size: the paper's divide-by-10 on plateau, and the run
-# stops once the three reductions are spent and the error no longer improves
-# (``early_stop``). "auto" is resolved once the number of steps per epoch is known
-# (``TrainConfig.resolved``): a plateau must last AUTO_PLATEAU_STEPS steps (at least 2
-# epochs; the demo net needs ~200 steps to leave chance), and the run takes at most
-# AUTO_MAX_STEPS steps (at least 60 epochs). Flags given on the command line win.
+# A data set of the user's own (``--data`` given with an arch of OWN_DATA_ARCHS): the
+# demo's recipe, tuned on the synthetic shapes, would stop too early or run too long
+# elsewhere, so the run's length adapts to the data: the paper's divide-by-10 on plateau,
+# and the run stops (``early_stop``) when the validation error has not improved for
+# ``stop_patience`` epochs (or is 0), keeping the best checkpoint (best.h5). "auto" is resolved once
+# the images per epoch are known (``TrainConfig.resolved``): the stop patience is
+# AUTO_STOP_EPOCHS epochs or AUTO_STOP_IMAGES images, whichever is longer (the demo net
+# needs a few thousand images to leave chance); the plateau patience is half of it, so
+# the rate is divided once before the run gives up; the run takes at most AUTO_MAX_STEPS
+# steps. Flags given on the command line win.
 OWN_DATA_DEFAULTS = {
     "lr_schedule": "plateau",
     "patience": "auto",
     "milestones": (),
     "epochs": "auto",
     "early_stop": True,
+    "stop_patience": "auto",
 }
-AUTO_PLATEAU_STEPS = 400
+AUTO_STOP_EPOCHS = 5
+AUTO_STOP_IMAGES = 5_000
 AUTO_MAX_STEPS = 6000
+# the archs a folder of one's own images may get, by the side of its images (own_data_arch)
+OWN_DATA_ARCHS = ("small", "demo")
+
+
+def own_data_arch(side):
+    """The arch of ``OWN_DATA_ARCHS`` for images whose typical shorter side is ``side``
+    pixels: the one whose stored side is nearest on a log scale (the fewest pixels made
+    up or thrown away: ``small``, 28, up to sqrt(28 * 128) ~ 60 pixels, ``demo`` above)."""
+    return min(OWN_DATA_ARCHS, key=lambda a: abs(math.log(ARCHS[a].store_size / max(side, 1))))
+
 
 EXIT_CODES = {
     0: "done",
@@ -211,50 +240,52 @@ class TrainConfig:
     ``resolved``. A field left None takes its default from the tables (module doc); the
     network fields (``NET_FIELDS``) whose default is None there take the arch's."""
 
-    arch: str = COMMON_DEFAULTS["arch"]
+    arch: str = str(COMMON_DEFAULTS["arch"])
     data: object = None
     out: object = None
-    device: str = None
+    device: str | None = None
     backend: object = None
-    dtype: str = None
-    seed: int = None
+    dtype: str | None = None
+    seed: int | None = None
     init: object = None
     input_scale: object = None
     batch: object = None
     lr: object = None
     epochs: object = None
-    momentum: float = None
-    weight_decay: float = None
-    sgd_form: str = None
-    lr_schedule: str = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    sgd_form: str | None = None
+    lr_schedule: str | None = None
     patience: object = None
-    milestones: tuple = None
-    early_stop: bool = None
-    lighting: float = None
-    val_fraction: float = None
-    checkpoint_every: int = None
-    keep: int = None
-    log_every: int = None
-    eval_views: str = None
-    final_views: str = None
-    quiet: bool = None
+    milestones: tuple | None = None
+    early_stop: bool | None = None
+    lighting: float | None = None
+    val_fraction: float | None = None
+    size: int | None = None
+    stop_patience: object = None
+    checkpoint_every: int | None = None
+    keep: int | None = None
+    log_every: int | None = None
+    eval_views: str | None = None
+    final_views: str | None = None
+    quiet: bool | None = None
     conventions: object = None
     columns: object = None
     lrn: object = None
-    lrn_mode: str = None
-    lrn_size: int = None
-    lrn_alpha: float = None
-    lrn_beta: float = None
-    lrn_k: float = None
-    pool: tuple = None
-    pool_rounding: str = None
-    dropout: float = None
+    lrn_mode: str | None = None
+    lrn_size: int | None = None
+    lrn_alpha: float | None = None
+    lrn_beta: float | None = None
+    lrn_k: float | None = None
+    pool: tuple | None = None
+    pool_rounding: str | None = None
+    dropout: float | None = None
     dropout_mode: object = None
     dropout_placement: object = None
-    conv_algo: str = None
-    conv_cache: str = None
-    engine: str = None
-    head: str = None
+    conv_algo: str | None = None
+    conv_cache: str | None = None
+    engine: str | None = None
+    head: str | None = None
 
     # fields a resumed run may change: they do not alter the arithmetic, or (the learning
     # rate and its schedule) change it from the resumed step on, as asked
@@ -275,6 +306,7 @@ class TrainConfig:
         "lr_schedule",
         "patience",
         "milestones",
+        "stop_patience",
     )
     RESUME_SCHEDULE: ClassVar[tuple] = ("lr", "lr_schedule", "patience", "milestones")
 
@@ -312,6 +344,15 @@ class TrainConfig:
             put("epochs", _integer("epochs", self.epochs, 1))
         if self.patience != "auto":
             put("patience", _integer("patience", self.patience, 0))
+        if self.stop_patience != "auto":
+            put("stop_patience", _integer("stop_patience", self.stop_patience, 1))
+        if self.size is not None:
+            crop = ARCHS[self.arch].input_size
+            if _integer("size", self.size, 1) < crop:
+                raise ValueError(
+                    f"size {self.size} is smaller than arch {self.arch}'s {crop}x{crop} crops"
+                )
+            put("size", int(self.size))
         put("lr", _real("lr", self.lr, 0, strict=True))
         for name in ("momentum", "weight_decay", "lighting"):
             put(name, _real(name, getattr(self, name), 0, strict=False))
@@ -368,14 +409,28 @@ class TrainConfig:
         return cls(**{**d, **changes})
 
     def resolved(self, steps_per_epoch):
-        """ "auto" patience and epochs (``OWN_DATA_DEFAULTS``) as numbers for a data set
-        of ``steps_per_epoch`` steps per epoch."""
-        changes = {}
+        """ "auto" patiences and epochs (``OWN_DATA_DEFAULTS``) as numbers for a data set
+        of ``steps_per_epoch`` steps of ``batch`` images per epoch:
+
+            stop_patience = max(AUTO_STOP_EPOCHS, ceil(AUTO_STOP_IMAGES / images per epoch))
+            patience      = stop_patience // 2    (the rate is divided at the next bad epoch)
+            epochs        = ceil(AUTO_MAX_STEPS / steps_per_epoch)"""
+        images = steps_per_epoch * self.batch
+        stop = self.stop_patience
+        if stop == "auto":
+            stop = max(AUTO_STOP_EPOCHS, math.ceil(AUTO_STOP_IMAGES / images))
+        changes = {"stop_patience": stop}
         if self.patience == "auto":
-            changes["patience"] = max(2, math.ceil(AUTO_PLATEAU_STEPS / steps_per_epoch))
+            changes["patience"] = stop // 2
         if self.epochs == "auto":
-            changes["epochs"] = max(60, math.ceil(AUTO_MAX_STEPS / steps_per_epoch))
+            changes["epochs"] = max(1, math.ceil(AUTO_MAX_STEPS / steps_per_epoch))
+        changes = {k: v for k, v in changes.items() if getattr(self, k) != v}
         return self.replace(**changes) if changes else self
+
+    @property
+    def store_size(self):
+        """The side of the stored images: ``size``, or the arch's."""
+        return ARCHS[self.arch].store_size if self.size is None else self.size
 
     def resumed(self, given, **invocation):
         """This (a checkpoint's) configuration with the settings ``given`` on the command
@@ -525,10 +580,12 @@ def build_parser():
         help="a folder of images (DIR/<class>/... or "
         "DIR/train/<class>/... and DIR/val/<class>/...: its store is built at the arch's "
         "size into the cache once), or a data set directory with train.h5 and val.h5 (from "
-        "python -m refnet.data.build); default: the demo set, built on first use. With the demo "
-        "arch, a --data of your own trains until the validation error stops improving: lr "
-        f"/ 10 on plateaus of {AUTO_PLATEAU_STEPS} steps (at least 2 epochs), at most "
-        f"{AUTO_MAX_STEPS} steps (at least 60 epochs)",
+        "python -m refnet.data.build); default: the demo set, built on first use. A folder "
+        f"of your own gets the arch of {', '.join(OWN_DATA_ARCHS)} whose stored side is "
+        "nearest its images' (unless --arch), and trains until the validation error has not "
+        f"improved for {AUTO_STOP_EPOCHS} epochs or {AUTO_STOP_IMAGES} images, whichever is "
+        f"longer (lr / 10 halfway; at most {AUTO_MAX_STEPS} steps), keeping the best "
+        "checkpoint as best.h5",
     )
     a(
         "--val-fraction",
@@ -538,12 +595,27 @@ def build_parser():
         f"val/ split ({d('val_fraction')})",
     )
     a(
+        "--size",
+        type=positive_int,
+        help="side of the stored images, for a folder of images (default: the arch's; at "
+        "least its crop)",
+    )
+    a(
         "--early-stop",
         dest="early_stop",
         action="store_true",
         default=None,
-        help="stop once the plateau schedule's reductions are spent and the error no longer "
-        "improves (default: on for a --data of your own with the demo arch)",
+        help="stop when the validation error has not improved for --stop-patience epochs, "
+        "or once the plateau schedule's reductions are spent and it no longer improves, "
+        "and keep the best checkpoint as best.h5 (default: on for a --data of your own)",
+    )
+    a(
+        "--stop-patience",
+        dest="stop_patience",
+        type=positive_int,
+        help="--early-stop: epochs without a lower validation error before the run ends "
+        f"(default: {AUTO_STOP_EPOCHS} epochs or {AUTO_STOP_IMAGES} images, whichever is "
+        "longer)",
     )
     a("--arch", choices=CHOICES["arch"], help=f"network size ({d('arch')})")
     a("--batch", type=positive_int, help=f"images per SGD step ({d('batch')})")
@@ -762,9 +834,10 @@ def resolve_auto(cfg, steps_per_epoch):
     return cfg.resolved(steps_per_epoch)
 
 
-def resolve(args):
+def resolve(args, arch=None):
     """``(cfg, given)``: the ``TrainConfig`` of the parsed ``args`` over the defaults
-    (module doc), and the settings given on the command line. ``UsageError`` for a
+    (module doc), and the settings given on the command line; ``arch``: the arch picked
+    for the data when no --arch was given (``own_data_arch``). ``UsageError`` for a
     combination no flag's parser can judge alone (a pooling the arch's maps cannot take).
     ``cfg.out`` is None when no --out was given (``refnet.run_dir`` names the folder)."""
     given = {
@@ -778,9 +851,9 @@ def resolve(args):
             preset = conventions.settings(given["conventions"], arch_given="arch" in given)
         except ValueError as e:
             raise UsageError(f"--conventions {given['conventions']}: {e}") from None
-    arch = given.get("arch", preset.get("arch", COMMON_DEFAULTS["arch"]))
+    arch = given.get("arch", preset.get("arch", arch or COMMON_DEFAULTS["arch"]))
     values = {"arch": arch}
-    if arch == "demo" and "data" in given:
+    if arch in OWN_DATA_ARCHS and "data" in given:
         values.update(OWN_DATA_DEFAULTS)
     values.update(preset)  # the named conventions over the arch's defaults
     values.update(given)

@@ -74,7 +74,8 @@ def add_network_arguments(parser):
         required=True,
         metavar="CKPT",
         type=checkpoint_argument,
-        help="a ckpt-*.h5 file, or a run directory: its newest valid checkpoint (required)",
+        help="a ckpt-*.h5 file, or a run directory: its best.h5 (the best epoch of a run "
+        "that stopped early) when it verifies, else its newest valid checkpoint (required)",
     )
     parser.add_argument(
         "--device",
@@ -117,12 +118,12 @@ def open_data(net, cfg, data=None):
 
 def load_network(path, device="cpu"):
     """``(net, config, state)`` for a command: the network rebuilt from a checkpoint file
-    (or a run directory's newest valid checkpoint) with its options and parameters, on
-    ``device``'s backend; the run's ``TrainConfig`` (its backend this one) and the
-    ``refnet.checkpoint.TrainingState``. The errors are ``UserError``s naming the file: a
-    checkpoint that cannot be used (unreadable, a stored option refused, parameters of
-    the wrong names, shapes or dtype, or not finite: ``refnet.checkpoint.read_state``), a
-    device that is not there."""
+    (or a run directory's best.h5, else its newest valid checkpoint) with its options and
+    parameters, on ``device``'s backend; the run's ``TrainConfig`` (its backend this one)
+    and the ``refnet.checkpoint.TrainingState``. The errors are ``UserError``s naming the
+    file: a checkpoint that cannot be used (unreadable, a stored option refused,
+    parameters of the wrong names, shapes or dtype, or not finite:
+    ``refnet.checkpoint.read_state``), a device that is not there."""
     state = checkpoint.read_state(path)
     try:
         backend_name = backend_for_device(device)

@@ -1,6 +1,6 @@
 """``python -m refnet.export``: the network as an ONNX graph, from refnet's own weights.
 
-    python -m refnet.export --checkpoint RUN_DIR --onnx alexnet.onnx
+    python -m refnet.export --checkpoint RUN_DIR --onnx alexnet.onnx   # best.h5, else the newest
     python -m refnet.export --checkpoint CKPT --onnx net.onnx --outputs conv1,lrn1,pool5
 
     model = onnx_model(net, outputs=("conv1", "relu1"))   # an onnx.ModelProto, in memory

@@ -1,6 +1,6 @@
 """``python -m refnet.neighbors``: the paper's Figure 4, the nearest training images by fc7.
 
-    python -m refnet.neighbors --checkpoint RUN_DIR --out grid.png [--images IMG ...]
+    python -m refnet.neighbors --checkpoint RUN_DIR [--out grid.png] [--images IMG ...]
 
 For each query (the given image files, or ``--count`` images spread over the validation
 set) one row of the grid: the query's centre crop, its top-5 classes as bars, and the 6
@@ -9,6 +9,10 @@ hidden layer: ``AlexNet.features``) are nearest in Euclidean distance, with thei
 names and distances. Image files are preprocessed as ``refnet.predict`` does (the bars
 average the paper's 10 crops; the features are the centre crop's); training images are
 seen through their centre crop.
+
+The grid goes to ``--out``, by default ``neighbors.png`` in the run folder (the folder
+given as ``--checkpoint``, or the folder of the checkpoint file); the path written is
+printed.
 
 The search reads the whole training store in batches and keeps only a running top-6 per
 query (``NearestSearch``), so the training set's features are never all in memory.
@@ -46,6 +50,7 @@ from refnet.layers import backend
 from refnet.predict import preprocess
 
 NEIGHBORS = 6  # training images per query, as in the paper's figure
+FIGURE = "neighbors.png"  # the grid's name in the run folder when no --out is given
 TOP = 5  # classes drawn as bars
 
 
@@ -171,6 +176,13 @@ def figure_rows(pipeline, queries, dist, index):
     return rows
 
 
+def default_figure(checkpoint_arg):
+    """Where the grid goes without ``--out``: ``FIGURE`` in the run folder (the folder
+    ``--checkpoint`` names, or the folder of the checkpoint file it names)."""
+    folder = checkpoint_arg if os.path.isdir(checkpoint_arg) else os.path.dirname(checkpoint_arg)
+    return os.path.join(folder or ".", FIGURE)
+
+
 def png_path(text):
     """``--out``: a file name in an existing folder (an ``argparse`` type)."""
     folder = os.path.dirname(os.path.abspath(text))
@@ -221,10 +233,9 @@ def build_parser():
     )
     p.add_argument(
         "--out",
-        required=True,
         type=png_path,
         metavar="PNG",
-        help="where to write the grid (required)",
+        help=f"where to write the grid (default: {FIGURE} in the run folder of --checkpoint)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -251,8 +262,9 @@ def main(argv=None):
             rows = figure_rows(pipeline, found, dist, index)
         finally:
             pipeline.close()
-        plot_neighbors(rows, args.out)
-        print(args.out)
+        out = args.out or default_figure(args.checkpoint)
+        plot_neighbors(rows, out)
+        print(f"wrote {out}")
 
     return exit_status("refnet.neighbors", body)
 

@@ -1,13 +1,15 @@
 """``python -m refnet.predict``: the top-5 classes of image files, from a checkpoint.
 
     python -m refnet.predict --checkpoint RUN_DIR/ckpt-00001234.h5 photo.jpg other.png
+    python -m refnet.predict --checkpoint RUN_DIR photo.jpg   # best.h5, else the newest
 
 Each image goes through the dataset's own preprocessing (``data.decode.decode_image``:
 decode, EXIF orientation, RGB, shorter side to the stored size S, centre crop S x S),
 then the training set's mean image is subtracted (and the pixel-std scaling applied when
-the run used it) on the 10 crops of the paper's test, whose softmax outputs are averaged
-(``--views center`` for the single centre crop). The mean image, pixel std and class
-names are stored in the checkpoint, so the data set is not needed.
+the run used it: the factors stored with the run, ``data.pixel_stats.input_scale``) on
+the 10 crops of the paper's test, whose softmax outputs are averaged (``--views center``
+for the single centre crop). The mean image, pixel std and class names are stored in the
+checkpoint, so the data set is not needed.
 
 Exit status: 0 every image classified, 1 some image could not be read (the others are
 still classified), 2 for a bad option or a checkpoint that cannot be used, 130 when

@@ -6,20 +6,27 @@ every other rank of a data-parallel job a ``NoOutput`` whose methods do nothing.
     bar = output.progress(total, "epoch 1/10")
     output.log({"kind": "epoch", ...})        # a record in RUN_DIR/log.jsonl
     output.checkpoint(path, state)            # RUN_DIR/ckpt-<step>.h5, the last --keep
-    output.plots(history, conv1, columns)     # curves.png, conv1_filters.png
+    output.best(state)                        # RUN_DIR/best.h5 (early stop: a new best)
+    output.plots(history, conv1, columns, final)  # curves.png, conv1_filters.png
 
 Each log record carries ``world_size``, the number of ranks of the job. A write that
 fails (a full disk, a folder gone read-only) raises ``data.files.OutputError``: one line
 naming the file, exit status 2; the files written before stay whole (a log record is
 appended whole or not at all, a checkpoint or plot replaces its old self atomically).
+The plots are drawn at most every ``PLOT_EVERY`` seconds, and always for the run's last
+epoch (``final``): drawing them takes about half a second, longer than an epoch of a
+small data set.
 """
 
 import json
+import time
 
 from refnet import checkpoint
 from refnet.data.files import append_text
 from refnet.data.progress import Progress
 from refnet.plots import plot_conv1, plot_curves
+
+PLOT_EVERY = 30.0  # seconds between two drawings of the plots (the last epoch's is drawn)
 
 
 class RunOutput:
@@ -31,6 +38,7 @@ class RunOutput:
         self.quiet = cfg.quiet
         self.world_size = world_size
         self._say = say
+        self._plotted = -float("inf")  # when the plots were last drawn (perf_counter)
 
     def say(self, *args, **kwargs):
         if not self.quiet:
@@ -48,7 +56,18 @@ class RunOutput:
         checkpoint.prune(self.folder, self.keep)
         return path
 
-    def plots(self, history, conv1, columns):
+    def best(self, state):
+        """Write ``state`` as the run's best checkpoint (``checkpoint.best_path``),
+        atomically like the others; ``--keep`` does not prune it."""
+        return checkpoint.write_state(checkpoint.best_path(self.folder), state)
+
+    def plots(self, history, conv1, columns, final=True):
+        """curves.png and conv1_filters.png, unless drawn less than ``PLOT_EVERY`` seconds
+        ago and not ``final``."""
+        now = time.perf_counter()
+        if not final and now - self._plotted < PLOT_EVERY:
+            return
+        self._plotted = now
         if history:
             plot_curves(history, self.folder / "curves.png")
         plot_conv1(conv1, columns, self.folder / "conv1_filters.png")
@@ -67,7 +86,10 @@ class NoOutput(RunOutput):
     def checkpoint(self, path, state):
         return path
 
-    def plots(self, history, conv1, columns):
+    def best(self, state):
+        return None
+
+    def plots(self, history, conv1, columns, final=True):
         pass
 
 

@@ -4,7 +4,12 @@ nothing behind.
 
     start = prepare(argv, world, say)          # the flags, --resume, the data; no folder
     folder, lock = claim_run_dir(world, start) # rank 0 makes and locks it (refnet.run_dir)
-    begin(trainer, start, folder, say)         # temporaries removed; a resume logged
+    begin(trainer, start, folder, say)         # temporaries removed; a resume logged;
+                                               # the start line
+
+A folder of one's own images given without ``--arch`` gets the arch sized to its images
+(``refnet.config.own_data_arch`` of ``data.sources.typical_side``), said in the start
+line with how to choose another.
 
 Resuming (``--resume --out RUN_DIR``): the newest valid checkpoint's configuration, with
 the flags ``TrainConfig.RESUME_OVERRIDABLE`` allows; a changed learning rate or schedule
@@ -20,14 +25,23 @@ import numpy
 
 from refnet import checkpoint, run_dir
 from refnet.agreement import on_every_rank
-from refnet.config import TrainConfig, UsageError, build_parser, resolve
+from refnet.config import (
+    COMMON_DEFAULTS,
+    OWN_DATA_ARCHS,
+    TrainConfig,
+    UsageError,
+    build_parser,
+    own_data_arch,
+    resolve,
+)
 from refnet.data.cli import unwritable_reason
 from refnet.data.files import remove_stale_temporaries
+from refnet.data.sources import typical_side
 from refnet.distributed import column_devices
 from refnet.options import NetOptions, backend_for_device
 from refnet.schedule import ReduceOnPlateau, StepSchedule
 from refnet.sgd import SGD
-from refnet.train_inputs import ensure_data
+from refnet.train_inputs import ensure_data, is_image_tree
 
 
 class Start(NamedTuple):
@@ -37,13 +51,20 @@ class Start(NamedTuple):
     allow_other_data: bool
     path: object  # the checkpoint resumed from (None: a new run)
     state: object  # its TrainingState
+    side: int | None = None  # the images' typical side, when it picked the arch
 
 
 def prepare(argv, world, say=print):
     """The checked command line (``Start``); rank 0 makes the data ready first (it may
     build the demo set or a folder's store into the cache), then the other ranks."""
     args = build_parser().parse_args(argv)
-    cfg, given = resolve(args)
+    side = None
+    if not args.resume and _picks_arch(args):
+        fraction = (
+            COMMON_DEFAULTS["val_fraction"] if args.val_fraction is None else args.val_fraction
+        )
+        side = _images_side(args.data, fraction)
+    cfg, given = resolve(args, arch=None if side is None else own_data_arch(side))
     if not world.is_root:
         cfg = cfg.replace(quiet=True)  # rank 0 alone shows progress
     explicit = "out" in given
@@ -66,7 +87,27 @@ def prepare(argv, world, say=print):
     except ValueError as e:
         raise UsageError(str(e)) from None
     data = on_every_rank(world, lambda: ensure_data(cfg, quiet=cfg.quiet, say=say), root_first=True)
-    return Start(cfg.replace(data=data), given, explicit, args.allow_other_data, path, state)
+    return Start(cfg.replace(data=data), given, explicit, args.allow_other_data, path, state, side)
+
+
+def _picks_arch(args):
+    """True when the run chooses its arch from the images: a --data folder of images and
+    neither --arch nor --conventions (whose preset may name one) on the command line."""
+    return (
+        args.data is not None
+        and args.arch is None
+        and args.conventions is None
+        and is_image_tree(args.data)
+    )
+
+
+def _images_side(src, val_fraction):
+    """``data.sources.typical_side`` of the tree, None when it cannot tell (the build
+    then says what is wrong with the tree)."""
+    try:
+        return typical_side(str(Path(src).resolve()), val_fraction)
+    except (ValueError, OSError):
+        return None
 
 
 def check_out(out):
@@ -146,6 +187,7 @@ def begin(trainer, start, changes, say=print):
     folder = trainer.output.folder
     if trainer.world.is_root:
         remove_stale_temporaries(folder)
+    trainer.output.say(start_line(trainer, start.side), flush=True)
     if start.state is None:
         return
     if trainer.world.is_root:
@@ -165,19 +207,50 @@ def begin(trainer, start, changes, say=print):
     )
 
 
+def start_line(trainer, side=None):
+    """What the run trains, on what, and until when, in one line (two when a channel of
+    the images is left unscaled): the arch and why (``side``: the images' typical side
+    that picked it), the images, the batch and rate, and the stopping rule."""
+    cfg, pipe = trainer.cfg, trainer.pipeline
+    how = ""
+    if side is not None:
+        others = " or ".join(a for a in OWN_DATA_ARCHS if a != cfg.arch)
+        how = f"; picked for images of side {side}, --arch {others} or --size to choose"
+    until = (
+        f"until the validation error has not improved for {cfg.stop_patience} epochs "
+        f"(at most {cfg.epochs}), keeping best.h5"
+        if cfg.early_stop
+        else f"for {cfg.epochs} epochs"
+    )
+    line = (
+        f"training arch {cfg.arch} ({pipe.crop}x{pipe.crop} crops of {pipe.size}x{pipe.size} "
+        f"images{how}) on {pipe.meta.count} training and {pipe.val_meta.count} validation "
+        f"images of {pipe.num_classes} classes, batch {pipe.batch}, lr {cfg.lr:g}, {until}"
+    )
+    return line + (f"\nnote: {pipe.notice}" if pipe.notice else "")
+
+
 def finish(trainer, folder):
-    """The closing lines: the last validation errors and where the outputs are."""
+    """The closing lines: the run's validation errors (with early stop, its best epoch's,
+    ``trainer.final``) and where the outputs are."""
     last = trainer.history[-1] if trainer.history else None
-    if last:
+    result = trainer.final or last
+    if result:
+        at = (
+            f"at epoch {result['epoch']} of {last['epoch']}"
+            if trainer.final
+            else f"after {last['epoch']} epochs"
+        )
         trainer.output.say(
-            f"done: val top-1 error {100 * last['val_top1_error']:.1f}% (accuracy "
-            f"{100 * (1 - last['val_top1_error']):.1f}%), top-5 error "
-            f"{100 * last['val_top5_error']:.1f}% after {last['epoch']} epochs"
+            f"done: val top-1 error {100 * result['val_top1_error']:.1f}% (accuracy "
+            f"{100 * (1 - result['val_top1_error']):.1f}%), top-5 error "
+            f"{100 * result['val_top5_error']:.1f}% {at}"
         )
     newest = trainer.last_checkpoint()
+    best = ", best.h5" if trainer.final and checkpoint.best_path(folder).is_file() else ""
     trainer.output.say(
         f"outputs in {folder}/: log.jsonl, curves.png, conv1_filters.png, "
-        f"{newest.name if newest else 'no checkpoint'}"
+        f"{newest.name if newest else 'no checkpoint'}{best}"
     )
 
 

@@ -22,8 +22,20 @@ what rank 0 alone does (run folder, log, plots, progress) goes through
 ``refnet.run_output``; how ranks agree is ``refnet.agreement``; the start,
 ``refnet.startup``; an early stop (divergence, Ctrl-C), ``refnet.stopping``.
 
-Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``), the plots,
-``.lock``. Exit status: ``refnet.config.EXIT_CODES`` (also in ``--help``).
+Early stop (``--early-stop``, on for a folder of one's own images): every epoch is
+validated with ``--eval-views``; the run ends when that error has not been lower than its
+best for ``stop_patience`` epochs, when it is 0 (nothing left to improve), when the
+plateau schedule's reductions are spent and it no longer improves, or at ``epochs``.
+Whenever the error reaches a new best (strictly lower; the first of equals is kept) the
+state is also written to ``best.h5``; at the end
+the best parameters are loaded and validated with ``--final-views`` (a "best" record in
+the log). The progress line shows ``run_eta``: the seconds per step so far times the
+steps left until the earliest end (``expected_epochs``: with early stop, the best epoch
+plus the patience, if the error does not improve again).
+
+Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``), ``best.h5``
+(early stop), the plots, ``.lock``. Exit status: ``refnet.config.EXIT_CODES`` (also in
+``--help``).
 """
 
 import contextlib
@@ -36,7 +48,7 @@ import numpy
 from refnet import checkpoint, distributed, sample_draws, startup
 from refnet.agreement import check_replicas, on_every_rank, rank_report
 from refnet.config import TrainConfig, UsageError
-from refnet.data.cli import exit_status
+from refnet.data.cli import FAILED, exit_status
 from refnet.evaluate import evaluate
 from refnet.network import build_network
 from refnet.run_output import NoOutput, run_output
@@ -50,6 +62,7 @@ __all__ = [
     "Diverged",
     "Interrupted",
     "Trainer",
+    "Untrainable",
     "build_optimizer",
     "build_schedule",
     "main",
@@ -86,6 +99,9 @@ class Trainer:
         self.loss_sum, self.loss_count = 0.0, 0  # over the current epoch
         self.interrupt = False
         self.phase = "setup"  # "train" while steps run (refnet.stopping: Ctrl-C)
+        self.best_model = None  # early stop: the parameters of the best epoch (host)
+        self.final = None  # early stop: the best epoch's final-views record
+        self.clock = (time.perf_counter(), 0)  # (time, step) the ETA counts from
 
     def close(self):
         self.pipeline.close()
@@ -162,10 +178,12 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------
     def train(self):
+        self.clock = (time.perf_counter(), self.step)
         while self.epoch < self.cfg.epochs:  # an early stop lowers it
             t0, images = time.perf_counter(), 0
+            most = "at most " if self.cfg.early_stop else ""
             bar = self.output.progress(
-                self.pipeline.train_count, f"epoch {self.epoch + 1}/{self.cfg.epochs}"
+                self.pipeline.train_count, f"epoch {self.epoch + 1}/{most}{self.cfg.epochs}"
             )
             # a checkpoint written after the last batch of an epoch but before its end
             # (evaluation, schedule) has the loader already in the next epoch
@@ -204,12 +222,12 @@ class Trainer:
             if math.isfinite(loss) and not self.reducer.finite():
                 loss = math.nan
         if not math.isfinite(loss):
-            raise Diverged(f"loss is {loss} at step {self.step + 1} (epoch {self.epoch + 1})")
+            raise self.not_finite(loss, x)
         self.sgd.step(grads)
         self.step += 1
         self.loss_sum += loss
         self.loss_count += 1
-        bar.update(self.pipeline.batch, loss=loss, lr=self.sgd.lr)
+        bar.update(self.pipeline.batch, loss=loss, lr=self.sgd.lr, run_eta=self.eta())
         if self.step % self.cfg.log_every == 0:
             rate = images / max(time.perf_counter() - t0, 1e-9)
             self.output.log(
@@ -228,20 +246,82 @@ class Trainer:
         if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
             self.save()
 
+    def not_finite(self, loss, x):
+        """The error for a NaN/Inf ``loss`` on inputs ``x``, named by its cause, checked in
+        this order: the data set's pixel statistics, the input batch, the weights before
+        the step, and a loss that is not finite before any update (the forward pass of
+        the initial network overflows: no learning rate has acted yet). Each of these is
+        an ``Untrainable`` (no lower learning rate helps); otherwise the updates diverged:
+        ``Diverged``, which ``refnet.stopping`` completes with the command that continues
+        at a tenth of the learning rate."""
+        where = f"loss is {loss} at step {self.step + 1} (epoch {self.epoch + 1})"
+        pipe = self.pipeline
+        stats = [pipe.meta.mean_image] + ([] if pipe.scale is None else [pipe.scale])
+        if not all(numpy.all(numpy.isfinite(a)) for a in stats):
+            return Untrainable(
+                f"{where}: the training set's pixel statistics ({pipe.train_path}: mean "
+                "image, pixel std) are not finite; rebuild the store"
+            )
+        xs = self.net.xp.asarray(x)
+        if not bool(self.net.xp.all(self.net.xp.isfinite(xs))):
+            return Untrainable(f"{where}: the input batch holds NaN/Inf values")
+        bad = [k for k, v in self.net.state_dict().items() if not numpy.all(numpy.isfinite(v))]
+        if bad:
+            return Untrainable(f"{where}: the weights {bad[:3]} were already NaN/Inf")
+        if self.step == 0:
+            peak = float(self.net.xp.max(self.net.xp.abs(xs)))
+            hint = "--input-scale pixel_std" if pipe.scale is None else "another --init"
+            return Untrainable(
+                f"{where}, before any update: the initial network (--init "
+                f"{self.cfg.init}) overflows on inputs up to |x| = {peak:.3g} in "
+                f"{self.cfg.dtype}; a lower learning rate cannot help (try {hint})"
+            )
+        return Diverged(where)
+
+    # -- when the run ends ---------------------------------------------------------------
+    def best_record(self):
+        """The epoch record of the lowest per-epoch validation error so far (the first of
+        equals; only records validated with ``eval_views``), or None."""
+        views = self.cfg.eval_views
+        found = [r for r in self.history if r.get("val_views", views) == views]
+        return min(found, key=lambda r: r["val_top1_error"]) if found else None
+
+    def expected_epochs(self):
+        """The epoch the run ends at if the validation error does not improve again:
+        ``epochs``, or with early stop the best epoch plus ``stop_patience`` (at most
+        ``epochs``, at least the current one)."""
+        cfg = self.cfg
+        if not cfg.early_stop:
+            return cfg.epochs
+        best = self.best_record()
+        end = (best["epoch"] if best else self.epoch) + cfg.stop_patience
+        return min(cfg.epochs, max(end, self.epoch + 1))
+
+    def eta(self):
+        """Seconds left until ``expected_epochs`` at the pace of this process so far
+        (steps and validations together), as text ("2m05s"); "?" before the first step."""
+        t0, s0 = self.clock
+        if self.step <= s0:
+            return "?"
+        per_step = (time.perf_counter() - t0) / (self.step - s0)
+        left = self.expected_epochs() * self.pipeline.steps_per_epoch - self.step
+        seconds = round(per_step * max(left, 0))
+        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
     def end_epoch(self, seconds, images):
         cfg = self.cfg
         last = self.epoch + 1 == cfg.epochs
-        views = cfg.final_views if last else cfg.eval_views
+        # early stop compares every epoch's error, so all use the per-epoch views
+        views = cfg.final_views if last and not cfg.early_stop else cfg.eval_views
         errors = evaluate(self.net, self.pipeline, views=views, batch=cfg.batch, world=self.world)
         lr = self.sgd.lr
         next_lr = self.schedule.step(errors["top1"])
-        stop = cfg.early_stop and self.schedule.spent and not last
-        if stop:  # the last epoch after all: its views are the final
-            if views != cfg.final_views:
-                views = cfg.final_views
-                errors = evaluate(
-                    self.net, self.pipeline, views=views, batch=cfg.batch, world=self.world
-                )
+        best = self.best_record()
+        improved = cfg.early_stop and (best is None or errors["top1"] < best["val_top1_error"])
+        stale = 0 if best is None or improved else self.epoch + 1 - best["epoch"]
+        done = errors["top1"] == 0 or stale >= cfg.stop_patience or self.schedule.spent
+        stop = cfg.early_stop and not last and done
+        if stop:
             self.cfg = cfg.replace(epochs=self.epoch + 1)  # what a resume continues to
         train_loss = self.loss_sum / max(self.loss_count, 1)
         record = {
@@ -271,17 +351,67 @@ class Trainer:
             flush=True,
         )
         if stop:
+            why = (
+                "the validation error is 0"
+                if errors["top1"] == 0
+                else f"the validation error has not improved for {stale} epochs (best at "
+                f"epoch {self.best_record()['epoch']}; {self.schedule.reductions} "
+                "reductions of the learning rate)"
+            )
             self.output.say(
-                f"stopped early after epoch {record['epoch']}: the validation "
-                f"error stopped improving after {self.schedule.reductions} "
-                "reductions of the learning rate (--early-stop)",
-                flush=True,
+                f"stopped early after epoch {record['epoch']}: {why} (--early-stop)", flush=True
             )
         state = self.state()  # one copy of the network to the host per epoch
         self.save(state)
+        if improved:
+            self.output.best(state)
+            self.best_model = state.model
         self.output.plots(
-            self.history, state.model[self.net.key("conv1", "weight")], self.net.columns
+            self.history,
+            state.model[self.net.key("conv1", "weight")],
+            self.net.columns,
+            final=stop or last,
         )
+        if cfg.early_stop and (stop or last):
+            self.validate_best()
+
+    def validate_best(self):
+        """Load the best epoch's parameters (kept in memory, or from the run's best.h5
+        after a resume) and validate them with ``final_views``: the run's result, logged
+        as a "best" record and kept as ``self.final``."""
+        cfg, best = self.cfg, self.best_record()
+        if best is None:
+            return
+        model = self.best_model
+        if model is None and self.output.folder is not None:
+            found = checkpoint.best_path(self.output.folder)
+            model = checkpoint.read_state(found).model if found.is_file() else None
+        if model is not None:
+            self.net.load_state_dict(model)
+        errors = evaluate(
+            self.net, self.pipeline, views=cfg.final_views, batch=cfg.batch, world=self.world
+        )
+        self.final = {
+            "kind": "best",
+            "epoch": best["epoch"],
+            "step": best["step"],
+            "val_top1_error": errors["top1"],
+            "val_top5_error": errors["top5"],
+            "val_views": cfg.final_views,
+        }
+        self.output.log(self.final)
+        shown = "10 crops" if cfg.final_views == "ten" else "centre crop"
+        self.output.say(
+            f"best: epoch {best['epoch']}, val top-1 error {100 * errors['top1']:.1f}%, top-5 "
+            f"error {100 * errors['top5']:.1f}% ({shown}){'' if model is None else ', best.h5'}",
+            flush=True,
+        )
+
+
+class Untrainable(RuntimeError):
+    """A NaN/Inf loss whose cause is not the learning rate (``Trainer.not_finite``)."""
+
+    exit_status = FAILED
 
 
 def _no_batches():

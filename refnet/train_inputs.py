@@ -23,7 +23,9 @@ dropped): the order of epoch e is ``numpy.random.default_rng([seed, e]).permutat
 the training images, a pure function of (seed, epoch), so a run resumed at the loader's
 saved ``position`` (epoch, image index) reads exactly the batches it would have read.
 All views subtract the training set's mean image; with ``input_scale = "pixel_std"``
-they are also divided by the per-channel pixel std (unit-variance inputs, the demo).
+they are also divided by the per-channel pixel std (unit-variance inputs, the demo), a
+channel that varies by less than one grey level left unscaled
+(``data.pixel_stats.input_scale``).
 """
 
 import sys
@@ -37,6 +39,7 @@ from refnet.data import augment
 from refnet.data import views as crops
 from refnet.data.cli import UserError
 from refnet.data.loader import Loader
+from refnet.data.pixel_stats import flat_notice, input_scale
 from refnet.data.store import StoreError, StoreReader
 from refnet.layers import backend
 
@@ -52,10 +55,7 @@ def ensure_data(cfg, quiet=False, say=None):
     no ``--data``, the demo set (built once, cached)."""
     if cfg.data:
         path = Path(cfg.data).resolve()
-        folders = path.is_dir() and any(
-            p.is_dir() and not p.name.startswith(".") for p in path.iterdir()
-        )
-        if not folders or (path / "train.h5").exists() or (path / "val.h5").exists():
+        if not is_image_tree(path):
             return str(path)  # a store (or none: said when opened)
         return str(Path(images_store(path, cfg, quiet, say)).resolve())
     if cfg.arch != "demo":
@@ -69,12 +69,22 @@ def ensure_data(cfg, quiet=False, say=None):
     return str(Path(ensure_demo(progress=not quiet)).resolve())
 
 
+def is_image_tree(path):
+    """True for a folder of image folders (a tree of one's own images), False for a data
+    set directory (train.h5, val.h5) or anything else (said when opened)."""
+    path = Path(path)
+    folders = path.is_dir() and any(
+        p.is_dir() and not p.name.startswith(".") for p in path.iterdir()
+    )
+    return folders and not (path / "train.h5").exists() and not (path / "val.h5").exists()
+
+
 def images_store(src, cfg, quiet=False, say=None):
-    """The cached store of the image tree ``src`` for ``cfg``'s arch (module doc)."""
+    """The cached store of the image tree ``src`` at ``cfg``'s stored size (module doc)."""
     from refnet.data.build import BuildError, NothingUsable
     from refnet.data.cache import cached_store
 
-    size = get_arch(cfg.arch).store_size
+    size = cfg.store_size
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         out = cached_store(
@@ -113,14 +123,16 @@ class InputPipeline:
             spec = get_arch(cfg.arch)
             self.crop = spec.input_size
             self.size = self.meta.size
-            if self.size != spec.store_size:
+            if self.size != cfg.store_size:
                 # a crop of another size of image would see a different part of each image
-                # than the arch is made for (a 113 crop of a 256 image: a fifth of it)
+                # than the arch is made for (a 113 crop of a 256 image: a fifth of it);
+                # --size asks for another on purpose
+                want = cfg.store_size
                 raise DataError(
                     f"{self.train_path} stores {self.size}x{self.size} images, but arch "
                     f"{cfg.arch} takes {self.crop}x{self.crop} crops of "
-                    f"{spec.store_size}x{spec.store_size} images; rebuild it with "
-                    f"python -m refnet.data.build SRC {root} --size {spec.store_size}"
+                    f"{want}x{want} images{'' if cfg.size is None else ' (--size)'}; rebuild "
+                    f"it with python -m refnet.data.build SRC {root} --size {want}"
                 )
             if (
                 self.val_meta.size != self.size
@@ -150,7 +162,10 @@ class InputPipeline:
                 )
             self.num_classes = len(self.meta.class_names)
             self.class_names = self.meta.class_names
-            self.scale = 1.0 / self.meta.pixel_std if cfg.input_scale == "pixel_std" else None
+            pixel_std = cfg.input_scale == "pixel_std"
+            self.scale = input_scale(self.meta.pixel_std) if pixel_std else None
+            # said once at the start of a run: the channels left unscaled, if any
+            self.notice = flat_notice(self.meta.pixel_std) if pixel_std else ""
             self.xp = backend.backend_module(cfg.backend or "numpy")
             self.dtype = cfg.dtype
             self.batch = int(cfg.batch)

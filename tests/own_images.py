@@ -28,3 +28,37 @@ def write_image_tree(root, *, classes=3, per_class=12, sizes=(24, 40, 80), split
             img.save(folder / f"{i}.{'png' if mode in ('RGBA', 'P') else 'jpg'}")
             count += 1
     return count
+
+
+FLAT_KINDS = ("channel", "constant", "one-colour-class", "gray-rgb")
+
+
+def write_flat_tree(root, kind, *, classes=2, per_class=12, side=24, seed=0):
+    """``root/<class>/<i>.png`` whose pixel statistics have a zero (or tiny) std:
+    "channel": RGBA images whose blue channel is 0 everywhere; "constant": every pixel of
+    every image the same grey; "one-colour-class": class 0 one flat colour, the others
+    shapes; "gray-rgb": grayscale shapes saved as RGB (three equal channels). Returns
+    the file count."""
+    rng = numpy.random.default_rng(seed)
+    count = 0
+    for k in range(classes):
+        folder = root / CLASSES[k]
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape = render(k, rng, side, side)  # (side, side, 3) uint8
+            if kind == "channel":
+                rgba = numpy.dstack([shape, numpy.full((side, side), 255, numpy.uint8)])
+                rgba[..., 2] = 0
+                img = Image.fromarray(rgba, "RGBA")
+            elif kind == "constant":
+                img = Image.fromarray(numpy.full((side, side, 3), 77, numpy.uint8))
+            elif kind == "one-colour-class":
+                flat = numpy.full((side, side, 3), (200, 30, 90), numpy.uint8)
+                img = Image.fromarray(flat if k == 0 else shape)
+            elif kind == "gray-rgb":
+                img = Image.fromarray(shape).convert("L").convert("RGB")
+            else:
+                raise ValueError(f"kind must be one of {FLAT_KINDS}, got {kind!r}")
+            img.save(folder / f"{i}.png")
+            count += 1
+    return count

@@ -1,6 +1,7 @@
 """``AlexNet.features`` and ``refnet.neighbors`` (the paper's Figure 4)."""
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 
@@ -123,6 +124,20 @@ def test_cli_writes_the_grid(trained, tmp_path):
     w, h = neighbors_figsize(2, NEIGHBORS)
     assert Image.open(out).size == (round(100 * w), round(100 * h))
     assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # no temporaries
+
+
+def test_cli_writes_into_the_run_folder_without_out(trained, tmp_path):
+    _, ckpt = trained
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(ckpt, run / ckpt.name)
+    r = _run("--checkpoint", run, "--count", 2, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (run / "neighbors.png").is_file()
+    assert r.stdout.strip() == f"wrote {run / 'neighbors.png'}"
+    (run / "neighbors.png").unlink()
+    r = _run("--checkpoint", run / ckpt.name, "--count", 2, "--quiet")  # a file: its folder
+    assert r.returncode == 0 and (run / "neighbors.png").is_file(), r.stderr
 
 
 def test_cli_errors(trained, tmp_path):

@@ -5,14 +5,29 @@ shapes in several sizes and colour modes (tests/own_images.py).
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 from refnet import checkpoint
-from refnet.config import OWN_DATA_DEFAULTS, build_parser, resolve, resolve_auto
+from refnet.arch import ARCHS
+from refnet.config import (
+    AUTO_MAX_STEPS,
+    AUTO_STOP_EPOCHS,
+    AUTO_STOP_IMAGES,
+    OWN_DATA_ARCHS,
+    OWN_DATA_DEFAULTS,
+    UsageError,
+    build_parser,
+    own_data_arch,
+    resolve,
+    resolve_auto,
+)
+from refnet.data.sources import typical_side
 from refnet.schedule import ReduceOnPlateau
 from tests.own_images import write_image_tree
 
@@ -118,17 +133,52 @@ def test_a_folder_that_is_not_a_data_set_is_one_line(tmp_path):
     assert "needs at least 2" in r.stderr and not (tmp_path / "a").exists()
 
 
-def test_own_data_with_the_demo_arch_adapts_its_epochs():
+def test_own_data_adapts_its_length_to_the_data():
     cfg, _ = resolve(build_parser().parse_args(["--data", "somewhere"]))
     assert {k: cfg[k] for k in OWN_DATA_DEFAULTS} == OWN_DATA_DEFAULTS
     small = resolve_auto(cfg, steps_per_epoch=10)  # 320 images at batch 32
     large = cfg.resolved(steps_per_epoch=5000)  # 160,000 images
-    assert (small["patience"], small["epochs"]) == (40, 600)
-    assert (large["patience"], large["epochs"]) == (2, 60)
+    stop = math.ceil(AUTO_STOP_IMAGES / 320)  # the images' patience is the longer
+    assert (small["stop_patience"], small["patience"]) == (stop, stop // 2)
+    assert small["epochs"] == AUTO_MAX_STEPS // 10
+    assert (large["stop_patience"], large["patience"]) == (AUTO_STOP_EPOCHS, AUTO_STOP_EPOCHS // 2)
+    assert large["epochs"] == 2  # no floor of epochs: 6000 steps are 1.2 epochs
     cfg, _ = resolve(build_parser().parse_args(["--data", "x", "--epochs", "5"]))
     assert cfg["epochs"] == 5 and cfg["early_stop"]  # flags given win
+    cfg, _ = resolve(build_parser().parse_args(["--data", "x", "--stop-patience", "3"]))
+    assert (cfg.resolved(10)["stop_patience"], cfg.resolved(10)["patience"]) == (3, 1)
     cfg, _ = resolve(build_parser().parse_args([]))  # the demo set: its recipe
     assert cfg["lr_schedule"] == "step" and not cfg["early_stop"]
+    cfg, _ = resolve(build_parser().parse_args(["--data", "x"]), arch="small")
+    assert cfg["arch"] == "small" and cfg["early_stop"] and cfg.store_size == 28
+    cfg, _ = resolve(build_parser().parse_args(["--data", "x", "--arch", "demo"]), arch="small")
+    assert cfg["arch"] == "demo"  # --arch wins over the picked arch
+
+
+@pytest.mark.parametrize(
+    "side,arch", [(8, "small"), (25, "small"), (28, "small"), (59, "small"), (61, "demo")]
+)
+def test_the_arch_nearest_the_images_is_picked(side, arch):
+    stored = {a: ARCHS[a].store_size for a in OWN_DATA_ARCHS}
+    # the reference: fewest pixels made up or thrown away, as a ratio of sides
+    ratio = {a: max(s, side) / min(s, side) for a, s in stored.items()}
+    assert own_data_arch(side) == min(ratio, key=ratio.get) == arch
+
+
+def test_typical_side_is_the_median_of_the_headers(tmp_path):
+    write_image_tree(tmp_path / "t", classes=2, per_class=9, sizes=(24, 40, 80), split=True)
+    sides = []
+    for path in sorted((tmp_path / "t" / "train").rglob("*.*")):
+        with Image.open(path) as im:
+            sides.append(min(im.size))
+    assert typical_side(str(tmp_path / "t"), val_fraction=0.0) == sorted(sides)[len(sides) // 2]
+
+
+def test_size_is_checked_against_the_crop():
+    with pytest.raises(UsageError, match="size"):
+        resolve(build_parser().parse_args(["--data", "x", "--arch", "small", "--size", "20"]))
+    cfg, _ = resolve(build_parser().parse_args(["--data", "x", "--arch", "small", "--size", "40"]))
+    assert cfg.store_size == 40
 
 
 def test_plateau_schedule_is_spent_after_its_reductions():
@@ -154,6 +204,26 @@ def test_early_stop_ends_a_run_whose_error_no_longer_improves(tmp_path):
     assert "stopped early after epoch" in r.stdout
     records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     epochs = [x for x in records if x["kind"] == "epoch"]
-    assert len(epochs) < 30 and epochs[-1]["early_stop"] and epochs[-1]["val_views"] == "ten"
+    [best] = [x for x in records if x["kind"] == "best"]
+    assert len(epochs) < 30 and epochs[-1]["early_stop"] and best["val_views"] == "ten"
+    assert all(x["val_views"] == "center" for x in epochs)  # compared with each other
     tree_ckpt = checkpoint.load(checkpoint.list_checkpoints(out)[-1][1])
     assert tree_ckpt["config"]["epochs"] == len(epochs)  # what a resume continues to
+    assert checkpoint.load(out / "best.h5")["step"] == best["step"]
+
+
+def test_a_small_image_folder_gets_the_small_arch(tmp_path):
+    tree, cache = tmp_path / "digits", tmp_path / "cache"
+    write_image_tree(tree, classes=2, per_class=12, sizes=(16, 20, 28))
+    argv = ["--data", str(tree), "--out", str(tmp_path / "a"), "--device", "cpu"]
+    r = run("refnet.train", *argv, "--batch", "8", "--epochs", "1", cache=cache)
+    assert r.returncode == 0, r.stderr
+    first = next(x for x in r.stdout.splitlines() if x.startswith("training "))
+    assert "arch small (24x24 crops of 28x28 images; picked for images of side 20" in first
+    assert "--arch demo" in first
+    assert checkpoint.load(checkpoint.list_checkpoints(tmp_path / "a")[-1][1])["arch"] == "small"
+    # --size: the store's side, the arch's crops of it
+    argv = ["--data", str(tree), "--out", str(tmp_path / "b"), "--device", "cpu", "--size", "32"]
+    r = run("refnet.train", *argv, "--batch", "8", "--epochs", "1", cache=cache)
+    assert r.returncode == 0, r.stderr
+    assert "24x24 crops of 32x32 images" in r.stdout

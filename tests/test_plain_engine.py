@@ -17,7 +17,12 @@ from refnet.layers import adaptive_pool, conv, lrn, plain, pool
 from tests.device_backend import TaggedArray, tagged
 
 SMALL_ALEXNET = dataclasses.replace(ARCHS["alexnet"], input_size=67)
-SPECS = {"alexnet": SMALL_ALEXNET, "demo": ARCHS["demo"], "tiny": ARCHS["tiny"]}
+SPECS = {
+    "alexnet": SMALL_ALEXNET,
+    "demo": ARCHS["demo"],
+    "small": ARCHS["small"],
+    "tiny": ARCHS["tiny"],
+}
 
 
 def relative(a, b):
@@ -44,7 +49,7 @@ def train(arch, engine, steps=3, backend="numpy", device_input=None, **options):
     return net, losses, opt
 
 
-@pytest.mark.parametrize("arch", ["alexnet", "demo", "tiny"])
+@pytest.mark.parametrize("arch", ["alexnet", "demo", "small", "tiny"])
 @pytest.mark.parametrize(
     "options",
     [dict(columns=1), dict(columns=2), dict(head="gap")],
