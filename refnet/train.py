@@ -22,16 +22,7 @@ what rank 0 alone does (run folder, log, plots, progress) goes through
 ``refnet.run_output``; how ranks agree is ``refnet.agreement``; the start,
 ``refnet.startup``; an early stop (divergence, Ctrl-C), ``refnet.stopping``.
 
-Early stop (``--early-stop``, on for a folder of one's own images): every epoch is
-validated with ``--eval-views``; the run ends when that error has not been lower than its
-best for ``stop_patience`` epochs, when it is 0 (nothing left to improve), when the
-plateau schedule's reductions are spent and it no longer improves, or at ``epochs``.
-Whenever the error reaches a new best (strictly lower; the first of equals is kept) the
-state is also written to ``best.h5``; at the end
-the best parameters are loaded and validated with ``--final-views`` (a "best" record in
-the log). The progress line shows ``run_eta``: the seconds per step so far times the
-steps left until the earliest end (``expected_epochs``: with early stop, the best epoch
-plus the patience, if the error does not improve again).
+Early stop and the trainer's bookkeeping: ``refnet.train_records``.
 
 Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``), ``best.h5``
 (early stop), the plots, ``.lock``. Exit status: ``refnet.config.EXIT_CODES`` (also in
@@ -43,36 +34,24 @@ import math
 import sys
 import time
 
-import numpy
-
-from refnet import checkpoint, distributed, sample_draws, startup
-from refnet.agreement import check_replicas, on_every_rank, rank_report
-from refnet.config import TrainConfig, UsageError
-from refnet.data.cli import FAILED, exit_status
+from refnet import distributed, sample_draws, startup
+from refnet.agreement import on_every_rank, rank_report
+from refnet.config import TrainConfig
+from refnet.data.cli import exit_status
 from refnet.evaluate import evaluate
 from refnet.network import build_network
 from refnet.run_output import NoOutput, run_output
-from refnet.schedule import from_state as schedule_from_state
 from refnet.startup import build_optimizer, build_schedule, network_options
 from refnet.stopping import Diverged, Interrupted, train_until_stopped
 from refnet.train_inputs import InputPipeline
+from refnet.train_records import TrainerRecords, Untrainable
 
 PROG = "refnet.train"
-__all__ = [
-    "Diverged",
-    "Interrupted",
-    "Trainer",
-    "Untrainable",
-    "build_optimizer",
-    "build_schedule",
-    "main",
-    "network_options",
-    "run",
-    "train_run",
-]
+__all__ = ["Trainer", "Untrainable", "Diverged", "Interrupted", "main", "train_run", "run"]
+__all__ += ["build_optimizer", "build_schedule", "network_options"]
 
 
-class Trainer:
+class Trainer(TrainerRecords):
     """The state of one run and the loop over it. ``close()`` (or ``with``) releases the
     data files and the columns' threads. ``output`` writes the run folder (rank 0)."""
 
@@ -114,68 +93,6 @@ class Trainer:
         self.close()
 
     # -- state ---------------------------------------------------------------------
-    def fresh_start(self):
-        self.net.init(seed=self.cfg.seed, scheme=self.cfg.init)
-
-    def state(self):
-        return checkpoint.TrainingState(
-            arch=self.cfg.arch,
-            step=self.step,
-            epoch=self.epoch,
-            loader=list(self.pipeline.loader.position),
-            loss_sum=self.loss_sum,
-            loss_count=self.loss_count,
-            config=self.cfg.to_dict(),
-            network=self.net.options.to_dict(),
-            model=self.net.state_dict(),
-            lr=self.sgd.lr,
-            optimizer=self.sgd.state_dict(),
-            schedule=self.schedule.state_dict(),
-            history=self.history,
-            inputs=self.pipeline.record(),
-            world_size=self.world.size,
-        )
-
-    def restore(self, state):
-        if state.arch != self.cfg.arch:
-            raise UsageError(
-                f"checkpoint is for arch {state.arch!r}, this run is {self.cfg.arch!r}"
-            )
-        try:
-            self.net.load_state_dict(state.model)
-            self.sgd.load_state_dict(state.optimizer)
-        except (ValueError, KeyError, TypeError) as e:
-            raise UsageError(f"checkpoint does not fit this network: {e}") from None
-        self.schedule = schedule_from_state(state.schedule)  # the kind the run had
-        self.sgd.lr = float(state.lr)
-        self.step, self.epoch = int(state.step), int(state.epoch)
-        self.pipeline.loader.seek(*state.loader)
-        self.loss_sum, self.loss_count = float(state.loss_sum), int(state.loss_count)
-        self.history = list(state.history)
-
-    def save(self, state=None):
-        """Write a checkpoint (rank 0) once the parameters are finite and the replicas
-        agree; its path."""
-        state = self.state() if state is None else state
-        bad = [k for k, v in state.model.items() if not numpy.all(numpy.isfinite(v))]
-        if bad:
-            raise Diverged(
-                f"parameters {bad[:3]} became NaN/Inf by step {self.step} (epoch {self.epoch + 1})"
-            )
-        check_replicas(self.world, {**state.model, **state.optimizer}, self.step)
-        self.phase, phase = "save", self.phase
-        try:
-            return self.output.checkpoint(
-                checkpoint.checkpoint_path(self.output.folder, self.step), state
-            )
-        finally:
-            self.phase = phase
-
-    def last_checkpoint(self):
-        folder = self.output.folder
-        found = checkpoint.list_checkpoints(folder) if folder else []
-        return found[-1][1] if found else None
-
     # -- the loop --------------------------------------------------------------------
     def train(self):
         self.clock = (time.perf_counter(), self.step)
@@ -246,68 +163,6 @@ class Trainer:
         if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
             self.save()
 
-    def not_finite(self, loss, x):
-        """The error for a NaN/Inf ``loss`` on inputs ``x``, named by its cause, checked in
-        this order: the data set's pixel statistics, the input batch, the weights before
-        the step, and a loss that is not finite before any update (the forward pass of
-        the initial network overflows: no learning rate has acted yet). Each of these is
-        an ``Untrainable`` (no lower learning rate helps); otherwise the updates diverged:
-        ``Diverged``, which ``refnet.stopping`` completes with the command that continues
-        at a tenth of the learning rate."""
-        where = f"loss is {loss} at step {self.step + 1} (epoch {self.epoch + 1})"
-        pipe = self.pipeline
-        stats = [pipe.meta.mean_image] + ([] if pipe.scale is None else [pipe.scale])
-        if not all(numpy.all(numpy.isfinite(a)) for a in stats):
-            return Untrainable(
-                f"{where}: the training set's pixel statistics ({pipe.train_path}: mean "
-                "image, pixel std) are not finite; rebuild the store"
-            )
-        xs = self.net.xp.asarray(x)
-        if not bool(self.net.xp.all(self.net.xp.isfinite(xs))):
-            return Untrainable(f"{where}: the input batch holds NaN/Inf values")
-        bad = [k for k, v in self.net.state_dict().items() if not numpy.all(numpy.isfinite(v))]
-        if bad:
-            return Untrainable(f"{where}: the weights {bad[:3]} were already NaN/Inf")
-        if self.step == 0:
-            peak = float(self.net.xp.max(self.net.xp.abs(xs)))
-            hint = "--input-scale pixel_std" if pipe.scale is None else "another --init"
-            return Untrainable(
-                f"{where}, before any update: the initial network (--init "
-                f"{self.cfg.init}) overflows on inputs up to |x| = {peak:.3g} in "
-                f"{self.cfg.dtype}; a lower learning rate cannot help (try {hint})"
-            )
-        return Diverged(where)
-
-    # -- when the run ends ---------------------------------------------------------------
-    def best_record(self):
-        """The epoch record of the lowest per-epoch validation error so far (the first of
-        equals; only records validated with ``eval_views``), or None."""
-        views = self.cfg.eval_views
-        found = [r for r in self.history if r.get("val_views", views) == views]
-        return min(found, key=lambda r: r["val_top1_error"]) if found else None
-
-    def expected_epochs(self):
-        """The epoch the run ends at if the validation error does not improve again:
-        ``epochs``, or with early stop the best epoch plus ``stop_patience`` (at most
-        ``epochs``, at least the current one)."""
-        cfg = self.cfg
-        if not cfg.early_stop:
-            return cfg.epochs
-        best = self.best_record()
-        end = (best["epoch"] if best else self.epoch) + cfg.stop_patience
-        return min(cfg.epochs, max(end, self.epoch + 1))
-
-    def eta(self):
-        """Seconds left until ``expected_epochs`` at the pace of this process so far
-        (steps and validations together), as text ("2m05s"); "?" before the first step."""
-        t0, s0 = self.clock
-        if self.step <= s0:
-            return "?"
-        per_step = (time.perf_counter() - t0) / (self.step - s0)
-        left = self.expected_epochs() * self.pipeline.steps_per_epoch - self.step
-        seconds = round(per_step * max(left, 0))
-        return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
-
     def end_epoch(self, seconds, images):
         cfg = self.cfg
         last = self.epoch + 1 == cfg.epochs
@@ -374,44 +229,6 @@ class Trainer:
         )
         if cfg.early_stop and (stop or last):
             self.validate_best()
-
-    def validate_best(self):
-        """Load the best epoch's parameters (kept in memory, or from the run's best.h5
-        after a resume) and validate them with ``final_views``: the run's result, logged
-        as a "best" record and kept as ``self.final``."""
-        cfg, best = self.cfg, self.best_record()
-        if best is None:
-            return
-        model = self.best_model
-        if model is None and self.output.folder is not None:
-            found = checkpoint.best_path(self.output.folder)
-            model = checkpoint.read_state(found).model if found.is_file() else None
-        if model is not None:
-            self.net.load_state_dict(model)
-        errors = evaluate(
-            self.net, self.pipeline, views=cfg.final_views, batch=cfg.batch, world=self.world
-        )
-        self.final = {
-            "kind": "best",
-            "epoch": best["epoch"],
-            "step": best["step"],
-            "val_top1_error": errors["top1"],
-            "val_top5_error": errors["top5"],
-            "val_views": cfg.final_views,
-        }
-        self.output.log(self.final)
-        shown = "10 crops" if cfg.final_views == "ten" else "centre crop"
-        self.output.say(
-            f"best: epoch {best['epoch']}, val top-1 error {100 * errors['top1']:.1f}%, top-5 "
-            f"error {100 * errors['top5']:.1f}% ({shown}){'' if model is None else ', best.h5'}",
-            flush=True,
-        )
-
-
-class Untrainable(RuntimeError):
-    """A NaN/Inf loss whose cause is not the learning rate (``Trainer.not_finite``)."""
-
-    exit_status = FAILED
 
 
 def _no_batches():
