@@ -27,9 +27,8 @@ validated with ``--eval-views``; the run ends when that error has not been lower
 best for ``stop_patience`` epochs, when it is 0 (nothing left to improve), when the
 plateau schedule's reductions are spent and it no longer improves, or at ``epochs``.
 Whenever the error reaches a new best (strictly lower; the first of equals is kept) the
-state is also written to ``best.h5``; at the end
-the best parameters are loaded and validated with ``--final-views`` (a "best" record in
-the log). The progress line shows ``run_eta``: the seconds per step so far times the
+state is also written to ``best.h5``; at the end the best parameters are loaded and
+validated with ``--final-views`` (a "best" record in the log). The progress line shows ``run_eta``: the seconds per step so far times the
 steps left until the earliest end (``expected_epochs``: with early stop, the best epoch
 plus the patience, if the error does not improve again).
 
@@ -383,9 +382,11 @@ class Trainer:
         if best is None:
             return
         model = self.best_model
-        if model is None and self.output.folder is not None:
-            found = checkpoint.best_path(self.output.folder)
-            model = checkpoint.read_state(found).model if found.is_file() else None
+        if model is None and self.output.folder is not None:  # resumed: best.h5, if usable
+            try:
+                model = checkpoint.read_state(checkpoint.best_path(self.output.folder)).model
+            except checkpoint.CheckpointError:
+                model = None
         if model is not None:
             self.net.load_state_dict(model)
         errors = evaluate(
