@@ -28,9 +28,10 @@ best for ``stop_patience`` epochs, when it is 0 (nothing left to improve), when 
 plateau schedule's reductions are spent and it no longer improves, or at ``epochs``.
 Whenever the error reaches a new best (strictly lower; the first of equals is kept) the
 state is also written to ``best.h5``; at the end the best parameters are loaded and
-validated with ``--final-views`` (a "best" record in the log). The progress line shows ``run_eta``: the seconds per step so far times the
-steps left until the earliest end (``expected_epochs``: with early stop, the best epoch
-plus the patience, if the error does not improve again).
+validated with ``--final-views`` (a "best" record in the log). The progress line shows
+``run_eta``: the seconds per step so far times the steps left until the earliest end
+(``expected_epochs``: with early stop, the best epoch plus the patience, if the error
+does not improve again).
 
 Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``), ``best.h5``
 (early stop), the plots, ``.lock``. Exit status: ``refnet.config.EXIT_CODES`` (also in
