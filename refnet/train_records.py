@@ -169,9 +169,11 @@ class TrainerRecords:
         if best is None:
             return
         model = self.best_model
-        if model is None and self.output.folder is not None:
-            found = checkpoint.best_path(self.output.folder)
-            model = checkpoint.read_state(found).model if found.is_file() else None
+        if model is None and self.output.folder is not None:  # resumed: best.h5, if usable
+            try:
+                model = checkpoint.read_state(checkpoint.best_path(self.output.folder)).model
+            except checkpoint.CheckpointError:
+                model = None
         if model is not None:
             self.net.load_state_dict(model)
         errors = evaluate(

@@ -56,7 +56,7 @@ def dropout_masks(net_sd, n, p, rng, dtype):
 
 # Options every refnet network of verify is built with besides its own
 # (``python -m refnet.verify --engine plain`` sets {"engine": "plain"}).
-NET_DEFAULTS = {}
+NET_DEFAULTS: dict[str, object] = {}
 
 
 def make_pair(arch, dtype, rng, *, make_twin=None, **options):
