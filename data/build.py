@@ -476,7 +476,7 @@ def build_parser():
         "--verify",
         metavar="DIR",
         help="build nothing: read every image of DIR/train.h5 and DIR/val.h5 and check "
-        "them against the checksums stored when they were built",
+        "them against the checksums stored when they were built (default: build)",
     )
     ap.add_argument(
         "--size", type=positive_int, default=256, help="stored side S in pixels (default 256)"
