@@ -174,12 +174,12 @@ TRAIN_DEFAULTS = {
 # demo's recipe, tuned on the synthetic shapes, would stop too early or run too long
 # elsewhere, so the run's length adapts to the data: the paper's divide-by-10 on plateau,
 # and the run stops (``early_stop``) when the validation error has not improved for
-# ``stop_patience`` epochs (or is 0), keeping the best checkpoint (best.h5). "auto" is resolved once
-# the images per epoch are known (``TrainConfig.resolved``): the stop patience is
-# AUTO_STOP_EPOCHS epochs or AUTO_STOP_IMAGES images, whichever is longer (the demo net
-# needs a few thousand images to leave chance); the plateau patience is half of it, so
-# the rate is divided once before the run gives up; the run takes at most AUTO_MAX_STEPS
-# steps. Flags given on the command line win.
+# ``stop_patience`` epochs (or is 0), keeping the best checkpoint (best.h5). "auto" is
+# resolved once the images per epoch are known (``TrainConfig.resolved``): the stop
+# patience is AUTO_STOP_EPOCHS epochs or AUTO_STOP_IMAGES images, whichever is longer;
+# the plateau patience is half of it, so the rate is divided once before the run gives
+# up, and not before the ~200 steps of 32 images the demo net needs to leave chance; the
+# run takes at most AUTO_MAX_STEPS steps. Flags given on the command line win.
 OWN_DATA_DEFAULTS = {
     "lr_schedule": "plateau",
     "patience": "auto",
@@ -189,7 +189,7 @@ OWN_DATA_DEFAULTS = {
     "stop_patience": "auto",
 }
 AUTO_STOP_EPOCHS = 5
-AUTO_STOP_IMAGES = 5_000
+AUTO_STOP_IMAGES = 12_800  # its half, the plateau's, is 200 steps of 32 images
 AUTO_MAX_STEPS = 6000
 # the archs a folder of one's own images may get, by the side of its images (own_data_arch)
 OWN_DATA_ARCHS = ("small", "demo")
