@@ -20,7 +20,8 @@ from refnet.weights import WeightsError, check_tensors, network_from_tensors
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
-_UNPICKLER = re.compile(r"WeightsUnpickler error: (.*?)(?:\. |\.?$)", re.MULTILINE)
+# the restricted unpickler's reason: the first non-empty text after its label
+_UNPICKLER = re.compile(r"WeightsUnpickler error:\s*(.*?)(?:\. |\.?$)", re.MULTILINE)
 
 
 def _torch():
