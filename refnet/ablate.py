@@ -284,7 +284,8 @@ def train_one(args, variant, seed, folder, say):
     return status
 
 
-# the child in a process group of its own (Python 3.11: process_group; before, a session)
+# the child in a process group of its own: Popen(process_group=0) where Python has it
+# (3.11 and later), else a new session, which is a new group too
 OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 
 

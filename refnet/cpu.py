@@ -14,9 +14,9 @@ heap, one arena. The environment variables ``MALLOC_MMAP_THRESHOLD_``,
 benchmark sets them for both sides). The cost is memory that stays mapped to the process
 after it is freed: the peak of a step, not more, since freed blocks are reused.
 
-The network no longer needs it: each column's workspace (``layers.workspace``) keeps
+The network does not need it: each column's workspace (``layers.workspace``) keeps
 the step's memory in mappings of its own, so a step runs as fast in a plain process as
-with these settings (docs/performance.md, issue 16), and neither the library nor its
+with these settings (docs/performance.md, "Process settings"), and neither the library nor its
 command-line programs call it. It stays for scripts whose own large temporaries are
 re-faulted on every call. Nothing happens off glibc.
 """

@@ -46,26 +46,19 @@ def _direct_top5(ckpt, path):
     return [(inputs["class_names"][k], float(p[k])) for k in order]
 
 
+def predict(ckpt, *args):
+    """``python -m refnet.predict --checkpoint CKPT --device cpu ARGS...``, completed."""
+    cmd = ["-m", "refnet.predict", "--checkpoint", ckpt, "--device", "cpu", *args]
+    return subprocess.run(
+        [sys.executable, *map(str, cmd)], capture_output=True, text=True, timeout=300
+    )
+
+
 @pytest.mark.slow
 def test_predict_jpeg_top5(trained, tmp_path):
     root, data, ckpt = trained
     images = [_jpeg(tmp_path / "a.jpg", 1), root / "src" / "val" / "disk" / "1.jpg"]
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refnet.predict",
-            "--checkpoint",
-            str(ckpt),
-            "--device",
-            "cpu",
-            "--json",
-            *map(str, images),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = predict(ckpt, "--json", *images)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["image"] for row in rows] == list(map(str, images))
@@ -74,21 +67,7 @@ def test_predict_jpeg_top5(trained, tmp_path):
         assert [n for n, _ in row["top"]] == [n for n, _ in expect]
         numpy.testing.assert_allclose([p for _, p in row["top"]], [p for _, p in expect], rtol=1e-5)
         assert set(n for n, _ in row["top"]) == set(CLASSES)  # 5 classes -> all shown
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refnet.predict",
-            "--checkpoint",
-            str(ckpt),
-            "--device",
-            "cpu",
-            str(images[0]),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = predict(ckpt, images[0])
     assert r.returncode == 0 and "%" in r.stdout
 
 
@@ -96,21 +75,7 @@ def test_predict_bad_image_and_checkpoint(trained, tmp_path):
     root, data, ckpt = trained
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"not an image")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "refnet.predict",
-            "--checkpoint",
-            str(ckpt),
-            "--device",
-            "cpu",
-            str(bad),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = predict(ckpt, bad)
     assert r.returncode == 1 and "Traceback" not in r.stderr and "x.jpg" in r.stderr
     r = subprocess.run(
         [sys.executable, "-m", "refnet.predict", "--checkpoint", str(bad), str(bad)],
