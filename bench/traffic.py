@@ -14,7 +14,8 @@ The two schemes, for a global batch of B images over R ranks:
   ``numpy.array_split(range(B), R)[r]`` of the images; the gradients are summed by ring
   allreduces, one of the fc layers' gradients and one of the convolutions' (refnet's
   reducer sends fc8 and fc7, fc6, and the convolutions as three buckets, which moves the
-  same bytes up to the rounding of uneven chunks).
+  same bytes up to the rounding of uneven chunks and the four scalars, loss and flags,
+  that ride in its last bucket).
 - ``hybrid`` (Krizhevsky, "One weird trick for parallelizing convolutional neural
   networks", 2014, arXiv:1404.5997): the convolutions are data parallel (the image
   blocks above; their gradients summed by one ring allreduce), fc6, fc7 and fc8 model
@@ -244,7 +245,7 @@ def format_table(rows: list[dict[str, Any]]) -> list[str]:
         for scheme in SCHEMES:
             r = row[scheme]
             cell = megabytes(r["max"])
-            if r["min"] != r["max"]:
+            if megabytes(r["min"]) != cell:
                 cell = f"{megabytes(r['min'])}-{cell}"
             cells.append(cell)
         h = row["hybrid"]["parts"]
@@ -269,8 +270,10 @@ def build_parser() -> Parser:
         description="Bytes each rank sends per training step, data parallel (gradients "
         "allreduced) and hybrid (convolutions data parallel, fc layers model parallel: "
         "Krizhevsky 2014, arXiv:1404.5997), counted from the network's shapes under ring "
-        "allreduce, allgather and reduce-scatter (the module doc says which blocks each "
-        "rank sends).",
+        "allreduce, allgather and reduce-scatter: rank r sends to rank r + 1, in an allreduce "
+        "every chunk but (r + 1) mod R then every chunk but (r + 2) mod R, in an allgather "
+        "every block but its successor's, in a reduce-scatter every block but its own. "
+        "Blocks and chunks follow numpy.array_split.",
     )
     p.add_argument(
         "--arch", choices=tuple(ARCHS), default="alexnet", help="the architecture (default alexnet)"
