@@ -24,10 +24,38 @@ the convolutions' backward runs, which is ``conv_backward_share`` of the step's 
 (the convolutions are 92% of the FLOPs and backward is twice forward: 2 x 0.92 / 3 =
 0.61); what is left is exposed: max(0, T_fc - hidden) + T_conv, each with its own
 latency term.
+
+The hybrid scheme (``--scheme hybrid``; Krizhevsky, "One weird trick for parallelizing
+convolutional neural networks", 2014, arXiv:1404.5997): convolutions data parallel, fc6,
+fc7 and fc8 model parallel, each GPU 1/p of every fc layer's units for the global batch
+B = p x per_gpu_batch (weak scaling, as above). Its traffic is ``refnet.bench.traffic``'s
+(the busiest rank's bytes of each collective). A ring allgather or reduce-scatter takes
+p - 1 steps: (p - 1) alpha + sent / beta, with ``sent`` the bytes the busiest rank sends
+((p - 1) / p of the whole for even blocks); an allreduce 2 (p - 1) alpha + sent / beta,
+as T(p). What the model assumes:
+
+- The seven activation exchanges (forward allgathers of pool5, fc6, fc7 and the
+  logits; backward reduce-scatters of the input gradients of fc8, fc7 and fc6) are all
+  exposed: each fc layer needs the whole gathered input before it starts, and the
+  convolutions' backward needs its rows of fc6's input gradient, so none overlaps
+  compute.
+- The convolutions' gradients (9.3 MB for alexnet) are one bucket of refnet's reducer
+  (under its 25 MiB), sent when conv1's backward ends: exposed in full, as the last
+  bucket of the overlapped data-parallel step is.
+- The labels and sample indices are gathered while the convolutions' forward runs
+  (they are known when the step starts): hidden.
+- Compute per GPU is the data-parallel step's: each GPU runs the convolutions for its
+  per_gpu_batch images and 1/p of the fc units for p x per_gpu_batch images, the same
+  FLOPs, at the same speed.
+
+Per GPU the activations grow ~ (p - 1) x per_gpu_batch x features (about 18 MB per
+extra GPU at 128 images, float32), while the data-parallel allreduce stays under 2 x
+244 MB: the hybrid wins at few GPUs on slow links and loses as p grows.
 """
 
 import sys
 
+from refnet.bench import traffic
 from refnet.data.cli import Parser, positive_int, run_command
 
 PARAMS = 60_965_224  # alexnet (refnet.summary)
@@ -68,10 +96,11 @@ def ring_link(p):
     return "NVLink 4 (H100 SXM)" if p <= GPUS_PER_NODE else "InfiniBand NDR"
 
 
-def step(p, images_per_s, per_gpu_batch=128, overlap=False):
-    """{compute, communication (exposed), step, images_per_s, efficiency} at p GPUs."""
+def step(p, images_per_s, per_gpu_batch=128, overlap=False, link=None):
+    """{compute, communication (exposed), step, images_per_s, efficiency} at p GPUs
+    (``link``: the ring's slowest link; None: ``ring_link(p)``)."""
     compute = per_gpu_batch / images_per_s
-    link = ring_link(p)
+    link = link or ring_link(p)
     if not overlap:
         exposed = ring_time(p, PARAMS * BYTES, link)
     else:
@@ -90,12 +119,89 @@ def step(p, images_per_s, per_gpu_batch=128, overlap=False):
     }
 
 
-def table(gpus, images_per_s, per_gpu_batch):
+# The hybrid's exchanges on the critical path (module doc), as refnet.bench.traffic names them
+ACTIVATIONS = (
+    "gather_pool5",
+    "gather_fc6",
+    "gather_fc7",
+    "gather_fc8",
+    "scatter_fc8_dx",
+    "scatter_fc7_dx",
+    "scatter_fc6_dx",
+)
+
+
+def collective_time(p, sent, link, phases=1):
+    """A ring collective's time: ``phases`` (p - 1) alpha + ``sent`` / beta, ``sent`` the
+    bytes the busiest rank sends (an allgather or reduce-scatter is one phase, an
+    allreduce two)."""
+    if p == 1:
+        return 0.0
+    return phases * (p - 1) * ALPHA[link] + sent / LINKS[link]
+
+
+def hybrid_step(p, images_per_s, per_gpu_batch=128, link=None, arch="alexnet"):
+    """The hybrid's {compute, activations (exposed), conv allreduce (exposed), step,
+    images_per_s, efficiency, speedup} at p GPUs (module doc)."""
+    compute = per_gpu_batch / images_per_s
+    link = link or ring_link(p)
+    sent = traffic.bytes_per_step(arch, ranks=p, batch=p * per_gpu_batch, scheme="hybrid")
+    busiest = {name: max(per_rank) for name, per_rank in sent["parts"].items()}
+    activations = sum(collective_time(p, busiest[name], link) for name in ACTIVATIONS)
+    conv = collective_time(p, busiest["conv_grad"], link, phases=2)
+    total = compute + activations + conv
+    return {
+        "gpus": p,
+        "link": link,
+        "compute_s": compute,
+        "activations_s": activations,
+        "conv_s": conv,
+        "exposed_s": activations + conv,
+        "step_s": total,
+        "images_per_s": p * per_gpu_batch / total,
+        "efficiency": compute / total,
+        "speedup": p * compute / total,
+        "bytes_per_gpu": sent["max"],
+    }
+
+
+def table(gpus, images_per_s, per_gpu_batch, link=None):
     rows = []
     for p in gpus:
-        plain, hidden = (step(p, images_per_s, per_gpu_batch, o) for o in (False, True))
+        plain, hidden = (step(p, images_per_s, per_gpu_batch, o, link) for o in (False, True))
         rows.append((p, plain, hidden))
     return rows
+
+
+def hybrid_table(gpus, images_per_s, per_gpu_batch, link=None):
+    """``[(p, hybrid, data overlapped, data after backward)]`` for each p of ``gpus``."""
+    return [
+        (
+            p,
+            hybrid_step(p, images_per_s, per_gpu_batch, link),
+            step(p, images_per_s, per_gpu_batch, True, link),
+            step(p, images_per_s, per_gpu_batch, False, link),
+        )
+        for p in gpus
+    ]
+
+
+def hybrid_wins_up_to(images_per_s, per_gpu_batch, link=None, most=256):
+    """The largest power of two p <= ``most`` up to which the hybrid step is no slower
+    than the data-parallel one, after backward and overlapped: ``(p_after, p_overlap)``
+    (1 where it never wins)."""
+    wins = [1, 1]
+    p = 2
+    while p <= most:
+        hybrid = hybrid_step(p, images_per_s, per_gpu_batch, link)["step_s"]
+        for i, overlap in enumerate((False, True)):
+            if (
+                wins[i] == p // 2
+                and hybrid <= step(p, images_per_s, per_gpu_batch, overlap, link)["step_s"]
+            ):
+                wins[i] = p
+        p *= 2
+    return tuple(wins)
 
 
 def build_parser():
@@ -116,6 +222,18 @@ def build_parser():
     )
     p.add_argument(
         "--batch", type=positive_int, default=128, help="images per GPU per step (default 128)"
+    )
+    p.add_argument(
+        "--scheme",
+        choices=("data", "hybrid", "both"),
+        default="both",
+        help="data parallel, the hybrid (convolutions data parallel, fc layers model "
+        "parallel) or both (default both)",
+    )
+    p.add_argument(
+        "--link",
+        choices=tuple(LINKS),
+        help="every ring's slowest link (default: NVLink 4 up to 8 GPUs, InfiniBand NDR beyond)",
     )
     p.add_argument("--plot", metavar="PATH", help="also draw efficiency vs GPUs to PATH")
     return p
@@ -139,7 +257,19 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 2
-    rows = table(gpus, args.images_per_s, args.batch)
+    rows = table(gpus, args.images_per_s, args.batch, args.link)
+    if args.scheme in ("data", "both"):
+        print_data_table(args, rows)
+    if args.scheme in ("hybrid", "both"):
+        if args.scheme == "both":
+            print()
+        print_hybrid_table(args, gpus)
+    if args.plot:
+        plot(args, rows)
+    return 0
+
+
+def print_data_table(args, rows):
     print(
         f"AlexNet data parallel, ring allreduce of {PARAMS * BYTES / 1e6:.0f} MB per step, "
         f"{args.batch} images per GPU at {args.images_per_s:.0f} images/s each "
@@ -160,9 +290,38 @@ def main(argv=None):
             f"{100 * hidden['efficiency']:.0f}% | "
             f"{hidden['images_per_s'] / PAPER_IMAGES_PER_S:,.0f} |"
         )
-    if args.plot:
-        plot(args, rows)
-    return 0
+
+
+def print_hybrid_table(args, gpus):
+    print(
+        f"AlexNet hybrid (convolutions data parallel, fc6-fc8 model parallel), "
+        f"{args.batch} images per GPU at {args.images_per_s:.0f} images/s each; the "
+        "activation exchanges exposed, the convolutions' allreduce after backward"
+    )
+    print(
+        "| GPUs | ring's slowest link | MB sent per GPU | activations ms | conv allreduce "
+        "ms | images/s | efficiency | speed-up | vs data parallel: after backward, "
+        "overlapped |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for p, h, hidden, plain in hybrid_table(gpus, args.images_per_s, args.batch, args.link):
+        print(
+            f"| {p} | {h['link']} | {h['bytes_per_gpu'] / 1e6:,.1f} | "
+            f"{h['activations_s'] * 1e3:.1f} | {h['conv_s'] * 1e3:.1f} | "
+            f"{h['images_per_s']:,.0f} | {100 * h['efficiency']:.0f}% | "
+            f"{h['speedup']:.2f} | {h['images_per_s'] / plain['images_per_s']:.2f}x, "
+            f"{h['images_per_s'] / hidden['images_per_s']:.2f}x |"
+        )
+    after, overlap = hybrid_wins_up_to(args.images_per_s, args.batch, args.link)
+
+    def upto(p):
+        return f"up to {p} GPUs" if p > 1 else "at no GPU count (slower from 2 GPUs on)"
+
+    print(
+        f"The hybrid step is no slower than the data-parallel one with the allreduce after "
+        f"backward {upto(after)}, than the overlapped one {upto(overlap)} (powers of two "
+        "up to 256)"
+    )
 
 
 def plot(args, rows):
@@ -174,31 +333,42 @@ def plot(args, rows):
     from matplotlib import pyplot
 
     fig, ax = pyplot.subplots(figsize=(6, 3.6))
+    gpus = sorted(set([1, 2, 4, 8, 16, 32, 64, 128, 256] + [p for p, _, _ in rows]))
     for speed, style in ((1000.0, ":"), (args.images_per_s, "-"), (10000.0, "--")):
-        r = table(
-            sorted(set([1, 2, 4, 8, 16, 32, 64, 128, 256] + [p for p, _, _ in rows])),
-            speed,
-            args.batch,
-        )
-        ax.plot(
-            [p for p, _, _ in r],
-            [100 * a["efficiency"] for _, a, _ in r],
-            "C0" + style,
-            label=f"after backward, {speed:.0f} img/s/GPU",
-        )
-        ax.plot(
-            [p for p, _, _ in r],
-            [100 * b["efficiency"] for _, _, b in r],
-            "C1" + style,
-            label=f"overlapped, {speed:.0f} img/s/GPU",
-        )
+        if args.scheme in ("data", "both"):
+            r = table(gpus, speed, args.batch, args.link)
+            ax.plot(
+                [p for p, _, _ in r],
+                [100 * a["efficiency"] for _, a, _ in r],
+                "C0" + style,
+                label=f"after backward, {speed:.0f} img/s/GPU",
+            )
+            ax.plot(
+                [p for p, _, _ in r],
+                [100 * b["efficiency"] for _, _, b in r],
+                "C1" + style,
+                label=f"overlapped, {speed:.0f} img/s/GPU",
+            )
+        if args.scheme in ("hybrid", "both"):
+            ax.plot(
+                gpus,
+                [100 * hybrid_step(p, speed, args.batch, args.link)["efficiency"] for p in gpus],
+                "C2" + style,
+                label=f"hybrid, {speed:.0f} img/s/GPU",
+            )
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("GPUs (8 per node: NVLink inside, InfiniBand NDR between)")
+    ax.set_xlabel(
+        f"GPUs (every ring on {args.link})"
+        if args.link
+        else "GPUs (8 per node: NVLink inside, InfiniBand NDR between)"
+    )
     ax.set_ylabel("scaling efficiency (%)")
     ax.set_ylim(0, 102)
-    ax.axvline(8.5, color="0.8", lw=0.8)
+    if not args.link:
+        ax.axvline(8.5, color="0.8", lw=0.8)
     ax.legend(fontsize=6.5, loc="lower left")
-    ax.set_title(f"AlexNet data parallel, {args.batch} images per GPU", fontsize=9)
+    schemes = {"data": "data parallel", "hybrid": "hybrid", "both": "data parallel and hybrid"}
+    ax.set_title(f"AlexNet {schemes[args.scheme]}, {args.batch} images per GPU", fontsize=9)
     fig.tight_layout()
     save_figure(fig, args.plot)
     pyplot.close(fig)
