@@ -56,6 +56,8 @@ Spatial sizes follow ``out = (in + 2 pad - kernel) // stride + 1`` for convoluti
 (3/2, the paper, or the 2/2 ablation) and rounding.
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 from refnet.layers.checks import window_count
@@ -81,27 +83,32 @@ class ArchSpec:
 
     name: str
     input_size: int
-    convs: tuple  # five ConvSpec: conv1 .. conv5
-    fc: tuple  # widths of fc6 and fc7
+    convs: tuple[ConvSpec, ...]  # five ConvSpec: conv1 .. conv5
+    fc: tuple[int, ...]  # widths of fc6 and fc7
     num_classes: int
     store_size: int
-    columns: tuple = (1, 2)  # the column counts this arch allows; the largest is the default
+    columns: tuple[int, ...] = (
+        1,
+        2,
+    )  # the column counts this arch allows; the largest is the default
     avgpool: int = 0  # side of an adaptive average pooling after pool5; 0: none
     lrn: bool = True  # defaults of the NetOptions fields of the same names
     dropout_mode: str = "paper"
     dropout_placement: str = "after"
-    param_names: tuple = ()  # (layer, prefix) pairs where the parameters' names differ
+    param_names: tuple[
+        tuple[str, str], ...
+    ] = ()  # (layer, prefix) pairs where the parameters' names differ
 
-    def param_prefix(self, layer):
+    def param_prefix(self, layer: str) -> str:
         """The prefix of ``layer``'s parameter names: ``layer`` itself (``conv1.weight``)
         or the arch's name for it (``owt``: ``features.0``, as in ``features.0.weight``)."""
         return dict(self.param_names).get(layer, layer)
 
     @property
-    def crop_size(self):
+    def crop_size(self) -> int:
         return self.input_size
 
-    def sizes(self, pool=(3, 2), rounding="floor"):
+    def sizes(self, pool: tuple[int, int] = (3, 2), rounding: str = "floor") -> dict[str, int]:
         """Spatial sizes after conv1, pool1, conv2, pool2, conv3-5, pool5 (and the average
         pooling, where the arch has one), as a dict, pooling rounded down
         (``rounding="floor"``) or up (``"ceil"``).
@@ -109,7 +116,7 @@ class ArchSpec:
         ``ValueError`` when a size drops below 1 for this pooling choice.
         """
         z, s = pool
-        out = {}
+        out: dict[str, int] = {}
         h = self.input_size
         for i, conv in enumerate(self.convs, start=1):
             h = (h + 2 * conv.pad - conv.kernel) // conv.stride + 1
@@ -128,7 +135,7 @@ class ArchSpec:
             out["avgpool"] = self.avgpool
         return out
 
-    def fc6_inputs(self, pool=(3, 2), rounding="floor"):
+    def fc6_inputs(self, pool: tuple[int, int] = (3, 2), rounding: str = "floor") -> int:
         """Number of inputs of fc6: conv5's width times the pooled map's area."""
         sizes = self.sizes(pool, rounding)
         h = sizes["avgpool" if self.avgpool else "pool5"]
@@ -261,7 +268,7 @@ ARCHS = {
 }
 
 
-def get_arch(arch):
+def get_arch(arch: str | ArchSpec) -> ArchSpec:
     """The ``ArchSpec`` for a name in ``ARCHS`` (or an ``ArchSpec`` given directly)."""
     if isinstance(arch, ArchSpec):
         return arch
@@ -270,7 +277,7 @@ def get_arch(arch):
     return ARCHS[arch]
 
 
-def check_columns(spec, columns):
+def check_columns(spec: ArchSpec, columns: int) -> None:
     """``ValueError`` unless ``spec`` allows ``columns`` columns."""
     if columns not in spec.columns:
         raise ValueError(
@@ -287,15 +294,15 @@ HEADS = ("fc", "gap")
 
 
 def param_shapes(
-    spec,
+    spec: str | ArchSpec,
     *,
-    columns=2,
-    num_classes=None,
-    pool=(3, 2),
-    head="fc",
-    pool_rounding="floor",
-    refnet_names=False,
-):
+    columns: int = 2,
+    num_classes: int | None = None,
+    pool: tuple[int, int] = (3, 2),
+    head: str = "fc",
+    pool_rounding: str = "floor",
+    refnet_names: bool = False,
+) -> dict[str, tuple[int, ...]]:
     """``{name: shape}`` of every parameter in the grouped single-device form, in order.
 
     Names are PyTorch's (``conv1.weight``, ``conv1.bias``, ..., ``fc8.bias``), or the
@@ -328,7 +335,7 @@ def param_shapes(
             raise ValueError(
                 f"arch {spec.name!r}: {name} width {width} does not split into {columns} columns"
             )
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     c_in = 3
     for i, conv in enumerate(spec.convs, start=1):
         name = f"conv{i}"
@@ -350,7 +357,7 @@ def param_shapes(
     return {param_key(spec, name): shape for name, shape in shapes.items()}
 
 
-def param_key(spec, name):
+def param_key(spec: ArchSpec, name: str) -> str:
     """The arch's name of the parameter refnet calls ``name`` (``"conv1.weight"``)."""
     layer, kind = name.rsplit(".", 1)
     return f"{spec.param_prefix(layer)}.{kind}"

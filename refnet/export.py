@@ -54,25 +54,37 @@ path that cannot be written or onnx not installed (one line says which), 130 whe
 interrupted (Ctrl-C).
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy
 
 from refnet.data.cli import Parser, UserError, exit_status, new_file, run_command
 from refnet.data.files import atomic_path
 from refnet.evaluate import add_network_arguments, load_network
+from refnet.layers.backend import DTypeLike
 from refnet.nodes import Input
 from refnet.nodes.lrn import onnx_attributes
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto, TensorProto
+
+    from refnet.network import AlexNet
 
 OPSET = 17  # every operator used here is unchanged in opsets 13-17
 OPTIONS_KEY = "refnet.options"
 VERSION_KEY = "refnet.version"
 
 
-def _onnx():
+def _onnx() -> ModuleType:
     try:
         import onnx
         import onnx.numpy_helper
@@ -83,7 +95,7 @@ def _onnx():
     return onnx
 
 
-def refnet_version():
+def refnet_version() -> str:
     """The installed refnet's version ("unknown" when it runs from a bare checkout)."""
     from importlib import metadata
 
@@ -93,23 +105,23 @@ def refnet_version():
         return "unknown"
 
 
-def output_names(net):
+def output_names(net: AlexNet) -> list[str]:
     """The names ``outputs=`` accepts: every layer of ``net.layers`` after the input."""
     return [layer.name for layer in net.layers if not isinstance(layer, Input)]
 
 
-def lrn_attributes(params):
+def lrn_attributes(params: Mapping[str, float]) -> dict[str, float]:
     """ONNX LRN's attributes for refnet's ``{size, alpha, beta, k}`` (module doc)."""
     return onnx_attributes(params)
 
 
-def lrn_groups(net):
+def lrn_groups(net: AlexNet) -> int:
     """Channel groups each normalised on their own: the columns with ``lrn_mode="column"``,
     one group with ``"all"`` (Caffe's LRN across the column boundary) or one column."""
     return net.columns if net.lrn_mode == "column" else 1
 
 
-def dropout_scale(net):
+def dropout_scale(net: AlexNet) -> float | None:
     """The test-time factor of dropout: 1 - p in the paper's mode, None (identity) else."""
     return 1.0 - net.dropout if net.dropout_mode == "paper" else None
 
@@ -119,22 +131,26 @@ class _Graph:
     method asks for them; ``last`` is the newest tensor, named after the layer that made
     it; ``sd`` the weights (``net.state_dict()``)."""
 
-    def __init__(self, onnx, dtype, sd):
+    def __init__(
+        self, onnx: ModuleType, dtype: numpy.dtype, sd: Mapping[str, numpy.ndarray]
+    ) -> None:
         self.onnx, self.dtype, self.sd = onnx, dtype, sd
-        self.nodes, self.weights, self.last = [], [], "input"
+        self.nodes: list[NodeProto] = []
+        self.weights: list[TensorProto] = []
+        self.last = "input"
 
-    def node(self, op, inputs, output, **attrs):
+    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: object) -> str:
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], name=output, **attrs))
         self.last = output
         return output
 
-    def split(self, source, outputs, name, axis):
+    def split(self, source: str, outputs: Sequence[str], name: str, axis: int) -> None:
         """A Split of ``source`` into equal parts ``outputs`` along ``axis``."""
         self.nodes.append(
             self.onnx.helper.make_node("Split", [source], list(outputs), name=name, axis=axis)
         )
 
-    def weight(self, name, array):
+    def weight(self, name: str, array: numpy.ndarray) -> str:
         self.weights.append(
             self.onnx.numpy_helper.from_array(
                 numpy.ascontiguousarray(array, dtype=self.dtype), name
@@ -142,16 +158,18 @@ class _Graph:
         )
         return name
 
-    def param(self, key):
+    def param(self, key: str) -> str:
         """The initializer of parameter ``key`` of the net."""
         return self.weight(key, self.sd[key])
 
-    def constant(self, name, value):
+    def constant(self, name: str, value: float) -> str:
         """A scalar initializer."""
         return self.weight(name, numpy.asarray(value))
 
 
-def onnx_model(net, outputs=(), dtype=None):
+def onnx_model(
+    net: AlexNet, outputs: str | Iterable[str] = (), dtype: DTypeLike | None = None
+) -> ModelProto:
     """The ``onnx.ModelProto`` of ``net`` (module doc), checked by ``onnx.checker``.
 
     ``outputs``: names of layers (``output_names(net)``) whose results become graph
@@ -174,7 +192,7 @@ def onnx_model(net, outputs=(), dtype=None):
     sd = net.state_dict()
     g = _Graph(onnx, dtype, sd)
     s = net.spec.input_size
-    shape = (3, s, s)  # per image, the grouped form
+    shape: tuple[int, ...] = (3, s, s)  # per image, the grouped form
     for layer in net.layers:
         layer.onnx(g, shape)
         shape = layer.output_shape(shape)
@@ -214,7 +232,12 @@ def onnx_model(net, outputs=(), dtype=None):
     return model
 
 
-def to_onnx(net, path, outputs=(), dtype=None):
+def to_onnx(
+    net: AlexNet,
+    path: str | Path,
+    outputs: str | Iterable[str] = (),
+    dtype: DTypeLike | None = None,
+) -> str | Path:
     """Write ``onnx_model(net, outputs, dtype)`` to ``path`` atomically; returns ``path``."""
     onnx = _onnx()
     model = onnx_model(net, outputs=outputs, dtype=dtype)
@@ -226,7 +249,7 @@ def to_onnx(net, path, outputs=(), dtype=None):
 # -- the command line -------------------------------------------------------------------
 
 
-def name_list(text):
+def name_list(text: str) -> list[str]:
     """An ``argparse`` type: comma-separated names (checked against the net later)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -242,7 +265,7 @@ EXIT_CODES = {
 }
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.export",
         exit_codes=EXIT_CODES,
@@ -276,10 +299,10 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body():
+    def body() -> None:
         net, _cfg, _state = load_network(args.checkpoint, args.device)
         try:
             to_onnx(net, args.onnx, outputs=args.outputs, dtype=args.dtype)
