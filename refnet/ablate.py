@@ -18,18 +18,15 @@ regularized incomplete beta function), with no SciPy. An interval that contains 
 reported as "not distinguishable from noise at this scale". One seed gives no interval.
 
 Epochs to target: the first epoch whose (centre-crop) validation top-1 error is <= the
-target; the target is ``--target`` or, by default, the median over seeds of the paper
-configuration's final top-1 error plus ``TARGET_MARGIN`` points, so that "how fast does the
-variant get near where the paper configuration ends" is asked of every run alike.
+target: ``--target``, or by default the median over seeds of the paper configuration's
+final top-1 error plus ``TARGET_MARGIN`` points (docs/ablations.md).
 
 Resumable: a run whose ``log.jsonl`` ends with an epoch record at the requested epoch (or
 an early stop) is skipped ("skipped, finished"); one with a checkpoint is continued with
 ``--resume``; one with neither starts afresh (a stray ``log.jsonl`` is removed first).
-The running ``refnet.train`` is in a process group of its own; Ctrl-C (SIGINT) and
-SIGTERM sent to this command are passed on to it (``train_one``): on SIGINT it finishes
-its step and writes a checkpoint, this command waits for it and exits 130, and
-re-running continues; on SIGTERM both end (by SIGTERM), and re-running resumes from the
-child's last checkpoint.
+Ctrl-C (SIGINT) and SIGTERM are passed on to the running ``refnet.train`` (``train_one``):
+on SIGINT it writes a checkpoint and this command exits 130; on SIGTERM both end by
+SIGTERM; re-running continues from the child's last checkpoint either way.
 """
 
 from __future__ import annotations

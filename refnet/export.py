@@ -6,48 +6,25 @@
     model = onnx_model(net, outputs=("conv1", "relu1"))   # an onnx.ModelProto, in memory
     to_onnx(net, "alexnet.onnx")                          # written atomically
 
-The graph is written node by node with onnx's helper API (``onnx.helper.make_node``,
-``make_graph``, ``make_model``, ``onnx.numpy_helper.from_array``) from
-``net.state_dict()``: no other framework is involved. It follows ``net.layers`` in the
-grouped single-device form (every map NCHW, both columns' channels side by side), and
+The graph is written node by node with onnx's helper API (``onnx.helper.make_node``, ...,
+``onnx.numpy_helper.from_array``) from ``net.state_dict()``: no other framework is
+involved. It follows ``net.layers`` in the grouped single-device form (every map NCHW,
+both columns' channels side by side), each layer kind writing its own nodes (its ``onnx``
+method: Conv, Relu, LRN, MaxPool, Flatten, Gemm, ...; the table in docs/interop.md), and
 each layer's result is the tensor named after the layer, so ``outputs=`` can expose any
-of them for a layer-by-layer comparison with ``net.features(x, upto=NAME, maps=True)``:
+of them for a comparison with ``net.features(x, upto=NAME, maps=True)``. The input is
+``input`` (N, 3, S, S), N symbolic, in the net's dtype (float32 or float64); the outputs
+are ``logits`` (N, K) and ``probabilities`` = Softmax(logits, axis=1).
 
-    input (N, 3, S, S), N symbolic, the net's dtype (float32 or float64)
-    Conv      conv1..conv5 and the "gap" head; pads, strides, and group = input channels
-              / the weight's input channels (2 for conv2, conv4, conv5 of the two-column
-              net; conv3 and the fc layers read both columns' outputs, so group 1)
-    Relu      relu1..relu5, relu_fc6, relu_fc7
-    LRN       lrn1, lrn2 (below); with lrn_mode="column" and two columns: Split into the
-              columns' halves, one LRN each, Concat
-    MaxPool   pool1, pool2, pool5: window and stride from options.pool, no padding,
-              options.pool_rounding as ceil_mode (0 floor, 1 ceil: the last window may
-              hang over the edge, PyTorch's and ONNX's rule)
-    Identity  the exchanges between columns (to_conv3, to_fc6, ...): in the grouped
-              form the columns' maps are already side by side
-    Flatten   flatten (axis 1): pool5's (C, S, S) in C order, fc6's input order in
-              refnet in either layout (the CHWN maps' transpose is this same order)
-    Gemm      fc6, fc7, fc8: y = x W^T + b (transB=1, W (out, in) as stored)
-    Mul       dropout_fc6, dropout_fc7 with dropout_mode="paper": the test-time x (1 - p)
-              (an Identity with "inverted", whose test time is the identity)
-    GlobalAveragePool + Flatten   the "gap" head's average over positions
-    outputs   "logits" (N, K) and "probabilities" = Softmax(logits, axis=1)
-
-LRN: refnet (and the paper) computes b = a / (k + alpha * sum_{window} a^2)^beta with
-alpha as is. ONNX's LRN computes y = x / (bias + (alpha / size) * square_sum)^beta over
-channels c - floor((size-1)/2) .. c + ceil((size-1)/2), clipped at the edges (the same
-window for odd sizes), so it is written with ``alpha = refnet's alpha * size`` and
-``bias = k`` (ONNX's default bias is 1, the paper's k is 2). ONNX stores these
-attributes as float32: the paper's alpha gives 5e-4, not a float32 number, so a float64
-export normalises with alpha off by ~5e-8 relative (LRN outputs ~4e-11 apart); alphas
-whose alpha * size is a float32 number (0.025 * 5 = 1/8) are exact.
+LRN: refnet's b = a / (k + alpha * sum_{window} a^2)^beta is ONNX's
+y = x / (bias + (alpha / size) * square_sum)^beta with ``alpha = refnet's alpha * size``
+and ``bias = k``, one LRN per column (Split, LRN, Concat) with ``lrn_mode="column"``.
+ONNX stores these attributes as float32, and ONNX Runtime has no float64 LRN kernel
+(a float64 export is for onnx's reference evaluator): docs/conventions.md, "ONNX".
 
 The model's ``metadata_props`` hold ``refnet.options`` (``net.options.to_dict()`` as JSON)
-and ``refnet.version``. ``onnx`` is imported only here, inside the functions that use it
-(``pip install -e '.[interop]'``). ONNX Runtime runs the float32 graph; it has no float64
-LRN kernel, so a float64 export is for onnx's reference evaluator or other runtimes.
-How the export is checked: ``tests/test_export.py`` and ``python -m refnet.verify``'s
-``onnxruntime`` part (``verify/against_onnxruntime.py``).
+and ``refnet.version``. ``onnx`` is imported only inside the functions that use it
+(``pip install -e '.[interop]'``).
 
 Exit status: 0 written, 2 for a bad option, a checkpoint that cannot be used, an output
 path that cannot be written or onnx not installed (one line says which), 130 when
