@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy
@@ -37,7 +36,7 @@ if TYPE_CHECKING:
     from refnet.network import AlexNet
 
 
-def preprocess(path: str | Path, inputs: Mapping[str, Any], views: str = "ten") -> numpy.ndarray:
+def preprocess(path: str, inputs: Mapping[str, Any], views: str = "ten") -> numpy.ndarray:
     """The network's input for one image file: (1, 3, Cr, Cr) or (10, 1, 3, Cr, Cr)."""
     size = int(inputs["store_size"])
     img = decode_image(path, size)[None]  # (1, S, S, 3) uint8
@@ -51,10 +50,10 @@ def preprocess(path: str | Path, inputs: Mapping[str, Any], views: str = "ten") 
 def predict(
     net: AlexNet,
     state: TrainingState,
-    paths: Iterable[str | Path],
+    paths: Iterable[str],
     views: str = "ten",
     top: int = 5,
-) -> list[tuple[str | Path, list[tuple[str, float]]]]:
+) -> list[tuple[str, list[tuple[str, float]]]]:
     """``[(path, [(class name, probability), ...])]`` for each image file; ``state``: the
     checkpoint's ``TrainingState`` (its preprocessing record)."""
     inputs = cast("dict[str, Any]", state.inputs)  # the preprocessing record (main checks it)
