@@ -1,6 +1,8 @@
 """``python -m refnet --version`` prints refnet's version; ``python -m refnet`` lists the
 commands."""
 
+from __future__ import annotations
+
 import argparse
 
 import refnet
@@ -19,13 +21,13 @@ COMMANDS = {
 }
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     epilog = "commands (python -m NAME --help):\n" + "\n".join(
         f"  {name:20} {what}" for name, what in COMMANDS.items()
     )
     p = argparse.ArgumentParser(
         prog="python -m refnet",
-        description=refnet.__doc__.split("\n")[0],
+        description=(refnet.__doc__ or "").split("\n")[0],  # None under python -OO
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -18,19 +18,18 @@ regularized incomplete beta function), with no SciPy. An interval that contains 
 reported as "not distinguishable from noise at this scale". One seed gives no interval.
 
 Epochs to target: the first epoch whose (centre-crop) validation top-1 error is <= the
-target; the target is ``--target`` or, by default, the median over seeds of the paper
-configuration's final top-1 error plus ``TARGET_MARGIN`` points, so that "how fast does the
-variant get near where the paper configuration ends" is asked of every run alike.
+target: ``--target``, or by default the median over seeds of the paper configuration's
+final top-1 error plus ``TARGET_MARGIN`` points (docs/ablations.md).
 
 Resumable: a run whose ``log.jsonl`` ends with an epoch record at the requested epoch (or
 an early stop) is skipped ("skipped, finished"); one with a checkpoint is continued with
 ``--resume``; one with neither starts afresh (a stray ``log.jsonl`` is removed first).
-The running ``refnet.train`` is in a process group of its own; Ctrl-C (SIGINT) and
-SIGTERM sent to this command are passed on to it (``train_one``): on SIGINT it finishes
-its step and writes a checkpoint, this command waits for it and exits 130, and
-re-running continues; on SIGTERM both end (by SIGTERM), and re-running resumes from the
-child's last checkpoint.
+Ctrl-C (SIGINT) and SIGTERM are passed on to the running ``refnet.train`` (``train_one``):
+on SIGINT it writes a checkpoint and this command exits 130; on SIGTERM both end by
+SIGTERM; re-running continues from the child's last checkpoint either way.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
@@ -40,12 +39,18 @@ import signal
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from refnet.config import TRAIN_DEFAULTS
 from refnet.data.cli import Parser, exit_status, positive_int, run_command
 from refnet.data.files import write_json
 from refnet.options import CHOICES, DEVICES
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
 
 PROG = "refnet.ablate"
 PAPER = "paper"
@@ -85,7 +90,7 @@ EXIT_CODES = {
 
 
 # -- statistics ----------------------------------------------------------------------
-def _betacf(a, b, x):
+def _betacf(a: float, b: float, x: float) -> float:
     """The continued fraction of the incomplete beta function (modified Lentz)."""
     tiny = 1e-300
     c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
@@ -106,7 +111,7 @@ def _betacf(a, b, x):
     return h
 
 
-def betainc(a, b, x):
+def betainc(a: float, b: float, x: float) -> float:
     """The regularized incomplete beta function I_x(a, b), for a, b > 0 and 0 <= x <= 1."""
     if x <= 0.0:
         return 0.0
@@ -120,14 +125,14 @@ def betainc(a, b, x):
     return 1.0 - front * _betacf(b, a, 1.0 - x) / b
 
 
-def t_cdf(t, df):
+def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with ``df`` degrees of freedom:
     1 - I_{df/(df+t^2)}(df/2, 1/2) / 2 for t >= 0, and symmetric."""
     tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t * t))
     return 1.0 - tail if t >= 0 else tail
 
 
-def t_quantile(p, df):
+def t_quantile(p: float, df: float) -> float:
     """The t with P(T <= t) = p (0.5 <= p < 1), by bisection on ``t_cdf``; e.g.
     t_quantile(0.975, 2) = 4.303, t_quantile(0.975, 4) = 2.776."""
     if not 0.5 <= p < 1 or df < 1:
@@ -146,7 +151,7 @@ def t_quantile(p, df):
     return (lo + hi) / 2.0
 
 
-def mean_sd(values):
+def mean_sd(values: Iterable[float]) -> tuple[float | None, float | None]:
     """(mean, sample standard deviation) of ``values``; sd is None for fewer than two."""
     values = list(values)
     if not values:
@@ -154,7 +159,9 @@ def mean_sd(values):
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-def paired_difference(variant, paper, level=0.95):
+def paired_difference(
+    variant: Sequence[float], paper: Sequence[float], level: float = 0.95
+) -> dict[str, Any]:
     """The mean paired difference variant - paper (two equal-length sequences, one value
     per seed) with its t interval: {"mean", "sd", "n", "t", "low", "high"} (the interval
     entries None for n < 2)."""
@@ -164,14 +171,14 @@ def paired_difference(variant, paper, level=0.95):
     n = len(d)
     mean, sd = mean_sd(d)
     out = {"mean": mean, "sd": sd, "n": n, "t": None, "low": None, "high": None}
-    if n >= 2:
+    if n >= 2 and mean is not None and sd is not None:  # (mean_sd gives numbers for n >= 2)
         t = t_quantile(0.5 + level / 2, n - 1)
         half = t * sd / math.sqrt(n)
         out.update(t=t, low=mean - half, high=mean + half)
     return out
 
 
-def verdict(diff):
+def verdict(diff: Mapping[str, Any] | None) -> str:
     """A few words on one difference: noise, or the direction and size."""
     if diff is None or diff["mean"] is None:
         return "no finished pair"
@@ -183,7 +190,7 @@ def verdict(diff):
 
 
 # -- the runs ------------------------------------------------------------------------
-def read_log(folder):
+def read_log(folder: str | Path) -> list[dict[str, Any]]:
     """The epoch records of ``folder/log.jsonl`` (a cut-short last line is ignored)."""
     log = Path(folder) / "log.jsonl"
     if not log.is_file():
@@ -199,11 +206,13 @@ def read_log(folder):
     return records
 
 
-def is_finished(records, epochs):
+def is_finished(records: Sequence[Mapping[str, Any]], epochs: int) -> bool:
     return bool(records) and (records[-1]["epoch"] >= epochs or bool(records[-1].get("early_stop")))
 
 
-def run_summary(variant, seed, folder, records):
+def run_summary(
+    variant: str, seed: int, folder: Path, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     last = records[-1]
     return {
         "variant": variant,
@@ -217,7 +226,7 @@ def run_summary(variant, seed, folder, records):
     }
 
 
-def epochs_to_target(run, target):
+def epochs_to_target(run: Mapping[str, Any], target: float) -> int | None:
     """The first epoch (1-based) whose val top-1 error is <= ``target`` points (None:
     never)."""
     for epoch, err in enumerate(run["top1_by_epoch"], start=1):
@@ -226,7 +235,9 @@ def epochs_to_target(run, target):
     return None
 
 
-def train_command(args, variant, seed, folder, resume):
+def train_command(
+    args: argparse.Namespace, variant: str, seed: int, folder: Path, resume: bool
+) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -254,7 +265,9 @@ def train_command(args, variant, seed, folder, resume):
 FORWARDED = (signal.SIGINT, signal.SIGTERM)
 
 
-def train_one(args, variant, seed, folder, say):
+def train_one(
+    args: argparse.Namespace, variant: str, seed: int, folder: Path, say: Callable[..., object]
+) -> int:
     """Train (or resume) one run in a subprocess; its exit status.
 
     The child runs in a process group of its own, so a Ctrl-C at the terminal reaches
@@ -286,7 +299,9 @@ def train_one(args, variant, seed, folder, say):
 
 # the child in a process group of its own: Popen(process_group=0) where Python has it
 # (3.11 and later), else a new session, which is a new group too
-OWN_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+OWN_GROUP: dict[str, Any] = (
+    {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+)
 
 
 class Forwarding:
@@ -294,33 +309,40 @@ class Forwarding:
     child process given to ``to`` instead of acting here (one received before the
     child exists is sent as soon as it does); ``received`` lists them."""
 
-    def __init__(self):
-        self.received, self._early, self._proc = [], [], None
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._early: list[int] = []
+        self._proc: subprocess.Popen[bytes] | None = None
 
-    def _forward(self, signum, frame):
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)
         if self._proc is None:
             self._early.append(signum)
         elif self._proc.poll() is None:
             self._proc.send_signal(signum)
 
-    def to(self, proc):
+    def to(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
         self._proc = proc
         for signum in self._early:
             proc.send_signal(signum)
         return proc
 
-    def __enter__(self):
+    def __enter__(self) -> Forwarding:
         self._previous = {s: signal.signal(s, self._forward) for s in FORWARDED}
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
 
 
 # -- the summary -----------------------------------------------------------------------
-def summarize(runs, variants, seeds, target=None):
+def summarize(
+    runs: list[dict[str, Any]],
+    variants: Sequence[str],
+    seeds: Sequence[int],
+    target: float | None = None,
+) -> dict[str, Any]:
     """The ablations.json content from the finished ``runs`` (``run_summary`` dicts).
     ``target``: the top-1 error for epochs-to-target, in points; None: the default rule."""
     by = {(r["variant"], r["seed"]): r for r in runs}
@@ -337,7 +359,7 @@ def summarize(runs, variants, seeds, target=None):
     table = {}
     for name in [PAPER, *variants]:
         mine = [by[name, s] for s in seeds if (name, s) in by]
-        entry = {
+        entry: dict[str, Any] = {
             "flags": list(VARIANTS.get(name, ())),
             "n": len(mine),
             "seeds": [r["seed"] for r in mine],
@@ -380,13 +402,13 @@ def summarize(runs, variants, seeds, target=None):
     }
 
 
-def _pm(stat):
+def _pm(stat: Mapping[str, Any]) -> str:
     if stat["mean"] is None:
         return "-"
     return f"{stat['mean']:5.1f}" + (f" ± {stat['sd']:.1f}" if stat["sd"] is not None else "")
 
 
-def _diff(d):
+def _diff(d: Mapping[str, Any] | None) -> str:
     if d is None or d["mean"] is None:
         return "-"
     if d["low"] is None:
@@ -394,7 +416,7 @@ def _diff(d):
     return f"{d['mean']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}]"
 
 
-def format_table(summary):
+def format_table(summary: Mapping[str, Any]) -> str:
     """The printed table: one line per variant, then a line per verdict."""
     rows = [
         (
@@ -443,7 +465,7 @@ def format_table(summary):
     return "\n".join(lines)
 
 
-def plot_differences(summary, path):
+def plot_differences(summary: Mapping[str, Any], path: str | Path) -> Path:
     """Per variant, the paired differences with their 95% intervals (top-1 and top-5
     panels) beside the paper's reported figures."""
     from refnet.plots import plt, save_figure
@@ -501,7 +523,7 @@ def plot_differences(summary, path):
         ax.set_yticklabels(names[::-1])
         ax.set_ylim(-0.7, len(names) - 0.3)
         ax.grid(axis="x", alpha=0.3)
-    legend = {}
+    legend: dict[str, Artist] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
@@ -523,19 +545,19 @@ def plot_differences(summary, path):
 
 
 # -- the command line ------------------------------------------------------------------
-def _data_dir(text):
+def _data_dir(text: str) -> str:
     if not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
     return text
 
 
-def _out_dir(text):
+def _out_dir(text: str) -> str:
     if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
     return text
 
 
-def _target(text):
+def _target(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -545,7 +567,7 @@ def _target(text):
     return value
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.ablate",
         description="Train the paper's configuration and one variant per design "
@@ -611,16 +633,16 @@ def build_parser():
     return p
 
 
-def _error(message):
+def _error(message: str) -> None:
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
 
 
-def main(argv=None, say=print):
+def main(argv: list[str] | None = None, say: Callable[..., object] = print) -> int:
     args = build_parser().parse_args(argv)
     return exit_status(PROG, lambda: _ablate(args, say))
 
 
-def _ablate(args, say):
+def _ablate(args: argparse.Namespace, say: Callable[..., object]) -> int:
     """Train the variants ``args`` asks for and report them; the exit status."""
     if args.epochs is None:
         args.epochs = TRAIN_DEFAULTS[args.arch]["epochs"]

@@ -1,60 +1,39 @@
 """The table of architectures: every size, kernel and width of each network, in one place.
 
-All entries share AlexNet's topology (five convolutions, three fully-connected
-layers, LRN after conv1 and conv2, max pooling after conv1, conv2 and conv5); they differ
-in sizes, and ``owt`` also in the defaults of three options and an average pooling (below).
-Widths are for both columns together (the grouped single-device form): with two columns
-each column holds half of every layer's kernels.
+All entries share AlexNet's topology (five convolutions, three fully-connected layers, LRN
+after conv1 and conv2, max pooling after conv1, conv2 and conv5) and differ in sizes
+(``owt`` also in three options' defaults and an average pooling). Widths are for both
+columns together (the grouped single-device form): each of two columns holds half.
 
-- ``alexnet``: the paper. Input 227x227: the paper's text says 224, but an 11x11 kernel at
-  stride 4 with no padding gives 55x55 maps (as in its figure) only from 227
-  ((227 - 11) / 4 + 1 = 55); from 224 it gives 54.25. Images are stored at 256x256 and
-  cropped to 227. 60,965,224 parameters.
-- ``demo``: the same topology scaled for ``python -m refnet.train`` on 2 CPU cores:
-  128x128 stored images, 113 crops, conv1 11x11 stride 3 -> 35 -> pool 17 -> conv2 -> 17
-  -> pool 8 -> conv3-5 -> 8 -> pool 3; widths 24/64/96/96/64, fc 512/512, 10 classes.
-- ``small``: the demo network for small images (digits, icons, thumbnails): 28x28 stored
-  images, 24 crops, conv1 5x5 stride 1 pad 2 -> 24 -> pool 11 -> conv2 -> 11 -> pool 5 ->
-  conv3-5 -> 5 -> pool 2; the demo's widths (24/64/96/96/64, fc 512/512), two columns,
-  LRN and overlapping 3/2 pooling. conv1 is fitted to the size: at 24 pixels an 11x11
-  stride-3 kernel would leave 5x5 maps, so it is 5x5 at stride 1 (a 28x28 digit keeps its
-  strokes), and the three poolings take 24 to 2. fc6 reads 64 x 2 x 2 = 256 features.
-- ``tiny``: very small, for finite-difference tests of the whole network. Its last pooled
-  maps are 2x2, so fc6's (channel, row, column) flattening order is exercised.
-- ``zfnet``: Zeiler & Fergus's single model ("Visualizing and Understanding Convolutional
-  Networks", ECCV 2014, arXiv 1311.2901, their Fig. 3): conv1 96 7x7 stride 2, conv2 256
-  5x5 stride 2, conv3-5 384/384/256 3x3, fc 4096/4096, one column (no grouping: the
-  widths would split, but a grouped ZFNet is no published network, so ``columns=2`` is
-  refused). Their figure gives 224 -> 110 -> pool 55 -> 26 -> pool 13 -> 13 -> pool 6;
-  110 -> 55 and 26 -> 13 need a pooling that rounds up (Caffe's), while refnet's default
-  rounds down ((110 - 3) // 2 + 1 = 54), so with floor pooling no input size or padding
-  gives all seven sizes (with ``pool_rounding="ceil"`` an input of 224, conv1 pad 1 and
-  conv2 pad 0 give all seven; ``zfnet`` keeps floor and the sizes below). We keep
-  the pooled sizes, which fix every weight shape (fc6 reads 256 x 6 x 6 = 9216 as theirs):
-  input 225, conv1 pad 1 -> (225 + 2 - 7) / 2 + 1 = 111 -> pool 55; conv2 pad 1 ->
-  (55 + 2 - 5) / 2 + 1 = 27 -> pool 13; conv3-5 pad 1 -> 13 -> pool 6; every division
-  exact (no input row is dropped). conv1 and conv2 are one row larger than in their figure.
-  Stored at 256 like AlexNet. LRN after conv1 and conv2 as in AlexNet (they normalise
-  across feature maps in layers 1 and 2). 62,357,608 parameters.
-- ``zfnet-wide``: their larger model, conv3/4/5 of 512/1024/512 maps, the rest as
-  ``zfnet``.
-- ``owt``: torchvision's AlexNet (``torchvision.models.alexnet``), the one-column model of
-  Krizhevsky's "One weird trick for parallelizing convolutional neural networks" (arXiv
-  1404.5997): conv1 64 11x11 stride 4 pad 2, conv2 192 5x5, conv3-5 384/256/256 3x3,
-  fc 4096/4096, input 224 (224 + 4 - 11) // 4 + 1 = 55 -> pool 27 -> 27 -> pool 13 -> 13
-  -> pool 6, then an adaptive average pooling to 6x6 (``avgpool``: the identity at 224,
-  it makes fc6 read 256 x 6 x 6 = 9216 features at any input size). One column; by default
-  no LRN and inverted dropout placed before fc6 and fc7 (``lrn``, ``dropout_mode`` and
-  ``dropout_placement`` below: NetOptions takes them as its defaults for this arch, and
-  explicit options still win). Its parameters carry torchvision's names (``param_names``:
-  conv1 is ``features.0``, fc8 ``classifier.6``, ...), so torchvision's ``state_dict``
-  loads as is. Stored at 256. 61,100,840 parameters.
+- ``alexnet``: the paper. Input 227 (its text says 224, but 11x11 kernels at stride 4 give
+  its 55x55 maps only from 227: docs/conventions.md), stored 256. 60,965,224 parameters.
+- ``demo``: scaled for ``python -m refnet.train`` on 2 CPU cores: stored 128, crops 113,
+  conv1 11x11 stride 3 -> 35 -> pool 17 -> conv2 -> 17 -> pool 8 -> conv3-5 -> 8 -> pool 3;
+  widths 24/64/96/96/64, fc 512/512, 10 classes.
+- ``small``: the demo's widths for small images (digits, icons): stored 28, crops 24, conv1
+  5x5 stride 1 pad 2 -> 24 -> pool 11 -> conv2 -> 11 -> pool 5 -> conv3-5 -> 5 -> pool 2;
+  fc6 reads 64 x 2 x 2 = 256 features (why 5x5: docs/architecture.md).
+- ``tiny``: for finite-difference tests; its last pooled maps are 2x2, so fc6's (channel,
+  row, column) flattening order is exercised.
+- ``zfnet``: Zeiler & Fergus's single model (arXiv 1311.2901, Fig. 3), one column: conv1
+  96 7x7 stride 2 pad 1, conv2 256 5x5 stride 2 pad 1, conv3-5 384/384/256 3x3, fc
+  4096/4096; 225 -> 111 -> pool 55 -> 27 -> pool 13 -> 13 -> pool 6 (their 110 and 26 need
+  ceil pooling: docs/paper.md, "ZFNet"); stored 256. 62,357,608 parameters.
+  ``zfnet-wide``: their larger model, conv3/4/5 of 512/1024/512 maps.
+- ``owt``: torchvision's AlexNet (Krizhevsky's "One weird trick", arXiv 1404.5997), one
+  column: conv1 64 11x11 stride 4 pad 2, conv2 192 5x5, conv3-5 384/256/256 3x3, fc
+  4096/4096; 224 -> 55 -> pool 27 -> 27 -> pool 13 -> 13 -> pool 6 -> ``avgpool`` to 6x6
+  (adaptive: fc6 reads 9216 at any input). Defaults no LRN, inverted dropout before fc6
+  and fc7; parameters named as torchvision's (``param_names``: ``features.0`` ...
+  ``classifier.6``). Stored 256. 61,100,840 parameters.
 
-Spatial sizes follow ``out = (in + 2 pad - kernel) // stride + 1`` for convolutions and
-``floor((in - z) / s) + 1`` for pooling (``ceil`` with ``pool_rounding="ceil"``, Caffe's:
+Spatial sizes: ``out = (in + 2 pad - kernel) // stride + 1`` for convolutions,
+``floor((in - z) / s) + 1`` for pooling (``ceil`` with ``pool_rounding="ceil"``:
 ``layers.checks.window_count``); ``ArchSpec.sizes`` computes them for a pooling choice
-(3/2, the paper, or the 2/2 ablation) and rounding.
+(3/2, the paper's, or the 2/2 ablation) and rounding.
 """
+
+from __future__ import annotations
 
 import dataclasses
 
@@ -81,27 +60,32 @@ class ArchSpec:
 
     name: str
     input_size: int
-    convs: tuple  # five ConvSpec: conv1 .. conv5
-    fc: tuple  # widths of fc6 and fc7
+    convs: tuple[ConvSpec, ...]  # five ConvSpec: conv1 .. conv5
+    fc: tuple[int, ...]  # widths of fc6 and fc7
     num_classes: int
     store_size: int
-    columns: tuple = (1, 2)  # the column counts this arch allows; the largest is the default
+    columns: tuple[int, ...] = (
+        1,
+        2,
+    )  # the column counts this arch allows; the largest is the default
     avgpool: int = 0  # side of an adaptive average pooling after pool5; 0: none
     lrn: bool = True  # defaults of the NetOptions fields of the same names
     dropout_mode: str = "paper"
     dropout_placement: str = "after"
-    param_names: tuple = ()  # (layer, prefix) pairs where the parameters' names differ
+    param_names: tuple[
+        tuple[str, str], ...
+    ] = ()  # (layer, prefix) pairs where the parameters' names differ
 
-    def param_prefix(self, layer):
+    def param_prefix(self, layer: str) -> str:
         """The prefix of ``layer``'s parameter names: ``layer`` itself (``conv1.weight``)
         or the arch's name for it (``owt``: ``features.0``, as in ``features.0.weight``)."""
         return dict(self.param_names).get(layer, layer)
 
     @property
-    def crop_size(self):
+    def crop_size(self) -> int:
         return self.input_size
 
-    def sizes(self, pool=(3, 2), rounding="floor"):
+    def sizes(self, pool: tuple[int, int] = (3, 2), rounding: str = "floor") -> dict[str, int]:
         """Spatial sizes after conv1, pool1, conv2, pool2, conv3-5, pool5 (and the average
         pooling, where the arch has one), as a dict, pooling rounded down
         (``rounding="floor"``) or up (``"ceil"``).
@@ -109,7 +93,7 @@ class ArchSpec:
         ``ValueError`` when a size drops below 1 for this pooling choice.
         """
         z, s = pool
-        out = {}
+        out: dict[str, int] = {}
         h = self.input_size
         for i, conv in enumerate(self.convs, start=1):
             h = (h + 2 * conv.pad - conv.kernel) // conv.stride + 1
@@ -128,7 +112,7 @@ class ArchSpec:
             out["avgpool"] = self.avgpool
         return out
 
-    def fc6_inputs(self, pool=(3, 2), rounding="floor"):
+    def fc6_inputs(self, pool: tuple[int, int] = (3, 2), rounding: str = "floor") -> int:
         """Number of inputs of fc6: conv5's width times the pooled map's area."""
         sizes = self.sizes(pool, rounding)
         h = sizes["avgpool" if self.avgpool else "pool5"]
@@ -261,7 +245,7 @@ ARCHS = {
 }
 
 
-def get_arch(arch):
+def get_arch(arch: str | ArchSpec) -> ArchSpec:
     """The ``ArchSpec`` for a name in ``ARCHS`` (or an ``ArchSpec`` given directly)."""
     if isinstance(arch, ArchSpec):
         return arch
@@ -270,7 +254,7 @@ def get_arch(arch):
     return ARCHS[arch]
 
 
-def check_columns(spec, columns):
+def check_columns(spec: ArchSpec, columns: int) -> None:
     """``ValueError`` unless ``spec`` allows ``columns`` columns."""
     if columns not in spec.columns:
         raise ValueError(
@@ -287,15 +271,15 @@ HEADS = ("fc", "gap")
 
 
 def param_shapes(
-    spec,
+    spec: str | ArchSpec,
     *,
-    columns=2,
-    num_classes=None,
-    pool=(3, 2),
-    head="fc",
-    pool_rounding="floor",
-    refnet_names=False,
-):
+    columns: int = 2,
+    num_classes: int | None = None,
+    pool: tuple[int, int] = (3, 2),
+    head: str = "fc",
+    pool_rounding: str = "floor",
+    refnet_names: bool = False,
+) -> dict[str, tuple[int, ...]]:
     """``{name: shape}`` of every parameter in the grouped single-device form, in order.
 
     Names are PyTorch's (``conv1.weight``, ``conv1.bias``, ..., ``fc8.bias``), or the
@@ -328,7 +312,7 @@ def param_shapes(
             raise ValueError(
                 f"arch {spec.name!r}: {name} width {width} does not split into {columns} columns"
             )
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     c_in = 3
     for i, conv in enumerate(spec.convs, start=1):
         name = f"conv{i}"
@@ -350,7 +334,7 @@ def param_shapes(
     return {param_key(spec, name): shape for name, shape in shapes.items()}
 
 
-def param_key(spec, name):
+def param_key(spec: ArchSpec, name: str) -> str:
     """The arch's name of the parameter refnet calls ``name`` (``"conv1.weight"``)."""
     layer, kind = name.rsplit(".", 1)
     return f"{spec.param_prefix(layer)}.{kind}"

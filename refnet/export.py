@@ -6,73 +6,62 @@
     model = onnx_model(net, outputs=("conv1", "relu1"))   # an onnx.ModelProto, in memory
     to_onnx(net, "alexnet.onnx")                          # written atomically
 
-The graph is written node by node with onnx's helper API (``onnx.helper.make_node``,
-``make_graph``, ``make_model``, ``onnx.numpy_helper.from_array``) from
-``net.state_dict()``: no other framework is involved. It follows ``net.layers`` in the
-grouped single-device form (every map NCHW, both columns' channels side by side), and
+The graph is written node by node with onnx's helper API (``onnx.helper.make_node``, ...,
+``onnx.numpy_helper.from_array``) from ``net.state_dict()``: no other framework is
+involved. It follows ``net.layers`` in the grouped single-device form (every map NCHW,
+both columns' channels side by side), each layer kind writing its own nodes (its ``onnx``
+method: Conv, Relu, LRN, MaxPool, Flatten, Gemm, ...; the table in docs/interop.md), and
 each layer's result is the tensor named after the layer, so ``outputs=`` can expose any
-of them for a layer-by-layer comparison with ``net.features(x, upto=NAME, maps=True)``:
+of them for a comparison with ``net.features(x, upto=NAME, maps=True)``. The input is
+``input`` (N, 3, S, S), N symbolic, in the net's dtype (float32 or float64); the outputs
+are ``logits`` (N, K) and ``probabilities`` = Softmax(logits, axis=1).
 
-    input (N, 3, S, S), N symbolic, the net's dtype (float32 or float64)
-    Conv      conv1..conv5 and the "gap" head; pads, strides, and group = input channels
-              / the weight's input channels (2 for conv2, conv4, conv5 of the two-column
-              net; conv3 and the fc layers read both columns' outputs, so group 1)
-    Relu      relu1..relu5, relu_fc6, relu_fc7
-    LRN       lrn1, lrn2 (below); with lrn_mode="column" and two columns: Split into the
-              columns' halves, one LRN each, Concat
-    MaxPool   pool1, pool2, pool5: window and stride from options.pool, no padding,
-              options.pool_rounding as ceil_mode (0 floor, 1 ceil: the last window may
-              hang over the edge, PyTorch's and ONNX's rule)
-    Identity  the exchanges between columns (to_conv3, to_fc6, ...): in the grouped
-              form the columns' maps are already side by side
-    Flatten   flatten (axis 1): pool5's (C, S, S) in C order, fc6's input order in
-              refnet in either layout (the CHWN maps' transpose is this same order)
-    Gemm      fc6, fc7, fc8: y = x W^T + b (transB=1, W (out, in) as stored)
-    Mul       dropout_fc6, dropout_fc7 with dropout_mode="paper": the test-time x (1 - p)
-              (an Identity with "inverted", whose test time is the identity)
-    GlobalAveragePool + Flatten   the "gap" head's average over positions
-    outputs   "logits" (N, K) and "probabilities" = Softmax(logits, axis=1)
-
-LRN: refnet (and the paper) computes b = a / (k + alpha * sum_{window} a^2)^beta with
-alpha as is. ONNX's LRN computes y = x / (bias + (alpha / size) * square_sum)^beta over
-channels c - floor((size-1)/2) .. c + ceil((size-1)/2), clipped at the edges (the same
-window for odd sizes), so it is written with ``alpha = refnet's alpha * size`` and
-``bias = k`` (ONNX's default bias is 1, the paper's k is 2). ONNX stores these
-attributes as float32: the paper's alpha gives 5e-4, not a float32 number, so a float64
-export normalises with alpha off by ~5e-8 relative (LRN outputs ~4e-11 apart); alphas
-whose alpha * size is a float32 number (0.025 * 5 = 1/8) are exact.
+LRN: refnet's b = a / (k + alpha * sum_{window} a^2)^beta is ONNX's
+y = x / (bias + (alpha / size) * square_sum)^beta with ``alpha = refnet's alpha * size``
+and ``bias = k``, one LRN per column (Split, LRN, Concat) with ``lrn_mode="column"``.
+ONNX stores these attributes as float32, and ONNX Runtime has no float64 LRN kernel
+(a float64 export is for onnx's reference evaluator): docs/conventions.md, "ONNX".
 
 The model's ``metadata_props`` hold ``refnet.options`` (``net.options.to_dict()`` as JSON)
-and ``refnet.version``. ``onnx`` is imported only here, inside the functions that use it
-(``pip install -e '.[interop]'``). ONNX Runtime runs the float32 graph; it has no float64
-LRN kernel, so a float64 export is for onnx's reference evaluator or other runtimes.
-How the export is checked: ``tests/test_export.py`` and ``python -m refnet.verify``'s
-``onnxruntime`` part (``verify/against_onnxruntime.py``).
+and ``refnet.version``. ``onnx`` is imported only inside the functions that use it
+(``pip install -e '.[interop]'``).
 
 Exit status: 0 written, 2 for a bad option, a checkpoint that cannot be used, an output
 path that cannot be written or onnx not installed (one line says which), 130 when
 interrupted (Ctrl-C).
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy
 
 from refnet.data.cli import Parser, UserError, exit_status, new_file, run_command
 from refnet.data.files import atomic_path
 from refnet.evaluate import add_network_arguments, load_network
+from refnet.layers.backend import DTypeLike
 from refnet.nodes import Input
 from refnet.nodes.lrn import onnx_attributes
+
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto, TensorProto
+
+    from refnet.network import AlexNet
 
 OPSET = 17  # every operator used here is unchanged in opsets 13-17
 OPTIONS_KEY = "refnet.options"
 VERSION_KEY = "refnet.version"
 
 
-def _onnx():
+def _onnx() -> ModuleType:
     try:
         import onnx
         import onnx.numpy_helper
@@ -83,7 +72,7 @@ def _onnx():
     return onnx
 
 
-def refnet_version():
+def refnet_version() -> str:
     """The installed refnet's version ("unknown" when it runs from a bare checkout)."""
     from importlib import metadata
 
@@ -93,23 +82,23 @@ def refnet_version():
         return "unknown"
 
 
-def output_names(net):
+def output_names(net: AlexNet) -> list[str]:
     """The names ``outputs=`` accepts: every layer of ``net.layers`` after the input."""
     return [layer.name for layer in net.layers if not isinstance(layer, Input)]
 
 
-def lrn_attributes(params):
+def lrn_attributes(params: Mapping[str, float]) -> dict[str, float]:
     """ONNX LRN's attributes for refnet's ``{size, alpha, beta, k}`` (module doc)."""
     return onnx_attributes(params)
 
 
-def lrn_groups(net):
+def lrn_groups(net: AlexNet) -> int:
     """Channel groups each normalised on their own: the columns with ``lrn_mode="column"``,
     one group with ``"all"`` (Caffe's LRN across the column boundary) or one column."""
     return net.columns if net.lrn_mode == "column" else 1
 
 
-def dropout_scale(net):
+def dropout_scale(net: AlexNet) -> float | None:
     """The test-time factor of dropout: 1 - p in the paper's mode, None (identity) else."""
     return 1.0 - net.dropout if net.dropout_mode == "paper" else None
 
@@ -119,22 +108,26 @@ class _Graph:
     method asks for them; ``last`` is the newest tensor, named after the layer that made
     it; ``sd`` the weights (``net.state_dict()``)."""
 
-    def __init__(self, onnx, dtype, sd):
+    def __init__(
+        self, onnx: ModuleType, dtype: numpy.dtype, sd: Mapping[str, numpy.ndarray]
+    ) -> None:
         self.onnx, self.dtype, self.sd = onnx, dtype, sd
-        self.nodes, self.weights, self.last = [], [], "input"
+        self.nodes: list[NodeProto] = []
+        self.weights: list[TensorProto] = []
+        self.last = "input"
 
-    def node(self, op, inputs, output, **attrs):
+    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: object) -> str:
         self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], name=output, **attrs))
         self.last = output
         return output
 
-    def split(self, source, outputs, name, axis):
+    def split(self, source: str, outputs: Sequence[str], name: str, axis: int) -> None:
         """A Split of ``source`` into equal parts ``outputs`` along ``axis``."""
         self.nodes.append(
             self.onnx.helper.make_node("Split", [source], list(outputs), name=name, axis=axis)
         )
 
-    def weight(self, name, array):
+    def weight(self, name: str, array: numpy.ndarray) -> str:
         self.weights.append(
             self.onnx.numpy_helper.from_array(
                 numpy.ascontiguousarray(array, dtype=self.dtype), name
@@ -142,16 +135,18 @@ class _Graph:
         )
         return name
 
-    def param(self, key):
+    def param(self, key: str) -> str:
         """The initializer of parameter ``key`` of the net."""
         return self.weight(key, self.sd[key])
 
-    def constant(self, name, value):
+    def constant(self, name: str, value: float) -> str:
         """A scalar initializer."""
         return self.weight(name, numpy.asarray(value))
 
 
-def onnx_model(net, outputs=(), dtype=None):
+def onnx_model(
+    net: AlexNet, outputs: str | Iterable[str] = (), dtype: DTypeLike | None = None
+) -> ModelProto:
     """The ``onnx.ModelProto`` of ``net`` (module doc), checked by ``onnx.checker``.
 
     ``outputs``: names of layers (``output_names(net)``) whose results become graph
@@ -174,7 +169,7 @@ def onnx_model(net, outputs=(), dtype=None):
     sd = net.state_dict()
     g = _Graph(onnx, dtype, sd)
     s = net.spec.input_size
-    shape = (3, s, s)  # per image, the grouped form
+    shape: tuple[int, ...] = (3, s, s)  # per image, the grouped form
     for layer in net.layers:
         layer.onnx(g, shape)
         shape = layer.output_shape(shape)
@@ -214,7 +209,12 @@ def onnx_model(net, outputs=(), dtype=None):
     return model
 
 
-def to_onnx(net, path, outputs=(), dtype=None):
+def to_onnx(
+    net: AlexNet,
+    path: str | Path,
+    outputs: str | Iterable[str] = (),
+    dtype: DTypeLike | None = None,
+) -> str | Path:
     """Write ``onnx_model(net, outputs, dtype)`` to ``path`` atomically; returns ``path``."""
     onnx = _onnx()
     model = onnx_model(net, outputs=outputs, dtype=dtype)
@@ -226,7 +226,7 @@ def to_onnx(net, path, outputs=(), dtype=None):
 # -- the command line -------------------------------------------------------------------
 
 
-def name_list(text):
+def name_list(text: str) -> list[str]:
     """An ``argparse`` type: comma-separated names (checked against the net later)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -242,7 +242,7 @@ EXIT_CODES = {
 }
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.export",
         exit_codes=EXIT_CODES,
@@ -276,10 +276,10 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body():
+    def body() -> None:
         net, _cfg, _state = load_network(args.checkpoint, args.device)
         try:
             to_onnx(net, args.onnx, outputs=args.outputs, dtype=args.dtype)

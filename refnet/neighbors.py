@@ -21,9 +21,13 @@ Exit status: 0 the grid was written, 2 for a bad option or a checkpoint, data di
 or image that cannot be used (one line says which), 130 when interrupted (Ctrl-C).
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy
 
@@ -47,11 +51,23 @@ from refnet.evaluate import (
     predict_views,
 )
 from refnet.layers import backend
+from refnet.layers.backend import Array
 from refnet.predict import preprocess
+
+if TYPE_CHECKING:
+    from refnet.checkpoint import TrainingState
+    from refnet.network import AlexNet
+    from refnet.train_inputs import InputPipeline
 
 NEIGHBORS = 6  # training images per query, as in the paper's figure
 FIGURE = "neighbors.png"  # the grid's name in the run folder when no --out is given
 TOP = 5  # classes drawn as bars
+
+Queries = tuple[
+    numpy.ndarray, numpy.ndarray, Sequence[numpy.ndarray], Sequence[str], Sequence[str | None]
+]
+"""What ``file_queries`` and ``validation_queries`` give: features (Q, F), probabilities
+(Q, K), pictures [(Cr, Cr, 3) uint8], captions and true class names (None: unknown)."""
 
 
 class NearestSearch:
@@ -64,14 +80,14 @@ class NearestSearch:
     result equals one stable sort of all distances at once, whatever the batches.
     """
 
-    def __init__(self, queries, k=NEIGHBORS):
+    def __init__(self, queries: Array, k: int = NEIGHBORS) -> None:
         self.queries = numpy.asarray(backend.asnumpy(queries), dtype=numpy.float64)  # (Q, F)
         self.k = int(k)
         q = len(self.queries)
         self.dist = numpy.empty((q, 0))  # (Q, <= k)
         self.index = numpy.empty((q, 0), dtype=numpy.int64)  # (Q, <= k)
 
-    def add(self, feats, indices):
+    def add(self, feats: Array, indices: numpy.ndarray) -> None:
         feats = numpy.asarray(backend.asnumpy(feats), dtype=numpy.float64)  # (B, F)
         if feats.ndim != 2 or feats.shape[1] != self.queries.shape[1]:
             raise ValueError(
@@ -90,7 +106,14 @@ class NearestSearch:
         self.index = numpy.take_along_axis(index, order, axis=1)
 
 
-def search_training_set(net, pipeline, queries, k=NEIGHBORS, batch=64, progress=True):
+def search_training_set(
+    net: AlexNet,
+    pipeline: InputPipeline,
+    queries: Array,
+    k: int = NEIGHBORS,
+    batch: int = 64,
+    progress: bool = True,
+) -> tuple[numpy.ndarray, numpy.ndarray]:
     """(distances (Q, k), training-store indices (Q, k)) of the ``k`` training images
     nearest to ``queries`` (Q, F) by the features of their centre crops."""
     search = NearestSearch(queries, k)
@@ -106,7 +129,7 @@ def search_training_set(net, pipeline, queries, k=NEIGHBORS, batch=64, progress=
     return search.dist, search.index
 
 
-def _centre(image, crop):
+def _centre(image: numpy.ndarray, crop: int) -> numpy.ndarray:
     """The centre crop (Cr, Cr, 3) of a stored image (S, S, 3), as the network sees it."""
     o = (image.shape[0] - crop) // 2
     return image[o : o + crop, o : o + crop]
@@ -116,12 +139,12 @@ class QueryImageError(UserError):
     """A query image that cannot be used; the message names its path and the reason."""
 
 
-def file_queries(net, state, paths):
+def file_queries(net: AlexNet, state: TrainingState, paths: Sequence[str]) -> Queries:
     """(features (Q, F), probabilities (Q, K), pictures [(Cr, Cr, 3) uint8], captions,
     true class names or None); ``state``: the checkpoint's ``TrainingState``. An image
     that cannot be read raises ``QueryImageError`` naming it (a grid with a row
     missing would hide it)."""
-    inputs = state.inputs
+    inputs = cast("dict[str, Any]", state.inputs)  # the preprocessing record (main checks it)
     feats, probs, pictures = [], [], []
     for path in paths:
         try:
@@ -136,7 +159,7 @@ def file_queries(net, state, paths):
     return numpy.concatenate(feats), numpy.stack(probs), pictures, captions, truth
 
 
-def validation_queries(net, pipeline, count):
+def validation_queries(net: AlexNet, pipeline: InputPipeline, count: int) -> Queries:
     """The same for ``count`` validation images spread evenly over the store's order."""
     with StoreReader(pipeline.val_path) as val:
         if count > val.count:
@@ -151,7 +174,9 @@ def validation_queries(net, pipeline, count):
     return feats, probs, pictures, captions, truth
 
 
-def figure_rows(pipeline, queries, dist, index):
+def figure_rows(
+    pipeline: InputPipeline, queries: Queries, dist: numpy.ndarray, index: numpy.ndarray
+) -> list[dict[str, Any]]:
     """What ``refnet.plots.plot_neighbors`` draws, one dict per query."""
     _, probs, pictures, captions, truth = queries
     names = pipeline.class_names
@@ -176,14 +201,14 @@ def figure_rows(pipeline, queries, dist, index):
     return rows
 
 
-def default_figure(checkpoint_arg):
+def default_figure(checkpoint_arg: str) -> str:
     """Where the grid goes without ``--out``: ``FIGURE`` in the run folder (the folder
     ``--checkpoint`` names, or the folder of the checkpoint file it names)."""
     folder = checkpoint_arg if os.path.isdir(checkpoint_arg) else os.path.dirname(checkpoint_arg)
     return os.path.join(folder or ".", FIGURE)
 
 
-def png_path(text):
+def png_path(text: str) -> str:
     """``--out``: a file name in an existing folder (an ``argparse`` type)."""
     folder = os.path.dirname(os.path.abspath(text))
     if os.path.isdir(text):
@@ -200,7 +225,7 @@ EXIT_CODES = {
 }
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.neighbors",
         exit_codes=EXIT_CODES,
@@ -241,12 +266,12 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     from refnet.plots import plot_neighbors
 
     args = build_parser().parse_args(argv)
 
-    def body():
+    def body() -> None:
         net, cfg, state = load_network(args.checkpoint, args.device)
         pipeline = open_data(net, cfg, args.data)
         try:

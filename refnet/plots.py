@@ -6,8 +6,12 @@ backend's extension, the fonts, the PNG writer: ``load_drawing``), so that a Ctr
 a run never lands half-way through loading them, which would break their initialisation.
 """
 
+from __future__ import annotations
+
 import io
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 import numpy
@@ -17,8 +21,11 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
 from refnet.data.files import atomic_path  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def load_drawing():
+
+def load_drawing() -> None:
     """Draw one small figure with what the plots use (lines, markers, a legend, an
     image, a title, tight layout) into memory as a PNG: matplotlib and Pillow load their
     remaining modules and extensions on first use, and this is that first use
@@ -39,7 +46,7 @@ def load_drawing():
 load_drawing()
 
 
-def save_figure(fig, path):
+def save_figure(fig: Figure, path: str | Path) -> Path:
     """``fig`` as a PNG at ``path``, written atomically (``data.files.atomic_path``)."""
     path = Path(path)
     try:
@@ -50,7 +57,7 @@ def save_figure(fig, path):
     return path
 
 
-def plot_curves(history, path):
+def plot_curves(history: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """Loss and top-1/top-5 validation error per epoch from the epoch records of a run."""
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
@@ -68,7 +75,7 @@ def plot_curves(history, path):
     return save_figure(fig, path)
 
 
-def kernel_grid(w, cols=8):
+def kernel_grid(w: numpy.ndarray, cols: int = 8) -> numpy.ndarray:
     """conv1 kernels (K, 3, kh, kw) as one RGB image, each kernel scaled to [0, 1] on its own.
 
     Returns an array (rows * (kh + 1) - 1, cols * (kw + 1) - 1, 3) with white 1-pixel gaps.
@@ -88,7 +95,7 @@ def kernel_grid(w, cols=8):
     return grid
 
 
-def plot_conv1(weight, columns, path):
+def plot_conv1(weight: numpy.ndarray, columns: int, path: str | Path) -> Path:
     """conv1's kernels as images, one panel per column (the paper's Figure 3 layout).
 
     ``weight`` is conv1's weight in the grouped single-device layout (K, 3, kh, kw); the
@@ -111,13 +118,13 @@ def plot_conv1(weight, columns, path):
     return save_figure(fig, path)
 
 
-def neighbors_figsize(rows, k):
+def neighbors_figsize(rows: int, k: int) -> tuple[float, float]:
     """(width, height) in inches of ``plot_neighbors``'s grid (multiples of 0.5, so the
     PNG is exactly 100 times that in pixels): a 1.5 inch cell per image, 3 for the bars."""
     return 1.5 * (k + 1) + 3.0, 2.0 * rows + 0.5
 
 
-def plot_neighbors(rows, path):
+def plot_neighbors(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
     """The paper's Figure 4: one row per query, its picture, its top classes as bars, and
     its nearest training images captioned with class name and distance.
 

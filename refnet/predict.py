@@ -16,8 +16,12 @@ still classified), 2 for a bad option or a checkpoint that cannot be used, 130 w
 interrupted (Ctrl-C).
 """
 
+from __future__ import annotations
+
 import json
 import sys
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy
 
@@ -27,8 +31,12 @@ from refnet.data.cli import Parser, exit_status, positive_int, run_command
 from refnet.data.decode import BadImage, decode_image
 from refnet.evaluate import add_network_arguments, load_network, predict_views
 
+if TYPE_CHECKING:
+    from refnet.checkpoint import TrainingState
+    from refnet.network import AlexNet
 
-def preprocess(path, inputs, views="ten"):
+
+def preprocess(path: str, inputs: Mapping[str, Any], views: str = "ten") -> numpy.ndarray:
     """The network's input for one image file: (1, 3, Cr, Cr) or (10, 1, 3, Cr, Cr)."""
     size = int(inputs["store_size"])
     img = decode_image(path, size)[None]  # (1, S, S, 3) uint8
@@ -39,10 +47,16 @@ def preprocess(path, inputs, views="ten"):
     return fn(img, mean, int(inputs["crop"]), scale=scale, dtype=inputs["dtype"])
 
 
-def predict(net, state, paths, views="ten", top=5):
+def predict(
+    net: AlexNet,
+    state: TrainingState,
+    paths: Iterable[str],
+    views: str = "ten",
+    top: int = 5,
+) -> list[tuple[str, list[tuple[str, float]]]]:
     """``[(path, [(class name, probability), ...])]`` for each image file; ``state``: the
     checkpoint's ``TrainingState`` (its preprocessing record)."""
-    inputs = state.inputs
+    inputs = cast("dict[str, Any]", state.inputs)  # the preprocessing record (main checks it)
     names = list(inputs["class_names"])
     out = []
     for path in paths:
@@ -59,7 +73,7 @@ EXIT_CODES = {
 }
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.predict",
         exit_codes=EXIT_CODES,
@@ -85,10 +99,10 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body():
+    def body() -> int:
         net, _cfg, state = load_network(args.checkpoint, args.device)
         if state.inputs is None:
             raise UsageError(f"{args.checkpoint} holds no preprocessing record")

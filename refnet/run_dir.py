@@ -1,8 +1,8 @@
 """The run folder: a name of its own, one run at a time in it, and what a killed run left.
 
-    path = claim(requested, default)   # creates the folder if needed and locks it
+    folder, lock, created = claim(out or default_name(arch), unique=out is None)  # locked
     ...train...
-    path.lock.release()                # or the kernel releases it when the process ends
+    lock.release()        # or the kernel releases it when the process ends
 
 - **Names.** With no ``--out`` the folder is ``runs/<arch>-<YYYYmmdd-HHMMSS>``; when that
   exists (two runs started in the same second), ``-2``, ``-3``, ... is appended. The
@@ -17,6 +17,8 @@
   otherwise repeat those records when resumed). Temporaries of killed writers are removed
   with ``data.files.remove_stale_temporaries``.
 """
+
+from __future__ import annotations
 
 import fcntl
 import json
@@ -39,7 +41,7 @@ class RunDirBusy(UserError):
 class RunLock:
     """An exclusive, non-blocking ``flock`` on ``RUN_DIR/.lock``; ``RunDirBusy`` if held."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -51,7 +53,7 @@ class RunLock:
                 f"{run_dir} is in use by another run ({holder}); wait for it "
                 "to end or choose another --out"
             ) from None
-        self.fd = fd
+        self.fd: int | None = fd
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -61,14 +63,14 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
 
-    def release(self):
+    def release(self) -> None:
         """Drop the lock (the file stays; it is free as soon as no process holds it)."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
 
-def _read_holder(fd):
+def _read_holder(fd: int) -> str:
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
@@ -81,12 +83,12 @@ def _read_holder(fd):
     )
 
 
-def default_name(arch, root="runs"):
+def default_name(arch: str, root: str | Path = "runs") -> str:
     """``runs/<arch>-<YYYYmmdd-HHMMSS>``: the folder a run without ``--out`` asks for."""
     return str(Path(root) / f"{arch}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def claim(path, *, unique):
+def claim(path: str | Path, *, unique: bool) -> tuple[Path, RunLock, bool]:
     """``(folder, lock, created)``: the run folder made (if needed) and locked.
 
     ``unique``: the name is a default one: if it exists, ``-2``, ``-3``, ... is appended
@@ -115,7 +117,7 @@ def claim(path, *, unique):
         raise
 
 
-def remove_if_empty(path):
+def remove_if_empty(path: str | Path) -> None:
     """Remove a run folder that holds nothing but its lock file (a refused start)."""
     path = Path(path)
     try:
@@ -125,7 +127,7 @@ def remove_if_empty(path):
         pass
 
 
-def trim_log(run_dir, step):
+def trim_log(run_dir: str | Path, step: int) -> int:
     """Keep only the records of ``log.jsonl`` up to ``step`` (rewritten atomically);
     returns the number of records dropped."""
     log = Path(run_dir) / "log.jsonl"

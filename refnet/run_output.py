@@ -18,13 +18,25 @@ epoch (``final``): drawing them takes about half a second, longer than an epoch 
 small data set.
 """
 
+from __future__ import annotations
+
 import json
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy
 
 from refnet import checkpoint
 from refnet.data.files import append_text
 from refnet.data.progress import Progress
 from refnet.plots import plot_conv1, plot_curves
+
+if TYPE_CHECKING:
+    from refnet.checkpoint import TrainingState
+    from refnet.config import TrainConfig
+    from refnet.distributed import Solo
 
 PLOT_EVERY = 30.0  # seconds between two drawings of the plots (the last epoch's is drawn)
 
@@ -32,36 +44,47 @@ PLOT_EVERY = 30.0  # seconds between two drawings of the plots (the last epoch's
 class RunOutput:
     """The run folder's writer and the console's voice (rank 0)."""
 
-    def __init__(self, folder, cfg, world_size, say=print):
+    folder: Path | None  # the run folder (a ``NoOutput`` may have none)
+
+    def __init__(
+        self, folder: Path, cfg: TrainConfig, world_size: int, say: Callable[..., object] = print
+    ) -> None:
         self.folder = folder
+        self._dir = folder  # what the writers write into
         self.keep = cfg.keep
         self.quiet = cfg.quiet
         self.world_size = world_size
         self._say = say
         self._plotted = -float("inf")  # when the plots were last drawn (perf_counter)
 
-    def say(self, *args, **kwargs):
+    def say(self, *args: Any, **kwargs: Any) -> None:
         if not self.quiet:
             self._say(*args, **kwargs)
 
-    def progress(self, total, desc):
+    def progress(self, total: int, desc: str) -> Progress:
         return Progress(total=total, desc=desc, unit="img", enabled=not self.quiet)
 
-    def log(self, record):
+    def log(self, record: dict[str, Any]) -> None:
         record = {**record, "world_size": self.world_size}
-        append_text(self.folder / "log.jsonl", json.dumps(record) + "\n")
+        append_text(self._dir / "log.jsonl", json.dumps(record) + "\n")
 
-    def checkpoint(self, path, state):
+    def checkpoint(self, path: Path, state: TrainingState) -> Path:
         path = checkpoint.write_state(path, state)
-        checkpoint.prune(self.folder, self.keep)
+        checkpoint.prune(self._dir, self.keep)
         return path
 
-    def best(self, state):
+    def best(self, state: TrainingState) -> Path | None:
         """Write ``state`` as the run's best checkpoint (``checkpoint.best_path``),
         atomically like the others; ``--keep`` does not prune it."""
-        return checkpoint.write_state(checkpoint.best_path(self.folder), state)
+        return checkpoint.write_state(checkpoint.best_path(self._dir), state)
 
-    def plots(self, history, conv1, columns, final=True):
+    def plots(
+        self,
+        history: Sequence[dict[str, Any]],
+        conv1: numpy.ndarray,
+        columns: int,
+        final: bool = True,
+    ) -> None:
         """curves.png and conv1_filters.png, unless drawn less than ``PLOT_EVERY`` seconds
         ago and not ``final``."""
         now = time.perf_counter()
@@ -69,30 +92,38 @@ class RunOutput:
             return
         self._plotted = now
         if history:
-            plot_curves(history, self.folder / "curves.png")
-        plot_conv1(conv1, columns, self.folder / "conv1_filters.png")
+            plot_curves(history, self._dir / "curves.png")
+        plot_conv1(conv1, columns, self._dir / "conv1_filters.png")
 
 
 class NoOutput(RunOutput):
     """Another rank's: it writes and shows nothing."""
 
-    def __init__(self, folder=None):
+    def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
         self.quiet = True
 
-    def log(self, record):
+    def log(self, record: dict[str, Any]) -> None:
         pass
 
-    def checkpoint(self, path, state):
+    def checkpoint(self, path: Path, state: TrainingState) -> Path:
         return path
 
-    def best(self, state):
+    def best(self, state: TrainingState) -> Path | None:
         return None
 
-    def plots(self, history, conv1, columns, final=True):
+    def plots(
+        self,
+        history: Sequence[dict[str, Any]],
+        conv1: numpy.ndarray,
+        columns: int,
+        final: bool = True,
+    ) -> None:
         pass
 
 
-def run_output(world, folder, cfg, say=print):
+def run_output(
+    world: Solo, folder: Path, cfg: TrainConfig, say: Callable[..., object] = print
+) -> RunOutput:
     """Rank 0's ``RunOutput`` for ``folder``, a ``NoOutput`` on the other ranks."""
     return RunOutput(folder, cfg, world.size, say) if world.is_root else NoOutput(folder)

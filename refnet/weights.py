@@ -28,14 +28,20 @@ format (``pip install -e '.[interop]'``). The file is written atomically
 (``data.files.atomic_path``), with the permissions of any other new file.
 """
 
+from __future__ import annotations
+
 import json
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy
 
 from refnet.arch import ARCHS, param_shapes
 from refnet.data.cli import UserError
 from refnet.data.files import atomic_path
-from refnet.network import build_network
+from refnet.network import AlexNet, build_network
 from refnet.options import NetOptions
 
 OPTIONS_KEY = "refnet.options"
@@ -46,7 +52,7 @@ class WeightsError(UserError):
     used; the message is one line naming the file."""
 
 
-def check_tensors(path, tensors):
+def check_tensors(path: str | Path, tensors: Mapping[str, Any]) -> None:
     """Refuse parameters no network can hold: ``WeightsError`` naming ``path`` and the
     first offending name, for an array that is not floating-point (its dtype named:
     integers, booleans and complex numbers are never cast) or holds NaN or Inf."""
@@ -63,7 +69,7 @@ def check_tensors(path, tensors):
             raise WeightsError(f"{path}: parameter {name!r} has non-finite values (NaN or Inf)")
 
 
-def _safetensors_numpy():
+def _safetensors_numpy() -> ModuleType:
     try:
         import safetensors.numpy
     except ImportError:
@@ -73,7 +79,7 @@ def _safetensors_numpy():
     return safetensors.numpy
 
 
-def save_safetensors(net, path):
+def save_safetensors(net: AlexNet, path: str | Path) -> str | Path:
     """Write ``net``'s parameters and options to ``path`` (module doc)."""
     st = _safetensors_numpy()
     tensors = {name: numpy.ascontiguousarray(a) for name, a in net.state_dict().items()}
@@ -83,7 +89,7 @@ def save_safetensors(net, path):
     return path
 
 
-def read_safetensors(path):
+def read_safetensors(path: str | Path) -> tuple[dict[str, numpy.ndarray], NetOptions | None]:
     """``(tensors, options)``: the file's arrays and the refnet options in its metadata
     (None for a file written elsewhere)."""
     st = _safetensors_numpy()
@@ -110,7 +116,9 @@ def read_safetensors(path):
         ) from None
 
 
-def load_safetensors(path, options=None, **changes):
+def load_safetensors(
+    path: str | Path, options: NetOptions | None = None, **changes: Any
+) -> AlexNet:
     """The network stored in ``path``: built from ``options``, else the file's options,
     else the arch its names and shapes match (``match_options``), with ``changes`` (e.g.
     ``backend="cupy"``), and its parameters loaded (names and shapes checked, values cast
@@ -119,7 +127,7 @@ def load_safetensors(path, options=None, **changes):
     return network_from_tensors(path, tensors, options or stored, changes)
 
 
-def match_options(tensors):
+def match_options(tensors: Mapping[str, Any]) -> NetOptions:
     """The ``NetOptions`` of the arch whose parameter names and shapes are exactly those
     of ``tensors`` ({name: array}), at any of its column counts, with fc8's (or the gap
     head's) width as the classes; ``ValueError`` when no arch or more than one fits."""
@@ -153,7 +161,12 @@ def match_options(tensors):
     return found[0]
 
 
-def network_from_tensors(path, tensors, options=None, changes=None):
+def network_from_tensors(
+    path: str | Path,
+    tensors: dict[str, Any],
+    options: NetOptions | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> AlexNet:
     """The network ``tensors`` ({name: array}, read from ``path``) are the state_dict of:
     built from ``options``, else from the arch their names and shapes match
     (``match_options``), with ``changes``, and loaded."""
