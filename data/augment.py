@@ -42,11 +42,14 @@ one vectorised gather (one kernel on the GPU), or one whole-batch slice when eve
 has the same window (centre and 10-crop views). All paths are tested equal.
 """
 
+from __future__ import annotations
+
 from typing import NamedTuple
 
 import numpy
+from numpy.typing import ArrayLike, DTypeLike
 
-from refnet.layers.backend import as_dtype, get_array_module
+from refnet.layers.backend import Array, Module, as_dtype, get_array_module
 
 
 class Augmentation(NamedTuple):
@@ -58,7 +61,9 @@ class Augmentation(NamedTuple):
     alphas: numpy.ndarray  # (N, 3) float64, lighting coefficients
 
 
-def draw(rng, n, stored_size, crop, *, lighting_std=0.1):
+def draw(
+    rng: numpy.random.Generator, n: int, stored_size: int, crop: int, *, lighting_std: float = 0.1
+) -> Augmentation:
     """Draw the augmentation of ``n`` images from ``rng`` (order in the module doc)."""
     if not isinstance(rng, numpy.random.Generator):
         raise TypeError(f"draw: rng must be a numpy.random.Generator, got {type(rng).__name__}")
@@ -72,7 +77,7 @@ def draw(rng, n, stored_size, crop, *, lighting_std=0.1):
     return Augmentation(oy, ox, flips, alphas)
 
 
-def lighting_shift(alphas, eigval, eigvec):
+def lighting_shift(alphas: ArrayLike, eigval: ArrayLike, eigvec: ArrayLike) -> numpy.ndarray:
     """(N, 3) float64 RGB shift per image: eigvec @ (alphas[n] * sqrt(eigval)).
 
     sqrt: the authors' units, not the paper's literal alpha * eigval (module doc).
@@ -90,7 +95,17 @@ def lighting_shift(alphas, eigval, eigvec):
     return (alphas * numpy.sqrt(eigval)) @ eigvec.T  # (N, 3)
 
 
-def train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None, dtype="float32"):
+def train_views(
+    images: Array,
+    aug: Augmentation,
+    mean_image: Array | None,
+    eigval: ArrayLike | None,
+    eigvec: ArrayLike | None,
+    crop: int,
+    *,
+    scale: ArrayLike | None = None,
+    dtype: DTypeLike = "float32",
+) -> Array:
     """Random crops, flips, mean subtraction and PCA lighting: (N, 3, Cr, Cr) on xp.
 
     ``eigval``/``eigvec`` None: no lighting. ``mean_image`` None: no mean subtraction.
@@ -117,18 +132,18 @@ def train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None, dt
 
 
 def crop_windows(
-    images,
-    offsets_y,
-    offsets_x,
-    flips,
-    mean_image,
-    crop,
+    images: Array,
+    offsets_y: ArrayLike,
+    offsets_x: ArrayLike,
+    flips: ArrayLike,
+    mean_image: Array | None,
+    crop: int,
     *,
-    shift=None,
-    scale=None,
-    dtype="float32",
-    out=None,
-):
+    shift: ArrayLike | None = None,
+    scale: ArrayLike | None = None,
+    dtype: DTypeLike = "float32",
+    out: Array | None = None,
+) -> Array:
     """The general view (formula in the module doc); offsets, flips and shift are host arrays.
 
     images (N, S, S, 3) uint8 on xp -> (N, 3, Cr, Cr) ``dtype`` on xp (written into
@@ -171,7 +186,18 @@ def crop_windows(
     return out
 
 
-def _same_window(images, oy, ox, flip, mean, crop, shift, scale, dt, xp):
+def _same_window(
+    images: Array,
+    oy: int,
+    ox: int,
+    flip: bool,
+    mean: Array | None,
+    crop: int,
+    shift: Array | None,
+    scale: Array | None,
+    dt: numpy.dtype,
+    xp: Module,
+):
     cols = slice(ox + crop - 1, ox - 1 if ox > 0 else None, -1) if flip else slice(ox, ox + crop)
     x = images[:, oy : oy + crop, cols].astype(dt)  # (N, Cr, Cr, 3)
     if mean is not None:
@@ -183,7 +209,18 @@ def _same_window(images, oy, ox, flip, mean, crop, shift, scale, dt, xp):
     return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, 3, Cr, Cr)
 
 
-def _windows_by_loop(images, oy, ox, flips, mean, crop, shift, scale, dt, out=None):
+def _windows_by_loop(
+    images: numpy.ndarray,
+    oy: numpy.ndarray,
+    ox: numpy.ndarray,
+    flips: numpy.ndarray,
+    mean: numpy.ndarray | None,
+    crop: int,
+    shift: numpy.ndarray | None,
+    scale: numpy.ndarray | None,
+    dt: numpy.dtype,
+    out: numpy.ndarray | None = None,
+):
     n = images.shape[0]
     if out is None:
         out = numpy.empty((n, 3, crop, crop), dtype=dt)
@@ -205,7 +242,18 @@ def _windows_by_loop(images, oy, ox, flips, mean, crop, shift, scale, dt, out=No
     return out
 
 
-def _windows_by_gather(images, oy, ox, flips, mean, crop, shift, scale, dt, xp):
+def _windows_by_gather(
+    images: Array,
+    oy: numpy.ndarray,
+    ox: numpy.ndarray,
+    flips: numpy.ndarray,
+    mean: Array | None,
+    crop: int,
+    shift: Array | None,
+    scale: Array | None,
+    dt: numpy.dtype,
+    xp: Module,
+):
     n = images.shape[0]
     ar = numpy.arange(crop)
     rows = oy[:, None] + ar  # (N, Cr)
@@ -222,7 +270,7 @@ def _windows_by_gather(images, oy, ox, flips, mean, crop, shift, scale, dt, xp):
     return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, 3, Cr, Cr)
 
 
-def _scale_array(scale, dt, xp):
+def _scale_array(scale: ArrayLike, dt: numpy.dtype, xp: Module):
     a = numpy.asarray(scale, dtype=numpy.float64)
     if a.shape == ():
         a = numpy.full(3, float(a))
@@ -231,12 +279,12 @@ def _scale_array(scale, dt, xp):
     return xp.asarray(a.astype(dt))
 
 
-def _check_crop(name, stored_size, crop):
+def _check_crop(name: str, stored_size: int, crop: int):
     if not 1 <= crop <= stored_size:
         raise ValueError(f"{name}: crop must be in [1, {stored_size}], got {crop}")
 
 
-def _check_images(name, images, mean_image, crop):
+def _check_images(name: str, images: Array, mean_image: Array | None, crop: int):
     if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"{name}: images must be (N, S, S, 3), got {tuple(images.shape)}")
     if images.dtype != numpy.uint8:

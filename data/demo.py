@@ -35,6 +35,8 @@ the store is built in a temporary folder and renamed into place when complete, s
 concurrent or interrupted calls never leave a half-built cache).
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 
@@ -64,7 +66,7 @@ STRIPED = {6, 7, 8, 9}
 SPLITS = {"train": 0, "val": 1}
 
 
-def _mask(cls, u, v):
+def _mask(cls: int, u: numpy.ndarray, v: numpy.ndarray):
     """Boolean mask of class ``cls`` in object coordinates (radius 1, v pointing up)."""
     au, av = numpy.abs(u), numpy.abs(v)
     if cls == 0:
@@ -94,7 +96,7 @@ def _mask(cls, u, v):
     raise ValueError(f"render: class must be in 0..{len(CLASSES) - 1}, got {cls}")
 
 
-def render(cls, rng, width, height):
+def render(cls: int, rng: numpy.random.Generator, width: int, height: int) -> numpy.ndarray:
     """One (H, W, 3) uint8 image of class ``cls`` (random parameters from ``rng``)."""
     m = min(width, height)
     r = rng.uniform(0.30, 0.38) * m
@@ -128,7 +130,14 @@ def render(cls, rng, width, height):
     return numpy.clip(numpy.rint(img), 0, 255).astype(numpy.uint8)
 
 
-def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0, progress=True):
+def write_demo_tree(
+    root: str,
+    *,
+    train_per_class: int = 150,
+    val_per_class: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+) -> int:
     """Write the JPEG class-folder tree under ``root``; returns the number of files."""
     count = 0
     bar = Progress(
@@ -161,14 +170,19 @@ def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0, prog
     return count
 
 
-def default_cache_dir():
+def default_cache_dir() -> str:
     """``$REFNET_CACHE/demo``, or ``~/.cache/refnet/demo``."""
     return os.path.join(cache_root(), "demo")
 
 
 def ensure_demo(
-    cache_dir=None, *, workers=None, progress=True, train_per_class=150, val_per_class=30
-):
+    cache_dir: str | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    train_per_class: int = 150,
+    val_per_class: int = 30,
+) -> str:
     """Build the demo store once (cached, ``data.cache``) and return the directory with
     train.h5 and val.h5."""
     root = cache_dir if cache_dir is not None else default_cache_dir()
@@ -182,7 +196,7 @@ def ensure_demo(
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
 
-    def make(out):
+    def make(out: str) -> None:
         src = out + "-src"
         try:
             write_demo_tree(

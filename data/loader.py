@@ -46,8 +46,12 @@ Changes. Before each batch is handed out the store file is checked to be the one
 replaced by another build or written to while the run reads it raises ``StoreChanged``.
 """
 
+from __future__ import annotations
+
 import queue
 import threading
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any
 
 import numpy
 
@@ -57,18 +61,18 @@ from refnet.data.store import StoreChanged, StoreError, StoreReader, file_identi
 class Loader:
     def __init__(
         self,
-        path,
-        batch_size,
+        path: str,
+        batch_size: int,
         *,
-        shuffle=True,
-        seed=0,
-        drop_last=True,
-        workers=2,
-        prefetch=4,
-        position=(0, 0),
-        shard=(0, 1),
-        with_indices=False,
-    ):
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
+        workers: int = 2,
+        prefetch: int = 4,
+        position: Sequence[int] = (0, 0),
+        shard: Sequence[int] = (0, 1),
+        with_indices: bool = False,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"Loader: batch_size must be >= 1, got {batch_size}")
         if workers < 0 or prefetch < 1:
@@ -92,21 +96,21 @@ class Loader:
         self.shard, self.with_indices = (rank, ranks), with_indices
         self.seek(*position)
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Batches per epoch."""
         if self.drop_last:
             return self.num_images // self.batch_size
         return -(-self.num_images // self.batch_size)
 
     @property
-    def position(self):
+    def position(self) -> tuple[int, int]:
         return (self._epoch, self._index)
 
     @property
-    def epoch(self):
+    def epoch(self) -> int:
         return self._epoch
 
-    def seek(self, epoch, index=0):
+    def seek(self, epoch: int, index: int = 0) -> None:
         """Continue from ``position`` (epoch, index), as saved from ``loader.position``."""
         epoch, index = int(epoch), int(index)
         if epoch < 0 or not 0 <= index <= self.num_images:
@@ -118,7 +122,7 @@ class Loader:
         if not self._batches_left():
             self._epoch, self._index = epoch + 1, 0
 
-    def epoch_order(self, epoch):
+    def epoch_order(self, epoch: int) -> numpy.ndarray:
         """The (N,) int64 order in which epoch ``epoch`` visits the images."""
         if not self.shuffle:
             return numpy.arange(self.num_images, dtype=numpy.int64)
@@ -128,7 +132,7 @@ class Loader:
         left = self.num_images - self._index
         return left >= self.batch_size or (left > 0 and not self.drop_last)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[numpy.ndarray, ...]]:
         epoch, start = self._epoch, self._index
         order = self.epoch_order(epoch)
         stops = range(start, self.num_images, self.batch_size)
@@ -153,10 +157,11 @@ class Loader:
             source.close()
         self._epoch, self._index = epoch + 1, 0
 
-    def check_unchanged(self):
+    def check_unchanged(self) -> None:
         """``StoreChanged`` if the store file is no longer the one opened (another build
         renamed onto it, or bytes written into it: its inode, size or modification time
         differ); one ``os.stat``, done before each batch is handed out."""
+        now: tuple[int, int, int] | str | None
         try:
             now = file_identity(self.path)
         except OSError as e:
@@ -168,7 +173,9 @@ class Loader:
             )
 
 
-def sequential_batches(path, batch_size, *, workers=2, prefetch=4):
+def sequential_batches(
+    path: str, batch_size: int, *, workers: int = 2, prefetch: int = 4
+) -> Iterator[tuple[numpy.ndarray, ...]]:
     """Every image of a store once, in file order: yields (images, labels) batches."""
     loader = Loader(
         path, batch_size, shuffle=False, drop_last=False, workers=workers, prefetch=prefetch
@@ -176,7 +183,9 @@ def sequential_batches(path, batch_size, *, workers=2, prefetch=4):
     yield from loader
 
 
-def _read_batches(path, batches, workers, prefetch):
+def _read_batches(
+    path: str, batches: list[numpy.ndarray], workers: int, prefetch: int
+) -> Generator[numpy.ndarray, None, None]:
     """Generator of image batches for ``batches`` (lists of indices), in order."""
     if workers == 0 or len(batches) == 0:
         reader = StoreReader(path, memory_limit=0)
@@ -189,7 +198,9 @@ def _read_batches(path, batches, workers, prefetch):
     workers = min(workers, len(batches))
     stop = threading.Event()
     per_queue = max(1, -(-prefetch // workers))
-    queues = [queue.Queue(maxsize=per_queue) for _ in range(workers)]
+    queues: list[queue.Queue[tuple[str, Any]]] = [
+        queue.Queue(maxsize=per_queue) for _ in range(workers)
+    ]
     threads = [
         threading.Thread(
             target=_worker,
@@ -221,7 +232,12 @@ def _read_batches(path, batches, workers, prefetch):
             t.join()
 
 
-def _worker(path, batches, out, stop):
+def _worker(
+    path: str,
+    batches: list[numpy.ndarray],
+    out: queue.Queue[tuple[str, Any]],
+    stop: threading.Event,
+):
     reader = None
     try:
         reader = StoreReader(path, memory_limit=0)
