@@ -1,14 +1,11 @@
 """The paper's augmentation, written once for any array module (NumPy or CuPy).
 
 Axis legend: N batch, S stored side, Cr crop side, 3 RGB channels (last in storage,
-second in the network's NCHW input). The evaluation views (centre, 10 crops) are in
-``data.views``.
+second in the network's NCHW input). The evaluation views are in ``data.views``.
 
-Randomness lives on the host. ``draw`` takes a ``numpy.random.Generator`` and returns
-plain NumPy arrays; the view functions take those arrays and the images on their own
-array module (``xp`` comes from ``images``), so a CPU and a GPU run with the same
-generator see bit-identical crops, flips and lighting, and the generator's state is all
-a checkpoint needs to save.
+Randomness lives on the host: ``draw`` turns a ``numpy.random.Generator`` into NumPy
+arrays that the view functions apply on the images' own array module, so a CPU and a GPU
+run see bit-identical draws, and the generator's state is all a checkpoint saves.
 
     aug = draw(rng, n, stored_size, crop, lighting_std=0.1)
         draws, in this order: offsets_y (n,) int64 in [0, S - Cr], offsets_x (n,),
@@ -23,23 +20,15 @@ Every view is, per image n (all in ``dtype``, on the 0-255 scale):
 
 where ``images`` I are (N, S, S, 3) uint8, ``window`` is rows oy..oy+Cr-1 and columns
 ox..ox+Cr-1, M is the (S, S, 3) mean image (its window at the same place, mirrored with
-the image: "the matching window of the mean image"), and ``scale`` is None, a scalar or a
-per-channel (3,) factor (e.g. 1 / pixel_std for unit-variance inputs).
+the image), and ``scale`` is None, a scalar or a per-channel (3,) factor (e.g. 1 /
+pixel_std). PCA lighting: shift[n] = eigvec @ (alphas[n] * sqrt(eigval)), ``eigval`` the
+variances of the RGB covariance on the 0-255 scale and ``eigvec[:, i]`` their unit
+eigenvectors; sqrt(eigval) is the authors' unit, not the paper's literal alpha_i *
+lambda_i (docs/paper.md, "Data", says why).
 
-PCA lighting (the paper's "fancy PCA"), shift[n] = eigvec @ (alphas[n] * sqrt(eigval)):
-``eigval`` are the variances of the RGB covariance on the 0-255 scale (as stored by
-data.build) and ``eigvec[:, i]`` their unit eigenvectors. The paper's text says
-alpha_i * lambda_i; taken literally with 0-255-scale variances (~14,000 for the top
-component) that shifts colours by ~1,400 levels and nothing learns. The authors' code
-(cuda-convnet2) multiplies alpha by the standard deviation along each axis,
-sqrt(lambda_i) on the 0-255 scale, giving shifts of about +-12 levels; refnet does the
-same (docs/paper.md, "Data").
-
-Implementation: NumPy copies one window per image, straight into its (3, Cr, Cr) slot of
-the output (a loop of cache-sized slice operations, faster than a fancy-index gather or a
-whole-batch slice on the CPU: docs/performance.md); other array modules use
-one vectorised gather (one kernel on the GPU), or one whole-batch slice when every image
-has the same window (centre and 10-crop views). All paths are tested equal.
+Implementation: NumPy copies one window per image into its slot of the output; other
+array modules use one gather, or one whole-batch slice when every image has the same
+window. All paths are tested equal (docs/performance.md, "The data pipeline").
 """
 
 from __future__ import annotations

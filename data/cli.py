@@ -24,15 +24,11 @@ propagates as a bug does.
 block), exit status 2, and whose epilog lists the exit codes. The flag types raise
 ``argparse.ArgumentTypeError`` naming the value, so a bad value never gets past parsing.
 
-Ctrl-C (``run_command``): the first one raises ``KeyboardInterrupt`` in the main thread
-as usual, so ``finally`` blocks and ``data.files.atomic_path`` remove what was half
-written; ``run_command`` then prints one line and returns 130. From the first Ctrl-C on,
-another one ends the process at once (status 130, one line), after killing the command's
-worker processes, in case the clean-up itself hangs; a temporary ``.<name>.tmp-<pid>``
-it leaves is removed by the next run (``data.files.remove_stale_temporaries``). A second
-Ctrl-C within ``DOUBLE_TAP_S`` of the first (a double tap) takes effect only when that
-time is up, so that a clean-up which ends meanwhile (most take well under a second) ends
-the process normally, its files tidied.
+Ctrl-C (``run_command``): the first one raises ``KeyboardInterrupt`` in the main thread,
+so ``finally`` blocks remove what was half written, then one line and 130. Another one
+kills the worker processes and ends the process at once (130, one line); one within
+``DOUBLE_TAP_S`` of the first takes effect only when that time is up
+(docs/architecture.md, "data", says why).
 """
 
 from __future__ import annotations

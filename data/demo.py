@@ -17,11 +17,8 @@ for the striped classes 6-9, whose orientation is what defines them) and Gaussia
 (sigma 3). Mean colour therefore carries almost no class information: a linear
 classifier on it sits near chance (tested), so a network has to learn shapes.
 
-The difficulty is set for the default ``python -m refnet.train`` (10 epochs, under
-1.5 minutes on 2 quiet CPU cores). Version 1 had radius 22-36%, any rotation, noise
-sigma 6, contrast >= 100 and shorter sides up to 200; version 2 made the objects larger,
-their rotation narrower and the noise lower (an easier task), and the source files
-smaller (the first run draws and builds the set in about 11 s).
+The difficulty is set for the default ``python -m refnet.train`` (docs/performance.md,
+"The demo's defaults").
 
 Files are JPEGs (quality 80-95) of varying size (shorter side 128-160) and aspect ratio
 (3:4 to 4:3) in the class-folder layout, SRC/{train,val}/<class>/<class>_<i>.jpg, and go
@@ -31,8 +28,7 @@ through ``data.build`` at size 128. Every image has its own generator seeded by
 ``ensure_demo`` caches the built store under ``$REFNET_CACHE/demo`` (default
 ``~/.cache/refnet/demo``) in a folder named by ``DEMO_VERSION``; changing the generator
 means bumping ``DEMO_VERSION``, which makes the next call rebuild (``data.cache.cached``:
-the store is built in a temporary folder and renamed into place when complete, so
-concurrent or interrupted calls never leave a half-built cache).
+never a half-built cache, whatever runs concurrently or is interrupted).
 """
 
 from __future__ import annotations

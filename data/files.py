@@ -9,14 +9,13 @@
     write_text(path, text)                      # both through atomic_path
     write_json(path, obj, *, indent=1)          # JSON text and a final newline
     append_text(path, text)                     # all of text at the end, or nothing
-    remove_stale_temporaries(folder, names)     # .<name>.tmp-<pid> of processes now gone
+    remove_stale_temporaries(folder, names)     # .<name>.tmp-<pid> of processes that have ended
 
 A write that fails (a full disk, a read-only or vanished folder) raises ``OutputError``,
 a ``UserError`` (a command ends with exit status 2 and one line) that names the user's
 path, never the temporary, and says "the disk is full" when it is (``write_failure``).
 An HDF5 file whose writing failed is closed with ``abandon_hdf5`` before the error goes
-on: HDF5 would otherwise keep it open, retry its flush at every release and again while
-the interpreter exits, printing errors and crashing there.
+on (HDF5 would otherwise retry its flush until the interpreter crashes at exit).
 
 Committed files get the permissions of any new file (0666 less the umask), whatever
 mode the writing library gave its temporary.
@@ -25,13 +24,8 @@ The steps of ``atomic_path`` are also here on their own for a writer that keeps 
 open across calls and commits later (``data.store.StoreWriter``): ``temporary_path``,
 ``sync_file``, ``commit`` and ``discard``.
 
-Why it is safe: ``os.replace`` within one folder is atomic on POSIX, so ``path`` names
-either the old file or the complete new one; the fsync of the data before the rename and
-of the folder after it keeps that true across a power cut. The temporary lives in the
-same folder (a rename cannot cross file systems) under a hidden name that says which
-process writes it, so a later run can tell a dead writer's leftover from a live one's
-file. One process writes one ``path`` at a time: two threads writing the same ``path``
-would share the temporary name.
+One process writes one ``path`` at a time: two threads writing the same ``path`` would
+share the temporary name. Why it is safe: docs/architecture.md, "data".
 """
 
 from __future__ import annotations

@@ -13,37 +13,22 @@ Axis legend: B batch, S stored side, 3 RGB.
                                        # pixel_std, class_names, wnids, size, count
     sequential_batches(path, batch_size) # the whole store in file order (evaluation)
 
-Order. Epoch ``e`` visits the images in ``epoch_order(e)``: with ``shuffle`` the
-permutation ``numpy.random.default_rng([seed, e]).permutation(N)``, else 0..N-1. It
-depends only on (seed, e), so an epoch can be replayed or resumed without any saved RNG
-state. Batch k is order[k*B:(k+1)*B]; with ``drop_last`` a final partial batch is skipped.
+Order. Epoch ``e`` visits the images in ``epoch_order(e)``: with ``shuffle``
+``numpy.random.default_rng([seed, e]).permutation(N)``, else 0..N-1 (no RNG state to
+save). Batch k is order[k*B:(k+1)*B]; with ``drop_last`` a final partial batch is skipped.
 
-Position. ``position`` = (epoch, index): the next batch handed out starts at
-order[index]. It advances when a batch is handed out, and becomes (epoch + 1, 0) as soon
-as the last batch of an epoch is handed out; so a checkpoint taken after the training
-step on a batch resumes with the next batch, bit-exactly, mid-epoch or not. Iterating the
-loader yields the remainder of the current epoch; iterate again for the next one.
+Position. ``position`` = (epoch, index): the next batch starts at order[index]; after an
+epoch's last batch it is (epoch + 1, 0). A checkpoint taken after the step on a batch
+resumes with the next batch, bit-exactly.
 
-Shards. With ``shard=(r, R)`` (rank r of a data-parallel job of R ranks,
-``refnet.distributed``) every batch is still chosen from the whole epoch's order, and
-this loader reads only part r of it: ``numpy.array_split`` of the batch into R parts,
-which differ in size by at most one. The position stays the whole job's, so a
-checkpoint resumes on any number of ranks. ``with_indices=True`` yields (images,
-labels, indices), the store indices of the images (for per-sample random draws).
+Shards. ``shard=(r, R)``: rank r of R reads part r of every batch (``numpy.array_split``
+into R parts); the position stays the whole job's. ``with_indices=True`` also yields the
+store indices of the images.
 
-Workers. ``workers`` threads each open the file themselves after starting (a
-``data.store.StoreReader`` that always reads from the file) and read every
-``workers``-th batch; ``prefetch`` batches may wait ready. Within a batch, images are
-read in increasing file order (one chunk each, directly into their place in the batch),
-so the disk sees sorted reads and the batch keeps its shuffled order. h5py
-serialises calls into HDF5, so extra threads mostly overlap reading with the consumer's
-computation (NumPy and CuPy release the GIL). ``workers=0`` reads in the calling
-thread. Threads stop and files close when the iteration ends, when the consumer breaks
-out or raises (Ctrl-C included).
-
-Changes. Before each batch is handed out the store file is checked to be the one opened
-(``data.store.file_identity``: inode, size, modification time; one ``os.stat``): a store
-replaced by another build or written to while the run reads it raises ``StoreChanged``.
+Workers. ``workers`` threads (0: the calling thread) each open the file and read every
+``workers``-th batch; ``prefetch`` batches may wait ready; images are read in increasing
+file order. Before each batch is handed out the file is checked to be the one opened
+(``data.store.file_identity``): ``StoreChanged`` if it was replaced or written to.
 """
 
 from __future__ import annotations

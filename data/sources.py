@@ -2,7 +2,6 @@
 
     find_sources(src, val_fraction=0.0) -> Sources(layout, class_names, wnids, train, val,
                                                    skipped)
-
 ``train`` and ``val`` are lists of (relative path, label), relative to SRC, in sorted path
 order; ``skipped`` lists (relative path, reason) for files that cannot get a label.
 
@@ -18,9 +17,7 @@ digits), ``wnids`` = class names.
 Without a validation split, with ``val_fraction`` > 0, a share of each class is held
 out for validation (``held_out``: chosen by a hash of each file's path, so the split is
 deterministic and stable): ``layout="folders-split"`` for SRC/train/<class>/... with no
-val images, ``layout="classes-split"`` for a plain tree of class folders::
-
-    SRC/<class>/**/<file>
+val images, ``layout="classes-split"`` for a plain tree of class folders SRC/<class>/**.
 
 Official ILSVRC-2012 layout (``layout="ilsvrc2012"``), recognised when SRC holds the
 devkit (``**/data/meta.mat`` up to three levels down) and a flat ``SRC/val``::

@@ -10,12 +10,10 @@ maps=True)`` (maps in NCHW, the columns side by side), then the logits and softm
 probabilities with ``net.forward`` and ``net.predict_proba``. ONNX has no backward, so
 this is forward only, in eval mode.
 
-Runtimes: float32 runs on ONNX Runtime's CPU provider. ONNX Runtime has no float64 LRN
-kernel, so float64 runs on onnx's reference evaluator (``onnx.reference``, NumPy), with
-its LRN replaced by ``SpecLrn``: the stock one (onnx 1.23) sums the window for the first N
-channels only (its loop runs over the batch axis, onnx issue #7805), leaving every other
-channel unnormalised whenever N != C. ``SpecLrn`` is written from the operator's spec.
-The case names say which runtime ran.
+Runtimes: float32 runs on ONNX Runtime's CPU provider; float64 (no LRN kernel there) on
+onnx's reference evaluator (``onnx.reference``, NumPy) with its LRN replaced by
+``spec_lrn``, written from the operator's spec (the stock one of onnx 1.23 normalises only
+the first N channels: docs/conventions.md, "ONNX"). The case names say which runtime ran.
 
 Networks: ``small`` (``tiny`` and ``demo``, batch 3, and on ``tiny`` every option that
 changes the graph: one column, no LRN, Caffe's all-channel LRN, pooling 2/2, inverted
@@ -25,24 +23,25 @@ values) so that LRN changes the maps by a few percent and a wrong alpha, k or wi
 seen; dropout 0.3, so the test-time factor is not 1/2.
 
 Tolerances (``verify.compare.tolerance``): each layer's row, a prefix of the network, at
-the layer tolerance (float32 measured <= 9e-6 with refnet's Winograd convolutions, below
-2e-5; float64 <= 8e-15, below 1e-12); the logits and probabilities at the network's.
-ONNX's LRN attributes are float32: alpha is chosen above so that alpha * size is a
-float32 number; with the paper's alpha the float64 difference is shown as an INFO row
+the layer tolerance; the logits and probabilities at the network's (measured figures in
+docs/conventions.md). ONNX's LRN attributes are float32: alpha is chosen so that alpha *
+size is a float32 number; with the paper's alpha the float64 difference is an INFO row
 (``float32_attributes_row``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy
 from numpy.typing import DTypeLike
 
 from refnet import NetOptions, build_network
-from refnet.network import AlexNet
 from refnet.verify.compare import Row, info, judged, tolerance
+
+if TYPE_CHECKING:
+    from refnet.network import AlexNet
 
 NAME = "onnxruntime"
 PART = "onnxruntime"

@@ -14,7 +14,7 @@ is also all zeros and infinity otherwise. A row passes when ``max rel err <= tol
 Tolerances (``TOLERANCE``), per dtype and per kind of comparison:
 
 - float64: 1e-12 for a single layer, 1e-10 for the whole network and for SGD steps
-  (the issue's bounds). Round-off is ~1e-16 per operation; the deepest single-layer
+  (the project's bounds). Round-off is ~1e-16 per operation; the deepest single-layer
   reduction here (an 11x11x3 conv, a 5x5x48 grouped conv, the weight gradient summed
   over N*Ho*Wo positions) stays near 1e-15, and the network's eight layers forward and
   back stay near 1e-13, so both bounds hold with two orders of margin.
