@@ -25,9 +25,13 @@ Modules: ``bench.env`` (environment, BLAS), ``bench.sides`` (the two networks),
 (peak RSS probes), ``bench.report`` (text and JSON).
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import numpy
 
@@ -60,7 +64,7 @@ EXIT_CODES = {
 }
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.bench", description=__doc__.split("\n")[0], exit_codes=EXIT_CODES
     )
@@ -152,7 +156,7 @@ def build_parser():
     return p
 
 
-def parse_args(argv):
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = build_parser()
     args = p.parse_args(argv)
     args.parts = set(args.parts.split(","))
@@ -167,7 +171,7 @@ def parse_args(argv):
     return args
 
 
-def net_options(args):
+def net_options(args: argparse.Namespace) -> NetOptions:
     """The ``NetOptions`` of refnet's network for the parsed ``args`` (the library's
     defaults for every option the bench has no flag for)."""
     try:
@@ -184,7 +188,7 @@ def net_options(args):
     )
 
 
-def run(args):
+def run(args: argparse.Namespace) -> dict[str, Any]:
     """The results dict of the parts ``args`` asks for (``bench.report`` lists its keys)."""
     if args.tf32:
         os.environ["CUPY_TF32"] = "1"  # before anything imports CuPy
@@ -225,7 +229,7 @@ def run(args):
     results["gemm_peak_gflops"] = peak
     results["flops_per_image"] = {"forward": fwd_flops, "step": step_fl}
 
-    def sync():
+    def sync() -> None:
         ours.sync()
         if theirs is not None:
             theirs.sync()
@@ -236,7 +240,9 @@ def run(args):
         cases = {"refnet": getattr(ours, part)}
         if theirs is not None:
             cases["torch"] = getattr(theirs, part)
-        res = interleave(cases, args.repeats, args.warmup, sync, part, pause=args.settle_ms / 1000)
+        res: dict[str, Any] = interleave(
+            cases, args.repeats, args.warmup, sync, part, pause=args.settle_ms / 1000
+        )
         for side in res.values():
             side["images_per_s"] = args.batch / side["median_s"]
             side["gflops"] = flops * args.batch / side["median_s"] / 1e9
@@ -258,11 +264,11 @@ def run(args):
     return results
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
 
-    def body():
+    def body() -> None:
         if args.memory_probe:
             return run_probe(args.memory_probe, net_options(args), args.batch)
         reexec_if_needed(argv, args.keep_env, args.process)

@@ -18,10 +18,13 @@ Exit status: 0 when measured, 2 for a bad option value, 130 when interrupted (Ct
 the temporary folder is removed and no JSON is written).
 """
 
+from __future__ import annotations
+
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 import numpy
 from PIL import Image
@@ -36,7 +39,7 @@ from refnet.data.progress import Progress
 from refnet.data.store import StoreWriter
 
 
-def write_jpegs(root, count, seed=0, progress=True):
+def write_jpegs(root: str, count: int, seed: int = 0, progress: bool = True) -> None:
     """``count`` (>= 10) ImageNet-sized JPEGs in a two-class folder tree under ``root``,
     one in five in the validation split."""
     rng = numpy.random.default_rng(seed)
@@ -54,7 +57,7 @@ def write_jpegs(root, count, seed=0, progress=True):
     bar.close()
 
 
-def bench_build(tmp, count, workers, progress):
+def bench_build(tmp: str, count: int, workers: int, progress: bool) -> float:
     src = os.path.join(tmp, "src")
     if not os.path.isdir(src):
         write_jpegs(src, count, progress=progress)
@@ -64,7 +67,9 @@ def bench_build(tmp, count, workers, progress):
     return count / (time.perf_counter() - t)
 
 
-def bench_loader(tmp, images, batch, workers, epochs, progress):
+def bench_loader(
+    tmp: str, images: int, batch: int, workers: int, epochs: int, progress: bool
+) -> float:
     path = os.path.join(tmp, "loader", "train.h5")
     if not os.path.isfile(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -95,7 +100,7 @@ def bench_loader(tmp, images, batch, workers, epochs, progress):
     return n / (time.perf_counter() - t)
 
 
-def bench_augment(repeats=5):
+def bench_augment(repeats: int = 5) -> tuple[float, float]:
     rng = numpy.random.default_rng(0)
     images = rng.integers(0, 256, (128, 256, 256, 3), dtype=numpy.uint8)
     mean = rng.uniform(0, 255, (256, 256, 3))
@@ -118,7 +123,7 @@ EXIT_CODES = {
 }
 
 
-def build_parser():
+def build_parser() -> Parser:
     ap = Parser(
         prog="python -m refnet.bench.data",
         description=__doc__.split("\n")[0],
@@ -150,11 +155,11 @@ def build_parser():
     return ap
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = not args.quiet
     cpus = os.cpu_count() or 1
-    results = {"cpus": cpus}
+    results: dict[str, float] = {"cpus": cpus}
     with tempfile.TemporaryDirectory(prefix="refnet-data-bench-") as tmp:
         results["build_images_per_s_1_worker"] = bench_build(tmp, args.images, 1, progress)
         results["build_images_per_s_0_workers_in_process"] = bench_build(

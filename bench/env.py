@@ -20,8 +20,12 @@ second process so it never re-executes again. A Ctrl-C during the exec is held b
 until the new process can handle it (``data.cli.run_command``).
 """
 
+from __future__ import annotations
+
 import os
 import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from refnet.data.cli import interrupts_held
 
@@ -43,14 +47,14 @@ OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 REPORTED = (*OPENBLAS_OVERRIDES, *MALLOC_ENV, "OPENBLAS_THREAD_TIMEOUT")
 
 
-def process_env(environ, process):
+def process_env(environ: Mapping[str, str], process: str) -> dict[str, str]:
     """``environ`` with the malloc settings of ``process`` (``PROCESSES``) and no others."""
     env = {k: v for k, v in environ.items() if k not in MALLOC_ENV}
     env.update(PROCESSES[process])
     return env
 
 
-def reexec_if_needed(argv, keep_env, process="tuned"):
+def reexec_if_needed(argv: Sequence[str], keep_env: bool, process: str = "tuned") -> None:
     """Re-run ``python -m refnet.bench argv`` once with the OpenBLAS overrides unset and the
     malloc settings of ``process``; returns (without re-running) when ``keep_env``, in
     the re-executed process, or when the environment already is so."""
@@ -78,12 +82,12 @@ def reexec_if_needed(argv, keep_env, process="tuned"):
         os.execve(sys.executable, [sys.executable, "-m", "refnet.bench", *argv], env)
 
 
-def reported_env():
+def reported_env() -> dict[str, str | None]:
     """{variable: value or None} of every variable this module sets or unsets."""
     return {k: os.environ.get(k) for k in REPORTED}
 
 
-def blas_info():
+def blas_info() -> list[dict[str, Any]]:
     """[{internal_api, version, architecture, num_threads, filepath}] of each BLAS loaded,
     from threadpoolctl (empty if it is not installed)."""
     try:
@@ -100,7 +104,7 @@ def blas_info():
     ]
 
 
-def blas_threads():
+def blas_threads() -> int:
     """The first BLAS's thread count (the CPU count without threadpoolctl)."""
     info = blas_info()
-    return info[0]["num_threads"] if info else os.cpu_count()
+    return info[0]["num_threads"] if info else (os.cpu_count() or 1)

@@ -19,28 +19,39 @@ The backward callables use the layer's own output as the upstream gradient: they
 the work, not a meaningful gradient.
 """
 
+from __future__ import annotations
+
 import functools
 import statistics
 import types
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
 from refnet.bench.timing import SETTLE_S, settle, timed
 from refnet.data.progress import Progress
 from refnet.layers import conv_blocks, softmax
+from refnet.layers.backend import Array, Module
 from refnet.layers.layout import along, channel_axis, transpose
 from refnet.nodes import bench_kind
+from refnet.nodes.describe import BenchPair
+
+if TYPE_CHECKING:
+    from refnet.bench.sides import RefnetSide, TorchSide
+    from refnet.network import AlexNet
 
 MAP_KINDS = ("conv", "relu", "lrn", "pool")  # layers that see the net's map layout
 
 
-def layer_cases(net, batch):
+def layer_cases(net: AlexNet, batch: int) -> list[tuple[str, str, tuple[int, ...], dict[str, Any]]]:
     """[(name, kind, x shape, params)] for every layer of the grouped form of ``net`` that
     gives a bench case (``Layer.bench_case``), in order, at ``batch`` images, and the
     loss. params: conv {w (shape), stride, pad, groups, algo}; lrn {groups, size, alpha,
     beta, k}; pool {size, stride}; linear {w (shape)}."""
     s = net.spec.input_size
-    shape, cases = (3, s, s), []
+    shape: tuple[int, ...] = (3, s, s)
+    cases: list[tuple[str, str, tuple[int, ...], dict[str, Any]]] = []
     for layer in net.layers:
         case = layer.bench_case(shape, batch)
         if case is not None:
@@ -50,7 +61,9 @@ def layer_cases(net, batch):
     return cases
 
 
-def _weights(xp, p, rng, dtype):
+def _weights(
+    xp: Module, p: dict[str, Any], rng: numpy.random.Generator, dtype: numpy.dtype
+) -> tuple[Array, ...]:
     """(w, b) of a case with weights (``p["w"]`` their shape), else ()."""
     if "w" not in p:
         return ()
@@ -60,7 +73,14 @@ def _weights(xp, p, rng, dtype):
     )
 
 
-def refnet_layer(xp, kind, x, p, rng, layout="NCHW"):
+def refnet_layer(
+    xp: Module,
+    kind: str,
+    x: Array,
+    p: dict[str, Any],
+    rng: numpy.random.Generator,
+    layout: str = "NCHW",
+) -> BenchPair:
     """(forward, backward) callables for one layer of ours on ``xp``, for the input ``x``
     and the case's params ``p`` (weights drawn from ``rng``); backward takes forward's
     result. Maps (``MAP_KINDS``) are given and computed in ``layout``, the network's.
@@ -71,17 +91,24 @@ def refnet_layer(xp, kind, x, p, rng, layout="NCHW"):
         fwd = lambda: softmax.forward(x, labels)  # noqa: E731
         return fwd, (lambda out: softmax.backward(xp.asarray(1.0, dtype=dtype), out[1]))
     w, b = _weights(xp, p, rng, dtype) or (None, None)
-    return bench_kind(kind).bench_pair(xp, x, w, b, p, layout)
+    return bench_kind(kind).bench_pair(xp, x, w, b, p, layout)  # type: ignore[attr-defined]  # a kind with bench cases has it
 
 
-def torch_layer(torch, kind, x_np, p, rng, device):
+def torch_layer(
+    torch: Any,
+    kind: str,
+    x_np: numpy.ndarray,
+    p: dict[str, Any],
+    rng: numpy.random.Generator,
+    device: str,
+) -> tuple[Callable[[], Any], Callable[[Any], None]]:
     """(forward, backward) callables for PyTorch's version of one layer (the grouped
     single-device layer, NCHW) on ``device``; backward takes forward's output."""
     from refnet.verify.twins import lrn_torch
 
     F = torch.nn.functional
     x = torch.from_numpy(x_np).to(device).requires_grad_(True)
-    weights = ()
+    weights: tuple[Any, ...] = ()
     if "w" in p:
         w = torch.from_numpy(rng.standard_normal(p["w"]).astype(x_np.dtype) * 0.01)
         b = torch.zeros(p["w"][0], dtype=x.dtype)
@@ -94,16 +121,18 @@ def torch_layer(torch, kind, x_np, p, rng, device):
         ops = types.SimpleNamespace(F=F, lrn=lrn_torch)
         node = bench_kind(kind)
         args = inputs + (None,) * (3 - len(inputs))  # (x, w, b), None without weights
-        op = lambda: node.bench_torch(ops, *args, p)  # noqa: E731
+        op = lambda: node.bench_torch(ops, *args, p)  # type: ignore[attr-defined]  # noqa: E731  # a kind with bench cases has it
 
-    def backward(y):
+    def backward(y: Any) -> None:
         # The layer's own output as upstream gradient, as on our side (no extra work).
         torch.autograd.grad(y, inputs, grad_outputs=y.detach())
 
     return op, backward
 
 
-def column_shares(net, name, kind, shape, p):
+def column_shares(
+    net: AlexNet, name: str, kind: str, shape: tuple[int, ...], p: dict[str, Any]
+) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
     """[(x shape, params)] per column of one grouped-form layer, split as the network
     splits it (the layer kind's ``bench_share``): conv1 and conv3 read all input
     channels, conv2/4/5, ReLU, LRN and pooling their column's own; every conv and fc
@@ -116,14 +145,16 @@ def column_shares(net, name, kind, shape, p):
     return [bench_kind(kind).bench_share(shape, p, G)] * G
 
 
-def _shares_conv1(net, name, p):
+def _shares_conv1(net: AlexNet, name: str, p: dict[str, Any]):
     """Whether the network runs this case as its shared conv1 (``refnet.network.Conv``:
     every column on one device, im2col + GEMM)."""
     P = net.placement
     return name == "conv1" and p["algo"] == "gemm" and net.columns > 1 and len(set(P.devices)) == 1
 
 
-def shared_conv1(net, x, p, rng, layout):
+def shared_conv1(
+    net: AlexNet, x: Array, p: dict[str, Any], rng: numpy.random.Generator, layout: str
+) -> BenchPair:
     """(forward, backward) of conv1 as the network runs it with its columns on one
     device: one convolution by blocks (``layers.conv_blocks``) of every column's kernels,
     the output rows split between the columns' threads (``Placement.each``)."""
@@ -133,14 +164,14 @@ def shared_conv1(net, x, p, rng, layout):
     axis = channel_axis(layout)
     k = p["w"][0] // G
 
-    def forward():
+    def forward() -> tuple[list[Array], Any]:
         y, cache, runs = conv_blocks.forward_parts(
             x, w, b, stride=p["stride"], pad=p["pad"], layout=layout, parts=G
         )
         P.each(lambda c, run: run(), runs)
         return [y[along(axis, slice(c * k, (c + 1) * k))] for c in range(G)], cache
 
-    def backward(out):
+    def backward(out: tuple[list[Array], Any]) -> Any:
         ys, cache = out
         partials = P.each(lambda c, run: run(), conv_blocks.backward_parts(ys, cache, parts=G))
         return conv_blocks.gradients(ys, partials, cache)
@@ -148,12 +179,20 @@ def shared_conv1(net, x, p, rng, layout):
     return forward, backward
 
 
-def _each_in_turn(fn, *per_column):
+def _each_in_turn(fn: Callable[..., Any], *per_column: Sequence[Any]) -> list[Any]:
     """``Placement.each``'s contract, run one after the other on the calling thread."""
     return [fn(c, *args) for c, args in enumerate(zip(*per_column, strict=True))]
 
 
-def time_layers(ours, theirs, batch, repeats, warmup, form="network", pause=SETTLE_S):
+def time_layers(
+    ours: RefnetSide,
+    theirs: TorchSide | None,
+    batch: int,
+    repeats: int,
+    warmup: int,
+    form: str = "network",
+    pause: float = SETTLE_S,
+) -> list[dict[str, Any]]:
     """[{layer, refnet_forward, refnet_backward[, torch_forward, torch_backward]}]: the
     median seconds of each layer's forward and backward on both sides (``theirs`` None:
     ours alone), interleaved. ``form``: "network" runs each of our layers as the network
@@ -171,7 +210,7 @@ def time_layers(ours, theirs, batch, repeats, warmup, form="network", pause=SETT
     for name, kind, shape, p in cases:
         x_np = rng.standard_normal(shape).astype(dtype)
         layout = net_layout if kind in MAP_KINDS else "NCHW"
-        row = {"layer": name}
+        row: dict[str, Any] = {"layer": name}
         per_column = []
         shares = column_shares(net, name, kind, shape, p) if form == "network" else [(shape, p)]
         for c, (col_shape, q) in enumerate(shares):
@@ -182,8 +221,8 @@ def time_layers(ours, theirs, batch, repeats, warmup, form="network", pause=SETT
                     refnet_layer(xp, kind, xc, q, numpy.random.default_rng(4), layout)
                 )
         each = net.placement.each if form == "network" else _each_in_turn
-        f = functools.partial(each, lambda c, fb: fb[0](), per_column)
-        b = functools.partial(each, lambda c, fb, out: fb[1](out), per_column)
+        f: Callable[[], Any] = functools.partial(each, lambda c, fb: fb[0](), per_column)
+        b: Callable[[Any], Any] = functools.partial(each, lambda c, fb, out: fb[1](out), per_column)
         if form == "network" and _shares_conv1(net, name, p):
             f, b = shared_conv1(
                 net,
@@ -192,13 +231,17 @@ def time_layers(ours, theirs, batch, repeats, warmup, form="network", pause=SETT
                 numpy.random.default_rng(4),
                 layout,
             )
-        sides = [("refnet", f, b, ours.sync)]
+        sides: list[tuple[str, Callable[[], Any], Callable[[Any], Any], Callable[[], None]]] = [
+            ("refnet", f, b, ours.sync)
+        ]
         if theirs is not None:
             tf, tb = torch_layer(
                 theirs.torch, kind, x_np, p, numpy.random.default_rng(4), theirs.device
             )
             sides.append(("torch", tf, tb, theirs.sync))
-        samples = {f"{s}_{part}": [] for s, *_ in sides for part in ("forward", "backward")}
+        samples: dict[str, list[float]] = {
+            f"{s}_{part}": [] for s, *_ in sides for part in ("forward", "backward")
+        }
         for rep in range(warmup + repeats):
             for side, fwd, bwd, sync in sides:
                 settle(pause)

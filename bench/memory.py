@@ -8,18 +8,23 @@ keeps the other side's libraries and buffers out of the figure. Linux only: else
 the figures are None.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 from refnet.bench.env import blas_threads
 from refnet.bench.sides import RefnetSide, TorchSide, load_torch
+from refnet.options import NetOptions
 
 SIDES = ("refnet", "torch")
 
 
-def peak_memory(args, side):
+def peak_memory(args: argparse.Namespace, side: str) -> dict[str, Any] | None:
     """The probe's JSON result for ``side`` ("refnet" or "torch") under the bench's
     parsed ``args``, or None if the probe process failed."""
     cmd = [
@@ -48,7 +53,7 @@ def peak_memory(args, side):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def peak_rss():
+def peak_rss() -> int | None:
     """This process's peak resident set in bytes (VmHWM from /proc; ``None`` elsewhere)."""
     try:
         with open("/proc/self/status") as f:
@@ -60,7 +65,7 @@ def peak_rss():
     return None
 
 
-def reset_peak_rss():
+def reset_peak_rss() -> bool:
     """Return freed heap memory to the kernel and restart the peak count from the current
     resident set (Linux: ``malloc_trim`` and /proc/self/clear_refs); False if impossible."""
     import ctypes
@@ -76,14 +81,16 @@ def reset_peak_rss():
     return True
 
 
-def run_probe(side, options, batch):
+def run_probe(side: str, options: NetOptions, batch: int) -> None:
     """The probe process: build ``side`` ("refnet" or "torch") for the network
     ``options`` (a ``NetOptions``) at ``batch``, drop what only set-up needed, then print
     the peak resident set over two training steps (the model, its libraries and the
     step's working memory) as one JSON line."""
+    measured: RefnetSide | TorchSide
     measured = RefnetSide(options, batch)
     if side == "torch":
         torch = load_torch()
+        assert torch is not None, "the torch probe runs only where torch imports"
         torch.set_num_threads(blas_threads())
         measured = TorchSide(torch, measured)  # the refnet side is freed here
     reset = reset_peak_rss()

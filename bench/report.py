@@ -8,8 +8,12 @@ fraction_of_gemm_peak}, speedup_vs_torch), layers (``bench.layers.time_layers``'
 with layers_as, memory ({side: probe result}) and gpu.
 """
 
+from __future__ import annotations
 
-def report(r):
+from typing import Any
+
+
+def report(r: dict[str, Any]) -> str:
     """The results ``r`` as lines of text: the set-up, then each measured part."""
     lines = [
         f"bench: {r['arch']} batch {r['batch']} {r['dtype']} on {r['device']}"

@@ -9,13 +9,19 @@ timed step does the same work.
 torch is imported lazily (``load_torch``), so the bench runs without it.
 """
 
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
 import numpy
 
 from refnet import SGD, build_network
 from refnet.layers import backend
+from refnet.options import NetOptions
 
 
-def load_torch():
+def load_torch() -> ModuleType | None:
     """The torch module, or None when it is not installed."""
     try:
         import torch
@@ -24,7 +30,7 @@ def load_torch():
     return torch
 
 
-def torch_device(options):
+def torch_device(options: NetOptions) -> str:
     """PyTorch's device for a network's ``NetOptions``: "cuda" for CuPy, else "cpu"."""
     return "cuda" if options.backend == "cupy" else "cpu"
 
@@ -33,7 +39,7 @@ class RefnetSide:
     """The network ``options`` (a ``NetOptions``) describes, with the paper's init from
     ``seed``, SGD, and a random batch of ``batch`` images and labels."""
 
-    def __init__(self, options, batch, seed=0):
+    def __init__(self, options: NetOptions, batch: int, seed: int = 0) -> None:
         self.net = build_network(options).init(seed)
         self.xp = self.net.xp
         self.opt = SGD(self.net, lr=1e-4)
@@ -43,14 +49,14 @@ class RefnetSide:
         self.labels = rng.integers(0, self.net.num_classes, batch)
         self.rng = numpy.random.default_rng(seed + 1)
 
-    def step(self):
+    def step(self) -> None:
         _, grads = self.net.loss_and_grad_columns(self.x, self.labels, train=True, rng=self.rng)
         self.opt.step(grads)
 
-    def forward(self):
+    def forward(self) -> None:
         self.net.forward(self.x, train=False)
 
-    def sync(self):
+    def sync(self) -> None:
         cupy = backend.cupy_module()
         if cupy is not None and self.xp is cupy:
             cupy.cuda.Device().synchronize()
@@ -61,7 +67,7 @@ class TorchSide:
     its weights and batch, on the matching device (``torch_device``); SGD with the
     paper's momentum and weight decay."""
 
-    def __init__(self, torch, refnet_side):
+    def __init__(self, torch: Any, refnet_side: RefnetSide) -> None:
         from refnet.verify.network import twin_of
 
         net = refnet_side.net
@@ -84,17 +90,17 @@ class TorchSide:
             for name in ("fc6", "fc7")
         }
 
-    def step(self):
+    def step(self) -> None:
         torch = self.torch
         self.opt.zero_grad(set_to_none=True)
         logits = self.model(self.x, train=True, masks=self.masks)
         torch.nn.functional.cross_entropy(logits, self.labels).backward()
         self.opt.step()
 
-    def forward(self):
+    def forward(self) -> None:
         with self.torch.no_grad():
             self.model(self.x, train=False)
 
-    def sync(self):
+    def sync(self) -> None:
         if self.device != "cpu":
             self.torch.cuda.synchronize()

@@ -12,15 +12,20 @@ busy wait, not a sleep: on the virtual machines measured, a core left idle for a
 ms comes back slower (docs/performance.md).
 """
 
+from __future__ import annotations
+
 import statistics
 import time
+from collections.abc import Callable, Mapping
 
 import numpy
+from numpy.typing import DTypeLike
 
 from refnet.data.progress import Progress
+from refnet.layers.backend import Module
 
 
-def timed(fn, sync):
+def timed(fn: Callable[[], object], sync: Callable[[], object]) -> float:
     """Seconds that ``fn()`` takes, from a synchronised start to a synchronised end."""
     sync()
     t = time.perf_counter()
@@ -29,7 +34,7 @@ def timed(fn, sync):
     return time.perf_counter() - t
 
 
-def summary(times):
+def summary(times: list[float]) -> dict[str, float]:
     """{median_s, min_s, max_s, runs} of a list of seconds."""
     return {
         "median_s": statistics.median(times),
@@ -42,14 +47,21 @@ def summary(times):
 SETTLE_S = 0.02
 
 
-def settle(seconds=SETTLE_S):
+def settle(seconds: float = SETTLE_S) -> None:
     """Busy-wait ``seconds`` (module doc)."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         pass
 
 
-def interleave(cases, repeats, warmup, sync, desc, pause=SETTLE_S):
+def interleave(
+    cases: Mapping[str, Callable[[], object]],
+    repeats: int,
+    warmup: int,
+    sync: Callable[[], object],
+    desc: str,
+    pause: float = SETTLE_S,
+) -> dict[str, dict[str, float]]:
     """{name: summary} of the callables ``cases`` ({name: fn}): each run ``warmup`` times
     untimed, then ``repeats`` rounds in which each runs once, in turn, so a change in the
     machine's speed during the run touches every case alike; ``pause`` seconds of
@@ -57,7 +69,7 @@ def interleave(cases, repeats, warmup, sync, desc, pause=SETTLE_S):
     for fn in cases.values():
         for _ in range(warmup):
             fn()
-    out = {name: [] for name in cases}
+    out: dict[str, list[float]] = {name: [] for name in cases}
     bar = Progress(total=repeats * len(cases), desc=desc, unit="run")
     for _ in range(repeats):
         for name, fn in cases.items():
@@ -68,7 +80,9 @@ def interleave(cases, repeats, warmup, sync, desc, pause=SETTLE_S):
     return {name: summary(t) for name, t in out.items()}
 
 
-def gemm_peak(xp, dtype, sync, n=2048, repeats=10):
+def gemm_peak(
+    xp: Module, dtype: DTypeLike, sync: Callable[[], object], n: int = 2048, repeats: int = 10
+) -> float:
     """GFLOP/s of an n x n x n GEMM in ``dtype`` on ``xp``: the fastest of ``repeats``.
     A peak rather than a median, because a high peak is the conservative reference for
     the fraction-of-peak figures (docs/performance.md: how much the median moves)."""

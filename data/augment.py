@@ -1,14 +1,10 @@
 """The paper's augmentation, written once for any array module (NumPy or CuPy).
 
 Axis legend: N batch, S stored side, Cr crop side, 3 RGB channels (last in storage,
-second in the network's NCHW input). The evaluation views (centre, 10 crops) are in
-``data.views``.
+second in the network's NCHW input). The evaluation views are in ``data.views``.
 
-Randomness lives on the host. ``draw`` takes a ``numpy.random.Generator`` and returns
-plain NumPy arrays; the view functions take those arrays and the images on their own
-array module (``xp`` comes from ``images``), so a CPU and a GPU run with the same
-generator see bit-identical crops, flips and lighting, and the generator's state is all
-a checkpoint needs to save.
+Randomness lives on the host (``draw``: NumPy arrays), applied on the images' own array
+module, so CPU and GPU runs see bit-identical draws.
 
     aug = draw(rng, n, stored_size, crop, lighting_std=0.1)
         draws, in this order: offsets_y (n,) int64 in [0, S - Cr], offsets_x (n,),
@@ -23,30 +19,25 @@ Every view is, per image n (all in ``dtype``, on the 0-255 scale):
 
 where ``images`` I are (N, S, S, 3) uint8, ``window`` is rows oy..oy+Cr-1 and columns
 ox..ox+Cr-1, M is the (S, S, 3) mean image (its window at the same place, mirrored with
-the image: "the matching window of the mean image"), and ``scale`` is None, a scalar or a
-per-channel (3,) factor (e.g. 1 / pixel_std for unit-variance inputs).
+the image), and ``scale`` is None, a scalar or a per-channel (3,) factor (e.g. 1 /
+pixel_std). PCA lighting: shift[n] = eigvec @ (alphas[n] * sqrt(eigval)), ``eigval`` the
+variances of the RGB covariance on the 0-255 scale and ``eigvec[:, i]`` their unit
+eigenvectors; sqrt(eigval) is the authors' unit, not the paper's literal alpha_i *
+lambda_i (docs/paper.md, "Data", says why).
 
-PCA lighting (the paper's "fancy PCA"), shift[n] = eigvec @ (alphas[n] * sqrt(eigval)):
-``eigval`` are the variances of the RGB covariance on the 0-255 scale (as stored by
-data.build) and ``eigvec[:, i]`` their unit eigenvectors. The paper's text says
-alpha_i * lambda_i; taken literally with 0-255-scale variances (~14,000 for the top
-component) that shifts colours by ~1,400 levels and nothing learns. The authors' code
-(cuda-convnet2) multiplies alpha by the standard deviation along each axis,
-sqrt(lambda_i) on the 0-255 scale, giving shifts of about +-12 levels; refnet does the
-same (docs/paper.md, "Data").
-
-Implementation: NumPy copies one window per image, straight into its (3, Cr, Cr) slot of
-the output (a loop of cache-sized slice operations, faster than a fancy-index gather or a
-whole-batch slice on the CPU: docs/performance.md); other array modules use
-one vectorised gather (one kernel on the GPU), or one whole-batch slice when every image
-has the same window (centre and 10-crop views). All paths are tested equal.
+NumPy copies one window per image; other array modules gather (docs/performance.md).
 """
+
+from __future__ import annotations
 
 from typing import NamedTuple
 
 import numpy
+from numpy.typing import ArrayLike, DTypeLike
 
-from refnet.layers.backend import as_dtype, get_array_module
+from refnet.layers.backend import Array, Module, as_dtype, get_array_module
+
+Host = numpy.ndarray  # offsets and flips: host arrays whatever the images' module
 
 
 class Augmentation(NamedTuple):
@@ -58,7 +49,17 @@ class Augmentation(NamedTuple):
     alphas: numpy.ndarray  # (N, 3) float64, lighting coefficients
 
 
-def draw(rng, n, stored_size, crop, *, lighting_std=0.1):
+class _Recipe(NamedTuple):  # what every window gets after its copy, on the images' xp
+    mean: Array | None  # (S, S, 3) mean image in ``dt``
+    shift: Array | None  # (N, 3) lighting shift in ``dt``
+    scale: Array | None  # (3,) factor in ``dt``
+    crop: int
+    dt: numpy.dtype
+
+
+def draw(
+    rng: numpy.random.Generator, n: int, stored_size: int, crop: int, *, lighting_std: float = 0.1
+) -> Augmentation:
     """Draw the augmentation of ``n`` images from ``rng`` (order in the module doc)."""
     if not isinstance(rng, numpy.random.Generator):
         raise TypeError(f"draw: rng must be a numpy.random.Generator, got {type(rng).__name__}")
@@ -72,7 +73,7 @@ def draw(rng, n, stored_size, crop, *, lighting_std=0.1):
     return Augmentation(oy, ox, flips, alphas)
 
 
-def lighting_shift(alphas, eigval, eigvec):
+def lighting_shift(alphas: ArrayLike, eigval: ArrayLike, eigvec: ArrayLike) -> numpy.ndarray:
     """(N, 3) float64 RGB shift per image: eigvec @ (alphas[n] * sqrt(eigval)).
 
     sqrt: the authors' units, not the paper's literal alpha * eigval (module doc).
@@ -90,7 +91,17 @@ def lighting_shift(alphas, eigval, eigvec):
     return (alphas * numpy.sqrt(eigval)) @ eigvec.T  # (N, 3)
 
 
-def train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None, dtype="float32"):
+def train_views(
+    images: Array,
+    aug: Augmentation,
+    mean_image: Array | None,
+    eigval: ArrayLike | None,
+    eigvec: ArrayLike | None,
+    crop: int,
+    *,
+    scale: ArrayLike | None = None,
+    dtype: DTypeLike = "float32",
+) -> Array:
     """Random crops, flips, mean subtraction and PCA lighting: (N, 3, Cr, Cr) on xp.
 
     ``eigval``/``eigvec`` None: no lighting. ``mean_image`` None: no mean subtraction.
@@ -117,18 +128,18 @@ def train_views(images, aug, mean_image, eigval, eigvec, crop, *, scale=None, dt
 
 
 def crop_windows(
-    images,
-    offsets_y,
-    offsets_x,
-    flips,
-    mean_image,
-    crop,
+    images: Array,
+    offsets_y: ArrayLike,
+    offsets_x: ArrayLike,
+    flips: ArrayLike,
+    mean_image: Array | None,
+    crop: int,
     *,
-    shift=None,
-    scale=None,
-    dtype="float32",
-    out=None,
-):
+    shift: ArrayLike | None = None,
+    scale: ArrayLike | None = None,
+    dtype: DTypeLike = "float32",
+    out: Array | None = None,
+) -> Array:
     """The general view (formula in the module doc); offsets, flips and shift are host arrays.
 
     images (N, S, S, 3) uint8 on xp -> (N, 3, Cr, Cr) ``dtype`` on xp (written into
@@ -157,21 +168,21 @@ def crop_windows(
         else xp.asarray(numpy.asarray(shift, numpy.float64).reshape(n, 3).astype(dt))
     )
     scale_x = None if scale is None else _scale_array(scale, dt, xp)
+    r = _Recipe(mean, shift_x, scale_x, crop, dt)
     if xp is numpy:
-        return _windows_by_loop(images, oy, ox, flips, mean, crop, shift_x, scale_x, dt, out)
+        return _windows_by_loop(images, oy, ox, flips, r, out)
     if n and (oy == oy[0]).all() and (ox == ox[0]).all() and (flips == flips[0]).all():
-        x = _same_window(
-            images, int(oy[0]), int(ox[0]), bool(flips[0]), mean, crop, shift_x, scale_x, dt, xp
-        )
+        x = _same_window(images, int(oy[0]), int(ox[0]), bool(flips[0]), r, xp)
     else:
-        x = _windows_by_gather(images, oy, ox, flips, mean, crop, shift_x, scale_x, dt, xp)
+        x = _windows_by_gather(images, oy, ox, flips, r, xp)
     if out is None:
         return x
     out[...] = x
     return out
 
 
-def _same_window(images, oy, ox, flip, mean, crop, shift, scale, dt, xp):
+def _same_window(images: Array, oy: int, ox: int, flip: bool, r: _Recipe, xp: Module):
+    crop, dt, mean, shift, scale = r.crop, r.dt, r.mean, r.shift, r.scale
     cols = slice(ox + crop - 1, ox - 1 if ox > 0 else None, -1) if flip else slice(ox, ox + crop)
     x = images[:, oy : oy + crop, cols].astype(dt)  # (N, Cr, Cr, 3)
     if mean is not None:
@@ -183,7 +194,10 @@ def _same_window(images, oy, ox, flip, mean, crop, shift, scale, dt, xp):
     return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, 3, Cr, Cr)
 
 
-def _windows_by_loop(images, oy, ox, flips, mean, crop, shift, scale, dt, out=None):
+def _windows_by_loop(
+    images: Host, oy: Host, ox: Host, flips: Host, r: _Recipe, out: Host | None = None
+):
+    crop, dt, mean, shift, scale = r.crop, r.dt, r.mean, r.shift, r.scale
     n = images.shape[0]
     if out is None:
         out = numpy.empty((n, 3, crop, crop), dtype=dt)
@@ -205,7 +219,8 @@ def _windows_by_loop(images, oy, ox, flips, mean, crop, shift, scale, dt, out=No
     return out
 
 
-def _windows_by_gather(images, oy, ox, flips, mean, crop, shift, scale, dt, xp):
+def _windows_by_gather(images: Array, oy: Host, ox: Host, flips: Host, r: _Recipe, xp: Module):
+    crop, dt, mean, shift, scale = r.crop, r.dt, r.mean, r.shift, r.scale
     n = images.shape[0]
     ar = numpy.arange(crop)
     rows = oy[:, None] + ar  # (N, Cr)
@@ -222,7 +237,7 @@ def _windows_by_gather(images, oy, ox, flips, mean, crop, shift, scale, dt, xp):
     return xp.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (N, 3, Cr, Cr)
 
 
-def _scale_array(scale, dt, xp):
+def _scale_array(scale: ArrayLike, dt: numpy.dtype, xp: Module):
     a = numpy.asarray(scale, dtype=numpy.float64)
     if a.shape == ():
         a = numpy.full(3, float(a))
@@ -231,12 +246,12 @@ def _scale_array(scale, dt, xp):
     return xp.asarray(a.astype(dt))
 
 
-def _check_crop(name, stored_size, crop):
+def _check_crop(name: str, stored_size: int, crop: int):
     if not 1 <= crop <= stored_size:
         raise ValueError(f"{name}: crop must be in [1, {stored_size}], got {crop}")
 
 
-def _check_images(name, images, mean_image, crop):
+def _check_images(name: str, images: Array, mean_image: Array | None, crop: int):
     if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"{name}: images must be (N, S, S, 3), got {tuple(images.shape)}")
     if images.dtype != numpy.uint8:

@@ -25,12 +25,16 @@ one left. On Ctrl-C the worker processes (which ignore it: the terminal sends it
 whole process group) are terminated and the temporaries removed within seconds.
 """
 
+from __future__ import annotations
+
 import multiprocessing
 import os
 import shutil
 import sys
 import uuid
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from multiprocessing.pool import Pool
+from typing import IO, Any, NamedTuple
 
 from refnet.data.cli import (
     FAILED,
@@ -61,7 +65,7 @@ from refnet.data.files import (
 )
 from refnet.data.pixel_stats import PixelStats, flat_channels, flat_notice, image_sums
 from refnet.data.progress import Progress
-from refnet.data.sources import VAL_FRACTION, find_sources
+from refnet.data.sources import VAL_FRACTION, Sources, find_sources
 from refnet.data.store import StoreWriter, verify_store
 
 REPORT = "build_report.json"
@@ -97,17 +101,17 @@ class BuildSummary(NamedTuple):
 
 
 def build(
-    src,
-    out_dir,
+    src: str,
+    out_dir: str,
     *,
-    size=256,
-    workers=None,
-    max_pixels=DEFAULT_MAX_PIXELS,
-    jpeg_draft=True,
-    progress=True,
-    stream=None,
-    val_fraction=VAL_FRACTION,
-):
+    size: int = 256,
+    workers: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    jpeg_draft: bool = True,
+    progress: bool = True,
+    stream: IO[str] | None = None,
+    val_fraction: float = VAL_FRACTION,
+) -> BuildSummary:
     """Build OUT_DIR/train.h5 and OUT_DIR/val.h5 from ``src``; returns a ``BuildSummary``.
 
     ``workers``: decoding processes (None: one per CPU; 0: decode in this process).
@@ -188,7 +192,7 @@ def build(
                     raise NothingUsable(
                         f"no usable training image under {src!r} ({len(files)} candidate files)"
                     )
-                finished = stats.finish()  # mean_image, eigval, eigvec, pixel_std
+                finished = stats.finish()  # type: ignore[union-attr]  # made for train: (mean_image, eigval, eigvec, pixel_std)
                 pixel_std = tuple(float(v) for v in finished[3])
                 _guarded(w.set_stats, *finished, path=w.tmp)
             _guarded(w.finish, path=w.tmp)
@@ -228,7 +232,7 @@ def build(
     )
 
 
-def _check_sources(src, sources, val_fraction):
+def _check_sources(src: str, sources: Sources, val_fraction: float):
     """Refuse what no training run can use: fewer than two classes, no validation split."""
     n = len(sources.class_names)
     if n < 2:
@@ -260,14 +264,14 @@ def _check_sources(src, sources, val_fraction):
     )
 
 
-def _empty_classes(sources, labels):
+def _empty_classes(sources: Sources, labels: Sequence[int]):
     """Names of the classes without an image in ``labels`` (WNIDs when known)."""
     names = sources.wnids or sources.class_names
     present = set(labels)
     return [name for k, name in enumerate(names) if k not in present]
 
 
-def _decode_task(task):
+def _decode_task(task: tuple[str, int, int, bool]):
     path, size, max_pixels, jpeg_draft = task
     try:
         image, (w, h) = decode_image_sized(path, size, max_pixels=max_pixels, jpeg_draft=jpeg_draft)
@@ -279,7 +283,7 @@ def _decode_task(task):
     return ("ok", image, s, o, min(w, h) < size)
 
 
-def _pool_results(pool, tasks, chunk=4):
+def _pool_results(pool: Pool, tasks: list[tuple[str, int, int, bool]], chunk: int = 4):
     """``map(_decode_task, tasks)`` in the pool, in order. Each chunk's result is waited
     for with Ctrl-C held back, so that it takes effect here, between results (within
     0.1 s), never inside the pool's own locking, where it could hang the terminate."""
@@ -297,11 +301,11 @@ def _pool_results(pool, tasks, chunk=4):
         yield from results
 
 
-def _decode_chunk(tasks):
+def _decode_chunk(tasks: list[tuple[str, int, int, bool]]):
     return [_decode_task(t) for t in tasks]
 
 
-def _start_pool(workers):
+def _start_pool(workers: int | None):
     if workers is None:
         workers = os.cpu_count() or 1
     if workers == 0:
@@ -321,7 +325,7 @@ def _start_pool(workers):
     return pool
 
 
-def _check_out_dir(out_dir, n_files, size):
+def _check_out_dir(out_dir: str, n_files: int, size: int):
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise BuildError(f"OUT_DIR {out_dir!r} exists and is not a directory")
     try:
@@ -348,7 +352,7 @@ def _check_out_dir(out_dir, n_files, size):
         )
 
 
-def _open_writer(out_dir, split, capacity, common):
+def _open_writer(out_dir: str, split: str, capacity: int, common: dict[str, Any]):
     try:
         return StoreWriter(out_dir, f"{split}.h5", capacity=capacity, split=split, **common)
     except (OSError, RuntimeError) as e:
@@ -357,7 +361,7 @@ def _open_writer(out_dir, split, capacity, common):
         raise BuildError(str(write_failure(os.path.join(out_dir, f"{split}.h5"), e))) from None
 
 
-def _guarded(fn, *args, path):
+def _guarded(fn: Callable[..., Any], *args: Any, path: str):
     """``fn(*args)``, a write to the store ``path``; its failure as ``BuildError`` naming
     the store's final name (a full disk said so)."""
     try:
@@ -368,13 +372,22 @@ def _guarded(fn, *args, path):
         raise BuildError(str(write_failure(final_name(path), e))) from None
 
 
-def final_name(tmp):
+def final_name(tmp: str) -> str:
     """The final name of the temporary ``<folder>/.<name>.tmp-<pid>``."""
     folder, name = os.path.split(tmp)
     return os.path.join(folder, name[1:].rsplit(".tmp-", 1)[0]) if name.startswith(".") else tmp
 
 
-def _write_report(out_dir, src, sources, counts, skipped, build_id, empty, pixel_std=()):
+def _write_report(
+    out_dir: str,
+    src: str,
+    sources: Sources,
+    counts: dict[str, int],
+    skipped: list[tuple[str, str]],
+    build_id: str,
+    empty: dict[str, list[str]],
+    pixel_std: Sequence[float] = (),
+):
     path = os.path.join(out_dir, REPORT)
     report = {
         "src": os.path.abspath(src),
@@ -395,14 +408,14 @@ def _write_report(out_dir, src, sources, counts, skipped, build_id, empty, pixel
     return path
 
 
-def format_summary(summary, limit=20):
+def format_summary(summary: BuildSummary, limit: int = 20) -> str:
     """A few human-readable lines describing a finished build."""
     lines = [
         f"built {summary.out_dir}: layout {summary.layout}, {summary.num_classes} "
         f"classes, {summary.train_count} train + {summary.val_count} val images, "
         f"{len(summary.skipped)} files skipped"
     ]
-    reasons = {}
+    reasons: dict[str, int] = {}
     for _, r in summary.skipped:
         key = r.split(":")[0]
         reasons[key] = reasons.get(key, 0) + 1
@@ -430,7 +443,7 @@ def format_summary(summary, limit=20):
     return "\n".join(lines)
 
 
-def verify(out_dir, progress=True, stream=None):
+def verify(out_dir: str, progress: bool = True, stream: IO[str] | None = None) -> None:
     """Check both stores of ``out_dir`` against their checksums (``data.store.
     verify_store``): one line per store; ``ChecksumMismatch`` (exit 1) for the first that
     fails, ``StoreError`` (2) for one without a checksum or unreadable."""
@@ -458,7 +471,7 @@ EXIT_CODES = {
 }
 
 
-def build_parser():
+def build_parser() -> Parser:
     ap = Parser(
         prog="python -m refnet.data.build",
         description=__doc__.split("\n")[0],
@@ -515,7 +528,7 @@ def build_parser():
     return ap
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verify is not None:
@@ -527,7 +540,7 @@ def main(argv=None):
     if args.out_dir is None:
         parser.error("SRC and OUT_DIR are required (or --verify DIR)")
 
-    def body():
+    def body() -> int:
         try:
             summary = build(
                 args.src,

@@ -16,12 +16,16 @@ time. Adding, removing, replacing or touching an image rebuilds the store; the f
 name also carries the source folder's name and the size, for a person looking at it.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
+from typing import Any
 
 from refnet.data.files import process_running, write_json
 from refnet.data.sources import VAL_FRACTION
@@ -30,14 +34,14 @@ STAMP = "stamp.json"
 _WORK = re.compile(r"\.build-(\d+)-.*")
 
 
-def cache_root():
+def cache_root() -> str:
     """``$REFNET_CACHE``, or ``~/.cache/refnet``."""
     return os.environ.get("REFNET_CACHE") or os.path.join(
         os.path.expanduser("~"), ".cache", "refnet"
     )
 
 
-def is_complete(folder, stamp):
+def is_complete(folder: str, stamp: dict[str, Any]) -> bool:
     """True when ``folder`` holds a store whose stamp equals ``stamp``."""
     try:
         with open(os.path.join(folder, STAMP)) as fh:
@@ -49,7 +53,7 @@ def is_complete(folder, stamp):
     )
 
 
-def cached(final, stamp, make):
+def cached(final: str, stamp: dict[str, Any], make: Callable[[str], object]) -> str:
     """``final`` once it holds a complete store stamped ``stamp``: made by ``make(out)``
     (which writes train.h5 and val.h5 into the new folder ``out``) when it does not."""
     if is_complete(final, stamp):
@@ -74,14 +78,14 @@ def cached(final, stamp, make):
     return final
 
 
-def _remove_dead_builds(root):
+def _remove_dead_builds(root: str):
     for entry in os.listdir(root):
         m = _WORK.fullmatch(entry)
         if m and not process_running(int(m.group(1))):
             shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
 
 
-def fingerprint(src):
+def fingerprint(src: str) -> str:
     """A hash of the tree under ``src``: every regular file's relative path, size and
     modification time (hidden files and folders ignored), in sorted order."""
     h = hashlib.sha256()
@@ -98,7 +102,15 @@ def fingerprint(src):
     return h.hexdigest()
 
 
-def cached_store(src, size, *, val_fraction=VAL_FRACTION, workers=None, progress=True, notice=None):
+def cached_store(
+    src: str,
+    size: int,
+    *,
+    val_fraction: float = VAL_FRACTION,
+    workers: int | None = None,
+    progress: bool = True,
+    notice: Callable[[str], object] | None = None,
+) -> str:
     """The store of the image tree ``src`` at ``size``, built into the cache once.
 
     ``val_fraction``: the share of each class held out for validation when ``src`` has no
@@ -117,7 +129,7 @@ def cached_store(src, size, *, val_fraction=VAL_FRACTION, workers=None, progress
     name = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(src) or "data")
     final = os.path.join(cache_root(), "stores", f"{name}-{size}-{key}")
 
-    def make(out):
+    def make(out: str) -> None:
         if notice:
             notice(
                 f"building the store of {src} at {size}x{size} into {final} (once; "

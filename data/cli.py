@@ -24,16 +24,14 @@ propagates as a bug does.
 block), exit status 2, and whose epilog lists the exit codes. The flag types raise
 ``argparse.ArgumentTypeError`` naming the value, so a bad value never gets past parsing.
 
-Ctrl-C (``run_command``): the first one raises ``KeyboardInterrupt`` in the main thread
-as usual, so ``finally`` blocks and ``data.files.atomic_path`` remove what was half
-written; ``run_command`` then prints one line and returns 130. From the first Ctrl-C on,
-another one ends the process at once (status 130, one line), after killing the command's
-worker processes, in case the clean-up itself hangs; a temporary ``.<name>.tmp-<pid>``
-it leaves is removed by the next run (``data.files.remove_stale_temporaries``). A second
-Ctrl-C within ``DOUBLE_TAP_S`` of the first (a double tap) takes effect only when that
-time is up, so that a clean-up which ends meanwhile (most take well under a second) ends
-the process normally, its files tidied.
+Ctrl-C (``run_command``): the first one raises ``KeyboardInterrupt`` in the main thread,
+so ``finally`` blocks remove what was half written, then one line and 130. Another one
+kills the worker processes and ends the process at once (130, one line); one within
+``DOUBLE_TAP_S`` of the first takes effect only when that time is up
+(docs/architecture.md, "data", says why).
 """
+
+from __future__ import annotations
 
 import _thread
 import argparse
@@ -46,7 +44,10 @@ import textwrap
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any, NoReturn
 
 INTERRUPTED = 130
 USAGE = 2
@@ -62,7 +63,7 @@ COMMON_EXIT_CODES = {
 _INTERRUPT = {"pending": False}  # a Ctrl-C raised as KeyboardInterrupt, not yet reported
 
 
-def note_interrupt():
+def note_interrupt() -> None:
     """Record that a Ctrl-C is being raised as ``KeyboardInterrupt`` (a SIGINT handler
     calls it): whatever exception comes out of the command next is the interrupt's doing
     (a library whose initialisation it broke, say) and ``exit_status`` reports it as
@@ -70,7 +71,7 @@ def note_interrupt():
     _INTERRUPT["pending"] = True
 
 
-def interrupt_pending():
+def interrupt_pending() -> bool:
     """Whether a Ctrl-C was raised (``note_interrupt``) since the command began."""
     return _INTERRUPT["pending"]
 
@@ -82,12 +83,11 @@ class UserError(ValueError):
     exit_status = USAGE
 
 
-def error_line(prog, error):
+def error_line(prog: str, error: BaseException) -> tuple[int | None, str]:
     """``(status, line)``: how a command ends on ``error`` (module doc); status None for
     an exception that is no outcome of ours (a bug)."""
     if isinstance(error, KeyboardInterrupt):
-        status = getattr(error, "exit_status", INTERRUPTED)
-        return status, f"{prog}: {error}" if str(error) else f"{prog}: interrupted"
+        return _interrupt_line(prog, error)
     status = getattr(error, "exit_status", None)
     if status is None:
         return None, f"{prog}: error: unexpected {type(error).__name__}: {error}"
@@ -96,11 +96,23 @@ def error_line(prog, error):
     return status, f"{prog}: error: {error}"
 
 
-def _print_line(error, status, line):
+def _interrupt_line(prog: str, error: KeyboardInterrupt) -> tuple[int, str]:
+    """``error_line`` of a Ctrl-C (``KeyboardInterrupt``): always a status."""
+    status = getattr(error, "exit_status", INTERRUPTED)
+    return status, f"{prog}: {error}" if str(error) else f"{prog}: interrupted"
+
+
+def _print_line(error: BaseException, status: int, line: str):
     print(line, file=sys.stderr, flush=True)
 
 
-def exit_status(prog, body, *, report=_print_line, unexpected=False):
+def exit_status(
+    prog: str,
+    body: Callable[[], int | None],
+    *,
+    report: Callable[[BaseException, int, str], object] = _print_line,
+    unexpected: bool = False,
+) -> int:
     """``body()``'s exit status (None: 0), or the status its exception ends the command
     with (module doc), after ``report(error, status, line)`` says so (default: the line on
     stderr). ``KeyboardInterrupt`` propagates (``run_command`` ends it) unless ``report``
@@ -113,7 +125,7 @@ def exit_status(prog, body, *, report=_print_line, unexpected=False):
     except KeyboardInterrupt as e:
         if report is _print_line:
             raise
-        status, line = error_line(prog, e)
+        status, line = _interrupt_line(prog, e)
         report(e, status, line)
         return status
     except Exception as e:  # noqa: BLE001 - mapped to the documented statuses
@@ -121,7 +133,7 @@ def exit_status(prog, body, *, report=_print_line, unexpected=False):
             interrupt = KeyboardInterrupt()
             if report is _print_line:
                 raise interrupt from None
-            status, line = error_line(prog, interrupt)
+            status, line = _interrupt_line(prog, interrupt)
             report(interrupt, status, line)
             return status
         status, line = error_line(prog, e)
@@ -142,7 +154,7 @@ class Parser(argparse.ArgumentParser):
     added unless given. The description is one paragraph, wrapped here.
     """
 
-    def __init__(self, *, exit_codes, **kwargs):
+    def __init__(self, *, exit_codes: Mapping[int, str], **kwargs: Any) -> None:
         codes = {
             **exit_codes,
             **{k: v for k, v in COMMON_EXIT_CODES.items() if k not in exit_codes},
@@ -161,7 +173,7 @@ class Parser(argparse.ArgumentParser):
             **kwargs,
         )
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         if launcher_rank() > 0:  # under mpiexec every rank parses: rank 0 alone says it
             self.exit(USAGE)
         self.exit(USAGE, f"{self.prog}: error: {message} (see --help)\n")
@@ -170,7 +182,7 @@ class Parser(argparse.ArgumentParser):
 _RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK")
 
 
-def launcher_rank():
+def launcher_rank() -> int:
     """This process's rank as an MPI launcher (mpiexec) set it in the environment, 0
     when started otherwise; read without initialising MPI."""
     for name in _RANK_VARIABLES:
@@ -180,7 +192,7 @@ def launcher_rank():
     return 0
 
 
-def unwritable_reason(folder):
+def unwritable_reason(folder: str | os.PathLike[str]) -> str | None:
     """Why no folder can be made and written at ``folder``, as a phrase naming the path
     at fault (None when one can): a file in the way (the path itself or a parent), or
     the nearest existing parent refusing a new entry (read-only file system, permission,
@@ -208,10 +220,10 @@ def unwritable_reason(folder):
     return None
 
 
-def int_at_least(minimum):
+def int_at_least(minimum: int) -> Callable[[str], int]:
     """An ``argparse`` type: ``int(text)`` when it is >= ``minimum``."""
 
-    def parse(text):
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -224,11 +236,11 @@ def int_at_least(minimum):
     return parse
 
 
-def number_at_least(minimum, *, strict=False):
+def number_at_least(minimum: float, *, strict: bool = False) -> Callable[[str], float]:
     """An ``argparse`` type: ``float(text)`` when it is finite and >= ``minimum`` (>
     with ``strict``); NaN and infinities are refused."""
 
-    def parse(text):
+    def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
@@ -243,7 +255,7 @@ def number_at_least(minimum, *, strict=False):
     return parse
 
 
-def fraction(text):
+def fraction(text: str) -> float:
     """An ``argparse`` type: a number in [0, 1)."""
     value = number_at_least(0)(text)
     if not value < 1:
@@ -257,7 +269,7 @@ positive_number = number_at_least(0, strict=True)
 nonnegative_number = number_at_least(0)
 
 
-def new_file(text):
+def new_file(text: str) -> str:
     """``text`` when it can name a new file: its folder exists and a file can be made in
     it (``unwritable_reason``), and it is not a directory (an ``argparse`` type)."""
     folder = os.path.dirname(text) or "."
@@ -273,7 +285,7 @@ def new_file(text):
     return text
 
 
-def existing_file(text):
+def existing_file(text: str) -> str:
     """``text`` when it names a readable regular file (an ``argparse`` type)."""
     if os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
@@ -284,7 +296,7 @@ def existing_file(text):
     return text
 
 
-def run_command(main, name):
+def run_command(main: Callable[[], int], name: str) -> int:
     """``main()``'s exit status; on Ctrl-C one line "NAME: interrupted" and 130.
 
     ``main`` handles ``KeyboardInterrupt`` itself when it has more to say (what was kept);
@@ -296,12 +308,12 @@ def run_command(main, name):
     state = {"interrupted": False, "again": False, "running": True, "first": -math.inf}
     main_thread = threading.main_thread().ident
 
-    def stop_now():
+    def stop_now() -> NoReturn:
         _kill_worker_processes()
         os.write(2, f"{name}: interrupted again; stopping now\n".encode())
         os._exit(INTERRUPTED)
 
-    def on_interrupt(signum, frame):
+    def on_interrupt(signum: int, frame: FrameType | None) -> None:
         if state["again"]:  # the first one, swallowed: raise it again
             state["again"] = False
             raise KeyboardInterrupt
@@ -317,16 +329,16 @@ def run_command(main, name):
         note_interrupt()
         raise KeyboardInterrupt
 
-    def raise_again():  # from a timer thread, after the callback
+    def raise_again() -> None:  # from a timer thread, after the callback
         if state["again"] and state["running"]:
             if hasattr(signal, "pthread_kill"):
-                signal.pthread_kill(main_thread, signal.SIGINT)  # wakes a blocking call
+                signal.pthread_kill(main_thread, signal.SIGINT)  # type: ignore[arg-type]  # wakes a blocking call; the main thread's ident is set
             else:
                 _thread.interrupt_main()
 
     previous = sys.unraisablehook
 
-    def on_unraisable(unraisable):
+    def on_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
             if state["running"]:
                 state["again"] = True
@@ -356,7 +368,7 @@ def run_command(main, name):
         sys.unraisablehook = previous
 
 
-def end_on_interrupt_while_loading():
+def end_on_interrupt_while_loading() -> None:
     """While a command's modules load (before ``run_command`` takes Ctrl-C over), a
     Ctrl-C ends the process at once with one line and status 130 instead of a traceback
     out of some library's import: nothing has been written yet. Only for ``python -m
@@ -369,14 +381,14 @@ def end_on_interrupt_while_loading():
     args = getattr(sys, "orig_argv", [])
     name = args[args.index("-m") + 1] if "-m" in args[:-1] else "refnet"
 
-    def on_interrupt(signum, frame):
+    def on_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
         os.write(2, f"{name}: interrupted while starting; nothing was written\n".encode())
         os._exit(INTERRUPTED)
 
     signal.signal(signal.SIGINT, on_interrupt)
 
 
-def ignore_interrupts():
+def ignore_interrupts() -> None:
     """Make this process ignore SIGINT: a worker process's initializer, so that a Ctrl-C
     (sent by the terminal to the whole process group) reaches only the parent, which
     stops the workers itself."""
@@ -384,7 +396,7 @@ def ignore_interrupts():
 
 
 @contextmanager
-def starting_workers():
+def starting_workers() -> Iterator[None]:
     """Start worker processes in the body: they ignore SIGINT from their first
     instruction (an ignored signal stays ignored across ``exec``, and Python then installs
     no ``KeyboardInterrupt`` handler), while a Ctrl-C meant for this process is held back
@@ -434,7 +446,7 @@ def _pool_worker_handlers():
     )  # a classmethod's function
     if handle is None:
         return None, []
-    return pool.TERMINATE, [
+    return pool.TERMINATE, [  # type: ignore[union-attr]  # handle came from the module
         t
         for t in threading.enumerate()
         if getattr(getattr(t, "_target", None), "__func__", None) is handle
@@ -442,7 +454,7 @@ def _pool_worker_handlers():
 
 
 @contextmanager
-def interrupts_held():
+def interrupts_held() -> Iterator[None]:
     """Hold Ctrl-C back for the body (SIGINT blocked in this thread): a press meanwhile
     takes effect, as ``KeyboardInterrupt``, when the body ends, never half-way through it.
     Also on entry, for a press that came just before. A no-op where signals cannot be

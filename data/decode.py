@@ -26,6 +26,8 @@ Steps, in order:
 6. Centre crop S x S at ((W - S) // 2, (H - S) // 2).
 """
 
+from __future__ import annotations
+
 import os
 import warnings
 
@@ -43,16 +45,21 @@ class BadImage(UserError):
     """A file that cannot become a training image; ``str(e)`` is the reason."""
 
 
-def decode_image(path, size, *, max_pixels=DEFAULT_MAX_PIXELS, jpeg_draft=True):
+def decode_image(
+    path: str, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, jpeg_draft: bool = True
+) -> numpy.ndarray:
     """Decode ``path`` into an (S, S, 3) uint8 RGB array (S = ``size``); see the module doc."""
     return decode_image_sized(path, size, max_pixels=max_pixels, jpeg_draft=jpeg_draft)[0]
 
 
-def decode_image_sized(path, size, *, max_pixels=DEFAULT_MAX_PIXELS, jpeg_draft=True):
+def decode_image_sized(
+    path: str, size: int, *, max_pixels: int = DEFAULT_MAX_PIXELS, jpeg_draft: bool = True
+) -> tuple[numpy.ndarray, tuple[int, int]]:
     """``(decode_image(...), (width, height))``: the image and its size in the file (an
     image whose shorter side is below ``size`` was upscaled)."""
     if size < 1:
         raise ValueError(f"decode_image: size must be >= 1, got {size}")
+    img: Image.Image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -82,7 +89,7 @@ def decode_image_sized(path, size, *, max_pixels=DEFAULT_MAX_PIXELS, jpeg_draft=
     return resize_center_crop(rgb, size), (w, h)
 
 
-def to_rgb(img):
+def to_rgb(img: Image.Image) -> Image.Image:
     """A Pillow image of any mode as an RGB Pillow image (rules in the module doc)."""
     mode = img.mode
     if mode == "RGB":
@@ -106,7 +113,7 @@ def to_rgb(img):
     return img.convert("RGB")
 
 
-def resize_center_crop(img, size):
+def resize_center_crop(img: Image.Image, size: int) -> numpy.ndarray:
     """Rescale an RGB Pillow image so its shorter side is ``size``, then centre-crop.
 
     Returns an (S, S, 3) uint8 array.
@@ -126,7 +133,7 @@ def resize_center_crop(img, size):
     return out
 
 
-def _is_empty(path):
+def _is_empty(path: str):
     try:
         return os.path.getsize(path) == 0
     except OSError:

@@ -17,11 +17,8 @@ for the striped classes 6-9, whose orientation is what defines them) and Gaussia
 (sigma 3). Mean colour therefore carries almost no class information: a linear
 classifier on it sits near chance (tested), so a network has to learn shapes.
 
-The difficulty is set for the default ``python -m refnet.train`` (10 epochs, under
-1.5 minutes on 2 quiet CPU cores). Version 1 had radius 22-36%, any rotation, noise
-sigma 6, contrast >= 100 and shorter sides up to 200; version 2 made the objects larger,
-their rotation narrower and the noise lower (an easier task), and the source files
-smaller (the first run draws and builds the set in about 11 s).
+The difficulty is set for the default ``python -m refnet.train`` (docs/performance.md,
+"The demo's defaults").
 
 Files are JPEGs (quality 80-95) of varying size (shorter side 128-160) and aspect ratio
 (3:4 to 4:3) in the class-folder layout, SRC/{train,val}/<class>/<class>_<i>.jpg, and go
@@ -31,9 +28,10 @@ through ``data.build`` at size 128. Every image has its own generator seeded by
 ``ensure_demo`` caches the built store under ``$REFNET_CACHE/demo`` (default
 ``~/.cache/refnet/demo``) in a folder named by ``DEMO_VERSION``; changing the generator
 means bumping ``DEMO_VERSION``, which makes the next call rebuild (``data.cache.cached``:
-the store is built in a temporary folder and renamed into place when complete, so
-concurrent or interrupted calls never leave a half-built cache).
+never a half-built cache, whatever runs concurrently or is interrupted).
 """
+
+from __future__ import annotations
 
 import os
 import shutil
@@ -64,7 +62,7 @@ STRIPED = {6, 7, 8, 9}
 SPLITS = {"train": 0, "val": 1}
 
 
-def _mask(cls, u, v):
+def _mask(cls: int, u: numpy.ndarray, v: numpy.ndarray):
     """Boolean mask of class ``cls`` in object coordinates (radius 1, v pointing up)."""
     au, av = numpy.abs(u), numpy.abs(v)
     if cls == 0:
@@ -94,7 +92,7 @@ def _mask(cls, u, v):
     raise ValueError(f"render: class must be in 0..{len(CLASSES) - 1}, got {cls}")
 
 
-def render(cls, rng, width, height):
+def render(cls: int, rng: numpy.random.Generator, width: int, height: int) -> numpy.ndarray:
     """One (H, W, 3) uint8 image of class ``cls`` (random parameters from ``rng``)."""
     m = min(width, height)
     r = rng.uniform(0.30, 0.38) * m
@@ -128,7 +126,14 @@ def render(cls, rng, width, height):
     return numpy.clip(numpy.rint(img), 0, 255).astype(numpy.uint8)
 
 
-def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0, progress=True):
+def write_demo_tree(
+    root: str,
+    *,
+    train_per_class: int = 150,
+    val_per_class: int = 30,
+    seed: int = 0,
+    progress: bool = True,
+) -> int:
     """Write the JPEG class-folder tree under ``root``; returns the number of files."""
     count = 0
     bar = Progress(
@@ -161,14 +166,19 @@ def write_demo_tree(root, *, train_per_class=150, val_per_class=30, seed=0, prog
     return count
 
 
-def default_cache_dir():
+def default_cache_dir() -> str:
     """``$REFNET_CACHE/demo``, or ``~/.cache/refnet/demo``."""
     return os.path.join(cache_root(), "demo")
 
 
 def ensure_demo(
-    cache_dir=None, *, workers=None, progress=True, train_per_class=150, val_per_class=30
-):
+    cache_dir: str | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = True,
+    train_per_class: int = 150,
+    val_per_class: int = 30,
+) -> str:
     """Build the demo store once (cached, ``data.cache``) and return the directory with
     train.h5 and val.h5."""
     root = cache_dir if cache_dir is not None else default_cache_dir()
@@ -182,7 +192,7 @@ def ensure_demo(
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
 
-    def make(out):
+    def make(out: str) -> None:
         src = out + "-src"
         try:
             write_demo_tree(

@@ -9,14 +9,13 @@
     write_text(path, text)                      # both through atomic_path
     write_json(path, obj, *, indent=1)          # JSON text and a final newline
     append_text(path, text)                     # all of text at the end, or nothing
-    remove_stale_temporaries(folder, names)     # .<name>.tmp-<pid> of processes now gone
+    remove_stale_temporaries(folder, names)     # .<name>.tmp-<pid> of processes that have ended
 
 A write that fails (a full disk, a read-only or vanished folder) raises ``OutputError``,
 a ``UserError`` (a command ends with exit status 2 and one line) that names the user's
 path, never the temporary, and says "the disk is full" when it is (``write_failure``).
 An HDF5 file whose writing failed is closed with ``abandon_hdf5`` before the error goes
-on: HDF5 would otherwise keep it open, retry its flush at every release and again while
-the interpreter exits, printing errors and crashing there.
+on (HDF5 would otherwise retry its flush until the interpreter crashes at exit).
 
 Committed files get the permissions of any new file (0666 less the umask), whatever
 mode the writing library gave its temporary.
@@ -25,20 +24,19 @@ The steps of ``atomic_path`` are also here on their own for a writer that keeps 
 open across calls and commits later (``data.store.StoreWriter``): ``temporary_path``,
 ``sync_file``, ``commit`` and ``discard``.
 
-Why it is safe: ``os.replace`` within one folder is atomic on POSIX, so ``path`` names
-either the old file or the complete new one; the fsync of the data before the rename and
-of the folder after it keeps that true across a power cut. The temporary lives in the
-same folder (a rename cannot cross file systems) under a hidden name that says which
-process writes it, so a later run can tell a dead writer's leftover from a live one's
-file. One process writes one ``path`` at a time: two threads writing the same ``path``
-would share the temporary name.
+One process writes one ``path`` at a time: two threads writing the same ``path`` would
+share the temporary name. Why it is safe: docs/architecture.md, "data".
 """
+
+from __future__ import annotations
 
 import errno
 import json
 import os
 import re
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from refnet.data.cli import UserError
 
@@ -50,7 +48,7 @@ class OutputError(UserError):
     the message is one line naming the file the user asked for."""
 
 
-def is_disk_full(error):
+def is_disk_full(error: BaseException) -> bool:
     """Whether ``error`` (an ``OSError``, or HDF5's ``RuntimeError``, which carries the
     system's errno only in its text) says the device has no space left."""
     text = str(error)
@@ -62,7 +60,7 @@ def is_disk_full(error):
     )
 
 
-def write_failure(path, error):
+def write_failure(path: str | os.PathLike[str], error: BaseException) -> OutputError:
     """The ``OutputError`` for ``error`` raised while writing ``path``: one line, the
     user's path, and what to do."""
     folder = os.path.dirname(os.path.abspath(os.fspath(path)))
@@ -75,7 +73,7 @@ def write_failure(path, error):
     return OutputError(f"cannot write {path}: {reason}")
 
 
-def abandon_hdf5(h5file, tmp):
+def abandon_hdf5(h5file: Any, tmp: str) -> None:
     """Close ``h5file`` (an ``h5py.File`` being written to ``tmp``) after a failed write
     and remove ``tmp``. The temporary is emptied first, so that on a full disk the close
     has room for its last small flush and succeeds; never raises."""
@@ -101,19 +99,19 @@ def _new_file_mode():
 NEW_FILE_MODE = _new_file_mode()  # read once: os.umask cannot be read without setting it
 
 
-def temporary_path(path):
+def temporary_path(path: str | os.PathLike[str]) -> str:
     """``<folder>/.<name>.tmp-<pid>``: where this process writes ``path`` before committing."""
     folder, name = os.path.split(os.fspath(path))
     return os.path.join(folder, f".{name}.tmp-{os.getpid()}")
 
 
-def sync_file(path):
+def sync_file(path: str | os.PathLike[str]) -> None:
     """Flush the file's data to the disk (``os.fsync``)."""
     with open(path, "rb+") as fh:
         os.fsync(fh.fileno())
 
 
-def sync_folder(folder):
+def sync_folder(folder: str) -> None:
     """Flush a folder's entries (a rename in it) to the disk; best effort, never raises."""
     try:
         fd = os.open(folder or ".", os.O_RDONLY)
@@ -127,7 +125,7 @@ def sync_folder(folder):
         os.close(fd)
 
 
-def commit(tmp, path):
+def commit(tmp: str, path: str | os.PathLike[str]) -> None:
     """Replace ``path`` by the finished temporary ``tmp``: fsync it, give it a new file's
     permissions, rename, fsync the folder."""
     sync_file(tmp)
@@ -136,7 +134,7 @@ def commit(tmp, path):
     sync_folder(os.path.dirname(os.fspath(path)))
 
 
-def discard(tmp):
+def discard(tmp: str) -> None:
     """Remove the temporary ``tmp`` if it is there (after an error); never raises."""
     try:
         os.remove(tmp)
@@ -145,7 +143,7 @@ def discard(tmp):
 
 
 @contextmanager
-def atomic_path(path):
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """Yield a temporary path (str) to write; on normal exit it replaces ``path``.
 
     On any exception in the body or in the commit (Ctrl-C included) the temporary is
@@ -170,19 +168,19 @@ def atomic_path(path):
         raise
 
 
-def write_text(path, text):
+def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
 
 
-def write_json(path, obj, *, indent=1):
+def write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 1) -> None:
     """Write ``obj`` as JSON (``json.dumps(obj, indent=indent)`` and a newline) atomically."""
     write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
-def append_text(path, text):
+def append_text(path: str | os.PathLike[str], text: str) -> None:
     """Append ``text`` (UTF-8) to ``path`` (created if absent): all of it or, when the
     write fails, nothing (the file is cut back to its old length; ``OutputError``)."""
     data = memoryview(text.encode("utf-8"))
@@ -208,7 +206,7 @@ def append_text(path, text):
 _TEMPORARY = re.compile(r"\.(.+)\.tmp-(\d+)")
 
 
-def remove_stale_temporaries(folder, names=None):
+def remove_stale_temporaries(folder: str, names: Collection[str] | None = None) -> list[str]:
     """Delete the temporaries in ``folder`` whose writing process is gone; returns their names.
 
     A temporary is ``.<name>.tmp-<pid>`` (``temporary_path``); with ``names`` only those of
@@ -231,7 +229,7 @@ def remove_stale_temporaries(folder, names=None):
     return removed
 
 
-def process_running(pid):
+def process_running(pid: int) -> bool:
     """Whether process ``pid`` exists (or cannot be checked: another user's)."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether pid exists

@@ -13,41 +13,30 @@ Axis legend: B batch, S stored side, 3 RGB.
                                        # pixel_std, class_names, wnids, size, count
     sequential_batches(path, batch_size) # the whole store in file order (evaluation)
 
-Order. Epoch ``e`` visits the images in ``epoch_order(e)``: with ``shuffle`` the
-permutation ``numpy.random.default_rng([seed, e]).permutation(N)``, else 0..N-1. It
-depends only on (seed, e), so an epoch can be replayed or resumed without any saved RNG
-state. Batch k is order[k*B:(k+1)*B]; with ``drop_last`` a final partial batch is skipped.
+Order. Epoch ``e`` visits the images in ``epoch_order(e)``: with ``shuffle``
+``numpy.random.default_rng([seed, e]).permutation(N)``, else 0..N-1 (no RNG state to
+save). Batch k is order[k*B:(k+1)*B]; with ``drop_last`` a final partial batch is skipped.
 
-Position. ``position`` = (epoch, index): the next batch handed out starts at
-order[index]. It advances when a batch is handed out, and becomes (epoch + 1, 0) as soon
-as the last batch of an epoch is handed out; so a checkpoint taken after the training
-step on a batch resumes with the next batch, bit-exactly, mid-epoch or not. Iterating the
-loader yields the remainder of the current epoch; iterate again for the next one.
+Position. ``position`` = (epoch, index): the next batch starts at order[index]; after an
+epoch's last batch it is (epoch + 1, 0). A checkpoint taken after the step on a batch
+resumes with the next batch, bit-exactly.
 
-Shards. With ``shard=(r, R)`` (rank r of a data-parallel job of R ranks,
-``refnet.distributed``) every batch is still chosen from the whole epoch's order, and
-this loader reads only part r of it: ``numpy.array_split`` of the batch into R parts,
-which differ in size by at most one. The position stays the whole job's, so a
-checkpoint resumes on any number of ranks. ``with_indices=True`` yields (images,
-labels, indices), the store indices of the images (for per-sample random draws).
+Shards. ``shard=(r, R)``: rank r of R reads part r of every batch (``numpy.array_split``
+into R parts); the position stays the whole job's. ``with_indices=True`` also yields the
+store indices of the images.
 
-Workers. ``workers`` threads each open the file themselves after starting (a
-``data.store.StoreReader`` that always reads from the file) and read every
-``workers``-th batch; ``prefetch`` batches may wait ready. Within a batch, images are
-read in increasing file order (one chunk each, directly into their place in the batch),
-so the disk sees sorted reads and the batch keeps its shuffled order. h5py
-serialises calls into HDF5, so extra threads mostly overlap reading with the consumer's
-computation (NumPy and CuPy release the GIL). ``workers=0`` reads in the calling
-thread. Threads stop and files close when the iteration ends, when the consumer breaks
-out or raises (Ctrl-C included).
-
-Changes. Before each batch is handed out the store file is checked to be the one opened
-(``data.store.file_identity``: inode, size, modification time; one ``os.stat``): a store
-replaced by another build or written to while the run reads it raises ``StoreChanged``.
+Workers. ``workers`` threads (0: the calling thread) each open the file and read every
+``workers``-th batch; ``prefetch`` batches may wait ready; images are read in increasing
+file order. Before each batch is handed out the file is checked to be the one opened
+(``data.store.file_identity``): ``StoreChanged`` if it was replaced or written to.
 """
+
+from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any
 
 import numpy
 
@@ -57,18 +46,18 @@ from refnet.data.store import StoreChanged, StoreError, StoreReader, file_identi
 class Loader:
     def __init__(
         self,
-        path,
-        batch_size,
+        path: str,
+        batch_size: int,
         *,
-        shuffle=True,
-        seed=0,
-        drop_last=True,
-        workers=2,
-        prefetch=4,
-        position=(0, 0),
-        shard=(0, 1),
-        with_indices=False,
-    ):
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
+        workers: int = 2,
+        prefetch: int = 4,
+        position: Sequence[int] = (0, 0),
+        shard: Sequence[int] = (0, 1),
+        with_indices: bool = False,
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"Loader: batch_size must be >= 1, got {batch_size}")
         if workers < 0 or prefetch < 1:
@@ -92,21 +81,21 @@ class Loader:
         self.shard, self.with_indices = (rank, ranks), with_indices
         self.seek(*position)
 
-    def __len__(self):
+    def __len__(self) -> int:
         """Batches per epoch."""
         if self.drop_last:
             return self.num_images // self.batch_size
         return -(-self.num_images // self.batch_size)
 
     @property
-    def position(self):
+    def position(self) -> tuple[int, int]:
         return (self._epoch, self._index)
 
     @property
-    def epoch(self):
+    def epoch(self) -> int:
         return self._epoch
 
-    def seek(self, epoch, index=0):
+    def seek(self, epoch: int, index: int = 0) -> None:
         """Continue from ``position`` (epoch, index), as saved from ``loader.position``."""
         epoch, index = int(epoch), int(index)
         if epoch < 0 or not 0 <= index <= self.num_images:
@@ -118,7 +107,7 @@ class Loader:
         if not self._batches_left():
             self._epoch, self._index = epoch + 1, 0
 
-    def epoch_order(self, epoch):
+    def epoch_order(self, epoch: int) -> numpy.ndarray:
         """The (N,) int64 order in which epoch ``epoch`` visits the images."""
         if not self.shuffle:
             return numpy.arange(self.num_images, dtype=numpy.int64)
@@ -128,7 +117,7 @@ class Loader:
         left = self.num_images - self._index
         return left >= self.batch_size or (left > 0 and not self.drop_last)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[tuple[numpy.ndarray, ...]]:
         epoch, start = self._epoch, self._index
         order = self.epoch_order(epoch)
         stops = range(start, self.num_images, self.batch_size)
@@ -153,10 +142,11 @@ class Loader:
             source.close()
         self._epoch, self._index = epoch + 1, 0
 
-    def check_unchanged(self):
+    def check_unchanged(self) -> None:
         """``StoreChanged`` if the store file is no longer the one opened (another build
         renamed onto it, or bytes written into it: its inode, size or modification time
         differ); one ``os.stat``, done before each batch is handed out."""
+        now: tuple[int, int, int] | str | None
         try:
             now = file_identity(self.path)
         except OSError as e:
@@ -168,7 +158,9 @@ class Loader:
             )
 
 
-def sequential_batches(path, batch_size, *, workers=2, prefetch=4):
+def sequential_batches(
+    path: str, batch_size: int, *, workers: int = 2, prefetch: int = 4
+) -> Iterator[tuple[numpy.ndarray, ...]]:
     """Every image of a store once, in file order: yields (images, labels) batches."""
     loader = Loader(
         path, batch_size, shuffle=False, drop_last=False, workers=workers, prefetch=prefetch
@@ -176,7 +168,9 @@ def sequential_batches(path, batch_size, *, workers=2, prefetch=4):
     yield from loader
 
 
-def _read_batches(path, batches, workers, prefetch):
+def _read_batches(
+    path: str, batches: list[numpy.ndarray], workers: int, prefetch: int
+) -> Generator[numpy.ndarray, None, None]:
     """Generator of image batches for ``batches`` (lists of indices), in order."""
     if workers == 0 or len(batches) == 0:
         reader = StoreReader(path, memory_limit=0)
@@ -189,7 +183,9 @@ def _read_batches(path, batches, workers, prefetch):
     workers = min(workers, len(batches))
     stop = threading.Event()
     per_queue = max(1, -(-prefetch // workers))
-    queues = [queue.Queue(maxsize=per_queue) for _ in range(workers)]
+    queues: list[queue.Queue[tuple[str, Any]]] = [
+        queue.Queue(maxsize=per_queue) for _ in range(workers)
+    ]
     threads = [
         threading.Thread(
             target=_worker,
@@ -221,7 +217,12 @@ def _read_batches(path, batches, workers, prefetch):
             t.join()
 
 
-def _worker(path, batches, out, stop):
+def _worker(
+    path: str,
+    batches: list[numpy.ndarray],
+    out: queue.Queue[tuple[str, Any]],
+    stop: threading.Event,
+):
     reader = None
     try:
         reader = StoreReader(path, memory_limit=0)

@@ -30,34 +30,39 @@ the one place the rule is written; training, evaluation, prediction and the neig
 search all use it.
 """
 
+from __future__ import annotations
+
 from fractions import Fraction
 
 import numpy
+from numpy.typing import ArrayLike
 
 CHANNELS = ("R", "G", "B")
 MIN_PIXEL_STD = 1.0  # one grey level on the 0-255 scale: below it a channel is not scaled
 
 
-def image_sums(image):
+def image_sums(image: ArrayLike) -> tuple[numpy.ndarray, numpy.ndarray]:
     """(rgb_sum (3,) int64, rgb_outer (3, 3) int64) of one (S, S, 3) uint8 image."""
     x = numpy.asarray(image, dtype=numpy.int64).reshape(-1, 3)  # (S*S, 3)
     return x.sum(axis=0), x.T @ x
 
 
 class PixelStats:
-    def __init__(self, size):
+    def __init__(self, size: int) -> None:
         self.size = size
         self.count = 0
         self.image_sum = numpy.zeros((size, size, 3), dtype=numpy.int64)
         self.rgb_sum = [0, 0, 0]
         self.rgb_outer = [[0] * 3 for _ in range(3)]
 
-    def add(self, image):
+    def add(self, image: numpy.ndarray) -> None:
         """Add one (S, S, 3) uint8 image."""
         s, o = image_sums(image)
         self.add_sums(image, s, o)
 
-    def add_sums(self, image, rgb_sum, rgb_outer):
+    def add_sums(
+        self, image: numpy.ndarray, rgb_sum: numpy.ndarray, rgb_outer: numpy.ndarray
+    ) -> None:
         """Add one image whose ``image_sums`` are already known."""
         if image.shape != (self.size, self.size, 3) or image.dtype != numpy.uint8:
             raise ValueError(
@@ -71,7 +76,7 @@ class PixelStats:
                 self.rgb_outer[i][j] += int(rgb_outer[i][j])
         self.count += 1
 
-    def finish(self):
+    def finish(self) -> tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]:
         """(mean_image, eigval, eigvec, pixel_std), all float64; see the module doc."""
         if self.count == 0:
             raise ValueError("PixelStats: no images were added")
@@ -87,7 +92,7 @@ class PixelStats:
         return mean_image, eigval, eigvec, pixel_std
 
 
-def principal_axes(cov):
+def principal_axes(cov: numpy.ndarray) -> tuple[numpy.ndarray, numpy.ndarray]:
     """Eigenvalues (descending, clipped at 0) and unit eigenvectors (columns) of ``cov``."""
     eigval, eigvec = numpy.linalg.eigh(cov)  # ascending
     order = numpy.argsort(eigval)[::-1]
@@ -98,7 +103,7 @@ def principal_axes(cov):
     return eigval, eigvec * signs
 
 
-def input_scale(pixel_std):
+def input_scale(pixel_std: ArrayLike) -> numpy.ndarray:
     """The per-channel factor (3,) float64 that ``input_scale="pixel_std"`` multiplies
     mean-subtracted inputs by: ``1 / max(std, MIN_PIXEL_STD)`` (module doc); a NaN std
     (never from ``finish``) counts as below the floor."""
@@ -106,14 +111,14 @@ def input_scale(pixel_std):
     return 1.0 / numpy.where(std >= MIN_PIXEL_STD, std, MIN_PIXEL_STD)
 
 
-def flat_channels(pixel_std):
+def flat_channels(pixel_std: ArrayLike) -> list[str]:
     """The names ("R", "G", "B") of the channels whose std is below ``MIN_PIXEL_STD``:
     those ``input_scale`` leaves unscaled."""
     std = numpy.asarray(pixel_std, dtype=numpy.float64)
     return [name for name, s in zip(CHANNELS, std, strict=True) if not s >= MIN_PIXEL_STD]
 
 
-def flat_notice(pixel_std):
+def flat_notice(pixel_std: ArrayLike) -> str:
     """One sentence naming the flat channels and their std, or "" when there are none."""
     std = numpy.asarray(pixel_std, dtype=numpy.float64)
     flat = flat_channels(std)

@@ -10,22 +10,25 @@ short. ``enabled=False`` silences it (tests, ``--quiet``).
     bar.close()
 """
 
+from __future__ import annotations
+
 import sys
 import time
+from typing import IO, Any
 
 
 class Progress:
     def __init__(
         self,
-        total=None,
-        desc="",
+        total: int | None = None,
+        desc: str = "",
         *,
-        unit="it",
-        stream=None,
-        enabled=True,
-        interval=0.2,
-        log_interval=10.0,
-    ):
+        unit: str = "it",
+        stream: IO[str] | None = None,
+        enabled: bool = True,
+        interval: float = 0.2,
+        log_interval: float = 10.0,
+    ) -> None:
         self.total = total
         self.desc = desc
         self.unit = unit
@@ -34,12 +37,12 @@ class Progress:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval = interval if self.tty else log_interval
         self.count = 0
-        self.fields = {}
+        self.fields: dict[str, Any] = {}
         self.start = time.perf_counter()
         self._last_draw = -float("inf")
         self._width = 0
 
-    def update(self, n=1, **fields):
+    def update(self, n: int = 1, **fields: Any) -> None:
         """Advance by ``n`` and set the fields shown after the bar (e.g. ``loss=0.7``)."""
         self.count += n
         self.fields.update(fields)
@@ -47,7 +50,7 @@ class Progress:
         if self.enabled and now - self._last_draw >= self.interval:
             self._draw(now)
 
-    def close(self):
+    def close(self) -> None:
         """Draw the final state and end the line."""
         if self.enabled:
             self._draw(time.perf_counter())
@@ -55,13 +58,13 @@ class Progress:
                 self.stream.write("\n")
                 self.stream.flush()
 
-    def __enter__(self):
+    def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _draw(self, now):
+    def _draw(self, now: float):
         self._last_draw = now
         elapsed = now - self.start
         rate = self.count / elapsed if elapsed > 0 else 0.0
@@ -85,7 +88,7 @@ class Progress:
         self.stream.flush()
 
 
-def _fmt(v):
+def _fmt(v: object):
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)

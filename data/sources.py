@@ -2,7 +2,6 @@
 
     find_sources(src, val_fraction=0.0) -> Sources(layout, class_names, wnids, train, val,
                                                    skipped)
-
 ``train`` and ``val`` are lists of (relative path, label), relative to SRC, in sorted path
 order; ``skipped`` lists (relative path, reason) for files that cannot get a label.
 
@@ -18,9 +17,7 @@ digits), ``wnids`` = class names.
 Without a validation split, with ``val_fraction`` > 0, a share of each class is held
 out for validation (``held_out``: chosen by a hash of each file's path, so the split is
 deterministic and stable): ``layout="folders-split"`` for SRC/train/<class>/... with no
-val images, ``layout="classes-split"`` for a plain tree of class folders::
-
-    SRC/<class>/**/<file>
+val images, ``layout="classes-split"`` for a plain tree of class folders SRC/<class>/**.
 
 Official ILSVRC-2012 layout (``layout="ilsvrc2012"``), recognised when SRC holds the
 devkit (``**/data/meta.mat`` up to three levels down) and a flat ``SRC/val``::
@@ -34,6 +31,8 @@ Classes are the 1000 leaf synsets of meta.mat (``num_children == 0``) ordered by
 WNID; ``class_names`` are their ``words``. Line k of the ground-truth file holds the
 ILSVRC2012_ID of ``ILSVRC2012_val_<k>.JPEG`` (1-based). Reading meta.mat needs SciPy.
 """
+
+from __future__ import annotations
 
 import hashlib
 import os
@@ -57,7 +56,7 @@ class Sources(NamedTuple):
     skipped: list  # [(relpath, reason)]
 
 
-def find_sources(src, val_fraction=0.0):
+def find_sources(src: str, val_fraction: float = 0.0) -> Sources:
     """Discover the dataset under ``src``; ValueError with a clear message if unusable.
 
     ``val_fraction`` > 0: when SRC has no validation images (no val/, or SRC/<class>/
@@ -94,7 +93,7 @@ def find_sources(src, val_fraction=0.0):
     return sources
 
 
-def held_out(sources, fraction, layout):
+def held_out(sources: Sources, fraction: float, layout: str) -> Sources:
     """``sources`` with about ``fraction`` of each class's training files moved to val.
 
     A file goes to val when the hash of its relative path, read as a number in [0, 1),
@@ -102,7 +101,7 @@ def held_out(sources, fraction, layout):
     it is the same on every machine and stays put when other files come or go. A class
     of two or more files keeps at least one in each split (the file with the lowest
     hash moves to val when none did; with the highest stays in train when all did)."""
-    by_class = {}
+    by_class: dict[int, list[tuple[float, str]]] = {}
     for path, label in sources.train:
         by_class.setdefault(label, []).append((_unit_hash(path), path))
     train, val = [], []
@@ -116,13 +115,13 @@ def held_out(sources, fraction, layout):
     return sources._replace(layout=layout, train=sorted(train), val=sorted(val))
 
 
-def _unit_hash(path):
+def _unit_hash(path: str):
     """A number in [0, 1) from the SHA-256 of ``path`` (with / separators)."""
     digest = hashlib.sha256(path.replace(os.sep, "/").encode()).hexdigest()
     return int(digest[:13], 16) / 16**13
 
 
-def _classes(src, rel):
+def _classes(src: str, rel: str):
     """Sources with one class per folder of SRC/rel and every file in train."""
     classes = _subdirs(os.path.join(src, rel))
     if not classes:
@@ -132,7 +131,7 @@ def _classes(src, rel):
     return Sources("folders", list(classes), wnids, train, [], [])
 
 
-def _folders(src):
+def _folders(src: str):
     sources = _classes(src, "train")
     classes, train = sources.class_names, sources.train
     index = {c: i for i, c in enumerate(classes)}
@@ -151,7 +150,7 @@ def _folders(src):
     return Sources("folders", list(classes), wnids, train, val, skipped)
 
 
-def _ilsvrc(src, meta):
+def _ilsvrc(src: str, meta: str):
     synsets = read_meta_mat(meta)  # [(ilsvrc_id, wnid, words)] of leaves
     leaves = sorted(synsets, key=lambda s: s[1])
     wnids = [s[1] for s in leaves]
@@ -186,7 +185,7 @@ def _ilsvrc(src, meta):
     return Sources("ilsvrc2012", names, wnids, train, val, skipped)
 
 
-def read_meta_mat(path):
+def read_meta_mat(path: str) -> list[tuple[int, str, str]]:
     """Leaf synsets of a devkit meta.mat as [(ILSVRC2012_ID, WNID, words)] (needs SciPy)."""
     try:
         import scipy.io
@@ -208,7 +207,7 @@ def read_meta_mat(path):
     return out
 
 
-def _find_meta(src):
+def _find_meta(src: str):
     for root, dirs, files in os.walk(src):
         depth = os.path.relpath(root, src).count(os.sep)
         if os.path.relpath(root, src) in ("train", "val"):
@@ -221,11 +220,11 @@ def _find_meta(src):
     return None
 
 
-def _subdirs(path):
+def _subdirs(path: str):
     return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
 
 
-def _files(src, rel_dir):
+def _files(src: str, rel_dir: str):
     """Non-hidden regular files under SRC/rel_dir, recursively, as sorted relative paths."""
     out = []
     for root, dirs, files in os.walk(os.path.join(src, rel_dir)):
@@ -239,7 +238,9 @@ def _files(src, rel_dir):
 SIDE_SAMPLE = 200  # images whose headers ``typical_side`` reads, spread over the set
 
 
-def typical_side(src, val_fraction=VAL_FRACTION, sample=SIDE_SAMPLE):
+def typical_side(
+    src: str, val_fraction: float = VAL_FRACTION, sample: int = SIDE_SAMPLE
+) -> int | None:
     """The median shorter side, in pixels, of up to ``sample`` training images of the
     tree ``src`` (every k-th in sorted order), read from the file headers alone (Pillow
     decodes no pixel for ``Image.open``); None when no file is a readable image. A

@@ -30,15 +30,19 @@ the final name in ``commit`` after a close and fsync, so a killed build never le
 complete-looking ``train.h5``.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import sys
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import h5py
 import numpy
 from h5py import h5s
+from numpy.typing import ArrayLike
 
 from refnet.data import files
 from refnet.data.cli import UserError
@@ -80,7 +84,7 @@ class ChecksumMismatch(StoreError):
     exit_status = 1  # the command's own finding (refnet.data.build --verify)
 
 
-def file_identity(path):
+def file_identity(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """``(inode, size, modification time in ns)`` of ``path``: changes when the file is
     replaced (another build renamed onto it) or written to."""
     st = os.stat(path)
@@ -90,7 +94,7 @@ def file_identity(path):
 _NOTED: set[str] = set()  # stores without a checksum already noted in this process
 
 
-def _note_no_checksum(path):
+def _note_no_checksum(path: str):
     key = os.path.abspath(path)
     if key not in _NOTED:
         _NOTED.add(key)
@@ -106,19 +110,21 @@ class ImagesHash:
     """The running ``images_sha256`` (module doc): ``add`` images in store order, then
     ``hexdigest(labels)``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._sha = hashlib.sha256()
 
-    def add(self, images):
+    def add(self, images: ArrayLike) -> None:
         self._sha.update(numpy.ascontiguousarray(images, dtype=numpy.uint8).tobytes())
 
-    def hexdigest(self, labels):
+    def hexdigest(self, labels: ArrayLike) -> str:
         sha = self._sha.copy()
         sha.update(numpy.asarray(labels, dtype="<i8").tobytes())
         return sha.hexdigest()
 
 
-def verify_store(path, batch=256, progress=None):
+def verify_store(
+    path: str, batch: int = 256, progress: Callable[[int], object] | None = None
+) -> tuple[int, str]:
     """Read every image of the store at ``path`` and compare with its ``images_sha256``:
     ``(count, checksum)`` when they agree; ``ChecksumMismatch`` when not, ``StoreError``
     when the store has no checksum or cannot be read. ``progress(n)`` is called after
@@ -167,7 +173,9 @@ class StoreReader:
     threads: ``take`` moves the reader's selection in the file.
     """
 
-    def __init__(self, path, *, memory_limit=IN_MEMORY_BYTES):
+    def __init__(
+        self, path: str | os.PathLike[str], *, memory_limit: int = IN_MEMORY_BYTES
+    ) -> None:
         self.path = os.fspath(path)
         self.memory_limit = memory_limit
         self._file = self._images = None
@@ -191,10 +199,10 @@ class StoreReader:
             raise StoreError(f"store file {self.path} is malformed: {e}") from None
 
     @property
-    def count(self):
+    def count(self) -> int:
         return self.metadata.count
 
-    def take(self, indices):
+    def take(self, indices: ArrayLike) -> numpy.ndarray:
         """Images ``indices`` (B,) as (B, S, S, 3) uint8, in the order asked."""
         indices = numpy.asarray(indices)
         if indices.ndim != 1 or (indices.size and indices.dtype.kind not in "iu"):
@@ -225,23 +233,23 @@ class StoreReader:
                 f"or damaged since it was opened?): {e}"
             ) from None
 
-    def close(self):
+    def close(self) -> None:
         """Close the file (images already read into memory stay readable)."""
         if self._file is not None:
             self._file.close()
             self._file = None
 
-    def __enter__(self):
+    def __enter__(self) -> StoreReader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def _read_checked(f, path):
+def _read_checked(f: h5py.File, path: str) -> tuple[StoreMetadata, numpy.ndarray]:
     """(StoreMetadata, labels (N,) int64) of the open store ``f``, or ``StoreError``."""
 
-    def malformed(what):
+    def malformed(what: str) -> StoreError:
         return StoreError(f"store file {path} is malformed: {what}")
 
     version = f.attrs.get("format_version")
@@ -271,7 +279,7 @@ def _read_checked(f, path):
         raise malformed(
             f"labels {labels.min()}..{labels.max()} outside the {len(class_names)} classes"
         )
-    stats = {}
+    stats: dict[str, Any] = {}
     for name, shape in (
         ("mean_image", (size, size, 3)),
         ("pca_eigval", (3,)),
@@ -303,12 +311,23 @@ class StoreWriter:
     """Writes one split: ``append`` images one by one, then ``commit`` (or ``abort``)."""
 
     def __init__(
-        self, out_dir, name, *, capacity, size, split, class_names, wnids, build_id, settings
-    ):
+        self,
+        out_dir: str,
+        name: str,
+        *,
+        capacity: int,
+        size: int,
+        split: str,
+        class_names: Sequence[str],
+        wnids: Sequence[str] | None,
+        build_id: str,
+        settings: dict[str, Any],
+    ) -> None:
         self.final = os.path.join(out_dir, name)
         self.tmp = files.temporary_path(self.final)
         self.count = 0
-        self.labels, self.filenames = [], []
+        self.labels: list[int] = []
+        self.filenames: list[str] = []
         self.hash = ImagesHash()
         # no chunk cache: each image (one chunk) goes to the file as it is appended, so a
         # failed write (a full disk) leaves no dirty chunk for HDF5 to fail on, and crash
@@ -332,7 +351,7 @@ class StoreWriter:
         f.attrs["build_id"] = build_id
         f.attrs["settings"] = json.dumps(settings, sort_keys=True)
 
-    def append(self, image, label, filename):
+    def append(self, image: numpy.ndarray, label: int, filename: str) -> None:
         if self.count == self.images.shape[0]:
             self.images.resize(2 * self.count, axis=0)
         self.images[self.count] = image
@@ -341,14 +360,16 @@ class StoreWriter:
         self.filenames.append(filename)
         self.count += 1
 
-    def set_stats(self, mean_image, eigval, eigvec, pixel_std):
+    def set_stats(
+        self, mean_image: ArrayLike, eigval: ArrayLike, eigvec: ArrayLike, pixel_std: ArrayLike
+    ) -> None:
         f = self.file
         f.create_dataset("mean_image", data=numpy.asarray(mean_image, numpy.float64))
         f.create_dataset("pca_eigval", data=numpy.asarray(eigval, numpy.float64))
         f.create_dataset("pca_eigvec", data=numpy.asarray(eigvec, numpy.float64))
         f.create_dataset("pixel_std", data=numpy.asarray(pixel_std, numpy.float64))
 
-    def finish(self):
+    def finish(self) -> None:
         """Trim to the images written, add labels and filenames, flush and close."""
         f = self.file
         self.images.resize(self.count, axis=0)
@@ -359,11 +380,11 @@ class StoreWriter:
         self.file = None
         files.sync_file(self.tmp)  # durable before either split of a build is renamed
 
-    def commit(self):
+    def commit(self) -> None:
         """Replace the final name with the finished temporary file."""
         files.commit(self.tmp, self.final)
 
-    def abort(self):
+    def abort(self) -> None:
         """Close and remove the temporary file (after an error or interrupt); on a full
         disk too, leaving HDF5 nothing open to fail on at exit (``files.abandon_hdf5``)."""
         if self.file is not None:

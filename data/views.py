@@ -12,13 +12,23 @@ in ``data.augment``'s docstring), mean-subtracted, no lighting; on a GPU that is
 whole-batch slice.
 """
 
+from __future__ import annotations
+
 import numpy
+from numpy.typing import ArrayLike, DTypeLike
 
 from refnet.data.augment import _check_crop, _check_images, crop_windows
-from refnet.layers.backend import as_dtype, get_array_module
+from refnet.layers.backend import Array, as_dtype, get_array_module
 
 
-def center_view(images, mean_image, crop, *, scale=None, dtype="float32"):
+def center_view(
+    images: Array,
+    mean_image: Array | None,
+    crop: int,
+    *,
+    scale: ArrayLike | None = None,
+    dtype: DTypeLike = "float32",
+) -> Array:
     """The centre crop at ((S - Cr) // 2, (S - Cr) // 2), mean-subtracted: (N, 3, Cr, Cr)."""
     n = _check_images("center_view", images, mean_image, crop)
     o = (images.shape[1] - crop) // 2
@@ -34,7 +44,14 @@ def center_view(images, mean_image, crop, *, scale=None, dtype="float32"):
     )
 
 
-def ten_views(images, mean_image, crop, *, scale=None, dtype="float32"):
+def ten_views(
+    images: Array,
+    mean_image: Array | None,
+    crop: int,
+    *,
+    scale: ArrayLike | None = None,
+    dtype: DTypeLike = "float32",
+) -> Array:
     """The 10 evaluation crops (order in the module doc): (10, N, 3, Cr, Cr) on xp."""
     n = _check_images("ten_views", images, mean_image, crop)
     xp = get_array_module(images)
@@ -54,7 +71,7 @@ def ten_views(images, mean_image, crop, *, scale=None, dtype="float32"):
     return out
 
 
-def ten_crop_offsets(stored_size, crop):
+def ten_crop_offsets(stored_size: int, crop: int) -> list[tuple[int, int, bool]]:
     """[(offset_y, offset_x, flip)] of the 10 views, in ``ten_views`` order."""
     _check_crop("ten_crop_offsets", stored_size, crop)
     e, c = stored_size - crop, (stored_size - crop) // 2

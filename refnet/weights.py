@@ -31,6 +31,7 @@ format (``pip install -e '.[interop]'``). The file is written atomically
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -52,7 +53,7 @@ class WeightsError(UserError):
     used; the message is one line naming the file."""
 
 
-def check_tensors(path: str | Path, tensors: Mapping[str, Any]) -> None:
+def check_tensors(path: str | os.PathLike[str], tensors: Mapping[str, Any]) -> None:
     """Refuse parameters no network can hold: ``WeightsError`` naming ``path`` and the
     first offending name, for an array that is not floating-point (its dtype named:
     integers, booleans and complex numbers are never cast) or holds NaN or Inf."""
@@ -162,7 +163,7 @@ def match_options(tensors: Mapping[str, Any]) -> NetOptions:
 
 
 def network_from_tensors(
-    path: str | Path,
+    path: str | os.PathLike[str],
     tensors: dict[str, Any],
     options: NetOptions | None = None,
     changes: Mapping[str, Any] | None = None,

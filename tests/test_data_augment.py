@@ -62,18 +62,10 @@ def test_views_match_naive_loops(data):
     atol = 4 * 300 * numpy.finfo(dtype).eps * scale.max()
     numpy.testing.assert_allclose(got, ref, rtol=tol(dtype)["rtol"], atol=atol)
     # the vectorised gather (used on the GPU) is the same function on NumPy
-    args = (
-        images,
-        aug.offsets_y,
-        aug.offsets_x,
-        aug.flips,
-        mean.astype(dtype),
-        crop,
-        shift.astype(dtype),
-        scale.astype(dtype),
-        dtype,
-        numpy,
+    recipe = augment._Recipe(
+        mean.astype(dtype), shift.astype(dtype), scale.astype(dtype), crop, numpy.dtype(dtype)
     )
+    args = (images, aug.offsets_y, aug.offsets_x, aug.flips, recipe, numpy)
     numpy.testing.assert_array_equal(augment._windows_by_gather(*args), got)
 
 
@@ -146,9 +138,8 @@ def test_ten_views_are_the_right_windows():
             ref = ref[..., ::-1]
         numpy.testing.assert_allclose(views[v], ref, rtol=0, atol=1e-12)
         # the whole-batch slice used on the GPU for shared windows
-        same = augment._same_window(
-            images, y, x, v >= 5, mean, crop, None, None, numpy.dtype("float64"), numpy
-        )
+        recipe = augment._Recipe(mean, None, None, crop, numpy.dtype("float64"))
+        same = augment._same_window(images, y, x, v >= 5, recipe, numpy)
         numpy.testing.assert_array_equal(same, views[v])
     center = crops.center_view(images, mean, crop, dtype="float64")
     numpy.testing.assert_array_equal(center, views[4])

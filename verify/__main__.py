@@ -22,15 +22,22 @@ interrupted (Ctrl-C). The error measure and the tolerances are documented in
 ``verify.compare``.
 """
 
+from __future__ import annotations
+
+import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
+from typing import IO
 
 import numpy
 
 from refnet.data.cli import Parser, UserError, exit_status, nonnegative_int, run_command
 from refnet.verify import frameworks
 from refnet.verify.against_torch import PARTS
+from refnet.verify.compare import Row
+from refnet.verify.frameworks import Framework
 
 SIZES = {"small": ("small",), "paper": ("paper",), "both": ("small", "paper")}
 EXIT_CODES = {
@@ -41,7 +48,7 @@ EXIT_CODES = {
 }
 
 
-def build_parser():
+def build_parser() -> Parser:
     parser = Parser(
         prog="python -m refnet.verify",
         exit_codes=EXIT_CODES,
@@ -96,7 +103,7 @@ def build_parser():
     return parser
 
 
-def parse_parts(text):
+def parse_parts(text: str) -> list[str]:
     parts = [p.strip() for p in text.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
     if unknown or not parts:
@@ -106,7 +113,14 @@ def parse_parts(text):
     return [p for p in PARTS if p in parts]
 
 
-def print_report(stream, modules, results, args, parts, elapsed):
+def print_report(
+    stream: IO[str],
+    modules: dict[str, Framework],
+    results: dict[str, list[Row]],
+    args: argparse.Namespace,
+    parts: Sequence[str],
+    elapsed: float,
+) -> None:
     """One framework: every row (``format_table``); several: one table, then the failures."""
     from refnet.verify.compare import format_table
     from refnet.verify.framework_table import format_framework_table
@@ -142,16 +156,16 @@ def print_report(stream, modules, results, args, parts, elapsed):
         print("\nfailing rows:\n" + format_table(failing), file=stream)
 
 
-def _refuse(message):
+def _refuse(message: str):
     """Exit status 2 with one line (``data.cli.exit_status``)."""
 
-    def refused():
+    def refused() -> None:
         raise UserError(message)
 
     return exit_status("refnet.verify", refused)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -183,7 +197,7 @@ def main(argv=None):
             m, dtype, args.seed, parts=parts, sizes=SIZES[args.size]
         )
     ]
-    results = {name: [] for name in names if not reasons[name]}
+    results: dict[str, list[Row]] = {name: [] for name in names if not reasons[name]}
     start = time.perf_counter()
     with Progress(total=len(steps), desc="verify", unit="part", enabled=not args.quiet) as bar:
         for name, label, step in steps:

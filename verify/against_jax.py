@@ -11,7 +11,14 @@ Every row's part is ``"jax"``; its case names the layer first (``conv1 11x11/4 .
 ``lrn ...``) or, for the whole network, the architecture (``tiny N=4 train``).
 """
 
+from __future__ import annotations
+
 import importlib
+from collections.abc import Callable, Sequence
+
+from numpy.typing import DTypeLike
+
+from refnet.verify.compare import Row
 
 NAME = "jax"
 TITLE = "JAX"
@@ -19,7 +26,7 @@ PART = "jax"
 PARTS = ("layers", "network")
 
 
-def available():
+def available() -> str | None:
     """None when JAX imports, else why not."""
     try:
         importlib.import_module("jax")
@@ -28,18 +35,24 @@ def available():
     return None
 
 
-def version():
+def version() -> str:
     import jax
 
     return jax.__version__
 
 
-def steps(dtype, seed, *, parts=PARTS, sizes=("small", "paper")):
+def steps(
+    dtype: DTypeLike,
+    seed: int,
+    *,
+    parts: Sequence[str] = PARTS,
+    sizes: Sequence[str] = ("small", "paper"),
+) -> list[tuple[str, Callable[..., list[Row]]]]:
     """[(label, thunk returning report rows)]: one per layer family, one per network size
     (``parts`` other than layers and network have no JAX counterpart)."""
     from refnet.verify import jax_network, jax_twins, layer_cases, network
 
-    out = []
+    out: list[tuple[str, Callable[..., list[Row]]]] = []
     if "layers" in parts:
         out += [
             (
@@ -61,6 +74,6 @@ def steps(dtype, seed, *, parts=PARTS, sizes=("small", "paper")):
     return out
 
 
-def run(dtype="float64", seed=0):
+def run(dtype: DTypeLike = "float64", seed: int = 0) -> list[Row]:
     """Every layer case and both network sizes, as report rows."""
     return [row for _, step in steps(dtype, seed) for row in step()]

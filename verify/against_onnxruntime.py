@@ -10,12 +10,10 @@ maps=True)`` (maps in NCHW, the columns side by side), then the logits and softm
 probabilities with ``net.forward`` and ``net.predict_proba``. ONNX has no backward, so
 this is forward only, in eval mode.
 
-Runtimes: float32 runs on ONNX Runtime's CPU provider. ONNX Runtime has no float64 LRN
-kernel, so float64 runs on onnx's reference evaluator (``onnx.reference``, NumPy), with
-its LRN replaced by ``SpecLrn``: the stock one (onnx 1.23) sums the window for the first N
-channels only (its loop runs over the batch axis, onnx issue #7805), leaving every other
-channel unnormalised whenever N != C. ``SpecLrn`` is written from the operator's spec.
-The case names say which runtime ran.
+Runtimes: float32 runs on ONNX Runtime's CPU provider; float64 (no LRN kernel there) on
+onnx's reference evaluator (``onnx.reference``, NumPy) with its LRN replaced by
+``spec_lrn``, written from the operator's spec (the stock one of onnx 1.23 normalises only
+the first N channels: docs/conventions.md, "ONNX"). The case names say which runtime ran.
 
 Networks: ``small`` (``tiny`` and ``demo``, batch 3, and on ``tiny`` every option that
 changes the graph: one column, no LRN, Caffe's all-channel LRN, pooling 2/2, inverted
@@ -25,23 +23,31 @@ values) so that LRN changes the maps by a few percent and a wrong alpha, k or wi
 seen; dropout 0.3, so the test-time factor is not 1/2.
 
 Tolerances (``verify.compare.tolerance``): each layer's row, a prefix of the network, at
-the layer tolerance (float32 measured <= 9e-6 with refnet's Winograd convolutions, below
-2e-5; float64 <= 8e-15, below 1e-12); the logits and probabilities at the network's.
-ONNX's LRN attributes are float32: alpha is chosen above so that alpha * size is a
-float32 number; with the paper's alpha the float64 difference is shown as an INFO row
+the layer tolerance; the logits and probabilities at the network's (measured figures in
+docs/conventions.md). ONNX's LRN attributes are float32: alpha is chosen so that alpha *
+size is a float32 number; with the paper's alpha the float64 difference is an INFO row
 (``float32_attributes_row``).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy
+from numpy.typing import DTypeLike
 
 from refnet import NetOptions, build_network
-from refnet.verify.compare import info, judged, tolerance
+from refnet.verify.compare import Row, info, judged, tolerance
+
+if TYPE_CHECKING:
+    from refnet.network import AlexNet
 
 NAME = "onnxruntime"
 PART = "onnxruntime"
 SIZES = {"small": (("tiny", 3), ("demo", 3)), "paper": (("alexnet", 2),)}
 BASE = dict(lrn_alpha=0.025, dropout=0.3)  # every term of LRN and dropout matters
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "columns=1": dict(columns=1),
     "lrn=False": dict(lrn=False),
     "lrn_mode=all": dict(lrn_mode="all"),
@@ -53,7 +59,7 @@ VARIANTS = {
 }
 
 
-def available():
+def available() -> str | None:
     """None when onnx and onnxruntime import, else the reason this part cannot run."""
     for name in ("onnx", "onnxruntime"):
         try:
@@ -63,7 +69,9 @@ def available():
     return None
 
 
-def random_weights(shapes, rng, dtype):
+def random_weights(
+    shapes: Mapping[str, tuple[int, ...]], rng: numpy.random.Generator, dtype: DTypeLike
+) -> dict[str, numpy.ndarray]:
     """{name: array}: weights N(0, 1/fan_in), biases N(0, 0.1) (as ``verify.network``'s,
     which cannot be imported without torch)."""
     out = {}
@@ -74,7 +82,7 @@ def random_weights(shapes, rng, dtype):
     return out
 
 
-def spec_lrn():
+def spec_lrn() -> type[Any]:
     """onnx's reference-evaluator op class for LRN as its spec defines it (module doc):
     y = x / (bias + alpha / size * square_sum)^beta, square_sum over channels
     c - floor((size-1)/2) .. c + ceil((size-1)/2), clipped at the edges."""
@@ -83,7 +91,14 @@ def spec_lrn():
     class LRN(OpRun):
         op_domain = ""
 
-        def _run(self, x, alpha=None, beta=None, bias=None, size=None):
+        def _run(
+            self,
+            x: numpy.ndarray,
+            alpha: Any = None,
+            beta: Any = None,
+            bias: Any = None,
+            size: Any = None,
+        ) -> tuple[numpy.ndarray]:
             C = x.shape[1]  # x (N, C, ...)
             # the attributes are float32 scalars; the spec computes in x's type
             alpha, beta, bias = (x.dtype.type(v) for v in (alpha, beta, bias))
@@ -97,7 +112,7 @@ def spec_lrn():
     return LRN
 
 
-def run_model(model, x):
+def run_model(model: Any, x: numpy.ndarray) -> dict[str, numpy.ndarray]:
     """``{output name: array}`` of the ONNX ``model`` on images ``x`` (N, 3, S, S): ONNX
     Runtime's CPU provider for float32, onnx's reference evaluator (with ``spec_lrn``)
     for float64."""
@@ -116,11 +131,11 @@ def run_model(model, x):
     return dict(zip(names, outs, strict=True))
 
 
-def runtime_name(dtype):
+def runtime_name(dtype: DTypeLike) -> str:
     return "onnxruntime" if numpy.dtype(dtype) == numpy.float32 else "reference evaluator"
 
 
-def make_net(arch, dtype, rng, **changes):
+def make_net(arch: str, dtype: DTypeLike, rng: numpy.random.Generator, **changes: Any) -> AlexNet:
     """A refnet network of ``arch`` with ``BASE`` and ``changes``, random weights."""
     from refnet.verify.network import NET_DEFAULTS  # python -m refnet.verify --engine
 
@@ -131,7 +146,7 @@ def make_net(arch, dtype, rng, **changes):
     return net
 
 
-def compare(case, net, x):
+def compare(case: str, net: AlexNet, x: numpy.ndarray) -> list[Row]:
     """Rows for every layer's output, the logits and the probabilities of ``net`` on
     ``x`` against its ONNX export run by ``run_model``."""
     from refnet.export import onnx_model, output_names
@@ -157,10 +172,12 @@ def compare(case, net, x):
     return rows
 
 
-def run(dtype, seed, sizes=("small", "paper")):
+def run(dtype: DTypeLike, seed: int, sizes: Sequence[str] = ("small", "paper")) -> list[Row]:
     """Report rows for the networks of ``sizes`` (module doc), drawn from ``seed``."""
     dtype = numpy.dtype(dtype)
-    cases = [(arch, n, {}) for size in sizes for arch, n in SIZES[size]]
+    cases: list[tuple[str, int, dict[str, Any]]] = [
+        (arch, n, {}) for size in sizes for arch, n in SIZES[size]
+    ]
     if "small" in sizes:
         cases += [("tiny", 3, changes) for changes in VARIANTS.values()]
     rows = []
@@ -176,7 +193,13 @@ def run(dtype, seed, sizes=("small", "paper")):
     return rows
 
 
-def steps(dtype, seed, *, parts=("network",), sizes=("small", "paper")):
+def steps(
+    dtype: DTypeLike,
+    seed: int,
+    *,
+    parts: Sequence[str] = ("network",),
+    sizes: Sequence[str] = ("small", "paper"),
+) -> list[tuple[str, Callable[..., list[Row]]]]:
     """[(label, thunk returning report rows)], one per network size (ONNX has no
     backward and no layer cases of its own: its rows are the network's layer outputs,
     so it runs with the network part)."""
@@ -188,7 +211,7 @@ def steps(dtype, seed, *, parts=("network",), sizes=("small", "paper")):
     ]
 
 
-def float32_attributes_row(seed):
+def float32_attributes_row(seed: int) -> Row:
     """An INFO row: ONNX stores LRN's alpha, beta and bias as float32 attributes, so the
     paper's alpha (1e-4, 5e-4 once times size, not a float32 number) moves a float64
     export's LRN output by a few 1e-11 relative, past the layer tolerance (the runs above

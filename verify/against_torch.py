@@ -7,7 +7,14 @@ Parts (``--only``): ``layers``, ``network``, ``sgd``, ``conventions``, ``referen
 their rows keep these part names (``python -m refnet.verify`` prints them as it always has).
 """
 
+from __future__ import annotations
+
 import importlib
+from collections.abc import Callable, Sequence
+
+from numpy.typing import DTypeLike
+
+from refnet.verify.compare import Row
 
 PARTS = ("layers", "network", "sgd", "conventions", "reference")
 NAME = "torch"
@@ -16,7 +23,7 @@ REFERENCE = "PyTorch, or layers.reference in part reference"
 INSTALL = "pip install -e '.[verify]'"
 
 
-def available():
+def available() -> str | None:
     """None when PyTorch imports, else why not."""
     try:
         importlib.import_module("torch")
@@ -25,18 +32,24 @@ def available():
     return None
 
 
-def version():
+def version() -> str:
     import torch
 
     return torch.__version__
 
 
-def steps(dtype, seed, *, parts=PARTS, sizes=("small", "paper")):
+def steps(
+    dtype: DTypeLike,
+    seed: int,
+    *,
+    parts: Sequence[str] = PARTS,
+    sizes: Sequence[str] = ("small", "paper"),
+) -> list[tuple[str, Callable[..., list[Row]]]]:
     """[(label, thunk returning report rows)] for the chosen ``parts`` (torch imported
     here, by the modules that compare with it)."""
     from refnet.verify import conventions, layer_cases, network, reference_cases, sgd
 
-    out = []
+    out: list[tuple[str, Callable[..., list[Row]]]] = []
     if "layers" in parts:
         out += [
             (f"layers:{name}", lambda n=name: layer_cases.run(dtype, seed, [n]))
@@ -56,6 +69,6 @@ def steps(dtype, seed, *, parts=PARTS, sizes=("small", "paper")):
     return out
 
 
-def run(dtype="float64", seed=0):
+def run(dtype: DTypeLike = "float64", seed: int = 0) -> list[Row]:
     """Every part's rows."""
     return [row for _, step in steps(dtype, seed) for row in step()]

@@ -14,7 +14,7 @@ is also all zeros and infinity otherwise. A row passes when ``max rel err <= tol
 Tolerances (``TOLERANCE``), per dtype and per kind of comparison:
 
 - float64: 1e-12 for a single layer, 1e-10 for the whole network and for SGD steps
-  (the issue's bounds). Round-off is ~1e-16 per operation; the deepest single-layer
+  (the project's bounds). Round-off is ~1e-16 per operation; the deepest single-layer
   reduction here (an 11x11x3 conv, a 5x5x48 grouped conv, the weight gradient summed
   over N*Ho*Wo positions) stays near 1e-15, and the network's eight layers forward and
   back stay near 1e-13, so both bounds hold with two orders of margin.
@@ -29,9 +29,14 @@ Tolerances (``TOLERANCE``), per dtype and per kind of comparison:
   tolerance is 16 * 6e-6 rounded up to 1e-4 (measured: see docs/conventions.md).
 """
 
+from __future__ import annotations
+
 import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy
+from numpy.typing import ArrayLike, DTypeLike
 
 TOLERANCE = {
     "float64": {"layer": 1e-12, "network": 1e-10},
@@ -39,7 +44,7 @@ TOLERANCE = {
 }
 
 
-def tolerance(dtype, kind):
+def tolerance(dtype: DTypeLike, kind: str) -> float:
     """The relative tolerance for ``dtype`` (float32/float64) and ``kind`` (layer/network)."""
     name = numpy.dtype(dtype).name
     if name not in TOLERANCE:
@@ -49,7 +54,7 @@ def tolerance(dtype, kind):
     return TOLERANCE[name][kind]
 
 
-def errors(ours, theirs):
+def errors(ours: ArrayLike, theirs: ArrayLike) -> tuple[float, float]:
     """(max abs err, max rel err) of ``ours`` against the reference ``theirs`` (see module doc)."""
     a = numpy.asarray(ours, dtype=numpy.float64)
     b = numpy.asarray(theirs, dtype=numpy.float64)
@@ -82,7 +87,15 @@ class Row:
     note: str = ""
 
 
-def judged(part, case, quantity, ours, theirs, tol, note=""):
+def judged(
+    part: str,
+    case: str,
+    quantity: str,
+    ours: ArrayLike,
+    theirs: ArrayLike,
+    tol: float,
+    note: str = "",
+) -> Row:
     """A PASS/FAIL row comparing ``ours`` with the reference ``theirs`` at relative ``tol``.
 
     A shape mismatch, or ours in another floating dtype than the reference (a silent
@@ -109,12 +122,26 @@ def judged(part, case, quantity, ours, theirs, tol, note=""):
     return Row(part, case, quantity, max_abs, max_rel, tol, status, note)
 
 
-def judged_rows(part, case, ours, theirs, tol, note=""):
+def judged_rows(
+    part: str,
+    case: str,
+    ours: Mapping[str, ArrayLike],
+    theirs: Mapping[str, ArrayLike],
+    tol: float,
+    note: str = "",
+) -> list[Row]:
     """One ``judged`` row per quantity of the dict ``theirs``, against ``ours[quantity]``."""
     return [judged(part, case, q, ours[q], theirs[q], tol, note) for q in theirs]
 
 
-def worst(part, case, quantity, ours, theirs, tol):
+def worst(
+    part: str,
+    case: str,
+    quantity: str,
+    ours: Mapping[str, ArrayLike],
+    theirs: Mapping[str, ArrayLike],
+    tol: float,
+) -> Row:
     """One row for two dicts of arrays (every parameter): the worst comparison (a FAIL
     first, then the largest error), noting when every array is bit-identical."""
     judged_rows = [judged(part, case, quantity, ours[k], theirs[k], tol, note=k) for k in theirs]
@@ -124,7 +151,14 @@ def worst(part, case, quantity, ours, theirs, tol):
     return row
 
 
-def run_cases(cases, what, dtype, seed, which=None, offset=0):
+def run_cases(
+    cases: Mapping[str, Callable[[numpy.random.Generator, numpy.dtype, float], list[Row]]],
+    what: str,
+    dtype: DTypeLike,
+    seed: int,
+    which: Iterable[str] | None = None,
+    offset: int = 0,
+) -> list[Row]:
     """Rows of the named ``cases`` (``{name: fn(rng, dtype, tol)}``; all when ``which``
     is None) at the layer tolerance, case k drawing from ``default_rng([seed, offset + k])``
     (k its index in ``cases``, so each case's numbers do not depend on which others run)."""
@@ -141,27 +175,40 @@ def run_cases(cases, what, dtype, seed, which=None, offset=0):
     return rows
 
 
-def draw(rng, shape, dtype, scale=1.0):
+def draw(
+    rng: numpy.random.Generator, shape: int | tuple[int, ...], dtype: DTypeLike, scale: float = 1.0
+) -> numpy.ndarray:
     """``scale`` times standard normal draws of ``shape`` from ``rng``, in ``dtype``."""
     return (scale * rng.standard_normal(shape)).astype(dtype)
 
 
-def check(part, case, quantity, ok, note="", max_abs=float("nan"), max_rel=float("nan"), tol=None):
+def check(
+    part: str,
+    case: str,
+    quantity: str,
+    ok: bool,
+    note: str = "",
+    max_abs: float = float("nan"),
+    max_rel: float = float("nan"),
+    tol: float | None = None,
+) -> Row:
     """A PASS/FAIL row for a condition that is not an array comparison (a shape, a set)."""
     return Row(part, case, quantity, max_abs, max_rel, tol, "PASS" if ok else "FAIL", note)
 
 
-def info(part, case, quantity, ours, theirs, note=""):
+def info(
+    part: str, case: str, quantity: str, ours: ArrayLike, theirs: ArrayLike, note: str = ""
+) -> Row:
     """An INFO row: the difference is measured and shown, not judged."""
     max_abs, max_rel = errors(ours, theirs)
     return Row(part, case, quantity, max_abs, max_rel, None, "INFO", note)
 
 
-def all_passed(rows):
+def all_passed(rows: Iterable[Row]) -> bool:
     return all(r.status != "FAIL" for r in rows)
 
 
-def _fmt(v):
+def _fmt(v: float | None):
     if v is None:
         return "-"
     if isinstance(v, float) and numpy.isnan(v):
@@ -169,7 +216,7 @@ def _fmt(v):
     return f"{v:.2e}"
 
 
-def format_table(rows):
+def format_table(rows: Sequence[Row]) -> str:
     """The report as a plain-text table, one row per comparison, then a summary line."""
     header = ("part", "case", "quantity", "max abs err", "max rel err", "tol", "result")
     lines = [
@@ -202,13 +249,13 @@ def format_table(rows):
     return "\n".join(out)
 
 
-def report_dict(rows, **meta):
+def report_dict(rows: Sequence[Row], **meta: Any) -> dict[str, Any]:
     """The report as a JSON-ready dict: ``meta`` (dtype, seed, ...), ``passed`` and ``rows``.
 
     Infinite or NaN errors become the strings "inf"/"nan" so the JSON stays standard.
     """
 
-    def clean(v):
+    def clean(v: object) -> object:
         if isinstance(v, float) and not numpy.isfinite(v):
             return "nan" if numpy.isnan(v) else "inf"
         return v

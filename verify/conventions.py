@@ -18,20 +18,27 @@ translation is left out. docs/conventions.md quotes these numbers.
 Axis legend: N batch, C channels, H/W height/width, D features.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 import numpy
 import torch
 import torch.nn.functional as F
+from numpy.typing import DTypeLike
 
 from refnet import layers
 from refnet.arch import ARCHS, param_shapes
 from refnet.verify import twins
-from refnet.verify.compare import check, info, judged, tolerance
+from refnet.verify.compare import Row, check, info, judged, tolerance
+from refnet.verify.twin_network import TwinAlexNet
 
 PART = "conventions"
-PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+PAPER_LRN: dict[str, Any] = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
 
 
-def lrn_rows(rng, dtype, tol):
+def lrn_rows(rng: numpy.random.Generator, dtype: DTypeLike, tol: float) -> list[Row]:
     rows = []
     # post-ReLU activations at the scale where alpha=1e-4 matters (sum of 5 squares ~ 1e4)
     x = numpy.abs(rng.standard_normal((2, 96, 6, 5)) * 50).astype(dtype)
@@ -88,11 +95,12 @@ def lrn_rows(rng, dtype, tol):
     return rows
 
 
-def _ranges(idx):
+def _ranges(idx: Iterable[int]):
     idx = list(int(i) for i in idx)
     if not idx:
         return "none"
-    out, start = [], idx[0]
+    out: list[str] = []
+    start: int | None = idx[0]
     for a, b in zip(idx, idx[1:] + [None], strict=True):
         if b != a + 1:
             out.append(f"{start}-{a}" if a != start else f"{a}")
@@ -100,7 +108,7 @@ def _ranges(idx):
     return ", ".join(out)
 
 
-def size_rows(dtype):
+def size_rows(dtype: DTypeLike) -> list[Row]:
     rows = []
     w = numpy.zeros((1, 3, 11, 11), dtype=dtype)
     b = numpy.zeros(1, dtype=dtype)
@@ -157,7 +165,7 @@ def size_rows(dtype):
     return rows
 
 
-def pool_rows(rng, dtype, tol):
+def pool_rows(rng: numpy.random.Generator, dtype: DTypeLike, tol: float) -> list[Row]:
     rows = []
     for side in (55, 27, 13, 54, 26, 12):
         x = rng.standard_normal((1, 1, side, side)).astype(dtype)
@@ -193,7 +201,7 @@ def pool_rows(rng, dtype, tol):
     return rows
 
 
-def _pool_backward_all_maxima(x, dy, size, stride):
+def _pool_backward_all_maxima(x: numpy.ndarray, dy: numpy.ndarray, size: int, stride: int):
     """Naive loop: every position equal to its window's maximum gets the window's dy."""
     N, C, H, W = x.shape
     dx = numpy.zeros_like(x)
@@ -207,7 +215,7 @@ def _pool_backward_all_maxima(x, dy, size, stride):
     return dx
 
 
-def dropout_rows(rng, dtype, tol):
+def dropout_rows(rng: numpy.random.Generator, dtype: DTypeLike, tol: float) -> list[Row]:
     rows = []
     p = 0.5
     x = (rng.standard_normal((64, 256)) + 3).astype(dtype)  # no zeros in x
@@ -229,7 +237,7 @@ def dropout_rows(rng, dtype, tol):
     return rows
 
 
-def network_dropout_rows(rng, dtype, tol):
+def network_dropout_rows(rng: numpy.random.Generator, dtype: DTypeLike, tol: float) -> list[Row]:
     """Paper vs inverted dropout on a tiny network, and torchvision's placement."""
     from refnet.verify.network import dropout_masks, make_pair
 
@@ -304,7 +312,7 @@ def network_dropout_rows(rng, dtype, tol):
     return rows
 
 
-def lrn_network_rows(rng, dtype):
+def lrn_network_rows(rng: numpy.random.Generator, dtype: DTypeLike) -> list[Row]:
     """The demo network with the authors' per-column LRN against Caffe's all-channel LRN."""
     from refnet.verify.network import make_pair
 
@@ -325,7 +333,7 @@ def lrn_network_rows(rng, dtype):
     ]
 
 
-def relu_conv_features(twin, tx):
+def relu_conv_features(twin: TwinAlexNet, tx: torch.Tensor) -> torch.Tensor:
     """The twin's conv stack up to conv5's ReLU (before pool5)."""
     h = twin.pool(twin._lrn(torch.relu(twin.conv1(tx))))
     h = twin.pool(twin._lrn(torch.relu(twin.conv2(h))))
@@ -334,7 +342,7 @@ def relu_conv_features(twin, tx):
     return torch.relu(twin.conv5(h))
 
 
-def run(dtype="float64", seed=0):
+def run(dtype: DTypeLike = "float64", seed: int = 0) -> list[Row]:
     dtype = numpy.dtype(dtype)
     tol = tolerance(dtype, "layer")
     rng = numpy.random.default_rng([seed, 400])

@@ -21,11 +21,15 @@ has no row. A framework that could not run has "skipped" in every cell, its reas
 the column's header and in a line under the table.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy
 
 from refnet.arch import ARCHS
+from refnet.verify.compare import Row
 
 OWN_PARTS = ("network", "sgd", "conventions", "reference")  # PyTorch's, by part name
 NO_DIRECTION = ("sgd", "conventions")
@@ -60,7 +64,7 @@ ORDER = (
 )
 
 
-def layer_of(row):
+def layer_of(row: Row) -> str:
     """The layer a row belongs to (module doc)."""
     if row.part in OWN_PARTS:
         return row.part
@@ -72,7 +76,7 @@ def layer_of(row):
     return ALIASES.get(word, word)
 
 
-def direction_of(row):
+def direction_of(row: Row) -> str:
     """``fwd``, ``bwd`` or ``-`` (module doc)."""
     if layer_of(row) in NO_DIRECTION:
         return "-"
@@ -80,7 +84,7 @@ def direction_of(row):
     return "bwd" if gradient else "fwd"
 
 
-def worst(rows):
+def worst(rows: Iterable[Row]) -> tuple[float, str] | None:
     """(largest max rel err, "PASS"/"FAIL") of the judged rows, or None if none is judged."""
     judged = [r for r in rows if r.status in ("PASS", "FAIL")]
     if not judged:
@@ -90,14 +94,14 @@ def worst(rows):
     return (max(errs) if errs else float("nan")), ("FAIL" if failed else "PASS")
 
 
-def cell(result):
+def cell(result: tuple[float, str] | None) -> str:
     if result is None:
         return "-"
     err, status = result
     return f"{'-' if numpy.isnan(err) else f'{err:.1e}'} {status}"
 
 
-def keys_in_order(results):
+def keys_in_order(results: Mapping[str, Sequence[Row]]) -> list[tuple[str, str]]:
     """The (layer, direction) pairs present, in ``ORDER`` (others after, as met)."""
     seen = list(
         dict.fromkeys(
@@ -108,7 +112,12 @@ def keys_in_order(results):
     return sorted(seen, key=lambda k: (rank.get(k[0], len(ORDER)), seen.index(k)))
 
 
-def format_framework_table(results, skipped, titles=None, order=None):
+def format_framework_table(
+    results: Mapping[str, Sequence[Row]],
+    skipped: Mapping[str, str],
+    titles: Mapping[str, str] | None = None,
+    order: Sequence[str] | None = None,
+) -> str:
     """The table (module doc). ``results``: {framework: rows} for those that ran;
     ``skipped``: {framework: reason} for those that could not; ``titles``: {framework:
     the header's second line, e.g. 'PyTorch 2.13.0'}; ``order``: the columns' order

@@ -15,8 +15,15 @@ Modules are imported only when asked for. A module that does not exist in this c
 to import for another reason is skipped with that reason.
 """
 
+from __future__ import annotations
+
 import importlib
 import types
+from collections.abc import Callable, Sequence
+
+from numpy.typing import DTypeLike
+
+from refnet.verify.compare import Row
 
 MODULES = {
     "torch": "refnet.verify.against_torch",
@@ -25,8 +32,11 @@ MODULES = {
 }
 DEFAULT = ("torch",)
 
+Framework = types.ModuleType | types.SimpleNamespace
+"""A framework's entry: its module, or the stand-in of ``unavailable``."""
 
-def parse(text):
+
+def parse(text: str) -> list[str]:
     """The framework names of a comma-separated ``--against`` value, in the given order;
     ``ValueError`` naming any unknown one."""
     names = [n.strip() for n in text.split(",") if n.strip()]
@@ -38,14 +48,14 @@ def parse(text):
     return list(dict.fromkeys(names))
 
 
-def unavailable(name, reason):
+def unavailable(name: str, reason: str) -> types.SimpleNamespace:
     """A stand-in entry for a framework that cannot run: ``available()`` gives ``reason``."""
     return types.SimpleNamespace(
         NAME=name, TITLE=name, available=lambda: reason, run=lambda dtype, seed: []
     )
 
 
-def load(name):
+def load(name: str) -> Framework:
     """The module of framework ``name`` (or a stand-in saying why it cannot run)."""
     if name not in MODULES:
         raise ValueError(f"frameworks: unknown framework {name!r}, choose from {','.join(MODULES)}")
@@ -58,14 +68,16 @@ def load(name):
         return unavailable(name, f"{path} does not import: {e}")
 
 
-def title(module):
+def title(module: Framework) -> str:
     """Display name and version, e.g. 'PyTorch 2.13.0'."""
     name = getattr(module, "TITLE", module.NAME)
     version = getattr(module, "version", None)
     return f"{name} {version()}" if version else name
 
 
-def steps(module, dtype, seed, *, parts, sizes):
+def steps(
+    module: Framework, dtype: DTypeLike, seed: int, *, parts: Sequence[str], sizes: Sequence[str]
+) -> list[tuple[str, Callable[..., list[Row]]]]:
     """The module's work as [(label, thunk)]: its own ``steps`` or one ``run`` call."""
     if hasattr(module, "steps"):
         return module.steps(dtype, seed, parts=parts, sizes=sizes)

@@ -26,12 +26,17 @@ fc6's and fc7's outputs, the same ones refnet's run gets.
 Axis legend: N batch, C channels, K kernels, H/W height/width, D features.
 """
 
-from typing import NamedTuple
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import numpy
 from jax import numpy as jnp
+from numpy.typing import ArrayLike
 
+from refnet.options import NetOptions
 from refnet.verify import jax_twins as layer
 from refnet.verify.network import geometry
 
@@ -55,7 +60,7 @@ class Spec(NamedTuple):
     head: str
 
 
-def spec_of(opts, geometry):
+def spec_of(opts: NetOptions, geometry: Sequence[Sequence[int]]) -> Spec:
     """The ``Spec`` of a ``refnet.NetOptions`` with five (stride, pad) pairs ``geometry``."""
     p = opts.lrn_params
     return Spec(
@@ -72,11 +77,11 @@ def spec_of(opts, geometry):
     )
 
 
-def groups(name, spec):
-    return spec.columns if GROUPS[name] == "columns" else GROUPS[name]
+def groups(name: str, spec: Spec) -> int:
+    return spec.columns if GROUPS[name] == "columns" else GROUPS[name]  # type: ignore[return-value]  # a count where not "columns"
 
 
-def check_shapes(params, spec):
+def check_shapes(params: Mapping[str, Any], spec: Spec) -> None:
     """``ValueError`` unless every conv weight fits the paper's group count."""
     c_in = 3
     for name in CONVS:
@@ -89,12 +94,14 @@ def check_shapes(params, spec):
         c_in = k
 
 
-def logits_of(params, x, masks, spec, train):
+def logits_of(
+    params: Mapping[str, Any], x: Any, masks: Mapping[str, Any], spec: Spec, train: Any
+) -> Any:
     """Logits (N, classes) of x (N, 3, S, S); ``params`` {PyTorch name: array}; ``masks``
     {"fc6": (N, D6), "fc7": (N, D7)} keep-masks; ``train`` a (traced) boolean."""
     size, alpha, beta, k = spec.lrn_params
 
-    def conv(name, h):
+    def conv(name: str, h: Any) -> Any:
         stride, pad = spec.geometry[CONVS.index(name)]
         return layer.conv_forward(
             h,
@@ -105,20 +112,20 @@ def logits_of(params, x, masks, spec, train):
             groups=groups(name, spec),
         )
 
-    def lrn(h):
+    def lrn(h: Any) -> Any:
         if not spec.lrn:
             return h
         return layer.lrn_forward(h, size=size, alpha=alpha, beta=beta, k=k, groups=spec.lrn_groups)
 
-    def pool(h):
+    def pool(h: Any) -> Any:
         return layer.pool_forward(
             h, size=spec.pool[0], stride=spec.pool[1], rounding=spec.pool_rounding
         )
 
-    def fc(name, h):
+    def fc(name: str, h: Any) -> Any:
         return layer.linear_forward(h, params[f"{name}.weight"], params[f"{name}.bias"])
 
-    def dropout(name, h):
+    def dropout(name: str, h: Any) -> Any:
         if not spec.dropout:
             return h
         return layer.dropout_forward(
@@ -141,8 +148,10 @@ def logits_of(params, x, masks, spec, train):
     return fc("fc8", h)  # (N, M)
 
 
-def _loss_logits_grads(params, x, labels, masks, train, spec):
-    def loss_and_logits(params):
+def _loss_logits_grads(
+    params: Mapping[str, Any], x: Any, labels: Any, masks: Mapping[str, Any], train: Any, spec: Spec
+):
+    def loss_and_logits(params: Mapping[str, Any]) -> tuple[Any, Any]:
         z = logits_of(params, x, masks, spec, train)
         return layer.cross_entropy(z, labels), z
 
@@ -159,16 +168,22 @@ class JaxAlexNet:
     """The network in JAX holding a NumPy ``state_dict`` (grouped form, PyTorch names);
     the same ``loss_and_grad`` as ``verify.twin_network.TwinAlexNet``."""
 
-    def __init__(self, state_dict, spec):
+    def __init__(self, state_dict: Mapping[str, ArrayLike], spec: Spec) -> None:
         self.params = {k: jnp.asarray(v) for k, v in state_dict.items()}
         self.spec = spec
         check_shapes(self.params, spec)
 
-    def loss_and_grad(self, x, labels, train=True, masks=None):
+    def loss_and_grad(
+        self,
+        x: ArrayLike,
+        labels: ArrayLike,
+        train: bool = True,
+        masks: Mapping[str, ArrayLike] | None = None,
+    ) -> tuple[numpy.ndarray, numpy.ndarray, dict[str, numpy.ndarray]]:
         """(loss, logits, {param name: gradient}) as NumPy, mean cross-entropy over N."""
         x = jnp.asarray(x)
         masks = {
-            name: jnp.asarray(masks[name])
+            name: jnp.asarray(masks[name])  # type: ignore[index]  # given for training
             if train
             # (N, D): eval and train
             else jnp.ones((x.shape[0], self.params[f"{name}.weight"].shape[0]), x.dtype)
@@ -180,12 +195,12 @@ class JaxAlexNet:
         )
         return layer.host(loss), layer.host(z), {k: layer.host(g) for k, g in grads.items()}
 
-    def dropped(self):
+    def dropped(self) -> tuple[str, ...]:
         """The layers whose outputs dropout sees: fc6 and fc7, or none."""
         return ("fc6", "fc7") if self.spec.head == "fc" and self.spec.dropout else ()
 
 
-def jax_twin_of(opts, state):
+def jax_twin_of(opts: NetOptions, state: Mapping[str, ArrayLike]) -> JaxAlexNet:
     """The JAX network of ``opts`` (a ``refnet.NetOptions``) holding ``state``; the
     signature of ``verify.network.twin_of``. ``ValueError`` for what it does not write:
     the ``owt`` arch's layout (torchvision's names, average pooling, dropout before fc6

@@ -31,34 +31,44 @@ Formulas (the paper's; where JAX's own operators would differ, the code says so)
   its row maximum.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import jax
 import numpy
 from jax import lax
 from jax import numpy as jnp
+from numpy.typing import ArrayLike, DTypeLike
 
 from refnet.options import CHOICES
 
 jax.config.update("jax_enable_x64", True)  # float64 stays float64 (module doc)
 
 
-def host(a):
+def host(a: Any) -> numpy.ndarray:
     """A NumPy copy of a JAX array."""
     return numpy.array(a)
 
 
-def compiled_vjp(forward, static=()):
+def compiled_vjp(
+    forward: Callable[..., Any], static: Sequence[str] = ()
+) -> Callable[..., tuple[numpy.ndarray, list[numpy.ndarray]]]:
     """``run(inputs, dy, **hyper) -> (y, [d<y, dy>/d input for each input])``, NumPy in
     and out: ``jax.vjp`` of ``forward(*inputs, **hyper)`` compiled as one program per
     shape and value of the ``static`` hyperparameters (the others are traced, so the
     cases that differ only in them share one compilation)."""
 
-    def program(inputs, dy, **hyper):
+    def program(inputs: Sequence[Any], dy: Any, **hyper: Any) -> tuple[Any, Any]:
         y, pullback = jax.vjp(lambda *a: forward(*a, **hyper), *inputs)
         return y, pullback(dy)
 
     compiled = jax.jit(program, static_argnames=static)
 
-    def run(inputs, dy, **hyper):
+    def run(
+        inputs: Sequence[ArrayLike], dy: ArrayLike, **hyper: Any
+    ) -> tuple[numpy.ndarray, list[numpy.ndarray]]:
         y, grads = compiled([jnp.asarray(a) for a in inputs], jnp.asarray(dy), **hyper)
         return host(y), [host(g) for g in grads]
 
@@ -68,7 +78,7 @@ def compiled_vjp(forward, static=()):
 # -- forwards, on JAX arrays -----------------------------------------------------------
 
 
-def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):
+def conv_forward(x: Any, w: Any, b: Any, *, stride: int = 1, pad: int = 0, groups: int = 1) -> Any:
     """x (N, C, H, W), w (K, C/G, kh, kw), b (K,) -> y (N, K, Ho, Wo)."""
     y = lax.conv_general_dilated(
         x,
@@ -82,12 +92,12 @@ def conv_forward(x, w, b, *, stride=1, pad=0, groups=1):
     return y + b[None, :, None, None]  # (N, K, Ho, Wo)
 
 
-def relu_forward(x):
+def relu_forward(x: Any) -> Any:
     """max(x, 0) with the gradient 0 at x = 0 (module doc)."""
     return jnp.where(x > 0, x, jnp.zeros_like(x))
 
 
-def lrn_band(channels, size, groups, dtype):
+def lrn_band(channels: int, size: int, groups: int, dtype: DTypeLike) -> Any:
     """(C, C) 0/1 matrix: 1 where |c - c'| <= size // 2 and c, c' lie in the same group."""
     c = numpy.arange(channels)
     near = numpy.abs(c[:, None] - c[None, :]) <= size // 2
@@ -96,7 +106,7 @@ def lrn_band(channels, size, groups, dtype):
     return jnp.asarray((near & same).astype(dtype))
 
 
-def lrn_forward(a, *, size, alpha, beta, k, groups=1):
+def lrn_forward(a: Any, *, size: int, alpha: float, beta: float, k: float, groups: int = 1) -> Any:
     """The paper's LRN over channels: a (N, C, H, W) -> b (N, C, H, W)."""
     band = lrn_band(a.shape[1], size, groups, a.dtype)  # (C, C)
     window = jnp.einsum(
@@ -105,7 +115,7 @@ def lrn_forward(a, *, size, alpha, beta, k, groups=1):
     return a / (k + alpha * window) ** beta
 
 
-def pool_size(h, size, stride, rounding):
+def pool_size(h: int, size: int, stride: int, rounding: str) -> int:
     """Pooled side: floor((h - z) / s) + 1, or for "ceil" ceil((h - z) / s) + 1 less a
     last window that would start at or past h."""
     if rounding == "floor":
@@ -114,7 +124,7 @@ def pool_size(h, size, stride, rounding):
     return out - 1 if (out - 1) * stride >= h else out
 
 
-def pool_forward(x, *, size, stride, rounding="floor"):
+def pool_forward(x: Any, *, size: int, stride: int, rounding: str = "floor") -> Any:
     """Max over size x size windows at ``stride``: (N, C, H, W) -> (N, C, Ho, Wo); a window
     clipped at the edge ("ceil") sees -inf where it leaves x."""
     H, W = x.shape[2:]
@@ -129,7 +139,7 @@ def pool_forward(x, *, size, stride, rounding="floor"):
     )
 
 
-def dropout_forward(x, mask, *, p, train, mode):
+def dropout_forward(x: Any, mask: Any, *, p: float, train: Any, mode: str) -> Any:
     """Dropout with the keep-mask ``mask`` (1 keep, 0 drop), scaled by ``mode``;
     ``train`` may be a traced boolean (both forms are computed, one is selected)."""
     if mode not in CHOICES["dropout_mode"]:
@@ -141,17 +151,17 @@ def dropout_forward(x, mask, *, p, train, mode):
     return jnp.where(train, x * mask / (1.0 - p), x)
 
 
-def linear_forward(x, w, b):
+def linear_forward(x: Any, w: Any, b: Any) -> Any:
     """x (N, Din), w (Dout, Din), b (Dout,) -> x w^T + b (N, Dout)."""
     return jnp.matmul(x, w.T, precision=lax.Precision.HIGHEST) + b
 
 
-def gap_forward(x):
+def gap_forward(x: Any) -> Any:
     """(N, C, H, W) -> (N, C), the mean over (H, W)."""
     return jnp.mean(x, axis=(2, 3))
 
 
-def cross_entropy(z, labels):
+def cross_entropy(z: Any, labels: Any) -> Any:
     """Mean over the batch of -log softmax(z)[label]: z (N, M), labels (N,) int."""
     top = jnp.max(z, axis=1, keepdims=True)  # (N, 1), for stability
     lse = top[:, 0] + jnp.log(jnp.sum(jnp.exp(z - top), axis=1))  # (N,)
@@ -171,43 +181,73 @@ _linear = compiled_vjp(linear_forward)
 _cross_entropy = compiled_vjp(cross_entropy)
 
 
-def conv(x, w, b, dy, *, stride=1, pad=0, groups=1):
+def conv(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike,
+    dy: ArrayLike,
+    *,
+    stride: int = 1,
+    pad: int = 0,
+    groups: int = 1,
+) -> dict[str, numpy.ndarray]:
     y, (dx, dw, db) = _conv((x, w, b), dy, stride=stride, pad=pad, groups=groups)
     return {"y": y, "dx": dx, "dw": dw, "db": db}
 
 
-def relu(x, dy):
+def relu(x: ArrayLike, dy: ArrayLike) -> dict[str, numpy.ndarray]:
     y, (dx,) = _relu((x,), dy)
     return {"y": y, "dx": dx}
 
 
-def lrn(x, dy, *, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
+def lrn(
+    x: ArrayLike,
+    dy: ArrayLike,
+    *,
+    size: int = 5,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 2.0,
+    groups: int = 1,
+) -> dict[str, numpy.ndarray]:
     y, (dx,) = _lrn((x,), dy, size=size, alpha=alpha, beta=beta, k=k, groups=groups)
     return {"y": y, "dx": dx}
 
 
-def pool(x, dy, *, size=3, stride=2, ceil_mode=False):
+def pool(
+    x: ArrayLike, dy: ArrayLike, *, size: int = 3, stride: int = 2, ceil_mode: bool = False
+) -> dict[str, numpy.ndarray]:
     y, (dx,) = _pool((x,), dy, size=size, stride=stride, rounding="ceil" if ceil_mode else "floor")
     return {"y": y, "dx": dx}
 
 
-def gap(x, dy):
+def gap(x: ArrayLike, dy: ArrayLike) -> dict[str, numpy.ndarray]:
     y, (dx,) = _gap((x,), dy)
     return {"y": y, "dx": dx}
 
 
-def dropout(x, dy, *, p=0.5, train=True, mask=None, mode="paper"):
+def dropout(
+    x: numpy.ndarray,
+    dy: ArrayLike,
+    *,
+    p: float = 0.5,
+    train: bool = True,
+    mask: ArrayLike | None = None,
+    mode: str = "paper",
+) -> dict[str, numpy.ndarray]:
     mask = numpy.ones_like(x) if mask is None else numpy.asarray(mask, dtype=x.dtype)
     y, (dx, _) = _dropout((x, mask), dy, p=p, train=train, mode=mode)
     return {"y": y, "dx": dx}
 
 
-def linear(x, w, b, dy):
+def linear(x: ArrayLike, w: ArrayLike, b: ArrayLike, dy: ArrayLike) -> dict[str, numpy.ndarray]:
     y, (dx, dw, db) = _linear((x, w, b), dy)
     return {"y": y, "dx": dx, "dw": dw, "db": db}
 
 
-def softmax_cross_entropy(logits, labels, dloss):
+def softmax_cross_entropy(
+    logits: numpy.ndarray, labels: ArrayLike, dloss: float
+) -> dict[str, numpy.ndarray]:
     labels = numpy.asarray(labels, dtype=numpy.int64)
     loss, (dz, _) = _cross_entropy((logits, labels), numpy.asarray(dloss, logits.dtype))
     return {"loss": loss, "dlogits": dz}

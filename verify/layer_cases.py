@@ -27,14 +27,20 @@ where every term matters:
 Axis legend: N batch, C channels, K kernels, H/W height/width, D features.
 """
 
+from __future__ import annotations
+
 import functools
-from typing import NamedTuple
+from collections.abc import Iterable, Mapping
+from types import ModuleType
+from typing import Any, NamedTuple
 
 import numpy
+from numpy.typing import ArrayLike, DTypeLike
 
 from refnet import NetOptions, layers
+from refnet.layers import gap, linear, lrn, relu, softmax  # noqa: F401  # read as layers.X
 from refnet.options import CHOICES
-from refnet.verify.compare import draw, judged, judged_rows, run_cases
+from refnet.verify.compare import Row, draw, judged, judged_rows, run_cases
 
 PART = "layers"
 PAPER_LRN = NetOptions().lrn_params  # n=5, alpha=1e-4, beta=0.75, k=2
@@ -51,15 +57,35 @@ class Against(NamedTuple):
     """What the cases compare with: a module of twins (``verify.twins``' functions) and
     the part name of the report rows."""
 
-    twins: object
+    twins: ModuleType
     part: str
 
 
-def _rows(against, case, ours, ref, tol, note=""):
+def _rows(
+    against: Against,
+    case: str,
+    ours: Mapping[str, Any],
+    ref: Mapping[str, ArrayLike],
+    tol: float,
+    note: str = "",
+):
     return judged_rows(against.part, case, ours, ref, tol, note)
 
 
-def conv_case(rng, dtype, tol, against, case, x_shape, w_shape, *, stride, pad, groups, **algo):
+def conv_case(
+    rng: numpy.random.Generator,
+    dtype: DTypeLike,
+    tol: float,
+    against: Against,
+    case: str,
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    *,
+    stride: int,
+    pad: int,
+    groups: int,
+    **algo: Any,
+) -> list[Row]:
     x = draw(rng, x_shape, dtype)
     w = draw(rng, w_shape, dtype, 0.1)
     b = draw(rng, w_shape[:1], dtype)
@@ -70,7 +96,9 @@ def conv_case(rng, dtype, tol, against, case, x_shape, w_shape, *, stride, pad, 
     return _rows(against, case, {"y": y, "dx": dx, "dw": dw, "db": db}, ref, tol)
 
 
-def conv_cases(rng, dtype, tol, against):
+def conv_cases(
+    rng: numpy.random.Generator, dtype: DTypeLike, tol: float, against: Against
+) -> list[Row]:
     rows = []
     for name, xs, ws, s, p, g in PAPER_CONVS:
         rows += conv_case(
@@ -141,7 +169,9 @@ def conv_cases(rng, dtype, tol, against):
     return rows
 
 
-def relu_cases(rng, dtype, tol, against):
+def relu_cases(
+    rng: numpy.random.Generator, dtype: DTypeLike, tol: float, against: Against
+) -> list[Row]:
     x = draw(rng, (2, 16, 7, 5), dtype)
     x[rng.random(x.shape) < 0.2] = 0  # exact zeros: the gradient at 0 is 0 in both
     y, cache = layers.relu.forward(x)
@@ -152,7 +182,9 @@ def relu_cases(rng, dtype, tol, against):
     )
 
 
-def gap_cases(rng, dtype, tol, against):
+def gap_cases(
+    rng: numpy.random.Generator, dtype: DTypeLike, tol: float, against: Against
+) -> list[Row]:
     rows = []
     for name, shape, layout in (
         ("gap 1000 classes 6x6 -> (N, 1000)", (2, 1000, 6, 6), "NCHW"),
@@ -167,7 +199,20 @@ def gap_cases(rng, dtype, tol, against):
     return rows
 
 
-def lrn_case(rng, dtype, tol, against, case, x_shape, *, size, alpha, beta, k, scale=2.0):
+def lrn_case(
+    rng: numpy.random.Generator,
+    dtype: DTypeLike,
+    tol: float,
+    against: Against,
+    case: str,
+    x_shape: tuple[int, ...],
+    *,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+    scale: float = 2.0,
+) -> list[Row]:
     x = draw(rng, x_shape, dtype, scale)
     y, cache = layers.lrn.forward(x, size=size, alpha=alpha, beta=beta, k=k)
     dy = draw(rng, y.shape, dtype)
@@ -176,7 +221,9 @@ def lrn_case(rng, dtype, tol, against, case, x_shape, *, size, alpha, beta, k, s
     return _rows(against, case, {"y": y, "dx": dx}, ref, tol)
 
 
-def lrn_cases(rng, dtype, tol, against):
+def lrn_cases(
+    rng: numpy.random.Generator, dtype: DTypeLike, tol: float, against: Against
+) -> list[Row]:
     rows = lrn_case(
         rng,
         dtype,
@@ -218,7 +265,7 @@ def lrn_cases(rng, dtype, tol, against):
     return rows
 
 
-def _tied_windows(x, size, stride):
+def _tied_windows(x: numpy.ndarray, size: int, stride: int):
     """How many pooling windows hold their maximum more than once (floor rounding)."""
     N, C, H, W = x.shape
     count = 0
@@ -230,7 +277,17 @@ def _tied_windows(x, size, stride):
     return count
 
 
-def pool_case(rng, dtype, tol, against, case, x, *, size, stride):
+def pool_case(
+    rng: numpy.random.Generator,
+    dtype: DTypeLike,
+    tol: float,
+    against: Against,
+    case: str,
+    x: numpy.ndarray,
+    *,
+    size: int,
+    stride: int,
+) -> list[Row]:
     y, cache = layers.pool.forward(x, size=size, stride=stride)
     dy = draw(rng, y.shape, dtype)
     dx = layers.pool.backward(dy, cache)
@@ -240,7 +297,9 @@ def pool_case(rng, dtype, tol, against, case, x, *, size, stride):
     return _rows(against, case, {"y": y, "dx": dx}, ref, tol, note)
 
 
-def pool_cases(rng, dtype, tol, against):
+def pool_cases(
+    rng: numpy.random.Generator, dtype: DTypeLike, tol: float, against: Against
+) -> list[Row]:
     rows = []
     for name, shape, size, stride in [
         ("maxpool 3/2 on 27x27 -> 13 (paper)", (2, 96, 27, 27), 3, 2),
@@ -266,14 +325,16 @@ def pool_cases(rng, dtype, tol, against):
     return rows
 
 
-def dropout_cases(rng, dtype, tol, against):
+def dropout_cases(
+    rng: numpy.random.Generator, dtype: DTypeLike, tol: float, against: Against
+) -> list[Row]:
     rows = []
     for p in (0.5, 0.2):
         for mode in CHOICES["dropout_mode"]:
             for train in (True, False):
                 x = draw(rng, (4, 64), dtype)
                 mask = (rng.random(x.shape) >= p).astype(dtype)  # 1 keep, 0 drop
-                y, cache = layers.dropout.forward(x, p=p, train=train, mask=mask, mode=mode)
+                y, cache = layers.dropout.forward(x, p=p, train=train, mask=mask, mode=mode)  # type: ignore[arg-type]  # a mode's name
                 dy = draw(rng, y.shape, dtype)
                 dx = layers.dropout.backward(dy, cache)
                 ref = against.twins.dropout(x, dy, p=p, train=train, mask=mask, mode=mode)
@@ -282,7 +343,9 @@ def dropout_cases(rng, dtype, tol, against):
     return rows
 
 
-def linear_cases(rng, dtype, tol, against):
+def linear_cases(
+    rng: numpy.random.Generator, dtype: DTypeLike, tol: float, against: Against
+) -> list[Row]:
     rows = []
     for name, n, d_in, d_out in [
         ("linear 4096->1000 (fc8)", 2, 4096, 1000),
@@ -299,7 +362,9 @@ def linear_cases(rng, dtype, tol, against):
     return rows
 
 
-def softmax_cases(rng, dtype, tol, against):
+def softmax_cases(
+    rng: numpy.random.Generator, dtype: DTypeLike, tol: float, against: Against
+) -> list[Row]:
     rows = []
     for name, n, classes, scale in [
         ("softmax CE, 1000 classes", 2, 1000, 3.0),
@@ -330,12 +395,20 @@ CASES = {
 }
 
 
-def run(dtype="float64", seed=0, which=None, twins=None, part=PART):
+def run(
+    dtype: DTypeLike = "float64",
+    seed: int = 0,
+    which: Iterable[str] | None = None,
+    twins: ModuleType | None = None,
+    part: str = PART,
+) -> list[Row]:
     """All layer comparisons (or those named in ``which``) as report rows, against
     ``twins`` (a module with ``verify.twins``' functions; default PyTorch's, imported
     here) under the part name ``part``."""
     if twins is None:
-        from refnet.verify import twins  # PyTorch, only when it is the reference
+        from refnet.verify import twins as torch_twins  # PyTorch, only when it is the reference
+
+        twins = torch_twins
     against = Against(twins, part)
     cases = {name: functools.partial(fn, against=against) for name, fn in CASES.items()}
     return run_cases(cases, "layer cases", dtype, seed, which)

@@ -18,17 +18,29 @@ matching twins.
 imported only for its own twin).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy
+from numpy.typing import DTypeLike
 
 from refnet import NetOptions, build_network
-from refnet.arch import get_arch
-from refnet.verify.compare import judged, tolerance
+from refnet.arch import ArchSpec, get_arch
+from refnet.verify.compare import Row, judged, tolerance
+
+if TYPE_CHECKING:
+    from refnet.network import AlexNet
+    from refnet.verify.twin_network import TwinAlexNet
 
 PART = "network"
 SIZES = {"small": (("tiny", 4), ("demo", 4)), "paper": (("alexnet", 2),)}
 
 
-def random_state(shapes, rng, dtype):
+def random_state(
+    shapes: Mapping[str, tuple[int, ...]], rng: numpy.random.Generator, dtype: DTypeLike
+) -> dict[str, numpy.ndarray]:
     """{name: array}: weights N(0, 1/fan_in), biases N(0, 0.1), for ``{name: shape}``."""
     state = {}
     for name, shape in shapes.items():
@@ -40,12 +52,18 @@ def random_state(shapes, rng, dtype):
     return state
 
 
-def geometry(arch):
+def geometry(arch: str | ArchSpec) -> tuple[tuple[int, int], ...]:
     """(stride, pad) of conv1..conv5 for an arch name (kernels come from the weights)."""
     return tuple((c.stride, c.pad) for c in get_arch(arch).convs)
 
 
-def dropout_masks(net_sd, n, p, rng, dtype):
+def dropout_masks(
+    net_sd: Mapping[str, numpy.ndarray],
+    n: int,
+    p: float,
+    rng: numpy.random.Generator,
+    dtype: DTypeLike,
+) -> dict[str, numpy.ndarray]:
     """Keep-masks (1 keep, 0 drop) for fc6 and fc7 outputs, shapes (N, D6) and (N, D7)."""
     return {
         name: (rng.random((n, net_sd[f"{name}.weight"].shape[0])) >= p).astype(dtype)
@@ -59,7 +77,14 @@ def dropout_masks(net_sd, n, p, rng, dtype):
 NET_DEFAULTS: dict[str, object] = {}
 
 
-def make_pair(arch, dtype, rng, *, make_twin=None, **options):
+def make_pair(
+    arch: str,
+    dtype: DTypeLike,
+    rng: numpy.random.Generator,
+    *,
+    make_twin: Callable[[NetOptions, dict[str, numpy.ndarray]], Any] | None = None,
+    **options: Any,
+) -> tuple[AlexNet, Any, dict[str, numpy.ndarray]]:
     """A refnet network with random weights and its twin holding the same weights
     (``make_twin(opts, state)``, default ``twin_of``: PyTorch's)."""
     opts = NetOptions(arch=arch, dtype=numpy.dtype(dtype).name, **{**NET_DEFAULTS, **options})
@@ -69,7 +94,7 @@ def make_pair(arch, dtype, rng, *, make_twin=None, **options):
     return net, (make_twin or twin_of)(opts, state), state
 
 
-def twin_of(opts, state):
+def twin_of(opts: NetOptions, state: Mapping[str, numpy.ndarray]) -> TwinAlexNet:
     """The PyTorch twin of the network ``opts`` (a ``NetOptions``) holding ``state``.
     ``ValueError`` for what the twin does not mirror: the ``owt`` arch's layout
     (torchvision's names, the average pooling, dropout before fc6 and fc7), which is
@@ -100,8 +125,17 @@ def twin_of(opts, state):
 
 
 def compare_modes(
-    case, net, twin, state, x, labels, masks, tol, modes=("eval", "train"), part=PART
-):
+    case: str,
+    net: AlexNet,
+    twin: Any,
+    state: Mapping[str, numpy.ndarray],
+    x: numpy.ndarray,
+    labels: numpy.ndarray,
+    masks: dict[str, numpy.ndarray],
+    tol: float,
+    modes: Sequence[str] = ("eval", "train"),
+    part: str = PART,
+) -> list[Row]:
     """Rows for logits, loss and every parameter gradient in each of ``modes``."""
     rows = []
     for mode in modes:
@@ -120,7 +154,13 @@ def compare_modes(
     return rows
 
 
-def run(dtype="float64", seed=0, sizes=("small", "paper"), make_twin=None, part=PART):
+def run(
+    dtype: DTypeLike = "float64",
+    seed: int = 0,
+    sizes: Sequence[str] = ("small", "paper"),
+    make_twin: Callable[[NetOptions, dict[str, numpy.ndarray]], Any] | None = None,
+    part: str = PART,
+) -> list[Row]:
     """Network comparisons at the given sizes, as report rows: against ``make_twin(opts,
     state)`` (default ``twin_of``, PyTorch's) under the part name ``part``."""
     dtype = numpy.dtype(dtype)
@@ -129,7 +169,7 @@ def run(dtype="float64", seed=0, sizes=("small", "paper"), make_twin=None, part=
     for size in sizes:
         if size not in SIZES:
             raise ValueError(f"network: size must be one of {list(SIZES)}, got {size!r}")
-        variants = [{}]
+        variants: list[dict[str, Any]] = [{}]
         if size == "small":
             variants += [{"lrn_mode": "all"}, {"dropout_mode": "inverted"}, {"head": "gap"}]
         for i, (arch, n) in enumerate(SIZES[size]):

@@ -12,11 +12,20 @@ the library, which imports no framework (``pip install -e '.[verify]'``); the ne
 is built and loaded by ``refnet.weights.network_from_tensors``.
 """
 
+from __future__ import annotations
+
+import os
 import re
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
+from refnet.options import NetOptions
 from refnet.weights import WeightsError, check_tensors, network_from_tensors
+
+if TYPE_CHECKING:
+    from refnet.network import AlexNet
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
@@ -24,7 +33,7 @@ _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 _UNPICKLER = re.compile(r"WeightsUnpickler error:\s*(.*?)(?:\. |\.?$)", re.MULTILINE)
 
 
-def _torch():
+def _torch() -> ModuleType:
     try:
         import torch
     except ImportError:
@@ -36,7 +45,7 @@ def _torch():
     return torch
 
 
-def read_pth(path):
+def read_pth(path: str | os.PathLike[str]) -> dict[str, numpy.ndarray]:
     """``{name: NumPy array}`` from a PyTorch file holding a state_dict (module doc).
 
     ``refnet.weights.WeightsError`` (a ``ValueError``) naming the file for one that
@@ -75,7 +84,7 @@ def read_pth(path):
     return out
 
 
-def refusal(error):
+def refusal(error: BaseException) -> str:
     """What ``torch.load(weights_only=True)``'s ``error`` rejected, in one line without
     terminal codes: the class of a pickled object (a whole model), or the restricted
     unpickler's own reason, or the first line of any other error. Torch's advice to load
@@ -101,7 +110,9 @@ def refusal(error):
     )
 
 
-def load_pth(path, options=None, **changes):
+def load_pth(
+    path: str | os.PathLike[str], options: NetOptions | None = None, **changes: Any
+) -> AlexNet:
     """The network whose state_dict ``path`` holds (``read_pth``): built from
     ``options``, else from the arch its names and shapes match (``match_options``:
     torchvision's AlexNet is ``owt``), with ``changes``, and loaded."""

@@ -21,29 +21,45 @@ gradient, and yields one row per quantity, judged at the layer tolerance of
 Axis legend: N batch, C channels, K kernels, H/W height/width.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
 import numpy
+from numpy.typing import ArrayLike, DTypeLike
 
 from refnet import SGD, AlexNet, layers
-from refnet.layers import reference
+from refnet.layers import (
+    lrn,  # noqa: F401  # read as layers.lrn
+    reference,
+)
+from refnet.layers.backend import Array
 from refnet.layers.layout import LAYOUTS, transpose
-from refnet.verify.compare import draw, judged_rows, run_cases, worst
+from refnet.verify.compare import Row, draw, judged_rows, run_cases, worst
 from refnet.verify.layer_cases import PAPER_CONVS, PAPER_LRN
 
 PART = "reference"
 
 
-def _rows(case, ours, ref, tol, note=""):
+def _rows(
+    case: str,
+    ours: Mapping[str, ArrayLike],
+    ref: Mapping[str, ArrayLike],
+    tol: float,
+    note: str = "",
+):
     return judged_rows(PART, case, ours, ref, tol, note)
 
 
-def _nchw(a, layout):
+def _nchw(a: Array, layout: str):
     return transpose(a, layout, "NCHW")
 
 
-def conv_cases(rng, dtype, tol):
+def conv_cases(rng: numpy.random.Generator, dtype: DTypeLike, tol: float) -> list[Row]:
     rows = []
     for name, xs, ws, stride, pad, groups in PAPER_CONVS:
-        h = dict(stride=stride, pad=pad, groups=groups)
+        h: dict[str, Any] = dict(stride=stride, pad=pad, groups=groups)
         x, w, b = draw(rng, xs, dtype), draw(rng, ws, dtype, 0.1), draw(rng, ws[:1], dtype)
         y = reference.conv_forward(x, w, b, **h)
         dy = draw(rng, y.shape, dtype)
@@ -51,7 +67,7 @@ def conv_cases(rng, dtype, tol):
         ref = {"y": y, "dx": dx, "dw": dw, "db": db}
         # the tile the paper's network uses on this layer's full-size maps
         tiles = layers.conv.WINOGRAD_TILES.get((numpy.dtype(dtype).name, ws[2]), 2)
-        algos = [("im2col", {})] + (
+        algos: list[tuple[str, dict[str, Any]]] = [("im2col", {})] + (
             [(f"winograd F({tiles}, {ws[2]})", dict(algo="winograd", tile=tiles))]
             if stride == 1
             else []
@@ -74,7 +90,7 @@ def conv_cases(rng, dtype, tol):
     return rows
 
 
-def pool_cases(rng, dtype, tol):
+def pool_cases(rng: numpy.random.Generator, dtype: DTypeLike, tol: float) -> list[Row]:
     rows = []
     inputs = [
         ("maxpool 3/2 on 55x55, 96 ch (pool1)", draw(rng, (2, 96, 55, 55), dtype)),
@@ -97,7 +113,7 @@ def pool_cases(rng, dtype, tol):
     return rows
 
 
-def lrn_cases(rng, dtype, tol):
+def lrn_cases(rng: numpy.random.Generator, dtype: DTypeLike, tol: float) -> list[Row]:
     rows = []
     for name, h, scale in [
         ("lrn n=5 alpha=1e-4 beta=0.75 k=2 (paper), 55x55", PAPER_LRN, 20.0),
@@ -114,11 +130,24 @@ def lrn_cases(rng, dtype, tol):
     return rows
 
 
-def _worst(case, quantity, ours, ref, tol):
+def _worst(
+    case: str,
+    quantity: str,
+    ours: Mapping[str, ArrayLike],
+    ref: Mapping[str, ArrayLike],
+    tol: float,
+):
     return worst(PART, case, quantity, ours, ref, tol)
 
 
-def sgd_cases(rng, dtype, tol, lrs=(0.01, 0.01, 0.001), momentum=0.9, weight_decay=5e-4):
+def sgd_cases(
+    rng: numpy.random.Generator,
+    dtype: DTypeLike,
+    tol: float,
+    lrs: Sequence[float] = (0.01, 0.01, 0.001),
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+) -> list[Row]:
     rows = []
     for form in ("paper", "pytorch"):
         net = AlexNet("demo", numpy.dtype(dtype).name).init(seed=0)
@@ -145,6 +174,8 @@ def sgd_cases(rng, dtype, tol, lrs=(0.01, 0.01, 0.001), momentum=0.9, weight_dec
 CASES = {"conv": conv_cases, "pool": pool_cases, "lrn": lrn_cases, "sgd": sgd_cases}
 
 
-def run(dtype="float64", seed=0, which=None):
+def run(
+    dtype: DTypeLike = "float64", seed: int = 0, which: Iterable[str] | None = None
+) -> list[Row]:
     """All fast-path comparisons (or those named in ``which``) as report rows."""
     return run_cases(CASES, "reference cases", dtype, seed, which, offset=100)

@@ -18,13 +18,20 @@ Biases are not decayed (``decay_biases=False``, the paper's rule as Caffe applie
 PyTorch gets two parameter groups, weight_decay=lam for weights and 0 for biases.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
 import numpy
 import torch
+from numpy.typing import DTypeLike
 
 from refnet import SGD, build_network
 from refnet.arch import get_arch
 from refnet.verify.compare import Row, errors, tolerance, worst
 from refnet.verify.network import dropout_masks, make_pair
+from refnet.verify.twin_network import TwinAlexNet
 
 PART = "sgd"
 LRS = (0.01, 0.01, 0.001)
@@ -32,7 +39,7 @@ MOMENTUM = 0.9
 WEIGHT_DECAY = 5e-4
 
 
-def torch_optimizer(twin, lr):
+def torch_optimizer(twin: TwinAlexNet, lr: float) -> Any:
     weights = [p for n, p in twin.named_parameters() if n.endswith(".weight")]
     biases = [p for n, p in twin.named_parameters() if n.endswith(".bias")]
     return torch.optim.SGD(
@@ -45,11 +52,19 @@ def torch_optimizer(twin, lr):
     )
 
 
-def _worst(case, quantity, ours, theirs, tol):
+def _worst(
+    case: str,
+    quantity: str,
+    ours: Mapping[str, numpy.ndarray],
+    theirs: Mapping[str, numpy.ndarray],
+    tol: float,
+):
     return worst(PART, case, quantity, ours, theirs, tol)
 
 
-def run(dtype="float64", seed=0, arch="tiny", batch=4):
+def run(
+    dtype: DTypeLike = "float64", seed: int = 0, arch: str = "tiny", batch: int = 4
+) -> list[Row]:
     """Rows: refnet (both forms) vs torch.optim.SGD over three steps with an lr change."""
     dtype = numpy.dtype(dtype)
     tol = tolerance(dtype, "network")

@@ -27,6 +27,8 @@ torchvision`` elsewhere behaves as it did before (``how == "package folders"``).
 the installed file is run; nothing of torchvision's is copied here.
 """
 
+from __future__ import annotations
+
 import functools
 import importlib
 import importlib.util
@@ -45,7 +47,7 @@ def _drop_torchvision_modules():
 def _from_package_folders():
     """``torchvision.models.alexnet`` imported under stand-in parent packages (module doc)."""
     spec = importlib.util.find_spec("torchvision")
-    root = pathlib.Path(spec.origin).parent
+    root = pathlib.Path(spec.origin).parent  # type: ignore[union-attr, arg-type]  # found by the caller
     _drop_torchvision_modules()
     for name, folder in (("torchvision", root), ("torchvision.models", root / "models")):
         package = types.ModuleType(name)
@@ -58,7 +60,7 @@ def _from_package_folders():
 
 
 @functools.cache
-def torchvision_alexnet():
+def torchvision_alexnet() -> tuple[types.ModuleType, str]:
     """(module ``torchvision.models.alexnet``, how it was loaded); ``ImportError`` naming
     the reason when torch or torchvision is missing or the module cannot be loaded."""
     importlib.import_module("torch")  # ImportError without torch

@@ -21,8 +21,14 @@ Translations from the paper to PyTorch, each explicit:
 Axis legend: N batch, C channels, H/W height/width, D features.
 """
 
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import numpy
 import torch
+from numpy.typing import ArrayLike
 from torch import nn
 
 from refnet.options import CHOICES
@@ -39,21 +45,31 @@ class TwinAlexNet(nn.Module):
     weights); ``columns``: how many columns LRN sees in ``"column"`` mode.
     """
 
+    conv1: nn.Conv2d
+    conv2: nn.Conv2d
+    conv3: nn.Conv2d
+    conv4: nn.Conv2d
+    conv5: nn.Conv2d
+    head: nn.Conv2d
+    fc6: nn.Linear
+    fc7: nn.Linear
+    fc8: nn.Linear
+
     def __init__(
         self,
-        state_dict,
-        geometry,
+        state_dict: Mapping[str, numpy.ndarray],
+        geometry: Sequence[tuple[int, int]],
         *,
-        columns=2,
-        lrn=True,
-        lrn_mode="column",
-        lrn_params=(5, 1e-4, 0.75, 2.0),
-        pool=(3, 2),
-        pool_rounding="floor",
-        dropout=0.5,
-        dropout_mode="paper",
-        head="fc",
-    ):
+        columns: int = 2,
+        lrn: bool = True,
+        lrn_mode: str = "column",
+        lrn_params: tuple[int, float, float, float] = (5, 1e-4, 0.75, 2.0),
+        pool: tuple[int, int] = (3, 2),
+        pool_rounding: str = "floor",
+        dropout: float = 0.5,
+        dropout_mode: str = "paper",
+        head: str = "fc",
+    ) -> None:
         super().__init__()
         if head not in CHOICES["head"]:
             raise ValueError(f"twin: head must be one of {CHOICES['head']}, got {head!r}")
@@ -66,7 +82,9 @@ class TwinAlexNet(nn.Module):
             raise ValueError(f"twin: geometry needs 5 (stride, pad) pairs, got {geometry!r}")
         self.lrn = lrn
         self.lrn_groups = columns if lrn_mode == "column" else 1
-        self.lrn_params = dict(zip(("size", "alpha", "beta", "k"), lrn_params, strict=True))
+        self.lrn_params: dict[str, Any] = dict(
+            zip(("size", "alpha", "beta", "k"), lrn_params, strict=True)
+        )
         self.pool = nn.MaxPool2d(pool[0], pool[1], ceil_mode=pool_rounding == "ceil")
         self.p = dropout
         self.dropout_mode = dropout_mode
@@ -97,17 +115,22 @@ class TwinAlexNet(nn.Module):
             setattr(self, name, nn.Linear(w.shape[1], w.shape[0], dtype=dtype))
         self.load_state_dict({k: tensor(v) for k, v in state_dict.items()}, strict=True)
 
-    def _lrn(self, h):
+    def _lrn(self, h: torch.Tensor):
         if not self.lrn:
             return h
         return lrn_torch(h, groups=self.lrn_groups, **self.lrn_params)
 
-    def _dropout(self, h, mask, train):
+    def _dropout(self, h: torch.Tensor, mask: Any, train: bool):
         if not self.p:
             return h
         return dropout_torch(h, mask, p=self.p, train=train, mode=self.dropout_mode)
 
-    def forward(self, x, train=False, masks=None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        train: bool = False,
+        masks: Mapping[str, ArrayLike | torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Logits (N, classes) for x (N, 3, H, W); ``masks`` {"fc6": (N, D6), "fc7": (N, D7)}."""
         masks = masks or {}
         relu = torch.relu
@@ -124,7 +147,13 @@ class TwinAlexNet(nn.Module):
         h = self._dropout(relu(self.fc7(h)), masks.get("fc7"), train)
         return self.fc8(h)
 
-    def loss_and_grad(self, x, labels, train=True, masks=None):
+    def loss_and_grad(
+        self,
+        x: numpy.ndarray,
+        labels: ArrayLike,
+        train: bool = True,
+        masks: Mapping[str, ArrayLike | torch.Tensor] | None = None,
+    ) -> tuple[numpy.ndarray, numpy.ndarray, dict[str, numpy.ndarray]]:
         """(loss, logits, {param name: gradient}) as NumPy, mean cross-entropy over the batch."""
         self.zero_grad(set_to_none=True)
         logits = self.forward(tensor(x), train=train, masks=masks)
@@ -132,9 +161,9 @@ class TwinAlexNet(nn.Module):
             logits, torch.from_numpy(numpy.asarray(labels, dtype=numpy.int64))
         )
         loss.backward()
-        grads = {name: p.grad.detach().numpy().copy() for name, p in self.named_parameters()}
+        grads = {name: p.grad.detach().numpy().copy() for name, p in self.named_parameters()}  # type: ignore[union-attr]  # backward gave each one
         return loss.detach().numpy(), logits.detach().numpy(), grads
 
-    def numpy_state(self):
+    def numpy_state(self) -> dict[str, numpy.ndarray]:
         """The parameters as ``{name: NumPy array}`` copies."""
         return {name: p.detach().numpy().copy() for name, p in self.named_parameters()}

@@ -21,26 +21,41 @@ explicit code below, with a comment; never a looser tolerance:
 - Softmax cross-entropy: ``F.cross_entropy`` with its default mean over the batch.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 import numpy
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 
 from refnet.options import CHOICES
 
 
-def tensor(a, grad=False):
+def tensor(a: ArrayLike, grad: bool = False) -> torch.Tensor:
     """A torch tensor holding a copy of the NumPy array ``a`` (same dtype)."""
     t = torch.from_numpy(numpy.array(a, copy=True))
     return t.requires_grad_(grad)
 
 
-def _grads(y, inputs, dy):
+def _grads(y: torch.Tensor, inputs: Sequence[torch.Tensor], dy: ArrayLike):
     """Gradients of <y, dy> with respect to ``inputs`` (tensors), as NumPy arrays."""
     gs = torch.autograd.grad(y, inputs, grad_outputs=tensor(dy))
     return [g.detach().numpy() for g in gs]
 
 
-def conv(x, w, b, dy, *, stride=1, pad=0, groups=1):
+def conv(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike,
+    dy: ArrayLike,
+    *,
+    stride: int = 1,
+    pad: int = 0,
+    groups: int = 1,
+) -> dict[str, numpy.ndarray]:
     """``F.conv2d``: x (N, C, H, W), w (K, C/G, kh, kw), b (K,), dy (N, K, Ho, Wo)."""
     tx, tw, tb = tensor(x, True), tensor(w, True), tensor(b, True)
     y = F.conv2d(tx, tw, tb, stride=stride, padding=pad, groups=groups)
@@ -48,14 +63,21 @@ def conv(x, w, b, dy, *, stride=1, pad=0, groups=1):
     return {"y": y.detach().numpy(), "dx": dx, "dw": dw, "db": db}
 
 
-def conv_out_shape(x_shape, w_shape, *, stride=1, pad=0, groups=1):
+def conv_out_shape(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    *,
+    stride: int = 1,
+    pad: int = 0,
+    groups: int = 1,
+) -> tuple[int, ...]:
     """The output shape PyTorch gives a conv (no gradient, zeros in)."""
     x = torch.zeros(x_shape, dtype=torch.float64)
     w = torch.zeros(w_shape, dtype=torch.float64)
     return tuple(F.conv2d(x, w, stride=stride, padding=pad, groups=groups).shape)
 
 
-def relu(x, dy):
+def relu(x: ArrayLike, dy: ArrayLike) -> dict[str, numpy.ndarray]:
     """``F.relu``; its gradient at exactly 0 is 0."""
     tx = tensor(x, True)
     y = F.relu(tx)
@@ -63,7 +85,9 @@ def relu(x, dy):
     return {"y": y.detach().numpy(), "dx": dx}
 
 
-def lrn_torch(tx, *, size, alpha, beta, k, groups=1):
+def lrn_torch(
+    tx: torch.Tensor, *, size: int, alpha: float, beta: float, k: float, groups: int = 1
+) -> torch.Tensor:
     """The paper's LRN on a torch tensor, via ``F.local_response_norm``.
 
     PyTorch's coefficient on the window sum is alpha_torch / size; the paper's is alpha.
@@ -80,7 +104,16 @@ def lrn_torch(tx, *, size, alpha, beta, k, groups=1):
     )  # (N, C, H, W)
 
 
-def lrn(x, dy, *, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
+def lrn(
+    x: ArrayLike,
+    dy: ArrayLike,
+    *,
+    size: int = 5,
+    alpha: float = 1e-4,
+    beta: float = 0.75,
+    k: float = 2.0,
+    groups: int = 1,
+) -> dict[str, numpy.ndarray]:
     """LRN with the paper's alpha (see ``lrn_torch``): x, dy (N, C, H, W)."""
     tx = tensor(x, True)
     y = lrn_torch(tx, size=size, alpha=alpha, beta=beta, k=k, groups=groups)
@@ -88,7 +121,9 @@ def lrn(x, dy, *, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
     return {"y": y.detach().numpy(), "dx": dx}
 
 
-def pool(x, dy, *, size=3, stride=2, ceil_mode=False):
+def pool(
+    x: ArrayLike, dy: ArrayLike, *, size: int = 3, stride: int = 2, ceil_mode: bool = False
+) -> dict[str, numpy.ndarray]:
     """``F.max_pool2d``: floor rounding unless ``ceil_mode``; a tie goes to the first max."""
     tx = tensor(x, True)
     y = F.max_pool2d(tx, size, stride, ceil_mode=ceil_mode)
@@ -96,7 +131,7 @@ def pool(x, dy, *, size=3, stride=2, ceil_mode=False):
     return {"y": y.detach().numpy(), "dx": dx}
 
 
-def gap(x, dy):
+def gap(x: ArrayLike, dy: ArrayLike) -> dict[str, numpy.ndarray]:
     """``F.adaptive_avg_pool2d(x, 1)``, flattened to (N, C): the mean over (H, W)."""
     tx = tensor(x, True)
     y = F.adaptive_avg_pool2d(tx, 1).flatten(1)
@@ -104,7 +139,7 @@ def gap(x, dy):
     return {"y": y.detach().numpy(), "dx": dx}
 
 
-def dropout_torch(tx, mask, *, p, train, mode):
+def dropout_torch(tx: torch.Tensor, mask: Any, *, p: float, train: bool, mode: str) -> torch.Tensor:
     """Dropout with a given keep-mask (1 keep, 0 drop) on a torch tensor.
 
     paper:    train y = x * mask;             test y = x * (1 - p)
@@ -121,7 +156,15 @@ def dropout_torch(tx, mask, *, p, train, mode):
     return tx * mask / (1.0 - p) if train else tx
 
 
-def dropout(x, dy, *, p=0.5, train=True, mask=None, mode="paper"):
+def dropout(
+    x: ArrayLike,
+    dy: ArrayLike,
+    *,
+    p: float = 0.5,
+    train: bool = True,
+    mask: ArrayLike | None = None,
+    mode: str = "paper",
+) -> dict[str, numpy.ndarray]:
     """Dropout twin (see ``dropout_torch``): x, dy, mask (N, D)."""
     tx = tensor(x, True)
     y = dropout_torch(tx, mask, p=p, train=train, mode=mode)
@@ -129,7 +172,7 @@ def dropout(x, dy, *, p=0.5, train=True, mask=None, mode="paper"):
     return {"y": y.detach().numpy(), "dx": dx}
 
 
-def linear(x, w, b, dy):
+def linear(x: ArrayLike, w: ArrayLike, b: ArrayLike, dy: ArrayLike) -> dict[str, numpy.ndarray]:
     """``F.linear``: x (N, Din), w (Dout, Din), b (Dout,), y = x w^T + b."""
     tx, tw, tb = tensor(x, True), tensor(w, True), tensor(b, True)
     y = F.linear(tx, tw, tb)
@@ -137,7 +180,9 @@ def linear(x, w, b, dy):
     return {"y": y.detach().numpy(), "dx": dx, "dw": dw, "db": db}
 
 
-def softmax_cross_entropy(logits, labels, dloss):
+def softmax_cross_entropy(
+    logits: ArrayLike, labels: ArrayLike, dloss: float
+) -> dict[str, numpy.ndarray]:
     """``F.cross_entropy`` (mean over the batch): loss and d(dloss * loss)/dlogits."""
     tz = tensor(logits, True)
     loss = F.cross_entropy(tz, torch.from_numpy(numpy.asarray(labels, dtype=numpy.int64)))
