@@ -486,29 +486,68 @@ def test_the_training_loop_reports_an_exception_after_a_ctrl_c_as_the_interrupt(
         train_until_stopped(Plotting(), [])
 
 
-def test_ctrl_c_while_a_command_loads_is_one_line_and_130(tmp_path):
-    pkg = tmp_path / "slowstart"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(
-        "import sys, time\nimport refnet\nprint('loading', flush=True)\ntime.sleep(60)\n"
-    )
-    (pkg / "cmd.py").write_text("")
+BLOCKING_H5PY = """
+import sys
+print("loading h5py", flush=True)
+with open(sys.argv[-1]) as fifo:  # blocks until a writer comes: a slow library import
+    fifo.read()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("module", [["-m", "refnet.train"], ["-mrefnet.train"]])
+def test_ctrl_c_while_a_command_loads_is_one_line_and_130(tmp_path, module):
+    """refnet.train imports h5py as it loads; a stand-in h5py blocks on a FIFO, so the
+    press lands while the command's modules load, after ``import refnet``."""
+    stub = tmp_path / "stub" / "h5py"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(BLOCKING_H5PY)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(stub.parent), os.environ.get("PYTHONPATH", "")]),
     }
+    out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "slowstart.cmd"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
+        [sys.executable, *module, "--out", out, "--arch", "tiny", fifo],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
-        assert proc.stdout.readline() == "loading\n"
+        assert proc.stdout.readline() == "loading h5py\n"
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=TIMEOUT)[1]
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert err == "slowstart.cmd: interrupted while starting; nothing was written\n"
+    assert err == "refnet.train: interrupted while starting; nothing was written\n"
+    assert not out.exists()
+
+
+SIGINT_HANDLER = (
+    "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+)
+
+
+def test_a_program_importing_refnet_keeps_pythons_ctrl_c(tmp_path):
+    """Only ``python -m refnet...`` ends at once while starting; a program of the user's
+    (a script, ``-c``, ``python -m`` of its own package) keeps KeyboardInterrupt."""
+    pkg = tmp_path / "userpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"import refnet\n{SIGINT_HANDLER}\n")
+    (pkg / "cmd.py").write_text("")
+    (tmp_path / "script.py").write_text(f"import refnet\n{SIGINT_HANDLER}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    for args in (
+        ["-m", "userpkg.cmd"],
+        [tmp_path / "script.py"],
+        ["-c", f"import refnet; {SIGINT_HANDLER}"],
+    ):
+        r = run(*args, env=env)
+        assert r.returncode == 0 and r.stdout == "True\n", (args, r.stderr)
 
 
 def test_plots_load_what_drawing_needs_on_import():
