@@ -43,7 +43,8 @@ out or raises (Ctrl-C included).
 
 Changes. Before each batch is handed out the store file is checked to be the one opened
 (``data.store.file_identity``: inode, size, modification time; one ``os.stat``): a store
-replaced by another build or written to while the run reads it raises ``StoreChanged``.
+replaced by another build or written to while the run reads it raises ``StoreChanged``
+(``check_unchanged``; ``refnet.train_inputs`` checks ``val.h5`` the same way).
 """
 
 import queue
@@ -157,15 +158,21 @@ class Loader:
         """``StoreChanged`` if the store file is no longer the one opened (another build
         renamed onto it, or bytes written into it: its inode, size or modification time
         differ); one ``os.stat``, done before each batch is handed out."""
-        try:
-            now = file_identity(self.path)
-        except OSError as e:
-            now = e.strerror
-        if now != self.identity:
-            raise StoreChanged(
-                f"store file {self.path} changed while the run read it (replaced by "
-                "another build, or written to); stopping rather than train on mixed data"
-            )
+        check_unchanged(self.path, self.identity)
+
+
+def check_unchanged(path, identity, instead="train on mixed data"):
+    """``StoreChanged`` if store file ``path``'s ``file_identity`` is no longer
+    ``identity`` (or it is gone); the message ends "stopping rather than INSTEAD"."""
+    try:
+        now = file_identity(path)
+    except OSError as e:
+        now = e.strerror
+    if now != identity:
+        raise StoreChanged(
+            f"store file {path} changed while the run read it (replaced by another "
+            f"build, or written to); stopping rather than {instead}"
+        )
 
 
 def sequential_batches(path, batch_size, *, workers=2, prefetch=4):

@@ -423,6 +423,35 @@ def test_a_run_whose_store_changes_stops_with_its_checkpoint(trained, tmp_path):
     assert "--resume" in line and "Traceback" not in err
 
 
+def test_a_run_whose_val_store_is_replaced_stops_with_its_checkpoint(trained, tmp_path):
+    """val.h5 (read into memory at the first evaluation) is watched like train.h5: its
+    identity is checked before each evaluation batch."""
+    data = tmp_path / "data"
+    shutil.copytree(trained[0], data)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, *_train(data, out)[:-3], "--epochs", "200", "--quiet"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not checkpoint.list_checkpoints(out):  # an evaluation has read val.h5
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        shutil.copy(data / "val.h5", data / ".other")
+        os.replace(data / ".other", data / "val.h5")  # the same build, another file
+        err = proc.communicate(timeout=TIMEOUT)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"refnet.train: error: store file {data / 'val.h5'} changed"), line
+    assert "the last checkpoint" in line and "--resume" in line and "Traceback" not in err
+    last = checkpoint.list_checkpoints(out)[-1][1]
+    assert str(last) in line
+    checkpoint.load(last)  # whole
+
+
 def test_the_store_checksum_finds_flipped_bytes(trained, tmp_path):
     from refnet.data.build import main as build_main
 
