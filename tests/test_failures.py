@@ -21,7 +21,7 @@ import h5py
 import numpy
 import pytest
 
-from refnet import checkpoint
+from refnet import checkpoint, run_dir
 from refnet.data import files
 from refnet.data.cli import exit_status, note_interrupt
 from refnet.data.loader import Loader
@@ -336,6 +336,85 @@ def test_under_mpiexec_a_usage_error_is_said_once(trained, tmp_path):
         capture_output=True, text=True, timeout=TIMEOUT,
     )  # fmt: skip
     assert r.returncode == 2 and r.stderr.count("--bogus") == 1, r.stderr
+
+
+# -- the run folder (refnet.run_dir): made, locked, its lock record written -----------------
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_no_run_folder_under_a_file(tmp_path, unique):
+    (tmp_path / "file").write_text("x")
+    where = tmp_path / "file" / "run"
+    with pytest.raises(run_dir.RunDirError) as caught:
+        run_dir.claim(where, unique=unique)
+    assert str(caught.value) == (
+        f"no run folder can be made at {where}: {tmp_path / 'file'} is a file, not a folder"
+    )
+    assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_lock_that_is_a_folder_is_refused(tmp_path):
+    (tmp_path / "run" / ".lock").mkdir(parents=True)
+    with pytest.raises(run_dir.RunDirError) as caught:
+        run_dir.claim(tmp_path / "run", unique=False)
+    assert str(caught.value) == f"cannot lock the run folder {tmp_path / 'run'}: Is a directory"
+    assert os.listdir(tmp_path / "run") == [".lock"]
+
+
+def test_a_run_folder_on_a_read_only_file_system(small_disk):
+    (small_disk / "run").mkdir()
+    r = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot remount read-only here: {r.stderr.decode().strip()}")
+    with pytest.raises(run_dir.RunDirError) as caught:  # to be made
+        run_dir.claim(small_disk / "new", unique=True)
+    assert str(caught.value) == (
+        f"no run folder can be made at {small_disk / 'new'}: nothing can be created in "
+        f"{small_disk} (Read-only file system)"
+    )
+    with pytest.raises(run_dir.RunDirError) as caught:  # there, to be locked
+        run_dir.claim(small_disk / "run", unique=False)
+    assert str(caught.value) == (
+        f"cannot lock the run folder {small_disk / 'run'}: Read-only file system"
+    )
+    assert os.listdir(small_disk) == ["run"] and os.listdir(small_disk / "run") == []
+
+
+def test_a_full_disk_when_a_run_claims_its_folder_is_one_line(trained, small_disk):
+    fill(small_disk, 0)
+    line = one_line(run(*_train(trained[0], small_disk / "run")))
+    assert line == (
+        f"refnet.train: error: the disk is full: no space left on the device to write "
+        f"{small_disk / 'run' / '.lock'} (free space in {small_disk / 'run'}; the files "
+        "already there are intact)"
+    )
+    assert os.listdir(small_disk) == ["filler"]  # the folder made for the run removed
+
+
+def test_a_lock_record_is_whole_or_absent_on_a_full_disk(small_disk):
+    run = small_disk / "run"
+    run_dir.claim(run, unique=False)[1].release()
+    (run / ".lock").write_text("")  # a lock file with no record: nothing to overwrite
+    fill(small_disk, 0)
+    with pytest.raises(run_dir.RunDirError, match="the disk is full"):
+        run_dir.claim(run, unique=False)
+    assert (run / ".lock").read_text() == ""
+    os.remove(small_disk / "filler")
+    path, lock, created = run_dir.claim(run, unique=False)  # the folder is usable again
+    assert not created and json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_trim_log_on_a_full_disk_leaves_the_log_whole(small_disk):
+    run = small_disk / "run"
+    run.mkdir()
+    log = run / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": k}) + "\n" for k in (1, 2, 3)))
+    before = log.read_text()
+    fill(small_disk, 0)
+    with pytest.raises(files.OutputError, match=r"^the disk is full: .* to write .*log.jsonl"):
+        run_dir.trim_log(run, 1)
+    assert log.read_text() == before and os.listdir(run) == ["log.jsonl"]
 
 
 # -- ablate passes signals on --------------------------------------------------------------
