@@ -301,11 +301,24 @@ def run_command(main: Callable[[], int], name: str) -> int:
 
     ``main`` handles ``KeyboardInterrupt`` itself when it has more to say (what was kept);
     this catches the rest. Call it in the main thread only (it sets the SIGINT handler).
-    A ``KeyboardInterrupt`` that lands in a weakref callback or a ``__del__`` is swallowed
-    by Python ("Exception ignored in ..."); ``sys.unraisablehook`` raises it again. (One
-    swallowed by a library's bare ``except:`` is lost; the next Ctrl-C ends the process.)
+
+    The first Ctrl-C is owed until a ``KeyboardInterrupt`` can land where it propagates:
+    one pressed while a module is imported (a frame of ``importlib`` on the main thread's
+    stack: an extension module's initialisation clears an exception raised in the Python
+    it calls, numpy.random's on its first use, say) is raised once the import has ended;
+    one that lands in a weakref callback or a ``__del__`` is swallowed by Python
+    ("Exception ignored in ..."), and ``sys.unraisablehook`` owes it again. A watcher
+    thread sends SIGINT to the main thread again when the owed press can be raised. A
+    press meanwhile is a second one (module doc). (One swallowed by a library's bare
+    ``except:`` is lost; the next Ctrl-C ends the process.)
     """
-    state = {"interrupted": False, "again": False, "running": True, "first": -math.inf}
+    state = {
+        "interrupted": False,  # the first press came
+        "owed": False,  # ... and its KeyboardInterrupt is still to be raised
+        "resent": False,  # the SIGINT comes from the watcher, not from the user
+        "running": True,
+        "first": -math.inf,
+    }
     main_thread = threading.main_thread().ident
 
     def stop_now() -> NoReturn:
@@ -313,24 +326,48 @@ def run_command(main: Callable[[], int], name: str) -> int:
         os.write(2, f"{name}: interrupted again; stopping now\n".encode())
         os._exit(INTERRUPTED)
 
+    def second_press() -> None:
+        wait = state["first"] + DOUBLE_TAP_S - time.monotonic()
+        if wait <= 0:
+            stop_now()
+        timer = threading.Timer(wait, stop_now)  # a double tap: a clean-up that ends
+        timer.daemon = True  # meanwhile ends the process normally
+        timer.start()
+
     def on_interrupt(signum: int, frame: FrameType | None) -> None:
-        if state["again"]:  # the first one, swallowed: raise it again
-            state["again"] = False
+        resent, state["resent"] = state["resent"], False
+        if resent and not state["owed"]:
+            return  # the owed press was raised meanwhile
+        if state["owed"] and (resent or not _importing(frame)):
+            if _importing(frame):
+                owe()  # still importing: later
+                return
+            state["owed"] = False
             raise KeyboardInterrupt
         if state["interrupted"]:
-            wait = state["first"] + DOUBLE_TAP_S - time.monotonic()
-            if wait <= 0:
-                stop_now()
-            timer = threading.Timer(wait, stop_now)  # a double tap: a clean-up that
-            timer.daemon = True  # ends meanwhile ends the
-            timer.start()  # process normally
+            second_press()
             return
         state.update(interrupted=True, first=time.monotonic())
         note_interrupt()
+        if _importing(frame):
+            owe()
+            return
         raise KeyboardInterrupt
 
-    def raise_again() -> None:  # from a timer thread, after the callback
-        if state["again"] and state["running"]:
+    def owe() -> None:
+        state["owed"] = True
+        watcher = threading.Thread(target=raise_when_possible, daemon=True)
+        watcher.start()
+
+    def raise_when_possible() -> None:  # the watcher: SIGINT again once no import runs
+        time.sleep(0.05)  # the swallowing callback or import has its moment to end
+        while state["owed"] and state["running"]:
+            frame = sys._current_frames().get(main_thread or 0)
+            if frame is None or not _importing(frame):
+                break
+            time.sleep(0.02)
+        if state["owed"] and state["running"]:
+            state["resent"] = True
             if hasattr(signal, "pthread_kill"):
                 signal.pthread_kill(main_thread, signal.SIGINT)  # type: ignore[arg-type]  # wakes a blocking call; the main thread's ident is set
             else:
@@ -341,10 +378,7 @@ def run_command(main: Callable[[], int], name: str) -> int:
     def on_unraisable(unraisable: sys.UnraisableHookArgs) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
             if state["running"]:
-                state["again"] = True
-                timer = threading.Timer(0.05, raise_again)
-                timer.daemon = True
-                timer.start()
+                owe()
         else:
             previous(unraisable)
 
@@ -364,28 +398,17 @@ def run_command(main: Callable[[], int], name: str) -> int:
         return INTERRUPTED
     finally:
         # from here on (the interpreter's shut-down too) Ctrl-C ends the process
-        state.update(running=False, again=False, interrupted=True)
+        state.update(running=False, owed=False, interrupted=True)
         sys.unraisablehook = previous
 
 
-def end_on_interrupt_while_loading() -> None:
-    """While a command's modules load (before ``run_command`` takes Ctrl-C over), a
-    Ctrl-C ends the process at once with one line and status 130 instead of a traceback
-    out of some library's import: nothing has been written yet. Only for ``python -m
-    refnet...`` (``sys.argv[0]`` is "-m" while the module is found), in the main thread,
-    where SIGINT is not ignored; elsewhere (a program importing refnet) a no-op."""
-    if sys.argv[:1] != ["-m"] or threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        return
-    args = getattr(sys, "orig_argv", [])
-    name = args[args.index("-m") + 1] if "-m" in args[:-1] else "refnet"
-
-    def on_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-        os.write(2, f"{name}: interrupted while starting; nothing was written\n".encode())
-        os._exit(INTERRUPTED)
-
-    signal.signal(signal.SIGINT, on_interrupt)
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` or a caller of it runs Python's import machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def ignore_interrupts() -> None:

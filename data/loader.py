@@ -28,7 +28,8 @@ store indices of the images.
 Workers. ``workers`` threads (0: the calling thread) each open the file and read every
 ``workers``-th batch; ``prefetch`` batches may wait ready; images are read in increasing
 file order. Before each batch is handed out the file is checked to be the one opened
-(``data.store.file_identity``): ``StoreChanged`` if it was replaced or written to.
+(``data.store.file_identity``): ``StoreChanged`` if it was replaced or written to
+(``check_unchanged``; ``refnet.train_inputs`` checks ``val.h5`` the same way).
 """
 
 from __future__ import annotations
@@ -146,16 +147,24 @@ class Loader:
         """``StoreChanged`` if the store file is no longer the one opened (another build
         renamed onto it, or bytes written into it: its inode, size or modification time
         differ); one ``os.stat``, done before each batch is handed out."""
-        now: tuple[int, int, int] | str | None
-        try:
-            now = file_identity(self.path)
-        except OSError as e:
-            now = e.strerror
-        if now != self.identity:
-            raise StoreChanged(
-                f"store file {self.path} changed while the run read it (replaced by "
-                "another build, or written to); stopping rather than train on mixed data"
-            )
+        check_unchanged(self.path, self.identity)
+
+
+def check_unchanged(
+    path: str, identity: tuple[int, int, int], instead: str = "train on mixed data"
+) -> None:
+    """``StoreChanged`` if store file ``path``'s ``file_identity`` is no longer
+    ``identity`` (or it is gone); the message ends "stopping rather than INSTEAD"."""
+    now: tuple[int, int, int] | str | None
+    try:
+        now = file_identity(path)
+    except OSError as e:
+        now = e.strerror
+    if now != identity:
+        raise StoreChanged(
+            f"store file {path} changed while the run read it (replaced by another "
+            f"build, or written to); stopping rather than {instead}"
+        )
 
 
 def sequential_batches(

@@ -12,6 +12,10 @@
   the process ends in any way (SIGKILL included): a killed run leaves no stale lock. The
   holder writes its process id, host, start time and command line into the file, and a
   second run on the folder is refused with a message naming them.
+- **Failures.** A folder that cannot be made or locked (a file in the way, a read-only
+  file system, a ``.lock`` that is no file) or a disk too full for the lock's few bytes
+  is ``RunDirError``, one line naming the path; a folder made for the run is removed
+  again, and the lock file holds the holder's record whole or nothing.
 - **Leftovers.** ``trim_log`` cuts ``log.jsonl`` back to the records of steps a
   checkpoint holds (a run killed after logging but before its next checkpoint would
   otherwise repeat those records when resumed). Temporaries of killed writers are removed
@@ -20,6 +24,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -28,13 +33,17 @@ import sys
 import time
 from pathlib import Path
 
-from refnet.data.cli import UserError
-from refnet.data.files import write_text
+from refnet.data.cli import UserError, unwritable_reason
+from refnet.data.files import write_failure, write_text
 
 LOCK_NAME = ".lock"
 
 
-class RunDirBusy(UserError):
+class RunDirError(UserError):
+    """A run folder that cannot be made, locked or written: one line naming the path."""
+
+
+class RunDirBusy(RunDirError):
     """Another live process holds the run folder."""
 
 
@@ -43,7 +52,10 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot lock the run folder {run_dir}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -53,6 +65,9 @@ class RunLock:
                 f"{run_dir} is in use by another run ({holder}); wait for it "
                 "to end or choose another --out"
             ) from None
+        except OSError as e:  # a file system without locks
+            os.close(fd)
+            raise RunDirError(f"cannot lock the run folder {run_dir}: {e.strerror}") from None
         self.fd: int | None = fd
         info = {
             "pid": os.getpid(),
@@ -60,8 +75,18 @@ class RunLock:
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "command": sys.argv,
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        record = (json.dumps(info) + "\n").encode()
+        try:
+            if os.pwrite(fd, record, 0) != len(record):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.ftruncate(fd, len(record))
+        except OSError as e:  # a full disk: no record rather than part of one
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            self.release()
+            raise RunDirError(str(write_failure(self.path, e))) from None
 
     def release(self) -> None:
         """Drop the lock (the file stays; it is free as soon as no process holds it)."""
@@ -97,18 +122,24 @@ def claim(path: str | Path, *, unique: bool) -> tuple[Path, RunLock, bool]:
     removed again then."""
     path = Path(path)
     created = False
-    if unique:
-        base, k = path, 1
-        while not created:
-            try:
-                path.mkdir(parents=True)
-                created = True
-            except FileExistsError:
-                k += 1
-                path = base.with_name(f"{base.name}-{k}")
-    elif not path.is_dir():
-        path.mkdir(parents=True)
-        created = True
+    try:
+        if unique:
+            base, k = path, 1
+            while not created:
+                try:
+                    path.mkdir(parents=True)
+                    created = True
+                except FileExistsError:
+                    if not base.parent.is_dir():  # a file in the way, not a taken name
+                        raise
+                    k += 1
+                    path = base.with_name(f"{base.name}-{k}")
+        elif not path.is_dir():
+            path.mkdir(parents=True)
+            created = True
+    except OSError as e:
+        reason = unwritable_reason(path) or e.strerror
+        raise RunDirError(f"no run folder can be made at {path}: {reason}") from None
     try:
         return path, RunLock(path), created
     except BaseException:

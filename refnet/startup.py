@@ -164,7 +164,7 @@ def claim_run_dir(world, start):
             folder, lock, created = run_dir.claim(
                 cfg.out or run_dir.default_name(cfg.arch), unique=not start.explicit
             )
-        except run_dir.RunDirBusy as e:
+        except run_dir.RunDirError as e:  # busy, or no folder can be made or locked
             error = str(e)
         else:
             if start.state is None and checkpoint.list_checkpoints(folder):  # made meanwhile

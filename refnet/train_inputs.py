@@ -16,7 +16,9 @@ Axis legend: N batch, S stored side, Cr crop side, V views.
                                    (``refnet.sample_draws``)
     eval_views(images, views)   -> (N, 3, Cr, Cr) ("center") or (10, N, 3, Cr, Cr) ("ten")
     val_batches(batch)          -> iterator over the validation set in file order (read
-                                   into memory once when small; evaluation uses it too)
+                                   into memory once when small; evaluation uses it too);
+                                   ``StoreChanged`` before a batch when val.h5 is no
+                                   longer the file opened (``data.loader.check_unchanged``)
 
 Training batches come from ``data.loader.Loader`` (shuffled, final partial batch
 dropped): the order of epoch e is ``numpy.random.default_rng([seed, e]).permutation`` of
@@ -38,9 +40,9 @@ from refnet.arch import get_arch
 from refnet.data import augment
 from refnet.data import views as crops
 from refnet.data.cli import UserError
-from refnet.data.loader import Loader
+from refnet.data.loader import Loader, check_unchanged
 from refnet.data.pixel_stats import flat_notice, input_scale
-from refnet.data.store import StoreError, StoreReader
+from refnet.data.store import StoreError, StoreReader, file_identity
 from refnet.layers import backend
 
 
@@ -119,6 +121,7 @@ class InputPipeline:
             self.meta = train.metadata
         self._val = _open_store(self.val_path)  # in memory once read, when small
         try:
+            self.val_identity = file_identity(self.val_path)  # checked before each batch
             self.val_meta = self._val.metadata
             spec = get_arch(cfg.arch)
             self.crop = spec.input_size
@@ -258,5 +261,6 @@ class InputPipeline:
         r, ranks = part
         block = numpy.array_split(numpy.arange(self._val.count), ranks)[r]
         for i in range(0, len(block), batch):
+            check_unchanged(self.val_path, self.val_identity, "evaluate on other data")
             idx = block[i : i + batch]
             yield self._val.take(idx), self._val.labels[idx]

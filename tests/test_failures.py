@@ -21,7 +21,7 @@ import h5py
 import numpy
 import pytest
 
-from refnet import checkpoint
+from refnet import checkpoint, run_dir
 from refnet.data import files
 from refnet.data.cli import exit_status, note_interrupt
 from refnet.data.loader import Loader
@@ -338,6 +338,85 @@ def test_under_mpiexec_a_usage_error_is_said_once(trained, tmp_path):
     assert r.returncode == 2 and r.stderr.count("--bogus") == 1, r.stderr
 
 
+# -- the run folder (refnet.run_dir): made, locked, its lock record written -----------------
+
+
+@pytest.mark.parametrize("unique", [False, True])
+def test_no_run_folder_under_a_file(tmp_path, unique):
+    (tmp_path / "file").write_text("x")
+    where = tmp_path / "file" / "run"
+    with pytest.raises(run_dir.RunDirError) as caught:
+        run_dir.claim(where, unique=unique)
+    assert str(caught.value) == (
+        f"no run folder can be made at {where}: {tmp_path / 'file'} is a file, not a folder"
+    )
+    assert os.listdir(tmp_path) == ["file"]
+
+
+def test_a_lock_that_is_a_folder_is_refused(tmp_path):
+    (tmp_path / "run" / ".lock").mkdir(parents=True)
+    with pytest.raises(run_dir.RunDirError) as caught:
+        run_dir.claim(tmp_path / "run", unique=False)
+    assert str(caught.value) == f"cannot lock the run folder {tmp_path / 'run'}: Is a directory"
+    assert os.listdir(tmp_path / "run") == [".lock"]
+
+
+def test_a_run_folder_on_a_read_only_file_system(small_disk):
+    (small_disk / "run").mkdir()
+    r = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot remount read-only here: {r.stderr.decode().strip()}")
+    with pytest.raises(run_dir.RunDirError) as caught:  # to be made
+        run_dir.claim(small_disk / "new", unique=True)
+    assert str(caught.value) == (
+        f"no run folder can be made at {small_disk / 'new'}: nothing can be created in "
+        f"{small_disk} (Read-only file system)"
+    )
+    with pytest.raises(run_dir.RunDirError) as caught:  # there, to be locked
+        run_dir.claim(small_disk / "run", unique=False)
+    assert str(caught.value) == (
+        f"cannot lock the run folder {small_disk / 'run'}: Read-only file system"
+    )
+    assert os.listdir(small_disk) == ["run"] and os.listdir(small_disk / "run") == []
+
+
+def test_a_full_disk_when_a_run_claims_its_folder_is_one_line(trained, small_disk):
+    fill(small_disk, 0)
+    line = one_line(run(*_train(trained[0], small_disk / "run")))
+    assert line == (
+        f"refnet.train: error: the disk is full: no space left on the device to write "
+        f"{small_disk / 'run' / '.lock'} (free space in {small_disk / 'run'}; the files "
+        "already there are intact)"
+    )
+    assert os.listdir(small_disk) == ["filler"]  # the folder made for the run removed
+
+
+def test_a_lock_record_is_whole_or_absent_on_a_full_disk(small_disk):
+    run = small_disk / "run"
+    run_dir.claim(run, unique=False)[1].release()
+    (run / ".lock").write_text("")  # a lock file with no record: nothing to overwrite
+    fill(small_disk, 0)
+    with pytest.raises(run_dir.RunDirError, match="the disk is full"):
+        run_dir.claim(run, unique=False)
+    assert (run / ".lock").read_text() == ""
+    os.remove(small_disk / "filler")
+    path, lock, created = run_dir.claim(run, unique=False)  # the folder is usable again
+    assert not created and json.loads((run / ".lock").read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_trim_log_on_a_full_disk_leaves_the_log_whole(small_disk):
+    run = small_disk / "run"
+    run.mkdir()
+    log = run / "log.jsonl"
+    log.write_text("".join(json.dumps({"step": k}) + "\n" for k in (1, 2, 3)))
+    before = log.read_text()
+    fill(small_disk, 0)
+    with pytest.raises(files.OutputError, match=r"^the disk is full: .* to write .*log.jsonl"):
+        run_dir.trim_log(run, 1)
+    assert log.read_text() == before and os.listdir(run) == ["log.jsonl"]
+
+
 # -- ablate passes signals on --------------------------------------------------------------
 
 CHILD = """
@@ -423,6 +502,35 @@ def test_a_run_whose_store_changes_stops_with_its_checkpoint(trained, tmp_path):
     assert "--resume" in line and "Traceback" not in err
 
 
+def test_a_run_whose_val_store_is_replaced_stops_with_its_checkpoint(trained, tmp_path):
+    """val.h5 (read into memory at the first evaluation) is watched like train.h5: its
+    identity is checked before each evaluation batch."""
+    data = tmp_path / "data"
+    shutil.copytree(trained[0], data)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, *_train(data, out)[:-3], "--epochs", "200", "--quiet"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not checkpoint.list_checkpoints(out):  # an evaluation has read val.h5
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        shutil.copy(data / "val.h5", data / ".other")
+        os.replace(data / ".other", data / "val.h5")  # the same build, another file
+        err = proc.communicate(timeout=TIMEOUT)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"refnet.train: error: store file {data / 'val.h5'} changed"), line
+    assert "the last checkpoint" in line and "--resume" in line and "Traceback" not in err
+    last = checkpoint.list_checkpoints(out)[-1][1]
+    assert str(last) in line
+    checkpoint.load(last)  # whole
+
+
 def test_the_store_checksum_finds_flipped_bytes(trained, tmp_path):
     from refnet.data.build import main as build_main
 
@@ -486,29 +594,68 @@ def test_the_training_loop_reports_an_exception_after_a_ctrl_c_as_the_interrupt(
         train_until_stopped(Plotting(), [])
 
 
-def test_ctrl_c_while_a_command_loads_is_one_line_and_130(tmp_path):
-    pkg = tmp_path / "slowstart"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text(
-        "import sys, time\nimport refnet\nprint('loading', flush=True)\ntime.sleep(60)\n"
-    )
-    (pkg / "cmd.py").write_text("")
+BLOCKING_H5PY = """
+import sys
+print("loading h5py", flush=True)
+with open(sys.argv[-1]) as fifo:  # blocks until a writer comes: a slow library import
+    fifo.read()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("module", [["-m", "refnet.train"], ["-mrefnet.train"]])
+def test_ctrl_c_while_a_command_loads_is_one_line_and_130(tmp_path, module):
+    """refnet.train imports h5py as it loads; a stand-in h5py blocks on a FIFO, so the
+    press lands while the command's modules load, after ``import refnet``."""
+    stub = tmp_path / "stub" / "h5py"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text(BLOCKING_H5PY)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join([str(stub.parent), os.environ.get("PYTHONPATH", "")]),
     }
+    out = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "slowstart.cmd"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env=env,
+        [sys.executable, *module, "--out", out, "--arch", "tiny", fifo],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
-        assert proc.stdout.readline() == "loading\n"
+        assert proc.stdout.readline() == "loading h5py\n"
         proc.send_signal(signal.SIGINT)
         err = proc.communicate(timeout=TIMEOUT)[1]
     finally:
         proc.kill()
     assert proc.returncode == 130, err
-    assert err == "slowstart.cmd: interrupted while starting; nothing was written\n"
+    assert err == "refnet.train: interrupted while starting; nothing was written\n"
+    assert not out.exists()
+
+
+SIGINT_HANDLER = (
+    "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+)
+
+
+def test_a_program_importing_refnet_keeps_pythons_ctrl_c(tmp_path):
+    """Only ``python -m refnet...`` ends at once while starting; a program of the user's
+    (a script, ``-c``, ``python -m`` of its own package) keeps KeyboardInterrupt."""
+    pkg = tmp_path / "userpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f"import refnet\n{SIGINT_HANDLER}\n")
+    (pkg / "cmd.py").write_text("")
+    (tmp_path / "script.py").write_text(f"import refnet\n{SIGINT_HANDLER}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    for args in (
+        ["-m", "userpkg.cmd"],
+        [tmp_path / "script.py"],
+        ["-c", f"import refnet; {SIGINT_HANDLER}"],
+    ):
+        r = run(*args, env=env)
+        assert r.returncode == 0 and r.stdout == "True\n", (args, r.stderr)
 
 
 def test_plots_load_what_drawing_needs_on_import():

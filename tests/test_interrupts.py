@@ -149,3 +149,52 @@ def test_a_command_started_to_ignore_ctrl_c_keeps_ignoring_it(tmp_path):
     os.killpg(cmd.proc.pid, signal.SIGINT)
     rc, _, err = cmd.finish()
     assert rc == 7 and err == []
+
+
+SWALLOWING_IMPORT = """
+import os, sys
+print("importing", flush=True)
+try:
+    with open(sys.argv[1]) as fifo:  # blocks until the test writes
+        fifo.read(1)
+except KeyboardInterrupt:  # as an extension module's initialisation clears an exception
+    print("swallowed", flush=True)
+print("imported", flush=True)
+"""
+
+DRIVER = """
+import sys, time
+from refnet.data.cli import run_command
+def main():
+    import swallowing  # noqa: F401
+    print("ran on", flush=True)
+    time.sleep(60)
+    return 0
+sys.exit(run_command(main, "driver"))
+"""
+
+
+def thread_count(pid):
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="Linux /proc")
+def test_a_ctrl_c_during_an_import_is_raised_once_the_import_ends(tmp_path):
+    """An import that would swallow the KeyboardInterrupt (numpy.random's first use does,
+    in its extension module's initialisation): the press is owed while the import runs,
+    then raised. The watcher thread that raises it shows the press was seen mid-import."""
+    (tmp_path / "swallowing.py").write_text(SWALLOWING_IMPORT)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
+    cmd = Command(["-c", DRIVER, fifo], env=env)
+    cmd.wait_for(lambda line: line == "importing", stream="out")
+    threads = thread_count(cmd.proc.pid)
+    cmd.interrupt()
+    cmd.wait_until(lambda: thread_count(cmd.proc.pid) > threads)  # the press is owed
+    with open(fifo, "w") as writer:  # the import ends
+        writer.write("x")
+    out, err = ends_cleanly(cmd, "driver", presses=0)
+    assert out[:2] == ["importing", "imported"] and "swallowed" not in out
+    assert err == ["driver: interrupted"]
