@@ -58,12 +58,31 @@ def on_every_rank(world, make, root_first=False):
     return made
 
 
-def check_replicas(world, arrays, step):
+def check_replicas(world, arrays, step, net=None):
     """Every rank's ``arrays`` (parameters and velocities) are bit-identical;
-    ``DistributedError`` on every rank, before anything is written, if not."""
+    ``DistributedError`` on every rank, before anything is written, if not. Hybrid
+    parallel (``net``, whose placement's ``sharded`` names are split over the ranks): those
+    are left out of the checksums (each rank holds its own rows), and instead every
+    rank's rows of each column's block must tile that block (``shard_rows``)."""
     if world.size == 1:
         return
-    sums = world.allgather(checksum(arrays))
+    placement = None if net is None else net.placement
+    sharded = set() if placement is None else placement.sharded
+    if sharded:
+        held = world.allgather(shard_rows(net))
+        for name in sorted(sharded):
+            for c, (_, lo, hi) in enumerate(placement.blocks[name]):
+                got = [tuple(rows[name][c]) for rows in held]
+                ends = [lo] + [r1 for _, r1, _ in got]
+                if any(r0 != end for (r0, _, _), end in zip(got, ends, strict=False)) or (
+                    ends[-1] != hi or any(n != r1 - r0 for r0, r1, n in got)
+                ):
+                    raise DistributedError(
+                        f"the ranks' rows of {name} (column {c}) at step {step} are "
+                        f"{[g[:2] for g in got]} holding {[g[2] for g in got]} rows, which "
+                        f"do not tile rows [{lo}, {hi}); no checkpoint was written"
+                    )
+    sums = world.allgather(checksum({k: v for k, v in arrays.items() if _base(k) not in sharded}))
     if len(set(sums)) > 1:
         differ = [r for r, s in enumerate(sums) if s != sums[0]]
         raise DistributedError(
@@ -71,6 +90,23 @@ def check_replicas(world, arrays, step):
             f"parameters of rank(s) {differ} are not rank 0's "
             "(checksums); no checkpoint was written"
         )
+
+
+def shard_rows(net):
+    """``{name: [[first row, last row + 1, rows held] per column]}`` of this rank's part
+    of every name split over the ranks (JSON-able, for ``check_replicas``): the rows
+    its placement gives it and the rows its arrays hold."""
+    placement = net.placement
+    return {
+        name: [[r0, r1, int(net.params[c][name].shape[0])] for c, r0, r1 in rows]
+        for name, rows in placement.rows.items()
+        if name in placement.sharded
+    }
+
+
+def _base(key):
+    """The parameter a checkpoint array belongs to: ``velocity/fc6.weight`` -> fc6.weight."""
+    return key.split("/", 1)[1] if key.startswith("velocity/") else key
 
 
 def abort_job(world, status, message):

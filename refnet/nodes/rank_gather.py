@@ -1,0 +1,123 @@
+"""A crossing between ranks as a layer (hybrid parallel): every rank's block of each
+column's array joined along ``axis``, on every rank.
+
+Axis legend: N batch, C channels of one column, H/W height/width, F features; R ranks,
+n_r rank r's block along ``axis``.
+
+Hybrid parallel (``refnet.distributed``; Krizhevsky 2014): the convolutions run data
+parallel, each rank on its slice of the batch, and fc6-fc8 model parallel, each rank on
+its share of every fc layer's outputs for the whole batch. Three kinds of crossing join
+them, one per column, each a ``RankGather`` in the layer list:
+
+    pool5's maps     (C, H, W, n_r) CHWN  -> (C, H, W, N)  axis 3 (0 for NCHW), partial
+    fc6/fc7 outputs  (N, F_r)             -> (N, F)        axis 1, partial
+    fc8's logits     (N, K_r)             -> (N, K)        axis 1, not partial
+
+forward:   y = concatenate([x_0, ..., x_{R-1}], axis)                  (an all-gather)
+backward:  partial:     dx_r = (sum over ranks q of dy_q)[block r]     (a reduce-scatter)
+           not partial: dx_r = dy[block r]
+
+``partial``: the layers after the crossing are split over the ranks, so each rank's dy
+is its part of the gradient and the parts are summed (the fc layers read every rank's
+rows); otherwise every rank computes the same dy (the loss on the whole logits) and
+keeps its block. A rank may hold no rows of the array (n_r = 0). The blocks' sizes along
+``axis`` are ``sizes`` (one per rank), or, when None (the batch), are exchanged at each
+forward pass, which then sets the pass's batch size to their sum (the dropout masks
+after it cover the whole batch). Each block travels as one contiguous buffer
+(``world.allgatherv`` / ``world.reduce_scatter``). In the grouped single-device form
+(summary, ONNX) there is one rank: the identity.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from refnet.layers.backend import Array, Module
+from refnet.layers.layout import along
+from refnet.nodes.base import Context, Layer, Pass
+
+if TYPE_CHECKING:
+    from refnet.distributed import Solo
+
+
+class RankGather(Layer):
+    """``RankGather(name, axis, partial, world, sizes=None)``: ``world`` the ranks
+    (``refnet.distributed``), ``sizes`` every rank's block along ``axis`` (None: the
+    batch, exchanged at each forward pass)."""
+
+    def __init__(
+        self,
+        name: str,
+        axis: int,
+        partial: bool,
+        world: Solo,
+        sizes: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__(name)
+        if sizes is not None and len(sizes) != world.size:
+            raise ValueError(f"{name}: sizes {sizes} must have one entry per rank ({world.size})")
+        self.axis, self.partial, self.world = axis, partial, world
+        self.sizes = None if sizes is None else tuple(int(s) for s in sizes)
+
+    def __repr__(self) -> str:
+        return f"RankGather({self.name!r}, axis={self.axis}, partial={self.partial})"
+
+    def block_sizes(self, n: int) -> tuple[int, ...]:
+        """Every rank's block along the axis; this rank's is ``n``."""
+        if self.sizes is not None:
+            if self.sizes[self.world.rank] != n:
+                raise ValueError(
+                    f"{self.name}: this rank holds {n} along axis {self.axis}, "
+                    f"not {self.sizes[self.world.rank]}"
+                )
+            return self.sizes
+        return tuple(int(s) for s in self.world.allgather(int(n)))
+
+    def forward(self, h: list[Array], pass_: Pass, ctx: Context) -> tuple[list[Array], Any]:
+        sizes = self.block_sizes(int(h[0].shape[self.axis]))
+        if self.sizes is None:
+            pass_.n = sum(sizes)  # the whole batch from here on
+        out = []
+        for c, a in enumerate(h):  # every rank goes through the columns in order
+            with ctx.placement.device(c):
+                out.append(gather(ctx.placement.xp, self.world, a, self.axis, sizes))
+        return out, sizes
+
+    def backward(
+        self, d: list[Array], cache: Any, grads: list[dict[str, Array]], ctx: Context
+    ) -> list[Array] | None:
+        sizes, xp, out = cache, ctx.placement.xp, []
+        for c, g in enumerate(d):
+            with ctx.placement.device(c):
+                if self.partial:
+                    out.append(scatter_sum(xp, self.world, g, self.axis, sizes))
+                else:
+                    out.append(own_block(xp, self.world.rank, g, self.axis, sizes))
+        return out
+
+
+def gather(xp: Module, world: Solo, a: Array, axis: int, sizes: tuple[int, ...]) -> Array:
+    """Every rank's ``a`` (``sizes[r]`` along ``axis``) joined along ``axis``."""
+    block = xp.ascontiguousarray(xp.moveaxis(a, axis, 0))  # (n_r, ...) contiguous
+    rest = tuple(block.shape[1:])
+    per = math.prod(rest)
+    full = world.allgatherv(block.reshape(-1), [s * per for s in sizes])
+    full = full.reshape((sum(sizes),) + rest)  # (N, ...)
+    return xp.ascontiguousarray(xp.moveaxis(full, 0, axis))
+
+
+def scatter_sum(xp: Module, world: Solo, g: Array, axis: int, sizes: tuple[int, ...]) -> Array:
+    """This rank's block along ``axis`` of the sum over the ranks of ``g``."""
+    whole = xp.ascontiguousarray(xp.moveaxis(g, axis, 0))  # (N, ...) contiguous
+    rest = tuple(whole.shape[1:])
+    per = math.prod(rest)
+    mine = world.reduce_scatter(whole.reshape(-1), [s * per for s in sizes])
+    mine = mine.reshape((sizes[world.rank],) + rest)  # (n_r, ...)
+    return xp.ascontiguousarray(xp.moveaxis(mine, 0, axis))
+
+
+def own_block(xp: Module, rank: int, g: Array, axis: int, sizes: tuple[int, ...]) -> Array:
+    """Rank ``rank``'s block of ``g`` along ``axis`` (a contiguous copy)."""
+    start = sum(sizes[:rank])
+    return xp.ascontiguousarray(g[along(axis, slice(start, start + sizes[rank]))])
