@@ -96,9 +96,10 @@ class AlexNet(Readouts, InputChecks, Parameters):
     rank's share of fc6, fc7 and fc8 (``Placement``'s ``ranks``), its forward takes this
     rank's images and gives every rank the logits of all of them (``RankGather``), and
     ``state_dict`` gathers the full arrays (every rank must call it). Parameters are
-    unset until ``init`` or ``load_state_dict``: ``forward`` (and what calls it) and ``state_dict`` raise ``RuntimeError`` until then.
-    Input images are ``spec.input_size`` square (227 for ``alexnet``: the paper's 224
-    gives no integer 55x55 conv1 output; see ``refnet.arch``). ``conventions``: a name of
+    unset until ``init`` or ``load_state_dict``: ``forward`` (and what calls it) and
+    ``state_dict`` raise ``RuntimeError`` until then. Input images are
+    ``spec.input_size`` square (227 for ``alexnet``: the paper's 224 gives no integer
+    55x55 conv1 output; see ``refnet.arch``). ``conventions``: a name of
     ``refnet.conventions.CONVENTIONS``; the options are then ``NetOptions.preset(name,
     **given)`` (``arch`` None: the preset's arch, else ``"alexnet"``), and ``init``'s
     default scheme is the preset's.
