@@ -11,7 +11,10 @@ failure either reaches every rank together, or ends the whole job.
   and end every rank (``MPI_Abort``).
 
 A Ctrl-C on any rank is agreed on at the next step's gradient reduction
-(``GradientReducer.reduce``'s extras), so every rank stops after the same step.
+(``GradientReducer.reduce``'s extras), so every rank stops after the same step; one
+that strikes a rank outside the steps (evaluating, writing a checkpoint) stops it at
+once and ends the job (``abort_job``, the interrupt's exit status), the last checkpoint
+intact.
 """
 
 import os
@@ -129,7 +132,10 @@ def rank_report(world, prog):
     from refnet.stopping import Diverged, Interrupted
 
     def report(error, status, line):
-        if isinstance(error, (UsageError, DistributedError, Diverged, Interrupted)):
+        # an interrupt the ranks agreed on (at a step's reduce) ends every rank alike; one
+        # caught outside the steps (evaluating, saving) struck this rank alone
+        alone = isinstance(error, Interrupted) and not error.args[1]
+        if not alone and isinstance(error, (UsageError, DistributedError, Diverged, Interrupted)):
             if world.is_root:  # the same on every rank: rank 0 says it
                 print(line, file=sys.stderr, flush=True)
             return
@@ -143,7 +149,7 @@ def rank_report(world, prog):
                 " (the traceback above is for a bug report; checkpoints already written are intact)"
             )
         if world.size > 1 and (
-            status == UNEXPECTED or isinstance(error, (UserError, KeyboardInterrupt))
+            status == UNEXPECTED or alone or isinstance(error, (UserError, KeyboardInterrupt))
         ):
             abort_job(world, status, line)  # this rank alone: end the whole job
         else:

@@ -151,6 +151,7 @@ class Trainer(TrainerRecords):
             hook = self.reducer.ready
         loss, grads = self.net.loss_and_grad_columns(x, y, train=True, masks=masks, on_grads=hook)
         loss = float(loss)
+        stop = None  # the ranks' agreed Ctrl-C (None in one process: self.interrupt)
         if self.reducer is not None:  # the global batch's gradient, on every rank
             shards_bad = not self.net.shards_finite(grads)  # hybrid: fc6-fc8's, this rank's
             loss, (interrupts, bad) = self.reducer.reduce(
@@ -160,7 +161,10 @@ class Trainer(TrainerRecords):
                 self.pipeline.batch,
                 extras=(self.interrupt, shards_bad),
             )
-            self.interrupt = interrupts > 0  # a Ctrl-C on any rank stops them all here
+            # a Ctrl-C on any rank stops them all after this step; one that comes later
+            # (during the update) goes with the next step's reduce
+            stop = interrupts > 0
+            self.interrupt = self.interrupt or stop
             if math.isfinite(loss) and (bad > 0 or not self.reducer.finite()):
                 loss = math.nan
         if not math.isfinite(loss):
@@ -182,7 +186,7 @@ class Trainer(TrainerRecords):
                     "images_per_s": rate,
                 }
             )
-        if self.interrupt:
+        if self.interrupt if stop is None else stop:
             bar.close()
             raise Interrupted(self.save(), True, "training")
         if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
