@@ -347,7 +347,7 @@ def share_cores(world: Solo) -> int:
 
 # -- the fused gradient allreduce ---------------------------------------------------------
 BUCKET_BYTES = 25 * 2**20  # a bucket closes at the first layer that fills 25 MiB
-EXTRAS = 4  # scalars reduced with the last bucket: the loss and flags
+EXTRAS = 4  # scalars reduced with the last bucket: the loss, flags, the shards' check
 
 
 class GradientReducer:
@@ -416,6 +416,7 @@ class GradientReducer:
         self.buffer: Array = None  # made by the first _pack
         self.scale: float | None = None
         self.packed: set[str] = set()
+        self.shards_bad = 0.0  # ranks whose unreduced gradients were not finite
         self.pending: list[Any] = []
 
     def share(self, count: int, total: int) -> float:
@@ -453,16 +454,17 @@ class GradientReducer:
     ) -> tuple[float, list[float]]:
         """Sum ``grads`` (per column, as ``loss_and_grad_columns`` gives) over the ranks,
         replacing them in ``grads``; returns (the global mean loss, the summed ``extras``
-        as floats, at most ``EXTRAS - 1``). ``count``: this rank's images, ``total``: the
-        global batch."""
+        as floats, at most ``EXTRAS - 2``; the last slot counts the ranks whose gradients
+        not reduced here, hybrid's fc shards, are not finite: ``finite``). ``count``:
+        this rank's images, ``total``: the global batch."""
         if self.scale is None:
             self.begin(count, total)
         elif self.scale != self.share(count, total):
             raise ValueError(
                 f"reduce: {count} of {total} images, but begin() was told a share of {self.scale}"
             )
-        if len(extras) >= EXTRAS:
-            raise ValueError(f"reduce: at most {EXTRAS - 1} extras, got {len(extras)}")
+        if len(extras) >= EXTRAS - 1:
+            raise ValueError(f"reduce: at most {EXTRAS - 2} extras, got {len(extras)}")
         for layer in self.layout:  # without the hook: everything now
             if layer not in self.packed:
                 self._pack(layer, grads)
@@ -473,6 +475,7 @@ class GradientReducer:
         # rank) rank 0's alone, so the sum is the loss itself
         mine = float(loss) * self.scale if self.mean else float(loss) * (self.world.rank == 0)
         values[: 1 + len(extras)] = [mine] + [float(e) for e in extras]
+        values[-1] = not self.net.shards_finite(grads)
         with P.device(0):
             self.pending += [
                 self.world.iallreduce(buf[a:b]) for a, b, _ in self.buckets[len(self.pending) :]
@@ -485,6 +488,7 @@ class GradientReducer:
                     grads[c][name] = P.put(buf[offset : offset + size].reshape(shape), c)
             summed = backend.asnumpy(buf[self.size :]).astype(numpy.float64)
         self.scale, self.pending = None, []
+        self.shards_bad = float(summed[-1])
         return float(summed[0]), [float(v) for v in summed[1 : 1 + len(extras)]]
 
     def _pack(self, layer: str, grads: list[dict[str, Array]]) -> None:
@@ -501,10 +505,22 @@ class GradientReducer:
         self.packed.add(layer)
 
     def finite(self) -> bool:
-        """Whether the last reduced buffer holds only finite numbers (every rank sees the
-        same buffer, so every rank gets the same answer)."""
+        """Whether the last reduced buffer holds only finite numbers, and every rank's
+        gradients not in it (hybrid: the fc shards) too (every rank sees the same buffer,
+        so every rank gets the same answer)."""
         with self.net.placement.device(0):
-            return bool(self.net.xp.isfinite(self.net.xp.sum(self.buffer)))
+            reduced = bool(self.net.xp.isfinite(self.net.xp.sum(self.buffer)))
+        return reduced and self.shards_bad == 0
+
+
+def gradient_reducer(world: Solo, net: AlexNet) -> GradientReducer | None:
+    """The reducer of a job of more than one rank (None for one): every gradient, or
+    for a hybrid network (``net.ranks``) the replicated layers' alone, at scale 1."""
+    if world.size == 1:
+        return None
+    if net.ranks is None:
+        return GradientReducer(world, net)
+    return GradientReducer(world, net, layers=net.replicated_layers(), mean=False)
 
 
 def checksum(arrays: Mapping[str, Array]) -> str:

@@ -11,10 +11,7 @@ layer in every column that has an input:
     conv4 relu  conv5 relu pool5  =exchange=>  flatten  fc6 relu dropout  =exchange=>
     fc7 relu dropout  =exchange to column 0=>  fc8  softmax cross-entropy (column 0)
 
-Hybrid parallel (``ranks``, a world of R ranks): rank gathers after pool5 (the batch),
-after fc6's and fc7's dropout and after fc8 (their features, ``refnet.nodes.RankGather``),
-each before the column exchange that follows; fc6-fc8 hold this rank's share of their
-outputs.
+Hybrid parallel (``ranks``): ``refnet.nodes.rank_gather.hybrid_layers``.
 
 The variants (``head="gap"``, arch ``owt``, ``columns=1``) and the parameters' names
 (``conv1.weight``, or the arch's) are in docs/architecture.md.
@@ -58,10 +55,10 @@ from refnet.nodes import (
     Lrn,
     Pass,
     Pool,
-    RankGather,
     Relu,
 )
 from refnet.nodes.base import run_plain, run_plain_backward
+from refnet.nodes.rank_gather import hybrid_layers, hybrid_world
 from refnet.options import NetOptions
 from refnet.parameters import Parameters
 from refnet.readouts import Readouts
@@ -91,15 +88,12 @@ class AlexNet(Readouts, InputChecks, Parameters):
     ``self.options`` holds them. ``backend``: ``"numpy"``, ``"cupy"``, or an array
     namespace object (the test suite's device-tagging backend). ``devices``: one device
     index per column; by default CuPy uses devices 0 and 1 with two GPUs, else 0 for
-    both (and NumPy the CPU). ``ranks``: hybrid parallel (``refnet.distributed``), a
-    world of R > 1 ranks of which this process is one: the network then holds only this
-    rank's share of fc6, fc7 and fc8 (``Placement``'s ``ranks``), its forward takes this
-    rank's images and gives every rank the logits of all of them (``RankGather``), and
-    ``state_dict`` gathers the full arrays (every rank must call it). Parameters are
-    unset until ``init`` or ``load_state_dict``: ``forward`` (and what calls it) and
-    ``state_dict`` raise ``RuntimeError`` until then. Input images are
-    ``spec.input_size`` square (227 for ``alexnet``: the paper's 224 gives no integer
-    55x55 conv1 output; see ``refnet.arch``). ``conventions``: a name of
+    both (and NumPy the CPU). ``ranks``: hybrid parallel, a world of ranks that split
+    fc6-fc8 (``refnet.nodes.rank_gather``). Parameters are unset until ``init`` or
+    ``load_state_dict``: ``forward`` (and what calls it) and ``state_dict`` raise
+    ``RuntimeError`` until then. Input images are ``spec.input_size`` square (227 for
+    ``alexnet``: the paper's 224 gives no integer 55x55 conv1 output; see
+    ``refnet.arch``). ``conventions``: a name of
     ``refnet.conventions.CONVENTIONS``; the options are then ``NetOptions.preset(name,
     **given)`` (``arch`` None: the preset's arch, else ``"alexnet"``), and ``init``'s
     default scheme is the preset's.
@@ -146,13 +140,7 @@ class AlexNet(Readouts, InputChecks, Parameters):
             head=self.head,
             pool_rounding=self.pool_rounding,
         )
-        # hybrid parallel: the world whose ranks split fc6-fc8 (None: every layer whole)
-        self.ranks = ranks if ranks is not None and ranks.size > 1 else None
-        if self.ranks is not None and self.head != "fc":
-            raise ValueError(
-                f"hybrid parallel splits fc6, fc7 and fc8 over the ranks; head "
-                f"{self.head!r} has no fc layers (use data parallel)"
-            )
+        self.ranks = hybrid_world(ranks, self.head)  # None: every layer whole
         last = "fc8" if self.head == "fc" else "head"
         self.num_classes = self.shapes[self.key(last, "bias")][0]
         devices = opts.devices or default_devices(self.xp, self.columns)
@@ -165,8 +153,7 @@ class AlexNet(Readouts, InputChecks, Parameters):
             whole=(self.key(last, "weight"), self.key(last, "bias")),
             parallel=False if plain else None,
             pooled=not plain,
-            ranks=None if self.ranks is None else (self.ranks.rank, self.ranks.size),
-            sharded=self.fc_names() if self.ranks is not None else (),
+            **self.rank_split(),
         )
         self.devices = self.placement.devices
         # params[c]: {name: shard of column c}; fc8 (or head) only in column 0.
@@ -214,22 +201,6 @@ class AlexNet(Readouts, InputChecks, Parameters):
             return seq + [Exchange("to_head", axis, (0,)), conv("head"), Gap("gap")]
         seq += [pool("pool5")]
         seq += [AdaptivePool("avgpool", side=self.spec.avgpool)] if self.spec.avgpool else []
-        world = self.ranks
-        hybrid = world is not None
-        ranks = (0, 1) if world is None else (world.rank, world.size)
-
-        def gather(name: str, axis: int, partial: bool) -> list[Layer]:
-            """Hybrid parallel: every rank's block joined (``RankGather``); none else."""
-            if world is None:
-                return []
-            sizes = None
-            if name != "pool5":  # the outputs of fc6, fc7, fc8: each rank's share
-                blocks = self.placement.rank_rows(self.key(name, "bias"))[0]
-                sizes = tuple(hi - lo for lo, hi in blocks)
-            return [RankGather(f"gather_{name}", axis, partial, world, sizes)]
-
-        # pool5's maps of every rank's images, before the columns exchange them
-        seq += gather("pool5", self.layout.index("N"), True)  # 3 for CHWN, 0 for NCHW
         seq += [Exchange("to_fc6", axis), Flatten("flatten")]
         # the outputs dropout acts on: the paper's fc6 and fc7, or torchvision's inputs of
         # fc6 and fc7 (the flattened maps, whole in every column, and fc6's output)
@@ -243,20 +214,17 @@ class AlexNet(Readouts, InputChecks, Parameters):
                 mode=self.dropout_mode,
                 width=self.mask_width(source),
                 whole=source == "flatten",
-                ranks=ranks if source != "flatten" else (0, 1),
             )
 
         seq += [dropout("flatten")] if "flatten" in dropped else []
         for name, nxt, to in (("fc6", "fc7", None), ("fc7", "fc8", (0,))):
             seq += [Linear(name, shapes=self._param_shapes(name)), Relu(f"relu_{name}")]
             seq += [dropout(name)] if name in dropped else []
-            seq += gather(name, 1, True)  # every rank's share of the outputs
             seq += [Exchange(f"to_{nxt}", 1, to)]  # (N, F) features
         seq += [Linear("fc8", shapes=self._param_shapes("fc8"))]  # (N, K) on column 0
-        seq += gather("fc8", 1, False) if hybrid else []  # the logits, whole on every rank
         if not self.dropout:
             seq = [layer for layer in seq if not isinstance(layer, Dropout)]
-        return seq
+        return seq if self.ranks is None else hybrid_layers(seq, self.ranks, self)
 
     # -- forward and backward --------------------------------------------------------
     def forward(
@@ -347,9 +315,8 @@ class AlexNet(Readouts, InputChecks, Parameters):
 
 def build_network(options: NetOptions, ranks: Solo | None = None) -> AlexNet:
     """The ``AlexNet`` that ``options`` (a ``refnet.options.NetOptions``) describes: the
-    one way the commands, the benchmark and ``verify`` build a network. ``ranks``: a
-    world (``refnet.distributed``) of more than one rank splits fc6-fc8 over its ranks
-    (hybrid parallel, ``AlexNet``)."""
+    one way the commands, the benchmark and ``verify`` build a network (``ranks``:
+    hybrid parallel, ``AlexNet``)."""
     if not isinstance(options, NetOptions):
         raise TypeError(f"build_network takes a NetOptions, got {type(options).__name__}")
     return AlexNet(**options.kwargs(), ranks=ranks)

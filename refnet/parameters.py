@@ -57,6 +57,13 @@ class Parameters:
         them over the ranks)."""
         return tuple(self.key(f"fc{i}", kind) for i in (6, 7, 8) for kind in ("weight", "bias"))
 
+    def rank_split(self) -> dict[str, Any]:
+        """``Placement``'s hybrid-parallel arguments: this rank of ``ranks`` and the fc
+        names it splits (none without ``ranks``)."""
+        if self.ranks is None:
+            return {}
+        return {"ranks": (self.ranks.rank, self.ranks.size), "sharded": self.fc_names()}
+
     def replicated_layers(self) -> list[str]:
         """The layers with parameters that every rank holds whole (all of them, or in
         hybrid parallel all but fc6-fc8)."""

@@ -22,11 +22,8 @@ what rank 0 alone does (run folder, log, plots, progress) goes through
 ``refnet.run_output``; how ranks agree is ``refnet.agreement``; the start,
 ``refnet.startup``; an early stop (divergence, Ctrl-C), ``refnet.stopping``.
 
-Hybrid parallel: ``mpiexec -n R python -m refnet.train --parallel hybrid ...`` trains the
-same model with the convolutions data parallel and fc6-fc8 split over the ranks (the
-network's ``ranks``): each step every rank learns every rank's store indices and labels
-(the dropout masks and the loss cover the whole batch), and the reducer sums the
-convolutions' gradients alone.
+Hybrid parallel (``--parallel hybrid``): fc6-fc8 split over the ranks see every rank's
+images, so each step every rank learns the whole batch's indices and labels.
 
 Early stop and the trainer's bookkeeping: ``refnet.train_records``.
 
@@ -39,8 +36,6 @@ import contextlib
 import math
 import sys
 import time
-
-import numpy
 
 from refnet import distributed, sample_draws, startup
 from refnet.agreement import on_every_rank, rank_report
@@ -69,25 +64,17 @@ class Trainer(TrainerRecords):
         self.world = distributed.Solo() if world is None else world
         self.pipeline = InputPipeline(cfg, shard=(self.world.rank, self.world.size))
         self.cfg = cfg.resolved(self.pipeline.steps_per_epoch)  # own data: "auto" values
-        hybrid = self.cfg.parallel == "hybrid" and self.world.size > 1
         try:
             self.net = build_network(
                 network_options(self.cfg, self.pipeline.num_classes, self.world),
-                ranks=self.world if hybrid else None,
+                ranks=self.world if self.cfg.parallel == "hybrid" else None,
             )
         except BaseException:
             self.pipeline.close()
             raise
         self.sgd = build_optimizer(self.cfg, self.net)
         self.schedule = build_schedule(self.cfg)
-        self.reducer = None
-        if self.world.size > 1:  # hybrid: the replicated layers alone, already the mean
-            self.reducer = distributed.GradientReducer(
-                self.world,
-                self.net,
-                layers=self.net.replicated_layers() if hybrid else None,
-                mean=not hybrid,
-            )
+        self.reducer = distributed.gradient_reducer(self.world, self.net)
         self.output = NoOutput() if output is None else output
         self.step, self.epoch, self.history = 0, 0, []  # steps taken, epochs completed
         self.loss_sum, self.loss_count = 0.0, 0  # over the current epoch
@@ -137,35 +124,24 @@ class Trainer(TrainerRecords):
     def train_step(self, images_u8, labels, indices, bar, t0, images):
         x = self.pipeline.train_views(images_u8, indices, self.epoch)
         y = self.pipeline.labels(labels)
-        batch_indices = indices
-        if self.net.ranks is not None:  # hybrid: fc6-fc8 see every rank's images
-            everyone = self.world.allgather([numpy.asarray(indices).tolist(), y.tolist()])
-            batch_indices = numpy.array([i for part, _ in everyone for i in part], numpy.int64)
-            y = self.pipeline.labels([k for _, part in everyone for k in part])
+        if self.net.ranks is not None:  # hybrid: the whole batch's
+            indices, y = self.pipeline.whole_batch(self.world, indices, y)
         masks = sample_draws.dropout_masks(
-            self.cfg.seed, self.epoch, batch_indices, self.net.dropout_widths(), self.net.dropout
+            self.cfg.seed, self.epoch, indices, self.net.dropout_widths(), self.net.dropout
         )
         hook = None
         if self.reducer is not None:  # sends each bucket as backward makes it
             self.reducer.begin(len(labels), self.pipeline.batch)
             hook = self.reducer.ready
         loss, grads = self.net.loss_and_grad_columns(x, y, train=True, masks=masks, on_grads=hook)
-        loss = float(loss)
-        stop = None  # the ranks' agreed Ctrl-C (None in one process: self.interrupt)
+        loss, stop = float(loss), None  # stop: the ranks' agreed Ctrl-C
         if self.reducer is not None:  # the global batch's gradient, on every rank
-            shards_bad = not self.net.shards_finite(grads)  # hybrid: fc6-fc8's, this rank's
-            loss, (interrupts, bad) = self.reducer.reduce(
-                grads,
-                loss,
-                len(labels),
-                self.pipeline.batch,
-                extras=(self.interrupt, shards_bad),
+            loss, (interrupts,) = self.reducer.reduce(
+                grads, loss, len(labels), self.pipeline.batch, extras=(self.interrupt,)
             )
-            # a Ctrl-C on any rank stops them all after this step; one that comes later
-            # (during the update) goes with the next step's reduce
-            stop = interrupts > 0
-            self.interrupt = self.interrupt or stop
-            if math.isfinite(loss) and (bad > 0 or not self.reducer.finite()):
+            stop = interrupts > 0  # a Ctrl-C on any rank stops them all after this step
+            self.interrupt |= stop  # (one during the update goes with the next reduce)
+            if math.isfinite(loss) and not self.reducer.finite():
                 loss = math.nan
         if not math.isfinite(loss):
             raise self.not_finite(loss, x)

@@ -240,6 +240,17 @@ class InputPipeline:
     def labels(self, labels):
         return numpy.asarray(labels, dtype=numpy.int64)
 
+    def whole_batch(self, world, indices, labels):
+        """(store indices, labels) of the whole global batch, every rank's slice in rank
+        order, from this rank's (hybrid parallel: fc6-fc8 see every image)."""
+        everyone = world.allgather(
+            [numpy.asarray(indices).tolist(), numpy.asarray(labels).tolist()]
+        )
+        return (
+            numpy.array([i for part, _ in everyone for i in part], dtype=numpy.int64),
+            self.labels([k for _, part in everyone for k in part]),
+        )
+
     # -- evaluation ------------------------------------------------------------------
     def eval_views(self, images, views="center"):
         images = self.xp.asarray(images)

@@ -22,7 +22,7 @@ import pytest
 from refnet import checkpoint, sample_draws
 from refnet.agreement import check_replicas
 from refnet.columns import Placement, rank_block
-from refnet.distributed import DistributedError, GradientReducer, Solo
+from refnet.distributed import DistributedError, GradientReducer, Solo, gradient_reducer
 from refnet.network import AlexNet, build_network
 from refnet.nodes import Dropout, Pass, RankGather
 from refnet.options import NetOptions
@@ -238,7 +238,7 @@ def test_hybrid_network_gives_the_one_process_loss_and_gradients(ranks, kw):
         net = _tiny(world, **opts).init(seed=2, scheme="he")
         mine = numpy.array_split(numpy.arange(B), world.size)[world.rank]
         loss, grads = net.loss_and_grad_columns(x[mine], y, masks=masks)
-        reducer = GradientReducer(world, net, layers=net.replicated_layers(), mean=False)
+        reducer = gradient_reducer(world, net)
         total, (flag,) = reducer.reduce(grads, loss, len(mine), B, extras=(world.rank == 1,))
         probs = net.predict_proba(x[mine])
         return loss, total, flag, net.full_grads(grads), probs, net.state_dict()

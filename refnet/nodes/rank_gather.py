@@ -26,6 +26,11 @@ forward pass, which then sets the pass's batch size to their sum (the dropout ma
 after it cover the whole batch). Each block travels as one contiguous buffer
 (``world.allgatherv`` / ``world.reduce_scatter``). In the grouped single-device form
 (summary, ONNX) there is one rank: the identity.
+
+``hybrid_layers`` puts them into the network's list (``refnet.network``): pool5's
+before the exchange to fc6, fc6's and fc7's (after their dropout) before the exchanges
+to fc7 and fc8, fc8's last; the dropouts of fc6 and fc7 then draw every image's mask
+and keep this rank's units (``Dropout``'s ``ranks``).
 """
 
 from __future__ import annotations
@@ -36,9 +41,12 @@ from typing import TYPE_CHECKING, Any
 from refnet.layers.backend import Array, Module
 from refnet.layers.layout import along
 from refnet.nodes.base import Context, Layer, Pass
+from refnet.nodes.dropout import Dropout
+from refnet.nodes.exchange import Exchange
 
 if TYPE_CHECKING:
     from refnet.distributed import Solo
+    from refnet.network import AlexNet
 
 
 class RankGather(Layer):
@@ -121,3 +129,36 @@ def own_block(xp: Module, rank: int, g: Array, axis: int, sizes: tuple[int, ...]
     """Rank ``rank``'s block of ``g`` along ``axis`` (a contiguous copy)."""
     start = sum(sizes[:rank])
     return xp.ascontiguousarray(g[along(axis, slice(start, start + sizes[rank]))])
+
+
+def hybrid_world(ranks: Solo | None, head: str) -> Solo | None:
+    """``ranks`` when it holds more than one rank (hybrid parallel), else None;
+    ``ValueError`` for a head without fc layers to split."""
+    if ranks is None or ranks.size == 1:
+        return None
+    if head != "fc":
+        raise ValueError(
+            f"hybrid parallel splits fc6, fc7 and fc8 over the ranks; head {head!r} has "
+            "no fc layers (use data parallel)"
+        )
+    return ranks
+
+
+def hybrid_layers(seq: list[Layer], world: Solo, net: AlexNet) -> list[Layer]:
+    """The layer list ``seq`` of ``net`` with the rank gathers of hybrid parallel (module
+    doc); fc6-fc8 hold this rank's share of their outputs (``net.placement``)."""
+
+    def sizes(name: str) -> tuple[int, ...]:  # every rank's share of layer name's outputs
+        return tuple(hi - lo for lo, hi in net.placement.rank_rows(net.key(name, "bias"))[0])
+
+    out: list[Layer] = []
+    for layer in seq:
+        if isinstance(layer, Exchange) and layer.name == "to_fc6":  # the batch axis
+            out.append(RankGather("gather_pool5", net.layout.index("N"), True, world))
+        elif isinstance(layer, Exchange) and layer.name in ("to_fc7", "to_fc8"):
+            name = "fc6" if layer.name == "to_fc7" else "fc7"
+            out.append(RankGather(f"gather_{name}", 1, True, world, sizes(name)))
+        if isinstance(layer, Dropout) and not layer.whole:
+            layer.ranks = (world.rank, world.size)
+        out.append(layer)
+    return out + [RankGather("gather_fc8", 1, False, world, sizes("fc8"))]
