@@ -211,7 +211,7 @@ class MpiWorld(Solo):
         array; NCCL's all-gather for a CuPy array, each block padded to the largest."""
         _check_counts(buf, counts, self.rank, self.size)
         counts = [int(n) for n in counts]
-        if isinstance(buf, numpy.ndarray):
+        if on_host(buf):
             out = numpy.empty(sum(counts), dtype=buf.dtype)
             self.comm.Allgatherv(numpy.ascontiguousarray(buf), [out, counts])
             return out
@@ -230,7 +230,7 @@ class MpiWorld(Solo):
         each block padded to the largest."""
         _check_counts(buf, counts, None, self.size)
         counts = [int(n) for n in counts]
-        if isinstance(buf, numpy.ndarray):
+        if on_host(buf):
             out = numpy.empty(counts[self.rank], dtype=buf.dtype)
             self.comm.Reduce_scatter(
                 numpy.ascontiguousarray(buf), out, recvcounts=counts, op=self.MPI.SUM
@@ -289,6 +289,12 @@ class MpiWorld(Solo):
 
     def describe(self) -> list[dict[str, Any]]:
         return self.allgather({"rank": self.rank, "pid": os.getpid(), "host": self.host})
+
+
+def on_host(buf: Array) -> bool:
+    """Whether ``buf`` is a host (NumPy) array, which MPI moves; else a device array,
+    which NCCL moves."""
+    return isinstance(buf, numpy.ndarray)
 
 
 def _check_counts(buf: Array, counts: Sequence[int], rank: int | None, size: int) -> None:

@@ -435,3 +435,64 @@ def test_ctrl_c_on_rank_0_stops_every_hybrid_rank_after_the_same_step(data_dir, 
     assert r.returncode == 130, r.stderr
     assert r.stderr.count("checkpoint written to") == 1  # said once, by rank 0
     assert last_state(out)["step"] == 14  # the flag goes with step 14's reduce
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("counts", [(3, 1, 0), (2, 2, 2)])
+def test_device_blocks_go_through_nccl_padded_to_the_largest(monkeypatch, counts):
+    """The CuPy path of allgatherv and reduce_scatter, with NumPy arrays standing for
+    device arrays and a fake NCCL communicator of three ranks (the others' buffers
+    given): blocks padded to the largest go through all_gather / reduce_scatter on the
+    communication stream, and come back unpadded."""
+    cupy = pytest.importorskip("cupy")
+    from refnet import distributed
+
+    R, rank = len(counts), 1
+    most = max(counts)
+    rng = numpy.random.default_rng(8)
+    blocks = [rng.standard_normal(n) for n in counts]  # every rank's allgatherv input
+    sums = [rng.standard_normal(sum(counts)) for _ in range(R)]  # reduce_scatter inputs
+    calls = []
+
+    class FakeComm:
+        def all_gather(self, send, recv, count, stream):
+            calls.append(("all_gather", count, stream))
+            assert send.size == most and recv.size == R * most and count == most
+            assert numpy.array_equal(send[: counts[rank]], blocks[rank])
+            for r in range(R):
+                recv[r * most : (r + 1) * most] = 0.0
+                recv[r * most : r * most + counts[r]] = blocks[r]
+
+        def reduce_scatter(self, send, recv, count, op, stream):
+            calls.append(("reduce_scatter", count, stream))
+            assert send.size == R * most and recv.size == most and op == "sum"
+            ends = numpy.cumsum((0,) + counts)
+            mine = send[rank * most : rank * most + counts[rank]]
+            assert numpy.array_equal(mine, sums[rank][ends[rank] : ends[rank + 1]])
+            recv[:] = 0.0
+            recv[: counts[rank]] = sum(s[ends[rank] : ends[rank + 1]] for s in sums)
+
+    class FakeStream:
+        def __init__(self, non_blocking=False):
+            pass
+
+        def record(self):
+            return None
+
+        def wait_event(self, event):
+            pass
+
+    monkeypatch.setattr(cupy, "zeros", numpy.zeros)
+    monkeypatch.setattr(cupy, "empty", numpy.empty)
+    monkeypatch.setattr(cupy, "concatenate", numpy.concatenate)
+    monkeypatch.setattr(cupy.cuda, "Stream", FakeStream)
+    monkeypatch.setattr(cupy.cuda, "get_current_stream", FakeStream)
+    world = distributed.MpiWorld.__new__(distributed.MpiWorld)
+    world.rank, world.size, world.nccl, world.stream = rank, R, FakeComm(), None
+    monkeypatch.setattr(distributed, "on_host", lambda buf: False)  # a device array
+    got = world.allgatherv(blocks[rank], counts)
+    mine = world.reduce_scatter(sums[rank], counts)
+    assert numpy.array_equal(got, numpy.concatenate(blocks))
+    ends = numpy.cumsum((0,) + counts)
+    numpy.testing.assert_allclose(mine, sum(sums)[ends[rank] : ends[rank + 1]], rtol=1e-15)
+    assert [c[:2] for c in calls] == [("all_gather", most), ("reduce_scatter", most)]
