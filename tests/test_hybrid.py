@@ -222,7 +222,12 @@ def _tiny(ranks=None, **kw):
 
 @pytest.mark.parametrize(
     "ranks,kw",
-    [(2, {}), (3, {}), (3, {"engine": "plain"}), (3, {"layout": "NCHW", "columns": 1})],
+    [
+        (2, {"engine": "fast"}),
+        (3, {}),
+        (3, {"layout": "NCHW", "columns": 1}),
+        (3, {"dropout_placement": "before", "dropout_mode": "inverted"}),
+    ],
 )
 def test_hybrid_network_gives_the_one_process_loss_and_gradients(ranks, kw):
     rng = numpy.random.default_rng(4)
