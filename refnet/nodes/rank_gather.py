@@ -86,23 +86,33 @@ class RankGather(Layer):
         sizes = self.block_sizes(int(h[0].shape[self.axis]))
         if self.sizes is None:
             pass_.n = sum(sizes)  # the whole batch from here on
-        out = []
-        for c, a in enumerate(h):  # every rank goes through the columns in order
-            with ctx.placement.device(c):
-                out.append(gather(ctx.placement.xp, self.world, a, self.axis, sizes))
+        xp, world, axis = ctx.placement.xp, self.world, self.axis
+        out = [  # every rank goes through the columns in order
+            _via_column_0(ctx, c, lambda b: gather(xp, world, b, axis, sizes), a)
+            for c, a in enumerate(h)
+        ]
         return out, sizes
 
     def backward(
         self, d: list[Array], cache: Any, grads: list[dict[str, Array]], ctx: Context
     ) -> list[Array] | None:
-        sizes, xp, out = cache, ctx.placement.xp, []
-        for c, g in enumerate(d):
-            with ctx.placement.device(c):
-                if self.partial:
-                    out.append(scatter_sum(xp, self.world, g, self.axis, sizes))
-                else:
-                    out.append(own_block(xp, self.world.rank, g, self.axis, sizes))
-        return out
+        sizes, xp, world, axis = cache, ctx.placement.xp, self.world, self.axis
+        if not self.partial:
+            return ctx.placement.each(lambda c, g: own_block(xp, world.rank, g, axis, sizes), d)
+        return [
+            _via_column_0(ctx, c, lambda b: scatter_sum(xp, world, b, axis, sizes), g)
+            for c, g in enumerate(d)
+        ]
+
+
+def _via_column_0(ctx: Context, c: int, collective: Any, a: Array) -> Array:
+    """``collective(a)`` for column ``c``'s array, run on column 0's device (where a
+    rank's NCCL communicator lives; nothing moves when the columns share a device), the
+    result back on column c's."""
+    P = ctx.placement
+    with P.device(0):
+        result = collective(P.move(a, c, 0))
+    return P.move(result, 0, c)
 
 
 def gather(xp: Module, world: Solo, a: Array, axis: int, sizes: tuple[int, ...]) -> Array:
