@@ -23,6 +23,11 @@ buffer goes through NCCL (``cupyx.distributed``'s ``NCCLBackend``, bootstrapped 
     loss, grads = net.loss_and_grad_columns(x, y, ..., on_grads=reducer.ready)
     loss, extras = reducer.reduce(grads, loss, count, total, extras=(flag, ...))
 
+Hybrid parallel (``--parallel hybrid``, docs/distributed.md): fc6-fc8 are split over the
+ranks (``AlexNet(ranks=world)``, ``refnet.nodes.rank_gather``), whose activations cross
+through ``allgatherv`` and ``reduce_scatter``; ``gradient_reducer(world, net)`` then sums
+the replicated layers' gradients alone, at scale 1 (``GradientReducer``).
+
 A world of one (``Solo``) imports nothing: a plain ``python -m refnet.train`` runs as it
 always did, without mpi4py. ``mpiexec -n R python -m refnet.train ...`` is detected from
 the launcher's environment (``PMI_SIZE`` of MPICH's Hydra, ``OMPI_COMM_WORLD_SIZE`` of
