@@ -7,6 +7,10 @@ and measures, on this machine:
   parameters, 244 MB in float32) through ``refnet.distributed`` (MPI on NumPy
   buffers): the median time, the algorithm bandwidth (buffer bytes / time) and the bus
   bandwidth (algorithm bandwidth x 2 (R - 1) / R, what each link carries in a ring);
+- with ``--parallel hybrid`` (or ``both``), one hybrid-parallel step by the same
+  method: the convolutions on each rank's slice, fc6-fc8 on each rank's share of their
+  outputs for the whole batch (``refnet.nodes.RankGather``'s all-gathers and
+  reduce-scatters inside forward and backward), the conv gradients' allreduce;
 - one data-parallel training step (forward and backward of each rank's slice of the
   global batch, the reduce, SGD) and the fraction of it spent waiting for the reduce
   after the backward pass: "fused", one allreduce of the whole buffer after backward,
@@ -34,6 +38,7 @@ import time
 import numpy
 
 from refnet import NetOptions
+from refnet.bench import traffic
 from refnet.bench.env import OPENBLAS_OVERRIDES, blas_info, process_env
 from refnet.data.cli import USAGE, Parser, int_at_least, positive_int, run_command
 from refnet.data.files import write_json
@@ -71,6 +76,14 @@ def build_parser():
         default=3,
         help="timed training steps after one warm-up (default 3)",
     )
+    p.add_argument(
+        "--parallel",
+        choices=("data", "hybrid", "both"),
+        default="data",
+        help="whose training step to time: data parallel (fused and overlapped reduce), "
+        "hybrid parallel (convolutions data parallel, fc6-fc8 split over the ranks), or "
+        "both (default data)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument(WORKER_FLAG, action="store_true", help=argparse.SUPPRESS)
     return p
@@ -107,7 +120,13 @@ def main(argv=None):
 
 
 def worker(args):
-    from refnet.distributed import BUCKET_BYTES, GradientReducer, current_world, share_cores
+    from refnet.distributed import (
+        BUCKET_BYTES,
+        GradientReducer,
+        current_world,
+        gradient_reducer,
+        share_cores,
+    )
     from refnet.network import build_network
     from refnet.sgd import SGD
 
@@ -143,24 +162,38 @@ def worker(args):
     rng = numpy.random.default_rng(1)
     size = net.spec.input_size
     x = rng.standard_normal((share, 3, size, size)).astype(net.dtype)
-    y = rng.integers(0, net.num_classes, share)
-    sgd = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    labels = rng.integers(0, net.num_classes, args.batch)  # the global batch's
+    mine = numpy.array_split(labels, world.size)[world.rank]
+    modes = {"data": ["fused", "overlap"], "hybrid": ["hybrid"]}
+    modes["both"] = modes["data"] + modes["hybrid"]
     steps = {}
-    for mode in ("fused", "overlap"):
-        reducer = GradientReducer(
-            world, net, bucket_bytes=None if mode == "fused" else BUCKET_BYTES
-        )
-        parts = {"compute": [], "reduce": [], "sgd": []}
+    for mode in modes[args.parallel]:
+        hybrid = mode == "hybrid"
+        gathering = [0.0]  # seconds inside the rank gathers' collectives, this step
+        if hybrid:  # this rank's share of fc6-fc8; the conv gradients alone reduced
+            for name in ("allgatherv", "reduce_scatter"):
+                setattr(world, name, _timed(getattr(world, name), gathering))
+            net = build_network(NetOptions(arch=args.arch, dtype=args.dtype), ranks=world)
+            net.init(seed=0)
+            reducer = gradient_reducer(world, net)
+        else:
+            reducer = GradientReducer(
+                world, net, bucket_bytes=None if mode == "fused" else BUCKET_BYTES
+            )
+        y = labels if hybrid else mine  # hybrid: the loss of the whole batch on every rank
+        sgd = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
+        parts = {"compute": [], "reduce": [], "sgd": [], "gathers": []}
         for step in range(args.steps + 1):
             world.allreduce(numpy.zeros(1))
+            gathering[0] = 0.0
             t0 = time.perf_counter()
-            if mode == "overlap":
+            if mode != "fused":
                 reducer.begin(share, args.batch)
             loss, grads = net.loss_and_grad_columns(
                 x,
                 y,
                 rng=numpy.random.default_rng(step),
-                on_grads=reducer.ready if mode == "overlap" else None,
+                on_grads=reducer.ready if mode != "fused" else None,
             )
             t1 = time.perf_counter()
             reducer.reduce(grads, loss, share, args.batch)
@@ -168,25 +201,34 @@ def worker(args):
             sgd.step(grads)
             t3 = time.perf_counter()
             if step:  # after the warm-up
-                for k, v in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                times = (t1 - t0, t2 - t1, t3 - t2, gathering[0])
+                for k, v in zip(parts, times, strict=True):
                     parts[k].append(max(world.allgather(v)))  # the slowest rank's
         med = {k: float(numpy.median(v)) for k, v in parts.items()}
-        total = sum(med.values())
+        total = med["compute"] + med["reduce"] + med["sgd"]  # the gathers: inside compute
+        communication = med["reduce"] + med["gathers"]
         steps[mode] = {
             **med,
             "total_s": total,
-            "communication_fraction": med["reduce"] / total,
+            "communication_fraction": communication / total,
             "buckets": len(reducer.buckets) + 1,
         }
+        what = (
+            f"hybrid parallel step (rank gathers in forward and backward, "
+            f"{steps[mode]['buckets']} allreduce(s) of the conv gradients)"
+            if hybrid
+            else f"data parallel step ({mode}: {steps[mode]['buckets']} allreduce(s))"
+        )
+        gathers = f" (rank gathers {med['gathers']:.3f} of it)" if hybrid else ""
         say(
-            f"data parallel step ({mode}: {steps[mode]['buckets']} allreduce(s)), "
-            f"{args.arch} global batch {args.batch} ({share} per rank), {args.dtype}: "
-            f"{total:.3f} s = forward+backward {med['compute']:.3f} + reduce after backward "
-            f"{med['reduce']:.3f} + SGD {med['sgd']:.3f}; communication "
-            f"{100 * med['reduce'] / total:.1f}% of the step; {args.batch / total:.1f} "
-            "images/s",
+            f"{what}, {args.arch} global batch {args.batch} ({share} per rank), "
+            f"{args.dtype}: {total:.3f} s = forward+backward {med['compute']:.3f}{gathers} + "
+            f"reduce after backward {med['reduce']:.3f} + SGD {med['sgd']:.3f}; "
+            f"communication {100 * communication / total:.1f}% of the step; "
+            f"{args.batch / total:.1f} images/s",
             flush=True,
         )
+        say(traffic_line(mode, args, world.size), flush=True)
     blas = blas_info()
     say(
         f"BLAS: {blas[0]['internal_api']} {blas[0]['version']} {blas[0]['architecture']}, "
@@ -213,6 +255,34 @@ def worker(args):
             },
         )
     return 0
+
+
+def _timed(collective, spent):
+    """``collective`` that adds the seconds each call takes to ``spent[0]``."""
+
+    def run(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return collective(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    return run
+
+
+def traffic_line(mode, args, ranks):
+    """The bytes each rank sends per step under ring collectives, counted from the shapes
+    by ``refnet.bench.traffic`` (``mode``: "fused" and "overlap" are data parallel)."""
+    scheme = "hybrid" if mode == "hybrid" else "data"
+    count = traffic.bytes_per_step(
+        arch=args.arch, scheme=scheme, ranks=ranks, batch=args.batch, dtype=args.dtype
+    )
+    busiest, least = count["max"], count["min"]
+    spread = "" if busiest == least else f" (the least busy rank {least / 1e6:,.2f} MB)"
+    return (
+        f"bytes sent per rank per step ({scheme} parallel, ring collectives, "
+        f"python -m refnet.bench.traffic): {busiest / 1e6:,.2f} MB{spread}"
+    )
 
 
 if __name__ == "__main__":

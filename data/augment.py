@@ -74,10 +74,7 @@ def draw(
 
 
 def lighting_shift(alphas: ArrayLike, eigval: ArrayLike, eigvec: ArrayLike) -> numpy.ndarray:
-    """(N, 3) float64 RGB shift per image: eigvec @ (alphas[n] * sqrt(eigval)).
-
-    sqrt: the authors' units, not the paper's literal alpha * eigval (module doc).
-    """
+    """(N, 3) float64 RGB shift per image: eigvec @ (alphas[n] * sqrt(eigval)) (module doc)."""
     alphas = numpy.asarray(alphas, dtype=numpy.float64)
     eigval = numpy.asarray(eigval, dtype=numpy.float64)
     eigvec = numpy.asarray(eigvec, dtype=numpy.float64)
@@ -103,9 +100,7 @@ def train_views(
     dtype: DTypeLike = "float32",
 ) -> Array:
     """Random crops, flips, mean subtraction and PCA lighting: (N, 3, Cr, Cr) on xp.
-
-    ``eigval``/``eigvec`` None: no lighting. ``mean_image`` None: no mean subtraction.
-    """
+    ``eigval``/``eigvec`` None: no lighting. ``mean_image`` None: no mean subtraction."""
     n = _check_images("train_views", images, mean_image, crop)
     if len(aug.offsets_y) != n:
         raise ValueError(f"train_views: {n} images but an augmentation of {len(aug.offsets_y)}")
@@ -140,11 +135,8 @@ def crop_windows(
     dtype: DTypeLike = "float32",
     out: Array | None = None,
 ) -> Array:
-    """The general view (formula in the module doc); offsets, flips and shift are host arrays.
-
-    images (N, S, S, 3) uint8 on xp -> (N, 3, Cr, Cr) ``dtype`` on xp (written into
-    ``out`` when given, e.g. one view of a 10-crop batch).
-    """
+    """The general view (module doc's formula); offsets, flips and shift are host arrays.
+    images (N, S, S, 3) uint8 on xp -> (N, 3, Cr, Cr) ``dtype`` on xp (into ``out`` if given)."""
     n = _check_images("crop_windows", images, mean_image, crop)
     dt = as_dtype(dtype)
     xp = get_array_module(images)

@@ -11,7 +11,10 @@ failure either reaches every rank together, or ends the whole job.
   and end every rank (``MPI_Abort``).
 
 A Ctrl-C on any rank is agreed on at the next step's gradient reduction
-(``GradientReducer.reduce``'s extras), so every rank stops after the same step.
+(``GradientReducer.reduce``'s extras), so every rank stops after the same step; one
+that strikes a rank outside the steps (evaluating, writing a checkpoint) stops it at
+once and ends the job (``abort_job``, the interrupt's exit status), the last checkpoint
+intact.
 """
 
 import os
@@ -58,12 +61,31 @@ def on_every_rank(world, make, root_first=False):
     return made
 
 
-def check_replicas(world, arrays, step):
+def check_replicas(world, arrays, step, net=None):
     """Every rank's ``arrays`` (parameters and velocities) are bit-identical;
-    ``DistributedError`` on every rank, before anything is written, if not."""
+    ``DistributedError`` on every rank, before anything is written, if not. Hybrid
+    parallel (``net``, whose placement's ``sharded`` names are split over the ranks): those
+    are left out of the checksums (each rank holds its own rows), and instead every
+    rank's rows of each column's block must tile that block (``shard_rows``)."""
     if world.size == 1:
         return
-    sums = world.allgather(checksum(arrays))
+    placement = None if net is None else net.placement
+    sharded = set() if placement is None else placement.sharded
+    if sharded:
+        held = world.allgather(shard_rows(net))
+        for name in sorted(sharded):
+            for c, (_, lo, hi) in enumerate(placement.blocks[name]):
+                got = [tuple(rows[name][c]) for rows in held]
+                ends = [lo] + [r1 for _, r1, _ in got]
+                if any(r0 != end for (r0, _, _), end in zip(got, ends, strict=False)) or (
+                    ends[-1] != hi or any(n != r1 - r0 for r0, r1, n in got)
+                ):
+                    raise DistributedError(
+                        f"the ranks' rows of {name} (column {c}) at step {step} are "
+                        f"{[g[:2] for g in got]} holding {[g[2] for g in got]} rows, which "
+                        f"do not tile rows [{lo}, {hi}); no checkpoint was written"
+                    )
+    sums = world.allgather(checksum({k: v for k, v in arrays.items() if _base(k) not in sharded}))
     if len(set(sums)) > 1:
         differ = [r for r, s in enumerate(sums) if s != sums[0]]
         raise DistributedError(
@@ -71,6 +93,23 @@ def check_replicas(world, arrays, step):
             f"parameters of rank(s) {differ} are not rank 0's "
             "(checksums); no checkpoint was written"
         )
+
+
+def shard_rows(net):
+    """``{name: [[first row, last row + 1, rows held] per column]}`` of this rank's part
+    of every name split over the ranks (JSON-able, for ``check_replicas``): the rows
+    its placement gives it and the rows its arrays hold."""
+    placement = net.placement
+    return {
+        name: [[r0, r1, int(net.params[c][name].shape[0])] for c, r0, r1 in rows]
+        for name, rows in placement.rows.items()
+        if name in placement.sharded
+    }
+
+
+def _base(key):
+    """The parameter a checkpoint array belongs to: ``velocity/fc6.weight`` -> fc6.weight."""
+    return key.split("/", 1)[1] if key.startswith("velocity/") else key
 
 
 def abort_job(world, status, message):
@@ -93,7 +132,10 @@ def rank_report(world, prog):
     from refnet.stopping import Diverged, Interrupted
 
     def report(error, status, line):
-        if isinstance(error, (UsageError, DistributedError, Diverged, Interrupted)):
+        # an interrupt the ranks agreed on (at a step's reduce) ends every rank alike; one
+        # caught outside the steps (evaluating, saving) struck this rank alone
+        alone = isinstance(error, Interrupted) and not error.args[1]
+        if not alone and isinstance(error, (UsageError, DistributedError, Diverged, Interrupted)):
             if world.is_root:  # the same on every rank: rank 0 says it
                 print(line, file=sys.stderr, flush=True)
             return
@@ -107,7 +149,7 @@ def rank_report(world, prog):
                 " (the traceback above is for a bug report; checkpoints already written are intact)"
             )
         if world.size > 1 and (
-            status == UNEXPECTED or isinstance(error, (UserError, KeyboardInterrupt))
+            status == UNEXPECTED or alone or isinstance(error, (UserError, KeyboardInterrupt))
         ):
             abort_job(world, status, line)  # this rank alone: end the whole job
         else:

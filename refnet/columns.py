@@ -81,6 +81,12 @@ class Placement:
     share one; with ``pooled=False`` every array is made afresh, ``layers.workspace.FRESH``).
     ``parallel``: run the columns in threads on the CPU (default: NumPy, two columns and
     more than one usable core).
+
+    Hybrid parallel: ``ranks=(r, R)`` and ``sharded`` (the fc layers' names) give rank
+    r only its part of each column's block of a sharded parameter, the rows
+    ``numpy.array_split`` gives it of that block (``rank_block``; uneven splits, a part
+    may be empty); ``rows`` then holds this rank's rows, ``blocks`` the columns' whole
+    blocks, ``rank_rows`` every rank's rows.
     """
 
     def __init__(
@@ -93,6 +99,8 @@ class Placement:
         parallel: bool | None = None,
         whole: Collection[str] | None = None,
         pooled: bool = True,
+        ranks: tuple[int, int] | None = None,
+        sharded: Collection[str] = (),
     ) -> None:
         if columns not in (1, 2):
             raise ValueError(f"columns must be 1 or 2, got {columns!r}")
@@ -110,16 +118,37 @@ class Placement:
         self.parallel = self.blas is not None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.workspaces = [Workspace() if pooled else FRESH for _ in range(columns)]
-        self.rows: dict[
-            str, list[tuple[int, int, int]]
-        ] = {}  # name -> [(column, first row, last row + 1)]
+        rank, size = (0, 1) if ranks is None else ranks
+        if not (isinstance(size, int) and isinstance(rank, int) and 0 <= rank < size):
+            raise ValueError(f"ranks must be (rank, size) with 0 <= rank < size, got {ranks!r}")
+        self.ranks = (rank, size)
+        self.sharded = frozenset(sharded) if size > 1 else frozenset()
+        unknown = sorted(self.sharded - set(self.shapes))
+        if unknown:
+            raise ValueError(f"sharded names {unknown} are not parameters")
+        # name -> [(column, first row, last row + 1)]: each column's block of rows, and
+        # this rank's rows of it (the whole block but for a sharded name)
+        self.blocks: dict[str, list[tuple[int, int, int]]] = {}
+        self.rows: dict[str, list[tuple[int, int, int]]] = {}
         for name, shape in self.shapes.items():
             on_one = name in whole if whole is not None else name.startswith(("fc8.", "head."))
             if on_one or columns == 1:
-                self.rows[name] = [(0, 0, shape[0])]
+                self.blocks[name] = [(0, 0, shape[0])]
             else:
                 r = shape[0] // columns
-                self.rows[name] = [(c, c * r, (c + 1) * r) for c in range(columns)]
+                self.blocks[name] = [(c, c * r, (c + 1) * r) for c in range(columns)]
+            self.rows[name] = [
+                (c, *rank_block(r0, r1, rank, size)) if name in self.sharded else (c, r0, r1)
+                for c, r0, r1 in self.blocks[name]
+            ]
+
+    def rank_rows(self, name: str) -> list[list[tuple[int, int]]]:
+        """Per column of ``rows[name]``, every rank's (first row, last row + 1) of that
+        column's block, in rank order (the block alone when ``name`` is not sharded)."""
+        size = self.ranks[1] if name in self.sharded else 1
+        return [
+            [rank_block(r0, r1, q, size) for q in range(size)] for _, r0, r1 in self.blocks[name]
+        ]
 
     # -- devices -------------------------------------------------------------------
     def device(self, c: int) -> AbstractContextManager[Any]:
@@ -219,6 +248,15 @@ class Placement:
         pieces = [self.move(shards[c], c, 0) for c, _, _ in owners]
         with self.device(0):
             return self.xp.concatenate(pieces, axis=0)  # (R, ...)
+
+
+def rank_block(r0: int, r1: int, rank: int, size: int) -> tuple[int, int]:
+    """Rank ``rank``'s rows of the rows [r0, r1) split over ``size`` ranks as
+    ``numpy.array_split`` splits them (the first (r1 - r0) % size ranks one row more;
+    a rank may get none)."""
+    n, extra = divmod(r1 - r0, size)
+    start = r0 + rank * n + min(rank, extra)
+    return start, start + n + (rank < extra)
 
 
 def usable_cores() -> int:

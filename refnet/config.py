@@ -36,6 +36,10 @@ the ``--conventions`` preset (``refnet.conventions``) < the flags given. Without
 ``--arch``, a folder of images of the user's own gets the arch of ``OWN_DATA_ARCHS`` whose
 stored side is nearest its images' median shorter side (``own_data_arch``).
 
+``parallel`` (``--parallel``): how the ranks of an ``mpiexec`` job share the work, "data"
+or "hybrid" (``refnet.distributed``); one process trains the same model either way, and
+a resumed run may change it (and the number of ranks).
+
 A resumed run takes its configuration from the checkpoint; only the fields in
 ``TrainConfig.RESUME_OVERRIDABLE`` may differ on the command line (anything else that
 differs is an error, because it would break the bit-exact continuation).
@@ -109,6 +113,7 @@ COMMON_DEFAULTS = {
     "early_stop": False,
     "stop_patience": "auto",
     "quiet": False,
+    "parallel": "data",
     **{name: _NET_DEFAULTS[name] for name in NET_FIELDS},
 }
 
@@ -213,6 +218,10 @@ EXIT_CODES = {
 }
 
 
+# how the ranks of an mpiexec job share the work (refnet.distributed, docs/distributed.md)
+PARALLEL = ("data", "hybrid")
+
+
 class UsageError(UserError):
     """A wrong command line or unusable input: reported as one line, exit status 2."""
 
@@ -222,6 +231,7 @@ _CHOICES = {
     "sgd_form": FORMS,
     "lr_schedule": ("plateau", "step"),
     "eval_views": ("center", "ten"),
+    "parallel": PARALLEL,
     "final_views": ("center", "ten"),
     "init": SCHEMES,
     "input_scale": ("none", "pixel_std"),
@@ -269,6 +279,7 @@ class TrainConfig:
     eval_views: str | None = None
     final_views: str | None = None
     quiet: bool | None = None
+    parallel: str | None = None
     conventions: object = None
     columns: object = None
     lrn: object = None
@@ -302,6 +313,7 @@ class TrainConfig:
         "backend",
         "conv_cache",
         "engine",
+        "parallel",
         "lr",
         "lr_schedule",
         "patience",
@@ -326,6 +338,7 @@ class TrainConfig:
             "final_views",
             "init",
             "input_scale",
+            "parallel",
         ):
             _choose(name, getattr(self, name))
         for name in ("backend", "conventions"):
@@ -364,6 +377,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         put("milestones", _milestone_tuple(self.milestones))
         self._check_network(put)
+        if self.parallel == "hybrid" and self.head != "fc":
+            raise ValueError(
+                f"parallel hybrid splits fc6-fc8 over the ranks; head {self.head!r} has no "
+                "fc layers (use --parallel data)"
+            )
 
     def _check_network(self, put):
         """The network fields, validated and completed by ``NetOptions`` (the arch's
@@ -779,6 +797,13 @@ def build_parser():
         help="what each conv keeps for backward: unfolded (fastest: the im2col matrix or "
         "Winograd's tiles) or input (unfolds again in backward: less memory kept, a "
         f"slower step); 'columns' is the old spelling of unfolded ({d('conv_cache')})",
+    )
+    a(
+        "--parallel",
+        choices=PARALLEL,
+        help="under mpiexec: data: every rank a whole replica and its slice of each batch, "
+        "gradients summed; hybrid: the convolutions so, fc6-fc8 split over the ranks for "
+        f"the whole batch (Krizhevsky 2014) ({d('parallel')})",
     )
     a(
         "--engine",

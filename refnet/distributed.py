@@ -14,12 +14,19 @@ buffer goes through NCCL (``cupyx.distributed``'s ``NCCLBackend``, bootstrapped 
     world.allgather(obj) -> [obj of every rank]   # JSON-able objects, sent as JSON bytes
     world.bcast(obj, root=0) -> obj               #   (no pickle on the wire either)
     world.allreduce(buf)                          # in-place sum of a contiguous 1-d array
+    world.allgatherv(buf, counts) -> every rank's 1-d block, in rank order (hybrid)
+    world.reduce_scatter(buf, counts) -> this rank's block of the sum over the ranks
     world.abort(code)                             # end every rank (a failure of one rank)
 
     reducer = GradientReducer(world, net)
     reducer.begin(count, total)                    # this rank's images of the global batch
     loss, grads = net.loss_and_grad_columns(x, y, ..., on_grads=reducer.ready)
     loss, extras = reducer.reduce(grads, loss, count, total, extras=(flag, ...))
+
+Hybrid parallel (``--parallel hybrid``, docs/distributed.md): fc6-fc8 are split over the
+ranks (``AlexNet(ranks=world)``, ``refnet.nodes.rank_gather``), whose activations cross
+through ``allgatherv`` and ``reduce_scatter``; ``gradient_reducer(world, net)`` then sums
+the replicated layers' gradients alone, at scale 1 (``GradientReducer``).
 
 A world of one (``Solo``) imports nothing: a plain ``python -m refnet.train`` runs as it
 always did, without mpi4py. ``mpiexec -n R python -m refnet.train ...`` is detected from
@@ -42,7 +49,7 @@ import hashlib
 import importlib.util
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy
@@ -109,6 +116,19 @@ class Solo:
     def iallreduce(self, buf: Array) -> Any:
         """Start summing ``buf`` in place; returns a request for ``wait``."""
         return None
+
+    def allgatherv(self, buf: Array, counts: Sequence[int]) -> Array:
+        """Every rank's 1-d ``buf`` joined in rank order; ``counts[r]``: rank r's size
+        (a rank may send none). A world of one: ``buf`` itself."""
+        _check_counts(buf, counts, self.rank, self.size)
+        return buf
+
+    def reduce_scatter(self, buf: Array, counts: Sequence[int]) -> Array:
+        """This rank's block of the sum over the ranks of the 1-d ``buf`` (``sum(counts)``
+        elements, rank r's block the ``counts[r]`` after the first ``sum(counts[:r])``).
+        A world of one: ``buf`` itself."""
+        _check_counts(buf, counts, None, self.size)
+        return buf
 
     def wait(self, requests: Sequence[Any]) -> None:
         """Wait until the started allreduces are done."""
@@ -191,6 +211,59 @@ class MpiWorld(Solo):
         self.nccl.all_reduce(buf, buf, op="sum", stream=self.stream)
         return self.stream
 
+    def allgatherv(self, buf: Array, counts: Sequence[int]) -> Array:
+        """Every rank's 1-d ``buf`` joined in rank order: ``MPI_Allgatherv`` for a NumPy
+        array; NCCL's all-gather for a CuPy array, each block padded to the largest."""
+        _check_counts(buf, counts, self.rank, self.size)
+        counts = [int(n) for n in counts]
+        if on_host(buf):
+            out = numpy.empty(sum(counts), dtype=buf.dtype)
+            self.comm.Allgatherv(numpy.ascontiguousarray(buf), [out, counts])
+            return out
+        import cupy
+
+        most = max(counts)
+        send = cupy.zeros(most, dtype=buf.dtype)  # (most,): this rank's block, padded
+        send[: buf.size] = buf
+        recv = cupy.empty(most * self.size, dtype=buf.dtype)  # (R * most,)
+        self._nccl_call(lambda s: self.nccl.all_gather(send, recv, most, stream=s))
+        return cupy.concatenate([recv[r * most : r * most + n] for r, n in enumerate(counts)])
+
+    def reduce_scatter(self, buf: Array, counts: Sequence[int]) -> Array:
+        """This rank's block of the sum of the 1-d ``buf`` over the ranks:
+        ``MPI_Reduce_scatter`` for a NumPy array; NCCL's reduce-scatter for a CuPy array,
+        each block padded to the largest."""
+        _check_counts(buf, counts, None, self.size)
+        counts = [int(n) for n in counts]
+        if on_host(buf):
+            out = numpy.empty(counts[self.rank], dtype=buf.dtype)
+            self.comm.Reduce_scatter(
+                numpy.ascontiguousarray(buf), out, recvcounts=counts, op=self.MPI.SUM
+            )
+            return out
+        import cupy
+
+        most, ends = max(counts), numpy.cumsum([0] + counts)
+        send = cupy.zeros(most * self.size, dtype=buf.dtype)  # (R * most,): padded blocks
+        for r, n in enumerate(counts):
+            send[r * most : r * most + n] = buf[ends[r] : ends[r + 1]]
+        recv = cupy.empty(most, dtype=buf.dtype)
+        self._nccl_call(lambda s: self.nccl.reduce_scatter(send, recv, most, op="sum", stream=s))
+        return recv[: counts[self.rank]]
+
+    def _nccl_call(self, call: Any) -> None:
+        """``call(stream)`` on the communication stream, after the work queued on the
+        current stream, which then waits for it (the order ``iallreduce`` keeps)."""
+        if self.nccl is None:
+            raise DistributedError("a device array needs NCCL: call use_nccl(device) first")
+        import cupy
+
+        if self.stream is None:
+            self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.stream.wait_event(cupy.cuda.get_current_stream().record())
+        call(self.stream)
+        cupy.cuda.get_current_stream().wait_event(self.stream.record())
+
     def wait(self, requests: Sequence[Any]) -> None:
         mpi = [r for r in requests if isinstance(r, self.MPI.Request)]
         if mpi:
@@ -221,6 +294,22 @@ class MpiWorld(Solo):
 
     def describe(self) -> list[dict[str, Any]]:
         return self.allgather({"rank": self.rank, "pid": os.getpid(), "host": self.host})
+
+
+def on_host(buf: Array) -> bool:
+    """Whether ``buf`` is a host (NumPy) array, which MPI moves; else a device array,
+    which NCCL moves."""
+    return isinstance(buf, numpy.ndarray)
+
+
+def _check_counts(buf: Array, counts: Sequence[int], rank: int | None, size: int) -> None:
+    """``counts``: one size per rank, none negative; ``buf`` 1-d, of ``counts[rank]``
+    elements (rank None: of their sum)."""
+    if len(counts) != size or any(int(n) < 0 for n in counts):
+        raise ValueError(f"counts must be {size} sizes >= 0, one per rank, got {list(counts)}")
+    want = sum(int(n) for n in counts) if rank is None else int(counts[rank])
+    if buf.ndim != 1 or buf.size != want:
+        raise ValueError(f"buffer must be 1-d of {want} elements, got shape {tuple(buf.shape)}")
 
 
 # -- where each rank runs ----------------------------------------------------------------
@@ -269,7 +358,7 @@ def share_cores(world: Solo) -> int:
 
 # -- the fused gradient allreduce ---------------------------------------------------------
 BUCKET_BYTES = 25 * 2**20  # a bucket closes at the first layer that fills 25 MiB
-EXTRAS = 4  # scalars reduced with the last bucket: the loss and flags
+EXTRAS = 4  # scalars reduced with the last bucket: the loss, flags, the shards' check
 
 
 class GradientReducer:
@@ -291,10 +380,25 @@ class GradientReducer:
     fc layers hold 96% of its parameters and come first in backward, so nearly all the
     traffic can hide behind the convolutions' backward (docs/distributed.md). Without
     the hook, ``reduce`` packs and reduces everything after the backward pass. The sums
-    are the same either way: each element is the sum of the same R numbers."""
+    are the same either way: each element is the sum of the same R numbers.
 
-    def __init__(self, world: Solo, net: AlexNet, bucket_bytes: int = BUCKET_BYTES) -> None:
+    Hybrid parallel (``layers``: the replicated layers alone, ``mean=False``): the fc
+    layers are split over the ranks and their gradients stay where they are; the conv
+    gradients already hold the rank's images' share of the global mean (the fc6 input
+    gradient comes back from ``RankGather`` scaled by 1/B), so they are summed as they
+    are (scale 1), and the loss, the same on every rank, is rank 0's."""
+
+    def __init__(
+        self,
+        world: Solo,
+        net: AlexNet,
+        bucket_bytes: int | None = BUCKET_BYTES,
+        *,
+        layers: Collection[str] | None = None,
+        mean: bool = True,
+    ) -> None:
         self.world, self.net = world, net
+        self.mean = mean
         self.layout: dict[
             str, list[tuple[int, str, tuple[int, ...], int, int]]
         ] = {}  # layer -> [(column, name, shape, offset, size)]
@@ -305,7 +409,7 @@ class GradientReducer:
         itemsize = numpy.dtype(net.dtype).itemsize
         for layer in reversed(net.layers):
             names = [net.key(layer.name, kind) for kind in ("bias", "weight")]
-            if names[1] not in net.shapes:
+            if names[1] not in net.shapes or (layers is not None and layer.name not in layers):
                 continue
             entries = self.layout.setdefault(layer.name, [])
             for c in range(net.columns):
@@ -323,17 +427,26 @@ class GradientReducer:
         self.buffer: Array = None  # made by the first _pack
         self.scale: float | None = None
         self.packed: set[str] = set()
+        self.shards_bad = 0.0  # ranks whose unreduced gradients were not finite
         self.pending: list[Any] = []
+
+    def share(self, count: int, total: int) -> float:
+        """What this rank's gradients are multiplied by: count / total, or 1 when they
+        already hold their share of the global mean (``mean=False``)."""
+        return count / total if self.mean else 1.0
 
     def begin(self, count: int, total: int) -> None:
         """A step starts: this rank has ``count`` of the ``total`` images."""
-        self.scale = count / total
+        self.scale = self.share(count, total)
         self.packed, self.pending = set(), []
 
     def ready(self, layer: str, grads: list[dict[str, Array]]) -> None:
         """``on_grads`` hook: pack ``layer``'s gradients; start its bucket when full."""
         if self.scale is None:
             raise RuntimeError("GradientReducer.ready before begin(count, total)")
+        if layer not in self.layout:  # not reduced (hybrid: a layer split over ranks)
+            self.world.progress(self.pending)
+            return
         self._pack(layer, grads)
         if layer in self.closing:
             a, b = self.closing[layer]
@@ -352,23 +465,28 @@ class GradientReducer:
     ) -> tuple[float, list[float]]:
         """Sum ``grads`` (per column, as ``loss_and_grad_columns`` gives) over the ranks,
         replacing them in ``grads``; returns (the global mean loss, the summed ``extras``
-        as floats, at most ``EXTRAS - 1``). ``count``: this rank's images, ``total``: the
-        global batch."""
+        as floats, at most ``EXTRAS - 2``; the last slot counts the ranks whose gradients
+        not reduced here, hybrid's fc shards, are not finite: ``finite``). ``count``:
+        this rank's images, ``total``: the global batch."""
         if self.scale is None:
             self.begin(count, total)
-        elif self.scale != count / total:
+        elif self.scale != self.share(count, total):
             raise ValueError(
                 f"reduce: {count} of {total} images, but begin() was told a share of {self.scale}"
             )
-        if len(extras) >= EXTRAS:
-            raise ValueError(f"reduce: at most {EXTRAS - 1} extras, got {len(extras)}")
+        if len(extras) >= EXTRAS - 1:
+            raise ValueError(f"reduce: at most {EXTRAS - 2} extras, got {len(extras)}")
         for layer in self.layout:  # without the hook: everything now
             if layer not in self.packed:
                 self._pack(layer, grads)
         P, xp, buf = self.net.placement, self.net.xp, self.buffer
         assert self.scale is not None  # begin() set it
         values = numpy.zeros(EXTRAS)
-        values[: 1 + len(extras)] = [float(loss) * self.scale] + [float(e) for e in extras]
+        # the loss: each rank's share of the mean, or (mean=False: the same loss on every
+        # rank) rank 0's alone, so the sum is the loss itself
+        mine = float(loss) * self.scale if self.mean else float(loss) * (self.world.rank == 0)
+        values[: 1 + len(extras)] = [mine] + [float(e) for e in extras]
+        values[-1] = not self.net.shards_finite(grads)
         with P.device(0):
             self.pending += [
                 self.world.iallreduce(buf[a:b]) for a, b, _ in self.buckets[len(self.pending) :]
@@ -381,6 +499,7 @@ class GradientReducer:
                     grads[c][name] = P.put(buf[offset : offset + size].reshape(shape), c)
             summed = backend.asnumpy(buf[self.size :]).astype(numpy.float64)
         self.scale, self.pending = None, []
+        self.shards_bad = float(summed[-1])
         return float(summed[0]), [float(v) for v in summed[1 : 1 + len(extras)]]
 
     def _pack(self, layer: str, grads: list[dict[str, Array]]) -> None:
@@ -397,10 +516,22 @@ class GradientReducer:
         self.packed.add(layer)
 
     def finite(self) -> bool:
-        """Whether the last reduced buffer holds only finite numbers (every rank sees the
-        same buffer, so every rank gets the same answer)."""
+        """Whether the last reduced buffer holds only finite numbers, and every rank's
+        gradients not in it (hybrid: the fc shards) too (every rank sees the same buffer,
+        so every rank gets the same answer)."""
         with self.net.placement.device(0):
-            return bool(self.net.xp.isfinite(self.net.xp.sum(self.buffer)))
+            reduced = bool(self.net.xp.isfinite(self.net.xp.sum(self.buffer)))
+        return reduced and self.shards_bad == 0
+
+
+def gradient_reducer(world: Solo, net: AlexNet) -> GradientReducer | None:
+    """The reducer of a job of more than one rank (None for one): every gradient, or
+    for a hybrid network (``net.ranks``) the replicated layers' alone, at scale 1."""
+    if world.size == 1:
+        return None
+    if net.ranks is None:
+        return GradientReducer(world, net)
+    return GradientReducer(world, net, layers=net.replicated_layers(), mean=False)
 
 
 def checksum(arrays: Mapping[str, Array]) -> str:

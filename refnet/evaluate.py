@@ -41,7 +41,14 @@ def predict_views(net, views):
 def evaluate(net, pipeline, views="center", batch=64, world=None):
     """``{"top1": error, "top5": error, "n": images}`` on the pipeline's validation set.
     With a ``world`` of several ranks (``refnet.distributed``) each rank evaluates its
-    block of the set and the counts of misses are summed: the same errors, exactly."""
+    block of the set and the counts of misses are summed: the same errors, exactly.
+    A hybrid network (``net.ranks``: every forward is a collective) goes through the same
+    batches of the whole set on every rank, each rank its ``numpy.array_split`` slice of
+    each (no batch smaller than the number of ranks), and counts the misses of its slice
+    in the probabilities of the whole batch that every rank receives."""
+    ranks = getattr(net, "ranks", None)
+    if ranks is not None:
+        return _evaluate_hybrid(net, pipeline, views, batch, ranks)
     part = (0, 1) if world is None else (world.rank, world.size)
     counts = numpy.zeros(3)  # misses at top-1, misses at top-5, images
     for images, y in pipeline.val_batches(batch, part=part):
@@ -51,6 +58,21 @@ def evaluate(net, pipeline, views="center", batch=64, world=None):
     counts = numpy.rint(counts)  # whole numbers (each error is misses / B)
     if world is not None:
         world.allreduce(counts)
+    if counts[2] == 0:
+        raise ValueError("evaluate: the validation set is empty")
+    return {"top1": counts[0] / counts[2], "top5": counts[1] / counts[2], "n": int(counts[2])}
+
+
+def _evaluate_hybrid(net, pipeline, views, batch, world):
+    """``evaluate`` of a network split over the ranks of ``world`` (hybrid parallel)."""
+    counts = numpy.zeros(3)  # misses at top-1, misses at top-5, images (this rank's)
+    for images, y in pipeline.val_batches(max(batch, world.size), least=world.size):
+        mine = numpy.array_split(numpy.arange(len(y)), world.size)[world.rank]
+        probs = predict_views(net, pipeline.eval_views(images[mine], views))  # (B, K)
+        errs = topk_errors(probs[mine], y[mine], ks=(1, 5))
+        counts += [errs[1] * len(mine), errs[5] * len(mine), len(mine)]
+    counts = numpy.rint(counts)
+    world.allreduce(counts)
     if counts[2] == 0:
         raise ValueError("evaluate: the validation set is empty")
     return {"top1": counts[0] / counts[2], "top5": counts[1] / counts[2], "n": int(counts[2])}

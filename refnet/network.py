@@ -33,6 +33,7 @@ from refnet import arch as arch_table
 from refnet import segments
 from refnet.columns import Placement, default_devices
 from refnet.conventions import init_scheme as preset_init
+from refnet.distributed import Solo
 from refnet.layers import layout as layouts
 from refnet.layers import softmax
 from refnet.layers.backend import Array, DTypeLike, Module, backend_module
@@ -55,6 +56,7 @@ from refnet.nodes import (
     Relu,
 )
 from refnet.nodes.base import run_plain, run_plain_backward
+from refnet.nodes.rank_gather import hybrid_layers, hybrid_world
 from refnet.options import NetOptions
 from refnet.parameters import Parameters
 from refnet.readouts import Readouts
@@ -84,10 +86,10 @@ class AlexNet(Readouts, InputChecks, Parameters):
     ``self.options`` holds them. ``backend``: ``"numpy"``, ``"cupy"``, or an array
     namespace object (the test suite's device-tagging backend). ``devices``: one device
     index per column; by default CuPy uses devices 0 and 1 with two GPUs, else 0 for
-    both (and NumPy the CPU). Parameters are unset until ``init`` or ``load_state_dict``:
-    ``forward`` (and what calls it) and ``state_dict`` raise ``RuntimeError`` until then.
-    Input images are ``spec.input_size`` square (227 for ``alexnet``: the paper's 224
-    gives no integer 55x55 conv1 output; see ``refnet.arch``). ``conventions``: a name of
+    both (and NumPy the CPU). ``ranks``: the world whose ranks split fc6-fc8 (hybrid
+    parallel, ``refnet.nodes.rank_gather``). Parameters are unset until ``init`` or
+    ``load_state_dict``: ``forward`` and ``state_dict`` raise ``RuntimeError`` until then.
+    Input images are ``spec.input_size`` square (``refnet.arch``). ``conventions``: a name of
     ``refnet.conventions.CONVENTIONS``; the options are then ``NetOptions.preset(name,
     **given)`` (``arch`` None: the preset's arch, else ``"alexnet"``), and ``init``'s
     default scheme is the preset's.
@@ -99,6 +101,7 @@ class AlexNet(Readouts, InputChecks, Parameters):
         dtype: DTypeLike = "float32",
         backend: str | Module = "numpy",
         conventions: str | None = None,
+        ranks: Solo | None = None,
         **options: Any,
     ) -> None:
         given = dict(options, dtype=dtype, backend=backend)
@@ -133,6 +136,7 @@ class AlexNet(Readouts, InputChecks, Parameters):
             head=self.head,
             pool_rounding=self.pool_rounding,
         )
+        self.ranks = hybrid_world(ranks, self.head)  # None: every layer whole
         last = "fc8" if self.head == "fc" else "head"
         self.num_classes = self.shapes[self.key(last, "bias")][0]
         devices = opts.devices or default_devices(self.xp, self.columns)
@@ -145,6 +149,7 @@ class AlexNet(Readouts, InputChecks, Parameters):
             whole=(self.key(last, "weight"), self.key(last, "bias")),
             parallel=False if plain else None,
             pooled=not plain,
+            **self.rank_split(),
         )
         self.devices = self.placement.devices
         # params[c]: {name: shard of column c}; fc8 (or head) only in column 0.
@@ -215,7 +220,7 @@ class AlexNet(Readouts, InputChecks, Parameters):
         seq += [Linear("fc8", shapes=self._param_shapes("fc8"))]  # (N, K) on column 0
         if not self.dropout:
             seq = [layer for layer in seq if not isinstance(layer, Dropout)]
-        return seq
+        return seq if self.ranks is None else hybrid_layers(seq, self.ranks, self)
 
     # -- forward and backward --------------------------------------------------------
     def forward(
@@ -304,9 +309,10 @@ class AlexNet(Readouts, InputChecks, Parameters):
         return logits, caches
 
 
-def build_network(options: NetOptions) -> AlexNet:
+def build_network(options: NetOptions, ranks: Solo | None = None) -> AlexNet:
     """The ``AlexNet`` that ``options`` (a ``refnet.options.NetOptions``) describes: the
-    one way the commands, the benchmark and ``verify`` build a network."""
+    one way the commands, the benchmark and ``verify`` build a network (``ranks``:
+    hybrid parallel, ``AlexNet``)."""
     if not isinstance(options, NetOptions):
         raise TypeError(f"build_network takes a NetOptions, got {type(options).__name__}")
-    return AlexNet(**options.kwargs())
+    return AlexNet(**options.kwargs(), ranks=ranks)

@@ -4,7 +4,10 @@ between per-column shards and full arrays.
 Axis legend: R rows of a parameter (its outputs). ``AlexNet.params[c]`` holds column c's
 shards, ``{key: array on its device}``, split along the first axis as
 ``refnet.columns.Placement.rows`` says; ``state_dict`` and the full gradients are the
-grouped single-device form, keyed ``conv1.weight`` (or the arch's names).
+grouped single-device form, keyed ``conv1.weight`` (or the arch's names). In hybrid
+parallel (``ranks``) a rank holds only its rows of fc6-fc8; ``state_dict`` and
+``gather`` join every rank's rows (a collective), ``load_state_dict`` and ``scatter``
+keep this rank's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from refnet.nodes.base import Layer
 
 if TYPE_CHECKING:
     from refnet.columns import Placement
+    from refnet.distributed import Solo
 
 P = TypeVar("P", bound="Parameters")
 
@@ -46,6 +50,29 @@ class Parameters:
     head: str
     init_scheme: str
     _params_set: bool
+    ranks: Solo | None  # hybrid parallel: the world fc6-fc8 are split over
+
+    def fc_names(self) -> tuple[str, ...]:
+        """The keys of fc6's, fc7's and fc8's weights and biases (hybrid parallel splits
+        them over the ranks)."""
+        return tuple(self.key(f"fc{i}", kind) for i in (6, 7, 8) for kind in ("weight", "bias"))
+
+    def rank_split(self) -> dict[str, Any]:
+        """``Placement``'s hybrid-parallel arguments: this rank of ``ranks`` and the fc
+        names it splits (none without ``ranks``)."""
+        if self.ranks is None:
+            return {}
+        return {"ranks": (self.ranks.rank, self.ranks.size), "sharded": self.fc_names()}
+
+    def replicated_layers(self) -> list[str]:
+        """The layers with parameters that every rank holds whole (all of them, or in
+        hybrid parallel all but fc6-fc8)."""
+        sharded = self.placement.sharded
+        return [
+            layer.name
+            for layer in self.layers
+            if layer.param_shapes() and not sharded.intersection(layer.param_shapes())
+        ]
 
     def _param_shapes(self, name: str) -> dict[str, tuple[int, ...]]:
         """{weight key: shape, bias key: shape} of layer ``name`` (grouped form)."""
@@ -107,10 +134,33 @@ class Parameters:
         """Per-column dicts keyed and split like ``params`` (the parameters, their
         gradients or an optimizer's velocities) as one dict of full host NumPy arrays
         keyed like ``state_dict`` (copies)."""
-        return {
-            name: self.placement.gather(name, self._shards(per_column, name))
-            for name in self.shapes
-        }
+        return {name: self._gather_one(name, per_column) for name in self.shapes}
+
+    def _gather_one(self, name: str, per_column: list[dict[str, Array]]) -> numpy.ndarray:
+        """The full host array of ``name``; a name split over the ranks (hybrid) is
+        gathered from every rank (every rank calls this, names in the same order)."""
+        P = self.placement
+        if name not in P.sharded or self.ranks is None:
+            return P.gather(name, self._shards(per_column, name))
+        shape = self.shapes[name]
+        row = math.prod(shape[1:])  # elements per row
+        pieces = []
+        for (c, _, _), blocks in zip(P.rows[name], P.rank_rows(name), strict=True):
+            mine = numpy.ascontiguousarray(backend.asnumpy(per_column[c][name]))
+            full = self.ranks.allgatherv(mine.reshape(-1), [(hi - lo) * row for lo, hi in blocks])
+            pieces.append(full.reshape((-1,) + shape[1:]))  # (rows of column c, ...)
+        return numpy.concatenate(pieces, axis=0)  # (R, ...)
+
+    def shards_finite(self, per_column: list[dict[str, Array]]) -> bool:
+        """Whether this rank's parts of the names split over the ranks (hybrid) hold only
+        finite numbers (True when none is split)."""
+        xp = self.placement.xp
+        for name in sorted(self.placement.sharded):
+            for c, _, _ in self.placement.rows[name]:
+                with self.placement.device(c):
+                    if not bool(xp.isfinite(xp.sum(per_column[c][name]))):
+                        return False
+        return True
 
     def scatter(self, full: Mapping[str, Any]) -> list[dict[str, Array]]:
         """A dict of full host arrays keyed like ``state_dict`` as per-column dicts of
@@ -176,7 +226,12 @@ class Parameters:
 
     def full_grads(self, grads: list[dict[str, Array]]) -> dict[str, Array]:
         """Per-column gradients (as ``loss_and_grad_columns`` gives) as one dict keyed
-        like ``state_dict``, full shapes, on column 0's device."""
+        like ``state_dict``, full shapes, on column 0's device (hybrid: gathered from
+        every rank)."""
+        if self.placement.sharded:
+            P = self.placement
+            with P.device(0):
+                return {k: P.put(v, 0) for k, v in self.gather(grads).items()}
         return {
             name: self.placement.gather_on_device(name, self._shards(grads, name))
             for name in self.shapes

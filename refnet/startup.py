@@ -282,13 +282,22 @@ def announce_world(trainer, cores):
             "ranks": ranks,
             "batch_slices": slices,
             "cores_per_rank": cores,
+            "parallel": "hybrid" if trainer.net.ranks is not None else "data",
         }
     )
     where = ", ".join(f"rank {d['rank']} pid {d['pid']} on {d['host']}" for d in ranks)
     what = f"{cores} core(s) each" if cores else f"GPUs, columns on {trainer.net.devices}"
+    hybrid = trainer.net.ranks is not None
+    if hybrid:  # the fc layers' outputs each rank computes, per column
+        fc = ", ".join(
+            f"{name} {'+'.join(str(hi - lo) for lo, hi in blocks[0])}"
+            for name in ("fc6", "fc7", "fc8")
+            for blocks in [trainer.net.placement.rank_rows(trainer.net.key(name, "bias"))]
+        )
+        what += f"; convolutions data parallel, fc outputs per column split {fc}"
     trainer.output.say(
-        f"data parallel over {world.size} ranks ({what}): {where}; global "
-        f"batch {trainer.pipeline.batch} = {' + '.join(map(str, slices))}",
+        f"{'hybrid' if hybrid else 'data'} parallel over {world.size} ranks ({what}): "
+        f"{where}; global batch {trainer.pipeline.batch} = {' + '.join(map(str, slices))}",
         flush=True,
     )
 

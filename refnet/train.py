@@ -21,6 +21,7 @@ one process would on R ranks (docs/distributed.md). The loop is the same on ever
 what rank 0 alone does (run folder, log, plots, progress) goes through
 ``refnet.run_output``; how ranks agree is ``refnet.agreement``; the start,
 ``refnet.startup``; an early stop (divergence, Ctrl-C), ``refnet.stopping``.
+``--parallel hybrid`` splits fc6-fc8 over the ranks, which see the whole batch.
 
 Early stop and the trainer's bookkeeping: ``refnet.train_records``.
 
@@ -63,16 +64,15 @@ class Trainer(TrainerRecords):
         self.cfg = cfg.resolved(self.pipeline.steps_per_epoch)  # own data: "auto" values
         try:
             self.net = build_network(
-                network_options(self.cfg, self.pipeline.num_classes, self.world)
+                network_options(self.cfg, self.pipeline.num_classes, self.world),
+                ranks=self.world if self.cfg.parallel == "hybrid" else None,
             )
         except BaseException:
             self.pipeline.close()
             raise
         self.sgd = build_optimizer(self.cfg, self.net)
         self.schedule = build_schedule(self.cfg)
-        self.reducer = (
-            None if self.world.size == 1 else distributed.GradientReducer(self.world, self.net)
-        )
+        self.reducer = distributed.gradient_reducer(self.world, self.net)
         self.output = NoOutput() if output is None else output
         self.step, self.epoch, self.history = 0, 0, []  # steps taken, epochs completed
         self.loss_sum, self.loss_count = 0.0, 0  # over the current epoch
@@ -122,6 +122,8 @@ class Trainer(TrainerRecords):
     def train_step(self, images_u8, labels, indices, bar, t0, images):
         x = self.pipeline.train_views(images_u8, indices, self.epoch)
         y = self.pipeline.labels(labels)
+        if self.net.ranks is not None:  # hybrid: the whole batch's
+            indices, y = self.pipeline.whole_batch(self.world, indices, y)
         masks = sample_draws.dropout_masks(
             self.cfg.seed, self.epoch, indices, self.net.dropout_widths(), self.net.dropout
         )
@@ -130,12 +132,13 @@ class Trainer(TrainerRecords):
             self.reducer.begin(len(labels), self.pipeline.batch)
             hook = self.reducer.ready
         loss, grads = self.net.loss_and_grad_columns(x, y, train=True, masks=masks, on_grads=hook)
-        loss = float(loss)
+        loss, stop = float(loss), None  # stop: the ranks' agreed Ctrl-C
         if self.reducer is not None:  # the global batch's gradient, on every rank
             loss, (interrupts,) = self.reducer.reduce(
                 grads, loss, len(labels), self.pipeline.batch, extras=(self.interrupt,)
             )
-            self.interrupt = interrupts > 0  # a Ctrl-C on any rank stops them all here
+            stop = interrupts > 0  # a Ctrl-C on any rank stops them all after this step
+            self.interrupt |= stop  # (one during the update goes with the next reduce)
             if math.isfinite(loss) and not self.reducer.finite():
                 loss = math.nan
         if not math.isfinite(loss):
@@ -157,7 +160,7 @@ class Trainer(TrainerRecords):
                     "images_per_s": rate,
                 }
             )
-        if self.interrupt:
+        if self.interrupt if stop is None else stop:
             bar.close()
             raise Interrupted(self.save(), True, "training")
         if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:

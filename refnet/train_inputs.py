@@ -243,6 +243,17 @@ class InputPipeline:
     def labels(self, labels):
         return numpy.asarray(labels, dtype=numpy.int64)
 
+    def whole_batch(self, world, indices, labels):
+        """(store indices, labels) of the whole global batch, every rank's slice in rank
+        order, from this rank's (hybrid parallel: fc6-fc8 see every image)."""
+        everyone = world.allgather(
+            [numpy.asarray(indices).tolist(), numpy.asarray(labels).tolist()]
+        )
+        return (
+            numpy.array([i for part, _ in everyone for i in part], dtype=numpy.int64),
+            self.labels([k for _, part in everyone for k in part]),
+        )
+
     # -- evaluation ------------------------------------------------------------------
     def eval_views(self, images, views="center"):
         images = self.xp.asarray(images)
@@ -254,13 +265,24 @@ class InputPipeline:
             return crops.ten_views(images, self.mean, self.crop, scale=self.scale, dtype=self.dtype)
         raise ValueError(f"views must be 'center' or 'ten', got {views!r}")
 
-    def val_batches(self, batch, part=(0, 1)):
+    def val_batches(self, batch, part=(0, 1), least=1):
         """The validation set in file order: (images (B, S, S, 3) uint8, labels (B,));
         with ``part=(r, R)`` only the r-th of R contiguous blocks of it (a rank's share
-        of the evaluation, ``numpy.array_split``'s blocks)."""
+        of the evaluation, ``numpy.array_split``'s blocks). ``least``: a last batch of
+        fewer images joins the one before it (a hybrid evaluation gives every rank an
+        image of each batch); ``DataError`` when the whole part is smaller."""
         r, ranks = part
         block = numpy.array_split(numpy.arange(self._val.count), ranks)[r]
-        for i in range(0, len(block), batch):
+        if len(block) < least:
+            raise DataError(
+                f"{self.val_path} has {len(block)} validation images; evaluating on "
+                f"{least} ranks needs at least {least}"
+            )
+        starts = list(range(0, len(block), batch))
+        if len(starts) > 1 and len(block) - starts[-1] < least:
+            starts.pop()  # the short last batch joins the one before
+        for i, start in enumerate(starts):
+            end = starts[i + 1] if i + 1 < len(starts) else len(block)
             check_unchanged(self.val_path, self.val_identity, "evaluate on other data")
-            idx = block[i : i + batch]
+            idx = block[start:end]
             yield self._val.take(idx), self._val.labels[idx]

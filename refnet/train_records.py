@@ -86,7 +86,7 @@ class TrainerRecords:
             raise Diverged(
                 f"parameters {bad[:3]} became NaN/Inf by step {self.step} (epoch {self.epoch + 1})"
             )
-        check_replicas(self.world, {**state.model, **state.optimizer}, self.step)
+        check_replicas(self.world, {**state.model, **state.optimizer}, self.step, self.net)
         self.phase, phase = "save", self.phase
         try:
             return self.output.checkpoint(
@@ -109,6 +109,8 @@ class TrainerRecords:
         ``Diverged``, which ``refnet.stopping`` completes with the command that continues
         at a tenth of the learning rate."""
         where = f"loss is {loss} at step {self.step + 1} (epoch {self.epoch + 1})"
+        # first, on every rank alike: gathering a hybrid network's weights is a collective
+        weights = self.net.state_dict()
         pipe = self.pipeline
         stats = [pipe.meta.mean_image] + ([] if pipe.scale is None else [pipe.scale])
         if not all(numpy.all(numpy.isfinite(a)) for a in stats):
@@ -119,7 +121,7 @@ class TrainerRecords:
         xs = self.net.xp.asarray(x)
         if not bool(self.net.xp.all(self.net.xp.isfinite(xs))):
             return Untrainable(f"{where}: the input batch holds NaN/Inf values")
-        bad = [k for k, v in self.net.state_dict().items() if not numpy.all(numpy.isfinite(v))]
+        bad = [k for k, v in weights.items() if not numpy.all(numpy.isfinite(v))]
         if bad:
             return Untrainable(f"{where}: the weights {bad[:3]} were already NaN/Inf")
         if self.step == 0:

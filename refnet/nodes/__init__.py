@@ -14,6 +14,7 @@ from refnet.nodes.input import Input
 from refnet.nodes.linear import Linear
 from refnet.nodes.lrn import Lrn
 from refnet.nodes.pool import Pool
+from refnet.nodes.rank_gather import RankGather
 from refnet.nodes.relu import Relu
 
 
@@ -54,5 +55,6 @@ __all__ = [
     "Lrn",
     "Pass",
     "Pool",
+    "RankGather",
     "Relu",
 ]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy
 
+from refnet.columns import rank_block
 from refnet.layers import backend, dropout
 from refnet.layers.backend import Array
 from refnet.nodes.base import Column, Context, Local, Pass
@@ -24,9 +25,10 @@ if TYPE_CHECKING:
 
 
 class Dropout(Local):
-    """``Dropout(name, source, p=, mode=, width=, whole=)``: ``source`` the layer whose
-    outputs it covers ("fc6", "fc7" or "flatten"), ``width`` their number (both columns),
-    ``whole``: every column holds all of them."""
+    """``Dropout(name, source, p=, mode=, width=, whole=, ranks=)``: ``source`` the
+    layer whose outputs it covers ("fc6", "fc7" or "flatten"), ``width`` their number
+    (both columns), ``whole``: every column holds all of them; ``ranks=(r, R)``: hybrid
+    parallel, rank r holds its ``refnet.columns.rank_block`` of each column's share."""
 
     plain = fast = dropout
 
@@ -39,10 +41,11 @@ class Dropout(Local):
         mode: str = "paper",
         width: int | None = None,
         whole: bool = False,
+        ranks: tuple[int, int] = (0, 1),
     ) -> None:
         super().__init__(name)
         self.source, self.p, self.mode = source, p, mode
-        self.width, self.whole = width, whole
+        self.width, self.whole, self.ranks = width, whole, ranks
         self.settings = dict(p=p, mode=mode)
 
     def onnx(self, g: OnnxGraph, shape: tuple[int, ...]) -> None:
@@ -71,10 +74,11 @@ class Dropout(Local):
         if self.whole:
             return [placement.put(full, c) for c in range(columns)]  # (N, width)
         w = width // columns
+        blocks = [rank_block(c * w, (c + 1) * w, *self.ranks) for c in range(columns)]
         return [
-            placement.put(numpy.ascontiguousarray(full[:, c * w : (c + 1) * w]), c)
-            for c in range(columns)
-        ]  # (N, width / columns) each
+            placement.put(numpy.ascontiguousarray(full[:, lo:hi]), c)
+            for c, (lo, hi) in enumerate(blocks)
+        ]  # (N, width / columns) each, or this rank's share of it
 
     def prepare(self, pass_: Pass, ctx: Context, columns: int) -> list[dict[str, Any]]:
         masks = self.masks(pass_, ctx.placement) or [None] * columns
