@@ -338,8 +338,8 @@ def run_command(main: Callable[[], int], name: str) -> int:
         resent, state["resent"] = state["resent"], False
         if resent and not state["owed"]:
             return  # the owed press was raised meanwhile
-        if state["owed"] and (resent or not _importing(frame)):
-            if _importing(frame):
+        if state["owed"] and (resent or not importing(frame)):
+            if importing(frame):
                 owe()  # still importing: later
                 return
             state["owed"] = False
@@ -349,7 +349,7 @@ def run_command(main: Callable[[], int], name: str) -> int:
             return
         state.update(interrupted=True, first=time.monotonic())
         note_interrupt()
-        if _importing(frame):
+        if importing(frame):
             owe()
             return
         raise KeyboardInterrupt
@@ -363,7 +363,7 @@ def run_command(main: Callable[[], int], name: str) -> int:
         time.sleep(0.05)  # the swallowing callback or import has its moment to end
         while state["owed"] and state["running"]:
             frame = sys._current_frames().get(main_thread or 0)
-            if frame is None or not _importing(frame):
+            if frame is None or not importing(frame):
                 break
             time.sleep(0.02)
         if state["owed"] and state["running"]:
@@ -402,7 +402,7 @@ def run_command(main: Callable[[], int], name: str) -> int:
         sys.unraisablehook = previous
 
 
-def _importing(frame: FrameType | None) -> bool:
+def importing(frame: FrameType | None) -> bool:
     """Whether ``frame`` or a caller of it runs Python's import machinery."""
     while frame is not None:
         if frame.f_code.co_filename.startswith("<frozen importlib"):

@@ -17,26 +17,36 @@ once and ends the job (``abort_job``, the interrupt's exit status), the last che
 intact.
 """
 
+from __future__ import annotations
+
 import os
 import sys
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from refnet.config import UsageError
 from refnet.data.cli import UNEXPECTED, UserError
-from refnet.distributed import DistributedError, checksum
+from refnet.distributed import DistributedError, Solo, checksum
+from refnet.layers.backend import Array
+
+if TYPE_CHECKING:
+    from refnet.network import AlexNet
+
+T = TypeVar("T")
 
 
 class StartFailed(UsageError):
     """A data-parallel job could not start on some rank; raised on every rank alike."""
 
 
-def on_every_rank(world, make, root_first=False):
+def on_every_rank(world: Solo, make: Callable[[], T], root_first: bool = False) -> T:
     """``make()`` on every rank (rank 0 before the others when ``root_first``); if it
     fails on any rank, every rank raises ``StartFailed`` with the failing ranks' own
     messages. A world of one just calls it."""
     if world.size == 1:
         return make()
 
-    def attempt():
+    def attempt() -> tuple[T | None, str | None]:
         try:
             return make(), None
         except UserError as e:
@@ -58,10 +68,12 @@ def on_every_rank(world, make, root_first=False):
         if made is not None and hasattr(made, "close"):
             made.close()
         raise StartFailed("; ".join(f"rank {r} ({host}): {e}" for r, host, e in failures))
-    return made
+    return cast(T, made)  # made on every rank: no failure
 
 
-def check_replicas(world, arrays, step, net=None):
+def check_replicas(
+    world: Solo, arrays: Mapping[str, Array], step: int, net: AlexNet | None = None
+) -> None:
     """Every rank's ``arrays`` (parameters and velocities) are bit-identical;
     ``DistributedError`` on every rank, before anything is written, if not. Hybrid
     parallel (``net``, whose placement's ``sharded`` names are split over the ranks): those
@@ -71,7 +83,7 @@ def check_replicas(world, arrays, step, net=None):
         return
     placement = None if net is None else net.placement
     sharded = set() if placement is None else placement.sharded
-    if sharded:
+    if sharded and net is not None and placement is not None:  # (sharded: net given)
         held = world.allgather(shard_rows(net))
         for name in sorted(sharded):
             for c, (_, lo, hi) in enumerate(placement.blocks[name]):
@@ -95,7 +107,7 @@ def check_replicas(world, arrays, step, net=None):
         )
 
 
-def shard_rows(net):
+def shard_rows(net: AlexNet) -> dict[str, list[list[int]]]:
     """``{name: [[first row, last row + 1, rows held] per column]}`` of this rank's part
     of every name split over the ranks (JSON-able, for ``check_replicas``): the rows
     its placement gives it and the rows its arrays hold."""
@@ -107,12 +119,12 @@ def shard_rows(net):
     }
 
 
-def _base(key):
+def _base(key: str) -> str:
     """The parameter a checkpoint array belongs to: ``velocity/fc6.weight`` -> fc6.weight."""
     return key.split("/", 1)[1] if key.startswith("velocity/") else key
 
 
-def abort_job(world, status, message):
+def abort_job(world: Solo, status: int, message: str) -> int:
     """One rank failed on its own: say so, naming the rank, and end every rank."""
     print(
         f"{message} [rank {world.rank} of {world.size}, pid {os.getpid()} on "
@@ -124,14 +136,14 @@ def abort_job(world, status, message):
     return status
 
 
-def rank_report(world, prog):
+def rank_report(world: Solo, prog: str) -> Callable[[BaseException, int, str], None]:
     """How a rank reports the error that ends it (a ``data.cli.exit_status`` report):
     the failures every rank reaches together (a refused start, divergence, an agreed
     interrupt, replicas that differ) rank 0 alone says; anything that strikes one rank
     alone ends the whole job (``abort_job``) after that rank says what and where."""
     from refnet.stopping import Diverged, Interrupted
 
-    def report(error, status, line):
+    def report(error: BaseException, status: int, line: str) -> None:
         # an interrupt the ranks agreed on (at a step's reduce) ends every rank alike; one
         # caught outside the steps (evaluating, saving) struck this rank alone
         alone = isinstance(error, Interrupted) and not error.args[1]

@@ -55,12 +55,17 @@ commands given a run folder (``read_state``: evaluate, predict, export, neighbor
 when it verifies, else the newest checkpoint.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy
@@ -68,6 +73,9 @@ import numpy
 from refnet.data.cli import UserError
 from refnet.data.files import atomic_path
 from refnet.layers import backend
+
+PathLike = str | os.PathLike[str]
+Tree = dict[str, Any]  # a checkpoint's items by name: nested dicts, lists, arrays, JSON values
 
 VERSION = 1
 FORMAT = f"refnet-checkpoint-{VERSION}"
@@ -83,27 +91,28 @@ class CheckpointError(UserError):
 class TrainingState:
     """Everything a run needs to continue bit-exactly (the schema in the module doc).
     ``model`` and ``optimizer`` are flat ``{name: array}`` dicts, as ``state_dict``
-    gives them."""
+    gives them. The training items are the values the file held (JSON-able, arrays; None
+    in a file holding only a network): ``Any``."""
 
     arch: str
     config: dict
     network: dict
     model: dict
-    step: object = None
-    epoch: object = None
-    loader: object = None
-    loss_sum: object = None
-    loss_count: object = None
-    lr: object = None
-    optimizer: object = None
-    schedule: object = None
-    history: object = None
-    inputs: object = None
+    step: Any = None
+    epoch: Any = None
+    loader: Any = None
+    loss_sum: Any = None
+    loss_count: Any = None
+    lr: Any = None
+    optimizer: Any = None
+    schedule: Any = None
+    history: Any = None
+    inputs: Any = None
     world_size: int = 1
     version: int = VERSION
 
 
-def write_state(path, state):
+def write_state(path: PathLike, state: TrainingState) -> Path:
     """Write ``state`` to ``path`` atomically; returns the path."""
     tree = {
         "format": FORMAT,
@@ -126,7 +135,7 @@ def write_state(path, state):
     return save(path, tree)
 
 
-def read_state(path):
+def read_state(path: PathLike) -> TrainingState:
     """The ``TrainingState`` stored at ``path`` (file or run folder: its best.h5 when it
     verifies, else its newest valid checkpoint), migrated to the current schema;
     ``CheckpointError`` if unusable."""
@@ -144,14 +153,18 @@ def read_state(path):
     return _migrate(load(path), path)
 
 
-def latest_state(run_dir, warn=print):
+def latest_state(
+    run_dir: PathLike, warn: Callable[[str], object] = print
+) -> tuple[Path, TrainingState] | tuple[None, None]:
     """``(path, state)`` of the newest checkpoint in ``run_dir`` that loads and verifies
     (``latest_valid``); ``(None, None)`` when there is none."""
     path, tree = latest_valid(run_dir, warn=warn)
-    return (None, None) if tree is None else (path, _migrate(tree, path))
+    if path is None or tree is None:  # both None, or neither
+        return None, None
+    return path, _migrate(tree, path)
 
 
-def _migrate(tree, path):
+def _migrate(tree: Tree, path: PathLike) -> TrainingState:
     """A version-1 tree (of any age) as a ``TrainingState``; ``CheckpointError`` when
     items are missing or the parameters are not finite floating-point arrays."""
     try:
@@ -200,9 +213,9 @@ def _migrate(tree, path):
     )
 
 
-def _nest(flat):
+def _nest(flat: dict[str, Any]) -> Tree:
     """{"a/b": v} -> {"a": {"b": v}} (HDF5 names cannot hold '/')."""
-    out = {}
+    out: Tree = {}
     for key, value in flat.items():
         *parents, leaf = key.split("/")
         node = out
@@ -212,9 +225,9 @@ def _nest(flat):
     return out
 
 
-def _flatten(tree, prefix=""):
+def _flatten(tree: Tree, prefix: str = "") -> dict[str, Any]:
     """The inverse of ``_nest``."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
             out.update(_flatten(value, f"{prefix}{key}/"))
@@ -226,7 +239,7 @@ def _flatten(tree, prefix=""):
 # --------------------------------------------------------------------------- writing
 
 
-def save(path, tree):
+def save(path: PathLike, tree: Tree) -> Path:
     """Write ``tree`` to ``path`` atomically (``data.files.atomic_path``).
 
     The HDF5 file is built in memory (HDF5's core driver, no backing store) and its
@@ -237,7 +250,7 @@ def save(path, tree):
     path = Path(path)
     if not isinstance(tree, dict):
         raise TypeError(f"checkpoint.save: tree must be a dict, got {type(tree).__name__}")
-    digests = {}
+    digests: dict[str, str] = {}
     with h5py.File(
         f"checkpoint-{id(tree)}.h5", "w", driver="core", backing_store=False, track_order=True
     ) as f:
@@ -251,7 +264,10 @@ def save(path, tree):
     return path
 
 
-def _write_group(group, prefix, obj, digests):
+def _write_group(
+    group: h5py.Group, prefix: str, obj: Tree | list[Any] | tuple[Any, ...], digests: dict[str, str]
+) -> None:
+    items: Iterable[tuple[Any, Any]]
     if isinstance(obj, dict):
         group.attrs["__kind__"] = "dict"
         items = obj.items()
@@ -289,13 +305,13 @@ def _write_group(group, prefix, obj, digests):
             digests[here + "@"] = hashlib.sha256(text.encode()).hexdigest()
 
 
-def _is_array(v):
+def _is_array(v: object) -> bool:
     return isinstance(v, (numpy.ndarray, numpy.generic)) or (
         hasattr(v, "shape") and hasattr(v, "dtype") and hasattr(v, "__array_namespace__")
     )
 
 
-def _needs_group(v):
+def _needs_group(v: object) -> bool:
     return (
         _is_array(v)
         or isinstance(v, dict)
@@ -303,14 +319,14 @@ def _needs_group(v):
     )
 
 
-def _array_digest(arr):
+def _array_digest(arr: numpy.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{arr.dtype.str}{arr.shape}".encode())
     h.update(arr.tobytes())
     return h.hexdigest()
 
 
-def _combine(digests):
+def _combine(digests: dict[str, str]) -> str:
     lines = "".join(f"{k}\t{digests[k]}\n" for k in sorted(digests))
     return hashlib.sha256(lines.encode()).hexdigest()
 
@@ -318,7 +334,7 @@ def _combine(digests):
 # --------------------------------------------------------------------------- reading
 
 
-def load(path):
+def load(path: PathLike) -> Tree:
     """The tree stored at ``path``; ``CheckpointError`` if unreadable or failing its checksum."""
     path = Path(path)
     if not path.is_file():
@@ -326,7 +342,7 @@ def load(path):
     try:
         with h5py.File(path, "r") as f:
             stored = f.attrs.get("sha256")
-            digests = {}
+            digests: dict[str, str] = {}
             tree = _read_group(f, "", digests)
     except CheckpointError:
         raise
@@ -346,8 +362,8 @@ def load(path):
     return tree
 
 
-def _read_group(group, prefix, digests):
-    out = {}
+def _read_group(group: h5py.Group, prefix: str, digests: dict[str, str]) -> Any:
+    out: dict[str, Any] = {}
     for key, text in group.attrs.items():
         if key.startswith("__") or key == "sha256":
             continue
@@ -370,17 +386,17 @@ def _read_group(group, prefix, digests):
 # --------------------------------------------------------------------------- run directories
 
 
-def checkpoint_path(run_dir, step):
+def checkpoint_path(run_dir: PathLike, step: int) -> Path:
     """``RUN_DIR/ckpt-<step>.h5`` with the step zero-padded to 8 digits."""
     return Path(run_dir) / f"ckpt-{int(step):08d}.h5"
 
 
-def best_path(run_dir):
+def best_path(run_dir: PathLike) -> Path:
     """``RUN_DIR/best.h5``: the run's best epoch (early stop)."""
     return Path(run_dir) / BEST
 
 
-def list_checkpoints(run_dir):
+def list_checkpoints(run_dir: PathLike) -> list[tuple[int, Path]]:
     """``[(step, path), ...]`` of the checkpoint files in ``run_dir``, oldest first."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -393,7 +409,9 @@ def list_checkpoints(run_dir):
     return sorted(found)
 
 
-def latest_valid(run_dir, warn=print):
+def latest_valid(
+    run_dir: PathLike, warn: Callable[[str], object] = print
+) -> tuple[Path, Tree] | tuple[None, None]:
     """``(path, tree)`` of the newest checkpoint in ``run_dir`` that loads and verifies.
 
     Each newer file that fails is reported through ``warn`` (one line naming it and the
@@ -407,7 +425,7 @@ def latest_valid(run_dir, warn=print):
     return None, None
 
 
-def prune(run_dir, keep):
+def prune(run_dir: PathLike, keep: int) -> None:
     """Delete all but the newest ``keep`` checkpoints in ``run_dir`` (``keep >= 1``)."""
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")

@@ -13,10 +13,13 @@ Exit status: 0 evaluated, 2 for a bad option or a checkpoint or data directory t
 cannot be used (one line says which), 130 when interrupted (Ctrl-C).
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import numpy
 
@@ -24,12 +27,17 @@ from refnet import checkpoint
 from refnet.config import TrainConfig, UsageError
 from refnet.data.cli import Parser, existing_file, exit_status, positive_int, run_command
 from refnet.layers import backend
+from refnet.layers.backend import Array
 from refnet.metrics import average_views, topk_errors
-from refnet.network import build_network
+from refnet.network import AlexNet, build_network
 from refnet.options import DEVICES, NetOptions, backend_for_device
 
+if TYPE_CHECKING:
+    from refnet.distributed import Solo
+    from refnet.train_inputs import Config, InputPipeline
 
-def predict_views(net, views):
+
+def predict_views(net: AlexNet, views: Array) -> numpy.ndarray:
     """Class probabilities (N, K) on the host: (N, 3, Cr, Cr) views, or (V, N, 3, Cr, Cr)
     averaged over V (the 10-crop test)."""
     if views.ndim == 4:
@@ -38,7 +46,13 @@ def predict_views(net, views):
     return average_views(per_view)
 
 
-def evaluate(net, pipeline, views="center", batch=64, world=None):
+def evaluate(
+    net: AlexNet,
+    pipeline: InputPipeline,
+    views: str = "center",
+    batch: int = 64,
+    world: Solo | None = None,
+) -> dict[str, float]:
     """``{"top1": error, "top5": error, "n": images}`` on the pipeline's validation set.
     With a ``world`` of several ranks (``refnet.distributed``) each rank evaluates its
     block of the set and the counts of misses are summed: the same errors, exactly.
@@ -63,7 +77,9 @@ def evaluate(net, pipeline, views="center", batch=64, world=None):
     return {"top1": counts[0] / counts[2], "top5": counts[1] / counts[2], "n": int(counts[2])}
 
 
-def _evaluate_hybrid(net, pipeline, views, batch, world):
+def _evaluate_hybrid(
+    net: AlexNet, pipeline: InputPipeline, views: str, batch: int, world: Solo
+) -> dict[str, float]:
     """``evaluate`` of a network split over the ranks of ``world`` (hybrid parallel)."""
     counts = numpy.zeros(3)  # misses at top-1, misses at top-5, images (this rank's)
     for images, y in pipeline.val_batches(max(batch, world.size), least=world.size):
@@ -78,7 +94,7 @@ def _evaluate_hybrid(net, pipeline, views, batch, world):
     return {"top1": counts[0] / counts[2], "top5": counts[1] / counts[2], "n": int(counts[2])}
 
 
-def checkpoint_argument(text):
+def checkpoint_argument(text: str) -> str:
     """An ``argparse`` type for ``--checkpoint``: a checkpoint file, or a run directory
     holding at least one (``load_network`` takes its newest valid one)."""
     if os.path.isdir(text):
@@ -88,7 +104,7 @@ def checkpoint_argument(text):
     return existing_file(text)
 
 
-def add_network_arguments(parser):
+def add_network_arguments(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint`` and ``--device``: which trained network, on what (evaluate,
     predict)."""
     parser.add_argument(
@@ -107,7 +123,7 @@ def add_network_arguments(parser):
     )
 
 
-def add_data_argument(parser):
+def add_data_argument(parser: argparse.ArgumentParser) -> None:
     """``--data``: the data set a trained network is run on (evaluate, neighbors)."""
     parser.add_argument(
         "--data",
@@ -118,7 +134,7 @@ def add_data_argument(parser):
     )
 
 
-def open_data(net, cfg, data=None):
+def open_data(net: AlexNet, cfg: Config, data: str | None = None) -> InputPipeline:
     """The ``InputPipeline`` of the run's data set, or of ``data`` (a store, or a folder
     of images, built and cached), checked to have ``net``'s number of classes."""
     from refnet.train_inputs import DataError, InputPipeline, ensure_data
@@ -138,7 +154,9 @@ def open_data(net, cfg, data=None):
     return pipeline
 
 
-def load_network(path, device="cpu"):
+def load_network(
+    path: str | os.PathLike[str], device: str = "cpu"
+) -> tuple[AlexNet, Config, checkpoint.TrainingState]:
     """``(net, config, state)`` for a command: the network rebuilt from a checkpoint file
     (or a run directory's best.h5, else its newest valid checkpoint) with its options and
     parameters, on ``device``'s backend; the run's ``TrainConfig`` (its backend this one)
@@ -168,7 +186,7 @@ EXIT_CODES = {
 }
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.evaluate",
         exit_codes=EXIT_CODES,
@@ -195,10 +213,10 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    def body():
+    def body() -> None:
         net, cfg, _ = load_network(args.checkpoint, args.device)
         pipeline = open_data(net, cfg, args.data)
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy
 
@@ -80,11 +80,12 @@ class Parameters:
             self.key(name, kind): self.shapes[self.key(name, kind)] for kind in ("weight", "bias")
         }
 
-    def dropout_widths(self) -> dict[str, int | None]:
+    def dropout_widths(self) -> dict[str, int]:
         """``{name: width}`` of the dropout masks, in the order they are drawn
         (``masks=`` of ``forward`` takes these names: "fc6", "fc7", or "flatten" and
         "fc6" with dropout before the fc layers)."""
-        return {layer.source: layer.width for layer in self.layers if isinstance(layer, Dropout)}
+        widths = {layer.source: layer.width for layer in self.layers if isinstance(layer, Dropout)}
+        return cast("dict[str, int]", widths)  # the network gives every Dropout its width
 
     def mask_width(self, name: str) -> int:
         """The width of layer ``name``'s outputs, which a dropout mask covers."""

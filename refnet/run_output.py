@@ -24,7 +24,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy
 
@@ -70,7 +70,7 @@ class RunOutput:
 
     def checkpoint(self, path: Path, state: TrainingState) -> Path:
         path = checkpoint.write_state(path, state)
-        checkpoint.prune(self._dir, self.keep)
+        checkpoint.prune(self._dir, cast(int, self.keep))  # a TrainConfig's keep is set
         return path
 
     def best(self, state: TrainingState) -> Path | None:

@@ -161,6 +161,11 @@ class StepSchedule:
 
     spent = False  # a fixed schedule never ends a run early
 
+    @property
+    def reductions(self) -> int:
+        """The milestones reached so far: the reductions of the learning rate."""
+        return sum(1 for m in self.milestones if self.epoch >= m)
+
     def set_lr(self, lr: float) -> None:
         """Continue from learning rate ``lr`` at the current epoch: the base rate becomes
         what gives ``lr`` after the milestones already reached, so later milestones divide

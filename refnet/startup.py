@@ -17,9 +17,13 @@ applies from the resumed step on and is logged; another build of the data set is
 unless ``--allow-other-data``; ``log.jsonl`` is cut back to the checkpoint's step.
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy
 
@@ -41,20 +45,26 @@ from refnet.distributed import column_devices
 from refnet.options import NetOptions, backend_for_device
 from refnet.schedule import ReduceOnPlateau, StepSchedule
 from refnet.sgd import SGD
-from refnet.train_inputs import ensure_data, is_image_tree
+from refnet.train_inputs import Config, InputPipeline, ensure_data, is_image_tree
+
+if TYPE_CHECKING:
+    from refnet.distributed import Solo
+    from refnet.network import AlexNet
+    from refnet.run_dir import RunLock
+    from refnet.train import Trainer
 
 
 class Start(NamedTuple):
-    cfg: TrainConfig  # the run's configuration (a resumed run's, with overrides)
-    given: dict  # the settings given on the command line
+    cfg: Config  # the run's configuration (a resumed run's, with overrides)
+    given: dict[str, Any]  # the settings given on the command line
     explicit: bool  # --out given
     allow_other_data: bool
-    path: object  # the checkpoint resumed from (None: a new run)
-    state: object  # its TrainingState
+    path: Path | None  # the checkpoint resumed from (None: a new run)
+    state: checkpoint.TrainingState | None  # its TrainingState
     side: int | None = None  # the images' typical side, when it picked the arch
 
 
-def prepare(argv, world, say=print):
+def prepare(argv: list[str], world: Solo, say: Callable[..., object] = print) -> Start:
     """The checked command line (``Start``); rank 0 makes the data ready first (it may
     build the demo set or a folder's store into the cache), then the other ranks."""
     args = build_parser().parse_args(argv)
@@ -63,7 +73,7 @@ def prepare(argv, world, say=print):
         fraction = (
             COMMON_DEFAULTS["val_fraction"] if args.val_fraction is None else args.val_fraction
         )
-        side = _images_side(args.data, fraction)
+        side = _images_side(args.data, cast(float, fraction))
     cfg, given = resolve(args, arch=None if side is None else own_data_arch(side))
     if not world.is_root:
         cfg = cfg.replace(quiet=True)  # rank 0 alone shows progress
@@ -90,7 +100,7 @@ def prepare(argv, world, say=print):
     return Start(cfg.replace(data=data), given, explicit, args.allow_other_data, path, state, side)
 
 
-def _picks_arch(args):
+def _picks_arch(args: argparse.Namespace) -> bool:
     """True when the run chooses its arch from the images: a --data folder of images and
     neither --arch nor --conventions (whose preset may name one) on the command line."""
     return (
@@ -101,7 +111,7 @@ def _picks_arch(args):
     )
 
 
-def _images_side(src, val_fraction):
+def _images_side(src: str, val_fraction: float) -> int | None:
     """``data.sources.typical_side`` of the tree, None when it cannot tell (the build
     then says what is wrong with the tree)."""
     try:
@@ -110,7 +120,7 @@ def _images_side(src, val_fraction):
         return None
 
 
-def check_out(out):
+def check_out(out: str) -> None:
     """``--out``: a run folder that exists or can be made, and can be written; else
     ``UsageError`` (exit 2, one line), before anything is written."""
     if Path(out).exists() and not Path(out).is_dir():
@@ -120,7 +130,9 @@ def check_out(out):
         raise UsageError(f"--out {out}: no run folder can be written there: {reason}")
 
 
-def resumed(cfg, given, quiet):
+def resumed(
+    cfg: Config, given: Mapping[str, Any], quiet: bool
+) -> tuple[Config, Path | None, checkpoint.TrainingState | None]:
     """``(cfg, path, state)`` of the run to resume in ``cfg.out``: its newest valid
     checkpoint and its configuration with the flags allowed to change; ``state`` None
     (and ``cfg`` as given) when the folder holds no checkpoint yet."""
@@ -141,7 +153,9 @@ def resumed(cfg, given, quiet):
     return saved.resumed(given, out=cfg.out, quiet=quiet, device=cfg.device), path, state
 
 
-def check_same_data(state, pipeline, allow_other):
+def check_same_data(
+    state: checkpoint.TrainingState, pipeline: InputPipeline, allow_other: bool
+) -> None:
     """A resumed run reads the data set it trained on, unless told otherwise."""
     was = (state.inputs or {}).get("build_id")
     now = pipeline.meta.build_id
@@ -154,7 +168,7 @@ def check_same_data(state, pipeline, allow_other):
     )
 
 
-def claim_run_dir(world, start):
+def claim_run_dir(world: Solo, start: Start) -> tuple[Path, RunLock | None]:
     """``(folder, lock)``: rank 0 claims the run folder (``refnet.run_dir``) and tells
     the others its name (their lock is None)."""
     cfg = start.cfg
@@ -181,14 +195,17 @@ def claim_run_dir(world, start):
     return Path(answer["folder"]), lock
 
 
-def begin(trainer, start, changes, say=print):
+def begin(
+    trainer: Trainer, start: Start, changes: Mapping[str, Any], say: Callable[..., object] = print
+) -> None:
     """The claimed folder tidied (rank 0): temporaries of killed writers removed; for a
     resumed run, ``log.jsonl`` cut back to the checkpoint's step and the resume logged."""
     folder = trainer.output.folder
+    assert folder is not None  # the claimed run folder (train_run gave the output)
     if trainer.world.is_root:
-        remove_stale_temporaries(folder)
+        remove_stale_temporaries(str(folder))
     trainer.output.say(start_line(trainer, start.side), flush=True)
-    if start.state is None:
+    if start.state is None or start.path is None:  # a new run (both None)
         return
     if trainer.world.is_root:
         run_dir.trim_log(folder, trainer.step)
@@ -207,7 +224,7 @@ def begin(trainer, start, changes, say=print):
     )
 
 
-def start_line(trainer, side=None):
+def start_line(trainer: Trainer, side: int | None = None) -> str:
     """What the run trains, on what, and until when, in one line (two when a channel of
     the images is left unscaled): the arch and why (``side``: the images' typical side
     that picked it), the images, the batch and rate, and the stopping rule."""
@@ -230,12 +247,12 @@ def start_line(trainer, side=None):
     return line + (f"\nnote: {pipe.notice}" if pipe.notice else "")
 
 
-def finish(trainer, folder):
+def finish(trainer: Trainer, folder: Path) -> None:
     """The closing lines: the run's validation errors (with early stop, its best epoch's,
     ``trainer.final``) and where the outputs are."""
     last = trainer.history[-1] if trainer.history else None
     result = trainer.final or last
-    if result:
+    if result and last:  # (a final record comes with the history)
         at = (
             f"at epoch {result['epoch']} of {last['epoch']}"
             if trainer.final
@@ -254,7 +271,7 @@ def finish(trainer, folder):
     )
 
 
-def open_trainer(make, cfg, world):
+def open_trainer(make: Callable[..., Trainer], cfg: Config, world: Solo) -> Trainer:
     """``make(cfg, world)`` (a ``Trainer``), its GPUs joined to the job's NCCL
     communicator in a data-parallel job on GPUs."""
     trainer = make(cfg, world=world)
@@ -267,7 +284,7 @@ def open_trainer(make, cfg, world):
     return trainer
 
 
-def announce_world(trainer, cores):
+def announce_world(trainer: Trainer, cores: int | None) -> None:
     """Rank 0 says (and logs) which process is which rank: mpiexec names a lost rank by
     its process id."""
     world = trainer.world
@@ -302,7 +319,7 @@ def announce_world(trainer, cores):
     )
 
 
-def network_options(cfg, num_classes, world=None):
+def network_options(cfg: Config, num_classes: int, world: Solo | None = None) -> NetOptions:
     """The ``NetOptions`` of a training configuration, with a data-parallel rank's GPUs;
     ``UsageError`` for a value the options refuse."""
     try:
@@ -320,20 +337,22 @@ def network_options(cfg, num_classes, world=None):
         raise UsageError(str(e)) from None
 
 
-def build_optimizer(cfg, net):
+def build_optimizer(cfg: Config, net: AlexNet) -> SGD:
     return SGD(
         net, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, form=cfg.sgd_form
     )
 
 
-def build_schedule(cfg, lr=None):
+def build_schedule(cfg: Config, lr: float | None = None) -> ReduceOnPlateau | StepSchedule:
     lr = cfg.lr if lr is None else lr
     if cfg.lr_schedule == "step":
         return StepSchedule(lr=lr, milestones=cfg.milestones)
     return ReduceOnPlateau(lr=lr, patience=cfg.patience)
 
 
-def reschedule(trainer, saved, given):
+def reschedule(
+    trainer: Trainer, saved: Mapping[str, Any], given: Mapping[str, Any]
+) -> dict[str, list[Any]]:
     """Apply to ``trainer`` the learning rate and schedule flags given on resuming
     (``given``) over the checkpoint's configuration ``saved`` (a dict): the rate from now
     on is ``--lr`` if given, else the resumed one; a changed schedule continues from the

@@ -8,21 +8,31 @@
 - ``Interrupted``: the first Ctrl-C while steps run lets the step finish and a checkpoint
   be written (the loop raises ``Interrupted(path, True, "training")``); during
   evaluation or a checkpoint write, or a second time, it stops at once
-  (``Interrupted(last checkpoint, False, phase)``). Its message says how to continue.
+  (``Interrupted(last checkpoint, False, phase)``); one that lands during an import is
+  held back until the import has ended (``data.cli.run_command``'s handler takes it).
+  Its message says how to continue.
   An exception that comes out of the loop after a Ctrl-C raised ``KeyboardInterrupt``
   (a library whose import or initialisation it broke: matplotlib drawing the curves,
   say) is that interrupt, and ends the run the same way.
 """
 
+from __future__ import annotations
+
 import shlex
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import numpy
 
-from refnet.data.cli import FAILED, INTERRUPTED, interrupt_pending, note_interrupt
+from refnet.data.cli import FAILED, INTERRUPTED, importing, interrupt_pending, note_interrupt
 from refnet.data.store import StoreChanged
+
+if TYPE_CHECKING:
+    from refnet.train import Trainer
 
 
 class Diverged(RuntimeError):
@@ -38,7 +48,7 @@ class Interrupted(Exception):
 
     exit_status = INTERRUPTED
 
-    def message(self):
+    def message(self) -> str:
         path, written, phase = self.args
         if path is None:
             return f"interrupted while {phase}, before any checkpoint was written"
@@ -52,15 +62,15 @@ class Interrupted(Exception):
             f"--out {shlex.quote(str(Path(path).parent))}"
         )
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message()
 
 
-def resume_command(run_path, lr):
+def resume_command(run_path: str | Path, lr: float) -> str:
     return f"python -m refnet.train --out {shlex.quote(str(run_path))} --resume --lr {lr:g}"
 
 
-def restart_command(argv, lr):
+def restart_command(argv: Sequence[str], lr: float) -> str:
     """``argv`` with ``--lr`` replaced by ``lr``: the command to start over."""
     out, skip = [], False
     for arg in argv:
@@ -73,13 +83,17 @@ def restart_command(argv, lr):
     return "python -m refnet.train " + shlex.join(out + ["--lr", f"{lr:g}"])
 
 
-def train_until_stopped(trainer, argv):
+def train_until_stopped(trainer: Trainer, argv: Sequence[str]) -> None:
     """``trainer.train()`` with Ctrl-C handled as the module doc says; a divergence is
     re-raised with the command that continues at a tenth of the learning rate."""
 
-    def on_sigint(signum, frame):
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
         if trainer.phase != "train" or trainer.interrupt:  # evaluating, saving, or again
             note_interrupt()
+            if importing(frame) and callable(previous):  # data.cli.run_command's handler
+                trainer.interrupt = True  # raises it once the import has ended
+                previous(signum, frame)
+                return
             raise KeyboardInterrupt
         trainer.interrupt = True
         print(
@@ -102,7 +116,7 @@ def train_until_stopped(trainer, argv):
             advice = (
                 f"The last good checkpoint, {good.name}, is left as it was; continue "
                 f"from it at a tenth of the learning rate: "
-                f"{resume_command(trainer.output.folder, lower)}"
+                f"{resume_command(str(trainer.output.folder), lower)}"
             )
         else:
             advice = (
@@ -128,7 +142,7 @@ def train_until_stopped(trainer, argv):
         signal.signal(signal.SIGINT, previous)
 
 
-def _doing(trainer):
+def _doing(trainer: Trainer) -> str:
     """What the run was doing, in words, by its phase."""
     return {
         "epoch-end": "evaluating or drawing the plots",

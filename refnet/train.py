@@ -16,36 +16,37 @@ e)``; each image's crop, flip, lighting and dropout masks from ``(seed, e, its i
 the store)`` (``refnet.sample_draws``). The checkpoint (``refnet.checkpoint``) holds the
 loader position, parameters, velocities, schedule and the current epoch's sums.
 
-Data parallel: ``mpiexec -n R python -m refnet.train [the same flags]`` trains the model
-one process would on R ranks (docs/distributed.md). The loop is the same on every rank:
-what rank 0 alone does (run folder, log, plots, progress) goes through
-``refnet.run_output``; how ranks agree is ``refnet.agreement``; the start,
-``refnet.startup``; an early stop (divergence, Ctrl-C), ``refnet.stopping``.
-``--parallel hybrid`` splits fc6-fc8 over the ranks, which see the whole batch.
+Data parallel: ``mpiexec -n R python -m refnet.train [the same flags]`` trains the model one
+process would on R ranks (docs/distributed.md). The loop is the same on every rank: what rank 0
+alone does (run folder, log, plots, progress) goes through ``refnet.run_output``; how ranks agree
+is ``refnet.agreement``; the start, ``refnet.startup``; an early stop (divergence, Ctrl-C),
+``refnet.stopping``. ``--parallel hybrid`` splits fc6-fc8 over the ranks, which see the whole
+batch. Early stop and the trainer's bookkeeping: ``refnet.train_records``.
 
-Early stop and the trainer's bookkeeping: ``refnet.train_records``.
-
-Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``), ``best.h5``
-(early stop), the plots, ``.lock``. Exit status: ``refnet.config.EXIT_CODES`` (also in
-``--help``).
+Outputs in RUN_DIR: ``log.jsonl``, ``ckpt-<step>.h5`` (the last ``--keep``), ``best.h5`` (early
+stop), the plots, ``.lock``. Exit status: ``refnet.config.EXIT_CODES`` (also in ``--help``).
 """
 
-import contextlib
+from __future__ import annotations
+
 import math
 import sys
 import time
+from contextlib import closing
 
 from refnet import distributed, sample_draws, startup
 from refnet.agreement import on_every_rank, rank_report
 from refnet.config import TrainConfig
-from refnet.data.cli import exit_status
+from refnet.data.cli import exit_status, run_command
+from refnet.data.progress import Progress
+from refnet.distributed import Solo
 from refnet.evaluate import evaluate
 from refnet.network import build_network
-from refnet.run_output import NoOutput, run_output
+from refnet.run_output import NoOutput, RunOutput, run_output
 from refnet.startup import build_optimizer, build_schedule, network_options
 from refnet.stopping import Diverged, Interrupted, train_until_stopped
-from refnet.train_inputs import InputPipeline
-from refnet.train_records import TrainerRecords, Untrainable
+from refnet.train_inputs import Batches, Config, Host, InputPipeline, Say
+from refnet.train_records import Record, TrainerRecords, Untrainable
 
 PROG = "refnet.train"
 __all__ = ["Trainer", "Untrainable", "Diverged", "Interrupted", "main", "train_run", "run"]
@@ -56,7 +57,9 @@ class Trainer(TrainerRecords):
     """The state of one run and the loop over it. ``close()`` (or ``with``) releases the
     data files and the columns' threads. ``output`` writes the run folder (rank 0)."""
 
-    def __init__(self, cfg, world=None, output=None):
+    def __init__(
+        self, cfg: Config | dict, world: Solo | None = None, output: RunOutput | None = None
+    ) -> None:
         if not isinstance(cfg, TrainConfig):  # the dict form
             cfg = TrainConfig.from_dict(cfg)
         self.world = distributed.Solo() if world is None else world
@@ -82,19 +85,17 @@ class Trainer(TrainerRecords):
         self.final = None  # early stop: the best epoch's final-views record
         self.clock = (time.perf_counter(), 0)  # (time, step) the ETA counts from
 
-    def close(self):
+    def close(self) -> None:
         self.pipeline.close()
         self.net.placement.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Trainer:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- state ---------------------------------------------------------------------
-    # -- the loop --------------------------------------------------------------------
-    def train(self):
+    def train(self) -> list[Record]:
         self.clock = (time.perf_counter(), self.step)
         while self.epoch < self.cfg.epochs:  # an early stop lowers it
             t0, images = time.perf_counter(), 0
@@ -102,14 +103,11 @@ class Trainer(TrainerRecords):
             bar = self.output.progress(
                 self.pipeline.train_count, f"epoch {self.epoch + 1}/{most}{self.cfg.epochs}"
             )
-            # a checkpoint written after the last batch of an epoch but before its end
-            # (evaluation, schedule) has the loader already in the next epoch
+            # a checkpoint written at an epoch's end has the loader already in the next epoch;
+            # closing: whatever ends the loop, the loader's threads stop and are joined
             in_epoch = self.pipeline.loader.position[0] == self.epoch
             bar.count = self.pipeline.loader.position[1] if in_epoch else 0
-            # closing: whatever ends the loop, the loader's threads stop and are joined
-            with contextlib.closing(
-                self.pipeline.train_batches() if in_epoch else _no_batches()
-            ) as batches:
+            with closing(self.pipeline.train_batches() if in_epoch else _no_batches()) as batches:
                 self.phase = "train"
                 for images_u8, labels, indices in batches:
                     images += self.pipeline.batch  # the global batch
@@ -119,7 +117,9 @@ class Trainer(TrainerRecords):
             self.end_epoch(time.perf_counter() - t0, images)
         return self.history
 
-    def train_step(self, images_u8, labels, indices, bar, t0, images):
+    def train_step(
+        self, images_u8: Host, labels: Host, indices: Host, bar: Progress, t0: float, images: int
+    ) -> None:
         x = self.pipeline.train_views(images_u8, indices, self.epoch)
         y = self.pipeline.labels(labels)
         if self.net.ranks is not None:  # hybrid: the whole batch's
@@ -166,7 +166,7 @@ class Trainer(TrainerRecords):
         if self.cfg.checkpoint_every and self.step % self.cfg.checkpoint_every == 0:
             self.save()
 
-    def end_epoch(self, seconds, images):
+    def end_epoch(self, seconds: float, images: int) -> None:
         cfg = self.cfg
         last = self.epoch + 1 == cfg.epochs
         # early stop compares every epoch's error, so all use the per-epoch views
@@ -213,7 +213,7 @@ class Trainer(TrainerRecords):
                 "the validation error is 0"
                 if errors["top1"] == 0
                 else f"the validation error has not improved for {stale} epochs (best at "
-                f"epoch {self.best_record()['epoch']}; {self.schedule.reductions} "
+                f"epoch {self.best_record()['epoch']}; {self.schedule.reductions} "  # type: ignore[index]  # this epoch's record is in the history
                 "reductions of the learning rate)"
             )
             self.output.say(
@@ -234,12 +234,14 @@ class Trainer(TrainerRecords):
             self.validate_best()
 
 
-def _no_batches():
+def _no_batches() -> Batches:
     """An epoch trained before the checkpoint (a generator: ``closing`` closes it)."""
     yield from ()
 
 
-def train_run(argv=None, stdout=print, world=None):
+def train_run(
+    argv: list[str] | None = None, stdout: Say = print, world: Solo | None = None
+) -> Trainer:
     """Train as the command line ``argv`` says (module doc); the finished ``Trainer``."""
     world = distributed.Solo() if world is None else world
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -274,7 +276,7 @@ def train_run(argv=None, stdout=print, world=None):
 run = train_run  # the entry's first name, kept
 
 
-def main(argv=None, world=None):
+def main(argv: list[str] | None = None, world: Solo | None = None) -> int:
     """Train and map the outcome to an exit status (module doc, ``data.cli.exit_status``).
     In a data-parallel job the failures every rank reaches together (a refused start,
     divergence, an agreed interrupt, replicas that differ) end each rank with the same
@@ -286,13 +288,11 @@ def main(argv=None, world=None):
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return e.exit_status
 
-    def body():
+    def body() -> None:
         train_run(argv, world=world)
 
     return exit_status(PROG, body, report=rank_report(world, PROG), unexpected=True)
 
 
 if __name__ == "__main__":
-    from refnet.data.cli import run_command
-
     sys.exit(run_command(main, PROG))

@@ -30,10 +30,15 @@ channel that varies by less than one grey level left unscaled
 (``data.pixel_stats.input_scale``).
 """
 
+from __future__ import annotations
+
 import sys
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy
+from numpy.typing import ArrayLike
 
 from refnet import sample_draws
 from refnet.arch import get_arch
@@ -44,13 +49,24 @@ from refnet.data.loader import Loader, check_unchanged
 from refnet.data.pixel_stats import flat_notice, input_scale
 from refnet.data.store import StoreError, StoreReader, file_identity
 from refnet.layers import backend
+from refnet.layers.backend import Array
+
+if TYPE_CHECKING:
+    from refnet.distributed import Solo
+
+# a ``refnet.config.TrainConfig``: config.py declares its fields looser (object, X | None)
+# than a constructed one holds (the tables fill them in), so they are read as Any here
+Config = Any
+Host = numpy.ndarray  # a batch's arrays as the loader gives them (images, labels, indices)
+Batches = Generator[tuple[Host, ...], None, None]  # the loader's batches of an epoch
+Say = Callable[[str], object]  # where a message goes (print)
 
 
 class DataError(UserError):
     """A missing or malformed data set: reported as one line."""
 
 
-def ensure_data(cfg, quiet=False, say=None):
+def ensure_data(cfg: Config, quiet: bool = False, say: Say | None = None) -> str:
     """The data directory to use: ``cfg.data`` when it holds train.h5 and val.h5; for
     a folder of images, its store at the arch's stored size, built into the cache once
     (``data.cache.cached_store``; rebuilt when the images or the settings change); with
@@ -71,7 +87,7 @@ def ensure_data(cfg, quiet=False, say=None):
     return str(Path(ensure_demo(progress=not quiet)).resolve())
 
 
-def is_image_tree(path):
+def is_image_tree(path: str | Path) -> bool:
     """True for a folder of image folders (a tree of one's own images), False for a data
     set directory (train.h5, val.h5) or anything else (said when opened)."""
     path = Path(path)
@@ -81,7 +97,7 @@ def is_image_tree(path):
     return folders and not (path / "train.h5").exists() and not (path / "val.h5").exists()
 
 
-def images_store(src, cfg, quiet=False, say=None):
+def images_store(src: Path, cfg: Config, quiet: bool = False, say: Say | None = None) -> str:
     """The cached store of the image tree ``src`` at ``cfg``'s stored size (module doc)."""
     from refnet.data.build import BuildError, NothingUsable
     from refnet.data.cache import cached_store
@@ -90,7 +106,7 @@ def images_store(src, cfg, quiet=False, say=None):
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
         out = cached_store(
-            src,
+            str(src),
             size,
             val_fraction=cfg.val_fraction,
             progress=not quiet,
@@ -101,7 +117,7 @@ def images_store(src, cfg, quiet=False, say=None):
     return out
 
 
-def _open_store(path):
+def _open_store(path: Path) -> StoreReader:
     """``data.store.StoreReader(path)``, its errors as ``DataError``."""
     try:
         return StoreReader(path)
@@ -113,7 +129,7 @@ class InputPipeline:
     """``shard=(r, R)``: the training batches are rank r's part of each global batch (a
     data-parallel job, ``refnet.distributed``); the validation set is whole."""
 
-    def __init__(self, cfg, shard=(0, 1)):
+    def __init__(self, cfg: Config, shard: tuple[int, int] = (0, 1)) -> None:
         self.cfg = cfg
         root = Path(cfg.data)
         self.train_path, self.val_path = root / "train.h5", root / "val.h5"
@@ -201,11 +217,11 @@ class InputPipeline:
             raise
         self.mean = self.xp.asarray(self.meta.mean_image)
 
-    def close(self):
+    def close(self) -> None:
         """Close the validation file (the loader's readers close with its iteration)."""
         self._val.close()
 
-    def record(self):
+    def record(self) -> dict[str, Any]:
         """What ``refnet.predict`` needs to preprocess a new image like this data set,
         and the build it came from (a resumed run checks it)."""
         return {
@@ -219,11 +235,11 @@ class InputPipeline:
         }
 
     # -- training ------------------------------------------------------------------
-    def train_batches(self):
+    def train_batches(self) -> Batches:
         """The rest of the loader's current epoch: (images (B, S, S, 3) uint8, labels (B,))."""
-        return iter(self.loader)
+        return cast(Batches, iter(self.loader))  # a generator
 
-    def train_views(self, images, indices, epoch):
+    def train_views(self, images: Host, indices: Host, epoch: int) -> Array:
         lighting = float(self.cfg.lighting)
         aug = sample_draws.augmentation(
             self.cfg.seed, epoch, indices, self.size, self.crop, lighting_std=lighting
@@ -240,10 +256,10 @@ class InputPipeline:
             dtype=self.dtype,
         )
 
-    def labels(self, labels):
+    def labels(self, labels: ArrayLike) -> Host:
         return numpy.asarray(labels, dtype=numpy.int64)
 
-    def whole_batch(self, world, indices, labels):
+    def whole_batch(self, world: Solo, indices: Host, labels: Host) -> tuple[Host, Host]:
         """(store indices, labels) of the whole global batch, every rank's slice in rank
         order, from this rank's (hybrid parallel: fc6-fc8 see every image)."""
         everyone = world.allgather(
@@ -255,7 +271,7 @@ class InputPipeline:
         )
 
     # -- evaluation ------------------------------------------------------------------
-    def eval_views(self, images, views="center"):
+    def eval_views(self, images: Host, views: str = "center") -> Array:
         images = self.xp.asarray(images)
         if views == "center":
             return crops.center_view(
@@ -265,7 +281,9 @@ class InputPipeline:
             return crops.ten_views(images, self.mean, self.crop, scale=self.scale, dtype=self.dtype)
         raise ValueError(f"views must be 'center' or 'ten', got {views!r}")
 
-    def val_batches(self, batch, part=(0, 1), least=1):
+    def val_batches(
+        self, batch: int, part: tuple[int, int] = (0, 1), least: int = 1
+    ) -> Iterator[tuple[Host, Host]]:
         """The validation set in file order: (images (B, S, S, 3) uint8, labels (B,));
         with ``part=(r, R)`` only the r-th of R contiguous blocks of it (a rank's share
         of the evaluation, ``numpy.array_split``'s blocks). ``least``: a last batch of
@@ -283,6 +301,6 @@ class InputPipeline:
             starts.pop()  # the short last batch joins the one before
         for i, start in enumerate(starts):
             end = starts[i + 1] if i + 1 < len(starts) else len(block)
-            check_unchanged(self.val_path, self.val_identity, "evaluate on other data")
+            check_unchanged(str(self.val_path), self.val_identity, "evaluate on other data")
             idx = block[start:end]
             yield self._val.take(idx), self._val.labels[idx]

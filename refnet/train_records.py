@@ -15,7 +15,10 @@ validated with ``--final-views`` (a "best" record in the log). The progress line
 does not improve again).
 """
 
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING, Any
 
 import numpy
 
@@ -24,8 +27,21 @@ from refnet.agreement import check_replicas
 from refnet.config import UsageError
 from refnet.data.cli import FAILED
 from refnet.evaluate import evaluate
+from refnet.layers.backend import Array
+from refnet.schedule import ReduceOnPlateau, StepSchedule
 from refnet.schedule import from_state as schedule_from_state
 from refnet.stopping import Diverged
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from refnet.distributed import Solo
+    from refnet.network import AlexNet
+    from refnet.run_output import RunOutput
+    from refnet.sgd import SGD
+    from refnet.train_inputs import Config, InputPipeline
+
+Record = dict[str, Any]  # a record of log.jsonl, as the run's history keeps them
 
 
 class Untrainable(RuntimeError):
@@ -38,10 +54,27 @@ class TrainerRecords:
     """The ``Trainer``'s bookkeeping, as a mixin: it reads the trainer's ``cfg``, ``net``,
     ``sgd``, ``schedule``, ``pipeline``, ``world``, ``output`` and counters."""
 
-    def fresh_start(self):
+    cfg: Config
+    net: AlexNet
+    sgd: SGD
+    schedule: ReduceOnPlateau | StepSchedule
+    pipeline: InputPipeline
+    world: Solo
+    output: RunOutput
+    step: int
+    epoch: int
+    history: list[Record]
+    loss_sum: float
+    loss_count: int
+    phase: str
+    best_model: dict[str, numpy.ndarray] | None
+    final: Record | None
+    clock: tuple[float, int]
+
+    def fresh_start(self) -> None:
         self.net.init(seed=self.cfg.seed, scheme=self.cfg.init)
 
-    def state(self):
+    def state(self) -> checkpoint.TrainingState:
         return checkpoint.TrainingState(
             arch=self.cfg.arch,
             step=self.step,
@@ -60,7 +93,7 @@ class TrainerRecords:
             world_size=self.world.size,
         )
 
-    def restore(self, state):
+    def restore(self, state: checkpoint.TrainingState) -> None:
         if state.arch != self.cfg.arch:
             raise UsageError(
                 f"checkpoint is for arch {state.arch!r}, this run is {self.cfg.arch!r}"
@@ -77,7 +110,7 @@ class TrainerRecords:
         self.loss_sum, self.loss_count = float(state.loss_sum), int(state.loss_count)
         self.history = list(state.history)
 
-    def save(self, state=None):
+    def save(self, state: checkpoint.TrainingState | None = None) -> Path:
         """Write a checkpoint (rank 0) once the parameters are finite and the replicas
         agree; its path."""
         state = self.state() if state is None else state
@@ -90,17 +123,18 @@ class TrainerRecords:
         self.phase, phase = "save", self.phase
         try:
             return self.output.checkpoint(
-                checkpoint.checkpoint_path(self.output.folder, self.step), state
+                checkpoint.checkpoint_path(self.output.folder, self.step),  # type: ignore[arg-type]  # a trainer that saves has its run folder (train_run)
+                state,
             )
         finally:
             self.phase = phase
 
-    def last_checkpoint(self):
+    def last_checkpoint(self) -> Path | None:
         folder = self.output.folder
         found = checkpoint.list_checkpoints(folder) if folder else []
         return found[-1][1] if found else None
 
-    def not_finite(self, loss, x):
+    def not_finite(self, loss: float, x: Array) -> Untrainable | Diverged:
         """The error for a NaN/Inf ``loss`` on inputs ``x``, named by its cause, checked in
         this order: the data set's pixel statistics, the input batch, the weights before
         the step, and a loss that is not finite before any update (the forward pass of
@@ -112,6 +146,7 @@ class TrainerRecords:
         # first, on every rank alike: gathering a hybrid network's weights is a collective
         weights = self.net.state_dict()
         pipe = self.pipeline
+        assert pipe.meta.mean_image is not None  # InputPipeline refuses a store without it
         stats = [pipe.meta.mean_image] + ([] if pipe.scale is None else [pipe.scale])
         if not all(numpy.all(numpy.isfinite(a)) for a in stats):
             return Untrainable(
@@ -134,14 +169,14 @@ class TrainerRecords:
             )
         return Diverged(where)
 
-    def best_record(self):
+    def best_record(self) -> Record | None:
         """The epoch record of the lowest per-epoch validation error so far (the first of
         equals; only records validated with ``eval_views``), or None."""
         views = self.cfg.eval_views
         found = [r for r in self.history if r.get("val_views", views) == views]
         return min(found, key=lambda r: r["val_top1_error"]) if found else None
 
-    def expected_epochs(self):
+    def expected_epochs(self) -> int:
         """The epoch the run ends at if the validation error does not improve again:
         ``epochs``, or with early stop the best epoch plus ``stop_patience`` (at most
         ``epochs``, at least the current one)."""
@@ -152,7 +187,7 @@ class TrainerRecords:
         end = (best["epoch"] if best else self.epoch) + cfg.stop_patience
         return min(cfg.epochs, max(end, self.epoch + 1))
 
-    def eta(self):
+    def eta(self) -> str:
         """Seconds left until ``expected_epochs`` at the pace of this process so far
         (steps and validations together), as text ("2m05s"); "?" before the first step."""
         t0, s0 = self.clock
@@ -163,7 +198,7 @@ class TrainerRecords:
         seconds = round(per_step * max(left, 0))
         return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
-    def validate_best(self):
+    def validate_best(self) -> None:
         """Load the best epoch's parameters (kept in memory, or from the run's best.h5
         after a resume) and validate them with ``final_views``: the run's result, logged
         as a "best" record and kept as ``self.final``."""
