@@ -4,8 +4,9 @@ nothing behind.
 
     start = prepare(argv, world, say)          # the flags, --resume, the data; no folder
     folder, lock = claim_run_dir(world, start) # rank 0 makes and locks it (refnet.run_dir)
-    begin(trainer, start, folder, say)         # temporaries removed; a resume logged;
-                                               # the start line
+    begin(trainer, start, changes, say)        # in trainer.output's folder: temporaries
+                                               # removed; the start line; a resume logged
+                                               # with the ``changes`` to its settings
 
 A folder of one's own images given without ``--arch`` gets the arch sized to its images
 (``refnet.config.own_data_arch`` of ``data.sources.typical_side``), said in the start
