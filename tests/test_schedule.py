@@ -40,6 +40,20 @@ def test_step_schedule():
     assert s.lr_at(0) == 0.01 and s.lr_at(3) == pytest.approx(1e-3)
 
 
+def test_both_schedules_count_their_reductions():
+    # the early-stop message reads ``schedule.reductions`` whichever schedule runs
+    step = StepSchedule(lr=0.01, milestones=(2, 4), factor=0.1)
+    counts = [step.reductions]
+    for _ in range(5):
+        step.step()
+        counts.append(step.reductions)
+    assert counts == [0, 0, 1, 1, 2, 2]
+    plateau = ReduceOnPlateau(lr=0.01, patience=0)
+    for error in (0.5, 0.5, 0.5):
+        plateau.step(error)
+    assert plateau.reductions == 2
+
+
 @pytest.mark.parametrize(
     "bad",
     [
