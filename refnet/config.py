@@ -49,7 +49,8 @@ import argparse
 import dataclasses
 import math
 import numbers
-from typing import ClassVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Literal, cast
 
 from refnet import conventions
 from refnet.arch import ARCHS, check_columns
@@ -200,7 +201,7 @@ AUTO_MAX_STEPS = 6000
 OWN_DATA_ARCHS = ("small", "demo")
 
 
-def own_data_arch(side):
+def own_data_arch(side: float) -> str:
     """The arch of ``OWN_DATA_ARCHS`` for images whose typical shorter side is ``side``
     pixels: the one whose stored side is nearest on a log scale (the fewest pixels made
     up or thrown away: ``small``, 28, up to sqrt(28 * 128) ~ 60 pixels, ``demo`` above)."""
@@ -242,6 +243,14 @@ _CHOICES = {
 }
 
 
+# "auto": a patience or epoch count ``TrainConfig.resolved`` sets from the data's size
+Auto = Literal["auto"]
+# the default of a field that ``TrainConfig.__post_init__`` always sets (from the tables or
+# ``NetOptions``): None, so that a field left unset takes the tables' value; typed Any so
+# that the field carries the type it holds once constructed
+_TABLE: Any = None
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Every setting of a training run (module doc). Validated on construction:
@@ -251,52 +260,52 @@ class TrainConfig:
     network fields (``NET_FIELDS``) whose default is None there take the arch's."""
 
     arch: str = str(COMMON_DEFAULTS["arch"])
-    data: object = None
-    out: object = None
-    device: str | None = None
-    backend: object = None
-    dtype: str | None = None
-    seed: int | None = None
-    init: object = None
-    input_scale: object = None
-    batch: object = None
-    lr: object = None
-    epochs: object = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    sgd_form: str | None = None
-    lr_schedule: str | None = None
-    patience: object = None
-    milestones: tuple | None = None
-    early_stop: bool | None = None
-    lighting: float | None = None
-    val_fraction: float | None = None
+    data: str | None = None
+    out: str | None = None
+    device: str = _TABLE
+    backend: str | None = None
+    dtype: str = _TABLE
+    seed: int = _TABLE
+    init: str = _TABLE
+    input_scale: str = _TABLE
+    batch: int = _TABLE
+    lr: float = _TABLE
+    epochs: int | Auto = _TABLE
+    momentum: float = _TABLE
+    weight_decay: float = _TABLE
+    sgd_form: str = _TABLE
+    lr_schedule: str = _TABLE
+    patience: int | Auto = _TABLE
+    milestones: tuple[int, ...] = _TABLE
+    early_stop: bool = _TABLE
+    lighting: float = _TABLE
+    val_fraction: float = _TABLE
     size: int | None = None
-    stop_patience: object = None
-    checkpoint_every: int | None = None
-    keep: int | None = None
-    log_every: int | None = None
-    eval_views: str | None = None
-    final_views: str | None = None
-    quiet: bool | None = None
-    parallel: str | None = None
-    conventions: object = None
-    columns: object = None
-    lrn: object = None
-    lrn_mode: str | None = None
-    lrn_size: int | None = None
-    lrn_alpha: float | None = None
-    lrn_beta: float | None = None
-    lrn_k: float | None = None
-    pool: tuple | None = None
-    pool_rounding: str | None = None
-    dropout: float | None = None
-    dropout_mode: object = None
-    dropout_placement: object = None
-    conv_algo: str | None = None
-    conv_cache: str | None = None
-    engine: str | None = None
-    head: str | None = None
+    stop_patience: int | Auto = _TABLE
+    checkpoint_every: int = _TABLE
+    keep: int = _TABLE
+    log_every: int = _TABLE
+    eval_views: str = _TABLE
+    final_views: str = _TABLE
+    quiet: bool = _TABLE
+    parallel: str = _TABLE
+    conventions: str | None = None
+    columns: int = _TABLE
+    lrn: bool = _TABLE
+    lrn_mode: str = _TABLE
+    lrn_size: int = _TABLE
+    lrn_alpha: float = _TABLE
+    lrn_beta: float = _TABLE
+    lrn_k: float = _TABLE
+    pool: tuple[int, int] = _TABLE
+    pool_rounding: str = _TABLE
+    dropout: float = _TABLE
+    dropout_mode: str = _TABLE
+    dropout_placement: str = _TABLE
+    conv_algo: str = _TABLE
+    conv_cache: str = _TABLE
+    engine: str = _TABLE
+    head: str = _TABLE
 
     # fields a resumed run may change: they do not alter the arithmetic, or (the learning
     # rate and its schedule) change it from the resumed step on, as asked
@@ -322,7 +331,7 @@ class TrainConfig:
     )
     RESUME_SCHEDULE: ClassVar[tuple] = ("lr", "lr_schedule", "patience", "milestones")
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         _choose("arch", self.arch)
         table = {**COMMON_DEFAULTS, **TRAIN_DEFAULTS[self.arch]}
@@ -383,14 +392,14 @@ class TrainConfig:
                 "fc layers (use --parallel data)"
             )
 
-    def _check_network(self, put):
+    def _check_network(self, put: Callable[[str, Any], None]) -> None:
         """The network fields, validated and completed by ``NetOptions`` (the arch's
         defaults for those left None); a pooling or column count the arch cannot take is
         named with the value as written on the command line."""
         spec = ARCHS[self.arch]
         if isinstance(self.pool, (tuple, list)) and len(self.pool) == 2:
             try:
-                spec.sizes(tuple(self.pool), self.pool_rounding)
+                spec.sizes((self.pool[0], self.pool[1]), self.pool_rounding)
             except ValueError as e:
                 raise ValueError(f"pool {','.join(map(str, self.pool))}: {e}") from None
         if self.columns is not None:
@@ -404,11 +413,11 @@ class TrainConfig:
             put(name, getattr(opts, name))
 
     # -- forms ---------------------------------------------------------------------
-    def replace(self, **changes):
+    def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with ``changes`` (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-able fields (tuples as lists): what a checkpoint stores."""
         return {
             f.name: list(v) if isinstance(v, tuple) else v
@@ -417,7 +426,7 @@ class TrainConfig:
         }
 
     @classmethod
-    def from_dict(cls, d, **changes):
+    def from_dict(cls, d: Mapping[str, Any], **changes: Any) -> "TrainConfig":
         """A configuration from ``to_dict()``'s form (unknown keys refused; missing keys
         take their defaults), with ``changes``."""
         known = {f.name for f in dataclasses.fields(cls)}
@@ -426,7 +435,7 @@ class TrainConfig:
             raise ValueError(f"unknown training settings {unknown}")
         return cls(**{**d, **changes})
 
-    def resolved(self, steps_per_epoch):
+    def resolved(self, steps_per_epoch: int) -> "TrainConfig":
         """ "auto" patiences and epochs (``OWN_DATA_DEFAULTS``) as numbers for a data set
         of ``steps_per_epoch`` steps of ``batch`` images per epoch:
 
@@ -434,8 +443,9 @@ class TrainConfig:
             patience      = stop_patience // 2    (the rate is divided at the next bad epoch)
             epochs        = ceil(AUTO_MAX_STEPS / steps_per_epoch)"""
         images = steps_per_epoch * self.batch
-        stop = self.stop_patience
-        if stop == "auto":
+        if isinstance(self.stop_patience, int):
+            stop = self.stop_patience
+        else:  # "auto"
             stop = max(AUTO_STOP_EPOCHS, math.ceil(AUTO_STOP_IMAGES / images))
         changes = {"stop_patience": stop}
         if self.patience == "auto":
@@ -446,11 +456,11 @@ class TrainConfig:
         return self.replace(**changes) if changes else self
 
     @property
-    def store_size(self):
+    def store_size(self) -> int:
         """The side of the stored images: ``size``, or the arch's."""
         return ARCHS[self.arch].store_size if self.size is None else self.size
 
-    def resumed(self, given, **invocation):
+    def resumed(self, given: Mapping[str, Any], **invocation: Any) -> "TrainConfig":
         """This (a checkpoint's) configuration with the settings ``given`` on the command
         line that ``RESUME_OVERRIDABLE`` allows and this invocation's ``invocation``
         (out, quiet, device); ``UsageError`` naming a given setting that may not change."""
@@ -466,14 +476,14 @@ class TrainConfig:
         allowed = {k: v for k, v in given.items() if k in self.RESUME_OVERRIDABLE}
         return self.replace(**{**allowed, **invocation})
 
-    def __getitem__(self, name):
+    def __getitem__(self, name: str) -> Any:
         """``cfg["lr"]``: the dict form's spelling of ``cfg.lr``, for scripts."""
         try:
             return getattr(self, name)
         except AttributeError:
             raise KeyError(name) from None
 
-    def get(self, name, default=None):
+    def get(self, name: str, default: Any = None) -> Any:
         """``cfg.get("lr")``: the dict form's spelling, for scripts."""
         return getattr(self, name, default)
 
@@ -483,25 +493,25 @@ RESUME_OVERRIDABLE = TrainConfig.RESUME_OVERRIDABLE
 RESUME_SCHEDULE = TrainConfig.RESUME_SCHEDULE
 
 
-def _choose(name, value):
+def _choose(name: str, value: object) -> None:
     choices = _CHOICES[name]
     if isinstance(value, bool) or value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
 
 
-def _integer(name, value, minimum):
+def _integer(name: str, value: object, minimum: int) -> int:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
-        or int(value) != value
+        or int(cast(float, value)) != value  # a numbers.Real: int() takes it
         or value < minimum
     ):
         kind = "positive" if minimum == 1 else f">= {minimum}"
         raise ValueError(f"{name} must be a {kind} integer, got {value!r}")
-    return int(value)
+    return int(cast(float, value))
 
 
-def _real(name, value, low, strict):
+def _real(name: str, value: object, low: float, strict: bool) -> float:
     if (
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
@@ -514,7 +524,7 @@ def _real(name, value, low, strict):
     return float(value)
 
 
-def _milestone_tuple(value):
+def _milestone_tuple(value: Iterable[Any] | None) -> tuple[int, ...]:
     ms = tuple(value or ())
     if any(isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1 for m in ms) or list(
         ms
@@ -523,14 +533,14 @@ def _milestone_tuple(value):
     return tuple(int(m) for m in ms)
 
 
-def _norm(v):
+def _norm(v: object) -> object:
     return list(v) if isinstance(v, tuple) else v
 
 
 # --------------------------------------------------------------------------- command line
 
 
-def _pool(text):
+def _pool(text: str) -> tuple[int, int]:
     try:
         z, s = (int(v) for v in text.split(","))
     except ValueError:
@@ -540,7 +550,7 @@ def _pool(text):
     return (z, s)
 
 
-def _milestones(text):
+def _milestones(text: str) -> tuple[int, ...]:
     try:
         ms = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -550,7 +560,7 @@ def _milestones(text):
     return ms
 
 
-def _show(value):
+def _show(value: object) -> str:
     if isinstance(value, tuple):
         return ",".join(map(str, value)) if value else "none"
     if value is None:
@@ -560,7 +570,7 @@ def _show(value):
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def arch_default(arch, key):
+def arch_default(arch: str, key: str) -> object:
     """The default of setting ``key`` for ``arch``: the arch's table, else the arch's
     network options, else the common table."""
     if key in TRAIN_DEFAULTS[arch]:
@@ -570,16 +580,16 @@ def arch_default(arch, key):
     return COMMON_DEFAULTS[key]
 
 
-def default_text(key):
+def default_text(key: str) -> str:
     """ "default X", or "default per arch: demo X, alexnet Y, ..." when archs differ: the
     help texts' statement of a default, from the tables."""
     values = {arch: arch_default(arch, key) for arch in TRAIN_DEFAULTS}
     if len({_show(v) for v in values.values()}) == 1:
-        return f"default {_show(values[COMMON_DEFAULTS['arch']])}"
+        return f"default {_show(values[str(COMMON_DEFAULTS['arch'])])}"
     return "default per arch: " + ", ".join(f"{a} {_show(v)}" for a, v in values.items())
 
 
-def build_parser():
+def build_parser() -> Parser:
     """The command line; each help text states its default once, from the tables
     (``None`` here means "not given": ``resolve`` fills it)."""
     p = Parser(
@@ -854,12 +864,14 @@ def build_parser():
     return p
 
 
-def resolve_auto(cfg, steps_per_epoch):
+def resolve_auto(cfg: "TrainConfig", steps_per_epoch: int) -> "TrainConfig":
     """``cfg.resolved(steps_per_epoch)``: "auto" patience and epochs as numbers."""
     return cfg.resolved(steps_per_epoch)
 
 
-def resolve(args, arch=None):
+def resolve(
+    args: argparse.Namespace, arch: str | None = None
+) -> tuple["TrainConfig", dict[str, Any]]:
     """``(cfg, given)``: the ``TrainConfig`` of the parsed ``args`` over the defaults
     (module doc), and the settings given on the command line; ``arch``: the arch picked
     for the data when no --arch was given (``own_data_arch``). ``UsageError`` for a
@@ -876,8 +888,8 @@ def resolve(args, arch=None):
             preset = conventions.settings(given["conventions"], arch_given="arch" in given)
         except ValueError as e:
             raise UsageError(f"--conventions {given['conventions']}: {e}") from None
-    arch = given.get("arch", preset.get("arch", arch or COMMON_DEFAULTS["arch"]))
-    values = {"arch": arch}
+    arch = given.get("arch", preset.get("arch", arch or str(COMMON_DEFAULTS["arch"])))
+    values: dict[str, Any] = {"arch": arch}
     if arch in OWN_DATA_ARCHS and "data" in given:
         values.update(OWN_DATA_DEFAULTS)
     values.update(preset)  # the named conventions over the arch's defaults

@@ -80,7 +80,7 @@ def prepare(argv: list[str], world: Solo, say: Callable[..., object] = print) ->
         cfg = cfg.replace(quiet=True)  # rank 0 alone shows progress
     explicit = "out" in given
     if explicit:
-        check_out(cfg.out)
+        check_out(cast(str, cfg.out))  # given: a path
     if args.allow_other_data and not args.resume:
         raise UsageError("--allow-other-data goes with --resume")
     path, state = None, None
@@ -88,7 +88,7 @@ def prepare(argv: list[str], world: Solo, say: Callable[..., object] = print) ->
         if not explicit:
             raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
         cfg, path, state = resumed(cfg, given, quiet=cfg.quiet)
-    elif explicit and checkpoint.list_checkpoints(cfg.out):
+    elif explicit and checkpoint.list_checkpoints(cast(str, cfg.out)):
         raise UsageError(
             f"{cfg.out} already holds checkpoints; add --resume to continue "
             "it or choose another --out"

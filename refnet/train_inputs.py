@@ -54,8 +54,9 @@ from refnet.layers.backend import Array
 if TYPE_CHECKING:
     from refnet.distributed import Solo
 
-# a ``refnet.config.TrainConfig``: config.py declares its fields looser (object, X | None)
-# than a constructed one holds (the tables fill them in), so they are read as Any here
+# a ``refnet.config.TrainConfig``, read as Any: it types epochs, patience and stop_patience
+# ``int | "auto"`` and data and out ``str | None``, and the training modules use them where
+# the run has resolved or set them
 Config = Any
 Host = numpy.ndarray  # a batch's arrays as the loader gives them (images, labels, indices)
 Batches = Generator[tuple[Host, ...], None, None]  # the loader's batches of an epoch
