@@ -28,12 +28,16 @@ Exit status: 0 when measured, 2 for a bad option value or without mpiexec/mpi4py
 when interrupted.
 """
 
+from __future__ import annotations
+
 import argparse
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy
 
@@ -42,12 +46,13 @@ from refnet.bench import traffic
 from refnet.bench.env import OPENBLAS_OVERRIDES, blas_info, process_env
 from refnet.data.cli import USAGE, Parser, int_at_least, positive_int, run_command
 from refnet.data.files import write_json
+from refnet.layers.backend import Array
 from refnet.options import CHOICES
 
 WORKER_FLAG = "--worker"
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.bench.allreduce",
         description=__doc__.split("\n")[0],
@@ -89,7 +94,7 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     if args.worker:
@@ -119,7 +124,7 @@ def main(argv=None):
     return subprocess.call(cmd, env=env)
 
 
-def worker(args):
+def worker(args: argparse.Namespace) -> int:
     from refnet.distributed import (
         BUCKET_BYTES,
         GradientReducer,
@@ -145,8 +150,8 @@ def worker(args):
         t = time.perf_counter()
         world.allreduce(buf)
         times.append(time.perf_counter() - t)
-    times = world.allgather(times)
-    per_call = [max(ts) for ts in zip(*times, strict=True)]  # the slowest rank's
+    per_rank = world.allgather(times)
+    per_call = [max(ts) for ts in zip(*per_rank, strict=True)]  # the slowest rank's
     t_ar = float(numpy.median(per_call))
     algbw = nbytes / t_ar / 1e9
     busbw = algbw * 2 * (world.size - 1) / world.size
@@ -175,14 +180,17 @@ def worker(args):
                 setattr(world, name, _timed(getattr(world, name), gathering))
             net = build_network(NetOptions(arch=args.arch, dtype=args.dtype), ranks=world)
             net.init(seed=0)
-            reducer = gradient_reducer(world, net)
+            hybrid_reducer = gradient_reducer(world, net)
+            # None only in a world of one; main starts the worker on --ranks >= 2
+            assert hybrid_reducer is not None
+            reducer = hybrid_reducer
         else:
             reducer = GradientReducer(
                 world, net, bucket_bytes=None if mode == "fused" else BUCKET_BYTES
             )
         y = labels if hybrid else mine  # hybrid: the loss of the whole batch on every rank
         sgd = SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)
-        parts = {"compute": [], "reduce": [], "sgd": [], "gathers": []}
+        parts: dict[str, list[float]] = {"compute": [], "reduce": [], "sgd": [], "gathers": []}
         for step in range(args.steps + 1):
             world.allreduce(numpy.zeros(1))
             gathering[0] = 0.0
@@ -201,8 +209,8 @@ def worker(args):
             sgd.step(grads)
             t3 = time.perf_counter()
             if step:  # after the warm-up
-                times = (t1 - t0, t2 - t1, t3 - t2, gathering[0])
-                for k, v in zip(parts, times, strict=True):
+                spans = (t1 - t0, t2 - t1, t3 - t2, gathering[0])
+                for k, v in zip(parts, spans, strict=True):
                     parts[k].append(max(world.allgather(v)))  # the slowest rank's
         med = {k: float(numpy.median(v)) for k, v in parts.items()}
         total = med["compute"] + med["reduce"] + med["sgd"]  # the gathers: inside compute
@@ -257,10 +265,10 @@ def worker(args):
     return 0
 
 
-def _timed(collective, spent):
+def _timed(collective: Callable[..., Array], spent: list[float]) -> Callable[..., Array]:
     """``collective`` that adds the seconds each call takes to ``spent[0]``."""
 
-    def run(*args, **kwargs):
+    def run(*args: Any, **kwargs: Any) -> Array:
         t = time.perf_counter()
         try:
             return collective(*args, **kwargs)
@@ -270,7 +278,7 @@ def _timed(collective, spent):
     return run
 
 
-def traffic_line(mode, args, ranks):
+def traffic_line(mode: str, args: argparse.Namespace, ranks: int) -> str:
     """The bytes each rank sends per step under ring collectives, counted from the shapes
     by ``refnet.bench.traffic`` (``mode``: "fused" and "overlap" are data parallel)."""
     scheme = "hybrid" if mode == "hybrid" else "data"

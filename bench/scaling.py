@@ -53,7 +53,12 @@ extra GPU at 128 images, float32), while the data-parallel allreduce stays under
 244 MB: the hybrid wins at few GPUs on slow links and loses as p grows.
 """
 
+from __future__ import annotations
+
+import argparse
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from refnet.bench import traffic
 from refnet.data.cli import Parser, positive_int, run_command
@@ -85,18 +90,24 @@ GPUS_PER_NODE = 8
 PAPER_IMAGES_PER_S = 90 * 1.2e6 / (5.5 * 86400)
 
 
-def ring_time(p, nbytes, link):
+def ring_time(p: int, nbytes: float, link: str) -> float:
     """T(p) of the module doc for ``nbytes`` over the ring's slowest ``link``."""
     if p == 1:
         return 0.0
     return 2 * (p - 1) * ALPHA[link] + 2 * (p - 1) / p * nbytes / LINKS[link]
 
 
-def ring_link(p):
+def ring_link(p: int) -> str:
     return "NVLink 4 (H100 SXM)" if p <= GPUS_PER_NODE else "InfiniBand NDR"
 
 
-def step(p, images_per_s, per_gpu_batch=128, overlap=False, link=None):
+def step(
+    p: int,
+    images_per_s: float,
+    per_gpu_batch: int = 128,
+    overlap: bool = False,
+    link: str | None = None,
+) -> dict[str, Any]:
     """{compute, communication (exposed), step, images_per_s, efficiency} at p GPUs
     (``link``: the ring's slowest link; None: ``ring_link(p)``)."""
     compute = per_gpu_batch / images_per_s
@@ -131,7 +142,7 @@ ACTIVATIONS = (
 )
 
 
-def collective_time(p, sent, link, phases=1):
+def collective_time(p: int, sent: float, link: str, phases: int = 1) -> float:
     """A ring collective's time: ``phases`` (p - 1) alpha + ``sent`` / beta, ``sent`` the
     bytes the busiest rank sends (an allgather or reduce-scatter is one phase, an
     allreduce two)."""
@@ -140,7 +151,13 @@ def collective_time(p, sent, link, phases=1):
     return phases * (p - 1) * ALPHA[link] + sent / LINKS[link]
 
 
-def hybrid_step(p, images_per_s, per_gpu_batch=128, link=None, arch="alexnet"):
+def hybrid_step(
+    p: int,
+    images_per_s: float,
+    per_gpu_batch: int = 128,
+    link: str | None = None,
+    arch: str = "alexnet",
+) -> dict[str, Any]:
     """The hybrid's {compute, activations (exposed), conv allreduce (exposed), step,
     images_per_s, efficiency, speedup} at p GPUs (module doc)."""
     compute = per_gpu_batch / images_per_s
@@ -165,7 +182,9 @@ def hybrid_step(p, images_per_s, per_gpu_batch=128, link=None, arch="alexnet"):
     }
 
 
-def table(gpus, images_per_s, per_gpu_batch, link=None):
+def table(
+    gpus: Sequence[int], images_per_s: float, per_gpu_batch: int, link: str | None = None
+) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
     rows = []
     for p in gpus:
         plain, hidden = (step(p, images_per_s, per_gpu_batch, o, link) for o in (False, True))
@@ -173,7 +192,9 @@ def table(gpus, images_per_s, per_gpu_batch, link=None):
     return rows
 
 
-def hybrid_table(gpus, images_per_s, per_gpu_batch, link=None):
+def hybrid_table(
+    gpus: Sequence[int], images_per_s: float, per_gpu_batch: int, link: str | None = None
+) -> list[tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]]:
     """``[(p, hybrid, data overlapped, data after backward)]`` for each p of ``gpus``."""
     return [
         (
@@ -186,7 +207,9 @@ def hybrid_table(gpus, images_per_s, per_gpu_batch, link=None):
     ]
 
 
-def hybrid_wins_up_to(images_per_s, per_gpu_batch, link=None, most=256):
+def hybrid_wins_up_to(
+    images_per_s: float, per_gpu_batch: int, link: str | None = None, most: int = 256
+) -> tuple[int, int]:
     """The largest power of two p <= ``most`` up to which the hybrid step is no slower
     than the data-parallel one, after backward and overlapped: ``(p_after, p_overlap)``
     (1 where it never wins)."""
@@ -201,10 +224,10 @@ def hybrid_wins_up_to(images_per_s, per_gpu_batch, link=None, most=256):
             ):
                 wins[i] = p
         p *= 2
-    return tuple(wins)
+    return wins[0], wins[1]
 
 
-def build_parser():
+def build_parser() -> Parser:
     p = Parser(
         prog="python -m refnet.bench.scaling",
         description=__doc__.split("\n")[0],
@@ -239,7 +262,7 @@ def build_parser():
     return p
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         gpus = [int(g) for g in args.gpus.split(",")]
@@ -269,7 +292,9 @@ def main(argv=None):
     return 0
 
 
-def print_data_table(args, rows):
+def print_data_table(
+    args: argparse.Namespace, rows: Sequence[tuple[int, dict[str, Any], dict[str, Any]]]
+) -> None:
     print(
         f"AlexNet data parallel, ring allreduce of {PARAMS * BYTES / 1e6:.0f} MB per step, "
         f"{args.batch} images per GPU at {args.images_per_s:.0f} images/s each "
@@ -292,7 +317,7 @@ def print_data_table(args, rows):
         )
 
 
-def print_hybrid_table(args, gpus):
+def print_hybrid_table(args: argparse.Namespace, gpus: Sequence[int]) -> None:
     print(
         f"AlexNet hybrid (convolutions data parallel, fc6-fc8 model parallel), "
         f"{args.batch} images per GPU at {args.images_per_s:.0f} images/s each; the "
@@ -314,7 +339,7 @@ def print_hybrid_table(args, gpus):
         )
     after, overlap = hybrid_wins_up_to(args.images_per_s, args.batch, args.link)
 
-    def upto(p):
+    def upto(p: int) -> str:
         return f"up to {p} GPUs" if p > 1 else "at no GPU count (slower from 2 GPUs on)"
 
     print(
@@ -324,7 +349,9 @@ def print_hybrid_table(args, gpus):
     )
 
 
-def plot(args, rows):
+def plot(
+    args: argparse.Namespace, rows: Sequence[tuple[int, dict[str, Any], dict[str, Any]]]
+) -> None:
     import matplotlib
 
     from refnet.plots import save_figure
