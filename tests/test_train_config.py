@@ -106,6 +106,31 @@ def test_help_states_the_tables_defaults():
     assert "default 0.0005" in helps["weight_decay"] or "owt 0.0001" in helps["weight_decay"]
 
 
+def test_small_images_train_at_batch_64_with_the_demos_rate_per_image():
+    """The own-data recipe of the ``small`` arch, as a folder of 28x28 digits gets it
+    with no flag but --data; the demo's main job keeps its own."""
+    cfg, _ = resolve(build_parser().parse_args(["--data", "digits"]), arch="small")
+    demo, _ = resolve(build_parser().parse_args([]))
+    assert (cfg.arch, cfg.batch, cfg.lr, cfg.dropout) == ("small", 64, 0.03, 0.25)
+    assert (demo.arch, demo.batch, demo.lr, demo.dropout) == ("demo", 32, 0.015, 0.5)
+    assert demo.milestones == (8,) and not demo.early_stop
+    assert cfg.lr / cfg.batch == pytest.approx(demo.lr / demo.batch)
+    assert TrainConfig(arch="alexnet").dropout == 0.5
+    # 4,536 training images: 70 steps of 64; the epochs' patience is the longer, and
+    # the rate is divided after 2 epochs without improvement
+    five_k = cfg.resolved(steps_per_epoch=4536 // 64)
+    assert (five_k.stop_patience, five_k.patience, five_k.epochs) == (4, 2, 86)
+    # 1,442 images (scikit-learn's digits): 22 steps; 12,800 images are 10 epochs
+    digits = cfg.resolved(steps_per_epoch=1442 // 64)
+    assert (digits.stop_patience, digits.patience) == (10, 5)
+    # flags given win over the arch's recipe
+    argv = ["--data", "d", "--batch", "32", "--dropout", "0.5"]
+    cfg, _ = resolve(build_parser().parse_args(argv), arch="small")
+    assert (cfg.batch, cfg.lr, cfg.dropout) == (32, 0.03, 0.5)
+    helps = {a.dest: a.help for a in build_parser()._actions}
+    assert "small 64" in helps["batch"] and "small 0.25" in helps["dropout"]
+
+
 def test_resume_overrides_only_the_listed_fields():
     saved = TrainConfig(arch="tiny", data="d", lr=0.01)
     cfg = saved.resumed({"lr": 0.001, "epochs": 5}, out="o", quiet=True, device="cpu")
