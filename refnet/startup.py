@@ -42,6 +42,7 @@ from refnet.config import (
 from refnet.data.cli import unwritable_reason
 from refnet.data.files import remove_stale_temporaries
 from refnet.data.sources import typical_side
+from refnet.data.store import StoreError, StoreReader
 from refnet.distributed import column_devices
 from refnet.options import NetOptions, backend_for_device
 from refnet.schedule import ReduceOnPlateau, StepSchedule
@@ -98,7 +99,31 @@ def prepare(argv: list[str], world: Solo, say: Callable[..., object] = print) ->
     except ValueError as e:
         raise UsageError(str(e)) from None
     data = on_every_rank(world, lambda: ensure_data(cfg, quiet=cfg.quiet, say=say), root_first=True)
-    return Start(cfg.replace(data=data), given, explicit, args.allow_other_data, path, state, side)
+    cfg = cfg.replace(data=data)
+    if state is None:  # a new run: the recipe's batch fits the training set
+        cfg = fit_batch(cfg, given)
+    return Start(cfg, given, explicit, args.allow_other_data, path, state, side)
+
+
+def fit_batch(cfg: Config, given: Mapping[str, Any]) -> Config:
+    """``cfg`` with the recipe's batch (``--batch`` not given) halved until it is at most
+    the training set's size, and the recipe's rate (``--lr`` not given) with it, so the
+    rate per image stays the recipe's. A given ``--batch`` is the user's: the pipeline
+    refuses one larger than the training set."""
+    if "batch" in given:
+        return cfg
+    train = Path(cfg.data) / "train.h5"
+    try:
+        with StoreReader(train, memory_limit=0) as store:
+            count = store.count
+    except StoreError:
+        return cfg  # said when the pipeline opens it
+    batch, lr = int(cfg.batch), float(cfg.lr)
+    while batch > max(count, 1) and batch > 1:
+        batch, lr = batch // 2, lr / 2
+    if batch == cfg.batch:
+        return cfg
+    return cfg.replace(batch=batch, **({} if "lr" in given else {"lr": lr}))
 
 
 def _picks_arch(args: argparse.Namespace) -> bool:

@@ -227,3 +227,17 @@ def test_a_small_image_folder_gets_the_small_arch(tmp_path):
     r = run("refnet.train", *argv, "--batch", "8", "--epochs", "1", cache=cache)
     assert r.returncode == 0, r.stderr
     assert "24x24 crops of 32x32 images" in r.stdout
+
+
+def test_a_recipe_batch_larger_than_a_small_folder_is_halved_with_its_rate(tmp_path):
+    # the small arch's recipe is batch 64, lr 0.03; ~38 training images take batch 32 at
+    # lr 0.015 (the same rate per image); a --batch given by the user is refused instead
+    tree, cache = tmp_path / "digits", tmp_path / "cache"
+    write_image_tree(tree, classes=2, per_class=24, sizes=(16, 20, 28))
+    argv = ["--data", str(tree), "--device", "cpu", "--epochs", "1"]
+    r = run("refnet.train", *argv, "--out", str(tmp_path / "a"), cache=cache)
+    assert r.returncode == 0, r.stderr
+    first = next(x for x in r.stdout.splitlines() if x.startswith("training "))
+    assert "arch small" in first and "batch 32, lr 0.015," in first
+    r = run("refnet.train", *argv, "--out", str(tmp_path / "b"), "--batch", "64", cache=cache)
+    assert r.returncode == 2 and "--batch 64 is larger than the training set" in r.stderr
