@@ -1,56 +1,31 @@
 """A model of data-parallel scaling past this machine: ``python -m refnet.bench.scaling``.
 
-Prints, for 2, 8, 64 and 256 GPUs (``--gpus``), the step time, images/s and efficiency
-of data-parallel AlexNet training with a ring allreduce of the gradient, with and
-without overlapping the allreduce with the backward pass, and draws the efficiency
-against the number of GPUs (``--plot PATH``). docs/distributed.md explains the model and
-quotes its table; everything it assumes is a named constant below.
+    python -m refnet.bench.scaling [--gpus 2,8,64,256] [--images-per-s 3000] [--batch 128]
+                                   [--scheme data|hybrid|both] [--link NAME] [--plot PATH]
 
-The model (latency-bandwidth, "alpha-beta"). A ring allreduce of S bytes over p ranks
-takes 2 (p - 1) steps, each moving S / p bytes over every link at once:
+Prints, for each GPU count p, the step time, images/s and efficiency of AlexNet training
+(weak scaling: ``per_gpu_batch`` images per GPU at ``images_per_s``), data parallel with
+a ring allreduce of the gradient after backward and overlapped with it, and the hybrid
+(convolutions data parallel, fc6-fc8 model parallel); ``--plot`` draws the efficiency
+against p. Every assumption is a named constant below; docs/distributed.md ("Scaling
+past this machine: a model", "The hybrid scheme") states them with their sources and
+quotes the tables.
 
-    T(p) = 2 (p - 1) alpha + 2 (p - 1) / p * S / beta
+Latency-bandwidth model, alpha one ring step's start-up, beta the ring's slowest link
+in one direction (NVLink up to 8 GPUs, one InfiniBand adapter per GPU beyond):
 
-with alpha the time of one step's message start-up and beta the bandwidth of the
-slowest link of the ring in one direction. Up to 8 GPUs (one node) the ring runs over
-NVLink; beyond, it crosses nodes, and with one InfiniBand adapter per GPU (as on
-NVIDIA's DGX nodes) its slowest link is one adapter.
+    allreduce of S bytes:       T(p) = 2 (p - 1) alpha + 2 (p - 1) / p * S / beta
+    allgather, reduce-scatter:  (p - 1) alpha + sent / beta  (an allreduce: 2 (p - 1) alpha)
+    data parallel, no overlap:  compute + T(p)
+    data parallel, overlapped:  compute + max(0, T_fc - hidden) + T_conv
+    hybrid:                     compute + the 7 activation exchanges + T_conv
 
-Each GPU computes a batch of ``per_gpu_batch`` images per step at ``images_per_s``
-(weak scaling: the global batch grows with p, which the learning rate must follow, see
-docs/distributed.md). Without overlap the step is compute + T(p). With overlap, the
-buckets of fc8, fc7 and fc6 (96% of the bytes, ready first in backward) are sent while
-the convolutions' backward runs, which is ``conv_backward_share`` of the step's compute
-(the convolutions are 92% of the FLOPs and backward is twice forward: 2 x 0.92 / 3 =
-0.61); what is left is exposed: max(0, T_fc - hidden) + T_conv, each with its own
-latency term.
-
-The hybrid scheme (``--scheme hybrid``; Krizhevsky, "One weird trick for parallelizing
-convolutional neural networks", 2014, arXiv:1404.5997): convolutions data parallel, fc6,
-fc7 and fc8 model parallel, each GPU 1/p of every fc layer's units for the global batch
-B = p x per_gpu_batch (weak scaling, as above). Its traffic is ``refnet.bench.traffic``'s
-(the busiest rank's bytes of each collective). A ring allgather or reduce-scatter takes
-p - 1 steps: (p - 1) alpha + sent / beta, with ``sent`` the bytes the busiest rank sends
-((p - 1) / p of the whole for even blocks); an allreduce 2 (p - 1) alpha + sent / beta,
-as T(p). What the model assumes:
-
-- The seven activation exchanges (forward allgathers of pool5, fc6, fc7 and the
-  logits; backward reduce-scatters of the input gradients of fc8, fc7 and fc6) are all
-  exposed: each fc layer needs the whole gathered input before it starts, and the
-  convolutions' backward needs its rows of fc6's input gradient, so none overlaps
-  compute.
-- The convolutions' gradients (9.3 MB for alexnet) are one bucket of refnet's reducer
-  (under its 25 MiB), sent when conv1's backward ends: exposed in full, as the last
-  bucket of the overlapped data-parallel step is.
-- The labels and sample indices are gathered while the convolutions' forward runs
-  (they are known when the step starts): hidden.
-- Compute per GPU is the data-parallel step's: each GPU runs the convolutions for its
-  per_gpu_batch images and 1/p of the fc units for p x per_gpu_batch images, the same
-  FLOPs, at the same speed.
-
-Per GPU the activations grow ~ (p - 1) x per_gpu_batch x features (about 18 MB per
-extra GPU at 128 images, float32), while the data-parallel allreduce stays under 2 x
-244 MB: the hybrid wins at few GPUs on slow links and loses as p grows.
+``hidden`` is ``CONV_BACKWARD_SHARE`` of the compute (2 x 0.92 / 3 = 0.61: the
+convolutions' backward), behind which the fc buckets (96% of the bytes) are sent; each
+T has its own latency term. ``sent`` is the busiest rank's bytes of the collective
+(``refnet.bench.traffic``). In the hybrid the seven activation exchanges and the
+convolutions' 9.3 MB bucket are exposed, the labels and indices hidden, and compute
+per GPU is the data-parallel step's.
 """
 
 from __future__ import annotations

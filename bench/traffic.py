@@ -3,53 +3,33 @@
     python -m refnet.bench.traffic [--arch alexnet] [--batch 128] [--dtype float32]
                                    [--ranks 2,4,8] [--json PATH]
 
-Exact counts from the network's shapes (``refnet.arch.param_shapes``: the conv and fc
-parameters, fc6's input features, the fc widths and the classes); no MPI is needed.
-Axes: N images of the global batch B, F features (fc6's inputs: the pooled maps, 9216
-for alexnet), O output units of an fc layer; R ranks, r = 0 .. R - 1.
+Exact counts from the network's shapes (``refnet.arch.param_shapes``); no MPI is needed.
+Axes: N images of the global batch B, F features (fc6's inputs, 9216 for alexnet), O
+output units of an fc layer; R ranks, r = 0 .. R - 1; blocks by ``numpy.array_split``.
 
-The two schemes, for a global batch of B images over R ranks:
+- ``data``: rank r computes block r of the B images; ring allreduces sum the fc layers'
+  gradients and the convolutions' (refnet's reducer's three buckets move the same bytes
+  up to uneven chunks and the four scalars in its last bucket).
+- ``hybrid`` (Krizhevsky 2014, arXiv:1404.5997; docs/distributed.md, "Hybrid
+  parallel"): the convolutions as ``data`` (one allreduce); rank r holds block r of every
+  fc layer's O units for all B images. Forward allgathers: pool5 (N x F, image blocks),
+  fc6, fc7 (N x O) and the logits (N x classes, unit blocks); backward reduce-scatters of
+  the input gradients of fc8 (N x O7), fc7 (N x O6) and fc6 (N x F, image rows); the
+  labels and sample indices (B int64 each) are allgathered.
 
-- ``data``: every rank holds the whole network and computes
-  ``numpy.array_split(range(B), R)[r]`` of the images; the gradients are summed by ring
-  allreduces, one of the fc layers' gradients and one of the convolutions' (refnet's
-  reducer sends fc8 and fc7, fc6, and the convolutions as three buckets, which moves the
-  same bytes up to the rounding of uneven chunks and the four scalars, loss and flags,
-  that ride in its last bucket).
-- ``hybrid`` (Krizhevsky, "One weird trick for parallelizing convolutional neural
-  networks", 2014, arXiv:1404.5997): the convolutions are data parallel (the image
-  blocks above; their gradients summed by one ring allreduce), fc6, fc7 and fc8 model
-  parallel: rank r holds ``numpy.array_split(range(O), R)[r]`` of every fc layer's
-  output units and computes them for the whole batch, so fc gradients never cross
-  ranks. Per step, forward: allgathers of pool5's features (N x F, blocks of images),
-  of fc6's and fc7's outputs (N x O, blocks of units) and of the logits (N x classes,
-  blocks of units); backward: reduce-scatters of the input gradients of fc8 (N x O7,
-  to each rank its fc7 units), of fc7 (N x O6, its fc6 units) and of fc6 (N x F, its
-  images' rows). The loss needs no traffic: every rank has all logits. The labels and
-  the sample indices (B int64 each, blocks of images) are allgathered.
+Rings (rank r sends to r + 1 mod R), every step's messages counted in full:
 
-"Bytes a rank sends" is defined by the ring algorithms (rank r sends to r + 1 mod R),
-with every step's messages counted in full:
+- allreduce of S elements in chunks c_0 .. c_{R-1}: reduce-scatter steps s = 0 .. R - 2
+  send chunk (r - s) mod R, allgather steps chunk (r + 1 - s) mod R; rank r sends
+  ``2 S - c_{(r+1) mod R} - c_{(r+2) mod R}`` elements (2 (R - 1) / R S when R divides S);
+- allgather of blocks b (rank r starts with b_r): step s sends block (r - s) mod R, in
+  all ``sum(b) - b_{(r+1) mod R}``;
+- reduce-scatter to blocks b (rank r ends with b_r summed): step s sends the partial sum
+  of block (r - 1 - s) mod R, in all ``sum(b) - b_r``.
 
-- Allreduce of S elements: S is cut into R chunks c_0 .. c_{R-1} by
-  ``numpy.array_split`` (the first S mod R chunks one element longer). Reduce-scatter
-  phase, steps s = 0 .. R - 2: rank r sends chunk (r - s) mod R and adds the chunk it
-  receives, ending with chunk (r + 1) mod R summed. Allgather phase, steps s = 0 .. R - 2:
-  rank r sends chunk (r + 1 - s) mod R. Rank r sends every chunk but (r + 1) mod R, then
-  every chunk but (r + 2) mod R: ``2 S - c_{(r+1) mod R} - c_{(r+2) mod R}`` elements,
-  2 (R - 1) / R S when R divides S.
-- Allgather of blocks b_0 .. b_{R-1} (rank r starts with b_r): at step s rank r sends
-  block (r - s) mod R. It sends every block but b_{(r+1) mod R}, which starts at its
-  successor: ``sum(b) - b_{(r+1) mod R}``.
-- Reduce-scatter to blocks b_0 .. b_{R-1} (rank r ends with b_r summed): at step s rank
-  r sends the partial sum of block (r - 1 - s) mod R. It sends every block but its own:
-  ``sum(b) - b_r``.
-
-Bytes are elements times 4 (float32) or 8 (float64); labels and indices are 8 bytes
-each. The command prints, for each R, the busiest rank's bytes per step for both schemes
-and their ratio (with ``--json PATH`` also every part for every rank).
-
-Exit status: 0 printed, 2 for a bad option, 130 when interrupted (Ctrl-C).
+Bytes are elements times 4 (float32) or 8 (float64), labels and indices 8. Printed: per
+R the busiest rank's bytes for both schemes and their ratio (``--json``: every part for
+every rank). Exit status: 0 printed, 2 for a bad option, 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations

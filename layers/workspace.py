@@ -1,52 +1,31 @@
 """Where the layers' large arrays come from: made afresh, or from memory a workspace keeps.
 
-A training step makes and drops the same large arrays every time (activations, caches,
-im2col columns and Winograd tiles, gradients). A process's C library returns large
-freed blocks to the kernel (glibc: blocks over 32 MiB, and a second thread's heap
-however small), and the next step faults them back in page by page: in a plain process
-a third or more of a CPU step (docs/performance.md). A ``Workspace`` keeps that memory
-and hands it out again, so from the second step on it is already there, without
-changing any process-wide setting.
+    y = ws.empty(xp, shape, dtype); ws.zeros(xp, shape, dtype); ws.copy(xp, a)
+    xp.matmul(a, b, out=y)                        # layers write into what ws hands out
+    ws.new_pass()                                 # a pass (step, evaluation) ends
 
 Every layer that makes large arrays takes ``ws=`` (default ``FRESH``) and asks it, never
-``xp``, for them: ``ws.empty(xp, shape, dtype)``, ``ws.zeros(...)``, ``ws.copy(xp, a)``,
-then writes into them with ``out=``. One code path for every array module:
+``xp``, for them, then writes into them with ``out=``. One code path for every module:
 
 - ``FRESH`` makes every array anew (``xp.empty``): a layer called on its own.
-- ``Workspace`` serves NumPy arrays of at least ``MIN_BYTES`` from memory it keeps;
-  smaller ones, and every array of another module, come from ``xp`` (on CuPy its memory
-  pool already keeps freed device memory for the next request).
+- ``Workspace`` serves NumPy arrays of at least ``MIN_BYTES`` from memory it keeps, so
+  a training step does not fault its arrays back in every time (docs/performance.md,
+  "Process settings", "Memory"); smaller ones, and every array of another module, come
+  from ``xp`` (CuPy's memory pool keeps freed device memory).
 
-When memory is free again. Each array handed out is a new NumPy array over a piece of
-kept memory, made from a ``memoryview`` of it, so it is the ``base`` of every view
-anybody makes of it (NumPy collapses chains of views up to the first array that is not
-a view of another array). The workspace holds only a weak reference to it: the piece is
-free exactly when that array is gone, i.e. when nothing refers to any of its views. So
-nothing anybody still holds (a layer's cache, gradients or logits the caller kept, a
-view of either) is ever written by a later request; a kept array only keeps its piece
-out of circulation (and the memory alive, even after the workspace lets it go).
+A piece of kept memory is free exactly when the array handed out over it is gone (a weak
+reference; that array is the ``base`` of every view of it), so nothing anybody still
+holds is written by a later request. The memory is anonymous mappings (``mmap``), never
+the C library's heap: what a workspace lets go goes back to the system at once.
 
-The memory is the workspace's own: anonymous mappings (``mmap``), never the C
-library's heap, so what a workspace lets go goes back to the system at once and the
-memory it keeps is all there is, in a plain process or one with malloc's thresholds or
-arenas changed alike.
-
-Where a request goes. A pass through a network asks for the same sizes in the same
-order every time. Requests of at least ``PLAN_BYTES`` are recorded with their lifetimes
-(from the request to the death of the array, in request counts); at the end of a pass
-(``new_pass``) its record becomes a plan: offsets in one arena, placed greedily by size
-(largest first, each at the lowest offset free for its lifetime), so that pieces whose
-lifetimes do not overlap share memory and the arena is close to the pass's peak of live
-bytes. Later passes that ask for the same sizes get those offsets, after a check that no
-live piece overlaps. A few plans are kept (training steps, evaluation passes).
-
-- Before the first plan, and off every plan, a request gets a mapping of its own, let
-  go with its array: the process then holds no more than the pass's live arrays, as
-  malloc would in a plain process.
-- Requests below ``PLAN_BYTES`` once a plan exists, pieces a live array still covers,
-  and requests whose arrays outlived their pass last time come from kept buffers handed
-  out whole: the smallest free one of at least the request and at most ``FIT`` times it
-  (``_Pool``); a buffer no pass used for ``KEEP_PASSES`` passes is let go.
+Plans: requests of at least ``PLAN_BYTES`` are recorded with their lifetimes (in request
+counts); ``new_pass`` turns the pass's record into offsets in one arena (largest first,
+each at the lowest offset free for its lifetime), handed out again to later passes that
+ask for the same sizes once no live piece overlaps; a few plans are kept. Before the
+first plan and off every plan a request gets a mapping of its own, let go with its
+array. Smaller requests, pieces a live array still covers, and arrays that outlived
+their pass come from kept buffers (``_Pool``): the smallest free one of at least the
+request and at most ``FIT`` times it; one unused for ``KEEP_PASSES`` passes is let go.
 """
 
 from __future__ import annotations

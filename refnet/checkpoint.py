@@ -4,55 +4,31 @@
     state = read_state(path)                 # any version: migrated to the current schema
     path, state = latest_state(run_dir)      # the newest that loads and verifies
 
-What a checkpoint holds is ``TrainingState`` (below); this module alone knows how it is
-stored and how an older file reads. The schema, and the version each item came in
-(``format`` is ``"refnet-checkpoint-<VERSION>"``; items that arrived within version 1 are
-absent from its early files and are filled in on reading, as the last column says):
+A checkpoint holds a ``TrainingState`` (below); this module alone knows how it is stored
+and how an older file reads. ``format`` is ``"refnet-checkpoint-<VERSION>"``; the items
+that early version-1 files lack are filled in on reading as the last column says:
 
-    item          what                                                  since / if absent
-    arch          the arch's name                                       1
-    step, epoch   SGD steps taken, epochs completed                     1
-    loader        (epoch, batch) position of the training loader        1
-    loss_sum, loss_count   the running sums of the current epoch        1
-    lr            the learning rate of the next step                    1
-    config        the training configuration (``TrainConfig.to_dict``)  1; its
-                  ``conv_algo`` came later: absent, "gemm" (all there was)
-    network       the ``NetOptions`` (``to_dict``)                      1, later: absent,
-                  from ``config``, the classes counted from fc8's (or the head's) bias
-    model         the parameters, ``net.state_dict()``'s names          1
-    optimizer     ``sgd.state_dict()``: "velocity/<name>" arrays        1
-    schedule      the learning-rate schedule's ``state_dict``            1
-    history       the epoch records so far                              1
-    inputs        the data set's preprocessing record                   1, later: absent,
-                  None (``refnet.predict`` then refuses the file)
-    world_size    ranks of the data-parallel job that wrote it          1, later: absent, 1
+    item          what                                                  if absent
+    arch          the arch's name
+    step, epoch   SGD steps taken, epochs completed
+    loader        (epoch, batch) position of the training loader
+    loss_sum, loss_count   the running sums of the current epoch
+    lr            the learning rate of the next step
+    config        the training configuration (``TrainConfig.to_dict``)  conv_algo "gemm"
+    network       the ``NetOptions`` (``to_dict``)                      from ``config``,
+                  the classes counted from fc8's (or the head's) bias
+    model         the parameters, ``net.state_dict()``'s names
+    optimizer     ``sgd.state_dict()``: "velocity/<name>" arrays
+    schedule      the learning-rate schedule's ``state_dict``
+    history       the epoch records so far
+    inputs        the data set's preprocessing record                   None
+    world_size    ranks of the data-parallel job that wrote it          1
 
-A file holding only ``arch``, ``config``, ``network`` and ``model`` reads too (a network
-for the commands, not a run to resume): the training items are then None.
-
-How the tree maps onto HDF5 (no pickle anywhere):
-
-- a dict is a group (``__kind__ = "dict"``), its keys kept in order (``track_order``);
-  names that hold '/' (the optimizer's) are nested one group per part;
-- a list or tuple that holds arrays or dicts is a group (``__kind__ = "list"``) with
-  members ``"0"``, ``"1"``, ...;
-- an array (NumPy, or CuPy copied to the host) is a dataset; a NumPy scalar is a 0-d
-  dataset with ``__scalar__ = True`` and comes back as the same NumPy scalar type;
-- anything else (int, float, str, bool, None, lists of those, a NumPy Generator's
-  ``bit_generator.state`` with its 128-bit ints) is a JSON string attribute.
-
-The checksum is SHA-256 over the sorted lines ``path<TAB>digest``, one per dataset (dtype,
-shape and bytes) and per JSON attribute; it is stored in the root attribute ``sha256``
-and verified on reading. Writing builds the file in memory and goes through
-``data.files.atomic_path`` (a temporary file in the same directory, fsynced, then renamed
-over the target with ``os.replace``), so a crash or a full disk never leaves a
-half-written file under a checkpoint's name (``save``).
-
-Files in a run directory are named ``ckpt-<step, 8 digits>.h5``; ``latest_state`` walks
-them newest first and returns the first that loads and verifies. A run that keeps its
-best epoch (early stop) also writes ``best.h5`` (``best_path``), the same schema; the
-commands given a run folder (``read_state``: evaluate, predict, export, neighbors) use it
-when it verifies, else the newest checkpoint.
+A file of ``arch``, ``config``, ``network`` and ``model`` alone reads too (a network for the
+commands, not a run to resume: the training items are None). A run directory holds
+``ckpt-<step, 8 digits>.h5`` and, with early stop, ``best.h5`` (``best_path``, the same
+schema). The tree's layout in HDF5 (no pickle), the SHA-256 checksum and the atomic write:
+docs/architecture.md ("Checkpoint files").
 """
 
 from __future__ import annotations

@@ -3,12 +3,11 @@
 Axis legend: N batch, C channels (one column's or both columns'), H/W height/width,
 F features of a fully-connected layer's input, R rows of a parameter (its outputs).
 
-The paper's network is two columns, one per GPU. Each column holds half of every layer's
-kernels (column 0 the first half of the grouped single-device form's outputs, column 1
-the second), and its parameters, activations, gradients and momentum live on its device.
-Activations cross between columns only at the four places the paper's topology requires
-(the authors' cuda-convnet2 configuration exchanges at the same places), through the
-layers of ``refnet.exchange``:
+Two columns, one per device: each holds half of every layer's kernels (column 0 the
+first half of the grouped single-device form's outputs, column 1 the second), with its
+parameters, activations, gradients and momentum on its device. Activations cross
+between columns only where the paper's topology (and cuda-convnet2's configuration)
+does, through the layers of ``refnet.exchange``:
 
     conv3  takes both columns' pool2 maps           (exchange to both columns)
     fc6    takes both columns' pool5 maps, flattened (exchange to both columns)
@@ -16,33 +15,18 @@ layers of ``refnet.exchange``:
     fc8    takes both columns' fc7 outputs           (exchange to column 0 only:
                                                       fc8 and the loss live on column 0)
 
-(with ``head="gap"``, the last three give way to one: the 1x1 convolution ``head`` takes
-both columns' conv5 maps, exchanged to column 0 only, where it and the loss live)
+With ``head="gap"`` the last three are one: the 1x1 convolution ``head`` takes both
+columns' conv5 maps, on column 0 with the loss. With ``lrn_mode="all"`` a halo of
+``size // 2`` channels crosses the columns' boundary before LRN1 and LRN2.
 
-and, only with ``lrn_mode="all"`` (Caffe's LRN over all channels of the grouped form), a
-halo of ``size // 2`` channels at the boundary between the columns before LRN1 and LRN2.
-
-All transfers go through ``Placement.move`` (``layers.backend.to_device``, after making
-a strided view contiguous on its own device) and every computation runs under
-``layers.backend.device`` of the column that owns its result. With NumPy both columns are
-on the CPU and the transfers are free; with CuPy they are devices 0 and 1 when two GPUs
-are present, else both on device 0 (where ``to_device`` is a no-op).
-
-Running the columns: ``Placement.each`` runs one step of every column, each under its
-device. On GPUs the columns' kernels are queued one column after the other and run
-asynchronously. On the CPU with NumPy and at least two cores the two columns run
-concurrently in two threads, one core each, with the BLAS at one thread per call (the
-paper's one-GPU-per-column mapped onto cores; NumPy releases the GIL in its copies, ufuncs
-and GEMMs). Two concurrent single-thread GEMMs on large matrices run slower than one
-two-thread GEMM after the other (cache contention), but everything else a layer does
-(copies, LRN, pooling, Winograd's transforms) is single-threaded NumPy and gains the
-second core, so the step is faster overall (docs/performance.md has the figures). Each
-column's large arrays come from its own workspace (``workspaces``, ``layers.workspace``):
-glibc would serve a second thread's large blocks from fresh mmaps, re-faulted on every
-call, whatever the process's malloc settings. Each column's arithmetic is the same
-whichever thread runs it, so results do not depend on the threading. This needs
-``threadpoolctl`` (to set the BLAS threads); without it the columns run one after the
-other.
+Transfers go through ``Placement.move`` (``layers.backend.to_device``, a strided view
+made contiguous first); each computation runs under ``layers.backend.device`` of the
+column that owns its result. NumPy: both columns on the CPU. CuPy: devices 0 and 1 with
+two GPUs, else both on 0. ``Placement.each`` runs one step of every column: on GPUs
+queued one column after the other; on the CPU with two or more cores in two threads,
+one core and one BLAS thread each (needs ``threadpoolctl``, else one after the other),
+each column with its own workspace (``workspaces``). Results do not depend on the
+threading; docs/performance.md ("Two columns on two cores") has the figures.
 """
 
 from __future__ import annotations

@@ -7,33 +7,21 @@ computes, as that system's published configuration or source does.
     python -m refnet.train --conventions caffe            # flags given win
 
 ``CONVENTIONS[name]`` maps ``NetOptions`` fields to values, plus ``"init"``, the
-``refnet.init`` scheme of ``net.init``. docs/conventions.md has the table behind them,
-convention by framework, each cell with its source. LRN's alpha: refnet multiplies the
-window sum by ``lrn_alpha`` as it stands (the paper's formula); a system that divides its
-alpha A by the window size n is refnet with ``lrn_alpha = A / n``.
+``refnet.init`` scheme of ``net.init``. LRN's alpha multiplies the window sum as it
+stands (the paper's formula); a system that divides its alpha A by the window size n is
+``lrn_alpha = A / n``. docs/conventions.md ("Conventions by framework", "Presets") has
+each value's source and what a preset does not express.
 
-- ``"paper"``: Krizhevsky et al. 2012 as refnet reads it: LRN per column after the ReLU
-  of layers 1 and 2, n=5, alpha=1e-4, beta=0.75, k=2 (section 3.3); 3/2 max pooling
-  (3.4; its rounding is not stated: floor gives the paper's 55 -> 27 -> 13 -> 6); dropout
-  0.5 on fc6's and fc7's outputs, x0.5 at test (4.2); N(0, 0.01) weights, biases 1 in
-  conv2, conv4, conv5, fc6, fc7 (5).
-- ``"cuda-convnet2"``: the authors' two-GPU model (cuda-convnet2,
-  layers/layers-imagenet-2gpu-model.cfg and layer-params-imagenet-2gpu-model.cfg):
-  ``cmrnorm`` per column, size 5, scale 1e-4 which layer.py divides by the size, pow
-  0.75, minDiv (k) 2; pooling rounds up (layer.py's pool outputsX); dropout divides kept
-  units by keep=0.5 in training (layer.cuh); conv3-conv5 init std 0.03. Not expressed:
-  its LRN in layer 1 acts before the ReLU (conv1 has no neuron; pool1 applies it), an
-  extra spatial ``rnorm`` (cnorm2) follows rnorm2, and it crops 224 with conv1 rounding
-  up to 55 (refnet's alexnet takes 227: the same maps' sizes).
-- ``"caffe"``: Caffe's models/bvlc_alexnet/train_val.prototxt: one LRN over all
-  channels (not per group), local_size 5, alpha 1e-4 (divided by the size in
-  lrn_layer.cpp), beta 0.75, k unset so 1 (caffe.proto); pooling rounds up (caffe.proto's
-  round_mode default CEIL); inverted dropout 0.5; init gaussian 0.01 (fc6/fc7 0.005),
-  biases 0.1 where the paper has 1. Its group 2 on conv2/4/5 is the arch's two columns.
-- ``"torchvision"``: torchvision's AlexNet (torchvision/models/alexnet.py, the "one weird
-  trick" variant): ``arch="owt"`` (one column, 64/192/384/256/256, 224 input, conv1 pad
-  2, dropout before fc6 and fc7: the arch's business), no LRN, floor pooling, inverted
-  dropout 0.5, PyTorch's default init. Needs the ``owt`` arch: without it ``ValueError``.
+- ``"paper"`` (Krizhevsky et al. 2012): LRN per column, n=5, alpha=1e-4, beta=0.75, k=2;
+  3/2 max pooling rounded down; dropout 0.5 after fc6's and fc7's ReLU, x0.5 at test;
+  N(0, 0.01) weights, biases 1 in conv2, conv4, conv5, fc6, fc7.
+- ``"cuda-convnet2"`` (the authors' two-GPU model): LRN per column, size 5, alpha
+  1e-4 / 5, beta 0.75, k 2; pooling rounded up; inverted dropout 0.5; conv3-conv5 std 0.03.
+- ``"caffe"`` (models/bvlc_alexnet): one LRN over all channels, size 5, alpha 1e-4 / 5,
+  beta 0.75, k 1; pooling rounded up; inverted dropout 0.5; gaussian 0.01 (fc6, fc7
+  0.005), biases 0.1 where the paper has 1.
+- ``"torchvision"`` (torchvision's AlexNet): ``arch="owt"`` (else ``ValueError``), no
+  LRN, pooling rounded down, inverted dropout 0.5 before fc6 and fc7, PyTorch's init.
 
 The presets leave ``columns`` to the arch (2 for ``alexnet``: the paper's columns,
 cuda-convnet2's two GPUs and Caffe's group 2 alike) unless the system has one column.

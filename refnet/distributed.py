@@ -1,13 +1,11 @@
 """Data-parallel training on an existing engine: MPI ranks (mpi4py), NCCL between GPUs.
 
-Model parallel within a replica, data parallel across replicas. Each rank holds a whole
-replica of the network, whose two columns keep their own devices as in one process
-(``column_devices``); the ranks split every global batch between them, and after each
-backward pass their gradients are summed by one allreduce of one flat buffer
-(``GradientReducer``, in a few large buckets, each sent as soon as the backward pass
-has made it). Nothing here opens a socket or writes a collective: MPI (through
-mpi4py) launches the ranks, finds them, and reduces NumPy buffers; on GPUs the gradient
-buffer goes through NCCL (``cupyx.distributed``'s ``NCCLBackend``, bootstrapped by MPI).
+Model parallel within a replica, data parallel across replicas: each rank holds a whole
+replica, its two columns on their own devices (``column_devices``); the ranks split
+every global batch, and after backward one allreduce of one flat buffer sums their
+gradients (``GradientReducer``, in large buckets sent as backward makes them). MPI
+launches the ranks, finds them and reduces NumPy buffers; on GPUs the buffer goes
+through NCCL (``cupyx.distributed``'s ``NCCLBackend``, bootstrapped by MPI).
 
     world = current_world()           # Solo() unless mpiexec started more than one rank
     world.rank, world.size, world.local_rank, world.local_size, world.host
@@ -23,24 +21,13 @@ buffer goes through NCCL (``cupyx.distributed``'s ``NCCLBackend``, bootstrapped 
     loss, grads = net.loss_and_grad_columns(x, y, ..., on_grads=reducer.ready)
     loss, extras = reducer.reduce(grads, loss, count, total, extras=(flag, ...))
 
-Hybrid parallel (``--parallel hybrid``, docs/distributed.md): fc6-fc8 are split over the
-ranks (``AlexNet(ranks=world)``, ``refnet.nodes.rank_gather``), whose activations cross
-through ``allgatherv`` and ``reduce_scatter``; ``gradient_reducer(world, net)`` then sums
-the replicated layers' gradients alone, at scale 1 (``GradientReducer``).
-
-A world of one (``Solo``) imports nothing: a plain ``python -m refnet.train`` runs as it
-always did, without mpi4py. ``mpiexec -n R python -m refnet.train ...`` is detected from
-the launcher's environment (``PMI_SIZE`` of MPICH's Hydra, ``OMPI_COMM_WORLD_SIZE`` of
-Open MPI).
-
-Why the model is the same as one process's. The global batch of B images is cut into
-R slices (rank r takes ``numpy.array_split(batch, R)[r]``, ``data.loader``); rank r's
-gradient g_r is the mean over its n_r images. The reducer sums (n_r / B) g_r over the
-ranks, which is the mean over all B images, the one-process gradient up to the order
-of the sums. Weight decay and momentum are then applied by each rank's ``SGD`` to the
-same gradient, so the replicas stay identical (checked by a checksum at every
-checkpoint, ``checksum``). Every sample's crop, flip, lighting and dropout masks are
-drawn from (seed, epoch, sample index) alone (``refnet.sample_draws``).
+Rank r takes ``numpy.array_split(batch, R)[r]`` of the B images (n_r) and its gradient
+g_r is their mean; the reducer sums (n_r / B) g_r, the one-process gradient up to the
+order of the sums (docs/distributed.md, "Why it is the same model as one process").
+Hybrid (``--parallel hybrid``): fc6-fc8 split over the ranks (``AlexNet(ranks=world)``,
+``refnet.nodes.rank_gather``); ``gradient_reducer(world, net)`` then sums the replicated
+layers' gradients alone, at scale 1. ``Solo``, a world of one, imports no MPI; a launched
+rank is recognised by ``PMI_SIZE`` (MPICH's Hydra) or ``OMPI_COMM_WORLD_SIZE`` (Open MPI).
 """
 
 from __future__ import annotations

@@ -5,56 +5,29 @@
     NetOptions.from_dict(opts.to_dict()) == opts # what a checkpoint stores
     NetOptions.preset("caffe", arch="demo")      # a named bundle, given fields winning
 
-Every option of ``AlexNet`` is a field here, and every option's allowed values are
-spelled once, in ``CHOICES`` (the command lines, the benchmark and ``verify`` take their
-choices from it). ``NetOptions(...)`` validates on construction and raises ``ValueError``
-(``TypeError`` for the dtype) naming the option and the offending value; the fields are
-then normalised (dtype as its name, pool and devices as tuples of ints, numbers as
-floats), so two options objects describing the same network compare equal.
+Every option of ``AlexNet`` is a field here; each option's allowed values are spelled
+once, in ``CHOICES`` (the commands, the benchmark and ``verify`` take theirs from it).
+Construction validates and raises ``ValueError`` (``TypeError`` for the dtype) naming the
+option and the value, then normalises (dtype as its name, pool and devices as tuples of
+ints, numbers as floats), so equal networks have equal options. None: the arch's default.
 
-Fields:
+- ``arch`` (``refnet.arch.ARCHS`` name or ``ArchSpec``), ``dtype`` ("float32",
+  "float64"), ``backend`` ("numpy", "cupy" or a namespace), ``devices`` (one per column),
+  ``num_classes`` (fc8's width), ``columns`` (2 or 1; ``zfnet`` and ``owt`` take 1);
+- ``lrn``, ``lrn_mode`` ("column" or "all"), ``lrn_size``, ``lrn_alpha``, ``lrn_beta``,
+  ``lrn_k`` (n=5, alpha=1e-4 times the window sum, beta=0.75, k=2);
+- ``pool`` ((window, stride): (3, 2) or (2, 2)), ``pool_rounding`` ("floor" or "ceil");
+- ``dropout`` (p), ``dropout_mode`` ("paper": x(1 - p) at test; "inverted": 1/(1 - p) in
+  training), ``dropout_placement`` ("after" fc6's and fc7's ReLU, or "before" fc6, fc7);
+- ``conv_algo`` ("winograd" or "gemm"), ``conv_cache`` ("unfolded" or "input"; "columns"
+  is read as "unfolded"), ``layout`` ("CHWN" or "NCHW", input to pool5), ``engine``
+  ("fast" or "plain": NCHW, one column after the other, ignoring ``layout``,
+  ``conv_algo`` and ``conv_cache``);
+- ``head`` ("fc": fc6-fc8; "gap": a 1x1 convolution from conv5's ReLU, averaged over the
+  positions, with nothing for ``dropout`` to act on).
 
-- ``arch``: a name of ``refnet.arch.ARCHS`` (or an ``ArchSpec``), the sizes;
-- ``dtype``: "float32" or "float64", the compute dtype;
-- ``backend``: "numpy" or "cupy" (or an array namespace object, the test suite's
-  device-tagging backend); ``devices``: one device index per column, or None for the
-  default (CuPy: devices 0 and 1 with two GPUs, else 0 for both);
-- ``num_classes``: fc8's width (None: the arch's);
-- ``columns``: 2, the paper's two columns, or 1, its single-column comparison (None: the
-  arch's default, 2, or 1 for the one-column ``zfnet`` and ``owt`` archs, which refuse 2);
-- ``lrn``, ``lrn_mode``, ``lrn_size``, ``lrn_alpha``, ``lrn_beta``, ``lrn_k``: local
-  response normalisation on/off, over each column's maps ("column", the authors') or
-  over all maps of the grouped form ("all", Caffe's), and its hyperparameters (the
-  paper's n=5, alpha=1e-4, beta=0.75, k=2; alpha multiplies the window sum as is;
-  ``lrn`` None: the arch's default, True but for ``owt``);
-- ``pool``: (window, stride) of max pooling, (3, 2) the paper's, (2, 2) its ablation;
-  ``pool_rounding``: the pooled size rounded down ("floor", PyTorch's default) or up
-  ("ceil", Caffe's and cuda-convnet's; the last window clipped at the edge);
-- ``dropout``, ``dropout_mode``, ``dropout_placement``: the drop probability, its
-  scaling ("paper": x(1 - p) at test; "inverted": 1/(1 - p) in training) and where it
-  acts ("after": on fc6's and fc7's ReLU outputs, the paper's; "before": on fc6's and
-  fc7's inputs, torchvision's, i.e. on the flattened pool5 maps and fc6's ReLU output);
-  ``dropout_mode`` and ``dropout_placement`` None: the arch's defaults ("paper" and
-  "after", "inverted" and "before" for ``owt``);
-- ``conv_algo``: "winograd" (stride-1 layers by Winograd's minimal filtering, conv1 by
-  im2col + GEMM) or "gemm" (im2col + GEMM everywhere);
-- ``conv_cache``: what a convolution keeps for backward, "unfolded" (its input unfolded:
-  the im2col matrix, or Winograd's transformed tiles) or "input" (unfolded again in
-  backward); the old spelling "columns" is accepted and stored as "unfolded";
-- ``engine``: "fast" (the default: workspace, blocking, Winograd, the CHWN layout, column
-  threads) or "plain" (every layer's plain form, NCHW, one column after the other: what a
-  reader follows; the same numbers to float64 round-off). The plain engine has one way to
-  compute each layer, so it ignores ``layout``, ``conv_algo`` and ``conv_cache``;
-- ``head``: "fc" (the paper's fc6-fc8 after pool5) or "gap" (Network-in-Network and
-  GoogLeNet's global-average-pooling head: a 1x1 convolution ``head`` from conv5's ReLU
-  output, before pool5, to the classes, averaged over the positions; no fc layers, so
-  ``dropout`` and ``dropout_mode`` then have nothing to act on);
-- ``layout``: "CHWN" (batch innermost, the default) or "NCHW", the maps' memory layout
-  from the input to pool5 (the network's inputs, outputs and parameters do not change).
-
-``NetOptions.preset(name, **fields)``: the options of a named bundle of conventions
-(``refnet.conventions``: "paper", "cuda-convnet2", "caffe", "torchvision"), the fields
-given winning over the preset's; ``CHOICES["conventions"]`` lists the names.
+docs/architecture.md ("Two engines, and what a layer kind is") explains each option;
+``NetOptions.preset`` takes the names of ``CHOICES["conventions"]`` (``refnet.conventions``).
 """
 
 from __future__ import annotations

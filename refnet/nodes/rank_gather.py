@@ -4,10 +4,8 @@ column's array joined along ``axis``, on every rank.
 Axis legend: N batch, C channels of one column, H/W height/width, F features; R ranks,
 n_r rank r's block along ``axis``.
 
-Hybrid parallel (``refnet.distributed``; Krizhevsky 2014): the convolutions run data
-parallel, each rank on its slice of the batch, and fc6-fc8 model parallel, each rank on
-its share of every fc layer's outputs for the whole batch. Three kinds of crossing join
-them, one per column, each a ``RankGather`` in the layer list:
+Hybrid parallel (docs/distributed.md, "Hybrid parallel"): convolutions data parallel,
+fc6-fc8 model parallel, joined by three kinds of ``RankGather``, one per column:
 
     pool5's maps     (C, H, W, n_r) CHWN  -> (C, H, W, N)  axis 3 (0 for NCHW), partial
     fc6/fc7 outputs  (N, F_r)             -> (N, F)        axis 1, partial
