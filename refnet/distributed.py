@@ -37,18 +37,38 @@ import importlib.util
 import json
 import os
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy
 
 from refnet.data.cli import UserError
 from refnet.layers import backend
-from refnet.layers.backend import Array
+from refnet.layers.backend import Array, Module
 
 if TYPE_CHECKING:
-    from refnet.network import AlexNet
+    from refnet.columns import Placement
 
 LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # set by mpiexec for each rank
+
+
+class Replica(Protocol):
+    """What the reducer reads of a network (``refnet.network.AlexNet``, which imports
+    this module: a protocol keeps the import graph one-way)."""
+
+    columns: int
+    dtype: numpy.dtype
+    layers: list[Any]
+    params: list[dict[str, Array]]
+    shapes: dict[str, tuple[int, ...]]
+    placement: Placement
+    xp: Module
+    ranks: Solo | None
+
+    def key(self, layer: str, kind: str) -> str: ...
+
+    def replicated_layers(self) -> list[str]: ...
+
+    def shards_finite(self, per_column: list[dict[str, Array]]) -> bool: ...
 
 
 class DistributedError(UserError, RuntimeError):
@@ -378,7 +398,7 @@ class GradientReducer:
     def __init__(
         self,
         world: Solo,
-        net: AlexNet,
+        net: Replica,
         bucket_bytes: int | None = BUCKET_BYTES,
         *,
         layers: Collection[str] | None = None,
@@ -511,7 +531,7 @@ class GradientReducer:
         return reduced and self.shards_bad == 0
 
 
-def gradient_reducer(world: Solo, net: AlexNet) -> GradientReducer | None:
+def gradient_reducer(world: Solo, net: Replica) -> GradientReducer | None:
     """The reducer of a job of more than one rank (None for one): every gradient, or
     for a hybrid network (``net.ranks``) the replicated layers' alone, at scale 1."""
     if world.size == 1:

@@ -220,7 +220,9 @@ class AlexNet(Readouts, InputChecks, Parameters):
         seq += [Linear("fc8", shapes=self._param_shapes("fc8"))]  # (N, K) on column 0
         if not self.dropout:
             seq = [layer for layer in seq if not isinstance(layer, Dropout)]
-        return seq if self.ranks is None else hybrid_layers(seq, self.ranks, self)
+        if self.ranks is None:
+            return seq
+        return hybrid_layers(seq, self.ranks, self.placement, self.key, self.layout)
 
     # -- forward and backward --------------------------------------------------------
     def forward(

@@ -24,7 +24,7 @@ import argparse
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import numpy
 
@@ -53,7 +53,10 @@ if TYPE_CHECKING:
     from refnet.distributed import Solo
     from refnet.network import AlexNet
     from refnet.run_dir import RunLock
-    from refnet.train import Trainer
+    from refnet.train_records import TrainerRecords as Trainer  # refnet.train's, by its mixin
+
+
+T = TypeVar("T", bound="Trainer")  # the trainer open_trainer makes
 
 
 class Start(NamedTuple):
@@ -297,7 +300,7 @@ def finish(trainer: Trainer, folder: Path) -> None:
     )
 
 
-def open_trainer(make: Callable[..., Trainer], cfg: Config, world: Solo) -> Trainer:
+def open_trainer(make: Callable[..., T], cfg: Config, world: Solo) -> T:
     """``make(cfg, world)`` (a ``Trainer``), its GPUs joined to the job's NCCL
     communicator in a data-parallel job on GPUs."""
     trainer = make(cfg, world=world)

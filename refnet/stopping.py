@@ -24,15 +24,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy
 
 from refnet.data.cli import FAILED, INTERRUPTED, importing, interrupt_pending, note_interrupt
 from refnet.data.store import StoreChanged
 
-if TYPE_CHECKING:
-    from refnet.train import Trainer
+
+class Trainer(Protocol):
+    """What the stop handling reads of a ``refnet.train.Trainer`` (which imports this
+    module: a protocol keeps the import graph one-way)."""
+
+    phase: str
+    interrupt: bool
+    sgd: Any  # refnet.sgd.SGD: its ``lr``
+    output: Any  # refnet.run_output.RunOutput: its ``folder``
+
+    def train(self) -> Any: ...
+
+    def last_checkpoint(self) -> Path | None: ...
 
 
 class Diverged(RuntimeError):

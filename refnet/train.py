@@ -85,16 +85,6 @@ class Trainer(TrainerRecords):
         self.final = None  # early stop: the best epoch's final-views record
         self.clock = (time.perf_counter(), 0)  # (time, step) the ETA counts from
 
-    def close(self) -> None:
-        self.pipeline.close()
-        self.net.placement.close()
-
-    def __enter__(self) -> Trainer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def train(self) -> list[Record]:
         self.clock = (time.perf_counter(), self.step)
         while self.epoch < self.cfg.epochs:  # an early stop lowers it

@@ -18,7 +18,7 @@ does not improve again).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy
 
@@ -50,6 +50,9 @@ class Untrainable(RuntimeError):
     exit_status = FAILED
 
 
+R = TypeVar("R", bound="TrainerRecords")
+
+
 class TrainerRecords:
     """The ``Trainer``'s bookkeeping, as a mixin: it reads the trainer's ``cfg``, ``net``,
     ``sgd``, ``schedule``, ``pipeline``, ``world``, ``output`` and counters."""
@@ -70,6 +73,17 @@ class TrainerRecords:
     best_model: dict[str, numpy.ndarray] | None
     final: Record | None
     clock: tuple[float, int]
+
+    def close(self) -> None:
+        """Release the data files and the columns' threads (also at the end of ``with``)."""
+        self.pipeline.close()
+        self.net.placement.close()
+
+    def __enter__(self: R) -> R:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def fresh_start(self) -> None:
         self.net.init(seed=self.cfg.seed, scheme=self.cfg.init)

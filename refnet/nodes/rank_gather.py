@@ -34,6 +34,7 @@ and keep this rank's units (``Dropout``'s ``ranks``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from refnet.layers.backend import Array, Module
@@ -43,8 +44,8 @@ from refnet.nodes.dropout import Dropout
 from refnet.nodes.exchange import Exchange
 
 if TYPE_CHECKING:
+    from refnet.columns import Placement
     from refnet.distributed import Solo
-    from refnet.network import AlexNet
 
 
 class RankGather(Layer):
@@ -152,17 +153,20 @@ def hybrid_world(ranks: Solo | None, head: str) -> Solo | None:
     return ranks
 
 
-def hybrid_layers(seq: list[Layer], world: Solo, net: AlexNet) -> list[Layer]:
-    """The layer list ``seq`` of ``net`` with the rank gathers of hybrid parallel (module
-    doc); fc6-fc8 hold this rank's share of their outputs (``net.placement``)."""
+def hybrid_layers(
+    seq: list[Layer], world: Solo, placement: Placement, key: Callable[[str, str], str], layout: str
+) -> list[Layer]:
+    """The layer list ``seq`` with the rank gathers of hybrid parallel (module doc); fc6-fc8
+    hold this rank's share of their outputs (``placement``; ``key(layer, "bias")`` names a
+    parameter, ``layout`` that of the maps)."""
 
     def sizes(name: str) -> tuple[int, ...]:  # every rank's share of layer name's outputs
-        return tuple(hi - lo for lo, hi in net.placement.rank_rows(net.key(name, "bias"))[0])
+        return tuple(hi - lo for lo, hi in placement.rank_rows(key(name, "bias"))[0])
 
     out: list[Layer] = []
     for layer in seq:
         if isinstance(layer, Exchange) and layer.name == "to_fc6":  # the batch axis
-            out.append(RankGather("gather_pool5", net.layout.index("N"), True, world))
+            out.append(RankGather("gather_pool5", layout.index("N"), True, world))
         elif isinstance(layer, Exchange) and layer.name in ("to_fc7", "to_fc8"):
             name = "fc6" if layer.name == "to_fc7" else "fc7"
             out.append(RankGather(f"gather_{name}", 1, True, world, sizes(name)))
