@@ -478,25 +478,35 @@ def test_a_store_replaced_during_iteration_is_noticed(trained, tmp_path):
         next(batches)
 
 
-def test_a_run_whose_store_changes_stops_with_its_checkpoint(trained, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(trained[0], data)
-    out = tmp_path / "run"
+def _run_changing_its_store(data, out, change):
+    """A long training run on ``data`` until its first checkpoint, then ``change()``; its
+    standard error once it has ended (the process is killed if it has not)."""
     proc = subprocess.Popen(
         [sys.executable, *_train(data, out)[:-3], "--epochs", "200", "--quiet"],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + TIMEOUT
-        while not checkpoint.list_checkpoints(out):
+        while not checkpoint.list_checkpoints(out):  # an evaluation has read val.h5 too
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.02)
-        with h5py.File(data / "train.h5", "r+") as f:  # flip pixel bytes in place
-            f["images"][0, 0, 0, 0] ^= 0xFF
+        change()
         err = proc.communicate(timeout=TIMEOUT)[1]
     finally:
         proc.kill()
     assert proc.returncode == 2, err
+    return err
+
+
+def test_a_run_whose_store_changes_stops_with_its_checkpoint(trained, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(trained[0], data)
+
+    def flip():  # pixel bytes flipped in place
+        with h5py.File(data / "train.h5", "r+") as f:
+            f["images"][0, 0, 0, 0] ^= 0xFF
+
+    err = _run_changing_its_store(data, tmp_path / "run", flip)
     line = err.strip().splitlines()[-1]
     assert "changed while the run read it" in line and "the last checkpoint" in line
     assert "--resume" in line and "Traceback" not in err
@@ -508,21 +518,12 @@ def test_a_run_whose_val_store_is_replaced_stops_with_its_checkpoint(trained, tm
     data = tmp_path / "data"
     shutil.copytree(trained[0], data)
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, *_train(data, out)[:-3], "--epochs", "200", "--quiet"],
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not checkpoint.list_checkpoints(out):  # an evaluation has read val.h5
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.02)
+
+    def replace():  # the same build, another file
         shutil.copy(data / "val.h5", data / ".other")
-        os.replace(data / ".other", data / "val.h5")  # the same build, another file
-        err = proc.communicate(timeout=TIMEOUT)[1]
-    finally:
-        proc.kill()
-    assert proc.returncode == 2, err
+        os.replace(data / ".other", data / "val.h5")
+
+    err = _run_changing_its_store(data, out, replace)
     line = err.strip().splitlines()[-1]
     assert line.startswith(f"refnet.train: error: store file {data / 'val.h5'} changed"), line
     assert "the last checkpoint" in line and "--resume" in line and "Traceback" not in err
