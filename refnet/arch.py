@@ -7,8 +7,8 @@ columns together (the grouped single-device form): each of two columns holds hal
 
 - ``alexnet``: the paper. Input 227 (its text says 224, but 11x11 kernels at stride 4 give
   its 55x55 maps only from 227: docs/conventions.md), stored 256. 60,965,224 parameters.
-- ``demo``: scaled for ``python -m refnet.train`` on 2 CPU cores: stored 128, crops 113,
-  conv1 11x11 stride 3 -> 35 -> pool 17 -> conv2 -> 17 -> pool 8 -> conv3-5 -> 8 -> pool 3;
+- ``demo``: scaled for ``python -m refnet.train`` on 2 CPU cores: stored 80, crops 71,
+  conv1 7x7 stride 2 -> 33 -> pool 16 -> conv2 -> 16 -> pool 7 -> conv3-5 -> 7 -> pool 3;
   widths 24/64/96/96/64, fc 512/512, 10 classes.
 - ``small``: the demo's widths for small images (digits, icons): stored 28, crops 24, conv1
   5x5 stride 1 pad 2 -> 24 -> pool 11 -> conv2 -> 11 -> pool 5 -> conv3-5 -> 5 -> pool 2;
@@ -136,9 +136,9 @@ ARCHS = {
     ),
     "demo": ArchSpec(
         name="demo",
-        input_size=113,
+        input_size=71,
         convs=(
-            ConvSpec(11, 3, 0, 24),
+            ConvSpec(7, 2, 0, 24),
             ConvSpec(5, 1, 2, 64),
             ConvSpec(3, 1, 1, 96),
             ConvSpec(3, 1, 1, 96),
@@ -146,7 +146,7 @@ ARCHS = {
         ),
         fc=(512, 512),
         num_classes=10,
-        store_size=128,
+        store_size=80,
     ),
     "small": ArchSpec(
         # 24 -> conv1 5x5/1 pad 2 -> 24 -> pool 11 -> conv2 5x5 pad 2 -> 11 -> pool 5

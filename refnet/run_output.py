@@ -13,9 +13,10 @@ Each log record carries ``world_size``, the number of ranks of the job. A write 
 fails (a full disk, a folder gone read-only) raises ``data.files.OutputError``: one line
 naming the file, exit status 2; the files written before stay whole (a log record is
 appended whole or not at all, a checkpoint or plot replaces its old self atomically).
-The plots are drawn at most every ``PLOT_EVERY`` seconds, and always for the run's last
-epoch (``final``): drawing them takes about half a second, longer than an epoch of a
-small data set.
+The plots are drawn at most every ``PLOT_EVERY`` seconds (the first time at the end of
+the first epoch that ends that long after the run's output began), and always for the
+run's last epoch (``final``): drawing them takes about a third of a second, longer than an
+epoch of a small data set.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class RunOutput:
         self.quiet = cfg.quiet
         self.world_size = world_size
         self._say = say
-        self._plotted = -float("inf")  # when the plots were last drawn (perf_counter)
+        self._plotted = time.perf_counter()  # when the plots were last drawn, or this began
 
     def say(self, *args: Any, **kwargs: Any) -> None:
         if not self.quiet:

@@ -84,3 +84,19 @@ def test_ensure_demo_builds_once_and_rebuilds_on_a_new_version(tmp_path, monkeyp
     assert [n for n in os.listdir(tmp_path) if n.startswith(".build-")] == []
     monkeypatch.setenv("REFNET_CACHE", str(tmp_path / "c"))
     assert demo.default_cache_dir() == str(tmp_path / "c" / "demo")
+
+
+def test_render_covers_the_shape_area():
+    """The supersampled cover of a circle and a square of radius r: pi r^2 and (1.7 r)^2
+    of the image, to within the edge pixels' rounding; the foreground colour fills them."""
+    for cls, area in ((0, numpy.pi), (1, 1.7**2)):
+        for i in range(5):
+            rng = numpy.random.default_rng([7, cls, i])
+            r = numpy.random.default_rng([7, cls, i]).uniform(0.30, 0.38) * 90
+            img = demo.render(cls, rng, 90, 90).astype(float)
+            centre = numpy.median(img[40:50, 40:50].reshape(-1, 3), axis=0)
+            corner = numpy.median(img[:6, :6].reshape(-1, 3), axis=0)
+            # the share of each pixel that is foreground, from its distance between colours
+            axis = centre - corner
+            share = numpy.clip(((img - corner) @ axis) / (axis @ axis), 0, 1)
+            assert abs(share.sum() - area * r * r) < 0.04 * area * r * r + 2 * 90, (cls, i)

@@ -136,3 +136,41 @@ def test_metadata_and_bad_arguments(store):
         Loader(store, 0)
     with pytest.raises(ValueError, match="does not exist"):
         Loader(store + ".missing", 5)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_prepare_runs_in_the_workers_on_each_batch(store, workers):
+    """``prepare(images, indices, epoch)`` gets each batch as read, in the worker threads
+    (the caller's thread with no workers); its result is what the loader hands out, and
+    the position still moves only as batches are handed out."""
+    where = []
+
+    def prepare(images, idx, epoch):
+        where.append(threading.current_thread().name)
+        assert indices(images) == idx.tolist()
+        return images.astype(numpy.int64) * 1000 + epoch, idx
+
+    plain = Loader(store, 4, seed=5, workers=workers, with_indices=True)
+    made = Loader(store, 4, seed=5, workers=workers, with_indices=True, prepare=prepare)
+    for epoch in (0, 1):
+        for (images, labels, idx), (got, labels2, idx2) in zip(plain, made, strict=True):
+            assert made.position == plain.position
+            assert (got[0] == images.astype(numpy.int64) * 1000 + epoch).all()
+            assert (got[1] == idx).all() and (idx2 == idx).all()
+            assert (labels2 == labels).all()
+    if workers:
+        assert where and all(name.startswith("loader-") for name in where)
+    else:
+        assert set(where) == {threading.current_thread().name}
+
+
+def test_prepare_failure_reaches_the_consumer(store):
+    def prepare(images, idx, epoch):
+        raise ArithmeticError("bad batch")
+
+    with pytest.raises(RuntimeError, match="bad batch"):
+        for _ in Loader(store, 4, seed=0, workers=1, prepare=prepare):
+            pass
+    with pytest.raises(ArithmeticError, match="bad batch"):
+        for _ in Loader(store, 4, seed=0, workers=0, prepare=prepare):
+            pass

@@ -56,9 +56,9 @@ def test_architecture_sizes():
         "conv5": 13,
         "pool5": 6,
     }
-    assert ARCHS["demo"].sizes()["conv1"] == 35 and ARCHS["demo"].sizes()["pool5"] == 3
+    assert ARCHS["demo"].sizes()["conv1"] == 33 and ARCHS["demo"].sizes()["pool5"] == 3
     assert (ARCHS["alexnet"].store_size, ARCHS["alexnet"].crop_size) == (256, 227)
-    assert (ARCHS["demo"].store_size, ARCHS["demo"].crop_size) == (128, 113)
+    assert (ARCHS["demo"].store_size, ARCHS["demo"].crop_size) == (80, 71)
     assert ARCHS["tiny"].sizes()["pool5"] == 2  # fc6 flattening order is exercised
 
 
