@@ -10,9 +10,8 @@ draws, evaluation, checkpoints or plots). It reports
   the libraries' imports, about a second) and its parts: before the first epoch (the data
   set, built when not cached, and the network), the epochs' training loops, and the rest
   (evaluations, checkpoints, plots);
-- the training loops' images/s against the bare step's: what the loader, the augmentation
-  and the bookkeeping of each step cost the run (the views are made in the loader's
-  thread, so they overlap the step);
+- the training loops' images/s against the bare step's: what the loader, the augmentation,
+  the dropout draws and the bookkeeping of each step cost the run;
 - the final 10-crop validation error.
 
 Timings are wall-clock on whatever else the machine is doing: run it on an idle machine.
@@ -42,8 +41,9 @@ def bare_steps(trainer: Trainer, steps: int, warmup: int = 3) -> float:
     with Trainer(trainer.cfg) as twin:
         twin.fresh_start()
         batches = twin.pipeline.train_batches()
-        x, labels, _ = next(batches)
+        images, labels, indices = next(batches)
         batches.close()
+        x = twin.pipeline.train_views(images, indices, 0)
         y = twin.pipeline.labels(labels)
         rng = numpy.random.default_rng(0)
 

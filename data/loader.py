@@ -4,7 +4,7 @@ Axis legend: B batch, S stored side, 3 RGB.
 
     loader = Loader(path, batch_size, *, shuffle=True, seed=0, drop_last=True,
                     workers=2, prefetch=4, position=(0, 0), shard=(0, 1),
-                    with_indices=False, prepare=None)
+                    with_indices=False)
     for images, labels in loader:      # the rest of the current epoch
         ...                            # images (B, S, S, 3) uint8, labels (B,) int64, NumPy
         state = loader.position        # (epoch, index): save it AFTER training on the batch
@@ -27,9 +27,7 @@ store indices of the images.
 
 Workers. ``workers`` threads (0: the calling thread) each open the file and read every
 ``workers``-th batch; ``prefetch`` batches may wait ready; images are read in increasing
-file order. ``prepare(images, indices, epoch)``, when given, runs in the worker on each
-batch it reads and its result is handed out in place of the images (the training views:
-the cropping and lighting then overlap the step). Before each batch is handed out the file is checked to be the one opened
+file order. Before each batch is handed out the file is checked to be the one opened
 (``data.store.file_identity``): ``StoreChanged`` if it was replaced or written to
 (``check_unchanged``; ``refnet.train_inputs`` checks ``val.h5`` the same way).
 """
@@ -38,15 +36,12 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 import numpy
 
 from refnet.data.store import StoreChanged, StoreError, StoreReader, file_identity
-
-# (images (B, S, S, 3) uint8, store indices (B,), epoch) -> what the loader hands out
-Prepare = Callable[[numpy.ndarray, numpy.ndarray, int], Any]
 
 
 class Loader:
@@ -63,7 +58,6 @@ class Loader:
         position: Sequence[int] = (0, 0),
         shard: Sequence[int] = (0, 1),
         with_indices: bool = False,
-        prepare: Prepare | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"Loader: batch_size must be >= 1, got {batch_size}")
@@ -86,7 +80,6 @@ class Loader:
                 f"0 <= rank < ranks <= batch_size ({batch_size})"
             )
         self.shard, self.with_indices = (rank, ranks), with_indices
-        self.prepare = prepare
         self.seek(*position)
 
     def __len__(self) -> int:
@@ -135,13 +128,7 @@ class Loader:
         rank, ranks = self.shard
         if ranks > 1:  # this rank's part of every batch (module doc)
             batches = [numpy.array_split(b, ranks)[rank] for b in batches]
-        prepare = self.prepare
-        if prepare is not None:
-            def step(images: numpy.ndarray, indices: numpy.ndarray) -> Any:
-                return prepare(images, indices, epoch)
-        source = _read_batches(
-            self.path, batches, self.workers, self.prefetch, None if prepare is None else step
-        )
+        source = _read_batches(self.path, batches, self.workers, self.prefetch)
         try:
             for k, images in enumerate(source):
                 self.check_unchanged()
@@ -191,20 +178,14 @@ def sequential_batches(
 
 
 def _read_batches(
-    path: str,
-    batches: list[numpy.ndarray],
-    workers: int,
-    prefetch: int,
-    prepare: Callable[[numpy.ndarray, numpy.ndarray], Any] | None = None,
-) -> Generator[Any, None, None]:
-    """Generator of image batches for ``batches`` (lists of indices), in order, each
-    through ``prepare(images, indices)`` when given."""
+    path: str, batches: list[numpy.ndarray], workers: int, prefetch: int
+) -> Generator[numpy.ndarray, None, None]:
+    """Generator of image batches for ``batches`` (lists of indices), in order."""
     if workers == 0 or len(batches) == 0:
         reader = StoreReader(path, memory_limit=0)
         try:
             for b in batches:
-                images = reader.take(b)
-                yield images if prepare is None else prepare(images, b)
+                yield reader.take(b)
         finally:
             reader.close()
         return
@@ -217,7 +198,7 @@ def _read_batches(
     threads = [
         threading.Thread(
             target=_worker,
-            args=(path, batches[w::workers], queues[w], stop, prepare),
+            args=(path, batches[w::workers], queues[w], stop),
             name=f"loader-{w}",
             daemon=True,
         )
@@ -231,7 +212,7 @@ def _read_batches(
             if kind == "error":
                 if isinstance(value, StoreError):
                     raise value  # already names the file and the problem
-                raise RuntimeError(f"loader worker failed on a batch of {path}: {value!r}") from value
+                raise RuntimeError(f"loader worker failed reading {path}: {value!r}") from value
             yield value
     finally:
         stop.set()
@@ -250,14 +231,12 @@ def _worker(
     batches: list[numpy.ndarray],
     out: queue.Queue[tuple[str, Any]],
     stop: threading.Event,
-    prepare: Callable[[numpy.ndarray, numpy.ndarray], Any] | None,
 ):
     reader = None
     try:
         reader = StoreReader(path, memory_limit=0)
         for b in batches:
-            images = reader.take(b)
-            item = ("ok", images if prepare is None else prepare(images, b))
+            item = ("ok", reader.take(b))
             while not stop.is_set():
                 try:
                     out.put(item, timeout=0.05)

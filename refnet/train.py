@@ -41,7 +41,6 @@ from refnet.data.cli import exit_status, run_command
 from refnet.data.progress import Progress
 from refnet.distributed import Solo
 from refnet.evaluate import evaluate
-from refnet.layers.backend import Array
 from refnet.network import build_network
 from refnet.run_output import NoOutput, RunOutput, run_output
 from refnet.startup import build_optimizer, build_schedule, network_options
@@ -100,17 +99,18 @@ class Trainer(TrainerRecords):
             bar.count = self.pipeline.loader.position[1] if in_epoch else 0
             with closing(self.pipeline.train_batches() if in_epoch else _no_batches()) as batches:
                 self.phase = "train"
-                for x, labels, indices in batches:  # x: the views (refnet.train_inputs)
+                for images_u8, labels, indices in batches:
                     images += self.pipeline.batch  # the global batch
-                    self.train_step(x, labels, indices, bar, t0, images)
+                    self.train_step(images_u8, labels, indices, bar, t0, images)
                 self.phase = "epoch-end"
             bar.close()
             self.end_epoch(time.perf_counter() - t0, images)
         return self.history
 
     def train_step(
-        self, x: Array, labels: Host, indices: Host, bar: Progress, t0: float, images: int
+        self, images_u8: Host, labels: Host, indices: Host, bar: Progress, t0: float, images: int
     ) -> None:
+        x = self.pipeline.train_views(images_u8, indices, self.epoch)
         y = self.pipeline.labels(labels)
         if self.net.ranks is not None:  # hybrid: the whole batch's
             indices, y = self.pipeline.whole_batch(self.world, indices, y)

@@ -6,15 +6,14 @@ Axis legend: N batch, S stored side, Cr crop side, V views.
 ``val.h5`` with ``data.store.StoreReader`` (which checks the format; its errors become
 ``DataError``), checks them against the architecture, and provides
 
-    train_batches()             -> the rest of the current epoch: (views (N, 3, Cr, Cr),
+    train_batches()             -> the rest of the current epoch: (images (N, S, S, 3) uint8,
                                    labels (N,), store indices (N,)) from ``loader``
-                                   (position: ``loader.position``), the views by
+                                   (position: ``loader.position``)
     train_views(images, indices, epoch)
                                 -> (N, 3, Cr, Cr) on the network's xp: random crops,
                                    flips and PCA lighting (``data.augment``), each image's
                                    drawn from (seed, epoch, its index)
-                                   (``refnet.sample_draws``); with NumPy in the loader's
-                                   thread, so they overlap the step before
+                                   (``refnet.sample_draws``)
     eval_views(images, views)   -> (N, 3, Cr, Cr) ("center") or (10, N, 3, Cr, Cr) ("ten")
     val_batches(batch)          -> iterator over the validation set in file order (read
                                    into memory once when small; evaluation uses it too);
@@ -35,7 +34,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Generator, Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -209,10 +207,9 @@ class InputPipeline:
                 seed=int(cfg.seed),
                 drop_last=True,
                 workers=1,
-                prefetch=2,  # batches of views: two wait ready while a step runs
+                prefetch=4,
                 shard=shard,
                 with_indices=True,
-                prepare=self.train_views if self.xp is numpy else None,
             )
             self.steps_per_epoch = len(self.loader)
             self.train_count = self.steps_per_epoch * self.batch
@@ -240,17 +237,8 @@ class InputPipeline:
 
     # -- training ------------------------------------------------------------------
     def train_batches(self) -> Batches:
-        """The rest of the loader's current epoch: (views, labels (B,), store indices (B,))
-        (module doc)."""
-        if self.loader.prepare is not None:  # made in the loader's thread
-            return cast(Batches, iter(self.loader))  # a generator
-        return self._views_here()
-
-    def _views_here(self) -> Batches:
-        epoch = self.loader.epoch
-        with closing(iter(self.loader)) as batches:
-            for images, labels, indices in batches:
-                yield self.train_views(images, indices, epoch), labels, indices
+        """The rest of the loader's current epoch: (images (B, S, S, 3) uint8, labels (B,))."""
+        return cast(Batches, iter(self.loader))  # a generator
 
     def train_views(self, images: Host, indices: Host, epoch: int) -> Array:
         lighting = float(self.cfg.lighting)
