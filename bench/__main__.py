@@ -37,7 +37,7 @@ import numpy
 
 from refnet import NetOptions
 from refnet.bench.env import PROCESSES, blas_info, blas_threads, reexec_if_needed, reported_env
-from refnet.bench.flops import step_flops
+from refnet.bench.flops import step_flops, winograd_step_flops
 from refnet.bench.layers import time_layers
 from refnet.bench.memory import SIDES, peak_memory, run_probe
 from refnet.bench.report import report
@@ -228,6 +228,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peak = gemm_peak(ours.xp, numpy.dtype(args.dtype), ours.sync)
     results["gemm_peak_gflops"] = peak
     results["flops_per_image"] = {"forward": fwd_flops, "step": step_fl}
+    if args.conv_algo == "winograd":  # the products Winograd leaves (bench.flops)
+        results["flops_per_image"]["step_winograd_products"] = winograd_step_flops(
+            ours.net.spec.name, args.dtype, ours.net.columns
+        )
 
     def sync() -> None:
         ours.sync()
@@ -249,6 +253,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             side["fraction_of_gemm_peak"] = side["gflops"] / peak
         if "torch" in res:
             res["speedup_vs_torch"] = res["torch"]["median_s"] / res["refnet"]["median_s"]
+        bound = results["flops_per_image"].get(f"{part}_winograd_products")
+        if bound:  # the least time the step's products take at the GEMM peak
+            res["refnet"]["over_arithmetic_bound"] = res["refnet"]["median_s"] / (
+                bound * args.batch / (peak * 1e9)
+            )
         results[part] = res
     if "layers" in args.parts:
         results["layers"] = time_layers(

@@ -42,6 +42,13 @@ def report(r: dict[str, Any]) -> str:
                     f"{s['images_per_s']:7.1f} img/s  {s['gflops']:6.0f} GFLOP/s "
                     f"({100 * s['fraction_of_gemm_peak']:.0f}% of GEMM peak)"
                 )
+        if "over_arithmetic_bound" in r[part]["refnet"]:
+            products = r["flops_per_image"][f"{part}_winograd_products"]
+            lines.append(
+                f"{part:8s} refnet = {r[part]['refnet']['over_arithmetic_bound']:.2f}x the "
+                f"time of its products at the GEMM peak ({products / 1e9:.3g} GFLOP per image "
+                "with Winograd)"
+            )
         if "speedup_vs_torch" in r[part]:
             lines.append(
                 f"{part:8s} refnet speed / PyTorch speed = {r[part]['speedup_vs_torch']:.2f}x"

@@ -124,7 +124,7 @@ def render(cls: int, rng: numpy.random.Generator, width: int, height: int) -> nu
     # background plus gradient where uncovered, foreground where covered, plus noise
     img = rng.standard_normal((height, width, 3), dtype=numpy.float32)
     img *= numpy.float32(3.0)
-    img += ((bg.astype(numpy.float32) + gradient[:, :, None]) * (1 - cover)[:, :, None])
+    img += (bg.astype(numpy.float32) + gradient[:, :, None]) * (1 - cover)[:, :, None]
     img += fg.astype(numpy.float32) * cover[:, :, None]
     return numpy.clip(numpy.rint(img), 0, 255).astype(numpy.uint8)
 

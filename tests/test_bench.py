@@ -121,3 +121,16 @@ def test_process_settings_set_exactly_their_malloc_variables():
     thresholds = process_env(start, "thresholds")
     assert "MALLOC_ARENA_MAX" not in thresholds
     assert thresholds["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"]
+
+
+def test_winograd_products_count():
+    """Counted direct, the products are ``refnet.summary``'s step count (its own code);
+    with Winograd's tiles they are fewer, by at most the best tile's ratio m^2 r^2 / n^2."""
+    from refnet.bench.flops import step_flops, winograd_step_flops
+    from refnet.network import AlexNet
+
+    for arch in ("alexnet", "demo", "tiny"):
+        direct = step_flops(AlexNet(arch=arch))[1]
+        assert winograd_step_flops(arch, winograd=False) == direct
+        fewer = direct / winograd_step_flops(arch)
+        assert 1.5 < fewer < 5 * 5 * 4 * 4 / 8**2, (arch, fewer)
