@@ -10,7 +10,7 @@ Ten classes, told apart only by shape or structure:
     6 horizontal bars   7 vertical bars   8 checkerboard   9 diagonal stripes
 
 Every image draws its own background and foreground colours (uniform in RGB, at least
-120 levels apart), a mild background gradient, the object's size (radius 30-38% of the
+120 levels apart), a mild background gradient, the object's size (radius 34-40% of the
 shorter side), position (inside the central square that the build's centre crop keeps,
 with room for a 71 crop of 80), rotation (+-10 degrees: the striped classes' orientation
 is what defines them) and Gaussian noise (sigma 3). Mean colour therefore carries almost
@@ -96,7 +96,7 @@ def _mask(cls: int, u: numpy.ndarray, v: numpy.ndarray):
 def render(cls: int, rng: numpy.random.Generator, width: int, height: int) -> numpy.ndarray:
     """One (H, W, 3) uint8 image of class ``cls`` (random parameters from ``rng``)."""
     m = min(width, height)
-    r = rng.uniform(0.30, 0.38) * m
+    r = rng.uniform(0.34, 0.40) * m
     room = max(0.0, m / 2 - r - 0.06 * m)
     cx = width / 2 + rng.uniform(-1, 1) * room
     cy = height / 2 + rng.uniform(-1, 1) * room

@@ -17,8 +17,8 @@ options (LRN, pooling, dropout, columns, convolution algorithm, ...) default to 
 - ``demo``: the paper's recipe (crops, flips, PCA lighting, dropout, momentum 0.9,
   weight decay 5e-4) but He init and inputs divided by the per-channel pixel std, because
   the paper's init stays at chance at this size (docs/paper.md, "At demo scale"), and
-  dropout 0.25. Batch 32, lr 0.015, 6 epochs with lr / 10 after epoch 5: the default run
-  ends near 98% 10-crop val top-1 in about 25 s on 2 cores, demo build included
+  dropout 0.25. Batch 32, lr 0.015, 5 epochs with lr / 10 after epoch 4: the default run
+  ends near 97-100% 10-crop val top-1 in about 22 s on 2 cores, demo build included
   (docs/performance.md, "The demo's defaults").
 - ``small``: the demo's recipe and widths for small images (24x24 crops of 28x28 images,
   ``refnet.arch``); the arch a --data of your own gets when its images are small. Batch
@@ -138,9 +138,9 @@ TRAIN_DEFAULTS = {
         "batch": 32,
         "lr": 0.015,
         "dropout": 0.25,
-        "epochs": 6,
+        "epochs": 5,
         "lr_schedule": "step",
-        "milestones": (5,),
+        "milestones": (4,),
     },
     "small": {
         "init": "he",

@@ -92,7 +92,7 @@ def test_render_covers_the_shape_area():
     for cls, area in ((0, numpy.pi), (1, 1.7**2)):
         for i in range(5):
             rng = numpy.random.default_rng([7, cls, i])
-            r = numpy.random.default_rng([7, cls, i]).uniform(0.30, 0.38) * 90
+            r = numpy.random.default_rng([7, cls, i]).uniform(0.34, 0.40) * 90
             img = demo.render(cls, rng, 90, 90).astype(float)
             centre = numpy.median(img[40:50, 40:50].reshape(-1, 3), axis=0)
             corner = numpy.median(img[:6, :6].reshape(-1, 3), axis=0)

@@ -113,7 +113,7 @@ def test_small_images_train_at_batch_64_with_the_demos_rate_per_image():
     demo, _ = resolve(build_parser().parse_args([]))
     assert (cfg.arch, cfg.batch, cfg.lr, cfg.dropout) == ("small", 64, 0.03, 0.25)
     assert (demo.arch, demo.batch, demo.lr, demo.dropout) == ("demo", 32, 0.015, 0.25)
-    assert (demo.epochs, demo.milestones) == (6, (5,)) and not demo.early_stop
+    assert (demo.epochs, demo.milestones) == (5, (4,)) and not demo.early_stop
     assert cfg.lr / cfg.batch == pytest.approx(demo.lr / demo.batch)
     assert TrainConfig(arch="alexnet").dropout == 0.5
     # 4,536 training images: 70 steps of 64; the epochs' patience is the longer, and
