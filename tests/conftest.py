@@ -6,15 +6,24 @@ and float64. Tolerances per dtype live in ``tests/tolerance.py``.
 
 Under ``CI=true`` the Hypothesis profile ``ci`` is loaded: derandomized, no example
 database, no deadline, so CI runs are repeatable and never flaky on a slow machine.
+
+Ctrl-C as a terminal gives it: a shell's background job starts with SIGINT ignored, and so
+would every command the tests start (an ignored signal stays ignored across exec, and
+``data.cli.run_command`` then leaves Ctrl-C alone), so the tests of interrupts take back
+Python's own handler first.
 """
 
 import os
+import signal
 
 import numpy
 import pytest
 from hypothesis import HealthCheck, settings
 
 from refnet.layers import backend
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 settings.register_profile(
     "ci",
