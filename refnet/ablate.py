@@ -297,8 +297,8 @@ def train_one(
     return status
 
 
-# the child in a process group of its own: Popen(process_group=0) on Python 3.11+, else a
-# new session, which is a new group too
+# the child in a process group of its own: Popen(process_group=0) on Python 3.11+, else
+# start_new_session (a session's leader leads a process group of its own as well)
 OWN_GROUP: dict[str, Any] = (
     {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 )

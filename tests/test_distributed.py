@@ -453,6 +453,20 @@ def test_resume_on_the_same_and_on_another_number_of_ranks(data_dir, tmp_path):
             assert max_rel(got, want) < 1e-12
 
 
+def start_job(data_dir, out, *extra):
+    """A long two-rank training job on ``data_dir`` into ``out``, started and not waited
+    for (its progress lines on, for the start line's PIDs)."""
+    cmd = [
+        MPIEXEC,
+        "-n",
+        "2",
+        sys.executable,
+        *train_args(data_dir, out, "--epochs", "1000", *extra),
+    ]
+    cmd.remove("--quiet")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _wait_for(predicate, seconds):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -466,15 +480,7 @@ def _wait_for(predicate, seconds):
 @pytest.mark.slow
 def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(data_dir, tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        MPIEXEC,
-        "-n",
-        "2",
-        sys.executable,
-        *train_args(data_dir, out, "--epochs", "1000", "--checkpoint-every", "5"),
-    ]
-    cmd.remove("--quiet")
-    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = start_job(data_dir, out, "--checkpoint-every", "5")
     try:
         assert _wait_for(
             lambda: (

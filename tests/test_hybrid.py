@@ -37,6 +37,7 @@ from tests.test_distributed import (
     mpirun,
     needs_mpi,
     records,
+    start_job,
     train_args,
 )
 from tests.train_data import make_tiny_set
@@ -378,15 +379,7 @@ def test_a_hybrid_checkpoint_resumes_on_any_ranks_and_scheme(runs, data_dir, tmp
 
 
 def _start(data_dir, out, *extra):
-    cmd = [
-        MPIEXEC,
-        "-n",
-        "2",
-        sys.executable,
-        *train_args(data_dir, out, "--epochs", "1000", "--parallel", "hybrid", *extra),
-    ]
-    cmd.remove("--quiet")
-    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = start_job(data_dir, out, "--parallel", "hybrid", *extra)
     started = _wait_for(
         lambda: (out / "log.jsonl").exists() and records(out, "world") and records(out, "epoch"),
         90,
