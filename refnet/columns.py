@@ -25,8 +25,11 @@ column that owns its result. NumPy: both columns on the CPU. CuPy: devices 0 and
 two GPUs, else both on 0. ``Placement.each`` runs one step of every column: on GPUs
 queued one column after the other; on the CPU with two or more cores in two threads,
 one core and one BLAS thread each (needs ``threadpoolctl``, else one after the other),
-each column with its own workspace (``workspaces``). Results do not depend on the
-threading; docs/performance.md ("Two columns on two cores") has the figures.
+each column with its own workspace (``workspaces``). A column that runs alone (fc8 and
+the loss on column 0) keeps one BLAS thread too: OpenBLAS's idle threads spin for a
+while after a call that woke them, and one spinning beside the two column threads
+took a core from them (the demo's step at batch 128 took 1.3x as long). Results do not
+depend on the threading; docs/performance.md ("Two columns on two cores") has the figures.
 """
 
 from __future__ import annotations
@@ -149,8 +152,11 @@ class Placement:
             with self.device(c):
                 return fn(c, *args[c])
 
-        if not self.parallel or len(args) < 2:
+        if not self.parallel:
             return [run_column(c) for c in range(len(args))]
+        if len(args) < 2:  # one BLAS thread even alone (module doc)
+            with self.blas.limit(limits=1, user_api="blas"):
+                return [run_column(c) for c in range(len(args))]
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=len(args) - 1, thread_name_prefix="refnet-column"

@@ -109,6 +109,29 @@ def test_concurrent_and_sequential_columns_give_identical_results():
         numpy.testing.assert_array_equal(grads_a[name], grads_b[name])
 
 
+def test_concurrent_columns_use_one_blas_thread_each_and_alone():
+    """With the columns in threads every BLAS call of the network runs on one BLAS
+    thread, that of a column alone too (fc8 on column 0): a BLAS thread woken by it
+    would spin beside the column threads (refnet.columns)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    net = AlexNet("tiny", "float32")
+    placement = net.placement
+    if not placement.parallel:
+        pytest.skip("columns run concurrently only with >= 2 cores and threadpoolctl")
+
+    def blas_threads(c, _):
+        return [
+            i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"
+        ]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        assert placement.each(blas_threads, [None, None]) == [[1], [1]]
+        assert placement.each(blas_threads, [None]) == [[1]]
+        assert [
+            i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"
+        ] == [2]
+
+
 def test_conv_cache_input_gives_identical_results():
     rng = numpy.random.default_rng(12)
     x = rng.standard_normal((2, 3, 45, 45))
