@@ -112,6 +112,7 @@ COMMON_DEFAULTS = {
     "keep": 3,
     "log_every": 10,
     "eval_views": "center",
+    "eval_batch": 128,
     "final_views": "ten",
     "lighting": 0.1,
     "val_fraction": VAL_FRACTION,
@@ -293,6 +294,7 @@ class TrainConfig:
     keep: int = _TABLE
     log_every: int = _TABLE
     eval_views: str = _TABLE
+    eval_batch: int = _TABLE
     final_views: str = _TABLE
     quiet: bool = _TABLE
     parallel: str = _TABLE
@@ -324,6 +326,7 @@ class TrainConfig:
         "checkpoint_every",
         "keep",
         "log_every",
+        "eval_batch",
         "device",
         "final_views",
         "backend",
@@ -369,6 +372,7 @@ class TrainConfig:
         put("checkpoint_every", _integer("checkpoint_every", self.checkpoint_every, 0))
         put("keep", _integer("keep", self.keep, 1))
         put("log_every", _integer("log_every", self.log_every, 1))
+        put("eval_batch", _integer("eval_batch", self.eval_batch, 1))
         if self.epochs != "auto":
             put("epochs", _integer("epochs", self.epochs, 1))
         if self.patience != "auto":
@@ -860,6 +864,13 @@ def build_parser() -> Parser:
         dest="eval_views",
         choices=_CHOICES["eval_views"],
         help=f"views for the per-epoch validation ({d('eval_views')})",
+    )
+    a(
+        "--eval-batch",
+        dest="eval_batch",
+        type=positive_int,
+        help="images per forward pass when validating: more than --batch is faster, as "
+        f"nothing is kept for a backward pass ({d('eval_batch')})",
     )
     a(
         "--final-views",

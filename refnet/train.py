@@ -161,7 +161,9 @@ class Trainer(TrainerRecords):
         last = self.epoch + 1 == cfg.epochs
         # early stop compares every epoch's error, so all use the per-epoch views
         views = cfg.final_views if last and not cfg.early_stop else cfg.eval_views
-        errors = evaluate(self.net, self.pipeline, views=views, batch=cfg.batch, world=self.world)
+        errors = evaluate(
+            self.net, self.pipeline, views=views, batch=cfg.eval_batch, world=self.world
+        )
         lr = self.sgd.lr
         next_lr = self.schedule.step(errors["top1"])
         best = self.best_record()

@@ -228,7 +228,7 @@ class TrainerRecords:
         if model is not None:
             self.net.load_state_dict(model)
         errors = evaluate(
-            self.net, self.pipeline, views=cfg.final_views, batch=cfg.batch, world=self.world
+            self.net, self.pipeline, views=cfg.final_views, batch=cfg.eval_batch, world=self.world
         )
         self.final = {
             "kind": "best",

@@ -272,3 +272,24 @@ def test_resume_from_a_checkpoint_taken_after_an_epochs_last_batch(data_dir, tmp
     assert r.returncode == 0, r.stderr
     assert [x["epoch"] for x in epoch_records(out)] == [1]
     assert final_state(out)["step"] == 10
+
+
+def test_validation_runs_in_batches_of_eval_batch(data_dir, tmp_path, monkeypatch):
+    """Per-epoch and final validation go through forward passes of ``--eval-batch``
+    images (default 128, whatever ``--batch``), the last one the rest of the set."""
+    from refnet import evaluate
+    from refnet.train import train_run
+
+    seen = []
+    predict = evaluate.predict_views
+    monkeypatch.setattr(
+        evaluate, "predict_views", lambda net, v: seen.append(v.shape[:-3]) or predict(net, v)
+    )
+    for name, extra, batches in (
+        ("default", (), [(20,), (10, 20)]),
+        ("seven", ("--eval-batch", "7"), [(7,), (7,), (6,), (10, 7), (10, 7), (10, 6)]),
+    ):
+        seen.clear()
+        argv = train_cmd(data_dir, tmp_path / name, "--epochs", "2", "--quiet", *extra)[3:]
+        train_run(argv, stdout=lambda *a, **k: None)
+        assert seen == batches, name
