@@ -48,6 +48,20 @@ def test_render_is_deterministic_and_varied():
     assert not numpy.array_equal(a, c)
 
 
+def test_the_tree_is_the_same_file_for_file_whatever_the_threads(tmp_path):
+    trees = {}
+    for threads in (1, 2):
+        root = tmp_path / f"t{threads}"
+        n = demo.write_demo_tree(
+            str(root), train_per_class=3, val_per_class=2, seed=5, progress=False, threads=threads
+        )
+        files = sorted(p for p in root.rglob("*.jpg"))
+        assert n == len(files) == 5 * len(demo.CLASSES)
+        trees[threads] = {str(p.relative_to(root)): p.read_bytes() for p in files}
+    assert trees[1] == trees[2]
+    assert len(set(trees[1].values())) == len(trees[1])  # every image its own
+
+
 def test_ensure_demo_builds_once_and_rebuilds_on_a_new_version(tmp_path, monkeypatch):
     out = demo.ensure_demo(
         str(tmp_path), workers=0, progress=False, train_per_class=3, val_per_class=1
