@@ -21,9 +21,11 @@ Axis legend: N batch, S stored side, Cr crop side, V views.
                                    longer the file opened (``data.loader.check_unchanged``)
 
 Training batches come from ``data.loader.Loader`` (shuffled, final partial batch
-dropped): the order of epoch e is ``numpy.random.default_rng([seed, e]).permutation`` of
-the training images, a pure function of (seed, epoch), so a run resumed at the loader's
-saved ``position`` (epoch, image index) reads exactly the batches it would have read.
+dropped; a training set of at most ``TRAIN_IN_MEMORY_BYTES`` of images read into memory
+once, larger ones batch by batch in a thread): the order of epoch e is
+``numpy.random.default_rng([seed, e]).permutation`` of the training images, a pure
+function of (seed, epoch), so a run resumed at the loader's saved ``position`` (epoch,
+image index) reads exactly the batches it would have read.
 All views subtract the training set's mean image; with ``input_scale = "pixel_std"``
 they are also divided by the per-channel pixel std (unit-variance inputs, the demo), a
 channel that varies by less than one grey level left unscaled
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
 # ``int | "auto"`` and data and out ``str | None``, and the training modules use them where
 # the run has resolved or set them
 Config = Any
+TRAIN_IN_MEMORY_BYTES = 1 << 30  # the loader's memory_limit (module doc)
 Host = numpy.ndarray  # a batch's arrays as the loader gives them (images, labels, indices)
 Batches = Generator[tuple[Host, ...], None, None]  # the loader's batches of an epoch
 Say = Callable[[str], object]  # where a message goes (print)
@@ -210,6 +213,7 @@ class InputPipeline:
                 prefetch=4,
                 shard=shard,
                 with_indices=True,
+                memory_limit=TRAIN_IN_MEMORY_BYTES,
             )
             self.steps_per_epoch = len(self.loader)
             self.train_count = self.steps_per_epoch * self.batch

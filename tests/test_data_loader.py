@@ -126,6 +126,20 @@ def test_breaking_out_stops_the_workers(store):
     assert {t for t in threading.enumerate() if t.name.startswith("loader-")} == before
 
 
+def test_a_store_within_memory_limit_is_read_once_and_gives_the_same_batches(store):
+    nbytes = N * S * S * 3
+    streamed = Loader(store, 4, seed=7, workers=2)
+    held = Loader(store, 4, seed=7, workers=2, memory_limit=nbytes)
+    assert not streamed.in_memory and held.in_memory
+    assert not Loader(store, 4, memory_limit=nbytes - 1).in_memory
+    before = set(threading.enumerate())
+    for _ in range(2):  # two epochs: the images read once serve both
+        assert run_epoch(held) == run_epoch(streamed)
+        assert set(threading.enumerate()) == before  # no loader thread
+    resumed = Loader(store, 4, seed=7, memory_limit=nbytes, position=(1, 8))
+    assert run_epoch(resumed) == run_epoch(Loader(store, 4, seed=7, position=(1, 8)))
+
+
 def test_metadata_and_bad_arguments(store):
     with StoreReader(store) as reader:
         meta = reader.metadata
