@@ -38,7 +38,7 @@ import numpy
 from refnet import NetOptions
 from refnet.bench.env import PROCESSES, blas_info, blas_threads, reexec_if_needed, reported_env
 from refnet.bench.flops import step_flops, winograd_step_flops
-from refnet.bench.layers import time_layers
+from refnet.bench.layers import handoff_seconds, time_layers
 from refnet.bench.memory import SIDES, peak_memory, run_probe
 from refnet.bench.report import report
 from refnet.bench.sides import RefnetSide, TorchSide, load_torch
@@ -270,6 +270,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             pause=args.settle_ms / 1000,
         )
         results["layers_as"] = args.layers_as
+        if args.layers_as == "network":
+            results["handoff_s"] = handoff_seconds(ours.net)
     return results
 
 

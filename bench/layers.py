@@ -4,6 +4,7 @@
     fwd, bwd = refnet_layer(xp, kind, x, params, rng, layout)
     out = fwd(); bwd(out)                  # our layer's forward, then its backward
     rows = time_layers(ours, theirs, batch, repeats, warmup)   # both sides, interleaved
+    handoff_seconds(net)                   # what each of our rows spends on Placement.each
 
 A case is one layer of the grouped single-device form (both columns in one array, as
 PyTorch's twin holds them), as the layer gives it (``refnet.nodes``: ``bench_case``,
@@ -14,6 +15,12 @@ and laid out as the network lays them out (``layout``) when ours runs them; line
 softmax take (N, F). ``column_shares`` splits a case into the shares the network's
 columns compute, so ours is timed as the network runs it: each column's share through
 ``Placement.each`` (on the CPU concurrently, one core each).
+
+Each of our rows (as the network runs it) includes one ``Placement.each`` call per pass,
+a hand-off to the column threads and back (``handoff_seconds``) that inside a step a
+whole run of layers between two exchanges shares, and runs the layer alone, outside the
+step's warm caches and planned memory: at the demo's sizes the rows overstate the small
+layers several times over (docs/performance.md, "Where the time goes").
 
 The backward callables use the layer's own output as the upstream gradient: they time
 the work, not a meaningful gradient.
@@ -182,6 +189,17 @@ def shared_conv1(
 def _each_in_turn(fn: Callable[..., Any], *per_column: Sequence[Any]) -> list[Any]:
     """``Placement.each``'s contract, run one after the other on the calling thread."""
     return [fn(c, *args) for c, args in enumerate(zip(*per_column, strict=True))]
+
+
+def handoff_seconds(net: AlexNet, calls: int = 200) -> float:
+    """Median seconds of one ``Placement.each`` call that does nothing in every column:
+    the hand-off to the column threads and back that each of our rows includes."""
+    each, nothing = net.placement.each, [None] * net.placement.columns
+    for _ in range(20):
+        each(lambda c, _: None, nothing)
+    return statistics.median(
+        timed(lambda: each(lambda c, _: None, nothing), lambda: None) for _ in range(calls)
+    )
 
 
 def time_layers(

@@ -76,6 +76,11 @@ def report(r: dict[str, Any]) -> str:
                 f"{1e3 * row['refnet_backward']:9.1f} {100 * ours / total:5.1f}%"
                 f"{tf} {ratio}"
             )
+        if "handoff_s" in r:
+            lines.append(
+                f"each of our rows includes a hand-off to the column threads and back per pass: "
+                f"{1e3 * r['handoff_s']:.2f} ms here (in a step one serves a run of layers)"
+            )
     if "memory" in r:
         for side, m in r["memory"].items():
             if m:

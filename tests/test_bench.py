@@ -14,6 +14,7 @@ from refnet import NetOptions, build_network
 from refnet.bench.__main__ import main
 from refnet.bench.layers import column_shares, layer_cases
 from refnet.bench.memory import peak_memory
+from refnet.bench.report import report
 
 
 @pytest.mark.parametrize(
@@ -49,6 +50,10 @@ def test_bench_runs_on_the_tiny_net_and_writes_json(tmp_path, extra):
     names = [row["layer"] for row in r["layers"]]
     assert names[:4] == ["conv1", "relu1", "lrn1", "pool1"] and names[-1] == "softmax"
     assert all(row["refnet_forward"] > 0 for row in r["layers"])
+    # the network's form of our rows states what one hand-off to the column threads costs
+    assert ("handoff_s" in r) == ("grouped" not in extra)
+    assert r.get("handoff_s", 1) > 0
+    assert ("hand-off" in report(r)) == ("handoff_s" in r)
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary left
 
 
