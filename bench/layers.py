@@ -195,11 +195,13 @@ def handoff_seconds(net: AlexNet, calls: int = 200) -> float:
     """Median seconds of one ``Placement.each`` call that does nothing in every column:
     the hand-off to the column threads and back that each of our rows includes."""
     each, nothing = net.placement.each, [None] * net.placement.columns
-    for _ in range(20):
+
+    def handoff() -> None:
         each(lambda c, _: None, nothing)
-    return statistics.median(
-        timed(lambda: each(lambda c, _: None, nothing), lambda: None) for _ in range(calls)
-    )
+
+    for _ in range(20):
+        handoff()
+    return statistics.median(timed(handoff, lambda: None) for _ in range(calls))
 
 
 def time_layers(

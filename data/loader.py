@@ -89,6 +89,7 @@ class Loader:
             )
         self.shard, self.with_indices = (rank, ranks), with_indices
         size = self.metadata.size
+        self.memory_limit = memory_limit
         self.in_memory = self.num_images * size * size * 3 <= memory_limit
         self._memory: StoreReader | None = None  # in_memory: the images, read once
         self.seek(*position)
@@ -141,7 +142,7 @@ class Loader:
             batches = [numpy.array_split(b, ranks)[rank] for b in batches]
         if self.in_memory:
             if self._memory is None:
-                self._memory = StoreReader(self.path, memory_limit=1 << 62)
+                self._memory = StoreReader(self.path, memory_limit=self.memory_limit)
             source = (self._memory.take(b) for b in batches)
         else:
             source = _read_batches(self.path, batches, self.workers, self.prefetch)

@@ -154,14 +154,13 @@ class Placement:
 
         if not self.parallel:
             return [run_column(c) for c in range(len(args))]
-        if len(args) < 2:  # one BLAS thread even alone (module doc)
-            with self.blas.limit(limits=1, user_api="blas"):
+        with self.blas.limit(limits=1, user_api="blas"):  # a column alone too (module doc)
+            if len(args) < 2:
                 return [run_column(c) for c in range(len(args))]
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=len(args) - 1, thread_name_prefix="refnet-column"
-            )
-        with self.blas.limit(limits=1, user_api="blas"):
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=len(args) - 1, thread_name_prefix="refnet-column"
+                )
             others = [self._pool.submit(run_column, c) for c in range(1, len(args))]
             try:
                 first = run_column(0)  # column 0 in the calling thread
