@@ -36,6 +36,9 @@ import hashlib
 import importlib.util
 import json
 import os
+import stat
+import sys
+import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -151,6 +154,27 @@ class Solo:
 
     def describe(self) -> list[dict[str, Any]]:
         return [{"rank": 0, "pid": os.getpid(), "host": self.host}]
+
+
+def wait_until_read(fd: int, timeout: float = 2.0) -> bool:
+    """Wait, at most ``timeout`` seconds, until the reader of the pipe ``fd`` writes to
+    has read everything in it; True if it has (or ``fd`` is no pipe: nothing to wait for)."""
+    try:
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return True
+        import fcntl
+        import termios
+
+        end = time.monotonic() + timeout
+        while True:
+            unread = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, bytes(4)), sys.byteorder)
+            if unread == 0:
+                return True
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.005)
+    except (OSError, ImportError):  # no FIONREAD here: nothing more to do
+        return True
 
 
 class MpiWorld(Solo):
@@ -297,6 +321,10 @@ class MpiWorld(Solo):
             )
 
     def abort(self, code: int) -> None:
+        """End every rank, once the launcher has taken what this rank wrote to stderr
+        (``wait_until_read``): Hydra drops output still in the pipe when a rank aborts."""
+        sys.stderr.flush()
+        wait_until_read(sys.stderr.fileno())
         self.comm.Abort(int(code))
 
     def describe(self) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -583,6 +584,52 @@ def test_an_error_on_one_rank_aborts_every_rank(data_dir, tmp_path):
     assert time.monotonic() - start < 60
     assert r.returncode != 0
     assert "injected fault" in r.stderr and "[rank 1 of 2" in r.stderr
+
+
+def test_wait_until_read_waits_for_the_pipes_reader(tmp_path):
+    r, w = os.pipe()
+    try:
+        os.write(w, b"x" * 5000)
+        start = time.monotonic()
+        assert not distributed.wait_until_read(w, timeout=0.2)  # nobody reads
+        assert time.monotonic() - start >= 0.2
+        got = []
+        reader = threading.Timer(0.3, lambda: got.append(os.read(r, 10000)))
+        reader.start()
+        start = time.monotonic()
+        assert distributed.wait_until_read(w, timeout=5)
+        assert 0.25 < time.monotonic() - start < 4 and len(got[0]) == 5000
+        reader.join()
+    finally:
+        os.close(r)
+        os.close(w)
+    with open(tmp_path / "f", "wb") as f:  # a file: nothing to wait for
+        assert distributed.wait_until_read(f.fileno(), timeout=0)
+
+
+# A rank that says a lot on stderr and aborts: Hydra drops what is still in the pipe
+# unless the abort waits until the launcher has read it.
+LONG_REPORT = r"""
+import sys
+from refnet.distributed import current_world
+world = current_world()
+if world.rank == 1:
+    for i in range(3000):
+        print(f"line {i} of a long report", file=sys.stderr)
+    print("the last line", file=sys.stderr)
+    world.abort(3)
+world.allgather(0)
+"""
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_an_abort_loses_nothing_the_rank_wrote():
+    for _ in range(5):
+        cmd = [MPIEXEC, "-n", "2", sys.executable, "-c", LONG_REPORT]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+        assert r.returncode == 3
+        assert "the last line" in r.stderr
 
 
 @needs_mpi
