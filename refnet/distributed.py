@@ -323,8 +323,9 @@ class MpiWorld(Solo):
     def abort(self, code: int) -> None:
         """End every rank, once the launcher has taken what this rank wrote to stderr
         (``wait_until_read``): Hydra drops output still in the pipe when a rank aborts."""
-        sys.stderr.flush()
-        wait_until_read(sys.stderr.fileno())
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        wait_until_read(2)  # the process's stderr, whatever sys.stderr is now
         self.comm.Abort(int(code))
 
     def describe(self) -> list[dict[str, Any]]:
